@@ -1,0 +1,56 @@
+"""The typer application and what every command shares (STYLE.md, habit 8).
+
+Each command module (``cli/*_cmd.py``) registers its commands on ``app``;
+a command opens the store, calls one library function, and prints. Library
+errors (``RiskgateError``) become a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from ingest.errors import RiskgateError
+
+app = typer.Typer(
+    name="riskgate",
+    help="riskgate: an open account-takeover risk engine (ingest, score, decide as a Cognito risk configuration would).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="DuckDB store file (default: $RISKGATE_DB, else ./riskgate.duckdb).", show_default=False),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+F = TypeVar("F", bound=Callable)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into a clean message and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RiskgateError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

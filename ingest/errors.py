@@ -1,0 +1,34 @@
+"""One exception family for riskgate (STYLE.md, habit 5).
+
+Messages say what was expected, what was found, and where.
+"""
+
+from __future__ import annotations
+
+
+class RiskgateError(ValueError):
+    """Base of every error riskgate raises on purpose; the CLI turns it into a clean message."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = ""
+        if source is not None:
+            where = f"{source}:{line}: " if line is not None else f"{source}: "
+        super().__init__(where + message)
+
+
+class InputFormatError(RiskgateError):
+    """A whole input cannot be read as the format it was given or detected as."""
+
+
+class StoreError(RiskgateError):
+    """The store cannot be opened, migrated or written."""
+
+
+class ConfigurationError(RiskgateError):
+    """A setting or configuration document is invalid; nothing was changed."""
+
+
+class GeoIPError(RiskgateError):
+    """A GeoIP database is missing, corrupt, or not what it claims to be."""

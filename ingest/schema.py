@@ -1,0 +1,132 @@
+"""The canonical sign-in event: one definition, as an Arrow schema.
+
+Every reader produces tables with (a subset of) the *source* columns below; the
+enrichment step fills the *derived* columns; the store keeps exactly this
+schema in its ``events`` table. Names are snake_case versions of the Cognito
+API's PascalCase fields where one exists.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# -- Cognito enumerations (COGNITO_REFERENCE.md) ----------------------------
+EVENT_TYPES = ("SignIn", "SignUp", "ForgotPassword", "PasswordChange", "ResendCode")
+EVENT_RESPONSES = ("Pass", "Fail", "InProgress")
+#: Spellings accepted on input and what they mean (pre-2022 names included).
+EVENT_RESPONSE_ALIASES = {
+    "Pass": "Pass",
+    "Success": "Pass",
+    "Fail": "Fail",
+    "Failure": "Fail",
+    "InProgress": "InProgress",
+}
+CHALLENGE_NAMES = ("Password", "Mfa")
+CHALLENGE_RESPONSES = ("Success", "Failure")
+
+HEADER = pa.struct([("header_name", pa.string()), ("header_value", pa.string())])
+CHALLENGE = pa.struct([("challenge_name", pa.string()), ("challenge_response", pa.string())])
+
+#: Columns a reader supplies (all optional except those in REQUIRED).
+SOURCE_FIELDS: list[pa.Field] = [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("user_pool_id", pa.string()),
+    pa.field("client_id", pa.string()),
+    pa.field("username", pa.string(), nullable=False),
+    pa.field("user_sub", pa.string()),
+    pa.field("event_type", pa.string(), nullable=False),
+    pa.field("event_response", pa.string(), nullable=False),
+    pa.field("creation_date", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("challenge_responses", pa.list_(CHALLENGE)),
+    # ContextData, as the application server forwarded it
+    pa.field("ip_address", pa.string()),
+    pa.field("server_name", pa.string()),
+    pa.field("server_path", pa.string()),
+    pa.field("http_headers", pa.list_(HEADER)),
+    pa.field("encoded_data", pa.string()),
+    pa.field("has_context_data", pa.bool_()),
+    # facts some sources carry
+    pa.field("user_agent_source", pa.string()),  # a source's own agent column (RBA)
+    pa.field("rtt_ms", pa.float64()),
+    pa.field("compromised_credentials", pa.bool_()),
+    # a source's own geo/device columns, used when no lookup answers (RBA, user-activity export)
+    pa.field("source_country", pa.string()),
+    pa.field("source_region", pa.string()),
+    pa.field("source_city", pa.string()),
+    pa.field("source_asn", pa.int64()),
+    pa.field("source_device_name", pa.string()),
+    pa.field("extra", pa.string()),  # JSON object of fields the canonical event has no column for
+    # provenance
+    pa.field("source_format", pa.string(), nullable=False),
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("source_line", pa.int64(), nullable=False),
+]
+
+#: Columns the enrichment step derives.
+DERIVED_FIELDS: list[pa.Field] = [
+    pa.field("client_ip", pa.string()),
+    pa.field("client_ip_source", pa.string()),  # IpAddress | X-Forwarded-For | Forwarded | X-Real-IP
+    pa.field("ip_version", pa.int8()),
+    pa.field("ip_prefix", pa.string()),  # the /24 (IPv4) or /48 (IPv6) network of client_ip
+    pa.field("user_agent", pa.string()),
+    pa.field("browser_family", pa.string()),
+    pa.field("browser_version", pa.string()),
+    pa.field("os_family", pa.string()),
+    pa.field("os_version", pa.string()),
+    pa.field("device_type", pa.string()),  # Desktop | Mobile | Tablet | Bot | Other
+    pa.field("device_name", pa.string()),  # "Chrome 126, Windows 10"
+    pa.field("device_fingerprint", pa.string()),
+    pa.field("device_fingerprint_source", pa.string()),  # EncodedData | headers
+    pa.field("country_iso", pa.string()),
+    pa.field("country_name", pa.string()),
+    pa.field("region", pa.string()),
+    pa.field("city", pa.string()),
+    pa.field("latitude", pa.float64()),
+    pa.field("longitude", pa.float64()),
+    pa.field("time_zone", pa.string()),
+    pa.field("asn", pa.int64()),
+    pa.field("as_org", pa.string()),
+    pa.field("geo_source", pa.string()),  # lookup | source | none
+]
+
+EVENT_SCHEMA = pa.schema(SOURCE_FIELDS + DERIVED_FIELDS)
+SOURCE_SCHEMA = pa.schema(SOURCE_FIELDS)
+SOURCE_COLUMNS = [f.name for f in SOURCE_FIELDS]
+EVENT_COLUMNS = [f.name for f in EVENT_SCHEMA]
+
+#: Columns every reader must fill for a row to be an event.
+REQUIRED = ("event_id", "username", "event_type", "event_response", "creation_date")
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("source_format", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("source_line", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("raw", pa.string()),
+    ]
+)
+
+LABEL_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),  # e.g. account_takeover, attack_ip, attack_type
+        pa.field("value", pa.string()),  # "true"/"false" or a tag such as "credential_stuffing"
+        pa.field("source", pa.string()),  # where the label came from (data set name, synth, feedback)
+    ]
+)
+
+
+def conform(table: pa.Table, schema: pa.Schema = SOURCE_SCHEMA) -> pa.Table:
+    """Return ``table`` with exactly ``schema``'s columns, in order: missing ones null, types cast."""
+    n = table.num_rows
+    arrays = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+            arrays.append(col)
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([f.with_nullable(True) for f in schema]))

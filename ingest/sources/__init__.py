@@ -1,0 +1,58 @@
+"""Readers, one module per input format, and format detection.
+
+Each reader module exposes a reader object (see ``ingest.sources.base.Reader``),
+named ``READER`` unless the table below says otherwise.
+``READERS`` maps the format names users give to ``--format``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ingest.errors import InputFormatError
+from ingest.sources.base import Reader, read_head
+
+#: format name -> (module, attribute). Detection tries them in this order.
+_MODULES = {
+    "riskgate-jsonl": ("ingest.sources.riskgate_jsonl", "READER"),
+    "cognito-user-activity": ("ingest.sources.cognito_user_activity", "READER"),
+    "cognito-auth-events": ("ingest.sources.cognito_auth_events", "READER"),
+    "rba-csv": ("ingest.sources.rba_csv", "READER"),
+    "csv": ("ingest.sources.tabular", "CSV_READER"),
+    "parquet": ("ingest.sources.tabular", "PARQUET_READER"),
+}
+
+
+def reader_names() -> list[str]:
+    return [n for n in _MODULES if _load(n) is not None]
+
+
+def _load(name: str) -> Reader | None:
+    module, attr = _MODULES[name]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None  # not written yet
+        raise
+    return getattr(mod, attr)
+
+
+def get_reader(name: str) -> Reader:
+    if name not in _MODULES or _load(name) is None:
+        raise InputFormatError(f"unknown format {name!r}; expected one of: {', '.join(reader_names())}")
+    return _load(name)  # type: ignore[return-value]
+
+
+def detect_format(path: str) -> str:
+    """The format of ``path`` from its first bytes; a clear error when nothing matches."""
+    head = read_head(path)
+    if not head.strip():
+        raise InputFormatError("is empty: there is nothing to detect a format from", source=str(path))
+    for name in reader_names():
+        reader = _load(name)
+        if reader is not None and reader.sniff(head):
+            return name
+    raise InputFormatError(
+        "format not recognised; give --format with one of: " + ", ".join(reader_names()), source=str(path)
+    )

@@ -1,0 +1,221 @@
+"""What every reader shares: opening inputs (gzip too), lines with numbers, batches, quarantine rows.
+
+A reader is a module in ``ingest/sources/`` exposing a :class:`Reader`. It
+streams its input in batches of bounded size and yields :class:`ReadBatch`
+objects: rows it could turn into canonical source columns, and rows it could
+not (quarantine, with file, line, reason and raw text). Readers check their
+own format; checks common to every format (enumerations, time range, IPs)
+happen afterwards in ``ingest.normalise``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import pyarrow as pa
+
+from ingest.errors import InputFormatError
+from ingest.schema import LABEL_SCHEMA, QUARANTINE_SCHEMA
+
+GZIP_MAGIC = b"\x1f\x8b"
+DEFAULT_BATCH_ROWS = 100_000
+#: A raw row longer than this is stored truncated in quarantine (the reason says so).
+MAX_RAW_CHARS = 4096
+#: The column carrying each row's raw text beside the canonical columns (dropped before storing).
+RAW_COLUMN = "_raw"
+
+
+@dataclass
+class ReaderOptions:
+    """Options a user may give to ``riskgate ingest``; each reader uses those it needs."""
+
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    username: str | None = None  # AdminListUserAuthEvents output carries no username
+    user_pool_id: str | None = None  # default pool id when a source has none
+    mapping: str | None = None  # column-mapping file for generic CSV / Parquet
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReadBatch:
+    """One bounded slice of an input."""
+
+    events: pa.Table  # canonical source columns (a subset is fine) + optional RAW_COLUMN
+    quarantine: pa.Table  # QUARANTINE_SCHEMA
+    labels: pa.Table | None = None  # LABEL_SCHEMA
+
+    @property
+    def rows_read(self) -> int:
+        return self.events.num_rows + self.quarantine.num_rows
+
+
+class Reader(Protocol):
+    name: str
+    description: str
+
+    def sniff(self, head: bytes) -> bool:
+        """True when the first bytes (decompressed) look like this format."""
+
+    def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
+        """Yield the input's rows in batches."""
+
+
+def display_name(path: str | os.PathLike) -> str:
+    return str(path)
+
+
+def open_binary(path: str | os.PathLike) -> BinaryIO:
+    """Open ``path`` for reading bytes, transparently decompressing gzip."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFormatError("no such file", source=str(path))
+    if p.is_dir():
+        raise InputFormatError("is a folder, not a file", source=str(path))
+    fh = open(p, "rb")
+    magic = fh.read(2)
+    fh.seek(0)
+    if magic == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+    return fh
+
+
+def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:
+    with open_binary(path) as fh:
+        try:
+            return fh.read(n)
+        except (OSError, EOFError) as exc:
+            raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
+
+
+def iter_line_chunks(
+    path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS, *, skip_header: bool = False
+) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield ``(first_line_number, [raw line bytes without the newline])`` in chunks.
+
+    Line numbers are 1-based and count every physical line, blank ones too.
+    """
+    with open_binary(path) as fh:
+        line_no = 1
+        if skip_header:
+            fh.readline()
+            line_no = 2
+        buf: list[bytes] = []
+        start = line_no
+        try:
+            for raw in fh:
+                buf.append(raw.rstrip(b"\r\n"))
+                if len(buf) >= batch_rows:
+                    yield start, buf
+                    start += len(buf)
+                    buf = []
+        except (OSError, EOFError) as exc:
+            raise InputFormatError(f"cannot read past line {start + len(buf)}: {exc}", source=str(path)) from exc
+        if buf:
+            yield start, buf
+
+
+def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> str:
+    """Stable id of a quarantined row: the same row of the same input is recorded once."""
+    h = hashlib.sha256()
+    for part in (source_format, os.path.basename(source_file), str(line), raw):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+def clip_raw(raw: str) -> str:
+    if len(raw) <= MAX_RAW_CHARS:
+        return raw
+    return raw[:MAX_RAW_CHARS] + f"... [{len(raw) - MAX_RAW_CHARS} more characters]"
+
+
+class QuarantineBuilder:
+    """Collects quarantined rows of one batch."""
+
+    def __init__(self, source_format: str, source_file: str):
+        self.source_format = source_format
+        self.source_file = source_file
+        self.lines: list[int] = []
+        self.reasons: list[str] = []
+        self.raws: list[str] = []
+
+    def add(self, line: int, reason: str, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "backslashreplace")
+        self.lines.append(line)
+        self.reasons.append(reason)
+        self.raws.append(clip_raw(raw))
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def table(self) -> pa.Table:
+        return quarantine_table(self.source_format, self.source_file, self.lines, self.reasons, self.raws)
+
+
+def quarantine_table(
+    source_format: str, source_file: str, lines: list[int], reasons: list[str], raws: list[str]
+) -> pa.Table:
+    n = len(lines)
+    t = pa.table(
+        {
+            "source_format": pa.array([source_format] * n, pa.string()),
+            "source_file": pa.array([source_file] * n, pa.string()),
+            "source_line": pa.array(lines, pa.int64()),
+            "reason": pa.array(reasons, pa.string()),
+            "raw": pa.array(raws, pa.string()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    return t
+
+
+def with_quarantine_ids(t: pa.Table) -> pa.Table:
+    ids = [
+        quarantine_id(f, s, ln, r)
+        for f, s, ln, r in zip(
+            t.column("source_format").to_pylist(),
+            t.column("source_file").to_pylist(),
+            t.column("source_line").to_pylist(),
+            t.column("raw").to_pylist(),
+        )
+    ]
+    return t.append_column("quarantine_id", pa.array(ids, pa.string()))
+
+
+def empty_quarantine() -> pa.Table:
+    return QUARANTINE_SCHEMA.empty_table()
+
+
+def empty_labels() -> pa.Table:
+    return LABEL_SCHEMA.empty_table()
+
+
+def decode_lines(lines: list[bytes], first_line: int, q: QuarantineBuilder) -> tuple[list[str], list[int]]:
+    """Decode UTF-8 lines; quarantine undecodable ones and skip blank ones.
+
+    Returns the decoded texts and their line numbers. Blank lines are not rows.
+    """
+    texts: list[str] = []
+    numbers: list[int] = []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            q.add(first_line + i, f"not UTF-8: invalid byte at position {exc.start}", raw)
+            continue
+        numbers.append(first_line + i)
+    return texts, numbers
+
+
+def text_of(fh: BinaryIO) -> io.TextIOWrapper:
+    return io.TextIOWrapper(fh, encoding="utf-8", newline="")

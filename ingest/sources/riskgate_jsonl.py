@@ -1,0 +1,226 @@
+"""riskgate JSON lines: our own input format, one Cognito-shaped sign-in event per line.
+
+Example line (see README, "Formats")::
+
+    {"EventId": "2f0c...", "UserPoolId": "us-east-1_EXAMPLE", "ClientId": "app1",
+     "Username": "alice", "UserSub": "7d1e...", "EventType": "SignIn",
+     "EventResponse": "Pass", "CreationDate": "2026-03-01T08:15:02.120Z",
+     "ChallengeResponses": [{"ChallengeName": "Password", "ChallengeResponse": "Success"}],
+     "ContextData": {"IpAddress": "81.2.69.160", "ServerName": "auth.example.com",
+                     "ServerPath": "/login",
+                     "HttpHeaders": [{"headerName": "User-Agent", "headerValue": "Mozilla/5.0 ..."}],
+                     "EncodedData": "..."},
+     "RoundTripTimeMs": 312, "CompromisedCredentialsDetected": false,
+     "Labels": {"is_account_takeover": false}}
+
+Required: Username, EventType, EventResponse, CreationDate (ISO 8601, or epoch
+seconds/milliseconds). EventId is optional: without it the id is derived from
+the line's content. When ContextData is present, its IpAddress, ServerName,
+ServerPath and HttpHeaders are required, as in the Cognito API. ``Labels`` (an
+object of label name to value) goes to the labels table, never to the event.
+Unknown top-level fields are kept in the event's ``extra`` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from ingest.sources.base import (
+    RAW_COLUMN,
+    QuarantineBuilder,
+    ReadBatch,
+    ReaderOptions,
+    decode_lines,
+    iter_line_chunks,
+)
+from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason
+
+NAME = "riskgate-jsonl"
+
+FIELDS = [
+    JsonField("EventId", "$.EventId", "string", "event_id"),
+    JsonField("UserPoolId", "$.UserPoolId", "string", "user_pool_id"),
+    JsonField("ClientId", "$.ClientId", "string", "client_id"),
+    JsonField("Username", "$.Username", "string", "username", required=True),
+    JsonField("UserSub", "$.UserSub", "string", "user_sub"),
+    JsonField("EventType", "$.EventType", "string", "event_type", required=True),
+    JsonField("EventResponse", "$.EventResponse", "string", "event_response", required=True),
+    JsonField("CreationDate", "$.CreationDate", "time", "creation_date", required=True),
+    JsonField("ChallengeResponses", "$.ChallengeResponses", "array", "_challenges"),
+    JsonField("ContextData", "$.ContextData", "object", None),
+    JsonField("ContextData.IpAddress", "$.ContextData.IpAddress", "string", "ip_address", required_if="ContextData"),
+    JsonField("ContextData.ServerName", "$.ContextData.ServerName", "string", "server_name", required_if="ContextData"),
+    JsonField("ContextData.ServerPath", "$.ContextData.ServerPath", "string", "server_path", required_if="ContextData"),
+    JsonField("ContextData.HttpHeaders", "$.ContextData.HttpHeaders", "array", "_headers", required_if="ContextData"),
+    JsonField("ContextData.EncodedData", "$.ContextData.EncodedData", "string", "encoded_data"),
+    JsonField("RoundTripTimeMs", "$.RoundTripTimeMs", "number", "rtt_ms"),
+    JsonField("CompromisedCredentialsDetected", "$.CompromisedCredentialsDetected", "bool", "compromised_credentials"),
+    JsonField("Labels", "$.Labels", "object", "_labels"),
+]
+KNOWN_KEYS = [f.name for f in FIELDS if "." not in f.name]
+
+# list<struct> transforms, with per-item type checks, run on the extracted JSON text
+_SHAPE_SQL = """
+SELECT *,
+  ip_address IS NOT NULL AS has_context_data,
+  CASE WHEN _headers IS NOT NULL THEN
+    list_transform(CAST(_headers AS JSON[]), lambda h: {
+      'header_name': CASE WHEN json_type(h, '$.headerName') = 'VARCHAR' THEN json_extract_string(h, '$.headerName') END,
+      'header_value': CASE WHEN json_type(h, '$.headerValue') = 'VARCHAR' THEN json_extract_string(h, '$.headerValue') END})
+  END AS http_headers,
+  CASE WHEN _challenges IS NOT NULL THEN
+    list_transform(CAST(_challenges AS JSON[]), lambda c: {
+      'challenge_name': json_extract_string(c, '$.ChallengeName'),
+      'challenge_response': json_extract_string(c, '$.ChallengeResponse')})
+  END AS challenge_responses
+FROM shaped_
+"""
+
+
+def _bad_items_sql() -> str:
+    return """
+    SELECT _line,
+      CASE WHEN list_bool_or(list_transform(http_headers, lambda h: h.header_name IS NULL OR h.header_value IS NULL))
+           THEN 'ContextData.HttpHeaders items must be objects with string headerName and headerValue' END AS r1,
+      CASE WHEN list_bool_or(list_transform(challenge_responses,
+                 lambda c: c.challenge_name IS NULL OR c.challenge_name NOT IN ('Password', 'Mfa')
+                      OR c.challenge_response IS NULL OR c.challenge_response NOT IN ('Success', 'Failure')))
+           THEN 'ChallengeResponses items must have ChallengeName Password|Mfa and ChallengeResponse Success|Failure' END AS r2
+    FROM items_
+    """
+
+
+class RiskgateJsonl:
+    name = NAME
+    description = "riskgate JSON lines: one Cognito-shaped event (with ContextData) per line"
+
+    def sniff(self, head: bytes) -> bool:
+        first = _first_line(head)
+        return first.startswith(b"{") and (b'"EventType"' in first or b'"ContextData"' in first) and b'"Username"' in first
+
+    def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
+        con = duckdb.connect()
+        try:
+            for first, chunk in iter_line_chunks(path, options.batch_rows):
+                yield self._batch(con, path, first, chunk, options)
+        finally:
+            con.close()
+
+    def _batch(self, con, path: str, first: int, chunk: list[bytes], options: ReaderOptions) -> ReadBatch:
+        q = QuarantineBuilder(NAME, path)
+        texts, lines = decode_lines(chunk, first, q)
+        t = extract(con, texts, lines, FIELDS, KNOWN_KEYS)
+        con.register("shaped_", t)
+        try:
+            t = con.sql(_SHAPE_SQL).to_arrow_table()
+        finally:
+            con.unregister("shaped_")
+        con.register("items_", t)
+        try:
+            item_reasons = con.sql(_bad_items_sql()).to_arrow_table()
+        finally:
+            con.unregister("items_")
+        return assemble(t, item_reasons, q, options, derive_id_prefix="rg")
+
+
+def _first_line(head: bytes) -> bytes:
+    for line in head.splitlines():
+        if line.strip():
+            return line.strip()
+    return b""
+
+
+def assemble(
+    t: pa.Table, item_reasons: pa.Table | None, q: QuarantineBuilder, options: ReaderOptions, derive_id_prefix: str
+) -> ReadBatch:
+    """Split an extracted batch into good rows and quarantine; derive missing ids; collect labels and extras.
+
+    The per-row Python work here touches only bad rows, rows with unknown keys and rows with labels.
+    """
+    reasons = t.column("reason").to_pylist()
+    if item_reasons is not None:
+        for i, (r1, r2) in enumerate(zip(item_reasons.column("r1").to_pylist(), item_reasons.column("r2").to_pylist())):
+            extra = "; ".join(x for x in (r1, r2) if x)
+            if extra:
+                reasons[i] = f"{reasons[i]}; {extra}" if reasons[i] else extra
+    raws = t.column("_raw")
+    lines = t.column("_line").to_pylist()
+    good_idx = []
+    for i, r in enumerate(reasons):
+        if r is None:
+            good_idx.append(i)
+        else:
+            raw = raws[i].as_py()
+            if r == "malformed JSON":
+                r = malformed_reason(raw)
+            q.add(lines[i], r, raw)
+    good = t.take(pa.array(good_idx, pa.int64())) if len(good_idx) != t.num_rows else t
+    good = _derive_ids(good, derive_id_prefix)
+    unknown = good.column("_unknown_keys").to_pylist()
+    raw_list = None
+    extras: list[str | None] = [None] * good.num_rows
+    for i, keys in enumerate(unknown):
+        if keys:
+            if raw_list is None:
+                raw_list = good.column("_raw").to_pylist()
+            extras[i] = extra_json(raw_list[i], keys)
+    good = good.append_column("extra", pa.array(extras, pa.string()))
+    labels = None
+    if "_labels" in good.column_names:
+        labels = _labels(good)
+    n = good.num_rows
+    if options.user_pool_id and "user_pool_id" in good.column_names:
+        pools = good.column("user_pool_id").to_pylist()
+        good = good.set_column(
+            good.column_names.index("user_pool_id"),
+            "user_pool_id",
+            pa.array([p or options.user_pool_id for p in pools], pa.string()),
+        )
+    good = good.append_column("source_line", good.column("_line"))
+    return ReadBatch(events=good, quarantine=q.table(), labels=labels if labels is not None and labels.num_rows else None)
+
+
+def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
+    """Sources without an EventId get one derived from the row's content (the raw line)."""
+    ids = t.column("event_id")
+    if ids.null_count == 0:
+        return t
+    import hashlib
+
+    raws = t.column("_raw").to_pylist()
+    out = [
+        i if i is not None else prefix + "-" + hashlib.sha256(raws[k].encode("utf-8")).hexdigest()[:32]
+        for k, i in enumerate(ids.to_pylist())
+    ]
+    return t.set_column(t.column_names.index("event_id"), "event_id", pa.array(out, pa.string()))
+
+
+def _labels(good: pa.Table) -> pa.Table | None:
+    import json
+
+    vals = good.column("_labels")
+    if vals.null_count == good.num_rows:
+        return None
+    ids = good.column("event_id").to_pylist()
+    ev, lab, val = [], [], []
+    for i, v in enumerate(vals.to_pylist()):
+        if not v:
+            continue
+        for k, x in json.loads(v).items():
+            ev.append(ids[i])
+            lab.append(str(k))
+            val.append(json.dumps(x) if not isinstance(x, str) else x)
+    return pa.table(
+        {
+            "event_id": pa.array(ev, pa.string()),
+            "label": pa.array(lab, pa.string()),
+            "value": pa.array(val, pa.string()),
+            "source": pa.array([NAME] * len(ev), pa.string()),
+        }
+    )
+
+
+READER = RiskgateJsonl()

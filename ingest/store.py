@@ -1,0 +1,328 @@
+"""The DuckDB store: opening, named migrations, and the tables ingest owns.
+
+SQL for ``events``, ``quarantine``, ``users``, ``labels`` and ``ingest_runs``
+lives here and nowhere else (STYLE.md, habit 7). Values are always bound
+parameters; identifiers come only from the fixed schema in ``ingest.schema``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ingest.errors import StoreError
+from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, LABEL_SCHEMA, QUARANTINE_SCHEMA
+
+DEFAULT_DB = "riskgate.duckdb"
+DB_ENV = "RISKGATE_DB"
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.int8(): "TINYINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for DuckDB (the one helper for it)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if t in _DUCK_TYPES:
+        return _DUCK_TYPES[t]
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    if pa.types.is_struct(t):
+        inner = ", ".join(f"{quote_ident(f.name)} {_duck_type(f.type)}" for f in t)
+        return f"STRUCT({inner})"
+    raise TypeError(f"no DuckDB type for Arrow type {t}")
+
+
+def _create_table_sql(name: str, schema: pa.Schema, extra: Sequence[str] = ()) -> str:
+    cols = [f"{quote_ident(f.name)} {_duck_type(f.type)}" for f in schema] + list(extra)
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A named, recorded schema change. Applied once, in order, inside a transaction."""
+
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_ingest_tables",
+        (
+            _create_table_sql(
+                "events",
+                EVENT_SCHEMA,
+                ("ingest_run_id VARCHAR", "ingested_at TIMESTAMPTZ"),
+            ),
+            _create_table_sql(
+                "quarantine",
+                QUARANTINE_SCHEMA,
+                ("quarantine_id VARCHAR PRIMARY KEY", "ingest_run_id VARCHAR", "quarantined_at TIMESTAMPTZ"),
+            ),
+            _create_table_sql("labels", LABEL_SCHEMA),
+            """CREATE TABLE IF NOT EXISTS users (
+                 username VARCHAR PRIMARY KEY,
+                 user_pool_id VARCHAR,
+                 user_sub VARCHAR,
+                 user_status VARCHAR,
+                 enabled BOOLEAN,
+                 mfa_settings VARCHAR[],
+                 preferred_mfa VARCHAR,
+                 email VARCHAR,
+                 created_at TIMESTAMPTZ,
+                 modified_at TIMESTAMPTZ,
+                 attributes VARCHAR
+               )""",
+            """CREATE TABLE IF NOT EXISTS ingest_runs (
+                 run_id VARCHAR PRIMARY KEY,
+                 started_at TIMESTAMPTZ,
+                 finished_at TIMESTAMPTZ,
+                 status VARCHAR,
+                 inputs VARCHAR,
+                 source_format VARCHAR,
+                 rows_read BIGINT,
+                 events_added BIGINT,
+                 duplicates BIGINT,
+                 quarantined BIGINT,
+                 reasons VARCHAR
+               )""",
+        ),
+    ),
+)
+
+
+def resolve_db_path(db: str | os.PathLike | None = None) -> str:
+    """``--db`` wins, then ``RISKGATE_DB``, then ``./riskgate.duckdb``."""
+    if db:
+        return str(db)
+    return os.environ.get(DB_ENV) or DEFAULT_DB
+
+
+def migrate(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration]) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied now."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
+    )
+    done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+    applied = []
+    for m in migrations:
+        if m.name in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in m.statements:
+                con.execute(stmt)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?)", [m.name, datetime.now(timezone.utc)]
+            )
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise StoreError(f"migration {m.name} failed: {exc}") from exc
+        applied.append(m.name)
+    return applied
+
+
+def connect(db: str | os.PathLike | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (creating and migrating on first use) the store at ``db``.
+
+    ``":memory:"`` gives a throw-away store for tests.
+    """
+    path = resolve_db_path(db)
+    if path != ":memory:":
+        parent = Path(path).expanduser().resolve().parent
+        if not parent.exists():
+            raise StoreError(f"folder {parent} does not exist", source=path)
+    try:
+        con = duckdb.connect(path, read_only=read_only)
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open the store: {exc}", source=path) from exc
+    con.execute("SET TimeZone='UTC'")
+    if not read_only:
+        migrate(con, MIGRATIONS)
+    return con
+
+
+def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()]
+
+
+# -- writing events ---------------------------------------------------------
+
+_EVENT_COLS_SQL = ", ".join(quote_ident(c) for c in EVENT_COLUMNS)
+
+
+def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
+    """Insert the rows of ``table`` (EVENT_SCHEMA) whose event_id is new; return how many.
+
+    Rows repeating an event_id inside ``table`` are expected to be removed by the caller.
+    Runs in the caller's transaction.
+    """
+    if table.num_rows == 0:
+        return 0
+    con.register("_rg_new_events", table)
+    try:
+        res = con.execute(
+            f"""INSERT INTO events ({_EVENT_COLS_SQL}, ingest_run_id, ingested_at)
+                SELECT {", ".join("n." + quote_ident(c) for c in EVENT_COLUMNS)}, ?, ?
+                FROM _rg_new_events n
+                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)""",
+            [run_id, datetime.now(timezone.utc)],
+        ).fetchall()
+    finally:
+        con.unregister("_rg_new_events")
+    return int(res[0][0]) if res else 0
+
+
+def insert_quarantine(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
+    """Record quarantined rows (QUARANTINE_SCHEMA + quarantine_id); a row seen before is not repeated."""
+    if table.num_rows == 0:
+        return 0
+    con.register("_rg_new_quarantine", table)
+    try:
+        res = con.execute(
+            """INSERT INTO quarantine (source_format, source_file, source_line, reason, raw,
+                                       quarantine_id, ingest_run_id, quarantined_at)
+               SELECT q.source_format, q.source_file, q.source_line, q.reason, q.raw,
+                      q.quarantine_id, ?, ?
+               FROM (SELECT DISTINCT ON (quarantine_id) * FROM _rg_new_quarantine) q
+               WHERE NOT EXISTS (SELECT 1 FROM quarantine o WHERE o.quarantine_id = q.quarantine_id)""",
+            [run_id, datetime.now(timezone.utc)],
+        ).fetchall()
+    finally:
+        con.unregister("_rg_new_quarantine")
+    return int(res[0][0]) if res else 0
+
+
+def insert_labels(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
+    """Add labels (LABEL_SCHEMA) not already present for (event_id, label, source)."""
+    if table is None or table.num_rows == 0:
+        return 0
+    con.register("_rg_new_labels", table)
+    try:
+        res = con.execute(
+            """INSERT INTO labels
+               SELECT DISTINCT n.event_id, n.label, n.value, n.source FROM _rg_new_labels n
+               WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.event_id = n.event_id
+                                 AND l.label = n.label AND l.source IS NOT DISTINCT FROM n.source)"""
+        ).fetchall()
+    finally:
+        con.unregister("_rg_new_labels")
+    return int(res[0][0]) if res else 0
+
+
+# -- ingest runs --------------------------------------------------------------
+
+
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, inputs: Sequence[str], source_format: str) -> None:
+    con.execute(
+        "INSERT INTO ingest_runs (run_id, started_at, status, inputs, source_format) VALUES (?, ?, 'running', ?, ?)",
+        [run_id, datetime.now(timezone.utc), json.dumps(list(inputs)), source_format],
+    )
+
+
+def finish_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    status: str,
+    rows_read: int,
+    events_added: int,
+    duplicates: int,
+    quarantined: int,
+    reasons: dict[str, int],
+) -> None:
+    con.execute(
+        """UPDATE ingest_runs SET finished_at = ?, status = ?, rows_read = ?, events_added = ?,
+               duplicates = ?, quarantined = ?, reasons = ? WHERE run_id = ?""",
+        [
+            datetime.now(timezone.utc),
+            status,
+            rows_read,
+            events_added,
+            duplicates,
+            quarantined,
+            json.dumps(reasons),
+            run_id,
+        ],
+    )
+
+
+def recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[dict]:
+    cur = con.execute(
+        """SELECT run_id, started_at, finished_at, status, inputs, source_format, rows_read,
+                  events_added, duplicates, quarantined, reasons
+           FROM ingest_runs ORDER BY started_at DESC LIMIT ?""",
+        [limit],
+    )
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+# -- reading ----------------------------------------------------------------
+
+
+def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    if table not in {"events", "quarantine", "users", "labels", "ingest_runs"}:
+        raise ValueError(f"unknown table {table!r}")
+    return int(con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0])
+
+
+def summary(con: duckdb.DuckDBPyConnection) -> dict:
+    """What is in the store: counts, period, and the main breakdowns (for `make demo` and `riskgate summary`)."""
+    first, last, users = con.execute(
+        "SELECT min(creation_date), max(creation_date), count(DISTINCT username) FROM events"
+    ).fetchall()
+
+    def pairs(sql: str, params: Sequence = ()) -> list[tuple]:
+        return [tuple(r) for r in con.execute(sql, list(params)).fetchall()]
+
+    return {
+        "events": count(con, "events"),
+        "quarantined": count(con, "quarantine"),
+        "users_in_events": int(users or 0),
+        "users_loaded": count(con, "users"),
+        "labels": count(con, "labels"),
+        "first_event": first,
+        "last_event": last,
+        "by_event_type": pairs(
+            "SELECT event_type, event_response, count(*) FROM events GROUP BY ALL ORDER BY 1, 2"
+        ),
+        "by_source_format": pairs("SELECT source_format, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"),
+        "top_countries": pairs(
+            "SELECT coalesce(country_iso, '??'), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT ?", [8]
+        ),
+        "top_networks": pairs(
+            """SELECT coalesce('AS' || asn::VARCHAR || ' ' || coalesce(as_org, ''), 'unknown'), count(*)
+               FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT ?""",
+            [8],
+        ),
+        "top_devices": pairs("SELECT device_name, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT ?", [8]),
+        "with_context_data": int(
+            con.execute("SELECT count(*) FROM events WHERE has_context_data").fetchall()[0][0]
+        ),
+        "geo_resolved": int(con.execute("SELECT count(*) FROM events WHERE country_iso IS NOT NULL").fetchall()[0][0]),
+        "labels_by_value": pairs(
+            "SELECT label, value, count(*) FROM labels GROUP BY ALL ORDER BY 1, 3 DESC"
+        ),
+        "quarantine_reasons": pairs(
+            "SELECT reason, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC LIMIT ?", [8]
+        ),
+    }
