@@ -172,7 +172,7 @@ _EVENT_COLS_SQL = ", ".join(quote_ident(c) for c in EVENT_COLUMNS)
 def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
     """Insert the rows of ``table`` (EVENT_SCHEMA) whose event_id is new; return how many.
 
-    Rows repeating an event_id inside ``table`` are expected to be removed by the caller.
+    Of rows repeating an event_id inside ``table``, the one with the lowest source_line wins.
     Runs in the caller's transaction.
     """
     if table.num_rows == 0:
@@ -182,7 +182,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
         res = con.execute(
             f"""INSERT INTO events ({_EVENT_COLS_SQL}, ingest_run_id, ingested_at)
                 SELECT {", ".join("n." + quote_ident(c) for c in EVENT_COLUMNS)}, ?, ?
-                FROM _rg_new_events n
+                FROM (SELECT DISTINCT ON (event_id) * FROM _rg_new_events ORDER BY event_id, source_line) n
                 WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)""",
             [run_id, datetime.now(timezone.utc)],
         ).fetchall()
@@ -238,6 +238,14 @@ def start_run(con: duckdb.DuckDBPyConnection, run_id: str, inputs: Sequence[str]
     )
 
 
+def mark_interrupted_runs(con: duckdb.DuckDBPyConnection) -> int:
+    """Runs still 'running' while we hold the store's single writer lock were killed: say so."""
+    res = con.execute(
+        "UPDATE ingest_runs SET status = 'interrupted' WHERE status = 'running'"
+    ).fetchall()
+    return int(res[0][0]) if res else 0
+
+
 def finish_run(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
@@ -289,7 +297,7 @@ def summary(con: duckdb.DuckDBPyConnection) -> dict:
     """What is in the store: counts, period, and the main breakdowns (for `make demo` and `riskgate summary`)."""
     first, last, users = con.execute(
         "SELECT min(creation_date), max(creation_date), count(DISTINCT username) FROM events"
-    ).fetchall()
+    ).fetchall()[0]
 
     def pairs(sql: str, params: Sequence = ()) -> list[tuple]:
         return [tuple(r) for r in con.execute(sql, list(params)).fetchall()]

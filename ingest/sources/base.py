@@ -10,11 +10,12 @@ happen afterwards in ``ingest.normalise``.
 
 from __future__ import annotations
 
+import contextvars
 import gzip
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -71,6 +72,41 @@ def display_name(path: str | os.PathLike) -> str:
     return str(path)
 
 
+#: Set by the pipeline while it reads: called with the number of (compressed) bytes read so far.
+BYTES_READ_OBSERVER: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
+    "riskgate_bytes_read_observer", default=None
+)
+
+
+class _CountingFile(io.RawIOBase):
+    """A raw file that tells the observer how far it has read (for progress bars)."""
+
+    def __init__(self, fh: BinaryIO, observer: Callable[[int], None]):
+        self._fh = fh
+        self._observer = observer
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._fh.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, b) -> int:
+        n = self._fh.readinto(b)
+        self._observer(self._fh.tell())
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
 def open_binary(path: str | os.PathLike) -> BinaryIO:
     """Open ``path`` for reading bytes, transparently decompressing gzip."""
     p = Path(path)
@@ -78,12 +114,29 @@ def open_binary(path: str | os.PathLike) -> BinaryIO:
         raise InputFormatError("no such file", source=str(path))
     if p.is_dir():
         raise InputFormatError("is a folder, not a file", source=str(path))
-    fh = open(p, "rb")
-    magic = fh.read(2)
-    fh.seek(0)
+    fh: BinaryIO = open(p, "rb", buffering=0)  # type: ignore[assignment]
+    observer = BYTES_READ_OBSERVER.get()
+    if observer is not None:
+        fh = _CountingFile(fh, observer)  # type: ignore[assignment]
+    fh = io.BufferedReader(fh, buffer_size=1 << 20)  # type: ignore[arg-type]
+    magic = fh.peek(2)[:2]
     if magic == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+        return _GzipOwning(fh)  # type: ignore[return-value]
     return fh
+
+
+class _GzipOwning(gzip.GzipFile):
+    """A GzipFile that also closes the file it reads from."""
+
+    def __init__(self, fh: BinaryIO):
+        super().__init__(fileobj=fh, mode="rb")
+        self._owned = fh
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
 
 
 def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:

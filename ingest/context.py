@@ -1,0 +1,183 @@
+"""The end user's IP address, from ContextData and forwarding headers.
+
+``ContextData.IpAddress`` is what the application server says the user's
+address is. When the server forwarded the address of a proxy instead (the most
+common cause of false risk: every user seems to come from one IP), the
+forwarding headers may name the real client. They are trusted only that far:
+
+* Headers are looked at only when ``IpAddress`` itself lies in a *trusted proxy
+  network* (configurable; default: loopback, private, CGNAT, link-local and
+  unique-local ranges, which can never be an end user's public address).
+* ``Forwarded`` (RFC 7239) is used first, then ``X-Forwarded-For``, then
+  ``X-Real-IP``. A chain is walked from the right (the hop nearest to us),
+  skipping trusted proxies; the first untrusted address is the client.
+* A malformed entry met on that walk stops it, and ``IpAddress`` is kept: a
+  malformed or untrusted header never overrides ``IpAddress``.
+
+Addresses are normalised: IPv6 compressed and lower-case, IPv4-mapped IPv6
+(``::ffff:192.0.2.1``) given as IPv4, ports and brackets removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ingest.errors import ConfigurationError
+
+DEFAULT_TRUSTED_PROXIES = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+)
+TRUSTED_PROXIES_ENV = "RISKGATE_TRUSTED_PROXIES"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(text: str | None) -> IPAddress | None:
+    """An address from text, or None. Accepts brackets, ports and IPv4-mapped IPv6."""
+    if text is None:
+        return None
+    s = text.strip().strip('"')
+    if not s or len(s) > 64:
+        return None
+    if s.startswith("["):  # [v6] or [v6]:port
+        end = s.find("]")
+        if end < 0:
+            return None
+        s = s[1:end]
+    elif s.count(":") == 1 and "." in s:  # v4:port
+        s = s.split(":", 1)[0]
+    if "%" in s:  # zone index
+        s = s.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(s)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def normalise_ip(text: str | None) -> str | None:
+    ip = parse_ip(text)
+    return None if ip is None else str(ip)
+
+
+def ip_prefix(ip: IPAddress) -> str:
+    """The /24 network of an IPv4 address, or the /48 of an IPv6 one."""
+    bits = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """Which networks are trusted proxies whose forwarding headers may be believed."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_cidrs(cls, cidrs: list[str] | tuple[str, ...], *, where: str = "trusted proxies") -> "ProxyPolicy":
+        nets = []
+        for i, c in enumerate(cidrs):
+            try:
+                nets.append(ipaddress.ip_network(c.strip(), strict=False))
+            except ValueError as exc:
+                raise ConfigurationError(f"{where}[{i}]: {c!r} is not a valid CIDR ({exc})") from None
+        return cls(tuple(nets))
+
+    @classmethod
+    def default(cls) -> "ProxyPolicy":
+        """From ``RISKGATE_TRUSTED_PROXIES`` (comma-separated CIDRs; empty = trust none), else the defaults."""
+        env = os.environ.get(TRUSTED_PROXIES_ENV)
+        if env is not None:
+            return cls.from_cidrs([c for c in env.split(",") if c.strip()], where=TRUSTED_PROXIES_ENV)
+        return cls.from_cidrs(DEFAULT_TRUSTED_PROXIES)
+
+    def trusts(self, ip: IPAddress) -> bool:
+        return any(ip.version == n.version and ip in n for n in self.networks)
+
+
+def _forwarded_fors(value: str) -> list[str] | None:
+    """The ``for=`` values of an RFC 7239 Forwarded header, in order; None when malformed."""
+    out = []
+    for element in value.split(","):
+        element = element.strip()
+        if not element:
+            return None
+        found = None
+        for pair in element.split(";"):
+            if "=" not in pair:
+                return None
+            k, v = pair.split("=", 1)
+            if k.strip().lower() == "for":
+                found = v.strip()
+        if found is None:
+            return None
+        out.append(found)
+    return out
+
+
+@dataclass(frozen=True)
+class ClientIP:
+    ip: str | None  # normalised address, None when IpAddress is missing or invalid
+    source: str | None  # IpAddress | Forwarded | X-Forwarded-For | X-Real-IP
+    version: int | None
+    prefix: str | None
+    ip_address_valid: bool  # False when IpAddress was given but is not an address
+
+
+def resolve_client_ip(
+    ip_address: str | None,
+    forwarded: str | None,
+    x_forwarded_for: str | None,
+    x_real_ip: str | None,
+    policy: ProxyPolicy,
+) -> ClientIP:
+    """The end user's address for one request (see the module docstring for the rules)."""
+    given = parse_ip(ip_address)
+    if given is None:
+        return ClientIP(None, None, None, None, ip_address is None or not ip_address.strip())
+    chosen, source = given, "IpAddress"
+    if policy.trusts(given):
+        for name, header in (("Forwarded", forwarded), ("X-Forwarded-For", x_forwarded_for), ("X-Real-IP", x_real_ip)):
+            if not header:
+                continue
+            if name == "Forwarded":
+                chain = _forwarded_fors(header)
+            elif name == "X-Forwarded-For":
+                chain = [p for p in header.split(",")]
+            else:
+                chain = [header]
+            if not chain:
+                continue
+            found = _walk(chain, policy)
+            if found is not None:
+                chosen, source = found, name
+            break  # the first header present decides, even when it is malformed
+    return ClientIP(str(chosen), source, chosen.version, ip_prefix(chosen), True)
+
+
+def _walk(chain: list[str], policy: ProxyPolicy) -> IPAddress | None:
+    """Right to left, skipping trusted proxies; the first untrusted address, or None (malformed / all trusted)."""
+    for entry in reversed(chain):
+        ip = parse_ip(entry)
+        if ip is None:
+            return None
+        if not policy.trusts(ip):
+            return ip
+    return None
+
+
+@lru_cache(maxsize=1)
+def default_policy() -> ProxyPolicy:
+    return ProxyPolicy.default()

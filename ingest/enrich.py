@@ -1,0 +1,265 @@
+"""Normalise and enrich a batch of events: the checks every format shares, then the derived columns.
+
+Set-wise over a whole batch, in DuckDB SQL on Arrow tables; Python runs only
+once per *distinct* value (client-IP resolution per distinct address and
+forwarding headers, agent parsing per distinct agent, GeoIP per distinct
+address).
+
+Checks (a row failing any goes to quarantine with every reason found):
+
+* event_id matches Cognito's ``[\\w+-]{1,50}``; username 1..128 characters;
+* EventType is one of Cognito's five; EventResponse one of Pass/Fail/InProgress
+  (``Success``/``Failure`` accepted and mapped to Pass/Fail);
+* creation time between 2000-01-01 and one day after now (UTC);
+* ContextData.IpAddress, when given, is an IPv4 or IPv6 address;
+* no header value over 16 KiB, at most 100 headers and 64 KiB in all.
+
+Device fingerprint: ``ed-`` + SHA-256 (first 32 hex) of EncodedData when the
+client library sent it; otherwise ``hd-`` + SHA-256 of the stable headers
+(User-Agent, Accept-Language, Accept, Accept-Encoding, Sec-CH-UA,
+Sec-CH-UA-Platform, Sec-CH-UA-Mobile, joined by U+001F); none without a
+user agent.
+
+Geo: a source's own columns (RBA: Country, Region, City, ASN; Cognito's
+export: city, country) win field by field; the GeoIP lookup fills the rest.
+``geo_source`` says which: ``lookup``, ``source``, ``source+lookup`` or ``none``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.agent import AgentParser
+from ingest.context import ProxyPolicy, default_policy, resolve_client_ip
+from ingest.geo import GeoResolver
+from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform
+from ingest.sources.base import RAW_COLUMN
+
+MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE = timedelta(days=1)
+MAX_HEADER_VALUE = 16 * 1024
+MAX_HEADERS = 100
+MAX_HEADERS_TOTAL = 64 * 1024
+_OUT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA] + [pa.field(RAW_COLUMN, pa.string())])
+
+
+@dataclass
+class Enricher:
+    """Holds what lives across batches: the proxy policy, agent parser and GeoIP resolver."""
+
+    geo: GeoResolver | None
+    proxies: ProxyPolicy = field(default_factory=default_policy)
+    agents: AgentParser = field(default_factory=AgentParser)
+    con: duckdb.DuckDBPyConnection = field(default_factory=duckdb.connect)
+
+    def __post_init__(self) -> None:
+        self.con.execute("SET TimeZone='UTC'")
+
+    def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
+        """Return (good rows in EVENT_SCHEMA plus ``_raw``, bad rows with ``source_line``, ``reason``, ``_raw``)."""
+        n = events.num_rows
+        raw = events.column(RAW_COLUMN) if RAW_COLUMN in events.column_names else pa.nulls(n, pa.string())
+        base = conform(events, SOURCE_SCHEMA)
+        base = base.set_column(base.schema.get_field_index("source_format"), "source_format",
+                               pa.array([source_format] * n, pa.string()))
+        base = base.set_column(base.schema.get_field_index("source_file"), "source_file",
+                               pa.array([source_file] * n, pa.string()))
+        base = base.append_column(RAW_COLUMN, raw)
+        con = self.con
+        con.register("base_", base)
+        try:
+            hdr = con.sql(_HEADERS_SQL).to_arrow_table()
+        finally:
+            con.unregister("base_")
+        con.register("hdr_", hdr)
+        try:
+            ips = self._client_ips(con)
+            agents = self._agents(con)
+            con.register("ips_", ips)
+            con.register("agents_", agents)
+            geo = self._geo(ips)
+            con.register("geo_", geo)
+            now = datetime.now(timezone.utc)
+            out = con.sql(
+                _FINAL_SQL,
+                params={
+                    "types": list(EVENT_TYPES),
+                    "min_time": MIN_TIME,
+                    "max_time": now + MAX_FUTURE,
+                    "max_value": MAX_HEADER_VALUE,
+                    "max_headers": MAX_HEADERS,
+                    "max_total": MAX_HEADERS_TOTAL,
+                },
+            ).to_arrow_table()
+        finally:
+            for name in ("hdr_", "ips_", "agents_", "geo_"):
+                try:
+                    con.unregister(name)
+                except duckdb.Error:
+                    pass
+        bad_mask = pc.is_valid(out.column("reason"))
+        good = out.filter(pc.invert(bad_mask)).select(EVENT_COLUMNS + [RAW_COLUMN]).cast(_OUT_SCHEMA)
+        bad = out.filter(bad_mask).select(["source_line", "reason", RAW_COLUMN])
+        return good, bad
+
+    # -- per distinct value ------------------------------------------------------
+
+    def _client_ips(self, con) -> pa.Table:
+        rows = con.sql(
+            "SELECT DISTINCT ip_address, h_forwarded, h_xff, h_xri FROM hdr_"
+        ).fetchall()
+        keys: dict[str, list] = {"ip_address": [], "h_forwarded": [], "h_xff": [], "h_xri": []}
+        vals: dict[str, list] = {"client_ip": [], "client_ip_source": [], "ip_version": [], "ip_prefix": [],
+                                 "ip_valid": []}
+        for ip, fwd, xff, xri in rows:
+            r = resolve_client_ip(ip, fwd, xff, xri, self.proxies)
+            for k, v in zip(keys, (ip, fwd, xff, xri)):
+                keys[k].append(v)
+            vals["client_ip"].append(r.ip)
+            vals["client_ip_source"].append(r.source)
+            vals["ip_version"].append(r.version)
+            vals["ip_prefix"].append(r.prefix)
+            vals["ip_valid"].append(r.ip_address_valid)
+        return pa.table(
+            {**{k: pa.array(v, pa.string()) for k, v in keys.items()},
+             "client_ip": pa.array(vals["client_ip"], pa.string()),
+             "client_ip_source": pa.array(vals["client_ip_source"], pa.string()),
+             "ip_version": pa.array(vals["ip_version"], pa.int8()),
+             "ip_prefix": pa.array(vals["ip_prefix"], pa.string()),
+             "ip_valid": pa.array(vals["ip_valid"], pa.bool_())}
+        )
+
+    def _agents(self, con) -> pa.Table:
+        uas = [r[0] for r in con.sql("SELECT DISTINCT user_agent FROM hdr_").fetchall()]
+        parsed = self.agents.parse_many(uas)
+        return pa.table(
+            {
+                "user_agent": pa.array(uas, pa.string()),
+                "browser_family": pa.array([p.browser_family for p in parsed], pa.string()),
+                "browser_version": pa.array([p.browser_version for p in parsed], pa.string()),
+                "os_family": pa.array([p.os_family for p in parsed], pa.string()),
+                "os_version": pa.array([p.os_version for p in parsed], pa.string()),
+                "device_type": pa.array([p.device_type for p in parsed], pa.string()),
+                "device_name": pa.array([p.device_name for p in parsed], pa.string()),
+            }
+        )
+
+    def _geo(self, ips: pa.Table) -> pa.Table:
+        distinct = sorted({ip for ip in ips.column("client_ip").to_pylist() if ip})
+        recs = self.geo.lookup_many(distinct) if self.geo else []
+        cols = ("country_iso", "country_name", "region", "city", "time_zone", "as_org")
+        data = {"client_ip": pa.array(distinct, pa.string())}
+        for c in cols:
+            data["g_" + c] = pa.array([getattr(r, c) for r in recs] if recs else [None] * len(distinct), pa.string())
+        for c in ("latitude", "longitude"):
+            data["g_" + c] = pa.array([getattr(r, c) for r in recs] if recs else [None] * len(distinct), pa.float64())
+        data["g_asn"] = pa.array([r.asn for r in recs] if recs else [None] * len(distinct), pa.int64())
+        return pa.table(data)
+
+
+def _header_value(name: str) -> str:
+    """SQL for all values of header ``name`` (case-insensitive), joined by ', ' in the order received."""
+    return (
+        "nullif(array_to_string(list_transform(list_filter(http_headers, "
+        f"lambda h: lower(h.header_name) = '{name}'), lambda h: h.header_value), ', '), '')"
+    )
+
+
+_HEADERS_SQL = f"""
+SELECT *,
+  {_header_value('forwarded')} AS h_forwarded,
+  {_header_value('x-forwarded-for')} AS h_xff,
+  {_header_value('x-real-ip')} AS h_xri,
+  coalesce({_header_value('user-agent')}, user_agent_source) AS user_agent,
+  {_header_value('accept-language')} AS h_accept_language,
+  {_header_value('accept')} AS h_accept,
+  {_header_value('accept-encoding')} AS h_accept_encoding,
+  {_header_value('sec-ch-ua')} AS h_sec_ch_ua,
+  {_header_value('sec-ch-ua-platform')} AS h_sec_ch_ua_platform,
+  {_header_value('sec-ch-ua-mobile')} AS h_sec_ch_ua_mobile,
+  coalesce(len(http_headers), 0) AS h_count,
+  coalesce(list_max(list_transform(http_headers, lambda h: strlen(coalesce(h.header_value, '')))), 0) AS h_max_len,
+  coalesce(list_sum(list_transform(http_headers,
+      lambda h: strlen(coalesce(h.header_name, '')) + strlen(coalesce(h.header_value, '')))), 0) AS h_total,
+  list_filter(http_headers, lambda h: strlen(coalesce(h.header_value, '')) > {MAX_HEADER_VALUE})[1].header_name
+      AS h_long_name
+FROM base_
+"""
+
+_FINAL_SQL = f"""
+WITH j AS (
+  SELECT h.*, i.client_ip, i.client_ip_source, i.ip_version, i.ip_prefix, i.ip_valid,
+         a.browser_family, a.browser_version, a.os_family, a.os_version, a.device_type, a.device_name,
+         g.* EXCLUDE (client_ip),
+         CASE WHEN h.event_response IN ('Success') THEN 'Pass'
+              WHEN h.event_response IN ('Failure') THEN 'Fail'
+              ELSE h.event_response END AS resp
+  FROM hdr_ h
+  LEFT JOIN ips_ i ON i.ip_address IS NOT DISTINCT FROM h.ip_address
+                  AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
+                  AND i.h_xff IS NOT DISTINCT FROM h.h_xff
+                  AND i.h_xri IS NOT DISTINCT FROM h.h_xri
+  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM h.user_agent
+  LEFT JOIN geo_ g ON g.client_ip = i.client_ip
+)
+SELECT
+  event_id, user_pool_id, client_id, username, user_sub, event_type,
+  resp AS event_response, creation_date, challenge_responses,
+  ip_address, server_name, server_path, http_headers, encoded_data,
+  coalesce(has_context_data, ip_address IS NOT NULL) AS has_context_data,
+  user_agent_source, rtt_ms, compromised_credentials,
+  source_country, source_region, source_city, source_asn, source_device_name, extra,
+  source_format, source_file, source_line,
+  client_ip, client_ip_source, ip_version, ip_prefix, user_agent,
+  browser_family, browser_version, os_family, os_version, device_type,
+  coalesce(CASE WHEN user_agent IS NULL THEN source_device_name END, device_name) AS device_name,
+  CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'ed-' || substr(sha256(encoded_data), 1, 32)
+       WHEN user_agent IS NOT NULL THEN 'hd-' || substr(sha256(concat_ws(chr(31), user_agent,
+            coalesce(h_accept_language, ''), coalesce(h_accept, ''), coalesce(h_accept_encoding, ''),
+            coalesce(h_sec_ch_ua, ''), coalesce(h_sec_ch_ua_platform, ''), coalesce(h_sec_ch_ua_mobile, ''))), 1, 32)
+  END AS device_fingerprint,
+  CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'EncodedData'
+       WHEN user_agent IS NOT NULL THEN 'headers' END AS device_fingerprint_source,
+  coalesce(CASE WHEN length(source_country) = 2 THEN upper(source_country) END, g_country_iso) AS country_iso,
+  coalesce(CASE WHEN length(source_country) > 2 THEN source_country END,
+           CASE WHEN source_country IS NULL OR upper(source_country) = g_country_iso THEN g_country_name END)
+    AS country_name,
+  coalesce(source_region, g_region) AS region,
+  coalesce(source_city, g_city) AS city,
+  g_latitude AS latitude, g_longitude AS longitude, g_time_zone AS time_zone,
+  coalesce(source_asn, g_asn) AS asn,
+  CASE WHEN source_asn IS NULL OR source_asn = g_asn THEN g_as_org END AS as_org,
+  CASE WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL
+            AND coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'source+lookup'
+       WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL THEN 'source'
+       WHEN coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'lookup'
+       ELSE 'none' END AS geo_source,
+  _raw,
+  nullif(concat_ws('; ',
+    CASE WHEN event_id IS NULL THEN 'EventId is missing'
+         WHEN NOT regexp_full_match(event_id, '[\\w+-]{{1,50}}')
+         THEN 'EventId ' || to_json(left(event_id, 80))::VARCHAR || ' must be 1 to 50 characters of letters, digits, _, + or -' END,
+    CASE WHEN username IS NULL OR trim(username) = '' THEN 'Username is missing or empty'
+         WHEN length(username) > 128 THEN 'Username is longer than 128 characters (' || length(username) || ')' END,
+    CASE WHEN event_type IS NULL THEN 'EventType is missing'
+         WHEN NOT list_contains($types, event_type)
+         THEN 'EventType ' || to_json(left(event_type, 80))::VARCHAR || ' is not one of ' || array_to_string($types, ', ') END,
+    CASE WHEN event_response IS NULL THEN 'EventResponse is missing'
+         WHEN resp NOT IN ('Pass', 'Fail', 'InProgress')
+         THEN 'EventResponse ' || to_json(left(event_response, 80))::VARCHAR || ' is not one of Pass, Fail, InProgress (or Success, Failure)' END,
+    CASE WHEN creation_date IS NULL THEN 'CreationDate is missing or not a time'
+         WHEN creation_date < $min_time THEN 'CreationDate ' || strftime(creation_date, '%Y-%m-%dT%H:%M:%SZ') || ' is before 2000-01-01'
+         WHEN creation_date > $max_time THEN 'CreationDate ' || strftime(creation_date, '%Y-%m-%dT%H:%M:%SZ') || ' is in the future' END,
+    CASE WHEN NOT ip_valid THEN 'IpAddress ' || to_json(left(ip_address, 80))::VARCHAR || ' is not an IPv4 or IPv6 address' END,
+    CASE WHEN h_long_name IS NOT NULL THEN 'header ' || to_json(left(h_long_name, 80))::VARCHAR || ' is ' || h_max_len || ' bytes, more than ' || $max_value END,
+    CASE WHEN h_count > $max_headers THEN 'ContextData.HttpHeaders has ' || h_count || ' headers, more than ' || $max_headers END,
+    CASE WHEN h_total > $max_total AND h_long_name IS NULL THEN 'ContextData.HttpHeaders total ' || h_total || ' bytes, more than ' || $max_total END
+  ), '') AS reason
+FROM j
+ORDER BY source_line
+"""
