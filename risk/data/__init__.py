@@ -1,0 +1,1 @@
+"""Data files that ship with riskgate's risk stage (read with ``importlib.resources``)."""
