@@ -1,0 +1,630 @@
+"""Notifications: render a NotifyEmail template, sign feedback links, deliver, record.
+
+* :func:`render` fills every placeholder Cognito documents (``{username}``,
+  ``{ip-address}``, ``{city}``, ``{country}``, ``{login-time}``,
+  ``{device-name}``, ``{one-click-link-valid}``, ``{one-click-link-invalid}``,
+  ``{event-id}``, ``{feedback-token}``) in one pass; values are HTML-escaped in
+  HtmlBody only; other ``{...}`` text is left as it is. No value can break a
+  line: control characters become spaces, so nothing can inject a mail header.
+* Feedback tokens (:func:`make_token`, :func:`verify_token`) are HMAC-SHA256
+  over (event id, username, expiry) with the secret in
+  ``RISKGATE_FEEDBACK_SECRET``; the one-click links are
+  ``$RISKGATE_PUBLIC_URL/v1/feedback?token=...&value=valid|invalid``.
+* Delivery (:class:`SmtpTransport`, :class:`OutboxTransport`): SMTP when
+  ``RISKGATE_SMTP_HOST`` is set, else ``.eml`` files in ``RISKGATE_OUTBOX``
+  (default ``./outbox``).
+* :func:`notify` does all of it for one event and records the outcome in the
+  ``notifications`` table as ``sent``, ``outbox`` or ``failed`` with the
+  reason. A delivery failure never raises.
+
+Templates and configurations are taken as plain objects or mappings with the
+Cognito field names (``Subject``/``HtmlBody``/``TextBody``;
+``From``/``ReplyTo``/``SourceArn``), so any model of them fits.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import os
+import re
+import smtplib
+import ssl
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, getaddresses, make_msgid
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import duckdb
+
+from ingest.errors import ConfigurationError, RiskgateError
+from ingest.store import Migration
+
+# -- names and settings ----------------------------------------------------------------------
+
+PLACEHOLDERS = (
+    "username",
+    "ip-address",
+    "city",
+    "country",
+    "login-time",
+    "device-name",
+    "one-click-link-valid",
+    "one-click-link-invalid",
+    "event-id",
+    "feedback-token",
+)
+LINK_PLACEHOLDERS = ("one-click-link-valid", "one-click-link-invalid", "feedback-token")
+TEMPLATE_NAMES = ("BlockEmail", "NoActionEmail", "MfaEmail")
+STATUSES = ("sent", "outbox", "failed")
+
+FEEDBACK_SECRET_ENV = "RISKGATE_FEEDBACK_SECRET"
+FEEDBACK_TTL_ENV = "RISKGATE_FEEDBACK_TTL"  # seconds
+PUBLIC_URL_ENV = "RISKGATE_PUBLIC_URL"
+NOTIFY_FROM_ENV = "RISKGATE_NOTIFY_FROM"
+OUTBOX_ENV = "RISKGATE_OUTBOX"
+SMTP_HOST_ENV = "RISKGATE_SMTP_HOST"
+SMTP_PORT_ENV = "RISKGATE_SMTP_PORT"
+SMTP_STARTTLS_ENV = "RISKGATE_SMTP_STARTTLS"
+SMTP_SSL_ENV = "RISKGATE_SMTP_SSL"
+SMTP_USER_ENV = "RISKGATE_SMTP_USER"
+SMTP_PASSWORD_ENV = "RISKGATE_SMTP_PASSWORD"
+SMTP_TIMEOUT_ENV = "RISKGATE_SMTP_TIMEOUT"
+SMTP_CA_FILE_ENV = "RISKGATE_SMTP_CA_FILE"
+
+DEFAULT_FEEDBACK_TTL = timedelta(days=7)
+DEFAULT_OUTBOX = "outbox"
+DEFAULT_SMTP_TIMEOUT = 10.0
+MIN_SECRET_CHARS = 16
+FEEDBACK_PATH = "/v1/feedback"
+UNKNOWN = "unknown"
+_TOKEN_CONTEXT = b"riskgate-feedback-v1."
+
+_PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + r")\}")
+#: C0 and C1 controls (CR and LF included) and the Unicode line/paragraph separators.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]+")
+
+
+class NotifyError(RiskgateError):
+    """A notification could not be rendered or delivered (recorded as failed; never stops scoring)."""
+
+
+class FeedbackTokenError(RiskgateError):
+    """A feedback token is malformed, tampered with, signed with another secret, or expired."""
+
+
+def _secret(secret: str | bytes | None) -> bytes:
+    if secret is None:
+        secret = os.environ.get(FEEDBACK_SECRET_ENV, "")
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ConfigurationError(
+            f"{FEEDBACK_SECRET_ENV} is not set (or shorter than {MIN_SECRET_CHARS} characters): it signs the "
+            "feedback links in notification emails; set it to a long random value, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return secret
+
+
+def _clean(value: Any) -> str:
+    """One line of text: control characters (CR, LF, ...) become a space; surrounding blanks go."""
+    return _CONTROL_RE.sub(" ", "" if value is None else str(value)).strip()
+
+
+def _field(obj: Any, *names: str) -> Any:
+    """The first of ``names`` present in a mapping or as an attribute (Cognito names first, then snake_case)."""
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj and obj[name] is not None:
+                return obj[name]
+        else:
+            value = getattr(obj, name, None)
+            if value is not None:
+                return value
+    return None
+
+
+# -- feedback tokens ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackClaims:
+    """What a valid feedback token says: which event, whose, and until when."""
+
+    event_id: str
+    username: str
+    expires_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _ttl_from_env() -> timedelta:
+    raw = os.environ.get(FEEDBACK_TTL_ENV)
+    if not raw:
+        return DEFAULT_FEEDBACK_TTL
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise ConfigurationError(f"{FEEDBACK_TTL_ENV} must be a number of seconds > 0, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def _sign(payload: str, secret: bytes) -> str:
+    return _b64(hmac.new(secret, _TOKEN_CONTEXT + payload.encode("ascii"), hashlib.sha256).digest())
+
+
+def make_token(event_id: str, username: str, *, ttl: timedelta | None = None, now: datetime | None = None,
+               secret: str | bytes | None = None) -> str:
+    """A URL-safe token naming (event, user), valid for ``ttl`` (default ``RISKGATE_FEEDBACK_TTL`` or 7 days)."""
+    key = _secret(secret)
+    if not event_id or not username:
+        raise ConfigurationError("a feedback token needs an event id and a username")
+    ttl = ttl if ttl is not None else _ttl_from_env()
+    now = now or datetime.now(timezone.utc)
+    expires = int((now + ttl).timestamp())
+    body = json.dumps({"e": str(event_id), "u": str(username), "x": expires}, separators=(",", ":"), sort_keys=True)
+    payload = _b64(body.encode("utf-8"))
+    return f"{payload}.{_sign(payload, key)}"
+
+
+def verify_token(token: str, *, now: datetime | None = None, secret: str | bytes | None = None) -> FeedbackClaims:
+    """The claims of a token this installation signed; raises FeedbackTokenError otherwise."""
+    key = _secret(secret)
+    if not isinstance(token, str) or token.count(".") != 1:
+        raise FeedbackTokenError("feedback token is malformed (expected PAYLOAD.SIGNATURE)")
+    payload, sig = token.split(".")
+    try:
+        payload.encode("ascii")
+        sig.encode("ascii")
+    except UnicodeEncodeError:
+        raise FeedbackTokenError("feedback token is malformed (not URL-safe base64)") from None
+    if not hmac.compare_digest(_sign(payload, key), sig):
+        raise FeedbackTokenError("feedback token signature does not match: it was altered or signed with another secret")
+    try:
+        claims = json.loads(_unb64(payload))
+        event_id, username, expires = claims["e"], claims["u"], claims["x"]
+    except (ValueError, KeyError, TypeError):
+        raise FeedbackTokenError("feedback token is malformed (bad payload)") from None
+    if not isinstance(event_id, str) or not isinstance(username, str) or not isinstance(expires, int):
+        raise FeedbackTokenError("feedback token is malformed (bad claims)")
+    expires_at = datetime.fromtimestamp(expires, timezone.utc)
+    if (now or datetime.now(timezone.utc)) >= expires_at:
+        raise FeedbackTokenError(f"feedback token expired at {expires_at.isoformat()}")
+    return FeedbackClaims(event_id, username, expires_at)
+
+
+def public_url(base_url: str | None = None) -> str:
+    base = base_url if base_url is not None else os.environ.get(PUBLIC_URL_ENV, "")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL_RE.search(base):
+        if not base:
+            raise ConfigurationError(
+                f"{PUBLIC_URL_ENV} is not set: the one-click links need the public base URL of the riskgate "
+                "service, e.g. https://risk.example.com"
+            )
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} must be an http(s) URL, got {base!r}")
+    return base.rstrip("/")
+
+
+def feedback_links(token: str, base_url: str | None = None) -> tuple[str, str]:
+    """The (valid, invalid) one-click links carrying ``token``."""
+    base = public_url(base_url) + FEEDBACK_PATH
+    return (
+        f"{base}?{urlencode({'token': token, 'value': 'valid'})}",
+        f"{base}?{urlencode({'token': token, 'value': 'invalid'})}",
+    )
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+
+
+class RenderedEmail(NamedTuple):
+    subject: str
+    html: str | None
+    text: str | None
+
+
+def template_parts(template: Any) -> tuple[str, str | None, str | None]:
+    """(Subject, HtmlBody, TextBody) of a NotifyEmail given as an object or a mapping."""
+    subject = _field(template, "Subject", "subject")
+    html_body = _field(template, "HtmlBody", "html_body")
+    text_body = _field(template, "TextBody", "text_body")
+    if not subject:
+        raise ConfigurationError("NotifyEmail.Subject is required")
+    if not html_body and not text_body:
+        raise ConfigurationError("NotifyEmail needs an HtmlBody or a TextBody")
+    return str(subject), html_body and str(html_body), text_body and str(text_body)
+
+
+def uses_links(template: Any) -> bool:
+    """Whether the template asks for a feedback token or link (so a token must be made)."""
+    text = " ".join(p or "" for p in template_parts(template))
+    return any("{" + p + "}" in text for p in LINK_PLACEHOLDERS)
+
+
+def render(template: Any, values: Mapping[str, Any]) -> RenderedEmail:
+    """Fill the placeholders of a NotifyEmail; returns (subject, html, text).
+
+    ``values`` maps placeholder names (``"ip-address"``, ...) to values; a
+    placeholder with no value renders as ``unknown``. Substitution is a single
+    pass, so a value that itself looks like ``{username}`` stays literal.
+    """
+    subject, html_body, text_body = template_parts(template)
+    clean = {name: _clean(values.get(name)) or UNKNOWN for name in PLACEHOLDERS}
+
+    def fill(body: str | None, escape: bool) -> str | None:
+        if body is None:
+            return None
+        if escape:
+            return _PLACEHOLDER_RE.sub(lambda m: html.escape(clean[m.group(1)], quote=True), body)
+        return _PLACEHOLDER_RE.sub(lambda m: clean[m.group(1)], body)
+
+    return RenderedEmail(_clean(fill(subject, False)), fill(html_body, True), fill(text_body, False))
+
+
+def _fmt_time(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return None if value is None else str(value)
+
+
+def placeholder_values(event: Any, *, links: bool = True, base_url: str | None = None,
+                       ttl: timedelta | None = None, now: datetime | None = None,
+                       secret: str | bytes | None = None) -> dict[str, str | None]:
+    """Placeholder values for an event (a mapping or object with the events table's column names).
+
+    With ``links`` a feedback token is signed and the two one-click links are
+    made (needs ``RISKGATE_FEEDBACK_SECRET`` and ``RISKGATE_PUBLIC_URL``).
+    """
+    event_id = _field(event, "event_id", "EventId")
+    username = _field(event, "username", "UserName")
+    values: dict[str, str | None] = {
+        "username": username,
+        "ip-address": _field(event, "client_ip", "ip_address", "IpAddress"),
+        "city": _field(event, "city", "source_city", "City"),
+        "country": _field(event, "country_name", "source_country", "country_iso", "Country"),
+        "login-time": _fmt_time(_field(event, "creation_date", "CreationDate")),
+        "device-name": _field(event, "device_name", "source_device_name", "DeviceName"),
+        "event-id": event_id,
+    }
+    if links:
+        token = make_token(str(event_id or ""), str(username or ""), ttl=ttl, now=now, secret=secret)
+        valid, invalid = feedback_links(token, base_url)
+        values.update({"feedback-token": token, "one-click-link-valid": valid, "one-click-link-invalid": invalid})
+    return values
+
+
+# -- the message -------------------------------------------------------------------------------------
+
+
+def single_address(value: Any, what: str) -> str:
+    """A header-safe single mail address ("Name <addr>" allowed); raises NotifyError naming ``what``."""
+    text = "" if value is None else str(value)
+    if _CONTROL_RE.search(text):
+        raise NotifyError(f"{what} {text!r} contains a line break or control character")
+    pairs = getaddresses([text])
+    if len(pairs) != 1 or "@" not in pairs[0][1] or " " in pairs[0][1]:
+        raise NotifyError(f"{what} {text!r} is not one email address")
+    return text.strip()
+
+
+def build_message(rendered: RenderedEmail, *, sender: str, recipient: str, reply_to: str | None = None,
+                  event_id: str | None = None) -> EmailMessage:
+    """A multipart (text + HTML) message; header values are single lines by construction."""
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["Subject"] = _clean(rendered.subject)
+    msg["From"] = single_address(sender, "From")
+    msg["To"] = single_address(recipient, "recipient")
+    if reply_to:
+        msg["Reply-To"] = single_address(reply_to, "ReplyTo")
+    msg["Date"] = format_datetime(datetime.now(timezone.utc))
+    domain = getaddresses([sender])[0][1].rpartition("@")[2] or None
+    msg["Message-ID"] = make_msgid(domain=domain)
+    if event_id:
+        msg["X-Riskgate-Event-Id"] = _clean(event_id)
+    if rendered.text is not None:
+        msg.set_content(rendered.text)
+        if rendered.html is not None:
+            msg.add_alternative(rendered.html, subtype="html")
+    else:
+        msg.set_content(rendered.html, subtype="html")
+    return msg
+
+
+# -- delivery --------------------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, msg: EmailMessage, notification_id: str) -> tuple[str, str]:
+        """Deliver; return (status, location). Raise NotifyError, smtplib.SMTPException or OSError on failure."""
+
+
+def _env_bool(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to send. The password is never shown in a repr."""
+
+    host: str
+    port: int | None = None  # default: 465 with ssl, 587 with starttls, else 25
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_SMTP_TIMEOUT
+    ca_file: str | None = None  # extra CA bundle to trust (a private relay's certificate)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (465 if self.ssl else 587 if self.starttls else 25)
+
+    @classmethod
+    def from_env(cls, **overrides) -> SmtpSettings | None:
+        """Settings from ``RISKGATE_SMTP_*`` (values in ``overrides`` win); None when no host is set."""
+        host = overrides.pop("host", None) or os.environ.get(SMTP_HOST_ENV, "").strip()
+        if not host:
+            return None
+        values: dict[str, Any] = {}
+        raw_port = os.environ.get(SMTP_PORT_ENV, "").strip()
+        if raw_port:
+            if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+                raise ConfigurationError(f"{SMTP_PORT_ENV} must be a port number, got {raw_port!r}")
+            values["port"] = int(raw_port)
+        values["starttls"] = _env_bool(SMTP_STARTTLS_ENV)
+        values["ssl"] = _env_bool(SMTP_SSL_ENV)
+        values["username"] = os.environ.get(SMTP_USER_ENV) or None
+        values["password"] = os.environ.get(SMTP_PASSWORD_ENV) or None
+        raw_timeout = os.environ.get(SMTP_TIMEOUT_ENV, "").strip()
+        if raw_timeout:
+            try:
+                values["timeout"] = float(raw_timeout)
+            except ValueError:
+                raise ConfigurationError(f"{SMTP_TIMEOUT_ENV} must be seconds, got {raw_timeout!r}") from None
+        values["ca_file"] = os.environ.get(SMTP_CA_FILE_ENV) or None
+        values.update(overrides)
+        settings = cls(host=host, **values)
+        if settings.ssl and settings.starttls:
+            raise ConfigurationError(f"set {SMTP_SSL_ENV} or {SMTP_STARTTLS_ENV}, not both")
+        return settings
+
+
+class SmtpTransport:
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.settings.ca_file)
+
+    def send(self, msg: EmailMessage, notification_id: str) -> tuple[str, str]:
+        s = self.settings
+        port = s.effective_port
+        where = f"{s.host}:{port}"
+        try:
+            if s.ssl:
+                client = smtplib.SMTP_SSL(s.host, port, timeout=s.timeout, context=self._context())
+            else:
+                client = smtplib.SMTP(s.host, port, timeout=s.timeout)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise NotifyError(f"cannot connect to SMTP server {where}: {_why(exc)}") from exc
+        try:
+            with client:
+                if s.starttls:
+                    client.starttls(context=self._context())
+                if s.username:
+                    client.login(s.username, s.password or "")
+                client.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()), (0, b""))
+            raise NotifyError(f"SMTP server {where} refused the recipient: {code} {_text(text)}") from exc
+        except smtplib.SMTPResponseException as exc:
+            raise NotifyError(f"SMTP server {where} refused: {exc.smtp_code} {_text(exc.smtp_error)}") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise NotifyError(f"sending through SMTP server {where} failed: {_why(exc)}") from exc
+        return "sent", str(msg["Message-ID"])
+
+
+def _text(value: bytes | str) -> str:
+    return _clean(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return _clean(text)
+
+
+class OutboxTransport:
+    """Writes each message as ``<time>-<notification id>.eml`` into a folder (created when missing)."""
+
+    name = "outbox"
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def send(self, msg: EmailMessage, notification_id: str) -> tuple[str, str]:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            path = self.folder / f"{stamp}-{notification_id}.eml"
+            tmp = path.with_suffix(".eml.tmp")
+            tmp.write_bytes(msg.as_bytes(policy=SMTP_POLICY))
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise NotifyError(f"cannot write to outbox {self.folder}: {exc.strerror or exc}") from exc
+        return "outbox", str(path)
+
+
+def default_transport() -> Transport:
+    """SMTP when ``RISKGATE_SMTP_HOST`` is set, else the outbox folder (``RISKGATE_OUTBOX`` or ./outbox)."""
+    settings = SmtpSettings.from_env()
+    if settings is not None:
+        return SmtpTransport(settings)
+    return OutboxTransport(os.environ.get(OUTBOX_ENV) or DEFAULT_OUTBOX)
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "risk_notify_0001_notifications",
+        (
+            """CREATE TABLE IF NOT EXISTS notifications (
+                 notification_id VARCHAR PRIMARY KEY,
+                 event_id VARCHAR,
+                 username VARCHAR,
+                 recipient VARCHAR,
+                 template VARCHAR,
+                 subject VARCHAR,
+                 status VARCHAR,
+                 reason VARCHAR,
+                 transport VARCHAR,
+                 location VARCHAR,
+                 created_at TIMESTAMPTZ
+               )""",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    notification_id: str
+    event_id: str | None
+    username: str | None
+    recipient: str | None
+    template: str
+    subject: str | None
+    status: str  # sent | outbox | failed
+    reason: str | None
+    transport: str | None
+    location: str | None  # Message-ID (smtp) or .eml path (outbox)
+    created_at: datetime
+
+    def as_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["created_at"] = self.created_at.isoformat()
+        return d
+
+
+_RECORD_COLUMNS = tuple(NotificationRecord.__dataclass_fields__)
+
+
+def record_notification(con: duckdb.DuckDBPyConnection, rec: NotificationRecord) -> None:
+    con.execute(
+        f"INSERT INTO notifications ({', '.join(_RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})",
+        [getattr(rec, c) for c in _RECORD_COLUMNS],
+    )
+
+
+def notifications_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> list[NotificationRecord]:
+    rows = con.execute(
+        f"SELECT {', '.join(_RECORD_COLUMNS)} FROM notifications WHERE event_id = ? ORDER BY created_at",
+        [event_id],
+    ).fetchall()
+    return [NotificationRecord(*row) for row in rows]
+
+
+def already_notified(con: duckdb.DuckDBPyConnection, event_id: str, template_name: str) -> bool:
+    """Whether this template was already sent (or written to the outbox) for this event."""
+    rows = con.execute(
+        "SELECT count(*) FROM notifications WHERE event_id = ? AND template = ? AND status IN ('sent', 'outbox')",
+        [event_id, template_name],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def user_email(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
+    """The user's email from the users table (None when the user or the address is unknown)."""
+    rows = con.execute("SELECT email FROM users WHERE username = ?", [username]).fetchall()
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+# -- the whole step ---------------------------------------------------------------------------------
+
+
+def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, template: Any, notify_config: Any,
+           recipient: str | None = None, *, transport: Transport | None = None, base_url: str | None = None,
+           ttl: timedelta | None = None) -> NotificationRecord:
+    """Render ``template`` for ``event``, deliver it, and record the outcome. Never raises on a failed delivery.
+
+    ``template_name`` is BlockEmail, NoActionEmail or MfaEmail; ``notify_config``
+    gives From (else ``RISKGATE_NOTIFY_FROM``) and ReplyTo. The recipient is
+    ``recipient`` or else the user's email in the users table.
+    """
+    nid = uuid.uuid4().hex
+    event_id = _field(event, "event_id", "EventId")
+    username = _field(event, "username", "UserName")
+    subject: str | None = None
+    status, reason, where, used = "failed", None, None, None
+    try:
+        if template_name not in TEMPLATE_NAMES:
+            raise ConfigurationError(f"template {template_name!r} is not one of {', '.join(TEMPLATE_NAMES)}")
+        subject = _clean(template_parts(template)[0])
+        if recipient is None and username:
+            recipient = user_email(con, str(username))
+        if not recipient:
+            raise NotifyError("no email address for user")
+        sender = _field(notify_config, "From", "from_", "from_address") if notify_config is not None else None
+        sender = sender or os.environ.get(NOTIFY_FROM_ENV)
+        if not sender:
+            raise NotifyError(f"NotifyConfiguration has no From address (nor is {NOTIFY_FROM_ENV} set)")
+        reply_to = _field(notify_config, "ReplyTo", "reply_to") if notify_config is not None else None
+        values = placeholder_values(event, links=uses_links(template), base_url=base_url, ttl=ttl)
+        rendered = render(template, values)
+        subject = rendered.subject
+        msg = build_message(rendered, sender=sender, recipient=recipient, reply_to=reply_to,
+                            event_id=event_id and str(event_id))
+        transport = transport or default_transport()
+        used = transport.name
+        status, where = transport.send(msg, nid)
+    except RiskgateError as exc:
+        reason = str(exc)
+    except (smtplib.SMTPException, OSError, ValueError) as exc:  # a transport outside this module
+        reason = f"delivery failed: {_why(exc)}"
+    rec = NotificationRecord(
+        notification_id=nid,
+        event_id=None if event_id is None else str(event_id),
+        username=None if username is None else str(username),
+        recipient=recipient,
+        template=str(template_name),
+        subject=subject,
+        status=status,
+        reason=reason,
+        transport=used,
+        location=where,
+        created_at=datetime.now(timezone.utc),
+    )
+    record_notification(con, rec)
+    return rec
