@@ -1,0 +1,1127 @@
+"""Risk configuration with a Cognito user pool's semantics (COGNITO_REFERENCE.md, RiskConfigurationType).
+
+A document uses the API's PascalCase names verbatim, in JSON or YAML, so a file
+written for ``aws cognito-idp set-risk-configuration --cli-input-json`` loads
+unchanged, and so does what ``describe-risk-configuration`` prints (the
+``{"RiskConfiguration": {...}}`` wrapper is accepted; ``LastModifiedDate`` is
+output-only and ignored on input).
+
+Validation is stricter than the API's and says where: every problem names its
+field path, the offending value and, when read from a file, the line. All
+problems of a document are reported together as one
+:class:`RiskConfigurationError` (a ``ConfigurationError``); nothing is stored
+unless the whole document is valid. Choices made where Cognito is silent or
+lax:
+
+* A CIDR must have a prefix length and no host bits set (``10.0.0.1/24`` is
+  refused with the network it probably meant, ``10.0.0.0/24``); a bare address
+  is refused with the ``/32`` or ``/128`` form to write instead.
+* ``EventFilter`` may be absent (all three events) but not empty or repeating.
+* A higher risk level may not get a less restrictive action than a lower one
+  (NO_ACTION < MFA_IF_CONFIGURED < MFA_REQUIRED < BLOCK); an absent level
+  counts as NO_ACTION without notification.
+* ``Notify`` must be a JSON boolean, ids and texts must be strings (no
+  coercion from numbers or ``"yes"``).
+* ``From`` / ``ReplyTo``, when not empty, must contain an address
+  (``"Name <addr@example.com>"`` is fine); ``SourceArn`` must match the API's
+  ARN pattern.
+
+Storage: every change (set, reset, mode) is a new row of ``risk_config_versions``
+with a store-wide monotonic version number and its time; nothing is ever
+updated or deleted, so ``history`` is complete. :func:`resolve` returns what
+applies to a (pool, client) and the version of that document; the version is
+0 for the shipped defaults when nothing was ever set.
+
+Precedence (as Cognito's): a client-level document replaces the pool-level one
+for that client; clients without one use the pool's; a pool without one uses
+the defaults (``risk/data/default_risk_configuration.json``). Setting a
+document with only UserPoolId (and nothing else) resets the pool to the
+defaults; with UserPoolId + ClientId and nothing else the client goes back to
+inheriting from the pool. A document's absent section means that feature is
+not configured: no account-takeover actions (every level NO_ACTION, no
+notification), compromised credentials recorded but not acted on (NO_ACTION),
+no IP-range exceptions. The defaults are not merged into a partial document.
+
+Which pool a command means: ``--user-pool-id``, else the document's
+UserPoolId, else ``$RISKGATE_USER_POOL_ID``, else the only pool the store has
+configuration for, else ``default`` when the store knows none (several known
+pools and no choice is an error listing them). A ``--user-pool-id`` or
+``--client-id`` that contradicts the document is an error, not an override.
+
+The AdvancedSecurityMode of a pool defaults to AUDIT (the reference's
+recommended first step: evaluate and record, act on nothing).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
+
+import duckdb
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from ingest.errors import ConfigurationError
+from ingest.store import Migration
+
+# -- Cognito enumerations ------------------------------------------------------
+
+
+class RiskLevel(StrEnum):
+    LOW = "Low"
+    MEDIUM = "Medium"
+    HIGH = "High"
+
+
+class EventType(StrEnum):
+    SIGN_IN = "SignIn"
+    SIGN_UP = "SignUp"
+    FORGOT_PASSWORD = "ForgotPassword"
+    PASSWORD_CHANGE = "PasswordChange"
+    RESEND_CODE = "ResendCode"
+
+
+class AccountTakeoverEventAction(StrEnum):
+    BLOCK = "BLOCK"
+    MFA_IF_CONFIGURED = "MFA_IF_CONFIGURED"
+    MFA_REQUIRED = "MFA_REQUIRED"
+    NO_ACTION = "NO_ACTION"
+
+
+class CompromisedCredentialsEventAction(StrEnum):
+    BLOCK = "BLOCK"
+    NO_ACTION = "NO_ACTION"
+
+
+class EventFilterType(StrEnum):
+    SIGN_IN = "SIGN_IN"
+    PASSWORD_CHANGE = "PASSWORD_CHANGE"
+    SIGN_UP = "SIGN_UP"
+
+
+class AdvancedSecurityMode(StrEnum):
+    OFF = "OFF"
+    AUDIT = "AUDIT"
+    ENFORCED = "ENFORCED"
+
+
+#: The event type each EventFilter value stands for.
+EVENT_FILTER_EVENT_TYPES: dict[EventFilterType, EventType] = {
+    EventFilterType.SIGN_IN: EventType.SIGN_IN,
+    EventFilterType.PASSWORD_CHANGE: EventType.PASSWORD_CHANGE,
+    EventFilterType.SIGN_UP: EventType.SIGN_UP,
+}
+
+#: Restrictiveness of account-takeover actions (the console's rule).
+ACTION_ORDER: dict[AccountTakeoverEventAction, int] = {
+    AccountTakeoverEventAction.NO_ACTION: 0,
+    AccountTakeoverEventAction.MFA_IF_CONFIGURED: 1,
+    AccountTakeoverEventAction.MFA_REQUIRED: 2,
+    AccountTakeoverEventAction.BLOCK: 3,
+}
+LEVEL_FIELDS: dict[RiskLevel, str] = {
+    RiskLevel.LOW: "LowAction",
+    RiskLevel.MEDIUM: "MediumAction",
+    RiskLevel.HIGH: "HighAction",
+}
+
+#: Placeholders Cognito fills in notification templates.
+TEMPLATE_PLACEHOLDERS = (
+    "{username}",
+    "{ip-address}",
+    "{city}",
+    "{country}",
+    "{login-time}",
+    "{device-name}",
+    "{one-click-link-valid}",
+    "{one-click-link-invalid}",
+    "{event-id}",
+    "{feedback-token}",
+)
+
+MAX_IP_RANGES = 200
+DEFAULT_MODE = AdvancedSecurityMode.AUDIT
+DEFAULT_POOL_ID = "default"
+POOL_ENV = "RISKGATE_USER_POOL_ID"
+#: Keys of the document that are output-only and ignored on input.
+OUTPUT_ONLY_KEYS = ("LastModifiedDate",)
+
+_CLIENT_ID_RE = re.compile(r"[\w+]+", re.ASCII)
+_ARN_RE = re.compile(
+    r"arn:[\w+=/,.@-]+:[\w+=/,.@-]+:([\w+=/,.@-]*)?:[0-9]+:[\w+=/,.@-]+(:[\w+=/,.@-]+)?(:[\w+=/,.@-]+)?",
+    re.ASCII,
+)
+_PLACEHOLDER_RE = re.compile(r"\{[a-z][a-z-]*\}")
+
+
+# -- field checks (each raises a PydanticCustomError with our own message) ------
+
+
+def _custom(message: str) -> PydanticCustomError:
+    return PydanticCustomError("riskgate", "{message}", {"message": message})
+
+
+def check_cidr(value: str) -> str:
+    """A CIDR (IPv4 or IPv6) with a prefix length and no host bits; the reason when not."""
+    text = value.strip()
+    if text != value or not text:
+        raise _custom(f"{value!r} is not a valid CIDR (empty or surrounded by spaces)")
+    addr_text, sep, prefix_text = text.partition("/")
+    try:
+        addr = ipaddress.ip_address(addr_text)
+    except ValueError:
+        raise _custom(f"{value!r} is not a valid CIDR ({addr_text!r} is not an IPv4 or IPv6 address)") from None
+    if not sep:
+        raise _custom(f"{value!r} is not a valid CIDR (no prefix length; write '{addr}/{addr.max_prefixlen}')")
+    if not prefix_text.isdigit() or not prefix_text.isascii():
+        raise _custom(f"{value!r} is not a valid CIDR (prefix length {prefix_text!r} is not a number)")
+    prefix = int(prefix_text)
+    if prefix > addr.max_prefixlen:
+        raise _custom(f"{value!r} is not a valid CIDR (prefix length {prefix} > {addr.max_prefixlen})")
+    net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+    if net.network_address != addr:
+        raise _custom(f"{value!r} is not a valid CIDR (host bits set; the network is '{net}')")
+    return value
+
+
+def _check_client_id(value: str) -> str:
+    if not _CLIENT_ID_RE.fullmatch(value):
+        raise _custom(f"{value!r} must match [\\w+]+ (letters, digits, '_' and '+')")
+    return value
+
+
+def _check_arn(value: str) -> str:
+    if not _ARN_RE.fullmatch(value):
+        raise _custom(f"{value!r} is not an ARN (expected arn:partition:service:region:account-id:resource)")
+    return value
+
+
+def _check_address(value: str) -> str:
+    if value == "":
+        return value
+    _name, addr = email.utils.parseaddr(value)
+    if "@" not in addr or addr.startswith("@") or addr.endswith("@") or any(c.isspace() for c in addr):
+        raise _custom(f"{value!r} is not an email address (expected 'addr@domain' or 'Name <addr@domain>')")
+    return value
+
+
+UserPoolIdStr = Annotated[StrictStr, Field(min_length=1, max_length=55)]
+ClientIdStr = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_check_client_id)]
+Cidr = Annotated[StrictStr, AfterValidator(check_cidr)]
+SubjectStr = Annotated[StrictStr, Field(min_length=1, max_length=140)]
+BodyStr = Annotated[StrictStr, Field(min_length=6, max_length=20000)]
+AddressStr = Annotated[StrictStr, Field(max_length=131072), AfterValidator(_check_address)]
+ArnStr = Annotated[StrictStr, Field(min_length=20, max_length=2048), AfterValidator(_check_arn)]
+
+
+# -- the document ----------------------------------------------------------------
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NotifyEmailType(_Shape):
+    Subject: SubjectStr
+    HtmlBody: BodyStr | None = None
+    TextBody: BodyStr | None = None
+
+
+class NotifyConfigurationType(_Shape):
+    From: AddressStr | None = None
+    ReplyTo: AddressStr | None = None
+    SourceArn: ArnStr
+    BlockEmail: NotifyEmailType | None = None
+    NoActionEmail: NotifyEmailType | None = None
+    MfaEmail: NotifyEmailType | None = None
+
+
+class AccountTakeoverActionType(_Shape):
+    Notify: StrictBool
+    EventAction: AccountTakeoverEventAction
+
+
+class AccountTakeoverActionsType(_Shape):
+    LowAction: AccountTakeoverActionType | None = None
+    MediumAction: AccountTakeoverActionType | None = None
+    HighAction: AccountTakeoverActionType | None = None
+
+    def for_level(self, level: RiskLevel) -> AccountTakeoverActionType | None:
+        return getattr(self, LEVEL_FIELDS[RiskLevel(level)])
+
+    @model_validator(mode="after")
+    def _monotonic(self) -> AccountTakeoverActionsType:
+        problems = []
+        levels = list(LEVEL_FIELDS.values())
+        for lower, higher in zip(levels, levels[1:]):
+            lo, hi = getattr(self, lower), getattr(self, higher)
+            lo_action = lo.EventAction if lo else AccountTakeoverEventAction.NO_ACTION
+            hi_action = hi.EventAction if hi else AccountTakeoverEventAction.NO_ACTION
+            if ACTION_ORDER[hi_action] < ACTION_ORDER[lo_action]:
+                what = f"'{hi_action}'" if hi else "absent (NO_ACTION)"
+                problems.append(
+                    InitErrorDetails(
+                        type=_custom(
+                            f"{what} is less restrictive than {lower}.EventAction '{lo_action}'; a higher risk "
+                            "level may not get a less restrictive action "
+                            "(NO_ACTION < MFA_IF_CONFIGURED < MFA_REQUIRED < BLOCK)"
+                        ),
+                        loc=(higher, "EventAction") if hi else (higher,),
+                        input=str(hi_action) if hi else None,
+                    )
+                )
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+
+class AccountTakeoverRiskConfigurationType(_Shape):
+    NotifyConfiguration: NotifyConfigurationType | None = None
+    Actions: AccountTakeoverActionsType
+
+
+class CompromisedCredentialsActionsType(_Shape):
+    EventAction: CompromisedCredentialsEventAction
+
+
+class CompromisedCredentialsRiskConfigurationType(_Shape):
+    EventFilter: list[EventFilterType] | None = None
+    Actions: CompromisedCredentialsActionsType
+
+    @model_validator(mode="after")
+    def _filter(self) -> CompromisedCredentialsRiskConfigurationType:
+        if self.EventFilter is None:
+            return self
+        if not self.EventFilter:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=_custom("empty; leave EventFilter out to check all events (SIGN_IN, PASSWORD_CHANGE, SIGN_UP)"),
+                        loc=("EventFilter",),
+                        input=[],
+                    )
+                ],
+            )
+        seen: set = set()
+        problems = []
+        for i, value in enumerate(self.EventFilter):
+            if value in seen:
+                problems.append(
+                    InitErrorDetails(type=_custom(f"'{value}' is repeated"), loc=("EventFilter", i), input=str(value))
+                )
+            seen.add(value)
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+    def event_types(self) -> frozenset[EventType]:
+        """The event types checked for compromised credentials (absent filter = all three)."""
+        values = self.EventFilter if self.EventFilter is not None else list(EventFilterType)
+        return frozenset(EVENT_FILTER_EVENT_TYPES[v] for v in values)
+
+
+class RiskExceptionConfigurationType(_Shape):
+    BlockedIPRangeList: list[Cidr] | None = None
+    SkippedIPRangeList: list[Cidr] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _at_most_200(cls, data: Any, handler):
+        """Count problems are reported together with the bad entries (pydantic would stop at the count)."""
+        too_many = []
+        if isinstance(data, Mapping):
+            for name in ("BlockedIPRangeList", "SkippedIPRangeList"):
+                value = data.get(name)
+                if isinstance(value, list) and len(value) > MAX_IP_RANGES:
+                    too_many.append(
+                        InitErrorDetails(
+                            type=_custom(f"{len(value)} ranges, at most {MAX_IP_RANGES} allowed"),
+                            loc=(name,),
+                            input=f"<list of {len(value)}>",
+                        )
+                    )
+        if not too_many:
+            return handler(data)
+        try:
+            handler(data)
+        except ValidationError as exc:
+            too_many.extend(_reraise_details(exc))
+        raise ValidationError.from_exception_data(cls.__name__, too_many)
+
+
+class RiskConfiguration(_Shape):
+    """RiskConfigurationType, without the output-only LastModifiedDate."""
+
+    UserPoolId: UserPoolIdStr | None = None
+    ClientId: ClientIdStr | None = None
+    CompromisedCredentialsRiskConfiguration: CompromisedCredentialsRiskConfigurationType | None = None
+    AccountTakeoverRiskConfiguration: AccountTakeoverRiskConfigurationType | None = None
+    RiskExceptionConfiguration: RiskExceptionConfigurationType | None = None
+
+    @property
+    def is_reset(self) -> bool:
+        """Only ids and nothing else: Cognito's way of resetting (pool) or un-setting (client)."""
+        return (
+            self.CompromisedCredentialsRiskConfiguration is None
+            and self.AccountTakeoverRiskConfiguration is None
+            and self.RiskExceptionConfiguration is None
+        )
+
+    def action_for(self, level: RiskLevel) -> AccountTakeoverActionType | None:
+        ato = self.AccountTakeoverRiskConfiguration
+        return ato.Actions.for_level(level) if ato else None
+
+    def to_document(self) -> dict:
+        """The Cognito-shaped document (PascalCase, absent fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def with_scope(self, user_pool_id: str | None, client_id: str | None) -> RiskConfiguration:
+        return self.model_copy(update={"UserPoolId": user_pool_id, "ClientId": client_id})
+
+
+def _reraise_details(exc: ValidationError) -> list[InitErrorDetails]:
+    out: list[InitErrorDetails] = []
+    for e in exc.errors():
+        if e["type"] == "riskgate":
+            err_type: Any = _custom(e["ctx"]["message"])
+            out.append(InitErrorDetails(type=err_type, loc=e["loc"], input=e["input"]))
+        else:
+            details = InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"])
+            if "ctx" in e:
+                details["ctx"] = e["ctx"]
+            out.append(details)
+    return out
+
+
+# -- problems and the error -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a document: where (field path, line) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class RiskConfigurationError(ConfigurationError):
+    """A risk configuration document is invalid; every problem is listed and nothing was changed."""
+
+    def __init__(self, problems: Sequence[ConfigProblem], *, source: str | None = None):
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"invalid risk configuration ({n} problem{'s' if n != 1 else ''}):"
+        super().__init__(head + "".join(f"\n  {p}" for p in self.problems), source=source)
+
+
+def format_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _preview(value: Any, limit: int = 60) -> str:
+    if isinstance(value, str):
+        if len(value) > limit:
+            return repr(value[:limit] + "…") + f" ({len(value)} characters)"
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= limit else text[:limit] + "…"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model class or list behind an annotation (Optional / Annotated / list peeled)."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin is list:
+            return tp
+        elif origin is not None:  # a Union with None
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    tp: Any = RiskConfiguration
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(part, int):
+            if get_origin(tp) is not list:
+                return None
+            tp = get_args(tp)[0]
+            continue
+        if not (isinstance(tp, type) and issubclass(tp, BaseModel)) or part not in tp.model_fields:
+            return None
+        tp = tp.model_fields[part].annotation
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _problem_message(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "riskgate":
+        return ctx["message"]
+    if kind == "missing":
+        return "required field missing"
+    if kind == "extra_forbidden":
+        model = _model_at(err["loc"][:-1])
+        allowed = f" (allowed here: {', '.join(model.model_fields)})" if model else ""
+        return f"unknown field{allowed}"
+    if kind == "enum":
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"{_preview(value)} is not one of {', '.join(options)}"
+    if kind == "string_too_short":
+        n = len(value) if isinstance(value, str) else 0
+        return f"{_preview(value)} is too short: {n} characters, at least {ctx.get('min_length')} required"
+    if kind == "string_too_long":
+        return f"{_preview(value)} is too long: at most {ctx.get('max_length')} characters allowed"
+    if kind == "string_type":
+        return f"expected a string, got {_type_name(value)} {_preview(value)}"
+    if kind == "bool_type":
+        return f"expected true or false, got {_type_name(value)} {_preview(value)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected an object, got {_type_name(value)} {_preview(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_type_name(value)} {_preview(value)}"
+    return f"{_preview(value)}: {err.get('msg', kind)}"
+
+
+def problems_from_validation(
+    exc: ValidationError, *, prefix: Sequence[Any] = (), lines: Mapping[tuple, int] | None = None
+) -> list[ConfigProblem]:
+    out = []
+    seen = set()
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        problem = ConfigProblem(format_path(loc), _problem_message(err), _line_for(lines, tuple(prefix) + loc))
+        if (problem.path, problem.message) not in seen:
+            seen.add((problem.path, problem.message))
+            out.append(problem)
+    return out
+
+
+def _line_for(lines: Mapping[tuple, int] | None, loc: tuple) -> int | None:
+    if not lines:
+        return None
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+# -- reading documents --------------------------------------------------------------
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    loader.flatten_mapping(node)
+    seen: dict = {}
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is repeated (first at line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigurationError(f"key {key!r} is repeated in one object")
+        out[key] = value
+    return out
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Field path -> 1-based line of its value, for messages (best effort; empty when the text does not compose)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    index: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        index.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    index.setdefault(path + (k.value,), k.start_mark.line + 1)
+                    walk(v, path + (k.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) -> Any:
+    """JSON or YAML text -> plain data. ``fmt`` is ``json``, ``yaml`` or None (JSON when it starts with '{')."""
+    if fmt is None:
+        fmt = "json" if text.lstrip().startswith("{") else "yaml"
+    if fmt == "json":
+        try:
+            return json.loads(text, object_pairs_hook=_json_pairs)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
+        except ConfigurationError as exc:
+            raise ConfigurationError(str(exc), source=source) from None
+    try:
+        return yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or str(exc)
+        raise ConfigurationError(
+            f"not valid YAML: {problem}", source=source, line=mark.line + 1 if mark else None
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"not valid YAML: {exc}", source=source) from None
+
+
+def validate_document(
+    data: Any, *, source: str | None = None, lines: Mapping[tuple, int] | None = None
+) -> RiskConfiguration:
+    """Plain data (as read from a file) -> RiskConfiguration, or one RiskConfigurationError listing every problem.
+
+    Accepts the set-risk-configuration input shape and the describe output shape
+    (``{"RiskConfiguration": {...}}``); ``LastModifiedDate`` is ignored.
+    """
+    prefix: tuple = ()
+    if isinstance(data, Mapping) and "RiskConfiguration" in data:
+        others = [k for k in data if k != "RiskConfiguration"]
+        if others:
+            raise RiskConfigurationError(
+                [
+                    ConfigProblem(
+                        str(k),
+                        "unknown field beside the RiskConfiguration wrapper (put every field inside it)",
+                        _line_for(lines, (k,)),
+                    )
+                    for k in others
+                ],
+                source=source,
+            )
+        data, prefix = data["RiskConfiguration"], ("RiskConfiguration",)
+    if data is None:
+        raise RiskConfigurationError([ConfigProblem("", "the document is empty")], source=source)
+    if not isinstance(data, Mapping):
+        raise RiskConfigurationError(
+            [ConfigProblem(format_path(prefix), f"expected an object (mapping), got {_type_name(data)} {_preview(data)}")],
+            source=source,
+        )
+    data = {k: v for k, v in data.items() if k not in OUTPUT_ONLY_KEYS}
+    try:
+        return RiskConfiguration.model_validate(data)
+    except ValidationError as exc:
+        raise RiskConfigurationError(problems_from_validation(exc, prefix=prefix, lines=lines), source=source) from None
+
+
+def load_text(text: str, *, source: str | None = None, fmt: str | None = None) -> RiskConfiguration:
+    data = parse_text(text, source=source, fmt=fmt)
+    lines = _line_index(text)
+    return validate_document(data, source=source, lines=lines)
+
+
+def load_file(path: str | os.PathLike) -> RiskConfiguration:
+    """Read a JSON or YAML document (``file://`` prefix as the AWS CLI takes it is accepted)."""
+    name = str(path)
+    if name.startswith("file://"):
+        name = name[len("file://") :]
+    p = Path(name)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError("file not found", source=name) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the file: {exc}", source=name) from None
+    suffix = p.suffix.lower()
+    fmt = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else None
+    return load_text(text, source=name, fmt=fmt)
+
+
+def lint(config: RiskConfiguration) -> list[str]:
+    """Warnings about a valid document: things Cognito accepts that are probably not what was meant."""
+    out = []
+    ato = config.AccountTakeoverRiskConfiguration
+    if ato is not None:
+        notifying = [name for name in LEVEL_FIELDS.values() if (a := getattr(ato.Actions, name)) and a.Notify]
+        if notifying and ato.NotifyConfiguration is None:
+            out.append(
+                "AccountTakeoverRiskConfiguration: Notify is true for "
+                + ", ".join(notifying)
+                + " but there is no NotifyConfiguration; the default templates and the notifier's own sender are used"
+            )
+        if ato.NotifyConfiguration is not None:
+            for tname in ("BlockEmail", "NoActionEmail", "MfaEmail"):
+                tmpl = getattr(ato.NotifyConfiguration, tname)
+                if tmpl is None:
+                    continue
+                for part in ("Subject", "HtmlBody", "TextBody"):
+                    text = getattr(tmpl, part) or ""
+                    unknown = sorted(set(_PLACEHOLDER_RE.findall(text)) - set(TEMPLATE_PLACEHOLDERS))
+                    if unknown:
+                        out.append(
+                            f"AccountTakeoverRiskConfiguration.NotifyConfiguration.{tname}.{part}: "
+                            f"unknown placeholder(s) {', '.join(unknown)} will be sent as written "
+                            f"(known: {', '.join(TEMPLATE_PLACEHOLDERS)})"
+                        )
+    rec = config.RiskExceptionConfiguration
+    if rec is not None and rec.BlockedIPRangeList and rec.SkippedIPRangeList:
+        blocked = [ipaddress.ip_network(c) for c in rec.BlockedIPRangeList]
+        for c in rec.SkippedIPRangeList:
+            net = ipaddress.ip_network(c)
+            hits = [str(b) for b in blocked if b.version == net.version and b.overlaps(net)]
+            if hits:
+                out.append(
+                    f"RiskExceptionConfiguration.SkippedIPRangeList: '{c}' overlaps blocked {', '.join(hits)}; "
+                    "blocked wins for addresses in both"
+                )
+    return out
+
+
+def summarize(config: RiskConfiguration) -> str:
+    """One line saying what a document does (for history)."""
+    parts = []
+    ato = config.AccountTakeoverRiskConfiguration
+    if ato is None:
+        parts.append("account takeover: not configured (NO_ACTION)")
+    else:
+        levels = []
+        for level, name in LEVEL_FIELDS.items():
+            a = getattr(ato.Actions, name)
+            levels.append(f"{level}={a.EventAction}{'+notify' if a.Notify else ''}" if a else f"{level}=(none)")
+        parts.append("account takeover: " + " ".join(levels))
+    cc = config.CompromisedCredentialsRiskConfiguration
+    if cc is None:
+        parts.append("compromised credentials: not configured (NO_ACTION)")
+    else:
+        events = ",".join(cc.EventFilter) if cc.EventFilter else "all events"
+        parts.append(f"compromised credentials: {cc.Actions.EventAction} on {events}")
+    rec = config.RiskExceptionConfiguration
+    nb = len(rec.BlockedIPRangeList or []) if rec else 0
+    ns = len(rec.SkippedIPRangeList or []) if rec else 0
+    parts.append(f"IP ranges: {nb} blocked, {ns} skipped")
+    return "; ".join(parts)
+
+
+# -- defaults -------------------------------------------------------------------------
+
+DEFAULT_CONFIG_RESOURCE = "default_risk_configuration.json"
+
+
+@functools.cache
+def default_configuration() -> RiskConfiguration:
+    """The shipped defaults (risk/data/default_risk_configuration.json), read on first use."""
+    text = resources.files("risk").joinpath("data", DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    return load_text(text, source=f"risk/data/{DEFAULT_CONFIG_RESOURCE}", fmt="json")
+
+
+def default_template(name: str) -> NotifyEmailType:
+    """The default NotifyEmail for BlockEmail / NoActionEmail / MfaEmail."""
+    nc = default_configuration().AccountTakeoverRiskConfiguration.NotifyConfiguration  # type: ignore[union-attr]
+    tmpl = getattr(nc, name, None) if name in ("BlockEmail", "NoActionEmail", "MfaEmail") else None
+    if tmpl is None:
+        raise ConfigurationError(f"no notification template {name!r} (expected BlockEmail, NoActionEmail or MfaEmail)")
+    return tmpl
+
+
+def template_for(config: RiskConfiguration, name: str) -> NotifyEmailType:
+    """The configuration's template ``name``, or the default one when the configuration has none."""
+    ato = config.AccountTakeoverRiskConfiguration
+    nc = ato.NotifyConfiguration if ato else None
+    tmpl = getattr(nc, name, None) if nc is not None else None
+    return tmpl if tmpl is not None else default_template(name)
+
+
+# -- the store: versioned documents, resets and modes ----------------------------------
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "risk_config_0001_versions",
+        (
+            """CREATE TABLE IF NOT EXISTS risk_config_versions (
+                 version BIGINT PRIMARY KEY,
+                 changed_at TIMESTAMPTZ NOT NULL,
+                 user_pool_id VARCHAR NOT NULL,
+                 client_id VARCHAR,
+                 kind VARCHAR NOT NULL,
+                 document VARCHAR,
+                 mode VARCHAR,
+                 summary VARCHAR NOT NULL,
+                 source VARCHAR
+               )""",
+        ),
+    ),
+)
+
+KIND_SET = "set"
+KIND_RESET = "reset"
+KIND_MODE = "mode"
+
+
+@dataclass(frozen=True)
+class ConfigVersion:
+    """One row of the history: a set, a reset or a mode change."""
+
+    version: int
+    changed_at: datetime
+    user_pool_id: str
+    client_id: str | None
+    kind: str
+    summary: str
+    mode: AdvancedSecurityMode | None = None
+    source: str | None = None
+
+    @property
+    def scope(self) -> str:
+        if self.client_id is None:
+            return f"pool {self.user_pool_id}"
+        return f"client {self.client_id} of pool {self.user_pool_id}"
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "changed_at": self.changed_at.isoformat(),
+            "user_pool_id": self.user_pool_id,
+            "client_id": self.client_id,
+            "scope": self.scope,
+            "kind": self.kind,
+            "mode": str(self.mode) if self.mode else None,
+            "summary": self.summary,
+            "source": self.source,
+        }
+
+
+_VERSION_COLS = "version, changed_at, user_pool_id, client_id, kind, summary, mode, source"
+
+
+def _row_to_version(row: Sequence[Any]) -> ConfigVersion:
+    changed_at = row[1]
+    if changed_at.tzinfo is None:
+        changed_at = changed_at.replace(tzinfo=timezone.utc)
+    return ConfigVersion(
+        version=int(row[0]),
+        changed_at=changed_at.astimezone(timezone.utc),
+        user_pool_id=row[2],
+        client_id=row[3],
+        kind=row[4],
+        summary=row[5],
+        mode=AdvancedSecurityMode(row[6]) if row[6] else None,
+        source=row[7],
+    )
+
+
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    user_pool_id: str,
+    client_id: str | None,
+    kind: str,
+    summary: str,
+    document: str | None = None,
+    mode: str | None = None,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> ConfigVersion:
+    """Append one version (number = previous maximum + 1, in the same statement)."""
+    when = now or datetime.now(timezone.utc)
+    rows = con.execute(
+        f"""INSERT INTO risk_config_versions
+              (version, changed_at, user_pool_id, client_id, kind, document, mode, summary, source)
+            SELECT coalesce(max(version), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ? FROM risk_config_versions
+            RETURNING {_VERSION_COLS}""",
+        [when, user_pool_id, client_id, kind, document, mode, summary, source],
+    ).fetchall()
+    return _row_to_version(rows[0])
+
+
+def known_pools(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Pools the store has any configuration or mode version for."""
+    return [r[0] for r in con.execute("SELECT DISTINCT user_pool_id FROM risk_config_versions ORDER BY 1").fetchall()]
+
+
+def choose_pool(
+    con: duckdb.DuckDBPyConnection | None, explicit: str | None = None, document: str | None = None
+) -> str:
+    """The pool a command means (see the module docstring for the order)."""
+    if explicit and document and explicit != document:
+        raise ConfigurationError(
+            f"--user-pool-id {explicit!r} contradicts the document's UserPoolId {document!r}; "
+            "remove one of them or make them agree"
+        )
+    chosen = explicit or document or os.environ.get(POOL_ENV)
+    if chosen:
+        if len(chosen) > 55:
+            raise ConfigurationError(f"user pool id {chosen[:60]!r}… is too long: at most 55 characters allowed")
+        return chosen
+    pools = known_pools(con) if con is not None else []
+    if len(pools) == 1:
+        return pools[0]
+    if not pools:
+        return DEFAULT_POOL_ID
+    raise ConfigurationError(
+        f"the store holds configuration for several pools ({', '.join(pools)}); "
+        f"choose one with --user-pool-id or ${POOL_ENV}"
+    )
+
+
+def _check_client_arg(client_id: str | None) -> None:
+    if client_id is None:
+        return
+    if not (1 <= len(client_id) <= 128) or not _CLIENT_ID_RE.fullmatch(client_id):
+        raise ConfigurationError(f"client id {client_id!r} must be 1..128 characters matching [\\w+]+")
+
+
+def set_configuration(
+    con: duckdb.DuckDBPyConnection,
+    config: RiskConfiguration,
+    *,
+    user_pool_id: str | None = None,
+    client_id: str | None = None,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> ConfigVersion:
+    """Store ``config`` as a new version (a reset when it holds only ids); the caller validated it already."""
+    if client_id is not None and config.ClientId is not None and client_id != config.ClientId:
+        raise ConfigurationError(
+            f"--client-id {client_id!r} contradicts the document's ClientId {config.ClientId!r}; "
+            "remove one of them or make them agree"
+        )
+    _check_client_arg(client_id)
+    pool = choose_pool(con, user_pool_id, config.UserPoolId)
+    client = client_id or config.ClientId
+    if config.is_reset:
+        return reset_configuration(con, pool, client, source=source, now=now)
+    scoped = config.with_scope(pool, client)
+    return _record(
+        con,
+        user_pool_id=pool,
+        client_id=client,
+        kind=KIND_SET,
+        summary=summarize(scoped),
+        document=json.dumps(scoped.to_document(), sort_keys=False),
+        source=source,
+        now=now,
+    )
+
+
+def reset_configuration(
+    con: duckdb.DuckDBPyConnection,
+    user_pool_id: str | None = None,
+    client_id: str | None = None,
+    *,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> ConfigVersion:
+    """Pool: back to the defaults. Client: back to inheriting the pool's configuration. Recorded as a version."""
+    _check_client_arg(client_id)
+    pool = choose_pool(con, user_pool_id)
+    summary = (
+        "reset: the pool uses the default configuration"
+        if client_id is None
+        else "reset: the client inherits the pool's configuration"
+    )
+    return _record(con, user_pool_id=pool, client_id=client_id, kind=KIND_RESET, summary=summary, source=source, now=now)
+
+
+def _latest_document(
+    con: duckdb.DuckDBPyConnection, user_pool_id: str, client_id: str | None
+) -> tuple[str, str | None, int, datetime] | None:
+    rows = con.execute(
+        """SELECT kind, document, version, changed_at FROM risk_config_versions
+           WHERE user_pool_id = ? AND client_id IS NOT DISTINCT FROM ? AND kind IN ('set', 'reset')
+           ORDER BY version DESC LIMIT 1""",
+        [user_pool_id, client_id],
+    ).fetchall()
+    return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What applies to a (pool, client): the document, its version, its time and where it comes from."""
+
+    configuration: RiskConfiguration
+    version: int
+    last_modified: datetime | None
+    origin: str  # client | pool | defaults
+
+
+def resolve_detail(
+    con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None = None
+) -> Resolved:
+    pool = choose_pool(con, user_pool_id)
+    if client_id is not None:
+        row = _latest_document(con, pool, client_id)
+        if row is not None and row[0] == KIND_SET:
+            cfg = RiskConfiguration.model_validate_json(row[1])
+            return Resolved(cfg, int(row[2]), row[3], "client")
+    row = _latest_document(con, pool, None)
+    if row is not None and row[0] == KIND_SET:
+        return Resolved(RiskConfiguration.model_validate_json(row[1]), int(row[2]), row[3], "pool")
+    defaults = default_configuration().with_scope(pool, None)
+    if row is not None:  # the pool was reset: the defaults, as of that version
+        return Resolved(defaults, int(row[2]), row[3], "defaults")
+    return Resolved(defaults, 0, None, "defaults")
+
+
+def resolve(
+    con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None = None
+) -> tuple[RiskConfiguration, int]:
+    """The configuration that applies to (pool, client) and its version (0: shipped defaults, never set)."""
+    r = resolve_detail(con, user_pool_id, client_id)
+    return r.configuration, r.version
+
+
+def describe(con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None = None) -> dict:
+    """What DescribeRiskConfiguration returns: ``{"RiskConfiguration": {..., "LastModifiedDate": ...}}``."""
+    r = resolve_detail(con, user_pool_id, client_id)
+    doc = r.configuration.to_document()
+    if r.last_modified is not None:
+        doc["LastModifiedDate"] = r.last_modified.astimezone(timezone.utc).isoformat()
+    return {"RiskConfiguration": doc}
+
+
+def configuration_at(con: duckdb.DuckDBPyConnection, version: int) -> RiskConfiguration:
+    """The document a version number stands for (as stored with an assessment); 0 = the defaults."""
+    if version == 0:
+        return default_configuration()
+    rows = con.execute(
+        "SELECT kind, document, user_pool_id, client_id FROM risk_config_versions WHERE version = ?", [version]
+    ).fetchall()
+    if not rows:
+        raise ConfigurationError(f"no risk configuration version {version}")
+    kind, document, pool, client = rows[0]
+    if kind == KIND_SET:
+        return RiskConfiguration.model_validate_json(document)
+    if kind == KIND_RESET and client is None:
+        return default_configuration().with_scope(pool, None)
+    raise ConfigurationError(f"version {version} is a {kind} of {client or pool}, not a configuration document")
+
+
+def set_mode(
+    con: duckdb.DuckDBPyConnection,
+    mode: AdvancedSecurityMode | str,
+    user_pool_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> ConfigVersion:
+    """Set a pool's AdvancedSecurityMode (OFF / AUDIT / ENFORCED) as a new version."""
+    try:
+        new = AdvancedSecurityMode(str(mode).upper())
+    except ValueError:
+        raise ConfigurationError(
+            f"AdvancedSecurityMode: {mode!r} is not one of {', '.join(m.value for m in AdvancedSecurityMode)}"
+        ) from None
+    pool = choose_pool(con, user_pool_id)
+    old, _ = get_mode(con, pool)
+    return _record(
+        con, user_pool_id=pool, client_id=None, kind=KIND_MODE, summary=f"AdvancedSecurityMode {old} -> {new}", mode=new, now=now
+    )
+
+
+def get_mode(con: duckdb.DuckDBPyConnection, user_pool_id: str | None = None) -> tuple[AdvancedSecurityMode, int]:
+    """A pool's AdvancedSecurityMode and the version that set it (AUDIT and 0 when never set)."""
+    pool = choose_pool(con, user_pool_id)
+    rows = con.execute(
+        """SELECT mode, version FROM risk_config_versions WHERE user_pool_id = ? AND kind = 'mode'
+           ORDER BY version DESC LIMIT 1""",
+        [pool],
+    ).fetchall()
+    if not rows:
+        return DEFAULT_MODE, 0
+    return AdvancedSecurityMode(rows[0][0]), int(rows[0][1])
+
+
+def history(
+    con: duckdb.DuckDBPyConnection,
+    user_pool_id: str | None = None,
+    client_id: str | None = None,
+    *,
+    limit: int | None = None,
+) -> list[ConfigVersion]:
+    """Every version, newest first; optionally one pool's (and one client's)."""
+    where, params = [], []
+    if user_pool_id is not None:
+        where.append("user_pool_id = ?")
+        params.append(user_pool_id)
+    if client_id is not None:
+        where.append("client_id = ?")
+        params.append(client_id)
+    sql = f"SELECT {_VERSION_COLS} FROM risk_config_versions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY version DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return [_row_to_version(r) for r in con.execute(sql, params).fetchall()]
+
+
+def version_count(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT count(*) FROM risk_config_versions").fetchall()[0][0])
