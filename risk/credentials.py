@@ -108,6 +108,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _7Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_LINE = 65536
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 
 # -- results -----------------------------------------------------------------------
@@ -208,9 +209,7 @@ def _parse(line: bytes, hex_len: int) -> tuple[bytes, int] | str:
     c = c.strip()
     if not c.isdigit():
         return "count is not a whole number"
-    try:
-        bytes.fromhex(h.decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
+    if not _HEX.fullmatch(h):
         return "hash is not hexadecimal"
     return h.upper(), int(c)
 
