@@ -74,7 +74,7 @@ def check(
     if json_out:
         console.print_json(json.dumps({**result.as_json(), "min_count": checker.min_count}))
     else:
-        console.print(result.describe(), highlight=False, soft_wrap=True)
+        console.print(result.describe(), highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(0 if result.compromised else 1)
 
 
@@ -82,17 +82,17 @@ def _print_report(report: ScanReport, verb: str) -> None:
     console.print(
         f"{verb} {report.source} ({report.layout}): {report.lines_read:,} lines read, {report.hashes:,} hashes, "
         f"{report.padding_skipped:,} padding lines skipped, {report.issue_count:,} unusable lines",
-        highlight=False, soft_wrap=True,
+        highlight=False, markup=False, soft_wrap=True,
     )
     if report.range_files:
-        console.print(f"  {report.range_files:,} range files of 1,048,576", highlight=False, soft_wrap=True)
+        console.print(f"  {report.range_files:,} range files of 1,048,576", highlight=False, markup=False, soft_wrap=True)
     if report.out:
         console.print(f"  wrote {report.out}: {report.records:,} records ({report.merged:,} merged) in {report.seconds:.1f} s",
-                      highlight=False, soft_wrap=True)
+                      highlight=False, markup=False, soft_wrap=True)
     for issue in report.issues[:SHOW_ISSUES]:
         err_console.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
     if report.issue_count > SHOW_ISSUES:
-        err_console.print(f"  ... and {report.issue_count - SHOW_ISSUES:,} more (--json lists up to 1,000)", highlight=False, soft_wrap=True)
+        err_console.print(f"  ... and {report.issue_count - SHOW_ISSUES:,} more (--json lists up to 1,000)", highlight=False, markup=False, soft_wrap=True)
 
 
 @credentials_app.command("build")
