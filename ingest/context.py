@@ -75,8 +75,9 @@ def normalise_ip(text: str | None) -> str | None:
 
 def ip_prefix(ip: IPAddress) -> str:
     """The /24 network of an IPv4 address, or the /48 of an IPv6 one."""
-    bits = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+    if ip.version == 4:
+        return f"{ipaddress.IPv4Address(int(ip) & 0xFFFFFF00)}/24"
+    return f"{ipaddress.IPv6Address(int(ip) & ~((1 << 80) - 1))}/48"
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,20 @@ class ProxyPolicy:
             return cls.from_cidrs([c for c in env.split(",") if c.strip()], where=TRUSTED_PROXIES_ENV)
         return cls.from_cidrs(DEFAULT_TRUSTED_PROXIES)
 
+    def __post_init__(self) -> None:
+        # integer intervals per version, for fast membership tests
+        ranges = {4: [], 6: []}
+        for n in self.networks:
+            ranges[n.version].append((int(n.network_address), int(n.broadcast_address)))
+        object.__setattr__(self, "_ranges", ranges)
+
     def trusts(self, ip: IPAddress) -> bool:
-        return any(ip.version == n.version and ip in n for n in self.networks)
+        v = int(ip)
+        return any(lo <= v <= hi for lo, hi in self._ranges[ip.version])  # type: ignore[attr-defined]
+
+    def v4_ranges(self) -> list[list[int]]:
+        """The trusted IPv4 networks as [first, last] integer pairs (for SQL)."""
+        return [[lo, hi] for lo, hi in self._ranges[4]] or [[-1, -1]]  # type: ignore[attr-defined]
 
 
 def _forwarded_fors(value: str) -> list[str] | None:

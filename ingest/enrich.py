@@ -45,7 +45,7 @@ MAX_FUTURE = timedelta(days=1)
 MAX_HEADER_VALUE = 16 * 1024
 MAX_HEADERS = 100
 MAX_HEADERS_TOTAL = 64 * 1024
-_OUT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA] + [pa.field(RAW_COLUMN, pa.string())])
+_OUT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Enricher:
         self.con.execute("SET TimeZone='UTC'")
 
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
-        """Return (good rows in EVENT_SCHEMA plus ``_raw``, bad rows with ``source_line``, ``reason``, ``_raw``)."""
+        """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
         n = events.num_rows
         raw = events.column(RAW_COLUMN) if RAW_COLUMN in events.column_names else pa.nulls(n, pa.string())
         base = conform(events, SOURCE_SCHEMA)
@@ -69,11 +69,11 @@ class Enricher:
                                pa.array([source_format] * n, pa.string()))
         base = base.set_column(base.schema.get_field_index("source_file"), "source_file",
                                pa.array([source_file] * n, pa.string()))
-        base = base.append_column(RAW_COLUMN, raw)
+        base = base.append_column("_i", pa.array(range(n), pa.int64()))
         con = self.con
         con.register("base_", base)
         try:
-            hdr = con.sql(_HEADERS_SQL).to_arrow_table()
+            hdr = con.sql(_HEADERS_SQL, params={"v4_trusted": self.proxies.v4_ranges()}).to_arrow_table()
         finally:
             con.unregister("base_")
         con.register("hdr_", hdr)
@@ -82,7 +82,7 @@ class Enricher:
             agents = self._agents(con)
             con.register("ips_", ips)
             con.register("agents_", agents)
-            geo = self._geo(ips)
+            geo = self._geo(con)
             con.register("geo_", geo)
             now = datetime.now(timezone.utc)
             out = con.sql(
@@ -103,15 +103,18 @@ class Enricher:
                 except duckdb.Error:
                     pass
         bad_mask = pc.is_valid(out.column("reason"))
-        good = out.filter(pc.invert(bad_mask)).select(EVENT_COLUMNS + [RAW_COLUMN]).cast(_OUT_SCHEMA)
-        bad = out.filter(bad_mask).select(["source_line", "reason", RAW_COLUMN])
+        good = out.filter(pc.invert(bad_mask)).select(EVENT_COLUMNS).cast(_OUT_SCHEMA)
+        bad = out.filter(bad_mask).select(["source_line", "reason", "_i"])
+        bad_raw = raw.take(bad.column("_i")) if bad.num_rows else pa.array([], pa.string())
+        bad = bad.drop_columns(["_i"]).append_column(RAW_COLUMN, bad_raw.cast(pa.string()))
         return good, bad
 
     # -- per distinct value ------------------------------------------------------
 
     def _client_ips(self, con) -> pa.Table:
+        # rows whose address SQL resolved (canonical IPv4, no header to consult) never reach Python
         rows = con.sql(
-            "SELECT DISTINCT ip_address, h_forwarded, h_xff, h_xri FROM hdr_"
+            "SELECT DISTINCT ip_address, h_forwarded, h_xff, h_xri FROM hdr_ WHERE NOT _fast"
         ).fetchall()
         keys: dict[str, list] = {"ip_address": [], "h_forwarded": [], "h_xff": [], "h_xri": []}
         vals: dict[str, list] = {"client_ip": [], "client_ip_source": [], "ip_version": [], "ip_prefix": [],
@@ -149,8 +152,9 @@ class Enricher:
             }
         )
 
-    def _geo(self, ips: pa.Table) -> pa.Table:
-        distinct = sorted({ip for ip in ips.column("client_ip").to_pylist() if ip})
+    def _geo(self, con) -> pa.Table:
+        distinct = [r[0] for r in con.sql(
+            f"SELECT DISTINCT client_ip FROM ({_CLIENT_IP_SQL}) WHERE client_ip IS NOT NULL").fetchall()]
         recs = self.geo.lookup_many(distinct) if self.geo else []
         cols = ("country_iso", "country_name", "region", "city", "time_zone", "as_org")
         data = {"client_ip": pa.array(distinct, pa.string())}
@@ -162,50 +166,89 @@ class Enricher:
         return pa.table(data)
 
 
-def _header_value(name: str) -> str:
-    """SQL for all values of header ``name`` (case-insensitive), joined by ', ' in the order received."""
+def _all_values(name: str) -> str:
+    """SQL for every value of header ``name`` (any case), joined by ', ' in the order received."""
     return (
-        "nullif(array_to_string(list_transform(list_filter(http_headers, "
-        f"lambda h: lower(h.header_name) = '{name}'), lambda h: h.header_value), ', '), '')"
+        f"CASE WHEN list_contains(_hn, '{name}') THEN array_to_string(list_transform(list_filter("
+        f"http_headers, lambda h: lower(h.header_name) = '{name}'), lambda h: h.header_value), ', ') END"
     )
 
 
+def _first_value(name: str) -> str:
+    return f"http_headers[list_position(_hn, '{name}')].header_value"
+
+
 _HEADERS_SQL = f"""
-SELECT *,
-  {_header_value('forwarded')} AS h_forwarded,
-  {_header_value('x-forwarded-for')} AS h_xff,
-  {_header_value('x-real-ip')} AS h_xri,
-  coalesce({_header_value('user-agent')}, user_agent_source) AS user_agent,
-  {_header_value('accept-language')} AS h_accept_language,
-  {_header_value('accept')} AS h_accept,
-  {_header_value('accept-encoding')} AS h_accept_encoding,
-  {_header_value('sec-ch-ua')} AS h_sec_ch_ua,
-  {_header_value('sec-ch-ua-platform')} AS h_sec_ch_ua_platform,
-  {_header_value('sec-ch-ua-mobile')} AS h_sec_ch_ua_mobile,
+WITH n AS (
+  SELECT *, list_transform(http_headers, lambda h: lower(h.header_name)) AS _hn,
+            list_transform(http_headers, lambda h: strlen(coalesce(h.header_value, ''))) AS _hl
+  FROM base_
+)
+SELECT * EXCLUDE (_hn, _hl),
+  {_all_values('forwarded')} AS h_forwarded,
+  {_all_values('x-forwarded-for')} AS h_xff,
+  {_all_values('x-real-ip')} AS h_xri,
+  coalesce({_first_value('user-agent')}, user_agent_source) AS user_agent,
+  {_first_value('accept-language')} AS h_accept_language,
+  {_first_value('accept')} AS h_accept,
+  {_first_value('accept-encoding')} AS h_accept_encoding,
+  {_first_value('sec-ch-ua')} AS h_sec_ch_ua,
+  {_first_value('sec-ch-ua-platform')} AS h_sec_ch_ua_platform,
+  {_first_value('sec-ch-ua-mobile')} AS h_sec_ch_ua_mobile,
   coalesce(len(http_headers), 0) AS h_count,
-  coalesce(list_max(list_transform(http_headers, lambda h: strlen(coalesce(h.header_value, '')))), 0) AS h_max_len,
-  coalesce(list_sum(list_transform(http_headers,
-      lambda h: strlen(coalesce(h.header_name, '')) + strlen(coalesce(h.header_value, '')))), 0) AS h_total,
-  list_filter(http_headers, lambda h: strlen(coalesce(h.header_value, '')) > {MAX_HEADER_VALUE})[1].header_name
-      AS h_long_name
-FROM base_
+  coalesce(list_max(_hl), 0) AS h_max_len,
+  coalesce(list_sum(_hl), 0) + coalesce(list_sum(list_transform(_hn, lambda x: strlen(coalesce(x, '')))), 0) AS h_total,
+  CASE WHEN list_max(_hl) > {MAX_HEADER_VALUE}
+       THEN http_headers[list_position(_hl, list_max(_hl))].header_name END AS h_long_name
+FROM n
+"""
+
+# canonical dotted-quad IPv4 (no leading zeros): resolvable in SQL when no forwarding header can apply
+_V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){{3}}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_HEADERS_SQL = f"""
+WITH h AS ({_HEADERS_SQL}),
+v AS (
+  SELECT *, regexp_full_match(ip_address, '{_V4}') AS _v4,
+         coalesce(h_forwarded, h_xff, h_xri) IS NULL AS _no_fwd
+  FROM h
+)
+SELECT *,
+  _v4 AND (_no_fwd OR NOT list_bool_or(list_transform($v4_trusted, lambda r:
+      (split_part(ip_address, '.', 1)::BIGINT * 16777216 + split_part(ip_address, '.', 2)::BIGINT * 65536
+       + split_part(ip_address, '.', 3)::BIGINT * 256 + split_part(ip_address, '.', 4)::BIGINT) BETWEEN r[1] AND r[2])))
+    AS _fast
+FROM v
+"""
+
+# every row's resolved client address: SQL's own for fast rows, Python's (ips_) for the rest
+_CLIENT_IP_SQL = """
+SELECT h._i,
+  CASE WHEN h._fast THEN h.ip_address ELSE i.client_ip END AS client_ip,
+  CASE WHEN h._fast THEN 'IpAddress' ELSE i.client_ip_source END AS client_ip_source,
+  CASE WHEN h._fast THEN 4::TINYINT ELSE i.ip_version END AS ip_version,
+  CASE WHEN h._fast THEN regexp_replace(h.ip_address, '[.][0-9]+$', '.0/24') ELSE i.ip_prefix END AS ip_prefix,
+  CASE WHEN h._fast THEN true ELSE i.ip_valid END AS ip_valid
+FROM hdr_ h
+LEFT JOIN ips_ i ON NOT h._fast
+                AND i.ip_address IS NOT DISTINCT FROM h.ip_address
+                AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
+                AND i.h_xff IS NOT DISTINCT FROM h.h_xff
+                AND i.h_xri IS NOT DISTINCT FROM h.h_xri
 """
 
 _FINAL_SQL = f"""
-WITH j AS (
-  SELECT h.*, i.client_ip, i.client_ip_source, i.ip_version, i.ip_prefix, i.ip_valid,
+WITH c AS ({_CLIENT_IP_SQL}),
+j AS (
+  SELECT h.*, c.client_ip, c.client_ip_source, c.ip_version, c.ip_prefix, c.ip_valid,
          a.browser_family, a.browser_version, a.os_family, a.os_version, a.device_type, a.device_name,
          g.* EXCLUDE (client_ip),
          CASE WHEN h.event_response IN ('Success') THEN 'Pass'
               WHEN h.event_response IN ('Failure') THEN 'Fail'
               ELSE h.event_response END AS resp
   FROM hdr_ h
-  LEFT JOIN ips_ i ON i.ip_address IS NOT DISTINCT FROM h.ip_address
-                  AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
-                  AND i.h_xff IS NOT DISTINCT FROM h.h_xff
-                  AND i.h_xri IS NOT DISTINCT FROM h.h_xri
+  JOIN c ON c._i = h._i
   LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM h.user_agent
-  LEFT JOIN geo_ g ON g.client_ip = i.client_ip
+  LEFT JOIN geo_ g ON g.client_ip = c.client_ip
 )
 SELECT
   event_id, user_pool_id, client_id, username, user_sub, event_type,
@@ -239,7 +282,7 @@ SELECT
        WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL THEN 'source'
        WHEN coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'lookup'
        ELSE 'none' END AS geo_source,
-  _raw,
+  _i,
   nullif(concat_ws('; ',
     CASE WHEN event_id IS NULL THEN 'EventId is missing'
          WHEN NOT regexp_full_match(event_id, '[\\w+-]{{1,50}}')
@@ -261,5 +304,5 @@ SELECT
     CASE WHEN h_total > $max_total AND h_long_name IS NULL THEN 'ContextData.HttpHeaders total ' || h_total || ' bytes, more than ' || $max_total END
   ), '') AS reason
 FROM j
-ORDER BY source_line
+ORDER BY _i
 """

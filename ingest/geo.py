@@ -182,18 +182,26 @@ def open_reader(path: str, kind: str) -> maxminddb.Reader:
 
 
 _tzf = None
+_tz_cache: dict[tuple[float, float], str | None] = {}
 
 
 def _timezone_at(lat: float, lon: float) -> str | None:
+    """The IANA zone at a point (cached: addresses of one city share its coordinates)."""
     global _tzf
+    key = (lat, lon)
+    if key in _tz_cache:
+        return _tz_cache[key]
     if _tzf is None:
         from timezonefinder import TimezoneFinder
 
         _tzf = TimezoneFinder()
     try:
-        return _tzf.timezone_at(lat=lat, lng=lon)
+        tz = _tzf.timezone_at(lat=lat, lng=lon)
     except ValueError:
-        return None
+        tz = None
+    if len(_tz_cache) < 1_000_000:
+        _tz_cache[key] = tz
+    return tz
 
 
 def _name(rec: dict | None) -> str | None:

@@ -154,7 +154,7 @@ def _store_batch(con, batch, fmt: str, path: str, enricher: Enricher, run_id: st
     if bad is not None and bad.num_rows:
         lines = bad.column("source_line").to_pylist()
         reasons = bad.column("reason").to_pylist()
-        raws = [clip_raw(r or "") for r in bad.column(RAW_COLUMN).to_pylist()]
+        raws = [clip_raw((r or "").rstrip("\r\n")) for r in bad.column(RAW_COLUMN).to_pylist()]
         q = pa.concat_tables([q, quarantine_table(fmt, path, lines, reasons, raws)])
     if q.num_rows:
         q = q.set_column(0, "source_format", pa.array([fmt] * q.num_rows, pa.string()))
@@ -163,7 +163,7 @@ def _store_batch(con, batch, fmt: str, path: str, enricher: Enricher, run_id: st
     good_rows = good.num_rows if good is not None else 0
     con.execute("BEGIN TRANSACTION")
     try:
-        added = store.insert_events(con, good.drop_columns([RAW_COLUMN]), run_id) if good_rows else 0
+        added = store.insert_events(con, good, run_id) if good_rows else 0
         if q.num_rows:
             store.insert_quarantine(con, q, run_id)
         labels = store.insert_labels(con, batch.labels) if batch.labels is not None else 0

@@ -272,3 +272,99 @@ def decode_lines(lines: list[bytes], first_line: int, q: QuarantineBuilder) -> t
 
 def text_of(fh: BinaryIO) -> io.TextIOWrapper:
     return io.TextIOWrapper(fh, encoding="utf-8", newline="")
+
+
+LINE_BLOCK_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class LineBatch:
+    """Up to ``batch_rows`` non-blank, valid UTF-8 lines as an Arrow array (zero-copy over the read block).
+
+    Each string keeps its line terminator (JSON parsers ignore it); ``text(i)`` gives it stripped.
+    Lines that are not UTF-8 are already in ``quarantine`` (as (line, reason, raw bytes)).
+    """
+
+    lines: pa.Array  # int64 line numbers
+    texts: pa.Array  # string
+    quarantine: list[tuple[int, str, bytes]]
+
+    def text(self, i: int) -> str:
+        return self.texts[i].as_py().rstrip("\r\n")
+
+
+def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[LineBatch]:
+    """Stream a text file as Arrow string arrays of lines, with 1-based physical line numbers.
+
+    Reads blocks of 16 MiB, splits them on newlines with numpy and wraps the bytes in Arrow
+    arrays without copying; memory stays bounded by the block and batch sizes.
+    """
+    import numpy as np
+
+    with open_binary(path) as fh:
+        carry = b""
+        line_no = 1
+        while True:
+            try:
+                block = fh.read(LINE_BLOCK_BYTES)
+            except (OSError, EOFError) as exc:
+                raise InputFormatError(f"cannot read past line {line_no}: {exc}", source=str(path)) from exc
+            if not block:
+                if carry:
+                    yield from _split_block(carry + b"\n", line_no, batch_rows, np)
+                return
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            body, carry = data[: cut + 1], data[cut + 1 :]
+            yield from _split_block(body, line_no, batch_rows, np)
+            line_no += body.count(b"\n")
+
+
+def _split_block(body: bytes, first_line: int, batch_rows: int, np) -> Iterator[LineBatch]:
+    buf = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)  # index of each '\n'
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    content = ends - starts  # length without '\n'
+    has_cr = np.zeros(len(ends), dtype=bool)
+    nz = content > 0
+    has_cr[nz] = buf[ends[nz] - 1] == 13
+    content = content - has_cr
+    line_numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
+    bad: list[tuple[int, str, bytes]] = []
+    keep = content > 0
+    short = np.flatnonzero(keep & (content < 8))
+    for i in short:  # whitespace-only lines are blank too
+        if not body[starts[i] : starts[i] + content[i]].strip():
+            keep[i] = False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        for i in np.flatnonzero(keep):
+            raw = body[starts[i] : starts[i] + content[i]]
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append((int(line_numbers[i]), f"not UTF-8: invalid byte at position {exc.start}", raw))
+                keep[i] = False
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[:-1] = starts
+    offsets[-1] = len(body)
+    all_texts = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(body))
+    all_lines = pa.array(line_numbers)
+    if not keep.all():
+        taken = pa.array(np.flatnonzero(keep), pa.int64())
+        all_texts, all_lines = all_texts.take(taken), all_lines.take(taken)
+    n = len(all_texts)
+    if n == 0:
+        if bad:
+            yield LineBatch(pa.array([], pa.int64()), pa.array([], pa.string()), bad)
+        return
+    for b0 in range(0, n, batch_rows):
+        texts = all_texts.slice(b0, batch_rows)
+        # every bad line of the block travels with its first batch, so each is counted once
+        yield LineBatch(all_lines.slice(b0, batch_rows), texts, bad if b0 == 0 else [])

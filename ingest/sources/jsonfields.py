@@ -48,6 +48,8 @@ class JsonField:
     column: str | None = None  # the output column; None = checked only
     required: bool = False
     required_if: str | None = None  # name of an object field whose presence makes this one required
+    empty_is_null: bool = False  # the string "" means absent (user-activity export)
+    item: list | dict | None = None  # json_transform shape of an array's items, e.g. [{"a": "VARCHAR"}]
 
 
 def sql_string(value: str) -> str:
@@ -72,10 +74,69 @@ def time_expr(value_sql: str, type_sql: str) -> str:
       ELSE TRY_CAST({value_sql} AS TIMESTAMPTZ) END"""
 
 
+_TRANSFORM_TYPES = {
+    "string": "VARCHAR",
+    "number": "DOUBLE",
+    "integer": "BIGINT",
+    "bool": "BOOLEAN",
+    "time": "VARCHAR",
+    "string_bool": "VARCHAR",
+    "array": "JSON",
+    "object": "JSON",
+}
+
+
+def _structure(fields: list[JsonField]) -> dict:
+    """The json_transform structure for the fields' dotted paths (objects with children become structs)."""
+    root: dict = {}
+    for f in fields:
+        parts = f.path[2:].split(".")
+        node = root
+        for p in parts[:-1]:
+            child = node.get(p)
+            if not isinstance(child, dict):
+                child = node[p] = {}
+            node = child
+        leaf = parts[-1]
+        if isinstance(node.get(leaf), dict):
+            continue  # an object field whose children are extracted: keep the struct
+        node[leaf] = f.item if f.item is not None else _TRANSFORM_TYPES[f.kind]
+    return root
+
+
+def _access(f: JsonField) -> str:
+    return "_s" + "".join(f"[{sql_string(p)}]" for p in f.path[2:].split("."))
+
+
+def _signature_pattern(fields: list[JsonField]) -> str:
+    """An RE2 pattern that the comma-joined json_type signature of a good row fully matches.
+
+    Each position allows the field's JSON types, plus '-' (absent) and 'NULL' unless required;
+    a field required only when its parent object is present gets one branch per parent state.
+    """
+    import itertools
+    import re
+
+    parents = sorted({f.required_if for f in fields if f.required_if})
+    branches = []
+    for states in itertools.product((True, False), repeat=len(parents)):
+        present = dict(zip(parents, states))
+        parts = []
+        for f in fields:
+            allowed = list(_KIND_TYPES[f.kind])
+            if f.name in present:
+                allowed = ["OBJECT"] if present[f.name] else ["-", "NULL"]
+            elif not (f.required or (f.required_if and present[f.required_if])):
+                allowed += ["-", "NULL"]
+            parts.append("(?:" + "|".join(re.escape(a) for a in allowed) + ")")
+        branches.append(",".join(parts))
+    return "(?:" + ")|(?:".join(branches) + ")"
+
+
 def extract(
     con: duckdb.DuckDBPyConnection,
-    texts: list[str],
-    lines: list[int],
+    texts: list[str] | pa.Array,
+    lines: list[int] | pa.Array,
     fields: list[JsonField],
     known_keys: list[str],
     extra_select: str = "",
@@ -83,75 +144,127 @@ def extract(
     """Parse ``texts`` (one JSON document each) and return a table with columns
     ``_line``, ``_raw``, ``reason`` (NULL when the row is good), ``_unknown_keys``
     and one column per field with a ``column``.
+
+    One ``json_transform`` gives the values and one multi-path ``json_type`` the
+    types; a row is good when its type signature matches one regular expression,
+    and the reason text is built only for bad rows.
     """
-    batch = pa.table({"_line": pa.array(lines, pa.int64()), "_raw": pa.array(texts, pa.string())})
+    texts_arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.string())
+    lines_arr = lines if isinstance(lines, (pa.Array, pa.ChunkedArray)) else pa.array(lines, pa.int64())
+    batch = pa.table({"_line": lines_arr, "_raw": texts_arr})
+    for f in fields:
+        if not f.path.startswith("$.") or "[" in f.path:
+            raise ValueError(f"JsonField {f.name}: path must be a dotted $.a.b path, got {f.path!r}")
     paths = ", ".join(sql_string(f.path) for f in fields)
-    checks = []
+    extra_bad, checks = [], []
     for i, f in enumerate(fields, start=1):
         allowed = ", ".join(sql_string(t) for t in _KIND_TYPES[f.kind])
         t = f"_t[{i}]"
         checks.append(
-            f"CASE WHEN {t} IS NOT NULL AND {t} <> 'NULL' AND {t} NOT IN ({allowed}) "
+            f"CASE WHEN {t} <> 'NULL' AND {t} NOT IN ({allowed}) "
             f"THEN {sql_string(f.name + ' must be ' + _KIND_WORDS[f.kind] + ', got ')} || {_type_word(t)} END"
         )
+        missing = f"({t} IS NULL OR {t} = 'NULL'" + (f" OR {_access(f)}::VARCHAR = ''" if f.empty_is_null else "") + ")"
         if f.required:
-            checks.append(f"CASE WHEN {t} IS NULL OR {t} = 'NULL' THEN {sql_string(f.name + ' is required')} END")
+            checks.append(f"CASE WHEN {missing} THEN {sql_string(f.name + ' is required')} END")
+            if f.empty_is_null:
+                extra_bad.append(f"coalesce({_access(f)}::VARCHAR = '', false)")
         if f.required_if:
             j = next(k for k, g in enumerate(fields, start=1) if g.name == f.required_if)
             checks.append(
-                f"CASE WHEN _t[{j}] = 'OBJECT' AND ({t} IS NULL OR {t} = 'NULL') "
+                f"CASE WHEN _t[{j}] = 'OBJECT' AND {missing} "
                 f"THEN {sql_string(f.name + ' is required when ' + f.required_if + ' is present')} END"
+            )
+        if f.item is not None and isinstance(f.item, list) and isinstance(f.item[0], dict):
+            keys = list(f.item[0])
+            cond = (
+                f"(_t[{i}] = 'ARRAY' AND NOT coalesce(list_distinct(json_type(_obj, {sql_string(f.path + '[*].*')}))"
+                f" = ['VARCHAR'] AND len(json_type(_obj, {sql_string(f.path + '[*].*')})) = "
+                f"{len(keys)} * json_array_length(_obj, {sql_string(f.path)}), json_array_length(_obj, {sql_string(f.path)}) = 0))"
+            )
+            extra_bad.append(cond)
+            checks.append(
+                f"CASE WHEN {cond} THEN {sql_string(f.name + ' items must be objects with string ' + ' and '.join(keys))} END"
             )
     cols = []
     for i, f in enumerate(fields, start=1):
         if not f.column:
             continue
-        v, t = f"_v[{i}]", f"_t[{i}]"
-        if f.kind == "string":
-            expr = f"CASE WHEN {t} = 'VARCHAR' THEN {v} END"
-        elif f.kind in ("number",):
-            expr = f"CASE WHEN {t} IN ('BIGINT','UBIGINT','DOUBLE') THEN TRY_CAST({v} AS DOUBLE) END"
-        elif f.kind == "integer":
-            expr = f"CASE WHEN {t} IN ('BIGINT','UBIGINT') THEN TRY_CAST({v} AS BIGINT) END"
-        elif f.kind == "bool":
-            expr = f"CASE WHEN {t} = 'BOOLEAN' THEN {v} = 'true' END"
+        v, t = _access(f), f"_t[{i}]"
+        if f.empty_is_null:
+            v = f"nullif({v}, '')"
+        if f.kind in ("string", "number", "integer", "bool") or f.item is not None:
+            allowed = ", ".join(sql_string(x) for x in _KIND_TYPES[f.kind])
+            expr = f"CASE WHEN {t} IN ({allowed}) THEN {v} END"
         elif f.kind == "string_bool":
-            expr = f"CASE WHEN lower({v}) = 'true' THEN true WHEN lower({v}) = 'false' THEN false END"
+            expr = f"CASE WHEN lower({v}::VARCHAR) = 'true' THEN true WHEN lower({v}::VARCHAR) = 'false' THEN false END"
         elif f.kind == "time":
             expr = time_expr(v, t)
-        else:  # array / object: kept as JSON text for the reader to transform
-            expr = f"CASE WHEN {t} = {sql_string(_KIND_TYPES[f.kind][0])} THEN json_extract(_doc, {sql_string(f.path)})::VARCHAR END"
+        else:  # array / object without item shape: kept as JSON text for the reader
+            expr = f"CASE WHEN {t} = {sql_string(_KIND_TYPES[f.kind][0])} THEN {v}::VARCHAR END"
         cols.append(f"{expr} AS {f.column}")
     known = ", ".join(sql_string(k) for k in known_keys)
+    structure = json.dumps(_structure(fields))
+    pattern = _signature_pattern(fields)
+    bad_sql = " OR ".join(["_root IS NULL", "_root <> 'OBJECT'",
+                           f"NOT regexp_full_match(array_to_string(list_transform(_t, lambda x: coalesce(x, '-')), ','), {sql_string(pattern)})"]
+                          + extra_bad)
     sql = f"""
-    WITH parsed AS (
-      SELECT _line, _raw, json_valid(_raw) AS _ok FROM batch_
-    ), typed AS (
-      SELECT _line, _raw, _ok,
-             CASE WHEN _ok THEN _raw::JSON END AS _doc
-      FROM parsed
+    WITH valid AS (
+      SELECT _line, CASE WHEN json_valid(_raw) THEN _raw END AS _doc FROM batch_
+    ), parsed AS (
+      SELECT _line, json_type(_doc) AS _root,
+             CASE WHEN json_type(_doc) = 'OBJECT' THEN _doc END AS _obj FROM valid
     ), fields AS (
-      SELECT _line, _raw, _ok, _doc,
-             CASE WHEN _ok THEN json_type(_doc) END AS _root,
-             CASE WHEN _ok AND json_type(_doc) = 'OBJECT' THEN json_type(_doc, [{paths}]) END AS _t,
-             CASE WHEN _ok AND json_type(_doc) = 'OBJECT' THEN json_extract_string(_doc, [{paths}]) END AS _v
-      FROM typed
+      SELECT _line, _root, _obj,
+             json_type(_obj, [{paths}]) AS _t,
+             json_transform(_obj, {sql_string(structure)}) AS _s
+      FROM parsed
+    ), flagged AS (
+      SELECT *, ({bad_sql}) AS _bad FROM fields
     )
-    SELECT _line, _raw,
-      CASE WHEN NOT _ok THEN 'malformed JSON'
+    SELECT
+      CASE WHEN NOT _bad THEN NULL
+           WHEN _root IS NULL THEN 'malformed JSON'
            WHEN _root <> 'OBJECT' THEN 'not a JSON object: the line is a JSON ' || lower(_root)
            ELSE nullif(concat_ws('; ', {", ".join(checks)}), '') END AS reason,
-      CASE WHEN _root = 'OBJECT' THEN list_filter(json_keys(_doc), lambda k: NOT list_contains([{known}], k)) END
-        AS _unknown_keys,
+      CASE WHEN NOT list_has_all([{known}], json_keys(_obj))
+           THEN list_filter(json_keys(_obj), lambda k: NOT list_contains([{known}], k)) END AS _unknown_keys,
       {", ".join(cols)}
-      {extra_select}
-    FROM fields
+      {", " + extra_select if extra_select else ""}
+    FROM flagged
     """
     con.register("batch_", batch)
     try:
-        return con.sql(sql).to_arrow_table()
+        out = con.sql(sql).to_arrow_table()
     finally:
         con.unregister("batch_")
+    # the line numbers and raw texts come back from the input, in the same order (no copy through SQL)
+    return _attach(out, lines_arr, texts_arr)
+
+
+def _attach(out: pa.Table, lines: pa.Array, texts: pa.Array) -> pa.Table:
+    cols = [pa.chunked_array([lines]) if isinstance(lines, pa.Array) else lines,
+            pa.chunked_array([texts]) if isinstance(texts, pa.Array) else texts]
+    return pa.Table.from_arrays(cols + list(out.columns), names=["_line", "_raw"] + out.column_names)
+
+
+def rename_struct_list(col: pa.ChunkedArray, names: list[str]) -> pa.ChunkedArray:
+    """A list<struct> column with its struct fields renamed (zero-copy), e.g. headerName -> header_name."""
+    chunks = []
+    for arr in col.chunks:
+        if pa.types.is_null(arr.type):
+            chunks.append(arr)
+            continue
+        values = arr.values
+        struct = pa.StructArray.from_arrays(
+            [values.field(i) for i in range(values.type.num_fields)], names=names, mask=values.is_null()
+        ) if values.null_count else pa.StructArray.from_arrays(
+            [values.field(i) for i in range(values.type.num_fields)], names=names
+        )
+        chunks.append(pa.ListArray.from_arrays(arr.offsets, struct, mask=arr.is_null()))
+    typ = pa.list_(pa.struct([(n, pa.string()) for n in names]))
+    return pa.chunked_array(chunks, type=typ) if chunks else pa.chunked_array([], type=typ)
 
 
 def malformed_reason(text: str) -> str:

@@ -33,10 +33,10 @@ from ingest.sources.base import (
     QuarantineBuilder,
     ReadBatch,
     ReaderOptions,
-    decode_lines,
-    iter_line_chunks,
+    LineBatch,
+    iter_line_arrays,
 )
-from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason
+from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason, rename_struct_list
 
 NAME = "riskgate-jsonl"
 
@@ -49,49 +49,20 @@ FIELDS = [
     JsonField("EventType", "$.EventType", "string", "event_type", required=True),
     JsonField("EventResponse", "$.EventResponse", "string", "event_response", required=True),
     JsonField("CreationDate", "$.CreationDate", "time", "creation_date", required=True),
-    JsonField("ChallengeResponses", "$.ChallengeResponses", "array", "_challenges"),
+    JsonField("ChallengeResponses", "$.ChallengeResponses", "array", "challenge_responses",
+              item=[{"ChallengeName": "VARCHAR", "ChallengeResponse": "VARCHAR"}]),
     JsonField("ContextData", "$.ContextData", "object", None),
     JsonField("ContextData.IpAddress", "$.ContextData.IpAddress", "string", "ip_address", required_if="ContextData"),
     JsonField("ContextData.ServerName", "$.ContextData.ServerName", "string", "server_name", required_if="ContextData"),
     JsonField("ContextData.ServerPath", "$.ContextData.ServerPath", "string", "server_path", required_if="ContextData"),
-    JsonField("ContextData.HttpHeaders", "$.ContextData.HttpHeaders", "array", "_headers", required_if="ContextData"),
+    JsonField("ContextData.HttpHeaders", "$.ContextData.HttpHeaders", "array", "http_headers",
+              required_if="ContextData", item=[{"headerName": "VARCHAR", "headerValue": "VARCHAR"}]),
     JsonField("ContextData.EncodedData", "$.ContextData.EncodedData", "string", "encoded_data"),
     JsonField("RoundTripTimeMs", "$.RoundTripTimeMs", "number", "rtt_ms"),
     JsonField("CompromisedCredentialsDetected", "$.CompromisedCredentialsDetected", "bool", "compromised_credentials"),
     JsonField("Labels", "$.Labels", "object", "_labels"),
 ]
 KNOWN_KEYS = [f.name for f in FIELDS if "." not in f.name]
-
-# list<struct> transforms, with per-item type checks, run on the extracted JSON text
-_SHAPE_SQL = """
-SELECT *,
-  ip_address IS NOT NULL AS has_context_data,
-  CASE WHEN _headers IS NOT NULL THEN
-    list_transform(CAST(_headers AS JSON[]), lambda h: {
-      'header_name': CASE WHEN json_type(h, '$.headerName') = 'VARCHAR' THEN json_extract_string(h, '$.headerName') END,
-      'header_value': CASE WHEN json_type(h, '$.headerValue') = 'VARCHAR' THEN json_extract_string(h, '$.headerValue') END})
-  END AS http_headers,
-  CASE WHEN _challenges IS NOT NULL THEN
-    list_transform(CAST(_challenges AS JSON[]), lambda c: {
-      'challenge_name': json_extract_string(c, '$.ChallengeName'),
-      'challenge_response': json_extract_string(c, '$.ChallengeResponse')})
-  END AS challenge_responses
-FROM shaped_
-"""
-
-
-def _bad_items_sql() -> str:
-    return """
-    SELECT _line,
-      CASE WHEN list_bool_or(list_transform(http_headers, lambda h: h.header_name IS NULL OR h.header_value IS NULL))
-           THEN 'ContextData.HttpHeaders items must be objects with string headerName and headerValue' END AS r1,
-      CASE WHEN list_bool_or(list_transform(challenge_responses,
-                 lambda c: c.challenge_name IS NULL OR c.challenge_name NOT IN ('Password', 'Mfa')
-                      OR c.challenge_response IS NULL OR c.challenge_response NOT IN ('Success', 'Failure')))
-           THEN 'ChallengeResponses items must have ChallengeName Password|Mfa and ChallengeResponse Success|Failure' END AS r2
-    FROM items_
-    """
-
 
 class RiskgateJsonl:
     name = NAME
@@ -104,26 +75,21 @@ class RiskgateJsonl:
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         con = duckdb.connect()
         try:
-            for first, chunk in iter_line_chunks(path, options.batch_rows):
-                yield self._batch(con, path, first, chunk, options)
+            for lb in iter_line_arrays(path, options.batch_rows):
+                yield self._batch(con, path, lb, options)
         finally:
             con.close()
 
-    def _batch(self, con, path: str, first: int, chunk: list[bytes], options: ReaderOptions) -> ReadBatch:
+    def _batch(self, con, path: str, lb: LineBatch, options: ReaderOptions) -> ReadBatch:
         q = QuarantineBuilder(NAME, path)
-        texts, lines = decode_lines(chunk, first, q)
-        t = extract(con, texts, lines, FIELDS, KNOWN_KEYS)
-        con.register("shaped_", t)
-        try:
-            t = con.sql(_SHAPE_SQL).to_arrow_table()
-        finally:
-            con.unregister("shaped_")
-        con.register("items_", t)
-        try:
-            item_reasons = con.sql(_bad_items_sql()).to_arrow_table()
-        finally:
-            con.unregister("items_")
-        return assemble(t, item_reasons, q, options, derive_id_prefix="rg")
+        for line, reason, raw in lb.quarantine:
+            q.add(line, reason, raw)
+        t = extract(con, lb.texts, lb.lines, FIELDS, KNOWN_KEYS, "_s['ContextData'] IS NOT NULL AS has_context_data")
+        t = t.set_column(t.column_names.index("http_headers"), "http_headers",
+                         rename_struct_list(t.column("http_headers"), ["header_name", "header_value"]))
+        t = t.set_column(t.column_names.index("challenge_responses"), "challenge_responses",
+                         rename_struct_list(t.column("challenge_responses"), ["challenge_name", "challenge_response"]))
+        return assemble(t, None, q, options, derive_id_prefix="rg")
 
 
 def _first_line(head: bytes) -> bytes:
@@ -153,7 +119,7 @@ def assemble(
         if r is None:
             good_idx.append(i)
         else:
-            raw = raws[i].as_py()
+            raw = raws[i].as_py().rstrip("\r\n")
             if r == "malformed JSON":
                 r = malformed_reason(raw)
             q.add(lines[i], r, raw)
@@ -192,7 +158,7 @@ def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
 
     raws = t.column("_raw").to_pylist()
     out = [
-        i if i is not None else prefix + "-" + hashlib.sha256(raws[k].encode("utf-8")).hexdigest()[:32]
+        i if i is not None else prefix + "-" + hashlib.sha256(raws[k].rstrip("\r\n").encode("utf-8")).hexdigest()[:32]
         for k, i in enumerate(ids.to_pylist())
     ]
     return t.set_column(t.column_names.index("event_id"), "event_id", pa.array(out, pa.string()))
