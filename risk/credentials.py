@@ -299,7 +299,8 @@ def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None 
                     report.hashes += 1
                     yield h, count
         return
-    _sniff_file(p)
+    if _sniff_file(p) == INDEX_MAGIC:
+        raise InputFormatError("is already a riskgate index (made by `riskgate credentials build`)", source=str(path))
     report.layout = "sorted-file"
     src = str(path)
     with open(p, "rb", buffering=1 << 20) as f:
@@ -349,8 +350,8 @@ def verify(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | Non
 
 
 def default_index_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    return p.parent / (p.name.rstrip("/") + ".rgpw") if p.name else Path(str(p).rstrip("/") + ".rgpw")
+    """``PATH.rgpw`` beside the file or folder."""
+    return Path(str(path).rstrip("/\\") + ".rgpw")
 
 
 def build(path: str | os.PathLike, out: str | os.PathLike | None = None,

@@ -574,13 +574,15 @@ def user_email(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
 # -- the whole step ---------------------------------------------------------------------------------
 
 
-def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, template: Any, notify_config: Any,
+def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, template: Any | None, notify_config: Any,
            recipient: str | None = None, *, transport: Transport | None = None, base_url: str | None = None,
            ttl: timedelta | None = None) -> NotificationRecord:
     """Render ``template`` for ``event``, deliver it, and record the outcome. Never raises on a failed delivery.
 
-    ``template_name`` is BlockEmail, NoActionEmail or MfaEmail; ``notify_config``
-    gives From (else ``RISKGATE_NOTIFY_FROM``) and ReplyTo. The recipient is
+    ``template_name`` is BlockEmail, NoActionEmail or MfaEmail; ``template`` None
+    takes that template from ``notify_config``, which also gives From (else
+    ``RISKGATE_NOTIFY_FROM``) and ReplyTo (SourceArn is not used: delivery is by
+    SMTP or the outbox). The recipient is
     ``recipient`` or else the user's email in the users table.
     """
     nid = uuid.uuid4().hex
@@ -591,6 +593,10 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
     try:
         if template_name not in TEMPLATE_NAMES:
             raise ConfigurationError(f"template {template_name!r} is not one of {', '.join(TEMPLATE_NAMES)}")
+        if template is None:
+            template = _field(notify_config, template_name) if notify_config is not None else None
+            if template is None:
+                raise NotifyError(f"NotifyConfiguration has no {template_name} template")
         subject = _clean(template_parts(template)[0])
         if recipient is None and username:
             recipient = user_email(con, str(username))

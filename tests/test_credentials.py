@@ -206,6 +206,10 @@ def test_compressed_and_foreign_files_are_refused(tmp_path):
         cred.open_pwned(other)
     with pytest.raises(InputFormatError, match="no such file"):
         cred.open_pwned(tmp_path / "missing")
+    index = tmp_path / "p.rgpw"
+    cred.build(write_sorted(tmp_path / "p.txt", rows(5)), index)
+    with pytest.raises(InputFormatError, match="already a riskgate index"):
+        cred.build(index, tmp_path / "again.rgpw")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputFormatError, match="no range files"):

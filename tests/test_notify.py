@@ -330,6 +330,16 @@ def test_from_address_falls_back_to_environment(con, monkeypatch):
     assert msg["From"] == "riskgate@example.net" and msg["Reply-To"] is None
 
 
+def test_template_taken_from_the_configuration_by_name(con):
+    config = SimpleNamespace(From="security@example.com", ReplyTo=None, SourceArn="arn:aws:ses:x", BlockEmail=None,
+                             NoActionEmail=None, MfaEmail=SimpleNamespace(Subject="MFA for {username}", HtmlBody=None,
+                                                                          TextBody="Code asked from {ip-address}"))
+    rec = nt.notify(con, EVENT, "MfaEmail", None, config)
+    assert (rec.status, rec.subject) == ("outbox", "MFA for alice")
+    rec = nt.notify(con, EVENT, "BlockEmail", None, config)
+    assert rec.status == "failed" and rec.reason == "NotifyConfiguration has no BlockEmail template"
+
+
 def test_unknown_template_name_is_a_recorded_failure(con):
     rec = nt.notify(con, EVENT, "WelcomeEmail", TEMPLATE, CONFIG)
     assert rec.status == "failed" and "'WelcomeEmail' is not one of BlockEmail" in rec.reason
