@@ -104,6 +104,22 @@ def test_sorted_file_search_steps_over_malformed_lines(tmp_path, bad_at):
         assert_known_answers(lookup)
 
 
+def test_sorted_file_search_against_a_plain_scan_on_random_files(tmp_path):
+    import random
+
+    rng = random.Random(3)
+    for trial in range(25):
+        data = sorted((hashlib.sha1(f"{trial}-{i}".encode()).hexdigest().upper(), rng.randrange(0, 9))
+                      for i in range(rng.randrange(1, 60)))
+        bad = tuple(rng.sample(range(len(data) + 1), rng.randrange(0, min(8, len(data) + 1))))
+        path = write_sorted(tmp_path / f"t{trial}.txt", data, bad_at=bad, eol=rng.choice(["\r\n", "\n"]))
+        with cred.PwnedSortedFile(path) as lookup:
+            for h, c in data:
+                assert lookup.lookup(bytes.fromhex(h)) == (c or None), (trial, h)
+            for i in range(10):
+                assert lookup.lookup(hashlib.sha1(f"absent-{trial}-{i}".encode()).digest()) is None
+
+
 def test_sorted_file_with_plain_newlines_and_no_final_newline(tmp_path):
     data = rows(40)
     path = tmp_path / "p.txt"
@@ -443,3 +459,20 @@ def test_cli_build_and_verify(sorted_file, tmp_path):
     assert report["issue_count"] == 1 and report["issues"][0]["line"] == 151
     res = runner.invoke(app, ["credentials", "build", str(tmp_path / "missing.txt")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_cli_asks_without_echo_on_a_terminal(monkeypatch):
+    from cli import credentials_cmd
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+        def readline(self):  # pragma: no cover - a terminal is read through getpass only
+            raise AssertionError("read the terminal without getpass")
+
+    asked = []
+    monkeypatch.setattr(credentials_cmd.sys, "stdin", Terminal())
+    monkeypatch.setattr(credentials_cmd.getpass, "getpass", lambda prompt: asked.append(prompt) or "hunter2")
+    assert credentials_cmd.read_password() == "hunter2"
+    assert asked == ["Password: "]
