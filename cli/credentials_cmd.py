@@ -18,7 +18,6 @@ from cli.app import JsonFlag, app, console, err_console, fail, handle_errors
 from risk.credentials import (
     PWNED_PATH_ENV,
     CredentialChecker,
-    PwnedIssue,
     ScanReport,
     build,
     verify,
