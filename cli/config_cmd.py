@@ -84,9 +84,9 @@ def describe_cmd(
     con = store.connect(db)
     try:
         detail = risk_config.resolve_detail(con, user_pool_id, client_id)
-        doc = risk_config.describe(con, user_pool_id, client_id)
     finally:
         con.close()
+    doc = risk_config.describe_resolved(detail)
     if as_yaml:
         typer.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000), nl=False)
     else:

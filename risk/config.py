@@ -185,8 +185,10 @@ def _custom(message: str) -> PydanticCustomError:
 def check_cidr(value: str) -> str:
     """A CIDR (IPv4 or IPv6) with a prefix length and no host bits; the reason when not."""
     text = value.strip()
-    if text != value or not text:
-        raise _custom(f"{value!r} is not a valid CIDR (empty or surrounded by spaces)")
+    if not text:
+        raise _custom(f"{value!r} is not a valid CIDR (empty)")
+    if text != value:
+        raise _custom(f"{value!r} is not a valid CIDR (surrounded by spaces)")
     addr_text, sep, prefix_text = text.partition("/")
     try:
         addr = ipaddress.ip_address(addr_text)
@@ -695,7 +697,7 @@ def load_file(path: str | os.PathLike) -> RiskConfiguration:
         name = name[len("file://") :]
     p = Path(name)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not an error
     except FileNotFoundError:
         raise ConfigurationError("file not found", source=name) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -1040,7 +1042,11 @@ def resolve(
 
 def describe(con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None = None) -> dict:
     """What DescribeRiskConfiguration returns: ``{"RiskConfiguration": {..., "LastModifiedDate": ...}}``."""
-    r = resolve_detail(con, user_pool_id, client_id)
+    return describe_resolved(resolve_detail(con, user_pool_id, client_id))
+
+
+def describe_resolved(r: Resolved) -> dict:
+    """The DescribeRiskConfiguration shape of a :class:`Resolved`."""
     doc = r.configuration.to_document()
     if r.last_modified is not None:
         doc["LastModifiedDate"] = r.last_modified.astimezone(timezone.utc).isoformat()

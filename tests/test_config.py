@@ -85,6 +85,12 @@ def test_cli_input_json_loads_unchanged(tmp_path):
     assert cfg.CompromisedCredentialsRiskConfiguration.event_types() == {rc.EventType.SIGN_IN, rc.EventType.PASSWORD_CHANGE}
 
 
+def test_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "risk.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(CLI_INPUT).encode())
+    assert rc.load_file(path).to_document() == CLI_INPUT
+
+
 def test_file_url_prefix_as_the_aws_cli_takes_it(tmp_path):
     path = tmp_path / "risk.json"
     path.write_text(json.dumps(CLI_INPUT))
