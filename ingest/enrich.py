@@ -213,9 +213,12 @@ v AS (
   FROM h
 )
 SELECT *,
-  _v4 AND (_no_fwd OR NOT list_bool_or(list_transform($v4_trusted, lambda r:
-      (split_part(ip_address, '.', 1)::BIGINT * 16777216 + split_part(ip_address, '.', 2)::BIGINT * 65536
-       + split_part(ip_address, '.', 3)::BIGINT * 256 + split_part(ip_address, '.', 4)::BIGINT) BETWEEN r[1] AND r[2])))
+  CASE WHEN NOT _v4 THEN false WHEN _no_fwd THEN true
+       ELSE NOT list_bool_or(list_transform($v4_trusted, lambda r:
+         (TRY_CAST(split_part(ip_address, '.', 1) AS BIGINT) * 16777216
+          + TRY_CAST(split_part(ip_address, '.', 2) AS BIGINT) * 65536
+          + TRY_CAST(split_part(ip_address, '.', 3) AS BIGINT) * 256
+          + TRY_CAST(split_part(ip_address, '.', 4) AS BIGINT)) BETWEEN r[1] AND r[2])) END
     AS _fast
 FROM v
 """

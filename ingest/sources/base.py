@@ -175,9 +175,11 @@ def iter_line_chunks(
 
 
 def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> str:
-    """Stable id of a quarantined row: the same row of the same input is recorded once."""
+    """Stable id of a quarantined row: the same row of the same input (by file name, gzip or not) is recorded once."""
     h = hashlib.sha256()
-    for part in (source_format, os.path.basename(source_file), str(line), raw):
+    name = os.path.basename(source_file)
+    name = name[:-3] if name.endswith(".gz") else name
+    for part in (source_format, name, str(line), raw):
         h.update(part.encode("utf-8", "surrogateescape"))
         h.update(b"\x00")
     return h.hexdigest()[:32]

@@ -1,0 +1,69 @@
+import pytest
+
+from ingest.context import ProxyPolicy, normalise_ip, resolve_client_ip
+from ingest.errors import ConfigurationError
+
+DEFAULT = ProxyPolicy.from_cidrs(["10.0.0.0/8", "127.0.0.0/8", "fc00::/7"])
+
+
+@pytest.mark.parametrize(
+    "ip, fwd, xff, xri, want, source",
+    [
+        # a public IpAddress is the client: headers are never believed
+        ("81.2.69.160", None, "203.0.113.7", None, "81.2.69.160", "IpAddress"),
+        # the app server forwarded its proxy's address: the chain names the client
+        ("10.0.0.5", None, "203.0.113.7", None, "203.0.113.7", "X-Forwarded-For"),
+        # walk from the right, skipping trusted proxies; a spoofed left entry is ignored
+        ("10.0.0.5", None, "1.1.1.1, 203.0.113.7, 10.0.0.9", None, "203.0.113.7", "X-Forwarded-For"),
+        # garbage on the walk keeps IpAddress
+        ("10.0.0.5", None, "203.0.113.7, not-an-ip", None, "10.0.0.5", "IpAddress"),
+        ("10.0.0.5", None, "' OR 1=1 --", None, "10.0.0.5", "IpAddress"),
+        # a chain of trusted proxies only keeps IpAddress
+        ("10.0.0.5", None, "10.1.1.1, 127.0.0.1", None, "10.0.0.5", "IpAddress"),
+        # RFC 7239 Forwarded, IPv6 with brackets and port; it wins over X-Forwarded-For
+        ("10.0.0.5", 'for="[2001:db8:cafe::17]:4711";proto=https', "198.51.100.1", None, "2001:db8:cafe::17", "Forwarded"),
+        ("10.0.0.5", "for=192.0.2.60;proto=http;by=203.0.113.43", None, None, "192.0.2.60", "Forwarded"),
+        ("10.0.0.5", "for=unknown", "198.51.100.1", None, "10.0.0.5", "IpAddress"),  # malformed first header decides
+        ("10.0.0.5", None, None, "198.51.100.2", "198.51.100.2", "X-Real-IP"),
+        ("10.0.0.5", None, "198.51.100.1:8080", None, "198.51.100.1", "X-Forwarded-For"),  # v4 with port
+        # IPv4-mapped IPv6 and IPv6 spelling are normalised
+        ("::ffff:81.2.69.160", None, None, None, "81.2.69.160", "IpAddress"),
+        ("2001:DB8:0:0::1", None, None, None, "2001:db8::1", "IpAddress"),
+        ("fd00::1", None, "2001:db8::99", None, "2001:db8::99", "X-Forwarded-For"),
+    ],
+)
+def test_client_ip(ip, fwd, xff, xri, want, source):
+    r = resolve_client_ip(ip, fwd, xff, xri, DEFAULT)
+    assert (r.ip, r.source) == (want, source)
+    assert r.ip_address_valid
+
+
+def test_prefixes_are_slash_24_and_slash_48():
+    assert resolve_client_ip("81.2.69.160", None, None, None, DEFAULT).prefix == "81.2.69.0/24"
+    assert resolve_client_ip("2001:db8:1:2:3::1", None, None, None, DEFAULT).prefix == "2001:db8:1::/48"
+
+
+def test_invalid_ip_address_is_flagged_and_never_replaced_by_headers():
+    r = resolve_client_ip("999.1.1.1", None, "203.0.113.7", None, DEFAULT)
+    assert r.ip is None and not r.ip_address_valid
+    assert resolve_client_ip(None, None, "203.0.113.7", None, DEFAULT).ip is None  # no context data: nothing
+
+
+def test_untrusted_policy_never_uses_headers():
+    none = ProxyPolicy.from_cidrs([])
+    assert resolve_client_ip("10.0.0.5", None, "203.0.113.7", None, none).ip == "10.0.0.5"
+
+
+def test_policy_from_environment_and_bad_cidr(monkeypatch):
+    monkeypatch.setenv("RISKGATE_TRUSTED_PROXIES", "192.0.2.0/24, 2001:db8::/32")
+    p = ProxyPolicy.default()
+    assert resolve_client_ip("192.0.2.10", None, "81.2.69.160", None, p).ip == "81.2.69.160"
+    assert resolve_client_ip("10.0.0.5", None, "81.2.69.160", None, p).ip == "10.0.0.5"  # 10/8 no longer trusted
+    with pytest.raises(ConfigurationError, match=r"--trusted-proxy\[1\]: '10.0.0.0/33'"):
+        ProxyPolicy.from_cidrs(["10.0.0.0/8", "10.0.0.0/33"], where="--trusted-proxy")
+
+
+def test_normalise_ip():
+    assert normalise_ip(" [2001:db8::1]:443 ") == "2001:db8::1"
+    assert normalise_ip("1.2.3") is None
+    assert normalise_ip("x" * 1000) is None

@@ -1,0 +1,91 @@
+import hashlib
+import json
+import struct
+
+import pytest
+import zstandard
+
+from ingest import geo
+from ingest.errors import GeoIPError
+from tests.geo_fixtures import build
+
+
+@pytest.fixture
+def dbs(tmp_path):
+    return build(tmp_path)
+
+
+def test_lookup_ipv4_and_ipv6_with_known_answers(dbs):
+    r = geo.GeoResolver(str(dbs[0]), str(dbs[1]))
+    london = r.lookup("81.2.69.160")
+    assert (london.country_iso, london.country_name, london.region, london.city) == (
+        "GB", "United Kingdom", "England", "London")
+    assert (london.asn, london.as_org, london.time_zone) == (20712, "Andrews & Arnold Ltd", "Europe/London")
+    berlin = r.lookup("2001:db8:1:42::1")
+    assert (berlin.country_iso, berlin.city, berlin.asn) == ("DE", "Berlin", 64502)
+    assert r.lookup("192.0.2.1") == geo.EMPTY  # not in the database
+    assert r.lookup(None) == geo.EMPTY
+
+
+def test_time_zone_from_coordinates_when_the_database_has_none(dbs):
+    r = geo.GeoResolver(str(dbs[0]), str(dbs[1]))
+    assert r.lookup("203.0.113.9").time_zone == "Australia/Sydney"
+
+
+def test_reader_opened_once_per_process(dbs):
+    a = geo.GeoResolver(str(dbs[0]), str(dbs[1]))
+    b = geo.GeoResolver(str(dbs[0]), str(dbs[1]))
+    assert a._city is b._city and a._asn is b._asn
+
+
+def test_wrong_kind_of_database_is_refused(tmp_path):
+    city, asn = build(tmp_path)
+    with pytest.raises(GeoIPError, match="expected a CITY database"):
+        geo.GeoResolver(str(asn), None)
+
+
+def test_missing_and_corrupt_files_are_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(GeoIPError, match="does not exist"):
+        geo.resolve_paths(str(tmp_path / "nope.mmdb"), None)
+    bad = tmp_path / "bad.mmdb"
+    bad.write_bytes(b"this is not a MaxMind DB file" * 10)
+    with pytest.raises(GeoIPError, match="not a readable MaxMind DB"):
+        geo.open_reader(str(bad), "city")
+
+
+def test_environment_selects_the_users_files_and_none_disables(dbs, monkeypatch):
+    monkeypatch.setenv(geo.CITY_ENV, str(dbs[0]))
+    monkeypatch.setenv(geo.ASN_ENV, "none")
+    assert geo.resolve_paths() == (str(dbs[0]), None)
+    # an option beats the environment
+    assert geo.resolve_paths(None, str(dbs[1])) == (str(dbs[0]), str(dbs[1]))
+
+
+def test_default_database_is_bundled_extracted_verified_and_works_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv(geo.CACHE_ENV, str(tmp_path / "cache"))
+    city, asn = geo.default_database_paths()
+    assert city.exists() and asn.exists()
+    manifest = json.loads((geo._detector_data_dir() / "MANIFEST.json").read_text())
+    want = {d["key"]: d["sha256"] for d in manifest["datasets"]}
+    assert hashlib.sha256(asn.read_bytes()).hexdigest() == want["dbip-asn"]
+    r = geo.GeoResolver(str(city), str(asn))
+    rec = r.lookup("81.2.69.160")  # MaxMind's documentation address: London, Andrews & Arnold
+    assert rec.country_iso == "GB" and rec.asn == 20712 and rec.time_zone == "Europe/London"
+    v6 = r.lookup("2001:4860:4860::8888")
+    assert v6.asn == 15169  # Google
+    mtime = city.stat().st_mtime_ns
+    assert geo.default_database_path("city") == city and city.stat().st_mtime_ns == mtime  # extracted once
+
+
+def test_extraction_refuses_a_container_whose_hash_does_not_match(tmp_path):
+    payload = b"not really a database" * 100
+    blob = zstandard.ZstdCompressor().compress(payload)
+    src = tmp_path / "x.mmdb.bz"
+    src.write_bytes(struct.pack(">8sIII", b"DETBLK01", 262144, 1, len(payload)) + struct.pack(">I", len(blob)) + blob)
+    good = hashlib.sha256(payload).hexdigest()
+    out = geo.extract_block_container(src, tmp_path / "ok.mmdb", good)
+    assert out.read_bytes() == payload
+    with pytest.raises(GeoIPError, match="does not match the manifest"):
+        geo.extract_block_container(src, tmp_path / "bad.mmdb", "0" * 64)
+    assert not (tmp_path / "bad.mmdb").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind

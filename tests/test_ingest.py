@@ -1,0 +1,213 @@
+"""`riskgate ingest` end to end on riskgate JSON lines: counts, enrichment, quarantine, idempotence."""
+
+import gzip
+import json
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from tests.events_gen import UA, event, many, write_jsonl
+from tests.geo_fixtures import build
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    city, asn = build(tmp_path)
+    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
+    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
+    monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
+    db = tmp_path / "store.duckdb"
+    monkeypatch.setenv("RISKGATE_DB", str(db))
+    return tmp_path
+
+
+def ingest(*args):
+    res = runner.invoke(app, ["ingest", *map(str, args), "--json"])
+    assert res.exit_code in (0, 1), res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(out) == {"rows_read", "events_added", "duplicates", "quarantined", "reasons"}
+    assert out["rows_read"] == out["events_added"] + out["duplicates"] + out["quarantined"]
+    return out, res
+
+
+def rows(db, sql, params=()):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def test_good_events_are_enriched_with_known_answers(env):
+    f = env / "a.jsonl"
+    write_jsonl(f, [event(0), event(4, ContextData={**event(4)["ContextData"], "EncodedData": "abc"})])
+    out, _ = ingest(f)
+    assert out == {"rows_read": 2, "events_added": 2, "duplicates": 0, "quarantined": 0, "reasons": {}}
+    got = rows(env / "store.duckdb", """SELECT event_id, client_ip, ip_prefix, ip_version, country_iso, country_name, region,
+        city, time_zone, asn, as_org, device_name, device_type, browser_family, os_family, device_fingerprint_source,
+        geo_source, has_context_data, source_line, source_format FROM events ORDER BY event_id""")
+    assert got[0] == ("ev-0000000", "81.2.69.160", "81.2.69.0/24", 4, "GB", "United Kingdom", "England", "London",
+                      "Europe/London", 20712, "Andrews & Arnold Ltd", "Chrome 126, Windows 10", "Desktop", "Chrome",
+                      "Windows", "headers", "lookup", True, 1, "riskgate-jsonl")
+    assert got[1][:11] == ("ev-0000004", "2001:db8:1::5", "2001:db8:1::/48", 6, "DE", "Germany", "Berlin", "Berlin",
+                           "Europe/Berlin", 64502, "Example DE v6")
+    assert got[1][15] == "EncodedData"
+    fp = rows(env / "store.duckdb", "SELECT device_fingerprint FROM events ORDER BY event_id")
+    assert fp[0][0].startswith("hd-") and fp[1][0].startswith("ed-") and len(fp[0][0]) == 35
+
+
+def test_reingesting_adds_nothing_and_gzip_is_read(env):
+    f = env / "a.jsonl"
+    write_jsonl(f, many(300) + ["{not json"])
+    first, _ = ingest(f)
+    assert (first["events_added"], first["quarantined"]) == (300, 1)
+    gz = env / "a.jsonl.gz"
+    gz.write_bytes(gzip.compress(f.read_bytes()))
+    again, _ = ingest(gz)
+    assert (again["rows_read"], again["events_added"], again["duplicates"], again["quarantined"]) == (301, 0, 300, 1)
+    db = env / "store.duckdb"
+    assert rows(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(300, 300)]
+    assert rows(db, "SELECT count(*) FROM quarantine") == [(1,)]  # the same bad row of the same input, once
+
+
+def test_duplicates_inside_one_input_count_once(env):
+    f = env / "a.jsonl"
+    write_jsonl(f, [event(1), event(2), event(1)])
+    out, _ = ingest(f)
+    assert (out["events_added"], out["duplicates"]) == (2, 1)
+    assert rows(env / "store.duckdb", "SELECT source_line FROM events WHERE event_id = 'ev-0000001'") == [(1,)]
+
+
+BAD = [
+    ("malformed JSON", '{"Username": "a", "EventType": ', "malformed JSON: Expecting value at column"),
+    ("wrong type", json.dumps(event(1, EventType=5)), "EventType must be a string, got a number"),
+    ("wrong nested type", json.dumps(event(1, ContextData="10.0.0.1")), "ContextData must be an object, got a string"),
+    ("missing required", json.dumps({k: v for k, v in event(1).items() if k != "Username"}), "Username is required"),
+    ("missing ContextData part", json.dumps(event(1, ContextData={"IpAddress": "81.2.69.160"})),
+     "ContextData.ServerName is required when ContextData is present"),
+    ("invalid IP", json.dumps(event(1, ContextData={**event(1)["ContextData"], "IpAddress": "300.1.2.3"})),
+     'IpAddress "300.1.2.3" is not an IPv4 or IPv6 address'),
+    ("unknown event type", json.dumps(event(1, EventType="LogIn")),
+     'EventType "LogIn" is not one of SignIn, SignUp, ForgotPassword, PasswordChange, ResendCode'),
+    ("unknown response", json.dumps(event(1, EventResponse="Maybe")), 'EventResponse "Maybe" is not one of'),
+    ("far future", json.dumps(event(1, CreationDate="2199-01-01T00:00:00Z")), "CreationDate 2199-01-01T00:00:00Z is in the future"),
+    ("far past", json.dumps(event(1, CreationDate="1970-01-02T00:00:00Z")), "CreationDate 1970-01-02T00:00:00Z is before 2000-01-01"),
+    ("not a time", json.dumps(event(1, CreationDate="yesterday")), "CreationDate is missing or not a time"),
+    ("bad event id", json.dumps(event(1, EventId="a b/c")), 'EventId "a b/c" must be 1 to 50 characters'),
+    ("100 KB header", json.dumps(event(1, ContextData={**event(1)["ContextData"], "HttpHeaders": [
+        {"headerName": "User-Agent", "headerValue": UA}, {"headerName": "X-Junk", "headerValue": "x" * 100_000}]})),
+     'header "X-Junk" is 100000 bytes, more than 16384'),
+    ("header item of wrong type", json.dumps(event(1, ContextData={**event(1)["ContextData"], "HttpHeaders": [
+        {"headerName": "User-Agent", "headerValue": 42}]})),
+     "ContextData.HttpHeaders items must be objects with string headerName and headerValue"),
+    ("a JSON array", "[1, 2, 3]", "not a JSON object: the line is a JSON array"),
+]
+
+
+@pytest.mark.parametrize("name, line, reason", BAD, ids=[b[0] for b in BAD])
+def test_each_bad_row_is_quarantined_with_its_reason_and_line(env, name, line, reason):
+    f = env / "bad.jsonl"
+    write_jsonl(f, [event(100), line, event(101)])
+    out, _ = ingest(f)
+    assert (out["rows_read"], out["events_added"], out["quarantined"]) == (3, 2, 1)
+    q = rows(env / "store.duckdb", "SELECT source_file, source_line, reason, raw FROM quarantine")
+    assert len(q) == 1
+    src, line_no, got_reason, raw = q[0]
+    assert src == str(f) and line_no == 2
+    assert reason in got_reason, got_reason
+    assert raw.startswith(line[:50])
+
+
+def test_non_utf8_bytes_are_quarantined_with_their_line(env):
+    f = env / "bytes.jsonl"
+    f.write_bytes(json.dumps(event(1)).encode() + b"\n" + b'{"Username": "\xff\xfe"}\n' + json.dumps(event(2)).encode() + b"\r\n")
+    out, _ = ingest(f)
+    assert (out["events_added"], out["quarantined"]) == (2, 1)
+    assert rows(env / "store.duckdb", "SELECT source_line, reason FROM quarantine") == [
+        (2, "not UTF-8: invalid byte at position 14")]
+
+
+def test_garbage_forwarding_headers_never_override_ip_address(env):
+    ctx = event(1)["ContextData"]
+    f = env / "fwd.jsonl"
+    write_jsonl(f, [
+        event(1, ContextData={**ctx, "IpAddress": "10.0.0.5", "HttpHeaders": ctx["HttpHeaders"] + [
+            {"headerName": "X-Forwarded-For", "headerValue": "81.2.69.160, 10.0.0.7"}]}),
+        event(2, ContextData={**ctx, "IpAddress": "10.0.0.5", "HttpHeaders": ctx["HttpHeaders"] + [
+            {"headerName": "X-Forwarded-For", "headerValue": "<script>, 81.2.69.160x"}]}),
+        event(3, ContextData={**ctx, "IpAddress": "198.51.100.20", "HttpHeaders": ctx["HttpHeaders"] + [
+            {"headerName": "x-forwarded-for", "headerValue": "81.2.69.160"}]}),
+    ])
+    out, _ = ingest(f)
+    assert out["events_added"] == 3
+    assert rows(env / "store.duckdb", "SELECT event_id, client_ip, client_ip_source, country_iso FROM events ORDER BY 1") == [
+        ("ev-0000001", "81.2.69.160", "X-Forwarded-For", "GB"),
+        ("ev-0000002", "10.0.0.5", "IpAddress", None),
+        ("ev-0000003", "198.51.100.20", "IpAddress", "US"),
+    ]
+
+
+def test_events_without_context_data_and_unknown_fields_are_kept(env):
+    ev = event(7)
+    del ev["ContextData"]
+    ev["Extra"] = {"k": [1, 2]}
+    del ev["EventId"]
+    f = env / "noctx.jsonl"
+    write_jsonl(f, [ev])
+    out, _ = ingest(f)
+    assert out["events_added"] == 1
+    (eid, has_ctx, ip, extra, dev), = rows(env / "store.duckdb",
+                                           "SELECT event_id, has_context_data, client_ip, extra, device_name FROM events")
+    assert eid.startswith("rg-") and len(eid) == 35  # derived from the row's content
+    assert (has_ctx, ip, json.loads(extra), dev) == (False, None, {"Extra": {"k": [1, 2]}}, "Other, Other")
+    again, _ = ingest(f)
+    assert again["duplicates"] == 1  # the derived id is stable
+
+
+def test_empty_file_and_wrong_format_are_one_clear_error_each_and_the_run_goes_on(env):
+    empty = env / "empty.jsonl"
+    empty.write_bytes(b"")
+    good = env / "good.jsonl"
+    write_jsonl(good, [event(1)])
+    out, res = ingest(empty, good)
+    assert res.exit_code == 1
+    assert out["events_added"] == 1
+    assert "empty.jsonl: is empty" in res.stderr
+    csv = env / "data.csv"
+    csv.write_text("a,b\n1,2\n")
+    out, res = ingest("--format", "riskgate-jsonl", csv)
+    assert out["quarantined"] == 2  # each line, with the reason
+    assert "malformed JSON" in next(iter(out["reasons"]))
+    txt = env / "notes.txt"
+    txt.write_text("hello\nworld\n")
+    res = runner.invoke(app, ["ingest", str(txt), "--json"])
+    assert res.exit_code == 1 and "notes.txt: format not recognised" in res.stderr
+    res = runner.invoke(app, ["ingest", str(env / "missing.jsonl")])
+    assert res.exit_code == 1 and "missing.jsonl: no such file" in res.stderr
+    res = runner.invoke(app, ["ingest", str(good), "--format", "xml"])
+    assert res.exit_code == 2 and "unknown format 'xml'" in res.stderr
+
+
+def test_text_output_names_counts_and_reasons(env):
+    f = env / "mixed.jsonl"
+    write_jsonl(f, [event(1), "nope", json.dumps(event(2, EventType="LogIn")), json.dumps(event(3, EventType="LogIn"))])
+    res = runner.invoke(app, ["ingest", str(f)])
+    assert res.exit_code == 0
+    assert "rows read 4  events added 1  duplicates skipped 0  quarantined 3" in res.stdout
+    assert "EventType \"…\" is not one of" in res.stdout
+    res = runner.invoke(app, ["summary"])
+    assert res.exit_code == 0 and "events 1 from 1 users" in res.stdout
+
+
+def test_store_location_from_option_beats_environment(env, tmp_path):
+    f = env / "a.jsonl"
+    write_jsonl(f, [event(1)])
+    other = tmp_path / "other.duckdb"
+    res = runner.invoke(app, ["ingest", str(f), "--db", str(other), "--json"])
+    assert res.exit_code == 0
+    assert rows(other, "SELECT count(*) FROM events") == [(1,)]
+    assert not (env / "store.duckdb").exists()

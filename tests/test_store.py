@@ -1,0 +1,45 @@
+import duckdb
+import pytest
+
+from ingest import store
+from ingest.errors import StoreError
+
+
+def test_first_use_creates_and_records_migrations_once(tmp_path):
+    db = tmp_path / "s.duckdb"
+    con = store.connect(db)
+    assert store.applied_migrations(con) == ["0001_ingest_tables"]
+    for t in ("events", "quarantine", "users", "labels", "ingest_runs"):
+        assert store.count(con, t) == 0
+    con.close()
+    con = store.connect(db)
+    assert store.migrate(con, store.MIGRATIONS) == []  # nothing applied twice
+    con.close()
+
+
+def test_a_failing_migration_changes_nothing_and_names_itself(tmp_path):
+    con = store.connect(tmp_path / "s.duckdb")
+    bad = store.Migration("9999_broken", ("CREATE TABLE ok_table (a INT)", "CREATE TABLE events (x INT)"))
+    with pytest.raises(StoreError, match="migration 9999_broken failed"):
+        store.migrate(con, [bad])
+    assert "9999_broken" not in store.applied_migrations(con)
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ok_table'").fetchall() == [(0,)]
+
+
+def test_db_path_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("RISKGATE_DB", raising=False)
+    assert store.resolve_db_path() == "riskgate.duckdb"
+    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "env.duckdb"))
+    assert store.resolve_db_path() == str(tmp_path / "env.duckdb")
+    assert store.resolve_db_path(tmp_path / "opt.duckdb") == str(tmp_path / "opt.duckdb")
+    with pytest.raises(StoreError, match="does not exist"):
+        store.connect(tmp_path / "no" / "such" / "dir.duckdb")
+
+
+def test_sql_values_are_bound_not_formatted(tmp_path):
+    con = store.connect(tmp_path / "s.duckdb")
+    store.start_run(con, "r1", ["x'); DROP TABLE events; --"], "riskgate-jsonl")
+    assert store.recent_runs(con)[0]["inputs"] == '["x\'); DROP TABLE events; --"]'
+    assert store.count(con, "events") == 0
+    with pytest.raises(ValueError):
+        store.count(con, "events; DROP TABLE users")
