@@ -20,6 +20,10 @@ MIGRATION_MODULES = (
     "risk.config",
     "risk.credentials",
     "risk.notify",
+    "risk.feedback",
+    "risk.levels",
+    "risk.model",
+    "risk.score",
 )
 
 
