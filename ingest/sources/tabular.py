@@ -1,0 +1,899 @@
+"""Generic CSV and Parquet inputs, described by a column-mapping file; and the CSV record reader.
+
+A generic input says nothing about which of its columns is the user, the time
+or the outcome: a *column mapping* (YAML or JSON, ``--mapping FILE``) says it.
+Example::
+
+    # mapping.yaml
+    columns:                    # canonical field -> the file's column
+      username: user
+      creation_date: ts
+      ip_address: client_ip
+      user_agent_source: ua
+      event_response: ok
+    constants:                  # canonical field -> one value for every row
+      event_type: SignIn
+    values:                     # canonical field -> {value in the file: value to use}
+      event_response: {"1": Pass, "0": Fail}
+    time_format: "%Y-%m-%d %H:%M:%S"   # strptime format of creation_date text
+    time_zone: UTC              # zone of times written without an offset
+    headers:                    # HTTP header name -> column; becomes http_headers
+      User-Agent: ua
+    labels:                     # label name -> column; only ever the labels table
+      is_account_takeover: label_col
+    label_source: my-dataset
+    keep_unmapped: true         # other columns -> the event's extra JSON
+    csv: {delimiter: ",", quote_char: '"'}
+
+Required after mapping: ``username``, ``event_type``, ``event_response`` and
+``creation_date``, each from a column or a constant. ``event_id`` is optional:
+without it (or where its cell is empty) the id is ``row-`` + the first 32 hex
+digits of SHA-256 over the row's canonical values, so ingesting the same rows
+again adds nothing.
+
+The CSV record reader (:func:`iter_csv_records`) is shared with ``rba-csv``:
+it splits the bytes into records itself (numpy over each block: a newline ends
+a record when it is outside quotes), so every row keeps its physical line
+number and raw text even when quoted fields hold newlines; pyarrow then parses
+the well-formed records in bulk. Rows with the wrong number of fields, an
+unclosed quote or bytes that are not UTF-8 go to quarantine with their line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zoneinfo
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingest.errors import ConfigurationError, InputFormatError
+from ingest.schema import LABEL_SCHEMA, SOURCE_SCHEMA
+from ingest.sources.base import (
+    GZIP_MAGIC,
+    RAW_COLUMN,
+    QuarantineBuilder,
+    ReadBatch,
+    ReaderOptions,
+    open_binary,
+)
+
+# ---------------------------------------------------------------------------
+# Shared by riskgate's readers: exact canonical types
+# ---------------------------------------------------------------------------
+
+_SOURCE_TYPES = {f.name: f.type for f in SOURCE_SCHEMA}
+
+
+def as_source_types(t: pa.Table) -> pa.Table:
+    """Cast the canonical columns of ``t`` to exactly ``ingest.schema``'s types (e.g. DuckDB's
+    ``timestamp[us, tz=Etc/UTC]`` to ``timestamp[us, tz=UTC]``, list item names); others untouched."""
+    for i, name in enumerate(t.column_names):
+        want = _SOURCE_TYPES.get(name)
+        if want is not None and str(t.schema.field(i).type) != str(want):
+            t = t.set_column(i, pa.field(name, want), t.column(i).cast(want))
+    return t
+
+
+def new_connection() -> duckdb.DuckDBPyConnection:
+    """A private DuckDB connection for one read, in UTC (naive times are never read in local time)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+# ---------------------------------------------------------------------------
+# CSV records with physical line numbers
+# ---------------------------------------------------------------------------
+
+#: A single record may not grow beyond this many bytes (an unclosed quote otherwise swallows the file).
+MAX_RECORD_BYTES = 64 << 20
+_MIN_BLOCK = 1 << 16
+_MAX_BLOCK = 32 << 20
+
+
+@dataclass
+class CsvRecords:
+    """A slice of a CSV file's data rows (the header excluded)."""
+
+    rows: pa.Table  # one string column per header column, named c0, c1, ... ("" for empty cells)
+    lines: pa.Array  # int64: the physical line where each row starts
+    raws: pa.Array  # string: each row's text as it is in the file
+    bad: list[tuple[int, str, bytes]]  # (line, reason, raw bytes) of records that are not rows of this file
+
+
+def csv_header(path: str | os.PathLike, *, delimiter: str = ",", quotechar: str | None = '"') -> list[str]:
+    """The column names in ``path``'s first record; InputFormatError when there is none."""
+    with open_binary(path) as fh:
+        try:
+            head = fh.read(1 << 20)
+        except (OSError, EOFError) as exc:
+            raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
+    if not head.strip():
+        raise InputFormatError("is empty: expected a CSV header line naming the columns", source=str(path))
+    end = _first_record_end(head, quotechar)
+    try:
+        text = head[:end].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(
+            f"the header line is not UTF-8 (invalid byte at position {exc.start}); expected a CSV header",
+            source=str(path),
+            line=1,
+        ) from exc
+    if "\x00" in text:
+        raise InputFormatError("is binary, not CSV text", source=str(path))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar or '"',
+                        quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE)
+    names = next(reader, [])
+    if not names or names == [""]:
+        raise InputFormatError("the first line is blank: expected a CSV header line naming the columns",
+                               source=str(path), line=1)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputFormatError("the header names a column more than once: " + ", ".join(repr(d) for d in dup),
+                               source=str(path), line=1)
+    return names
+
+
+def _first_record_end(head: bytes, quotechar: str | None) -> int:
+    inside = False
+    q = quotechar.encode() if quotechar else None
+    for i, b in enumerate(head):
+        ch = head[i:i + 1]
+        if q is not None and ch == q:
+            inside = not inside
+        elif b == 10 and not inside:
+            return i
+    return len(head)
+
+
+def iter_csv_records(
+    path: str | os.PathLike,
+    ncols: int,
+    batch_rows: int,
+    *,
+    delimiter: str = ",",
+    quotechar: str | None = '"',
+) -> Iterator[CsvRecords]:
+    """Yield the data rows of a CSV file (header skipped) in slices of at most ``batch_rows`` records.
+
+    Blank lines are not rows. Every other record becomes either a row or a ``bad`` entry.
+    """
+    d = ord(delimiter)
+    qc = ord(quotechar) if quotechar else None
+    names = [f"c{i}" for i in range(ncols)]
+    block_bytes = 1 << 20
+    with open_binary(path) as fh:
+        carry = b""
+        line_base = 1  # the line number of carry's first byte
+        header_pending = True
+        eof = False
+        while not eof:
+            try:
+                data = fh.read(block_bytes)
+            except (OSError, EOFError) as exc:
+                raise InputFormatError(f"cannot read past line {line_base}: {exc}", source=str(path)) from exc
+            eof = not data
+            buf = carry + data if carry else data
+            if not buf:
+                break
+            arr = np.frombuffer(buf, dtype=np.uint8)
+            nl = np.flatnonzero(arr == 10)
+            qpos = np.flatnonzero(arr == qc) if qc is not None else np.empty(0, np.int64)
+            seps = nl[(np.searchsorted(qpos, nl) & 1) == 0] if len(qpos) else nl
+            if not eof:
+                if not len(seps):
+                    if len(buf) > MAX_RECORD_BYTES:
+                        raise InputFormatError(
+                            f"a quoted field opened on line {line_base} is not closed within "
+                            f"{MAX_RECORD_BYTES >> 20} MB", source=str(path))
+                    carry = buf
+                    block_bytes = min(block_bytes * 2, _MAX_BLOCK)
+                    continue
+                cut = int(seps[-1]) + 1
+            else:
+                cut = len(buf)
+            carry = buf[cut:]
+            block = buf[:cut] if cut < len(buf) else buf
+            nl_b = nl[nl < cut]
+            seps_b = seps[seps < cut]
+            q_b = qpos[qpos < cut]
+            recs = _Block(block, arr[:cut], seps_b, nl_b, q_b, line_base, ncols, d, eof)
+            line_base += len(nl_b)
+            if header_pending:
+                recs.drop_first()
+                header_pending = False
+            if recs.n:
+                avg = max(1, cut // max(recs.n, 1))
+                block_bytes = int(min(max(avg * batch_rows, _MIN_BLOCK), _MAX_BLOCK))
+            yield from recs.slices(names, batch_rows, delimiter, quotechar)
+
+
+class _Block:
+    """The records of one block of whole records."""
+
+    def __init__(self, block: bytes, arr: np.ndarray, seps: np.ndarray, nl: np.ndarray, qpos: np.ndarray,
+                 line_base: int, ncols: int, d: int, eof: bool):
+        cut = len(block)
+        self.block = block
+        self.cut = cut
+        starts = np.concatenate(([0], seps + 1)).astype(np.int64)
+        if starts[-1] >= cut:  # the block ends with a record separator: no record after it
+            starts = starts[:-1]
+        n = len(starts)
+        nexts = np.concatenate((starts[1:], [cut])).astype(np.int64)
+        ends = nexts.copy()
+        # a record's content ends before its newline (and a carriage return before that)
+        has_nl = np.zeros(n, dtype=bool)
+        if n:
+            has_nl[:-1] = True
+            has_nl[-1] = cut > 0 and block[cut - 1] == 10
+        ends[has_nl] -= 1
+        cr = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
+        ends[cr] -= 1
+        self.starts, self.nexts, self.ends = starts, nexts, ends
+        self.lines = line_base + np.searchsorted(nl, starts)
+        blank = ends == starts
+        dpos = np.flatnonzero(arr == d)
+        if len(qpos) and len(dpos):
+            dpos = dpos[(np.searchsorted(qpos, dpos) & 1) == 0]
+        counts = np.bincount(np.searchsorted(starts, dpos, "right") - 1, minlength=n) + 1 if n else np.zeros(0, int)
+        self.reason: dict[int, str] = {}
+        wrong = np.flatnonzero(~blank & (counts != ncols))
+        for i in wrong.tolist():
+            self.reason[i] = f"expected {ncols} columns, found {int(counts[i])}"
+        if eof and n and len(qpos) % 2 == 1:  # the last record opens a quote it never closes
+            self.reason[n - 1] = "a quoted field is not closed before the end of the file"
+        self.keep = ~blank
+        self.multiline = len(nl) != len(seps)
+        if not _utf8_ok(block):
+            for i in np.flatnonzero(self.keep).tolist():
+                try:
+                    block[starts[i]:ends[i]].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.reason.setdefault(i, f"not UTF-8: invalid byte at position {exc.start}")
+        self.offset = 0  # records before this index are dropped (the header)
+
+    @property
+    def n(self) -> int:
+        return len(self.starts) - self.offset
+
+    def drop_first(self) -> None:
+        if len(self.starts):
+            self.offset = 1
+
+    def slices(self, names: list[str], batch_rows: int, delimiter: str, quotechar: str | None) -> Iterator[CsvRecords]:
+        total = len(self.starts)
+        for lo in range(self.offset, total, batch_rows):
+            hi = min(lo + batch_rows, total)
+            idx = np.arange(lo, hi)
+            keep = self.keep[lo:hi]
+            bad_idx = [i for i in range(lo, hi) if i in self.reason] if self.reason else []
+            bad_set = set(bad_idx)
+            good = idx[keep] if not bad_set else np.array([i for i in idx[keep].tolist() if i not in bad_set], np.int64)
+            bad = [(int(self.lines[i]), self.reason[i], self.block[self.starts[i]:self.ends[i]]) for i in bad_idx]
+            rows, good, more_bad = self._parse(good, names, delimiter, quotechar)
+            bad.extend(more_bad)
+            bad.sort(key=lambda b: b[0])
+            yield CsvRecords(rows=rows, lines=pa.array(self.lines[good], pa.int64()), raws=self._raws(good), bad=bad)
+
+    def _raws(self, good: np.ndarray) -> pa.Array:
+        if not len(good):
+            return pa.array([], pa.string())
+        offsets = np.concatenate((self.starts, [self.cut])).astype(np.int32 if self.cut < 2**31 else np.int64)
+        typ = pa.string() if offsets.dtype == np.int32 else pa.large_string()
+        allrecs = pa.Array.from_buffers(typ, len(self.starts), [None, pa.py_buffer(offsets), pa.py_buffer(self.block)])
+        return pc.utf8_rtrim(allrecs.take(pa.array(good)), characters="\r\n").cast(pa.string())
+
+    def _payload(self, good: np.ndarray) -> bytes:
+        if len(good) == len(self.starts):
+            return self.block
+        parts = []
+        breaks = np.flatnonzero(np.diff(good) != 1)
+        run_lo = np.concatenate(([0], breaks + 1))
+        run_hi = np.concatenate((breaks, [len(good) - 1]))
+        for a, b in zip(good[run_lo].tolist(), good[run_hi].tolist()):
+            piece = self.block[self.starts[a]:self.nexts[b]]
+            parts.append(piece if piece.endswith(b"\n") else piece + b"\n")
+        return b"".join(parts)
+
+    def _parse(self, good: np.ndarray, names: list[str], delimiter: str, quotechar: str | None):
+        if not len(good):
+            return pa.table({n: pa.array([], pa.string()) for n in names}), good, []
+        payload = self._payload(good)
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(payload),
+                read_options=pacsv.ReadOptions(column_names=names, block_size=max(len(payload) + 1, 1 << 20)),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, quote_char=quotechar or False, double_quote=True, escape_char=False,
+                    newlines_in_values=self.multiline, ignore_empty_lines=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, check_utf8=False, null_values=[],
+                    strings_can_be_null=False, quoted_strings_can_be_null=False),
+            )
+            if table.num_rows == len(good):
+                return table, good, []
+        except pa.ArrowInvalid:
+            pass
+        return self._parse_slowly(good, names, delimiter, quotechar)
+
+    def _parse_slowly(self, good: np.ndarray, names: list[str], delimiter: str, quotechar: str | None):
+        """Record by record with Python's csv module: only for blocks pyarrow read differently than we split."""
+        cols: list[list[str]] = [[] for _ in names]
+        kept, bad = [], []
+        for i in good.tolist():
+            raw = self.block[self.starts[i]:self.ends[i]]
+            fields = next(csv.reader(io.StringIO(raw.decode("utf-8"), newline=""), delimiter=delimiter,
+                                     quotechar=quotechar or '"',
+                                     quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE), [])
+            if len(fields) != len(names):
+                bad.append((int(self.lines[i]), f"expected {len(names)} columns, found {len(fields)}", raw))
+                continue
+            kept.append(i)
+            for c, v in zip(cols, fields):
+                c.append(v)
+        table = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols)})
+        return table, np.array(kept, np.int64), bad
+
+
+def _utf8_ok(block: bytes) -> bool:
+    offsets = np.array([0, len(block)], np.int64)
+    arr = pa.Array.from_buffers(pa.large_string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(block)])
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def sorted_quarantine(q: QuarantineBuilder) -> pa.Table:
+    """The batch's quarantine rows in line order (they are found by different checks)."""
+    t = q.table()
+    return t.sort_by("source_line") if t.num_rows > 1 else t
+
+
+def empty_to_null(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Empty strings as nulls (a CSV cell that says nothing)."""
+    return pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
+
+
+# ---------------------------------------------------------------------------
+# The column mapping
+# ---------------------------------------------------------------------------
+
+#: Canonical fields a mapping may fill from a column or a constant.
+MAPPABLE = tuple(
+    f.name for f in SOURCE_SCHEMA
+    if f.name not in ("source_format", "source_file", "source_line", "extra", "http_headers", "challenge_responses")
+)
+MAPPING_REQUIRED = ("username", "event_type", "event_response", "creation_date")
+_NO_CONSTANT = ("event_id", "creation_date")
+_BOOL_FIELDS = ("has_context_data", "compromised_credentials")
+_TRUE = ("true", "1", "yes", "y", "t")
+_FALSE = ("false", "0", "no", "n", "f")
+Scalar = str | int | float | bool
+
+
+def _scalar_text(v: Scalar) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+class CsvDialect(BaseModel):
+    """How a generic CSV file is written."""
+
+    model_config = ConfigDict(extra="forbid")
+    delimiter: str = ","
+    quote_char: str | None = '"'
+
+    @field_validator("delimiter", "quote_char")
+    @classmethod
+    def _one_char(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 1 or v in "\r\n"):
+            raise ValueError(f"must be a single character other than a newline, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvDialect:
+        if self.delimiter == self.quote_char:
+            raise ValueError(f"delimiter and quote_char must differ, both are {self.delimiter!r}")
+        return self
+
+
+class ColumnMapping(BaseModel):
+    """Which of a generic file's columns fills which canonical field (README: "Column mapping")."""
+
+    model_config = ConfigDict(extra="forbid")
+    columns: dict[str, str] = Field(default_factory=dict)
+    constants: dict[str, Scalar] = Field(default_factory=dict)
+    values: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
+    time_format: str | None = None
+    time_zone: str = "UTC"
+    headers: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    label_source: str | None = None
+    keep_unmapped: bool = True
+    csv: CsvDialect = Field(default_factory=CsvDialect)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _value_keys_as_text(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {f: ({_scalar_text(k): x for k, x in m.items()} if isinstance(m, dict) else m) for f, m in v.items()}
+        return v
+
+    @field_validator("columns", "constants", "values")
+    @classmethod
+    def _canonical_names(cls, v: dict) -> dict:
+        unknown = [k for k in v if k not in MAPPABLE]
+        if unknown:
+            raise ValueError(
+                "unknown canonical field" + ("s " if len(unknown) > 1 else " ") + ", ".join(repr(k) for k in unknown)
+                + "; expected one of: " + ", ".join(MAPPABLE))
+        return v
+
+    @field_validator("columns", "headers", "labels")
+    @classmethod
+    def _nonempty(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, col in v.items():
+            if not k:
+                raise ValueError("an empty name is not allowed")
+            if not isinstance(col, str):
+                raise ValueError(f"{k}: the column name must be text, got {col!r}")
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}; expected an IANA name such as UTC or Europe/Paris") from exc
+        return v
+
+    @field_validator("time_format")
+    @classmethod
+    def _format(cls, v: str | None) -> str | None:
+        if v is not None and "%" not in v:
+            raise ValueError(f"must be a strptime format such as '%Y-%m-%d %H:%M:%S', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> ColumnMapping:
+        both = sorted(set(self.columns) & set(self.constants))
+        if both:
+            raise ValueError("mapped both to a column and to a constant: " + ", ".join(both))
+        fixed = [k for k in self.constants if k in _NO_CONSTANT]
+        if fixed:
+            raise ValueError("must come from a column, not a constant: " + ", ".join(fixed))
+        for k, v in self.constants.items():
+            if k in _BOOL_FIELDS and _scalar_text(v).lower() not in _TRUE + _FALSE:
+                raise ValueError(f"constants.{k} must be true or false, got {v!r}")
+            if k in ("rtt_ms", "source_asn") and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ValueError(f"constants.{k} must be a number, got {v!r}")
+        loose = [k for k in self.values if k not in self.columns]
+        if loose:
+            raise ValueError("values given for fields not mapped to a column: " + ", ".join(loose))
+        missing = [k for k in MAPPING_REQUIRED if k not in self.columns and k not in self.constants]
+        if missing:
+            raise ValueError(
+                "required field" + ("s " if len(missing) > 1 else " ") + ", ".join(missing)
+                + " not mapped: give each under columns (or under constants)")
+        return self
+
+    def file_columns(self) -> dict[str, str]:
+        """Every column the mapping reads -> what it is read for (for messages)."""
+        used: dict[str, str] = {}
+        for f, c in self.columns.items():
+            used.setdefault(c, f)
+        for h, c in self.headers.items():
+            used.setdefault(c, f"header {h}")
+        for lab, c in self.labels.items():
+            used.setdefault(c, f"label {lab}")
+        return used
+
+
+def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
+    """Read and validate a mapping file (YAML or JSON); ConfigurationError saying what is wrong and where."""
+    if not path:
+        raise ConfigurationError(
+            f"the {fmt} format needs a column-mapping file: pass --mapping FILE (YAML or JSON) naming which "
+            "column holds username, event_type, event_response and creation_date (README: 'Column mapping')")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the mapping file: {exc}", source=str(path)) from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"not valid YAML or JSON: {exc}", source=str(path)) from exc
+    if not isinstance(doc, dict):
+        raise ConfigurationError("a mapping file must be an object with at least 'columns'", source=str(path))
+    try:
+        return ColumnMapping.model_validate(doc)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        raise ConfigurationError("invalid column mapping: " + "; ".join(parts), source=str(path)) from exc
+
+
+# ---------------------------------------------------------------------------
+# Converting mapped columns to canonical ones (set-wise, in DuckDB)
+# ---------------------------------------------------------------------------
+
+_STRING_FIELDS = tuple(f for f in MAPPABLE if _SOURCE_TYPES[f] == pa.string())
+_EXPECT = {
+    "creation_date": "is not a time",
+    "has_context_data": "must be true or false",
+    "compromised_credentials": "must be true or false",
+    "rtt_ms": "must be a number",
+    "source_asn": "must be an integer (AS number)",
+}
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_null(t):
+        return "null"
+    return "other"
+
+
+_EPOCH = ("CASE WHEN abs({v}) > 1e11 THEN to_timestamp({v} / 1000.0) ELSE to_timestamp({v}) END")
+
+
+def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[str, str]:
+    """(value expression, "unparsable" condition) for one mapped field whose input column is ``v``."""
+    s = f"nullif({v}, '')" if kind == "string" else v
+    if field in _STRING_FIELDS:
+        return (s if kind in ("string", "null") else f"CAST({v} AS VARCHAR)"), "false"
+    if field == "creation_date":
+        if kind == "string":
+            if mapping.time_format:
+                fmt_tz = "%z" in mapping.time_format or "%Z" in mapping.time_format
+                x = f"try_strptime(trim({s}), $fmt)"
+                expr = f"CAST({x} AS TIMESTAMPTZ)" if fmt_tz else f"timezone($tz, {x})"
+            else:
+                t = f"trim({s})"
+                expr = (f"CASE WHEN regexp_full_match({t}, '-?\\d{{9,16}}(\\.\\d+)?') "
+                        f"THEN {_EPOCH.format(v=f'TRY_CAST({t} AS DOUBLE)')} "
+                        f"WHEN regexp_matches({t}, ':\\d{{2}}(\\.\\d+)?\\s*(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$') "
+                        f"THEN TRY_CAST({t} AS TIMESTAMPTZ) "
+                        f"ELSE timezone($tz, TRY_CAST({t} AS TIMESTAMP)) END")
+        elif kind in ("int", "float"):
+            expr = _EPOCH.format(v=f"CAST({v} AS DOUBLE)")
+        elif kind == "timestamp":
+            expr = f"timezone($tz, {v})"
+        elif kind == "timestamptz":
+            expr = f"CAST({v} AS TIMESTAMPTZ)"
+        elif kind == "date":
+            expr = f"timezone($tz, CAST({v} AS TIMESTAMP))"
+        else:
+            expr = "CAST(NULL AS TIMESTAMPTZ)"
+        return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
+    if field in _BOOL_FIELDS:
+        if kind == "bool":
+            expr = v
+        elif kind in ("int", "float"):
+            expr = f"CASE WHEN {v} = 1 THEN true WHEN {v} = 0 THEN false END"
+        else:
+            t = f"lower(trim(CAST({s} AS VARCHAR)))"
+            expr = (f"CASE WHEN {t} IN ({', '.join(repr(x) for x in _TRUE)}) THEN true "
+                    f"WHEN {t} IN ({', '.join(repr(x) for x in _FALSE)}) THEN false END")
+        return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
+    if field == "source_asn":
+        if kind == "int":
+            expr = f"CAST({v} AS BIGINT)"
+        elif kind == "float":
+            expr = f"CASE WHEN {v} = trunc({v}) THEN CAST({v} AS BIGINT) END"
+        else:
+            expr = f"TRY_CAST(regexp_replace(trim(CAST({s} AS VARCHAR)), '^(AS|as)', '') AS BIGINT)"
+        return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
+    if field == "rtt_ms":
+        expr = f"CAST({v} AS DOUBLE)" if kind in ("int", "float") else f"TRY_CAST(trim(CAST({s} AS VARCHAR)) AS DOUBLE)"
+        return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
+    raise AssertionError(field)
+
+
+@dataclass
+class _Plan:
+    """The per-file conversion: input columns, their kinds, and the SQL."""
+
+    sql: str
+    params: dict[str, str]
+    fields: list[str]  # canonical fields, in input column order f0, f1, ...
+    sources: list[str | None]  # the file column of each (None = constant)
+
+
+class MappedConverter:
+    """Turns batches of a generic file's columns into canonical columns, set-wise, with precise reasons."""
+
+    def __init__(self, mapping: ColumnMapping, schema: pa.Schema, fmt: str, path: str):
+        self.mapping = mapping
+        self.fmt = fmt
+        self.path = path
+        have = set(schema.names)
+        used = mapping.file_columns()
+        missing = [c for c in used if c not in have]
+        if missing:
+            raise InputFormatError(
+                "the mapping names columns the file does not have: "
+                + ", ".join(f"{c!r} (for {used[c]})" for c in missing)
+                + "; the file's columns are: " + ", ".join(repr(n) for n in schema.names),
+                source=path)
+        for f, c in mapping.columns.items():
+            k = _kind(schema.field(c).type)
+            if k == "other" or (k in ("timestamp", "timestamptz", "date") and f != "creation_date"
+                                and f not in _STRING_FIELDS):
+                raise InputFormatError(
+                    f"column {c!r} (for {f}) has type {schema.field(c).type}, which cannot be read as {_SOURCE_TYPES[f]}",
+                    source=path)
+        self.extra_columns = [n for n in schema.names if n not in used] if mapping.keep_unmapped else []
+        self.schema = schema
+        self._plans: dict[tuple, _Plan] = {}
+
+    def _inputs(self, batch: pa.Table) -> tuple[pa.Table, list[str], list[str | None]]:
+        m = self.mapping
+        n = batch.num_rows
+        cols: dict[str, pa.ChunkedArray | pa.Array] = {}
+        fields: list[str] = []
+        sources: list[str | None] = []
+        for f, c in m.columns.items():
+            col = batch.column(c)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            if f in m.values:
+                col = _map_values(col, m.values[f])
+            cols[f"f{len(fields)}"] = col
+            fields.append(f)
+            sources.append(c)
+        for f, v in m.constants.items():
+            cols[f"f{len(fields)}"] = pa.array([_scalar_text(v)] * n, pa.string())
+            fields.append(f)
+            sources.append(None)
+        for i, (_, c) in enumerate(m.headers.items()):
+            col = batch.column(c)
+            cols[f"h{i}"] = col if _kind(col.type) == "string" else col.cast(pa.string())
+        for i, (_, c) in enumerate(m.labels.items()):
+            cols[f"l{i}"] = _label_text(batch.column(c))
+        if self.extra_columns:
+            arrays = []
+            for c in self.extra_columns:
+                col = batch.column(c)
+                if _kind(col.type) == "string":
+                    col = empty_to_null(col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col)
+                arrays.append(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+            cols["_x"] = pa.StructArray.from_arrays(arrays, names=self.extra_columns)
+        return pa.table(cols) if cols else pa.table({"_n": pa.nulls(n)}), fields, sources
+
+    def _plan(self, inputs: pa.Table, fields: list[str]) -> _Plan:
+        key = tuple((name, str(inputs.schema.field(name).type)) for name in inputs.column_names)
+        if key in self._plans:
+            return self._plans[key]
+        m = self.mapping
+        conv = ["_line", "_raw"]
+        out = []
+        for i, f in enumerate(fields):
+            kind = _kind(inputs.schema.field(f"f{i}").type)
+            expr, bad = _field_sql(f, kind, f"f{i}", m)
+            required = f in MAPPING_REQUIRED
+            conv.append(f"{expr} AS {f}")
+            conv.append(f"CASE WHEN {bad} THEN 1 WHEN {'true' if required else 'false'} AND ({expr}) IS NULL "
+                        f"THEN 2 ELSE 0 END AS _e{i}")
+            out += ([f] if f != "event_id" else []) + [f"_e{i}"]
+        params: dict[str, str] = {"tz": m.time_zone}
+        if m.time_format:
+            params["fmt"] = m.time_format
+        content = [f for f in fields if f != "event_id"]
+        if m.headers:
+            items = []
+            for i, h in enumerate(m.headers):
+                params[f"hn{i}"] = h
+                items.append(f"{{'header_name': $hn{i}, 'header_value': nullif(h{i}, '')}}")
+            conv.append(f"list_filter([{', '.join(items)}], lambda x: x.header_value IS NOT NULL) AS http_headers")
+            out.append("http_headers")
+            content.append("http_headers")
+        if "has_context_data" not in fields and "ip_address" in fields:
+            out.append("ip_address IS NOT NULL AS has_context_data")
+        extra = "nullif(json_merge_patch('{}', to_json(_x)), '{}')" if "_x" in inputs.column_names else "NULL"
+        conv.append(f"CAST({extra} AS VARCHAR) AS extra")
+        conv += [f"l{i}" for i in range(len(m.labels))]
+        out += ["extra", "_raw"] + [f"l{i}" for i in range(len(m.labels))]
+        derived = ("'row-' || left(sha256(to_json({" + ", ".join(f"'{f}': {f}" for f in content + ["extra"])
+                   + "})), 32)")
+        out.append(f"coalesce(event_id, {derived}) AS event_id" if "event_id" in fields else f"{derived} AS event_id")
+        out.append("_line AS source_line")
+        sql = f"WITH conv AS (SELECT {', '.join(conv)} FROM inputs_) SELECT {', '.join(out)} FROM conv"
+        plan = _Plan(sql=sql, params=params, fields=fields, sources=[])
+        self._plans[key] = plan
+        return plan
+
+    def convert(self, con: duckdb.DuckDBPyConnection, batch: pa.Table, lines: pa.Array, raws: pa.Array,
+                q: QuarantineBuilder) -> ReadBatch:
+        inputs, fields, sources = self._inputs(batch)
+        inputs = inputs.append_column("_line", lines).append_column("_raw", raws)
+        plan = self._plan(inputs, fields)
+        con.register("inputs_", inputs)
+        try:
+            out = con.sql(plan.sql, params=plan.params).to_arrow_table()
+        finally:
+            con.unregister("inputs_")
+        err_cols = [f"_e{i}" for i in range(len(fields))]
+        bad_mask = None
+        for c in err_cols:
+            m = pc.not_equal(out.column(c), 0)
+            bad_mask = m if bad_mask is None else pc.or_(bad_mask, m)
+        if bad_mask is not None and pc.any(bad_mask).as_py():
+            bad_rows = pc.indices_nonzero(bad_mask).to_pylist()
+            for r in bad_rows:
+                parts = []
+                for i, f in enumerate(fields):
+                    e = out.column(f"_e{i}")[r].as_py()
+                    if not e:
+                        continue
+                    where = f"{f} (column {sources[i]!r})" if sources[i] is not None else f"{f} (constant)"
+                    value = inputs.column(f"f{i}")[r].as_py()
+                    if e == 2:
+                        parts.append(f"{where} is required but empty")
+                    elif f == "creation_date" and self.mapping.time_format:
+                        parts.append(f"{where} is not a time in format {self.mapping.time_format!r}: got {value!r}")
+                    elif f == "creation_date":
+                        parts.append(f"{where} is not an ISO 8601 time or epoch seconds/milliseconds: got {value!r}")
+                    else:
+                        parts.append(f"{where} {_EXPECT[f]}: got {value!r}")
+                q.add(out.column("source_line")[r].as_py(), "; ".join(parts), out.column(RAW_COLUMN)[r].as_py() or "")
+            out = out.filter(pc.invert(bad_mask))
+        labels = self._labels(out)
+        out = out.drop_columns(err_cols + [f"l{i}" for i in range(len(self.mapping.labels))])
+        return ReadBatch(events=as_source_types(out), quarantine=sorted_quarantine(q), labels=labels)
+
+    def _labels(self, out: pa.Table) -> pa.Table | None:
+        if not self.mapping.labels or not out.num_rows:
+            return None
+        source = self.mapping.label_source or self.fmt
+        parts = []
+        for i, name in enumerate(self.mapping.labels):
+            part = pa.table({"event_id": out.column("event_id"), "value": out.column(f"l{i}")})
+            part = part.filter(pc.is_valid(part.column("value")))
+            n = part.num_rows
+            parts.append(pa.table({
+                "event_id": part.column("event_id"),
+                "label": pa.array([name] * n, pa.string()),
+                "value": part.column("value"),
+                "source": pa.array([source] * n, pa.string()),
+            }, schema=LABEL_SCHEMA))
+        t = pa.concat_tables(parts)
+        return t if t.num_rows else None
+
+
+def _map_values(col: pa.ChunkedArray, table: dict[str, Scalar]) -> pa.ChunkedArray:
+    """Replace values found in ``table`` (compared as text); other values pass through unchanged."""
+    text = col if _kind(col.type) == "string" else col.cast(pa.string())
+    if pa.types.is_boolean(col.type):
+        text = pc.utf8_lower(text)
+    keys = pa.array(list(table), pa.string())
+    vals = pa.array([_scalar_text(v) for v in table.values()], pa.string())
+    idx = pc.index_in(text, value_set=keys)
+    return pc.if_else(pc.is_valid(idx), pc.take(vals, idx), text)
+
+
+def _label_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if _kind(col.type) != "string":
+        col = col.cast(pa.string())
+    return empty_to_null(col)
+
+
+# ---------------------------------------------------------------------------
+# The readers
+# ---------------------------------------------------------------------------
+
+
+class GenericCsv:
+    name = "csv"
+    description = "CSV with a header line, read through a column-mapping file (--mapping)"
+
+    def sniff(self, head: bytes) -> bool:
+        if not head.strip() or b"\x00" in head or head[:2] == GZIP_MAGIC:
+            return False
+        line = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
+        if line.lstrip()[:1] in (b"{", b"[", b"<"):
+            return False
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return any(d in line for d in (b",", b";", b"\t", b"|"))
+
+    def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
+        mapping = load_mapping(options.mapping, self.name)
+        dialect = mapping.csv
+        names = csv_header(path, delimiter=dialect.delimiter, quotechar=dialect.quote_char)
+        conv = MappedConverter(mapping, pa.schema([(n, pa.string()) for n in names]), self.name, path)
+        con = new_connection()
+        try:
+            for chunk in iter_csv_records(path, len(names), options.batch_rows, delimiter=dialect.delimiter,
+                                          quotechar=dialect.quote_char):
+                q = QuarantineBuilder(self.name, path)
+                for line, reason, raw in chunk.bad:
+                    q.add(line, reason, raw)
+                rows = chunk.rows.rename_columns(names)
+                yield conv.convert(con, rows, chunk.lines, chunk.raws, q)
+        finally:
+            con.close()
+
+
+class GenericParquet:
+    name = "parquet"
+    description = "Parquet, read through a column-mapping file (--mapping); source_line is the row number"
+
+    def sniff(self, head: bytes) -> bool:
+        return head[:4] == b"PAR1"
+
+    def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
+        import pyarrow.parquet as pq
+
+        mapping = load_mapping(options.mapping, self.name)
+        p = Path(path)
+        if not p.is_file():
+            raise InputFormatError("no such file" if not p.exists() else "is a folder, not a file", source=path)
+        with open(p, "rb") as fh:
+            magic = fh.read(4)
+        if magic[:2] == GZIP_MAGIC:
+            raise InputFormatError("is gzip-compressed; Parquet must be read uncompressed (its pages are "
+                                   "compressed already): gunzip it first", source=path)
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputFormatError(f"is not a Parquet file ({exc})", source=path) from exc
+        conv = MappedConverter(mapping, pf.schema_arrow, self.name, path)
+        con = new_connection()
+        try:
+            row = 1
+            for rb in pf.iter_batches(batch_size=options.batch_rows):
+                batch = pa.Table.from_batches([rb])
+                n = batch.num_rows
+                lines = pa.array(np.arange(row, row + n, dtype=np.int64))
+                row += n
+                con.register("orig_", batch)
+                try:
+                    raws = con.sql("SELECT CAST(to_json(o) AS VARCHAR) AS r FROM orig_ AS o").to_arrow_table().column(0)
+                finally:
+                    con.unregister("orig_")
+                yield conv.convert(con, batch, lines, raws, QuarantineBuilder(self.name, path))
+        finally:
+            con.close()
+
+
+CSV_READER = GenericCsv()
+PARQUET_READER = GenericParquet()
