@@ -1,0 +1,151 @@
+"""``riskgate score``, ``riskgate events``, ``riskgate export`` and ``riskgate report``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cli.app import DbOption, JsonFlag, app, console, err_console, handle_errors
+from ingest.errors import RiskgateError
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time; without an offset it is UTC."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise RiskgateError(f"{option}: {value!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or 2026-03-01T08:00:00Z)") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+SinceOption = Annotated[str | None, typer.Option("--since", help="Only events at or after this time (ISO 8601, UTC by default).")]
+UntilOption = Annotated[str | None, typer.Option("--until", help="Only events before this time (ISO 8601, UTC by default).")]
+
+
+@app.command()
+@handle_errors
+def score(
+    db: DbOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    rescore: Annotated[bool, typer.Option("--rescore", help="Assess again events that already have an assessment.")] = False,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Events per chunk (memory bound).")] = 200_000,
+    json_out: JsonFlag = False,
+) -> None:
+    """Assess unscored events in time order: score, level, decision, action and reasons, per event."""
+    from risk import score as scoring
+    from risk import store
+
+    con = store.connect(db)
+    try:
+        with Progress(TextColumn("[bold]score[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err_console, disable=json_out or not err_console.is_terminal, transient=True) as bar:
+            task = bar.add_task("", total=None)
+            result = scoring.score_events(
+                con, since=parse_time(since, "--since"), until=parse_time(until, "--until"), rescore=rescore,
+                chunk_rows=chunk_rows, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        con.close()
+    if json_out:
+        print(json.dumps(result.as_json()))
+        return
+    console.print(
+        f"scored {result.events_scored:,} events in {result.chunks} chunks "
+        f"(model v{result.model_version}, thresholds v{result.thresholds_version})", highlight=False)
+    if result.by_level:
+        console.print("by level: " + ", ".join(f"{k if k != 'None' else 'no risk'} {v:,}" for k, v in sorted(result.by_level.items())),
+                      highlight=False)
+        console.print("by decision: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_decision.items())),
+                      highlight=False)
+
+
+@app.command()
+@handle_errors
+def events(
+    username: Annotated[str, typer.Argument(help="The user whose sign-in events to list.")],
+    max_results: Annotated[int | None, typer.Option("--max-results", help="0..60; 0 or absent means 60.")] = None,
+    next_token: Annotated[str | None, typer.Option("--next-token", help="NextToken from the previous page.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Print a user's events as AdminListUserAuthEvents JSON (newest first), with risk, context and feedback."""
+    from risk import store
+    from risk.auth_events import list_user_auth_events
+
+    con = store.connect(db)
+    try:
+        out = list_user_auth_events(con, username, max_results=max_results, next_token=next_token)
+    finally:
+        con.close()
+    print(json.dumps(out, indent=4))
+
+
+@app.command()
+@handle_errors
+def export(
+    out: Annotated[str, typer.Option("--out", help="File to write.")],
+    format: Annotated[str, typer.Option("--format", help="csv, parquet or jsonl.")] = "csv",
+    since: SinceOption = None,
+    until: UntilOption = None,
+    db: DbOption = None,
+) -> None:
+    """Write events joined with their assessments (score, level, decision, action, reasons, versions)."""
+    from risk import store
+    from risk.report import export_assessments
+
+    con = store.connect(db)
+    try:
+        n = export_assessments(con, out, format, since=parse_time(since, "--since"), until=parse_time(until, "--until"))
+    finally:
+        con.close()
+    console.print(f"wrote {n:,} rows to {out}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def report(db: DbOption = None, json_out: JsonFlag = False) -> None:
+    """What scoring decided: events by level and decision, attacks caught by type, legitimate users affected."""
+    from risk import store
+    from risk.report import pipeline_summary
+
+    con = store.connect(db)
+    try:
+        s = pipeline_summary(con)
+    finally:
+        con.close()
+    if json_out:
+        print(json.dumps(s, default=str))
+        return
+    console.print(f"[bold]assessments[/] {s['events_scored']:,} events scored, {s['events_unscored']:,} not yet", highlight=False)
+    t = Table(title="events by level", show_edge=False, title_justify="left")
+    t.add_column("level")
+    t.add_column("events", justify="right")
+    for lvl, n in s["by_level"]:
+        t.add_row(lvl, f"{n:,}")
+    console.print(t)
+    t = Table(title="events by decision", show_edge=False, title_justify="left")
+    for c in ("RiskDecision", "outcome", "events"):
+        t.add_column(c, justify="right" if c == "events" else "left")
+    for d, o, n in s["by_decision"]:
+        t.add_row(d, o, f"{n:,}")
+    console.print(t)
+    if s["attacks_by_type"]:
+        t = Table(title="attacks caught (challenged or blocked) at the current thresholds", show_edge=False, title_justify="left")
+        for c in ("attack type", "attacks", "caught", "share", "blocked"):
+            t.add_column(c, justify="left" if c == "attack type" else "right")
+        for typ, n, caught, blocked in s["attacks_by_type"]:
+            t.add_row(typ, f"{n:,}", f"{caught:,}", f"{caught / n:.1%}" if n else "-", f"{blocked:,}")
+        console.print(t)
+    if s["legitimate_sign_ins"]:
+        n = s["legitimate_sign_ins"]
+        console.print(
+            f"legitimate successful sign-ins {n:,}: challenged {s['legitimate_challenged']:,} "
+            f"({s['legitimate_challenged'] / n:.2%}), blocked {s['legitimate_blocked']:,} ({s['legitimate_blocked'] / n:.2%})",
+            highlight=False)

@@ -1,0 +1,117 @@
+"""A user's sign-in history as Cognito's AdminListUserAuthEvents returns it, from the store.
+
+Newest first; ``MaxResults`` 0..60 where 0 (or absent) means 60; ``NextToken``
+is an opaque, URL-safe token naming the position after the last event
+returned, bound to the user (a token of another user is refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+
+import duckdb
+
+from ingest.errors import RiskgateError
+
+MAX_RESULTS = 60
+
+
+class UserNotFoundError(RiskgateError):
+    """The user has no events and is not in the users table."""
+
+
+class InvalidParameterError(RiskgateError):
+    """A parameter is out of range or a token is not one of ours."""
+
+
+def _encode_token(username: str, created: datetime, event_id: str) -> str:
+    raw = json.dumps([username, created.astimezone(timezone.utc).isoformat(), event_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, username: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        user, created, event_id = json.loads(raw)
+        when = datetime.fromisoformat(created)
+    except (ValueError, TypeError):
+        raise InvalidParameterError(f"NextToken {token[:40]!r} is not a valid token") from None
+    if user != username:
+        raise InvalidParameterError("NextToken belongs to another user's listing")
+    return when, event_id
+
+
+def iso(ts: datetime) -> str:
+    """A time as the AWS CLI prints it: ISO 8601 with microseconds and +00:00."""
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def list_user_auth_events(
+    con: duckdb.DuckDBPyConnection, username: str, *, max_results: int | None = None, next_token: str | None = None
+) -> dict:
+    if max_results is None or max_results == 0:
+        limit = MAX_RESULTS
+    elif not 0 <= max_results <= MAX_RESULTS:
+        raise InvalidParameterError(f"MaxResults must be between 0 and {MAX_RESULTS}, got {max_results}")
+    else:
+        limit = max_results
+    known = con.execute(
+        "SELECT (SELECT count(*) FROM events WHERE username = ?) + (SELECT count(*) FROM users WHERE username = ?)",
+        [username, username],
+    ).fetchall()[0][0]
+    if not known:
+        raise UserNotFoundError(f"user {username!r} not found: no events and not in the users table")
+    after_date, after_id = (None, None)
+    if next_token:
+        after_date, after_id = _decode_token(next_token, username)
+    rows = con.execute(
+        """
+        WITH fb AS (
+          SELECT event_id, feedback_value, provider, feedback_date,
+                 row_number() OVER (PARTITION BY event_id ORDER BY feedback_date DESC) AS rn
+          FROM feedback
+        )
+        SELECT e.event_id, e.event_type, e.creation_date, e.event_response, e.challenge_responses,
+               a.risk_decision, a.risk_level, coalesce(a.compromised_credentials_detected, e.compromised_credentials),
+               a.event_id IS NOT NULL AS assessed,
+               e.client_ip, e.device_name, e.time_zone, e.city, e.country_name, e.has_context_data,
+               f.feedback_value, f.provider, f.feedback_date
+        FROM events e
+        LEFT JOIN assessments a ON a.event_id = e.event_id
+        LEFT JOIN fb f ON f.event_id = e.event_id AND f.rn = 1
+        WHERE e.username = ?
+          AND (CAST(? AS TIMESTAMPTZ) IS NULL OR (e.creation_date, e.event_id) < (CAST(? AS TIMESTAMPTZ), ?))
+        ORDER BY e.creation_date DESC, e.event_id DESC
+        LIMIT ?
+        """,
+        [username, after_date, after_date, after_id, limit + 1],
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events = []
+    for (eid, etype, created, resp, challenges, decision, level, compromised, assessed, ip, device, tz, city,
+         country, has_ctx, fb_value, fb_provider, fb_date) in rows:
+        ev: dict = {"EventId": eid, "EventType": etype, "CreationDate": iso(created), "EventResponse": resp}
+        if assessed:
+            risk = {"RiskDecision": decision} if decision else {}
+            if level:
+                risk["RiskLevel"] = level
+            risk["CompromisedCredentialsDetected"] = bool(compromised)
+            ev["EventRisk"] = risk
+        ev["ChallengeResponses"] = [
+            {"ChallengeName": c["challenge_name"], "ChallengeResponse": c["challenge_response"]}
+            for c in (challenges or [])
+        ]
+        ctx = {k: v for k, v in (("IpAddress", ip), ("DeviceName", device), ("Timezone", tz), ("City", city),
+                                 ("Country", country)) if v is not None}
+        if ctx:
+            ev["EventContextData"] = ctx
+        if fb_value:
+            ev["EventFeedback"] = {"FeedbackValue": fb_value, "Provider": fb_provider, "FeedbackDate": iso(fb_date)}
+        events.append(ev)
+    out: dict = {"AuthEvents": events}
+    if more and rows:
+        out["NextToken"] = _encode_token(username, rows[-1][2], rows[-1][0])
+    return out

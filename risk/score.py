@@ -1,0 +1,387 @@
+"""Batch scoring: every stored sign-in gets a score, a level, a decision and its reasons.
+
+``score_events`` assesses events in time order, in chunks (bounded memory),
+each chunk written in one transaction: features (``risk.features``) -> model
+score and explanation (``risk.model``) -> level (``risk.levels``) -> IP-range
+exceptions (``risk.exceptions``) -> the decision of the configuration that
+applies (``risk.decide``) -> one ``assessments`` row per event.
+
+Idempotent and interrupt-safe: only events without an assessment are
+scored (unless ``rescore``); a run killed between chunks leaves whole chunks
+behind, and the next run continues. The model, thresholds, configurations and
+modes are read once at the start of a run, and every assessment records their
+versions, so incremental runs give exactly the result of one run over
+everything (features are point-in-time, computed from the stored history).
+
+``decide`` is a pure function of a handful of categorical inputs, so it is
+called once per distinct combination in a chunk and joined back, not per event.
+Notifications due are recorded with the assessment; they are sent only when
+asked (``notify=True``): scoring history must not email users about old sign-ins.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ingest.store import Migration
+
+MIGRATIONS = (
+    Migration(
+        "risk_score_0001_assessments",
+        (
+            """CREATE TABLE IF NOT EXISTS assessments (
+                 event_id VARCHAR NOT NULL,
+                 score DOUBLE,
+                 risk_level VARCHAR,
+                 risk_decision VARCHAR,
+                 outcome VARCHAR,
+                 event_action VARCHAR,
+                 mode VARCHAR,
+                 enforced BOOLEAN,
+                 mfa_challenge BOOLEAN,
+                 blocked BOOLEAN,
+                 override_block BOOLEAN,
+                 ip_exception VARCHAR,
+                 compromised_credentials_detected BOOLEAN,
+                 reset_required BOOLEAN,
+                 notification VARCHAR,
+                 would_notify VARCHAR,
+                 reasons STRUCT(code VARCHAR, value DOUBLE, contribution DOUBLE)[],
+                 decision_reasons VARCHAR[],
+                 model_version BIGINT,
+                 thresholds_version BIGINT,
+                 config_version BIGINT,
+                 mode_version BIGINT,
+                 run_id VARCHAR,
+                 scored_at TIMESTAMPTZ
+               )""",
+            """CREATE TABLE IF NOT EXISTS score_runs (
+                 run_id VARCHAR PRIMARY KEY,
+                 started_at TIMESTAMPTZ,
+                 finished_at TIMESTAMPTZ,
+                 status VARCHAR,
+                 since TIMESTAMPTZ,
+                 until TIMESTAMPTZ,
+                 rescore BOOLEAN,
+                 events_scored BIGINT,
+                 model_version BIGINT,
+                 thresholds_version BIGINT
+               )""",
+        ),
+    ),
+)
+
+DEFAULT_CHUNK_ROWS = 200_000
+TOP_REASONS = 3
+
+
+@dataclass
+class ScoreResult:
+    run_id: str
+    events_scored: int = 0
+    chunks: int = 0
+    by_level: dict = field(default_factory=dict)
+    by_decision: dict = field(default_factory=dict)
+    model_version: int | None = None
+    thresholds_version: int | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "events_scored": self.events_scored,
+            "chunks": self.chunks,
+            "by_level": self.by_level,
+            "by_decision": self.by_decision,
+            "model_version": self.model_version,
+            "thresholds_version": self.thresholds_version,
+        }
+
+
+ProgressFn = Callable[[int, int], None]  # (scored so far, total to score)
+
+
+def _targets_sql(rescore: bool) -> str:
+    return f"""
+      FROM events e
+      WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
+        AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))
+        {"" if rescore else "AND NOT EXISTS (SELECT 1 FROM assessments a WHERE a.event_id = e.event_id)"}
+    """
+
+
+def count_targets(con, since=None, until=None, rescore: bool = False) -> int:
+    return int(con.execute("SELECT count(*) " + _targets_sql(rescore), [since, since, until, until]).fetchall()[0][0])
+
+
+def _chunk_bounds(con, since, until, rescore: bool, chunk_rows: int) -> list[tuple[datetime, datetime]]:
+    """Consecutive [start, end) time windows holding about ``chunk_rows`` target events each."""
+    rows = con.execute(
+        f"""SELECT min(creation_date), max(creation_date) FROM (
+              SELECT creation_date, (row_number() OVER (ORDER BY creation_date) - 1) // ? AS k
+              {_targets_sql(rescore)}) GROUP BY k ORDER BY k""",
+        [chunk_rows, since, since, until, until],
+    ).fetchall()
+    bounds = []
+    for i, (lo, _hi) in enumerate(rows):
+        hi = rows[i + 1][0] if i + 1 < len(rows) else None
+        if bounds and bounds[-1][0] == lo:
+            continue  # one timestamp never spans two chunks
+        bounds.append((lo, hi))
+    out = []
+    for i, (lo, hi) in enumerate(bounds):
+        nxt = bounds[i + 1][0] if i + 1 < len(bounds) else until
+        out.append((lo, nxt))
+    return out
+
+
+def _mfa_state(con, usernames: list[str]) -> dict[str, bool]:
+    from risk.decide import has_mfa_configured
+
+    if not usernames:
+        return {}
+    con.register("_rg_users_q", pa.table({"username": pa.array(usernames, pa.string())}))
+    try:
+        rows = con.execute(
+            """SELECT u.username, u.mfa_settings, u.preferred_mfa FROM users u
+               JOIN _rg_users_q q ON q.username = u.username"""
+        ).fetchall()
+    finally:
+        con.unregister("_rg_users_q")
+    return {u: has_mfa_configured(m, p) for u, m, p in rows}
+
+
+class _Context:
+    """What a run reads once: model, thresholds, and per pool/client configuration and mode."""
+
+    def __init__(self, con):
+        from risk import levels, model
+
+        self.con = con
+        self.model, self.model_version = model.load_active(con)
+        self.thresholds, self.thresholds_version = levels.current_thresholds(con)
+        self._configs: dict = {}
+        self._modes: dict = {}
+        self._exceptions: dict = {}
+
+    def config(self, pool, client):
+        from risk import config as rc
+        from risk.exceptions import IPRangeExceptions
+
+        key = (pool, client)
+        if key not in self._configs:
+            cfg, version = rc.resolve(self.con, pool, client)
+            self._configs[key] = (cfg, version)
+            self._exceptions[key] = IPRangeExceptions.from_configuration(cfg)
+        return self._configs[key]
+
+    def exceptions(self, pool, client):
+        self.config(pool, client)
+        return self._exceptions[(pool, client)]
+
+    def mode(self, pool):
+        from risk import config as rc
+
+        if pool not in self._modes:
+            self._modes[pool] = rc.get_mode(self.con, pool)
+        return self._modes[pool]
+
+
+def _pool_of(con, pool):
+    """Events without a pool id are assessed under the store's pool (risk.config.choose_pool)."""
+    from risk import config as rc
+
+    return pool if pool is not None else rc.choose_pool(con, None)
+
+
+def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
+    """Assessments (one row per event of ``feats``) for one chunk; ``events`` has the event columns decide needs."""
+    from risk import levels
+    from risk.decide import decide
+
+    con = ctx.con
+    n = feats.num_rows
+    ev = events.to_pandas()
+    fx = feats.to_pandas()
+    ev = fx[["event_id"]].merge(ev, on="event_id", how="left")
+    scores = np.asarray(ctx.model.score_samples(fx), dtype=float)
+    explained = ctx.model.explain(fx, top=TOP_REASONS)
+    lv = levels.levels(scores, ctx.thresholds)
+
+    # IP-range exceptions, per (pool, client)
+    exc = np.empty(n, dtype=object)
+    pools = [_pool_of(con, p) for p in ev["user_pool_id"].tolist()]
+    ev["_pool"] = pools
+    for (pool, client), idx in ev.groupby(["_pool", "client_id"], dropna=False).indices.items():
+        client = None if (client is None or (isinstance(client, float) and np.isnan(client))) else client
+        matches = ctx.exceptions(pool, client).check_many(ev["client_ip"].iloc[idx].tolist())
+        exc[idx] = [str(r) for r in matches.results()]
+    mfa = _mfa_state(con, sorted(set(ev["username"].dropna().tolist())))
+    has_mfa = [mfa.get(u, False) for u in ev["username"].tolist()]
+    comp = [None if (c is None or (isinstance(c, float) and np.isnan(c))) else bool(c)
+            for c in ev["compromised_credentials"].tolist()]
+    clients = [None if (c is None or (isinstance(c, float) and np.isnan(c))) else c for c in ev["client_id"].tolist()]
+
+    # decide() once per distinct combination of its inputs, joined back to the events
+    import pandas as pd
+
+    keys = pd.DataFrame({
+        "level": ["" if x is None else x for x in lv], "exc": list(exc),
+        "comp": ["" if c is None else str(c) for c in comp], "event_type": ev["event_type"].tolist(),
+        "pool": pools, "client": ["" if c is None else c for c in clients], "has_mfa": has_mfa,
+    })
+    key_cols = list(keys.columns)
+    rows = []
+    for r in keys.drop_duplicates().itertuples(index=False):
+        client = r.client or None
+        cfg, cver = ctx.config(r.pool, client)
+        mode, mver = ctx.mode(r.pool)
+        d = decide(risk_level=r.level or None, exception=r.exc, compromised=None if r.comp == "" else r.comp == "True",
+                   event_type=r.event_type, configuration=cfg, mode=mode, user_has_mfa=r.has_mfa)
+        rows.append({
+            **r._asdict(),
+            "final_level": None if d.risk_level is None else str(d.risk_level),
+            "risk_decision": None if d.risk_decision is None else str(d.risk_decision),
+            "outcome": str(d.outcome),
+            "event_action": None if d.event_action is None else str(d.event_action),
+            "mode": str(d.mode), "enforced": d.enforced, "mfa_challenge": d.mfa_challenge, "blocked": d.blocked,
+            "override_block": d.override_block,
+            "compromised_credentials_detected": d.compromised_credentials_detected,
+            "reset_required": d.reset_required,
+            "notification": None if d.notification is None else str(d.notification),
+            "would_notify": None if d.would_notify is None else str(d.would_notify),
+            "decision_reasons": list(d.reasons), "config_version": cver, "mode_version": mver,
+        })
+    merged = keys.merge(pd.DataFrame(rows), on=key_cols, how="left", sort=False)
+    cols = {c: merged[c].tolist() for c in merged.columns if c not in key_cols}
+    final_levels = cols["final_level"]
+    reason_type = pa.list_(pa.struct([("code", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())]))
+    reasons = pa.array(
+        [[{"code": c, "value": None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v),
+           "contribution": float(w)} for c, v, w in row] for row in explained],
+        reason_type,
+    )
+    out = {
+        "event_id": feats.column("event_id"),
+        "score": pa.array(scores, pa.float64()),
+        "risk_level": pa.array(final_levels, pa.string()),
+        "risk_decision": pa.array(cols["risk_decision"], pa.string()),
+        "outcome": pa.array(cols["outcome"], pa.string()),
+        "event_action": pa.array(cols["event_action"], pa.string()),
+        "mode": pa.array(cols["mode"], pa.string()),
+        "enforced": pa.array(cols["enforced"], pa.bool_()),
+        "mfa_challenge": pa.array(cols["mfa_challenge"], pa.bool_()),
+        "blocked": pa.array(cols["blocked"], pa.bool_()),
+        "override_block": pa.array(cols["override_block"], pa.bool_()),
+        "ip_exception": pa.array(list(exc), pa.string()),
+        "compromised_credentials_detected": pa.array(cols["compromised_credentials_detected"], pa.bool_()),
+        "reset_required": pa.array(cols["reset_required"], pa.bool_()),
+        "notification": pa.array(cols["notification"], pa.string()),
+        "would_notify": pa.array(cols["would_notify"], pa.string()),
+        "reasons": reasons,
+        "decision_reasons": pa.array(cols["decision_reasons"], pa.list_(pa.string())),
+        "model_version": pa.array([ctx.model_version] * n, pa.int64()),
+        "thresholds_version": pa.array([ctx.thresholds_version] * n, pa.int64()),
+        "config_version": pa.array(cols["config_version"], pa.int64()),
+        "mode_version": pa.array(cols["mode_version"], pa.int64()),
+    }
+    return pa.table(out)
+
+
+_EVENT_COLS = "event_id, user_pool_id, client_id, username, event_type, client_ip, compromised_credentials"
+
+
+def score_events(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rescore: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: ProgressFn | None = None,
+) -> ScoreResult:
+    """Assess the events in [since, until) that have no assessment (all of them with ``rescore``)."""
+    from risk.features import compute_features
+
+    ctx = _Context(con)
+    run_id = uuid.uuid4().hex
+    result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version)
+    total = count_targets(con, since, until, rescore)
+    con.execute(
+        """UPDATE score_runs SET status = 'interrupted' WHERE status = 'running'"""
+    ).fetchall()
+    con.execute(
+        "INSERT INTO score_runs VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?)",
+        [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version],
+    ).fetchall()
+    status = "failed"
+    try:
+        for lo, hi in _chunk_bounds(con, since, until, rescore, chunk_rows):
+            feats = compute_features(con, since=lo, until=hi)
+            if not rescore:
+                done = con.execute(
+                    "SELECT event_id FROM assessments a JOIN events e USING (event_id) "
+                    "WHERE e.creation_date >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))",
+                    [lo, hi, hi],
+                ).fetchall()
+                if done:
+                    import pyarrow.compute as pc
+
+                    feats = feats.filter(pc.invert(pc.is_in(feats.column("event_id"),
+                                                            pa.array([r[0] for r in done], pa.string()))))
+            if feats.num_rows == 0:
+                continue
+            con.register("_rg_chunk_ids", feats.select(["event_id"]))
+            try:
+                events = con.sql(
+                    f"SELECT {_EVENT_COLS} FROM events JOIN _rg_chunk_ids USING (event_id)"
+                ).to_arrow_table()
+            finally:
+                con.unregister("_rg_chunk_ids")
+            table = assess_chunk(ctx, feats, events)
+            table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+            table = table.append_column(
+                "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC"))
+            )
+            _write(con, table)
+            result.events_scored += table.num_rows
+            result.chunks += 1
+            for col, agg in (("risk_level", result.by_level), ("risk_decision", result.by_decision)):
+                for k, v in zip(*np.unique(np.array([str(x) for x in table.column(col).to_pylist()]), return_counts=True)):
+                    agg[k] = agg.get(k, 0) + int(v)
+            if progress:
+                progress(result.events_scored, total)
+        status = "completed"
+    finally:
+        con.execute(
+            "UPDATE score_runs SET finished_at = ?, status = ?, events_scored = ? WHERE run_id = ?",
+            [datetime.now(timezone.utc), status, result.events_scored, run_id],
+        ).fetchall()
+    return result
+
+
+def _write(con, table: pa.Table) -> None:
+    """Replace the assessments of these events, in one transaction."""
+    con.register("_rg_new_assessments", table)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "DELETE FROM assessments WHERE event_id IN (SELECT event_id FROM _rg_new_assessments)"
+            ).fetchall()
+            con.execute(
+                "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
+            ).fetchall()
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("_rg_new_assessments")
