@@ -99,6 +99,7 @@ def new_connection() -> duckdb.DuckDBPyConnection:
 
 #: A single record may not grow beyond this many bytes (an unclosed quote otherwise swallows the file).
 MAX_RECORD_BYTES = 64 << 20
+_FIRST_BLOCK = 1 << 20
 _MIN_BLOCK = 1 << 16
 _MAX_BLOCK = 32 << 20
 
@@ -173,7 +174,7 @@ def iter_csv_records(
     d = ord(delimiter)
     qc = ord(quotechar) if quotechar else None
     names = [f"c{i}" for i in range(ncols)]
-    block_bytes = 1 << 20
+    block_bytes = _FIRST_BLOCK
     with open_binary(path) as fh:
         carry = b""
         line_base = 1  # the line number of carry's first byte
