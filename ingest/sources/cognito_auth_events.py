@@ -1,0 +1,462 @@
+"""What ``aws cognito-idp admin-list-user-auth-events`` prints: ``{"AuthEvents": [...], "NextToken": "..."}``.
+
+Example (pretty-printed as the CLI prints it)::
+
+    {
+        "AuthEvents": [
+            {
+                "EventId": "1b2c...",
+                "EventType": "SignIn",
+                "CreationDate": "2024-07-17T17:25:55.123000+00:00",
+                "EventResponse": "Pass",
+                "EventRisk": {"RiskDecision": "NoRisk", "CompromisedCredentialsDetected": false},
+                "ChallengeResponses": [{"ChallengeName": "Password", "ChallengeResponse": "Success"}],
+                "EventContextData": {"IpAddress": "192.0.2.1", "DeviceName": "Chrome 126, Windows 10",
+                                     "Timezone": "+02:00", "City": "Paris", "Country": "France"}
+            }
+        ],
+        "NextToken": "..."
+    }
+
+The document names no user: give it with ``--username`` (required). Several
+documents may follow one another (pages saved by a paging loop, pretty-printed
+or one per line). ``CreationDate`` is an ISO 8601 string or epoch seconds (older
+CLIs). Each AuthEvents item is a row whose line is the line where the item
+starts.
+
+Mapping: EventId -> event_id (derived from the item and the username when
+absent), EventType, EventResponse, CreationDate -> creation_date,
+ChallengeResponses -> challenge_responses, EventContextData.IpAddress ->
+ip_address (has_context_data: EventContextData is present), DeviceName ->
+source_device_name, City -> source_city, Country -> source_country,
+EventRisk.CompromisedCredentialsDetected -> compromised_credentials. ``extra``
+keeps EventRisk and EventFeedback whole, EventContextData's other fields
+(Timezone) and any field we do not know, under their own names.
+
+The format is small (at most 60 events a page), so items are checked one by one
+in Python; the file is still read in bounded pieces, never whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from json.decoder import JSONDecodeError, scanstring
+
+import pyarrow as pa
+
+from ingest.errors import InputFormatError
+from ingest.schema import SOURCE_SCHEMA
+from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions, open_binary
+from ingest.sources.tabular import sorted_quarantine
+
+NAME = "cognito-auth-events"
+EXPECTED = "the JSON document that `aws cognito-idp admin-list-user-auth-events` prints ({\"AuthEvents\": [...]})"
+_COLUMNS = ["event_id", "user_pool_id", "username", "event_type", "event_response", "creation_date",
+            "challenge_responses", "ip_address", "has_context_data", "compromised_credentials", "source_country",
+            "source_city", "source_device_name", "extra"]
+_TYPES = {f.name: f.type for f in SOURCE_SCHEMA}
+OUT_SCHEMA = pa.schema([pa.field(c, _TYPES[c]) for c in _COLUMNS]
+                       + [pa.field(RAW_COLUMN, pa.string()), pa.field("source_line", pa.int64())])
+KNOWN_ITEM_KEYS = ("EventId", "EventType", "CreationDate", "EventResponse", "EventRisk", "ChallengeResponses",
+                   "EventContextData", "EventFeedback")
+CONTEXT_MAPPED = ("IpAddress", "DeviceName", "City", "Country")
+#: A document may not grow beyond this many characters while we look for its end.
+MAX_DOCUMENT_CHARS = 64 << 20
+_CHUNK = 1 << 20
+_WS = re.compile(r"[ \t\n\r]*")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_NEXT_DOC = re.compile(r"\n(?=[{\[])")  # a line opening a value: the start of the next document
+_scan_once = json.JSONDecoder().scan_once
+
+
+class _Malformed(Exception):
+    def __init__(self, pos: int, msg: str):
+        super().__init__(msg)
+        self.pos = pos
+        self.msg = msg
+
+
+@dataclass
+class _Document:
+    start: int
+    end: int
+    items: list[tuple[int, int, object]] = field(default_factory=list)  # (start, end, value) of AuthEvents items
+    has_auth_events: bool = False
+    top: str = "object"  # the JSON type of the document
+    error: _Malformed | None = None  # where the document stopped being JSON (items before it are kept)
+
+
+def _ws(s: str, i: int) -> int:
+    return _WS.match(s, i).end()
+
+
+def _value(s: str, i: int) -> tuple[object, int]:
+    try:
+        return _scan_once(s, i)
+    except StopIteration as exc:
+        raise _Malformed(exc.value, "Expecting value") from None
+    except JSONDecodeError as exc:
+        raise _Malformed(exc.pos, exc.msg) from None
+
+
+def _walk(s: str, pos: int) -> _Document:
+    """Parse the JSON document at ``s[pos]``, noting where each AuthEvents item starts."""
+    doc = _Document(start=pos, end=pos)
+    if s[pos] != "{":
+        value, end = _value(s, pos)
+        doc.top = _json_type(value)
+        doc.end = end
+        return doc
+    i = _ws(s, pos + 1)
+    if i < len(s) and s[i] == "}":
+        doc.end = i + 1
+        return doc
+    try:
+        while True:
+            if i >= len(s) or s[i] != '"':
+                raise _Malformed(i, "Expecting property name enclosed in double quotes")
+            try:
+                key, i = scanstring(s, i + 1)
+            except JSONDecodeError as exc:
+                raise _Malformed(exc.pos, exc.msg) from None
+            i = _ws(s, i)
+            if i >= len(s) or s[i] != ":":
+                raise _Malformed(i, "Expecting ':' delimiter")
+            i = _ws(s, i + 1)
+            if key == "AuthEvents" and i < len(s) and s[i] == "[":
+                doc.has_auth_events = True
+                i = _ws(s, i + 1)
+                if i < len(s) and s[i] == "]":
+                    i += 1
+                else:
+                    while True:
+                        start = i
+                        value, i = _value(s, i)
+                        doc.items.append((start, i, value))
+                        i = _ws(s, i)
+                        if i < len(s) and s[i] == ",":
+                            i = _ws(s, i + 1)
+                            continue
+                        if i < len(s) and s[i] == "]":
+                            i += 1
+                            break
+                        raise _Malformed(i, "Expecting ',' delimiter")
+            else:
+                value, i = _value(s, i)
+                if key == "AuthEvents":
+                    doc.top = "AuthEvents is " + _json_type(value)
+            i = _ws(s, i)
+            if i < len(s) and s[i] == ",":
+                i = _ws(s, i + 1)
+                continue
+            if i < len(s) and s[i] == "}":
+                doc.end = i + 1
+                return doc
+            raise _Malformed(i, "Expecting ',' delimiter")
+    except _Malformed as exc:
+        doc.error = exc
+        return doc
+
+
+def _snippet(s: str, pos: int) -> str:
+    """The start of what was found at ``pos``, up to the end of its line."""
+    return s[pos:pos + 30].split("\n", 1)[0].rstrip("\r")
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return "an object"
+
+
+class _Text:
+    """The decoded file, read in pieces; positions map to physical line numbers."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.dec = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self.buf = ""
+        self.base_line = 1  # line number of buf[0]
+        self.eof = False
+        self._cur = (0, 1)  # (position, its line): line lookups move forward from here
+
+    def more(self, n: int = _CHUNK) -> bool:
+        if self.eof:
+            return False
+        data = self.fh.read(n)
+        if not data:
+            self.buf += self.dec.decode(b"", final=True)
+            self.eof = True
+            return False
+        self.buf += self.dec.decode(data)
+        return True
+
+    def line_of(self, pos: int) -> int:
+        p, line = self._cur
+        if pos < p:
+            p, line = 0, self.base_line
+        line += self.buf.count("\n", p, pos)
+        self._cur = (pos, line)
+        return line
+
+    def drop_before(self, pos: int) -> None:
+        """Forget text before ``pos`` (positions shift down by ``pos``)."""
+        if pos <= 0:
+            return
+        self.base_line = self.line_of(pos)
+        self.buf = self.buf[pos:]
+        self._cur = (0, self.base_line)
+
+
+def _parse_time(v: object) -> datetime | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        x = float(v)
+        if x > 1e11:
+            x /= 1000.0
+        try:
+            return datetime.fromtimestamp(x, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            t = datetime.fromisoformat(s)
+        except ValueError:
+            if re.fullmatch(r"-?\d{9,16}(\.\d+)?", s):
+                return _parse_time(float(s))
+            return None
+        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return None
+
+
+def _check_item(item: object) -> list[str]:
+    """Type and presence problems of one AuthEvents item, each naming the field and what it holds."""
+    if not isinstance(item, dict):
+        return [f"an AuthEvents item must be an object, got {_json_type(item)}"]
+    bad: list[str] = []
+
+    def want_str(d: dict, key: str, where: str, required: bool = False) -> None:
+        v = d.get(key)
+        if v is None:
+            if required:
+                bad.append(f"{where} is required")
+        elif not isinstance(v, str):
+            bad.append(f"{where} must be a string, got {_json_type(v)} {json.dumps(v)[:40]}")
+        elif required and not v:
+            bad.append(f"{where} is required (got an empty string)")
+
+    def want_obj(key: str) -> dict | None:
+        v = item.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            bad.append(f"{key} must be an object, got {_json_type(v)}")
+            return None
+        return v
+
+    want_str(item, "EventId", "EventId")
+    want_str(item, "EventType", "EventType", required=True)
+    want_str(item, "EventResponse", "EventResponse", required=True)
+    cd = item.get("CreationDate")
+    if cd is None:
+        bad.append("CreationDate is required")
+    elif _parse_time(cd) is None:
+        bad.append(f"CreationDate must be an ISO 8601 time or epoch seconds, got {json.dumps(cd)[:60]}")
+    risk = want_obj("EventRisk")
+    if risk is not None:
+        want_str(risk, "RiskDecision", "EventRisk.RiskDecision")
+        want_str(risk, "RiskLevel", "EventRisk.RiskLevel")
+        ccd = risk.get("CompromisedCredentialsDetected")
+        if ccd is not None and not isinstance(ccd, bool):
+            bad.append(f"EventRisk.CompromisedCredentialsDetected must be true or false, got {json.dumps(ccd)[:40]}")
+    ch = item.get("ChallengeResponses")
+    if ch is not None:
+        if not isinstance(ch, list):
+            bad.append(f"ChallengeResponses must be an array, got {_json_type(ch)}")
+        elif any(not isinstance(c, dict) or not isinstance(c.get("ChallengeName"), str)
+                 or not isinstance(c.get("ChallengeResponse"), str) for c in ch):
+            bad.append("ChallengeResponses items must be objects with string ChallengeName and ChallengeResponse")
+    ctx = want_obj("EventContextData")
+    if ctx is not None:
+        for k in ("IpAddress", "DeviceName", "Timezone", "City", "Country"):
+            want_str(ctx, k, f"EventContextData.{k}")
+    fb = want_obj("EventFeedback")
+    if fb is not None:
+        want_str(fb, "FeedbackValue", "EventFeedback.FeedbackValue")
+        want_str(fb, "Provider", "EventFeedback.Provider")
+        if fb.get("FeedbackDate") is not None and _parse_time(fb["FeedbackDate"]) is None:
+            bad.append(f"EventFeedback.FeedbackDate must be an ISO 8601 time or epoch seconds, got "
+                       f"{json.dumps(fb['FeedbackDate'])[:60]}")
+    return bad
+
+
+def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> dict:
+    ctx = item.get("EventContextData")
+    risk = item.get("EventRisk") or {}
+    extra: dict = {}
+    for k in ("EventRisk", "EventFeedback"):
+        if item.get(k) is not None:
+            extra[k] = item[k]
+    if isinstance(ctx, dict):
+        rest = {k: v for k, v in ctx.items() if k not in CONTEXT_MAPPED and v is not None}
+        if rest:
+            extra["EventContextData"] = rest
+    for k, v in item.items():
+        if k not in KNOWN_ITEM_KEYS:
+            extra[k] = v
+    event_id = item.get("EventId") or "ae-" + hashlib.sha256(
+        (username + "\x1f" + json.dumps(item, sort_keys=True, ensure_ascii=False)).encode("utf-8")).hexdigest()[:32]
+    ctx = ctx if isinstance(ctx, dict) else {}
+    return {
+        "event_id": event_id,
+        "user_pool_id": pool,
+        "username": username,
+        "event_type": item["EventType"],
+        "event_response": item["EventResponse"],
+        "creation_date": _parse_time(item["CreationDate"]),
+        "challenge_responses": None if item.get("ChallengeResponses") is None else [
+            {"challenge_name": c["ChallengeName"], "challenge_response": c["ChallengeResponse"]}
+            for c in item["ChallengeResponses"]],
+        "ip_address": ctx.get("IpAddress"),
+        "has_context_data": isinstance(item.get("EventContextData"), dict),
+        "compromised_credentials": risk.get("CompromisedCredentialsDetected"),
+        "source_country": ctx.get("Country"),
+        "source_city": ctx.get("City"),
+        "source_device_name": ctx.get("DeviceName"),
+        "extra": json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None,
+        RAW_COLUMN: raw,
+        "source_line": line,
+    }
+
+
+class CognitoAuthEvents:
+    name = NAME
+    description = "output of `aws cognito-idp admin-list-user-auth-events` (one or more pages; needs --username)"
+
+    def sniff(self, head: bytes) -> bool:
+        return re.match(rb'\s*\{\s*"(AuthEvents|NextToken)"\s*:', head.removeprefix(b"\xef\xbb\xbf")) is not None
+
+    def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
+        if not options.username:
+            raise InputFormatError(
+                "AdminListUserAuthEvents output does not say whose events these are: pass --username USER "
+                "(the user the events were listed for)", source=str(path))
+        with open_binary(path) as fh:
+            yield from self._read(path, _Text(fh), options)
+
+    def _read(self, path: str, text: _Text, options: ReaderOptions) -> Iterator[ReadBatch]:
+        rows: list[dict] = []
+        q = QuarantineBuilder(NAME, path)
+        pos = 0
+        first = True
+        text.more()
+        text.buf = text.buf.removeprefix("\ufeff")
+        while True:
+            pos = _ws(text.buf, pos)
+            if pos >= len(text.buf):
+                if text.more():
+                    continue
+                break
+            if pos > _CHUNK:
+                text.drop_before(pos)
+                pos = 0
+            ch = text.buf[pos]
+            if ch not in "{[":
+                line = text.line_of(pos)
+                if first:
+                    raise InputFormatError(f"is not JSON (it starts with {_snippet(text.buf, pos)!r}); expected {EXPECTED}",
+                                           source=str(path), line=line)
+                end = self._resync(text, pos + 1)
+                q.add(line, f"not JSON: expected another {{\"AuthEvents\": [...]}} document, found "
+                            f"{_snippet(text.buf, pos)!r}", text.buf[pos:end].rstrip())
+                pos = end
+                continue
+            doc = _walk(text.buf, pos)
+            if (doc.error is not None and not text.eof and len(text.buf) - pos < MAX_DOCUMENT_CHARS
+                    and _NEXT_DOC.search(text.buf, pos + 1) is None):
+                text.more(max(_CHUNK, len(text.buf) - pos))  # the document may only be cut off: read on
+                continue
+            if first and (doc.error is not None and not doc.items or not doc.has_auth_events and doc.error is None):
+                what = (f"malformed JSON: {doc.error.msg} at line {text.line_of(doc.error.pos)}" if doc.error
+                        else f"the JSON is {doc.top}" if doc.top != "object" else "the object has no AuthEvents")
+                raise InputFormatError(f"is not AdminListUserAuthEvents output: {what}; expected {EXPECTED}",
+                                       source=str(path), line=text.line_of(pos))
+            first = False
+            self._items(text, doc, rows, q, options)
+            if doc.error is not None:
+                err_line = text.line_of(doc.error.pos)
+                where = doc.start
+                if doc.items:  # the rest starts after the last good item and its comma
+                    where = _ws(text.buf, doc.items[-1][1])
+                    where = _ws(text.buf, where + 1) if text.buf[where:where + 1] == "," else where
+                end = self._resync(text, max(doc.error.pos, where + 1))
+                q.add(text.line_of(where),
+                      f"malformed JSON: {doc.error.msg} at line {err_line}"
+                      + (f" (after {len(doc.items)} good AuthEvents items of this document)" if doc.items else ""),
+                      text.buf[where:end].rstrip())
+                pos = end
+            else:
+                if not doc.has_auth_events:
+                    q.add(text.line_of(doc.start),
+                          f"not an AuthEvents document: the JSON is {doc.top}" if doc.top != "object"
+                          else "not an AuthEvents document: the object has no AuthEvents array",
+                          text.buf[doc.start:doc.end])
+                pos = doc.end
+            if len(rows) + len(q) >= options.batch_rows:
+                yield self._batch(rows, q)
+                rows, q = [], QuarantineBuilder(NAME, path)
+        if rows or len(q):
+            yield self._batch(rows, q)
+        elif first:
+            raise InputFormatError(f"is empty: expected {EXPECTED}", source=str(path))
+
+    def _items(self, text: _Text, doc: _Document, rows: list[dict], q: QuarantineBuilder,
+               options: ReaderOptions) -> None:
+        for start, end, item in doc.items:
+            raw = text.buf[start:end]
+            line = text.line_of(start)
+            m = _NOT_UTF8.search(raw)
+            if m:
+                bad_line = text.line_of(start + m.start())
+                q.add(line, f"not UTF-8: invalid byte on line {bad_line}",
+                      raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+                continue
+            problems = _check_item(item)
+            if problems:
+                q.add(line, "; ".join(problems), raw)
+                continue
+            rows.append(_row(item, options.username or "", options.user_pool_id, raw, line))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _resync(text: _Text, pos: int) -> int:
+        """Where reading can start again after a broken document: the next line that opens an object."""
+        while True:
+            m = _NEXT_DOC.search(text.buf, pos)
+            if m:
+                return m.end()
+            if not text.more():
+                return len(text.buf)
+
+    @staticmethod
+    def _batch(rows: list[dict], q: QuarantineBuilder) -> ReadBatch:
+        events = pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
+        return ReadBatch(events=events, quarantine=sorted_quarantine(q))
+
+
+READER = CognitoAuthEvents()
