@@ -204,7 +204,7 @@ FROM n
 """
 
 # canonical dotted-quad IPv4 (no leading zeros): resolvable in SQL when no forwarding header can apply
-_V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){{3}}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _HEADERS_SQL = f"""
 WITH h AS ({_HEADERS_SQL}),
 v AS (

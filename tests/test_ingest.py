@@ -211,3 +211,24 @@ def test_store_location_from_option_beats_environment(env, tmp_path):
     assert res.exit_code == 0
     assert rows(other, "SELECT count(*) FROM events") == [(1,)]
     assert not (env / "store.duckdb").exists()
+
+
+def test_canonical_ipv4_without_forwarding_headers_is_resolved_in_sql(env, monkeypatch):
+    import ingest.enrich as enrich
+
+    seen = []
+    real = enrich.resolve_client_ip
+    monkeypatch.setattr(enrich, "resolve_client_ip", lambda ip, *a: seen.append(ip) or real(ip, *a))
+    ctx = event(1)["ContextData"]
+    f = env / "fast.jsonl"
+    write_jsonl(f, [event(1), event(2, ContextData={**ctx, "IpAddress": "2001:db8:1::9"}),
+                    event(3, ContextData={**ctx, "IpAddress": "10.0.0.5", "HttpHeaders": ctx["HttpHeaders"] + [
+                        {"headerName": "X-Forwarded-For", "headerValue": "81.2.69.160"}]})])
+    out, _ = ingest(f)
+    assert out["events_added"] == 3
+    assert sorted(seen) == ["10.0.0.5", "2001:db8:1::9"]  # the plain IPv4 row never reached Python
+    assert rows(env / "store.duckdb", "SELECT client_ip, ip_prefix, client_ip_source FROM events ORDER BY event_id") == [
+        ("81.2.69.161", "81.2.69.0/24", "IpAddress"),
+        ("2001:db8:1::9", "2001:db8:1::/48", "IpAddress"),
+        ("81.2.69.160", "81.2.69.0/24", "X-Forwarded-For"),
+    ]
