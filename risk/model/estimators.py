@@ -1,0 +1,472 @@
+"""The risk estimators: :class:`RiskModel` and the published baseline :class:`FreemanBaseline`.
+
+Both follow the scikit-learn contract (STYLE.md, habit 2): ``__init__`` only
+stores parameters, ``fit`` validates and returns ``self``, learned attributes
+end in ``_`` and ``random_state`` is stored unmodified. They emit a score in
+[0, 1] (higher = riskier); thresholds (``risk.levels``) turn it into a level
+(habit 3): ``decision_function(X) == score_samples(X) - offset_``, where
+``offset_`` is the score above which a share ``contamination`` of the training
+events lies.
+
+**RiskModel without labels** (``mode_ == "unlabeled"``) is a statistical
+score in the spirit of Freeman et al.: each signal column gets a *surprise*
+``-log P(value at least this risky)`` under the training distribution
+(add-one smoothed tail probability; a NULL value gets ``-log P(NULL)``, so a
+rarely missing signal being missing is itself suspicious: fail secure), and
+the surprises are added with one documented set of weights,
+``prior_weights`` (signal code or column -> weight; every weight defaults to
+1.0, see :data:`DEFAULT_PRIOR_WEIGHTS`). The sum ``S`` is in nats, like
+Freeman's log likelihood ratio, and the score is ``expit(S - c_)`` with
+``c_`` the (1 - contamination) quantile of ``S`` on the training events.
+Contributions to ``S`` are exact, which makes the explanations exact.
+
+**RiskModel with labels** (``mode_ == "supervised"``, when ``y`` has at
+least ``min_labels`` attacks and ``min_labels`` legitimate events) trains a
+gradient-boosted tree model (``HistGradientBoostingClassifier``, which takes
+NULLs natively) on the signals (plus the statistical surprise ``S`` with
+``stack_statistical``), calibrated
+on a held-out stratified split (``calibration_fraction``) by Platt scaling
+(default: monotone, so it keeps the tree model's ranking and adds no ties at
+the top) or isotonic regression; one tree model keeps scoring fast. Labels may be
+partial: ``NaN`` in ``y`` means "unknown" (used for the statistical part only).
+Explanations compare each signal with its typical legitimate value (the
+median over legitimate training events): see :meth:`RiskModel.contributions`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from risk.model.errors import ModelError
+
+#: Freeman et al.'s hierarchy levels: each column is the smoothed log likelihood
+#: ratio contribution of that level (computed by risk.features).
+FREEMAN_COLUMNS = (
+    "freeman_ip",
+    "freeman_asn",
+    "freeman_country",
+    "freeman_ua",
+    "freeman_browser",
+    "freeman_os",
+    "freeman_device_type",
+)
+
+#: The unlabeled model's documented prior: weight of each signal's surprise
+#: (by signal code or column name). Signals not listed weigh 1.0: without
+#: labels there is no evidence to rank one signal's surprise above another's,
+#: and surprises are already on one scale (nats).
+DEFAULT_PRIOR_WEIGHTS: Mapping[str, float] = {}
+
+#: Most values kept per signal to estimate tail probabilities (a random sample
+#: above this; the resolution of a tail probability is 1 / this).
+MAX_REFERENCE_VALUES = 50_000
+
+#: Surprise terms stand in (scaled by this, so they read as small log odds) for
+#: events around which the tree model is flat (no signal moves its output).
+EXPLAIN_FALLBACK_SCALE = 0.01
+
+#: Below this many rows the tree model fits and predicts on one thread.
+SMALL_BATCH = 20_000
+
+
+# -- input --------------------------------------------------------------------
+
+
+def _signal_info(columns: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(signal code per column, +1/-1 direction per column) from risk.signals' registry.
+
+    A column no signal names keeps its own name as code and counts as higher-is-riskier.
+    """
+    try:
+        from risk.signals import SIGNALS
+    except ImportError:  # features not installed: columns stand for themselves
+        SIGNALS = {}
+    by_column = {s.column: s for s in SIGNALS.values()}
+    codes, directions = [], []
+    for c in columns:
+        s = by_column.get(c)
+        codes.append(s.code if s is not None else c)
+        directions.append(1.0 if s is None or s.higher_is_riskier else -1.0)
+    return codes, np.asarray(directions, dtype=float)
+
+
+def to_frame(X) -> pd.DataFrame:
+    """A pandas DataFrame from a DataFrame or an Arrow table (anything else: a clear error)."""
+    if isinstance(X, pd.DataFrame):
+        return X
+    if isinstance(X, (pa.Table, pa.RecordBatch)):
+        return X.to_pandas()
+    raise ModelError(f"X must be a pandas DataFrame or a pyarrow Table with the feature columns; got {type(X).__name__}")
+
+
+def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+    """float64 matrix of ``columns`` (all non-key numeric columns when None), NULL -> NaN."""
+    df = to_frame(X)
+    if columns is None:
+        from risk.model import KEY_COLUMNS
+
+        columns = [c for c in df.columns if c not in KEY_COLUMNS]
+        if not columns:
+            raise ModelError("X has no feature columns")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ModelError(f"X lacks the feature column(s) {', '.join(missing)} the model was fitted with")
+    out = np.empty((len(df), len(columns)), dtype=float)
+    for j, c in enumerate(columns):
+        try:
+            out[:, j] = pd.to_numeric(df[c], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): {exc}") from None
+    if np.isinf(out).any():
+        j = int(np.where(np.isinf(out).any(axis=0))[0][0])
+        raise ModelError(f"feature column {columns[j]!r} holds an infinite value; use NULL for 'cannot be computed'")
+    return out, list(columns)
+
+
+def _labels(y, n: int) -> np.ndarray:
+    """y -> float array of 0/1 with NaN for unknown (booleans, 0/1, 'true'/'false' accepted)."""
+    arr = np.asarray(pd.Series(y).map(
+        lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v))
+        else {"true": 1.0, "false": 0.0}.get(str(v).lower(), v)).to_numpy(dtype=object))
+    if len(arr) != n:
+        raise ModelError(f"y has {len(arr)} labels for {n} rows of X")
+    try:
+        out = arr.astype(float)
+    except (TypeError, ValueError):
+        raise ModelError("y must hold 0/1 (or true/false) labels, NaN/None for unknown") from None
+    bad = ~np.isnan(out) & (out != 0) & (out != 1)
+    if bad.any():
+        raise ModelError(f"y must hold 0/1 labels; got {arr[bad][0]!r} at row {int(np.where(bad)[0][0])}")
+    return out
+
+
+# -- the statistical part ----------------------------------------------------
+
+
+class _Surprise:
+    """Per-column add-one smoothed tail probabilities, learned from one matrix (plain object, pickled with the model)."""
+
+    def __init__(self, M: np.ndarray, directions: np.ndarray, rng: np.random.Generator):
+        self.values: list[np.ndarray] = []  # sorted unique reference values, in "riskier = larger" orientation
+        self.at_least: list[np.ndarray] = []  # how many reference values are >= each unique value
+        self.n: list[int] = []
+        self.null_surprise = np.zeros(M.shape[1])
+        for j in range(M.shape[1]):
+            col = M[:, j] * directions[j]
+            ok = ~np.isnan(col)
+            v = col[ok]
+            if len(v) > MAX_REFERENCE_VALUES:
+                v = rng.choice(v, MAX_REFERENCE_VALUES, replace=False)
+            u, counts = np.unique(v, return_counts=True)
+            self.values.append(u)
+            self.at_least.append(np.cumsum(counts[::-1])[::-1])
+            self.n.append(len(v))
+            p_null = ((~ok).sum() + 1) / (len(col) + 2)
+            self.null_surprise[j] = -math.log(p_null)
+        self.directions = directions
+
+    def matrix(self, M: np.ndarray) -> np.ndarray:
+        out = np.empty_like(M)
+        for j in range(M.shape[1]):
+            col = M[:, j] * self.directions[j]
+            u, ge, n = self.values[j], self.at_least[j], self.n[j]
+            idx = np.searchsorted(u, np.nan_to_num(col, nan=-np.inf), side="left")
+            count = np.where(idx < len(u), ge[np.minimum(idx, len(u) - 1)] if len(u) else 0, 0)
+            s = -np.log((count + 1.0) / (n + 2.0))
+            out[:, j] = np.where(np.isnan(col), self.null_surprise[j], s)
+        return out
+
+
+# -- RiskModel ----------------------------------------------------------------
+
+
+class RiskModel(ClassifierMixin, BaseEstimator):
+    """Account-takeover risk from the signal columns: statistical without labels, learned and calibrated with them.
+
+    Parameters
+    ----------
+    prior_weights : mapping or None
+        Weight of each signal's surprise in the statistical score, by signal
+        code or column (None: :data:`DEFAULT_PRIOR_WEIGHTS`; unlisted = 1.0).
+    contamination : float
+        Share of training events expected to be challenged; sets ``offset_``
+        (and the statistical score's midpoint ``c_``).
+    min_labels : int
+        Fewest attacks and fewest legitimate labelled events for the supervised model.
+    calibration : {"sigmoid", "isotonic"}
+        How the tree model's log odds become probabilities, fitted on a held-out split.
+    calibration_fraction : float
+        Share of the labelled events held out (stratified) for calibration.
+    max_iter, learning_rate, max_leaf_nodes, l2_regularization :
+        Passed to HistGradientBoostingClassifier.
+    stack_statistical : bool
+        Also give the tree model the statistical surprise S as an input.
+    random_state : int or None
+        Seed for sampling and for the tree model (stored unmodified).
+    """
+
+    def __init__(self, prior_weights: Mapping[str, float] | None = None, contamination: float = 0.01,
+                 min_labels: int = 20, calibration: str = "sigmoid", calibration_fraction: float = 0.25,
+                 max_iter: int = 150,
+                 learning_rate: float = 0.1, max_leaf_nodes: int = 31, l2_regularization: float = 1.0,
+                 stack_statistical: bool = False, random_state: int | None = 0):
+        self.prior_weights = prior_weights
+        self.contamination = contamination
+        self.min_labels = min_labels
+        self.calibration = calibration
+        self.calibration_fraction = calibration_fraction
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.l2_regularization = l2_regularization
+        self.stack_statistical = stack_statistical
+        self.random_state = random_state
+
+    # contract checks
+    def _validate_params(self) -> None:
+        if not (isinstance(self.contamination, (int, float)) and 0 < self.contamination < 0.5):
+            raise ModelError(f"The 'contamination' parameter of RiskModel must be a float in (0, 0.5). Got {self.contamination!r} instead.")
+        if not (isinstance(self.min_labels, int) and self.min_labels >= 2):
+            raise ModelError(f"The 'min_labels' parameter of RiskModel must be an int >= 2. Got {self.min_labels!r} instead.")
+        if self.calibration not in ("sigmoid", "isotonic"):
+            raise ModelError(f"The 'calibration' parameter of RiskModel must be 'sigmoid' or 'isotonic'. Got {self.calibration!r} instead.")
+        if not (isinstance(self.calibration_fraction, float) and 0.05 <= self.calibration_fraction <= 0.5):
+            raise ModelError(f"The 'calibration_fraction' parameter of RiskModel must be a float in [0.05, 0.5]. Got {self.calibration_fraction!r} instead.")
+        if self.prior_weights is not None and not isinstance(self.prior_weights, Mapping):
+            raise ModelError(f"The 'prior_weights' parameter of RiskModel must be a mapping of signal code to weight or None. Got {self.prior_weights!r} instead.")
+
+    def fit(self, X, y=None, feature_names: Sequence[str] | None = None):
+        """Learn the statistical score from X, and the calibrated classifier from y when it has enough labels."""
+        self._validate_params()
+        M, cols = _matrix(X, feature_names)
+        if len(M) < 2:
+            raise ModelError(f"RiskModel needs at least 2 events to fit; got {len(M)}")
+        rng = np.random.default_rng(self.random_state)
+        self.feature_names_in_ = np.asarray(cols, dtype=object)
+        self.n_features_in_ = len(cols)
+        codes, directions = _signal_info(cols)
+        self.codes_ = list(codes)
+        weights = dict(DEFAULT_PRIOR_WEIGHTS if self.prior_weights is None else self.prior_weights)
+        unknown = set(weights) - set(codes) - set(cols)
+        if unknown:
+            raise ModelError(f"prior_weights names signal(s) not among the features: {', '.join(sorted(unknown))}")
+        self.weights_ = np.array([float(weights.get(c, weights.get(col, 1.0))) for c, col in zip(codes, cols)])
+        self.surprise_ = _Surprise(M, directions, rng)
+        S = self._total(M)
+        self.c_ = float(np.quantile(S, 1 - self.contamination))
+        self.classes_ = np.array([0, 1])
+
+        labels = None if y is None else _labels(y, len(M))
+        known = np.zeros(len(M), bool) if labels is None else ~np.isnan(labels)
+        n_pos = int((labels[known] == 1).sum()) if labels is not None else 0
+        n_neg = int((labels[known] == 0).sum()) if labels is not None else 0
+        self.n_labels_ = {"attack": n_pos, "legitimate": n_neg}
+        if n_pos >= self.min_labels and n_neg >= self.min_labels:
+            self.mode_ = "supervised"
+            idx = np.where(known)[0]
+            yk = labels[idx].astype(int)
+            fit_rows, cal_rows = train_test_split(idx, test_size=self.calibration_fraction, stratify=yk,
+                                                  random_state=self.random_state)
+            Z = np.column_stack([M, S]) if self.stack_statistical else M
+            hgb = HistGradientBoostingClassifier(
+                max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+                l2_regularization=self.l2_regularization, early_stopping=False, random_state=self.random_state)
+            with threadpool_limits(1 if len(fit_rows) < SMALL_BATCH else None, "openmp"):
+                self.classifier_ = hgb.fit(Z[fit_rows], labels[fit_rows].astype(int))
+            raw = self.classifier_.decision_function(Z[cal_rows])
+            if self.calibration == "sigmoid":
+                self.calibrator_ = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), labels[cal_rows].astype(int))
+            else:
+                self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+                    raw, labels[cal_rows])
+            legit = M[known][labels[known] == 0]
+        else:
+            self.mode_ = "unlabeled"
+            self.classifier_ = None
+            self.calibrator_ = None
+            legit = M
+        with np.errstate(all="ignore"):
+            ref = np.nanmedian(legit, axis=0) if len(legit) else np.full(M.shape[1], np.nan)
+        self.reference_ = np.where(np.isnan(ref), 0.0, ref)
+        self.offset_ = float(np.quantile(self._score_matrix(M), 1 - self.contamination))
+        return self
+
+    # scoring
+    def _total(self, M: np.ndarray) -> np.ndarray:
+        return self.surprise_.matrix(M) @ self.weights_
+
+    def _log_odds(self, M: np.ndarray) -> np.ndarray:
+        """Uncalibrated log odds: S - c_ without labels, the tree model's decision function with them."""
+        S = self._total(M)
+        if self.classifier_ is None:
+            return S - self.c_
+        Z = np.column_stack([M, S]) if self.stack_statistical else M
+        if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
+            with threadpool_limits(1, "openmp"):
+                return self.classifier_.decision_function(Z)
+        return self.classifier_.decision_function(Z)
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
+        if self.calibrator_ is None:
+            return expit(raw)
+        if isinstance(self.calibrator_, LogisticRegression):
+            return self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
+        return self.calibrator_.predict(raw)
+
+    def _score_matrix(self, M: np.ndarray) -> np.ndarray:
+        return self._calibrate(self._log_odds(M))
+
+    def _checked(self, X) -> np.ndarray:
+        check_is_fitted(self, "offset_")
+        M, _ = _matrix(X, list(self.feature_names_in_))
+        return M
+
+    def statistical_score(self, X) -> np.ndarray:
+        """The label-free surprise S (nats) per event."""
+        return self._total(self._checked(X))
+
+    def score_samples(self, X) -> np.ndarray:
+        """Risk score in [0, 1] per event (higher = riskier; a probability once fitted with labels)."""
+        return self._score_matrix(self._checked(X))
+
+    def decision_function(self, X) -> np.ndarray:
+        """score_samples(X) - offset_: positive for the riskiest ``contamination`` share of training events."""
+        return self.score_samples(X) - self.offset_
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = self.score_samples(X)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(int)
+
+    # explanations
+    def contributions(self, X) -> np.ndarray:
+        """(n, features) contributions to the log odds of each event.
+
+        Without labels: the exact surprise terms (they add up to S). With
+        labels: half the drop in the tree model's log odds when the signal is
+        set to its typical legitimate value (``reference_``) plus half the
+        rise when only that signal takes the event's value on an otherwise
+        typical event -- a two-point Shapley approximation, vectorised per
+        signal, that still names each signal when many are anomalous at once.
+        Where the tree model is flat around an event (no signal moves it),
+        the surprise terms, scaled by :data:`EXPLAIN_FALLBACK_SCALE`, rank
+        its signals instead.
+        """
+        M = self._checked(X)
+        if self.classifier_ is None:
+            return self.surprise_.matrix(M) * self.weights_
+        base = self._log_odds(M)
+        ref_row = self.reference_.reshape(1, -1)
+        g_ref = self._log_odds(ref_row)[0]
+        out = np.zeros_like(M)
+        for j in range(M.shape[1]):
+            col = M[:, j]
+            rows = np.where(np.isnan(col) | (col != self.reference_[j]))[0]
+            if len(rows) == 0:
+                continue
+            Mj = M[rows].copy()
+            Mj[:, j] = self.reference_[j]
+            removed = base[rows] - self._log_odds(Mj)
+            vals, inverse = np.unique(col[rows], return_inverse=True, equal_nan=True)
+            alone = np.repeat(ref_row, len(vals), axis=0)
+            alone[:, j] = vals
+            added = self._log_odds(alone)[inverse.ravel()] - g_ref
+            out[rows, j] = 0.5 * (removed + added)
+        flat = ~(out > 0).any(axis=1)
+        if flat.any():  # the tree model is flat around these events: rank their signals by surprise
+            out[flat] = self.surprise_.matrix(M[flat]) * self.weights_ * EXPLAIN_FALLBACK_SCALE
+        return out
+
+    def explain(self, X, top: int = 3) -> list[list[tuple[str, float | None, float]]]:
+        """Per event, up to ``top`` (signal code, value, contribution) raising its risk, largest first."""
+        if not (isinstance(top, int) and top >= 1):
+            raise ModelError(f"top must be a positive integer; got {top!r}")
+        M = self._checked(X)
+        C = self.contributions(X)
+        k = min(top, C.shape[1])
+        order = np.argsort(-C, axis=1, kind="stable")[:, :k]
+        out = []
+        for i in range(len(C)):
+            row = []
+            for j in order[i]:
+                c = float(C[i, j])
+                if c <= 0:
+                    break
+                v = M[i, j]
+                row.append((self.codes_[j], None if np.isnan(v) else float(v), c))
+            out.append(row)
+        return out
+
+
+# -- FreemanBaseline ----------------------------------------------------------
+
+
+class FreemanBaseline(ClassifierMixin, BaseEstimator):
+    """Freeman et al. (NDSS 2016), "Who are you? A statistical approach to measuring user authenticity".
+
+    The score of an event is the product of the likelihood ratios
+    p(x | attack) / p(x | user) over the IP and user-agent hierarchies; its
+    log, the sum of the ``columns`` (each level's smoothed log likelihood ratio,
+    computed by risk.features), is mapped to [0, 1] by ``expit(total - c_)``,
+    ``c_`` the (1 - contamination) quantile on the training events (a
+    monotone map: ranking is Freeman's). A NULL level (nothing to compute it
+    from) contributes the training median of that level.
+    """
+
+    def __init__(self, columns: Sequence[str] = FREEMAN_COLUMNS, contamination: float = 0.01):
+        self.columns = columns
+        self.contamination = contamination
+
+    def fit(self, X, y=None):
+        if not (isinstance(self.contamination, (int, float)) and 0 < self.contamination < 0.5):
+            raise ModelError(f"The 'contamination' parameter of FreemanBaseline must be a float in (0, 0.5). Got {self.contamination!r} instead.")
+        if isinstance(self.columns, str) or not len(self.columns):
+            raise ModelError(f"The 'columns' parameter of FreemanBaseline must be a non-empty list of column names. Got {self.columns!r} instead.")
+        M, cols = _matrix(X, list(self.columns))
+        if len(M) < 2:
+            raise ModelError(f"FreemanBaseline needs at least 2 events to fit; got {len(M)}")
+        self.feature_names_in_ = np.asarray(cols, dtype=object)
+        self.n_features_in_ = len(cols)
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(M, axis=0)
+        self.fill_ = np.where(np.isnan(med), 0.0, med)
+        total = self._total(M)
+        self.c_ = float(np.quantile(total, 1 - self.contamination))
+        self.classes_ = np.array([0, 1])
+        self.offset_ = float(np.quantile(expit(total - self.c_), 1 - self.contamination))
+        return self
+
+    def _total(self, M: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(M), self.fill_, M).sum(axis=1)
+
+    def log_likelihood_ratio(self, X) -> np.ndarray:
+        check_is_fitted(self, "offset_")
+        return self._total(_matrix(X, list(self.feature_names_in_))[0])
+
+    def score_samples(self, X) -> np.ndarray:
+        return expit(self.log_likelihood_ratio(X) - self.c_)
+
+    def decision_function(self, X) -> np.ndarray:
+        return self.score_samples(X) - self.offset_
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = self.score_samples(X)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(int)

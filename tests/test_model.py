@@ -1,0 +1,385 @@
+"""risk.model: the estimators (contract, ranking, calibration, NULLs, explanations), the baseline and the registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from scipy.special import expit
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from risk import store
+from risk.model import (
+    FREEMAN_COLUMNS,
+    FreemanBaseline,
+    ModelError,
+    ModelMetadata,
+    NoModelError,
+    RiskModel,
+    activate,
+    list_models,
+    load_active,
+    load_model,
+    save_model,
+)
+from risk.signals import FEATURE_COLUMNS, SIGNALS
+
+NOVELTY = ("new_ip", "new_ip_prefix", "new_asn", "new_country", "new_city", "new_device")
+FAST = dict(max_iter=40, random_state=0)
+
+
+def _rows(rng: np.random.Generator, n: int, attack: bool) -> pd.DataFrame:
+    """Feature rows with a known structure: attacks are novel, far, foreign, on hosting networks."""
+    d = {c: np.zeros(n) for c in FEATURE_COLUMNS}
+    d["history_size"] = rng.integers(1, 200, n).astype(float)
+    base = {"new_ip": 0.2, "new_ip_prefix": 0.1, "new_asn": 0.05, "new_country": 0.01, "new_city": 0.03,
+            "new_device": 0.05}
+    for c in NOVELTY:
+        d[c] = (rng.random(n) < (0.95 if attack else base[c])).astype(float)
+    d["travel_distance_km"] = rng.exponential(3000 if attack else 20, n)
+    d["travel_speed_kmh"] = rng.exponential(2000 if attack else 5, n)
+    d["hours_since_last_success"] = rng.exponential(30, n)
+    d["unusual_hour"] = rng.normal(1.5 if attack else 0.0, 0.5, n)
+    d["hosting_network"] = (rng.random(n) < (0.5 if attack else 0.01)).astype(float)
+    for c in FREEMAN_COLUMNS:
+        d[c] = rng.normal(2.0 if attack else 0.0, 1.0, n)
+    return pd.DataFrame(d)
+
+
+def frame(seed: int = 0, n_legit: int = 2000, n_attack: int = 60) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.concat([_rows(rng, n_legit, False), _rows(rng, n_attack, True)], ignore_index=True)
+    y = np.r_[np.zeros(n_legit), np.ones(n_attack)]
+    # first sign-ins have no previous location: NULL, explicitly
+    X.loc[rng.choice(len(X), len(X) // 20, replace=False), ["travel_speed_kmh", "travel_distance_km"]] = np.nan
+    return X, y
+
+
+def familiar(n: int = 1) -> pd.DataFrame:
+    d = {c: [0.0] * n for c in FEATURE_COLUMNS}
+    d["history_size"] = [150.0] * n
+    d["hours_since_last_success"] = [20.0] * n
+    d["travel_distance_km"] = [2.0] * n
+    d["travel_speed_kmh"] = [0.5] * n
+    for c in FREEMAN_COLUMNS:
+        d[c] = [-1.0] * n
+    return pd.DataFrame(d)
+
+
+def obvious_attack() -> pd.DataFrame:
+    X = familiar()
+    for c in NOVELTY:
+        X[c] = 1.0
+    X["hosting_network"] = 1.0
+    X["travel_distance_km"] = 9000.0
+    X["travel_speed_kmh"] = 8000.0
+    for c in FREEMAN_COLUMNS:
+        X[c] = 4.0
+    return X
+
+
+@pytest.fixture(scope="module")
+def data():
+    return frame(0), frame(1)
+
+
+@pytest.fixture(scope="module")
+def unlabeled(data):
+    (X, _), _ = data
+    return RiskModel().fit(X)
+
+
+@pytest.fixture(scope="module")
+def supervised(data):
+    (X, y), _ = data
+    return RiskModel(**FAST).fit(X, y)
+
+
+# -- without labels -------------------------------------------------------------
+
+
+def test_unlabeled_ranks_obvious_attacks_above_familiar_sign_ins(unlabeled, data):
+    assert unlabeled.mode_ == "unlabeled"
+    familiar_scores = unlabeled.score_samples(familiar())
+    attack = unlabeled.score_samples(obvious_attack())
+    assert attack[0] > 0.99 and familiar_scores[0] < 0.01
+    # each obvious signal on its own raises the score of a familiar sign-in
+    for cols, value in (((*NOVELTY,), 1.0), (("hosting_network",), 1.0), (("travel_speed_kmh",), 8000.0)):
+        X = familiar()
+        X[list(cols)] = value
+        assert unlabeled.score_samples(X)[0] > familiar_scores[0], cols
+    _, (Xt, yt) = data
+    assert roc_auc_score(yt, unlabeled.score_samples(Xt)) > 0.99
+
+
+def test_unlabeled_score_is_expit_of_surprise_minus_midpoint(unlabeled, data):
+    _, (Xt, _) = data
+    S = unlabeled.statistical_score(Xt)
+    np.testing.assert_allclose(unlabeled.score_samples(Xt), expit(S - unlabeled.c_))
+    # the midpoint puts about `contamination` of the training events above 0.5
+    (X, _), _ = data
+    assert abs((unlabeled.score_samples(X) > 0.5).mean() - unlabeled.contamination) < 0.005
+
+
+def test_prior_weights_are_one_documented_parameter(data):
+    (X, _), _ = data
+    m = RiskModel(prior_weights={"hosting_network": 0.0}).fit(X)
+    j = FEATURE_COLUMNS.index("hosting_network")
+    assert m.weights_[j] == 0.0 and (np.delete(m.weights_, j) == 1.0).all()
+    a, b = familiar(), familiar()
+    b["hosting_network"] = 1.0
+    assert m.statistical_score(a)[0] == m.statistical_score(b)[0]
+    with pytest.raises(ModelError, match="not_a_signal"):
+        RiskModel(prior_weights={"not_a_signal": 2.0}).fit(X)
+
+
+# -- with labels ----------------------------------------------------------------
+
+
+def _subtle(seed: int, n_legit: int = 3000, n_attack: int = 300):
+    """Attacks that only a learner can pick out: new device at an odd hour; legitimate noise in other signals."""
+    rng = np.random.default_rng(seed)
+    X = _rows(rng, n_legit + n_attack, False)
+    for c in FREEMAN_COLUMNS + ("travel_speed_kmh",):
+        X[c] = rng.standard_t(1.5, len(X)) ** 2  # heavy-tailed noise, the same for both classes
+    att = slice(n_legit, None)
+    X.loc[n_legit:, "new_device"] = (rng.random(n_attack) < 0.7).astype(float)
+    X.loc[n_legit:, "unusual_hour"] = rng.normal(1.0, 0.5, n_attack)
+    y = np.r_[np.zeros(n_legit), np.ones(n_attack)]
+    del att
+    return X, y
+
+
+def test_supervised_beats_unlabeled_on_held_out_data():
+    X, y = _subtle(0)
+    Xt, yt = _subtle(1)
+    unl = roc_auc_score(yt, RiskModel().fit(X).score_samples(Xt))
+    sup_model = RiskModel(**FAST).fit(X, y)
+    assert sup_model.mode_ == "supervised"
+    sup = roc_auc_score(yt, sup_model.score_samples(Xt))
+    assert sup > unl + 0.05, (sup, unl)
+    assert sup > 0.85
+
+
+def test_probabilities_are_calibrated_on_a_known_distribution():
+    """P(attack | new_device) = 0.3, P(attack | known device) = 0.02: the model's probabilities match."""
+    def draw(seed, n=6000):
+        rng = np.random.default_rng(seed)
+        X = familiar(n)
+        nd = rng.random(n) < 0.2
+        X["new_device"] = nd.astype(float)
+        p = np.where(nd, 0.3, 0.02)
+        return X, (rng.random(n) < p).astype(float), p
+
+    X, y, _ = draw(0)
+    Xt, yt, pt = draw(1)
+    m = RiskModel(**FAST).fit(X, y)
+    proba = m.predict_proba(Xt)[:, 1]
+    bayes = float(np.mean(pt * (1 - pt)))  # the Brier score of the true probabilities
+    assert brier_score_loss(yt, proba) < bayes + 0.003
+    nd = Xt["new_device"].to_numpy() == 1
+    assert abs(proba[nd].mean() - 0.3) < 0.05
+    assert abs(proba[~nd].mean() - 0.02) < 0.01
+
+
+def test_partial_and_textual_labels(data):
+    (X, y), _ = data
+    text = np.where(y == 1, "true", "false").astype(object)
+    text[::3] = None  # unknown
+    m = RiskModel(**FAST).fit(X, text)
+    assert m.mode_ == "supervised"
+    assert m.n_labels_ == {"attack": int((y[np.arange(len(y)) % 3 != 0] == 1).sum()),
+                           "legitimate": int((y[np.arange(len(y)) % 3 != 0] == 0).sum())}
+    few = np.full(len(y), np.nan)
+    few[:5] = 0
+    few[-5:] = 1
+    assert RiskModel().fit(X, few).mode_ == "unlabeled"  # fewer than min_labels: statistical score
+    with pytest.raises(ModelError, match="0/1"):
+        RiskModel().fit(X, np.full(len(y), 2.0))
+    with pytest.raises(ModelError, match="labels for"):
+        RiskModel().fit(X, y[:-1])
+
+
+# -- NULLs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["unlabeled", "supervised"])
+def test_null_features_are_handled(model, request, data):
+    m = request.getfixturevalue(model)
+    X = familiar(3)
+    X.loc[0, :] = np.nan  # nothing computable
+    X.loc[1, "travel_speed_kmh"] = np.nan
+    s = m.score_samples(X)
+    assert np.isfinite(s).all() and ((s >= 0) & (s <= 1)).all()
+    # Arrow input with real NULLs gives the same scores
+    np.testing.assert_allclose(m.score_samples(pa.Table.from_pandas(X, preserve_index=False)), s)
+
+
+def test_a_rarely_missing_signal_being_missing_is_suspicious(unlabeled):
+    """Fail secure: no previous location is rare in training (5 %), so NULL speed scores above a familiar speed."""
+    a, b = familiar(), familiar()
+    b["travel_speed_kmh"] = np.nan
+    j = FEATURE_COLUMNS.index("travel_speed_kmh")
+    assert unlabeled.surprise_.null_surprise[j] == pytest.approx(-np.log((103 + 1) / (2060 + 2)), rel=0.01)
+    assert unlabeled.score_samples(b)[0] > unlabeled.score_samples(a)[0]
+
+
+def test_bad_input_is_named(unlabeled):
+    X = familiar()
+    with pytest.raises(ModelError, match="new_device"):
+        unlabeled.score_samples(X.drop(columns=["new_device"]))
+    X["new_ip"] = "yes"
+    with pytest.raises(ModelError, match="'new_ip' must be numeric"):
+        unlabeled.score_samples(X)
+    X = familiar()
+    X["travel_speed_kmh"] = np.inf
+    with pytest.raises(ModelError, match="travel_speed_kmh.*infinite"):
+        unlabeled.score_samples(X)
+    with pytest.raises(ModelError, match="DataFrame or a pyarrow Table"):
+        unlabeled.score_samples([[0.0] * len(FEATURE_COLUMNS)])
+
+
+# -- the estimator contract (STYLE.md habits 2 and 3) -------------------------------
+
+
+@pytest.mark.parametrize("est", [RiskModel(contamination=0.02, random_state=np.random.RandomState(7)),
+                                 FreemanBaseline(contamination=0.05)])
+def test_estimator_contract(est, data):
+    (X, y), _ = data
+    params = est.get_params()
+    with pytest.raises(NotFittedError):
+        est.score_samples(X)
+    assert not [a for a in vars(est) if a.endswith("_")]  # nothing learned before fit
+    assert est.fit(X, y) is est
+    after = est.get_params()
+    assert after.keys() == params.keys() and all(after[k] is params[k] for k in params)  # stored unmodified
+    learned = [a for a in vars(est) if a not in params]
+    assert learned and all(a.endswith("_") for a in learned)
+    c = clone(est)
+    assert c.get_params().keys() == params.keys() and not hasattr(c, "offset_")
+    # habit 3: the decision is the score minus a learned offset
+    np.testing.assert_array_equal(est.decision_function(X), est.score_samples(X) - est.offset_)
+    np.testing.assert_array_equal(est.predict_proba(X)[:, 1], est.score_samples(X))
+    np.testing.assert_array_equal(est.predict(X), (est.decision_function(X) > 0).astype(int))
+
+
+def test_random_state_makes_fits_reproducible(data):
+    (X, y), (Xt, _) = data
+    a = RiskModel(**FAST).fit(X, y).score_samples(Xt)
+    b = RiskModel(**FAST).fit(X, y).score_samples(Xt)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("params, name", [({"contamination": 0.7}, "contamination"), ({"calibration": "x"}, "calibration"),
+                                          ({"min_labels": 1}, "min_labels"), ({"calibration_fraction": 0.9}, "calibration_fraction"),
+                                          ({"prior_weights": [1]}, "prior_weights")])
+def test_bad_parameters_are_named(params, name, data):
+    (X, _), _ = data
+    with pytest.raises(ModelError, match=f"'{name}' parameter of RiskModel"):
+        RiskModel(**params).fit(X)
+
+
+# -- explanations -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["unlabeled", "supervised"])
+def test_explain_names_registered_signals_with_their_values(model, request):
+    m = request.getfixturevalue(model)
+    X = pd.concat([obvious_attack(), familiar()], ignore_index=True)
+    reasons = m.explain(X, top=3)
+    assert len(reasons) == 2
+    top = reasons[0]
+    assert 1 <= len(top) <= 3
+    for code, value, contribution in top:
+        assert code in SIGNALS
+        assert value == X.loc[0, SIGNALS[code].column]
+        assert contribution > 0
+    assert [c for _, _, c in top] == sorted((c for _, _, c in top), reverse=True)
+    assert len(m.explain(X, top=1)[0]) == 1
+
+
+def test_unlabeled_contributions_are_exact(unlabeled, data):
+    _, (Xt, _) = data
+    np.testing.assert_allclose(unlabeled.contributions(Xt).sum(axis=1), unlabeled.statistical_score(Xt))
+    X = familiar()
+    X["new_country"] = 1.0
+    (code, value, c), *_ = unlabeled.explain(X, top=1)[0]
+    assert (code, value) == ("new_country", 1.0)
+    assert c == pytest.approx(-np.log((1 + unlabeled.surprise_.at_least[FEATURE_COLUMNS.index("new_country")][-1])
+                                      / (unlabeled.surprise_.n[FEATURE_COLUMNS.index("new_country")] + 2)))
+
+
+def test_supervised_explanation_names_the_learned_signal():
+    X, y = _subtle(0)
+    m = RiskModel(**FAST).fit(X, y)
+    x = familiar()
+    x["new_device"] = 1.0
+    x["unusual_hour"] = 1.5
+    codes = [c for c, _, _ in m.explain(x, top=2)[0]]
+    assert set(codes) == {"new_device", "unusual_hour"}
+
+
+# -- the Freeman baseline -------------------------------------------------------------
+
+
+def test_freeman_baseline_is_the_sum_of_log_likelihood_ratios(data):
+    (X, _), (Xt, yt) = data
+    f = FreemanBaseline().fit(X)
+    total = Xt[list(FREEMAN_COLUMNS)].sum(axis=1).to_numpy()
+    np.testing.assert_allclose(f.log_likelihood_ratio(Xt), total)
+    np.testing.assert_allclose(f.score_samples(Xt), expit(total - f.c_))
+    assert roc_auc_score(yt, f.score_samples(Xt)) > 0.95
+    # a NULL level contributes the training median of that level
+    x = Xt.iloc[:1].copy()
+    x["freeman_ip"] = np.nan
+    expected = total[0] - Xt["freeman_ip"].iloc[0] + np.median(X["freeman_ip"])
+    assert f.log_likelihood_ratio(x)[0] == pytest.approx(expected)
+    with pytest.raises(ModelError, match="freeman_ua"):
+        FreemanBaseline().fit(X.drop(columns=["freeman_ua"]))
+
+
+# -- the registry ------------------------------------------------------------------------
+
+
+def test_registry_round_trip_versions_and_activation(tmp_path, unlabeled, supervised, data):
+    _, (Xt, _) = data
+    db = tmp_path / "rg.duckdb"
+    con = store.connect(db)
+    with pytest.raises(NoModelError, match="riskgate train"):
+        load_active(con)
+    meta = ModelMetadata(metrics={"roc_auc": 0.97}, extra={"note": "test"})
+    assert save_model(con, unlabeled, meta) == 1
+    assert save_model(con, supervised, ModelMetadata(metrics={"brier": 0.01})) == 2
+    con.close()
+
+    con = store.connect(db)  # a fresh process would see the same
+    model, version = load_active(con)
+    assert version == 2
+    np.testing.assert_array_equal(model.score_samples(Xt), supervised.score_samples(Xt))
+    assert model.explain(Xt.iloc[:5]) == supervised.explain(Xt.iloc[:5])
+    recs = list_models(con)
+    assert [(r.version, r.kind, r.active) for r in recs] == [
+        (1, "RiskModel/unlabeled", False), (2, "RiskModel/supervised", True)]
+    assert recs[0].metrics == {"roc_auc": 0.97} and recs[0].metadata == {"note": "test"}
+    assert recs[0].features == FEATURE_COLUMNS
+    activate(con, 1)
+    model, version = load_active(con)
+    assert version == 1
+    np.testing.assert_array_equal(model.score_samples(Xt), unlabeled.score_samples(Xt))
+    with pytest.raises(ModelError, match="version 9"):
+        activate(con, 9)
+    with pytest.raises(ModelError, match="only a fitted estimator"):
+        save_model(con, RiskModel())
+    con.close()
+
+
+def test_registry_refuses_a_damaged_model(tmp_path, unlabeled):
+    con = store.connect(tmp_path / "rg.duckdb")
+    v = save_model(con, unlabeled)
+    con.execute("UPDATE models SET model = ?::BLOB WHERE version = ?", [b"not a pickle", v])
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_model(con, v)
+    con.close()
