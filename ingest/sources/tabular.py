@@ -734,6 +734,7 @@ class MappedConverter:
         out.append(f"coalesce(event_id, {derived}) AS event_id" if "event_id" in fields else f"{derived} AS event_id")
         out.append("_line AS source_line")
         sql = f"WITH conv AS (SELECT {', '.join(conv)} FROM inputs_) SELECT {', '.join(out)} FROM conv"
+        params = {k: v for k, v in params.items() if f"${k}" in sql}  # DuckDB refuses unused parameters
         plan = _Plan(sql=sql, params=params, fields=fields, sources=[])
         self._plans[key] = plan
         return plan
@@ -745,7 +746,7 @@ class MappedConverter:
         plan = self._plan(inputs, fields)
         con.register("inputs_", inputs)
         try:
-            out = con.sql(plan.sql, params=plan.params).to_arrow_table()
+            out = (con.sql(plan.sql, params=plan.params) if plan.params else con.sql(plan.sql)).to_arrow_table()
         finally:
             con.unregister("inputs_")
         err_cols = [f"_e{i}" for i in range(len(fields))]
