@@ -1,0 +1,378 @@
+"""Point-in-time risk features, set-wise in DuckDB SQL.
+
+``compute_features(con, since=, until=, event_ids=, usernames=)`` returns one
+row per selected event: ``event_id, username, creation_date, event_type,
+event_response`` and then exactly ``risk.signals.FEATURE_COLUMNS`` (float64,
+NULL when a signal cannot be computed -- the model must treat NULL as
+"unknown", never as "safe").
+
+What "before" means
+    Every feature of an event uses only events strictly before it in the
+    order (creation_date, event_id): counts use ROWS frames ending at
+    ``1 PRECEDING`` over that order, so neither the event itself nor a later
+    one (nor one at the same instant with a greater event_id) ever counts.
+    The sliding windows (1 h, 24 h) are RANGE frames over creation_date that
+    exclude the event's whole peer group (``EXCLUDE GROUP``): events at the
+    very same microsecond never count each other there.
+
+Known history
+    The user's known history is their successful events (``event_response =
+    'Pass'``, any event type: each one needed the user's credentials or a code
+    sent to them) whose feedback in force (``risk.feedback``) is not
+    ``Invalid``. Novelty, history size, travel, the hour of week and the
+    Freeman user frequencies use it. Failures count for the failure windows;
+    every event counts for "distinct users tried from an IP".
+    Feedback is read as it is now: marking an old event Invalid changes the
+    features of the events after it the next time they are computed.
+
+Freeman et al. (NDSS 2016), per hierarchy level
+    For the hierarchies country -> ASN -> IP and device type -> OS -> browser
+    -> user agent, with levels L1 (top) .. Lk, user counts c_u, the user's
+    history size n_u, and global counts c_g over all users' known history
+    (also strictly before the event: point-in-time, no training window),
+    N = global history size:
+
+    * global:  pg_1 = (c_g(L1) + 1) / (N + 1);  pg_i = min(1, (c_g(Li) + 1) / (c_g(Li-1) + 1))
+    * user, smoothed towards the level above times the global conditional
+      (Dirichlet prior of weight ``FREEMAN_PRIOR``):
+      pu_1 = (c_u(L1) + m pg_1) / (n_u + m);  pu_i = (c_u(Li) + m pu_i-1 pg_i) / (n_u + m)
+    * column freeman_<level> = log pg_i - log(pu_i / pu_i-1)   (pu_0 = 1)
+
+    The columns of a hierarchy add up to log p(x)/p(x|u), the paper's
+    likelihood ratio with the attacker modelled by the global distribution;
+    the seven columns add up to the log of its score. A user with no history
+    gets 0 everywhere (pu = pg). Keys of lower levels include the levels above
+    (``Desktop/Windows/Chrome``); a missing middle value is the value ``?``.
+    The IP hierarchy is NULL without a client IP, the agent hierarchy NULL
+    without a user agent.
+
+The hour of week is taken in UTC: the event's time zone comes from the IP's
+geolocation, which an attacker chooses, and the user's own zone is not
+stored; a user's habits are as regular in UTC as long as they stay home.
+
+Windows and consistency
+    A call reads history from the whole store, not only from the requested
+    events: events before ``lo - 24 h`` (lo = the earliest selected event)
+    are aggregated per user / per value, those from there on go through the
+    window functions, and the two are added. So an event gets exactly the same
+    features whether computed in one call over everything or in several
+    calls over consecutive time windows (``tests/test_features.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from importlib import resources
+
+import duckdb
+import pyarrow as pa
+
+from ingest.errors import RiskgateError
+from risk import feedback
+from risk.signals import FEATURE_COLUMNS
+
+#: Weight m of the Freeman smoothing prior (pseudo-events drawn from the level above).
+FREEMAN_PRIOR = 1.0
+#: The longest sliding window: how far before the first selected event the window functions start.
+MAX_WINDOW = timedelta(hours=24)
+HOSTING_FILE = "hosting_asns.csv"
+
+ID_COLUMNS = ("event_id", "username", "creation_date", "event_type", "event_response")
+
+
+class FeatureError(RiskgateError):
+    """Features that cannot be computed for the request as given."""
+
+
+@lru_cache(maxsize=1)
+def hosting_asns() -> tuple[tuple[int, str, str], ...]:
+    """(asn, provider, kind) of the shipped hosting/VPN list ``risk/data/hosting_asns.csv``."""
+    text = resources.files("risk.data").joinpath(HOSTING_FILE).read_text(encoding="utf-8")
+    out = []
+    header_seen = False
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not header_seen:
+            header_seen = True
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not parts[0].isdigit() or parts[2] not in ("hosting", "vpn"):
+            raise FeatureError(f"expected 'asn,provider,hosting|vpn', got {line!r}", source=HOSTING_FILE, line=lineno)
+        out.append((int(parts[0]), parts[1], parts[2]))
+    return tuple(out)
+
+
+# -- the keys counted in the user's and everyone's known history ------------------------------
+
+_DT = "coalesce(device_type, '?')"
+_OS = f"{_DT} || '/' || coalesce(os_family, '?')"
+_BR = f"{_OS} || '/' || coalesce(browser_family, '?')"
+
+#: key name -> SQL expression over the events table (NULL: the event has no such value).
+KEYS = {
+    "ip": "client_ip",
+    "prefix": "ip_prefix",
+    "asn": "coalesce(CAST(asn AS VARCHAR), '?')",
+    "country": "coalesce(country_iso, '?')",
+    "city": "CASE WHEN city IS NULL THEN NULL ELSE concat_ws('/', country_iso, region, city) END",
+    "device": "device_fingerprint",
+    "dtype": _DT,
+    "os": _OS,
+    "browser": _BR,
+    "ua": "user_agent",
+    "how": "CAST((isodow(creation_date AT TIME ZONE 'UTC') - 1) * 24 + hour(creation_date AT TIME ZONE 'UTC') AS VARCHAR)",
+}
+#: keys counted per user
+USER_KEYS = tuple(KEYS)
+#: keys counted over everyone (Freeman's p(x))
+GLOBAL_KEYS = ("ip", "asn", "country", "dtype", "os", "browser", "ua")
+#: Freeman hierarchies: (column, key, None = top level) top first
+FREEMAN_HIERARCHIES = (
+    (("freeman_country", "country"), ("freeman_asn", "asn"), ("freeman_ip", "ip")),
+    (("freeman_device_type", "dtype"), ("freeman_os", "os"), ("freeman_browser", "browser"), ("freeman_ua", "ua")),
+)
+_FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user_agent"}
+
+_ORDER = "ORDER BY creation_date, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+
+
+def _range(hours: int) -> str:
+    return f"ORDER BY creation_date RANGE BETWEEN INTERVAL {int(hours)} HOUR PRECEDING AND CURRENT ROW EXCLUDE GROUP"
+
+
+def _build_sql(filters: str) -> str:
+    """The one statement; parameters: cut, hi, cut (user base), cut (global base), then the filter's."""
+    key_cols = ",\n      ".join(f"{expr} AS k_{name}" for name, expr in KEYS.items())
+    win = []
+    for k in USER_KEYS:
+        win.append(f"coalesce(sum(known::INT) OVER (PARTITION BY username, k_{k} {_ORDER}), 0) AS wu_{k}")
+    for k in GLOBAL_KEYS:
+        win.append(f"coalesce(sum(known::INT) OVER (PARTITION BY k_{k} {_ORDER}), 0) AS wg_{k}")
+    win += [
+        f"coalesce(sum(known::INT) OVER ({_ORDER}), 0) AS wg_total",
+        f"coalesce(sum(known::INT) OVER (PARTITION BY username {_ORDER}), 0) AS wu_total",
+        f"""last_value(CASE WHEN known THEN {{'t': creation_date, 'lat': latitude, 'lon': longitude}} END IGNORE NULLS)
+              OVER (PARTITION BY username {_ORDER}) AS w_prev""",
+        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY username {_range(1)}) AS user_failures_1h",
+        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY username {_range(24)}) AS user_failures_24h",
+        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY k_ip {_range(1)}) AS ip_failures_1h",
+        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY k_ip {_range(24)}) AS ip_failures_24h",
+        f"count(DISTINCT username) OVER (PARTITION BY k_ip {_range(1)}) AS ip_users_1h",
+        f"count(DISTINCT username) OVER (PARTITION BY k_ip {_range(24)}) AS ip_users_24h",
+        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY k_prefix {_range(24)}) AS prefix_failures_24h",
+        f"count(DISTINCT username) OVER (PARTITION BY k_prefix {_range(24)}) AS prefix_users_24h",
+    ]
+    windows = ",\n      ".join(win)
+
+    user_bases = []
+    user_joins = []
+    for k in USER_KEYS:
+        user_bases.append(
+            f"bu_{k} AS (SELECT username, k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL "
+            f"AND username IN (SELECT username FROM tu) GROUP BY ALL)"
+        )
+        user_joins.append(f"LEFT JOIN bu_{k} ON bu_{k}.username = t.username AND bu_{k}.k = t.k_{k}")
+    glob_bases = []
+    glob_joins = []
+    for k in GLOBAL_KEYS:
+        glob_bases.append(f"bg_{k} AS (SELECT k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL GROUP BY ALL)")
+        glob_joins.append(f"LEFT JOIN bg_{k} ON bg_{k}.k = t.k_{k}")
+
+    cu = {k: f"(t.wu_{k} + coalesce(bu_{k}.c, 0))" for k in USER_KEYS}
+    cg = {k: f"(t.wg_{k} + coalesce(bg_{k}.c, 0))" for k in GLOBAL_KEYS}
+    counts = ",\n      ".join([f"{cu[k]}::DOUBLE AS cu_{k}" for k in USER_KEYS] + [f"{cg[k]}::DOUBLE AS cg_{k}" for k in GLOBAL_KEYS])
+
+    # Freeman: global conditionals, smoothed user joints, per-level log ratios
+    m = float(FREEMAN_PRIOR)
+    free = []
+    for hierarchy in FREEMAN_HIERARCHIES:
+        present = _FREEMAN_PRESENT[hierarchy[0][0]]
+        parent = None
+        for col, key in hierarchy:
+            if parent is None:
+                pg = f"((cg_{key} + 1) / (n_g + 1))"
+                pu_prev = "1.0"
+            else:
+                pg = f"least(1.0, (cg_{key} + 1) / (cg_{parent[1]} + 1))"
+                pu_prev = f"pu_{parent[0]}"
+            free.append(f"{pg} AS pg_{col}")
+            free.append(f"(cu_{key} + {m} * {pu_prev} * {pg}) / (n_u + {m}) AS pu_{col}")
+            parent = (col, key)
+    free_sql = ",\n      ".join(free)
+    free_out = []
+    for hierarchy in FREEMAN_HIERARCHIES:
+        present = _FREEMAN_PRESENT[hierarchy[0][0]]
+        prev = None
+        for col, _key in hierarchy:
+            cond = f"pu_{col}" if prev is None else f"(pu_{col} / pu_{prev})"
+            free_out.append(f"CASE WHEN {present} IS NULL THEN NULL ELSE ln(pg_{col}) - ln({cond}) END AS {col}")
+            prev = col
+    freeman_cols = {c.rsplit(" AS ", 1)[1]: c.rsplit(" AS ", 1)[0] for c in free_out}
+
+    def novelty(key: str, present: str) -> str:
+        return f"CASE WHEN {present} IS NULL THEN NULL WHEN cu_{key} > 0 THEN 0.0 ELSE 1.0 END"
+
+    hav = (
+        "2 * 6371.0088 * asin(sqrt(pow(sin(radians(latitude - prev.lat) / 2), 2) + "
+        "cos(radians(prev.lat)) * cos(radians(latitude)) * pow(sin(radians(longitude - prev.lon) / 2), 2)))"
+    )
+    hours_prev = "(epoch(creation_date) - epoch(prev.t)) / 3600.0"
+    cols = {
+        "history_size": "n_u",
+        "new_ip": novelty("ip", "client_ip"),
+        "new_ip_prefix": novelty("prefix", "ip_prefix"),
+        "new_asn": novelty("asn", "asn"),
+        "new_country": novelty("country", "country_iso"),
+        "new_city": novelty("city", "city"),
+        "new_device": novelty("device", "device_fingerprint"),
+        "travel_speed_kmh": f"CASE WHEN prev IS NULL OR latitude IS NULL OR longitude IS NULL OR prev.lat IS NULL "
+                            f"OR prev.lon IS NULL THEN NULL ELSE {hav} / greatest({hours_prev}, 1.0 / 60) END",
+        "travel_distance_km": f"CASE WHEN prev IS NULL OR latitude IS NULL OR longitude IS NULL OR prev.lat IS NULL "
+                              f"OR prev.lon IS NULL THEN NULL ELSE {hav} END",
+        "hours_since_last_success": f"CASE WHEN prev IS NULL THEN NULL ELSE {hours_prev} END",
+        "unusual_hour": "ln((n_u + 168) / (168 * (cu_how + 1)))",
+        "user_failures_1h": "user_failures_1h",
+        "user_failures_24h": "user_failures_24h",
+        "ip_failures_1h": "CASE WHEN client_ip IS NULL THEN NULL ELSE ip_failures_1h END",
+        "ip_failures_24h": "CASE WHEN client_ip IS NULL THEN NULL ELSE ip_failures_24h END",
+        "prefix_failures_24h": "CASE WHEN ip_prefix IS NULL THEN NULL ELSE prefix_failures_24h END",
+        "ip_users_1h": "CASE WHEN client_ip IS NULL THEN NULL ELSE ip_users_1h END",
+        "ip_users_24h": "CASE WHEN client_ip IS NULL THEN NULL ELSE ip_users_24h END",
+        "prefix_users_24h": "CASE WHEN ip_prefix IS NULL THEN NULL ELSE prefix_users_24h END",
+        "hosting_network": "CASE WHEN asn IS NULL THEN NULL WHEN is_hosting THEN 1.0 ELSE 0.0 END",
+        "no_context_data": "CASE WHEN has_context_data IS NULL THEN NULL WHEN has_context_data THEN 0.0 ELSE 1.0 END",
+        **freeman_cols,
+    }
+    missing = [c for c in FEATURE_COLUMNS if c not in cols]
+    if missing:  # a signal registered without SQL: a programming error, caught by the tests
+        raise FeatureError(f"no SQL for the feature columns {missing}")
+    out_cols = ",\n      ".join(f"CAST({cols[c]} AS DOUBLE) AS {c}" for c in FEATURE_COLUMNS)
+
+    return f"""
+WITH inv AS ({feedback.INVALID_EVENTS_SQL}),
+ev AS (
+  SELECT e.event_id, e.username, e.creation_date, e.event_type, e.event_response,
+      e.client_ip, e.ip_prefix, e.asn, e.country_iso, e.city, e.device_fingerprint, e.user_agent,
+      e.latitude, e.longitude, e.has_context_data,
+      (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
+      (e.event_response = 'Fail') AS failed,
+      {key_cols}
+  FROM events e LEFT JOIN inv ON inv.event_id = e.event_id
+),
+w AS (SELECT * FROM ev WHERE creation_date >= ? AND creation_date <= ?),
+pre AS (SELECT * FROM ev WHERE known AND creation_date < ?),
+win AS (
+  SELECT w.*,
+      {windows}
+  FROM w
+),
+t AS (SELECT * FROM win WHERE {filters}),
+tu AS (SELECT DISTINCT username FROM t),
+{", ".join(user_bases)},
+{", ".join(glob_bases)},
+bu_total AS (SELECT username, count(*) AS c, last({{'t': creation_date, 'lat': latitude, 'lon': longitude}}
+                 ORDER BY creation_date, event_id) AS prev
+             FROM pre WHERE username IN (SELECT username FROM tu) GROUP BY username),
+bg_total AS (SELECT count(*) AS c FROM pre),
+hosting AS (SELECT DISTINCT asn FROM _rg_feat_hosting),
+joined AS (
+  SELECT t.*, coalesce(t.w_prev, bu_total.prev) AS prev,
+      (t.wu_total + coalesce(bu_total.c, 0))::DOUBLE AS n_u,
+      (t.wg_total + bg_total.c)::DOUBLE AS n_g,
+      hosting.asn IS NOT NULL AS is_hosting,
+      {counts}
+  FROM t
+  {" ".join(user_joins)}
+  {" ".join(glob_joins)}
+  LEFT JOIN bu_total ON bu_total.username = t.username
+  CROSS JOIN bg_total
+  LEFT JOIN hosting ON hosting.asn = t.asn
+),
+fr AS (
+  SELECT *,
+      {free_sql}
+  FROM joined
+)
+SELECT event_id, username, creation_date, event_type, event_response,
+      {out_cols}
+FROM fr
+ORDER BY creation_date, event_id
+"""
+
+
+def _output_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("event_id", pa.string()),
+            pa.field("username", pa.string()),
+            pa.field("creation_date", pa.timestamp("us", tz="UTC")),
+            pa.field("event_type", pa.string()),
+            pa.field("event_response", pa.string()),
+        ]
+        + [pa.field(c, pa.float64()) for c in FEATURE_COLUMNS]
+    )
+
+
+def compute_features(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    event_ids: Sequence[str] | None = None,
+    usernames: Sequence[str] | None = None,
+) -> pa.Table:
+    """Features of the stored events with ``since <= creation_date < until`` (and in ``event_ids`` /
+    of ``usernames`` when given), ordered by (creation_date, event_id).
+
+    History comes from the whole store (see the module docstring), so the
+    result for an event does not depend on which other events were selected.
+    """
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise FeatureError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    for name, value in (("event_ids", event_ids), ("usernames", usernames)):
+        if isinstance(value, str):
+            raise FeatureError(f"{name} must be a list of strings, got the single string {value!r}")
+
+    conds = ["TRUE"]
+    params: list = []
+    if since is not None:
+        conds.append("creation_date >= ?")
+        params.append(since)
+    if until is not None:
+        conds.append("creation_date < ?")
+        params.append(until)
+    registered = []
+    try:
+        if event_ids is not None:
+            con.register("_rg_feat_ids", pa.table({"event_id": pa.array(list(event_ids), pa.string())}))
+            registered.append("_rg_feat_ids")
+            conds.append("event_id IN (SELECT event_id FROM _rg_feat_ids)")
+        if usernames is not None:
+            con.register("_rg_feat_users", pa.table({"username": pa.array(list(usernames), pa.string())}))
+            registered.append("_rg_feat_users")
+            conds.append("username IN (SELECT username FROM _rg_feat_users)")
+        filters = " AND ".join(conds)
+
+        bounds = con.execute(
+            f"SELECT min(creation_date), max(creation_date) FROM events WHERE {filters}", params
+        ).fetchall()
+        lo, hi = bounds[0]
+        if lo is None:
+            return _output_schema().empty_table()
+        cut = lo - MAX_WINDOW
+
+        con.register("_rg_feat_hosting", pa.table({"asn": pa.array([a for a, _, _ in hosting_asns()], pa.int64())}))
+        registered.append("_rg_feat_hosting")
+        sql = _build_sql(filters)
+        table = con.sql(sql, params=[cut, hi, cut, *params]).to_arrow_table()
+    except duckdb.Error as exc:
+        raise FeatureError(f"computing features failed: {exc}") from exc
+    finally:
+        for name in registered:
+            con.unregister(name)
+    return table.cast(_output_schema())
