@@ -212,7 +212,7 @@ def _finish_sql() -> str:
       FROM c
     )
     SELECT
-      coalesce(event_id, 'ua-' || left(sha256(_raw), 32)) AS event_id,
+      CASE WHEN event_id IS NULL THEN 'ua-' || left(sha256(_raw), 32) ELSE event_id END AS event_id,
       coalesce(_pool_msg, _pool_src, $pool) AS user_pool_id,
       client_id, username, user_sub, event_type, event_response,
       CAST(_time AS TIMESTAMPTZ) AS creation_date,
@@ -222,7 +222,7 @@ def _finish_sql() -> str:
       compromised_credentials, source_country, source_city, source_device_name,
       CAST(nullif(CASE WHEN _tx IS NULL THEN _mx ELSE json_merge_patch(_tx, coalesce(_mx, '{{}}')) END, '{{}}')
            AS VARCHAR) AS extra,
-      _raw, _line AS source_line,
+      _line AS source_line,
       nullif(concat_ws('; ',
         CASE WHEN _time IS NULL THEN
           CASE WHEN {_text("ets")} IS NULL AND {_text("cd")} IS NULL
@@ -286,7 +286,7 @@ class CognitoUserActivity:
                  q: QuarantineBuilder) -> pa.Table:
         """(_line, _raw) of every record, in line order: most lines are one record already."""
         simple = pc.and_(pc.starts_with(texts, "{"), pc.invert(pc.match_substring(texts, '"logEvents"')))
-        plain = pa.table({"_line": lines, RAW_COLUMN: pc.utf8_rtrim(texts, characters="\r\n").cast(pa.string())})
+        plain = pa.table({"_line": lines, RAW_COLUMN: pc.utf8_rtrim(texts, characters="\r\n")})
         if pc.all(simple).as_py():
             return plain
         other = _records_sql(con, pa.table({"_line": lines, "_text": texts}).filter(pc.invert(simple)), q)
@@ -303,7 +303,10 @@ class CognitoUserActivity:
             _quarantine(q, t.filter(bad), "reason", malformed=True)
             t = t.filter(pc.invert(bad))
         keep = ["_line", RAW_COLUMN, "_unknown_keys"] + [f.column for f in FIELDS if f.column]
-        out = _sql(con, _FINISH_SQL, params={"pool": options.user_pool_id}, good_=t.select(keep))
+        good = t.select(keep)
+        out = _sql(con, _FINISH_SQL, params={"pool": options.user_pool_id}, good_=good)
+        # the raw text comes back from the input, in the same order (no copy through SQL)
+        out = out.append_column(RAW_COLUMN, good.column(RAW_COLUMN))
         bad = pc.is_valid(out.column("reason"))
         if pc.any(bad).as_py():
             _quarantine(q, out.filter(bad).rename_columns(
