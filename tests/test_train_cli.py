@@ -1,0 +1,87 @@
+"""``riskgate train`` / ``riskgate models`` end to end on a small ingested synthetic store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from risk import store
+from risk.model import list_models, load_active
+from risk.model.training import INJECTED
+
+
+@pytest.fixture(scope="module")
+def synth_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    runner = CliRunner()
+    out = d / "ev.jsonl"
+    r = runner.invoke(app, ["synth", "--users", "400", "--days", "21", "--seed", "3", "--out", str(out),
+                            "--inline-labels"])
+    assert r.exit_code == 0, r.output
+    db = d / "rg.duckdb"
+    r = runner.invoke(app, ["ingest", str(out), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    return db
+
+
+def test_train_prints_metrics_and_registers_version_1_then_2(synth_store, tmp_path):
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(synth_store.read_bytes())
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--db", str(db), "--inject-attacks", "60"])
+    assert r.exit_code == 0, r.output
+    assert "RiskModel/supervised" in r.output
+    for text in ("ROC AUC", "PR AUC", "Brier score", "TPR", "injected_foreign", "injected_domestic",
+                 "model version 1 registered and active"):
+        assert text in r.output, text
+
+    r = runner.invoke(app, ["train", "--db", str(db), "--no-labels", "--holdout", "0.9", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["version"] == 2 and out["kind"] == "RiskModel/unlabeled"
+    m = out["metrics"]
+    # evaluated against the data set's labels even when not learning from them
+    assert 0.5 < m["roc_auc"] <= 1 and 0 <= m["brier"] <= 1
+    assert m["per_attack_type"] and all(0 <= e["tpr"] <= 1 for e in m["per_attack_type"].values())
+    assert set(m["per_attack_type"]) <= {"credential_stuffing", "password_spray", "brute_force", "naive_takeover",
+                                         "vpn_takeover", "targeted_takeover", "impossible_travel"}
+    assert "baseline" in m
+
+    con = store.connect(db)
+    try:
+        recs = list_models(con)
+        assert [(r.version, r.kind, r.active) for r in recs] == [
+            (1, "RiskModel/supervised", False), (2, "RiskModel/unlabeled", True)]
+        assert recs[0].metadata["injected_attacks"] == 60
+        assert set(recs[0].metrics["per_attack_type"]) & set(INJECTED)
+        model, version = load_active(con)
+        assert version == 2 and model.mode_ == "unlabeled"
+        # nothing injected stays in the store
+        assert con.execute("SELECT count(*) FROM events WHERE source_format = 'injected'").fetchall() == [(0,)]
+    finally:
+        con.close()
+
+    r = runner.invoke(app, ["models", "--db", str(db), "--activate", "1"])
+    assert r.exit_code == 0, r.output
+    assert "RiskModel/supervised" in r.output
+    con = store.connect(db)
+    try:
+        assert load_active(con)[1] == 1
+    finally:
+        con.close()
+
+
+def test_train_on_an_empty_store_says_what_to_do(tmp_path):
+    r = CliRunner().invoke(app, ["train", "--db", str(tmp_path / "empty.duckdb")])
+    assert r.exit_code == 2
+    assert "too few events" in r.output and "ingest" in r.output
+
+
+def test_bad_options_are_named(synth_store, tmp_path):
+    r = CliRunner().invoke(app, ["train", "--db", str(synth_store), "--since", "yesterday"])
+    assert r.exit_code == 2 and "--since" in r.output
+    r = CliRunner().invoke(app, ["models", "--db", str(tmp_path / "x.duckdb"), "--activate", "7"])
+    assert r.exit_code == 2 and "version 7" in r.output
