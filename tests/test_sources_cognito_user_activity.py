@@ -212,10 +212,12 @@ def test_gzip_input_and_batches(tmp_path):
     assert ev1.column("source_line").to_pylist() == list(range(1, 12))
 
 
-def test_empty_file_has_no_rows(tmp_path):
+@pytest.mark.parametrize("content", [b"", b"\n  \n"])
+def test_an_empty_file_is_an_input_format_error(tmp_path, content):
     p = tmp_path / "empty.jsonl"
-    p.write_bytes(b"\n\n")
-    assert list(READER.read(str(p), ReaderOptions())) == []
+    p.write_bytes(content)
+    with pytest.raises(InputFormatError, match="is empty"):
+        list(READER.read(str(p), ReaderOptions()))
 
 
 def test_a_file_of_another_format_is_an_input_format_error(tmp_path):

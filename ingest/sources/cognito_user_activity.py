@@ -281,6 +281,9 @@ class CognitoUserActivity:
                 yield batch
         finally:
             con.close()
+        if first:
+            raise InputFormatError("is empty: expected Cognito user-activity records, one JSON object per line",
+                                   source=str(path))
 
     def _records(self, con: duckdb.DuckDBPyConnection, lines: pa.Array, texts: pa.Array,
                  q: QuarantineBuilder) -> pa.Table:
