@@ -1,0 +1,83 @@
+"""``riskgate users load`` and ``riskgate labels load``: the data that comes beside the events.
+
+(``labels load`` lives here too: users and labels are the two side files ``riskgate synth`` writes.)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from cli.app import DbOption, JsonFlag, app, handle_errors
+from ingest import store
+from ingest.labels import load_labels
+from ingest.users import LoadResult, load_users
+
+users_app = typer.Typer(help="Users of the pool (status, MFA) as Cognito ListUsers JSON or CSV.", no_args_is_help=True)
+labels_app = typer.Typer(help="Ground-truth labels of events (event_id,label,value,source CSV).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(labels_app, name="labels")
+
+SHOWN_REJECTIONS = 20
+
+
+@users_app.command("load")
+@handle_errors
+def users_load(
+    file: Annotated[str, typer.Argument(help="ListUsers JSON (one page, pages back to back, or a list of pages) "
+                                        "or CSV username,sub,status,enabled,mfa_settings,preferred_mfa,email.")],
+    db: DbOption = None,
+    user_pool_id: Annotated[
+        str | None, typer.Option("--user-pool-id", help="Pool id to record (ListUsers output names none).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upsert users: loading again updates, never duplicates; bad entries are reported and skipped."""
+    con = store.connect(db)
+    try:
+        result = load_users(con, file, user_pool_id)
+    finally:
+        con.close()
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    typer.echo(describe_users(result))
+
+
+def describe_users(r: LoadResult) -> str:
+    lines = [f"users read {r.read:,}  added {r.added:,}  updated {r.updated:,}  rejected {len(r.rejected):,}"]
+    for rej in r.rejected[:SHOWN_REJECTIONS]:
+        lines.append(f"  rejected {rej.position}: {rej.reason}")
+    if len(r.rejected) > SHOWN_REJECTIONS:
+        lines.append(f"  ... and {len(r.rejected) - SHOWN_REJECTIONS:,} more (use --json for all)")
+    return "\n".join(lines)
+
+
+@labels_app.command("load")
+@handle_errors
+def labels_load(
+    file: Annotated[str, typer.Argument(help="CSV with the header event_id,label,value,source (gzip accepted).")],
+    db: DbOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Load labels; re-loading adds nothing; labels of events not (yet) in the store are kept and counted."""
+    con = store.connect(db)
+    try:
+        r = load_labels(con, file)
+    finally:
+        con.close()
+    if as_json:
+        typer.echo(json.dumps(r.as_dict()))
+        return
+    lines = [
+        f"labels read {r.read:,}  added {r.added:,}  already present {r.already_present:,}  rejected {r.rejected:,}",
+        f"  labels of {r.unknown_events:,} event ids not in the store (kept; events may come later)"
+        if r.unknown_events else "  every labelled event is in the store",
+    ]
+    for rej in r.rejections[:SHOWN_REJECTIONS]:
+        lines.append(f"  rejected line {rej.line}: {rej.reason}")
+    if r.rejected > SHOWN_REJECTIONS:
+        lines.append(f"  ... and {r.rejected - SHOWN_REJECTIONS:,} more (use --json for the first 1,000)")
+    typer.echo("\n".join(lines))

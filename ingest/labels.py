@@ -1,0 +1,149 @@
+"""Loading ground-truth labels from a CSV ``event_id,label,value,source`` (``riskgate labels load``).
+
+Labels live apart from events and are never a model input (ARCHITECTURE.md).
+They may arrive before the events they describe: rows whose event id is not in
+the store yet are loaded all the same, and counted. Loading the same file
+again adds nothing (``ingest.store.insert_labels`` skips a label already
+present for the same event, label and source). A bad row (wrong number of
+fields, empty event_id or label) is reported with its line and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ingest import store
+from ingest.errors import InputFormatError
+from ingest.schema import LABEL_SCHEMA
+from ingest.sources.base import open_binary
+
+HEADER = ("event_id", "label", "value", "source")
+BATCH_ROWS = 100_000
+MAX_LISTED_REJECTIONS = 1000  # the count is always complete; only the first ones are listed
+
+
+@dataclass(frozen=True)
+class RejectedLabel:
+    line: int
+    reason: str
+
+
+@dataclass
+class LabelsLoadResult:
+    source: str
+    read: int = 0
+    added: int = 0
+    rejected: int = 0
+    unknown_events: int = 0  # distinct event ids of the file not (yet) in the events table
+    rejections: list[RejectedLabel] = field(default_factory=list)
+
+    @property
+    def already_present(self) -> int:
+        return self.read - self.rejected - self.added
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "read": self.read,
+            "added": self.added,
+            "already_present": self.already_present,
+            "rejected": self.rejected,
+            "unknown_events": self.unknown_events,
+            "rejections": [{"line": r.line, "reason": r.reason} for r in self.rejections],
+        }
+
+
+def _text_lines(path: str | Path) -> io.TextIOWrapper:
+    fh = open_binary(path)
+    return io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+
+
+def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+    """Yield LABEL_SCHEMA tables of the good rows; count and record bad ones in ``result``."""
+    source = str(path)
+    with _text_lines(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise InputFormatError("is empty: expected the header " + ",".join(HEADER), source=source) from None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputFormatError(f"cannot read the header: {exc}", source=source, line=1) from None
+        if tuple(header) != HEADER:
+            raise InputFormatError(
+                f"the header must be {','.join(HEADER)}; found {','.join(header)}", source=source, line=1
+            )
+        cols: list[list] = [[], [], [], []]
+        prev = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as exc:
+                raise InputFormatError(f"not UTF-8 after line {prev}: {exc.reason}", source=source) from None
+            except csv.Error as exc:
+                raise InputFormatError(f"malformed CSV after line {prev}: {exc}", source=source) from None
+            line = prev + 1
+            prev = reader.line_num
+            if not row or not any(x.strip() for x in row):
+                continue
+            result.read += 1
+            reason = None
+            if len(row) != 4:
+                reason = f"expected 4 fields (event_id,label,value,source), found {len(row)}"
+            elif not row[0].strip():
+                reason = "event_id is empty"
+            elif not row[1].strip():
+                reason = "label is empty"
+            if reason:
+                result.rejected += 1
+                if len(result.rejections) < MAX_LISTED_REJECTIONS:
+                    result.rejections.append(RejectedLabel(line, reason))
+                continue
+            cols[0].append(row[0].strip())
+            cols[1].append(row[1].strip())
+            cols[2].append(row[2] if row[2] != "" else None)
+            cols[3].append(row[3].strip() or None)
+            if len(cols[0]) >= batch_rows:
+                yield _table(cols)
+                cols = [[], [], [], []]
+        if cols[0]:
+            yield _table(cols)
+
+
+def _table(cols: list[list]) -> pa.Table:
+    return pa.table(dict(zip(HEADER, cols)), schema=pa.schema([f.with_nullable(True) for f in LABEL_SCHEMA]))
+
+
+def load_labels(con: duckdb.DuckDBPyConnection, path: str | Path, batch_rows: int = BATCH_ROWS) -> LabelsLoadResult:
+    """Load a labels CSV into the labels table, in one transaction; count event ids the store does not know."""
+    result = LabelsLoadResult(source=str(path))
+    con.execute("CREATE OR REPLACE TEMP TABLE _rg_label_ids (event_id VARCHAR)")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for t in read_label_batches(path, result, batch_rows):
+            result.added += store.insert_labels(con, t)
+            con.register("_rg_label_batch", t)
+            try:
+                con.execute("INSERT INTO _rg_label_ids SELECT DISTINCT event_id FROM _rg_label_batch").fetchall()
+            finally:
+                con.unregister("_rg_label_batch")
+        result.unknown_events = int(con.execute(
+            """SELECT count(*) FROM (SELECT DISTINCT event_id FROM _rg_label_ids) i
+               WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id)"""
+        ).fetchall()[0][0])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS _rg_label_ids")
+    return result

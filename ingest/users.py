@@ -1,0 +1,492 @@
+"""Users: loading Cognito ``ListUsers`` output or a CSV, and every SQL statement on the ``users`` table.
+
+Inputs ``riskgate users load`` reads:
+
+* Cognito ``ListUsers`` JSON: one page ``{"Users": [...], "PaginationToken": ...}``,
+  several pages written one after the other, or a JSON list of pages (a list of
+  user objects is accepted too). ``sub``, ``email`` and the other attributes come
+  from ``Attributes``; MFA from ``UserMFASettingList`` / ``PreferredMfaSetting``
+  (``AdminGetUser`` fields, which riskgate's own users files carry) and from the
+  legacy ``MFAOptions`` (an SMS entry means ``SMS_MFA``). A gzip file is fine.
+* CSV with the header ``username,sub,status,enabled,mfa_settings,preferred_mfa,email``
+  (``mfa_settings`` separated by ``;``, ``enabled`` true/false, empty = unknown).
+
+Loading upserts by username: loading again updates a user, never duplicates
+one; a field the input does not give (empty or absent) keeps its stored value.
+A bad entry (unknown ``UserStatus``, unknown MFA name, missing ``Username``, a
+value of the wrong type) is rejected with its position and reason, and the
+rest is loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ingest.errors import InputFormatError, RiskgateError
+from ingest.sources.base import open_binary
+
+#: UserStatus values (COGNITO_REFERENCE.md)
+USER_STATUSES = (
+    "UNCONFIRMED",
+    "CONFIRMED",
+    "ARCHIVED",
+    "COMPROMISED",
+    "UNKNOWN",
+    "RESET_REQUIRED",
+    "FORCE_CHANGE_PASSWORD",
+)
+MFA_SETTINGS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA")
+CSV_HEADER = ("username", "sub", "status", "enabled", "mfa_settings", "preferred_mfa", "email")
+MAX_USERS_FILE_BYTES = 2 * 1024**3  # ListUsers JSON is read whole; a bigger file is refused with a message
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+USER_COLUMNS = ("username", "user_pool_id", "user_sub", "user_status", "enabled", "mfa_settings", "preferred_mfa",
+                "email", "created_at", "modified_at", "attributes")
+_USERS_SCHEMA = pa.schema([
+    ("username", pa.string()),
+    ("user_pool_id", pa.string()),
+    ("user_sub", pa.string()),
+    ("user_status", pa.string()),
+    ("enabled", pa.bool_()),
+    ("mfa_settings", pa.list_(pa.string())),
+    ("preferred_mfa", pa.string()),
+    ("email", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("modified_at", pa.timestamp("us", tz="UTC")),
+    ("attributes", pa.string()),
+])
+
+
+class UserDataError(RiskgateError):
+    """A user value is not what Cognito allows (status, MFA name, ...)."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One user as loaded; ``None`` means "not given by this input" (the stored value is kept)."""
+
+    username: str
+    user_pool_id: str | None = None
+    user_sub: str | None = None
+    user_status: str | None = None
+    enabled: bool | None = None
+    mfa_settings: tuple[str, ...] | None = None
+    preferred_mfa: str | None = None
+    email: str | None = None
+    created_at: datetime | None = None
+    modified_at: datetime | None = None
+    attributes: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    position: str  # "line 12" (CSV) or "page 2 (line 40), Users[5]" (JSON)
+    reason: str
+
+
+@dataclass
+class LoadResult:
+    source: str
+    read: int = 0
+    added: int = 0
+    updated: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> Counter:
+        return Counter(r.reason.split(": ", 1)[0] if ": " in r.reason else r.reason for r in self.rejected)
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "read": self.read,
+            "added": self.added,
+            "updated": self.updated,
+            "rejected": len(self.rejected),
+            "rejections": [{"position": r.position, "reason": r.reason} for r in self.rejected],
+        }
+
+
+# -- validation shared by both inputs --------------------------------------------
+
+
+def check_status(status: str) -> str:
+    if status not in USER_STATUSES:
+        raise UserDataError(f"UserStatus {status!r} is not one of: {', '.join(USER_STATUSES)}")
+    return status
+
+
+def check_mfa(name: str, what: str) -> str:
+    if name not in MFA_SETTINGS:
+        raise UserDataError(f"unknown MFA name in {what}: {name!r}; expected one of: {', '.join(MFA_SETTINGS)}")
+    return name
+
+
+def _mfa(settings: list[str] | None, preferred: str | None) -> tuple[tuple[str, ...] | None, str | None]:
+    """Settings in a stable order; a preferred method is always among the enabled ones."""
+    if settings is None and preferred is None:
+        return None, None
+    out = list(dict.fromkeys(settings or []))
+    if preferred and preferred not in out:
+        out.append(preferred)
+    return tuple(sorted(out, key=MFA_SETTINGS.index)), preferred
+
+
+def _time(value, what: str) -> datetime | None:
+    """ISO 8601 text (the AWS CLI) or epoch seconds (older CLIs / SDK dumps)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise UserDataError(f"{what} must be a date, got {value!r}")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UserDataError(f"{what} is not an ISO 8601 date: {value!r}") from None
+        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    raise UserDataError(f"{what} must be a date, got {type(value).__name__}")
+
+
+# -- ListUsers JSON ---------------------------------------------------------------
+
+
+def user_from_cognito(obj, user_pool_id: str | None = None) -> UserRecord:
+    """One ``ListUsers`` / ``AdminGetUser`` user object -> :class:`UserRecord` (raises UserDataError)."""
+    if not isinstance(obj, dict):
+        raise UserDataError(f"a user must be a JSON object, got {type(obj).__name__}")
+    name = obj.get("Username")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        raise UserDataError("Username is missing")
+    if not isinstance(name, str):
+        raise UserDataError(f"Username must be a string, got {name!r}")
+    attrs: dict[str, str] = {}
+    raw_attrs = obj.get("Attributes", obj.get("UserAttributes"))
+    if raw_attrs is not None:
+        if not isinstance(raw_attrs, list):
+            raise UserDataError("Attributes must be a list of {Name, Value}")
+        for i, a in enumerate(raw_attrs):
+            if not isinstance(a, dict) or not isinstance(a.get("Name"), str):
+                raise UserDataError(f"Attributes[{i}] must be an object with a string Name")
+            v = a.get("Value")
+            attrs[a["Name"]] = v if isinstance(v, str) or v is None else json.dumps(v)
+    status = obj.get("UserStatus")
+    if status is not None:
+        if not isinstance(status, str):
+            raise UserDataError(f"UserStatus must be a string, got {status!r}")
+        check_status(status)
+    enabled = obj.get("Enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise UserDataError(f"Enabled must be true or false, got {enabled!r}")
+    settings: list[str] | None = None
+    if obj.get("UserMFASettingList") is not None:
+        lst = obj["UserMFASettingList"]
+        if not isinstance(lst, list):
+            raise UserDataError("UserMFASettingList must be a list")
+        for x in lst:
+            if not isinstance(x, str):
+                raise UserDataError(f"UserMFASettingList items must be strings, got {x!r}")
+            check_mfa(x, "UserMFASettingList")
+        settings = list(lst)
+    if obj.get("MFAOptions") is not None:
+        opts = obj["MFAOptions"]
+        if not isinstance(opts, list):
+            raise UserDataError("MFAOptions must be a list")
+        for i, o in enumerate(opts):
+            medium = o.get("DeliveryMedium") if isinstance(o, dict) else None
+            if medium != "SMS":
+                raise UserDataError(f"unknown MFA name in MFAOptions[{i}].DeliveryMedium: {medium!r}; expected 'SMS'")
+            settings = (settings or []) + ["SMS_MFA"]
+    preferred = obj.get("PreferredMfaSetting")
+    if preferred in ("", None):
+        preferred = None
+    elif not isinstance(preferred, str):
+        raise UserDataError(f"PreferredMfaSetting must be a string, got {preferred!r}")
+    else:
+        check_mfa(preferred, "PreferredMfaSetting")
+    mfa, preferred = _mfa(settings, preferred)
+    pool = obj.get("UserPoolId")
+    return UserRecord(
+        username=name,
+        user_pool_id=user_pool_id or (pool if isinstance(pool, str) and pool else None),
+        user_sub=attrs.get("sub"),
+        user_status=status,
+        enabled=enabled,
+        mfa_settings=mfa,
+        preferred_mfa=preferred,
+        email=attrs.get("email"),
+        created_at=_time(obj.get("UserCreateDate"), "UserCreateDate"),
+        modified_at=_time(obj.get("UserLastModifiedDate"), "UserLastModifiedDate"),
+        attributes=attrs if raw_attrs is not None else None,
+    )
+
+
+def _json_documents(text: str, source: str):
+    """Yield (document, line) of each JSON document in ``text`` (one, or several back to back)."""
+    dec = json.JSONDecoder()
+    pos, n = 0, len(text)
+    while True:
+        while pos < n and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= n:
+            return
+        line = text.count("\n", 0, pos) + 1
+        try:
+            doc, end = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(
+                f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", source=source
+            ) from None
+        yield doc, line
+        pos = end
+
+
+def parse_list_users(text: str, source: str, user_pool_id: str | None = None):
+    """Records and rejections from ``ListUsers`` JSON text (see the module docstring for the shapes)."""
+    records: list[UserRecord] = []
+    rejected: list[Rejected] = []
+    read = 0
+    pages: list[tuple[object, str]] = []
+    for doc, line in _json_documents(text, source):
+        if isinstance(doc, list):
+            if doc and all(isinstance(d, dict) and "Users" in d for d in doc):
+                pages += [(d, f"page {len(pages) + k + 1} (line {line})") for k, d in enumerate(doc)]
+            else:
+                pages.append(({"Users": doc}, f"list (line {line})"))
+        else:
+            pages.append((doc, f"page {len(pages) + 1} (line {line})"))
+    for page, where in pages:
+        if not isinstance(page, dict) or not isinstance(page.get("Users"), list):
+            raise InputFormatError(
+                f"{where}: expected ListUsers output, an object with a \"Users\" list", source=source
+            )
+        for i, obj in enumerate(page["Users"]):
+            read += 1
+            try:
+                records.append(user_from_cognito(obj, user_pool_id))
+            except UserDataError as exc:
+                rejected.append(Rejected(f"{where}, Users[{i}]", str(exc)))
+    return records, rejected, read
+
+
+# -- CSV ----------------------------------------------------------------------------
+
+
+def parse_users_csv(text: str, source: str, user_pool_id: str | None = None):
+    """Records and rejections from the users CSV (header ``CSV_HEADER``, any column order)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise InputFormatError("is empty: expected the header " + ",".join(CSV_HEADER), source=source) from None
+    missing = [c for c in CSV_HEADER if c not in header]
+    unknown = [c for c in header if c not in CSV_HEADER]
+    if missing or unknown:
+        raise InputFormatError(
+            "the header must be " + ",".join(CSV_HEADER)
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+            source=source, line=1,
+        )
+    col = {c: header.index(c) for c in CSV_HEADER}
+    records: list[UserRecord] = []
+    rejected: list[Rejected] = []
+    read = 0
+    prev_line = 1
+    for row in reader:
+        line = prev_line + 1
+        prev_line = reader.line_num
+        if not any(x.strip() for x in row):
+            continue
+        read += 1
+        try:
+            if len(row) != len(header):
+                raise UserDataError(f"expected {len(header)} fields, found {len(row)}")
+            records.append(_user_from_row({c: row[i].strip() for c, i in col.items()}, user_pool_id))
+        except UserDataError as exc:
+            rejected.append(Rejected(f"line {line}", str(exc)))
+    return records, rejected, read
+
+
+def _user_from_row(r: dict[str, str], user_pool_id: str | None) -> UserRecord:
+    if not r["username"]:
+        raise UserDataError("Username is missing")
+    status = check_status(r["status"]) if r["status"] else None
+    enabled = None
+    if r["enabled"]:
+        low = r["enabled"].lower()
+        if low not in _TRUE + _FALSE:
+            raise UserDataError(f"enabled must be true or false, got {r['enabled']!r}")
+        enabled = low in _TRUE
+    settings = [check_mfa(x.strip(), "mfa_settings") for x in r["mfa_settings"].split(";") if x.strip()]
+    preferred = check_mfa(r["preferred_mfa"], "preferred_mfa") if r["preferred_mfa"] else None
+    mfa, preferred = _mfa(settings, preferred)
+    return UserRecord(
+        username=r["username"],
+        user_pool_id=user_pool_id,
+        user_sub=r["sub"] or None,
+        user_status=status,
+        enabled=enabled,
+        mfa_settings=mfa,
+        preferred_mfa=preferred,
+        email=r["email"] or None,
+    )
+
+
+# -- reading a file ----------------------------------------------------------------------
+
+
+def read_users_file(path: str | Path, user_pool_id: str | None = None):
+    """(records, rejections, entries read) of a ListUsers JSON or users CSV file (gzip accepted)."""
+    source = str(path)
+    p = Path(path)
+    if p.exists() and p.is_file() and p.stat().st_size > MAX_USERS_FILE_BYTES:
+        raise InputFormatError(f"is larger than {MAX_USERS_FILE_BYTES // 1024**3} GiB; split it into pages",
+                               source=source)
+    with open_binary(path) as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(f"not UTF-8: invalid byte at position {exc.start}", source=source) from None
+    head = text.lstrip()
+    if not head:
+        raise InputFormatError("is empty: expected ListUsers JSON or a users CSV", source=source)
+    if head[0] in "{[":
+        return parse_list_users(text, source, user_pool_id)
+    return parse_users_csv(text, source, user_pool_id)
+
+
+# -- the users table -------------------------------------------------------------------------
+
+
+def _table(records: list[UserRecord]) -> pa.Table:
+    cols: dict[str, list] = {c: [] for c in USER_COLUMNS}
+    for r in records:
+        cols["username"].append(r.username)
+        cols["user_pool_id"].append(r.user_pool_id)
+        cols["user_sub"].append(r.user_sub)
+        cols["user_status"].append(r.user_status)
+        cols["enabled"].append(r.enabled)
+        cols["mfa_settings"].append(list(r.mfa_settings) if r.mfa_settings is not None else None)
+        cols["preferred_mfa"].append(r.preferred_mfa)
+        cols["email"].append(r.email)
+        cols["created_at"].append(r.created_at)
+        cols["modified_at"].append(r.modified_at)
+        cols["attributes"].append(json.dumps(r.attributes, ensure_ascii=False) if r.attributes is not None else None)
+    return pa.table(cols, schema=_USERS_SCHEMA)
+
+
+_UPSERT = (
+    "INSERT INTO users (" + ", ".join(USER_COLUMNS) + ") SELECT " + ", ".join(USER_COLUMNS) + " FROM _rg_new_users "
+    "ON CONFLICT (username) DO UPDATE SET "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS if c != "username")
+)
+
+
+def upsert_users(con: duckdb.DuckDBPyConnection, records: list[UserRecord]) -> tuple[int, int]:
+    """Insert new users and update known ones (last record wins per username); return (added, updated).
+
+    ``updated`` counts records that changed a user already known, in the store or earlier in ``records``.
+    """
+    if not records:
+        return 0, 0
+    last: dict[str, UserRecord] = {}
+    for r in records:
+        last[r.username] = r
+    table = _table(list(last.values()))
+    con.register("_rg_new_users", table)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            known = con.execute(
+                "SELECT count(*) FROM _rg_new_users n JOIN users u ON u.username = n.username"
+            ).fetchall()[0][0]
+            con.execute(_UPSERT).fetchall()
+            con.execute("COMMIT")
+        except duckdb.Error:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("_rg_new_users")
+    added = len(last) - int(known)
+    return added, len(records) - added
+
+
+def load_users(con: duckdb.DuckDBPyConnection, path: str | Path, user_pool_id: str | None = None) -> LoadResult:
+    """Read ``path`` and upsert its users; bad entries are reported, the rest loaded."""
+    records, rejected, read = read_users_file(path, user_pool_id)
+    added, updated = upsert_users(con, records)
+    return LoadResult(source=str(path), read=read, added=added, updated=updated, rejected=rejected)
+
+
+def _row(names: list[str], row: tuple) -> dict:
+    d = dict(zip(names, row))
+    d["mfa_settings"] = list(d["mfa_settings"] or [])
+    d["attributes"] = json.loads(d["attributes"]) if d["attributes"] else {}
+    d["mfa_enabled"] = len(d["mfa_settings"]) > 0
+    return d
+
+
+_SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
+
+
+def get_user(con: duckdb.DuckDBPyConnection, username: str) -> dict | None:
+    """The stored user (columns of the table, ``attributes`` as a dict, ``mfa_enabled``), or None."""
+    cur = con.execute(_SELECT + " WHERE username = ?", [username])
+    names = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    return _row(names, rows[0]) if rows else None
+
+
+def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str) -> bool:
+    """Set a user's UserStatus (e.g. RESET_REQUIRED after blocked compromised credentials).
+
+    Returns False when no such user is loaded; an unknown status raises :class:`UserDataError`.
+    """
+    check_status(status)
+    res = con.execute(
+        "UPDATE users SET user_status = ?, modified_at = ? WHERE username = ?",
+        [status, datetime.now(timezone.utc), username],
+    ).fetchall()
+    return bool(res and res[0][0])
+
+
+def list_users(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    status: str | None = None,
+    mfa_enabled: bool | None = None,
+    enabled: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict]:
+    """Users ordered by username, optionally filtered by status, MFA and Enabled."""
+    where, params = [], []
+    if status is not None:
+        where.append("user_status = ?")
+        params.append(check_status(status))
+    if mfa_enabled is not None:
+        where.append("(coalesce(len(mfa_settings), 0) > 0) = ?")
+        params.append(mfa_enabled)
+    if enabled is not None:
+        where.append("enabled = ?")
+        params.append(enabled)
+    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY username"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params += [int(limit), int(offset)]
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [_row(names, r) for r in cur.fetchall()]
