@@ -627,12 +627,10 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
 
 @dataclass
 class _Plan:
-    """The per-file conversion: input columns, their kinds, and the SQL."""
+    """The conversion SQL for one shape of input batch, with the values it binds."""
 
     sql: str
     params: dict[str, str]
-    fields: list[str]  # canonical fields, in input column order f0, f1, ...
-    sources: list[str | None]  # the file column of each (None = constant)
 
 
 class MappedConverter:
@@ -735,7 +733,7 @@ class MappedConverter:
         out.append("_line AS source_line")
         sql = f"WITH conv AS (SELECT {', '.join(conv)} FROM inputs_) SELECT {', '.join(out)} FROM conv"
         params = {k: v for k, v in params.items() if f"${k}" in sql}  # DuckDB refuses unused parameters
-        plan = _Plan(sql=sql, params=params, fields=fields, sources=[])
+        plan = _Plan(sql=sql, params=params)
         self._plans[key] = plan
         return plan
 
