@@ -137,53 +137,62 @@ FREEMAN_HIERARCHIES = (
 )
 _FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user_agent"}
 
-_ORDER = "ORDER BY creation_date, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+_ORDER = "ORDER BY rk ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"  # rk: (creation_date, event_id)
 
 
 def _range(hours: int) -> str:
     return f"ORDER BY creation_date RANGE BETWEEN INTERVAL {int(hours)} HOUR PRECEDING AND CURRENT ROW EXCLUDE GROUP"
 
 
+def _h(expr: str) -> str:
+    """A 64-bit hash of a key (NULL stays NULL): windows then sort narrow integers, not strings."""
+    return f"CASE WHEN ({expr}) IS NULL THEN NULL ELSE hash({expr}) END"
+
+
 def _build_sql(filters: str) -> str:
-    """The one statement; parameters: cut, hi, cut (user base), cut (global base), then the filter's."""
-    key_cols = ",\n      ".join(f"{expr} AS k_{name}" for name, expr in KEYS.items())
-    win = []
+    """The one statement; parameters: cut, hi (window rows), cut (history before them), then the filter's."""
+    key_cols = ",\n      ".join(f"{_h(expr)} AS k_{name}" for name, expr in KEYS.items())
+    # one narrow CTE per window (joined back on rk): cheaper than one wide chain of window operators
+    cum = "ORDER BY rk ROWS UNBOUNDED PRECEDING) - known::INT"  # running count of known rows before this one
+    specs: list[tuple[str, str]] = []
     for k in USER_KEYS:
-        win.append(f"coalesce(sum(known::INT) OVER (PARTITION BY username, k_{k} {_ORDER}), 0) AS wu_{k}")
+        specs.append((f"wu_{k}", f"sum(known::INT) OVER (PARTITION BY uid, k_{k} {cum} AS wu_{k}"))
     for k in GLOBAL_KEYS:
-        win.append(f"coalesce(sum(known::INT) OVER (PARTITION BY k_{k} {_ORDER}), 0) AS wg_{k}")
-    win += [
-        f"coalesce(sum(known::INT) OVER ({_ORDER}), 0) AS wg_total",
-        f"coalesce(sum(known::INT) OVER (PARTITION BY username {_ORDER}), 0) AS wu_total",
-        f"""last_value(CASE WHEN known THEN {{'t': creation_date, 'lat': latitude, 'lon': longitude}} END IGNORE NULLS)
-              OVER (PARTITION BY username {_ORDER}) AS w_prev""",
-        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY username {_range(1)}) AS user_failures_1h",
-        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY username {_range(24)}) AS user_failures_24h",
-        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY k_ip {_range(1)}) AS ip_failures_1h",
-        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY k_ip {_range(24)}) AS ip_failures_24h",
-        f"count(DISTINCT username) OVER (PARTITION BY k_ip {_range(1)}) AS ip_users_1h",
-        f"count(DISTINCT username) OVER (PARTITION BY k_ip {_range(24)}) AS ip_users_24h",
-        f"count(*) FILTER (WHERE failed) OVER (PARTITION BY k_prefix {_range(24)}) AS prefix_failures_24h",
-        f"count(DISTINCT username) OVER (PARTITION BY k_prefix {_range(24)}) AS prefix_users_24h",
+        specs.append((f"wg_{k}", f"sum(known::INT) OVER (PARTITION BY k_{k} {cum} AS wg_{k}"))
+    specs += [
+        ("wg_total", f"sum(known::INT) OVER ({cum} AS wg_total"),
+        ("wu_total", f"""sum(known::INT) OVER (PARTITION BY uid {cum} AS wu_total,
+              last_value(CASE WHEN known THEN {{'t': creation_date, 'lat': latitude, 'lon': longitude}} END IGNORE NULLS)
+                OVER (PARTITION BY uid {_ORDER}) AS w_prev"""),
+        ("wu_fail", f"""coalesce(sum(failed::INT) OVER (PARTITION BY uid {_range(1)}), 0) AS user_failures_1h,
+              coalesce(sum(failed::INT) OVER (PARTITION BY uid {_range(24)}), 0) AS user_failures_24h"""),
+        ("wip", f"""coalesce(sum(failed::INT) OVER (PARTITION BY k_ip {_range(1)}), 0) AS ip_failures_1h,
+              coalesce(sum(failed::INT) OVER (PARTITION BY k_ip {_range(24)}), 0) AS ip_failures_24h,
+              count(DISTINCT uid) OVER (PARTITION BY k_ip {_range(1)}) AS ip_users_1h,
+              count(DISTINCT uid) OVER (PARTITION BY k_ip {_range(24)}) AS ip_users_24h"""),
+        ("wpfx", f"""coalesce(sum(failed::INT) OVER (PARTITION BY k_prefix {_range(24)}), 0) AS prefix_failures_24h,
+              count(DISTINCT uid) OVER (PARTITION BY k_prefix {_range(24)}) AS prefix_users_24h"""),
     ]
-    windows = ",\n      ".join(win)
+    window_ctes = ",\n".join(f"{name} AS (SELECT rk, {expr} FROM n)" for name, expr in specs)
+    window_joins = " ".join(f"JOIN {name} USING (rk)" for name, _ in specs[1:])
+    windows = f"{window_ctes},\nwin AS (SELECT * FROM {specs[0][0]} {window_joins})"
 
     user_bases = []
     user_joins = []
     for k in USER_KEYS:
         user_bases.append(
-            f"bu_{k} AS (SELECT username, k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL "
-            f"AND username IN (SELECT username FROM tu) GROUP BY ALL)"
+            f"bu_{k} AS (SELECT uid, k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL "
+            f"AND uid IN (SELECT uid FROM tu) GROUP BY ALL)"
         )
-        user_joins.append(f"LEFT JOIN bu_{k} ON bu_{k}.username = t.username AND bu_{k}.k = t.k_{k}")
+        user_joins.append(f"LEFT JOIN bu_{k} ON bu_{k}.uid = t.uid AND bu_{k}.k = t.k_{k}")
     glob_bases = []
     glob_joins = []
     for k in GLOBAL_KEYS:
         glob_bases.append(f"bg_{k} AS (SELECT k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL GROUP BY ALL)")
         glob_joins.append(f"LEFT JOIN bg_{k} ON bg_{k}.k = t.k_{k}")
 
-    cu = {k: f"(t.wu_{k} + coalesce(bu_{k}.c, 0))" for k in USER_KEYS}
-    cg = {k: f"(t.wg_{k} + coalesce(bg_{k}.c, 0))" for k in GLOBAL_KEYS}
+    cu = {k: f"(win.wu_{k} + coalesce(bu_{k}.c, 0))" for k in USER_KEYS}
+    cg = {k: f"(win.wg_{k} + coalesce(bg_{k}.c, 0))" for k in GLOBAL_KEYS}
     counts = ",\n      ".join([f"{cu[k]}::DOUBLE AS cu_{k}" for k in USER_KEYS] + [f"{cg[k]}::DOUBLE AS cg_{k}" for k in GLOBAL_KEYS])
 
     # Freeman: global conditionals, smoothed user joints, per-level log ratios
@@ -260,35 +269,35 @@ ev AS (
       e.latitude, e.longitude, e.has_context_data,
       (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
       (e.event_response = 'Fail') AS failed,
+      hash(e.username) AS uid,
       {key_cols}
   FROM events e LEFT JOIN inv ON inv.event_id = e.event_id
 ),
-w AS (SELECT * FROM ev WHERE creation_date >= ? AND creation_date <= ?),
+w AS (SELECT *, row_number() OVER (ORDER BY creation_date, event_id) AS rk
+      FROM ev WHERE creation_date >= ? AND creation_date <= ?),
 pre AS (SELECT * FROM ev WHERE known AND creation_date < ?),
-win AS (
-  SELECT w.*,
-      {windows}
-  FROM w
-),
-t AS (SELECT * FROM win WHERE {filters}),
-tu AS (SELECT DISTINCT username FROM t),
+n AS (SELECT rk, uid, known, failed, creation_date, latitude, longitude, {", ".join("k_" + k for k in KEYS)} FROM w),
+{windows},
+t AS (SELECT * FROM w WHERE {filters}),
+tu AS (SELECT DISTINCT uid FROM t),
 {", ".join(user_bases)},
 {", ".join(glob_bases)},
-bu_total AS (SELECT username, count(*) AS c, last({{'t': creation_date, 'lat': latitude, 'lon': longitude}}
+bu_total AS (SELECT uid, count(*) AS c, last({{'t': creation_date, 'lat': latitude, 'lon': longitude}}
                  ORDER BY creation_date, event_id) AS prev
-             FROM pre WHERE username IN (SELECT username FROM tu) GROUP BY username),
+             FROM pre WHERE uid IN (SELECT uid FROM tu) GROUP BY uid),
 bg_total AS (SELECT count(*) AS c FROM pre),
 hosting AS (SELECT DISTINCT asn FROM _rg_feat_hosting),
 joined AS (
-  SELECT t.*, coalesce(t.w_prev, bu_total.prev) AS prev,
-      (t.wu_total + coalesce(bu_total.c, 0))::DOUBLE AS n_u,
-      (t.wg_total + bg_total.c)::DOUBLE AS n_g,
+  SELECT t.*, win.* EXCLUDE (rk), coalesce(win.w_prev, bu_total.prev) AS prev,
+      (win.wu_total + coalesce(bu_total.c, 0))::DOUBLE AS n_u,
+      (win.wg_total + bg_total.c)::DOUBLE AS n_g,
       hosting.asn IS NOT NULL AS is_hosting,
       {counts}
   FROM t
+  JOIN win ON win.rk = t.rk
   {" ".join(user_joins)}
   {" ".join(glob_joins)}
-  LEFT JOIN bu_total ON bu_total.username = t.username
+  LEFT JOIN bu_total ON bu_total.uid = t.uid
   CROSS JOIN bg_total
   LEFT JOIN hosting ON hosting.asn = t.asn
 ),
