@@ -82,7 +82,7 @@ def latest_feedback(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str] | N
         return con.sql(LATEST_FEEDBACK_SQL + " ORDER BY event_id").to_arrow_table()
     con.register("_rg_feedback_q", pa.table({"event_id": pa.array(list(event_ids), pa.string())}))
     try:
-        return con.execute(
+        return con.sql(
             f"SELECT l.* FROM ({LATEST_FEEDBACK_SQL}) l SEMI JOIN _rg_feedback_q q USING (event_id) ORDER BY event_id"
         ).to_arrow_table()
     finally:

@@ -1,0 +1,49 @@
+"""risk.feedback: recording feedback and reading the one in force."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+import risk.store
+from ingest.schema import EVENT_SCHEMA, conform
+from ingest.store import insert_events
+from risk.feedback import FeedbackError, latest_feedback, set_feedback
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = risk.store.connect(tmp_path / "s.duckdb")
+    rows = [{"event_id": f"e{i}", "username": "alice", "event_type": "SignIn", "event_response": "Pass",
+             "creation_date": T0 + timedelta(minutes=i), "source_format": "t", "source_file": "t", "source_line": i}
+            for i in range(3)]
+    insert_events(c, conform(pa.Table.from_pylist(rows), EVENT_SCHEMA), "t")
+    yield c
+    c.close()
+
+
+def test_latest_feedback_wins_by_date_then_by_order_of_recording(con):
+    set_feedback(con, "e1", "Invalid", "User", when=T0 + timedelta(days=1))
+    set_feedback(con, "e1", "Valid", "Admin", when=T0 + timedelta(days=2))
+    set_feedback(con, "e2", "Valid", "Admin", when=T0)
+    set_feedback(con, "e2", "Invalid", "Admin", when=T0)  # same instant: the later recorded wins
+    rows = latest_feedback(con).to_pylist()
+    assert [(r["event_id"], r["feedback_value"], r["provider"]) for r in rows] == [
+        ("e1", "Valid", "Admin"), ("e2", "Invalid", "Admin")]
+    assert [r["event_id"] for r in latest_feedback(con, ["e2", "e0"]).to_pylist()] == ["e2"]
+    assert latest_feedback(con, []).num_rows == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("nope", "Invalid", "Admin"), "no event with EventId 'nope' in the store"),
+    (("e1", "invalid", "Admin"), "FeedbackValue must be one of Valid, Invalid, got 'invalid'"),
+    (("e1", "Valid", "Robot"), "provider must be one of Admin, User, got 'Robot'"),
+])
+def test_bad_feedback_is_refused_with_what_was_wrong(con, args, message):
+    with pytest.raises(FeedbackError, match=message):
+        set_feedback(con, *args)
+    assert latest_feedback(con).num_rows == 0
