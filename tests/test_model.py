@@ -312,6 +312,19 @@ def test_unlabeled_contributions_are_exact(unlabeled, data):
                                       / (unlabeled.surprise_.n[FEATURE_COLUMNS.index("new_country")] + 2)))
 
 
+@pytest.mark.parametrize("stack", [False, True])
+def test_supervised_contributions_add_up_to_the_log_odds(stack, data):
+    (X, y), (Xt, _) = data
+    m = RiskModel(stack_statistical=stack, **FAST).fit(X, y)
+    Xt = Xt.copy()
+    Xt.loc[::7, "new_device"] = np.nan  # NULLs follow the trees' missing-value branches
+    C = m.contributions(Xt)
+    Z = Xt[FEATURE_COLUMNS].to_numpy(dtype=float)
+    if stack:
+        Z = np.column_stack([Z, m.statistical_score(Xt)])
+    np.testing.assert_allclose(C.sum(axis=1) + m.paths_.bias, m.classifier_.decision_function(Z), atol=1e-9)
+
+
 def test_supervised_explanation_names_the_learned_signal():
     X, y = _subtle(0)
     m = RiskModel(**FAST).fit(X, y)

@@ -29,8 +29,7 @@ on a held-out stratified split (``calibration_fraction``) by Platt scaling
 (default: monotone, so it keeps the tree model's ranking and adds no ties at
 the top) or isotonic regression; one tree model keeps scoring fast. Labels may be
 partial: ``NaN`` in ``y`` means "unknown" (used for the statistical part only).
-Explanations compare each signal with its typical legitimate value (the
-median over legitimate training events): see :meth:`RiskModel.contributions`.
+Explanations are additive and exact in both modes: see :meth:`RiskModel.contributions`.
 """
 
 from __future__ import annotations
@@ -73,10 +72,6 @@ DEFAULT_PRIOR_WEIGHTS: Mapping[str, float] = {}
 #: Most values kept per signal to estimate tail probabilities (a random sample
 #: above this; the resolution of a tail probability is 1 / this).
 MAX_REFERENCE_VALUES = 50_000
-
-#: Surprise terms stand in (scaled by this, so they read as small log odds) for
-#: events around which the tree model is flat (no signal moves its output).
-EXPLAIN_FALLBACK_SCALE = 0.01
 
 #: Below this many rows the tree model fits and predicts on one thread.
 SMALL_BATCH = 20_000
@@ -190,6 +185,67 @@ class _Surprise:
         return out
 
 
+# -- additive explanations of the tree model ----------------------------------------
+
+
+class _TreePaths:
+    """The tree model's trees as flat arrays, with each node's expected output (plain object, pickled with the model).
+
+    A node's expected output is the count-weighted mean of the leaf values
+    below it; walking an event down a tree, each split's feature is credited
+    with the change of expected output it causes (Saabas' path attribution).
+    Summed over trees, the credits plus ``bias`` equal the tree model's log
+    odds exactly.
+    """
+
+    def __init__(self, hgb: HistGradientBoostingClassifier):
+        trees = [it[0].nodes for it in hgb._predictors]
+        sizes = np.array([len(t) for t in trees])
+        self.roots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        nodes = np.concatenate(trees)
+        off = np.repeat(self.roots, sizes)
+        self.leaf = nodes["is_leaf"].astype(bool)
+        self.feature = nodes["feature_idx"].astype(np.int64)
+        self.threshold = nodes["num_threshold"].astype(float)
+        self.missing_left = nodes["missing_go_to_left"].astype(bool)
+        self.left = np.where(self.leaf, 0, nodes["left"].astype(np.int64) + off)
+        self.right = np.where(self.leaf, 0, nodes["right"].astype(np.int64) + off)
+        value = nodes["value"].astype(float)
+        count = nodes["count"].astype(float)
+        expected = np.where(self.leaf, value, 0.0)
+        for i in range(len(nodes) - 1, -1, -1):  # children come after their parent
+            if not self.leaf[i]:
+                l, r = self.left[i], self.right[i]
+                w = count[l] + count[r]
+                expected[i] = (count[l] * expected[l] + count[r] * expected[r]) / w if w else 0.5 * (expected[l] + expected[r])
+        self.expected = expected
+        self.bias = float(np.ravel(hgb._baseline_prediction)[0] + expected[self.roots].sum())
+
+    def contributions(self, M: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        n, k = M.shape
+        out = np.zeros((n, k))
+        T = len(self.roots)
+        for a in range(0, n, chunk):
+            X = M[a:a + chunk]
+            m = len(X)
+            node = np.broadcast_to(self.roots, (m, T)).copy()
+            rows = np.broadcast_to(np.arange(m)[:, None], (m, T))
+            acc = np.zeros(m * k)
+            while True:
+                active = ~self.leaf[node]
+                if not active.any():
+                    break
+                nd, r = node[active], rows[active]
+                f = self.feature[nd]
+                x = X[r, f]
+                go_left = np.where(np.isnan(x), self.missing_left[nd], x <= self.threshold[nd])
+                child = np.where(go_left, self.left[nd], self.right[nd])
+                acc += np.bincount(r * k + f, weights=self.expected[child] - self.expected[nd], minlength=m * k)
+                node[active] = child
+            out[a:a + m] = acc.reshape(m, k)
+        return out
+
+
 # -- RiskModel ----------------------------------------------------------------
 
 
@@ -286,21 +342,18 @@ class RiskModel(ClassifierMixin, BaseEstimator):
                 l2_regularization=self.l2_regularization, early_stopping=False, random_state=self.random_state)
             with threadpool_limits(1 if len(fit_rows) < SMALL_BATCH else None, "openmp"):
                 self.classifier_ = hgb.fit(Z[fit_rows], labels[fit_rows].astype(int))
+            self.paths_ = _TreePaths(self.classifier_)
             raw = self.classifier_.decision_function(Z[cal_rows])
             if self.calibration == "sigmoid":
                 self.calibrator_ = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), labels[cal_rows].astype(int))
             else:
                 self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
                     raw, labels[cal_rows])
-            legit = M[known][labels[known] == 0]
         else:
             self.mode_ = "unlabeled"
             self.classifier_ = None
             self.calibrator_ = None
-            legit = M
-        with np.errstate(all="ignore"):
-            ref = np.nanmedian(legit, axis=0) if len(legit) else np.full(M.shape[1], np.nan)
-        self.reference_ = np.where(np.isnan(ref), 0.0, ref)
+            self.paths_ = None
         self.offset_ = float(np.quantile(self._score_matrix(M), 1 - self.contamination))
         return self
 
@@ -355,42 +408,27 @@ class RiskModel(ClassifierMixin, BaseEstimator):
 
     # explanations
     def contributions(self, X) -> np.ndarray:
-        """(n, features) contributions to the log odds of each event.
+        """(n, features) additive contributions to each event's log odds.
 
-        Without labels: the exact surprise terms (they add up to S). With
-        labels: half the drop in the tree model's log odds when the signal is
-        set to its typical legitimate value (``reference_``) plus half the
-        rise when only that signal takes the event's value on an otherwise
-        typical event -- a two-point Shapley approximation, vectorised per
-        signal, that still names each signal when many are anomalous at once.
-        Where the tree model is flat around an event (no signal moves it),
-        the surprise terms, scaled by :data:`EXPLAIN_FALLBACK_SCALE`, rank
-        its signals instead.
+        Without labels: the surprise terms; they add up to the statistical
+        score S (the log odds are S - c_). With labels: each signal's share of
+        the tree model's log odds by path attribution (:class:`_TreePaths`);
+        they add up to the log odds minus ``paths_.bias``. With
+        ``stack_statistical`` the share of the S input is split over the
+        signals in proportion to their surprise terms. Both are exact and cost
+        about one prediction.
         """
         M = self._checked(X)
         if self.classifier_ is None:
             return self.surprise_.matrix(M) * self.weights_
-        base = self._log_odds(M)
-        ref_row = self.reference_.reshape(1, -1)
-        g_ref = self._log_odds(ref_row)[0]
-        out = np.zeros_like(M)
-        for j in range(M.shape[1]):
-            col = M[:, j]
-            rows = np.where(np.isnan(col) | (col != self.reference_[j]))[0]
-            if len(rows) == 0:
-                continue
-            Mj = M[rows].copy()
-            Mj[:, j] = self.reference_[j]
-            removed = base[rows] - self._log_odds(Mj)
-            vals, inverse = np.unique(col[rows], return_inverse=True, equal_nan=True)
-            alone = np.repeat(ref_row, len(vals), axis=0)
-            alone[:, j] = vals
-            added = self._log_odds(alone)[inverse.ravel()] - g_ref
-            out[rows, j] = 0.5 * (removed + added)
-        flat = ~(out > 0).any(axis=1)
-        if flat.any():  # the tree model is flat around these events: rank their signals by surprise
-            out[flat] = self.surprise_.matrix(M[flat]) * self.weights_ * EXPLAIN_FALLBACK_SCALE
-        return out
+        Z = np.column_stack([M, self._total(M)]) if self.stack_statistical else M
+        C = self.paths_.contributions(Z)
+        if self.stack_statistical:
+            terms = self.surprise_.matrix(M) * self.weights_
+            tot = terms.sum(axis=1, keepdims=True)
+            share = np.divide(terms, tot, out=np.full_like(terms, 1.0 / terms.shape[1]), where=tot > 0)
+            C = C[:, :-1] + C[:, -1:] * share
+        return C
 
     def explain(self, X, top: int = 3) -> list[list[tuple[str, float | None, float]]]:
         """Per event, up to ``top`` (signal code, value, contribution) raising its risk, largest first."""
