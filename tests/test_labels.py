@@ -1,0 +1,129 @@
+"""riskgate labels load: event_id,label,value,source CSV into the labels table; idempotent; unknown ids counted."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from ingest import store
+from ingest.errors import InputFormatError
+from ingest.labels import load_labels
+from ingest.schema import EVENT_SCHEMA, conform
+
+runner = CliRunner()
+HEADER = "event_id,label,value,source\n"
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = store.connect(tmp_path / "l.duckdb")
+    events = pa.table({
+        "event_id": ["e1", "e2", "e3"],
+        "username": ["alice", "bob", "alice"],
+        "event_type": ["SignIn"] * 3,
+        "event_response": ["Pass", "Fail", "Pass"],
+        "creation_date": pa.array([datetime(2026, 6, 1, 8, i, tzinfo=timezone.utc) for i in range(3)],
+                                  pa.timestamp("us", tz="UTC")),
+        "source_format": ["test"] * 3,
+        "source_file": ["t"] * 3,
+        "source_line": [1, 2, 3],
+    })
+    assert store.insert_events(c, conform(events, EVENT_SCHEMA), "run-1") == 3
+    yield c
+    c.close()
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def labels(con):
+    return sorted(con.execute("SELECT event_id, label, value, source FROM labels").fetchall())
+
+
+def test_labels_load_and_reload_adds_nothing(con, tmp_path):
+    f = write(tmp_path, "l.csv", HEADER
+              + "e1,is_account_takeover,false,synth\n"
+              + "e2,is_account_takeover,true,synth\n"
+              + "e2,attack_type,credential_stuffing,synth\n"
+              + "e2,is_account_takeover,true,feedback\n")
+    r = load_labels(con, f)
+    assert (r.read, r.added, r.already_present, r.rejected, r.unknown_events) == (4, 4, 0, 0, 0)
+    assert labels(con) == [
+        ("e1", "is_account_takeover", "false", "synth"),
+        ("e2", "attack_type", "credential_stuffing", "synth"),
+        ("e2", "is_account_takeover", "true", "feedback"),
+        ("e2", "is_account_takeover", "true", "synth"),
+    ]
+    r = load_labels(con, f)
+    assert (r.read, r.added, r.already_present) == (4, 0, 4)
+    assert store.count(con, "labels") == 4
+
+
+def test_unknown_event_ids_are_kept_and_counted(con, tmp_path):
+    f = write(tmp_path, "l.csv", HEADER
+              + "e3,is_attack_ip,false,synth\n"
+              + "later-1,is_attack_ip,true,synth\n"
+              + "later-1,is_account_takeover,true,synth\n"
+              + "later-2,is_attack_ip,false,synth\n")
+    r = load_labels(con, f, batch_rows=2)  # an event's rows may straddle batches: still counted once
+    assert (r.added, r.unknown_events) == (4, 2)
+    assert ("later-1", "is_account_takeover", "true", "synth") in labels(con)
+
+
+def test_bad_rows_are_reported_by_line_and_skipped(con, tmp_path):
+    f = write(tmp_path, "l.csv", HEADER
+              + "e1,is_attack_ip,false,synth\n"
+              + ",is_attack_ip,false,synth\n"
+              + "\n"
+              + "e1,,false,synth\n"
+              + "e2,is_attack_ip,true\n"
+              + 'e2,note,"a, quoted value",\n')
+    r = load_labels(con, f)
+    assert (r.read, r.added, r.rejected) == (5, 2, 3)
+    assert [(x.line, x.reason) for x in r.rejections] == [
+        (3, "event_id is empty"),
+        (5, "label is empty"),
+        (6, "expected 4 fields (event_id,label,value,source), found 3"),
+    ]
+    assert ("e2", "note", "a, quoted value", None) in labels(con)
+
+
+def test_the_header_must_be_exact(con, tmp_path):
+    with pytest.raises(InputFormatError, match=r"x\.csv:1: the header must be event_id,label,value,source; "
+                                               r"found event,label,value"):
+        load_labels(con, write(tmp_path, "x.csv", "event,label,value\ne1,a,b\n"))
+    with pytest.raises(InputFormatError, match="is empty"):
+        load_labels(con, write(tmp_path, "e.csv", ""))
+    assert store.count(con, "labels") == 0
+
+
+def test_gzip_and_bom(con, tmp_path):
+    p = tmp_path / "l.csv.gz"
+    p.write_bytes(gzip.compress(("\ufeff" + HEADER + "e1,is_attack_ip,false,synth\n").encode("utf-8")))
+    assert load_labels(con, p).added == 1
+
+
+def test_cli_labels_load(con, tmp_path, monkeypatch):
+    db = tmp_path / "l.duckdb"
+    con.close()
+    monkeypatch.setenv("RISKGATE_DB", str(db))
+    f = write(tmp_path, "l.csv", HEADER + "e1,is_attack_ip,false,synth\nnope,is_attack_ip,true,synth\n,x,y,z\n")
+    res = runner.invoke(app, ["labels", "load", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "labels read 3  added 2  already present 0  rejected 1" in res.stdout
+    assert "labels of 1 event ids not in the store" in res.stdout
+    assert "rejected line 4: event_id is empty" in res.stdout
+    res = runner.invoke(app, ["labels", "load", str(f), "--json"])
+    doc = json.loads(res.stdout)
+    assert (doc["added"], doc["already_present"], doc["unknown_events"]) == (0, 2, 1)
+    res = runner.invoke(app, ["labels", "load", str(tmp_path / "none.csv")])
+    assert res.exit_code == 2 and "no such file" in res.output

@@ -1,0 +1,235 @@
+"""riskgate users load: ListUsers JSON (pages) and CSV, upsert, rejected entries; get/set/list users."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from ingest import store
+from ingest.errors import InputFormatError
+from ingest.users import UserDataError, get_user, list_users, load_users, set_user_status
+
+runner = CliRunner()
+
+
+def user(name, status="CONFIRMED", enabled=True, mfa=None, preferred=None, options=None, **extra):
+    u = {
+        "Username": name,
+        "Attributes": [{"Name": "sub", "Value": f"sub-{name}"}, {"Name": "email", "Value": f"{name}@example.com"},
+                       {"Name": "custom:tier", "Value": "gold"}],
+        "UserCreateDate": "2024-07-17T17:25:55.123000+00:00",
+        "UserLastModifiedDate": "2024-08-01T10:00:00+00:00",
+        "Enabled": enabled,
+        "UserStatus": status,
+        "MFAOptions": options or [],
+    }
+    if mfa is not None:
+        u["UserMFASettingList"] = mfa
+    if preferred is not None:
+        u["PreferredMfaSetting"] = preferred
+    u.update(extra)
+    return u
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = store.connect(tmp_path / "u.duckdb")
+    yield c
+    c.close()
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_list_users_page_loads_every_field(con, tmp_path):
+    page = {"Users": [
+        user("alice", mfa=["SOFTWARE_TOKEN_MFA", "SMS_MFA"], preferred="SOFTWARE_TOKEN_MFA"),
+        user("bob", status="RESET_REQUIRED", enabled=False),
+        user("carol", options=[{"DeliveryMedium": "SMS", "AttributeName": "phone_number"}]),
+    ], "PaginationToken": "abc"}
+    r = load_users(con, write(tmp_path, "u.json", json.dumps(page, indent=4)), user_pool_id="eu-west-1_X")
+    assert (r.read, r.added, r.updated, r.rejected) == (3, 3, 0, [])
+    a = get_user(con, "alice")
+    assert a["user_sub"] == "sub-alice" and a["email"] == "alice@example.com"
+    assert a["user_pool_id"] == "eu-west-1_X" and a["user_status"] == "CONFIRMED" and a["enabled"] is True
+    assert a["mfa_settings"] == ["SMS_MFA", "SOFTWARE_TOKEN_MFA"] and a["preferred_mfa"] == "SOFTWARE_TOKEN_MFA"
+    assert a["mfa_enabled"] is True
+    assert a["attributes"]["custom:tier"] == "gold"
+    assert a["created_at"].isoformat().startswith("2024-07-17T17:25:55.123")
+    b = get_user(con, "bob")
+    assert b["user_status"] == "RESET_REQUIRED" and b["enabled"] is False
+    assert b["mfa_enabled"] is False and b["mfa_settings"] == []
+    c = get_user(con, "carol")
+    assert c["mfa_settings"] == ["SMS_MFA"] and c["mfa_enabled"] is True, "legacy MFAOptions SMS means SMS_MFA"
+    assert get_user(con, "nobody") is None
+
+
+def test_pages_back_to_back_and_a_list_of_pages(con, tmp_path):
+    p1 = json.dumps({"Users": [user("a"), user("b")], "PaginationToken": "t"}, indent=2)
+    p2 = json.dumps({"Users": [user("c")]})
+    r = load_users(con, write(tmp_path, "pages.json", p1 + "\n" + p2 + "\n"))
+    assert (r.read, r.added) == (3, 3)
+    r = load_users(con, write(tmp_path, "list.json", json.dumps([{"Users": [user("d")]}, {"Users": [user("e")]}])))
+    assert (r.read, r.added) == (2, 2)
+    assert [u["username"] for u in list_users(con)] == ["a", "b", "c", "d", "e"]
+
+
+def test_loading_again_updates_and_never_duplicates(con, tmp_path):
+    f = write(tmp_path, "u.json", json.dumps({"Users": [user("a"), user("b")]}))
+    load_users(con, f)
+    r = load_users(con, write(tmp_path, "u2.json", json.dumps({"Users": [user("a", status="COMPROMISED"),
+                                                                          user("z")]})))
+    assert (r.added, r.updated) == (1, 1)
+    assert store.count(con, "users") == 3
+    assert get_user(con, "a")["user_status"] == "COMPROMISED"
+    # the same user twice in one file: the last one wins, counted as an update
+    r = load_users(con, write(tmp_path, "u3.json", json.dumps({"Users": [user("n", status="UNCONFIRMED"),
+                                                                          user("n", status="CONFIRMED")]})))
+    assert (r.read, r.added, r.updated) == (2, 1, 1)
+    assert get_user(con, "n")["user_status"] == "CONFIRMED"
+
+
+def test_bad_entries_are_rejected_with_position_and_reason_and_the_rest_loads(con, tmp_path):
+    page = {"Users": [
+        user("ok1"),
+        user("x", status="ACTIVE"),
+        user("y", mfa=["EMAIL_OTP"]),
+        {"Attributes": []},
+        user("w", enabled="yes"),
+        user("v", options=[{"DeliveryMedium": "EMAIL", "AttributeName": "email"}]),
+        user("ok2"),
+    ]}
+    r = load_users(con, write(tmp_path, "bad.json", json.dumps({"Users": [user("first")]}) + "\n" + json.dumps(page)))
+    assert (r.read, r.added) == (8, 3)
+    got = {x.position: x.reason for x in r.rejected}
+    assert got == {
+        "page 2 (line 2), Users[1]": "UserStatus 'ACTIVE' is not one of: UNCONFIRMED, CONFIRMED, ARCHIVED, COMPROMISED, "
+                                     "UNKNOWN, RESET_REQUIRED, FORCE_CHANGE_PASSWORD",
+        "page 2 (line 2), Users[2]": "unknown MFA name in UserMFASettingList: 'EMAIL_OTP'; expected one of: SMS_MFA, "
+                                     "SOFTWARE_TOKEN_MFA",
+        "page 2 (line 2), Users[3]": "Username is missing",
+        "page 2 (line 2), Users[4]": "Enabled must be true or false, got 'yes'",
+        "page 2 (line 2), Users[5]": "unknown MFA name in MFAOptions[0].DeliveryMedium: 'EMAIL'; expected 'SMS'",
+    }
+    assert {u["username"] for u in list_users(con)} == {"first", "ok1", "ok2"}
+
+
+def test_a_file_that_is_not_list_users_is_refused_whole(con, tmp_path):
+    with pytest.raises(InputFormatError, match=r"bad\.json: malformed JSON: .* line 1"):
+        load_users(con, write(tmp_path, "bad.json", '{"Users": [ {"Username": "a",'))
+    with pytest.raises(InputFormatError, match=r'expected ListUsers output, an object with a "Users" list'):
+        load_users(con, write(tmp_path, "other.json", '{"AuthEvents": []}'))
+    with pytest.raises(InputFormatError, match="is empty"):
+        load_users(con, write(tmp_path, "empty.json", "  \n"))
+    with pytest.raises(InputFormatError, match="no such file"):
+        load_users(con, tmp_path / "missing.json")
+    assert store.count(con, "users") == 0
+
+
+def test_csv_users(con, tmp_path):
+    text = (
+        "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+        "alice,s-a,CONFIRMED,true,SMS_MFA;SOFTWARE_TOKEN_MFA,SMS_MFA,alice@example.com\n"
+        "bob,s-b,FORCE_CHANGE_PASSWORD,false,,,\n"
+        "\n"
+        ",s-x,CONFIRMED,true,,,\n"
+        "carol,s-c,SUSPENDED,true,,,\n"
+        "dan,s-d,CONFIRMED,maybe,,,\n"
+        "erin,s-e,CONFIRMED,true,VOICE_MFA,,\n"
+        "fay,s-f,CONFIRMED,true\n"
+        '"gus",s-g,,,,SOFTWARE_TOKEN_MFA,"gus@example.com"\n'
+    )
+    r = load_users(con, write(tmp_path, "u.csv", text))
+    assert (r.read, r.added) == (8, 3)
+    assert {(x.position, x.reason) for x in r.rejected} == {
+        ("line 5", "Username is missing"),
+        ("line 6", "UserStatus 'SUSPENDED' is not one of: UNCONFIRMED, CONFIRMED, ARCHIVED, COMPROMISED, UNKNOWN, "
+                   "RESET_REQUIRED, FORCE_CHANGE_PASSWORD"),
+        ("line 7", "enabled must be true or false, got 'maybe'"),
+        ("line 8", "unknown MFA name in mfa_settings: 'VOICE_MFA'; expected one of: SMS_MFA, SOFTWARE_TOKEN_MFA"),
+        ("line 9", "expected 7 fields, found 4"),
+    }
+    a = get_user(con, "alice")
+    assert a["mfa_settings"] == ["SMS_MFA", "SOFTWARE_TOKEN_MFA"] and a["preferred_mfa"] == "SMS_MFA"
+    assert get_user(con, "bob")["enabled"] is False and get_user(con, "bob")["mfa_enabled"] is False
+    g = get_user(con, "gus")
+    assert g["mfa_settings"] == ["SOFTWARE_TOKEN_MFA"], "a preferred method is an enabled one"
+    assert g["user_status"] is None and g["email"] == "gus@example.com"
+
+
+def test_csv_reload_keeps_what_the_csv_does_not_say(con, tmp_path):
+    load_users(con, write(tmp_path, "u.json", json.dumps({"Users": [user("alice")]})))
+    load_users(con, write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                                            "alice,,RESET_REQUIRED,,,,\n"))
+    a = get_user(con, "alice")
+    assert a["user_status"] == "RESET_REQUIRED"
+    assert a["user_sub"] == "sub-alice" and a["enabled"] is True and a["created_at"] is not None
+    assert a["attributes"]["email"] == "alice@example.com"
+
+
+def test_csv_header_must_name_the_columns(con, tmp_path):
+    with pytest.raises(InputFormatError, match=r"u\.csv:1: the header must be .*; missing: mfa_settings, "
+                                               r"preferred_mfa; unknown: mfa"):
+        load_users(con, write(tmp_path, "u.csv", "username,sub,status,enabled,mfa,email\nalice,,,,,\n"))
+
+
+def test_gzip_input(con, tmp_path):
+    p = tmp_path / "u.json.gz"
+    p.write_bytes(gzip.compress(json.dumps({"Users": [user("a")]}).encode()))
+    assert load_users(con, p).added == 1
+
+
+def test_set_user_status(con, tmp_path):
+    load_users(con, write(tmp_path, "u.json", json.dumps({"Users": [user("alice")]})))
+    before = get_user(con, "alice")["modified_at"]
+    assert set_user_status(con, "alice", "RESET_REQUIRED") is True
+    a = get_user(con, "alice")
+    assert a["user_status"] == "RESET_REQUIRED" and a["modified_at"] > before
+    assert set_user_status(con, "nobody", "RESET_REQUIRED") is False
+    with pytest.raises(UserDataError, match="UserStatus 'BLOCKED' is not one of"):
+        set_user_status(con, "alice", "BLOCKED")
+    assert get_user(con, "alice")["user_status"] == "RESET_REQUIRED"
+
+
+def test_list_users_filters(con, tmp_path):
+    load_users(con, write(tmp_path, "u.json", json.dumps({"Users": [
+        user("a", mfa=["SMS_MFA"]), user("b"), user("c", status="RESET_REQUIRED", enabled=False),
+        user("d", mfa=["SOFTWARE_TOKEN_MFA"])]})))
+    assert [u["username"] for u in list_users(con, mfa_enabled=True)] == ["a", "d"]
+    assert [u["username"] for u in list_users(con, mfa_enabled=False)] == ["b", "c"]
+    assert [u["username"] for u in list_users(con, status="RESET_REQUIRED")] == ["c"]
+    assert [u["username"] for u in list_users(con, enabled=True, limit=2, offset=1)] == ["b", "d"]
+    with pytest.raises(UserDataError):
+        list_users(con, status="nope")
+
+
+def test_synth_users_file_loads_whole(con, tmp_path):
+    from ingest.synth import SynthConfig, synthesize
+
+    synthesize(SynthConfig(users=120, days=1, seed=2), "csv", tmp_path / "s.csv")
+    r = load_users(con, tmp_path / "s.users.json")
+    assert (r.read, r.added, r.rejected) == (120, 120, [])
+    doc = json.loads((tmp_path / "s.users.json").read_text())
+    mfa = sum(bool(u["UserMFASettingList"]) for u in doc["Users"])
+    assert len(list_users(con, mfa_enabled=True)) == mfa > 0
+
+
+def test_cli_users_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "c.duckdb"))
+    f = write(tmp_path, "u.json", json.dumps({"Users": [user("a"), user("b", status="NOPE")]}))
+    res = runner.invoke(app, ["users", "load", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "users read 2  added 1  updated 0  rejected 1" in res.stdout
+    assert "rejected page 1 (line 1), Users[1]: UserStatus 'NOPE' is not one of" in res.stdout
+    res = runner.invoke(app, ["users", "load", str(f), "--json"])
+    doc = json.loads(res.stdout)
+    assert (doc["read"], doc["added"], doc["updated"], doc["rejected"]) == (2, 0, 1, 1)
+    res = runner.invoke(app, ["users", "load", str(tmp_path / "missing.json")])
+    assert res.exit_code == 2 and "no such file" in res.output
