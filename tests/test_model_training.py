@@ -1,0 +1,104 @@
+"""risk.model.training: labels and feedback, injected attacks (point-in-time, rolled back), metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from risk import store
+from risk.feedback import set_feedback
+from risk.features import compute_features
+from risk.model.training import INJECTED, TrainingSet, evaluate, inject_attacks, labelled, load_labels, tpr_at_challenge_rate
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    d = tmp_path_factory.mktemp("training")
+    runner = CliRunner()
+    r = runner.invoke(app, ["synth", "--users", "150", "--days", "14", "--seed", "5", "--out", str(d / "ev.jsonl"),
+                            "--inline-labels"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ingest", str(d / "ev.jsonl"), "--db", str(d / "rg.duckdb")])
+    assert r.exit_code == 0, r.output
+    return d / "rg.duckdb"
+
+
+def test_tpr_at_challenge_rate_known_answers():
+    legit = np.arange(100.0)  # 0 .. 99: challenging 1 % = 1 event, so the bar is above 98
+    assert tpr_at_challenge_rate(np.array([99.0, 98.5, 50.0]), legit, 0.01) == pytest.approx(2 / 3)
+    assert tpr_at_challenge_rate(np.array([98.0]), legit, 0.01) == 0.0  # a tie with the 2nd legit score is not caught
+    assert tpr_at_challenge_rate(np.full(3, 0.5), np.full(50, 0.5), 0.01) == 0.0  # ties count against the model
+    assert np.isnan(tpr_at_challenge_rate(np.array([]), legit))
+
+
+def test_labels_from_the_data_set_and_feedback(db, tmp_path):
+    path = tmp_path / "fb.duckdb"
+    path.write_bytes(db.read_bytes())
+    con = store.connect(path)
+    try:
+        lab = load_labels(con).set_index("event_id")
+        n_ato = con.execute("SELECT count(*) FROM labels WHERE label = 'is_account_takeover' AND value = 'true'").fetchall()[0][0]
+        n_typed = con.execute("SELECT count(DISTINCT event_id) FROM labels WHERE label = 'attack_type'").fetchall()[0][0]
+        assert (lab["y"] == 1).sum() >= max(n_ato, n_typed) > 0
+        assert lab["y"].notna().all()  # synth labels every event
+        assert set(lab.loc[lab["y"] == 1, "attack_type"]) <= {
+            "credential_stuffing", "password_spray", "brute_force", "naive_takeover", "vpn_takeover",
+            "targeted_takeover", "impossible_travel"}
+        attack = lab.index[lab["y"] == 1][0]
+        legit = lab.index[lab["y"] == 0][0]
+        set_feedback(con, attack, "Valid", "Admin")
+        set_feedback(con, legit, "Invalid", "User")
+        lab2 = load_labels(con).set_index("event_id")
+        assert lab2.loc[attack, "y"] == 0 and pd.isna(lab2.loc[attack, "attack_type"])
+        assert lab2.loc[legit, "y"] == 1 and lab2.loc[legit, "attack_type"] == "feedback_invalid"
+    finally:
+        con.close()
+
+
+def test_injected_attacks_are_point_in_time_and_leave_nothing_behind(db, tmp_path):
+    path = tmp_path / "inj.duckdb"
+    path.write_bytes(db.read_bytes())
+    con = store.connect(path)
+    try:
+        before = con.execute("SELECT count(*), max(creation_date) FROM events").fetchall()
+        feats = compute_features(con).to_pandas()
+        ts = inject_attacks(con, 40, feats, seed=1)
+        assert len(ts) == 40 and (ts.y == 1).all()
+        assert set(ts.attack_type) <= set(INJECTED) and INJECTED[0] in set(ts.attack_type)
+        f = ts.features
+        assert f["event_id"].str.startswith("injected-").all()
+        assert (f["event_type"] == "SignIn").all() and (f["event_response"] == "Pass").all()
+        # another user's network: new to the victim; foreign ones come from a new country
+        assert f["new_ip"].mean() > 0.9
+        foreign = ts.attack_type == INJECTED[0]
+        assert (f.loc[foreign, "new_country"] == 1).mean() > 0.9
+        assert (f["history_size"] >= 3).all()  # victims have a history to compare with
+        assert con.execute("SELECT count(*), max(creation_date) FROM events").fetchall() == before
+        # the same seed injects the same attacks
+        again = inject_attacks(con, 40, feats, seed=1)
+        pd.testing.assert_frame_equal(again.features, ts.features)
+    finally:
+        con.close()
+
+
+def test_evaluate_reports_per_attack_type_against_legitimate_successful_sign_ins():
+    f = pd.DataFrame({
+        "event_type": ["SignIn"] * 6 + ["ForgotPassword"],
+        "event_response": ["Pass", "Pass", "Pass", "Fail", "Pass", "Fail", "Pass"],
+        "creation_date": pd.date_range("2026-06-01", periods=7, freq="h", tz="UTC"),
+    })
+    y = np.array([0, 0, 0, 0, 1, 1, 1.0])
+    types = np.array([None, None, None, None, "naive_takeover", "credential_stuffing", "naive_takeover"], dtype=object)
+    scores = np.array([0.1, 0.2, 0.3, 0.9, 0.8, 0.25, 0.99])
+    m = evaluate(scores, TrainingSet(f, y, types), rate=0.01)
+    # legitimate successful sign-ins: 0.1, 0.2, 0.3 (the failed legit 0.9 does not set the bar)
+    assert m["per_attack_type"]["naive_takeover"] == {"events": 1, "tpr": 1.0, "roc_auc": 1.0}
+    assert m["per_attack_type"]["credential_stuffing"]["tpr"] == 0.0
+    assert m["per_attack_type"]["credential_stuffing"]["roc_auc"] == pytest.approx(2 / 3)
+    assert m["attacks"] == 3 and m["labelled"] == 7
+    assert 0 < m["brier"] < 1 and 0 < m["roc_auc"] < 1
+    unl = labelled(f.assign(event_id=[str(i) for i in range(7)]), None)
+    assert np.isnan(unl.y).all() and "roc_auc" not in evaluate(scores, unl)
