@@ -126,11 +126,13 @@ KEYS = {
     "ua": "user_agent",
     "how": "CAST((isodow(creation_date AT TIME ZONE 'UTC') - 1) * 24 + hour(creation_date AT TIME ZONE 'UTC') AS VARCHAR)",
 }
-#: keys counted per user
-USER_KEYS = tuple(KEYS)
-#: keys counted over everyone (Freeman's p(x))
+#: keys whose running count in the user's history is needed (Freeman levels, hour of week)
+USER_KEYS = ("ip", "asn", "country", "dtype", "os", "browser", "ua", "how")
+#: keys whose novelty alone is needed: "was there a known event with it before?"
+NOVELTY_KEYS = ("prefix", "city", "device")
+#: keys counted over everyone (Freeman's p(x)), as of the start of the event's UTC day
 GLOBAL_KEYS = ("ip", "asn", "country", "dtype", "os", "browser", "ua")
-#: Freeman hierarchies: (column, key, None = top level) top first
+#: Freeman hierarchies: (column, key), top level first
 FREEMAN_HIERARCHIES = (
     (("freeman_country", "country"), ("freeman_asn", "asn"), ("freeman_ip", "ip")),
     (("freeman_device_type", "dtype"), ("freeman_os", "os"), ("freeman_browser", "browser"), ("freeman_ua", "ua")),
@@ -138,6 +140,8 @@ FREEMAN_HIERARCHIES = (
 _FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user_agent"}
 
 _ORDER = "ORDER BY rk ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"  # rk: (creation_date, event_id)
+_CUM = "ORDER BY rk ROWS UNBOUNDED PRECEDING) - known::INT"  # running count of known rows before this one
+_DAY = "CAST(epoch(creation_date) // 86400 AS BIGINT)"  # UTC day number
 
 
 def _range(hours: int) -> str:
@@ -149,19 +153,13 @@ def _h(expr: str) -> str:
     return f"CASE WHEN ({expr}) IS NULL THEN NULL ELSE hash({expr}) END"
 
 
-def _build_sql(filters: str) -> str:
-    """The one statement; parameters: cut, hi (window rows), cut (history before them), then the filter's."""
-    key_cols = ",\n      ".join(f"{_h(expr)} AS k_{name}" for name, expr in KEYS.items())
-    # one narrow CTE per window (joined back on rk): cheaper than one wide chain of window operators
-    cum = "ORDER BY rk ROWS UNBOUNDED PRECEDING) - known::INT"  # running count of known rows before this one
+def _window_ctes() -> tuple[str, list[str]]:
+    """One narrow CTE per window over ``n`` (joined back on rk): cheaper than one wide chain of windows."""
     specs: list[tuple[str, str]] = []
     for k in USER_KEYS:
-        specs.append((f"wu_{k}", f"sum(known::INT) OVER (PARTITION BY uid, k_{k} {cum} AS wu_{k}"))
-    for k in GLOBAL_KEYS:
-        specs.append((f"wg_{k}", f"sum(known::INT) OVER (PARTITION BY k_{k} {cum} AS wg_{k}"))
+        specs.append((f"wu_{k}", f"sum(known::INT) OVER (PARTITION BY uid, k_{k} {_CUM} AS wu_{k}"))
     specs += [
-        ("wg_total", f"sum(known::INT) OVER ({cum} AS wg_total"),
-        ("wu_total", f"""sum(known::INT) OVER (PARTITION BY uid {cum} AS wu_total,
+        ("wu_total", f"""sum(known::INT) OVER (PARTITION BY uid {_CUM} AS wu_total,
               last_value(CASE WHEN known THEN {{'t': creation_date, 'lat': latitude, 'lon': longitude}} END IGNORE NULLS)
                 OVER (PARTITION BY uid {_ORDER}) AS w_prev"""),
         ("wu_fail", f"""coalesce(sum(failed::INT) OVER (PARTITION BY uid {_range(1)}), 0) AS user_failures_1h,
@@ -173,31 +171,16 @@ def _build_sql(filters: str) -> str:
         ("wpfx", f"""coalesce(sum(failed::INT) OVER (PARTITION BY k_prefix {_range(24)}), 0) AS prefix_failures_24h,
               count(DISTINCT uid) OVER (PARTITION BY k_prefix {_range(24)}) AS prefix_users_24h"""),
     ]
-    window_ctes = ",\n".join(f"{name} AS (SELECT rk, {expr} FROM n)" for name, expr in specs)
-    window_joins = " ".join(f"JOIN {name} USING (rk)" for name, _ in specs[1:])
-    windows = f"{window_ctes},\nwin AS (SELECT * FROM {specs[0][0]} {window_joins})"
+    ctes = [f"{name} AS (SELECT rk, {expr} FROM n)" for name, expr in specs]
+    joins = " ".join(f"JOIN {name} USING (rk)" for name, _ in specs[1:])
+    ctes.append(f"win AS (SELECT * FROM {specs[0][0]} {joins})")
+    return ",\n".join(ctes), [name for name, _ in specs]
 
-    user_bases = []
-    user_joins = []
-    for k in USER_KEYS:
-        user_bases.append(
-            f"bu_{k} AS (SELECT uid, k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL "
-            f"AND uid IN (SELECT uid FROM tu) GROUP BY ALL)"
-        )
-        user_joins.append(f"LEFT JOIN bu_{k} ON bu_{k}.uid = t.uid AND bu_{k}.k = t.k_{k}")
-    glob_bases = []
-    glob_joins = []
-    for k in GLOBAL_KEYS:
-        glob_bases.append(f"bg_{k} AS (SELECT k_{k} AS k, count(*) AS c FROM pre WHERE k_{k} IS NOT NULL GROUP BY ALL)")
-        glob_joins.append(f"LEFT JOIN bg_{k} ON bg_{k}.k = t.k_{k}")
 
-    cu = {k: f"(win.wu_{k} + coalesce(bu_{k}.c, 0))" for k in USER_KEYS}
-    cg = {k: f"(win.wg_{k} + coalesce(bg_{k}.c, 0))" for k in GLOBAL_KEYS}
-    counts = ",\n      ".join([f"{cu[k]}::DOUBLE AS cu_{k}" for k in USER_KEYS] + [f"{cg[k]}::DOUBLE AS cg_{k}" for k in GLOBAL_KEYS])
-
-    # Freeman: global conditionals, smoothed user joints, per-level log ratios
+def _freeman_sql() -> tuple[str, dict[str, str]]:
+    """Per-level global conditionals and smoothed user joints, then the output expression per column."""
     m = float(FREEMAN_PRIOR)
-    free = []
+    inner, out = [], {}
     for hierarchy in FREEMAN_HIERARCHIES:
         present = _FREEMAN_PRESENT[hierarchy[0][0]]
         parent = None
@@ -208,19 +191,45 @@ def _build_sql(filters: str) -> str:
             else:
                 pg = f"least(1.0, (cg_{key} + 1) / (cg_{parent[1]} + 1))"
                 pu_prev = f"pu_{parent[0]}"
-            free.append(f"{pg} AS pg_{col}")
-            free.append(f"(cu_{key} + {m} * {pu_prev} * {pg}) / (n_u + {m}) AS pu_{col}")
+            inner.append(f"{pg} AS pg_{col}")
+            inner.append(f"(cu_{key} + {m} * {pu_prev} * {pg}) / (n_u + {m}) AS pu_{col}")
+            cond = f"pu_{col}" if parent is None else f"(pu_{col} / pu_{parent[0]})"
+            out[col] = f"CASE WHEN {present} IS NULL THEN NULL ELSE ln(pg_{col}) - ln({cond}) END"
             parent = (col, key)
-    free_sql = ",\n      ".join(free)
-    free_out = []
-    for hierarchy in FREEMAN_HIERARCHIES:
-        present = _FREEMAN_PRESENT[hierarchy[0][0]]
-        prev = None
-        for col, _key in hierarchy:
-            cond = f"pu_{col}" if prev is None else f"(pu_{col} / pu_{prev})"
-            free_out.append(f"CASE WHEN {present} IS NULL THEN NULL ELSE ln(pg_{col}) - ln({cond}) END AS {col}")
-            prev = col
-    freeman_cols = {c.rsplit(" AS ", 1)[1]: c.rsplit(" AS ", 1)[0] for c in free_out}
+    return ",\n      ".join(inner), out
+
+
+def _build_sql(filters: str) -> str:
+    """The one statement. Parameters: cut, hi (window rows), cut (history before them), hi (novelty
+    and global history), then the filter's."""
+    key_cols = ",\n      ".join(f"{_h(expr)} AS k_{name}" for name, expr in KEYS.items())
+    windows, _ = _window_ctes()
+
+    ctes, joins = [], []
+    for k in USER_KEYS:  # the user's counts before the window rows
+        ctes.append(f"bu_{k} AS (SELECT uid, k_{k} AS k, count(*) AS c FROM pre "
+                    f"WHERE k_{k} IS NOT NULL AND uid IN (SELECT uid FROM tu) GROUP BY ALL)")
+        joins.append(f"LEFT JOIN bu_{k} ON bu_{k}.uid = t.uid AND bu_{k}.k = t.k_{k}")
+    for k in NOVELTY_KEYS:  # the first known event of each (user, value), over all history
+        ctes.append(f"fk_{k} AS (SELECT uid, k_{k} AS k, min({{'t': creation_date, 'id': event_id}}) AS first "
+                    f"FROM hist WHERE known AND k_{k} IS NOT NULL AND uid IN (SELECT uid FROM tu) GROUP BY ALL)")
+        joins.append(f"LEFT JOIN fk_{k} ON fk_{k}.uid = t.uid AND fk_{k}.k = t.k_{k}")
+    for k in GLOBAL_KEYS:  # everyone's counts before the event's day
+        ctes.append(f"""g_{k} AS (SELECT k, d, sum(c) OVER (PARTITION BY k ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
+              FROM (SELECT k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM hist GROUP BY ALL))""")
+        joins.append(f"LEFT JOIN g_{k} ON g_{k}.k = t.k_{k} AND g_{k}.d = t.d")
+    ctes.append("""g_total AS (SELECT d, sum(c) OVER (ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
+              FROM (SELECT d, count(*) FILTER (WHERE known) AS c FROM hist GROUP BY d))""")
+    joins.append("LEFT JOIN g_total ON g_total.d = t.d")
+
+    counts = ",\n      ".join(
+        [f"(win.wu_{k} + coalesce(bu_{k}.c, 0))::DOUBLE AS cu_{k}" for k in USER_KEYS]
+        + [f"coalesce(g_{k}.c, 0)::DOUBLE AS cg_{k}" for k in GLOBAL_KEYS]
+        + [f"CASE WHEN fk_{k}.first < {{'t': t.creation_date, 'id': t.event_id}} THEN 0.0 ELSE 1.0 END AS seen_new_{k}"
+           for k in NOVELTY_KEYS]
+    )
+    free_inner, freeman_cols = _freeman_sql()
+    history_ctes = ",\n".join(ctes)
 
     def novelty(key: str, present: str) -> str:
         return f"CASE WHEN {present} IS NULL THEN NULL WHEN cu_{key} > 0 THEN 0.0 ELSE 1.0 END"
@@ -229,19 +238,18 @@ def _build_sql(filters: str) -> str:
         "2 * 6371.0088 * asin(sqrt(pow(sin(radians(latitude - prev.lat) / 2), 2) + "
         "cos(radians(prev.lat)) * cos(radians(latitude)) * pow(sin(radians(longitude - prev.lon) / 2), 2)))"
     )
+    no_geo = "prev IS NULL OR latitude IS NULL OR longitude IS NULL OR prev.lat IS NULL OR prev.lon IS NULL"
     hours_prev = "(epoch(creation_date) - epoch(prev.t)) / 3600.0"
     cols = {
         "history_size": "n_u",
         "new_ip": novelty("ip", "client_ip"),
-        "new_ip_prefix": novelty("prefix", "ip_prefix"),
+        "new_ip_prefix": "CASE WHEN ip_prefix IS NULL THEN NULL ELSE seen_new_prefix END",
         "new_asn": novelty("asn", "asn"),
         "new_country": novelty("country", "country_iso"),
-        "new_city": novelty("city", "city"),
-        "new_device": novelty("device", "device_fingerprint"),
-        "travel_speed_kmh": f"CASE WHEN prev IS NULL OR latitude IS NULL OR longitude IS NULL OR prev.lat IS NULL "
-                            f"OR prev.lon IS NULL THEN NULL ELSE {hav} / greatest({hours_prev}, 1.0 / 60) END",
-        "travel_distance_km": f"CASE WHEN prev IS NULL OR latitude IS NULL OR longitude IS NULL OR prev.lat IS NULL "
-                              f"OR prev.lon IS NULL THEN NULL ELSE {hav} END",
+        "new_city": "CASE WHEN city IS NULL THEN NULL ELSE seen_new_city END",
+        "new_device": "CASE WHEN device_fingerprint IS NULL THEN NULL ELSE seen_new_device END",
+        "travel_speed_kmh": f"CASE WHEN {no_geo} THEN NULL ELSE {hav} / greatest({hours_prev}, 1.0 / 60) END",
+        "travel_distance_km": f"CASE WHEN {no_geo} THEN NULL ELSE {hav} END",
         "hours_since_last_success": f"CASE WHEN prev IS NULL THEN NULL ELSE {hours_prev} END",
         "unusual_hour": "ln((n_u + 168) / (168 * (cu_how + 1)))",
         "user_failures_1h": "user_failures_1h",
@@ -270,40 +278,38 @@ ev AS (
       (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
       (e.event_response = 'Fail') AS failed,
       hash(e.username) AS uid,
+      {_DAY} AS d,
       {key_cols}
   FROM events e LEFT JOIN inv ON inv.event_id = e.event_id
 ),
 w AS (SELECT *, row_number() OVER (ORDER BY creation_date, event_id) AS rk
       FROM ev WHERE creation_date >= ? AND creation_date <= ?),
 pre AS (SELECT * FROM ev WHERE known AND creation_date < ?),
+hist AS (SELECT * FROM ev WHERE creation_date <= ?),
 n AS (SELECT rk, uid, known, failed, creation_date, latitude, longitude, {", ".join("k_" + k for k in KEYS)} FROM w),
 {windows},
 t AS (SELECT * FROM w WHERE {filters}),
 tu AS (SELECT DISTINCT uid FROM t),
-{", ".join(user_bases)},
-{", ".join(glob_bases)},
+{history_ctes},
 bu_total AS (SELECT uid, count(*) AS c, last({{'t': creation_date, 'lat': latitude, 'lon': longitude}}
                  ORDER BY creation_date, event_id) AS prev
              FROM pre WHERE uid IN (SELECT uid FROM tu) GROUP BY uid),
-bg_total AS (SELECT count(*) AS c FROM pre),
 hosting AS (SELECT DISTINCT asn FROM _rg_feat_hosting),
 joined AS (
   SELECT t.*, win.* EXCLUDE (rk), coalesce(win.w_prev, bu_total.prev) AS prev,
       (win.wu_total + coalesce(bu_total.c, 0))::DOUBLE AS n_u,
-      (win.wg_total + bg_total.c)::DOUBLE AS n_g,
+      coalesce(g_total.c, 0)::DOUBLE AS n_g,
       hosting.asn IS NOT NULL AS is_hosting,
       {counts}
   FROM t
   JOIN win ON win.rk = t.rk
-  {" ".join(user_joins)}
-  {" ".join(glob_joins)}
+  {" ".join(joins)}
   LEFT JOIN bu_total ON bu_total.uid = t.uid
-  CROSS JOIN bg_total
   LEFT JOIN hosting ON hosting.asn = t.asn
 ),
 fr AS (
   SELECT *,
-      {free_sql}
+      {free_inner}
   FROM joined
 )
 SELECT event_id, username, creation_date, event_type, event_response,
@@ -378,7 +384,7 @@ def compute_features(
         con.register("_rg_feat_hosting", pa.table({"asn": pa.array([a for a, _, _ in hosting_asns()], pa.int64())}))
         registered.append("_rg_feat_hosting")
         sql = _build_sql(filters)
-        table = con.sql(sql, params=[cut, hi, cut, *params]).to_arrow_table()
+        table = con.sql(sql, params=[cut, hi, cut, hi, *params]).to_arrow_table()
     except duckdb.Error as exc:
         raise FeatureError(f"computing features failed: {exc}") from exc
     finally:

@@ -203,31 +203,36 @@ def test_invalid_feedback_removes_the_event_from_known_history(con):
 
 
 def test_freeman_levels_add_up_to_the_smoothed_likelihood_ratio(con):
-    # bob signs in from London on Windows twice; alice from Sydney on an iPhone; then bob from Sydney on an iPhone
-    add(con, [
-        ev("b1", "bob", 0), ev("b2", "bob", 10),
-        ev("a1", "alice", 20, ip="1.120.0.9", **SYDNEY, **SAFARI_IOS),
-        ev("b3", "bob", 30, ip="1.120.0.9", **SYDNEY, **SAFARI_IOS),
-    ])
-    f = feats(con)["b3"]
-    # by hand: N = 3 known events before b3, bob's n = 2, prior weight m = 1
-    n_u, N, m = 2, 3, 1.0
-    pg_c = (1 + 1) / (N + 1)  # AU seen once globally
-    pu_c = (0 + m * pg_c) / (n_u + m)
-    assert f["freeman_country"] == pytest.approx(math.log(pg_c) - math.log(pu_c))
-    pg_a = min(1.0, (1 + 1) / (1 + 1))  # ASN 1221 once, within AU once
-    pu_a = (0 + m * pu_c * pg_a) / (n_u + m)
-    assert f["freeman_asn"] == pytest.approx(math.log(pg_a) - math.log(pu_a / pu_c))
-    total_ip = f["freeman_country"] + f["freeman_asn"] + f["freeman_ip"]
-    # every level is new to bob: each adds log((n_u + m) / m) = log 3, whatever the global frequencies
-    assert [f[c] for c in FREEMAN_IP_LEVELS] == pytest.approx([math.log((n_u + m) / m)] * 3)
-    assert total_ip == pytest.approx(3 * math.log(3.0))
-    for c in FREEMAN_UA_LEVELS:
-        assert f[c] > 0, c
-    # a familiar value that is rare overall is evidence *for* the user: negative ratio
-    add(con, [ev("b4", "bob", 40)])
-    g = feats(con)["b4"]
-    assert g["freeman_ip"] <= 0 and g["freeman_country"] < 0.1
+    # day 0: bob signs in from London on Windows twice, six others from Sydney on iPhones;
+    # day 1: bob from Sydney on an iPhone (b3), then from London again (b4)
+    day = 24 * 60
+    rows = [ev("b1", "bob", 0), ev("b2", "bob", 10)]
+    rows += [ev(f"o{i}", f"other{i}", 20 + i, ip="1.120.0.9", **SYDNEY, **SAFARI_IOS) for i in range(6)]
+    rows += [ev("b3", "bob", day + 30, ip="1.120.0.9", **SYDNEY, **SAFARI_IOS), ev("b4", "bob", day + 40)]
+    add(con, rows)
+    f = feats(con)
+    m = 1.0
+    # b3: every level is new to bob (n_u = 2): each adds log((n_u + m) / m) = log 3, whatever the global counts
+    b3 = f["b3"]
+    assert [b3[c] for c in FREEMAN_IP_LEVELS] == pytest.approx([math.log(3.0)] * 3)
+    assert [b3[c] for c in FREEMAN_UA_LEVELS] == pytest.approx([math.log(3.0)] * 4)
+    # b4: London is familiar to bob (2 of his 3 known events) but rare overall (2 of the 8 known before day 1)
+    b4 = f["b4"]
+    n_u, N, c_gb = 3, 8, 2
+    pg_c = (c_gb + 1) / (N + 1)
+    pu_c = (2 + m * pg_c) / (n_u + m)
+    assert b4["freeman_country"] == pytest.approx(math.log(pg_c) - math.log(pu_c))
+    assert b4["freeman_country"] < 0  # evidence *for* the user
+    pg_a = min(1.0, (2 + 1) / (c_gb + 1))  # ASN 2856: 2 events, all in GB
+    pu_a = (2 + m * pu_c * pg_a) / (n_u + m)
+    assert b4["freeman_asn"] == pytest.approx(math.log(pg_a) - math.log(pu_a / pu_c))
+    pu_i = (2 + m * pu_a * 1.0) / (n_u + m)
+    assert b4["freeman_ip"] == pytest.approx(-math.log(pu_i / pu_a))
+    # the levels telescope: their sum is log p(x) / p(x | bob) of the whole hierarchy
+    assert sum(b4[c] for c in FREEMAN_IP_LEVELS) == pytest.approx(math.log(pg_c * pg_a * 1.0) - math.log(pu_i))
+    # global counts are as of the start of the event's UTC day: on day 0 nobody is counted yet
+    assert f["o5"]["freeman_country"] == pytest.approx(0.0) and f["b2"]["freeman_ip"] == pytest.approx(
+        math.log(1.0) - math.log((1 + m * 1.0) / (1 + m)))
 
 
 def test_hour_of_week_is_unusual_only_against_the_users_habits(con):
