@@ -450,17 +450,24 @@ def get_user(con: duckdb.DuckDBPyConnection, username: str) -> dict | None:
     return _row(names, rows[0]) if rows else None
 
 
-def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str) -> bool:
-    """Set a user's UserStatus (e.g. RESET_REQUIRED after blocked compromised credentials).
+def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str) -> str | None:
+    """Set a user's UserStatus (e.g. RESET_REQUIRED after blocked compromised credentials); return the status before.
 
-    Returns False when no such user is loaded; an unknown status raises :class:`UserDataError`.
+    A user not loaded yet gets a row (username and status only; a later ``users load`` fills the rest and, as
+    its input says, the status), so the block is not lost: the return value is then None. An unknown status
+    raises :class:`UserDataError` and changes nothing.
     """
     check_status(status)
-    res = con.execute(
-        "UPDATE users SET user_status = ?, modified_at = ? WHERE username = ?",
-        [status, datetime.now(timezone.utc), username],
+    if not isinstance(username, str) or not username:
+        raise UserDataError("set_user_status needs a username")
+    before = con.execute("SELECT user_status FROM users WHERE username = ?", [username]).fetchall()
+    con.execute(
+        """INSERT INTO users (username, user_status, modified_at) VALUES (?, ?, ?)
+           ON CONFLICT (username) DO UPDATE SET user_status = excluded.user_status,
+                                                modified_at = excluded.modified_at""",
+        [username, status, datetime.now(timezone.utc)],
     ).fetchall()
-    return bool(res and res[0][0])
+    return before[0][0] if before else None
 
 
 def list_users(

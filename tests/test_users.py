@@ -189,10 +189,15 @@ def test_gzip_input(con, tmp_path):
 def test_set_user_status(con, tmp_path):
     load_users(con, write(tmp_path, "u.json", json.dumps({"Users": [user("alice")]})))
     before = get_user(con, "alice")["modified_at"]
-    assert set_user_status(con, "alice", "RESET_REQUIRED") is True
+    assert set_user_status(con, "alice", "RESET_REQUIRED") == "CONFIRMED"
     a = get_user(con, "alice")
     assert a["user_status"] == "RESET_REQUIRED" and a["modified_at"] > before
-    assert set_user_status(con, "nobody", "RESET_REQUIRED") is False
+    assert a["email"] == "alice@example.com" and a["enabled"] is True, "the rest of the user is kept"
+    # a user not loaded yet: the block is recorded on a new row, which a later load completes
+    assert set_user_status(con, "bob", "RESET_REQUIRED") is None
+    assert get_user(con, "bob")["user_status"] == "RESET_REQUIRED"
+    load_users(con, write(tmp_path, "b.json", json.dumps({"Users": [user("bob", status="RESET_REQUIRED")]})))
+    assert get_user(con, "bob")["email"] == "bob@example.com" and store.count(con, "users") == 2
     with pytest.raises(UserDataError, match="UserStatus 'BLOCKED' is not one of"):
         set_user_status(con, "alice", "BLOCKED")
     assert get_user(con, "alice")["user_status"] == "RESET_REQUIRED"
