@@ -77,12 +77,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--db", help="store file (default: a temporary file)")
-    ap.add_argument("--chunks", type=int, default=4, help="consecutive windows for the incremental run (0: skip)")
+    ap.add_argument("--chunks", type=int, default=5, help="consecutive windows for the incremental run (0: skip)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,23 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         n = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
         threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s()
         table = compute_features(con)
         dt = time.perf_counter() - t0
         print(f"one call: {table.num_rows:,} events in {dt:.2f} s = {table.num_rows / dt:,.0f} events/s "
-              f"({threads} DuckDB threads)")
+              f"({threads} DuckDB threads, {cpu_s() - c0:.1f} s of CPU)")
         del table
 
         if args.chunks > 0:
             lo, hi = con.execute("SELECT min(creation_date), max(creation_date) FROM events").fetchall()[0]
             step = (hi - lo) / args.chunks
             bounds = [lo + step * k for k in range(args.chunks)] + [None]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_s()
             rows = 0
             for a, b in zip(bounds[:-1], bounds[1:]):
                 rows += compute_features(con, since=a, until=b).num_rows
             dt = time.perf_counter() - t0
-            print(f"{args.chunks} windows: {rows:,} events in {dt:.2f} s = {rows / dt:,.0f} events/s")
+            print(f"{args.chunks} windows: {rows:,} events in {dt:.2f} s = {rows / dt:,.0f} events/s "
+                  f"({cpu_s() - c0:.1f} s of CPU)")
         print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
         con.close()
     return 0

@@ -28,23 +28,31 @@ Known history
 Freeman et al. (NDSS 2016), per hierarchy level
     For the hierarchies country -> ASN -> IP and device type -> OS -> browser
     -> user agent, with levels L1 (top) .. Lk, user counts c_u, the user's
-    history size n_u, and global counts c_g over all users' known history
-    (also strictly before the event: point-in-time, no training window),
-    N = global history size:
+    history size n_u (both strictly before the event), and global counts c_g
+    over all users' known history *before the start of the event's UTC day*
+    (a daily point-in-time snapshot: never the event itself nor anything
+    after it, and cheap -- aggregates instead of a window per level),
+    N = the global history size at that instant:
 
     * global:  pg_1 = (c_g(L1) + 1) / (N + 1);  pg_i = min(1, (c_g(Li) + 1) / (c_g(Li-1) + 1))
     * user, smoothed towards the level above times the global conditional
-      (Dirichlet prior of weight ``FREEMAN_PRIOR``):
+      (Dirichlet prior of weight m = ``FREEMAN_PRIOR``):
       pu_1 = (c_u(L1) + m pg_1) / (n_u + m);  pu_i = (c_u(Li) + m pu_i-1 pg_i) / (n_u + m)
     * column freeman_<level> = log pg_i - log(pu_i / pu_i-1)   (pu_0 = 1)
 
     The columns of a hierarchy add up to log p(x)/p(x|u), the paper's
     likelihood ratio with the attacker modelled by the global distribution;
     the seven columns add up to the log of its score. A user with no history
-    gets 0 everywhere (pu = pg). Keys of lower levels include the levels above
-    (``Desktop/Windows/Chrome``); a missing middle value is the value ``?``.
-    The IP hierarchy is NULL without a client IP, the agent hierarchy NULL
-    without a user agent.
+    gets 0 everywhere (pu = pg); a value new to the user adds
+    log((n_u + m) / m) at its level; a value familiar to the user but rare
+    overall is negative (evidence for the user). Keys of lower levels include
+    the levels above (``Desktop/Windows/Chrome``); a missing middle value is
+    the value ``?``. The IP hierarchy is NULL without a client IP, the agent
+    hierarchy NULL without a user agent.
+
+Keys are compared as 64-bit hashes (``hash()``) so that the window functions
+sort integers: with a million distinct values of one key the chance that any
+two collide is about 3 in 10^8, and a collision would only merge two values' counts.
 
 The hour of week is taken in UTC: the event's time zone comes from the IP's
 geolocation, which an attacker chooses, and the user's own zone is not
@@ -54,7 +62,9 @@ Windows and consistency
     A call reads history from the whole store, not only from the requested
     events: events before ``lo - 24 h`` (lo = the earliest selected event)
     are aggregated per user / per value, those from there on go through the
-    window functions, and the two are added. So an event gets exactly the same
+    window functions, and the two are added; novelty of the prefix, city and
+    device compares the event with the first known (user, value) event of
+    the whole store, and the global counts are daily snapshots. So an event gets exactly the same
     features whether computed in one call over everything or in several
     calls over consecutive time windows (``tests/test_features.py`` checks it).
 """
