@@ -102,3 +102,31 @@ def test_evaluate_reports_per_attack_type_against_legitimate_successful_sign_ins
     assert 0 < m["brier"] < 1 and 0 < m["roc_auc"] < 1
     unl = labelled(f.assign(event_id=[str(i) for i in range(7)]), None)
     assert np.isnan(unl.y).all() and "roc_auc" not in evaluate(scores, unl)
+
+
+def test_train_window_and_first_use_default(db, tmp_path):
+    from datetime import datetime, timezone
+
+    from risk.model import list_models, load_active
+    from risk.model.training import train
+
+    path = tmp_path / "win.duckdb"
+    path.write_bytes(db.read_bytes())
+    con = store.connect(path)
+    try:
+        # with no model trained, load_active can fit the statistical model on the store (once)
+        model, version = load_active(con, fit_if_missing=True)
+        assert (version, model.mode_) == (1, "unlabeled")
+        assert load_active(con, fit_if_missing=True)[1] == 1
+        until = datetime(2026, 6, 10, tzinfo=timezone.utc)
+        r = train(con, until=until, seed=3)
+        assert r.version == 2 and r.model.mode_ == "supervised"
+        rec = list_models(con)[-1]
+        assert rec.train_until == until and rec.train_since <= datetime(2026, 6, 1, tzinfo=timezone.utc)
+        n_window = con.execute("SELECT count(*) FROM events WHERE creation_date < ?", [until]).fetchall()[0][0]
+        assert r.rows == n_window == rec.metadata["rows"]
+        assert rec.metadata["params"]["random_state"] == 3
+        with pytest.raises(Exception, match="holdout"):
+            train(con, holdout=1.5)
+    finally:
+        con.close()
