@@ -226,7 +226,8 @@ def _build_sql(filters: str) -> str:
         joins.append(f"LEFT JOIN fk_{k} ON fk_{k}.uid = t.uid AND fk_{k}.k = t.k_{k}")
     for k in GLOBAL_KEYS:  # everyone's counts before the event's day
         ctes.append(f"""g_{k} AS (SELECT k, d, sum(c) OVER (PARTITION BY k ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
-              FROM (SELECT k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM hist GROUP BY ALL))""")
+              FROM (SELECT k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM hist
+                    WHERE k_{k} IN (SELECT k_{k} FROM t) GROUP BY ALL))""")
         joins.append(f"LEFT JOIN g_{k} ON g_{k}.k = t.k_{k} AND g_{k}.d = t.d")
     ctes.append("""g_total AS (SELECT d, sum(c) OVER (ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
               FROM (SELECT d, count(*) FILTER (WHERE known) AS c FROM hist GROUP BY d))""")
@@ -325,7 +326,7 @@ fr AS (
 SELECT event_id, username, creation_date, event_type, event_response,
       {out_cols}
 FROM fr
-ORDER BY creation_date, event_id
+ORDER BY rk
 """
 
 
