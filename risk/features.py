@@ -165,9 +165,10 @@ def _h(expr: str) -> str:
 
 def _window_ctes() -> tuple[str, list[str]]:
     """One narrow CTE per window over ``n`` (joined back on rk): cheaper than one wide chain of windows."""
-    specs: list[tuple[str, str]] = []
-    for k in USER_KEYS:
-        specs.append((f"wu_{k}", f"sum(known::INT) OVER (PARTITION BY uid, k_{k} {_CUM} AS wu_{k}"))
+    specs: list[tuple[str, str]] = [
+        ("wu_keys", ",\n              ".join(
+            f"sum(known::INT) OVER (PARTITION BY uid, k_{k} {_CUM} AS wu_{k}" for k in USER_KEYS)),
+    ]
     specs += [
         ("wu_total", f"""sum(known::INT) OVER (PARTITION BY uid {_CUM} AS wu_total,
               last_value(CASE WHEN known THEN {{'t': creation_date, 'lat': latitude, 'lon': longitude}} END IGNORE NULLS)
