@@ -301,6 +301,17 @@ def test_explain_names_registered_signals_with_their_values(model, request):
     assert len(m.explain(X, top=1)[0]) == 1
 
 
+@pytest.mark.parametrize("model", ["unlabeled", "supervised"])
+def test_score_and_explain_in_one_pass_matches_the_two_calls(model, request, data):
+    m = request.getfixturevalue(model)
+    _, (Xt, _) = data
+    scores, reasons = m.score_and_explain(Xt, top=2)
+    np.testing.assert_allclose(scores, m.score_samples(Xt), rtol=0, atol=1e-12)
+    assert reasons == m.explain(Xt, top=2)
+    with pytest.raises(ModelError, match="top must be a positive integer"):
+        m.explain(Xt, top=0)
+
+
 def test_unlabeled_contributions_are_exact(unlabeled, data):
     _, (Xt, _) = data
     np.testing.assert_allclose(unlabeled.contributions(Xt).sum(axis=1), unlabeled.statistical_score(Xt))
