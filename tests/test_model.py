@@ -407,3 +407,13 @@ def test_registry_refuses_a_damaged_model(tmp_path, unlabeled):
     with pytest.raises(ModelError, match="SHA-256"):
         load_model(con, v)
     con.close()
+
+
+def test_trees_that_are_a_single_leaf_credit_nothing():
+    """Labels unrelated to any input: every tree is one leaf; contributions are zero and reasons empty."""
+    X = familiar(400)
+    y = np.r_[np.zeros(300), np.ones(100)]
+    m = RiskModel(max_iter=5).fit(X, y)
+    assert m.paths_.leaf[m.paths_.roots].all()
+    assert (m.contributions(X) == 0).all() and m.explain(X.iloc[:3]) == [[], [], []]
+    np.testing.assert_allclose(m.score_samples(X), 0.25, atol=0.02)

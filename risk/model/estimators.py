@@ -201,15 +201,15 @@ class _TreePaths:
     def __init__(self, hgb: HistGradientBoostingClassifier):
         trees = [it[0].nodes for it in hgb._predictors]
         sizes = np.array([len(t) for t in trees])
-        self.roots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         nodes = np.concatenate(trees)
         off = np.repeat(self.roots, sizes)
         self.leaf = nodes["is_leaf"].astype(bool)
-        self.feature = nodes["feature_idx"].astype(np.int64)
+        self.feature = nodes["feature_idx"].astype(np.intp)
         self.threshold = nodes["num_threshold"].astype(float)
         self.missing_left = nodes["missing_go_to_left"].astype(bool)
-        self.left = np.where(self.leaf, 0, nodes["left"].astype(np.int64) + off)
-        self.right = np.where(self.leaf, 0, nodes["right"].astype(np.int64) + off)
+        self.left = np.where(self.leaf, 0, nodes["left"].astype(np.intp) + off).astype(np.intp)
+        self.right = np.where(self.leaf, 0, nodes["right"].astype(np.intp) + off).astype(np.intp)
         value = nodes["value"].astype(float)
         count = nodes["count"].astype(float)
         expected = np.where(self.leaf, value, 0.0)
@@ -219,29 +219,29 @@ class _TreePaths:
                 w = count[l] + count[r]
                 expected[i] = (count[l] * expected[l] + count[r] * expected[r]) / w if w else 0.5 * (expected[l] + expected[r])
         self.expected = expected
+        self.gain_left = np.where(self.leaf, 0.0, expected[self.left] - expected)
+        self.gain_right = np.where(self.leaf, 0.0, expected[self.right] - expected)
         self.bias = float(np.ravel(hgb._baseline_prediction)[0] + expected[self.roots].sum())
 
-    def contributions(self, M: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    def contributions(self, M: np.ndarray, chunk: int = 8192) -> np.ndarray:
         n, k = M.shape
         out = np.zeros((n, k))
-        T = len(self.roots)
+        roots = self.roots[~self.leaf[self.roots]]  # a tree that is one leaf credits nothing
         for a in range(0, n, chunk):
             X = M[a:a + chunk]
             m = len(X)
-            node = np.broadcast_to(self.roots, (m, T)).copy()
-            rows = np.broadcast_to(np.arange(m)[:, None], (m, T))
+            node = np.tile(roots, m)  # (row, tree) pairs still inside a tree
+            row = np.repeat(np.arange(m, dtype=np.intp), len(roots))
             acc = np.zeros(m * k)
-            while True:
-                active = ~self.leaf[node]
-                if not active.any():
-                    break
-                nd, r = node[active], rows[active]
-                f = self.feature[nd]
-                x = X[r, f]
-                go_left = np.where(np.isnan(x), self.missing_left[nd], x <= self.threshold[nd])
-                child = np.where(go_left, self.left[nd], self.right[nd])
-                acc += np.bincount(r * k + f, weights=self.expected[child] - self.expected[nd], minlength=m * k)
-                node[active] = child
+            while len(node):
+                f = self.feature[node]
+                x = X[row, f]
+                go_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
+                acc += np.bincount(row * k + f, weights=np.where(go_left, self.gain_left[node], self.gain_right[node]),
+                                   minlength=m * k)
+                child = np.where(go_left, self.left[node], self.right[node])
+                inside = ~self.leaf[child]
+                node, row = child[inside], row[inside]
             out[a:a + m] = acc.reshape(m, k)
         return out
 
