@@ -111,7 +111,7 @@ BAD = [
 @pytest.mark.parametrize("name, line, reason", BAD, ids=[b[0] for b in BAD])
 def test_each_bad_row_is_quarantined_with_its_reason_and_line(env, name, line, reason):
     f = env / "bad.jsonl"
-    write_jsonl(f, [event(100), line, event(101)])
+    write_jsonl(f, [event(100), line, event(101)])  # a bad row among good ones is quarantined, not the file
     out, _ = ingest(f)
     assert (out["rows_read"], out["events_added"], out["quarantined"]) == (3, 2, 1)
     q = rows(env / "store.duckdb", "SELECT source_file, source_line, reason, raw FROM quarantine")
@@ -151,6 +151,15 @@ def test_garbage_forwarding_headers_never_override_ip_address(env):
     ]
 
 
+def test_empty_arrays_are_accepted(env):
+    f = env / "empty-arrays.jsonl"
+    write_jsonl(f, [event(1, ChallengeResponses=[], ContextData={**event(1)["ContextData"], "HttpHeaders": []})])
+    out, _ = ingest(f)
+    assert out["events_added"] == 1
+    assert rows(env / "store.duckdb", "SELECT challenge_responses, http_headers, device_name FROM events") == [
+        ([], [], "Other, Other")]
+
+
 def test_events_without_context_data_and_unknown_fields_are_kept(env):
     ev = event(7)
     del ev["ContextData"]
@@ -180,8 +189,8 @@ def test_empty_file_and_wrong_format_are_one_clear_error_each_and_the_run_goes_o
     csv = env / "data.csv"
     csv.write_text("a,b\n1,2\n")
     out, res = ingest("--format", "riskgate-jsonl", csv)
-    assert out["quarantined"] == 2  # each line, with the reason
-    assert "malformed JSON" in next(iter(out["reasons"]))
+    assert res.exit_code == 1 and out["rows_read"] == 0
+    assert "data.csv: is not riskgate JSON lines: none of its first 2 lines is a JSON object" in res.stderr
     txt = env / "notes.txt"
     txt.write_text("hello\nworld\n")
     res = runner.invoke(app, ["ingest", str(txt), "--json"])

@@ -37,10 +37,16 @@ def test_kill_9_mid_ingest_then_rerun_completes_without_duplicates(tmp_path):
     env = _env(tmp_path)
     cmd = [sys.executable, "-m", "cli", "ingest", str(src), "--batch-rows", "500", "--json"]
     partial_seen = None
-    for attempt, delay in enumerate((1.0, 1.5, 2.0, 3.0, 4.5, 0.6, 6.0)):
+    for attempt in range(6):
         db = tmp_path / f"store{attempt}.duckdb"
+        wal = Path(str(db) + ".wal")
         proc = subprocess.Popen(cmd + ["--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
+        # kill once the first batches are committed (the write-ahead log has grown), whatever the machine's speed
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if wal.exists() and wal.stat().st_size > 200_000 * (attempt + 1):
+                break
+            time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if not db.exists():

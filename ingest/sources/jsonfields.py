@@ -177,10 +177,12 @@ def extract(
             )
         if f.item is not None and isinstance(f.item, list) and isinstance(f.item[0], dict):
             keys = list(f.item[0])
+            arr = sql_string(f.path)
+            every = sql_string(f.path + "[*].*")
             cond = (
-                f"(_t[{i}] = 'ARRAY' AND NOT coalesce(list_distinct(json_type(_obj, {sql_string(f.path + '[*].*')}))"
-                f" = ['VARCHAR'] AND len(json_type(_obj, {sql_string(f.path + '[*].*')})) = "
-                f"{len(keys)} * json_array_length(_obj, {sql_string(f.path)}), json_array_length(_obj, {sql_string(f.path)}) = 0))"
+                f"(_t[{i}] = 'ARRAY' AND json_array_length(_obj, {arr}) > 0 AND NOT coalesce("
+                f"list_distinct(json_type(_obj, {every})) = ['VARCHAR'] AND "
+                f"len(json_type(_obj, {every})) = {len(keys)} * json_array_length(_obj, {arr}), false))"
             )
             extra_bad.append(cond)
             checks.append(

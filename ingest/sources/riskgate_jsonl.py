@@ -28,6 +28,8 @@ from collections.abc import Iterator
 import duckdb
 import pyarrow as pa
 
+from ingest.errors import InputFormatError
+
 from ingest.sources.base import (
     RAW_COLUMN,
     QuarantineBuilder,
@@ -75,8 +77,13 @@ class RiskgateJsonl:
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         con = duckdb.connect()
         try:
+            first = True
             for lb in iter_line_arrays(path, options.batch_rows):
-                yield self._batch(con, path, lb, options)
+                batch = self._batch(con, path, lb, options)
+                if first and batch.events.num_rows == 0 and batch.quarantine.num_rows:
+                    _refuse_if_not_json_lines(path, batch)
+                first = False
+                yield batch
         finally:
             con.close()
 
@@ -90,6 +97,18 @@ class RiskgateJsonl:
         t = t.set_column(t.column_names.index("challenge_responses"), "challenge_responses",
                          rename_struct_list(t.column("challenge_responses"), ["challenge_name", "challenge_response"]))
         return assemble(t, None, q, options, derive_id_prefix="rg")
+
+
+def _refuse_if_not_json_lines(path: str, batch: ReadBatch) -> None:
+    """A file none of whose first lines is a JSON object is not this format: one error, not a row per line."""
+    reasons = batch.quarantine.column("reason").to_pylist()
+    if all(r.startswith(("malformed JSON", "not a JSON object", "not UTF-8")) for r in reasons):
+        line = batch.quarantine.column("source_line")[0].as_py()
+        raise InputFormatError(
+            f"is not riskgate JSON lines: none of its first {len(reasons)} lines is a JSON object "
+            f"(line {line}: {reasons[0]})",
+            source=path,
+        )
 
 
 def _first_line(head: bytes) -> bytes:
