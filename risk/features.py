@@ -64,9 +64,12 @@ Windows and consistency
     are aggregated per user / per value, those from there on go through the
     window functions, and the two are added; novelty of the prefix, city and
     device compares the event with the first known (user, value) event of
-    the whole store, and the global counts are daily snapshots. So an event gets exactly the same
-    features whether computed in one call over everything or in several
-    calls over consecutive time windows (``tests/test_features.py`` checks it).
+    the whole store, and the global counts are daily snapshots. So an event
+    gets exactly the same features whether computed in one call over
+    everything or in several calls over consecutive time windows
+    (``tests/test_features.py`` checks it). The cost of a call is the
+    windows over its own rows plus hash aggregates over the history before
+    them (``bench/features.py``).
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ def _h(expr: str) -> str:
 
 
 def _window_ctes() -> tuple[str, list[str]]:
-    """One narrow CTE per window over ``n`` (joined back on rk): cheaper than one wide chain of windows."""
+    """Narrow CTEs of window functions over ``n``, joined back on rk (one CTE per partitioning)."""
     specs: list[tuple[str, str]] = [
         ("wu_keys", ",\n              ".join(
             f"sum(known::INT) OVER (PARTITION BY uid, k_{k} {_CUM} AS wu_{k}" for k in USER_KEYS)),
