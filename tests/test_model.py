@@ -417,3 +417,16 @@ def test_trees_that_are_a_single_leaf_credit_nothing():
     assert m.paths_.leaf[m.paths_.roots].all()
     assert (m.contributions(X) == 0).all() and m.explain(X.iloc[:3]) == [[], [], []]
     np.testing.assert_allclose(m.score_samples(X), 0.25, atol=0.02)
+
+
+def test_only_feature_columns_are_inputs(data):
+    """A label or key column in X is never a model input; other columns can be named explicitly."""
+    (X, y), (Xt, _) = data
+    leaky = X.assign(is_account_takeover=y, event_id=[str(i) for i in range(len(X))])
+    m = RiskModel(**FAST).fit(leaky, y)
+    assert list(m.feature_names_in_) == FEATURE_COLUMNS
+    np.testing.assert_array_equal(m.score_samples(Xt.assign(is_account_takeover=0.0)), m.score_samples(Xt))
+    two = RiskModel().fit(X, feature_names=["new_ip", "new_device"])
+    assert two.n_features_in_ == 2 and two.codes_ == ["new_ip", "new_device"]
+    with pytest.raises(ModelError, match="lacks the feature column.*freeman_ua"):
+        RiskModel().fit(X.drop(columns=["freeman_ua"]))

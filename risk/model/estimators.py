@@ -24,12 +24,16 @@ Contributions to ``S`` are exact, which makes the explanations exact.
 least ``min_labels`` attacks and ``min_labels`` legitimate events) trains a
 gradient-boosted tree model (``HistGradientBoostingClassifier``, which takes
 NULLs natively) on the signals (plus the statistical surprise ``S`` with
-``stack_statistical``), calibrated
-on a held-out stratified split (``calibration_fraction``) by Platt scaling
-(default: monotone, so it keeps the tree model's ranking and adds no ties at
-the top) or isotonic regression; one tree model keeps scoring fast. Labels may be
-partial: ``NaN`` in ``y`` means "unknown" (used for the statistical part only).
-Explanations are additive and exact in both modes: see :meth:`RiskModel.contributions`.
+``stack_statistical``), calibrated on a held-out stratified split
+(``calibration_fraction``) by Platt scaling (default: monotone, so it keeps the
+tree model's ranking and adds no ties at the top) or isotonic regression; one
+tree model keeps scoring fast. Labels may be partial: ``NaN`` in ``y`` means
+"unknown" (used for the statistical part only).
+
+Explanations are additive and exact in both modes: see
+:meth:`RiskModel.contributions`. X is a pandas DataFrame or an Arrow table
+with the feature columns (``risk.signals.FEATURE_COLUMNS``, or the columns the
+model was fitted with); extra columns (keys) are ignored.
 """
 
 from __future__ import annotations
@@ -49,19 +53,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from risk import signals
 from risk.model.errors import ModelError
 
-#: Freeman et al.'s hierarchy levels: each column is the smoothed log likelihood
-#: ratio contribution of that level (computed by risk.features).
-FREEMAN_COLUMNS = (
-    "freeman_ip",
-    "freeman_asn",
-    "freeman_country",
-    "freeman_ua",
-    "freeman_browser",
-    "freeman_os",
-    "freeman_device_type",
-)
+#: Freeman et al.'s hierarchy levels (IP and agent hierarchies, top level first): each
+#: column is the smoothed log likelihood ratio contribution of that level (risk.features).
+FREEMAN_COLUMNS = signals.FREEMAN_COLUMNS
 
 #: The unlabeled model's documented prior: weight of each signal's surprise
 #: (by signal code or column name). Signals not listed weigh 1.0: without
@@ -85,11 +82,7 @@ def _signal_info(columns: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
     A column no signal names keeps its own name as code and counts as higher-is-riskier.
     """
-    try:
-        from risk.signals import SIGNALS
-    except ImportError:  # features not installed: columns stand for themselves
-        SIGNALS = {}
-    by_column = {s.column: s for s in SIGNALS.values()}
+    by_column = {s.column: s for s in signals.SIGNALS.values()}
     codes, directions = [], []
     for c in columns:
         s = by_column.get(c)
@@ -108,17 +101,16 @@ def to_frame(X) -> pd.DataFrame:
 
 
 def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """float64 matrix of ``columns`` (all non-key numeric columns when None), NULL -> NaN."""
+    """float64 matrix of ``columns`` (default: ``risk.signals.FEATURE_COLUMNS``), NULL -> NaN.
+
+    Only the named columns are read: keys, labels or anything else in X never reach the model.
+    """
     df = to_frame(X)
     if columns is None:
-        from risk.model import KEY_COLUMNS
-
-        columns = [c for c in df.columns if c not in KEY_COLUMNS]
-        if not columns:
-            raise ModelError("X has no feature columns")
+        columns = list(signals.FEATURE_COLUMNS)
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ModelError(f"X lacks the feature column(s) {', '.join(missing)} the model was fitted with")
+        raise ModelError(f"X lacks the feature column(s) {', '.join(missing)}")
     out = np.empty((len(df), len(columns)), dtype=float)
     for j, c in enumerate(columns):
         try:
@@ -305,7 +297,10 @@ class RiskModel(ClassifierMixin, BaseEstimator):
             raise ModelError(f"The 'prior_weights' parameter of RiskModel must be a mapping of signal code to weight or None. Got {self.prior_weights!r} instead.")
 
     def fit(self, X, y=None, feature_names: Sequence[str] | None = None):
-        """Learn the statistical score from X, and the calibrated classifier from y when it has enough labels."""
+        """Learn the statistical score from X, and the calibrated classifier from y when it has enough labels.
+
+        ``feature_names``: the input columns (default ``risk.signals.FEATURE_COLUMNS``).
+        """
         self._validate_params()
         M, cols = _matrix(X, feature_names)
         if len(M) < 2:
