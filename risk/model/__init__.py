@@ -7,12 +7,9 @@ See :mod:`risk.model.estimators` (RiskModel, FreemanBaseline),
 
 from __future__ import annotations
 
-#: Columns of compute_features' output that are keys, not model inputs.
-KEY_COLUMNS = ("event_id", "username", "creation_date", "event_type", "event_response")
-
-from risk.model.errors import ModelError, NoModelError  # noqa: E402
-from risk.model.estimators import FREEMAN_COLUMNS, FreemanBaseline, RiskModel  # noqa: E402
-from risk.model.registry import (  # noqa: E402
+from risk.model.errors import ModelError, NoModelError
+from risk.model.estimators import FREEMAN_COLUMNS, FreemanBaseline, RiskModel
+from risk.model.registry import (
     MIGRATIONS,
     ModelMetadata,
     ModelRecord,
@@ -24,7 +21,7 @@ from risk.model.registry import (  # noqa: E402
 )
 
 __all__ = [
-    "KEY_COLUMNS", "FREEMAN_COLUMNS", "FreemanBaseline", "RiskModel", "ModelError", "NoModelError",
+    "FREEMAN_COLUMNS", "FreemanBaseline", "RiskModel", "ModelError", "NoModelError",
     "MIGRATIONS", "ModelMetadata", "ModelRecord", "activate", "list_models", "load_active", "load_model",
     "save_model",
 ]

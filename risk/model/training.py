@@ -36,10 +36,10 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from ingest import store as ingest_store
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA
-from risk.model import KEY_COLUMNS
 from risk.model.errors import ModelError
 from risk.model.estimators import FreemanBaseline, RiskModel
 from risk.model.registry import ModelMetadata, save_model
+from risk.signals import FEATURE_COLUMNS
 
 #: The challenge rate at which true-positive rates are reported: share of legitimate successful sign-ins.
 CHALLENGE_RATE = 0.01
@@ -300,7 +300,11 @@ def _split_by_time(ts: TrainingSet, holdout: float) -> tuple[TrainingSet, Traini
 
 
 def _feature_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in KEY_COLUMNS]
+    """The model's inputs: exactly risk.signals.FEATURE_COLUMNS (an error naming any that is missing)."""
+    missing = [c for c in FEATURE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ModelError(f"the feature rows lack the column(s) {', '.join(missing)}")
+    return list(FEATURE_COLUMNS)
 
 
 def train(con, *, since: datetime | None = None, until: datetime | None = None, use_labels: bool = True,
