@@ -38,7 +38,7 @@ from ingest import store as ingest_store
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA
 from risk.model.errors import ModelError
 from risk.model.estimators import FreemanBaseline, RiskModel
-from risk.model.registry import ModelMetadata, save_model
+from risk.model.registry import ModelMetadata, model_kind, save_model
 from risk.signals import FEATURE_COLUMNS
 
 #: The challenge rate at which true-positive rates are reported: share of legitimate successful sign-ins.
@@ -242,6 +242,9 @@ def inject_attacks(con, n: int, victims: pd.DataFrame, *, seed: int = 0) -> Trai
     return TrainingSet(df, np.ones(len(df)), df["event_id"].map(kind_of).to_numpy(dtype=object))
 
 
+_inject = inject_attacks  # train()'s parameter of the same name shadows the function
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 
@@ -330,7 +333,7 @@ def train(con, *, since: datetime | None = None, until: datetime | None = None, 
     labels = load_labels(con)
     full = labelled(feats, labels)
     if inject_attacks:
-        full = TrainingSet.concat([full, inject_attacks_fn(con, inject_attacks, full.features, seed=seed)])
+        full = TrainingSet.concat([full, _inject(con, inject_attacks, full.features, seed=seed)])
         order = np.argsort(pd.to_datetime(full.features["creation_date"], utc=True).to_numpy(), kind="stable")
         full = full.select(order)
     cols = _feature_columns(full.features)
@@ -361,10 +364,6 @@ def train(con, *, since: datetime | None = None, until: datetime | None = None, 
             extra={"rows": len(full), "labels": model.n_labels_, "use_labels": use_labels,
                    "injected_attacks": int(inject_attacks), "params": {k: v for k, v in params.items()}})
         version = save_model(con, model, meta)
-    from risk.model.registry import model_kind
-
     return TrainResult(model=model, version=version, metrics=metrics, kind=model_kind(model), rows=len(full),
                        labelled=model.n_labels_)
 
-
-inject_attacks_fn = inject_attacks
