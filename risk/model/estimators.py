@@ -125,6 +125,15 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
 
 def _labels(y, n: int) -> np.ndarray:
     """y -> float array of 0/1 with NaN for unknown (booleans, 0/1, 'true'/'false' accepted)."""
+    arr = np.asarray(y)
+    if arr.dtype.kind in "biuf":  # numeric: no per-element work
+        arr = arr.astype(float)
+        if len(arr) != n:
+            raise ModelError(f"y has {len(arr)} labels for {n} rows of X")
+        bad = ~np.isnan(arr) & (arr != 0) & (arr != 1)
+        if bad.any():
+            raise ModelError(f"y must hold 0/1 labels; got {arr[bad][0]!r} at row {int(np.where(bad)[0][0])}")
+        return arr
     arr = np.asarray(pd.Series(y).map(
         lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v))
         else {"true": 1.0, "false": 0.0}.get(str(v).lower(), v)).to_numpy(dtype=object))
