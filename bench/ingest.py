@@ -70,6 +70,7 @@ def make_events(n: int, seed: int) -> Path:
 FLOOR = """
 import duckdb, sys
 con = duckdb.connect(sys.argv[2])
+con.execute("SET enable_progress_bar = false")
 con.execute("CREATE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [sys.argv[1]])
 print(con.execute("SELECT count(*) FROM t").fetchall()[0][0])
 """

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from ingest.agent import AgentParser
 from ingest.context import ProxyPolicy, default_policy, resolve_client_ip
 from ingest.geo import GeoResolver
+from ingest.store import scratch
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform
 from ingest.sources.base import RAW_COLUMN
 
@@ -55,7 +56,7 @@ class Enricher:
     geo: GeoResolver | None
     proxies: ProxyPolicy = field(default_factory=default_policy)
     agents: AgentParser = field(default_factory=AgentParser)
-    con: duckdb.DuckDBPyConnection = field(default_factory=duckdb.connect)
+    con: duckdb.DuckDBPyConnection = field(default_factory=scratch)
 
     def __post_init__(self) -> None:
         self.con.execute("SET TimeZone='UTC'")

@@ -21,6 +21,8 @@ from ingest.errors import StoreError
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, LABEL_SCHEMA, QUARANTINE_SCHEMA
 
 DEFAULT_DB = "riskgate.duckdb"
+#: Set on every connection riskgate opens: no progress bar of DuckDB's own on stdout (ours goes to stderr).
+SESSION_SETTINGS = ("SET enable_progress_bar = false", "SET TimeZone = 'UTC'")
 DB_ENV = "RISKGATE_DB"
 
 _DUCK_TYPES = {
@@ -108,6 +110,14 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+def scratch() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection for set-wise work on Arrow batches (UTC, no progress bar)."""
+    con = duckdb.connect(":memory:")
+    for stmt in SESSION_SETTINGS:
+        con.execute(stmt)
+    return con
+
+
 def resolve_db_path(db: str | os.PathLike | None = None) -> str:
     """``--db`` wins, then ``RISKGATE_DB``, then ``./riskgate.duckdb``."""
     if db:
@@ -154,7 +164,8 @@ def connect(db: str | os.PathLike | None = None, *, read_only: bool = False) -> 
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.Error as exc:
         raise StoreError(f"cannot open the store: {exc}", source=path) from exc
-    con.execute("SET TimeZone='UTC'")
+    for stmt in SESSION_SETTINGS:
+        con.execute(stmt)
     if not read_only:
         migrate(con, MIGRATIONS)
     return con

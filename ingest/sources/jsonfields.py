@@ -66,12 +66,11 @@ def _type_word(t: str) -> str:
 
 def time_expr(value_sql: str, type_sql: str) -> str:
     """A TIMESTAMPTZ from an ISO string, or epoch seconds / milliseconds as number or digit string."""
-    return f"""CASE
-      WHEN {type_sql} IN ('BIGINT', 'UBIGINT', 'DOUBLE') OR regexp_full_match({value_sql}, '\\d{{9,16}}(\\.\\d+)?')
-        THEN CASE WHEN TRY_CAST({value_sql} AS DOUBLE) > 1e11
-                  THEN to_timestamp(TRY_CAST({value_sql} AS DOUBLE) / 1000.0)
-                  ELSE to_timestamp(TRY_CAST({value_sql} AS DOUBLE)) END
-      ELSE TRY_CAST({value_sql} AS TIMESTAMPTZ) END"""
+    epoch = (f"CASE WHEN TRY_CAST({value_sql} AS DOUBLE) > 1e11 THEN to_timestamp(TRY_CAST({value_sql} AS DOUBLE) / 1000.0) "
+             f"ELSE to_timestamp(TRY_CAST({value_sql} AS DOUBLE)) END")
+    return f"""CASE WHEN {type_sql} IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN {epoch}
+      ELSE coalesce(TRY_CAST({value_sql} AS TIMESTAMPTZ),
+                    CASE WHEN regexp_full_match({value_sql}, '[0-9]{{9,16}}([.][0-9]+)?') THEN {epoch} END) END"""
 
 
 _TRANSFORM_TYPES = {
@@ -100,8 +99,21 @@ def _structure(fields: list[JsonField]) -> dict:
         leaf = parts[-1]
         if isinstance(node.get(leaf), dict):
             continue  # an object field whose children are extracted: keep the struct
-        node[leaf] = f.item if f.item is not None else _TRANSFORM_TYPES[f.kind]
+        node[leaf] = _item_structure(f.item) if f.item is not None else _TRANSFORM_TYPES[f.kind]
     return root
+
+
+def _string_item_keys(item) -> list[str] | None:
+    """The keys of a list-of-objects item shape whose values must all be strings, else None."""
+    if isinstance(item, list) and item and isinstance(item[0], dict) and set(item[0].values()) == {"VARCHAR"}:
+        return list(item[0])
+    return None
+
+
+def _item_structure(item):
+    """String values of array items are transformed as raw JSON, so their type is checked without a second parse."""
+    keys = _string_item_keys(item)
+    return [{k: "JSON" for k in keys}] if keys else item
 
 
 def _access(f: JsonField) -> str:
@@ -175,15 +187,13 @@ def extract(
                 f"CASE WHEN _t[{j}] = 'OBJECT' AND {missing} "
                 f"THEN {sql_string(f.name + ' is required when ' + f.required_if + ' is present')} END"
             )
-        if f.item is not None and isinstance(f.item, list) and isinstance(f.item[0], dict):
-            keys = list(f.item[0])
-            arr = sql_string(f.path)
-            every = sql_string(f.path + "[*].*")
-            cond = (
-                f"(_t[{i}] = 'ARRAY' AND json_array_length(_obj, {arr}) > 0 AND NOT coalesce("
-                f"list_distinct(json_type(_obj, {every})) = ['VARCHAR'] AND "
-                f"len(json_type(_obj, {every})) = {len(keys)} * json_array_length(_obj, {arr}), false))"
-            )
+        keys = _string_item_keys(f.item)
+        if keys:
+            # every item an object whose keys hold JSON strings (their raw text starts with a quote)
+            each = " OR ".join(f"x[{sql_string(k)}] IS NULL OR NOT starts_with(x[{sql_string(k)}]::VARCHAR, '\"')"
+                               for k in keys)
+            cond = (f"(_t[{i}] = 'ARRAY' AND coalesce(list_bool_or(list_transform({_access(f)}, "
+                    f"lambda x: x IS NULL OR {each})), false))")
             extra_bad.append(cond)
             checks.append(
                 f"CASE WHEN {cond} THEN {sql_string(f.name + ' items must be objects with string ' + ' and '.join(keys))} END"
@@ -195,7 +205,11 @@ def extract(
         v, t = _access(f), f"_t[{i}]"
         if f.empty_is_null:
             v = f"nullif({v}, '')"
-        if f.kind in ("string", "number", "integer", "bool") or f.item is not None:
+        if _string_item_keys(f.item):
+            keys = _string_item_keys(f.item)
+            unquoted = ", ".join(f"{sql_string(k)}: json_extract_string(x[{sql_string(k)}], '$')" for k in keys)
+            expr = f"CASE WHEN {t} = 'ARRAY' THEN list_transform({v}, lambda x: {{{unquoted}}}) END"
+        elif f.kind in ("string", "number", "integer", "bool") or f.item is not None:
             allowed = ", ".join(sql_string(x) for x in _KIND_TYPES[f.kind])
             expr = f"CASE WHEN {t} IN ({allowed}) THEN {v} END"
         elif f.kind == "string_bool":
@@ -212,15 +226,16 @@ def extract(
                            f"NOT regexp_full_match(array_to_string(list_transform(_t, lambda x: coalesce(x, '-')), ','), {sql_string(pattern)})"]
                           + extra_bad)
     sql = f"""
-    WITH valid AS (
-      SELECT _line, CASE WHEN json_valid(_raw) THEN _raw END AS _doc FROM batch_
+    WITH typed AS (
+      SELECT _line, _raw, TRY(json_type(_raw, ['$', {paths}])) AS _tt FROM batch_
     ), parsed AS (
-      SELECT _line, json_type(_doc) AS _root,
-             CASE WHEN json_type(_doc) = 'OBJECT' THEN _doc END AS _obj FROM valid
+      SELECT _line, _tt[1] AS _root, list_slice(_tt, 2, {len(fields) + 1}) AS _t,
+             CASE WHEN _tt[1] = 'OBJECT' THEN _raw END AS _obj
+      FROM typed
     ), fields AS (
-      SELECT _line, _root, _obj,
-             json_type(_obj, [{paths}]) AS _t,
-             json_transform(_obj, {sql_string(structure)}) AS _s
+      SELECT _line, _root, _obj, _t,
+             json_transform(_obj, {sql_string(structure)}) AS _s,
+             json_keys(_obj) AS _keys
       FROM parsed
     ), flagged AS (
       SELECT *, ({bad_sql}) AS _bad FROM fields
@@ -230,8 +245,8 @@ def extract(
            WHEN _root IS NULL THEN 'malformed JSON'
            WHEN _root <> 'OBJECT' THEN 'not a JSON object: the line is a JSON ' || lower(_root)
            ELSE nullif(concat_ws('; ', {", ".join(checks)}), '') END AS reason,
-      CASE WHEN NOT list_has_all([{known}], json_keys(_obj))
-           THEN list_filter(json_keys(_obj), lambda k: NOT list_contains([{known}], k)) END AS _unknown_keys,
+      CASE WHEN NOT list_has_all([{known}], _keys)
+           THEN list_filter(_keys, lambda k: NOT list_contains([{known}], k)) END AS _unknown_keys,
       {", ".join(cols)}
       {", " + extra_select if extra_select else ""}
     FROM flagged

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import duckdb
+
+from ingest.store import scratch
 import pyarrow as pa
 
 from ingest.errors import InputFormatError
@@ -75,7 +77,7 @@ class RiskgateJsonl:
         return first.startswith(b"{") and (b'"EventType"' in first or b'"ContextData"' in first) and b'"Username"' in first
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
-        con = duckdb.connect()
+        con = scratch()
         try:
             first = True
             for lb in iter_line_arrays(path, options.batch_rows):

@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from ingest.store import scratch
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,7 +90,7 @@ def as_source_types(t: pa.Table) -> pa.Table:
 
 def new_connection() -> duckdb.DuckDBPyConnection:
     """A private DuckDB connection for one read, in UTC (naive times are never read in local time)."""
-    con = duckdb.connect()
+    con = scratch()
     con.execute("SET TimeZone='UTC'")
     return con
 
