@@ -188,12 +188,18 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
     """
     if table.num_rows == 0:
         return 0
+    import pyarrow.compute as pc
+
+    # keep the first of repeated ids (sorting only when the batch has repeats, which is rare)
+    dedup = pc.count_distinct(table.column("event_id")).as_py() < table.num_rows
+    source = ("(SELECT DISTINCT ON (event_id) * FROM _rg_new_events ORDER BY event_id, source_line)"
+              if dedup else "_rg_new_events")
     con.register("_rg_new_events", table)
     try:
         res = con.execute(
             f"""INSERT INTO events ({_EVENT_COLS_SQL}, ingest_run_id, ingested_at)
                 SELECT {", ".join("n." + quote_ident(c) for c in EVENT_COLUMNS)}, ?, ?
-                FROM (SELECT DISTINCT ON (event_id) * FROM _rg_new_events ORDER BY event_id, source_line) n
+                FROM {source} n
                 WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)""",
             [run_id, datetime.now(timezone.utc)],
         ).fetchall()

@@ -276,7 +276,7 @@ def text_of(fh: BinaryIO) -> io.TextIOWrapper:
     return io.TextIOWrapper(fh, encoding="utf-8", newline="")
 
 
-LINE_BLOCK_BYTES = 16 * 1024 * 1024
+LINE_BLOCK_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
