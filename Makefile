@@ -20,8 +20,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+RG := RISKGATE_DB=$(DEMO_DIR)/riskgate.duckdb $(BIN)/riskgate
+
+# The whole pipeline on the embedded defaults: synthetic population, bundled GeoIP, a DuckDB file.
 demo: $(STAMP)
-	RISKGATE_DB=$(DEMO_DIR)/riskgate.duckdb $(BIN)/riskgate demo --dir $(DEMO_DIR) --users $(DEMO_USERS) --days $(DEMO_DAYS)
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(RG) synth --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed 7 --out $(DEMO_DIR)/events.jsonl.gz
+	$(RG) ingest $(DEMO_DIR)/events.jsonl.gz
+	$(RG) users load $(DEMO_DIR)/events.users.json
+	$(RG) labels load $(DEMO_DIR)/events.labels.csv
+	$(RG) train
+	$(RG) score
+	$(RG) summary
+	$(RG) report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

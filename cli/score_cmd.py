@@ -147,5 +147,7 @@ def report(db: DbOption = None, json_out: JsonFlag = False) -> None:
         n = s["legitimate_sign_ins"]
         console.print(
             f"legitimate successful sign-ins {n:,}: challenged {s['legitimate_challenged']:,} "
-            f"({s['legitimate_challenged'] / n:.2%}), blocked {s['legitimate_blocked']:,} ({s['legitimate_blocked'] / n:.2%})",
+            f"({s['legitimate_challenged'] / n:.2%}) for their risk, blocked {s['legitimate_blocked']:,} "
+            f"({s['legitimate_blocked'] / n:.2%}); {s['legitimate_own_mfa_challenged']:,} more challenged because "
+            "the user has MFA of their own (always, as in Cognito)",
             highlight=False)

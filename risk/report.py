@@ -86,6 +86,9 @@ def export_assessments(
 def pipeline_summary(con: duckdb.DuckDBPyConnection) -> dict:
     """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked.
 
+    Legitimate sign-ins "challenged" are those challenged because of their risk level; users who
+    have MFA of their own are challenged at every sign-in and are counted apart.
+
     "Caught" means the outcome (enforced or, in AUDIT, would-be) is an MFA challenge or a block.
     Labels: ``attack_type`` tags attacks; ``is_account_takeover`` = false marks legitimate events.
     """
@@ -119,8 +122,9 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection) -> dict:
         """WITH l AS (SELECT event_id FROM labels WHERE label = 'is_account_takeover' AND value = 'false'
                       EXCEPT SELECT event_id FROM labels WHERE label = 'attack_type')
            SELECT count(*),
-                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge'),
-                  count(*) FILTER (WHERE a.outcome = 'Block')
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NOT NULL),
+                  count(*) FILTER (WHERE a.outcome = 'Block'),
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NULL)
            FROM l JOIN assessments a ON a.event_id = l.event_id
            JOIN events e ON e.event_id = l.event_id
            WHERE e.event_type = 'SignIn' AND e.event_response = 'Pass'"""
@@ -134,4 +138,5 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection) -> dict:
         "legitimate_sign_ins": int(legit[0]),
         "legitimate_challenged": int(legit[1]),
         "legitimate_blocked": int(legit[2]),
+        "legitimate_own_mfa_challenged": int(legit[3]),
     }

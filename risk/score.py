@@ -229,38 +229,26 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
             for c in ev["compromised_credentials"].tolist()]
     clients = [None if (c is None or (isinstance(c, float) and np.isnan(c))) else c for c in ev["client_id"].tolist()]
 
-    # decide() once per distinct combination of its inputs, joined back to the events
-    import pandas as pd
-
-    keys = pd.DataFrame({
-        "level": ["" if x is None else x for x in lv], "exc": list(exc),
-        "comp": ["" if c is None else str(c) for c in comp], "event_type": ev["event_type"].tolist(),
-        "pool": pools, "client": ["" if c is None else c for c in clients], "has_mfa": has_mfa,
-    })
-    key_cols = list(keys.columns)
-    rows = []
-    for r in keys.drop_duplicates().itertuples(index=False):
-        client = r.client or None
-        cfg, cver = ctx.config(r.pool, client)
-        mode, mver = ctx.mode(r.pool)
-        d = decide(risk_level=r.level or None, exception=r.exc, compromised=None if r.comp == "" else r.comp == "True",
-                   event_type=r.event_type, configuration=cfg, mode=mode, user_has_mfa=r.has_mfa)
-        rows.append({
-            **r._asdict(),
-            "final_level": None if d.risk_level is None else str(d.risk_level),
-            "risk_decision": None if d.risk_decision is None else str(d.risk_decision),
-            "outcome": str(d.outcome),
-            "event_action": None if d.event_action is None else str(d.event_action),
-            "mode": str(d.mode), "enforced": d.enforced, "mfa_challenge": d.mfa_challenge, "blocked": d.blocked,
-            "override_block": d.override_block,
-            "compromised_credentials_detected": d.compromised_credentials_detected,
-            "reset_required": d.reset_required,
-            "notification": None if d.notification is None else str(d.notification),
-            "would_notify": None if d.would_notify is None else str(d.would_notify),
-            "decision_reasons": list(d.reasons), "config_version": cver, "mode_version": mver,
-        })
-    merged = keys.merge(pd.DataFrame(rows), on=key_cols, how="left", sort=False)
-    cols = {c: merged[c].tolist() for c in merged.columns if c not in key_cols}
+    # decide() once per distinct combination of its inputs, then looked up per event
+    keys = list(zip(lv, exc, comp, ev["event_type"].tolist(), pools, clients, has_mfa))
+    fields = ("final_level", "risk_decision", "outcome", "event_action", "mode", "enforced", "mfa_challenge",
+              "blocked", "override_block", "compromised_credentials_detected", "reset_required", "notification",
+              "would_notify", "decision_reasons", "config_version", "mode_version")
+    decided: dict = {}
+    for key in dict.fromkeys(keys):
+        level, exception, compromised, event_type, pool, client, mfa_on = key
+        cfg, cver = ctx.config(pool, client)
+        mode, mver = ctx.mode(pool)
+        d = decide(risk_level=level, exception=exception, compromised=compromised, event_type=event_type,
+                   configuration=cfg, mode=mode, user_has_mfa=mfa_on)
+        text = lambda v: None if v is None else str(v)  # noqa: E731
+        decided[key] = (
+            text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode), d.enforced,
+            d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
+            text(d.notification), text(d.would_notify), list(d.reasons), cver, mver,
+        )
+    per_event = [decided[k] for k in keys]
+    cols = {name: [row[j] for row in per_event] for j, name in enumerate(fields)}
     final_levels = cols["final_level"]
     reason_type = pa.list_(pa.struct([("code", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())]))
     reasons = pa.array(
