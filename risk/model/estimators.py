@@ -267,8 +267,10 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         How the tree model's log odds become probabilities, fitted on a held-out split.
     calibration_fraction : float
         Share of the labelled events held out (stratified) for calibration.
-    max_iter, learning_rate, max_leaf_nodes, l2_regularization :
-        Passed to HistGradientBoostingClassifier.
+    max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization, max_features :
+        Passed to HistGradientBoostingClassifier. Leaves of at least 100 events
+        and half the signals per split regularise the trees, whose labelled
+        attacks are dominated by a few high-volume campaigns (bench/detect.py).
     stack_statistical : bool
         Also give the tree model the statistical surprise S as an input.
     random_state : int or None
@@ -278,8 +280,9 @@ class RiskModel(ClassifierMixin, BaseEstimator):
     def __init__(self, prior_weights: Mapping[str, float] | None = None, contamination: float = 0.01,
                  min_labels: int = 20, calibration: str = "sigmoid", calibration_fraction: float = 0.25,
                  max_iter: int = 150,
-                 learning_rate: float = 0.1, max_leaf_nodes: int = 31, l2_regularization: float = 1.0,
-                 stack_statistical: bool = False, random_state: int | None = 0):
+                 learning_rate: float = 0.1, max_leaf_nodes: int = 31, min_samples_leaf: int = 100,
+                 l2_regularization: float = 1.0, max_features: float = 0.5, stack_statistical: bool = False,
+                 random_state: int | None = 0):
         self.prior_weights = prior_weights
         self.contamination = contamination
         self.min_labels = min_labels
@@ -288,7 +291,9 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
+        self.max_features = max_features
         self.stack_statistical = stack_statistical
         self.random_state = random_state
 
@@ -305,10 +310,14 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         if self.prior_weights is not None and not isinstance(self.prior_weights, Mapping):
             raise ModelError(f"The 'prior_weights' parameter of RiskModel must be a mapping of signal code to weight or None. Got {self.prior_weights!r} instead.")
 
-    def fit(self, X, y=None, feature_names: Sequence[str] | None = None):
+    def fit(self, X, y=None, feature_names: Sequence[str] | None = None, sample_weight=None):
         """Learn the statistical score from X, and the calibrated classifier from y when it has enough labels.
 
         ``feature_names``: the input columns (default ``risk.signals.FEATURE_COLUMNS``).
+        ``sample_weight``: weights of the events for the tree model (e.g. to
+        let each attack type count equally, see
+        ``risk.model.training.attack_type_weights``); calibration is fitted
+        unweighted, so probabilities stay probabilities.
         """
         self._validate_params()
         M, cols = _matrix(X, feature_names)
@@ -330,6 +339,11 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
 
         labels = None if y is None else _labels(y, len(M))
+        weight = None
+        if sample_weight is not None:
+            weight = np.asarray(sample_weight, dtype=float)
+            if weight.shape != (len(M),) or not np.isfinite(weight).all() or (weight < 0).any():
+                raise ModelError(f"sample_weight must hold one finite, non-negative weight per row of X ({len(M)})")
         known = np.zeros(len(M), bool) if labels is None else ~np.isnan(labels)
         n_pos = int((labels[known] == 1).sum()) if labels is not None else 0
         n_neg = int((labels[known] == 0).sum()) if labels is not None else 0
@@ -343,9 +357,11 @@ class RiskModel(ClassifierMixin, BaseEstimator):
             Z = np.column_stack([M, S]) if self.stack_statistical else M
             hgb = HistGradientBoostingClassifier(
                 max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-                l2_regularization=self.l2_regularization, early_stopping=False, random_state=self.random_state)
+                min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
+                max_features=self.max_features, early_stopping=False, random_state=self.random_state)
             with threadpool_limits(1 if len(fit_rows) < SMALL_BATCH else None, "openmp"):
-                self.classifier_ = hgb.fit(Z[fit_rows], labels[fit_rows].astype(int))
+                self.classifier_ = hgb.fit(Z[fit_rows], labels[fit_rows].astype(int),
+                                           sample_weight=None if weight is None else weight[fit_rows])
             self.paths_ = _TreePaths(self.classifier_)
             raw = self.classifier_.decision_function(Z[cal_rows])
             if self.calibration == "sigmoid":
