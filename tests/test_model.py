@@ -430,3 +430,15 @@ def test_only_feature_columns_are_inputs(data):
     assert two.n_features_in_ == 2 and two.codes_ == ["new_ip", "new_device"]
     with pytest.raises(ModelError, match="lacks the feature column.*freeman_ua"):
         RiskModel().fit(X.drop(columns=["freeman_ua"]))
+
+
+def test_sample_weight_reaches_the_trees_and_is_checked(data):
+    (X, y), (Xt, _) = data
+    w = np.where(y == 1, 5.0, 1.0)
+    a = RiskModel(**FAST).fit(X, y).score_samples(Xt)
+    b = RiskModel(**FAST).fit(X, y, sample_weight=w).score_samples(Xt)
+    assert not np.allclose(a, b)
+    with pytest.raises(ModelError, match="sample_weight"):
+        RiskModel(**FAST).fit(X, y, sample_weight=w[:-1])
+    with pytest.raises(ModelError, match="sample_weight"):
+        RiskModel(**FAST).fit(X, y, sample_weight=-w)

@@ -314,10 +314,8 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         """Learn the statistical score from X, and the calibrated classifier from y when it has enough labels.
 
         ``feature_names``: the input columns (default ``risk.signals.FEATURE_COLUMNS``).
-        ``sample_weight``: weights of the events for the tree model (e.g. to
-        let each attack type count equally, see
-        ``risk.model.training.attack_type_weights``); calibration is fitted
-        unweighted, so probabilities stay probabilities.
+        ``sample_weight``: weights of the events for the tree model;
+        calibration is fitted unweighted, so probabilities stay probabilities.
         """
         self._validate_params()
         M, cols = _matrix(X, feature_names)

@@ -295,25 +295,6 @@ def evaluate(scores: np.ndarray, ts: TrainingSet, rate: float = CHALLENGE_RATE) 
 # -- training -----------------------------------------------------------------------------
 
 
-def attack_type_weights(ts: TrainingSet) -> np.ndarray:
-    """Training weights letting every attack type weigh as much in total as any other.
-
-    Attack events are dominated by high-volume campaigns (stuffing, spraying:
-    thousands of attempts each) while a takeover is one or two events; with
-    equal weights a tree model spends itself on the campaigns. Each labelled
-    attack of type t gets ``n_attacks / (n_types * n_t)``; legitimate and
-    unlabelled events get 1. The total attack weight is unchanged.
-    """
-    w = np.ones(len(ts))
-    attack = ts.y == 1
-    if not attack.any():
-        return w
-    types = pd.Series(ts.attack_type[attack]).fillna("unknown").to_numpy()
-    names, inverse, counts = np.unique(types, return_inverse=True, return_counts=True)
-    w[np.where(attack)[0]] = attack.sum() / (len(names) * counts[inverse])
-    return w
-
-
 def _split_by_time(ts: TrainingSet, holdout: float) -> tuple[TrainingSet, TrainingSet]:
     t = pd.to_datetime(ts.features["creation_date"], utc=True)
     cut = t.quantile(1 - holdout)
