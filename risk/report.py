@@ -51,7 +51,7 @@ def export_assessments(
     else:
         sql = _EXPORT_SELECT
     tmp = f"{out}.partial"
-    reader = con.execute(sql, params).to_arrow_reader(batch_rows)
+    reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
     n = 0
     try:
         if fmt == "parquet":

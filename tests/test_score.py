@@ -1,0 +1,177 @@
+"""Batch scoring, the AdminListUserAuthEvents listing, export and the run report, on a real synthetic store."""
+
+import csv
+import json
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+COMPARE = """SELECT event_id, score, risk_level, risk_decision, outcome, event_action, mfa_challenge, blocked,
+                    override_block, ip_exception, reasons, model_version, config_version, thresholds_version
+             FROM assessments ORDER BY event_id"""
+
+
+def rg(*args, db=None):
+    res = runner.invoke(app, [*map(str, args)] + (["--db", str(db)] if db else []))
+    assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A store with a synthetic population ingested, users and labels loaded, and a model trained."""
+    d = tmp_path_factory.mktemp("trained")
+    db = d / "base.duckdb"
+    rg("synth", "--users", 80, "--days", 30, "--seed", 3, "--out", d / "ev.jsonl")
+    rg("ingest", d / "ev.jsonl", db=db)
+    rg("users", "load", d / "ev.users.json", db=db)
+    rg("labels", "load", d / "ev.labels.csv", db=db)
+    rg("train", db=db)
+    return db
+
+
+@pytest.fixture
+def store(trained, tmp_path):
+    db = tmp_path / "s.duckdb"
+    shutil.copy(trained, db)
+    return db
+
+
+def q(db, sql, params=()):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_event_gets_one_assessment_and_a_second_run_adds_none(store):
+    res = rg("score", "--json", db=store)
+    out = json.loads(res.stdout)
+    n = q(store, "SELECT count(*) FROM events")[0][0]
+    assert out["events_scored"] == n > 1000
+    assert q(store, "SELECT count(*), count(DISTINCT event_id) FROM assessments") == [(n, n)]
+    again = json.loads(rg("score", "--json", db=store).stdout)
+    assert again["events_scored"] == 0
+    # levels follow the thresholds, reasons name registered signals, versions are recorded
+    from risk.signals import SIGNALS
+
+    rows = q(store, "SELECT score, risk_level, reasons, model_version, thresholds_version FROM assessments")
+    codes = {s.code for s in SIGNALS.values()}
+    for score, level, reasons, mv, tv in rows:
+        assert 0.0 <= score <= 1.0 and mv == 1 and tv == 0
+        if level is None:
+            continue
+        assert level == ("High" if score >= 0.8 else "Medium" if score >= 0.5 else "Low")
+        assert reasons and {r["code"] for r in reasons} <= codes
+
+
+def test_incremental_runs_equal_one_run_over_everything(store, tmp_path):
+    other = tmp_path / "other.duckdb"
+    shutil.copy(store, other)
+    rg("score", db=store)
+    first, last = q(other, "SELECT min(creation_date), max(creation_date) FROM events")[0]
+    cut1 = first + (last - first) / 3
+    cut2 = first + 2 * (last - first) / 3
+    rg("score", "--until", cut1.isoformat(), db=other)
+    rg("score", "--until", cut2.isoformat(), "--chunk-rows", "500", db=other)
+    rg("score", db=other)
+    assert q(other, COMPARE) == q(store, COMPARE)
+
+
+def test_attacks_are_caught_and_legitimate_users_rarely_bothered(store):
+    rg("score", db=store)
+    rep = json.loads(rg("report", "--json", db=store).stdout)
+    caught = {t: (n, c) for t, n, c, _b in rep["attacks_by_type"]}
+    assert caught["credential_stuffing"][1] >= 0.9 * caught["credential_stuffing"][0]
+    assert rep["legitimate_challenged"] + rep["legitimate_blocked"] <= 0.05 * rep["legitimate_sign_ins"]
+
+
+def test_blocked_ip_range_overrides_the_model(store, tmp_path):
+    ip = q(store, "SELECT client_ip FROM events WHERE ip_version = 4 ORDER BY event_id LIMIT 1")[0][0]
+    doc = {"UserPoolId": q(store, "SELECT any_value(user_pool_id) FROM events")[0][0],
+           "RiskExceptionConfiguration": {"BlockedIPRangeList": [f"{ip}/32"]}}
+    f = tmp_path / "cfg.json"
+    f.write_text(json.dumps(doc))
+    rg("config", "set", f, db=store)
+    rg("mode", "ENFORCED", db=store)
+    rg("score", db=store)
+    rows = q(store, """SELECT DISTINCT a.risk_decision, a.risk_level, a.override_block, a.blocked, a.mode
+                       FROM assessments a JOIN events e USING (event_id) WHERE e.client_ip = ?""", [ip])
+    assert rows == [("Block", None, True, True, "ENFORCED")]
+
+
+def test_events_listing_pages_newest_first_with_risk_and_feedback(store):
+    rg("score", db=store)
+    user, n = q(store, "SELECT username, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 1")[0]
+    from risk import store as rstore
+    from risk.feedback import set_feedback
+
+    newest = q(store, "SELECT event_id FROM events WHERE username = ? ORDER BY creation_date DESC LIMIT 1", [user])[0][0]
+    con = rstore.connect(store)
+    set_feedback(con, newest, "Invalid", "Admin")
+    con.close()
+    seen, token = [], None
+    while True:
+        args = ["events", user, "--max-results", "7"] + (["--next-token", token] if token else [])
+        page = json.loads(rg(*args, db=store).stdout)
+        assert len(page["AuthEvents"]) <= 7
+        seen += page["AuthEvents"]
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert len(seen) == n
+    dates = [e["CreationDate"] for e in seen]
+    assert dates == sorted(dates, reverse=True)
+    assert seen[0]["EventId"] == newest
+    assert seen[0]["EventFeedback"]["FeedbackValue"] == "Invalid" and seen[0]["EventFeedback"]["Provider"] == "Admin"
+    assert all("RiskDecision" in e["EventRisk"] for e in seen)
+    full = json.loads(rg("events", user, "--max-results", "0", db=store).stdout)
+    assert len(full["AuthEvents"]) == min(n, 60)
+
+
+def test_events_listing_errors(store):
+    res = runner.invoke(app, ["events", "nobody-at-all", "--db", str(store)])
+    assert res.exit_code == 2 and "user 'nobody-at-all' not found" in res.stderr
+    user = q(store, "SELECT any_value(username) FROM events")[0][0]
+    res = runner.invoke(app, ["events", user, "--max-results", "61", "--db", str(store)])
+    assert res.exit_code == 2 and "MaxResults must be between 0 and 60, got 61" in res.stderr
+    res = runner.invoke(app, ["events", user, "--next-token", "garbage!", "--db", str(store)])
+    assert res.exit_code == 2 and "NextToken" in res.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_export_writes_events_with_their_assessments(store, tmp_path, fmt):
+    rg("score", db=store)
+    n = q(store, "SELECT count(*) FROM assessments")[0][0]
+    out = tmp_path / f"export.{fmt}"
+    rg("export", "--out", out, "--format", fmt, db=store)
+    if fmt == "csv":
+        with open(out, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        reasons = [json.loads(r["reasons"]) for r in rows]
+    elif fmt == "parquet":
+        rows = pq.read_table(out).to_pylist()
+        reasons = [r["reasons"] for r in rows]
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        reasons = [r["reasons"] for r in rows]
+    assert len(rows) == n
+    for col in ("event_id", "username", "time", "ip_address", "country", "asn", "device_name", "score", "level",
+                "decision", "action", "reasons", "model_version", "config_version"):
+        assert col in rows[0]
+    assert any(r for r in reasons)
+    first, last = q(store, "SELECT min(creation_date), max(creation_date) FROM events")[0]
+    mid = first + (last - first) / 2
+    out2 = tmp_path / f"half.{fmt}"
+    rg("export", "--out", out2, "--format", fmt, "--since", mid.isoformat(), db=store)
+    want = q(store, "SELECT count(*) FROM events WHERE creation_date >= ?", [mid])[0][0]
+    got = len(pq.read_table(out2)) if fmt == "parquet" else sum(1 for _ in open(out2)) - (1 if fmt == "csv" else 0)
+    assert got == want
