@@ -37,6 +37,7 @@ def score(
     until: UntilOption = None,
     rescore: Annotated[bool, typer.Option("--rescore", help="Assess again events that already have an assessment.")] = False,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Events per chunk (memory bound).")] = 200_000,
+    notify: Annotated[bool, typer.Option("--notify", help="Send the notifications the decisions make due (ENFORCED mode; SMTP or outbox, see README). Off by default: scoring history must not email users about old sign-ins.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Assess unscored events in time order: score, level, decision, action and reasons, per event."""
@@ -50,13 +51,15 @@ def score(
             task = bar.add_task("", total=None)
             result = scoring.score_events(
                 con, since=parse_time(since, "--since"), until=parse_time(until, "--until"), rescore=rescore,
-                chunk_rows=chunk_rows, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                chunk_rows=chunk_rows, notify=notify, progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:
         con.close()
     if json_out:
         print(json.dumps(result.as_json()))
         return
+    if notify:
+        console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
     console.print(
         f"scored {result.events_scored:,} events in {result.chunks} chunks "
         f"(model v{result.model_version}, thresholds v{result.thresholds_version})", highlight=False)

@@ -43,8 +43,8 @@ notification), compromised credentials recorded but not acted on (NO_ACTION),
 no IP-range exceptions. The defaults are not merged into a partial document.
 
 Which pool a command means: ``--user-pool-id``, else the document's
-UserPoolId, else ``$RISKGATE_USER_POOL_ID``, else the only pool the store has
-configuration for, else ``default`` when the store knows none (several known
+UserPoolId, else ``$RISKGATE_USER_POOL_ID``, else the only pool the store knows
+(from its configuration versions or its events' UserPoolId), else ``default`` when the store knows none (several known
 pools and no choice is an error listing them). A ``--user-pool-id`` or
 ``--client-id`` that contradicts the document is an error, not an override.
 
@@ -904,8 +904,11 @@ def _record(
 
 
 def known_pools(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Pools the store has any configuration or mode version for."""
-    return [r[0] for r in con.execute("SELECT DISTINCT user_pool_id FROM risk_config_versions ORDER BY 1").fetchall()]
+    """Pools the store knows: any configuration or mode version, or any stored event's UserPoolId."""
+    return [r[0] for r in con.execute(
+        """SELECT user_pool_id FROM risk_config_versions
+           UNION SELECT user_pool_id FROM events WHERE user_pool_id IS NOT NULL ORDER BY 1"""
+    ).fetchall()]
 
 
 def choose_pool(

@@ -92,6 +92,7 @@ class ScoreResult:
     by_decision: dict = field(default_factory=dict)
     model_version: int | None = None
     thresholds_version: int | None = None
+    notifications: int = 0
 
     def as_json(self) -> dict:
         return {
@@ -102,6 +103,7 @@ class ScoreResult:
             "by_decision": self.by_decision,
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
+            "notifications": self.notifications,
         }
 
 
@@ -294,8 +296,13 @@ def score_events(
     rescore: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: ProgressFn | None = None,
+    notify: bool = False,
 ) -> ScoreResult:
-    """Assess the events in [since, until) that have no assessment (all of them with ``rescore``)."""
+    """Assess the events in [since, until) that have no assessment (all of them with ``rescore``).
+
+    Enforced compromised-credential blocks set the user's status to RESET_REQUIRED. With ``notify``,
+    the notifications the decisions made due (ENFORCED only) are sent, each at most once per event.
+    """
     from risk.features import compute_features
 
     ctx = _Context(con)
@@ -339,6 +346,9 @@ def score_events(
                 "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC"))
             )
             _write(con, table)
+            _apply_resets(con, table, events)
+            if notify:
+                result.notifications += _send_notifications(ctx, table)
             result.events_scored += table.num_rows
             result.chunks += 1
             for col, agg in (("risk_level", result.by_level), ("risk_decision", result.by_decision)):
@@ -353,6 +363,55 @@ def score_events(
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
         ).fetchall()
     return result
+
+
+def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
+    """Compromised credentials blocked while enforced: the user must reset the password (RESET_REQUIRED)."""
+    import pyarrow.compute as pc
+
+    ids = table.filter(pc.fill_null(table.column("reset_required"), False)).column("event_id")
+    if len(ids) == 0:
+        return
+    from ingest.users import set_user_status
+
+    users = events.filter(pc.is_in(events.column("event_id"), ids)).column("username").to_pylist()
+    for username in sorted(set(users)):
+        set_user_status(con, username, "RESET_REQUIRED")
+
+
+_NOTIFY_EVENT_COLS = ("event_id, username, user_pool_id, client_id, client_ip, city, country_name, "
+                      "creation_date, device_name")
+
+
+def _send_notifications(ctx: "_Context", table: pa.Table) -> int:
+    """Send the emails due for this chunk (the decision's ``notification``); a failed send is recorded, never raised."""
+    import pyarrow.compute as pc
+
+    from risk import notify as rn
+    from risk.config import template_for
+
+    due = table.filter(pc.is_valid(table.column("notification"))).select(["event_id", "notification"])
+    if due.num_rows == 0:
+        return 0
+    con = ctx.con
+    con.register("_rg_due", due)
+    try:
+        cur = con.execute(
+            f"SELECT {_NOTIFY_EVENT_COLS}, d.notification FROM events JOIN _rg_due d USING (event_id)")
+        names = [c[0] for c in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    finally:
+        con.unregister("_rg_due")
+    sent = 0
+    for ev in rows:
+        name = ev.pop("notification")
+        if rn.already_notified(con, ev["event_id"], name):
+            continue
+        cfg, _ = ctx.config(_pool_of(con, ev["user_pool_id"]), ev["client_id"])
+        ato = cfg.AccountTakeoverRiskConfiguration
+        rn.notify(con, ev, name, template_for(cfg, name), ato.NotifyConfiguration if ato else None)
+        sent += 1
+    return sent
 
 
 def _write(con, table: pa.Table) -> None:

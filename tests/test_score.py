@@ -175,3 +175,39 @@ def test_export_writes_events_with_their_assessments(store, tmp_path, fmt):
     want = q(store, "SELECT count(*) FROM events WHERE creation_date >= ?", [mid])[0][0]
     got = len(pq.read_table(out2)) if fmt == "parquet" else sum(1 for _ in open(out2)) - (1 if fmt == "csv" else 0)
     assert got == want
+
+
+def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tmp_path, monkeypatch):
+    from tests.events_gen import event, many, write_jsonl
+    from tests.geo_fixtures import build
+
+    city, asn = build(tmp_path)
+    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
+    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
+    monkeypatch.setenv("RISKGATE_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "security@example.com")
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "test-secret-0123456789abcdef")
+    monkeypatch.setenv("RISKGATE_PUBLIC_URL", "https://riskgate.example.com")
+    db = tmp_path / "s.duckdb"
+    evs = many(400)
+    evs.append(event(400, Username="victim", CompromisedCredentialsDetected=True))
+    write_jsonl(tmp_path / "e.jsonl", evs)
+    users = tmp_path / "users.csv"
+    users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                     + "".join(f"user{i},sub-{i},CONFIRMED,true,,,user{i}@example.com\n" for i in range(50))
+                     + "victim,sub-v,CONFIRMED,true,,,victim@example.com\n")
+    rg("ingest", tmp_path / "e.jsonl", db=db)
+    rg("users", "load", users, db=db)
+    rg("train", "--no-labels", db=db)
+    rg("mode", "ENFORCED", db=db)
+    out = json.loads(rg("score", "--notify", "--json", db=db).stdout)
+    assert q(db, "SELECT user_status FROM users WHERE username = 'victim'") == [("RESET_REQUIRED",)]
+    assert q(db, "SELECT risk_decision, blocked, reset_required FROM assessments a JOIN events e USING (event_id) "
+                 "WHERE e.username = 'victim'") == [("Block", True, True)]
+    due = q(db, "SELECT count(*) FROM assessments WHERE notification IS NOT NULL")[0][0]
+    assert out["notifications"] == due
+    assert q(db, "SELECT count(*) FROM notifications WHERE status = 'outbox'")[0][0] == due
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == due
+    rg("score", "--rescore", "--notify", db=db)  # the same decisions again: nothing is sent twice
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == due
+    assert q(db, "SELECT count(*) FROM assessments")[0][0] == 401
