@@ -79,7 +79,7 @@ MIGRATIONS = (
     ),
 )
 
-DEFAULT_CHUNK_ROWS = 200_000
+DEFAULT_CHUNK_ROWS = 500_000
 TOP_REASONS = 3
 
 
@@ -214,12 +214,16 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     fx = feats.to_pandas()
     ev = fx[["event_id"]].merge(ev, on="event_id", how="left")
     scores = np.asarray(ctx.model.score_samples(fx), dtype=float)
-    explained = ctx.model.explain(fx, top=TOP_REASONS)
     lv = levels.levels(scores, ctx.thresholds)
+    # reasons for every event with a risk level (the model's exact contributions); an event
+    # below the Low threshold has nothing to explain and gets an empty list
+    risky = np.flatnonzero(np.array([x is not None for x in lv], dtype=bool))
+    explained = ctx.model.explain(fx.iloc[risky], top=TOP_REASONS) if len(risky) else []
 
     # IP-range exceptions, per (pool, client)
     exc = np.empty(n, dtype=object)
-    pools = [_pool_of(con, p) for p in ev["user_pool_id"].tolist()]
+    pool_of = {p: _pool_of(con, p) for p in set(ev["user_pool_id"].tolist())}
+    pools = [pool_of[p] for p in ev["user_pool_id"].tolist()]
     ev["_pool"] = pools
     for (pool, client), idx in ev.groupby(["_pool", "client_id"], dropna=False).indices.items():
         client = None if (client is None or (isinstance(client, float) and np.isnan(client))) else client
@@ -252,12 +256,7 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     per_event = [decided[k] for k in keys]
     cols = {name: [row[j] for row in per_event] for j, name in enumerate(fields)}
     final_levels = cols["final_level"]
-    reason_type = pa.list_(pa.struct([("code", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())]))
-    reasons = pa.array(
-        [[{"code": c, "value": None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v),
-           "contribution": float(w)} for c, v, w in row] for row in explained],
-        reason_type,
-    )
+    reasons = _reasons_array(n, risky, explained)
     out = {
         "event_id": feats.column("event_id"),
         "score": pa.array(scores, pa.float64()),
@@ -283,6 +282,27 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
         "mode_version": pa.array(cols["mode_version"], pa.int64()),
     }
     return pa.table(out)
+
+
+REASON_TYPE = pa.struct([("code", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())])
+
+
+def _reasons_array(n: int, rows_with: np.ndarray, explained: list) -> pa.Array:
+    """list<struct<code, value, contribution>> for n events: the explained rows' reasons, empty lists elsewhere."""
+    lengths = np.zeros(n, dtype=np.int32)
+    lengths[rows_with] = [len(r) for r in explained]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = [t for row in explained for t in row]
+    values = pa.StructArray.from_arrays(
+        [
+            pa.array([c for c, _v, _w in flat], pa.string()),
+            pa.array([None if v is None or v != v else float(v) for _c, v, _w in flat], pa.float64()),
+            pa.array([float(w) for _c, _v, w in flat], pa.float64()),
+        ],
+        fields=list(REASON_TYPE),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 _EVENT_COLS = "event_id, user_pool_id, client_id, username, event_type, client_ip, compromised_credentials"
