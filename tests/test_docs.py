@@ -1,0 +1,49 @@
+"""Every CLI command and every option of it is documented in the README (sqlite-utils' test_docs habit)."""
+
+import re
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from cli import app
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def _commands(group, prefix=()):
+    for name, cmd in sorted(group.commands.items()):
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,), cmd
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("path, cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_command_is_in_the_readme(path, cmd):
+    assert f"riskgate {' '.join(path)}" in README, f"`riskgate {' '.join(path)}` is not documented in README.md"
+
+
+@pytest.mark.parametrize("path, cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_command_options_are_in_the_readme(path, cmd):
+    missing = []
+    for p in cmd.params:
+        if getattr(p, "param_type_name", None) != "option" or p.name in ("help",):
+            continue
+        longs = [o for o in p.opts + p.secondary_opts if o.startswith("--")]
+        if longs and not any(o in README for o in longs) and longs != ["--db"] and longs != ["--json"]:
+            missing.append("/".join(longs))
+    assert not missing, f"riskgate {' '.join(path)}: options not in README.md: {missing}"
+
+
+def test_environment_variables_used_in_code_are_documented():
+    root = Path(__file__).resolve().parent.parent
+    used = set()
+    for pkg in ("ingest", "risk", "cli"):
+        for f in (root / pkg).rglob("*.py"):
+            used |= set(re.findall(r'"(RISKGATE_[A-Z_]+)"', f.read_text()))
+    missing = sorted(v for v in used if v not in README)
+    assert not missing, f"environment variables not in README.md: {missing}"
