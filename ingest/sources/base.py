@@ -23,7 +23,7 @@ from typing import BinaryIO, Protocol
 import pyarrow as pa
 
 from ingest.errors import InputFormatError
-from ingest.schema import LABEL_SCHEMA, QUARANTINE_SCHEMA
+from ingest.schema import LABEL_SCHEMA, QUARANTINE_SCHEMA, SOURCE_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_BATCH_ROWS = 100_000
@@ -212,7 +212,22 @@ class QuarantineBuilder:
         return len(self.lines)
 
     def table(self) -> pa.Table:
-        return quarantine_table(self.source_format, self.source_file, self.lines, self.reasons, self.raws)
+        """The rows in line order (different checks find them in different orders)."""
+        t = quarantine_table(self.source_format, self.source_file, self.lines, self.reasons, self.raws)
+        return t.sort_by("source_line") if t.num_rows > 1 else t
+
+
+_SOURCE_TYPES = {f.name: f.type for f in SOURCE_SCHEMA}
+
+
+def as_source_types(t: pa.Table) -> pa.Table:
+    """Cast the canonical columns of ``t`` to exactly ``ingest.schema``'s types (e.g. DuckDB's
+    ``timestamp[us, tz=Etc/UTC]`` to ``timestamp[us, tz=UTC]``, list item names); others untouched."""
+    for i, name in enumerate(t.column_names):
+        want = _SOURCE_TYPES.get(name)
+        if want is not None and str(t.schema.field(i).type) != str(want):
+            t = t.set_column(i, pa.field(name, want), t.column(i).cast(want))
+    return t
 
 
 def quarantine_table(

@@ -53,7 +53,6 @@ import pyarrow as pa
 from ingest.errors import InputFormatError
 from ingest.schema import SOURCE_SCHEMA
 from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions, open_binary
-from ingest.sources.tabular import sorted_quarantine
 
 NAME = "cognito-auth-events"
 EXPECTED = "the JSON document that `aws cognito-idp admin-list-user-auth-events` prints ({\"AuthEvents\": [...]})"
@@ -456,7 +455,7 @@ class CognitoAuthEvents:
     @staticmethod
     def _batch(rows: list[dict], q: QuarantineBuilder) -> ReadBatch:
         events = pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
-        return ReadBatch(events=events, quarantine=sorted_quarantine(q))
+        return ReadBatch(events=events, quarantine=q.table())
 
 
 READER = CognitoAuthEvents()

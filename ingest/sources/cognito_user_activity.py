@@ -53,9 +53,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.errors import InputFormatError
-from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions, iter_line_arrays
+from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, as_source_types, ReadBatch, ReaderOptions, iter_line_arrays
 from ingest.sources.jsonfields import JsonField, extract, malformed_reason
-from ingest.sources.tabular import as_source_types, new_connection, sorted_quarantine
+from ingest.store import scratch
 
 NAME = "cognito-user-activity"
 JAVA_DATE = "%a %b %d %H:%M:%S %Z %Y"
@@ -267,7 +267,7 @@ class CognitoUserActivity:
         return b'"message"' in first and b'"userName"' in inner and b'"eventType"' in inner
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
-        con = new_connection()
+        con = scratch()
         try:
             first = True
             for lb in iter_line_arrays(path, options.batch_rows):
@@ -315,7 +315,7 @@ class CognitoUserActivity:
             _quarantine(q, out.filter(bad).rename_columns(
                 ["_line" if c == "source_line" else c for c in out.column_names]), "reason")
             out = out.filter(pc.invert(bad))
-        return ReadBatch(events=as_source_types(out.drop_columns(["reason"])), quarantine=sorted_quarantine(q))
+        return ReadBatch(events=as_source_types(out.drop_columns(["reason"])), quarantine=q.table())
 
 
 _NOT_THIS_FORMAT = ("malformed JSON", "not a JSON object", "message is required", "not UTF-8")

@@ -32,8 +32,9 @@ import pyarrow.compute as pc
 
 from ingest.errors import InputFormatError
 from ingest.schema import LABEL_SCHEMA
-from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions
-from ingest.sources.tabular import as_source_types, csv_header, iter_csv_records, new_connection, sorted_quarantine
+from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, as_source_types, ReadBatch, ReaderOptions
+from ingest.sources.tabular import csv_header, iter_csv_records
+from ingest.store import scratch
 
 NAME = "rba-csv"
 LABEL_SOURCE = "rba-dataset"
@@ -148,7 +149,7 @@ class RbaCsv:
             )
         unknown = [n for n in names if n not in COLUMNS]
         sql = _sql(bool(unknown))
-        con = new_connection()
+        con = scratch()
         try:
             for chunk in iter_csv_records(path, len(names), options.batch_rows):
                 q = QuarantineBuilder(NAME, path)
@@ -183,7 +184,7 @@ class RbaCsv:
             out = out.filter(pc.invert(bad))
         labels = _labels(out)
         events = as_source_types(out.drop_columns(["attack_ip", "ato", "reason"]))
-        return ReadBatch(events=events, quarantine=sorted_quarantine(q), labels=labels)
+        return ReadBatch(events=events, quarantine=q.table(), labels=labels)
 
 
 def _labels(out: pa.Table) -> pa.Table | None:

@@ -51,8 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from ingest.store import scratch
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,7 +60,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.schema import LABEL_SCHEMA, SOURCE_SCHEMA
+from ingest.store import scratch
 from ingest.sources.base import (
+    as_source_types,
     GZIP_MAGIC,
     RAW_COLUMN,
     QuarantineBuilder,
@@ -70,30 +70,6 @@ from ingest.sources.base import (
     ReaderOptions,
     open_binary,
 )
-
-# ---------------------------------------------------------------------------
-# Shared by riskgate's readers: exact canonical types
-# ---------------------------------------------------------------------------
-
-_SOURCE_TYPES = {f.name: f.type for f in SOURCE_SCHEMA}
-
-
-def as_source_types(t: pa.Table) -> pa.Table:
-    """Cast the canonical columns of ``t`` to exactly ``ingest.schema``'s types (e.g. DuckDB's
-    ``timestamp[us, tz=Etc/UTC]`` to ``timestamp[us, tz=UTC]``, list item names); others untouched."""
-    for i, name in enumerate(t.column_names):
-        want = _SOURCE_TYPES.get(name)
-        if want is not None and str(t.schema.field(i).type) != str(want):
-            t = t.set_column(i, pa.field(name, want), t.column(i).cast(want))
-    return t
-
-
-def new_connection() -> duckdb.DuckDBPyConnection:
-    """A private DuckDB connection for one read, in UTC (naive times are never read in local time)."""
-    con = scratch()
-    con.execute("SET TimeZone='UTC'")
-    return con
-
 
 # ---------------------------------------------------------------------------
 # CSV records with physical line numbers
@@ -361,12 +337,6 @@ def _utf8_ok(block: bytes) -> bool:
     return True
 
 
-def sorted_quarantine(q: QuarantineBuilder) -> pa.Table:
-    """The batch's quarantine rows in line order (they are found by different checks)."""
-    t = q.table()
-    return t.sort_by("source_line") if t.num_rows > 1 else t
-
-
 def empty_to_null(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """Empty strings as nulls (a CSV cell that says nothing)."""
     return pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
@@ -541,7 +511,7 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
 # Converting mapped columns to canonical ones (set-wise, in DuckDB)
 # ---------------------------------------------------------------------------
 
-_STRING_FIELDS = tuple(f for f in MAPPABLE if _SOURCE_TYPES[f] == pa.string())
+_STRING_FIELDS = tuple(f for f in MAPPABLE if SOURCE_SCHEMA.field(f).type == pa.string())
 _EXPECT = {
     "creation_date": "is not a time",
     "has_context_data": "must be true or false",
@@ -656,7 +626,7 @@ class MappedConverter:
             if k == "other" or (k in ("timestamp", "timestamptz", "date") and f != "creation_date"
                                 and f not in _STRING_FIELDS):
                 raise InputFormatError(
-                    f"column {c!r} (for {f}) has type {schema.field(c).type}, which cannot be read as {_SOURCE_TYPES[f]}",
+                    f"column {c!r} (for {f}) has type {schema.field(c).type}, which cannot be read as {SOURCE_SCHEMA.field(f).type}",
                     source=path)
         self.extra_columns = [n for n in schema.names if n not in used] if mapping.keep_unmapped else []
         self.schema = schema
@@ -776,7 +746,7 @@ class MappedConverter:
             out = out.filter(pc.invert(bad_mask))
         labels = self._labels(out)
         out = out.drop_columns(err_cols + [f"l{i}" for i in range(len(self.mapping.labels))])
-        return ReadBatch(events=as_source_types(out), quarantine=sorted_quarantine(q), labels=labels)
+        return ReadBatch(events=as_source_types(out), quarantine=q.table(), labels=labels)
 
     def _labels(self, out: pa.Table) -> pa.Table | None:
         if not self.mapping.labels or not out.num_rows:
@@ -842,7 +812,7 @@ class GenericCsv:
         dialect = mapping.csv
         names = csv_header(path, delimiter=dialect.delimiter, quotechar=dialect.quote_char)
         conv = MappedConverter(mapping, pa.schema([(n, pa.string()) for n in names]), self.name, path)
-        con = new_connection()
+        con = scratch()
         try:
             for chunk in iter_csv_records(path, len(names), options.batch_rows, delimiter=dialect.delimiter,
                                           quotechar=dialect.quote_char):
@@ -879,7 +849,7 @@ class GenericParquet:
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFormatError(f"is not a Parquet file ({exc})", source=path) from exc
         conv = MappedConverter(mapping, pf.schema_arrow, self.name, path)
-        con = new_connection()
+        con = scratch()
         try:
             row = 1
             for rb in pf.iter_batches(batch_size=options.batch_rows):
