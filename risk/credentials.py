@@ -909,28 +909,12 @@ def checks_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> list[dict
 
 
 def apply_block(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
-    """Set the user's UserStatus to RESET_REQUIRED; return the status before (None: user was not in the table).
+    """Set the user's UserStatus to RESET_REQUIRED; return the status before (None: user was not in the table)."""
+    from ingest.users import set_user_status
 
-    Uses ``ingest.users.set_user_status`` when that module provides it;
-    otherwise writes the users row itself (inserted when the user is unknown).
-    """
     if not username:
         raise ConfigurationError("apply_block needs a username")
-    before = con.execute("SELECT user_status FROM users WHERE username = ?", [username]).fetchall()
-    try:
-        from ingest.users import set_user_status  # type: ignore[import-not-found]
-    except ImportError:
-        set_user_status = None
-    if set_user_status is not None:
-        set_user_status(con, username, RESET_REQUIRED)
-    else:
-        con.execute(
-            """INSERT INTO users (username, user_status, modified_at) VALUES (?, ?, ?)
-               ON CONFLICT (username) DO UPDATE SET user_status = excluded.user_status,
-                                                    modified_at = excluded.modified_at""",
-            [username, RESET_REQUIRED, datetime.now(timezone.utc)],
-        )
-    return before[0][0] if before else None
+    return set_user_status(con, username, RESET_REQUIRED)
 
 
 def check_event(con: duckdb.DuckDBPyConnection, checker: CredentialChecker, *, event_type: str, password: str,

@@ -567,8 +567,10 @@ def already_notified(con: duckdb.DuckDBPyConnection, event_id: str, template_nam
 
 def user_email(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
     """The user's email from the users table (None when the user or the address is unknown)."""
-    rows = con.execute("SELECT email FROM users WHERE username = ?", [username]).fetchall()
-    return rows[0][0] if rows and rows[0][0] else None
+    from ingest.users import get_user
+
+    user = get_user(con, username)
+    return (user or {}).get("email") or None
 
 
 # -- the whole step ---------------------------------------------------------------------------------

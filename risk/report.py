@@ -11,7 +11,6 @@ import os
 from datetime import datetime
 
 import duckdb
-import pyarrow as pa
 
 from ingest.errors import RiskgateError
 

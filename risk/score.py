@@ -21,7 +21,6 @@ asked (``notify=True``): scoring history must not email users about old sign-ins
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field

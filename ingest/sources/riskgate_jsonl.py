@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import duckdb
 
 from ingest.store import scratch
 import pyarrow as pa
@@ -33,7 +32,6 @@ import pyarrow as pa
 from ingest.errors import InputFormatError
 
 from ingest.sources.base import (
-    RAW_COLUMN,
     QuarantineBuilder,
     ReadBatch,
     ReaderOptions,
@@ -98,7 +96,7 @@ class RiskgateJsonl:
                          rename_struct_list(t.column("http_headers"), ["header_name", "header_value"]))
         t = t.set_column(t.column_names.index("challenge_responses"), "challenge_responses",
                          rename_struct_list(t.column("challenge_responses"), ["challenge_name", "challenge_response"]))
-        return assemble(t, None, q, options, derive_id_prefix="rg")
+        return assemble(t, q, options, derive_id_prefix="rg")
 
 
 def _refuse_if_not_json_lines(path: str, batch: ReadBatch) -> None:
@@ -120,19 +118,12 @@ def _first_line(head: bytes) -> bytes:
     return b""
 
 
-def assemble(
-    t: pa.Table, item_reasons: pa.Table | None, q: QuarantineBuilder, options: ReaderOptions, derive_id_prefix: str
-) -> ReadBatch:
+def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_id_prefix: str) -> ReadBatch:
     """Split an extracted batch into good rows and quarantine; derive missing ids; collect labels and extras.
 
     The per-row Python work here touches only bad rows, rows with unknown keys and rows with labels.
     """
     reasons = t.column("reason").to_pylist()
-    if item_reasons is not None:
-        for i, (r1, r2) in enumerate(zip(item_reasons.column("r1").to_pylist(), item_reasons.column("r2").to_pylist())):
-            extra = "; ".join(x for x in (r1, r2) if x)
-            if extra:
-                reasons[i] = f"{reasons[i]}; {extra}" if reasons[i] else extra
     raws = t.column("_raw")
     lines = t.column("_line").to_pylist()
     good_idx = []
@@ -158,7 +149,6 @@ def assemble(
     labels = None
     if "_labels" in good.column_names:
         labels = _labels(good)
-    n = good.num_rows
     if options.user_pool_id and "user_pool_id" in good.column_names:
         pools = good.column("user_pool_id").to_pylist()
         good = good.set_column(
