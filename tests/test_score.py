@@ -211,3 +211,32 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     rg("score", "--rescore", "--notify", db=db)  # the same decisions again: nothing is sent twice
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == due
     assert q(db, "SELECT count(*) FROM assessments")[0][0] == 401
+
+
+def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_it(store, tmp_path, monkeypatch):
+    from risk import score as scoring
+    from risk import store as rstore
+
+    full = tmp_path / "full.duckdb"
+    shutil.copy(store, full)
+    rg("score", db=full)
+    real = scoring.assess_chunk
+    calls = []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the process were stopped in the middle of the third chunk
+        return real(*a, **k)
+
+    monkeypatch.setattr(scoring, "assess_chunk", dying)
+    con = rstore.connect(store)
+    with pytest.raises(KeyboardInterrupt):
+        scoring.score_events(con, chunk_rows=400)
+    con.close()
+    done = q(store, "SELECT count(*) FROM assessments")[0][0]
+    assert 0 < done < q(store, "SELECT count(*) FROM events")[0][0]
+    assert q(store, "SELECT status FROM score_runs") == [("failed",)]
+    monkeypatch.setattr(scoring, "assess_chunk", real)
+    rg("score", db=store)
+    assert q(store, COMPARE) == q(full, COMPARE)
