@@ -73,14 +73,12 @@ def ingest(
             transient=True,
         ) as bar:
             task = bar.add_task("", total=size or None, rows=0)
-            done_before: dict[str, int] = {}
             state = {"file": None, "base": 0, "last": 0}
 
             def progress(path: str, done: int, rows: int) -> None:
                 if state["file"] != path:
                     state["base"] += state["last"]
                     state["file"], state["last"] = path, 0
-                    done_before[path] = state["base"]
                 if done >= 0:
                     state["last"] = done
                 bar.update(task, completed=state["base"] + state["last"], rows=rows, description=path)
