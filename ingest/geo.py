@@ -239,7 +239,13 @@ class GeoResolver:
         hit = self._cache.get(ip)
         if hit is not None:
             return hit
-        rec = self._lookup(ip)
+        # an IPv4 address whose /24 both databases cover with one network shares that network's answer
+        net = ip[: ip.rfind(".")] if ":" not in ip else None
+        rec = self._cache.get(net) if net else None
+        if rec is None:
+            rec, whole = self._lookup(ip)
+            if net and whole:
+                self._cache[net] = rec
         self._cache[ip] = rec
         if len(self._cache) > self.max_cache:
             self._cache.popitem(last=False)
@@ -248,12 +254,14 @@ class GeoResolver:
     def lookup_many(self, ips: list[str | None]) -> list[GeoRecord]:
         return [self.lookup(ip) for ip in ips]
 
-    def _lookup(self, ip: str) -> GeoRecord:
+    def _lookup(self, ip: str) -> tuple[GeoRecord, bool]:
+        """The record of ``ip``, and whether it holds for the address's whole /24 in both databases."""
         try:
-            c = self._city.get(ip) if self._city else None
-            a = self._asn.get(ip) if self._asn else None
+            c, c_len = self._city.get_with_prefix_len(ip) if self._city else (None, 0)
+            a, a_len = self._asn.get_with_prefix_len(ip) if self._asn else (None, 0)
         except ValueError:
-            return EMPTY
+            return EMPTY, False
+        whole = c_len <= 24 and a_len <= 24
         c = c or {}
         a = a or {}
         country = c.get("country") or c.get("registered_country") or {}
@@ -273,4 +281,4 @@ class GeoResolver:
             time_zone=tz,
             asn=a.get("autonomous_system_number"),
             as_org=a.get("autonomous_system_organization"),
-        )
+        ), whole

@@ -89,3 +89,26 @@ def test_extraction_refuses_a_container_whose_hash_does_not_match(tmp_path):
         geo.extract_block_container(src, tmp_path / "bad.mmdb", "0" * 64)
     assert not (tmp_path / "bad.mmdb").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+
+def test_a_slash_24_covered_by_one_network_is_looked_up_once_but_smaller_networks_are_not_shared(tmp_path, monkeypatch):
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    city_path, asn_path = build(tmp_path)
+    r = geo.GeoResolver(str(city_path), str(asn_path))
+    calls = []
+    real = r._lookup
+    monkeypatch.setattr(r, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    assert r.lookup("81.2.69.1").city == "London" and r.lookup("81.2.69.2").city == "London"
+    assert calls == ["81.2.69.1"]
+    # two /25 halves of one /24 with different cities: each address is looked up
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
+    w.insert_network(IPSet(["192.0.2.0/25"]), {"country": {"iso_code": "FR", "names": {"en": "France"}},
+                                              "city": {"names": {"en": "Paris"}}})
+    w.insert_network(IPSet(["192.0.2.128/25"]), {"country": {"iso_code": "FR", "names": {"en": "France"}},
+                                                "city": {"names": {"en": "Lyon"}}})
+    split = tmp_path / "split.mmdb"
+    w.to_db_file(str(split))
+    r2 = geo.GeoResolver(str(split), None)
+    assert [r2.lookup(ip).city for ip in ("192.0.2.1", "192.0.2.200", "192.0.2.2")] == ["Paris", "Lyon", "Paris"]
