@@ -49,6 +49,14 @@ def _echo_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _print_version(version, json_out: bool) -> None:
+    """What a command that wrote a version prints: the version as JSON, or one line."""
+    if json_out:
+        _echo_json(version.to_dict())
+    else:
+        console.print(f"version {version.version}: {version.scope}: {version.summary}", highlight=False, soft_wrap=True)
+
+
 @config_app.command("set")
 @handle_errors
 def set_cmd(
@@ -66,10 +74,7 @@ def set_cmd(
         version = risk_config.set_configuration(con, cfg, user_pool_id=user_pool_id, client_id=client_id, source=file)
     finally:
         con.close()
-    if json_out:
-        _echo_json(version.to_dict())
-    else:
-        console.print(f"version {version.version}: {version.scope}: {version.summary}", highlight=False, soft_wrap=True)
+    _print_version(version, json_out)
 
 
 @config_app.command("describe")
@@ -127,10 +132,7 @@ def reset_cmd(
         version = risk_config.reset_configuration(con, user_pool_id, client_id, source="config reset")
     finally:
         con.close()
-    if json_out:
-        _echo_json(version.to_dict())
-    else:
-        console.print(f"version {version.version}: {version.scope}: {version.summary}", highlight=False, soft_wrap=True)
+    _print_version(version, json_out)
 
 
 @config_app.command("history")
