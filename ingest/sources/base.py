@@ -5,7 +5,7 @@ streams its input in batches of bounded size and yields :class:`ReadBatch`
 objects: rows it could turn into canonical source columns, and rows it could
 not (quarantine, with file, line, reason and raw text). Readers check their
 own format; checks common to every format (enumerations, time range, IPs)
-happen afterwards in ``ingest.normalise``.
+happen afterwards in ``ingest.enrich``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from ingest.errors import InputFormatError
-from ingest.schema import LABEL_SCHEMA, QUARANTINE_SCHEMA, SOURCE_SCHEMA
+from ingest.schema import QUARANTINE_SCHEMA, SOURCE_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_BATCH_ROWS = 100_000
@@ -66,10 +67,6 @@ class Reader(Protocol):
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         """Yield the input's rows in batches."""
-
-
-def display_name(path: str | os.PathLike) -> str:
-    return str(path)
 
 
 #: Set by the pipeline while it reads: called with the number of (compressed) bytes read so far.
@@ -145,33 +142,6 @@ def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:
             return fh.read(n)
         except (OSError, EOFError) as exc:
             raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
-
-
-def iter_line_chunks(
-    path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS, *, skip_header: bool = False
-) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield ``(first_line_number, [raw line bytes without the newline])`` in chunks.
-
-    Line numbers are 1-based and count every physical line, blank ones too.
-    """
-    with open_binary(path) as fh:
-        line_no = 1
-        if skip_header:
-            fh.readline()
-            line_no = 2
-        buf: list[bytes] = []
-        start = line_no
-        try:
-            for raw in fh:
-                buf.append(raw.rstrip(b"\r\n"))
-                if len(buf) >= batch_rows:
-                    yield start, buf
-                    start += len(buf)
-                    buf = []
-        except (OSError, EOFError) as exc:
-            raise InputFormatError(f"cannot read past line {start + len(buf)}: {exc}", source=str(path)) from exc
-        if buf:
-            yield start, buf
 
 
 def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> str:
@@ -260,37 +230,6 @@ def with_quarantine_ids(t: pa.Table) -> pa.Table:
     return t.append_column("quarantine_id", pa.array(ids, pa.string()))
 
 
-def empty_quarantine() -> pa.Table:
-    return QUARANTINE_SCHEMA.empty_table()
-
-
-def empty_labels() -> pa.Table:
-    return LABEL_SCHEMA.empty_table()
-
-
-def decode_lines(lines: list[bytes], first_line: int, q: QuarantineBuilder) -> tuple[list[str], list[int]]:
-    """Decode UTF-8 lines; quarantine undecodable ones and skip blank ones.
-
-    Returns the decoded texts and their line numbers. Blank lines are not rows.
-    """
-    texts: list[str] = []
-    numbers: list[int] = []
-    for i, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        try:
-            texts.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            q.add(first_line + i, f"not UTF-8: invalid byte at position {exc.start}", raw)
-            continue
-        numbers.append(first_line + i)
-    return texts, numbers
-
-
-def text_of(fh: BinaryIO) -> io.TextIOWrapper:
-    return io.TextIOWrapper(fh, encoding="utf-8", newline="")
-
-
 LINE_BLOCK_BYTES = 64 * 1024 * 1024
 
 
@@ -298,7 +237,7 @@ LINE_BLOCK_BYTES = 64 * 1024 * 1024
 class LineBatch:
     """Up to ``batch_rows`` non-blank, valid UTF-8 lines as an Arrow array (zero-copy over the read block).
 
-    Each string keeps its line terminator (JSON parsers ignore it); ``text(i)`` gives it stripped.
+    Each string keeps its line terminator (JSON parsers ignore it).
     Lines that are not UTF-8 are already in ``quarantine`` (as (line, reason, raw bytes)).
     """
 
@@ -306,8 +245,6 @@ class LineBatch:
     texts: pa.Array  # string
     quarantine: list[tuple[int, str, bytes]]
 
-    def text(self, i: int) -> str:
-        return self.texts[i].as_py().rstrip("\r\n")
 
 
 def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[LineBatch]:
@@ -316,8 +253,6 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
     Reads blocks of 16 MiB, splits them on newlines with numpy and wraps the bytes in Arrow
     arrays without copying; memory stays bounded by the block and batch sizes.
     """
-    import numpy as np
-
     with open_binary(path) as fh:
         carry = b""
         line_no = 1
@@ -328,7 +263,7 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
                 raise InputFormatError(f"cannot read past line {line_no}: {exc}", source=str(path)) from exc
             if not block:
                 if carry:
-                    yield from _split_block(carry + b"\n", line_no, batch_rows, np)
+                    yield from _split_block(carry + b"\n", line_no, batch_rows)
                 return
             data = carry + block if carry else block
             cut = data.rfind(b"\n")
@@ -336,11 +271,11 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
                 carry = data
                 continue
             body, carry = data[: cut + 1], data[cut + 1 :]
-            yield from _split_block(body, line_no, batch_rows, np)
+            yield from _split_block(body, line_no, batch_rows)
             line_no += body.count(b"\n")
 
 
-def _split_block(body: bytes, first_line: int, batch_rows: int, np) -> Iterator[LineBatch]:
+def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
     buf = np.frombuffer(body, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)  # index of each '\n'
     starts = np.empty_like(ends)
