@@ -250,7 +250,22 @@ class _TreePaths:
 # -- RiskModel ----------------------------------------------------------------
 
 
-class RiskModel(ClassifierMixin, BaseEstimator):
+class _ScoreClassifier(ClassifierMixin, BaseEstimator):
+    """What both estimators derive from ``score_samples`` and the learned ``offset_`` (STYLE.md, habit 3)."""
+
+    def decision_function(self, X) -> np.ndarray:
+        """score_samples(X) - offset_: positive for the riskiest ``contamination`` share of training events."""
+        return self.score_samples(X) - self.offset_
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = self.score_samples(X)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(int)
+
+
+class RiskModel(_ScoreClassifier):
     """Account-takeover risk from the signal columns: statistical without labels, learned and calibrated with them.
 
     Parameters
@@ -413,16 +428,6 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         """Risk score in [0, 1] per event (higher = riskier; a probability once fitted with labels)."""
         return self._score_matrix(self._checked(X))
 
-    def decision_function(self, X) -> np.ndarray:
-        """score_samples(X) - offset_: positive for the riskiest ``contamination`` share of training events."""
-        return self.score_samples(X) - self.offset_
-
-    def predict_proba(self, X) -> np.ndarray:
-        p = self.score_samples(X)
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X) -> np.ndarray:
-        return (self.decision_function(X) > 0).astype(int)
 
     # explanations
     def contributions(self, X) -> np.ndarray:
@@ -486,7 +491,7 @@ class RiskModel(ClassifierMixin, BaseEstimator):
 # -- FreemanBaseline ----------------------------------------------------------
 
 
-class FreemanBaseline(ClassifierMixin, BaseEstimator):
+class FreemanBaseline(_ScoreClassifier):
     """Freeman et al. (NDSS 2016), "Who are you? A statistical approach to measuring user authenticity".
 
     The score of an event is the product of the likelihood ratios
@@ -531,12 +536,3 @@ class FreemanBaseline(ClassifierMixin, BaseEstimator):
     def score_samples(self, X) -> np.ndarray:
         return expit(self.log_likelihood_ratio(X) - self.c_)
 
-    def decision_function(self, X) -> np.ndarray:
-        return self.score_samples(X) - self.offset_
-
-    def predict_proba(self, X) -> np.ndarray:
-        p = self.score_samples(X)
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X) -> np.ndarray:
-        return (self.decision_function(X) > 0).astype(int)
