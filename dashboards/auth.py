@@ -1,0 +1,114 @@
+"""Who may see the dashboard.
+
+* ``RISKGATE_DASHBOARD_PASSWORD`` set: every page shows only a password form
+  until the password is entered (compared in constant time); the session
+  then stays signed in until it ends or "Sign out" is pressed.
+* Streamlit's own OIDC login configured (an ``[auth]`` section in
+  ``.streamlit/secrets.toml``): ``st.login`` first.
+* Neither: allowed only when the server listens on a loopback address.
+  ``riskgate dashboard`` refuses to start otherwise; this check repeats it
+  in the page, for an app started some other way (``streamlit run`` without
+  ``--server.address`` listens on every interface).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import time
+import tomllib
+from pathlib import Path
+
+import streamlit as st
+
+PASSWORD_ENV = "RISKGATE_DASHBOARD_PASSWORD"
+_SESSION_KEY = "_rg_authenticated"
+_FAILED_DELAY_S = 1.0
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost`` (an empty host means every interface: no)."""
+    if not host:
+        return False
+    if host.strip("[]").lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def secrets_files(cwd: Path | None = None) -> list[Path]:
+    """Where Streamlit reads secrets from: ``~/.streamlit/secrets.toml`` and ``./.streamlit/secrets.toml``."""
+    return [Path.home() / ".streamlit" / "secrets.toml", (cwd or Path.cwd()) / ".streamlit" / "secrets.toml"]
+
+
+def oidc_configured_in_files(paths: list[Path] | None = None) -> bool:
+    """Whether a secrets file configures Streamlit's OIDC login (``[auth]`` with a redirect URI and cookie secret)."""
+    for p in paths if paths is not None else secrets_files():
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        auth = data.get("auth")
+        if isinstance(auth, dict) and auth.get("redirect_uri") and auth.get("cookie_secret"):
+            return True
+    return False
+
+
+def _oidc_configured() -> bool:
+    try:
+        auth = st.secrets.get("auth")
+    except Exception:  # no secrets file at all: Streamlit raises its own error type
+        return False
+    return bool(auth) and bool(auth.get("redirect_uri")) and bool(auth.get("cookie_secret"))
+
+
+def password_ok(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _check_password() -> None:
+    expected = os.environ.get(PASSWORD_ENV, "")
+    given = st.session_state.get("_rg_password", "")
+    if given and password_ok(given, expected):
+        st.session_state[_SESSION_KEY] = True
+        st.session_state.pop("_rg_login_failed", None)
+    else:
+        time.sleep(_FAILED_DELAY_S)
+        st.session_state["_rg_login_failed"] = True
+    st.session_state["_rg_password"] = ""
+
+
+def _sign_out() -> None:
+    st.session_state.pop(_SESSION_KEY, None)
+
+
+def require_login() -> None:
+    """Stop the script run unless this visitor may see the store's data."""
+    if os.environ.get(PASSWORD_ENV):
+        if st.session_state.get(_SESSION_KEY):
+            st.sidebar.button("Sign out", on_click=_sign_out, key="_rg_sign_out")
+            return
+        st.title("riskgate")
+        with st.form("_rg_login"):
+            st.text_input("Password", type="password", key="_rg_password")
+            st.form_submit_button("Sign in", on_click=_check_password)
+        if st.session_state.get("_rg_login_failed"):
+            st.warning("Wrong password.")
+        st.stop()
+    if _oidc_configured():
+        if st.user.is_logged_in:
+            st.sidebar.button("Log out", on_click=st.logout, key="_rg_log_out")
+            return
+        st.title("riskgate")
+        st.button("Log in", on_click=st.login, key="_rg_log_in")
+        st.stop()
+    address = st.get_option("server.address")
+    if not is_loopback(address):
+        st.error(
+            f"This dashboard listens on {address or 'every interface'} without authentication and shows nothing. "
+            f"Set {PASSWORD_ENV} (or configure Streamlit's [auth] login), or listen on 127.0.0.1."
+        )
+        st.stop()

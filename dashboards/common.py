@@ -1,0 +1,221 @@
+"""What every page shares: the store for one script run, cached queries, the scope in the sidebar, formatting.
+
+The store is a DuckDB file other processes write to (``riskgate score``,
+``riskgate ingest``), and DuckDB lets one process write it or several read it.
+So a page never keeps a connection across reruns: the first query of a script
+run opens the store read-only (waiting its turn, ``ingest.lease``), and
+``end_run`` closes it when the run ends. A page that writes (feedback,
+thresholds, configuration, mode) does it inside ``write_store()``, which
+closes the run's reading connection, waits until no other session of this
+process is reading, opens the store read-write, and clears the query cache.
+
+Query results are cached briefly (``CACHE_TTL_S``) keyed on the function and
+its arguments, so moving between pages does not reopen the store each time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+import streamlit as st
+
+from ingest.errors import RiskgateError
+from ingest.store import resolve_db_path
+
+CACHE_TTL_S = 30
+DEFAULT_PERIOD_DAYS = 30
+#: Seconds a page waits for another session of this process to finish writing, or to stop reading.
+GATE_WAIT_S = 60.0
+
+
+class _ReadWriteGate:
+    """Sessions of one Streamlit process: many may read the store at once, one may write (writers first)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    def acquire_read(self, timeout: float) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: not self._writing and not self._writers_waiting, timeout)
+            if not ok:
+                raise RiskgateError(f"another session of the dashboard has been writing for over {timeout:g} s")
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            self._cond.notify_all()
+
+    def acquire_write(self, timeout: float) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                ok = self._cond.wait_for(lambda: not self._writing and self._readers == 0, timeout)
+            finally:
+                self._writers_waiting -= 1
+            if not ok:
+                self._cond.notify_all()
+                raise RiskgateError(f"other sessions of the dashboard kept reading the store for over {timeout:g} s")
+            self._writing = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writing = False
+            self._cond.notify_all()
+
+
+_gate = _ReadWriteGate()
+_local = threading.local()
+
+
+def db_path() -> str:
+    """The store: ``$RISKGATE_DB`` (the dashboard command sets it from ``--db``), else ./riskgate.duckdb."""
+    return resolve_db_path(None)
+
+
+class _RunStore:
+    """The store of one script run: opened read-only on first use, closed by ``end_run``."""
+
+    def __init__(self) -> None:
+        self.con = None
+
+    def get(self):
+        if self.con is None:
+            from risk import store
+
+            path = db_path()
+            if path != ":memory:" and not os.path.exists(path):
+                raise RiskgateError(f"no store at {path}: ingest events first (riskgate ingest) or pass --db")
+            _gate.acquire_read(GATE_WAIT_S)
+            try:
+                self.con = store.connect(path, read_only=True)
+            except BaseException:
+                _gate.release_read()
+                raise
+        return self.con
+
+    def close(self) -> None:
+        con, self.con = self.con, None
+        if con is not None:
+            try:
+                con.close()
+            finally:
+                _gate.release_read()
+
+
+def _run_store() -> _RunStore:
+    rs = getattr(_local, "store", None)
+    if rs is None:
+        rs = _local.store = _RunStore()
+    return rs
+
+
+def end_run() -> None:
+    """Close this run's reading connection (called when a script run ends, and before writing)."""
+    rs = getattr(_local, "store", None)
+    if rs is not None:
+        rs.close()
+
+
+@contextmanager
+def write_store() -> Iterator[Any]:
+    """A read-write connection for one action; the cached query results are dropped afterwards."""
+    from risk import store
+
+    end_run()
+    _gate.acquire_write(GATE_WAIT_S)
+    try:
+        con = store.connect(db_path())
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        _gate.release_write()
+        st.cache_data.clear()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
+def _cached(db: str, target: str, args: tuple, kwargs: tuple) -> Any:
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    return fn(_run_store().get(), *args, **dict(kwargs))
+
+
+def q(fn: Callable, *args, **kwargs) -> Any:
+    """``fn(con, *args, **kwargs)`` on this run's store, cached for ``CACHE_TTL_S`` seconds."""
+    return _cached(db_path(), f"{fn.__module__}:{fn.__qualname__}", args, tuple(sorted(kwargs.items())))
+
+
+def show_error(exc: BaseException) -> None:
+    st.error(str(exc), icon=":material/error:")
+
+
+# -- the scope: period, pool, client --------------------------------------------------------------
+
+
+def _day(ts: datetime | None) -> date | None:
+    return ts.astimezone(timezone.utc).date() if ts is not None else None
+
+
+def scope_sidebar() -> dict:
+    """The period, pool and app client chosen in the sidebar (kept in session state across pages)."""
+    from risk import insights
+
+    b = q(insights.store_bounds)
+    first, last = _day(b["first"]), _day(b["last"])
+    today = datetime.now(timezone.utc).date()
+    lo = first or today
+    hi = last or today
+    if "scope_period" not in st.session_state:
+        st.session_state["scope_period"] = (max(lo, hi - timedelta(days=DEFAULT_PERIOD_DAYS - 1)), hi)
+    with st.sidebar:
+        st.caption(f"store `{db_path()}` · {b['events']:,} events")
+        period = st.date_input("Period (UTC days)", key="scope_period", min_value=lo, max_value=max(hi, today),
+                               help="First and last day, inclusive.")
+        pool = st.selectbox("User pool", ["All pools", *b["pools"]], key="scope_pool")
+        client = st.selectbox("App client", ["All clients", *b["clients"]], key="scope_client")
+    if isinstance(period, (tuple, list)):
+        start = period[0] if len(period) else lo
+        end = period[1] if len(period) > 1 else start
+    else:
+        start = end = period
+    since = datetime.combine(start, time(0), tzinfo=timezone.utc)
+    until = datetime.combine(end + timedelta(days=1), time(0), tzinfo=timezone.utc)
+    return {
+        "since": since,
+        "until": until,
+        "pool": None if pool == "All pools" else pool,
+        "client": None if client == "All clients" else client,
+    }
+
+
+def scope() -> dict:
+    """The scope chosen in this run's sidebar (``app.py`` draws the sidebar before the page)."""
+    return st.session_state.get("_rg_scope") or {"since": None, "until": None, "pool": None, "client": None}
+
+
+def describe_scope(s: dict) -> str:
+    days = ""
+    if s["since"] and s["until"]:
+        last = s["until"] - timedelta(days=1)
+        days = f"{s['since']:%Y-%m-%d} to {last:%Y-%m-%d}"
+    return " · ".join(x for x in (days, s["pool"] or "all pools", s["client"] or "all clients") if x)
+
+
+def n(x) -> str:
+    """A count with thousands separators."""
+    return f"{int(x):,}"
+
+
+def pct(part, whole) -> str:
+    return f"{part / whole:.1%}" if whole else "-"

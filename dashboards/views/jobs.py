@@ -1,0 +1,40 @@
+"""Jobs: recent ingests and scoring runs with their counts, and why rows were quarantined."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboards.common import n, q
+from risk import insights
+
+st.title("Jobs")
+
+st.subheader("Ingests")
+ingests = q(insights.ingest_runs, 20)
+if len(ingests):
+    st.dataframe(ingests, hide_index=True, key="jobs_ingests")
+    st.caption("rows read = events added + duplicates + quarantined, for every finished run.")
+else:
+    st.info("No ingest yet (riskgate ingest).")
+
+st.subheader("Scoring runs")
+runs = q(insights.score_runs, 20)
+if len(runs):
+    st.dataframe(runs, hide_index=True, key="jobs_scoring",
+                 column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
+else:
+    st.info("No scoring run yet (riskgate score).")
+
+st.subheader("Quarantine")
+reasons = q(insights.quarantine_reasons, 50)
+if not len(reasons):
+    st.info("Nothing quarantined.")
+    st.stop()
+st.markdown(f"**{n(reasons['rows'].sum())} rows** quarantined for {len(reasons):,} distinct reasons "
+            "(the 50 most frequent shown).")
+st.dataframe(reasons, hide_index=True, key="jobs_reasons")
+reason = st.selectbox("Examples of", reasons["reason"].tolist(), key="jobs_reason")
+examples = q(insights.quarantine_examples, reason, 5)
+for ex in examples.itertuples():
+    st.markdown(f"`{ex.file}` line {ex.line} ({ex.format})")
+    st.code(ex.raw or "", language=None, wrap_lines=True)
