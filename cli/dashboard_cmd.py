@@ -1,0 +1,66 @@
+"""``riskgate dashboard``: the Streamlit dashboard over the store (``dashboards/app.py``).
+
+Thin: checks that the address is safe to listen on, makes sure the store
+exists and is migrated (the pages open it read-only), and runs
+``streamlit run`` with the store in ``RISKGATE_DB``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.app import DbOption, app, console, fail, handle_errors
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The ``streamlit run`` command line for the dashboard on ``host:port``."""
+    import dashboards
+
+    entry = Path(dashboards.__file__).resolve().parent / "app.py"
+    return [
+        sys.executable, "-m", "streamlit", "run", str(entry),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",
+    ]
+
+
+@app.command()
+@handle_errors
+def dashboard(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but a loopback address needs "
+                                      "authentication: RISKGATE_DASHBOARD_PASSWORD or Streamlit's OIDC login.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8501,
+) -> None:
+    """Start the Streamlit dashboard (overview, events, user, tuning, configuration, jobs) on HOST:PORT."""
+    from dashboards import auth
+    from ingest.store import resolve_db_path
+    from risk import store
+
+    if not auth.is_loopback(host) and not os.environ.get(auth.PASSWORD_ENV) and not auth.oidc_configured_in_files():
+        raise fail(
+            f"refusing to listen on {host} without authentication: set {auth.PASSWORD_ENV}, or configure "
+            "Streamlit's OIDC login (an auth section with redirect_uri and cookie_secret in .streamlit/secrets.toml), "
+            "or listen on 127.0.0.1",
+            2,
+        )
+    path = os.path.abspath(resolve_db_path(db))
+    store.connect(path).close()  # created and migrated once here: the pages only read (and write briefly)
+    env = {**os.environ, "RISKGATE_DB": path}
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"riskgate dashboard on http://{shown}:{port}/ over {path} (Ctrl-C stops it)", highlight=False)
+    code = subprocess.call(streamlit_command(host, port), env=env)
+    if code:
+        raise typer.Exit(code)
