@@ -142,6 +142,7 @@ def write_store() -> Iterator[Any]:
     finally:
         _gate.release_write()
         st.cache_data.clear()
+        _snapshot.clear()
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
@@ -149,6 +150,35 @@ def _cached(db: str, target: str, args: tuple, kwargs: tuple) -> Any:
     module, _, name = target.partition(":")
     fn = getattr(importlib.import_module(module), name)
     return fn(_run_store().get(), *args, **dict(kwargs))
+
+
+@st.cache_resource(ttl=CACHE_TTL_S * 10, show_spinner="Reading the assessed history …", max_entries=2)
+def _snapshot(db: str, since, until):
+    from risk import insights
+
+    return insights.tuning_snapshot(_run_store().get(), since=since, until=until)
+
+
+def tuning_snapshot(since=None, until=None):
+    """The prepared tuning history of the period (shared by the sessions; dropped by every write)."""
+    return _snapshot(db_path(), since, until)
+
+
+@st.cache_data(ttl=CACHE_TTL_S * 10, show_spinner=False, max_entries=4)
+def _curves(db: str, since, until) -> dict:
+    from risk import insights
+
+    return insights.curves_from(_snapshot(db, since, until))
+
+
+def tuning_curves(since=None, until=None) -> dict:
+    """ROC and precision-recall curves of the period's snapshot (``risk.insights.curves_from``)."""
+    return _curves(db_path(), since, until)
+
+
+def read_store():
+    """This run's read-only connection (for a library call that takes a connection and is not cached)."""
+    return _run_store().get()
 
 
 def q(fn: Callable, *args, **kwargs) -> Any:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -651,3 +652,120 @@ def form_document(
     else:
         doc.pop("RiskExceptionConfiguration", None)
     return doc
+
+
+# -- tuning: the history prepared once, thresholds evaluated many times ------------------------
+
+
+@dataclass
+class TuningSnapshot:
+    """The assessed, labelled history of a period with each event's outcome at every level (``risk.tuning``).
+
+    Preparing it reads the store and runs the decision once per distinct case; evaluating
+    thresholds on it is then vectorised and needs no store, which is what lets the Tuning
+    page follow its sliders on a large store. ``tradeoff_from`` and ``whatif_from`` give
+    what ``risk.tuning.tradeoff`` and ``whatif`` (with the configuration in force) give for
+    the same store.
+    """
+
+    history: object  # risk.tuning._History
+    by_level: object  # numpy int8 (events x 4): outcome at no risk / Low / Medium / High
+    configs: dict  # (pool, client) -> (configuration, ranges) as risk.tuning evaluated them
+    current: object  # the thresholds in force (risk.levels.Thresholds)
+    current_version: int
+    modes: list[str]
+
+    def outcome_at(self, t):
+        from risk.tuning import level_index
+
+        idx = level_index(self.history.scores, t)
+        return self.by_level[np.arange(len(idx)), idx]
+
+
+def tuning_snapshot(con: duckdb.DuckDBPyConnection, *, since=None, until=None) -> TuningSnapshot:
+    """Prepare the history of [since, until) for ``tradeoff_from``, ``whatif_from`` and ``curves_from``.
+
+    Raises ``risk.tuning.TuningError`` when nothing is assessed in the period.
+    """
+    from risk import config as rc
+    from risk import levels, tuning
+
+    h = tuning._history(con, since, until)
+    oc = tuning._Outcomes(con, h.df)
+    current, version = levels.current_thresholds(con)
+    modes = sorted({f"{p}: {rc.get_mode(con, p)[0]}" for p, _c in oc.configs})
+    return TuningSnapshot(h, oc.by_level, oc.configs, current, version, modes)
+
+
+def tradeoff_from(snap: TuningSnapshot, t) -> dict:
+    """``risk.tuning.tradeoff(con, t)`` on a prepared snapshot, plus ``current_outcomes`` at the thresholds in force."""
+    from risk import tuning
+
+    h = snap.history
+    baseline = snap.by_level[:, 0]
+    return {
+        "thresholds": t.to_dict(),
+        "events": len(h.df),
+        "legitimate": int(h.legit.sum()),
+        "attacks": int(h.attack.sum()),
+        "levels": tuning._level_rows(h, t, snap.configs),
+        "outcomes": tuning._outcome_summary(h, snap.outcome_at(t), baseline),
+        "current_outcomes": tuning._outcome_summary(h, snap.outcome_at(snap.current), baseline),
+        "warnings": h.warnings + tuning._type_warnings(h),
+    }
+
+
+def whatif_from(snap: TuningSnapshot, t) -> dict:
+    """Allowed / challenged / blocked at ``t`` and at the thresholds in force (configuration in force), by label.
+
+    The same counts as ``risk.tuning.whatif(con, None, t)``'s ``outcomes``, ``current``,
+    ``changed`` and ``by_label``.
+    """
+    from risk import tuning
+
+    h = snap.history
+    new, now = snap.outcome_at(t), snap.outcome_at(snap.current)
+    y = h.df["y"].to_numpy(dtype=float)
+    labelled_any = bool((y == 0).any())
+    every = np.ones(len(new), dtype=bool)
+    by_label = {"attack": tuning._counts(new, h.attack),
+                "legitimate": tuning._counts(new, y == 0 if labelled_any else h.legit)}
+    if labelled_any and np.isnan(y).any():
+        by_label["unlabelled"] = tuning._counts(new, np.isnan(y))
+    return {"outcomes": tuning._counts(new, every), "current": tuning._counts(now, every),
+            "changed": int((new != now).sum()), "by_label": by_label, "modes": snap.modes}
+
+
+def _thin(x, y, thresholds, max_points: int):
+    n = len(x)
+    if n <= max_points:
+        keep = np.arange(n)
+    else:
+        keep = np.unique(np.concatenate([np.linspace(0, n - 1, max_points).round().astype(int), [0, n - 1]]))
+    th = np.append(thresholds, np.nan)[: n] if len(thresholds) < n else thresholds
+    return [float(v) for v in x[keep]], [float(v) for v in y[keep]], [float(v) for v in th[keep]]
+
+
+def curves_from(snap: TuningSnapshot, max_points: int = 400) -> dict:
+    """ROC and precision-recall curves (as ``risk.tuning.curves``), thinned to about ``max_points`` points each.
+
+    Returns ``{"roc": {"fpr", "tpr", "threshold"}, "pr": {"recall", "precision", "threshold"}, "roc_auc",
+    "average_precision", "legitimate", "attacks"}``; raises ``risk.tuning.TuningError`` without both classes.
+    """
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    from risk.tuning import TuningError
+
+    h = snap.history
+    keep = h.legit | h.attack
+    y = h.attack[keep].astype(int)
+    s = h.scores[keep]
+    if y.min(initial=1) == y.max(initial=0):
+        raise TuningError("curves need both legitimate and attack sign-ins in the labelled history")
+    fpr, tpr, rt = roc_curve(y, s)
+    p, r, pt = precision_recall_curve(y, s)
+    rx, ry, rth = _thin(fpr, tpr, rt, max_points)
+    px_, py_, pth = _thin(r, p, pt, max_points)
+    return {"roc": {"fpr": rx, "tpr": ry, "threshold": rth}, "pr": {"recall": px_, "precision": py_, "threshold": pth},
+            "roc_auc": float(roc_auc_score(y, s)), "average_precision": float(average_precision_score(y, s)),
+            "legitimate": int(h.legit.sum()), "attacks": int(h.attack.sum())}
