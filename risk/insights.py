@@ -613,22 +613,24 @@ def form_document(
     cc_filter: list[str] | None,
     blocked: list[str],
     skipped: list[str],
-    notify_from: str = "",
-    reply_to: str = "",
-    source_arn: str = "",
+    notify_from: str | None = None,
+    reply_to: str | None = None,
+    source_arn: str | None = None,
 ) -> dict:
     """A document: ``base`` (a Cognito-shaped configuration) with the form's fields put in.
 
     ``actions`` maps Low / Medium / High to (EventAction, Notify); ``cc_filter`` None means
     all events (EventFilter left out); empty IP lists leave the list out. The sender fields
-    go into NotifyConfiguration (created only when one of them is given); the templates of
-    ``base`` are kept. Nothing is validated here: ``risk.config.validate_document`` does that.
+    (None: as in ``base``; blank: removed) go into NotifyConfiguration, which is created only
+    when one of them is given; the templates of ``base`` are kept. Nothing is validated here:
+    ``risk.config.validate_document`` does that.
     """
     doc = json.loads(json.dumps({k: v for k, v in base.items() if k != "LastModifiedDate"}))
     ato = doc.setdefault("AccountTakeoverRiskConfiguration", {})
     ato["Actions"] = {f"{level}Action": {"Notify": bool(notify), "EventAction": action}
                       for level, (action, notify) in actions.items()}
-    sender = {"From": notify_from.strip(), "ReplyTo": reply_to.strip(), "SourceArn": source_arn.strip()}
+    sender = {k: v.strip() for k, v in (("From", notify_from), ("ReplyTo", reply_to), ("SourceArn", source_arn))
+              if v is not None}
     nc = ato.get("NotifyConfiguration")
     if nc is not None or any(sender.values()):
         nc = dict(nc or {})

@@ -1,0 +1,427 @@
+"""The dashboard: risk.insights on a store with known answers, every page through Streamlit's AppTest, auth, the CLI.
+
+Pages are driven like a person would (widgets set, buttons clicked) and what they show is
+checked against the store's known answers and against the library functions.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from streamlit import config as st_config
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+import risk.store
+from risk import insights, levels, tuning
+from risk.auth_events import list_user_auth_events
+from tests import dashboard_store as known
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dash") / "known.duckdb"
+    known.build(path)
+    return path
+
+
+@pytest.fixture
+def db(base_store, tmp_path, monkeypatch):
+    """A fresh copy of the known store; RISKGATE_DB points at it; no password; served on loopback."""
+    path = tmp_path / "known.duckdb"
+    shutil.copy(base_store, path)
+    monkeypatch.setenv("RISKGATE_DB", str(path))
+    monkeypatch.delenv("RISKGATE_DASHBOARD_PASSWORD", raising=False)
+    old = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")
+    yield path
+    st_config.set_option("server.address", old)
+
+
+def q(path, sql, params=()):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def texts(at) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+# -- risk.insights on the known store ------------------------------------------------------------
+
+
+@pytest.fixture
+def con(db):
+    c = risk.store.connect(db, read_only=True)
+    yield c
+    c.close()
+
+
+def test_overview_metrics_count_the_known_store(con):
+    m = insights.overview_metrics(con)
+    assert (m["events"], m["sign_ins"], m["assessed"], m["risky"]) == (11, 9, 10, 4)
+    assert m["by_level"] == {"High": 2, "Medium": 1, "Low": 1, "No risk": 6, "Not assessed": 1}
+    assert m["by_decision"] == {"NoRisk": 4, "AccountTakeover": 3, "Block": 3}
+    assert m["by_outcome"] == {"Allow": 5, "MfaChallenge": 2, "Block": 3}
+    assert (m["override_block"], m["compromised_credentials"]) == (1, 1)
+    app2 = insights.overview_metrics(con, client="app2")
+    assert (app2["events"], app2["sign_ins"], app2["by_level"]["High"]) == (5, 4, 1)
+    from datetime import datetime, timezone
+
+    day2 = insights.overview_metrics(con, since=datetime(2026, 3, 2, tzinfo=timezone.utc),
+                                     until=datetime(2026, 3, 3, tzinfo=timezone.utc))
+    assert day2["events"] == 3  # e02, e05, e08
+    assert insights.metric_series(con, "OverrideBlock", by="event_type")[["group", "count"]].values.tolist() == [
+        ["SignIn", 1]]
+    risk_by_level = insights.metric_series(con, "Risk").groupby("group")["count"].sum().to_dict()
+    assert risk_by_level == {"High": 2, "Medium": 1, "Low": 1, "No risk": 2}  # + compromised e06, override e09
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("203.0.113.0/24", {"e03", "e04"}),
+    ("203.0.113.9/24", {"e03", "e04"}),  # host bits ignored
+    ("::ffff:203.0.113.0/120", {"e03", "e04"}),  # IPv4-mapped: the store keeps IPv4
+    ("81.2.69.160/31", {"e01", "e02"}),
+    ("81.2.69.161", {"e02"}),
+    ("2001:db8::/32", {"e07", "e08"}),  # not 2001:db9::1
+    ("2001:db8:1::/48", {"e07"}),
+    ("2001:0db8:0002:0000::7", {"e08"}),  # written uncompressed
+    ("0.0.0.0/0", {"e01", "e02", "e03", "e04", "e05", "e06", "e09", "e10"}),
+    ("::/0", {"e07", "e08", "e11"}),
+])
+def test_ip_and_cidr_filters_match_ipv4_and_ipv6_exactly(con, text, expected):
+    rows, total = insights.search_events(con, insights.EventFilters(ip=text))
+    assert set(rows["event_id"]) == expected and total == len(expected)
+
+
+def test_other_filters_and_bad_input(con):
+    def ids(**kw):
+        return set(insights.search_events(con, insights.EventFilters(**kw))[0]["event_id"])
+
+    assert ids(country="fr") == {"e07", "e08", "e11"} == ids(country="France")
+    assert ids(asn=3320) == {"e05", "e06"}
+    assert ids(level="High") == {"e03", "e08"}
+    assert ids(level="No risk") == {"e01", "e02", "e06", "e07", "e09", "e11"}
+    assert ids(level="Not assessed") == {"e10"}
+    assert ids(decision="Block", event_type="SignIn") == {"e08", "e09"}
+    assert ids(username="a*") == {"e01", "e02", "e03"} == ids(username=" alice ")
+    rows, total = insights.search_events(con, insights.EventFilters(), limit=3, offset=3)
+    assert total == 11 and rows["event_id"].tolist() == ["e06", "e03", "e08"]  # newest first
+    with pytest.raises(insights.InsightsError, match="not an IP address or a CIDR"):
+        insights.search_events(con, insights.EventFilters(ip="10.0.0.0/33"))
+
+
+def test_event_detail_reasons_in_words_and_previous_signins(con):
+    d = insights.event_detail(con, "e03")
+    assert (d["risk_level"], d["risk_decision"], d["outcome"]) == ("High", "AccountTakeover", "MfaChallenge")
+    assert [r["code"] for r in d["reasons"]] == ["new_device", "travel_distance"]
+    assert d["reasons"][0]["words"].startswith("First time the user signs in with this device fingerprint: yes")
+    assert "5,900 km" in d["reasons"][1]["words"] and "+1.50" in d["reasons"][1]["words"]
+    assert d["labels"] == [("attack_type", "naive_takeover", "test")]
+    assert insights.previous_signins(con, "e03", 5)["event_id"].tolist() == ["e02", "e01"]
+    assert insights.event_detail(con, "nope") is None
+    assert "could not be computed" in insights.reason_in_words("travel_distance", None, 0.3)
+
+
+def test_top_risky_locations_and_jobs(con):
+    users = insights.top_risky(con, "user")
+    assert users["username"].tolist() == ["alice", "carol", "bob"]  # High first, then Medium, Low
+    assert users.set_index("username").loc["bob", ["risky", "medium", "low"]].tolist() == [2, 1, 1]
+    assert insights.top_risky(con, "network")["network"].tolist()[:2] == ["203.0.113.0/24", "2001:db8:2::/48"]
+    places = insights.locations(con).set_index("city")
+    assert places.loc["Ashburn", "top_level"] == "High" and places.loc["Ashburn", "events"] == 2
+    assert places.loc["London", "top_level"] == "No risk"
+    assert insights.quarantine_reasons(con)[["reason", "rows"]].values.tolist()[0] == [
+        "malformed JSON: Expecting value", 2]
+    assert insights.quarantine_examples(con, "malformed JSON: Expecting value")["raw"].tolist() == [
+        "{not json", "{also not json"]
+    assert insights.score_runs(con)["events_scored"].tolist() == [10]
+    assert insights.ingest_runs(con)["events_added"].tolist() == [11]
+
+
+def test_tuning_snapshot_gives_what_risk_tuning_gives(con):
+    snap = insights.tuning_snapshot(con)
+    for t in (levels.DEFAULT_THRESHOLDS, levels.Thresholds(0.5, 0.5, 0.5), levels.Thresholds(0.02, 0.7, 0.93)):
+        mine = insights.tradeoff_from(snap, t)
+        assert mine.pop("current_outcomes") == tuning.tradeoff(con)["outcomes"]
+        assert mine == tuning.tradeoff(con, t)
+        w, ref = insights.whatif_from(snap, t), tuning.whatif(con, None, t)
+        assert {k: w[k] for k in ("outcomes", "current", "changed", "by_label")} == {
+            k: ref[k] for k in ("outcomes", "current", "changed", "by_label")}
+    cv, ref = insights.curves_from(snap), tuning.curves(con)
+    assert cv["roc_auc"] == ref.roc_auc and cv["average_precision"] == ref.average_precision
+
+
+def test_configuration_form_document_and_diff(con):
+    from risk import config as rc
+
+    base = rc.describe(con, known.POOL)["RiskConfiguration"]
+    doc = insights.form_document(base, actions={"Low": ("NO_ACTION", False), "Medium": ("MFA_REQUIRED", True),
+                                                "High": ("BLOCK", True)},
+                                 cc_action="NO_ACTION", cc_filter=None, blocked=["10.0.0.0/8"], skipped=[])
+    cfg = rc.validate_document(doc)
+    assert cfg.RiskExceptionConfiguration.BlockedIPRangeList == ["10.0.0.0/8"]
+    assert cfg.CompromisedCredentialsRiskConfiguration.EventFilter is None
+    assert cfg.AccountTakeoverRiskConfiguration.NotifyConfiguration.BlockEmail is not None  # templates kept
+    assert insights.problem_field("RiskExceptionConfiguration.BlockedIPRangeList[0]") == "blocked"
+    assert insights.problem_field("AccountTakeoverRiskConfiguration.Actions.HighAction.EventAction") == "ato_High"
+    assert insights.problem_field("UserPoolId") == "general"
+    assert insights.config_diff(con, 0, 0) == ""
+
+
+# -- the pages through AppTest -------------------------------------------------------------------------
+
+
+def test_overview_shows_the_periods_counts_and_follows_the_client_filter(db):
+    at = app()
+    m = metrics(at)
+    assert (m["Sign-ins"], m["Risky events"], m["High risk"], m["MFA challenges"], m["Blocked"],
+            m["OverrideBlock"], m["Compromised credentials"]) == ("9", "4", "2", "2", "3", "1", "1")
+    levels_table = at.dataframe[0].value
+    assert dict(zip(levels_table["level"], levels_table["events"])) == {
+        "High": 2, "Medium": 1, "Low": 1, "No risk": 6, "Not assessed": 1}
+    top_users = [d.value for d in at.dataframe if "username" in d.value.columns][0]
+    assert top_users["username"].tolist() == ["alice", "carol", "bob"]
+    at.sidebar.selectbox(key="scope_client").select("app2").run()
+    assert metrics(at)["Sign-ins"] == "4" and metrics(at)["High risk"] == "1"
+    at.selectbox(key="ov_metric").select("OverrideBlock")
+    at.radio(key="ov_by").set_value("event type").run()
+    assert not at.exception and not at.error
+
+
+def test_events_page_filters_by_cidr_and_explains_the_event(db):
+    at = app("events")
+    assert "**11 events** match" in texts(at)
+    at.text_input(key="ev_ip").input("203.0.113.0/24")
+    at.form_submit_button[0].click().run()
+    assert "**2 events** match" in texts(at)
+    at.selectbox(key="ev_pick").select("e03").run()
+    assert at.header[0].value.startswith("SignIn by alice at 2026-03-03 03:00:00")
+    why = texts(at)
+    assert "**new_device** — First time the user signs in with this device fingerprint: yes" in why
+    assert "known decision of e03" in why
+    assert metrics(at)["Risk level"] == "High" and metrics(at)["Score"] == "0.950"
+    previous = [d.value for d in at.dataframe if "event_id" in d.value.columns][-1]
+    assert previous["event_id"].tolist() == ["e02", "e01"]
+    at.text_input(key="ev_ip").input("2001:db8::/32")
+    at.selectbox(key="ev_level").select("High")
+    at.form_submit_button[0].click().run()
+    assert "**1 events** match" in texts(at)
+    at.text_input(key="ev_ip").input("10.0.0.0/33")
+    at.form_submit_button[0].click().run()
+    assert any("not an IP address or a CIDR" in e.value for e in at.error)
+    assert not at.dataframe  # nothing listed while a filter is wrong
+
+
+def test_user_page_feedback_buttons_write_at_once(db):
+    at = app("user")
+    at.text_input(key="user_name").input("alice").run()
+    assert not at.exception
+    assert "AdminListUserAuthEvents" in texts(at)
+    assert q(db, "SELECT count(*) FROM feedback") == [(0,)]
+    at.button(key="fb_invalid_e03").click().run()
+    assert q(db, "SELECT event_id, feedback_value, provider FROM feedback") == [("e03", "Invalid", "Admin")]
+    assert any("Invalid recorded for event e03" in s.value for s in at.success)
+    assert "**Invalid** (Admin)" in texts(at)
+    con = risk.store.connect(db, read_only=True)
+    try:
+        ev = {e["EventId"]: e for e in list_user_auth_events(con, "alice")["AuthEvents"]}
+    finally:
+        con.close()
+    assert ev["e03"]["EventFeedback"]["FeedbackValue"] == "Invalid" and "EventFeedback" not in ev["e01"]
+    at.button(key="fb_valid_e03").click().run()
+    assert q(db, "SELECT feedback_value FROM feedback ORDER BY seq") == [("Invalid",), ("Valid",)]
+    at.text_input(key="user_name").input("nobody").run()
+    assert any("not found" in w.value for w in at.warning)
+
+
+def test_tuning_page_applies_thresholds_only_after_confirmation(db):
+    at = app("tuning")
+    con = risk.store.connect(db, read_only=True)
+    try:
+        expected = tuning.tradeoff(con, levels.Thresholds(0.5, 0.5, 0.8))["outcomes"]
+    finally:
+        con.close()
+    at.slider(key="tn_low").set_value(0.5).run()
+    assert not at.exception
+    assert metrics(at)["Attacks stopped"] == f"{expected['attacks_stopped']['rate']:.2%}"
+    assert metrics(at)["Legitimate challenged or blocked"] == (
+        f"{expected['legitimate_challenged_or_blocked']['rate']:.2%}")
+    at.button(key="tn_apply").click().run()
+    assert any("version 1?" in w.value for w in at.warning)
+    assert q(db, "SELECT count(*) FROM risk_thresholds") == [(0,)]  # nothing written before confirming
+    at.button(key="tn_confirm").click().run()
+    assert q(db, "SELECT version, low, medium, high, source FROM risk_thresholds") == [(1, 0.5, 0.5, 0.8, "dashboard")]
+    assert any("thresholds version 1 stored" in s.value for s in at.success)
+    at.slider(key="tn_high").set_value(0.4).run()  # below Medium: refused on the page
+    assert any("ordered" in e.value for e in at.error)
+
+
+def test_tuning_cancel_writes_nothing(db):
+    at = app("tuning")
+    at.slider(key="tn_high").set_value(0.9).run()
+    at.button(key="tn_apply").click().run()
+    at.button(key="tn_cancel").click().run()
+    assert q(db, "SELECT count(*) FROM risk_thresholds") == [(0,)]
+
+
+def _cfg_key(at, suffix):
+    return next(w.key for w in list(at.text_area) + list(at.selectbox) + list(at.checkbox)
+                if w.key and w.key.startswith(f"cfg_{known.POOL}|") and w.key.endswith(suffix))
+
+
+def test_configuration_invalid_value_shows_the_error_beside_the_field_and_changes_nothing(db):
+    at = app("configuration")
+    at.text_area(key=_cfg_key(at, "_blocked")).input("10.0.0.1/24")
+    at.form_submit_button[0].click().run()
+    assert any("BlockedIPRangeList[0]" in e.value and "10.0.0.0/24" in e.value for e in at.error)
+    assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
+    at.selectbox(key=_cfg_key(at, "_ato_High")).select("NO_ACTION")
+    at.text_area(key=_cfg_key(at, "_blocked")).input("10.0.0.0/24")
+    at.form_submit_button[0].click().run()
+    assert any("less restrictive" in e.value for e in at.error)
+    assert not any("BlockedIPRangeList" in e.value for e in at.error)
+    assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
+
+
+def test_configuration_saves_a_valid_edit_after_confirmation_and_diffs_versions(db):
+    at = app("configuration")
+    at.text_area(key=_cfg_key(at, "_blocked")).input("10.0.0.0/24\n2001:db8::/32")
+    at.form_submit_button[0].click().run()
+    assert not at.error
+    assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
+    at.button(key="cfg_save_confirm").click().run()
+    assert q(db, "SELECT version, user_pool_id, client_id, kind, source FROM risk_config_versions") == [
+        (1, known.POOL, None, "set", "dashboard")]
+    con = risk.store.connect(db, read_only=True)
+    try:
+        from risk import config as rc
+
+        cfg, version = rc.resolve(con, known.POOL)
+    finally:
+        con.close()
+    assert version == 1 and cfg.RiskExceptionConfiguration.BlockedIPRangeList == ["10.0.0.0/24", "2001:db8::/32"]
+    diff = next(c.value for c in at.code if "version" in c.value)
+    assert '+    "BlockedIPRangeList": [' in diff and "--- version 0" in diff and "+++ version 1" in diff
+
+
+def test_mode_switch_needs_confirmation(db):
+    at = app("configuration")
+    at.selectbox(key=f"cfg_mode_new_{known.POOL}").select("ENFORCED")
+    at.button(key="cfg_mode_ask").click().run()
+    assert any("to **ENFORCED**" in w.value for w in at.warning)
+    assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
+    at.button(key="cfg_mode_confirm").click().run()
+    assert q(db, "SELECT kind, mode FROM risk_config_versions") == [("mode", "ENFORCED")]
+    assert metrics(at)[f"Mode of {known.POOL}"] == "ENFORCED"
+
+
+def test_jobs_page_lists_runs_and_quarantine_examples(db):
+    at = app("jobs")
+    frames = [d.value for d in at.dataframe]
+    assert frames[0]["events_added"].tolist() == [11] and frames[0]["quarantined"].tolist() == [3]
+    assert frames[1]["events_scored"].tolist() == [10]
+    assert frames[2]["rows"].tolist() == [2, 1]
+    assert [c.value for c in at.code] == ["{not json", "{also not json"]
+    at.selectbox(key="jobs_reason").select('IpAddress "x" is not an IPv4 or IPv6 address').run()
+    assert [c.value for c in at.code] == ['{"IpAddress": "x"}']
+
+
+# -- authentication ----------------------------------------------------------------------------------
+
+
+def test_with_a_password_nothing_is_shown_before_login(db, monkeypatch):
+    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", "correct horse battery")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.metric and not at.dataframe and not at.sidebar.selectbox
+    assert "known.duckdb" not in texts(at)
+    at.text_input(key="_rg_password").input("wrong")
+    at.form_submit_button[0].click().run()
+    assert any("Wrong password" in w.value for w in at.warning) and not at.metric
+    at.text_input(key="_rg_password").input("correct horse battery")
+    at.form_submit_button[0].click().run()
+    assert metrics(at)["Sign-ins"] == "9"
+    at.switch_page("views/jobs.py").run()
+    assert at.dataframe  # signed in for the session
+    at.sidebar.button(key="_rg_sign_out").click().run()
+    assert not at.metric and not at.dataframe
+
+
+def test_without_auth_a_non_loopback_address_shows_nothing(db):
+    st_config.set_option("server.address", "0.0.0.0")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert any("without authentication" in e.value for e in at.error)
+    assert not at.metric and not at.dataframe
+
+
+def test_the_auth_helpers():
+    from dashboards import auth
+
+    assert auth.is_loopback("127.0.0.1") and auth.is_loopback("::1") and auth.is_loopback("localhost")
+    assert not auth.is_loopback("0.0.0.0") and not auth.is_loopback("") and not auth.is_loopback("10.1.2.3")
+    assert auth.password_ok("s3cret", "s3cret") and not auth.password_ok("s3cre", "s3cret")
+
+
+def test_oidc_secrets_are_recognised(tmp_path):
+    from dashboards import auth
+
+    f = tmp_path / "secrets.toml"
+    f.write_text('[auth]\nredirect_uri = "https://x.example/oauth2callback"\ncookie_secret = "abc"\n')
+    assert auth.oidc_configured_in_files([f])
+    f.write_text('[auth]\nredirect_uri = "https://x.example/oauth2callback"\n')
+    assert not auth.oidc_configured_in_files([f, tmp_path / "missing.toml"])
+
+
+# -- the command -----------------------------------------------------------------------------------------
+
+
+def test_dashboard_command_refuses_a_public_address_without_authentication(tmp_path, monkeypatch):
+    from cli import app as cli_app
+
+    monkeypatch.delenv("RISKGATE_DASHBOARD_PASSWORD", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    res = CliRunner().invoke(cli_app, ["dashboard", "--host", "0.0.0.0", "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 2 and "without authentication" in res.output
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_dashboard_command_runs_streamlit_with_the_store(tmp_path, monkeypatch):
+    import subprocess
+
+    from cli import app as cli_app
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", "pw")
+    res = CliRunner().invoke(cli_app, ["dashboard", "--host", "0.0.0.0", "--port", "8765",
+                                       "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 0, res.output
+    (cmd, env), = calls
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
+    opts = dict(zip(cmd[5::2], cmd[6::2]))
+    assert opts["--server.address"] == "0.0.0.0" and opts["--server.port"] == "8765"
+    assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"
+    assert env["RISKGATE_DB"] == str(tmp_path / "s.duckdb")
+    assert (tmp_path / "s.duckdb").exists()  # created and migrated before the pages read it
