@@ -35,6 +35,7 @@ from ingest.errors import RiskgateError
 
 LEVEL_ORDER = ("High", "Medium", "Low")
 NO_RISK = "No risk"
+NO_LEVEL = "No level"
 NOT_ASSESSED = "Not assessed"
 DECISIONS = ("NoRisk", "AccountTakeover", "Block")
 OUTCOMES = ("Allow", "MfaChallenge", "Block")
@@ -151,13 +152,13 @@ def metric_series(
 ) -> pd.DataFrame:
     """One Cognito metric over time: columns ``time``, ``group`` (the risk level or the event type), ``count``.
 
-    ``by`` is ``risk_level`` (``No risk`` for events without one) or ``event_type`` (Cognito's Operation).
+    ``by`` is ``risk_level`` (``No level`` for events without one) or ``event_type`` (Cognito's Operation).
     """
     if metric not in _METRIC_SQL:
         raise InsightsError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if bucket not in BUCKETS:
         raise InsightsError(f"bucket must be one of {', '.join(BUCKETS)}, got {bucket!r}")
-    group = {"risk_level": f"coalesce(a.risk_level, '{NO_RISK}')", "event_type": "e.event_type"}.get(by)
+    group = {"risk_level": f"coalesce(a.risk_level, '{NO_LEVEL}')", "event_type": "e.event_type"}.get(by)
     if group is None:
         raise InsightsError(f"by must be risk_level or event_type, got {by!r}")
     return _df(

@@ -95,7 +95,7 @@ def test_overview_metrics_count_the_known_store(con):
     assert insights.metric_series(con, "OverrideBlock", by="event_type")[["group", "count"]].values.tolist() == [
         ["SignIn", 1]]
     risk_by_level = insights.metric_series(con, "Risk").groupby("group")["count"].sum().to_dict()
-    assert risk_by_level == {"High": 2, "Medium": 1, "Low": 1, "No risk": 2}  # + compromised e06, override e09
+    assert risk_by_level == {"High": 2, "Medium": 1, "Low": 1, "No level": 2}  # + compromised e06, override e09
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -244,6 +244,7 @@ def test_user_page_feedback_buttons_write_at_once(db):
     assert q(db, "SELECT event_id, feedback_value, provider FROM feedback") == [("e03", "Invalid", "Admin")]
     assert any("Invalid recorded for event e03" in s.value for s in at.success)
     assert "**Invalid** (Admin)" in texts(at)
+    assert "none" in texts(at)  # the events without feedback
     con = risk.store.connect(db, read_only=True)
     try:
         ev = {e["EventId"]: e for e in list_user_auth_events(con, "alice")["AuthEvents"]}

@@ -12,7 +12,9 @@ st.title("Jobs")
 st.subheader("Ingests")
 ingests = q(insights.ingest_runs, 20)
 if len(ingests):
-    st.dataframe(ingests, hide_index=True, key="jobs_ingests")
+    st.dataframe(ingests, hide_index=True, key="jobs_ingests",
+                 column_order=("status", "started_at", "source_format", "rows_read", "events_added", "duplicates",
+                               "quarantined", "inputs", "finished_at", "reasons", "run_id"))
     st.caption("rows read = events added + duplicates + quarantined, for every finished run.")
 else:
     st.info("No ingest yet (riskgate ingest).")
@@ -21,6 +23,8 @@ st.subheader("Scoring runs")
 runs = q(insights.score_runs, 20)
 if len(runs):
     st.dataframe(runs, hide_index=True, key="jobs_scoring",
+                 column_order=("status", "started_at", "events_scored", "seconds", "model_version",
+                               "thresholds_version", "since", "until", "rescore", "finished_at", "run_id"),
                  column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
 else:
     st.info("No scoring run yet (riskgate score).")

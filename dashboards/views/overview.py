@@ -10,7 +10,7 @@ from dashboards.common import n, q
 from risk import insights
 
 LEVEL_COLOURS = {"High": "#d62728", "Medium": "#ff7f0e", "Low": "#e6c229", insights.NO_RISK: "#2ca02c",
-                 insights.NOT_ASSESSED: "#9e9e9e"}
+                 insights.NO_LEVEL: "#7f7f7f", insights.NOT_ASSESSED: "#9e9e9e"}
 
 s = common.scope()
 st.title("Overview")
@@ -54,6 +54,7 @@ series = q(insights.metric_series, metric, by="risk_level" if by == "risk level"
 if len(series):
     fig = px.bar(series, x="time", y="count", color="group",
                  color_discrete_map=LEVEL_COLOURS if by == "risk level" else None,
+                 category_orders={"group": list(LEVEL_COLOURS)} if by == "risk level" else None,
                  labels={"group": by, "count": metric, "time": ""})
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), legend_title_text=by)
     st.plotly_chart(fig, key="ov_series")
@@ -70,12 +71,14 @@ if len(places):
         color_discrete_map=LEVEL_COLOURS, category_orders={"top_level": list(LEVEL_COLOURS)},
         hover_name="city", hover_data={"country": True, "events": True, "risky": True, "high": True,
                                        "blocked": True, "size": False, "latitude": False, "longitude": False},
-        projection="natural earth", labels={"top_level": "highest level"},
+        projection="natural earth", labels={"top_level": "highest level"}, text="city",
     )
+    fig.update_traces(textposition="top center", textfont_size=10)
     # no base layer unless asked: plotly fetches the outlines from its CDN, which an offline server may not reach
     fig.update_geos(showland=outline, showcountries=outline, showcoastlines=outline, showocean=False,
                     showlakes=False, showrivers=False, showframe=True,
-                    lataxis_showgrid=True, lonaxis_showgrid=True, landcolor="#eeeeee")
+                    lataxis_showgrid=True, lonaxis_showgrid=True, landcolor="#eeeeee", fitbounds=False,
+                    lataxis_range=[-60, 85], lonaxis_range=[-180, 180])
     fig.update_layout(height=420, margin=dict(l=0, r=0, t=0, b=0))
     st.plotly_chart(fig, key="ov_map")
     st.caption(f"{len(places):,} places; the colour is the highest risk level seen there, the size the sign-ins.")

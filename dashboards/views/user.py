@@ -67,15 +67,16 @@ if not events:
     st.info("No events on this page.")
 
 LEVEL_MARK = {"High": ":red[High]", "Medium": ":orange[Medium]", "Low": ":violet[Low]"}
-header = st.columns([2.2, 1.4, 1.8, 3, 1.6, 0.8, 0.8])
-for col, name in zip(header, ("time (UTC)", "event", "risk", "context", "feedback", "", "")):
+WIDTHS = [1.9, 1.5, 1.5, 2.6, 1.2, 1.1, 1.2]
+header = st.columns(WIDTHS)
+for col, name in zip(header, ("time (UTC)", "event", "risk", "context", "feedback")):
     col.markdown(f"**{name}**")
 for ev in events:
     eid = ev["EventId"]
     risk = ev.get("EventRisk") or {}
     ctx = ev.get("EventContextData") or {}
     fb = ev.get("EventFeedback")
-    row = st.columns([2.2, 1.4, 1.8, 3, 1.6, 0.8, 0.8], vertical_alignment="center")
+    row = st.columns(WIDTHS, vertical_alignment="center")
     row[0].markdown(f"{ev['CreationDate'][:19].replace('T', ' ')}  \n`{eid}`")
     challenges = ", ".join(f"{c['ChallengeName']}:{c['ChallengeResponse']}" for c in ev.get("ChallengeResponses", []))
     row[1].markdown(f"{ev['EventType']} · {ev['EventResponse']}" + (f"  \n{challenges}" if challenges else ""))
@@ -87,7 +88,7 @@ for ev in events:
         row[2].markdown("not assessed")
     place = ", ".join(x for x in (ctx.get("City"), ctx.get("Country")) if x)
     row[3].markdown(f"{ctx.get('IpAddress', '-')} · {place or '-'}  \n{ctx.get('DeviceName', '-')}")
-    row[4].markdown(f"**{fb['FeedbackValue']}** ({fb['Provider']})" if fb else "-")
+    row[4].markdown(f"**{fb['FeedbackValue']}** ({fb['Provider']})" if fb else "none")
     row[5].button("Valid", key=f"fb_valid_{eid}", on_click=_feedback, args=(eid, "Valid"),
                   help="This was the user (AdminUpdateAuthEventFeedback Valid).")
     row[6].button("Invalid", key=f"fb_invalid_{eid}", on_click=_feedback, args=(eid, "Invalid"),
