@@ -36,3 +36,6 @@ try:
     page.run()
 finally:
     common.end_run()
+scope = st.session_state.get("_rg_scope")
+if scope:  # the page is drawn: prepare the Tuning page's history meanwhile
+    common.prefetch_tuning(scope["since"], scope["until"])

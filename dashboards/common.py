@@ -18,11 +18,13 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time as _time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+import duckdb
 import streamlit as st
 
 from ingest.errors import RiskgateError
@@ -143,6 +145,8 @@ def write_store() -> Iterator[Any]:
         _gate.release_write()
         st.cache_data.clear()
         _snapshot.clear()
+        with _prefetch_lock:
+            _prefetched.clear()
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
@@ -152,7 +156,7 @@ def _cached(db: str, target: str, args: tuple, kwargs: tuple) -> Any:
     return fn(_run_store().get(), *args, **dict(kwargs))
 
 
-@st.cache_resource(ttl=CACHE_TTL_S * 10, show_spinner="Reading the assessed history …", max_entries=2)
+@st.cache_resource(ttl=CACHE_TTL_S * 10, show_spinner=False, max_entries=2)
 def _snapshot(db: str, since, until):
     from risk import insights
 
@@ -169,6 +173,41 @@ def _curves(db: str, since, until) -> dict:
     from risk import insights
 
     return insights.curves_from(_snapshot(db, since, until))
+
+
+#: Prepare the Tuning page's history in the background once a page is drawn (it takes seconds on a large store).
+PREFETCH = True
+_prefetch_lock = threading.Lock()
+_prefetched: dict = {}
+
+
+def prefetch_tuning(since=None, until=None) -> threading.Thread | None:
+    """Start preparing ``tuning_snapshot(since, until)`` in a background thread, at most once per few minutes.
+
+    The thread reads the store like a page (its own read-only connection, closed at the end);
+    if the Tuning page asks while it works, Streamlit's cache makes the page wait for it
+    rather than compute twice.
+    """
+    if not PREFETCH:
+        return None
+    key = (db_path(), since, until)
+    now = _time.monotonic()
+    with _prefetch_lock:
+        if now - _prefetched.get(key, float("-inf")) < CACHE_TTL_S * 5:
+            return None
+        _prefetched[key] = now
+
+    def work() -> None:
+        try:
+            _snapshot(*key)
+        except (RiskgateError, duckdb.Error):
+            pass  # nothing to prepare (e.g. nothing assessed): the Tuning page says why when opened
+        finally:
+            end_run()
+
+    thread = threading.Thread(target=work, name="riskgate-tuning-prefetch", daemon=True)
+    thread.start()
+    return thread
 
 
 def tuning_curves(since=None, until=None) -> dict:

@@ -231,20 +231,24 @@ def top_risky(
     if by not in _TOP_KEYS:
         raise InsightsError(f"by must be one of {', '.join(TOP_BY)}, got {by!r}")
     expr, name = _TOP_KEYS[by]
-    org = "" if by == "user" else ", mode(e.as_org) AS as_org"
+    org = "" if by == "user" else ", mode(as_org) AS as_org"
     return _df(
         con,
-        f"""SELECT {expr} AS {name}{org}, count(*) AS events, count(a.risk_level) AS risky,
-                   count(*) FILTER (WHERE a.risk_level = 'High') AS high,
-                   count(*) FILTER (WHERE a.risk_level = 'Medium') AS medium,
-                   count(*) FILTER (WHERE a.risk_level = 'Low') AS low,
-                   count(*) FILTER (WHERE a.outcome = 'Block') AS blocked,
-                   max(a.score) AS max_score, count(DISTINCT e.username) AS users,
-                   count(DISTINCT e.country_iso) AS countries, max(e.creation_date) AS last_seen
-            FROM events e JOIN assessments a ON a.event_id = e.event_id
-            WHERE {_SCOPE} AND {expr} IS NOT NULL
-            GROUP BY {expr}
-            HAVING count(a.risk_level) > 0
+        f"""WITH scoped AS (
+              SELECT {expr} AS k, e.username, e.country_iso, e.creation_date, e.as_org,
+                     a.risk_level, a.outcome, a.score
+              FROM events e JOIN assessments a ON a.event_id = e.event_id
+              WHERE {_SCOPE} AND {expr} IS NOT NULL),
+            risky AS (SELECT DISTINCT k FROM scoped WHERE risk_level IS NOT NULL)
+            SELECT k AS {name}{org}, count(*) AS events, count(risk_level) AS risky,
+                   count(*) FILTER (WHERE risk_level = 'High') AS high,
+                   count(*) FILTER (WHERE risk_level = 'Medium') AS medium,
+                   count(*) FILTER (WHERE risk_level = 'Low') AS low,
+                   count(*) FILTER (WHERE outcome = 'Block') AS blocked,
+                   max(score) AS max_score, count(DISTINCT username) AS users,
+                   count(DISTINCT country_iso) AS countries, max(creation_date) AS last_seen
+            FROM scoped SEMI JOIN risky USING (k)
+            GROUP BY k
             ORDER BY high DESC, medium DESC, low DESC, max_score DESC, 1
             LIMIT $n""",
         {**_scope(since, until, pool, client), "n": int(n)},

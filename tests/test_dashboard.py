@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 import risk.store
+from dashboards import common
 from risk import insights, levels, tuning
 from risk.auth_events import list_user_auth_events
 from tests import dashboard_store as known
@@ -38,6 +39,7 @@ def db(base_store, tmp_path, monkeypatch):
     shutil.copy(base_store, path)
     monkeypatch.setenv("RISKGATE_DB", str(path))
     monkeypatch.delenv("RISKGATE_DASHBOARD_PASSWORD", raising=False)
+    monkeypatch.setattr(common, "PREFETCH", False)  # no background reads in these tests (one test turns it on)
     old = st_config.get_option("server.address")
     st_config.set_option("server.address", "127.0.0.1")
     yield path
@@ -277,6 +279,29 @@ def test_tuning_page_applies_thresholds_only_after_confirmation(db):
     assert any("thresholds version 1 stored" in s.value for s in at.success)
     at.slider(key="tn_high").set_value(0.4).run()  # below Medium: refused on the page
     assert any("ordered" in e.value for e in at.error)
+
+
+def test_the_tuning_history_is_prepared_in_the_background_after_a_page(db, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(common, "PREFETCH", True)
+    monkeypatch.setattr(common, "_prefetched", {})
+    common._snapshot.clear()
+    at = app()  # the overview; once it is drawn the prefetch starts
+    workers = [t for t in threading.enumerate() if t.name == "riskgate-tuning-prefetch"]
+    assert workers
+    for t in workers:
+        t.join(timeout=30)
+    scope = at.session_state["_rg_scope"]
+
+    def not_again(*a, **k):
+        raise AssertionError("the snapshot should have been prepared already")
+
+    monkeypatch.setattr(insights, "tuning_snapshot", not_again)
+    snap = common._snapshot(str(db), scope["since"], scope["until"])
+    assert len(snap.history.df) == 10
+    at.switch_page("views/tuning.py").run()
+    assert not at.exception and metrics(at)["Attacks stopped"]
 
 
 def test_tuning_cancel_writes_nothing(db):

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from cli import app as cli_app
+from dashboards import common
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboards" / "app.py")
@@ -41,6 +42,7 @@ def test_a_page_loads_while_riskgate_score_writes_the_store(trained, tmp_path, m
     shutil.copy(trained, db)
     monkeypatch.setenv("RISKGATE_DB", str(db))
     monkeypatch.delenv("RISKGATE_DASHBOARD_PASSWORD", raising=False)
+    monkeypatch.setattr(common, "PREFETCH", False)
     old = st_config.get_option("server.address")
     st_config.set_option("server.address", "127.0.0.1")
     proc = subprocess.Popen([sys.executable, "-m", "cli", "score", "--db", str(db), "--chunk-rows", "500", "--json"],

@@ -25,7 +25,8 @@ if msg:
     (st.success if msg[0] == "success" else st.error)(msg[1])
 
 try:
-    snap = common.tuning_snapshot(s["since"], s["until"])
+    with st.spinner("Reading the assessed history …"):
+        snap = common.tuning_snapshot(s["since"], s["until"])
 except TuningError as exc:
     st.info(f"{exc}")
     st.stop()
