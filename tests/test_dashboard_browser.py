@@ -111,9 +111,12 @@ def test_every_page_renders_without_errors_in_chromium(server):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+            page.goto(server)
             for path, title in PAGES:
                 page.set_viewport_size({"width": 1400, "height": 1000})
-                page.goto(f"{server}/{path}")
+                if path:  # through the sidebar's navigation, as a person would (one session)
+                    page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
+                    page.wait_for_url(f"**/{path}", timeout=30_000)
                 _settle(page, title)
                 if path == "user":
                     box = page.get_by_label("Username")
