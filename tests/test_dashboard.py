@@ -352,6 +352,27 @@ def test_configuration_saves_a_valid_edit_after_confirmation_and_diffs_versions(
     assert '+    "BlockedIPRangeList": [' in diff and "--- version 0" in diff and "+++ version 1" in diff
 
 
+def test_a_clients_own_configuration_is_edited_apart_from_the_pools(db):
+    at = app("configuration")
+    at.selectbox(key="cfg_client").select("app1").run()
+    assert any("the shipped defaults" in c.value for c in at.caption)
+    key = next(w.key for w in at.selectbox if w.key and w.key.startswith(f"cfg_{known.POOL}|app1_")
+               and w.key.endswith("_ato_High"))
+    at.selectbox(key=key).select("BLOCK")
+    at.form_submit_button[0].click().run()
+    at.button(key="cfg_save_confirm").click().run()
+    assert q(db, "SELECT client_id, kind FROM risk_config_versions") == [("app1", "set")]
+    assert any("the client's own configuration, version 1" in c.value for c in at.caption)
+    con = risk.store.connect(db, read_only=True)
+    try:
+        from risk import config as rc
+
+        assert str(rc.resolve(con, known.POOL, "app1")[0].action_for("High").EventAction) == "BLOCK"
+        assert rc.resolve(con, known.POOL, "app2")[1] == 0  # the other client still uses the pool's (defaults)
+    finally:
+        con.close()
+
+
 def test_mode_switch_needs_confirmation(db):
     at = app("configuration")
     at.selectbox(key=f"cfg_mode_new_{known.POOL}").select("ENFORCED")
