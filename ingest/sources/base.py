@@ -27,7 +27,7 @@ from ingest.errors import InputFormatError
 from ingest.schema import QUARANTINE_SCHEMA, SOURCE_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_BATCH_ROWS = 122_880  # one DuckDB row group: each batch is written as whole row groups
 #: A raw row longer than this is stored truncated in quarantine (the reason says so).
 MAX_RAW_CHARS = 4096
 #: The column carrying each row's raw text beside the canonical columns (dropped before storing).
@@ -235,23 +235,60 @@ LINE_BLOCK_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class LineBatch:
-    """Up to ``batch_rows`` non-blank, valid UTF-8 lines as an Arrow array (zero-copy over the read block).
+    """Up to ``batch_rows`` non-blank, valid UTF-8 lines as Arrow arrays (zero-copy over the read blocks;
+    chunked when a batch spans blocks).
 
     Each string keeps its line terminator (JSON parsers ignore it).
     Lines that are not UTF-8 are already in ``quarantine`` (as (line, reason, raw bytes)).
     """
 
-    lines: pa.Array  # int64 line numbers
-    texts: pa.Array  # string
+    lines: pa.Array | pa.ChunkedArray  # int64 line numbers
+    texts: pa.Array | pa.ChunkedArray  # string
     quarantine: list[tuple[int, str, bytes]]
 
 
-
 def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[LineBatch]:
-    """Stream a text file as Arrow string arrays of lines, with 1-based physical line numbers.
+    """Stream a text file as batches of exactly ``batch_rows`` lines (the last may be shorter),
+    with 1-based physical line numbers.
 
-    Reads blocks of 16 MiB, splits them on newlines with numpy and wraps the bytes in Arrow
-    arrays without copying; memory stays bounded by the block and batch sizes.
+    A batch may span several read blocks (its arrays are then chunked, still without copying):
+    batches as large as asked keep the store's writes in whole row groups, which is much cheaper
+    than many small appends. Bad (not UTF-8) lines travel with the batch being filled when their
+    block was read, so each is counted once.
+    """
+    lines: list[pa.Array] = []
+    texts: list[pa.Array] = []
+    bad: list[tuple[int, str, bytes]] = []
+    n = 0
+    for lb in _iter_block_line_arrays(path, batch_rows):
+        bad.extend(lb.quarantine)
+        at, size = 0, len(lb.texts)
+        while at < size:
+            take = min(batch_rows - n, size - at)
+            lines.append(lb.lines.slice(at, take))
+            texts.append(lb.texts.slice(at, take))
+            n += take
+            at += take
+            if n == batch_rows:
+                yield _line_batch(lines, texts, bad)
+                lines, texts, bad, n = [], [], [], 0
+    if n or bad:
+        yield _line_batch(lines, texts, bad)
+
+
+def _line_batch(lines: list[pa.Array], texts: list[pa.Array], bad: list[tuple[int, str, bytes]]) -> LineBatch:
+    if len(texts) == 1:
+        return LineBatch(lines[0], texts[0], bad)
+    if not texts:
+        return LineBatch(pa.array([], pa.int64()), pa.array([], pa.string()), bad)
+    return LineBatch(pa.chunked_array(lines, pa.int64()), pa.chunked_array(texts, texts[0].type), bad)
+
+
+def _iter_block_line_arrays(path: str | os.PathLike, batch_rows: int) -> Iterator[LineBatch]:
+    """The lines of each read block (of LINE_BLOCK_BYTES), in slices of at most ``batch_rows``.
+
+    Splits blocks on newlines with numpy and wraps the bytes in Arrow arrays without copying;
+    memory stays bounded by the block and batch sizes.
     """
     with open_binary(path) as fh:
         carry = b""
