@@ -294,25 +294,33 @@ def _iter_block_line_arrays(path: str | os.PathLike, batch_rows: int) -> Iterato
         carry = b""
         line_no = 1
         while True:
+            # each block is read into its own buffer (the arrays of its lines keep it alive): no copies
+            block = bytearray(len(carry) + LINE_BLOCK_BYTES)
+            block[: len(carry)] = carry
+            view = memoryview(block)
+            size = len(carry)
             try:
-                block = fh.read(LINE_BLOCK_BYTES)
+                while size < len(block):
+                    got = fh.readinto(view[size:])
+                    if not got:
+                        break
+                    size += got
             except (OSError, EOFError) as exc:
                 raise InputFormatError(f"cannot read past line {line_no}: {exc}", source=str(path)) from exc
-            if not block:
+            if size == len(carry):  # end of input
                 if carry:
                     yield from _split_block(carry + b"\n", line_no, batch_rows)
                 return
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
+            cut = block.rfind(b"\n", 0, size)
             if cut < 0:
-                carry = data
+                carry = bytes(view[:size])
                 continue
-            body, carry = data[: cut + 1], data[cut + 1 :]
-            yield from _split_block(body, line_no, batch_rows)
-            line_no += body.count(b"\n")
+            carry = bytes(view[cut + 1 : size])
+            line_no += yield from _split_block(view[: cut + 1], line_no, batch_rows)
 
 
-def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
+def _split_block(body: bytes | memoryview, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
+    """The lines of ``body`` (which ends with a newline); returns how many lines it had."""
     buf = np.frombuffer(body, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)  # index of each '\n'
     starts = np.empty_like(ends)
@@ -328,22 +336,22 @@ def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[Line
     keep = content > 0
     short = np.flatnonzero(keep & (content < 8))
     for i in short:  # whitespace-only lines are blank too
-        if not body[starts[i] : starts[i] + content[i]].strip():
+        if not bytes(body[starts[i] : starts[i] + content[i]]).strip():
             keep[i] = False
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[:-1] = starts
+    offsets[-1] = len(body)
+    all_texts = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(body))
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
+        all_texts.validate(full=True)  # UTF-8 of the whole block (lines split at ASCII newlines)
+    except pa.ArrowInvalid:
         for i in np.flatnonzero(keep):
-            raw = body[starts[i] : starts[i] + content[i]]
+            raw = bytes(body[starts[i] : starts[i] + content[i]])
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 bad.append((int(line_numbers[i]), f"not UTF-8: invalid byte at position {exc.start}", raw))
                 keep[i] = False
-    offsets = np.empty(len(ends) + 1, dtype=np.int64)
-    offsets[:-1] = starts
-    offsets[-1] = len(body)
-    all_texts = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(body))
     all_lines = pa.array(line_numbers)
     if not keep.all():
         taken = pa.array(np.flatnonzero(keep), pa.int64())
@@ -352,8 +360,9 @@ def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[Line
     if n == 0:
         if bad:
             yield LineBatch(pa.array([], pa.int64()), pa.array([], pa.string()), bad)
-        return
+        return len(ends)
     for b0 in range(0, n, batch_rows):
         texts = all_texts.slice(b0, batch_rows)
         # every bad line of the block travels with its first batch, so each is counted once
         yield LineBatch(all_lines.slice(b0, batch_rows), texts, bad if b0 == 0 else [])
+    return len(ends)
