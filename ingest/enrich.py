@@ -239,33 +239,33 @@ FROM v
 """
 
 # every row's resolved client address: SQL's own for fast rows, Python's (ips_) for the rest
-_CLIENT_IP_SQL = """
-SELECT h._i,
+_CLIENT_IP_COLUMNS = """
   CASE WHEN h._fast THEN h.ip_address ELSE i.client_ip END AS client_ip,
   CASE WHEN h._fast THEN 'IpAddress' ELSE i.client_ip_source END AS client_ip_source,
   CASE WHEN h._fast THEN 4::TINYINT ELSE i.ip_version END AS ip_version,
   CASE WHEN h._fast THEN regexp_replace(h.ip_address, '[.][0-9]+$', '.0/24') ELSE i.ip_prefix END AS ip_prefix,
   CASE WHEN h._fast THEN true ELSE i.ip_valid END AS ip_valid
-FROM hdr_ h
+"""
+_CLIENT_IP_JOIN = """
 LEFT JOIN ips_ i ON NOT h._fast
                 AND i.ip_address IS NOT DISTINCT FROM h.ip_address
                 AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
                 AND i.h_xff IS NOT DISTINCT FROM h.h_xff
                 AND i.h_xri IS NOT DISTINCT FROM h.h_xri
 """
+_CLIENT_IP_SQL = f"SELECT h._i, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}"
 
 _FINAL_SQL = f"""
-WITH c AS ({_CLIENT_IP_SQL}),
+WITH c AS (SELECT h.*, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}),
 j AS (
-  SELECT h.*, c.client_ip, c.client_ip_source, c.ip_version, c.ip_prefix, c.ip_valid,
+  SELECT c.*,
          a.browser_family, a.browser_version, a.os_family, a.os_version, a.device_type, a.device_name,
          g.* EXCLUDE (client_ip),
-         CASE WHEN h.event_response IN ('Success') THEN 'Pass'
-              WHEN h.event_response IN ('Failure') THEN 'Fail'
-              ELSE h.event_response END AS resp
-  FROM hdr_ h
-  JOIN c ON c._i = h._i
-  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM h.user_agent
+         CASE WHEN c.event_response IN ('Success') THEN 'Pass'
+              WHEN c.event_response IN ('Failure') THEN 'Fail'
+              ELSE c.event_response END AS resp
+  FROM c
+  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM c.user_agent
   LEFT JOIN geo_ g ON g.client_ip = c.client_ip
 )
 SELECT
