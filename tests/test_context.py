@@ -110,3 +110,13 @@ def test_ipv6_read_and_written_by_the_c_library_exactly_as_ipaddress_does():
         if ip is not None:
             net = ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False)
             assert ip_prefix(ip) == str(net), text
+
+
+def test_without_the_c_library_fast_path_addresses_are_the_same(monkeypatch):
+    import ingest.context as context
+
+    texts = ["2001:DB8::A", "2001:db8:0:1:0:0:0:1", "fe80::1%eth0", "[2001:db8::1]:443", "::ffff:81.2.69.160", "1::2::3"]
+    fast = [normalise_ip(t) for t in texts]
+    monkeypatch.setattr(context, "_c_library_agrees", lambda: False)
+    assert [normalise_ip(t) for t in texts] == fast == [_reference_normalise(t.split("%")[0].strip("[").split("]")[0])
+                                                         for t in texts]
