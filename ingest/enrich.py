@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.agent import AgentParser
-from ingest.context import ProxyPolicy, default_policy, resolve_client_ip
+from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip
 from ingest.geo import GeoResolver
 from ingest.store import scratch
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform
@@ -57,9 +57,12 @@ class Enricher:
     proxies: ProxyPolicy = field(default_factory=default_policy)
     agents: AgentParser = field(default_factory=AgentParser)
     con: duckdb.DuckDBPyConnection = field(default_factory=scratch)
+    #: client-IP resolutions kept across batches (addresses recur), by (IpAddress, Forwarded, XFF, X-Real-IP)
+    max_ip_cache: int = 100_000
 
     def __post_init__(self) -> None:
         self.con.execute("SET TimeZone='UTC'")
+        self._ip_cache: dict[tuple, ClientIP] = {}
 
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
         """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
@@ -104,8 +107,12 @@ class Enricher:
                 except duckdb.Error:
                     pass
         bad_mask = pc.is_valid(out.column("reason"))
-        good = out.filter(pc.invert(bad_mask)).select(EVENT_COLUMNS).cast(_OUT_SCHEMA)
-        bad = out.filter(bad_mask).select(["source_line", "reason", "_i"])
+        if out.column("reason").null_count == out.num_rows:  # the usual batch: nothing to filter out
+            good = out.select(EVENT_COLUMNS).cast(_OUT_SCHEMA)
+            bad = out.slice(0, 0).select(["source_line", "reason", "_i"])
+        else:
+            good = out.filter(pc.invert(bad_mask)).select(EVENT_COLUMNS).cast(_OUT_SCHEMA)
+            bad = out.filter(bad_mask).select(["source_line", "reason", "_i"]).sort_by("_i")
         bad_raw = raw.take(bad.column("_i")) if bad.num_rows else pa.array([], pa.string())
         bad = bad.drop_columns(["_i"]).append_column(RAW_COLUMN, bad_raw.cast(pa.string()))
         return good, bad
@@ -120,8 +127,15 @@ class Enricher:
         keys: dict[str, list] = {"ip_address": [], "h_forwarded": [], "h_xff": [], "h_xri": []}
         vals: dict[str, list] = {"client_ip": [], "client_ip_source": [], "ip_version": [], "ip_prefix": [],
                                  "ip_valid": []}
-        for ip, fwd, xff, xri in rows:
-            r = resolve_client_ip(ip, fwd, xff, xri, self.proxies)
+        cache = self._ip_cache
+        for key in rows:
+            ip, fwd, xff, xri = key
+            r = cache.get(key)
+            if r is None:
+                r = resolve_client_ip(ip, fwd, xff, xri, self.proxies)
+                if len(cache) >= self.max_ip_cache:
+                    cache.clear()  # bounded: start again rather than grow
+                cache[key] = r
             for k, v in zip(keys, (ip, fwd, xff, xri)):
                 keys[k].append(v)
             vals["client_ip"].append(r.ip)
@@ -225,33 +239,33 @@ FROM v
 """
 
 # every row's resolved client address: SQL's own for fast rows, Python's (ips_) for the rest
-_CLIENT_IP_SQL = """
-SELECT h._i,
+_CLIENT_IP_COLUMNS = """
   CASE WHEN h._fast THEN h.ip_address ELSE i.client_ip END AS client_ip,
   CASE WHEN h._fast THEN 'IpAddress' ELSE i.client_ip_source END AS client_ip_source,
   CASE WHEN h._fast THEN 4::TINYINT ELSE i.ip_version END AS ip_version,
   CASE WHEN h._fast THEN regexp_replace(h.ip_address, '[.][0-9]+$', '.0/24') ELSE i.ip_prefix END AS ip_prefix,
   CASE WHEN h._fast THEN true ELSE i.ip_valid END AS ip_valid
-FROM hdr_ h
+"""
+_CLIENT_IP_JOIN = """
 LEFT JOIN ips_ i ON NOT h._fast
                 AND i.ip_address IS NOT DISTINCT FROM h.ip_address
                 AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
                 AND i.h_xff IS NOT DISTINCT FROM h.h_xff
                 AND i.h_xri IS NOT DISTINCT FROM h.h_xri
 """
+_CLIENT_IP_SQL = f"SELECT h._i, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}"
 
 _FINAL_SQL = f"""
-WITH c AS ({_CLIENT_IP_SQL}),
+WITH c AS (SELECT h.*, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}),
 j AS (
-  SELECT h.*, c.client_ip, c.client_ip_source, c.ip_version, c.ip_prefix, c.ip_valid,
+  SELECT c.*,
          a.browser_family, a.browser_version, a.os_family, a.os_version, a.device_type, a.device_name,
          g.* EXCLUDE (client_ip),
-         CASE WHEN h.event_response IN ('Success') THEN 'Pass'
-              WHEN h.event_response IN ('Failure') THEN 'Fail'
-              ELSE h.event_response END AS resp
-  FROM hdr_ h
-  JOIN c ON c._i = h._i
-  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM h.user_agent
+         CASE WHEN c.event_response IN ('Success') THEN 'Pass'
+              WHEN c.event_response IN ('Failure') THEN 'Fail'
+              ELSE c.event_response END AS resp
+  FROM c
+  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM c.user_agent
   LEFT JOIN geo_ g ON g.client_ip = c.client_ip
 )
 SELECT
@@ -308,5 +322,4 @@ SELECT
     CASE WHEN h_total > $max_total AND h_long_name IS NULL THEN 'ContextData.HttpHeaders total ' || h_total || ' bytes, more than ' || $max_total END
   ), '') AS reason
 FROM j
-ORDER BY _i
 """

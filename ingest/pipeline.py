@@ -8,14 +8,28 @@ Each batch is written in one transaction (events, quarantine, labels), so a
 run killed at any moment leaves the store consistent; running it again skips
 what was committed (as duplicates) and completes the rest. A file that cannot
 be read at all gives one error naming it, and the run goes on with the others.
+
+Reading and writing overlap: while batch n is written into the store, a
+second thread reads and enriches batch n+1 (on its own in-memory DuckDB
+connections; DuckDB releases the GIL while it works). Batches are still
+written one at a time, in input order, each in its own transaction, and the
+store is handed over between them (``store.yield_turn``). An error while
+reading or enriching surfaces in the main thread at the batch where it
+happened, after every earlier batch was written, just as without a thread.
+(A third thread, reading n+2 while n+1 is enriched, was ~15 % faster on a
+quiet two-core machine but took the peak memory of 1,000,000 events to
+2,012 MiB, over the 2 GB budget; two threads peak at about 1,700 MiB.)
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
+import queue
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -125,17 +139,22 @@ def _ingest_file(
         rows = 0
         token = BYTES_READ_OBSERVER.set((lambda done: progress(path, done, rows)) if progress else None)
         try:
-            for batch in reader.read(path, options):
-                counts = _store_batch(con, batch, name, path, enricher, result.run_id)
-                rows += counts["rows_read"]
-                for k in ("rows_read", "events_added", "duplicates", "quarantined"):
-                    entry[k] += counts[k]
-                    setattr(result, k, getattr(result, k) + counts[k])
-                result.labels_added += counts["labels_added"]
-                result.reasons.update(counts["reasons"])
-                if progress:
-                    progress(path, -1, rows)
-                store.yield_turn(con)
+            prepared = in_thread(_prepared(reader.read(path, options), name, path, enricher), "read")
+            try:
+                for batch in prepared:
+                    counts = _write_batch(con, batch, result.run_id)
+                    rows += counts["rows_read"]
+                    for k in ("rows_read", "events_added", "duplicates", "quarantined"):
+                        entry[k] += counts[k]
+                        setattr(result, k, getattr(result, k) + counts[k])
+                    result.labels_added += counts["labels_added"]
+                    result.reasons.update(counts["reasons"])
+                    if progress:
+                        progress(path, -1, rows)
+                    del batch  # not kept alive while the next one is awaited (memory)
+                    store.yield_turn(con)
+            finally:
+                prepared.close()  # stops the threads still working ahead (after an error)
         finally:
             BYTES_READ_OBSERVER.reset(token)
     except InputFormatError as exc:
@@ -149,7 +168,17 @@ def _ingest_file(
         result.errors.append(msg)
 
 
-def _store_batch(con, batch, fmt: str, path: str, enricher: Enricher, run_id: str) -> dict:
+@dataclass
+class PreparedBatch:
+    """A batch ready to be written: enriched events, quarantine rows with ids, labels."""
+
+    good: pa.Table | None  # EVENT_SCHEMA
+    quarantine: pa.Table  # QUARANTINE_SCHEMA + quarantine_id
+    labels: pa.Table | None
+
+
+def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher) -> PreparedBatch:
+    """Everything of a batch that does not touch the store (runs ahead of the writer)."""
     good, bad = enricher.run(batch.events, fmt, path) if batch.events.num_rows else (None, None)
     q = batch.quarantine
     if bad is not None and bad.num_rows:
@@ -160,7 +189,24 @@ def _store_batch(con, batch, fmt: str, path: str, enricher: Enricher, run_id: st
     if q.num_rows:
         q = q.set_column(0, "source_format", pa.array([fmt] * q.num_rows, pa.string()))
         q = q.set_column(1, "source_file", pa.array([path] * q.num_rows, pa.string()))
-        q = with_quarantine_ids(q)
+    q = with_quarantine_ids(q)
+    return PreparedBatch(good if good is not None and good.num_rows else None, q, batch.labels)
+
+
+def _prepared(batches: Iterator, fmt: str, path: str, enricher: Enricher) -> Iterator[PreparedBatch]:
+    try:
+        for batch in batches:
+            prepared = _prepare_batch(batch, fmt, path, enricher)
+            del batch  # the read batch is not needed once prepared (memory)
+            yield prepared
+            del prepared
+    finally:
+        batches.close()
+
+
+def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
+    """Write one prepared batch in one transaction; its counts."""
+    good, q = batch.good, batch.quarantine
     good_rows = good.num_rows if good is not None else 0
     con.execute("BEGIN TRANSACTION")
     try:
@@ -180,6 +226,72 @@ def _store_batch(con, batch, fmt: str, path: str, enricher: Enricher, run_id: st
         "labels_added": labels,
         "reasons": Counter(reason_key(r) for r in q.column("reason").to_pylist()),
     }
+
+
+_DONE = object()
+
+
+def in_thread(items: Iterable, name: str) -> Iterator:
+    """Yield ``items`` in order while a thread computes the next one ahead (one at most).
+
+    The thread runs in a copy of the caller's context (so context variables such
+    as the progress observer hold there too). An exception raised while computing
+    an item is raised here, in the caller's thread, in its place. Closing the
+    returned generator (or an error in the caller) stops the thread and closes
+    ``items`` in it.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            # wait until the consumer has taken it: at most one item computed ahead
+            with handoff.all_tasks_done:
+                while handoff.unfinished_tasks and not stop.is_set():
+                    handoff.all_tasks_done.wait(0.1)
+            return not stop.is_set()
+        return False
+
+    def produce() -> None:
+        it = iter(items)
+        try:
+            for item in it:
+                if not put((item, None)):
+                    return
+                del item  # handed over: not kept alive here while the next one is computed
+            put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((None, exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    ctx = contextvars.copy_context()
+    worker = threading.Thread(target=ctx.run, args=(produce,), name=f"riskgate-ingest-{name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item, exc = handoff.get(timeout=0.5)
+            except queue.Empty:
+                if not worker.is_alive() and handoff.empty():
+                    raise RuntimeError(f"the ingest {name} thread ended without a result") from None
+                continue
+            handoff.task_done()
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+            del item  # not kept alive here while the next one is awaited
+    finally:
+        stop.set()
+        worker.join()
 
 
 def total_size(paths: Sequence[str]) -> int:

@@ -355,11 +355,18 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
               if dedup else "_rg_new_events")
     con.register("_rg_new_events", table)
     try:
+        # Usually no id of the batch is stored yet: one probe of the stored ids against the batch's
+        # (a hash of the batch's ids) says so, and the rows go in without an anti join against every
+        # stored id (which hashed the whole events.event_id column on each batch).
+        stored = con.execute(
+            "SELECT count(*) FROM events WHERE event_id IN (SELECT event_id FROM _rg_new_events)"
+        ).fetchall()[0][0]
+        new_only = "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)" if stored else ""
         res = con.execute(
             f"""INSERT INTO events ({_EVENT_COLS_SQL}, ingest_run_id, ingested_at)
                 SELECT {", ".join("n." + quote_ident(c) for c in EVENT_COLUMNS)}, ?, ?
                 FROM {source} n
-                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)""",
+                {new_only}""",
             [run_id, datetime.now(timezone.utc)],
         ).fetchall()
     finally:

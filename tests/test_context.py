@@ -67,3 +67,56 @@ def test_normalise_ip():
     assert normalise_ip(" [2001:db8::1]:443 ") == "2001:db8::1"
     assert normalise_ip("1.2.3") is None
     assert normalise_ip("x" * 1000) is None
+
+
+def _reference_normalise(text):
+    """normalise_ip as written with the standard library alone (ipaddress parses and prints)."""
+    import ipaddress
+
+    s = text.strip().strip('"')
+    if s.count(":") == 1 and "." in s:
+        s = s.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(s)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def test_ipv6_read_and_written_by_the_c_library_exactly_as_ipaddress_does():
+    import ipaddress
+    import random
+
+    from ingest.context import ip_prefix, parse_ip
+
+    rnd = random.Random(5)
+    texts = ["::", "::1", "1::", "1:2:3:4:5:6:7::", "::1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3", ":1::",
+             "12345::1", "::ffff:1:2", "::ffff:0:0", "0:0:0:0:0:ffff:102:304", "2001:DB8::A", "fe80::1", "fc00::",
+             "1:0:0:1:0:0:0:1", "1:0:0:0:1:0:0:1", "0:0:1::", "::1:0:0", "1:2:3:4:5:6:7:8", ":::", "1:", ":1"]
+    for _ in range(20000):
+        groups = [rnd.choice([0, 0, 0, 1, 0xFFFF, rnd.randrange(1 << 16)]) for _ in range(8)]
+        text = ":".join(rnd.choice(["%x", "%04x", "%X"]) % g for g in groups)
+        if rnd.random() < 0.5:
+            text = str(ipaddress.IPv6Address(":".join("%x" % g for g in groups)))
+        if rnd.random() < 0.05:  # something broken
+            k = rnd.randrange(len(text))
+            text = text[:k] + rnd.choice([":", "::", "g", "0", ""]) + text[k + 1:]
+        texts.append(text)
+    for text in texts:
+        assert normalise_ip(text) == _reference_normalise(text), text
+        ip = parse_ip(text)
+        if ip is not None:
+            net = ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False)
+            assert ip_prefix(ip) == str(net), text
+
+
+def test_without_the_c_library_fast_path_addresses_are_the_same(monkeypatch):
+    import ingest.context as context
+
+    texts = ["2001:DB8::A", "2001:db8:0:1:0:0:0:1", "fe80::1%eth0", "[2001:db8::1]:443", "::ffff:81.2.69.160", "1::2::3"]
+    fast = [normalise_ip(t) for t in texts]
+    monkeypatch.setattr(context, "_c_library_agrees", lambda: False)
+    assert [normalise_ip(t) for t in texts] == fast == [_reference_normalise(t.split("%")[0].strip("[").split("]")[0])
+                                                         for t in texts]

@@ -27,7 +27,7 @@ from ingest.errors import InputFormatError
 from ingest.schema import QUARANTINE_SCHEMA, SOURCE_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_BATCH_ROWS = 122_880  # one DuckDB row group: each batch is written as whole row groups
 #: A raw row longer than this is stored truncated in quarantine (the reason says so).
 MAX_RAW_CHARS = 4096
 #: The column carrying each row's raw text beside the canonical columns (dropped before storing).
@@ -235,47 +235,92 @@ LINE_BLOCK_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class LineBatch:
-    """Up to ``batch_rows`` non-blank, valid UTF-8 lines as an Arrow array (zero-copy over the read block).
+    """Up to ``batch_rows`` non-blank, valid UTF-8 lines as Arrow arrays (zero-copy over the read blocks;
+    chunked when a batch spans blocks).
 
     Each string keeps its line terminator (JSON parsers ignore it).
     Lines that are not UTF-8 are already in ``quarantine`` (as (line, reason, raw bytes)).
     """
 
-    lines: pa.Array  # int64 line numbers
-    texts: pa.Array  # string
+    lines: pa.Array | pa.ChunkedArray  # int64 line numbers
+    texts: pa.Array | pa.ChunkedArray  # string
     quarantine: list[tuple[int, str, bytes]]
 
 
-
 def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[LineBatch]:
-    """Stream a text file as Arrow string arrays of lines, with 1-based physical line numbers.
+    """Stream a text file as batches of exactly ``batch_rows`` lines (the last may be shorter),
+    with 1-based physical line numbers.
 
-    Reads blocks of 16 MiB, splits them on newlines with numpy and wraps the bytes in Arrow
-    arrays without copying; memory stays bounded by the block and batch sizes.
+    A batch may span several read blocks (its arrays are then chunked, still without copying):
+    batches as large as asked keep the store's writes in whole row groups, which is much cheaper
+    than many small appends. Bad (not UTF-8) lines travel with the batch being filled when their
+    block was read, so each is counted once.
+    """
+    lines: list[pa.Array] = []
+    texts: list[pa.Array] = []
+    bad: list[tuple[int, str, bytes]] = []
+    n = 0
+    for lb in _iter_block_line_arrays(path, batch_rows):
+        bad.extend(lb.quarantine)
+        at, size = 0, len(lb.texts)
+        while at < size:
+            take = min(batch_rows - n, size - at)
+            lines.append(lb.lines.slice(at, take))
+            texts.append(lb.texts.slice(at, take))
+            n += take
+            at += take
+            if n == batch_rows:
+                yield _line_batch(lines, texts, bad)
+                lines, texts, bad, n = [], [], [], 0
+    if n or bad:
+        yield _line_batch(lines, texts, bad)
+
+
+def _line_batch(lines: list[pa.Array], texts: list[pa.Array], bad: list[tuple[int, str, bytes]]) -> LineBatch:
+    if len(texts) == 1:
+        return LineBatch(lines[0], texts[0], bad)
+    if not texts:
+        return LineBatch(pa.array([], pa.int64()), pa.array([], pa.string()), bad)
+    return LineBatch(pa.chunked_array(lines, pa.int64()), pa.chunked_array(texts, texts[0].type), bad)
+
+
+def _iter_block_line_arrays(path: str | os.PathLike, batch_rows: int) -> Iterator[LineBatch]:
+    """The lines of each read block (of LINE_BLOCK_BYTES), in slices of at most ``batch_rows``.
+
+    Splits blocks on newlines with numpy and wraps the bytes in Arrow arrays without copying;
+    memory stays bounded by the block and batch sizes.
     """
     with open_binary(path) as fh:
         carry = b""
         line_no = 1
         while True:
+            # each block is read into its own buffer (the arrays of its lines keep it alive): no copies
+            block = bytearray(len(carry) + LINE_BLOCK_BYTES)
+            block[: len(carry)] = carry
+            view = memoryview(block)
+            size = len(carry)
             try:
-                block = fh.read(LINE_BLOCK_BYTES)
+                while size < len(block):
+                    got = fh.readinto(view[size:])
+                    if not got:
+                        break
+                    size += got
             except (OSError, EOFError) as exc:
                 raise InputFormatError(f"cannot read past line {line_no}: {exc}", source=str(path)) from exc
-            if not block:
+            if size == len(carry):  # end of input
                 if carry:
                     yield from _split_block(carry + b"\n", line_no, batch_rows)
                 return
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
+            cut = block.rfind(b"\n", 0, size)
             if cut < 0:
-                carry = data
+                carry = bytes(view[:size])
                 continue
-            body, carry = data[: cut + 1], data[cut + 1 :]
-            yield from _split_block(body, line_no, batch_rows)
-            line_no += body.count(b"\n")
+            carry = bytes(view[cut + 1 : size])
+            line_no += yield from _split_block(view[: cut + 1], line_no, batch_rows)
 
 
-def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
+def _split_block(body: bytes | memoryview, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
+    """The lines of ``body`` (which ends with a newline); returns how many lines it had."""
     buf = np.frombuffer(body, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)  # index of each '\n'
     starts = np.empty_like(ends)
@@ -291,22 +336,22 @@ def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[Line
     keep = content > 0
     short = np.flatnonzero(keep & (content < 8))
     for i in short:  # whitespace-only lines are blank too
-        if not body[starts[i] : starts[i] + content[i]].strip():
+        if not bytes(body[starts[i] : starts[i] + content[i]]).strip():
             keep[i] = False
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[:-1] = starts
+    offsets[-1] = len(body)
+    all_texts = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(body))
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
+        all_texts.validate(full=True)  # UTF-8 of the whole block (lines split at ASCII newlines)
+    except pa.ArrowInvalid:
         for i in np.flatnonzero(keep):
-            raw = body[starts[i] : starts[i] + content[i]]
+            raw = bytes(body[starts[i] : starts[i] + content[i]])
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 bad.append((int(line_numbers[i]), f"not UTF-8: invalid byte at position {exc.start}", raw))
                 keep[i] = False
-    offsets = np.empty(len(ends) + 1, dtype=np.int64)
-    offsets[:-1] = starts
-    offsets[-1] = len(body)
-    all_texts = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(body))
     all_lines = pa.array(line_numbers)
     if not keep.all():
         taken = pa.array(np.flatnonzero(keep), pa.int64())
@@ -315,8 +360,9 @@ def _split_block(body: bytes, first_line: int, batch_rows: int) -> Iterator[Line
     if n == 0:
         if bad:
             yield LineBatch(pa.array([], pa.int64()), pa.array([], pa.string()), bad)
-        return
+        return len(ends)
     for b0 in range(0, n, batch_rows):
         texts = all_texts.slice(b0, batch_rows)
         # every bad line of the block travels with its first batch, so each is counted once
         yield LineBatch(all_lines.slice(b0, batch_rows), texts, bad if b0 == 0 else [])
+    return len(ends)

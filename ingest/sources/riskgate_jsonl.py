@@ -84,6 +84,7 @@ class RiskgateJsonl:
                     _refuse_if_not_json_lines(path, batch)
                 first = False
                 yield batch
+                del batch, lb  # not kept alive while the next batch is read (memory)
         finally:
             con.close()
 

@@ -1,0 +1,176 @@
+"""Batching and overlap in ingest: whatever the batch and block sizes, the same events and quarantine.
+
+Batches fill to ``--batch-rows`` across read blocks (chunked arrays), a thread reads and
+enriches ahead of the writer, and JSON strings in header items are unquoted without a parse
+unless they hold an escape. None of that may change a stored value, a reason or a count.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import duckdb
+import pytest
+
+from ingest import pipeline, store
+from ingest.enrich import Enricher
+from ingest.geo import GeoResolver
+from ingest.sources import base
+from ingest.sources.base import ReaderOptions, iter_line_arrays
+from tests.events_gen import UA, event, many
+from tests.geo_fixtures import build
+
+ESCAPED_UA = 'Mozilla/5.0 "quoted" \u00e9\u20ac \U0001F600 a/b\\c \t end'
+
+
+def _ctx(i, **over):
+    return {**event(i)["ContextData"], **over}
+
+
+def mixed_lines() -> list[bytes]:
+    """Valid events among malformed JSON, wrong types, huge lines, blank lines and bytes that are not UTF-8."""
+    good = [json.dumps(e).encode() for e in many(60)]
+    special = [
+        b'{"Username": "a", "EventType": ',  # malformed JSON
+        json.dumps(event(1001, EventType=5)).encode(),  # wrong type
+        json.dumps(event(1002, ContextData="10.0.0.1")).encode(),
+        json.dumps(event(1003, ContextData=_ctx(1003, HttpHeaders=[{"headerName": "User-Agent", "headerValue": 42}]))).encode(),
+        json.dumps(event(1004, ContextData=_ctx(1004, HttpHeaders=[
+            {"headerName": "User-Agent", "headerValue": UA}, {"headerName": "X-Junk", "headerValue": "x" * 40_000}]))).encode(),
+        json.dumps(event(1005, ContextData=_ctx(1005, HttpHeaders=[
+            {"headerName": "User-Agent", "headerValue": UA}, {"headerName": "X-Big", "headerValue": "y" * 9_000}]))).encode(),
+        json.dumps(event(1006, ContextData=_ctx(1006, HttpHeaders=[
+            {"headerName": "User-Agent", "headerValue": ESCAPED_UA}, {"headerName": 'Na"me', "headerValue": "a\nb"},
+            {"headerName": "Accept-Language", "headerValue": ""}]))).encode(),
+        json.dumps(event(1007, ChallengeResponses=[{"ChallengeName": "Pass\\/word", "ChallengeResponse": "Success"}]),
+                   ensure_ascii=False).encode(),
+        json.dumps(event(1008, Extra={"k": [1, 2]})).encode(),  # unknown key, kept in extra
+        b'{"EventId": "dk-1", "Username": "u", "Username": "v", "EventType": "SignIn", "EventResponse": "Pass", '
+        b'"CreationDate": "2026-01-01T00:00:00Z"}',  # duplicate key
+        b'{"EventId": "dk-2", "Username": "u", "Other": 1, "Other": 2, "EventType": "SignIn", "EventResponse": "Pass", '
+        b'"CreationDate": "2026-01-01T00:00:00Z"}',  # duplicate unknown key
+        b'{"Username": "\xff\xfe"}',  # not UTF-8
+        b"[1, 2, 3]",
+        b"",
+        b"   ",
+        json.dumps(event(3)).encode(),  # a duplicate of an earlier event
+    ]
+    out = list(good)
+    for k, line in enumerate(special):
+        out.insert(3 + k * 4, line)
+    return out
+
+
+def _ingest(tmp_path, name, data: bytes, batch_rows: int):
+    src = tmp_path / "mixed.jsonl"
+    src.write_bytes(data)
+    city, asn = build(tmp_path)
+    con = store.connect(tmp_path / f"{name}.duckdb")
+    try:
+        result = pipeline.ingest_paths(con, [str(src)], options=ReaderOptions(batch_rows=batch_rows),
+                                       enricher=Enricher(geo=GeoResolver(str(city), str(asn))))
+        events = con.execute("SELECT * EXCLUDE (ingest_run_id, ingested_at) FROM events ORDER BY event_id").fetchall()
+        quarantine = con.execute(
+            "SELECT * EXCLUDE (ingest_run_id, quarantined_at) FROM quarantine ORDER BY source_line").fetchall()
+        headers = dict(con.execute("SELECT event_id, http_headers FROM events").fetchall())
+        challenges = dict(con.execute("SELECT event_id, challenge_responses FROM events").fetchall())
+    finally:
+        con.close()
+    counts = (result.rows_read, result.events_added, result.duplicates, result.quarantined)
+    assert result.rows_read == result.events_added + result.duplicates + result.quarantined
+    assert not result.errors
+    return counts, events, quarantine, headers, challenges
+
+
+def test_batch_and_block_sizes_change_nothing_stored(tmp_path, monkeypatch):
+    data = b"\n".join(mixed_lines()) + b"\r\n" + json.dumps(event(2000)).encode()  # CRLF, no final newline
+    whole = _ingest(tmp_path, "whole", data, batch_rows=1_000_000)  # one batch, one block
+    monkeypatch.setattr(base, "LINE_BLOCK_BYTES", 4096)  # lines longer than a block, batches across blocks
+    for batch_rows in (1, 7, 64):
+        small = _ingest(tmp_path, f"small{batch_rows}", data, batch_rows=batch_rows)
+        assert small[0] == whole[0]
+        assert small[1] == whole[1]
+        assert small[2] == whole[2]
+    counts, _, quarantine, headers, challenges = whole
+    assert counts == (75, 67, 1, 7)  # 77 lines, 2 blank; 7 bad; event 3 twice
+    reasons = {line: reason for _, _, line, reason, *_ in quarantine}
+    assert any(r.startswith("malformed JSON: Expecting value") for r in reasons.values())
+    assert "EventType must be a string, got a number" in reasons.values()
+    assert "not UTF-8: invalid byte at position 14" in reasons.values()
+    assert 'header "X-Junk" is 40000 bytes, more than 16384' in reasons.values()
+    # strings with escapes come out exactly as a JSON parser reads them
+    assert headers["ev-0001006"] == [{"header_name": "User-Agent", "header_value": ESCAPED_UA},
+                                     {"header_name": 'Na"me', "header_value": "a\nb"},
+                                     {"header_name": "Accept-Language", "header_value": ""}]
+    assert challenges["ev-0001007"] == [{"challenge_name": "Pass\\/word", "challenge_response": "Success"}]
+    assert len(headers["ev-0001005"][1]["header_value"]) == 9_000
+
+
+def test_line_batches_fill_up_across_blocks_with_their_physical_line_numbers(tmp_path, monkeypatch):
+    lines = [b'{"n": %d}' % i if i % 5 else b"" for i in range(1, 301)]  # every fifth line blank
+    lines[10] = b'{"long": "' + b"z" * 10_000 + b'"}'
+    lines[20] = b"\xff not utf-8"
+    f = tmp_path / "lines.txt"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(base, "LINE_BLOCK_BYTES", 1000)
+    batches = list(iter_line_arrays(f, 50))
+    assert [len(b.texts) for b in batches] == [50, 50, 50, 50, 39]
+    got = [(n, t.rstrip("\n")) for b in batches for n, t in zip(b.lines.to_pylist(), b.texts.to_pylist())]
+    want = [(i + 1, line.decode()) for i, line in enumerate(lines) if line and i != 20]
+    assert got == want
+    assert [q[:2] for b in batches for q in b.quarantine] == [(21, "not UTF-8: invalid byte at position 0")]
+
+
+def test_in_thread_keeps_order_and_raises_an_error_where_it_happened():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("bad third item")
+
+    got = []
+    with pytest.raises(ValueError, match="bad third item"):
+        for x in pipeline.in_thread(items(), "test"):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_in_thread_stops_and_closes_its_source_when_the_consumer_stops():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    gen = pipeline.in_thread(endless(), "test")
+    assert [next(gen), next(gen), next(gen)] == [1, 2, 3]
+    gen.close()
+    assert closed.wait(5)
+    assert not any(t.name == "riskgate-ingest-test" for t in threading.enumerate())
+
+
+def test_an_error_in_the_writer_stops_the_reading_thread(tmp_path, monkeypatch):
+    src = tmp_path / "a.jsonl"
+    src.write_text("\n".join(json.dumps(e) for e in many(50)) + "\n")
+    city, asn = build(tmp_path)
+    calls = []
+
+    def failing_write(con, batch, run_id):
+        calls.append(batch)
+        raise duckdb.IOException("disk full")
+
+    monkeypatch.setattr(pipeline, "_write_batch", failing_write)
+    con = store.connect(tmp_path / "s.duckdb")
+    try:
+        result = pipeline.ingest_paths(con, [str(src)], options=ReaderOptions(batch_rows=10),
+                                       enricher=Enricher(geo=GeoResolver(str(city), str(asn))))
+    finally:
+        con.close()
+    assert len(calls) == 1 and result.rows_read == 0
+    assert result.errors and "disk full" in result.errors[0]
+    assert not any(t.name.startswith("riskgate-ingest-") for t in threading.enumerate())
