@@ -208,6 +208,15 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
     return int(res[0][0]) if res else 0
 
 
+def existing_event_ids(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str]) -> set[str]:
+    """Which of ``event_ids`` are stored already."""
+    con.register("_rg_event_ids_q", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
+    try:
+        return {r[0] for r in con.execute("SELECT event_id FROM events SEMI JOIN _rg_event_ids_q USING (event_id)").fetchall()}
+    finally:
+        con.unregister("_rg_event_ids_q")
+
+
 def insert_quarantine(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
     """Record quarantined rows (QUARANTINE_SCHEMA + quarantine_id); a row seen before is not repeated."""
     if table.num_rows == 0:
