@@ -135,6 +135,7 @@ def _ingest_file(
                 result.reasons.update(counts["reasons"])
                 if progress:
                     progress(path, -1, rows)
+                store.yield_turn(con)
         finally:
             BYTES_READ_OBSERVER.reset(token)
     except InputFormatError as exc:

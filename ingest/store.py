@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ingest import lease
 from ingest.errors import StoreError
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, LABEL_SCHEMA, QUARANTINE_SCHEMA
 
@@ -150,25 +152,180 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration]) -> 
     return applied
 
 
-def connect(db: str | os.PathLike | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating and migrating on first use) the store at ``db``.
+class Store:
+    """An open store: a DuckDB connection (every method forwarded) that takes turns with other processes.
 
-    ``":memory:"`` gives a throw-away store for tests.
+    ``connect`` waits for this process's turn on the file (``ingest.lease``).
+    A long-running writer calls ``yield_if_wanted()`` at points where it has
+    nothing in flight (between chunks, between requests): when another
+    process waits, the file is closed, the waiting processes take their turn,
+    and the file is opened again behind the same object. Registered views
+    and cursors taken before a hand-over are gone after it.
+    Use as a context manager, or ``close()``, to give the turn back early.
+    """
+
+    def __init__(self, path: str, read_only: bool, wait: float, migrations: Sequence[Migration]):
+        self._path = path
+        self._read_only = read_only
+        self._wait = wait
+        self._migrations = tuple(migrations)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._turn = None if path == ":memory:" else lease.turn_for(path)
+        self._open()
+
+    # -- opening and closing ------------------------------------------------------
+
+    def _open(self) -> None:
+        turn = self._turn
+        if turn is not None:
+            with turn._mutex:
+                if turn.held and turn.exclusive == self._read_only:
+                    raise StoreError(
+                        "this process already has the store open "
+                        + ("read-write" if turn.exclusive else "read-only")
+                        + "; close that connection first",
+                        source=self._path,
+                    )
+                if not turn.held:
+                    turn.acquire(exclusive=not self._read_only, wait=self._wait)
+                turn.refs += 1
+        try:
+            self._con = _open_duckdb(self._path, self._read_only, self._wait)
+            for stmt in SESSION_SETTINGS:
+                self._con.execute(stmt)
+            if not self._read_only:
+                migrate(self._con, self._migrations)
+        except BaseException:
+            self._close_connection()
+            raise
+
+    def _close_connection(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                con.close()
+            except duckdb.Error:
+                pass
+        turn = self._turn
+        if turn is not None:
+            with turn._mutex:
+                turn.refs -= 1
+                if turn.refs <= 0:
+                    turn.refs = 0
+                    turn.release()
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._close_connection()
+
+    @property
+    def closed(self) -> bool:
+        return self._con is None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getattr__(self, name: str):
+        con = self.__dict__.get("_con")
+        if con is None:
+            raise StoreError("the store connection is closed", source=self.__dict__.get("_path"))
+        return getattr(con, name)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._con is None else ("read-only" if self._read_only else "read-write")
+        return f"<riskgate Store {self._path} {state}>"
+
+    # -- taking turns ---------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def wanted(self) -> bool:
+        """Whether another process waits for this store file."""
+        return self._turn is not None and self._con is not None and self._turn.wanted()
+
+    def held_for(self) -> float:
+        """Seconds since this process took its current turn."""
+        return 0.0 if self._turn is None else time.monotonic() - self._turn.since
+
+    def handover(self) -> bool:
+        """Close the file, let the processes waiting now have their turn, open it again.
+
+        Returns False (and does nothing) when other connections of this process
+        share the turn: they would keep the file open.
+        """
+        turn = self._turn
+        if turn is None or self._con is None:
+            return False
+        with turn._mutex:
+            if turn.refs != 1:
+                return False
+            self._close_connection()
+            turn.let_waiters_in(self._wait)
+            self._open()
+        return True
+
+    def yield_if_wanted(self, min_hold: float = 0.0) -> bool:
+        """Hand the store over if another process waits and this one has held it ``min_hold`` seconds."""
+        if self.held_for() >= min_hold and self.wanted():
+            return self.handover()
+        return False
+
+
+def yield_turn(con) -> bool:
+    """At a point with nothing in flight: let a process waiting for the store have its turn.
+
+    A no-op for plain DuckDB connections (in-memory work, tests).
+    """
+    hand_over = getattr(con, "yield_if_wanted", None)
+    return bool(hand_over()) if hand_over is not None else False
+
+
+def _open_duckdb(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retrying briefly while a process that gave up its turn still closes the file."""
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.Error as exc:
+            retry = "lock" in str(exc).lower() and time.monotonic() < deadline
+            if not retry:
+                raise StoreError(f"cannot open the store: {exc}", source=path) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+def connect(
+    db: str | os.PathLike | None = None,
+    *,
+    read_only: bool = False,
+    wait: float | None = None,
+    migrations: Sequence[Migration] | None = None,
+) -> Store:
+    """Open (creating and migrating on first use) the store at ``db``, waiting for this process's turn.
+
+    ``":memory:"`` gives a throw-away store for tests. ``wait`` (default
+    ``$RISKGATE_STORE_WAIT``, else 300 s) bounds the wait while another
+    process holds the file.
     """
     path = resolve_db_path(db)
     if path != ":memory:":
         parent = Path(path).expanduser().resolve().parent
         if not parent.exists():
             raise StoreError(f"folder {parent} does not exist", source=path)
-    try:
-        con = duckdb.connect(path, read_only=read_only)
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot open the store: {exc}", source=path) from exc
-    for stmt in SESSION_SETTINGS:
-        con.execute(stmt)
-    if not read_only:
-        migrate(con, MIGRATIONS)
-    return con
+    return Store(path, read_only, lease.default_wait() if wait is None else wait,
+                 MIGRATIONS if migrations is None else migrations)
 
 
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -30,6 +30,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ingest import store as ingest_store
 from ingest.store import Migration
 
 MIGRATIONS = (
@@ -369,6 +370,7 @@ def score_events(
                     agg[k] = agg.get(k, 0) + int(v)
             if progress:
                 progress(result.events_scored, total)
+            ingest_store.yield_turn(con)
         status = "completed"
     finally:
         con.execute(

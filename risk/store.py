@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 
-import duckdb
-
 from ingest import store as ingest_store
 from ingest.store import Migration
 
@@ -40,9 +38,10 @@ def risk_migrations() -> list[Migration]:
     return out
 
 
-def connect(db: str | os.PathLike | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the store with every ingest and risk table migrated."""
-    con = ingest_store.connect(db, read_only=read_only)
-    if not read_only:
-        ingest_store.migrate(con, risk_migrations())
-    return con
+def connect(
+    db: str | os.PathLike | None = None, *, read_only: bool = False, wait: float | None = None
+) -> ingest_store.Store:
+    """Open the store with every ingest and risk table migrated (see ``ingest.store.connect``)."""
+    return ingest_store.connect(
+        db, read_only=read_only, wait=wait, migrations=(*ingest_store.MIGRATIONS, *risk_migrations())
+    )

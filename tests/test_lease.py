@@ -1,0 +1,159 @@
+"""Processes taking turns over one store file (ingest.lease, ingest.store.Store): real processes, real locks."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest import store
+from ingest.errors import StoreError
+
+ROOT = Path(__file__).resolve().parent.parent
+RISKGATE_BIN = str(Path(sys.executable).parent / "riskgate")
+
+
+def spawn(code: str, *args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen, expected: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == expected:
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"child ended before {expected!r}: {proc.stderr.read()}")
+    raise AssertionError(f"no {expected!r} within {timeout} s")
+
+
+WRITER = """
+    import sys, time
+    from ingest import store
+    con = store.connect(sys.argv[1])
+    con.execute("CREATE TABLE IF NOT EXISTS ticks (n INTEGER)")
+    print("holding", flush=True)
+    n = handovers = 0
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        con.execute("INSERT INTO ticks VALUES (?)", [n]).fetchall()
+        n += 1
+        handovers += con.yield_if_wanted()
+        time.sleep(0.01)
+    count = con.execute("SELECT count(*) FROM ticks").fetchall()[0][0]
+    con.close()
+    print(n, count, handovers, flush=True)
+"""
+
+
+def test_a_waiting_process_gets_its_turn_and_the_yielding_writer_goes_on(tmp_path):
+    db = tmp_path / "s.duckdb"
+    writer = spawn(WRITER, db, 4)
+    wait_for_line(writer, "holding")
+    t0 = time.monotonic()
+    with store.connect(db, read_only=True, wait=10) as con:
+        assert time.monotonic() - t0 < 3
+        seen = con.execute("SELECT count(*) FROM ticks").fetchall()[0][0]
+    with store.connect(db, wait=10) as con:  # a writer's turn too
+        con.execute("INSERT INTO ticks VALUES (-1)").fetchall()
+    out, err = writer.communicate(timeout=30)
+    assert writer.returncode == 0, err
+    n, count, handovers = map(int, out.split())
+    assert seen >= 1
+    assert handovers in (1, 2)  # the two visits may fall in one turn
+    assert count == n + 1  # every insert of both processes is there, none lost in the hand-overs
+
+
+def test_a_holder_that_never_yields_makes_the_wait_fail_naming_it(tmp_path):
+    db = tmp_path / "s.duckdb"
+    holder = spawn("""
+        import sys, time
+        from ingest import store
+        con = store.connect(sys.argv[1])
+        print("holding", flush=True)
+        time.sleep(60)
+    """, db)
+    try:
+        wait_for_line(holder, "holding")
+        t0 = time.monotonic()
+        with pytest.raises(StoreError) as err:
+            store.connect(db, wait=0.5)
+        assert 0.4 < time.monotonic() - t0 < 5
+        assert f"pid {holder.pid}" in str(err.value) and "RISKGATE_STORE_WAIT" in str(err.value)
+        # The holder dies: the kernel frees its turn, nothing stays locked.
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with store.connect(db, wait=5) as con:
+            assert con.execute("SELECT 1").fetchall() == [(1,)]
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_connections_of_one_process_share_its_turn(tmp_path):
+    db = tmp_path / "s.duckdb"
+    a = store.connect(db)
+    b = store.connect(db, wait=0)  # no wait: the process already has its turn
+    b.execute("CREATE TABLE t (x INTEGER)")
+    assert a.handover() is False  # b would keep the file open
+    b.close()
+    with pytest.raises(StoreError, match="already has the store open read-write"):
+        store.connect(db, read_only=True, wait=0)
+    assert a.yield_if_wanted() is False  # nobody waits
+    assert a.handover() is True  # alone: closes and reopens, same object still works
+    assert a.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+    a.close()
+    with pytest.raises(StoreError, match="closed"):
+        a.execute("SELECT 1")
+    # Turn given back: another process may open the file at once.
+    probe = subprocess.run([sys.executable, "-c", "import sys; from ingest import store; store.connect(sys.argv[1], wait=0).close()",
+                            str(db)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+
+
+def test_store_wait_setting_is_validated(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKGATE_STORE_WAIT", "soon")
+    with pytest.raises(StoreError, match="RISKGATE_STORE_WAIT must be a number"):
+        store.connect(tmp_path / "s.duckdb")
+
+
+@pytest.mark.slow
+def test_the_store_can_be_read_while_riskgate_score_runs(tmp_path):
+    """A real `riskgate score` in small chunks hands the store over between chunks; reads get through."""
+    db = tmp_path / "s.duckdb"
+    env = {**os.environ, "RISKGATE_DB": str(db)}
+
+    def rg(*args):
+        done = subprocess.run([RISKGATE_BIN, *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+
+    rg("synth", "--users", 40, "--days", 20, "--seed", 5, "--out", tmp_path / "ev.jsonl")
+    rg("ingest", tmp_path / "ev.jsonl")
+    rg("train")
+    from risk import store as risk_store
+
+    with risk_store.connect(db) as con:
+        total = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    scoring = subprocess.Popen([RISKGATE_BIN, "score", "--chunk-rows", "100"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    counts = []
+    try:
+        while scoring.poll() is None and len(counts) < 5:
+            with risk_store.connect(db, read_only=True, wait=30) as con:
+                counts.append(con.execute("SELECT count(*) FROM assessments").fetchall()[0][0])
+            time.sleep(0.05)
+        out, err = scoring.communicate(timeout=300)
+    finally:
+        scoring.kill()
+    assert scoring.returncode == 0, err
+    assert counts and counts == sorted(counts) and counts[0] < total
+    with risk_store.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM assessments").fetchall() == [(total, total)]
