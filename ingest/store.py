@@ -374,6 +374,12 @@ def existing_event_ids(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str])
         con.unregister("_rg_event_ids_q")
 
 
+def event_username(con: duckdb.DuckDBPyConnection, event_id: str) -> str | None:
+    """The username of a stored event (None when there is no such event)."""
+    rows = con.execute("SELECT username FROM events WHERE event_id = ? LIMIT 1", [event_id]).fetchall()
+    return rows[0][0] if rows else None
+
+
 def insert_quarantine(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
     """Record quarantined rows (QUARANTINE_SCHEMA + quarantine_id); a row seen before is not repeated."""
     if table.num_rows == 0:

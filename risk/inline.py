@@ -65,6 +65,7 @@ class InlineRequest:
 
     record: dict
     password: str | None = field(default=None, repr=False)
+    want_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class DueNotification:
 class InlineResult:
     assessment: dict
     duplicate: bool = False
+    features: dict | None = None  # the event's features, when asked for and computed now
 
 
 class InlineScorer:
@@ -203,6 +205,7 @@ class InlineScorer:
         ctx = self.context
         todo = [i for i in dict.fromkeys(ids) if i not in rs.assessments_for(con, ids)]
         due: list[DueNotification] = []
+        feature_rows: dict[str, dict] = {}
         if todo:
             feats = compute_features(con, event_ids=todo)
             events = rs.events_to_assess(con, feats)
@@ -210,6 +213,11 @@ class InlineScorer:
             table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
             table = table.append_column(
                 "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC")))
+            if any(r.want_features for r in requests):
+                from risk.signals import FEATURE_COLUMNS
+
+                feature_rows = {row["event_id"]: {c: row[c] for c in FEATURE_COLUMNS}
+                                for row in feats.select(["event_id", *FEATURE_COLUMNS]).to_pylist()}
             rs._write(con, table)
             rs._apply_resets(con, table, events)
             for ev, name, template, notify_config in rs.due_notifications(ctx, table):
@@ -217,7 +225,8 @@ class InlineScorer:
                 due.append(DueNotification(ev, name, template, notify_config, recipient))
         rows = rs.assessments_for(con, ids)
         for k, line in enumerate(good.column("source_line").to_pylist()):
-            out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing)
+            out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing,
+                                         features=feature_rows.get(ids[k]) if requests[line - 1].want_features else None)
         return out, due
 
 
