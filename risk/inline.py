@@ -15,9 +15,12 @@ while the previous handful is being assessed) and runs exactly the steps of
    ``compromised_credentials`` and a ``credential_checks`` row);
 3. the event is stored (``ingest.store.insert_events``; an EventId already
    stored is a retry and gets the stored answer);
-4. point-in-time features from the store (``risk.features.compute_features``),
-   the model, levels, exceptions and decision (``risk.score.assess_chunk``),
-   written as ``assessments`` rows, resets applied as in batch scoring.
+4. point-in-time features from the store (``risk.features.compute_features``,
+   reading only the events' users and the events around them, with everyone's
+   counts kept in memory by ``risk.features.GlobalCounts``: the same result
+   without reading the whole store per request), the model, levels, exceptions
+   and decision (``risk.score.assess_chunk``), written as ``assessments`` rows,
+   resets applied as in batch scoring.
 
 Because steps 1, 3 and 4 are batch's own functions, an event presented inline
 gets the features and score batch scoring would give it over the same
@@ -96,6 +99,9 @@ class InlineScorer:
         self.run_id = run_id or "inline-" + uuid.uuid4().hex
         self._scratch = scratch()
         self._ctx = None
+        from risk.features import GlobalCounts
+
+        self.global_counts = GlobalCounts()
 
     # -- what a run reads once --------------------------------------------------------------
 
@@ -191,6 +197,7 @@ class InlineScorer:
                 r.password = None
         ids = good.column("event_id").to_pylist()
         users = good.column("username").to_pylist()
+        self.global_counts.ensure(con)  # up to date with the store before this batch is written
         con.execute("BEGIN TRANSACTION")
         try:
             existing = ingest_store.existing_event_ids(con, ids)
@@ -202,12 +209,13 @@ class InlineScorer:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        self.global_counts.add(con, [i for i in dict.fromkeys(ids) if i not in existing])
         ctx = self.context
         todo = [i for i in dict.fromkeys(ids) if i not in rs.assessments_for(con, ids)]
         due: list[DueNotification] = []
         feature_rows: dict[str, dict] = {}
         if todo:
-            feats = compute_features(con, event_ids=todo)
+            feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
             events = rs.events_to_assess(con, feats)
             table = rs.assess_chunk(ctx, feats, events)
             table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
