@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest import store as ingest_store
 from ingest.enrich import Enricher
@@ -80,6 +81,15 @@ class DueNotification:
     template: Any
     notify_config: Any
     recipient: str | None
+
+
+@dataclass
+class Prepared:
+    """A batch after the steps that need no store: canonical rows (source_line = index + 1) and refusals."""
+
+    requests: list[InlineRequest]
+    good: pa.Table | None
+    refused: dict[int, str]
 
 
 @dataclass
@@ -171,15 +181,12 @@ class InlineScorer:
         good = good.set_column(idx, "compromised_credentials", pa.array(flags, pa.bool_()))
         return good, outcomes
 
-    def evaluate(self, requests: list[InlineRequest]) -> tuple[list[InlineResult | RiskgateError], list[DueNotification]]:
-        """Assess the events; one result (or the error refusing it) per request, in order, and the notifications due."""
-        from risk import credentials as cr
-        from risk import notify as rn
-        from risk import score as rs
-        from risk.features import compute_features
+    def prepare(self, requests: list[InlineRequest]) -> Prepared:
+        """The steps that need no store (ids, times, the reader and the enrichment).
 
-        con = self.con
-        out: list[InlineResult | RiskgateError | None] = [None] * len(requests)
+        May run on another thread than :meth:`finish` (it uses its own scratch
+        connections), so that one batch is prepared while the previous one is stored.
+        """
         for r in requests:  # Cognito generates event ids and times; a request without them gets fresh ones
             if r.record.get("EventId") is None:
                 r.record["EventId"] = uuid.uuid4().hex
@@ -187,10 +194,48 @@ class InlineScorer:
                 r.record["CreationDate"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         try:
             good, refused = self._canonical(requests)
-            for i, reason in refused.items():
-                out[i] = InlineEventError(reason)
-            if good is None or good.num_rows == 0:
-                return out, []
+        except BaseException:
+            for r in requests:
+                r.password = None
+            raise
+        return Prepared(requests, good, refused)
+
+    def evaluate(self, requests: list[InlineRequest]) -> tuple[list[InlineResult | RiskgateError], list[DueNotification]]:
+        """Assess the events; one result (or the error refusing it) per request, in order, and the notifications due."""
+        results, due = self.finish([self.prepare(requests)])
+        return results[0], due
+
+    def finish(self, batches: list[Prepared]) -> tuple[list[list[InlineResult | RiskgateError]], list[DueNotification]]:
+        """Store and assess prepared batches together; per batch, one result (or error) per request, in order."""
+        from risk import credentials as cr
+        from risk import notify as rn
+        from risk import score as rs
+        from risk.features import compute_features
+
+        con = self.con
+        requests = [r for b in batches for r in b.requests]
+        out: list[InlineResult | RiskgateError | None] = [None] * len(requests)
+        tables, offset = [], 0
+        for b in batches:
+            for i, reason in b.refused.items():
+                out[offset + i] = InlineEventError(reason)
+            if b.good is not None and b.good.num_rows:
+                t = b.good
+                k = t.column_names.index("source_line")
+                tables.append(t.set_column(k, "source_line", pc.add(t.column(k), pa.scalar(offset, pa.int64()))))
+            offset += len(b.requests)
+
+        def split(flat: list) -> list[list]:
+            res, i = [], 0
+            for b in batches:
+                res.append(flat[i:i + len(b.requests)])
+                i += len(b.requests)
+            return res
+
+        try:
+            if not tables:
+                return split(out), []
+            good = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
             good, outcomes = self._check_passwords(good, requests)
         finally:
             for r in requests:
@@ -211,7 +256,8 @@ class InlineScorer:
             raise
         self.global_counts.add(con, [i for i in dict.fromkeys(ids) if i not in existing])
         ctx = self.context
-        todo = [i for i in dict.fromkeys(ids) if i not in rs.assessments_for(con, ids)]
+        assessed = rs.assessments_for(con, ids)
+        todo = [i for i in dict.fromkeys(ids) if i not in assessed]
         due: list[DueNotification] = []
         feature_rows: dict[str, dict] = {}
         if todo:
@@ -235,7 +281,7 @@ class InlineScorer:
         for k, line in enumerate(good.column("source_line").to_pylist()):
             out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing,
                                          features=feature_rows.get(ids[k]) if requests[line - 1].want_features else None)
-        return out, due
+        return split(out), due
 
 
 def deliver(n: DueNotification, *, transport=None):
