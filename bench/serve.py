@@ -42,11 +42,12 @@ def run(cmd: list[str]) -> None:
 def build(users: int, days: int, held_back: int, seed: int) -> tuple[Path, Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     stem = OUT / f"serve-{users}u-{days}d-{seed}"
-    db, stream = stem.with_suffix(".duckdb"), Path(str(stem) + f"-last{held_back}.jsonl")
+    db, stream = Path(str(stem) + f"-but{held_back}.duckdb"), Path(str(stem) + f"-last{held_back}.jsonl")
     if db.exists() and stream.exists():
         return db, stream
     src = Path(str(stem) + ".jsonl")
-    run([PY, "-m", "cli", "synth", "--users", str(users), "--days", str(days), "--seed", str(seed), "--out", str(src)])
+    if not src.exists():
+        run([PY, "-m", "cli", "synth", "--users", str(users), "--days", str(days), "--seed", str(seed), "--out", str(src)])
     rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
     rows.sort(key=lambda r: (r["CreationDate"], r["EventId"]))
     if held_back >= len(rows):
@@ -59,7 +60,7 @@ def build(users: int, days: int, held_back: int, seed: int) -> tuple[Path, Path]
         for r in rows[-held_back:]:
             r.pop("Labels", None)
             fh.write(json.dumps(r) + "\n")
-    tmp = stem.with_suffix(".build.duckdb")
+    tmp = db.with_suffix(".build.duckdb")
     tmp.unlink(missing_ok=True)
     run([PY, "-m", "cli", "ingest", str(first), "--db", str(tmp)])
     run([PY, "-m", "cli", "users", "load", str(src.with_suffix("")) + ".users.json", "--db", str(tmp)])
