@@ -319,7 +319,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                          503: {"description": "the store stayed busy; Retry-After given"}})
     async def evaluate(request: Request, features: bool = False):
         """Assess one sign-in event now: score, level, RiskDecision, the action to take, reasons."""
-        from risk.inline import InlineEventError, InlineRequest
+        from risk.inline import InlineRequest
 
         if not _key_ok(_key_from(request), api_key):
             return _error(401, "missing or wrong API key (send X-Api-Key or Authorization: Bearer)",
