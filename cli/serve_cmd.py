@@ -28,5 +28,7 @@ def serve(
     key = check_api_key(os.environ.get(API_KEY_ENV))
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)
     err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on http://{host}:{port}", highlight=False)
+    # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
+    # client never reuses a connection the server is just closing
     uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",
-                timeout_graceful_shutdown=10)
+                timeout_keep_alive=75, timeout_graceful_shutdown=10)
