@@ -55,6 +55,16 @@ def _open_side_file(path: str) -> int:
         raise StoreError(f"cannot open the store's lock file: {exc.strerror}", source=path) from exc
 
 
+def can_lock(db_path: str) -> bool:
+    """Whether the lock files beside ``db_path`` can be created (not on a read-only folder)."""
+    for side in (db_path + ".lock", db_path + ".want"):
+        if not os.path.exists(side) and not os.access(os.path.dirname(os.path.abspath(side)) or ".", os.W_OK):
+            return False
+        if os.path.exists(side) and not os.access(side, os.W_OK):
+            return False
+    return True
+
+
 class Turn:
     """This process's turn on one store file; one object per path per process (see ``turn_for``)."""
 

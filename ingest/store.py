@@ -171,6 +171,8 @@ class Store:
         self._migrations = tuple(migrations)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._turn = None if path == ":memory:" else lease.turn_for(path)
+        if self._turn is not None and read_only and not lease.can_lock(path):
+            self._turn = None  # a store on read-only media: nobody can write it, so there is nothing to take turns on
         self._open()
 
     # -- opening and closing ------------------------------------------------------

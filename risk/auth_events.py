@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from ingest.errors import RiskgateError
+from risk.feedback import LATEST_FEEDBACK_SQL
 
 MAX_RESULTS = 60
 
@@ -72,11 +73,7 @@ def list_user_auth_events(
         after_date, after_id = _decode_token(next_token, username)
     rows = con.execute(
         """
-        WITH fb AS (
-          SELECT event_id, feedback_value, provider, feedback_date,
-                 row_number() OVER (PARTITION BY event_id ORDER BY feedback_date DESC) AS rn
-          FROM feedback
-        )
+        WITH fb AS ({latest_feedback})
         SELECT e.event_id, e.event_type, e.creation_date, e.event_response, e.challenge_responses,
                a.risk_decision, a.risk_level, coalesce(a.compromised_credentials_detected, e.compromised_credentials),
                a.event_id IS NOT NULL AS assessed,
@@ -84,12 +81,12 @@ def list_user_auth_events(
                f.feedback_value, f.provider, f.feedback_date
         FROM events e
         LEFT JOIN assessments a ON a.event_id = e.event_id
-        LEFT JOIN fb f ON f.event_id = e.event_id AND f.rn = 1
+        LEFT JOIN fb f ON f.event_id = e.event_id
         WHERE e.username = ?
           AND (CAST(? AS TIMESTAMPTZ) IS NULL OR (e.creation_date, e.event_id) < (CAST(? AS TIMESTAMPTZ), ?))
         ORDER BY e.creation_date DESC, e.event_id DESC
         LIMIT ?
-        """,
+        """.format(latest_feedback=LATEST_FEEDBACK_SQL),
         [username, after_date, after_date, after_id, limit + 1],
     ).fetchall()
     more = len(rows) > limit

@@ -43,6 +43,14 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+def feedback_value(text: str) -> str:
+    """``valid`` / ``Invalid`` / ``INVALID``... -> the Cognito spelling (Valid | Invalid); for people and links."""
+    for v in FEEDBACK_VALUES:
+        if isinstance(text, str) and text.strip().lower() == v.lower():
+            return v
+    raise FeedbackError(f"FeedbackValue must be one of {', '.join(FEEDBACK_VALUES)}, got {text!r}")
+
+
 def set_feedback(
     con: duckdb.DuckDBPyConnection,
     event_id: str,
@@ -51,7 +59,7 @@ def set_feedback(
     *,
     when: datetime | None = None,
 ) -> None:
-    """Record ``value`` (Valid | Invalid) for ``event_id`` from ``provider`` (Admin | User)."""
+    """Record ``value`` (exactly Valid | Invalid, as Cognito's API) for ``event_id`` from ``provider`` (Admin | User)."""
     if value not in FEEDBACK_VALUES:
         raise FeedbackError(f"FeedbackValue must be one of {', '.join(FEEDBACK_VALUES)}, got {value!r}")
     if provider not in PROVIDERS:
@@ -63,6 +71,57 @@ def set_feedback(
         "INSERT INTO feedback (event_id, feedback_value, provider, feedback_date) VALUES (?, ?, ?, ?)",
         [event_id, value, provider, when or datetime.now(timezone.utc)],
     ).fetchall()
+
+
+def feedback_from_token(
+    con: duckdb.DuckDBPyConnection,
+    token: str,
+    value: str,
+    *,
+    username: str | None = None,
+    event_id: str | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """The user's own feedback (Provider ``User``) through the signed token of a notification link.
+
+    ``value`` in any case (the links say ``valid`` / ``invalid``).
+    The token (``risk.notify.make_token``) names the event and the user;
+    ``username`` / ``event_id``, when the caller has them (Cognito's
+    UpdateAuthEventFeedback sends both), must match it. Returns what was
+    recorded. Raises ``FeedbackError`` (or ``risk.notify.FeedbackTokenError``,
+    a subclass of ``RiskgateError``) for a bad, expired or foreign token.
+    """
+    from risk.notify import verify_token
+
+    value = feedback_value(value)
+    claims = verify_token(token, now=now)
+    if username is not None and username != claims.username:
+        raise FeedbackError("the feedback token was issued for another user")
+    if event_id is not None and event_id != claims.event_id:
+        raise FeedbackError("the feedback token was issued for another event")
+    owner = con.execute("SELECT username FROM events WHERE event_id = ?", [claims.event_id]).fetchall()
+    if owner and owner[0][0] != claims.username:
+        raise FeedbackError("the feedback token's user does not own its event")
+    when = now or datetime.now(timezone.utc)
+    set_feedback(con, claims.event_id, value, "User", when=when)
+    return {"event_id": claims.event_id, "username": claims.username, "feedback_value": value,
+            "provider": "User", "feedback_date": when}
+
+
+def event_summary(con: duckdb.DuckDBPyConnection, event_id: str) -> dict:
+    """What feedback on ``event_id`` touches: its user, time, IP, and how many later sign-ins are already assessed."""
+    rows = con.execute(
+        """SELECT e.username, e.creation_date, e.client_ip, e.device_name, e.country_iso,
+                  (SELECT count(*) FROM events l JOIN assessments a USING (event_id)
+                   WHERE l.username = e.username AND l.creation_date > e.creation_date)
+           FROM events e WHERE e.event_id = ?""",
+        [event_id],
+    ).fetchall()
+    if not rows:
+        raise FeedbackError(f"no event with EventId {event_id!r} in the store")
+    username, created, ip, device, country, later = rows[0]
+    return {"event_id": event_id, "username": username, "creation_date": created, "client_ip": ip,
+            "device_name": device, "country_iso": country, "later_assessed": later}
 
 
 #: SQL of the feedback in force per event (for modules that read it set-wise, e.g. risk.features).

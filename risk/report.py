@@ -82,6 +82,29 @@ def export_assessments(
     return n
 
 
+_ASSESSED_SQL = """
+WITH t AS (SELECT event_id, any_value(value) AS attack_type FROM labels
+           WHERE label = 'attack_type' AND coalesce(value, '') NOT IN ('', 'none', 'legitimate', 'benign')
+           GROUP BY event_id)
+SELECT x.*, e.latitude, e.longitude, e.ip_prefix, e.browser_family, e.os_family, e.has_context_data,
+       t.attack_type
+FROM ({export}) x
+JOIN events e ON e.event_id = x.event_id
+LEFT JOIN t ON t.event_id = x.event_id
+ORDER BY x.time, x.event_id
+"""
+
+
+def assessed_events(
+    con: duckdb.DuckDBPyConnection, *, since: datetime | None = None, until: datetime | None = None
+):
+    """The export's columns plus latitude, longitude, IP prefix, browser, OS, context-data flag and the
+    data set's attack type (None for sign-ins not labelled as attacks), as one Arrow table: for
+    notebooks and plots (the whole period in memory: choose ``since`` / ``until`` on a big store)."""
+    sql = _ASSESSED_SQL.format(export=_EXPORT_SELECT.replace("ORDER BY e.creation_date, e.event_id", ""))
+    return con.sql(sql, params=[since, since, until, until]).to_arrow_table()
+
+
 def pipeline_summary(con: duckdb.DuckDBPyConnection) -> dict:
     """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked.
 

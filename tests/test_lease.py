@@ -157,3 +157,36 @@ def test_the_store_can_be_read_while_riskgate_score_runs(tmp_path):
     assert counts and counts == sorted(counts) and counts[0] < total
     with risk_store.connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM assessments").fetchall() == [(total, total)]
+
+
+def test_a_store_in_a_read_only_folder_can_still_be_read():
+    """No lock files can be made there, and none are needed: nobody can write that store."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="riskgate-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = folder / "s.duckdb"
+        with store.connect(db) as con:
+            con.execute("CREATE TABLE t AS SELECT 42 AS x")
+        for side in folder.glob("s.duckdb.*"):
+            side.unlink()
+        folder.chmod(0o555)
+        code = ("import sys; sys.path.insert(0, sys.argv[2]); from ingest import store\n"
+                "with store.connect(sys.argv[1], read_only=True, wait=0) as con:\n"
+                "    print(con.execute('SELECT x FROM t').fetchall())")
+        cmd = [sys.executable, "-c", code, str(db), str(ROOT)]
+        if os.geteuid() == 0:  # root writes through permissions: make the folder a read-only mount instead
+            import shlex
+
+            d = shlex.quote(str(folder))
+            cmd = ["unshare", "-m", "sh", "-c",
+                   f"mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {shlex.join(cmd)}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[(42,)]"
+        assert sorted(p.name for p in folder.iterdir()) == ["s.duckdb"]
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,605 @@
+"""Choosing thresholds from evidence: trade-offs, curves, what-if, and tuning against stated targets.
+
+Everything here works on the stored history of assessed sign-ins: their
+scores (``assessments``), labels (the data set's ``labels`` and feedback, the
+same as ``riskgate train`` uses, ``risk.model.training.load_labels``), and
+what the decision function (``risk.decide``) does with a level for each event
+under a configuration: the user's MFA state, the event type, IP-range
+exceptions and compromised credentials all count, exactly as in scoring.
+
+* ``tradeoff``: per level, the share of legitimate sign-ins at or above it and
+  the attacks caught by type, with Wilson confidence intervals, and what the
+  configuration then does (challenged / blocked shares).
+* ``curves``: ROC and precision-recall curves of the score.
+* ``whatif``: what a proposed configuration and thresholds would do to the
+  stored history: blocked, challenged, allowed, split by label, the user's MFA
+  state, event type and attack type.
+* ``tune``: the lowest (most protective) thresholds that meet the targets.
+
+Outcomes are evaluated as ENFORCED mode would act (in AUDIT they are what
+would have happened); the current mode is reported beside them. Tuning
+changes thresholds only, never the model (ARCHITECTURE.md).
+
+"Legitimate" means labelled legitimate. When the history has no legitimate
+labels at all (a data set that labels only attacks), unlabelled sign-ins are
+taken as legitimate, and every result says so in its warnings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from ingest.errors import RiskgateError
+from risk.levels import LEVELS, Thresholds
+
+#: Outcome codes, in order of severity.
+OUTCOMES = ("Allow", "MfaChallenge", "Block")
+_LEVEL_INDEX = (None, "Low", "Medium", "High")  # position = severity index
+CONFIDENCE = 0.95
+#: Fewer attacks of a type than this: its catch rate is shown with a warning.
+MIN_ATTACKS_PER_TYPE = 20
+#: A share target is estimated from fewer than this many legitimate sign-ins at the limit: warn.
+MIN_EVENTS_AT_LIMIT = 10
+#: Number of candidate thresholds ``tune`` tries per level (score quantiles).
+CANDIDATES = 400
+
+
+class TuningError(RiskgateError):
+    """Tuning or a what-if that cannot be computed (no assessed events, bad targets)."""
+
+
+# -- the history ------------------------------------------------------------------------------
+
+_HISTORY_SQL = """
+SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.event_response, e.creation_date,
+       e.client_ip, e.compromised_credentials, a.score, a.risk_level, a.outcome,
+       coalesce(u.mfa_settings, []) AS mfa_settings, u.preferred_mfa
+FROM events e
+JOIN assessments a USING (event_id)
+LEFT JOIN users u ON u.username = e.username
+WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
+  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))
+QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY a.scored_at DESC) = 1
+"""
+
+
+def labelled_scores(con, *, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """One row per assessed sign-in in [since, until): event and user fields, ``score``, the stored level
+    and outcome, ``has_mfa``, ``y`` (1 attack, 0 legitimate, NaN unknown) and ``attack_type``."""
+    from risk.decide import has_mfa_configured
+    from risk.model.training import load_labels
+
+    df = con.sql(_HISTORY_SQL, params=[since, since, until, until]).to_arrow_table().to_pandas()
+    if len(df) == 0:
+        return df.assign(has_mfa=pd.Series(dtype=bool), y=pd.Series(dtype=float), attack_type=pd.Series(dtype=object))
+    mfa_keys = pd.Series([(tuple(m) if m is not None else (), p) for m, p in zip(df["mfa_settings"], df["preferred_mfa"])])
+    mfa_of = {k: has_mfa_configured(list(k[0]), k[1]) for k in dict.fromkeys(mfa_keys)}
+    df["has_mfa"] = np.array([mfa_of[k] for k in mfa_keys], dtype=bool)
+    df = df.drop(columns=["mfa_settings", "preferred_mfa"])
+    labels = load_labels(con)
+    df = df.merge(labels, on="event_id", how="left")
+    df["score"] = df["score"].astype(float)
+    return df
+
+
+@dataclass
+class _History:
+    df: pd.DataFrame
+    legit: np.ndarray  # bool mask
+    attack: np.ndarray  # bool mask
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.df["score"].to_numpy(dtype=float)
+
+
+def _history(con, since, until) -> _History:
+    df = labelled_scores(con, since=since, until=until)
+    if len(df) == 0:
+        raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")
+    y = df["y"].to_numpy(dtype=float)
+    attack = y == 1
+    legit = y == 0
+    warnings = []
+    if not legit.any():
+        legit = ~attack
+        warnings.append(f"no sign-in is labelled legitimate: the {int(legit.sum()):,} unlabelled ones are taken as legitimate")
+    if not attack.any():
+        warnings.append("no sign-in is labelled an attack: attacks caught cannot be measured")
+    elif attack.sum() < 30:
+        warnings.append(f"only {int(attack.sum())} labelled attacks: rates are rough, see the intervals")
+    return _History(df, legit, attack, warnings)
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Wilson score interval of k successes in n trials (None when n == 0)."""
+    if n <= 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _rate(k: int, n: int) -> dict:
+    return {"count": int(k), "of": int(n), "rate": (k / n) if n else None, "ci": wilson(k, n)}
+
+
+# -- outcomes under a configuration ------------------------------------------------------------
+
+
+class _Outcomes:
+    """For every event, the outcome (0 Allow, 1 MfaChallenge, 2 Block) at each level (no risk, Low, Medium, High).
+
+    ``decide`` runs once per distinct combination of its inputs; evaluating
+    thresholds is then a vectorised look-up.
+    """
+
+    def __init__(self, con, df: pd.DataFrame, proposal=None):
+        from risk import config as rc
+        from risk.decide import decide
+        from risk.exceptions import IPRangeExceptions
+
+        default_pool = rc.choose_pool(con, None) if df["user_pool_id"].isna().any() else None
+        pools = df["user_pool_id"].where(df["user_pool_id"].notna(), default_pool).to_numpy(dtype=object)
+        clients = df["client_id"].where(df["client_id"].notna(), None).to_numpy(dtype=object)
+        cfgs: dict = {}
+
+        def config_for(pool, client):
+            key = (pool, client)
+            if key not in cfgs:
+                cfg, _v = rc.resolve(con, pool, client)
+                if proposal is not None and (proposal.UserPoolId in (None, pool)) and (
+                        proposal.ClientId in (None, client)):
+                    cfg = proposal.with_scope(pool, client)
+                cfgs[key] = (cfg, IPRangeExceptions.from_configuration(cfg))
+            return cfgs[key]
+
+        n = len(df)
+        exc = np.empty(n, dtype=object)
+        pc = pd.DataFrame({"p": pools, "c": clients})
+        for (pool, client), idx in pc.groupby(["p", "c"], dropna=False).indices.items():
+            client = None if (client is None or (isinstance(client, float) and math.isnan(client))) else client
+            _cfg, ranges = config_for(pool, client)
+            ips = [ip if isinstance(ip, str) else None for ip in df["client_ip"].iloc[idx].tolist()]
+            exc[idx] = [str(r) for r in ranges.check_many(ips).results()]
+        comp = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else bool(c)
+                for c in df["compromised_credentials"].tolist()]
+        keys = list(zip(exc, comp, df["event_type"].tolist(), pools.tolist(),
+                        [None if (c is None or (isinstance(c, float) and math.isnan(c))) else c for c in clients.tolist()],
+                        df["has_mfa"].tolist()))
+        code = {o: i for i, o in enumerate(OUTCOMES)}
+        table: dict = {}
+        for key in dict.fromkeys(keys):
+            exception, compromised, event_type, pool, client, mfa_on = key
+            cfg, _ranges = config_for(pool, client)
+            table[key] = [code[str(decide(risk_level=level, exception=exception, compromised=compromised,
+                                          event_type=event_type, configuration=cfg, mode="ENFORCED",
+                                          user_has_mfa=mfa_on).outcome)]
+                          for level in _LEVEL_INDEX]
+        self.by_level = np.array([table[k] for k in keys], dtype=np.int8).reshape(n, len(_LEVEL_INDEX))
+        self.configs = cfgs
+
+    @property
+    def baseline(self) -> np.ndarray:
+        """The outcome of each event with no risk level (what the thresholds cannot change)."""
+        return self.by_level[:, 0]
+
+    def at(self, scores: np.ndarray, t: Thresholds) -> np.ndarray:
+        idx = level_index(scores, t)
+        return self.by_level[np.arange(len(idx)), idx]
+
+
+def level_index(scores: np.ndarray, t: Thresholds) -> np.ndarray:
+    """0 (no risk), 1 (Low), 2 (Medium), 3 (High) per score (vectorised ``risk.levels.levels``)."""
+    s = np.asarray(scores, dtype=float)
+    return (s >= t.low).astype(np.int8) + (s >= t.medium) + (s >= t.high)
+
+
+# -- trade-off ------------------------------------------------------------------------------------
+
+
+def _outcome_summary(h: _History, outcome: np.ndarray, baseline: np.ndarray) -> dict:
+    """Shares of what the decision does. ``baseline`` is the outcome each event gets with no risk level:
+    users with MFA of their own are challenged and blocked IP ranges blocked whatever the thresholds, so
+    ``legitimate_challenged`` / ``legitimate_blocked`` and ``precision`` count what the risk level adds;
+    the ``*_total`` ones count everything."""
+    nl, na = int(h.legit.sum()), int(h.attack.sum())
+    by_risk = outcome > baseline
+    out = {
+        "legitimate_challenged_or_blocked": _rate(int((by_risk & h.legit).sum()), nl),
+        "legitimate_challenged": _rate(int(((outcome == 1) & by_risk & h.legit).sum()), nl),
+        "legitimate_blocked": _rate(int(((outcome == 2) & by_risk & h.legit).sum()), nl),
+        "legitimate_challenged_total": _rate(int(((outcome == 1) & h.legit).sum()), nl),
+        "legitimate_blocked_total": _rate(int(((outcome == 2) & h.legit).sum()), nl),
+        "attacks_stopped": _rate(int(((outcome >= 1) & h.attack).sum()), na),
+        "attacks_blocked": _rate(int(((outcome == 2) & h.attack).sum()), na),
+    }
+    labelled_acted = int((by_risk & (h.legit | h.attack)).sum())
+    out["precision"] = _rate(int((by_risk & h.attack).sum()), labelled_acted)
+    types = h.df["attack_type"].to_numpy(dtype=object)
+    out["attacks_stopped_by_type"] = {
+        str(t): _rate(int(((outcome >= 1) & h.attack & (types == t)).sum()), int((h.attack & (types == t)).sum()))
+        for t in sorted({x for x in types[h.attack] if x is not None})
+    }
+    return out
+
+
+def _level_rows(h: _History, t: Thresholds, configs: dict) -> list[dict]:
+    scores = h.scores
+    types = h.df["attack_type"].to_numpy(dtype=object)
+    nl, na = int(h.legit.sum()), int(h.attack.sum())
+    rows = []
+    actions = {}
+    for (_pool, _client), (cfg, _r) in configs.items():
+        for level in LEVELS:
+            a = cfg.action_for(level)
+            actions.setdefault(level, set()).add(str(a.EventAction) if a else "none")
+    for level in LEVELS:
+        at = scores >= getattr(t, level.lower())
+        rows.append({
+            "level": level,
+            "threshold": getattr(t, level.lower()),
+            "actions": sorted(actions.get(level, {"none"})),
+            "legitimate_at_or_above": _rate(int((at & h.legit).sum()), nl),
+            "attacks_at_or_above": _rate(int((at & h.attack).sum()), na),
+            "precision": _rate(int((at & h.attack).sum()), int((at & (h.legit | h.attack)).sum())),
+            "attacks_by_type": {
+                str(k): _rate(int((at & h.attack & (types == k)).sum()), int((h.attack & (types == k)).sum()))
+                for k in sorted({x for x in types[h.attack] if x is not None})
+            },
+        })
+    return rows
+
+
+def _type_warnings(h: _History) -> list[str]:
+    types = h.df["attack_type"].to_numpy(dtype=object)[h.attack]
+    out = []
+    for k, n in sorted(pd.Series(types).value_counts().items()):
+        if n < MIN_ATTACKS_PER_TYPE:
+            out.append(f"only {n} labelled attacks of type {k}: too few to trust its catch rate")
+    return out
+
+
+def tradeoff(con, thresholds: Thresholds | None = None, *, since: datetime | None = None,
+             until: datetime | None = None, config=None) -> dict:
+    """The trade-off of ``thresholds`` (default: those in force) on the stored history.
+
+    Returns ``{"thresholds", "events", "legitimate", "attacks", "levels": [per level: threshold, actions,
+    legitimate_at_or_above, attacks_at_or_above, precision, attacks_by_type], "outcomes": {legitimate_challenged,
+    legitimate_blocked, attacks_stopped, attacks_blocked, precision, attacks_stopped_by_type}, "warnings"}``;
+    every rate is ``{"count", "of", "rate", "ci": [low, high] (95 % Wilson) or None}``.
+    """
+    from risk import levels
+
+    t = thresholds or levels.current_thresholds(con)[0]
+    h = _history(con, since, until)
+    oc = _Outcomes(con, h.df, config)
+    return {
+        "thresholds": t.to_dict(),
+        "events": len(h.df),
+        "legitimate": int(h.legit.sum()),
+        "attacks": int(h.attack.sum()),
+        "levels": _level_rows(h, t, oc.configs),
+        "outcomes": _outcome_summary(h, oc.at(h.scores, t), oc.baseline),
+        "warnings": h.warnings + _type_warnings(h),
+    }
+
+
+# -- curves ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curves:
+    fpr: np.ndarray
+    tpr: np.ndarray
+    roc_thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    pr_thresholds: np.ndarray
+    roc_auc: float | None
+    average_precision: float | None
+    legitimate: int
+    attacks: int
+    warnings: list[str]
+
+
+def curves(con, *, since: datetime | None = None, until: datetime | None = None) -> Curves:
+    """ROC and precision-recall curves of the score over the labelled (or taken-as-legitimate) history."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    h = _history(con, since, until)
+    keep = h.legit | h.attack
+    y = h.attack[keep].astype(int)
+    s = h.scores[keep]
+    if y.min(initial=1) == y.max(initial=0):
+        raise TuningError("curves need both legitimate and attack sign-ins in the labelled history")
+    fpr, tpr, rt = roc_curve(y, s)
+    p, r, pt = precision_recall_curve(y, s)
+    return Curves(fpr, tpr, rt, p, r, pt, float(roc_auc_score(y, s)), float(average_precision_score(y, s)),
+                  int(h.legit.sum()), int(h.attack.sum()), h.warnings)
+
+
+# -- what-if ------------------------------------------------------------------------------------------
+
+
+def _counts(outcome: np.ndarray, mask: np.ndarray) -> dict:
+    n = int(mask.sum())
+    c = np.bincount(outcome[mask], minlength=3)
+    return {"total": n, **{name: int(c[i]) for i, name in enumerate(OUTCOMES)},
+            "share": {name: (int(c[i]) / n if n else None) for i, name in enumerate(OUTCOMES)}}
+
+
+def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: datetime | None = None,
+           until: datetime | None = None) -> dict:
+    """What ``config`` (a ``risk.config.RiskConfiguration``; None: those in force) and ``thresholds`` (None:
+    those in force) would do to the stored history, against what the ones in force do.
+
+    A configuration naming a UserPoolId (and ClientId) applies to that pool's (client's) sign-ins only;
+    one naming none applies to all. Returns counts of Allow / MfaChallenge / Block overall and split
+    ``by_label`` (attack, legitimate, unlabelled), ``by_mfa`` (with MFA, without MFA), ``by_event_type``,
+    ``by_attack_type``, the same overall for the settings in force (``current``) and ``changed`` (sign-ins
+    whose outcome differs).
+    """
+    from risk import config as rc
+    from risk import levels
+
+    current_t, current_v = levels.current_thresholds(con)
+    t = thresholds or current_t
+    h = _history(con, since, until)
+    proposed = _Outcomes(con, h.df, config)
+    now = proposed if config is None else _Outcomes(con, h.df, None)
+    scores = h.scores
+    out_new = proposed.at(scores, t)
+    out_now = now.at(scores, current_t)
+    y = h.df["y"].to_numpy(dtype=float)
+    labelled_any = bool((y == 0).any())
+    all_rows = np.ones(len(scores), dtype=bool)
+    by_label = {"attack": _counts(out_new, h.attack), "legitimate": _counts(out_new, y == 0 if labelled_any else h.legit)}
+    if labelled_any and np.isnan(y).any():
+        by_label["unlabelled"] = _counts(out_new, np.isnan(y))
+    mfa = h.df["has_mfa"].to_numpy(dtype=bool)
+    types = h.df["event_type"].to_numpy(dtype=object)
+    atypes = h.df["attack_type"].to_numpy(dtype=object)
+    modes = sorted({f"{p}: {rc.get_mode(con, p)[0]}" for p in {k[0] for k in proposed.configs}})
+    return {
+        "thresholds": t.to_dict(),
+        "current_thresholds": {**current_t.to_dict(), "version": current_v},
+        "configuration": "proposed" if config is not None else "in force",
+        "modes": modes,
+        "events": len(scores),
+        "outcomes": _counts(out_new, all_rows),
+        "current": _counts(out_now, all_rows),
+        "changed": int((out_new != out_now).sum()),
+        "by_label": by_label,
+        "by_mfa": {"with MFA": _counts(out_new, mfa), "without MFA": _counts(out_new, ~mfa)},
+        "by_event_type": {str(k): _counts(out_new, types == k) for k in sorted({str(x) for x in types})},
+        "by_attack_type": {str(k): _counts(out_new, h.attack & (atypes == k))
+                           for k in sorted({x for x in atypes[h.attack] if x is not None})},
+        "warnings": h.warnings + _type_warnings(h),
+    }
+
+
+# -- tuning -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the thresholds must respect; every target is optional, at least one is required.
+
+    ``max_challenged`` / ``max_blocked``: shares of legitimate sign-ins the decision would
+    challenge with MFA or block (``max_challenged``: any friction) / block, because of their risk level (not those challenged anyway, having
+    MFA of their own, or blocked anyway, from a blocked IP range); ``min_precision``: among labelled sign-ins that are challenged or
+    blocked, the share of attacks; ``max_at_level``: per level (Low/Medium/High), the share of
+    legitimate sign-ins rated at or above it.
+    """
+
+    max_challenged: float | None = None
+    max_blocked: float | None = None
+    min_precision: float | None = None
+    max_at_level: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_challenged", "max_blocked", "min_precision"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise TuningError(f"{name} must be a share in [0, 1] (e.g. 0.01 for 1 %), got {v!r}")
+        for level, v in self.max_at_level.items():
+            if level not in LEVELS:
+                raise TuningError(f"unknown level {level!r}: use Low, Medium or High")
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise TuningError(f"the target for {level} must be a share in [0, 1], got {v!r}")
+        if self.empty:
+            raise TuningError("state at least one target (e.g. --max-challenged 0.01)")
+
+    @property
+    def empty(self) -> bool:
+        return self.max_challenged is None and self.max_blocked is None and self.min_precision is None \
+            and not self.max_at_level
+
+    def to_dict(self) -> dict:
+        return {"max_challenged": self.max_challenged, "max_blocked": self.max_blocked,
+                "min_precision": self.min_precision, "max_at_level": dict(self.max_at_level)}
+
+
+@dataclass
+class TuneResult:
+    thresholds: Thresholds
+    current: Thresholds
+    current_version: int
+    targets: Targets
+    met: bool
+    tradeoff: dict
+    notes: list[str]
+    applied_version: int | None = None
+
+    def as_json(self) -> dict:
+        return {"thresholds": self.thresholds.to_dict(), "current": {**self.current.to_dict(),
+                                                                     "version": self.current_version},
+                "targets": self.targets.to_dict(), "met": self.met, "notes": self.notes,
+                "applied_version": self.applied_version, "tradeoff": self.tradeoff}
+
+
+def _candidates(scores: np.ndarray) -> np.ndarray:
+    u = np.unique(scores)
+    if len(u) > CANDIDATES:
+        u = np.unique(np.quantile(u, np.linspace(0, 1, CANDIDATES)))
+    return np.unique(np.concatenate([u, [1.0]]))
+
+
+def tune(con, targets: Targets, *, since: datetime | None = None, until: datetime | None = None) -> TuneResult:
+    """The lowest thresholds (most attacks caught) that meet ``targets`` on the stored history.
+
+    A level is constrained when a target depends on it (its own share target, or its action changes
+    what the decision does). Constrained levels are chosen from High down, each the lowest candidate
+    threshold (score quantiles) at which every target still holds with the lower levels collapsed
+    onto it; a level no target constrains keeps its threshold in force, moved only to keep
+    Low <= Medium <= High. Nothing is written:
+    ``apply`` stores the result as a new thresholds version.
+    """
+    from risk import levels
+
+    current, current_v = levels.current_thresholds(con)
+    h = _history(con, since, until)
+    oc = _Outcomes(con, h.df)
+    scores = h.scores
+    nl = max(int(h.legit.sum()), 1)
+    labelled = h.legit | h.attack
+
+    base = oc.baseline
+
+    def ok(t: Thresholds, level: str) -> bool:
+        o = oc.at(scores, t)
+        by_risk = o > base
+        if targets.max_challenged is not None and (by_risk & h.legit).sum() / nl > targets.max_challenged:
+            return False
+        if targets.max_blocked is not None and ((o == 2) & by_risk & h.legit).sum() / nl > targets.max_blocked:
+            return False
+        if targets.min_precision is not None:
+            acted = by_risk & labelled
+            if acted.sum() and (acted & h.attack).sum() / acted.sum() < targets.min_precision:
+                return False
+        cap = targets.max_at_level.get(level)
+        if cap is not None and ((scores >= getattr(t, level.lower())) & h.legit).sum() / nl > cap:
+            return False
+        return True
+
+    outcome_targets = not (targets.max_challenged is None and targets.max_blocked is None
+                           and targets.min_precision is None)
+
+    def constrains(level: str) -> bool:
+        """A target depends on this level: its own share target, or its action changes some outcome."""
+        if level in targets.max_at_level:
+            return True
+        i = _LEVEL_INDEX.index(level)
+        return outcome_targets and bool((oc.by_level[:, i] != oc.by_level[:, i - 1]).any())
+
+    cands = _candidates(scores)
+    notes: list[str] = []
+    met = True
+    chosen: dict[str, float | None] = {}
+    upper = 1.0
+    order = ("High", "Medium", "Low")
+    for k, level in enumerate(order):
+        if not constrains(level):
+            chosen[level] = None
+            continue
+
+        def make(x, k=k):
+            th = {}
+            cap = 1.0
+            for j, other in enumerate(order):
+                if j < k:  # higher levels: as chosen, or (free) where they are in force, kept ordered
+                    v = chosen[other]
+                    th[other] = v if v is not None else max(x, min(getattr(current, other.lower()), cap))
+                    cap = th[other]
+                else:  # this level and the lower ones collapse onto x (the most lenient for the lower ones)
+                    th[other] = x
+            return Thresholds(th["Low"], th["Medium"], th["High"])
+
+        feasible = [c for c in cands if c <= upper and ok(make(c), level)]
+        if feasible:
+            chosen[level] = float(min(feasible))
+        else:
+            chosen[level] = upper
+            met = False
+            notes.append(f"{level}: no threshold meets the targets; set to {upper:g}")
+        upper = chosen[level]
+    for k, level in enumerate(order):
+        if chosen[level] is None:
+            above = [chosen[o] for o in order[:k] if chosen[o] is not None]
+            below = [chosen[o] for o in order[k + 1:] if chosen[o] is not None]
+            value = getattr(current, level.lower())
+            value = min(value, min(above)) if above else value
+            value = max(value, max(below)) if below else value
+            chosen[level] = value
+            notes.append(f"{level}: no target depends on it; kept at {value:g}"
+                         + ("" if value == getattr(current, level.lower()) else " (moved to keep the levels ordered)"))
+    t = Thresholds(chosen["Low"], chosen["Medium"], chosen["High"])
+    if met and not all(ok(t, level) for level in LEVELS):
+        met = False
+        notes.append("the combined thresholds do not meet every target")
+    if targets.max_challenged is not None and targets.max_challenged * nl < MIN_EVENTS_AT_LIMIT:
+        notes.append(f"only {nl:,} legitimate sign-ins: a challenge share of {targets.max_challenged:g} "
+                     f"rests on fewer than {MIN_EVENTS_AT_LIMIT} of them")
+    if targets.max_blocked is not None and targets.max_blocked * nl < MIN_EVENTS_AT_LIMIT:
+        notes.append(f"only {nl:,} legitimate sign-ins: a block share of {targets.max_blocked:g} "
+                     f"rests on fewer than {MIN_EVENTS_AT_LIMIT} of them")
+    result = {
+        "thresholds": t.to_dict(),
+        "events": len(h.df),
+        "legitimate": int(h.legit.sum()),
+        "attacks": int(h.attack.sum()),
+        "levels": _level_rows(h, t, oc.configs),
+        "outcomes": _outcome_summary(h, oc.at(scores, t), oc.baseline),
+        "current_outcomes": _outcome_summary(h, oc.at(scores, current), oc.baseline),
+        "warnings": h.warnings + _type_warnings(h),
+    }
+    return TuneResult(t, current, current_v, targets, met, result, notes)
+
+
+def apply(con, result: TuneResult) -> int:
+    """Store the tuned thresholds as a new version; returns it."""
+    from risk import levels
+
+    targets = ", ".join(f"{k}={v}" for k, v in result.targets.to_dict().items() if v not in (None, {}))
+    result.applied_version = levels.set_thresholds(con, result.thresholds, source=f"riskgate tune ({targets})")
+    return result.applied_version
+
+
+def load_thresholds(path: str) -> Thresholds:
+    """Thresholds from a JSON or YAML file: ``{"low": 0.2, "medium": 0.5, "high": 0.8}`` (any case of the keys)."""
+    import yaml
+
+    from risk.levels import ThresholdsError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ThresholdsError(f"cannot read thresholds file: {exc.strerror}", source=path) from exc
+    except yaml.YAMLError as exc:
+        raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from exc
+    if not isinstance(doc, dict):
+        raise ThresholdsError("thresholds file must hold an object with low, medium and high", source=path)
+    keys = {str(k).lower(): v for k, v in doc.items()}
+    unknown = sorted(set(keys) - {"low", "medium", "high"})
+    missing = [k for k in ("low", "medium", "high") if k not in keys]
+    if unknown or missing:
+        raise ThresholdsError(
+            "thresholds file needs exactly low, medium and high"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else ""),
+            source=path,
+        )
+    return Thresholds(keys["low"], keys["medium"], keys["high"])
+

@@ -1,0 +1,90 @@
+"""`riskgate feedback` (Provider Admin) and the user's path through a notification link's token (Provider User)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+import risk.store
+from cli import app
+from risk import feedback
+from risk.features import compute_features
+from risk.model.training import load_labels
+from risk.notify import FeedbackTokenError, make_token
+from tests.test_features import SAFARI_IOS, SYDNEY, add, ev
+
+runner = CliRunner()
+SECRET = "test-feedback-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", SECRET)
+    path = tmp_path / "s.duckdb"
+    with risk.store.connect(path) as con:
+        add(con, [ev("e1", "alice", 0), ev("e2", "alice", 60, ip="1.120.0.9", **SYDNEY, **SAFARI_IOS),
+                  ev("e3", "alice", 120, ip="1.120.0.9", **SYDNEY, **SAFARI_IOS)])
+    return path
+
+
+def rg(*args):
+    return runner.invoke(app, [*map(str, args)])
+
+
+def new_ip(db, event_id):
+    with risk.store.connect(db, read_only=True) as con:
+        return {r["event_id"]: r for r in compute_features(con).to_pylist()}[event_id]["new_ip"]
+
+
+def test_admin_feedback_takes_effect_at_once_and_the_latest_counts(db):
+    assert new_ip(db, "e3") == 0.0  # e2 taught riskgate alice's Sydney IP
+    res = rg("feedback", "e2", "INVALID", "--db", db)
+    assert res.exit_code == 0, res.output
+    assert "e2 (alice" in res.output and "Invalid (Admin)" in res.output and "no longer counts" in res.output
+    assert new_ip(db, "e3") == 1.0  # the next computation already treats the IP as new
+    with risk.store.connect(db, read_only=True) as con:
+        labels = load_labels(con).set_index("event_id")
+    assert labels.loc["e2", "y"] == 1.0 and labels.loc["e2", "attack_type"] == "feedback_invalid"
+
+    res = rg("feedback", "e2", "valid", "--json", "--db", db)
+    out = json.loads(res.output)
+    assert (out["feedback_value"], out["provider"], out["username"]) == ("Valid", "Admin", "alice")
+    assert new_ip(db, "e3") == 0.0
+    listing = json.loads(rg("events", "alice", "--db", db).output)
+    fb = {e["EventId"]: e.get("EventFeedback") for e in listing["AuthEvents"]}
+    assert fb["e2"]["FeedbackValue"] == "Valid" and fb["e2"]["Provider"] == "Admin" and fb["e1"] is None
+
+
+def test_feedback_errors_are_clear(db):
+    res = rg("feedback", "nope", "invalid", "--db", db)
+    assert res.exit_code == 2 and "no event with EventId 'nope' in the store" in res.output
+    res = rg("feedback", "e1", "maybe", "--db", db)
+    assert res.exit_code == 2 and "FeedbackValue must be one of Valid, Invalid, got 'maybe'" in res.output
+    with risk.store.connect(db, read_only=True) as con:
+        assert feedback.latest_feedback(con).num_rows == 0
+
+
+def test_the_users_token_records_provider_user(db):
+    token = make_token("e2", "alice")
+    with risk.store.connect(db) as con:
+        got = feedback.feedback_from_token(con, token, "invalid", username="alice", event_id="e2")
+        assert (got["event_id"], got["feedback_value"], got["provider"]) == ("e2", "Invalid", "User")
+        row = feedback.latest_feedback(con, ["e2"]).to_pylist()[0]
+        assert (row["feedback_value"], row["provider"]) == ("Invalid", "User")
+        with pytest.raises(feedback.FeedbackError, match="another user"):
+            feedback.feedback_from_token(con, token, "valid", username="bob")
+        with pytest.raises(feedback.FeedbackError, match="another event"):
+            feedback.feedback_from_token(con, token, "valid", event_id="e3")
+        with pytest.raises(FeedbackTokenError, match="signature does not match"):
+            feedback.feedback_from_token(con, token[:-2] + ("AA" if not token.endswith("AA") else "BB"), "valid")
+        late = datetime.now(timezone.utc) + timedelta(days=30)
+        with pytest.raises(FeedbackTokenError, match="expired"):
+            feedback.feedback_from_token(con, token, "valid", now=late)
+        foreign = make_token("e2", "mallory")
+        with pytest.raises(feedback.FeedbackError, match="does not own its event"):
+            feedback.feedback_from_token(con, foreign, "valid")
+        assert feedback.latest_feedback(con, ["e2"]).to_pylist()[0]["feedback_value"] == "Invalid"
+    assert new_ip(db, "e3") == 1.0

@@ -1,0 +1,197 @@
+"""Threshold tuning, trade-offs, curves and what-if on a hand-made store whose answers are known.
+
+The store: alice (no MFA) has 100 legitimate sign-ins scored 0.00, 0.01, ..., 0.99 and 10 attacks;
+bob (MFA of his own) has 20 legitimate sign-ins scored 0.5. Default configuration: Low NO_ACTION,
+Medium MFA_IF_CONFIGURED, High MFA_REQUIRED (a user without MFA is blocked), so the risk level can
+only block alice at High; bob is challenged whatever his level (Cognito semantics).
+"""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from ingest import store as ingest_store
+from ingest.schema import EVENT_SCHEMA, conform
+from risk import levels, store, tuning
+from risk.levels import Thresholds
+
+runner = CliRunner()
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+ATTACK_SCORES = [0.3, 0.6, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0]
+ATTACK_TYPES = ["credential_stuffing"] * 5 + ["naive_takeover"] * 5
+
+
+def build(path):
+    rows = []  # (event_id, username, score, label, attack_type)
+    for i in range(100):
+        rows.append((f"a{i:03d}", "alice", i / 100, "false", None))
+    for i in range(20):
+        rows.append((f"b{i:03d}", "bob", 0.5, "false", None))
+    for i, (s, t) in enumerate(zip(ATTACK_SCORES, ATTACK_TYPES)):
+        rows.append((f"x{i:03d}", "alice", s, "true", t))
+    n = len(rows)
+    events = conform(pa.table({
+        "event_id": [r[0] for r in rows],
+        "user_pool_id": ["us-east-1_Test01"] * n,
+        "username": [r[1] for r in rows],
+        "event_type": ["SignIn"] * n,
+        "event_response": ["Pass"] * n,
+        "creation_date": pa.array([T0 + timedelta(minutes=k) for k in range(n)], pa.timestamp("us", tz="UTC")),
+        "client_ip": [f"203.0.113.{k % 250}" for k in range(n)],
+    }), EVENT_SCHEMA)
+    with store.connect(path) as con:
+        ingest_store.insert_events(con, events, "test")
+        labels = [(r[0], "is_account_takeover", r[3], "test") for r in rows]
+        labels += [(r[0], "attack_type", r[4], "test") for r in rows if r[4]]
+        ingest_store.insert_labels(con, pa.table({k: [x[j] for x in labels] for j, k in
+                                                  enumerate(("event_id", "label", "value", "source"))}))
+        con.execute("INSERT INTO users (username, user_pool_id, mfa_settings) VALUES "
+                    "('alice', 'us-east-1_Test01', []), ('bob', 'us-east-1_Test01', ['SOFTWARE_TOKEN_MFA'])")
+        con.executemany("INSERT INTO assessments (event_id, score, scored_at) VALUES (?, ?, ?)",
+                        [(r[0], r[2], T0) for r in rows])
+    return path
+
+
+@pytest.fixture
+def db(tmp_path):
+    return build(tmp_path / "t.duckdb")
+
+
+def test_tradeoff_counts_and_intervals(db):
+    with store.connect(db, read_only=True) as con:
+        t = tuning.tradeoff(con, Thresholds(0.2, 0.5, 0.9))
+    assert (t["events"], t["legitimate"], t["attacks"]) == (130, 120, 10)
+    low, medium, high = t["levels"]
+    assert low["legitimate_at_or_above"]["count"] == 80 + 20  # alice 0.20..0.99, and bob
+    assert medium["legitimate_at_or_above"]["count"] == 50 + 20
+    assert high["legitimate_at_or_above"]["count"] == 10
+    assert high["attacks_at_or_above"]["count"] == 8
+    assert high["attacks_by_type"]["credential_stuffing"]["count"] == 3
+    assert high["actions"] == ["MFA_REQUIRED"] and medium["actions"] == ["MFA_IF_CONFIGURED"]
+    lo, hi = high["legitimate_at_or_above"]["ci"]
+    assert lo < 10 / 120 < hi and hi - lo < 0.15
+    o = t["outcomes"]
+    # alice at High is blocked (no MFA); bob is challenged anyway: not "by risk"
+    assert o["legitimate_blocked"]["count"] == 10 and o["legitimate_challenged"]["count"] == 0
+    assert o["legitimate_challenged_total"]["count"] == 20
+    assert o["attacks_stopped"]["count"] == 8 and o["precision"]["count"] == 8 and o["precision"]["of"] == 18
+    assert any("naive_takeover" in w and "too few" in w for w in t["warnings"])
+
+
+def test_tune_finds_the_lowest_threshold_meeting_the_block_target(db):
+    with store.connect(db) as con:
+        r = tuning.tune(con, tuning.Targets(max_blocked=0.05))
+        # at most 6 of 120 legitimate blocked: alice's 0.94..0.99
+        assert r.thresholds == Thresholds(0.2, 0.5, 0.94)
+        assert r.met
+        assert r.tradeoff["outcomes"]["legitimate_blocked"]["count"] == 6
+        assert r.tradeoff["outcomes"]["attacks_stopped_by_type"]["credential_stuffing"]["count"] == 3
+        assert any(n.startswith("Medium: no target depends on it") for n in r.notes)
+        assert levels.current_thresholds(con)[1] == 0  # nothing written
+        version = tuning.apply(con, r)
+        assert levels.current_thresholds(con) == (Thresholds(0.2, 0.5, 0.94), version)
+
+
+def test_tune_for_precision_and_for_level_shares(db):
+    with store.connect(db, read_only=True) as con:
+        r = tuning.tune(con, tuning.Targets(min_precision=1.0))
+        assert r.thresholds.high == 0.995 and r.met
+        # Low rated for at most 10% of legitimate sign-ins: 12 of 120 -> alice's 0.88..0.99;
+        # Medium is moved up to stay above Low
+        r = tuning.tune(con, tuning.Targets(max_at_level={"Low": 0.10}))
+        assert r.thresholds == Thresholds(0.88, 0.88, 0.88) and r.met
+        assert any("moved to keep the levels ordered" in n for n in r.notes)
+        r = tuning.tune(con, tuning.Targets(max_blocked=0.0, min_precision=1.0, max_at_level={"High": 0.0}))
+        assert r.thresholds.high == 0.995 and r.met
+
+
+def test_impossible_targets_are_reported_not_met(db):
+    with store.connect(db) as con:  # a legitimate sign-in as risky as the riskiest attack
+        ingest_store.insert_events(con, conform(pa.table({
+            "event_id": ["a999"], "user_pool_id": ["us-east-1_Test01"], "username": ["alice"], "event_type": ["SignIn"],
+            "creation_date": pa.array([T0 - timedelta(days=1)], pa.timestamp("us", tz="UTC"))}), EVENT_SCHEMA), "t")
+        con.execute("INSERT INTO labels VALUES ('a999', 'is_account_takeover', 'false', 'test')")
+        con.execute("INSERT INTO assessments (event_id, score, scored_at) VALUES ('a999', 1.0, ?)", [T0])
+        r = tuning.tune(con, tuning.Targets(min_precision=1.0))
+        assert not r.met and r.thresholds.high == 1.0
+        assert any("High: no threshold meets the targets" in n for n in r.notes)
+    res = invoke("tune", "--min-precision", "1", "--apply", "--db", db)
+    assert res.exit_code == 2 and "nothing written" in res.output
+    with pytest.raises(tuning.TuningError, match="at least one target"):
+        tuning.Targets()
+    with pytest.raises(tuning.TuningError, match="max_blocked must be a share"):
+        tuning.Targets(max_blocked=5)
+
+
+def test_curves_have_the_known_auc(db):
+    with store.connect(db, read_only=True) as con:
+        c = tuning.curves(con)
+    # AUC = P(attack score > legit score) + ties/2, computed by hand over the 10 x 120 pairs
+    legit = [i / 100 for i in range(100)] + [0.5] * 20
+    pairs = sum((a > g) + 0.5 * (a == g) for a in ATTACK_SCORES for g in legit)
+    assert c.roc_auc == pytest.approx(pairs / 1200)
+    assert (c.legitimate, c.attacks) == (120, 10)
+    assert c.fpr[0] == 0 and c.tpr[-1] == 1
+
+
+def test_whatif_splits_by_label_mfa_and_event_type(db, tmp_path):
+    with store.connect(db, read_only=True) as con:
+        w = tuning.whatif(con, None, Thresholds(0.2, 0.5, 0.9))
+    assert w["outcomes"]["Block"] == 10 + 8 and w["outcomes"]["MfaChallenge"] == 20
+    assert w["by_label"]["legitimate"]["Block"] == 10 and w["by_label"]["attack"]["Allow"] == 2
+    assert w["by_mfa"]["with MFA"] == {"total": 20, "Allow": 0, "MfaChallenge": 20, "Block": 0,
+                                       "share": {"Allow": 0.0, "MfaChallenge": 1.0, "Block": 0.0}}
+    assert w["by_event_type"]["SignIn"]["total"] == 130
+    # in force: default thresholds 0.2/0.5/0.8 block alice's 0.8..0.99 (20) and 8 attacks
+    assert w["current"]["Block"] == 20 + 8 and w["changed"] == 10
+    # a proposed configuration: High only notifies -> nobody is blocked by risk
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"UserPoolId": "us-east-1_Test01", "AccountTakeoverRiskConfiguration": {"Actions": {
+        "LowAction": {"Notify": False, "EventAction": "NO_ACTION"},
+        "MediumAction": {"Notify": False, "EventAction": "NO_ACTION"},
+        "HighAction": {"Notify": True, "EventAction": "NO_ACTION"}}}}))
+    from risk import config as rc
+
+    with store.connect(db, read_only=True) as con:
+        w = tuning.whatif(con, rc.load_file(cfg), None)
+    assert w["configuration"] == "proposed" and w["outcomes"]["Block"] == 0 and w["changed"] == 28
+
+
+def invoke(*args):
+    return runner.invoke(app, [*map(str, args)])
+
+
+def test_cli_tune_and_whatif(db, tmp_path):
+    res = invoke("tune", "--max-blocked", "5%", "--db", db)
+    assert res.exit_code == 0, res.output
+    assert "0.94" in res.output and "nothing written" in res.output
+    res = invoke("tune", "--max-blocked", "0.05", "--json", "--db", db)
+    out = json.loads(res.output)
+    assert out["thresholds"]["high"] == 0.94 and out["met"] and out["applied_version"] is None
+    res = invoke("tune", "--max-blocked", "0.05", "--apply", "--db", db)
+    assert res.exit_code == 0 and "written as thresholds version 1" in res.output
+    res = invoke("tune", "--max-blocked", "half", "--db", db)
+    assert res.exit_code == 2 and "--max-blocked" in res.output
+    res = invoke("tune", "--db", db)
+    assert res.exit_code == 2 and "at least one target" in res.output
+
+    th = tmp_path / "th.yaml"
+    th.write_text("low: 0.2\nmedium: 0.5\nhigh: 0.9\n")
+    res = invoke("whatif", "--thresholds", th, "--json", "--db", db)
+    assert res.exit_code == 0, res.output
+    w = json.loads(res.output)
+    assert w["outcomes"]["Block"] == 18 and w["current_thresholds"]["version"] == 1
+    res = invoke("whatif", "--thresholds", th, "--db", db)
+    assert "label: legitimate" in res.output and "would change" in res.output
+    th.write_text("low: 0.2\nhigh: 0.9\nextreme: 1\n")
+    res = invoke("whatif", "--thresholds", th, "--db", db)
+    assert res.exit_code == 2 and "unknown: extreme" in res.output and "missing: medium" in res.output
+
+
+def test_no_assessed_events_is_a_clear_error(tmp_path):
+    res = invoke("tune", "--max-blocked", "1%", "--db", tmp_path / "empty.duckdb")
+    assert res.exit_code == 2 and "run `riskgate score` first" in res.output
