@@ -381,18 +381,13 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     @app.get("/v1/feedback", tags=["feedback"], response_class=HTMLResponse)
     async def one_click_feedback(token: str, value: str):
         """The one-click links of notification emails: ``value`` valid (it was me) or invalid (it was not)."""
-        from risk.feedback import set_feedback
-        from risk.notify import FeedbackTokenError, verify_token
+        from risk.feedback import feedback_from_token
 
-        if value.lower() not in ("valid", "invalid"):
-            return HTMLResponse("<p>value must be valid or invalid.</p>", status_code=400)
         try:
-            claims = verify_token(token)
-        except (FeedbackTokenError, RiskgateError) as exc:
+            _, err = await run(state["worker"].call(lambda store: feedback_from_token(store, token, value)),
+                               "recording feedback")
+        except RiskgateError as exc:  # a bad, expired or foreign token; a bad value; an unknown event
             return HTMLResponse(f"<p>This link cannot be used: {_html(str(exc))}.</p>", status_code=400)
-        fb = "Valid" if value.lower() == "valid" else "Invalid"
-        _, err = await run(state["worker"].call(lambda store: set_feedback(store, claims.event_id, fb, "User")),
-                           "recording feedback")
         if err is not None:
             return err
         return HTMLResponse("<p>Thank you: your answer was recorded.</p>")

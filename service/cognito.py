@@ -270,7 +270,7 @@ def admin_update_auth_event_feedback(con, params: dict) -> dict:
 
 def update_auth_event_feedback(con, params: dict) -> dict:
     from ingest.errors import ConfigurationError
-    from risk.feedback import set_feedback
+    from risk.feedback import feedback_from_token
     from risk.notify import FeedbackTokenError, verify_token
 
     _only(params, ("UserPoolId", "Username", "EventId", "FeedbackToken", "FeedbackValue"))
@@ -279,7 +279,7 @@ def update_auth_event_feedback(con, params: dict) -> dict:
     event_id = _str(params, "EventId", max_len=50)
     token = _str(params, "FeedbackToken")
     value = _feedback_value(params)
-    try:
+    try:  # the token is the authorisation: checked before anything about the store is told
         claims = verify_token(token)
     except FeedbackTokenError as exc:
         raise CognitoError("NotAuthorizedException", f"FeedbackToken refused: {exc}") from None
@@ -290,7 +290,7 @@ def update_auth_event_feedback(con, params: dict) -> dict:
     _require_pool(con, pool)
     _require_user(con, username)
     _require_event(con, username, event_id)
-    set_feedback(con, event_id, value, "User")
+    feedback_from_token(con, token, value, username=username, event_id=event_id)
     return {}
 
 
