@@ -12,9 +12,7 @@ it hands it over (``Store.handover``) -- nothing is in flight then, because
 only this thread touches the store -- and requests that arrive meanwhile
 wait in the queue. A request that waits longer than its timeout is answered
 503 with Retry-After by the HTTP layer; its job is cancelled if it has not
-started. The steps of an inline event that need no store (the reader and
-the enrichment) run on a second thread, so one batch is prepared while the
-previous one is being stored and assessed.
+started.
 
 :class:`Notifier` delivers the notifications the decisions made due from its
 own thread (a slow or dead SMTP server never delays an answer) and has the
@@ -41,7 +39,7 @@ DEFAULT_MAX_BATCH = 256
 
 @dataclass
 class _Job:
-    kind: str  # "evaluate" (prepare queue) | "prepared" | "call" | "stop" (store queue)
+    kind: str  # "evaluate" | "call" | "stop"
     payload: Any
     future: Future
 
@@ -59,10 +57,8 @@ class StoreWorker:
         self.max_batch = max_batch
         self.on_due = on_due
         self._q: queue.Queue[_Job] = queue.Queue()
-        self._eval_q: queue.Queue[_Job | None] = queue.Queue()
         self._pending: deque[_Job] = deque()
         self._thread = threading.Thread(target=self._run, name="riskgate-store", daemon=True)
-        self._prep_thread = threading.Thread(target=self._run_prepare, name="riskgate-prepare", daemon=True)
         self._opened = threading.Event()
         self.open_error: BaseException | None = None
         self.store = None
@@ -79,12 +75,8 @@ class StoreWorker:
         self._opened.wait(wait)
         if self.open_error is not None:
             raise self.open_error
-        self._prep_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self._prep_thread.is_alive():
-            self._eval_q.put(None)
-            self._prep_thread.join(timeout)
         if not self._thread.is_alive():
             return
         self._q.put(_Job("stop", None, Future()))
@@ -99,7 +91,7 @@ class StoreWorker:
     def evaluate(self, request) -> Future:
         """Queue one inline event (an ``InlineRequest``); the future gives (result, None) or raises."""
         fut: Future = Future()
-        self._eval_q.put(_Job("evaluate", request, fut))
+        self._q.put(_Job("evaluate", request, fut))
         return fut
 
     def call(self, fn: Callable[[Any], Any]) -> Future:
@@ -109,7 +101,7 @@ class StoreWorker:
         return fut
 
     def queued(self) -> int:
-        return self._q.qsize() + len(self._pending) + self._eval_q.qsize()
+        return self._q.qsize() + len(self._pending)
 
     # -- the thread -------------------------------------------------------------------------
 
@@ -178,58 +170,31 @@ class StoreWorker:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             job.future.set_exception(exc)
 
-    def _run_prepare(self) -> None:
-        """The prepare thread: coalesce queued requests, run the steps that need no store, pass them on."""
-        while True:
-            first = self._eval_q.get()
-            if first is None:
-                return
-            jobs = [first]
-            while len(jobs) < self.max_batch:
-                try:
-                    nxt = self._eval_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._eval_q.put(None)
-                    break
-                jobs.append(nxt)
-            live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            try:
-                prepared = self.scorer.prepare([j.payload for j in live])
-            except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
-                for j in live:
-                    j.future.set_exception(exc)
-                continue
-            self._q.put(_Job("prepared", (live, prepared), Future()))
-
     def _run_evaluations(self, first: _Job) -> None:
-        """Store and assess the prepared batches waiting now, together (one feature computation)."""
-        items = [first.payload]
-        while len(items) < self.max_batch:
+        jobs = [first]
+        while len(jobs) < self.max_batch:
             nxt = self._next(block=False)
             if nxt is None:
                 break
-            if nxt.kind != "prepared":
+            if nxt.kind != "evaluate":
                 self._pending.appendleft(nxt)
                 break
-            items.append(nxt.payload)
+            jobs.append(nxt)
+        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
         try:
-            results, due = self.scorer.finish([prepared for _, prepared in items])
-        except BaseException as exc:  # noqa: BLE001 - every request of the batches gets the error
-            for live, _ in items:
-                for j in live:
-                    j.future.set_exception(exc)
+            results, due = self.scorer.evaluate([j.payload for j in live])
+        except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
+            for j in live:
+                j.future.set_exception(exc)
             return
         self.batches += 1
-        for (live, _), batch_results in zip(items, results):
-            for j, r in zip(live, batch_results):
-                if isinstance(r, BaseException):
-                    j.future.set_exception(r)
-                else:
-                    j.future.set_result(r)
+        for j, r in zip(live, results):
+            if isinstance(r, BaseException):
+                j.future.set_exception(r)
+            else:
+                j.future.set_result(r)
         if due and self.on_due is not None:
             self.on_due(due)
 
@@ -240,9 +205,8 @@ class StoreWorker:
                 return
             if job.kind == "call":
                 self._run_call(job)  # e.g. recording a notification: still done
-            elif job.kind == "prepared":
-                for j in job.payload[0]:
-                    j.future.set_exception(RuntimeError("the service is stopping"))
+            else:
+                job.future.cancel()
 
 
 class Notifier:
