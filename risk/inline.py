@@ -184,8 +184,7 @@ class InlineScorer:
     def prepare(self, requests: list[InlineRequest]) -> Prepared:
         """The steps that need no store (ids, times, the reader and the enrichment).
 
-        May run on another thread than :meth:`finish` (it uses its own scratch
-        connections), so that one batch is prepared while the previous one is stored.
+        It uses only the scorer's own scratch connections, never the store.
         """
         for r in requests:  # Cognito generates event ids and times; a request without them gets fresh ones
             if r.record.get("EventId") is None:
