@@ -374,6 +374,21 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
     return int(res[0][0]) if res else 0
 
 
+def existing_event_ids(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str]) -> set[str]:
+    """Which of ``event_ids`` are stored already."""
+    con.register("_rg_event_ids_q", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
+    try:
+        return {r[0] for r in con.execute("SELECT event_id FROM events SEMI JOIN _rg_event_ids_q USING (event_id)").fetchall()}
+    finally:
+        con.unregister("_rg_event_ids_q")
+
+
+def event_username(con: duckdb.DuckDBPyConnection, event_id: str) -> str | None:
+    """The username of a stored event (None when there is no such event)."""
+    rows = con.execute("SELECT username FROM events WHERE event_id = ? LIMIT 1", [event_id]).fetchall()
+    return rows[0][0] if rows else None
+
+
 def insert_quarantine(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
     """Record quarantined rows (QUARANTINE_SCHEMA + quarantine_id); a row seen before is not repeated."""
     if table.num_rows == 0:

@@ -49,6 +49,14 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+def user_known(con: duckdb.DuckDBPyConnection, username: str) -> bool:
+    """Whether the user has events or is in the users table."""
+    return bool(con.execute(
+        "SELECT (SELECT count(*) FROM events WHERE username = ?) + (SELECT count(*) FROM users WHERE username = ?)",
+        [username, username],
+    ).fetchall()[0][0])
+
+
 def list_user_auth_events(
     con: duckdb.DuckDBPyConnection, username: str, *, max_results: int | None = None, next_token: str | None = None
 ) -> dict:
@@ -58,11 +66,7 @@ def list_user_auth_events(
         raise InvalidParameterError(f"MaxResults must be between 0 and {MAX_RESULTS}, got {max_results}")
     else:
         limit = max_results
-    known = con.execute(
-        "SELECT (SELECT count(*) FROM events WHERE username = ?) + (SELECT count(*) FROM users WHERE username = ?)",
-        [username, username],
-    ).fetchall()[0][0]
-    if not known:
+    if not user_known(con, username):
         raise UserNotFoundError(f"user {username!r} not found: no events and not in the users table")
     after_date, after_id = (None, None)
     if next_token:

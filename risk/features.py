@@ -213,10 +213,33 @@ def _freeman_sql() -> tuple[str, dict[str, str]]:
     return ",\n      ".join(inner), out
 
 
-def _build_sql(filters: str) -> str:
-    """The one statement. Parameters: cut, hi (window rows), cut (history before them), hi (novelty
-    and global history), then the filter's."""
+def _ev_sql(source: str) -> str:
+    """The events with the columns features need: known, failed, user and key hashes, UTC day (CTE body)."""
     key_cols = ",\n      ".join(f"{_h(expr)} AS k_{name}" for name, expr in KEYS.items())
+    return f"""
+  SELECT e.event_id, e.username, e.creation_date, e.event_type, e.event_response,
+      e.client_ip, e.ip_prefix, e.asn, e.country_iso, e.city, e.device_fingerprint, e.user_agent,
+      e.latitude, e.longitude, e.has_context_data,
+      (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
+      (e.event_response = 'Fail') AS failed,
+      hash(e.username) AS uid,
+      {_DAY} AS d,
+      {key_cols}
+  FROM {source} e LEFT JOIN inv ON inv.event_id = e.event_id
+"""
+
+
+#: The rows a call with cached global counts needs: the selected events' users' whole history, and
+#: every event in the window span (other users' events from the same IP or network).
+_SCOPED_SOURCE = """(SELECT * FROM events
+    WHERE username IN (SELECT username FROM _rg_feat_scope) OR (creation_date >= ? AND creation_date <= ?))"""
+
+
+def _build_sql(filters: str, cached_globals: bool = False) -> str:
+    """The one statement. Parameters: cut, hi (window rows), cut (history before them), hi (novelty
+    and global history), then the filter's. With ``cached_globals`` the events are only the scoped
+    ones (``_SCOPED_SOURCE``, two more parameters first: cut, hi) and everyone's counts come from
+    ``_rg_feat_global`` (:class:`GlobalCounts`) instead of the whole history."""
     windows, _ = _window_ctes()
 
     ctes, joins = [], []
@@ -229,11 +252,17 @@ def _build_sql(filters: str) -> str:
                     f"FROM hist WHERE known AND k_{k} IS NOT NULL AND uid IN (SELECT uid FROM tu) GROUP BY ALL)")
         joins.append(f"LEFT JOIN fk_{k} ON fk_{k}.uid = t.uid AND fk_{k}.k = t.k_{k}")
     for k in GLOBAL_KEYS:  # everyone's counts before the event's day
-        ctes.append(f"""g_{k} AS (SELECT k, d, sum(c) OVER (PARTITION BY k ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
+        if cached_globals:
+            ctes.append(f"g_{k} AS (SELECT k, d, c FROM _rg_feat_global WHERE name = '{k}')")
+        else:
+            ctes.append(f"""g_{k} AS (SELECT k, d, sum(c) OVER (PARTITION BY k ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
               FROM (SELECT k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM hist
                     WHERE k_{k} IN (SELECT k_{k} FROM t) GROUP BY ALL))""")
         joins.append(f"LEFT JOIN g_{k} ON g_{k}.k = t.k_{k} AND g_{k}.d = t.d")
-    ctes.append("""g_total AS (SELECT d, sum(c) OVER (ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
+    if cached_globals:
+        ctes.append("g_total AS (SELECT d, c FROM _rg_feat_global WHERE name = 'total')")
+    else:
+        ctes.append("""g_total AS (SELECT d, sum(c) OVER (ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
               FROM (SELECT d, count(*) FILTER (WHERE known) AS c FROM hist GROUP BY d))""")
     joins.append("LEFT JOIN g_total ON g_total.d = t.d")
 
@@ -286,17 +315,7 @@ def _build_sql(filters: str) -> str:
 
     return f"""
 WITH inv AS ({feedback.INVALID_EVENTS_SQL}),
-ev AS (
-  SELECT e.event_id, e.username, e.creation_date, e.event_type, e.event_response,
-      e.client_ip, e.ip_prefix, e.asn, e.country_iso, e.city, e.device_fingerprint, e.user_agent,
-      e.latitude, e.longitude, e.has_context_data,
-      (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
-      (e.event_response = 'Fail') AS failed,
-      hash(e.username) AS uid,
-      {_DAY} AS d,
-      {key_cols}
-  FROM events e LEFT JOIN inv ON inv.event_id = e.event_id
-),
+ev AS ({_ev_sql(_SCOPED_SOURCE if cached_globals else "events")}),
 w AS (SELECT *, row_number() OVER (ORDER BY creation_date, event_id) AS rk
       FROM ev WHERE creation_date >= ? AND creation_date <= ?),
 pre AS (SELECT * FROM ev WHERE known AND creation_date < ?),
@@ -347,6 +366,117 @@ def _output_schema() -> pa.Schema:
     )
 
 
+class GlobalCounts:
+    """Everyone's known-history counts per Freeman key and UTC day, kept in memory for calls on few events.
+
+    The features of a handful of events need, besides their users' history
+    and the events around them, the global frequencies of their key values
+    before their day -- which, computed from the store, means reading all of
+    it each time. This object reads them once (the same ``ev`` definition as
+    the feature SQL: same keys, hashes, days and "known") and is then kept
+    exact: :meth:`ensure` (before writing) rebuilds it when the store changed
+    behind it (events or feedback added by anyone), and :meth:`add` (after
+    writing new events) counts them in. ``compute_features(...,
+    global_counts=gc)`` then gives the same result as without it.
+    """
+
+    #: Rows added since the last build after which the next ``ensure`` rebuilds (keeps lookups fast).
+    REBUILD_AFTER = 50_000
+
+    def __init__(self):
+        self.signature: tuple | None = None
+        self._keys: dict[str, tuple] = {}
+        self._overlay: dict[tuple[str, int], dict[int, int]] = {}
+        self._added = 0
+        self.builds = 0
+
+    @staticmethod
+    def _signature(con) -> tuple:
+        return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback)").fetchall()[0])
+
+    def ensure(self, con) -> None:
+        """Rebuild from the store when it holds events or feedback this object has not counted."""
+        sig = self._signature(con)
+        if sig != self.signature or self._added > self.REBUILD_AFTER:
+            self._build(con)
+            self.signature = sig
+
+    def _build(self, con) -> None:
+        import numpy as np
+
+        keys = {}
+        for name in (*GLOBAL_KEYS, "total"):
+            col = "0::UBIGINT" if name == "total" else f"k_{name}"
+            h, d, c = (np.asarray(a) for a in con.execute(
+                f"""WITH inv AS ({feedback.INVALID_EVENTS_SQL}), ev AS ({_ev_sql("events")})
+                    SELECT h, d, sum(c) OVER (PARTITION BY h ORDER BY d ROWS UNBOUNDED PRECEDING) AS cum
+                    FROM (SELECT {col} AS h, d, count(*) FILTER (WHERE known) AS c FROM ev
+                          WHERE {col} IS NOT NULL GROUP BY ALL)
+                    ORDER BY h, d""").fetchnumpy().values())
+            keys[name] = (h.astype(np.uint64), d.astype(np.int64), c.astype(np.int64))
+        self._keys = keys
+        self._overlay = {}
+        self._added = 0
+        self.builds += 1
+
+    def _before(self, name: str, h: int, d: int) -> int:
+        import numpy as np
+
+        hs, ds, cum = self._keys[name]
+        lo = int(np.searchsorted(hs, np.uint64(h), "left"))
+        hi = int(np.searchsorted(hs, np.uint64(h), "right"))
+        j = lo + int(np.searchsorted(ds[lo:hi], d, "left"))
+        n = int(cum[j - 1]) if j > lo else 0
+        extra = self._overlay.get((name, h))
+        if extra:
+            n += sum(c for day, c in extra.items() if day < d)
+        return n
+
+    def _target_keys(self, con, event_ids: Sequence[str]) -> list[dict]:
+        con.register("_rg_feat_gk", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
+        try:
+            cur = con.execute(
+                f"""WITH inv AS ({feedback.INVALID_EVENTS_SQL}),
+                    ev AS ({_ev_sql("(SELECT * FROM events SEMI JOIN _rg_feat_gk USING (event_id))")})
+                    SELECT event_id, d, known, {", ".join("k_" + k for k in GLOBAL_KEYS)} FROM ev""")
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        finally:
+            con.unregister("_rg_feat_gk")
+
+    def add(self, con, event_ids: Sequence[str]) -> None:
+        """Count in events just written (each at most once), then remember the store's new state."""
+        for row in self._target_keys(con, event_ids):
+            if not row["known"]:
+                continue
+            for name in (*GLOBAL_KEYS, "total"):
+                h = 0 if name == "total" else row["k_" + name]
+                if h is None:
+                    continue
+                days = self._overlay.setdefault((name, int(h)), {})
+                days[row["d"]] = days.get(row["d"], 0) + 1
+                self._added += 1
+        self.signature = self._signature(con)
+
+    def table_for(self, con, event_ids: Sequence[str]) -> pa.Table:
+        """``_rg_feat_global`` rows (name, k, d, c = count before day d) for the keys of these events."""
+        names, ks, ds, cs = [], [], [], []
+        seen = set()
+        for row in self._target_keys(con, event_ids):
+            d = int(row["d"])
+            for name in (*GLOBAL_KEYS, "total"):
+                h = 0 if name == "total" else row["k_" + name]
+                if h is None or (name, h, d) in seen:
+                    continue
+                seen.add((name, h, d))
+                names.append(name)
+                ks.append(None if name == "total" else int(h))
+                ds.append(d)
+                cs.append(self._before(name, int(h), d))
+        return pa.table({"name": pa.array(names, pa.string()), "k": pa.array(ks, pa.uint64()),
+                         "d": pa.array(ds, pa.int64()), "c": pa.array(cs, pa.int64())})
+
+
 def compute_features(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -354,13 +484,20 @@ def compute_features(
     until: datetime | None = None,
     event_ids: Sequence[str] | None = None,
     usernames: Sequence[str] | None = None,
+    global_counts: GlobalCounts | None = None,
 ) -> pa.Table:
     """Features of the stored events with ``since <= creation_date < until`` (and in ``event_ids`` /
     of ``usernames`` when given), ordered by (creation_date, event_id).
 
     History comes from the whole store (see the module docstring), so the
     result for an event does not depend on which other events were selected.
+    With ``global_counts`` (only together with ``event_ids``) everyone's
+    counts come from that object and only the selected events' users and
+    the events around them are read: the same result for a few events,
+    without reading the whole store.
     """
+    if global_counts is not None and event_ids is None:
+        raise FeatureError("global_counts needs event_ids (it is for a few events at a time)")
     for name, value in (("since", since), ("until", until)):
         if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
             raise FeatureError(f"{name} must be a timezone-aware datetime, got {value!r}")
@@ -398,8 +535,17 @@ def compute_features(
 
         con.register("_rg_feat_hosting", pa.table({"asn": pa.array([a for a, _, _ in hosting_asns()], pa.int64())}))
         registered.append("_rg_feat_hosting")
-        sql = _build_sql(filters)
-        table = con.sql(sql, params=[cut, hi, cut, hi, *params]).to_arrow_table()
+        scope_params: list = []
+        if global_counts is not None:
+            con.register("_rg_feat_global", global_counts.table_for(con, list(event_ids)))
+            registered.append("_rg_feat_global")
+            users = [r[0] for r in con.execute(
+                "SELECT DISTINCT username FROM events WHERE event_id IN (SELECT event_id FROM _rg_feat_ids)").fetchall()]
+            con.register("_rg_feat_scope", pa.table({"username": pa.array(users, pa.string())}))
+            registered.append("_rg_feat_scope")
+            scope_params = [cut, hi]
+        sql = _build_sql(filters, cached_globals=global_counts is not None)
+        table = con.sql(sql, params=[*scope_params, cut, hi, cut, hi, *params]).to_arrow_table()
     except duckdb.Error as exc:
         raise FeatureError(f"computing features failed: {exc}") from exc
     finally:

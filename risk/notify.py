@@ -578,14 +578,16 @@ def user_email(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
 
 def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, template: Any | None, notify_config: Any,
            recipient: str | None = None, *, transport: Transport | None = None, base_url: str | None = None,
-           ttl: timedelta | None = None) -> NotificationRecord:
+           ttl: timedelta | None = None, record: bool = True) -> NotificationRecord:
     """Render ``template`` for ``event``, deliver it, and record the outcome. Never raises on a failed delivery.
 
     ``template_name`` is BlockEmail, NoActionEmail or MfaEmail; ``template`` None
     takes that template from ``notify_config``, which also gives From (else
     ``RISKGATE_NOTIFY_FROM``) and ReplyTo (SourceArn is not used: delivery is by
     SMTP or the outbox). The recipient is
-    ``recipient`` or else the user's email in the users table.
+    ``recipient`` or else the user's email in the users table. With ``record=False`` the
+    outcome is only returned (the caller records it with :func:`record_notification`), and
+    ``con`` is not used when ``recipient`` is given (``""``: no address known).
     """
     nid = uuid.uuid4().hex
     event_id = _field(event, "event_id", "EventId")
@@ -600,7 +602,7 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
             if template is None:
                 raise NotifyError(f"NotifyConfiguration has no {template_name} template")
         subject = _clean(template_parts(template)[0])
-        if recipient is None and username:
+        if recipient is None and username and con is not None:
             recipient = user_email(con, str(username))
         if not recipient:
             raise NotifyError("no email address for user")
@@ -634,5 +636,6 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
         location=where,
         created_at=datetime.now(timezone.utc),
     )
-    record_notification(con, rec)
+    if record:
+        record_notification(con, rec)
     return rec

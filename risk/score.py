@@ -353,13 +353,7 @@ def score_events(
                                                             pa.array([r[0] for r in done], pa.string()))))
             if feats.num_rows == 0:
                 continue
-            con.register("_rg_chunk_ids", feats.select(["event_id"]))
-            try:
-                events = con.sql(
-                    f"SELECT {_EVENT_COLS} FROM events JOIN _rg_chunk_ids USING (event_id)"
-                ).to_arrow_table()
-            finally:
-                con.unregister("_rg_chunk_ids")
+            events = events_to_assess(con, feats)
             table = assess_chunk(ctx, feats, events)
             table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
             table = table.append_column(
@@ -386,6 +380,33 @@ def score_events(
     return result
 
 
+def events_to_assess(con, feats: pa.Table) -> pa.Table:
+    """The event columns ``assess_chunk`` needs, for the events of ``feats``."""
+    con.register("_rg_chunk_ids", feats.select(["event_id"]))
+    try:
+        return con.sql(f"SELECT {_EVENT_COLS} FROM events JOIN _rg_chunk_ids USING (event_id)").to_arrow_table()
+    finally:
+        con.unregister("_rg_chunk_ids")
+
+
+ASSESSMENT_COLUMNS = ("event_id", "score", "risk_level", "risk_decision", "outcome", "event_action", "mode",
+                      "enforced", "mfa_challenge", "blocked", "override_block", "ip_exception",
+                      "compromised_credentials_detected", "reset_required", "notification", "would_notify",
+                      "reasons", "decision_reasons", "model_version", "thresholds_version", "config_version",
+                      "mode_version", "run_id", "scored_at")
+
+
+def assessments_for(con, event_ids: list[str]) -> dict[str, dict]:
+    """The stored assessment of each of ``event_ids`` that has one, as a dict of ASSESSMENT_COLUMNS."""
+    con.register("_rg_assessment_q", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
+    try:
+        cur = con.execute(f"SELECT {', '.join(ASSESSMENT_COLUMNS)} FROM assessments "
+                          "SEMI JOIN _rg_assessment_q USING (event_id)")
+        return {r[0]: dict(zip(ASSESSMENT_COLUMNS, r)) for r in cur.fetchall()}
+    finally:
+        con.unregister("_rg_assessment_q")
+
+
 def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
     """Compromised credentials blocked while enforced: the user must reset the password (RESET_REQUIRED)."""
     import pyarrow.compute as pc
@@ -406,14 +427,27 @@ _NOTIFY_EVENT_COLS = ("event_id, username, user_pool_id, client_id, client_ip, c
 
 def _send_notifications(ctx: "_Context", table: pa.Table) -> int:
     """Send the emails due for this chunk (the decision's ``notification``); a failed send is recorded, never raised."""
+    from risk import notify as rn
+
+    con = ctx.con
+    sent = 0
+    for ev, name, template, notify_config in due_notifications(ctx, table):
+        if rn.already_notified(con, ev["event_id"], name):
+            continue
+        rn.notify(con, ev, name, template, notify_config)
+        sent += 1
+    return sent
+
+
+def due_notifications(ctx: "_Context", table: pa.Table) -> list[tuple[dict, str, object, object]]:
+    """(event, template name, template, NotifyConfiguration) for each assessment of ``table`` with a notification due."""
     import pyarrow.compute as pc
 
-    from risk import notify as rn
     from risk.config import template_for
 
     due = table.filter(pc.is_valid(table.column("notification"))).select(["event_id", "notification"])
     if due.num_rows == 0:
-        return 0
+        return []
     con = ctx.con
     con.register("_rg_due", due)
     try:
@@ -423,16 +457,13 @@ def _send_notifications(ctx: "_Context", table: pa.Table) -> int:
         rows = [dict(zip(names, r)) for r in cur.fetchall()]
     finally:
         con.unregister("_rg_due")
-    sent = 0
+    out = []
     for ev in rows:
         name = ev.pop("notification")
-        if rn.already_notified(con, ev["event_id"], name):
-            continue
         cfg, _ = ctx.config(_pool_of(con, ev["user_pool_id"]), ev["client_id"])
         ato = cfg.AccountTakeoverRiskConfiguration
-        rn.notify(con, ev, name, template_for(cfg, name), ato.NotifyConfiguration if ato else None)
-        sent += 1
-    return sent
+        out.append((ev, name, template_for(cfg, name), ato.NotifyConfiguration if ato else None))
+    return out
 
 
 def _write(con, table: pa.Table) -> None:

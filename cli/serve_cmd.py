@@ -1,0 +1,34 @@
+"""``riskgate serve``: the HTTP service (inline decisions and Cognito's risk operations)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from cli.app import DbOption, app, err_console, handle_errors
+
+
+@app.command()
+@handle_errors
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8080,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1, help="Seconds a request may wait for the store (another process's turn) before a 503 with Retry-After.")] = 30.0,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request (method, path, status; never bodies).")] = True,
+) -> None:
+    """Serve POST /v1/evaluate (inline decisions) and Cognito's risk operations over HTTP; needs $RISKGATE_API_KEY."""
+    import uvicorn
+
+    from ingest.store import resolve_db_path
+    from service.app import API_KEY_ENV, asgi, check_api_key, create_app
+
+    key = check_api_key(os.environ.get(API_KEY_ENV))
+    application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)
+    err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on http://{host}:{port}", highlight=False)
+    # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
+    # client never reuses a connection the server is just closing
+    uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",
+                timeout_keep_alive=75, timeout_graceful_shutdown=10)

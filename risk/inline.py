@@ -1,0 +1,291 @@
+"""Inline decisions: assess sign-in events as an application server presents them, through batch's own path.
+
+An inline event is a riskgate JSON-lines record (``ingest.sources.riskgate_jsonl``)
+handed over in a request instead of a file. :class:`InlineScorer` takes a
+handful of them at a time (the HTTP service coalesces the requests that arrive
+while the previous handful is being assessed) and runs exactly the steps of
+``riskgate ingest`` + ``riskgate score`` on them:
+
+1. the riskgate-jsonl reader's extraction and type checks, then the shared
+   checks and enrichment (``ingest.enrich.Enricher``: client IP, agent, device
+   fingerprint, GeoIP) -- a record that ingest would quarantine is refused
+   with the same reasons instead;
+2. a presented password is checked against breach data at once
+   (``risk.credentials``) and forgotten; only the outcome is kept (the event's
+   ``compromised_credentials`` and a ``credential_checks`` row);
+3. the event is stored (``ingest.store.insert_events``; an EventId already
+   stored is a retry and gets the stored answer);
+4. point-in-time features from the store (``risk.features.compute_features``,
+   reading only the events' users and the events around them, with everyone's
+   counts kept in memory by ``risk.features.GlobalCounts``: the same result
+   without reading the whole store per request), the model, levels, exceptions
+   and decision (``risk.score.assess_chunk``), written as ``assessments`` rows,
+   resets applied as in batch scoring.
+
+Because steps 1, 3 and 4 are batch's own functions, an event presented inline
+gets the features and score batch scoring would give it over the same
+history (tested by replaying a stream both ways). Features are point in time:
+an event presented after later events were stored (out of order) is scored
+against what is stored when it arrives -- as ``riskgate score`` would score it
+at that moment.
+
+Notifications the decisions make due are returned as :class:`DueNotification`
+objects for the caller to deliver off the request path; :func:`deliver`
+renders and sends one without touching the store, and the caller records it.
+
+The scorer uses one DuckDB connection and is not thread-safe: one thread
+drives it (the service's store thread).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest import store as ingest_store
+from ingest.enrich import Enricher
+from ingest.errors import RiskgateError
+from ingest.sources import riskgate_jsonl
+from ingest.sources.base import LineBatch, ReaderOptions
+from ingest.store import scratch
+
+SOURCE_FORMAT = riskgate_jsonl.NAME
+SOURCE_FILE = "POST /v1/evaluate"
+
+
+class InlineEventError(RiskgateError):
+    """An inline event that ingest would quarantine; the message gives every reason."""
+
+
+@dataclass
+class InlineRequest:
+    """One event as presented: a riskgate JSON-lines record (dict) and, optionally, the password."""
+
+    record: dict
+    password: str | None = field(default=None, repr=False)
+    want_features: bool = False
+
+
+@dataclass(frozen=True)
+class DueNotification:
+    """A notification a decision made due: what to render and to whom (delivered off the request path)."""
+
+    event: dict
+    template_name: str
+    template: Any
+    notify_config: Any
+    recipient: str | None
+
+
+@dataclass
+class Prepared:
+    """A batch after the steps that need no store: canonical rows (source_line = index + 1) and refusals."""
+
+    requests: list[InlineRequest]
+    good: pa.Table | None
+    refused: dict[int, str]
+
+
+@dataclass
+class InlineResult:
+    assessment: dict
+    duplicate: bool = False
+    features: dict | None = None  # the event's features, when asked for and computed now
+
+
+class InlineScorer:
+    """Assesses inline events on one connection (see the module docstring)."""
+
+    def __init__(self, con, *, enricher: Enricher, checker=None, run_id: str | None = None):
+        self.con = con
+        self.enricher = enricher
+        self.checker = checker
+        self.run_id = run_id or "inline-" + uuid.uuid4().hex
+        self._scratch = scratch()
+        self._ctx = None
+        from risk.features import GlobalCounts
+
+        self.global_counts = GlobalCounts()
+
+    # -- what a run reads once --------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Forget the model, thresholds, configurations and modes read so far (read again on next use)."""
+        self._ctx = None
+
+    @property
+    def context(self):
+        from risk.score import _Context
+
+        if self._ctx is None:
+            self._ctx = _Context(self.con)
+        return self._ctx
+
+    def close(self) -> None:
+        self._scratch.close()
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def _canonical(self, requests: list[InlineRequest]) -> tuple[pa.Table, dict[int, str]]:
+        """(good rows in EVENT_SCHEMA with source_line = request index + 1, {index: reasons} of refused ones)."""
+        texts = [json.dumps(r.record, separators=(",", ":"), ensure_ascii=False) for r in requests]
+        lb = LineBatch(pa.array(range(1, len(texts) + 1), pa.int64()), pa.array(texts, pa.string()), [])
+        batch = riskgate_jsonl.READER._batch(self._scratch, SOURCE_FILE, lb, ReaderOptions())
+        refused: dict[int, str] = {}
+        for line, reason in zip(batch.quarantine.column("source_line").to_pylist(),
+                                batch.quarantine.column("reason").to_pylist()):
+            refused[line - 1] = reason
+        if batch.events.num_rows == 0:
+            return None, refused
+        good, bad = self.enricher.run(batch.events, SOURCE_FORMAT, SOURCE_FILE)
+        for line, reason in zip(bad.column("source_line").to_pylist(), bad.column("reason").to_pylist()):
+            refused[line - 1] = reason
+        return good, refused
+
+    def _check_passwords(self, good: pa.Table, requests: list[InlineRequest]) -> tuple[pa.Table, list]:
+        """Set ``compromised_credentials`` from the presented passwords; return the outcomes to record."""
+        from risk import config as rc
+        from risk import credentials as cr
+        from risk.score import _pool_of
+
+        lines = good.column("source_line").to_pylist()
+        if self.checker is None or not any(requests[i - 1].password is not None for i in lines):
+            return good, []
+        flags = good.column("compromised_credentials").to_pylist()
+        types = good.column("event_type").to_pylist()
+        pools = good.column("user_pool_id").to_pylist()
+        clients = good.column("client_id").to_pylist()
+        outcomes = []
+        for k, line in enumerate(lines):
+            req = requests[line - 1]
+            if req.password is None:
+                continue
+            cfg, _ = self.context.config(_pool_of(self.con, pools[k]), clients[k])
+            mode, _ = self.context.mode(_pool_of(self.con, pools[k]))
+            ccc = cfg.CompromisedCredentialsRiskConfiguration
+            event_filter = [str(f) for f in ccc.EventFilter] if ccc is not None and ccc.EventFilter else None
+            action = str(ccc.Actions.EventAction) if ccc is not None else "NO_ACTION"
+            result = self.checker.check(req.password) if cr.applies(types[k], event_filter) else None
+            req.password = None  # checked: forgotten
+            outcome = cr.evaluate(types[k], event_filter, action, result)
+            if result is not None:
+                flags[k] = bool(result.compromised)
+            outcomes.append((k, outcome, mode == rc.AdvancedSecurityMode.ENFORCED))
+        idx = good.column_names.index("compromised_credentials")
+        good = good.set_column(idx, "compromised_credentials", pa.array(flags, pa.bool_()))
+        return good, outcomes
+
+    def prepare(self, requests: list[InlineRequest]) -> Prepared:
+        """The steps that need no store (ids, times, the reader and the enrichment).
+
+        It uses only the scorer's own scratch connections, never the store.
+        """
+        for r in requests:  # Cognito generates event ids and times; a request without them gets fresh ones
+            if r.record.get("EventId") is None:
+                r.record["EventId"] = uuid.uuid4().hex
+            if r.record.get("CreationDate") is None:
+                r.record["CreationDate"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        try:
+            good, refused = self._canonical(requests)
+        except BaseException:
+            for r in requests:
+                r.password = None
+            raise
+        return Prepared(requests, good, refused)
+
+    def evaluate(self, requests: list[InlineRequest]) -> tuple[list[InlineResult | RiskgateError], list[DueNotification]]:
+        """Assess the events; one result (or the error refusing it) per request, in order, and the notifications due."""
+        results, due = self.finish([self.prepare(requests)])
+        return results[0], due
+
+    def finish(self, batches: list[Prepared]) -> tuple[list[list[InlineResult | RiskgateError]], list[DueNotification]]:
+        """Store and assess prepared batches together; per batch, one result (or error) per request, in order."""
+        from risk import credentials as cr
+        from risk import notify as rn
+        from risk import score as rs
+        from risk.features import compute_features
+
+        con = self.con
+        requests = [r for b in batches for r in b.requests]
+        out: list[InlineResult | RiskgateError | None] = [None] * len(requests)
+        tables, offset = [], 0
+        for b in batches:
+            for i, reason in b.refused.items():
+                out[offset + i] = InlineEventError(reason)
+            if b.good is not None and b.good.num_rows:
+                t = b.good
+                k = t.column_names.index("source_line")
+                tables.append(t.set_column(k, "source_line", pc.add(t.column(k), pa.scalar(offset, pa.int64()))))
+            offset += len(b.requests)
+
+        def split(flat: list) -> list[list]:
+            res, i = [], 0
+            for b in batches:
+                res.append(flat[i:i + len(b.requests)])
+                i += len(b.requests)
+            return res
+
+        try:
+            if not tables:
+                return split(out), []
+            good = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            good, outcomes = self._check_passwords(good, requests)
+        finally:
+            for r in requests:
+                r.password = None
+        ids = good.column("event_id").to_pylist()
+        users = good.column("username").to_pylist()
+        self.global_counts.ensure(con)  # up to date with the store before this batch is written
+        con.execute("BEGIN TRANSACTION")
+        try:
+            existing = ingest_store.existing_event_ids(con, ids)
+            ingest_store.insert_events(con, good, self.run_id)
+            for k, outcome, enforced in outcomes:
+                if ids[k] not in existing:
+                    cr.record_check(con, outcome, event_id=ids[k], username=users[k], enforced=enforced)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.global_counts.add(con, [i for i in dict.fromkeys(ids) if i not in existing])
+        ctx = self.context
+        assessed = rs.assessments_for(con, ids)
+        todo = [i for i in dict.fromkeys(ids) if i not in assessed]
+        due: list[DueNotification] = []
+        feature_rows: dict[str, dict] = {}
+        if todo:
+            feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
+            events = rs.events_to_assess(con, feats)
+            table = rs.assess_chunk(ctx, feats, events)
+            table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
+            table = table.append_column(
+                "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC")))
+            if any(r.want_features for r in requests):
+                from risk.signals import FEATURE_COLUMNS
+
+                feature_rows = {row["event_id"]: {c: row[c] for c in FEATURE_COLUMNS}
+                                for row in feats.select(["event_id", *FEATURE_COLUMNS]).to_pylist()}
+            rs._write(con, table)
+            rs._apply_resets(con, table, events)
+            for ev, name, template, notify_config in rs.due_notifications(ctx, table):
+                recipient = rn.user_email(con, ev["username"]) if ev["username"] else None
+                due.append(DueNotification(ev, name, template, notify_config, recipient))
+        rows = rs.assessments_for(con, ids)
+        for k, line in enumerate(good.column("source_line").to_pylist()):
+            out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing,
+                                         features=feature_rows.get(ids[k]) if requests[line - 1].want_features else None)
+        return split(out), due
+
+
+def deliver(n: DueNotification, *, transport=None):
+    """Render and send one due notification without the store; returns the record for the caller to store."""
+    from risk import notify as rn
+
+    return rn.notify(None, n.event, n.template_name, n.template, n.notify_config, n.recipient or "",
+                     transport=transport, record=False)

@@ -1,0 +1,442 @@
+"""The HTTP service: inline decisions (``POST /v1/evaluate``) and Cognito's risk operations (``POST /``).
+
+Only HTTP wiring lives here; the work is ``risk.inline`` (one event through
+ingest's and batch scoring's own steps) and ``service.cognito`` (the JSON
+protocol onto ``risk.config``, ``risk.auth_events`` and ``risk.feedback``),
+run on the store thread of ``service.worker``.
+
+Routes:
+
+* ``GET /healthz`` -- liveness and queue figures; no key.
+* ``GET /openapi.json``, ``GET /docs`` -- the OpenAPI schema; no key.
+* ``POST /v1/evaluate`` -- the API key (``X-Api-Key: KEY`` or
+  ``Authorization: Bearer KEY``); body: one riskgate JSON-lines event
+  (``ContextData`` and all) plus, optionally, ``Password`` -- checked against
+  breach data and forgotten, never stored, logged or echoed. Unknown fields
+  are refused (422 naming them), as are malformed JSON and bodies over 1 MiB
+  (413, before anything is parsed).
+* ``POST /`` -- Cognito's JSON protocol (``service.cognito``), signed with
+  SigV4 (access key id ``$RISKGATE_AWS_ACCESS_KEY_ID``, secret = the API key)
+  or carrying ``X-Api-Key``.
+* ``GET /v1/feedback?token=...&value=valid|invalid`` -- the one-click links of
+  the notification emails; the signed token is the authorisation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from ingest.errors import RiskgateError, StoreError
+from service import cognito
+from service.worker import Notifier, StoreWorker
+
+log = logging.getLogger("riskgate.service")
+
+API_KEY_ENV = "RISKGATE_API_KEY"
+MAX_BODY_BYTES = 1 << 20
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+MIN_API_KEY_CHARS = 16
+
+
+# -- the /v1/evaluate shapes -------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class HttpHeader(_Strict):
+    headerName: str
+    headerValue: str
+
+
+class ContextDataModel(_Strict):
+    IpAddress: str = Field(description="The end user's IP address (not the proxy's).")
+    ServerName: str
+    ServerPath: str
+    HttpHeaders: list[HttpHeader] = Field(description="The request's headers, in the order received.")
+    EncodedData: str | None = Field(None, description="Device fingerprint blob from the client library.")
+
+
+class ChallengeResponseModel(_Strict):
+    ChallengeName: str
+    ChallengeResponse: str
+
+
+class EvaluateRequest(_Strict):
+    """One sign-in event as the application server sees it (the riskgate JSON-lines record) and the password."""
+
+    EventId: str | None = Field(None, description="1..50 characters of [\\w+-]; generated when absent. "
+                                                  "Sending an EventId again returns the stored assessment.")
+    UserPoolId: str | None = None
+    ClientId: str | None = None
+    Username: str
+    UserSub: str | None = None
+    EventType: str = Field(description="SignIn, SignUp, ForgotPassword, PasswordChange or ResendCode.")
+    EventResponse: str = Field(description="Pass, Fail or InProgress (Success/Failure accepted).")
+    CreationDate: str | int | float | None = Field(None, description="ISO 8601 or epoch s/ms; now when absent.")
+    ChallengeResponses: list[ChallengeResponseModel] | None = None
+    ContextData: ContextDataModel | None = None
+    RoundTripTimeMs: int | float | None = None
+    CompromisedCredentialsDetected: bool | None = None
+    Password: SecretStr | None = Field(None, description="Checked against breach data, then forgotten: never "
+                                                         "stored, logged or returned.")
+
+
+class Reason(BaseModel):
+    Code: str
+    Value: float | None
+    Contribution: float | None
+
+
+class EvaluateResponse(BaseModel):
+    EventId: str
+    Score: float | None = Field(description="Calibrated account-takeover risk in [0, 1].")
+    RiskLevel: str | None = Field(description="Low, Medium, High, or null (no risk).")
+    RiskDecision: str | None = Field(description="NoRisk, AccountTakeover or Block.")
+    Action: str = Field(description="What to do now: Allow, MfaChallenge or Block (always Allow unless ENFORCED).")
+    Outcome: str = Field(description="The decision's outcome (in AUDIT: what would have happened).")
+    ChallengeMfa: bool
+    EventAction: str | None
+    Mode: str
+    Enforced: bool
+    CompromisedCredentialsDetected: bool | None
+    ResetRequired: bool | None
+    Notification: str | None = Field(description="The template being sent (ENFORCED), else null.")
+    Reasons: list[Reason] = Field(description="The signals that contributed most (events with a risk level).")
+    DecisionReasons: list[str]
+    ModelVersion: int | None
+    ThresholdsVersion: int | None
+    ConfigVersion: int | None
+    Duplicate: bool = Field(description="The EventId was stored already: this is its stored assessment.")
+    Features: dict[str, float | None] | None = Field(None, description="With ?features=true: the features.")
+
+
+def _response(result, features: dict | None) -> dict:
+    a = result.assessment
+    enforced = bool(a["enforced"])
+    outcome = a["outcome"]
+    action = outcome if enforced else "Allow"
+    return {
+        "EventId": a["event_id"],
+        "Score": a["score"],
+        "RiskLevel": a["risk_level"],
+        "RiskDecision": a["risk_decision"],
+        "Action": action,
+        "Outcome": outcome,
+        "ChallengeMfa": action == "MfaChallenge",
+        "EventAction": a["event_action"],
+        "Mode": a["mode"],
+        "Enforced": enforced,
+        "CompromisedCredentialsDetected": a["compromised_credentials_detected"],
+        "ResetRequired": a["reset_required"],
+        "Notification": a["notification"],
+        "Reasons": [{"Code": r["code"], "Value": r["value"], "Contribution": r["contribution"]}
+                    for r in (a["reasons"] or [])],
+        "DecisionReasons": list(a["decision_reasons"] or []),
+        "ModelVersion": a["model_version"],
+        "ThresholdsVersion": a["thresholds_version"],
+        "ConfigVersion": a["config_version"],
+        "Duplicate": result.duplicate,
+        **({"Features": features} if features is not None else {}),
+    }
+
+
+# -- pieces of the HTTP layer --------------------------------------------------------------------
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def _validation_errors(exc: ValidationError) -> list[dict]:
+    """Pydantic's errors without their ``input`` (which could hold the password)."""
+    out = []
+    for e in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        out.append({"loc": loc, "msg": e["msg"], "type": e["type"]})
+    return out
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, before the app reads any of it.
+
+    The body is read here (up to the limit) and replayed to the app, so a
+    declared Content-Length over the limit is refused at once and a chunked
+    body as soon as it passes the limit.
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.limit
+            except ValueError:
+                return await self._refuse(send, 400, "Content-Length is not a number")
+            if too_big:
+                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # the client went away mid-request: nothing to answer
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
+            chunks.append(body)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _key_from(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key is None:
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+    return key
+
+
+def _key_ok(presented: str | None, api_key: str) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
+
+
+def check_api_key(api_key: str | None) -> str:
+    """The API key to require, or a StoreError-like RiskgateError saying how to set one."""
+    if not api_key:
+        raise RiskgateError(f"{API_KEY_ENV} is not set: every data route of the service requires an API key; set it "
+                            "to a long random value, e.g. `export RISKGATE_API_KEY=$(python -c 'import secrets; "
+                            "print(secrets.token_urlsafe(32))')`")
+    if len(api_key) < MIN_API_KEY_CHARS:
+        raise RiskgateError(f"{API_KEY_ENV} is shorter than {MIN_API_KEY_CHARS} characters; use a long random value")
+    return api_key
+
+
+# -- the application -------------------------------------------------------------------------------
+
+
+def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = None,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S, enricher=None, checker=None,
+               transport=None, min_hold: float | None = None, store_wait: float | None = None) -> FastAPI:
+    """The service over the store ``db``; the store is opened when the app starts (its lifespan)."""
+    from ingest.enrich import Enricher
+    from ingest.geo import GeoResolver
+    from risk import store as risk_store
+    from risk.credentials import CredentialChecker
+    from risk.inline import InlineScorer, deliver
+    from risk.notify import record_notification
+
+    api_key = check_api_key(api_key)
+    access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
+    state: dict[str, Any] = {}
+
+    def open_store():
+        return risk_store.connect(db, wait=store_wait)
+
+    def make_scorer(store):
+        return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None)),
+                            checker=checker or CredentialChecker.from_env().open())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = StoreWorker(open_store, make_scorer, **({"min_hold": min_hold} if min_hold is not None else {}))
+        notifier = Notifier(worker, lambda n: deliver(n, transport=transport), record_notification)
+        worker.on_due = notifier.submit
+        await asyncio.get_running_loop().run_in_executor(None, worker.start)
+        notifier.start()
+        state["worker"], state["notifier"] = worker, notifier
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, notifier.stop)
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+    app = FastAPI(title="riskgate", version="0.1.0", lifespan=lifespan,
+                  description="Inline account-takeover risk decisions and Cognito's risk operations.")
+    app.state.riskgate = state
+
+    async def run(fut, what: str):
+        """Await a store-thread job; (result, None) or (None, error response)."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), request_timeout), None
+        except TimeoutError:
+            fut.cancel()
+            return None, _error(503, f"the store was busy (another process's turn) for {request_timeout:g} s while "
+                                     f"{what}; try again", headers={"Retry-After": "1"})
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict:
+        """Liveness: the store thread's state and queue (no API key)."""
+        worker: StoreWorker | None = state.get("worker")
+        notifier: Notifier | None = state.get("notifier")
+        ok = worker is not None and worker.alive
+        return {"status": "ok" if ok else "unavailable", "queued": worker.queued() if worker else 0,
+                "handovers": worker.handovers if worker else 0,
+                "notifications_pending": notifier.pending() if notifier else 0}
+
+    @app.post("/v1/evaluate", tags=["inline"], response_model=EvaluateResponse,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/EvaluateRequest"}}}}},
+              responses={401: {"description": "missing or wrong API key"}, 413: {"description": "body over 1 MiB"},
+                         422: {"description": "malformed JSON, unknown or mistyped fields, or an event ingest would "
+                                              "quarantine (every reason given)"},
+                         503: {"description": "the store stayed busy; Retry-After given"}})
+    async def evaluate(request: Request, features: bool = False):
+        """Assess one sign-in event now: score, level, RiskDecision, the action to take, reasons."""
+        from risk.inline import InlineRequest
+
+        if not _key_ok(_key_from(request), api_key):
+            return _error(401, "missing or wrong API key (send X-Api-Key or Authorization: Bearer)",
+                          headers={"WWW-Authenticate": "Bearer"})
+        body = await request.body()
+        try:
+            parsed = EvaluateRequest.model_validate_json(body)
+        except ValidationError as exc:
+            return _error(422, "invalid event", detail=_validation_errors(exc))
+        password = parsed.Password.get_secret_value() if parsed.Password is not None else None
+        record = parsed.model_dump(exclude_none=True, exclude={"Password"})
+        del parsed
+        req = InlineRequest(record, password)
+        req.want_features = features
+        del password
+        result, err = await run(state["worker"].evaluate(req), "assessing the event")
+        if err is not None:
+            return err
+        return _response(result, result.features if features else None)
+
+    @app.post("/", tags=["cognito"], include_in_schema=True,
+              summary="Cognito JSON protocol (X-Amz-Target: AWSCognitoIdentityProviderService.<Operation>)")
+    async def cognito_protocol(request: Request):
+        """SetRiskConfiguration, DescribeRiskConfiguration, AdminListUserAuthEvents,
+        AdminUpdateAuthEventFeedback, UpdateAuthEventFeedback."""
+        body = await request.body()
+        try:
+            op = cognito.operation_for(request.headers.get("x-amz-target"))
+            if op not in cognito.PUBLIC_OPERATIONS and not _key_ok(request.headers.get("x-api-key"), api_key):
+                headers = {k.lower(): v for k, v in request.headers.items()}
+                cognito.verify_sigv4(request.method, request.url.path, request.url.query, headers, body,
+                                     access_key_id=access_key_id, secret=api_key)
+            try:
+                params = json.loads(body) if body.strip() else {}
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise cognito.CognitoError("SerializationException", f"the body is not JSON: {exc}") from None
+            if not isinstance(params, dict):
+                raise cognito.CognitoError("SerializationException", "the body must be a JSON object")
+            fn = cognito.OPERATIONS[op]
+
+            def job(store):
+                out = fn(store, params)
+                if op in cognito.CHANGES_CONFIGURATION:
+                    worker.scorer.refresh()
+                return out
+
+            worker: StoreWorker = state["worker"]
+            result, err = await run(worker.call(job), op)
+            if err is not None:
+                return err
+            return JSONResponse(result, media_type=cognito.CONTENT_TYPE)
+        except cognito.CognitoError as exc:
+            return _cognito_error(exc)
+        except StoreError as exc:
+            return _cognito_error(cognito.CognitoError("InternalErrorException", str(exc), 500))
+        except RiskgateError as exc:
+            return _cognito_error(cognito.CognitoError("InvalidParameterException", str(exc)))
+
+    @app.get("/v1/feedback", tags=["feedback"], response_class=HTMLResponse)
+    async def one_click_feedback(token: str, value: str):
+        """The one-click links of notification emails: ``value`` valid (it was me) or invalid (it was not)."""
+        from risk.feedback import feedback_from_token
+
+        try:
+            _, err = await run(state["worker"].call(lambda store: feedback_from_token(store, token, value)),
+                               "recording feedback")
+        except RiskgateError as exc:  # a bad, expired or foreign token; a bad value; an unknown event
+            return HTMLResponse(f"<p>This link cannot be used: {_html(str(exc))}.</p>", status_code=400)
+        if err is not None:
+            return err
+        return HTMLResponse("<p>Thank you: your answer was recorded.</p>")
+
+    @app.exception_handler(RiskgateError)
+    async def _riskgate_error(request: Request, exc: RiskgateError):
+        from risk.inline import InlineEventError
+        from risk.model.registry import NoModelError
+
+        if isinstance(exc, InlineEventError):
+            return _error(422, "invalid event", detail=[{"loc": "", "msg": str(exc), "type": "quarantined"}])
+        if isinstance(exc, (NoModelError, StoreError)):
+            return _error(503, str(exc))
+        return _error(400, str(exc))
+
+    _add_schemas(app)
+    return app
+
+
+def _cognito_error(exc: cognito.CognitoError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, media_type=cognito.CONTENT_TYPE,
+                        headers={"x-amzn-ErrorType": exc.code})
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def _add_schemas(app: FastAPI) -> None:
+    """Put EvaluateRequest (read by hand, after the key check) into the OpenAPI components."""
+    original = app.openapi
+
+    def openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        js = EvaluateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, sub in js.pop("$defs", {}).items():
+            comps.setdefault(name, sub)
+        comps["EvaluateRequest"] = js
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+def asgi(app: FastAPI, limit: int = MAX_BODY_BYTES):
+    """The app behind the body limit (what uvicorn serves)."""
+    return BodyLimit(app, limit)

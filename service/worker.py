@@ -1,0 +1,249 @@
+"""The service's store thread and notification thread.
+
+DuckDB has one writer per file, and riskgate's processes take turns over it
+(``ingest.lease``). The service therefore keeps one ``Store`` and one thread
+that does all its store work: :class:`StoreWorker` runs jobs from a queue,
+coalescing the ``/v1/evaluate`` requests that queued while the previous
+handful was being assessed into one ``InlineScorer.evaluate`` call (the
+features are computed set-wise, so ten events cost about what one does).
+Between jobs it checks, at most every ``poll`` seconds, whether another
+process waits for the store; once it has held the store ``min_hold`` seconds
+it hands it over (``Store.handover``) -- nothing is in flight then, because
+only this thread touches the store -- and requests that arrive meanwhile
+wait in the queue. A request that waits longer than its timeout is answered
+503 with Retry-After by the HTTP layer; its job is cancelled if it has not
+started.
+
+:class:`Notifier` delivers the notifications the decisions made due from its
+own thread (a slow or dead SMTP server never delays an answer) and has the
+store thread record each outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+log = logging.getLogger("riskgate.service")
+
+DEFAULT_MIN_HOLD_S = 0.25
+DEFAULT_POLL_S = 0.05
+DEFAULT_MAX_BATCH = 256
+
+
+@dataclass
+class _Job:
+    kind: str  # "evaluate" | "call" | "stop"
+    payload: Any
+    future: Future
+
+
+class StoreWorker:
+    """One thread owning the store (see the module docstring)."""
+
+    def __init__(self, open_store: Callable[[], Any], make_scorer: Callable[[Any], Any], *,
+                 min_hold: float = DEFAULT_MIN_HOLD_S, poll: float = DEFAULT_POLL_S,
+                 max_batch: int = DEFAULT_MAX_BATCH, on_due: Callable[[list], None] | None = None):
+        self._open_store = open_store
+        self._make_scorer = make_scorer
+        self.min_hold = min_hold
+        self.poll = poll
+        self.max_batch = max_batch
+        self.on_due = on_due
+        self._q: queue.Queue[_Job] = queue.Queue()
+        self._pending: deque[_Job] = deque()
+        self._thread = threading.Thread(target=self._run, name="riskgate-store", daemon=True)
+        self._opened = threading.Event()
+        self.open_error: BaseException | None = None
+        self.store = None
+        self.scorer = None
+        self.handovers = 0
+        self.batches = 0
+        self.waiting_for_turn = False
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self, wait: float | None = None) -> None:
+        """Start the thread; wait until the store is open (or failed to open)."""
+        self._thread.start()
+        self._opened.wait(wait)
+        if self.open_error is not None:
+            raise self.open_error
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if not self._thread.is_alive():
+            return
+        self._q.put(_Job("stop", None, Future()))
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.store is not None
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def evaluate(self, request) -> Future:
+        """Queue one inline event (an ``InlineRequest``); the future gives (result, None) or raises."""
+        fut: Future = Future()
+        self._q.put(_Job("evaluate", request, fut))
+        return fut
+
+    def call(self, fn: Callable[[Any], Any]) -> Future:
+        """Queue ``fn(store)`` to run on the store thread."""
+        fut: Future = Future()
+        self._q.put(_Job("call", fn, fut))
+        return fut
+
+    def queued(self) -> int:
+        return self._q.qsize() + len(self._pending)
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _next(self, block: bool) -> _Job | None:
+        if self._pending:
+            return self._pending.popleft()
+        try:
+            return self._q.get(timeout=self.poll) if block else self._q.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _run(self) -> None:
+        try:
+            self.store = self._open_store()
+            self.scorer = self._make_scorer(self.store)
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self.open_error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        last_check = 0.0
+        try:
+            while True:
+                job = self._next(block=True)
+                now = time.monotonic()
+                if now - last_check >= self.poll:
+                    last_check = now
+                    self._maybe_hand_over()
+                if job is None:
+                    continue
+                if job.kind == "stop":
+                    self._drain_cancel()
+                    break
+                if job.kind == "call":
+                    self._run_call(job)
+                else:
+                    self._run_evaluations(job)
+        finally:
+            try:
+                self.scorer.close()
+            finally:
+                self.store.close()
+
+    def _maybe_hand_over(self) -> None:
+        store = self.store
+        if not hasattr(store, "wanted"):
+            return
+        try:
+            if store.held_for() >= self.min_hold and store.wanted():
+                self.waiting_for_turn = True
+                t0 = time.monotonic()
+                if store.handover():
+                    self.handovers += 1
+                    self.scorer.refresh()  # another process may have changed the model, thresholds, configuration
+                    log.info("store handed over and taken back after %.3f s", time.monotonic() - t0)
+        except Exception:  # noqa: BLE001 - keep serving; the next request will report a closed store
+            log.exception("handing the store over failed")
+        finally:
+            self.waiting_for_turn = False
+
+    def _run_call(self, job: _Job) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(job.payload(self.store))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            job.future.set_exception(exc)
+
+    def _run_evaluations(self, first: _Job) -> None:
+        jobs = [first]
+        while len(jobs) < self.max_batch:
+            nxt = self._next(block=False)
+            if nxt is None:
+                break
+            if nxt.kind != "evaluate":
+                self._pending.appendleft(nxt)
+                break
+            jobs.append(nxt)
+        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results, due = self.scorer.evaluate([j.payload for j in live])
+        except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
+            for j in live:
+                j.future.set_exception(exc)
+            return
+        self.batches += 1
+        for j, r in zip(live, results):
+            if isinstance(r, BaseException):
+                j.future.set_exception(r)
+            else:
+                j.future.set_result(r)
+        if due and self.on_due is not None:
+            self.on_due(due)
+
+    def _drain_cancel(self) -> None:
+        while True:
+            job = self._next(block=False)
+            if job is None:
+                return
+            if job.kind == "call":
+                self._run_call(job)  # e.g. recording a notification: still done
+            else:
+                job.future.cancel()
+
+
+class Notifier:
+    """Delivers due notifications from its own thread; the store thread records each outcome."""
+
+    def __init__(self, worker: StoreWorker, deliver: Callable[[Any], Any], record: Callable[[Any, Any], None]):
+        self.worker = worker
+        self._deliver = deliver
+        self._record = record
+        self._q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="riskgate-notify", daemon=True)
+        self.delivered = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, due: list) -> None:
+        for n in due:
+            self._q.put(n)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout)
+
+    def pending(self) -> int:
+        return self._q.qsize()
+
+    def _run(self) -> None:
+        while True:
+            n = self._q.get()
+            if n is None:
+                return
+            try:
+                rec = self._deliver(n)
+            except Exception:  # noqa: BLE001 - delivery reports failures as records; anything else is logged
+                log.exception("delivering a notification failed")
+                continue
+            self.delivered += 1
+            self.worker.call(lambda store, rec=rec: self._record(store, rec))

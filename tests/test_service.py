@@ -1,0 +1,290 @@
+"""riskgate serve: POST /v1/evaluate, its faults, the password, notifications, batch = inline, and a concurrent batch job."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import math
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import duckdb
+import httpx
+import pytest
+
+from tests.service_support import API_KEY, Service, copy_store, headers, rest_events, rg, trained_base
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return trained_base(tmp_path_factory)
+
+
+@pytest.fixture
+def store(base, tmp_path):
+    return copy_store(base, tmp_path / "s.duckdb")
+
+
+def q(db, sql, params=()):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def test_evaluate_returns_the_assessment_and_stores_it(base, store):
+    ev = rest_events(base)[0]
+    with Service(store) as svc:
+        assert httpx.get(svc.url + "/healthz").json()["status"] == "ok"
+        assert "/v1/evaluate" in httpx.get(svc.url + "/openapi.json").json()["paths"]
+        r = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["EventId"] == ev["EventId"] and 0.0 <= out["Score"] <= 1.0
+        assert out["RiskDecision"] in ("NoRisk", "AccountTakeover", "Block")
+        assert out["Mode"] == "AUDIT" and out["Action"] == "Allow" and out["ChallengeMfa"] is False
+        assert isinstance(out["Reasons"], list) and out["DecisionReasons"]
+        # the same EventId again is a retry: the stored answer, nothing added
+        again = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30).json()
+        assert again["Duplicate"] is True and again["Score"] == out["Score"]
+        # without EventId and CreationDate: generated
+        bare = {k: v for k, v in ev.items() if k not in ("EventId", "CreationDate")}
+        gen = httpx.post(svc.url + "/v1/evaluate", json=bare, headers=headers(), timeout=30).json()
+        assert gen["EventId"] and gen["EventId"] != ev["EventId"]
+    assert q(store, "SELECT count(*) FROM events WHERE event_id IN (?, ?)", [ev["EventId"], gen["EventId"]]) == [(2,)]
+    assert q(store, "SELECT count(*) FROM assessments WHERE event_id IN (?, ?)", [ev["EventId"], gen["EventId"]]) == [(2,)]
+
+
+def test_the_api_key_is_required_on_data_routes_only(base, store):
+    ev = rest_events(base)[0]
+    with Service(store) as svc:
+        for h in ({}, {"X-Api-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+            r = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=h)
+            assert r.status_code == 401, r.text
+        r = httpx.post(svc.url + "/v1/evaluate", json=ev, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+        assert r.status_code == 200
+        assert httpx.get(svc.url + "/healthz").status_code == 200
+        assert httpx.get(svc.url + "/openapi.json").status_code == 200
+
+
+def test_serve_refuses_to_start_without_an_api_key(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.delenv("RISKGATE_API_KEY", raising=False)
+    res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "x.duckdb")])
+    assert res.exit_code == 2 and "RISKGATE_API_KEY is not set" in res.output
+
+
+def test_bad_input_is_refused_with_reasons(base, store):
+    ev = rest_events(base)[0]
+    with Service(store) as svc:
+        post = lambda **kw: httpx.post(svc.url + "/v1/evaluate", headers=headers(), timeout=30, **kw)  # noqa: E731
+        r = post(content=b'{"Username": "a", "EventType": ')
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+        r = post(json={**ev, "Colour": "blue"})
+        assert r.status_code == 422 and r.json()["detail"] == [
+            {"loc": "Colour", "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]
+        r = post(json={**ev, "ContextData": {**ev["ContextData"], "Extra": 1}})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == "ContextData.Extra"
+        r = post(json={**ev, "EventType": 5})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == "EventType"
+        r = post(json={**ev, "EventType": "LogIn"})  # what ingest would quarantine, with its reason
+        assert r.status_code == 422 and "EventType \"LogIn\" is not one of" in r.json()["detail"][0]["msg"]
+        r = post(json={**ev, "ContextData": {**ev["ContextData"], "IpAddress": "999.1.1.1"}})
+        assert r.status_code == 422 and "is not an IPv4 or IPv6 address" in r.json()["detail"][0]["msg"]
+        # 10 MB: refused before parsing, with a declared length and chunked
+        big = b'{"Username": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+        r = post(content=big)
+        assert r.status_code == 413 and "over 1048576 bytes" in r.json()["error"]
+
+        def chunks():
+            for _ in range(10):
+                yield b"x" * (1024 * 1024)
+
+        r = post(content=chunks())
+        assert r.status_code == 413
+        assert post(json=ev).status_code == 200  # and the service still answers
+
+
+def test_client_disconnects_and_concurrency(base, store):
+    events = rest_events(base)[:30]
+    with Service(store) as svc:
+        # a client that sends half its body and goes away
+        s = socket.create_connection(("127.0.0.1", svc.port))
+        s.sendall(b"POST /v1/evaluate HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + API_KEY.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"Username\": ")
+        s.close()
+        # one that sends a whole request and leaves before the answer: the event is still stored
+        s = socket.create_connection(("127.0.0.1", svc.port))
+        body = json.dumps(events[0]).encode()
+        s.sendall(b"POST /v1/evaluate HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + API_KEY.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                  + b"\r\n\r\n" + body)
+        s.close()
+        # concurrent requests
+        with httpx.Client(timeout=60) as client, concurrent.futures.ThreadPoolExecutor(12) as pool:
+            rs = list(pool.map(lambda e: client.post(svc.url + "/v1/evaluate", json=e, headers=headers()), events[1:]))
+        assert [r.status_code for r in rs] == [200] * 29
+        assert {r.json()["EventId"] for r in rs} == {e["EventId"] for e in events[1:]}
+        deadline = time.monotonic() + 30
+        while svc.worker.queued() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(svc.url + "/healthz").json()["status"] == "ok"
+    ids = [e["EventId"] for e in events]
+    n = q(store, f"SELECT count(*) FROM events WHERE event_id IN ({', '.join('?' * len(ids))})", ids)[0][0]
+    assert n == 30
+    assert q(store, f"SELECT count(*) FROM assessments WHERE event_id IN ({', '.join('?' * len(ids))})", ids)[0][0] == 30
+
+
+def test_the_password_is_never_stored_logged_or_echoed(base, store, caplog, capfd):
+    ev = rest_events(base)[0]
+    password = "RISKGATE-TEST-" + uuid.uuid4().hex  # the test hook: always "compromised"
+    caplog.set_level(logging.DEBUG)
+    with Service(store) as svc:
+        r = httpx.post(svc.url + "/v1/evaluate", json={**ev, "Password": password}, headers=headers(), timeout=30)
+        assert r.status_code == 200 and r.json()["CompromisedCredentialsDetected"] is True
+        texts = [r.text]
+        for bad in ({**ev, "Password": password, "Nope": 1}, {**ev, "Password": 12345, "Username": None},
+                    {"Password": password}, {**ev, "Password": password, "EventType": "Nope"}):
+            r = httpx.post(svc.url + "/v1/evaluate", json=bad, headers=headers(), timeout=30)
+            assert r.status_code == 422
+            texts.append(r.text)
+        r = httpx.post(svc.url + "/v1/evaluate", json={**ev, "Password": password}, headers={"X-Api-Key": "no"})
+        texts.append(r.text)
+    out, err = capfd.readouterr()
+    for text in texts + [caplog.text, out, err]:
+        assert password not in text and password.lower() not in text
+    assert "12345" not in "".join(texts)
+    for f in store.parent.iterdir():
+        data = f.read_bytes() if f.is_file() else b""
+        assert password.encode() not in data, f.name
+    assert q(store, "SELECT compromised FROM credential_checks WHERE event_id = ?", [ev["EventId"]]) == [(True,)]
+
+
+class _SlowHandler:
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+
+        await asyncio.sleep(self.delay)
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def test_a_slow_smtp_server_never_slows_the_answer(base, store, monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    from risk import config as rc
+    from risk import levels
+    from risk import store as rstore
+
+    con = rstore.connect(store)
+    try:
+        rc.set_mode(con, "ENFORCED")
+        levels.set_thresholds(con, levels.Thresholds(0.0, 0.0, 0.0))  # every event High: MFA_REQUIRED, Notify
+    finally:
+        con.close()
+    handler = _SlowHandler(2.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    smtp_port = sock.getsockname()[1]
+    sock.close()
+    controller = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    monkeypatch.setenv("RISKGATE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("RISKGATE_SMTP_PORT", str(smtp_port))
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "s" * 32)
+    monkeypatch.setenv("RISKGATE_PUBLIC_URL", "https://risk.example.com")
+    events = rest_events(base)[:3]
+    try:
+        with Service(store) as svc:
+            times = []
+            for ev in events:
+                t0 = time.monotonic()
+                r = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30)
+                times.append(time.monotonic() - t0)
+                assert r.status_code == 200
+                assert r.json()["RiskLevel"] == "High" and r.json()["Notification"] in ("MfaEmail", "BlockEmail")
+            assert max(times) < 2.0, times  # the first email alone takes 2 s to accept
+            deadline = time.monotonic() + 30
+            while (len(handler.messages) < 3 or svc.app.state.riskgate["notifier"].pending()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # the store thread records the last outcome
+    finally:
+        controller.stop()
+    assert len(handler.messages) == 3
+    rows = q(store, "SELECT event_id, status FROM notifications ORDER BY event_id")
+    assert sorted(rows) == sorted((e["EventId"], "sent") for e in events)
+
+
+def _features_equal(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def test_batch_and_inline_give_the_same_features_and_scores(base, tmp_path):
+    """A stream replayed through POST /v1/evaluate, and through `riskgate ingest` + `riskgate score`."""
+    from risk import store as rstore
+    from risk.features import compute_features
+    from risk.signals import FEATURE_COLUMNS
+
+    events = rest_events(base)[:25]
+    inline_db = copy_store(base, tmp_path / "inline.duckdb")
+    batch_db = copy_store(base, tmp_path / "batch.duckdb")
+    inline = {}
+    with Service(inline_db) as svc, httpx.Client(timeout=30) as client:
+        for ev in events:  # in time order, one at a time, as sign-ins arrive
+            r = client.post(svc.url + "/v1/evaluate?features=true", json=ev, headers=headers())
+            assert r.status_code == 200, r.text
+            inline[ev["EventId"]] = r.json()
+    with open(tmp_path / "stream.jsonl", "w") as fh:
+        for ev in events:
+            fh.write(json.dumps(ev) + "\n")
+    rg("ingest", tmp_path / "stream.jsonl", db=batch_db)
+    rg("score", db=batch_db)
+    con = rstore.connect(batch_db, read_only=True)
+    try:
+        ids = [e["EventId"] for e in events]
+        feats = {row["event_id"]: row for row in compute_features(con, event_ids=ids).to_pylist()}
+        cur = con.execute("SELECT event_id, score, risk_level, risk_decision, outcome FROM assessments")
+        batch = {r[0]: r[1:] for r in cur.fetchall() if r[0] in inline}
+    finally:
+        con.close()
+    assert set(batch) == set(inline) == set(feats)
+    for eid, out in inline.items():
+        for col in FEATURE_COLUMNS:
+            assert _features_equal(out["Features"][col], feats[eid][col]), (eid, col, out["Features"][col], feats[eid][col])
+        assert (out["Score"], out["RiskLevel"], out["RiskDecision"], out["Outcome"]) == batch[eid], eid
+
+
+def test_the_service_keeps_answering_while_a_batch_score_runs(base, store):
+    """A real `riskgate score` process over the same store: the two take turns; every request gets 200."""
+    events = rest_events(base)[:20]
+    n_before = q(store, "SELECT count(*) FROM events")[0][0]
+    with Service(store, min_hold=0.1) as svc, httpx.Client(timeout=60) as client:
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "score", "--chunk-rows", "400", "--json", "--db", str(store)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        codes = []
+        for ev in events:
+            codes.append(client.post(svc.url + "/v1/evaluate", json=ev, headers=headers()).status_code)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        assert codes == [200] * len(events)
+        assert svc.worker.handovers >= 1
+    scored = json.loads(out)["events_scored"]
+    assert q(store, "SELECT count(*) FROM events")[0][0] == n_before + len(events)
+    # every event has exactly one assessment: the batch job's or the service's
+    assert q(store, "SELECT count(*), count(DISTINCT event_id) FROM assessments") == [(n_before + len(events),) * 2]
+    assert scored == n_before

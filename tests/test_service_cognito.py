@@ -1,0 +1,211 @@
+"""The service's Cognito JSON protocol, with boto3 as the real client (SigV4 signed, on loopback)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tests.service_support import API_KEY, Service, copy_store, trained_base
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    base = trained_base(tmp_path_factory)
+    db = copy_store(base, tmp_path_factory.mktemp("cognito") / "c.duckdb")
+    service = Service(db)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def pool(svc):
+    from risk.config import known_pools
+
+    return svc.worker.call(lambda con: known_pools(con)).result(30)[0]
+
+
+def client(svc, key_id="riskgate", secret=API_KEY):
+    return boto3.client("cognito-idp", endpoint_url=svc.url, region_name=REGION, aws_access_key_id=key_id,
+                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+
+
+def code(exc_info) -> str:
+    return exc_info.value.response["Error"]["Code"]
+
+
+FULL = {
+    "CompromisedCredentialsRiskConfiguration": {"EventFilter": ["SIGN_IN", "PASSWORD_CHANGE"],
+                                                "Actions": {"EventAction": "BLOCK"}},
+    "AccountTakeoverRiskConfiguration": {
+        "NotifyConfiguration": {
+            "From": "Security <security@example.com>", "ReplyTo": "help@example.com",
+            "SourceArn": "arn:aws:ses:eu-west-1:123456789012:identity/example.com",
+            "BlockEmail": {"Subject": "Blocked", "HtmlBody": "<p>{username} blocked</p>", "TextBody": "{username} blocked"},
+            "NoActionEmail": {"Subject": "Sign-in", "HtmlBody": "<p>{ip-address}</p>", "TextBody": "from {ip-address}"},
+            "MfaEmail": {"Subject": "MFA", "HtmlBody": "<p>{city}</p>", "TextBody": "from {city}, {country}"},
+        },
+        "Actions": {"LowAction": {"Notify": False, "EventAction": "NO_ACTION"},
+                    "MediumAction": {"Notify": True, "EventAction": "MFA_IF_CONFIGURED"},
+                    "HighAction": {"Notify": True, "EventAction": "BLOCK"}},
+    },
+    "RiskExceptionConfiguration": {"BlockedIPRangeList": ["198.51.100.0/24", "2001:db8::/32"],
+                                   "SkippedIPRangeList": ["10.0.0.0/8"]},
+}
+
+
+def test_set_and_describe_round_trip_every_field(svc, pool):
+    c = client(svc)
+    out = c.set_risk_configuration(UserPoolId=pool, **FULL)["RiskConfiguration"]
+    described = c.describe_risk_configuration(UserPoolId=pool)["RiskConfiguration"]
+    for doc in (out, described):
+        assert doc["UserPoolId"] == pool and "LastModifiedDate" in doc
+        for section, value in FULL.items():
+            assert doc[section] == value
+    # a client's own configuration replaces the pool's for that client; without ClientId the pool's applies
+    c.set_risk_configuration(UserPoolId=pool, ClientId="web1", RiskExceptionConfiguration={"SkippedIPRangeList": ["10.1.0.0/16"]})
+    web = c.describe_risk_configuration(UserPoolId=pool, ClientId="web1")["RiskConfiguration"]
+    assert web["ClientId"] == "web1" and web["RiskExceptionConfiguration"] == {"SkippedIPRangeList": ["10.1.0.0/16"]}
+    assert "AccountTakeoverRiskConfiguration" not in web
+    other = c.describe_risk_configuration(UserPoolId=pool, ClientId="app2")["RiskConfiguration"]
+    assert other["AccountTakeoverRiskConfiguration"] == FULL["AccountTakeoverRiskConfiguration"]
+    # only ids: the client inherits again; the pool goes back to the defaults
+    c.set_risk_configuration(UserPoolId=pool, ClientId="web1")
+    assert c.describe_risk_configuration(UserPoolId=pool, ClientId="web1")["RiskConfiguration"]["RiskExceptionConfiguration"] \
+        == FULL["RiskExceptionConfiguration"]
+    c.set_risk_configuration(UserPoolId=pool)
+    reset = c.describe_risk_configuration(UserPoolId=pool)["RiskConfiguration"]
+    assert reset["CompromisedCredentialsRiskConfiguration"]["Actions"]["EventAction"] == "BLOCK"
+    assert "RiskExceptionConfiguration" not in reset
+
+
+def test_configuration_errors(svc, pool):
+    c = client(svc)
+    with pytest.raises(ClientError) as e:
+        c.set_risk_configuration(UserPoolId=pool, RiskExceptionConfiguration={"BlockedIPRangeList": ["10.0.0.1/8"]})
+    assert code(e) == "InvalidParameterException" and "the network is '10.0.0.0/8'" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        c.set_risk_configuration(UserPoolId=pool, AccountTakeoverRiskConfiguration={"Actions": {
+            "LowAction": {"Notify": False, "EventAction": "BLOCK"},
+            "HighAction": {"Notify": False, "EventAction": "NO_ACTION"}}})
+    assert code(e) == "InvalidParameterException"
+    with pytest.raises(ClientError) as e:
+        c.describe_risk_configuration(UserPoolId="eu-west-1_Nowhere1")
+    assert code(e) == "ResourceNotFoundException"
+
+
+def test_admin_list_user_auth_events_pages_through_everything(svc, pool):
+    from risk.auth_events import list_user_auth_events
+
+    c = client(svc)
+    user = svc.worker.call(lambda con: con.execute(
+        "SELECT username FROM events GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()[0][0]).result(30)
+    all_ids = [r[0] for r in svc.worker.call(lambda con: con.execute(
+        "SELECT event_id FROM events WHERE username = ? ORDER BY creation_date DESC, event_id DESC",
+        [user]).fetchall()).result(30)]
+    assert len(all_ids) > 20
+    first_page = svc.worker.call(lambda con: list_user_auth_events(con, user)).result(30)["AuthEvents"]
+    seen, token, pages = [], None, 0
+    while True:
+        kw = {"NextToken": token} if token else {}
+        page = c.admin_list_user_auth_events(UserPoolId=pool, Username=user, MaxResults=7, **kw)
+        assert len(page["AuthEvents"]) <= 7
+        seen += page["AuthEvents"]
+        pages += 1
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert [e["EventId"] for e in seen] == all_ids and pages == -(-len(all_ids) // 7)
+    default = c.admin_list_user_auth_events(UserPoolId=pool, Username=user)  # MaxResults absent: 60
+    assert len(default["AuthEvents"]) == min(60, len(all_ids)) and ("NextToken" in default) == (len(all_ids) > 60)
+    first = seen[0]
+    assert {"EventId", "EventType", "CreationDate", "EventResponse", "ChallengeResponses", "EventContextData"} <= set(first)
+    assert first["CreationDate"] == datetime.fromisoformat(first_page[0]["CreationDate"])
+    assert first["EventContextData"] == first_page[0]["EventContextData"]
+    assert first["ChallengeResponses"] == first_page[0]["ChallengeResponses"]
+    assert set(first["EventContextData"]) <= {"IpAddress", "DeviceName", "Timezone", "City", "Country"}
+    with pytest.raises(ClientError) as e:
+        c.admin_list_user_auth_events(UserPoolId=pool, Username="nobody-at-all")
+    assert code(e) == "UserNotFoundException"
+    with pytest.raises(ClientError) as e:
+        c.admin_list_user_auth_events(UserPoolId=pool, Username=user, NextToken="bm90IGEgdG9rZW4")
+    assert code(e) == "InvalidParameterException"
+    with pytest.raises(ClientError) as e:
+        c.admin_list_user_auth_events(UserPoolId=pool, Username=user, MaxResults=61)
+    assert code(e) == "InvalidParameterException"
+
+
+def test_feedback_from_the_admin_and_from_the_user(svc, pool, monkeypatch):
+    from risk.notify import make_token
+
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "f" * 32)
+    c = client(svc)
+    user = svc.worker.call(lambda con: con.execute("SELECT min(username) FROM events").fetchall()[0][0]).result(30)
+    e2, e1 = [r[0] for r in svc.worker.call(lambda con: con.execute(
+        "SELECT event_id FROM events WHERE username = ? ORDER BY creation_date DESC, event_id DESC LIMIT 2",
+        [user]).fetchall()).result(30)]
+    c.admin_update_auth_event_feedback(UserPoolId=pool, Username=user, EventId=e1, FeedbackValue="Invalid")
+    token = make_token(e2, user)
+    public = boto3.client("cognito-idp", endpoint_url=svc.url, region_name=REGION, aws_access_key_id="anyone",
+                          aws_secret_access_key="anything")  # the user's call: the token authorises it
+    public.update_auth_event_feedback(UserPoolId=pool, Username=user, EventId=e2, FeedbackToken=token, FeedbackValue="Valid")
+    events = c.admin_list_user_auth_events(UserPoolId=pool, Username=user, MaxResults=2)["AuthEvents"]
+    assert [e["EventId"] for e in events] == [e2, e1]
+    assert events[0]["EventFeedback"]["FeedbackValue"] == "Valid" and events[0]["EventFeedback"]["Provider"] == "User"
+    assert events[1]["EventFeedback"]["FeedbackValue"] == "Invalid" and events[1]["EventFeedback"]["Provider"] == "Admin"
+    assert events[1]["EventFeedback"]["FeedbackDate"].year >= 2026
+    rows = svc.worker.call(lambda con: con.execute(
+        "SELECT event_id, feedback_value, provider FROM feedback WHERE event_id IN (?, ?) ORDER BY seq",
+        [e1, e2]).fetchall()).result(30)
+    assert rows == [(e1, "Invalid", "Admin"), (e2, "Valid", "User")]
+    with pytest.raises(ClientError) as e:
+        public.update_auth_event_feedback(UserPoolId=pool, Username=user, EventId=e1, FeedbackToken=token,
+                                          FeedbackValue="Valid")
+    assert code(e) == "NotAuthorizedException"
+    with pytest.raises(ClientError) as e:
+        public.update_auth_event_feedback(UserPoolId=pool, Username=user, EventId=e2, FeedbackToken=token + "x",
+                                          FeedbackValue="Valid")
+    assert code(e) == "NotAuthorizedException"
+    with pytest.raises(ClientError) as e:
+        c.admin_update_auth_event_feedback(UserPoolId=pool, Username=user, EventId="no-such-event", FeedbackValue="Valid")
+    assert code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        c.admin_update_auth_event_feedback(UserPoolId=pool, Username="nobody-at-all", EventId=e1, FeedbackValue="Valid")
+    assert code(e) == "UserNotFoundException"
+    # the one-click link of the emails
+    r = httpx.get(svc.url + "/v1/feedback", params={"token": make_token(e1, user), "value": "valid"})
+    assert r.status_code == 200 and "recorded" in r.text
+    assert httpx.get(svc.url + "/v1/feedback", params={"token": "x.y", "value": "valid"}).status_code == 400
+
+
+def test_authentication_and_protocol_errors(svc, pool):
+    with pytest.raises(ClientError) as e:
+        client(svc, secret="not-the-key").describe_risk_configuration(UserPoolId=pool)
+    assert code(e) == "InvalidSignatureException"
+    with pytest.raises(ClientError) as e:
+        client(svc, key_id="AKIDEXAMPLE").describe_risk_configuration(UserPoolId=pool)
+    assert code(e) == "UnrecognizedClientException"
+    target = "AWSCognitoIdentityProviderService."
+    h = {"Content-Type": "application/x-amz-json-1.1", "X-Api-Key": API_KEY}
+    r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"},
+                   content=json.dumps({"UserPoolId": pool}))
+    assert r.status_code == 200 and r.json()["RiskConfiguration"]["UserPoolId"] == pool
+    r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"})
+    assert r.status_code == 400 and r.json()["__type"] == "InvalidParameterException"
+    r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "AdminDeleteUser"}, content="{}")
+    assert r.status_code == 400 and r.json()["__type"] == "UnknownOperationException"
+    r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"}, content="{nope")
+    assert r.status_code == 400 and r.json()["__type"] == "SerializationException"
+    r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"},
+                   content=json.dumps({"UserPoolId": pool, "Colour": "blue"}))
+    assert r.json()["__type"] == "InvalidParameterException" and "Colour" in r.json()["message"]
+    r = httpx.post(svc.url + "/", headers={"X-Amz-Target": target + "DescribeRiskConfiguration"},
+                   content=json.dumps({"UserPoolId": pool}))
+    assert r.status_code == 403 and r.json()["__type"] == "MissingAuthenticationTokenException"
