@@ -168,9 +168,13 @@ class Decision:
         return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in out.items()}
 
 
+#: The MFA kinds that count as a user's own MFA (UserMFASettingList / PreferredMfaSetting).
+MFA_KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
+
+
 def has_mfa_configured(mfa_settings: Sequence[str] | None, preferred: str | None = None) -> bool:
     """Whether a user has MFA of their own (UserMFASettingList / PreferredMfaSetting: SMS_MFA, SOFTWARE_TOKEN_MFA)."""
-    known = {"SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP"}
+    known = set(MFA_KINDS)
     return any(s in known for s in (mfa_settings or ())) or (preferred in known)
 
 

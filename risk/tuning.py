@@ -55,35 +55,46 @@ class TuningError(RiskgateError):
 
 # -- the history ------------------------------------------------------------------------------
 
-_HISTORY_SQL = """
+def _history_sql() -> str:
+    """Assessed events with the user's MFA state and the label in force, the same as
+    ``risk.model.training.load_labels`` gives (feedback outranks the data set's labels), in SQL."""
+    from risk.feedback import LATEST_FEEDBACK_SQL
+    from risk.model.training import LABELS_SQL
+
+    return f"""
+WITH lab AS ({LABELS_SQL}),
+fb AS ({LATEST_FEEDBACK_SQL})
 SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.event_response, e.creation_date,
        e.client_ip, e.compromised_credentials, a.score, a.risk_level, a.outcome,
-       coalesce(u.mfa_settings, []) AS mfa_settings, u.preferred_mfa
+       (list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
+        OR coalesce(list_contains($kinds, u.preferred_mfa), false)) AS has_mfa,
+       CASE WHEN fb.event_id IS NOT NULL THEN CASE WHEN fb.feedback_value = 'Invalid' THEN 1.0 ELSE 0.0 END
+            WHEN lab.ato OR lab.attack_type IS NOT NULL THEN 1.0
+            WHEN lab.not_ato THEN 0.0 END AS y,
+       CASE WHEN fb.event_id IS NOT NULL AND fb.feedback_value = 'Valid' THEN NULL
+            WHEN fb.event_id IS NOT NULL OR lab.ato OR lab.attack_type IS NOT NULL
+              THEN coalesce(lab.attack_type, CASE WHEN lab.ato THEN 'account_takeover' END, 'feedback_invalid')
+       END AS attack_type
 FROM events e
 JOIN assessments a USING (event_id)
 LEFT JOIN users u ON u.username = e.username
-WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
-  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))
-QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY a.scored_at DESC) = 1
+LEFT JOIN lab ON lab.event_id = e.event_id
+LEFT JOIN fb ON fb.event_id = e.event_id
+WHERE ($since IS NULL OR e.creation_date >= $since)
+  AND ($until IS NULL OR e.creation_date < $until)
 """
 
 
 def labelled_scores(con, *, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
     """One row per assessed sign-in in [since, until): event and user fields, ``score``, the stored level
     and outcome, ``has_mfa``, ``y`` (1 attack, 0 legitimate, NaN unknown) and ``attack_type``."""
-    from risk.decide import has_mfa_configured
-    from risk.model.training import load_labels
+    from risk.decide import MFA_KINDS
 
-    df = con.sql(_HISTORY_SQL, params=[since, since, until, until]).to_arrow_table().to_pandas()
-    if len(df) == 0:
-        return df.assign(has_mfa=pd.Series(dtype=bool), y=pd.Series(dtype=float), attack_type=pd.Series(dtype=object))
-    mfa_keys = pd.Series([(tuple(m) if m is not None else (), p) for m, p in zip(df["mfa_settings"], df["preferred_mfa"])])
-    mfa_of = {k: has_mfa_configured(list(k[0]), k[1]) for k in dict.fromkeys(mfa_keys)}
-    df["has_mfa"] = np.array([mfa_of[k] for k in mfa_keys], dtype=bool)
-    df = df.drop(columns=["mfa_settings", "preferred_mfa"])
-    labels = load_labels(con)
-    df = df.merge(labels, on="event_id", how="left")
+    df = con.sql(_history_sql(), params={"kinds": list(MFA_KINDS), "since": since, "until": until}
+                 ).to_arrow_table().to_pandas()
     df["score"] = df["score"].astype(float)
+    df["y"] = df["y"].astype(float)
+    df["has_mfa"] = df["has_mfa"].astype(bool)
     return df
 
 
@@ -172,21 +183,25 @@ class _Outcomes:
             _cfg, ranges = config_for(pool, client)
             ips = [ip if isinstance(ip, str) else None for ip in df["client_ip"].iloc[idx].tolist()]
             exc[idx] = [str(r) for r in ranges.check_many(ips).results()]
-        comp = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else bool(c)
-                for c in df["compromised_credentials"].tolist()]
-        keys = list(zip(exc, comp, df["event_type"].tolist(), pools.tolist(),
-                        [None if (c is None or (isinstance(c, float) and math.isnan(c))) else c for c in clients.tolist()],
-                        df["has_mfa"].tolist()))
+        # decide() once per distinct combination of its inputs (found by a group-by, not a Python loop)
+        comp = df["compromised_credentials"].map({True: "T", False: "F"}).fillna("-")
+        keys = pd.DataFrame({"exc": exc, "comp": comp.to_numpy(dtype=object), "type": df["event_type"].to_numpy(dtype=object),
+                             "pool": pools, "client": pd.Series(clients, dtype=object).fillna("\x00").to_numpy(dtype=object),
+                             "mfa": df["has_mfa"].to_numpy(dtype=bool)})
+        cols = list(keys.columns)
+        group = keys.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()
+        distinct = keys.drop_duplicates(cols)
         code = {o: i for i, o in enumerate(OUTCOMES)}
-        table: dict = {}
-        for key in dict.fromkeys(keys):
-            exception, compromised, event_type, pool, client, mfa_on = key
+        table = np.zeros((len(distinct), len(_LEVEL_INDEX)), dtype=np.int8)
+        for g, (exception, c, event_type, pool, client, mfa_on) in enumerate(distinct.itertuples(index=False)):
+            client = None if client == "\x00" else client
+            compromised = {"T": True, "F": False}.get(c)
             cfg, _ranges = config_for(pool, client)
-            table[key] = [code[str(decide(risk_level=level, exception=exception, compromised=compromised,
-                                          event_type=event_type, configuration=cfg, mode="ENFORCED",
-                                          user_has_mfa=mfa_on).outcome)]
-                          for level in _LEVEL_INDEX]
-        self.by_level = np.array([table[k] for k in keys], dtype=np.int8).reshape(n, len(_LEVEL_INDEX))
+            table[g] = [code[str(decide(risk_level=level, exception=exception, compromised=compromised,
+                                        event_type=event_type, configuration=cfg, mode="ENFORCED",
+                                        user_has_mfa=bool(mfa_on)).outcome)]
+                        for level in _LEVEL_INDEX]
+        self.by_level = table[group] if n else np.zeros((0, len(_LEVEL_INDEX)), dtype=np.int8)
         self.configs = cfgs
 
     @property

@@ -195,3 +195,23 @@ def test_cli_tune_and_whatif(db, tmp_path):
 def test_no_assessed_events_is_a_clear_error(tmp_path):
     res = invoke("tune", "--max-blocked", "1%", "--db", tmp_path / "empty.duckdb")
     assert res.exit_code == 2 and "run `riskgate score` first" in res.output
+
+
+def test_labels_in_force_are_those_training_uses_feedback_first(db):
+    from risk import feedback
+    from risk.model.training import load_labels
+
+    with store.connect(db) as con:
+        feedback.set_feedback(con, "a050", "Invalid", "Admin")  # legitimate by the data set: not me
+        feedback.set_feedback(con, "x009", "Valid", "User")  # an attack by the data set: it was me
+        feedback.set_feedback(con, "x008", "Invalid", "Admin")  # an attack confirmed: keeps its type
+        got = tuning.labelled_scores(con).set_index("event_id").sort_index()
+        want = load_labels(con).set_index("event_id").reindex(got.index)
+    assert got["y"].tolist() == want["y"].tolist()
+    assert got["attack_type"].fillna("-").tolist() == want["attack_type"].fillna("-").tolist()
+    assert (got.loc["a050", "y"], got.loc["a050", "attack_type"]) == (1.0, "feedback_invalid")
+    assert got.loc["x009", "y"] == 0.0 and got.loc["x008", "attack_type"] == "naive_takeover"
+    assert got.loc["b000", "has_mfa"] and not got.loc["a000", "has_mfa"]
+    with store.connect(db, read_only=True) as con:
+        t = tuning.tradeoff(con, Thresholds(0.2, 0.5, 0.9))
+    assert (t["legitimate"], t["attacks"]) == (120, 10)  # one moved each way

@@ -85,7 +85,8 @@ class TrainResult:
 # -- labels -----------------------------------------------------------------------
 
 
-_LABELS_SQL = """
+#: Per labelled event: ato / not_ato flags and the attack type (also used set-wise by risk.tuning).
+LABELS_SQL = """
 SELECT event_id,
        bool_or(label = 'is_account_takeover' AND lower(value) = 'true') AS ato,
        bool_or(label = 'is_account_takeover' AND lower(value) = 'false') AS not_ato,
@@ -98,7 +99,7 @@ GROUP BY event_id
 
 def load_labels(con) -> pd.DataFrame:
     """event_id, y (1 attack / 0 legitimate / NaN), attack_type, from the data set's labels and feedback."""
-    lab = con.sql(_LABELS_SQL).to_arrow_table().to_pandas()
+    lab = con.sql(LABELS_SQL).to_arrow_table().to_pandas()
     attack = lab["ato"].fillna(False).astype(bool) | lab["attack_type"].notna()
     y = np.where(attack, 1.0, np.where(lab["not_ato"].fillna(False).astype(bool), 0.0, np.nan))
     out = pd.DataFrame({"event_id": lab["event_id"], "y": y, "attack_type": lab["attack_type"]})
