@@ -675,12 +675,19 @@ class TuningSnapshot:
     the same store.
     """
 
-    history: object  # risk.tuning._History
-    by_level: object  # numpy int8 (events x 4): outcome at no risk / Low / Medium / High
-    configs: dict  # (pool, client) -> (configuration, ranges) as risk.tuning evaluated them
+    history: object  # risk.tuning.History
+    outcomes: object  # risk.tuning.Outcomes: each event's outcome at no risk / Low / Medium / High
     current: object  # the thresholds in force (risk.levels.Thresholds)
     current_version: int
     modes: list[str]
+
+    @property
+    def by_level(self):
+        return self.outcomes.by_level
+
+    @property
+    def configs(self) -> dict:
+        return self.outcomes.configs
 
     def outcome_at(self, t):
         from risk.tuning import level_index
@@ -697,29 +704,21 @@ def tuning_snapshot(con: duckdb.DuckDBPyConnection, *, since=None, until=None) -
     from risk import config as rc
     from risk import levels, tuning
 
-    h = tuning._history(con, since, until)
-    oc = tuning._Outcomes(con, h.df)
+    h = tuning.history(con, since, until)
+    oc = tuning.Outcomes(con, h.df)
     current, version = levels.current_thresholds(con)
     modes = sorted({f"{p}: {rc.get_mode(con, p)[0]}" for p, _c in oc.configs})
-    return TuningSnapshot(h, oc.by_level, oc.configs, current, version, modes)
+    return TuningSnapshot(h, oc, current, version, modes)
 
 
 def tradeoff_from(snap: TuningSnapshot, t) -> dict:
     """``risk.tuning.tradeoff(con, t)`` on a prepared snapshot, plus ``current_outcomes`` at the thresholds in force."""
     from risk import tuning
 
-    h = snap.history
-    baseline = snap.by_level[:, 0]
-    return {
-        "thresholds": t.to_dict(),
-        "events": len(h.df),
-        "legitimate": int(h.legit.sum()),
-        "attacks": int(h.attack.sum()),
-        "levels": tuning._level_rows(h, t, snap.configs),
-        "outcomes": tuning._outcome_summary(h, snap.outcome_at(t), baseline),
-        "current_outcomes": tuning._outcome_summary(h, snap.outcome_at(snap.current), baseline),
-        "warnings": h.warnings + tuning._type_warnings(h),
-    }
+    out = tuning.tradeoff_of(snap.history, snap.outcomes, t, snap.outcome_at(t))
+    out["current_outcomes"] = tuning.tradeoff_of(snap.history, snap.outcomes, snap.current,
+                                                 snap.outcome_at(snap.current))["outcomes"]
+    return out
 
 
 def whatif_from(snap: TuningSnapshot, t) -> dict:
@@ -735,11 +734,11 @@ def whatif_from(snap: TuningSnapshot, t) -> dict:
     y = h.df["y"].to_numpy(dtype=float)
     labelled_any = bool((y == 0).any())
     every = np.ones(len(new), dtype=bool)
-    by_label = {"attack": tuning._counts(new, h.attack),
-                "legitimate": tuning._counts(new, y == 0 if labelled_any else h.legit)}
+    by_label = {"attack": tuning.outcome_counts(new, h.attack),
+                "legitimate": tuning.outcome_counts(new, y == 0 if labelled_any else h.legit)}
     if labelled_any and np.isnan(y).any():
-        by_label["unlabelled"] = tuning._counts(new, np.isnan(y))
-    return {"outcomes": tuning._counts(new, every), "current": tuning._counts(now, every),
+        by_label["unlabelled"] = tuning.outcome_counts(new, np.isnan(y))
+    return {"outcomes": tuning.outcome_counts(new, every), "current": tuning.outcome_counts(now, every),
             "changed": int((new != now).sum()), "by_label": by_label, "modes": snap.modes}
 
 
@@ -759,20 +758,11 @@ def curves_from(snap: TuningSnapshot, max_points: int = 400) -> dict:
     Returns ``{"roc": {"fpr", "tpr", "threshold"}, "pr": {"recall", "precision", "threshold"}, "roc_auc",
     "average_precision", "legitimate", "attacks"}``; raises ``risk.tuning.TuningError`` without both classes.
     """
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from risk.tuning import curves_of
 
-    from risk.tuning import TuningError
-
-    h = snap.history
-    keep = h.legit | h.attack
-    y = h.attack[keep].astype(int)
-    s = h.scores[keep]
-    if y.min(initial=1) == y.max(initial=0):
-        raise TuningError("curves need both legitimate and attack sign-ins in the labelled history")
-    fpr, tpr, rt = roc_curve(y, s)
-    p, r, pt = precision_recall_curve(y, s)
-    rx, ry, rth = _thin(fpr, tpr, rt, max_points)
-    px_, py_, pth = _thin(r, p, pt, max_points)
+    c = curves_of(snap.history)
+    rx, ry, rth = _thin(c.fpr, c.tpr, c.roc_thresholds, max_points)
+    px_, py_, pth = _thin(c.recall, c.precision, c.pr_thresholds, max_points)
     return {"roc": {"fpr": rx, "tpr": ry, "threshold": rth}, "pr": {"recall": px_, "precision": py_, "threshold": pth},
-            "roc_auc": float(roc_auc_score(y, s)), "average_precision": float(average_precision_score(y, s)),
-            "legitimate": int(h.legit.sum()), "attacks": int(h.attack.sum())}
+            "roc_auc": c.roc_auc, "average_precision": c.average_precision,
+            "legitimate": c.legitimate, "attacks": c.attacks}

@@ -99,7 +99,7 @@ def labelled_scores(con, *, since: datetime | None = None, until: datetime | Non
 
 
 @dataclass
-class _History:
+class History:
     df: pd.DataFrame
     legit: np.ndarray  # bool mask
     attack: np.ndarray  # bool mask
@@ -110,7 +110,8 @@ class _History:
         return self.df["score"].to_numpy(dtype=float)
 
 
-def _history(con, since, until) -> _History:
+def history(con, since: datetime | None = None, until: datetime | None = None) -> History:
+    """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings)."""
     df = labelled_scores(con, since=since, until=until)
     if len(df) == 0:
         raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")
@@ -125,7 +126,7 @@ def _history(con, since, until) -> _History:
         warnings.append("no sign-in is labelled an attack: attacks caught cannot be measured")
     elif attack.sum() < 30:
         warnings.append(f"only {int(attack.sum())} labelled attacks: rates are rough, see the intervals")
-    return _History(df, legit, attack, warnings)
+    return History(df, legit, attack, warnings)
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def _rate(k: int, n: int) -> dict:
 # -- outcomes under a configuration ------------------------------------------------------------
 
 
-class _Outcomes:
+class Outcomes:
     """For every event, the outcome (0 Allow, 1 MfaChallenge, 2 Block) at each level (no risk, Low, Medium, High).
 
     ``decide`` runs once per distinct combination of its inputs; evaluating
@@ -223,7 +224,7 @@ def level_index(scores: np.ndarray, t: Thresholds) -> np.ndarray:
 # -- trade-off ------------------------------------------------------------------------------------
 
 
-def _outcome_summary(h: _History, outcome: np.ndarray, baseline: np.ndarray) -> dict:
+def _outcome_summary(h: History, outcome: np.ndarray, baseline: np.ndarray) -> dict:
     """Shares of what the decision does. ``baseline`` is the outcome each event gets with no risk level:
     users with MFA of their own are challenged and blocked IP ranges blocked whatever the thresholds, so
     ``legitimate_challenged`` / ``legitimate_blocked`` and ``precision`` count what the risk level adds;
@@ -249,7 +250,7 @@ def _outcome_summary(h: _History, outcome: np.ndarray, baseline: np.ndarray) -> 
     return out
 
 
-def _level_rows(h: _History, t: Thresholds, configs: dict) -> list[dict]:
+def _level_rows(h: History, t: Thresholds, configs: dict) -> list[dict]:
     scores = h.scores
     types = h.df["attack_type"].to_numpy(dtype=object)
     nl, na = int(h.legit.sum()), int(h.attack.sum())
@@ -276,7 +277,7 @@ def _level_rows(h: _History, t: Thresholds, configs: dict) -> list[dict]:
     return rows
 
 
-def _type_warnings(h: _History) -> list[str]:
+def _type_warnings(h: History) -> list[str]:
     types = h.df["attack_type"].to_numpy(dtype=object)[h.attack]
     out = []
     for k, n in sorted(pd.Series(types).value_counts().items()):
@@ -297,15 +298,19 @@ def tradeoff(con, thresholds: Thresholds | None = None, *, since: datetime | Non
     from risk import levels
 
     t = thresholds or levels.current_thresholds(con)[0]
-    h = _history(con, since, until)
-    oc = _Outcomes(con, h.df, config)
+    h = history(con, since, until)
+    return tradeoff_of(h, Outcomes(con, h.df, config), t)
+
+
+def tradeoff_of(h: "History", oc: "Outcomes", t: Thresholds, outcome: np.ndarray | None = None) -> dict:
+    """``tradeoff`` on a history already read (``outcome``: the outcomes at ``t``, when already evaluated)."""
     return {
         "thresholds": t.to_dict(),
         "events": len(h.df),
         "legitimate": int(h.legit.sum()),
         "attacks": int(h.attack.sum()),
         "levels": _level_rows(h, t, oc.configs),
-        "outcomes": _outcome_summary(h, oc.at(h.scores, t), oc.baseline),
+        "outcomes": _outcome_summary(h, oc.at(h.scores, t) if outcome is None else outcome, oc.baseline),
         "warnings": h.warnings + _type_warnings(h),
     }
 
@@ -330,9 +335,13 @@ class Curves:
 
 def curves(con, *, since: datetime | None = None, until: datetime | None = None) -> Curves:
     """ROC and precision-recall curves of the score over the labelled (or taken-as-legitimate) history."""
+    return curves_of(history(con, since, until))
+
+
+def curves_of(h: "History") -> Curves:
+    """``curves`` on a history already read."""
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    h = _history(con, since, until)
     keep = h.legit | h.attack
     y = h.attack[keep].astype(int)
     s = h.scores[keep]
@@ -347,7 +356,7 @@ def curves(con, *, since: datetime | None = None, until: datetime | None = None)
 # -- what-if ------------------------------------------------------------------------------------------
 
 
-def _counts(outcome: np.ndarray, mask: np.ndarray) -> dict:
+def outcome_counts(outcome: np.ndarray, mask: np.ndarray) -> dict:
     n = int(mask.sum())
     c = np.bincount(outcome[mask], minlength=3)
     return {"total": n, **{name: int(c[i]) for i, name in enumerate(OUTCOMES)},
@@ -370,18 +379,18 @@ def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: dat
 
     current_t, current_v = levels.current_thresholds(con)
     t = thresholds or current_t
-    h = _history(con, since, until)
-    proposed = _Outcomes(con, h.df, config)
-    now = proposed if config is None else _Outcomes(con, h.df, None)
+    h = history(con, since, until)
+    proposed = Outcomes(con, h.df, config)
+    now = proposed if config is None else Outcomes(con, h.df, None)
     scores = h.scores
     out_new = proposed.at(scores, t)
     out_now = now.at(scores, current_t)
     y = h.df["y"].to_numpy(dtype=float)
     labelled_any = bool((y == 0).any())
     all_rows = np.ones(len(scores), dtype=bool)
-    by_label = {"attack": _counts(out_new, h.attack), "legitimate": _counts(out_new, y == 0 if labelled_any else h.legit)}
+    by_label = {"attack": outcome_counts(out_new, h.attack), "legitimate": outcome_counts(out_new, y == 0 if labelled_any else h.legit)}
     if labelled_any and np.isnan(y).any():
-        by_label["unlabelled"] = _counts(out_new, np.isnan(y))
+        by_label["unlabelled"] = outcome_counts(out_new, np.isnan(y))
     mfa = h.df["has_mfa"].to_numpy(dtype=bool)
     types = h.df["event_type"].to_numpy(dtype=object)
     atypes = h.df["attack_type"].to_numpy(dtype=object)
@@ -392,13 +401,13 @@ def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: dat
         "configuration": "proposed" if config is not None else "in force",
         "modes": modes,
         "events": len(scores),
-        "outcomes": _counts(out_new, all_rows),
-        "current": _counts(out_now, all_rows),
+        "outcomes": outcome_counts(out_new, all_rows),
+        "current": outcome_counts(out_now, all_rows),
         "changed": int((out_new != out_now).sum()),
         "by_label": by_label,
-        "by_mfa": {"with MFA": _counts(out_new, mfa), "without MFA": _counts(out_new, ~mfa)},
-        "by_event_type": {str(k): _counts(out_new, types == k) for k in sorted({str(x) for x in types})},
-        "by_attack_type": {str(k): _counts(out_new, h.attack & (atypes == k))
+        "by_mfa": {"with MFA": outcome_counts(out_new, mfa), "without MFA": outcome_counts(out_new, ~mfa)},
+        "by_event_type": {str(k): outcome_counts(out_new, types == k) for k in sorted({str(x) for x in types})},
+        "by_attack_type": {str(k): outcome_counts(out_new, h.attack & (atypes == k))
                            for k in sorted({x for x in atypes[h.attack] if x is not None})},
         "warnings": h.warnings + _type_warnings(h),
     }
@@ -484,8 +493,8 @@ def tune(con, targets: Targets, *, since: datetime | None = None, until: datetim
     from risk import levels
 
     current, current_v = levels.current_thresholds(con)
-    h = _history(con, since, until)
-    oc = _Outcomes(con, h.df)
+    h = history(con, since, until)
+    oc = Outcomes(con, h.df)
     scores = h.scores
     nl = max(int(h.legit.sum()), 1)
     labelled = h.legit | h.attack
