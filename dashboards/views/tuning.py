@@ -11,6 +11,16 @@ from ingest.errors import RiskgateError
 from risk import insights, levels
 from risk.tuning import Targets, TuningError, tune
 
+
+def _curve_figure(x, y, thresholds, mark_x, mark_y, mark_text, text_position: str, **layout):
+    """A curve (hover: the score threshold of each point) with the current levels marked on it."""
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", customdata=thresholds, hovertemplate="score ≥ %{customdata:.3f}"))
+    fig.add_trace(go.Scatter(x=mark_x, y=mark_y, mode="markers+text", text=mark_text, textposition=text_position,
+                             name="thresholds"))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), showlegend=False, **layout)
+    return fig
+
+
 s = common.scope()
 st.title("Tuning")
 st.caption(common.describe_scope(s).split(" · ")[0] + " · every pool and client (thresholds are store-wide) · "
@@ -143,23 +153,17 @@ except TuningError as exc:
 if cv is not None:
     marks = trade["levels"]
     c1, c2 = st.columns(2)
-    roc = go.Figure(go.Scatter(x=cv["roc"]["fpr"], y=cv["roc"]["tpr"], mode="lines", name="ROC",
-                               customdata=cv["roc"]["threshold"], hovertemplate="score ≥ %{customdata:.3f}"))
-    roc.add_trace(go.Scatter(x=[r["legitimate_at_or_above"]["rate"] for r in marks],
-                             y=[r["attacks_at_or_above"]["rate"] for r in marks], mode="markers+text",
-                             text=[r["level"] for r in marks], textposition="bottom right", name="thresholds"))
-    roc.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
-                      title=f"ROC AUC {cv['roc_auc']:.4f}", xaxis_title="legitimate at or above",
-                      yaxis_title="attacks at or above", xaxis_type="log")
+    roc = _curve_figure(cv["roc"]["fpr"], cv["roc"]["tpr"], cv["roc"]["threshold"],
+                        [r["legitimate_at_or_above"]["rate"] for r in marks],
+                        [r["attacks_at_or_above"]["rate"] for r in marks], [r["level"] for r in marks],
+                        "bottom right", title=f"ROC AUC {cv['roc_auc']:.4f}", xaxis_title="legitimate at or above",
+                        yaxis_title="attacks at or above", xaxis_type="log")
     c1.plotly_chart(roc, key="tn_roc")
-    pr = go.Figure(go.Scatter(x=cv["pr"]["recall"], y=cv["pr"]["precision"], mode="lines", name="PR",
-                              customdata=cv["pr"]["threshold"], hovertemplate="score ≥ %{customdata:.3f}"))
-    pr.add_trace(go.Scatter(x=[r["attacks_at_or_above"]["rate"] for r in marks],
-                            y=[r["precision"]["rate"] for r in marks], mode="markers+text",
-                            text=[r["level"] for r in marks], textposition="bottom left", name="thresholds"))
-    pr.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
-                     title=f"average precision {cv['average_precision']:.4f}", xaxis_title="recall (attacks)",
-                     yaxis_title="precision")
+    pr = _curve_figure(cv["pr"]["recall"], cv["pr"]["precision"], cv["pr"]["threshold"],
+                       [r["attacks_at_or_above"]["rate"] for r in marks],
+                       [r["precision"]["rate"] for r in marks], [r["level"] for r in marks],
+                       "bottom left", title=f"average precision {cv['average_precision']:.4f}",
+                       xaxis_title="recall (attacks)", yaxis_title="precision")
     c2.plotly_chart(pr, key="tn_pr")
 
 
