@@ -154,7 +154,7 @@ _FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user
 
 _ORDER = "ORDER BY rk ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"  # rk: (creation_date, event_id)
 _CUM = "ORDER BY rk ROWS UNBOUNDED PRECEDING) - known::INT"  # running count of known rows before this one
-_DAY = "CAST(epoch(creation_date) // 86400 AS BIGINT)"  # UTC day number
+_DAY = "(epoch_us(creation_date) // 86400000000)"  # UTC day number (integers: a DOUBLE // would not floor)
 
 
 def _range(hours: int) -> str:
