@@ -1,0 +1,378 @@
+"""Point-in-time features of new events from state kept in memory: the inline service's fast path.
+
+``risk.features.compute_features`` computes features set-wise in SQL: right
+for a million stored events, too slow (a tenth of a second per statement) for
+a sign-in waiting for its answer. :class:`OnlineFeatures` reads the store once
+into the state those same features are made of, then computes the features
+of each new event from it and counts the event in, in microseconds:
+
+* per user: the size of the known history, the last known sign-in (time and
+  place), and the known count of each value of each key
+  (``risk.features.KEYS``: IP, prefix, ASN, country, city, device, agent
+  hierarchy, hour of week);
+* per key value, over everyone's known history: the total, the last UTC day
+  it was seen and its count on that day (Freeman's global counts are "before
+  the event's day");
+* the last 24 hours of events per user, IP and prefix, for the failure and
+  distinct-user windows.
+
+The definitions are those of ``risk.features`` (same keys, same "known", same
+frames, same formulas in the same order of floating-point operations), and
+``tests/test_online.py`` checks that every feature of every event equals the
+SQL's. The state is exact only for events after everything it holds, in the
+order (creation_date, event_id), and only while nobody else changed the
+store: :meth:`OnlineFeatures.ensure` reloads it when the store holds events or
+feedback it has not counted, and :meth:`OnlineFeatures.can_serve` says
+whether a batch of events can be served (otherwise the caller computes them
+with SQL, which is always right).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from datetime import datetime, timezone
+
+from risk import feedback
+from risk.features import (
+    _DAY,
+    FREEMAN_HIERARCHIES,
+    FREEMAN_PRIOR,
+    GLOBAL_KEYS,
+    KEYS,
+    NOVELTY_KEYS,
+    USER_KEYS,
+    hosting_asns,
+)
+from risk.signals import FEATURE_COLUMNS
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US_PER_DAY = 86_400 * 1_000_000
+_HOUR_US = 3_600 * 1_000_000
+_DAY_US = 24 * _HOUR_US
+#: keys whose per-user counts the state keeps (counts for the Freeman levels and hour, presence for novelty)
+_COUNTED = tuple(dict.fromkeys(USER_KEYS + NOVELTY_KEYS))
+_FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user_agent"}
+
+
+def epoch_us(t: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact)."""
+    d = t - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def keys_of(ev: dict) -> dict[str, str | None]:
+    """The values of ``risk.features.KEYS`` for one canonical event (dict of event columns), as the SQL gives them."""
+    dt = ev.get("device_type")
+    dt = "?" if dt is None else dt
+    os_ = dt + "/" + ("?" if ev.get("os_family") is None else ev["os_family"])
+    br = os_ + "/" + ("?" if ev.get("browser_family") is None else ev["browser_family"])
+    city = ev.get("city")
+    if city is not None:  # concat_ws skips NULLs
+        city = "/".join(x for x in (ev.get("country_iso"), ev.get("region"), city) if x is not None)
+    asn = ev.get("asn")
+    t = ev["creation_date"].astimezone(timezone.utc)
+    return {
+        "ip": ev.get("client_ip"),
+        "prefix": ev.get("ip_prefix"),
+        "asn": "?" if asn is None else str(int(asn)),
+        "country": "?" if ev.get("country_iso") is None else ev["country_iso"],
+        "city": city,
+        "device": ev.get("device_fingerprint"),
+        "dtype": dt,
+        "os": os_,
+        "browser": br,
+        "ua": ev.get("user_agent"),
+        "how": str((t.isoweekday() - 1) * 24 + t.hour),
+    }
+
+
+class _User:
+    __slots__ = ("n", "prev", "counts", "fails")
+
+    def __init__(self):
+        self.n = 0  # known history size
+        self.prev = None  # (t_us, lat, lon) of the last known event
+        self.counts: dict[tuple[str, str], int] = {}  # (key, value) -> known count
+        self.fails: deque = deque()  # times (us) of failed events in the last 24 h
+
+
+def _radians(x: float) -> float:
+    return x * (math.pi / 180.0)
+
+
+def _haversine(lat: float, lon: float, plat: float, plon: float) -> float:
+    """``risk.features``' expression, operation for operation."""
+    a = math.pow(math.sin(_radians(lat - plat) / 2), 2)
+    b = math.cos(_radians(plat)) * math.cos(_radians(lat)) * math.pow(math.sin(_radians(lon - plon) / 2), 2)
+    return 2 * 6371.0088 * math.asin(math.sqrt(a + b))
+
+
+class OnlineFeatures:
+    """The state behind the features of new events (see the module docstring)."""
+
+    def __init__(self):
+        self.signature: tuple | None = None
+        self.last: tuple[int, str] | None = None  # (t_us, event_id) of the latest event counted
+        self.users: dict[str, _User] = {}
+        self.glob: dict[tuple[str, str | None], list[int]] = {}  # (key, value) -> [total, last day, count that day]
+        self.recent_ip: dict[str, deque] = {}  # ip -> (t_us, username, failed)
+        self.recent_prefix: dict[str, deque] = {}
+        self.hosting = frozenset(a for a, _, _ in hosting_asns())
+        self.loads = 0
+
+    # -- keeping in step with the store -----------------------------------------------------
+
+    @staticmethod
+    def store_signature(con) -> tuple:
+        return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback)").fetchall()[0])
+
+    def ensure(self, con) -> None:
+        """Reload from the store when it holds events or feedback the state has not counted."""
+        sig = self.store_signature(con)
+        if sig != self.signature:
+            self.load(con)
+            self.signature = sig
+
+    def noted(self, con) -> None:
+        """The caller wrote the events it served (and nothing else changed): remember the store's new state."""
+        self.signature = self.store_signature(con)
+
+    def invalidate(self) -> None:
+        """Forget the state (the next :meth:`ensure` reloads it)."""
+        self.signature = None
+
+    def load(self, con) -> None:
+        """Read the whole state from the store (a handful of aggregate queries)."""
+        ev = f"""(SELECT e.*, epoch_us(e.creation_date) AS t_us,
+                         (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
+                         {_DAY.replace("creation_date", "e.creation_date")} AS d
+                  FROM events e LEFT JOIN ({feedback.INVALID_EVENTS_SQL}) inv ON inv.event_id = e.event_id)"""
+        users: dict[str, _User] = {}
+        for username, n, prev in con.execute(
+                f"""SELECT username, count(*) FILTER (WHERE known),
+                           arg_max({{'t': t_us, 'lat': latitude, 'lon': longitude}}, {{'t': t_us, 'id': event_id}})
+                             FILTER (WHERE known)
+                    FROM {ev} WHERE username IS NOT NULL GROUP BY username""").fetchall():
+            u = users[username] = _User()
+            u.n = int(n)
+            if prev is not None:
+                u.prev = (int(prev["t"]), prev["lat"], prev["lon"])
+        for name in _COUNTED:
+            for username, value, c in con.execute(
+                    f"SELECT username, {KEYS[name]} AS v, count(*) FROM {ev} "
+                    f"WHERE known AND username IS NOT NULL AND v IS NOT NULL GROUP BY ALL").fetchall():
+                users[username].counts[(name, value)] = int(c)
+        glob: dict = {}
+        for name in (*GLOBAL_KEYS, "total"):
+            expr = "NULL::VARCHAR" if name == "total" else KEYS[name]
+            for value, total, day, on_day in con.execute(
+                    f"""SELECT v, sum(c), max(d), arg_max(c, d) FROM (
+                          SELECT {expr} AS v, d, count(*) AS c FROM {ev}
+                          WHERE known {"" if name == "total" else "AND v IS NOT NULL"} GROUP BY ALL)
+                        GROUP BY v""").fetchall():
+                glob[(name, value)] = [int(total), int(day), int(on_day)]
+        top = con.execute("SELECT max({'t': epoch_us(creation_date), 'id': event_id}) FROM events").fetchall()[0][0]
+        self.last = None if top is None else (int(top["t"]), top["id"])
+        self.users, self.glob, self.recent_ip, self.recent_prefix = users, glob, {}, {}
+        if self.last is not None:
+            since = self.last[0] - _DAY_US
+            for t_us, username, ip, prefix, failed in con.execute(
+                    """SELECT epoch_us(creation_date) AS t, username, client_ip, ip_prefix, event_response = 'Fail'
+                       FROM events WHERE epoch_us(creation_date) >= ? ORDER BY creation_date, event_id""",
+                    [since]).fetchall():
+                self._add_recent(int(t_us), username, ip, prefix, bool(failed))
+        self.loads += 1
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def can_serve(self, events: list[dict]) -> bool:
+        """Whether the features of ``events`` (in the given order) come exactly from the state.
+
+        They do when every event has a username, comes after everything the
+        state holds and after the one before it, in (creation_date, event_id).
+        """
+        last = self.last
+        for ev in events:
+            if ev.get("username") is None or ev.get("creation_date") is None:
+                return False
+            key = (epoch_us(ev["creation_date"]), ev["event_id"])
+            if last is not None and key <= last:
+                return False
+            last = key
+        return self.signature is not None
+
+    def features(self, ev: dict, known: bool) -> dict[str, float | None]:
+        """The features of ``ev`` (a canonical event) given the state, then ``ev`` counted in.
+
+        ``known``: whether it joins the user's known history (a success not marked Invalid).
+        """
+        t = epoch_us(ev["creation_date"])
+        keys = keys_of(ev)
+        out = self._compute(ev, t, keys)
+        self._add(ev, t, keys, known)
+        return out
+
+    def _compute(self, ev: dict, t: int, keys: dict) -> dict:
+        u = self.users.get(ev["username"])
+        n_u = float(u.n) if u else 0.0
+        counts = u.counts if u else {}
+
+        def cu(name: str) -> float:
+            v = keys[name]
+            return float(counts.get((name, v), 0)) if v is not None else 0.0
+
+        day = t // _US_PER_DAY
+
+        def cg(name: str, value) -> float:
+            g = self.glob.get((name, value))
+            if g is None:
+                return 0.0
+            total, last_day, on_day = g
+            return float(total - on_day) if last_day >= day else float(total)
+
+        n_g = cg("total", None)
+        out: dict[str, float | None] = {"history_size": n_u}
+
+        def novelty(name: str, present) -> float | None:
+            return None if present is None else (0.0 if cu(name) > 0 else 1.0)
+
+        out["new_ip"] = novelty("ip", ev.get("client_ip"))
+        out["new_ip_prefix"] = novelty("prefix", ev.get("ip_prefix"))
+        out["new_asn"] = novelty("asn", ev.get("asn"))
+        out["new_country"] = novelty("country", ev.get("country_iso"))
+        out["new_city"] = novelty("city", ev.get("city"))
+        out["new_device"] = novelty("device", ev.get("device_fingerprint"))
+
+        prev = u.prev if u else None
+        lat, lon = ev.get("latitude"), ev.get("longitude")
+        if prev is None:
+            hours = None
+        else:
+            hours = (t / 1_000_000 - prev[0] / 1_000_000) / 3600.0
+        if prev is None or lat is None or lon is None or prev[1] is None or prev[2] is None:
+            out["travel_speed_kmh"] = out["travel_distance_km"] = None
+        else:
+            dist = _haversine(lat, lon, prev[1], prev[2])
+            out["travel_speed_kmh"] = dist / max(hours, 1.0 / 60)
+            out["travel_distance_km"] = dist
+        out["hours_since_last_success"] = hours
+        out["unusual_hour"] = math.log((n_u + 168) / (168 * (cu("how") + 1)))
+
+        uf1, uf24 = self._user_windows(u, t)
+        out["user_failures_1h"], out["user_failures_24h"] = float(uf1), float(uf24)
+        ip, prefix = ev.get("client_ip"), ev.get("ip_prefix")
+        if ip is None:
+            for c in ("ip_failures_1h", "ip_failures_24h", "ip_users_1h", "ip_users_24h"):
+                out[c] = None
+        else:
+            f1, f24, n1, n24 = self._windows(self.recent_ip.get(ip), t)
+            out["ip_failures_1h"], out["ip_failures_24h"] = float(f1), float(f24)
+            out["ip_users_1h"], out["ip_users_24h"] = float(n1), float(n24)
+        if prefix is None:
+            out["prefix_failures_24h"] = out["prefix_users_24h"] = None
+        else:
+            _f1, f24, _n1, n24 = self._windows(self.recent_prefix.get(prefix), t)
+            out["prefix_failures_24h"], out["prefix_users_24h"] = float(f24), float(n24)
+        asn = ev.get("asn")
+        out["hosting_network"] = None if asn is None else (1.0 if int(asn) in self.hosting else 0.0)
+        has = ev.get("has_context_data")
+        out["no_context_data"] = None if has is None else (0.0 if has else 1.0)
+
+        m = float(FREEMAN_PRIOR)
+        for hierarchy in FREEMAN_HIERARCHIES:
+            present = ev.get(_FREEMAN_PRESENT[hierarchy[0][0]]) is not None
+            parent_key, pu_prev = None, None
+            for col, key in hierarchy:
+                c_g = cg(key, keys[key])
+                if parent_key is None:
+                    pg = (c_g + 1) / (n_g + 1)
+                    pu = (cu(key) + m * 1.0 * pg) / (n_u + m)
+                    cond = pu
+                else:
+                    pg = min(1.0, (c_g + 1) / (cg(parent_key, keys[parent_key]) + 1))
+                    pu = (cu(key) + m * pu_prev * pg) / (n_u + m)
+                    cond = pu / pu_prev
+                out[col] = (math.log(pg) - math.log(cond)) if present else None
+                parent_key, pu_prev = key, pu
+        return {c: out[c] for c in FEATURE_COLUMNS}
+
+    @staticmethod
+    def _user_windows(u: _User | None, t: int) -> tuple[int, int]:
+        if u is None:
+            return 0, 0
+        q = u.fails
+        while q and q[0] < t - _DAY_US:
+            q.popleft()
+        f1 = f24 = 0
+        for ft in q:
+            if ft >= t:  # the same instant (peer group) never counts
+                continue
+            f24 += 1
+            if ft >= t - _HOUR_US:
+                f1 += 1
+        return f1, f24
+
+    @staticmethod
+    def _windows(q: deque | None, t: int) -> tuple[int, int, int, int]:
+        if not q:
+            return 0, 0, 0, 0
+        while q and q[0][0] < t - _DAY_US:
+            q.popleft()
+        f1 = f24 = 0
+        u1: set = set()
+        u24: set = set()
+        for et, username, failed in q:
+            if et >= t:
+                continue
+            if failed:
+                f24 += 1
+            if username is not None:
+                u24.add(username)
+            if et >= t - _HOUR_US:
+                if failed:
+                    f1 += 1
+                if username is not None:
+                    u1.add(username)
+        return f1, f24, len(u1), len(u24)
+
+    def _add_recent(self, t: int, username, ip, prefix, failed: bool) -> None:
+        if ip is not None:
+            self.recent_ip.setdefault(ip, deque()).append((t, username, failed))
+        if prefix is not None:
+            self.recent_prefix.setdefault(prefix, deque()).append((t, username, failed))
+        if failed and username is not None:
+            u = self.users.get(username)
+            if u is None:
+                u = self.users[username] = _User()
+            u.fails.append(t)
+
+    def _add(self, ev: dict, t: int, keys: dict, known: bool) -> None:
+        username = ev["username"]
+        self._add_recent(t, username, ev.get("client_ip"), ev.get("ip_prefix"), ev.get("event_response") == "Fail")
+        self.last = (t, ev["event_id"])
+        if not known:
+            return
+        u = self.users.get(username)
+        if u is None:
+            u = self.users[username] = _User()
+        u.n += 1
+        u.prev = (t, ev.get("latitude"), ev.get("longitude"))
+        for name in _COUNTED:
+            v = keys[name]
+            if v is not None:
+                u.counts[(name, v)] = u.counts.get((name, v), 0) + 1
+        day = t // _US_PER_DAY
+        for name in (*GLOBAL_KEYS, "total"):
+            v = None if name == "total" else keys[name]
+            if name != "total" and v is None:
+                continue
+            g = self.glob.get((name, v))
+            if g is None:
+                self.glob[(name, v)] = [1, day, 1]
+            elif g[1] < day:
+                g[0] += 1
+                g[1], g[2] = day, 1
+            else:
+                g[0] += 1
+                g[2] += 1
