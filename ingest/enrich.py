@@ -223,7 +223,7 @@ _V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4
 _HEADERS_SQL = f"""
 WITH h AS ({_HEADERS_SQL}),
 v AS (
-  SELECT *, regexp_full_match(ip_address, '{_V4}') AS _v4,
+  SELECT *, coalesce(regexp_full_match(ip_address, '{_V4}'), false) AS _v4,
          coalesce(h_forwarded, h_xff, h_xri) IS NULL AS _no_fwd
   FROM h
 )

@@ -339,10 +339,11 @@ def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
 _EVENT_COLS_SQL = ", ".join(quote_ident(c) for c in EVENT_COLUMNS)
 
 
-def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:
+def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str, known_new: bool = False) -> int:
     """Insert the rows of ``table`` (EVENT_SCHEMA) whose event_id is new; return how many.
 
     Of rows repeating an event_id inside ``table``, the one with the lowest source_line wins.
+    ``known_new``: the caller has checked that no id is stored or repeated (no probe).
     Runs in the caller's transaction.
     """
     if table.num_rows == 0:
@@ -350,7 +351,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
     import pyarrow.compute as pc
 
     # keep the first of repeated ids (sorting only when the batch has repeats, which is rare)
-    dedup = pc.count_distinct(table.column("event_id")).as_py() < table.num_rows
+    dedup = not known_new and pc.count_distinct(table.column("event_id")).as_py() < table.num_rows
     source = ("(SELECT DISTINCT ON (event_id) * FROM _rg_new_events ORDER BY event_id, source_line)"
               if dedup else "_rg_new_events")
     con.register("_rg_new_events", table)
@@ -358,7 +359,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
         # Usually no id of the batch is stored yet: one probe of the stored ids against the batch's
         # (a hash of the batch's ids) says so, and the rows go in without an anti join against every
         # stored id (which hashed the whole events.event_id column on each batch).
-        stored = con.execute(
+        stored = 0 if known_new else con.execute(
             "SELECT count(*) FROM events WHERE event_id IN (SELECT event_id FROM _rg_new_events)"
         ).fetchall()[0][0]
         new_only = "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)" if stored else ""
@@ -376,6 +377,12 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) 
 
 def existing_event_ids(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str]) -> set[str]:
     """Which of ``event_ids`` are stored already."""
+    ids = list(dict.fromkeys(event_ids))
+    if len(ids) <= 64:  # a few (the service): bound parameters, no registered table to plan around
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        return {r[0] for r in con.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", ids).fetchall()}
     con.register("_rg_event_ids_q", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
     try:
         return {r[0] for r in con.execute("SELECT event_id FROM events SEMI JOIN _rg_event_ids_q USING (event_id)").fetchall()}

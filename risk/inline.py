@@ -51,12 +51,15 @@ import pyarrow.compute as pc
 from ingest import store as ingest_store
 from ingest.enrich import Enricher
 from ingest.errors import RiskgateError
+from ingest.schema import EVENT_SCHEMA
 from ingest.sources import riskgate_jsonl
 from ingest.sources.base import LineBatch, ReaderOptions
 from ingest.store import scratch
 
 SOURCE_FORMAT = riskgate_jsonl.NAME
 SOURCE_FILE = "POST /v1/evaluate"
+#: the enrichment's output schema (EVENT_SCHEMA, every field nullable)
+_NULLABLE_EVENT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 
 
 class InlineEventError(RiskgateError):
@@ -110,14 +113,26 @@ class InlineScorer:
         self._scratch = scratch()
         self._ctx = None
         from risk.features import GlobalCounts
+        from risk.online import OnlineFeatures
 
         self.global_counts = GlobalCounts()
+        self.online = OnlineFeatures()
+        self._online_checked = False  # the state was compared with the store since it last changed by others
+        self._pending: list[tuple[pa.Table, list, pa.Table]] = []  # answered, to write: (events, checks, assessments)
+        self._pending_ids: set[str] = set()
+        self.fast_rows = 0  # records canonicalised in Python (the rest by the reader's SQL)
+        self.online_events = 0  # events whose features came from the in-memory state (the rest from SQL)
 
     # -- what a run reads once --------------------------------------------------------------
 
     def refresh(self) -> None:
         """Forget the model, thresholds, configurations and modes read so far (read again on next use)."""
         self._ctx = None
+        self._online_checked = False
+
+    def store_changed(self) -> None:
+        """Something else in this process wrote to the store: check the in-memory state against it before use."""
+        self._online_checked = False
 
     @property
     def context(self):
@@ -184,15 +199,37 @@ class InlineScorer:
     def prepare(self, requests: list[InlineRequest]) -> Prepared:
         """The steps that need no store (ids, times, the reader and the enrichment).
 
-        It uses only the scorer's own scratch connections, never the store.
+        A well-formed record takes the plain-Python path (``ingest.one``);
+        the others go through the reader and enrichment SQL, which gives every
+        refusal its reasons. It uses only the scorer's own scratch
+        connections, never the store.
         """
+        from ingest.one import canonical
+
         for r in requests:  # Cognito generates event ids and times; a request without them gets fresh ones
             if r.record.get("EventId") is None:
                 r.record["EventId"] = uuid.uuid4().hex
             if r.record.get("CreationDate") is None:
                 r.record["CreationDate"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         try:
-            good, refused = self._canonical(requests)
+            now = datetime.now(timezone.utc)
+            rows, slow = [], []
+            for i, r in enumerate(requests):
+                row = canonical(r.record, self.enricher, source_format=SOURCE_FORMAT, source_file=SOURCE_FILE,
+                                source_line=i + 1, now=now)
+                (rows.append(row) if row is not None else slow.append(i))
+            self.fast_rows += len(rows)
+            good = pa.Table.from_pylist(rows, schema=_NULLABLE_EVENT_SCHEMA) if rows else None
+            refused: dict[int, str] = {}
+            if slow:
+                sub = [requests[i] for i in slow]
+                slow_good, slow_refused = self._canonical(sub)
+                refused = {slow[i]: reason for i, reason in slow_refused.items()}
+                if slow_good is not None and slow_good.num_rows:
+                    k = slow_good.column_names.index("source_line")
+                    lines = pa.array([slow[x - 1] + 1 for x in slow_good.column(k).to_pylist()], pa.int64())
+                    slow_good = slow_good.set_column(k, "source_line", lines).cast(_NULLABLE_EVENT_SCHEMA)
+                    good = slow_good if good is None else pa.concat_tables([good, slow_good])
         except BaseException:
             for r in requests:
                 r.password = None
@@ -240,11 +277,80 @@ class InlineScorer:
             for r in requests:
                 r.password = None
         ids = good.column("event_id").to_pylist()
+        existing = self._existing(ids)
+        online = self._online_features(good) if not existing and len(set(ids)) == len(ids) else None
+        if online is not None:
+            rows, feature_rows, due = self._assess_online(good, online, outcomes, requests)
+        else:
+            rows, feature_rows, due = self._assess_stored(good, existing, outcomes, requests)
+        for k, line in enumerate(good.column("source_line").to_pylist()):
+            out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing,
+                                         features=feature_rows.get(ids[k]) if requests[line - 1].want_features else None)
+        return split(out), due
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are stored or waiting to be written (the store asked only when they may be)."""
+        pending = self._pending_ids & set(ids)
+        if self._online_checked and not pending and not self.online.may_hold(ids):
+            return set()
+        return ingest_store.existing_event_ids(self.con, ids) | pending
+
+    def _assessed(self, ctx, feats: pa.Table, events: pa.Table, requests) -> tuple[pa.Table, dict]:
+        from risk import score as rs
+
+        table = rs.assess_chunk(ctx, feats, events)
+        table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
+        table = table.append_column(
+            "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC")))
+        feature_rows = {}
+        if any(r.want_features for r in requests):
+            from risk.signals import FEATURE_COLUMNS
+
+            feature_rows = {row["event_id"]: {c: row[c] for c in FEATURE_COLUMNS}
+                            for row in feats.select(["event_id", *FEATURE_COLUMNS]).to_pylist()}
+        return table, feature_rows
+
+    def _due(self, ctx, table: pa.Table, events: pa.Table | None) -> list[DueNotification]:
+        from risk import notify as rn
+        from risk import score as rs
+
+        return [DueNotification(ev, name, template, notify_config,
+                                rn.user_email(self.con, ev["username"]) if ev["username"] else None)
+                for ev, name, template, notify_config in rs.due_notifications(ctx, table, events)]
+
+    def _assess_online(self, good, feats, outcomes, requests):
+        """New events in order, features from memory: assessed now, written by :meth:`flush` (write-behind)."""
+        from risk import score as rs
+
+        ctx = self.context
+        self.online_events += good.num_rows
+        try:
+            table, feature_rows = self._assessed(ctx, feats, good.select(list(rs.EVENT_COLUMNS_TO_ASSESS)), requests)
+            due = self._due(ctx, table, good)
+        except BaseException:
+            self.online.invalidate()  # it counted events that will not be stored
+            self._online_checked = False
+            raise
+        ids = good.column("event_id").to_pylist()
+        self._pending.append((good, outcomes, table))
+        self._pending_ids.update(ids)
+        rows = {r["event_id"]: r for r in table.select(list(rs.ASSESSMENT_COLUMNS)).to_pylist()}
+        return rows, feature_rows, due
+
+    def _assess_stored(self, good, existing, outcomes, requests):
+        """Any other batch: stored first, then features from the store (SQL), assessed and written."""
+        from risk import credentials as cr
+        from risk import score as rs
+        from risk.features import compute_features
+
+        self.flush()
+        self._online_checked = False  # this path writes to the store behind the state
+        con = self.con
+        ids = good.column("event_id").to_pylist()
         users = good.column("username").to_pylist()
         self.global_counts.ensure(con)  # up to date with the store before this batch is written
         con.execute("BEGIN TRANSACTION")
         try:
-            existing = ingest_store.existing_event_ids(con, ids)
             ingest_store.insert_events(con, good, self.run_id)
             for k, outcome, enforced in outcomes:
                 if ids[k] not in existing:
@@ -257,30 +363,75 @@ class InlineScorer:
         ctx = self.context
         assessed = rs.assessments_for(con, ids)
         todo = [i for i in dict.fromkeys(ids) if i not in assessed]
-        due: list[DueNotification] = []
-        feature_rows: dict[str, dict] = {}
+        feature_rows, due = {}, []
         if todo:
             feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
             events = rs.events_to_assess(con, feats)
-            table = rs.assess_chunk(ctx, feats, events)
-            table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
-            table = table.append_column(
-                "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC")))
-            if any(r.want_features for r in requests):
-                from risk.signals import FEATURE_COLUMNS
-
-                feature_rows = {row["event_id"]: {c: row[c] for c in FEATURE_COLUMNS}
-                                for row in feats.select(["event_id", *FEATURE_COLUMNS]).to_pylist()}
+            table, feature_rows = self._assessed(ctx, feats, events, requests)
             rs._write(con, table)
             rs._apply_resets(con, table, events)
-            for ev, name, template, notify_config in rs.due_notifications(ctx, table):
-                recipient = rn.user_email(con, ev["username"]) if ev["username"] else None
-                due.append(DueNotification(ev, name, template, notify_config, recipient))
-        rows = rs.assessments_for(con, ids)
-        for k, line in enumerate(good.column("source_line").to_pylist()):
-            out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing,
-                                         features=feature_rows.get(ids[k]) if requests[line - 1].want_features else None)
-        return split(out), due
+            due = self._due(ctx, table, None)
+        return rs.assessments_for(con, ids), feature_rows, due
+
+    def pending(self) -> int:
+        """Events answered and not yet written."""
+        return len(self._pending_ids)
+
+    def flush(self) -> int:
+        """Write the events answered from memory, with their assessments and checks, in one transaction.
+
+        Returns how many were written. A failure is raised after the state is
+        invalidated (the events it counted are not stored).
+        """
+        if not self._pending:
+            return 0
+        from risk import credentials as cr
+        from risk import score as rs
+
+        con = self.con
+        batches, self._pending = self._pending, []
+        self._pending_ids = set()
+        good = pa.concat_tables([g for g, _, _ in batches])
+        table = pa.concat_tables([t for _, _, t in batches])
+        con.execute("BEGIN TRANSACTION")
+        try:
+            ingest_store.insert_events(con, good, self.run_id, known_new=True)
+            for g, outcomes, _ in batches:
+                ids, users = g.column("event_id").to_pylist(), g.column("username").to_pylist()
+                for k, outcome, enforced in outcomes:
+                    cr.record_check(con, outcome, event_id=ids[k], username=users[k], enforced=enforced)
+            rs._write(con, table, replace=False, transaction=False)
+            rs._apply_resets(con, table, good)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self.online.invalidate()
+            self._online_checked = False
+            raise
+        self.online.noted(con)
+        return good.num_rows
+
+    def _online_features(self, good: pa.Table) -> pa.Table | None:
+        """The features of new events from the in-memory state (``risk.online``), or None when it cannot serve them.
+
+        Counts the events in: the caller must store them (or invalidate the state).
+        """
+        from risk.features import _output_schema
+
+        if not self._online_checked:
+            self.online.ensure(self.con)
+            self._online_checked = True
+        rows = good.to_pylist()
+        rows.sort(key=lambda r: (r["creation_date"], r["event_id"]))
+        if not self.online.can_serve(rows):
+            return None
+        out = []
+        for r in rows:
+            f = self.online.features(r, r["event_response"] == "Pass")
+            f.update(event_id=r["event_id"], username=r["username"], creation_date=r["creation_date"],
+                     event_type=r["event_type"], event_response=r["event_response"])
+            out.append(f)
+        return pa.Table.from_pylist(out, schema=_output_schema())
 
 
 def deliver(n: DueNotification, *, transport=None):

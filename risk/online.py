@@ -29,9 +29,12 @@ with SQL, which is always right).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
 from datetime import datetime, timezone
+
+import numpy as np
 
 from risk import feedback
 from risk.features import (
@@ -53,6 +56,10 @@ _DAY_US = 24 * _HOUR_US
 #: keys whose per-user counts the state keeps (counts for the Freeman levels and hour, presence for novelty)
 _COUNTED = tuple(dict.fromkeys(USER_KEYS + NOVELTY_KEYS))
 _FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user_agent"}
+#: how much earlier (event time) than the latest one an event may arrive and still be served from memory
+REORDER_US = 60 * 1_000_000
+#: at most this many recent events are kept to be taken back and counted again around a late one
+MAX_REORDER_EVENTS = 20_000
 
 
 def epoch_us(t: datetime) -> int:
@@ -120,6 +127,11 @@ class OnlineFeatures:
         self.recent_prefix: dict[str, deque] = {}
         self.hosting = frozenset(a for a, _, _ in hosting_asns())
         self.loads = 0
+        # every stored event id as the first 64 bits of its MD5 (DuckDB's md5_number_upper): a sorted
+        # array from the load and a set of those counted since, to tell "surely new" without a scan
+        self._ids = np.empty(0, dtype=np.uint64)
+        self._ids_new: set[int] = set()
+        self._log: deque = deque()  # the latest events counted: (key, event, t, keys, known, undo)
 
     # -- keeping in step with the store -----------------------------------------------------
 
@@ -133,6 +145,24 @@ class OnlineFeatures:
         if sig != self.signature:
             self.load(con)
             self.signature = sig
+
+    @staticmethod
+    def id_key(event_id: str) -> int:
+        """``md5_number_upper(event_id)`` as DuckDB computes it."""
+        return int.from_bytes(hashlib.md5(event_id.encode("utf-8")).digest()[:8], "little")
+
+    def may_hold(self, event_ids: list[str]) -> bool:
+        """False when none of ``event_ids`` is stored (surely); True when one may be (then ask the store)."""
+        if self.signature is None:
+            return True
+        for eid in event_ids:
+            k = self.id_key(eid)
+            if k in self._ids_new:
+                return True
+            i = int(np.searchsorted(self._ids, np.uint64(k)))
+            if i < len(self._ids) and int(self._ids[i]) == k:
+                return True
+        return False
 
     def noted(self, con) -> None:
         """The caller wrote the events it served (and nothing else changed): remember the store's new state."""
@@ -175,8 +205,12 @@ class OnlineFeatures:
         top = con.execute("SELECT max({'t': epoch_us(creation_date), 'id': event_id}) FROM events").fetchall()[0][0]
         self.last = None if top is None else (int(top["t"]), top["id"])
         self.users, self.glob, self.recent_ip, self.recent_prefix = users, glob, {}, {}
+        self._log = deque()
+        ids = con.execute("SELECT md5_number_upper(event_id) AS k FROM events").fetchnumpy()["k"]
+        self._ids = np.sort(np.asarray(ids, dtype=np.uint64))
+        self._ids_new = set()
         if self.last is not None:
-            since = self.last[0] - _DAY_US
+            since = self.last[0] - _DAY_US - REORDER_US
             for t_us, username, ip, prefix, failed in con.execute(
                     """SELECT epoch_us(creation_date) AS t, username, client_ip, ip_prefix, event_response = 'Fail'
                        FROM events WHERE epoch_us(creation_date) >= ? ORDER BY creation_date, event_id""",
@@ -187,30 +221,48 @@ class OnlineFeatures:
     # -- serving ----------------------------------------------------------------------------
 
     def can_serve(self, events: list[dict]) -> bool:
-        """Whether the features of ``events`` (in the given order) come exactly from the state.
+        """Whether the features of ``events`` (in the given order, which must be theirs) come exactly from the state.
 
-        They do when every event has a username, comes after everything the
-        state holds and after the one before it, in (creation_date, event_id).
+        They do when every event has a username and comes after the one
+        before it in (creation_date, event_id), and after everything the state
+        holds -- or after the oldest event it can still take back (those
+        counted in the last ``REORDER_US`` of event time, see :meth:`features`).
         """
-        last = self.last
+        if self.signature is None:
+            return False
+        # the latest event it cannot take back: the one counted before the oldest it remembers
+        floor = self._log[0][5]["last"] if self._log else self.last
+        prev = None
         for ev in events:
             if ev.get("username") is None or ev.get("creation_date") is None:
                 return False
             key = (epoch_us(ev["creation_date"]), ev["event_id"])
-            if last is not None and key <= last:
+            if (floor is not None and key <= floor) or (prev is not None and key <= prev):
                 return False
-            last = key
-        return self.signature is not None
+            prev = key
+        return True
 
     def features(self, ev: dict, known: bool) -> dict[str, float | None]:
         """The features of ``ev`` (a canonical event) given the state, then ``ev`` counted in.
 
-        ``known``: whether it joins the user's known history (a success not marked Invalid).
+        ``known``: whether it joins the user's known history (a success not
+        marked Invalid). An event that arrives after later ones (requests
+        overtaking each other) gets the features it would have had in time
+        order: the later events are taken back, it is computed and counted,
+        and they are counted again (their own answers are not changed).
         """
         t = epoch_us(ev["creation_date"])
         keys = keys_of(ev)
+        key = (t, ev["event_id"])
+        later = []
+        while self._log and self._log[-1][0] > key:
+            entry = self._log.pop()
+            self._undo(entry)
+            later.append(entry)
         out = self._compute(ev, t, keys)
         self._add(ev, t, keys, known)
+        for _key, again, t2, keys2, known2, _undo in reversed(later):
+            self._add(again, t2, keys2, known2)
         return out
 
     def _compute(self, ev: dict, t: int, keys: dict) -> dict:
@@ -302,11 +354,11 @@ class OnlineFeatures:
         if u is None:
             return 0, 0
         q = u.fails
-        while q and q[0] < t - _DAY_US:
+        while q and q[0] < t - _DAY_US - REORDER_US:
             q.popleft()
         f1 = f24 = 0
         for ft in q:
-            if ft >= t:  # the same instant (peer group) never counts
+            if ft >= t or ft < t - _DAY_US:  # the same instant (peer group) never counts
                 continue
             f24 += 1
             if ft >= t - _HOUR_US:
@@ -317,13 +369,13 @@ class OnlineFeatures:
     def _windows(q: deque | None, t: int) -> tuple[int, int, int, int]:
         if not q:
             return 0, 0, 0, 0
-        while q and q[0][0] < t - _DAY_US:
+        while q and q[0][0] < t - _DAY_US - REORDER_US:
             q.popleft()
         f1 = f24 = 0
         u1: set = set()
         u24: set = set()
         for et, username, failed in q:
-            if et >= t:
+            if et >= t or et < t - _DAY_US:
                 continue
             if failed:
                 f24 += 1
@@ -349,30 +401,74 @@ class OnlineFeatures:
 
     def _add(self, ev: dict, t: int, keys: dict, known: bool) -> None:
         username = ev["username"]
-        self._add_recent(t, username, ev.get("client_ip"), ev.get("ip_prefix"), ev.get("event_response") == "Fail")
+        failed = ev.get("event_response") == "Fail"
+        ip, prefix = ev.get("client_ip"), ev.get("ip_prefix")
+        self._add_recent(t, username, ip, prefix, failed)
+        undo: dict = {"last": self.last, "recent": (ip, prefix, failed and username is not None)}
         self.last = (t, ev["event_id"])
-        if not known:
-            return
-        u = self.users.get(username)
-        if u is None:
-            u = self.users[username] = _User()
-        u.n += 1
-        u.prev = (t, ev.get("latitude"), ev.get("longitude"))
-        for name in _COUNTED:
-            v = keys[name]
-            if v is not None:
-                u.counts[(name, v)] = u.counts.get((name, v), 0) + 1
-        day = t // _US_PER_DAY
-        for name in (*GLOBAL_KEYS, "total"):
-            v = None if name == "total" else keys[name]
-            if name != "total" and v is None:
-                continue
-            g = self.glob.get((name, v))
-            if g is None:
-                self.glob[(name, v)] = [1, day, 1]
-            elif g[1] < day:
-                g[0] += 1
-                g[1], g[2] = day, 1
-            else:
-                g[0] += 1
-                g[2] += 1
+        self._ids_new.add(self.id_key(ev["event_id"]))
+        if known:
+            u = self.users.get(username)
+            if u is None:
+                u = self.users[username] = _User()
+            undo["user"] = u.prev
+            u.n += 1
+            u.prev = (t, ev.get("latitude"), ev.get("longitude"))
+            for name in _COUNTED:
+                v = keys[name]
+                if v is not None:
+                    u.counts[(name, v)] = u.counts.get((name, v), 0) + 1
+            day = t // _US_PER_DAY
+            old_glob = []
+            for name in (*GLOBAL_KEYS, "total"):
+                v = None if name == "total" else keys[name]
+                if name != "total" and v is None:
+                    continue
+                g = self.glob.get((name, v))
+                old_glob.append((name, v, None if g is None else list(g)))
+                if g is None:
+                    self.glob[(name, v)] = [1, day, 1]
+                elif g[1] < day:
+                    g[0] += 1
+                    g[1], g[2] = day, 1
+                else:
+                    g[0] += 1
+                    g[2] += 1
+            undo["glob"] = old_glob
+        # remembered for a while, to be taken back if an earlier event arrives late
+        again = {c: ev.get(c) for c in ("event_id", "username", "event_response", "client_ip", "ip_prefix",
+                                         "latitude", "longitude")}
+        self._log.append((self.last, again, t, keys, known, undo))
+        while self._log and (len(self._log) > MAX_REORDER_EVENTS or self._log[0][2] < t - REORDER_US):
+            self._log.popleft()
+
+    def _undo(self, entry) -> None:
+        """Take back the latest event counted (``_add`` in reverse)."""
+        _key, ev, t, keys, known, undo = entry
+        ip, prefix, failed_user = undo["recent"]
+        for table, k in ((self.recent_ip, ip), (self.recent_prefix, prefix)):
+            if k is not None:
+                q = table[k]
+                q.pop()
+                if not q:
+                    del table[k]
+        if failed_user:
+            self.users[ev["username"]].fails.pop()
+        self.last = undo["last"]
+        if known:
+            u = self.users[ev["username"]]
+            u.n -= 1
+            u.prev = undo["user"]
+            for name in _COUNTED:
+                v = keys[name]
+                if v is not None:
+                    c = u.counts[(name, v)] - 1
+                    if c:
+                        u.counts[(name, v)] = c
+                    else:
+                        del u.counts[(name, v)]
+            for name, v, old in undo["glob"]:
+                if old is None:
+                    del self.glob[(name, v)]
+                else:
+                    self.glob[(name, v)] = old

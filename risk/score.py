@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest import store as ingest_store
 from ingest.store import Migration
@@ -149,6 +150,10 @@ def _mfa_state(con, usernames: list[str]) -> dict[str, bool]:
 
     if not usernames:
         return {}
+    if len(usernames) <= 64:  # a few (the service): bound parameters, no registered table to plan around
+        rows = con.execute("SELECT username, mfa_settings, preferred_mfa FROM users WHERE username IN ("
+                           + ", ".join("?" * len(usernames)) + ")", usernames).fetchall()
+        return {u: has_mfa_configured(m, p) for u, m, p in rows}
     con.register("_rg_users_q", pa.table({"username": pa.array(usernames, pa.string())}))
     try:
         rows = con.execute(
@@ -210,33 +215,36 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
 
     con = ctx.con
     n = feats.num_rows
-    ev = events.to_pandas()
-    fx = feats.to_pandas()
-    ev = fx[["event_id"]].merge(ev, on="event_id", how="left")
-    scores = np.asarray(ctx.model.score_samples(fx), dtype=float)
+    # the event columns in the order of feats
+    at = pc.index_in(feats.column("event_id"), value_set=events.column("event_id"))
+    ev = {c: events.column(c).take(at).to_pylist()
+          for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
+    scores = np.asarray(ctx.model.score_samples(feats), dtype=float)
     lv = levels.levels(scores, ctx.thresholds)
     # reasons for every event with a risk level (the model's exact contributions); an event
     # below the Low threshold has nothing to explain and gets an empty list
     risky = np.flatnonzero(np.array([x is not None for x in lv], dtype=bool))
-    explained = ctx.model.explain(fx.iloc[risky], top=TOP_REASONS) if len(risky) else []
+    explained = ctx.model.explain(feats.take(pa.array(risky, pa.int64())), top=TOP_REASONS) if len(risky) else []
 
     # IP-range exceptions, per (pool, client)
-    exc = np.empty(n, dtype=object)
-    pool_of = {p: _pool_of(con, p) for p in set(ev["user_pool_id"].tolist())}
-    pools = [pool_of[p] for p in ev["user_pool_id"].tolist()]
-    ev["_pool"] = pools
-    for (pool, client), idx in ev.groupby(["_pool", "client_id"], dropna=False).indices.items():
-        client = None if (client is None or (isinstance(client, float) and np.isnan(client))) else client
-        matches = ctx.exceptions(pool, client).check_many(ev["client_ip"].iloc[idx].tolist())
-        exc[idx] = [str(r) for r in matches.results()]
-    mfa = _mfa_state(con, sorted(set(ev["username"].dropna().tolist())))
-    has_mfa = [mfa.get(u, False) for u in ev["username"].tolist()]
-    comp = [None if (c is None or (isinstance(c, float) and np.isnan(c))) else bool(c)
-            for c in ev["compromised_credentials"].tolist()]
-    clients = [None if (c is None or (isinstance(c, float) and np.isnan(c))) else c for c in ev["client_id"].tolist()]
+    exc: list = [None] * n
+    pool_of = {p: _pool_of(con, p) for p in set(ev["user_pool_id"])}
+    pools = [pool_of[p] for p in ev["user_pool_id"]]
+    clients = ev["client_id"]
+    groups: dict = {}
+    for i, key in enumerate(zip(pools, clients)):
+        groups.setdefault(key, []).append(i)
+    ips = ev["client_ip"]
+    for (pool, client), idx in groups.items():
+        matches = ctx.exceptions(pool, client).check_many([ips[i] for i in idx])
+        for i, r in zip(idx, matches.results()):
+            exc[i] = str(r)
+    mfa = _mfa_state(con, sorted({u for u in ev["username"] if u is not None}))
+    has_mfa = [mfa.get(u, False) for u in ev["username"]]
+    comp = ev["compromised_credentials"]
 
     # decide() once per distinct combination of its inputs, then looked up per event
-    keys = list(zip(lv, exc, comp, ev["event_type"].tolist(), pools, clients, has_mfa))
+    keys = list(zip(lv, exc, comp, ev["event_type"], pools, clients, has_mfa))
     fields = ("final_level", "risk_decision", "outcome", "event_action", "mode", "enforced", "mfa_challenge",
               "blocked", "override_block", "compromised_credentials_detected", "reset_required", "notification",
               "would_notify", "decision_reasons", "config_version", "mode_version")
@@ -269,7 +277,7 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
         "mfa_challenge": pa.array(cols["mfa_challenge"], pa.bool_()),
         "blocked": pa.array(cols["blocked"], pa.bool_()),
         "override_block": pa.array(cols["override_block"], pa.bool_()),
-        "ip_exception": pa.array(list(exc), pa.string()),
+        "ip_exception": pa.array(exc, pa.string()),
         "compromised_credentials_detected": pa.array(cols["compromised_credentials_detected"], pa.bool_()),
         "reset_required": pa.array(cols["reset_required"], pa.bool_()),
         "notification": pa.array(cols["notification"], pa.string()),
@@ -305,7 +313,10 @@ def _reasons_array(n: int, rows_with: np.ndarray, explained: list) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-_EVENT_COLS = "event_id, user_pool_id, client_id, username, event_type, client_ip, compromised_credentials"
+#: the event columns ``assess_chunk`` needs
+EVENT_COLUMNS_TO_ASSESS = ("event_id", "user_pool_id", "client_id", "username", "event_type", "client_ip",
+                           "compromised_credentials")
+_EVENT_COLS = ", ".join(EVENT_COLUMNS_TO_ASSESS)
 
 
 def score_events(
@@ -347,8 +358,6 @@ def score_events(
                     [lo, hi, hi],
                 ).fetchall()
                 if done:
-                    import pyarrow.compute as pc
-
                     feats = feats.filter(pc.invert(pc.is_in(feats.column("event_id"),
                                                             pa.array([r[0] for r in done], pa.string()))))
             if feats.num_rows == 0:
@@ -409,8 +418,6 @@ def assessments_for(con, event_ids: list[str]) -> dict[str, dict]:
 
 def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
     """Compromised credentials blocked while enforced: the user must reset the password (RESET_REQUIRED)."""
-    import pyarrow.compute as pc
-
     ids = table.filter(pc.fill_null(table.column("reset_required"), False)).column("event_id")
     if len(ids) == 0:
         return
@@ -439,24 +446,31 @@ def _send_notifications(ctx: "_Context", table: pa.Table) -> int:
     return sent
 
 
-def due_notifications(ctx: "_Context", table: pa.Table) -> list[tuple[dict, str, object, object]]:
-    """(event, template name, template, NotifyConfiguration) for each assessment of ``table`` with a notification due."""
-    import pyarrow.compute as pc
+def due_notifications(ctx: "_Context", table: pa.Table, events: pa.Table | None = None) -> list[tuple[dict, str, object, object]]:
+    """(event, template name, template, NotifyConfiguration) for each assessment of ``table`` with a notification due.
 
+    The events' columns come from ``events`` when given (events not stored yet), else from the store.
+    """
     from risk.config import template_for
 
     due = table.filter(pc.is_valid(table.column("notification"))).select(["event_id", "notification"])
     if due.num_rows == 0:
         return []
     con = ctx.con
-    con.register("_rg_due", due)
-    try:
-        cur = con.execute(
-            f"SELECT {_NOTIFY_EVENT_COLS}, d.notification FROM events JOIN _rg_due d USING (event_id)")
-        names = [c[0] for c in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
-    finally:
-        con.unregister("_rg_due")
+    if events is not None:
+        cols = [c.strip() for c in _NOTIFY_EVENT_COLS.split(",")]
+        by_id = {r["event_id"]: r for r in events.select(cols).to_pylist()}
+        rows = [{**by_id[i], "notification": n} for i, n in zip(due.column("event_id").to_pylist(),
+                                                                 due.column("notification").to_pylist())]
+    else:
+        con.register("_rg_due", due)
+        try:
+            cur = con.execute(
+                f"SELECT {_NOTIFY_EVENT_COLS}, d.notification FROM events JOIN _rg_due d USING (event_id)")
+            names = [c[0] for c in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        finally:
+            con.unregister("_rg_due")
     out = []
     for ev in rows:
         name = ev.pop("notification")
@@ -466,21 +480,28 @@ def due_notifications(ctx: "_Context", table: pa.Table) -> list[tuple[dict, str,
     return out
 
 
-def _write(con, table: pa.Table) -> None:
-    """Replace the assessments of these events, in one transaction."""
+def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True) -> None:
+    """Replace the assessments of these events, in one transaction.
+
+    ``replace=False``: the caller knows they have none; ``transaction=False``: inside the caller's transaction.
+    """
     con.register("_rg_new_assessments", table)
     try:
-        con.execute("BEGIN TRANSACTION")
+        if transaction:
+            con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(
-                "DELETE FROM assessments WHERE event_id IN (SELECT event_id FROM _rg_new_assessments)"
-            ).fetchall()
+            if replace:
+                con.execute(
+                    "DELETE FROM assessments WHERE event_id IN (SELECT event_id FROM _rg_new_assessments)"
+                ).fetchall()
             con.execute(
                 "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
             ).fetchall()
-            con.execute("COMMIT")
+            if transaction:
+                con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if transaction:
+                con.execute("ROLLBACK")
             raise
     finally:
         con.unregister("_rg_new_assessments")

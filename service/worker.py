@@ -4,8 +4,18 @@ DuckDB has one writer per file, and riskgate's processes take turns over it
 (``ingest.lease``). The service therefore keeps one ``Store`` and one thread
 that does all its store work: :class:`StoreWorker` runs jobs from a queue,
 coalescing the ``/v1/evaluate`` requests that queued while the previous
-handful was being assessed into one ``InlineScorer.evaluate`` call (the
-features are computed set-wise, so ten events cost about what one does).
+handful was being assessed into one ``InlineScorer.evaluate`` call.
+
+Write-behind: an event whose features come from the scorer's in-memory state
+(``risk.online``: new events, in time order -- the usual case) is answered as
+soon as it is assessed, and written to the store afterwards, together with
+the others answered meanwhile, in one transaction: when the queue is empty,
+and under sustained load at least every ``max_delay`` seconds (0.1) or
+``max_pending`` events. Everything else that touches the store (a call, a
+hand-over, an event that needs SQL features, stopping) writes them first.
+The window this opens: a crash of the service after an answer and before
+its write (at most ``max_delay`` later) loses that event; a failed write is
+logged and counted (``write_errors``).
 Between jobs it checks, at most every ``poll`` seconds, whether another
 process waits for the store; once it has held the store ``min_hold`` seconds
 it hands it over (``Store.handover``) -- nothing is in flight then, because
@@ -35,6 +45,9 @@ log = logging.getLogger("riskgate.service")
 DEFAULT_MIN_HOLD_S = 0.25
 DEFAULT_POLL_S = 0.05
 DEFAULT_MAX_BATCH = 256
+#: write-behind: answered events are written when the queue is empty, or at the latest after this many / seconds
+DEFAULT_MAX_PENDING = 512
+DEFAULT_MAX_DELAY_S = 0.1
 
 
 @dataclass
@@ -49,7 +62,8 @@ class StoreWorker:
 
     def __init__(self, open_store: Callable[[], Any], make_scorer: Callable[[Any], Any], *,
                  min_hold: float = DEFAULT_MIN_HOLD_S, poll: float = DEFAULT_POLL_S,
-                 max_batch: int = DEFAULT_MAX_BATCH, on_due: Callable[[list], None] | None = None):
+                 max_batch: int = DEFAULT_MAX_BATCH, on_due: Callable[[list], None] | None = None,
+                 max_pending: int = DEFAULT_MAX_PENDING, max_delay: float = DEFAULT_MAX_DELAY_S):
         self._open_store = open_store
         self._make_scorer = make_scorer
         self.min_hold = min_hold
@@ -65,6 +79,12 @@ class StoreWorker:
         self.scorer = None
         self.handovers = 0
         self.batches = 0
+        self.max_pending = max_pending
+        self.max_delay = max_delay
+        self.flushes = 0
+        self.written = 0
+        self.write_errors = 0
+        self._last_flush = time.monotonic()
         self.waiting_for_turn = False
 
     # -- life -------------------------------------------------------------------------------
@@ -131,19 +151,48 @@ class StoreWorker:
                     last_check = now
                     self._maybe_hand_over()
                 if job is None:
+                    self._flush()
                     continue
                 if job.kind == "stop":
                     self._drain_cancel()
+                    self._flush()
                     break
                 if job.kind == "call":
+                    self._flush()  # a call sees every answered event stored
                     self._run_call(job)
                 else:
                     self._run_evaluations(job)
+                    if self._q.empty() or self._due_for_flush():
+                        self._flush()
         finally:
             try:
+                self._flush()
                 self.scorer.close()
             finally:
                 self.store.close()
+
+    # -- write-behind -------------------------------------------------------------------------
+
+    def _due_for_flush(self) -> bool:
+        pending = getattr(self.scorer, "pending", None)
+        if pending is None or not pending():
+            return False
+        return pending() >= self.max_pending or time.monotonic() - self._last_flush >= self.max_delay
+
+    def _flush(self) -> None:
+        """Write what was answered and not yet stored (the scorer's write-behind); a failure is logged."""
+        flush = getattr(self.scorer, "flush", None)
+        if flush is None:
+            return
+        try:
+            n = flush()
+            if n:
+                self.flushes += 1
+                self.written += n
+        except Exception:  # noqa: BLE001 - the answers are out; the loss is logged loudly
+            self.write_errors += 1
+            log.exception("writing answered events to the store failed")
+        self._last_flush = time.monotonic()
 
     def _maybe_hand_over(self) -> None:
         store = self.store
@@ -151,6 +200,7 @@ class StoreWorker:
             return
         try:
             if store.held_for() >= self.min_hold and store.wanted():
+                self._flush()
                 self.waiting_for_turn = True
                 t0 = time.monotonic()
                 if store.handover():
@@ -169,6 +219,10 @@ class StoreWorker:
             job.future.set_result(job.payload(self.store))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             job.future.set_exception(exc)
+        finally:
+            changed = getattr(self.scorer, "store_changed", None)
+            if changed is not None:
+                changed()  # the call may have written (feedback, configuration, users)
 
     def _run_evaluations(self, first: _Job) -> None:
         jobs = [first]

@@ -149,3 +149,37 @@ def test_keys_match_the_sql_definitions(con):
     names = list(KEYS)
     for eid, *vals in got:
         assert keys_of(by_id[eid]) == dict(zip(names, vals)), eid
+
+
+def test_events_arriving_after_later_ones_get_their_time_order_features(con):
+    rows = _stream(700, seed=12)
+    add(con, rows[:300])
+    state = OnlineFeatures()
+    state.ensure(con)
+    # requests overtaking each other: swap neighbours less than a minute apart
+    middle = rows[300:600]
+    arrival, late = list(middle), set()
+    i = 0
+    while i + 1 < len(arrival):
+        a, b = arrival[i], arrival[i + 1]
+        if (b["creation_date"] - a["creation_date"]).total_seconds() < 60:
+            arrival[i], arrival[i + 1] = b, a
+            late.add(a["event_id"])
+            i += 2
+        else:
+            i += 1
+    assert len(late) > 30
+    online = {}
+    for r in arrival:
+        assert state.can_serve([r])
+        online[r["event_id"]] = state.features(r, r["event_response"] == "Pass")
+    add(con, middle)
+    sql = _sql(con, sorted(late))
+    _assert_equal({k: online[k] for k in late}, sql)  # the late ones: as if they had come in time
+    # the state after them is the time-ordered one: the next events, in order, are exact too
+    rest = rows[600:]
+    more = _serve(state, con, rest)
+    add(con, rest)
+    _assert_equal(more, _sql(con, [r["event_id"] for r in rest]))
+    # an event from before the last minute of event time cannot be served from memory
+    assert not state.can_serve([{**rows[500], "event_id": "old-1"}])

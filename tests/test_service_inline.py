@@ -1,4 +1,4 @@
-"""risk.inline's shortcut: features of a few events with everyone's counts kept in memory equal the full computation."""
+"""risk.inline's shortcuts (state in memory; global counts in memory) give the features of the full computation."""
 
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ def _same(a: list[dict], b: list[dict]) -> list:
     return diffs
 
 
-def test_global_counts_stay_exact_through_new_events_feedback_and_other_writers(base, tmp_path):
+def _features_of(results) -> dict[str, dict]:
+    return {r.assessment["event_id"]: r.features for r in results}
+
+
+def test_online_and_global_count_paths_stay_exact_through_feedback_and_other_writers(base, tmp_path):
     from ingest.enrich import Enricher
     from ingest.geo import GeoResolver
     from risk import store as rstore
@@ -38,29 +42,47 @@ def test_global_counts_stay_exact_through_new_events_feedback_and_other_writers(
     try:
         scorer = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
         events = rest_events(base)
-        # a batch spanning days: later events count the earlier ones of the same batch
-        results, _ = scorer.evaluate([InlineRequest(dict(e)) for e in events[:20]])
-        assert all(not isinstance(r, Exception) for r in results)
-        ids = [e["EventId"] for e in events[:20]]
-        gc = scorer.global_counts
-        assert _same(compute_features(con, event_ids=ids, global_counts=gc).to_pylist(),
-                     compute_features(con, event_ids=ids).to_pylist()) == []
-        builds = gc.builds
-        # feedback (anyone's) and events written behind the scorer's back: rebuilt before the next batch
+
+        def evaluate(batch):
+            results, _ = scorer.evaluate([InlineRequest(dict(e), want_features=True) for e in batch])
+            assert all(not isinstance(r, Exception) for r in results)
+            scorer.flush()
+            return _features_of(results)
+
+        def sql(ids):
+            return {r["event_id"]: {k: v for k, v in r.items() if k in got[r["event_id"]]}
+                    for r in compute_features(con, event_ids=ids).to_pylist()}
+
+        # new events in time order, a batch spanning days: features from memory, equal to the SQL's
+        got = evaluate(events[:20])
+        assert scorer.online_events == 20 and scorer.online.loads == 1
+        assert _same(list(got.values()), list(sql(list(got)).values())) == []
+        # feedback written by others (the service's calls say so with store_changed): reloaded, still exact
         old = [r[0] for r in con.execute(
             "SELECT event_id FROM events WHERE event_response = 'Pass' ORDER BY creation_date LIMIT 50").fetchall()]
         for eid in old:
             set_feedback(con, eid, "Invalid", "Admin")
-        results, _ = scorer.evaluate([InlineRequest(dict(e)) for e in events[20:30]])
-        assert gc.builds == builds + 1
-        ids = [e["EventId"] for e in events[:30]]
+        scorer.store_changed()
+        got = evaluate(events[20:30])
+        assert scorer.online.loads == 2 and scorer.online_events == 30
+        assert _same(list(got.values()), list(sql(list(got)).values())) == []
+        # an event older than the stored ones cannot come from memory: the SQL path with the global counts
+        gc = scorer.global_counts
+        late = dict(events[30], EventId="late-0001", CreationDate=events[0]["CreationDate"])
+        got = evaluate([late])
+        assert scorer.online_events == 30 and gc.builds == 1
+        assert _same(list(got.values()), list(sql(list(got)).values())) == []
+        ids = [e["EventId"] for e in events[:30]] + ["late-0001"]
         assert _same(compute_features(con, event_ids=ids, global_counts=gc).to_pylist(),
                      compute_features(con, event_ids=ids).to_pylist()) == []
-        # a fresh object agrees with the one kept up to date
         fresh = GlobalCounts()
         fresh.ensure(con)
         assert _same(compute_features(con, event_ids=ids, global_counts=fresh).to_pylist(),
                      compute_features(con, event_ids=ids, global_counts=gc).to_pylist()) == []
+        # the next in-order event: the state reloads (the late event was written behind it) and serves again
+        got = evaluate(events[31:33])
+        assert scorer.online_events == 32 and scorer.online.loads == 3
+        assert _same(list(got.values()), list(sql(list(got)).values())) == []
         scorer.close()
     finally:
         con.close()

@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -51,7 +52,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from risk import signals
 from risk.model.errors import ModelError
@@ -72,6 +73,17 @@ MAX_REFERENCE_VALUES = 50_000
 
 #: Below this many rows the tree model fits and predicts on one thread.
 SMALL_BATCH = 20_000
+
+_controller: ThreadpoolController | None = None
+
+
+def _openmp_limited():
+    """One OpenMP thread for a small call. The controller (which lists the loaded libraries, milliseconds of
+    work) is made once: ``threadpool_limits`` would list them again on every call."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="openmp")
 
 
 # -- input --------------------------------------------------------------------
@@ -105,18 +117,30 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
 
     Only the named columns are read: keys, labels or anything else in X never reach the model.
     """
-    df = to_frame(X)
     if columns is None:
         columns = list(signals.FEATURE_COLUMNS)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ModelError(f"X lacks the feature column(s) {', '.join(missing)}")
-    out = np.empty((len(df), len(columns)), dtype=float)
-    for j, c in enumerate(columns):
-        try:
-            out[:, j] = pd.to_numeric(df[c], errors="raise").to_numpy(dtype=float, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): {exc}") from None
+    if isinstance(X, (pa.Table, pa.RecordBatch)):  # straight from Arrow: no DataFrame on the way
+        missing = [c for c in columns if c not in X.schema.names]
+        if missing:
+            raise ModelError(f"X lacks the feature column(s) {', '.join(missing)}")
+        out = np.empty((X.num_rows, len(columns)), dtype=float)
+        for j, c in enumerate(columns):
+            col = X.column(c)
+            if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)
+                    or pa.types.is_boolean(col.type)):
+                raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): it is {col.type}")
+            out[:, j] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+    else:
+        df = to_frame(X)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ModelError(f"X lacks the feature column(s) {', '.join(missing)}")
+        out = np.empty((len(df), len(columns)), dtype=float)
+        for j, c in enumerate(columns):
+            try:
+                out[:, j] = pd.to_numeric(df[c], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): {exc}") from None
     if np.isinf(out).any():
         j = int(np.where(np.isinf(out).any(axis=0))[0][0])
         raise ModelError(f"feature column {columns[j]!r} holds an infinite value; use NULL for 'cannot be computed'")
@@ -401,7 +425,7 @@ class RiskModel(_ScoreClassifier):
             return S - self.c_
         Z = np.column_stack([M, S]) if self.stack_statistical else M
         if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
-            with threadpool_limits(1, "openmp"):
+            with _openmp_limited():
                 return self.classifier_.decision_function(Z)
         return self.classifier_.decision_function(Z)
 
