@@ -178,6 +178,7 @@ def main() -> None:
         load_before = os.getloadavg()
         latencies, errors, elapsed = load(port, bodies, args.rate, args.concurrency)
         load_after = os.getloadavg()
+        health = httpx.get(url + "/healthz", timeout=5).json()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -203,6 +204,8 @@ def main() -> None:
         "stored": stored, "assessed": assessed, "store_events": total,
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
+        "service": {k: health.get(k) for k in ("batches", "events_from_memory", "state_loads", "writes",
+                                               "write_errors", "store_thread_ms")},
     }
     print(json.dumps(out))
     if errors:

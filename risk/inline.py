@@ -39,8 +39,14 @@ drives it (the service's store thread).
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import queue
+import threading
+import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -55,6 +61,8 @@ from ingest.schema import EVENT_SCHEMA
 from ingest.sources import riskgate_jsonl
 from ingest.sources.base import LineBatch, ReaderOptions
 from ingest.store import scratch
+
+log = logging.getLogger("riskgate.inline")
 
 SOURCE_FORMAT = riskgate_jsonl.NAME
 SOURCE_FILE = "POST /v1/evaluate"
@@ -120,6 +128,12 @@ class InlineScorer:
         self._online_checked = False  # the state was compared with the store since it last changed by others
         self._pending: list[tuple[pa.Table, list, pa.Table]] = []  # answered, to write: (events, checks, assessments)
         self._pending_ids: set[str] = set()
+        self._inflight_ids: set[str] = set()  # handed to the writer, not committed yet
+        self._ids_lock = threading.Lock()
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self.write_errors = 0
+        self.write_seconds: deque = deque(maxlen=10_000)  # how long the last writes took
         self.fast_rows = 0  # records canonicalised in Python (the rest by the reader's SQL)
         self.online_events = 0  # events whose features came from the in-memory state (the rest from SQL)
 
@@ -129,6 +143,11 @@ class InlineScorer:
         """Forget the model, thresholds, configurations and modes read so far (read again on next use)."""
         self._ctx = None
         self._online_checked = False
+
+    def warm(self) -> None:
+        """Read what the first request would otherwise wait for: the model and settings, and the in-memory state."""
+        _ = self.context
+        self._online_features(pa.Table.from_pylist([], schema=_NULLABLE_EVENT_SCHEMA))
 
     def store_changed(self) -> None:
         """Something else in this process wrote to the store: check the in-memory state against it before use."""
@@ -141,9 +160,6 @@ class InlineScorer:
         if self._ctx is None:
             self._ctx = _Context(self.con)
         return self._ctx
-
-    def close(self) -> None:
-        self._scratch.close()
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -290,7 +306,8 @@ class InlineScorer:
 
     def _existing(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` are stored or waiting to be written (the store asked only when they may be)."""
-        pending = self._pending_ids & set(ids)
+        with self._ids_lock:
+            pending = (self._pending_ids | self._inflight_ids) & set(ids)
         if self._online_checked and not pending and not self.online.may_hold(ids):
             return set()
         return ingest_store.existing_event_ids(self.con, ids) | pending
@@ -374,42 +391,92 @@ class InlineScorer:
         return rs.assessments_for(con, ids), feature_rows, due
 
     def pending(self) -> int:
-        """Events answered and not yet written."""
+        """Events answered and not yet handed to the writer."""
         return len(self._pending_ids)
 
-    def flush(self) -> int:
+    def flush(self, wait: bool = True) -> int:
         """Write the events answered from memory, with their assessments and checks, in one transaction.
 
-        Returns how many were written. A failure is raised after the state is
-        invalidated (the events it counted are not stored).
+        Returns how many were handed over. ``wait=False`` hands them to the
+        writer thread (its own cursor on the store: DuckDB works while this
+        thread goes on assessing) and returns at once; ``wait=True`` returns
+        when everything answered is written, and raises a failure of its own
+        write. A failure invalidates the in-memory state (the events it
+        counted are not stored) and is counted in ``write_errors``.
         """
-        if not self._pending:
-            return 0
+        n = 0
+        if self._pending:
+            batches, self._pending = self._pending, []
+            with self._ids_lock:
+                self._inflight_ids |= self._pending_ids
+                self._pending_ids = set()
+            n = sum(g.num_rows for g, _, _ in batches)
+            if wait and self._writes.unfinished_tasks == 0:
+                self._write(self.con, batches, raise_errors=True)
+            else:
+                if self._writer is None or not self._writer.is_alive():
+                    self._writer = threading.Thread(target=self._write_loop, name="riskgate-writer", daemon=True)
+                    self._writer.start()
+                self._writes.put(batches)
+        if wait:
+            self._writes.join()
+        return n
+
+    def _write_loop(self) -> None:
+        while True:
+            batches = self._writes.get()
+            try:
+                if batches is None:
+                    return
+                cur = self.con.cursor()
+                try:
+                    self._write(cur, batches, raise_errors=False)
+                finally:
+                    cur.close()
+            finally:
+                self._writes.task_done()
+
+    def _write(self, con, batches: list, raise_errors: bool) -> None:
         from risk import credentials as cr
         from risk import score as rs
 
-        con = self.con
-        batches, self._pending = self._pending, []
-        self._pending_ids = set()
+        t0 = time.perf_counter()
         good = pa.concat_tables([g for g, _, _ in batches])
         table = pa.concat_tables([t for _, _, t in batches])
-        con.execute("BEGIN TRANSACTION")
+        ids = set(good.column("event_id").to_pylist())
         try:
-            ingest_store.insert_events(con, good, self.run_id, known_new=True)
-            for g, outcomes, _ in batches:
-                ids, users = g.column("event_id").to_pylist(), g.column("username").to_pylist()
-                for k, outcome, enforced in outcomes:
-                    cr.record_check(con, outcome, event_id=ids[k], username=users[k], enforced=enforced)
-            rs._write(con, table, replace=False, transaction=False)
-            rs._apply_resets(con, table, good)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("BEGIN TRANSACTION")
+            try:
+                ingest_store.insert_events(con, good, self.run_id, known_new=True)
+                for g, outcomes, _ in batches:
+                    gids, users = g.column("event_id").to_pylist(), g.column("username").to_pylist()
+                    for k, outcome, enforced in outcomes:
+                        cr.record_check(con, outcome, event_id=gids[k], username=users[k], enforced=enforced)
+                rs._write(con, table, replace=False, transaction=False)
+                rs._apply_resets(con, table, good)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self.online.noted(con)
+            self.write_seconds.append(time.perf_counter() - t0)
+        except Exception:
             self.online.invalidate()
             self._online_checked = False
-            raise
-        self.online.noted(con)
-        return good.num_rows
+            self.write_errors += 1
+            if raise_errors:
+                raise
+            log.exception("writing %d answered events to the store failed", good.num_rows)
+        finally:
+            with self._ids_lock:
+                self._inflight_ids -= ids
+
+    def close(self) -> None:
+        self.flush(wait=True)
+        if self._writer is not None and self._writer.is_alive():
+            self._writes.put(None)
+            self._writer.join(10)
+        self._scratch.close()
 
     def _online_features(self, good: pa.Table) -> pa.Table | None:
         """The features of new events from the in-memory state (``risk.online``), or None when it cannot serve them.
@@ -419,8 +486,14 @@ class InlineScorer:
         from risk.features import _output_schema
 
         if not self._online_checked:
+            loads = self.online.loads
             self.online.ensure(self.con)
             self._online_checked = True
+            if self.online.loads != loads:
+                # the state is many long-lived objects: leave them out of the collector's full passes, which
+                # would otherwise walk them all, stopping every request for as long (a p99 of 100s of ms)
+                gc.collect()
+                gc.freeze()
         rows = good.to_pylist()
         rows.sort(key=lambda r: (r["creation_date"], r["event_id"]))
         if not self.online.can_serve(rows):

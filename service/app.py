@@ -122,6 +122,17 @@ class EvaluateResponse(BaseModel):
     Features: dict[str, float | None] | None = Field(None, description="With ?features=true: the features.")
 
 
+def _percentiles(timings: dict) -> dict:
+    """{name: {p50, p99, max}} in milliseconds of the recorded durations."""
+    out = {}
+    for name, values in timings.items():
+        v = sorted(values)
+        if v:
+            out[name] = {"n": len(v), "p50": round(v[len(v) // 2] * 1000, 2),
+                         "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))] * 1000, 2), "max": round(v[-1] * 1000, 2)}
+    return out
+
+
 def _response(result, features: dict | None) -> dict:
     a = result.assessment
     enforced = bool(a["enforced"])
@@ -306,9 +317,18 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         worker: StoreWorker | None = state.get("worker")
         notifier: Notifier | None = state.get("notifier")
         ok = worker is not None and worker.alive
+        scorer = worker.scorer if worker is not None else None
         return {"status": "ok" if ok else "unavailable", "queued": worker.queued() if worker else 0,
                 "handovers": worker.handovers if worker else 0,
-                "notifications_pending": notifier.pending() if notifier else 0}
+                "notifications_pending": notifier.pending() if notifier else 0,
+                # how the answers were made: batches, events from the in-memory state, its loads, writes
+                "batches": worker.batches if worker else 0,
+                "events_from_memory": scorer.online_events if scorer is not None else 0,
+                "state_loads": scorer.online.loads if scorer is not None else 0,
+                "writes": worker.flushes if worker else 0,
+                "write_errors": scorer.write_errors if scorer is not None else 0,
+                "store_thread_ms": _percentiles({**worker.timings, "write": scorer.write_seconds})
+                if scorer is not None else {}}
 
     @app.post("/v1/evaluate", tags=["inline"], response_model=EvaluateResponse,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
