@@ -1,40 +1,49 @@
-"""Inline decisions: assess sign-in events as an application server presents them, through batch's own path.
+"""Inline decisions: assess sign-in events as an application server presents them, in milliseconds.
 
 An inline event is a riskgate JSON-lines record (``ingest.sources.riskgate_jsonl``)
 handed over in a request instead of a file. :class:`InlineScorer` takes a
 handful of them at a time (the HTTP service coalesces the requests that arrive
-while the previous handful is being assessed) and runs exactly the steps of
-``riskgate ingest`` + ``riskgate score`` on them:
+while the previous handful is being assessed) and does what ``riskgate
+ingest`` + ``riskgate score`` do:
 
-1. the riskgate-jsonl reader's extraction and type checks, then the shared
-   checks and enrichment (``ingest.enrich.Enricher``: client IP, agent, device
-   fingerprint, GeoIP) -- a record that ingest would quarantine is refused
-   with the same reasons instead;
+1. reading and enrichment: a well-formed record in plain Python
+   (``ingest.one``, the same client-IP, agent and GeoIP code); any other by
+   the riskgate-jsonl reader's SQL and ``ingest.enrich.Enricher`` -- a record
+   that ingest would quarantine is refused with the same reasons instead;
 2. a presented password is checked against breach data at once
    (``risk.credentials``) and forgotten; only the outcome is kept (the event's
    ``compromised_credentials`` and a ``credential_checks`` row);
-3. the event is stored (``ingest.store.insert_events``; an EventId already
-   stored is a retry and gets the stored answer);
-4. point-in-time features from the store (``risk.features.compute_features``,
-   reading only the events' users and the events around them, with everyone's
-   counts kept in memory by ``risk.features.GlobalCounts``: the same result
-   without reading the whole store per request), the model, levels, exceptions
-   and decision (``risk.score.assess_chunk``), written as ``assessments`` rows,
-   resets applied as in batch scoring.
+3. features: new events, in time order or up to ``risk.online.REORDER_US``
+   late, from the in-memory state of ``risk.online.OnlineFeatures`` (read
+   from the store once, updated with each event); anything else -- an
+   EventId already stored (a retry: it gets the stored answer), an older
+   late event -- is stored first and computed by
+   ``risk.features.compute_features`` from the store, with everyone's counts
+   kept in memory by ``risk.features.GlobalCounts``;
+4. the model, levels, exceptions and decision (``risk.score.assess_chunk``).
 
-Because steps 1, 3 and 4 are batch's own functions, an event presented inline
-gets the features and score batch scoring would give it over the same
-history (tested by replaying a stream both ways). Features are point in time:
-an event presented after later events were stored (out of order) is scored
-against what is stored when it arrives -- as ``riskgate score`` would score it
-at that moment.
+Events served from memory are answered before they are written: :meth:`InlineScorer.flush`
+writes them (events, assessments, checks, resets) in one transaction, from a
+writer thread with its own cursor when asked not to wait. Everything that
+reads the store for them (the SQL path, the service's calls, a hand-over,
+closing) flushes and waits first.
+
+Both feature paths are tested against batch scoring: every feature equal to
+the SQL's to the last bit (``tests/test_online.py``), the Python rows equal
+to the reader's (``tests/test_inline_one.py``), and a stream replayed through
+the service and through ``riskgate ingest`` + ``riskgate score`` gives the same
+features and scores (``tests/test_service.py``). Features are point in time:
+an event is scored against what was seen before it when it arrives.
 
 Notifications the decisions make due are returned as :class:`DueNotification`
 objects for the caller to deliver off the request path; :func:`deliver`
 renders and sends one without touching the store, and the caller records it.
 
-The scorer uses one DuckDB connection and is not thread-safe: one thread
-drives it (the service's store thread).
+One thread drives the scorer (the service's store thread); the only other
+thread is its writer. Whoever else writes to the store through this process
+must say so (:meth:`InlineScorer.store_changed`) so that the in-memory state
+is checked against the store before its next use; other processes' writes
+are noticed after a hand-over (:meth:`InlineScorer.refresh`).
 """
 
 from __future__ import annotations
@@ -258,13 +267,8 @@ class InlineScorer:
         return results[0], due
 
     def finish(self, batches: list[Prepared]) -> tuple[list[list[InlineResult | RiskgateError]], list[DueNotification]]:
-        """Store and assess prepared batches together; per batch, one result (or error) per request, in order."""
-        from risk import credentials as cr
-        from risk import notify as rn
-        from risk import score as rs
-        from risk.features import compute_features
-
-        con = self.con
+        """Assess prepared batches together (and store them, or have them written behind the answer); per batch,
+        one result (or error) per request, in order."""
         requests = [r for b in batches for r in b.requests]
         out: list[InlineResult | RiskgateError | None] = [None] * len(requests)
         tables, offset = [], 0

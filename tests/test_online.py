@@ -11,7 +11,15 @@ from risk import feedback
 from risk.features import compute_features
 from risk.online import OnlineFeatures, keys_of
 from risk.signals import FEATURE_COLUMNS
-from tests.test_features import LONDON, SAFARI_IOS, SYDNEY, add, con, ev  # noqa: F401 - con is a fixture
+import risk.store
+from tests.test_features import LONDON, SAFARI_IOS, SYDNEY, add, ev
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = risk.store.connect(tmp_path / "s.duckdb")
+    yield c
+    c.close()
 
 PARIS = {"country_iso": "FR", "region": None, "city": "Paris", "latitude": 48.85, "longitude": 2.35,
          "asn": None, "as_org": None}
