@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -28,6 +29,9 @@ def serve(
     key = check_api_key(os.environ.get(API_KEY_ENV))
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)
     err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on http://{host}:{port}", highlight=False)
+    # the event loop and the store thread share the GIL: a short switch interval lets the loop answer
+    # while the store thread assesses (the default 5 ms would add up to 5 ms per hand-over of the GIL)
+    sys.setswitchinterval(0.0005)
     # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
     # client never reuses a connection the server is just closing
     uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",

@@ -164,8 +164,10 @@ class Store:
     Use as a context manager, or ``close()``, to give the turn back early.
     """
 
-    def __init__(self, path: str, read_only: bool, wait: float, migrations: Sequence[Migration]):
+    def __init__(self, path: str, read_only: bool, wait: float, migrations: Sequence[Migration],
+                 settings: Sequence[str] = ()):
         self._path = path
+        self._settings = tuple(settings)
         self._read_only = read_only
         self._wait = wait
         self._migrations = tuple(migrations)
@@ -193,7 +195,7 @@ class Store:
                 turn.refs += 1
         try:
             self._con = _open_duckdb(self._path, self._read_only, self._wait)
-            for stmt in SESSION_SETTINGS:
+            for stmt in (*SESSION_SETTINGS, *self._settings):
                 self._con.execute(stmt)
             if not self._read_only:
                 migrate(self._con, self._migrations)
@@ -314,12 +316,14 @@ def connect(
     read_only: bool = False,
     wait: float | None = None,
     migrations: Sequence[Migration] | None = None,
+    settings: Sequence[str] = (),
 ) -> Store:
     """Open (creating and migrating on first use) the store at ``db``, waiting for this process's turn.
 
     ``":memory:"`` gives a throw-away store for tests. ``wait`` (default
     ``$RISKGATE_STORE_WAIT``, else 300 s) bounds the wait while another
-    process holds the file.
+    process holds the file. ``settings``: constant ``SET`` statements run
+    each time the file is opened (again after a hand-over).
     """
     path = resolve_db_path(db)
     if path != ":memory:":
@@ -327,7 +331,7 @@ def connect(
         if not parent.exists():
             raise StoreError(f"folder {parent} does not exist", source=path)
     return Store(path, read_only, lease.default_wait() if wait is None else wait,
-                 MIGRATIONS if migrations is None else migrations)
+                 MIGRATIONS if migrations is None else migrations, settings)
 
 
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:

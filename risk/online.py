@@ -49,6 +49,10 @@ from risk.features import (
 )
 from risk.signals import FEATURE_COLUMNS
 
+#: the event columns the state reads (``keys_of`` and the features)
+ONLINE_COLUMNS = ("event_id", "username", "creation_date", "event_type", "event_response", "client_ip", "ip_prefix",
+                  "asn", "country_iso", "region", "city", "device_fingerprint", "device_type", "os_family",
+                  "browser_family", "user_agent", "latitude", "longitude", "has_context_data")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US_PER_DAY = 86_400 * 1_000_000
 _HOUR_US = 3_600 * 1_000_000

@@ -177,6 +177,20 @@ class _Context:
         self._configs: dict = {}
         self._modes: dict = {}
         self._exceptions: dict = {}
+        self._mfa: dict[str, bool] = {}
+
+    def mfa_state(self, usernames: list[str]) -> dict[str, bool]:
+        """Whether each user has MFA configured, read once per user per run (False for unknown users)."""
+        missing = [u for u in usernames if u not in self._mfa]
+        if missing:
+            found = _mfa_state(self.con, missing)
+            for u in missing:
+                self._mfa[u] = found.get(u, False)
+        return {u: self._mfa[u] for u in usernames}
+
+    def forget_users(self) -> None:
+        """Read the users' MFA settings again on next use (they may have changed)."""
+        self._mfa = {}
 
     def config(self, pool, client):
         from risk import config as rc
@@ -239,7 +253,7 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
         matches = ctx.exceptions(pool, client).check_many([ips[i] for i in idx])
         for i, r in zip(idx, matches.results()):
             exc[i] = str(r)
-    mfa = _mfa_state(con, sorted({u for u in ev["username"] if u is not None}))
+    mfa = ctx.mfa_state(sorted({u for u in ev["username"] if u is not None}))
     has_mfa = [mfa.get(u, False) for u in ev["username"]]
     comp = ev["compromised_credentials"]
 

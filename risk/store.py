@@ -39,9 +39,11 @@ def risk_migrations() -> list[Migration]:
 
 
 def connect(
-    db: str | os.PathLike | None = None, *, read_only: bool = False, wait: float | None = None
+    db: str | os.PathLike | None = None, *, read_only: bool = False, wait: float | None = None,
+    settings: tuple[str, ...] = (),
 ) -> ingest_store.Store:
     """Open the store with every ingest and risk table migrated (see ``ingest.store.connect``)."""
     return ingest_store.connect(
-        db, read_only=read_only, wait=wait, migrations=(*ingest_store.MIGRATIONS, *risk_migrations())
+        db, read_only=read_only, wait=wait, migrations=(*ingest_store.MIGRATIONS, *risk_migrations()),
+        settings=settings,
     )

@@ -9,9 +9,9 @@ handful was being assessed into one ``InlineScorer.evaluate`` call.
 Write-behind: an event whose features come from the scorer's in-memory state
 (``risk.online``: new events, in time order -- the usual case) is answered as
 soon as it is assessed, and written to the store afterwards, together with
-the others answered meanwhile, in one transaction: when the queue is empty,
-and under sustained load at least every ``max_delay`` seconds (0.1) or
-``max_pending`` events. Everything else that touches the store (a call, a
+the others answered meanwhile, in one transaction, by the scorer's writer
+thread: every ``max_delay`` seconds (0.25) or ``max_pending`` events, and
+as soon as no request is waiting for ``poll`` seconds (0.05). Everything else that touches the store (a call, a
 hand-over, an event that needs SQL features, stopping) writes them first.
 The window this opens: a crash of the service after an answer and before
 its write (at most ``max_delay`` later) loses that event; a failed write is
@@ -45,9 +45,9 @@ log = logging.getLogger("riskgate.service")
 DEFAULT_MIN_HOLD_S = 0.25
 DEFAULT_POLL_S = 0.05
 DEFAULT_MAX_BATCH = 256
-#: write-behind: answered events are written when the queue is empty, or at the latest after this many / seconds
+#: write-behind: answered events are written at the latest after this many / seconds (at once when idle)
 DEFAULT_MAX_PENDING = 512
-DEFAULT_MAX_DELAY_S = 0.1
+DEFAULT_MAX_DELAY_S = 0.25
 
 
 @dataclass
@@ -82,8 +82,9 @@ class StoreWorker:
         self.max_pending = max_pending
         self.max_delay = max_delay
         self.flushes = 0
-        #: seconds the last 10,000 batches took to assess (``/healthz`` gives percentiles)
-        self.timings = {"evaluate": deque(maxlen=10_000)}
+        #: seconds the last 10,000 batches took to assess, and requests from their handler's start to the
+        #: answer (``/healthz`` gives percentiles)
+        self.timings = {"evaluate": deque(maxlen=10_000), "request": deque(maxlen=10_000)}
         self.written = 0
         self._last_flush = time.monotonic()
         self.waiting_for_turn = False
@@ -169,7 +170,7 @@ class StoreWorker:
                     self._run_call(job)
                 else:
                     self._run_evaluations(job)
-                    if self._q.empty() or self._due_for_flush():
+                    if self._due_for_flush():
                         self._flush(wait=False)  # the writer thread writes while this one goes on
         finally:
             try:

@@ -191,3 +191,23 @@ def test_events_arriving_after_later_ones_get_their_time_order_features(con):
     _assert_equal(more, _sql(con, [r["event_id"] for r in rest]))
     # an event from before the last minute of event time cannot be served from memory
     assert not state.can_serve([{**rows[500], "event_id": "old-1"}])
+
+
+def test_the_state_reads_only_the_columns_it_declares(con):
+    from risk.online import ONLINE_COLUMNS
+
+    class Strict(dict):
+        def get(self, k, default=None):
+            assert k in ONLINE_COLUMNS, k
+            return super().get(k, default)
+
+        def __getitem__(self, k):
+            assert k in ONLINE_COLUMNS, k
+            return super().__getitem__(k)
+
+    rows = _stream(120, seed=8)
+    add(con, rows[:60])
+    state = OnlineFeatures()
+    state.ensure(con)
+    for r in rows[60:]:
+        state.features(Strict({k: v for k, v in r.items() if k in ONLINE_COLUMNS}), r["event_response"] == "Pass")
