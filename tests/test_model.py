@@ -461,3 +461,17 @@ def test_flat_trees_predict_exactly_what_scikit_learn_predicts(supervised, data)
     # and the scores of a few rows (the service's path) equal those of the same rows in a large call
     big = supervised.score_samples(X2)
     assert np.array_equal(supervised.score_samples(X2.iloc[:5]), big[:5])
+
+
+def test_surprise_terms_of_a_few_rows_equal_those_of_a_large_call(unlabeled, data):
+    from risk.model.estimators import SMALL_ROWS, _matrix
+
+    _, (X2, _) = data
+    M, _ = _matrix(X2, list(unlabeled.feature_names_in_))
+    M = M.copy()
+    M[np.random.default_rng(5).random(M.shape) < 0.1] = np.nan
+    assert len(M) > SMALL_ROWS
+    whole = unlabeled.surprise_.matrix(M)
+    few = np.vstack([unlabeled.surprise_.matrix(M[i:i + 7]) for i in range(0, 140, 7)])
+    assert np.array_equal(few, whole[:140])  # bit for bit
+    assert np.array_equal(unlabeled.statistical_score(X2.iloc[:3]), unlabeled.statistical_score(X2)[:3])

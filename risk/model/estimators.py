@@ -77,6 +77,8 @@ SMALL_BATCH = 20_000
 
 #: up to this many rows, a fitted tree model predicts through :class:`_FlatTrees`
 FLAT_ROWS = 256
+#: up to this many rows, the surprise terms are looked up in Python (:meth:`_Surprise._matrix_few`)
+SMALL_ROWS = 32
 _controller: ThreadpoolController | None = None
 
 
@@ -195,7 +197,10 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
             if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)
                     or pa.types.is_boolean(col.type)):
                 raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): it is {col.type}")
-            out[:, j] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+            if pa.types.is_float64(col.type):  # the usual case: nulls come out as NaN
+                out[:, j] = col.to_numpy()
+            else:
+                out[:, j] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
     else:
         df = to_frame(X)
         missing = [c for c in columns if c not in df.columns]
@@ -265,6 +270,8 @@ class _Surprise:
         self.directions = directions
 
     def matrix(self, M: np.ndarray) -> np.ndarray:
+        if len(M) <= SMALL_ROWS:
+            return self._matrix_few(M)
         out = np.empty_like(M)
         for j in range(M.shape[1]):
             col = M[:, j] * self.directions[j]
@@ -274,6 +281,34 @@ class _Surprise:
             s = -np.log((count + 1.0) / (n + 2.0))
             out[:, j] = np.where(np.isnan(col), self.null_surprise[j], s)
         return out
+
+
+    def _matrix_few(self, M: np.ndarray) -> np.ndarray:
+        """:meth:`matrix` for a few rows: the lookups in Python (numpy's per-call cost dominates there), the
+        arithmetic in numpy over the whole matrix -- the same operations on the same values, so the same result."""
+        import bisect
+
+        lists = self.__dict__.get("_lists")
+        if lists is None:
+            lists = self.__dict__["_lists"] = [u.tolist() for u in self.values]
+        n_rows, n_cols = M.shape
+        counts = np.zeros((n_rows, n_cols))
+        scaled = M * self.directions  # the same product as M[:, j] * directions[j], column by column
+        for j in range(n_cols):
+            u, ge = lists[j], self.at_least[j]
+            for i in range(n_rows):
+                x = scaled[i, j]
+                if x == x:  # not NaN (NaN rows take the null surprise below)
+                    k = bisect.bisect_left(u, x)
+                    if k < len(u):
+                        counts[i, j] = ge[k]
+        s = -np.log((counts + 1.0) / (np.asarray(self.n, dtype=float) + 2.0))
+        return np.where(np.isnan(scaled), self.null_surprise, s)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lists", None)  # a cache, not part of the model
+        return state
 
 
 # -- additive explanations of the tree model ----------------------------------------
@@ -482,7 +517,9 @@ class RiskModel(_ScoreClassifier):
 
     # scoring
     def _total(self, M: np.ndarray) -> np.ndarray:
-        return self.surprise_.matrix(M) @ self.weights_
+        # a row-wise sum, not ``@``: BLAS adds a row's terms in an order that depends on how many rows there
+        # are, and an event must get the same score alone (the service) as in a chunk of 100,000 (batch)
+        return (self.surprise_.matrix(M) * self.weights_).sum(axis=1)
 
     def _log_odds(self, M: np.ndarray) -> np.ndarray:
         """Uncalibrated log odds: S - c_ without labels, the tree model's decision function with them."""
