@@ -475,3 +475,15 @@ def test_surprise_terms_of_a_few_rows_equal_those_of_a_large_call(unlabeled, dat
     few = np.vstack([unlabeled.surprise_.matrix(M[i:i + 7]) for i in range(0, 140, 7)])
     assert np.array_equal(few, whole[:140])  # bit for bit
     assert np.array_equal(unlabeled.statistical_score(X2.iloc[:3]), unlabeled.statistical_score(X2)[:3])
+
+
+def test_sigmoid_calibration_of_a_few_rows_equals_predict_proba(data):
+    (X, y), (X2, _) = data
+    model = RiskModel(**{**FAST, "calibration": "sigmoid"}).fit(X, y)
+    from sklearn.linear_model import LogisticRegression
+
+    assert isinstance(model.calibrator_, LogisticRegression)
+    raw = np.linspace(-30, 30, 241)
+    expected = model.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
+    assert np.array_equal(model._calibrate(raw), expected)
+    assert np.array_equal(model.score_samples(X2.iloc[:4]), model.score_samples(X2)[:4])
