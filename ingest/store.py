@@ -286,6 +286,12 @@ class Store:
         return False
 
 
+def wants_turn(con) -> bool:
+    """Whether another process waits for the store (False for plain DuckDB connections)."""
+    wanted = getattr(con, "wanted", None)
+    return bool(wanted()) if wanted is not None else False
+
+
 def yield_turn(con) -> bool:
     """At a point with nothing in flight: let a process waiting for the store have its turn.
 

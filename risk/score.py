@@ -257,51 +257,48 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     has_mfa = [mfa.get(u, False) for u in ev["username"]]
     comp = ev["compromised_credentials"]
 
-    # decide() once per distinct combination of its inputs, then looked up per event
-    keys = list(zip(lv, exc, comp, ev["event_type"], pools, clients, has_mfa))
-    fields = ("final_level", "risk_decision", "outcome", "event_action", "mode", "enforced", "mfa_challenge",
-              "blocked", "override_block", "compromised_credentials_detected", "reset_required", "notification",
-              "would_notify", "decision_reasons", "config_version", "mode_version")
-    decided: dict = {}
-    for key in dict.fromkeys(keys):
+    # decide() once per distinct combination of its inputs; each event takes its combination's row
+    fields = (("risk_level", pa.string()), ("risk_decision", pa.string()), ("outcome", pa.string()),
+              ("event_action", pa.string()), ("mode", pa.string()), ("enforced", pa.bool_()),
+              ("mfa_challenge", pa.bool_()), ("blocked", pa.bool_()), ("override_block", pa.bool_()),
+              ("compromised_credentials_detected", pa.bool_()), ("reset_required", pa.bool_()),
+              ("notification", pa.string()), ("would_notify", pa.string()),
+              ("decision_reasons", pa.list_(pa.string())), ("config_version", pa.int64()),
+              ("mode_version", pa.int64()))
+    combos: dict = {}
+    codes = np.fromiter((combos.setdefault(key, len(combos)) for key in
+                         zip(lv, exc, comp, ev["event_type"], pools, clients, has_mfa)), dtype=np.int64, count=n)
+    text = lambda v: None if v is None else str(v)  # noqa: E731
+    decided = []
+    for key in combos:  # in code order
         level, exception, compromised, event_type, pool, client, mfa_on = key
         cfg, cver = ctx.config(pool, client)
         mode, mver = ctx.mode(pool)
         d = decide(risk_level=level, exception=exception, compromised=compromised, event_type=event_type,
                    configuration=cfg, mode=mode, user_has_mfa=mfa_on)
-        text = lambda v: None if v is None else str(v)  # noqa: E731
-        decided[key] = (
+        decided.append((
             text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode), d.enforced,
             d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
             text(d.notification), text(d.would_notify), list(d.reasons), cver, mver,
-        )
-    per_event = [decided[k] for k in keys]
-    cols = {name: [row[j] for row in per_event] for j, name in enumerate(fields)}
-    final_levels = cols["final_level"]
+        ))
+    taken = pa.array(codes)
+    per_field = {name: pa.array([row[j] for row in decided], typ).take(taken)
+                 for j, (name, typ) in enumerate(fields)}
     reasons = _reasons_array(n, risky, explained)
     out = {
         "event_id": feats.column("event_id"),
         "score": pa.array(scores, pa.float64()),
-        "risk_level": pa.array(final_levels, pa.string()),
-        "risk_decision": pa.array(cols["risk_decision"], pa.string()),
-        "outcome": pa.array(cols["outcome"], pa.string()),
-        "event_action": pa.array(cols["event_action"], pa.string()),
-        "mode": pa.array(cols["mode"], pa.string()),
-        "enforced": pa.array(cols["enforced"], pa.bool_()),
-        "mfa_challenge": pa.array(cols["mfa_challenge"], pa.bool_()),
-        "blocked": pa.array(cols["blocked"], pa.bool_()),
-        "override_block": pa.array(cols["override_block"], pa.bool_()),
+        **{name: per_field[name] for name in ("risk_level", "risk_decision", "outcome", "event_action", "mode",
+                                               "enforced", "mfa_challenge", "blocked", "override_block")},
         "ip_exception": pa.array(exc, pa.string()),
-        "compromised_credentials_detected": pa.array(cols["compromised_credentials_detected"], pa.bool_()),
-        "reset_required": pa.array(cols["reset_required"], pa.bool_()),
-        "notification": pa.array(cols["notification"], pa.string()),
-        "would_notify": pa.array(cols["would_notify"], pa.string()),
+        **{name: per_field[name] for name in ("compromised_credentials_detected", "reset_required", "notification",
+                                               "would_notify")},
         "reasons": reasons,
-        "decision_reasons": pa.array(cols["decision_reasons"], pa.list_(pa.string())),
+        "decision_reasons": per_field["decision_reasons"],
         "model_version": pa.array([ctx.model_version] * n, pa.int64()),
         "thresholds_version": pa.array([ctx.thresholds_version] * n, pa.int64()),
-        "config_version": pa.array(cols["config_version"], pa.int64()),
-        "mode_version": pa.array(cols["mode_version"], pa.int64()),
+        "config_version": per_field["config_version"],
+        "mode_version": per_field["mode_version"],
     }
     return pa.table(out)
 
@@ -348,8 +345,6 @@ def score_events(
     Enforced compromised-credential blocks set the user's status to RESET_REQUIRED. With ``notify``,
     the notifications the decisions made due (ENFORCED only) are sent, each at most once per event.
     """
-    from risk.features import compute_features
-
     ctx = _Context(con)
     run_id = uuid.uuid4().hex
     result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version)
@@ -362,9 +357,11 @@ def score_events(
         [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version],
     ).fetchall()
     status = "failed"
+    bounds = _chunk_bounds(con, since, until, rescore, chunk_rows)
+    prefetch = _FeaturePrefetch(con, bounds)
     try:
-        for lo, hi in _chunk_bounds(con, since, until, rescore, chunk_rows):
-            feats = compute_features(con, since=lo, until=hi)
+        for k, (lo, hi) in enumerate(bounds):
+            feats = prefetch.take(k)  # and the next chunk's start computing, beside this one's assessment
             if not rescore:
                 done = con.execute(
                     "SELECT event_id FROM assessments a JOIN events e USING (event_id) "
@@ -389,18 +386,78 @@ def score_events(
             result.events_scored += table.num_rows
             result.chunks += 1
             for col, agg in (("risk_level", result.by_level), ("risk_decision", result.by_decision)):
-                for k, v in zip(*np.unique(np.array([str(x) for x in table.column(col).to_pylist()]), return_counts=True)):
-                    agg[k] = agg.get(k, 0) + int(v)
+                for row in pc.value_counts(table.column(col)).to_pylist():
+                    key = str(row["values"])
+                    agg[key] = agg.get(key, 0) + int(row["counts"])
             if progress:
                 progress(result.events_scored, total)
-            ingest_store.yield_turn(con)
+            if ingest_store.wants_turn(con):
+                prefetch.pause()  # nothing may read the file while it is handed over
+                if ingest_store.yield_turn(con):
+                    prefetch.restart()  # the store may have changed meanwhile: computed again
         status = "completed"
     finally:
+        prefetch.close()
         con.execute(
             "UPDATE score_runs SET finished_at = ?, status = ?, events_scored = ? WHERE run_id = ?",
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
         ).fetchall()
     return result
+
+
+class _FeaturePrefetch:
+    """Computes the features of chunk k + 1 on its own cursor while chunk k is assessed and written.
+
+    Features read events and feedback only, never assessments, so computing
+    them one chunk ahead gives the same values; DuckDB works on them while
+    Python assesses (the two cores both busy). Around a hand-over of the
+    store nothing runs ahead (:meth:`pause`), and what was computed before it
+    is computed again (:meth:`restart`).
+    """
+
+    def __init__(self, con, bounds: list[tuple[datetime, datetime]]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.con = con
+        self.bounds = bounds
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskgate-features")
+        self.ahead: dict[int, object] = {}
+        self.next = 0
+
+    def _compute(self, k: int) -> pa.Table:
+        from risk.features import compute_features
+
+        cur = self.con.cursor()
+        try:
+            lo, hi = self.bounds[k]
+            return compute_features(cur, since=lo, until=hi)
+        finally:
+            cur.close()
+
+    def _submit(self, k: int) -> None:
+        if k < len(self.bounds) and k not in self.ahead:
+            self.ahead[k] = self.pool.submit(self._compute, k)
+
+    def take(self, k: int) -> pa.Table:
+        self._submit(k)
+        fut = self.ahead.pop(k)
+        feats = fut.result()
+        self._submit(k + 1)
+        return feats
+
+    def pause(self) -> None:
+        """Wait for what is running (its result is kept until :meth:`restart` drops it)."""
+        for fut in self.ahead.values():
+            fut.exception()
+
+    def restart(self) -> None:
+        """Forget what was computed ahead (the next :meth:`take` computes it again)."""
+        self.ahead.clear()
+
+    def close(self) -> None:
+        for fut in self.ahead.values():
+            fut.cancel()
+        self.pool.shutdown(wait=True)
 
 
 def events_to_assess(con, feats: pa.Table) -> pa.Table:

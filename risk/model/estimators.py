@@ -518,9 +518,13 @@ class RiskModel(_ScoreClassifier):
 
     # scoring
     def _total(self, M: np.ndarray) -> np.ndarray:
-        # a row-wise sum, not ``@``: BLAS adds a row's terms in an order that depends on how many rows there
-        # are, and an event must get the same score alone (the service) as in a chunk of 100,000 (batch)
-        return (self.surprise_.matrix(M) * self.weights_).sum(axis=1)
+        # added column by column, not ``@``: BLAS adds a row's terms in an order that depends on how many rows
+        # there are, and an event must get the same score alone (the service) as in a chunk of 100,000 (batch)
+        terms = self.surprise_.matrix(M)
+        total = terms[:, 0] * self.weights_[0]
+        for j in range(1, terms.shape[1]):  # column after column: the same order for every row
+            total += terms[:, j] * self.weights_[j]
+        return total
 
     def _log_odds(self, M: np.ndarray) -> np.ndarray:
         """Uncalibrated log odds: S - c_ without labels, the tree model's decision function with them."""
