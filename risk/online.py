@@ -19,12 +19,16 @@ of each new event from it and counts the event in, in microseconds:
 The definitions are those of ``risk.features`` (same keys, same "known", same
 frames, same formulas in the same order of floating-point operations), and
 ``tests/test_online.py`` checks that every feature of every event equals the
-SQL's. The state is exact only for events after everything it holds, in the
-order (creation_date, event_id), and only while nobody else changed the
-store: :meth:`OnlineFeatures.ensure` reloads it when the store holds events or
-feedback it has not counted, and :meth:`OnlineFeatures.can_serve` says
-whether a batch of events can be served (otherwise the caller computes them
-with SQL, which is always right).
+SQL's. The state is exact for events after everything it holds in the order
+(creation_date, event_id) -- or up to ``REORDER_US`` (60 s of event time)
+before the latest, which it serves by taking the later events back, computing
+the late one and counting them again -- and only while nobody else changed
+the store: :meth:`OnlineFeatures.ensure` reloads it when the store holds
+events or feedback it has not counted, and :meth:`OnlineFeatures.can_serve`
+says whether a batch of events can be served (otherwise the caller computes
+them with SQL, which is always right). It also knows every stored event id
+by the first 64 bits of its MD5 (8 bytes an event), so that "is this EventId
+new?" needs no scan of the store unless the answer may be no.
 """
 
 from __future__ import annotations
