@@ -161,6 +161,7 @@ class InlineScorer:
         from risk.features import _output_schema
 
         ctx = self.context
+        ctx.preload_users()
         self._online_features(pa.Table.from_pylist([], schema=_NULLABLE_EVENT_SCHEMA))
         sample = {"EventId": "warm-up", "Username": "warm-up", "EventType": "SignIn", "EventResponse": "Pass",
                   "CreationDate": datetime.now(timezone.utc).isoformat(),

@@ -188,6 +188,17 @@ class _Context:
                 self._mfa[u] = found.get(u, False)
         return {u: self._mfa[u] for u in usernames}
 
+    def preload_users(self, limit: int = 2_000_000) -> int:
+        """Read every user's MFA state at once (a long-running reader, the service); nothing over ``limit`` users."""
+        n = self.con.execute("SELECT count(*) FROM users").fetchall()[0][0]
+        if n > limit:
+            return 0
+        from risk.decide import has_mfa_configured
+
+        for u, m, p in self.con.execute("SELECT username, mfa_settings, preferred_mfa FROM users").fetchall():
+            self._mfa[u] = has_mfa_configured(m, p)
+        return n
+
     def forget_users(self) -> None:
         """Read the users' MFA settings again on next use (they may have changed)."""
         self._mfa = {}
@@ -250,8 +261,12 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
         groups.setdefault(key, []).append(i)
     ips = ev["client_ip"]
     for (pool, client), idx in groups.items():
-        matches = ctx.exceptions(pool, client).check_many([ips[i] for i in idx])
-        for i, r in zip(idx, matches.results()):
+        exceptions = ctx.exceptions(pool, client)
+        if len(idx) <= 8:  # a few (the service): one by one, without the set-wise machinery
+            for i in idx:
+                exc[i] = str(exceptions.check(ips[i]))
+            continue
+        for i, r in zip(idx, exceptions.check_many([ips[i] for i in idx]).results()):
             exc[i] = str(r)
     mfa = ctx.mfa_state(sorted({u for u in ev["username"] if u is not None}))
     has_mfa = [mfa.get(u, False) for u in ev["username"]]
@@ -281,9 +296,13 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
             d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
             text(d.notification), text(d.would_notify), list(d.reasons), cver, mver,
         ))
-    taken = pa.array(codes)
-    per_field = {name: pa.array([row[j] for row in decided], typ).take(taken)
-                 for j, (name, typ) in enumerate(fields)}
+    if n <= 64:  # a few rows: built directly (an Arrow take per column costs more than it saves)
+        per_field = {name: pa.array([decided[c][j] for c in codes.tolist()], typ)
+                     for j, (name, typ) in enumerate(fields)}
+    else:
+        taken = pa.array(codes)
+        per_field = {name: pa.array([row[j] for row in decided], typ).take(taken)
+                     for j, (name, typ) in enumerate(fields)}
     reasons = _reasons_array(n, risky, explained)
     out = {
         "event_id": feats.column("event_id"),
