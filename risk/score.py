@@ -9,9 +9,12 @@ applies (``risk.decide``) -> one ``assessments`` row per event.
 Idempotent and interrupt-safe: only events without an assessment are
 scored (unless ``rescore``); a run killed between chunks leaves whole chunks
 behind, and the next run continues. The model, thresholds, configurations and
-modes are read once at the start of a run, and every assessment records their
-versions, so incremental runs give exactly the result of one run over
-everything (features are point-in-time, computed from the stored history).
+modes are read once at the start of a run (each user's MFA settings once,
+when first needed), and every assessment records their versions, so
+incremental runs give exactly the result of one run over everything
+(features are point-in-time, computed from the stored history). The next
+chunk's features are computed on a second cursor while a chunk is assessed
+(``_FeaturePrefetch``).
 
 ``decide`` is a pure function of a handful of categorical inputs, so it is
 called once per distinct combination in a chunk and joined back, not per event.
@@ -189,7 +192,8 @@ class _Context:
         return {u: self._mfa[u] for u in usernames}
 
     def preload_users(self, limit: int = 2_000_000) -> int:
-        """Read every user's MFA state at once (a long-running reader, the service); nothing over ``limit`` users."""
+        """Read every user's MFA state at once (for a long-running reader, the service); above ``limit`` users
+        nothing is read here and each user is read when first needed. Returns how many were read."""
         n = self.con.execute("SELECT count(*) FROM users").fetchall()[0][0]
         if n > limit:
             return 0

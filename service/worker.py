@@ -5,17 +5,6 @@ DuckDB has one writer per file, and riskgate's processes take turns over it
 that does all its store work: :class:`StoreWorker` runs jobs from a queue,
 coalescing the ``/v1/evaluate`` requests that queued while the previous
 handful was being assessed into one ``InlineScorer.evaluate`` call.
-
-Write-behind: an event whose features come from the scorer's in-memory state
-(``risk.online``: new events, in time order -- the usual case) is answered as
-soon as it is assessed, and written to the store afterwards, together with
-the others answered meanwhile, in one transaction, by the scorer's writer
-thread: every ``max_delay`` seconds (0.25) or ``max_pending`` events, and
-as soon as no request is waiting for ``poll`` seconds (0.05). Everything else that touches the store (a call, a
-hand-over, an event that needs SQL features, stopping) writes them first.
-The window this opens: a crash of the service after an answer and before
-its write (at most ``max_delay`` later) loses that event; a failed write is
-logged and counted (``write_errors``).
 Between jobs it checks, at most every ``poll`` seconds, whether another
 process waits for the store; once it has held the store ``min_hold`` seconds
 it hands it over (``Store.handover``) -- nothing is in flight then, because
@@ -23,6 +12,18 @@ only this thread touches the store -- and requests that arrive meanwhile
 wait in the queue. A request that waits longer than its timeout is answered
 503 with Retry-After by the HTTP layer; its job is cancelled if it has not
 started.
+
+Write-behind: an event whose features come from the scorer's in-memory state
+(``risk.online``: new events, in time order -- the usual case) is answered as
+soon as it is assessed, and written afterwards by the scorer's writer thread,
+together with the others answered meanwhile, in one transaction: every
+``max_delay`` seconds (0.25) or ``max_pending`` events, and as soon as no
+request has come for ``poll`` seconds (0.05). Everything else that touches
+the store (a call, a hand-over, an event that needs SQL features, stopping)
+waits for those writes first. The window this opens: if the service dies
+after an answer and before its write (at most ``max_delay`` later, plus the
+write), that event is lost; a failed write is logged and counted
+(``write_errors``).
 
 :class:`Notifier` delivers the notifications the decisions made due from its
 own thread (a slow or dead SMTP server never delays an answer) and has the

@@ -86,3 +86,38 @@ def test_online_and_global_count_paths_stay_exact_through_feedback_and_other_wri
         scorer.close()
     finally:
         con.close()
+
+
+def test_write_behind_answers_first_then_stores_each_event_once(base, tmp_path):
+    from ingest.enrich import Enricher
+    from ingest.geo import GeoResolver
+    from risk import store as rstore
+    from risk.inline import InlineRequest, InlineScorer
+
+    db = copy_store(base, tmp_path / "w.duckdb")
+    con = rstore.connect(db)
+    try:
+        scorer = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
+        events = rest_events(base)
+        before = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        first, _ = scorer.evaluate([InlineRequest(dict(events[0]))])
+        # answered, not yet written
+        assert scorer.pending() == 1
+        assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == before
+        # a retry before the write: written first, then answered from the store, the same answer
+        again, _ = scorer.evaluate([InlineRequest(dict(events[0]))])
+        assert again[0].duplicate and again[0].assessment["score"] == first[0].assessment["score"]
+        assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == before + 1
+        # through the writer thread: handed over without waiting, then waited for
+        for e in events[1:6]:
+            scorer.evaluate([InlineRequest(dict(e))])
+        assert scorer.flush(wait=False) == 5 and scorer.pending() == 0
+        scorer.flush(wait=True)
+        ids = [e["EventId"] for e in events[:6]]
+        marks = ", ".join("?" * len(ids))
+        assert con.execute(f"SELECT count(*) FROM events WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
+        assert con.execute(f"SELECT count(*) FROM assessments WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
+        assert scorer.write_errors == 0 and scorer.online_events == 6
+        scorer.close()
+    finally:
+        con.close()
