@@ -11,8 +11,10 @@ request i is due at start + i / rate, whatever happened to the ones before, over
 measured from the moment a request was due (so waiting for a free connection
 counts: no coordinated omission).
 
-Prints p50, p99 and max latency, the achieved throughput, errors, and checks
-that the events stored equal the events answered 200. Target: p99 <= 20 ms at
+Prints p50, p99 and max latency, the achieved throughput, errors, the CPU
+seconds the service and the load generator used, the service's own counters
+and timings (``/healthz``), and checks that the events stored equal the
+events answered 200. Target: p99 <= 20 ms at
 200 requests/s on a 2-core machine, no errors, nothing lost.
 """
 
@@ -68,6 +70,15 @@ def build(users: int, days: int, held_back: int, seed: int) -> tuple[Path, Path]
     run([PY, "-m", "cli", "train", "--db", str(tmp)])
     tmp.rename(db)
     return db, stream
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def free_port() -> int:
@@ -176,7 +187,13 @@ def main() -> None:
                 raise SystemExit(f"the service did not start; see {OUT / 'serve-run.log'}")
             time.sleep(0.2)
         load_before = os.getloadavg()
+        import resource
+
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        svc0 = _cpu_seconds(proc.pid)
         latencies, errors, elapsed = load(port, bodies, args.rate, args.concurrency)
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        svc1 = _cpu_seconds(proc.pid)
         load_after = os.getloadavg()
         health = httpx.get(url + "/healthz", timeout=5).json()
     finally:
@@ -204,6 +221,9 @@ def main() -> None:
         "stored": stored, "assessed": assessed, "store_events": total,
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
+        # CPU seconds used during the run, and as a share of one core over it
+        "client_cpu_s": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 1),
+        "service_cpu_s": round(svc1 - svc0, 1) if svc0 is not None and svc1 is not None else None,
         "service": {k: health.get(k) for k in ("batches", "events_from_memory", "state_loads", "writes",
                                                "write_errors", "store_thread_ms")},
     }
