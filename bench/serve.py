@@ -14,8 +14,8 @@ counts: no coordinated omission).
 Prints p50, p99 and max latency, the achieved throughput, errors, the CPU
 seconds the service and the load generator used, the service's own counters
 and timings (``/healthz``), and checks that the events stored equal the
-events answered 200. Target: p99 <= 20 ms at
-200 requests/s on a 2-core machine, no errors, nothing lost.
+events answered 200. Target: p99 <= 20 ms at 200 requests/s on a 2-core
+machine, no errors, nothing lost.
 """
 
 from __future__ import annotations
