@@ -444,8 +444,8 @@ def test_sample_weight_reaches_the_trees_and_is_checked(data):
         RiskModel(**FAST).fit(X, y, sample_weight=-w)
 
 
-def test_flat_trees_predict_exactly_what_scikit_learn_predicts(supervised, data):
-    from risk.model.estimators import _FlatTrees, _matrix
+def test_tree_paths_predict_exactly_what_scikit_learn_predicts(supervised, data):
+    from risk.model.estimators import _matrix
 
     _, (X2, _) = data
     M, _ = _matrix(X2, list(supervised.feature_names_in_))
@@ -453,10 +453,10 @@ def test_flat_trees_predict_exactly_what_scikit_learn_predicts(supervised, data)
     M = M.copy()
     M[rng.random(M.shape) < 0.15] = np.nan  # missing values take each node's learned side
     Z = np.column_stack([M, supervised._total(M)]) if supervised.stack_statistical else M
-    flat = _FlatTrees.of(supervised.classifier_)
-    assert flat is not None and len(flat.roots) == supervised.classifier_.n_iter_
+    paths = supervised.paths_
+    assert paths is not None and len(paths.roots) == supervised.classifier_.n_iter_
     expected = supervised.classifier_.decision_function(Z)
-    got = flat.decision_function(Z)
+    got = paths.decision_function(Z, supervised.classifier_._baseline_prediction)
     assert np.array_equal(got, expected)  # bit for bit, not approximately
     # and the scores of a few rows (the service's path) equal those of the same rows in a large call
     big = supervised.score_samples(X2)

@@ -39,7 +39,6 @@ model was fitted with); extra columns (keys) are ignored.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -75,7 +74,7 @@ MAX_REFERENCE_VALUES = 50_000
 #: Below this many rows the tree model fits and predicts on one thread.
 SMALL_BATCH = 20_000
 
-#: up to this many rows, a fitted tree model predicts through :class:`_FlatTrees`
+#: up to this many rows, a fitted tree model predicts through :meth:`_TreePaths.decision_function`
 FLAT_ROWS = 256
 #: up to this many rows, the surprise terms are looked up in Python (:meth:`_Surprise._matrix_few`)
 SMALL_ROWS = 32
@@ -89,69 +88,6 @@ def _openmp_limited():
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=1, user_api="openmp")
-
-
-class _FlatTrees:
-    """A fitted binary ``HistGradientBoostingClassifier``'s trees in flat arrays, for a few rows at a time.
-
-    scikit-learn predicts tree by tree (one call per tree: 150 calls for one
-    sign-in). Here every tree of every row walks down at once, one numpy step
-    per level, with scikit-learn's own rule (a missing value follows
-    ``missing_go_to_left``, otherwise ``x <= threshold`` goes left), and the
-    leaf values are added to the baseline tree by tree in scikit-learn's
-    order: the same floating-point result, bit for bit
-    (``tests/test_model.py`` checks it). Models with categorical splits or
-    more than one tree per iteration are left to scikit-learn.
-    """
-
-    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # classifier -> _FlatTrees | None
-
-    def __init__(self, clf: HistGradientBoostingClassifier):
-        trees = [it[0] for it in clf._predictors]
-        sizes = [len(t.nodes) for t in trees]
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        nodes = np.concatenate([t.nodes for t in trees])
-        shift = np.repeat(offsets, sizes)
-        self.roots = offsets
-        self.feature = nodes["feature_idx"].astype(np.int64)
-        self.threshold = nodes["num_threshold"].astype(np.float64)
-        self.missing_left = nodes["missing_go_to_left"].astype(bool)
-        self.left = nodes["left"].astype(np.int64) + shift
-        self.right = nodes["right"].astype(np.int64) + shift
-        self.leaf = nodes["is_leaf"].astype(bool)
-        self.value = nodes["value"].astype(np.float64)
-        self.depth = int(nodes["depth"].max()) + 1
-        self.baseline = np.asarray(clf._baseline_prediction, dtype=np.float64).ravel()[0]
-        self.n_features = int(clf.n_features_in_)
-
-    @classmethod
-    def of(cls, clf) -> "_FlatTrees | None":
-        if clf not in cls._cache:
-            ok = (getattr(clf, "n_trees_per_iteration_", None) == 1 and hasattr(clf, "_predictors")
-                  and not any(it[0].nodes["is_categorical"].any() for it in clf._predictors))
-            cls._cache[clf] = cls(clf) if ok else None
-        return cls._cache[clf]
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ModelError(f"expected {self.n_features} feature columns, got shape {X.shape}")
-        n, t = len(X), len(self.roots)
-        idx = np.broadcast_to(self.roots, (n, t)).copy()
-        rows = np.arange(n)[:, None]
-        for _ in range(self.depth):
-            leaf = self.leaf[idx]
-            if leaf.all():
-                break
-            x = X[rows, self.feature[idx]]
-            go_left = np.where(np.isnan(x), self.missing_left[idx], x <= self.threshold[idx])
-            idx = np.where(leaf, idx, np.where(go_left, self.left[idx], self.right[idx]))
-        values = self.value[idx]
-        out = np.zeros(n, dtype=np.float64)
-        out += self.baseline
-        for j in range(t):  # tree by tree, as scikit-learn adds them
-            out += values[:, j]
-        return out
 
 
 # -- input --------------------------------------------------------------------
@@ -350,6 +286,36 @@ class _TreePaths:
         self.gain_right = np.where(self.leaf, 0.0, expected[self.right] - expected)
         self.bias = float(np.ravel(hgb._baseline_prediction)[0] + expected[self.roots].sum())
 
+    def decision_function(self, X: np.ndarray, baseline) -> np.ndarray:
+        """The tree model's raw prediction (``decision_function``) for a few rows, bit for bit scikit-learn's.
+
+        scikit-learn predicts tree by tree (one call per tree: 150 calls for
+        one sign-in). Here every tree of every row walks down at once, one
+        numpy step per level, with scikit-learn's own rule (a missing value
+        follows ``missing_go_to_left``, otherwise ``x <= threshold`` goes
+        left), and the leaf values (a leaf's ``expected`` is its value) are
+        added to ``baseline`` (the classifier's ``_baseline_prediction``) tree
+        by tree in scikit-learn's order: the same floating-point result
+        (``tests/test_model.py`` checks it).
+        """
+        X = np.asarray(X, dtype=np.float64)
+        n, t = len(X), len(self.roots)
+        idx = np.broadcast_to(self.roots, (n, t)).copy()
+        rows = np.arange(n)[:, None]
+        while True:
+            leaf = self.leaf[idx]
+            if leaf.all():
+                break
+            x = X[rows, self.feature[idx]]
+            go_left = np.where(np.isnan(x), self.missing_left[idx], x <= self.threshold[idx])
+            idx = np.where(leaf, idx, np.where(go_left, self.left[idx], self.right[idx]))
+        values = self.expected[idx]
+        out = np.zeros(n, dtype=np.float64)
+        out += np.asarray(baseline, dtype=np.float64).ravel()[0]
+        for j in range(t):  # tree by tree, as scikit-learn adds them
+            out += values[:, j]
+        return out
+
     def contributions(self, M: np.ndarray, chunk: int = 8192) -> np.ndarray:
         n, k = M.shape
         out = np.zeros((n, k))
@@ -532,10 +498,8 @@ class RiskModel(_ScoreClassifier):
         if self.classifier_ is None:
             return S - self.c_
         Z = np.column_stack([M, S]) if self.stack_statistical else M
-        if len(Z) <= FLAT_ROWS:  # a few rows (the service): all trees at once, not one call per tree
-            flat = _FlatTrees.of(self.classifier_)
-            if flat is not None:
-                return flat.decision_function(Z)
+        if len(Z) <= FLAT_ROWS and self.paths_ is not None:  # a few rows (the service): all trees at once
+            return self.paths_.decision_function(Z, self.classifier_._baseline_prediction)
         if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
             with _openmp_limited():
                 return self.classifier_.decision_function(Z)
