@@ -366,6 +366,11 @@ def _output_schema() -> pa.Schema:
     )
 
 
+def store_signature(con) -> tuple:
+    """(events, feedback rows) stored: what state kept beside the store compares to notice that the store changed."""
+    return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback)").fetchall()[0])
+
+
 class GlobalCounts:
     """Everyone's known-history counts per Freeman key and UTC day, kept in memory for calls on few events.
 
@@ -390,13 +395,9 @@ class GlobalCounts:
         self._added = 0
         self.builds = 0
 
-    @staticmethod
-    def _signature(con) -> tuple:
-        return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback)").fetchall()[0])
-
     def ensure(self, con) -> None:
         """Rebuild from the store when it holds events or feedback this object has not counted."""
-        sig = self._signature(con)
+        sig = store_signature(con)
         if sig != self.signature or self._added > self.REBUILD_AFTER:
             self._build(con)
             self.signature = sig
@@ -456,7 +457,7 @@ class GlobalCounts:
                 days = self._overlay.setdefault((name, int(h)), {})
                 days[row["d"]] = days.get(row["d"], 0) + 1
                 self._added += 1
-        self.signature = self._signature(con)
+        self.signature = store_signature(con)
 
     def table_for(self, con, event_ids: Sequence[str]) -> pa.Table:
         """``_rg_feat_global`` rows (name, k, d, c = count before day d) for the keys of these events."""

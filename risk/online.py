@@ -43,6 +43,7 @@ import numpy as np
 from risk import feedback
 from risk.features import (
     _DAY,
+    _FREEMAN_PRESENT,
     FREEMAN_HIERARCHIES,
     FREEMAN_PRIOR,
     GLOBAL_KEYS,
@@ -50,6 +51,7 @@ from risk.features import (
     NOVELTY_KEYS,
     USER_KEYS,
     hosting_asns,
+    store_signature,
 )
 from risk.signals import FEATURE_COLUMNS
 
@@ -63,7 +65,6 @@ _HOUR_US = 3_600 * 1_000_000
 _DAY_US = 24 * _HOUR_US
 #: keys whose per-user counts the state keeps (counts for the Freeman levels and hour, presence for novelty)
 _COUNTED = tuple(dict.fromkeys(USER_KEYS + NOVELTY_KEYS))
-_FREEMAN_PRESENT = {"freeman_country": "client_ip", "freeman_device_type": "user_agent"}
 #: how much earlier (event time) than the latest one an event may arrive and still be served from memory
 REORDER_US = 60 * 1_000_000
 #: at most this many recent events are kept to be taken back and counted again around a late one
@@ -143,13 +144,9 @@ class OnlineFeatures:
 
     # -- keeping in step with the store -----------------------------------------------------
 
-    @staticmethod
-    def store_signature(con) -> tuple:
-        return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback)").fetchall()[0])
-
     def ensure(self, con) -> None:
         """Reload from the store when it holds events or feedback the state has not counted."""
-        sig = self.store_signature(con)
+        sig = store_signature(con)
         if sig != self.signature:
             self.load(con)
             self.signature = sig
@@ -174,7 +171,7 @@ class OnlineFeatures:
 
     def noted(self, con) -> None:
         """The caller wrote the events it served (and nothing else changed): remember the store's new state."""
-        self.signature = self.store_signature(con)
+        self.signature = store_signature(con)
 
     def invalidate(self) -> None:
         """Forget the state (the next :meth:`ensure` reloads it)."""
