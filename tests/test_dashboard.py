@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
@@ -20,6 +19,7 @@ from dashboards import common
 from risk import insights, levels, tuning
 from risk.auth_events import list_user_auth_events
 from tests import dashboard_store as known
+from tests.storedb import q
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
 TIMEOUT = 30
@@ -45,13 +45,6 @@ def db(base_store, tmp_path, monkeypatch):
     yield path
     st_config.set_option("server.address", old)
 
-
-def q(path, sql, params=()):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def app(page: str | None = None) -> AppTest:

@@ -3,13 +3,13 @@
 import gzip
 import json
 
-import duckdb
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
 from tests.events_gen import UA, event, many, write_jsonl
 from tests.geo_fixtures import build
+from tests.storedb import q as rows
 
 runner = CliRunner()
 
@@ -33,13 +33,6 @@ def ingest(*args):
     assert out["rows_read"] == out["events_added"] + out["duplicates"] + out["quarantined"]
     return out, res
 
-
-def rows(db, sql, params=()):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def test_good_events_are_enriched_with_known_answers(env):

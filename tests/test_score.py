@@ -4,12 +4,12 @@ import csv
 import json
 import shutil
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from tests.storedb import q
 
 runner = CliRunner()
 
@@ -43,13 +43,6 @@ def store(trained, tmp_path):
     shutil.copy(trained, db)
     return db
 
-
-def q(db, sql, params=()):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def test_every_event_gets_one_assessment_and_a_second_run_adds_none(store):

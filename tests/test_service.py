@@ -12,11 +12,11 @@ import sys
 import time
 import uuid
 
-import duckdb
 import httpx
 import pytest
 
 from tests.service_support import API_KEY, Service, copy_store, headers, rest_events, rg, trained_base
+from tests.storedb import q
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,6 @@ def base(tmp_path_factory):
 def store(base, tmp_path):
     return copy_store(base, tmp_path / "s.duckdb")
 
-
-def q(db, sql, params=()):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def test_evaluate_returns_the_assessment_and_stores_it(base, store):
