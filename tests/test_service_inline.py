@@ -25,99 +25,98 @@ def _same(a: list[dict], b: list[dict]) -> list:
     return diffs
 
 
+@pytest.fixture
+def inline(base, tmp_path):
+    """(store connection, InlineScorer) on a copy of the trained base store; closed after the test."""
+    from ingest.enrich import Enricher
+    from ingest.geo import GeoResolver
+    from risk import store as rstore
+    from risk.inline import InlineScorer
+
+    con = rstore.connect(copy_store(base, tmp_path / "inline.duckdb"))
+    scorer = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
+    try:
+        yield con, scorer
+    finally:
+        scorer.close()
+        con.close()
+
+
 def _features_of(results) -> dict[str, dict]:
     return {r.assessment["event_id"]: r.features for r in results}
 
 
-def test_online_and_global_count_paths_stay_exact_through_feedback_and_other_writers(base, tmp_path):
-    from ingest.enrich import Enricher
-    from ingest.geo import GeoResolver
-    from risk import store as rstore
+def test_online_and_global_count_paths_stay_exact_through_feedback_and_other_writers(base, inline):
     from risk.feedback import set_feedback
     from risk.features import GlobalCounts, compute_features
-    from risk.inline import InlineRequest, InlineScorer
+    from risk.inline import InlineRequest
 
-    db = copy_store(base, tmp_path / "g.duckdb")
-    con = rstore.connect(db)
-    try:
-        scorer = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
-        events = rest_events(base)
+    con, scorer = inline
+    events = rest_events(base)
 
-        def evaluate(batch):
-            results, _ = scorer.evaluate([InlineRequest(dict(e), want_features=True) for e in batch])
-            assert all(not isinstance(r, Exception) for r in results)
-            scorer.flush()
-            return _features_of(results)
+    def evaluate(batch):
+        results, _ = scorer.evaluate([InlineRequest(dict(e), want_features=True) for e in batch])
+        assert all(not isinstance(r, Exception) for r in results)
+        scorer.flush()
+        return _features_of(results)
 
-        def sql(ids):
-            return {r["event_id"]: {k: v for k, v in r.items() if k in got[r["event_id"]]}
-                    for r in compute_features(con, event_ids=ids).to_pylist()}
+    def sql(ids):
+        return {r["event_id"]: {k: v for k, v in r.items() if k in got[r["event_id"]]}
+                for r in compute_features(con, event_ids=ids).to_pylist()}
 
-        # new events in time order, a batch spanning days: features from memory, equal to the SQL's
-        got = evaluate(events[:20])
-        assert scorer.online_events == 20 and scorer.online.loads == 1
-        assert _same(list(got.values()), list(sql(list(got)).values())) == []
-        # feedback written by others (the service's calls say so with store_changed): reloaded, still exact
-        old = [r[0] for r in con.execute(
-            "SELECT event_id FROM events WHERE event_response = 'Pass' ORDER BY creation_date LIMIT 50").fetchall()]
-        for eid in old:
-            set_feedback(con, eid, "Invalid", "Admin")
-        scorer.store_changed()
-        got = evaluate(events[20:30])
-        assert scorer.online.loads == 2 and scorer.online_events == 30
-        assert _same(list(got.values()), list(sql(list(got)).values())) == []
-        # an event older than the stored ones cannot come from memory: the SQL path with the global counts
-        gc = scorer.global_counts
-        late = dict(events[30], EventId="late-0001", CreationDate=events[0]["CreationDate"])
-        got = evaluate([late])
-        assert scorer.online_events == 30 and gc.builds == 1
-        assert _same(list(got.values()), list(sql(list(got)).values())) == []
-        ids = [e["EventId"] for e in events[:30]] + ["late-0001"]
-        assert _same(compute_features(con, event_ids=ids, global_counts=gc).to_pylist(),
-                     compute_features(con, event_ids=ids).to_pylist()) == []
-        fresh = GlobalCounts()
-        fresh.ensure(con)
-        assert _same(compute_features(con, event_ids=ids, global_counts=fresh).to_pylist(),
-                     compute_features(con, event_ids=ids, global_counts=gc).to_pylist()) == []
-        # the next in-order event: the state reloads (the late event was written behind it) and serves again
-        got = evaluate(events[31:33])
-        assert scorer.online_events == 32 and scorer.online.loads == 3
-        assert _same(list(got.values()), list(sql(list(got)).values())) == []
-        scorer.close()
-    finally:
-        con.close()
+    # new events in time order, a batch spanning days: features from memory, equal to the SQL's
+    got = evaluate(events[:20])
+    assert scorer.online_events == 20 and scorer.online.loads == 1
+    assert _same(list(got.values()), list(sql(list(got)).values())) == []
+    # feedback written by others (the service's calls say so with store_changed): reloaded, still exact
+    old = [r[0] for r in con.execute(
+        "SELECT event_id FROM events WHERE event_response = 'Pass' ORDER BY creation_date LIMIT 50").fetchall()]
+    for eid in old:
+        set_feedback(con, eid, "Invalid", "Admin")
+    scorer.store_changed()
+    got = evaluate(events[20:30])
+    assert scorer.online.loads == 2 and scorer.online_events == 30
+    assert _same(list(got.values()), list(sql(list(got)).values())) == []
+    # an event older than the stored ones cannot come from memory: the SQL path with the global counts
+    gc = scorer.global_counts
+    late = dict(events[30], EventId="late-0001", CreationDate=events[0]["CreationDate"])
+    got = evaluate([late])
+    assert scorer.online_events == 30 and gc.builds == 1
+    assert _same(list(got.values()), list(sql(list(got)).values())) == []
+    ids = [e["EventId"] for e in events[:30]] + ["late-0001"]
+    assert _same(compute_features(con, event_ids=ids, global_counts=gc).to_pylist(),
+                 compute_features(con, event_ids=ids).to_pylist()) == []
+    fresh = GlobalCounts()
+    fresh.ensure(con)
+    assert _same(compute_features(con, event_ids=ids, global_counts=fresh).to_pylist(),
+                 compute_features(con, event_ids=ids, global_counts=gc).to_pylist()) == []
+    # the next in-order event: the state reloads (the late event was written behind it) and serves again
+    got = evaluate(events[31:33])
+    assert scorer.online_events == 32 and scorer.online.loads == 3
+    assert _same(list(got.values()), list(sql(list(got)).values())) == []
 
 
-def test_write_behind_answers_first_then_stores_each_event_once(base, tmp_path):
-    from ingest.enrich import Enricher
-    from ingest.geo import GeoResolver
-    from risk import store as rstore
-    from risk.inline import InlineRequest, InlineScorer
+def test_write_behind_answers_first_then_stores_each_event_once(base, inline):
+    from risk.inline import InlineRequest
 
-    db = copy_store(base, tmp_path / "w.duckdb")
-    con = rstore.connect(db)
-    try:
-        scorer = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
-        events = rest_events(base)
-        before = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
-        first, _ = scorer.evaluate([InlineRequest(dict(events[0]))])
-        # answered, not yet written
-        assert scorer.pending() == 1
-        assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == before
-        # a retry before the write: written first, then answered from the store, the same answer
-        again, _ = scorer.evaluate([InlineRequest(dict(events[0]))])
-        assert again[0].duplicate and again[0].assessment["score"] == first[0].assessment["score"]
-        assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == before + 1
-        # through the writer thread: handed over without waiting, then waited for
-        for e in events[1:6]:
-            scorer.evaluate([InlineRequest(dict(e))])
-        assert scorer.flush(wait=False) == 5 and scorer.pending() == 0
-        scorer.flush(wait=True)
-        ids = [e["EventId"] for e in events[:6]]
-        marks = ", ".join("?" * len(ids))
-        assert con.execute(f"SELECT count(*) FROM events WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
-        assert con.execute(f"SELECT count(*) FROM assessments WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
-        assert scorer.write_errors == 0 and scorer.online_events == 6
-        scorer.close()
-    finally:
-        con.close()
+    con, scorer = inline
+    events = rest_events(base)
+    before = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    first, _ = scorer.evaluate([InlineRequest(dict(events[0]))])
+    # answered, not yet written
+    assert scorer.pending() == 1
+    assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == before
+    # a retry before the write: written first, then answered from the store, the same answer
+    again, _ = scorer.evaluate([InlineRequest(dict(events[0]))])
+    assert again[0].duplicate and again[0].assessment["score"] == first[0].assessment["score"]
+    assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == before + 1
+    # through the writer thread: handed over without waiting, then waited for
+    for e in events[1:6]:
+        scorer.evaluate([InlineRequest(dict(e))])
+    assert scorer.flush(wait=False) == 5 and scorer.pending() == 0
+    scorer.flush(wait=True)
+    ids = [e["EventId"] for e in events[:6]]
+    marks = ", ".join("?" * len(ids))
+    assert con.execute(f"SELECT count(*) FROM events WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
+    assert con.execute(f"SELECT count(*) FROM assessments WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
+    assert scorer.write_errors == 0 and scorer.online_events == 6
