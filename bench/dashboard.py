@@ -27,22 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+from siblings import load as load_sibling  # imported while bench/ is still on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 # run as a script, bench/ is first on sys.path and bench/ingest.py would hide the ingest package
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
-
-def _bench_score():
-    """bench/score.py's helpers (loaded by path, as it loads bench/ingest.py's)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_score", Path(__file__).resolve().parent / "score.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_s = _bench_score()
+_s = load_sibling("score")  # bench/score.py's helpers
 OUT, PY, run = _s.OUT, _s.PY, _s.run
 APP = ROOT / "dashboards" / "app.py"
 PAGES = ("overview", "events", "user", "tuning", "configuration", "jobs")

@@ -15,18 +15,9 @@ import json
 import shutil
 from pathlib import Path
 
+from siblings import load as load_sibling  # bench/ is on sys.path when run as a script
 
-def _bench_ingest():
-    """bench/ingest.py's helpers (loaded by path: its name is also the `ingest` package's)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_ingest", Path(__file__).resolve().parent / "ingest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_b = _bench_ingest()
+_b = load_sibling("ingest")  # its helpers
 make_events, run, OUT, PY = _b.make_events, _b.run, _b.OUT, _b.PY
 
 
