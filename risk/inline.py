@@ -374,7 +374,6 @@ class InlineScorer:
 
     def _assess_stored(self, good, existing, outcomes, requests):
         """Any other batch: stored first, then features from the store (SQL), assessed and written."""
-        from risk import credentials as cr
         from risk import score as rs
         from risk.features import compute_features
 
@@ -382,14 +381,11 @@ class InlineScorer:
         self._online_checked = False  # this path writes to the store behind the state
         con = self.con
         ids = good.column("event_id").to_pylist()
-        users = good.column("username").to_pylist()
         self.global_counts.ensure(con)  # up to date with the store before this batch is written
         con.execute("BEGIN TRANSACTION")
         try:
             ingest_store.insert_events(con, good, self.run_id)
-            for k, outcome, enforced in outcomes:
-                if ids[k] not in existing:
-                    cr.record_check(con, outcome, event_id=ids[k], username=users[k], enforced=enforced)
+            _record_checks(con, good, outcomes, skip=existing)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -455,7 +451,6 @@ class InlineScorer:
                 self._writes.task_done()
 
     def _write(self, con, batches: list, raise_errors: bool) -> None:
-        from risk import credentials as cr
         from risk import score as rs
 
         t0 = time.perf_counter()
@@ -469,9 +464,7 @@ class InlineScorer:
             try:
                 ingest_store.insert_events(con, good, self.run_id, known_new=True)
                 for g, outcomes, _ in batches:
-                    gids, users = g.column("event_id").to_pylist(), g.column("username").to_pylist()
-                    for k, outcome, enforced in outcomes:
-                        cr.record_check(con, outcome, event_id=gids[k], username=users[k], enforced=enforced)
+                    _record_checks(con, g, outcomes)
                 rs._write(con, table, replace=False, transaction=False)
                 rs._apply_resets(con, table, good)
                 con.execute("COMMIT")
@@ -527,6 +520,18 @@ class InlineScorer:
                      event_type=r["event_type"], event_response=r["event_response"])
             out.append(f)
         return pa.Table.from_pylist(out, schema=_output_schema())
+
+
+def _record_checks(con, good: pa.Table, outcomes: list, skip=frozenset()) -> None:
+    """Record the credential-check outcomes (row index in ``good``, outcome, enforced), but for events in ``skip``."""
+    if not outcomes:
+        return
+    from risk import credentials as cr
+
+    ids, users = good.column("event_id").to_pylist(), good.column("username").to_pylist()
+    for k, outcome, enforced in outcomes:
+        if ids[k] not in skip:
+            cr.record_check(con, outcome, event_id=ids[k], username=users[k], enforced=enforced)
 
 
 def deliver(n: DueNotification, *, transport=None):
