@@ -445,7 +445,6 @@ class _FeaturePrefetch:
         self.bounds = bounds
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskgate-features")
         self.ahead: dict[int, object] = {}
-        self.next = 0
 
     def _compute(self, k: int) -> pa.Table:
         from risk.features import compute_features
