@@ -385,19 +385,27 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str, 
     return int(res[0][0]) if res else 0
 
 
+def rows_where_in(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Sequence[str]) -> list[tuple]:
+    """The rows of ``select`` (a constant ``SELECT ... FROM ...`` without WHERE) whose ``column`` is one of ``values``.
+
+    A few values (the service) are bound parameters: no registered table to
+    plan around. Many go through a registered Arrow table.
+    """
+    values = list(dict.fromkeys(values))
+    if not values:
+        return []
+    if len(values) <= 64:
+        return con.execute(f"{select} WHERE {column} IN ({', '.join('?' * len(values))})", values).fetchall()
+    con.register("_rg_rows_where_in", pa.table({"v": pa.array(values, pa.string())}))
+    try:
+        return con.execute(f"{select} WHERE {column} IN (SELECT v FROM _rg_rows_where_in)").fetchall()
+    finally:
+        con.unregister("_rg_rows_where_in")
+
+
 def existing_event_ids(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str]) -> set[str]:
     """Which of ``event_ids`` are stored already."""
-    ids = list(dict.fromkeys(event_ids))
-    if len(ids) <= 64:  # a few (the service): bound parameters, no registered table to plan around
-        if not ids:
-            return set()
-        marks = ", ".join("?" * len(ids))
-        return {r[0] for r in con.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", ids).fetchall()}
-    con.register("_rg_event_ids_q", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
-    try:
-        return {r[0] for r in con.execute("SELECT event_id FROM events SEMI JOIN _rg_event_ids_q USING (event_id)").fetchall()}
-    finally:
-        con.unregister("_rg_event_ids_q")
+    return {r[0] for r in rows_where_in(con, "SELECT event_id FROM events", "event_id", event_ids)}
 
 
 def event_username(con: duckdb.DuckDBPyConnection, event_id: str) -> str | None:

@@ -151,20 +151,8 @@ def _chunk_bounds(con, since, until, rescore: bool, chunk_rows: int) -> list[tup
 def _mfa_state(con, usernames: list[str]) -> dict[str, bool]:
     from risk.decide import has_mfa_configured
 
-    if not usernames:
-        return {}
-    if len(usernames) <= 64:  # a few (the service): bound parameters, no registered table to plan around
-        rows = con.execute("SELECT username, mfa_settings, preferred_mfa FROM users WHERE username IN ("
-                           + ", ".join("?" * len(usernames)) + ")", usernames).fetchall()
-        return {u: has_mfa_configured(m, p) for u, m, p in rows}
-    con.register("_rg_users_q", pa.table({"username": pa.array(usernames, pa.string())}))
-    try:
-        rows = con.execute(
-            """SELECT u.username, u.mfa_settings, u.preferred_mfa FROM users u
-               JOIN _rg_users_q q ON q.username = u.username"""
-        ).fetchall()
-    finally:
-        con.unregister("_rg_users_q")
+    rows = ingest_store.rows_where_in(con, "SELECT username, mfa_settings, preferred_mfa FROM users", "username",
+                                      usernames)
     return {u: has_mfa_configured(m, p) for u, m, p in rows}
 
 
