@@ -488,13 +488,9 @@ ASSESSMENT_COLUMNS = ("event_id", "score", "risk_level", "risk_decision", "outco
 
 def assessments_for(con, event_ids: list[str]) -> dict[str, dict]:
     """The stored assessment of each of ``event_ids`` that has one, as a dict of ASSESSMENT_COLUMNS."""
-    con.register("_rg_assessment_q", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
-    try:
-        cur = con.execute(f"SELECT {', '.join(ASSESSMENT_COLUMNS)} FROM assessments "
-                          "SEMI JOIN _rg_assessment_q USING (event_id)")
-        return {r[0]: dict(zip(ASSESSMENT_COLUMNS, r)) for r in cur.fetchall()}
-    finally:
-        con.unregister("_rg_assessment_q")
+    rows = ingest_store.rows_where_in(con, f"SELECT {', '.join(ASSESSMENT_COLUMNS)} FROM assessments", "event_id",
+                                      event_ids)
+    return {r[0]: dict(zip(ASSESSMENT_COLUMNS, r)) for r in rows}
 
 
 def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
