@@ -61,7 +61,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingest import store as ingest_store
 from ingest.enrich import Enricher
@@ -105,11 +104,20 @@ class DueNotification:
 
 @dataclass
 class Prepared:
-    """A batch after the steps that need no store: canonical rows (source_line = index + 1) and refusals."""
+    """A batch after the steps that need no store: canonical rows as dicts (source_line = index + 1) and refusals."""
 
     requests: list[InlineRequest]
-    good: pa.Table | None
+    rows: list[dict]
     refused: dict[int, str]
+
+    @property
+    def good(self) -> pa.Table:
+        """The rows as the table ingest would store (EVENT_SCHEMA, every field nullable)."""
+        return _events_table(self.rows)
+
+
+def _events_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=_NULLABLE_EVENT_SCHEMA)
 
 
 @dataclass
@@ -162,7 +170,7 @@ class InlineScorer:
 
         ctx = self.context
         ctx.preload_users()
-        self._online_features(pa.Table.from_pylist([], schema=_NULLABLE_EVENT_SCHEMA))
+        self._online_features([])
         sample = {"EventId": "warm-up", "Username": "warm-up", "EventType": "SignIn", "EventResponse": "Pass",
                   "CreationDate": datetime.now(timezone.utc).isoformat(),
                   "ContextData": {"IpAddress": "81.2.69.160", "ServerName": "riskgate", "ServerPath": "/",
@@ -202,38 +210,33 @@ class InlineScorer:
             refused[line - 1] = reason
         return good, refused
 
-    def _check_passwords(self, good: pa.Table, requests: list[InlineRequest]) -> tuple[pa.Table, list]:
-        """Set ``compromised_credentials`` from the presented passwords; return the outcomes to record."""
+    def _check_passwords(self, rows: list[dict], requests: list[InlineRequest]) -> list:
+        """Set each row's ``compromised_credentials`` from the presented password; return the outcomes to record
+        as (row index, outcome, enforced)."""
         from risk import config as rc
         from risk import credentials as cr
         from risk.score import _pool_of
 
-        lines = good.column("source_line").to_pylist()
-        if self.checker is None or not any(requests[i - 1].password is not None for i in lines):
-            return good, []
-        flags = good.column("compromised_credentials").to_pylist()
-        types = good.column("event_type").to_pylist()
-        pools = good.column("user_pool_id").to_pylist()
-        clients = good.column("client_id").to_pylist()
+        if self.checker is None or not any(requests[r["source_line"] - 1].password is not None for r in rows):
+            return []
         outcomes = []
-        for k, line in enumerate(lines):
-            req = requests[line - 1]
+        for k, row in enumerate(rows):
+            req = requests[row["source_line"] - 1]
             if req.password is None:
                 continue
-            cfg, _ = self.context.config(_pool_of(self.con, pools[k]), clients[k])
-            mode, _ = self.context.mode(_pool_of(self.con, pools[k]))
+            pool = _pool_of(self.con, row["user_pool_id"])
+            cfg, _ = self.context.config(pool, row["client_id"])
+            mode, _ = self.context.mode(pool)
             ccc = cfg.CompromisedCredentialsRiskConfiguration
             event_filter = [str(f) for f in ccc.EventFilter] if ccc is not None and ccc.EventFilter else None
             action = str(ccc.Actions.EventAction) if ccc is not None else "NO_ACTION"
-            result = self.checker.check(req.password) if cr.applies(types[k], event_filter) else None
+            result = self.checker.check(req.password) if cr.applies(row["event_type"], event_filter) else None
             req.password = None  # checked: forgotten
-            outcome = cr.evaluate(types[k], event_filter, action, result)
+            outcome = cr.evaluate(row["event_type"], event_filter, action, result)
             if result is not None:
-                flags[k] = bool(result.compromised)
+                row["compromised_credentials"] = bool(result.compromised)
             outcomes.append((k, outcome, mode == rc.AdvancedSecurityMode.ENFORCED))
-        idx = good.column_names.index("compromised_credentials")
-        good = good.set_column(idx, "compromised_credentials", pa.array(flags, pa.bool_()))
-        return good, outcomes
+        return outcomes
 
     def prepare(self, requests: list[InlineRequest]) -> Prepared:
         """The steps that need no store (ids, times, the reader and the enrichment).
@@ -258,22 +261,20 @@ class InlineScorer:
                                 source_line=i + 1, now=now)
                 (rows.append(row) if row is not None else slow.append(i))
             self.fast_rows += len(rows)
-            good = pa.Table.from_pylist(rows, schema=_NULLABLE_EVENT_SCHEMA) if rows else None
             refused: dict[int, str] = {}
             if slow:
                 sub = [requests[i] for i in slow]
                 slow_good, slow_refused = self._canonical(sub)
                 refused = {slow[i]: reason for i, reason in slow_refused.items()}
                 if slow_good is not None and slow_good.num_rows:
-                    k = slow_good.column_names.index("source_line")
-                    lines = pa.array([slow[x - 1] + 1 for x in slow_good.column(k).to_pylist()], pa.int64())
-                    slow_good = slow_good.set_column(k, "source_line", lines).cast(_NULLABLE_EVENT_SCHEMA)
-                    good = slow_good if good is None else pa.concat_tables([good, slow_good])
+                    for row in slow_good.cast(_NULLABLE_EVENT_SCHEMA).to_pylist():
+                        row["source_line"] = slow[row["source_line"] - 1] + 1
+                        rows.append(row)
         except BaseException:
             for r in requests:
                 r.password = None
             raise
-        return Prepared(requests, good, refused)
+        return Prepared(requests, rows, refused)
 
     def evaluate(self, requests: list[InlineRequest]) -> tuple[list[InlineResult | RiskgateError], list[DueNotification]]:
         """Assess the events; one result (or the error refusing it) per request, in order, and the notifications due."""
@@ -285,14 +286,14 @@ class InlineScorer:
         one result (or error) per request, in order."""
         requests = [r for b in batches for r in b.requests]
         out: list[InlineResult | RiskgateError | None] = [None] * len(requests)
-        tables, offset = [], 0
+        rows: list[dict] = []
+        offset = 0
         for b in batches:
             for i, reason in b.refused.items():
                 out[offset + i] = InlineEventError(reason)
-            if b.good is not None and b.good.num_rows:
-                t = b.good
-                k = t.column_names.index("source_line")
-                tables.append(t.set_column(k, "source_line", pc.add(t.column(k), pa.scalar(offset, pa.int64()))))
+            for row in b.rows:
+                row["source_line"] += offset
+                rows.append(row)
             offset += len(b.requests)
 
         def split(flat: list) -> list[list]:
@@ -303,23 +304,23 @@ class InlineScorer:
             return res
 
         try:
-            if not tables:
+            if not rows:
                 return split(out), []
-            good = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            good, outcomes = self._check_passwords(good, requests)
+            outcomes = self._check_passwords(rows, requests)
         finally:
             for r in requests:
                 r.password = None
-        ids = good.column("event_id").to_pylist()
+        ids = [r["event_id"] for r in rows]
         existing = self._existing(ids)
-        online = self._online_features(good) if not existing and len(set(ids)) == len(ids) else None
+        online = self._online_features(rows) if not existing and len(set(ids)) == len(ids) else None
         if online is not None:
-            rows, feature_rows, due = self._assess_online(good, online, outcomes, requests)
+            assessed, feature_rows, due = self._assess_online(rows, online, outcomes, requests)
         else:
-            rows, feature_rows, due = self._assess_stored(good, existing, outcomes, requests)
-        for k, line in enumerate(good.column("source_line").to_pylist()):
-            out[line - 1] = InlineResult(rows[ids[k]], duplicate=ids[k] in existing,
-                                         features=feature_rows.get(ids[k]) if requests[line - 1].want_features else None)
+            assessed, feature_rows, due = self._assess_stored(rows, existing, outcomes, requests)
+        for row in rows:
+            i, line = row["event_id"], row["source_line"]
+            out[line - 1] = InlineResult(assessed[i], duplicate=i in existing,
+                                         features=feature_rows.get(i) if requests[line - 1].want_features else None)
         return split(out), due
 
     def _existing(self, ids: list[str]) -> set[str]:
@@ -339,40 +340,39 @@ class InlineScorer:
             "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC")))
         feature_rows = {}
         if any(r.want_features for r in requests):
-            from risk.signals import FEATURE_COLUMNS
-
-            feature_rows = {row["event_id"]: {c: row[c] for c in FEATURE_COLUMNS}
-                            for row in feats.select(["event_id", *FEATURE_COLUMNS]).to_pylist()}
+            feature_rows = _feature_rows(feats.to_pylist())
         return table, feature_rows
 
-    def _due(self, ctx, table: pa.Table, events: pa.Table | None) -> list[DueNotification]:
+    def _due(self, ctx, due_rows: list) -> list[DueNotification]:
         from risk import notify as rn
-        from risk import score as rs
 
         return [DueNotification(ev, name, template, notify_config,
                                 rn.user_email(self.con, ev["username"]) if ev["username"] else None)
-                for ev, name, template, notify_config in rs.due_notifications(ctx, table, events)]
+                for ev, name, template, notify_config in due_rows]
 
-    def _assess_online(self, good, feats, outcomes, requests):
-        """New events in order, features from memory: assessed now, written by :meth:`flush` (write-behind)."""
+    def _assess_online(self, rows: list[dict], feats: list[dict], outcomes, requests):
+        """New events in order, features from memory: assessed now (as dicts, no Arrow on the request's way),
+        written by :meth:`flush` (write-behind)."""
         from risk import score as rs
 
         ctx = self.context
-        self.online_events += good.num_rows
+        self.online_events += len(rows)
         try:
-            table, feature_rows = self._assessed(ctx, feats, good.select(list(rs.EVENT_COLUMNS_TO_ASSESS)), requests)
-            due = self._due(ctx, table, good)
+            assessed = rs.assess_rows(ctx, feats, rows)
+            scored_at = datetime.now(timezone.utc)
+            for a in assessed:
+                a["run_id"], a["scored_at"] = self.run_id, scored_at
+            due = self._due(ctx, rs.due_notifications_rows(ctx, assessed, rows))
         except BaseException:
             self.online.invalidate()  # it counted events that will not be stored
             self._online_checked = False
             raise
-        ids = good.column("event_id").to_pylist()
-        self._pending.append((good, outcomes, table))
-        self._pending_ids.update(ids)
-        rows = {r["event_id"]: r for r in table.select(list(rs.ASSESSMENT_COLUMNS)).to_pylist()}
-        return rows, feature_rows, due
+        feature_rows = _feature_rows(feats) if any(r.want_features for r in requests) else {}
+        self._pending.append((rows, outcomes, assessed))
+        self._pending_ids.update(a["event_id"] for a in assessed)
+        return {a["event_id"]: a for a in assessed}, feature_rows, due
 
-    def _assess_stored(self, good, existing, outcomes, requests):
+    def _assess_stored(self, rows: list[dict], existing, outcomes, requests):
         """Any other batch: stored first, then features from the store (SQL), assessed and written."""
         from risk import score as rs
         from risk.features import compute_features
@@ -380,12 +380,13 @@ class InlineScorer:
         self.flush()
         self._online_checked = False  # this path writes to the store behind the state
         con = self.con
-        ids = good.column("event_id").to_pylist()
+        good = _events_table(rows)
+        ids = [r["event_id"] for r in rows]
         self.global_counts.ensure(con)  # up to date with the store before this batch is written
         con.execute("BEGIN TRANSACTION")
         try:
             ingest_store.insert_events(con, good, self.run_id)
-            _record_checks(con, good, outcomes, skip=existing)
+            _record_checks(con, rows, outcomes, skip=existing)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -401,7 +402,7 @@ class InlineScorer:
             table, feature_rows = self._assessed(ctx, feats, events, requests)
             rs._write(con, table)
             rs._apply_resets(con, table, events)
-            due = self._due(ctx, table, None)
+            due = self._due(ctx, rs.due_notifications(ctx, table))
         return rs.assessments_for(con, ids), feature_rows, due
 
     def pending(self) -> int:
@@ -424,7 +425,7 @@ class InlineScorer:
             with self._ids_lock:
                 self._inflight_ids |= self._pending_ids
                 self._pending_ids = set()
-            n = sum(g.num_rows for g, _, _ in batches)
+            n = sum(len(rows) for rows, _, _ in batches)
             if wait and self._writes.unfinished_tasks == 0:
                 self._write(self.con, batches, raise_errors=True)
             else:
@@ -454,17 +455,17 @@ class InlineScorer:
         from risk import score as rs
 
         t0 = time.perf_counter()
-        # one chunk each: DuckDB scans an Arrow table chunk by chunk, and a write of 50 one-row chunks took
-        # four times as long as the same rows in one
-        good = pa.concat_tables([g for g, _, _ in batches]).combine_chunks()
-        table = pa.concat_tables([t for _, _, t in batches]).combine_chunks()
-        ids = set(good.column("event_id").to_pylist())
+        # the rows of every batch in one table each (one chunk: DuckDB scans an Arrow table chunk by chunk, and
+        # a write of 50 one-row chunks took four times as long as the same rows in one)
+        ids = {r["event_id"] for rows, _, _ in batches for r in rows}
         try:
+            good = _events_table([r for rows, _, _ in batches for r in rows])
+            table = pa.Table.from_pylist([a for _, _, assessed in batches for a in assessed], schema=rs.ASSESSMENT_SCHEMA)
             con.execute("BEGIN TRANSACTION")
             try:
                 ingest_store.insert_events(con, good, self.run_id, known_new=True)
-                for g, outcomes, _ in batches:
-                    _record_checks(con, g, outcomes)
+                for rows, outcomes, _ in batches:
+                    _record_checks(con, rows, outcomes)
                 rs._write(con, table, replace=False, transaction=False)
                 rs._apply_resets(con, table, good)
                 con.execute("COMMIT")
@@ -479,7 +480,7 @@ class InlineScorer:
             self.write_errors += 1
             if raise_errors:
                 raise
-            log.exception("writing %d answered events to the store failed", good.num_rows)
+            log.exception("writing %d answered events to the store failed", len(ids))
         finally:
             with self._ids_lock:
                 self._inflight_ids -= ids
@@ -491,13 +492,12 @@ class InlineScorer:
             self._writer.join(10)
         self._scratch.close()
 
-    def _online_features(self, good: pa.Table) -> pa.Table | None:
-        """The features of new events from the in-memory state (``risk.online``), or None when it cannot serve them.
+    def _online_features(self, rows: list[dict]) -> list[dict] | None:
+        """The features of new events (rows of ``prepare``) from the in-memory state (``risk.online``), in time
+        order, each with its event's id, username, time, type and response; None when the state cannot serve them.
 
         Counts the events in: the caller must store them (or invalidate the state).
         """
-        from risk.features import _output_schema
-
         if not self._online_checked:
             loads = self.online.loads
             self.online.ensure(self.con)
@@ -509,29 +509,35 @@ class InlineScorer:
                 gc.freeze()
         from risk.online import ONLINE_COLUMNS
 
-        rows = good.select(list(ONLINE_COLUMNS)).to_pylist()
-        rows.sort(key=lambda r: (r["creation_date"], r["event_id"]))
-        if not self.online.can_serve(rows):
+        # the state keeps the events it may take back: only the columns it reads
+        events = sorted(({c: r[c] for c in ONLINE_COLUMNS} for r in rows), key=lambda r: (r["creation_date"], r["event_id"]))
+        if not self.online.can_serve(events):
             return None
         out = []
-        for r in rows:
+        for r in events:
             f = self.online.features(r, r["event_response"] == "Pass")
             f.update(event_id=r["event_id"], username=r["username"], creation_date=r["creation_date"],
                      event_type=r["event_type"], event_response=r["event_response"])
             out.append(f)
-        return pa.Table.from_pylist(out, schema=_output_schema())
+        return out
 
 
-def _record_checks(con, good: pa.Table, outcomes: list, skip=frozenset()) -> None:
-    """Record the credential-check outcomes (row index in ``good``, outcome, enforced), but for events in ``skip``."""
+def _record_checks(con, rows: list[dict], outcomes: list, skip=frozenset()) -> None:
+    """Record the credential-check outcomes (row index in ``rows``, outcome, enforced), but for events in ``skip``."""
     if not outcomes:
         return
     from risk import credentials as cr
 
-    ids, users = good.column("event_id").to_pylist(), good.column("username").to_pylist()
     for k, outcome, enforced in outcomes:
-        if ids[k] not in skip:
-            cr.record_check(con, outcome, event_id=ids[k], username=users[k], enforced=enforced)
+        if rows[k]["event_id"] not in skip:
+            cr.record_check(con, outcome, event_id=rows[k]["event_id"], username=rows[k]["username"], enforced=enforced)
+
+
+def _feature_rows(feats: list[dict]) -> dict[str, dict]:
+    """The signal columns of each event's features, by event id (for a caller that asked for them)."""
+    from risk.signals import FEATURE_COLUMNS
+
+    return {f["event_id"]: {c: f.get(c) for c in FEATURE_COLUMNS} for f in feats}
 
 
 def deliver(n: DueNotification, *, transport=None):

@@ -225,23 +225,44 @@ def _pool_of(con, pool):
     return pool if pool is not None else rc.choose_pool(con, None)
 
 
-def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
-    """Assessments (one row per event of ``feats``) for one chunk; ``events`` has the event columns decide needs."""
+#: decide()'s part of an assessment row, in the order ``_decided`` gives it
+_DECISION_FIELDS = (("risk_level", pa.string()), ("risk_decision", pa.string()), ("outcome", pa.string()),
+                    ("event_action", pa.string()), ("mode", pa.string()), ("enforced", pa.bool_()),
+                    ("mfa_challenge", pa.bool_()), ("blocked", pa.bool_()), ("override_block", pa.bool_()),
+                    ("compromised_credentials_detected", pa.bool_()), ("reset_required", pa.bool_()),
+                    ("notification", pa.string()), ("would_notify", pa.string()),
+                    ("decision_reasons", pa.list_(pa.string())), ("config_version", pa.int64()),
+                    ("mode_version", pa.int64()))
+
+
+@dataclass
+class _Assessed:
+    """What :func:`assess_chunk` and :func:`assess_rows` share: per event its score, level, reasons (events
+    with a level only), IP-range exception and the index of its decided row."""
+
+    scores: np.ndarray
+    levels: np.ndarray
+    risky: np.ndarray  # positions of the events with a level
+    explained: list  # their reasons, in the order of ``risky``
+    exceptions: list[str]
+    codes: list[int]  # per event, its row of ``decided``
+    decided: list[tuple]  # one per distinct combination of decide()'s inputs, in _DECISION_FIELDS order
+
+
+def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assessed:
+    """Score, level, explain, check the IP-range exceptions and decide for the events of ``X`` (features, an
+    Arrow table or rows); ``subset(positions)`` takes some of them; ``ev`` has the event columns per event."""
     from risk import levels
     from risk.decide import decide
 
     con = ctx.con
-    n = feats.num_rows
-    # the event columns in the order of feats
-    at = pc.index_in(feats.column("event_id"), value_set=events.column("event_id"))
-    ev = {c: events.column(c).take(at).to_pylist()
-          for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
-    scores = np.asarray(ctx.model.score_samples(feats), dtype=float)
+    n = len(ev["username"])
+    scores = np.asarray(ctx.model.score_samples(X), dtype=float)
     lv = levels.levels(scores, ctx.thresholds)
     # reasons for every event with a risk level (the model's exact contributions); an event
     # below the Low threshold has nothing to explain and gets an empty list
     risky = np.flatnonzero(np.array([x is not None for x in lv], dtype=bool))
-    explained = ctx.model.explain(feats.take(pa.array(risky, pa.int64())), top=TOP_REASONS) if len(risky) else []
+    explained = ctx.model.explain(subset(risky), top=TOP_REASONS) if len(risky) else []
 
     # IP-range exceptions, per (pool, client)
     exc: list = [None] * n
@@ -262,19 +283,11 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
             exc[i] = str(r)
     mfa = ctx.mfa_state(sorted({u for u in ev["username"] if u is not None}))
     has_mfa = [mfa.get(u, False) for u in ev["username"]]
-    comp = ev["compromised_credentials"]
 
     # decide() once per distinct combination of its inputs; each event takes its combination's row
-    fields = (("risk_level", pa.string()), ("risk_decision", pa.string()), ("outcome", pa.string()),
-              ("event_action", pa.string()), ("mode", pa.string()), ("enforced", pa.bool_()),
-              ("mfa_challenge", pa.bool_()), ("blocked", pa.bool_()), ("override_block", pa.bool_()),
-              ("compromised_credentials_detected", pa.bool_()), ("reset_required", pa.bool_()),
-              ("notification", pa.string()), ("would_notify", pa.string()),
-              ("decision_reasons", pa.list_(pa.string())), ("config_version", pa.int64()),
-              ("mode_version", pa.int64()))
     combos: dict = {}
-    codes = np.fromiter((combos.setdefault(key, len(combos)) for key in
-                         zip(lv, exc, comp, ev["event_type"], pools, clients, has_mfa)), dtype=np.int64, count=n)
+    codes = [combos.setdefault(key, len(combos)) for key in
+             zip(lv, exc, ev["compromised_credentials"], ev["event_type"], pools, clients, has_mfa)]
     text = lambda v: None if v is None else str(v)  # noqa: E731
     decided = []
     for key in combos:  # in code order
@@ -286,22 +299,34 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
         decided.append((
             text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode), d.enforced,
             d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
-            text(d.notification), text(d.would_notify), list(d.reasons), cver, mver,
+            text(d.notification), text(d.would_notify), [str(r) for r in d.reasons], cver, mver,
         ))
+    return _Assessed(scores, lv, risky, explained, exc, codes, decided)
+
+
+def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
+    """Assessments (one row per event of ``feats``) for one chunk; ``events`` has the event columns decide needs."""
+    n = feats.num_rows
+    # the event columns in the order of feats
+    at = pc.index_in(feats.column("event_id"), value_set=events.column("event_id"))
+    ev = {c: events.column(c).take(at).to_pylist()
+          for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
+    a = _assess(ctx, feats, lambda idx: feats.take(pa.array(idx, pa.int64())), ev)
+    decided, codes = a.decided, a.codes
     if n <= 64:  # a few rows: built directly (an Arrow take per column costs more than it saves)
-        per_field = {name: pa.array([decided[c][j] for c in codes.tolist()], typ)
-                     for j, (name, typ) in enumerate(fields)}
+        per_field = {name: pa.array([decided[c][j] for c in codes], typ)
+                     for j, (name, typ) in enumerate(_DECISION_FIELDS)}
     else:
-        taken = pa.array(codes)
+        taken = pa.array(codes, pa.int64())
         per_field = {name: pa.array([row[j] for row in decided], typ).take(taken)
-                     for j, (name, typ) in enumerate(fields)}
-    reasons = _reasons_array(n, risky, explained)
+                     for j, (name, typ) in enumerate(_DECISION_FIELDS)}
+    reasons = _reasons_array(n, a.risky, a.explained)
     out = {
         "event_id": feats.column("event_id"),
-        "score": pa.array(scores, pa.float64()),
+        "score": pa.array(a.scores, pa.float64()),
         **{name: per_field[name] for name in ("risk_level", "risk_decision", "outcome", "event_action", "mode",
                                                "enforced", "mfa_challenge", "blocked", "override_block")},
-        "ip_exception": pa.array(exc, pa.string()),
+        "ip_exception": pa.array(a.exceptions, pa.string()),
         **{name: per_field[name] for name in ("compromised_credentials_detected", "reset_required", "notification",
                                                "would_notify")},
         "reasons": reasons,
@@ -314,6 +339,44 @@ def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     return pa.table(out)
 
 
+def assess_rows(ctx: _Context, feats: list[dict], events: list[dict]) -> list[dict]:
+    """:func:`assess_chunk` for a few events as dicts (the service): the same values, as the rows its table's
+    ``to_pylist()`` gives (ASSESSMENT_COLUMNS but run_id and scored_at), without building Arrow arrays.
+
+    ``feats``: the features per event (with event_id); ``events``: the event columns decide needs, by event.
+    """
+    by_id = {e["event_id"]: e for e in events}
+    ev = {c: [by_id[f["event_id"]][c] for f in feats]
+          for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
+    a = _assess(ctx, feats, lambda idx: [feats[i] for i in idx], ev)
+    reasons: list[list] = [[] for _ in feats]
+    for i, explained in zip(a.risky.tolist(), a.explained):
+        reasons[i] = [_reason(c, v, w) for c, v, w in explained]
+    names = [name for name, _ in _DECISION_FIELDS]
+    out = []
+    for i, f in enumerate(feats):
+        d = dict(zip(names, a.decided[a.codes[i]]))
+        d["decision_reasons"] = list(d["decision_reasons"])  # each row its own list
+        out.append({
+            "event_id": f["event_id"], "score": float(a.scores[i]),
+            **{k: d[k] for k in ("risk_level", "risk_decision", "outcome", "event_action", "mode", "enforced",
+                                 "mfa_challenge", "blocked", "override_block")},
+            "ip_exception": a.exceptions[i],
+            **{k: d[k] for k in ("compromised_credentials_detected", "reset_required", "notification",
+                                 "would_notify")},
+            "reasons": reasons[i], "decision_reasons": d["decision_reasons"],
+            "model_version": ctx.model_version, "thresholds_version": ctx.thresholds_version,
+            "config_version": d["config_version"], "mode_version": d["mode_version"],
+        })
+    return out
+
+
+def _reason(code, value, contribution) -> dict:
+    """One reason as stored: NaN and None values alike are NULL."""
+    return {"code": code, "value": None if value is None or value != value else float(value),
+            "contribution": float(contribution)}
+
+
 REASON_TYPE = pa.struct([("code", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())])
 
 
@@ -323,15 +386,9 @@ def _reasons_array(n: int, rows_with: np.ndarray, explained: list) -> pa.Array:
     lengths[rows_with] = [len(r) for r in explained]
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    flat = [t for row in explained for t in row]
+    flat = [_reason(*t) for row in explained for t in row]
     values = pa.StructArray.from_arrays(
-        [
-            pa.array([c for c, _v, _w in flat], pa.string()),
-            pa.array([None if v is None or v != v else float(v) for _c, v, _w in flat], pa.float64()),
-            pa.array([float(w) for _c, _v, w in flat], pa.float64()),
-        ],
-        fields=list(REASON_TYPE),
-    )
+        [pa.array([r[f.name] for r in flat], f.type) for f in REASON_TYPE], fields=list(REASON_TYPE))
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
@@ -486,6 +543,15 @@ ASSESSMENT_COLUMNS = ("event_id", "score", "risk_level", "risk_decision", "outco
                       "mode_version", "run_id", "scored_at")
 
 
+_FIELD_TYPES = dict(_DECISION_FIELDS)
+#: the Arrow schema of assessment rows (ASSESSMENT_COLUMNS), e.g. for rows from :func:`assess_rows`
+ASSESSMENT_SCHEMA = pa.schema([
+    (c, {"event_id": pa.string(), "score": pa.float64(), "ip_exception": pa.string(),
+         "reasons": pa.list_(REASON_TYPE), "model_version": pa.int64(), "thresholds_version": pa.int64(),
+         "run_id": pa.string(), "scored_at": pa.timestamp("us", tz="UTC")}.get(c) or _FIELD_TYPES[c])
+    for c in ASSESSMENT_COLUMNS])
+
+
 def assessments_for(con, event_ids: list[str]) -> dict[str, dict]:
     """The stored assessment of each of ``event_ids`` that has one, as a dict of ASSESSMENT_COLUMNS."""
     rows = ingest_store.rows_where_in(con, f"SELECT {', '.join(ASSESSMENT_COLUMNS)} FROM assessments", "event_id",
@@ -505,8 +571,8 @@ def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
         set_user_status(con, username, "RESET_REQUIRED")
 
 
-_NOTIFY_EVENT_COLS = ("event_id, username, user_pool_id, client_id, client_ip, city, country_name, "
-                      "creation_date, device_name")
+_NOTIFY_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "client_ip", "city", "country_name",
+                   "creation_date", "device_name")
 
 
 def _send_notifications(ctx: "_Context", table: pa.Table) -> int:
@@ -528,30 +594,37 @@ def due_notifications(ctx: "_Context", table: pa.Table, events: pa.Table | None 
 
     The events' columns come from ``events`` when given (events not stored yet), else from the store.
     """
-    from risk.config import template_for
-
     due = table.filter(pc.is_valid(table.column("notification"))).select(["event_id", "notification"])
     if due.num_rows == 0:
         return []
+    pairs = list(zip(due.column("event_id").to_pylist(), due.column("notification").to_pylist()))
     con = ctx.con
     if events is not None:
-        cols = [c.strip() for c in _NOTIFY_EVENT_COLS.split(",")]
-        by_id = {r["event_id"]: r for r in events.select(cols).to_pylist()}
-        rows = [{**by_id[i], "notification": n} for i, n in zip(due.column("event_id").to_pylist(),
-                                                                 due.column("notification").to_pylist())]
-    else:
-        con.register("_rg_due", due)
-        try:
-            cur = con.execute(
-                f"SELECT {_NOTIFY_EVENT_COLS}, d.notification FROM events JOIN _rg_due d USING (event_id)")
-            names = [c[0] for c in cur.description]
-            rows = [dict(zip(names, r)) for r in cur.fetchall()]
-        finally:
-            con.unregister("_rg_due")
+        return _due(ctx, pairs, events.select(list(_NOTIFY_COLUMNS)).to_pylist())
+    con.register("_rg_due", due)
+    try:
+        rows = con.execute(f"SELECT {', '.join(_NOTIFY_COLUMNS)} FROM events JOIN _rg_due d USING (event_id)").fetchall()
+    finally:
+        con.unregister("_rg_due")
+    return _due(ctx, pairs, [dict(zip(_NOTIFY_COLUMNS, r)) for r in rows])
+
+
+def due_notifications_rows(ctx: "_Context", assessments: list[dict], events: list[dict]) -> list[tuple[dict, str, object, object]]:
+    """:func:`due_notifications` for assessment rows (:func:`assess_rows`) of events given as dicts."""
+    pairs = [(a["event_id"], a["notification"]) for a in assessments if a["notification"] is not None]
+    return _due(ctx, pairs, events) if pairs else []
+
+
+def _due(ctx: "_Context", pairs: list[tuple[str, str]], events: list[dict]) -> list[tuple[dict, str, object, object]]:
+    from risk.config import template_for
+
+    by_id = {e["event_id"]: e for e in events}
     out = []
-    for ev in rows:
-        name = ev.pop("notification")
-        cfg, _ = ctx.config(_pool_of(con, ev["user_pool_id"]), ev["client_id"])
+    for event_id, name in pairs:
+        if event_id not in by_id:  # not stored (the store path): nothing to address
+            continue
+        ev = {c: by_id[event_id][c] for c in _NOTIFY_COLUMNS}
+        cfg, _ = ctx.config(_pool_of(ctx.con, ev["user_pool_id"]), ev["client_id"])
         ato = cfg.AccountTakeoverRiskConfiguration
         out.append((ev, name, template_for(cfg, name), ato.NotifyConfiguration if ato else None))
     return out

@@ -238,8 +238,36 @@ def test_bad_input_is_named(unlabeled):
     X["travel_speed_kmh"] = np.inf
     with pytest.raises(ModelError, match="travel_speed_kmh.*infinite"):
         unlabeled.score_samples(X)
-    with pytest.raises(ModelError, match="DataFrame or a pyarrow Table"):
+    with pytest.raises(ModelError, match="DataFrame, a pyarrow Table or a list of dicts.*got list of list"):
         unlabeled.score_samples([[0.0] * len(FEATURE_COLUMNS)])
+    rows = familiar(3).to_dict("records")
+    del rows[1]["new_device"]
+    with pytest.raises(ModelError, match=r"lacks the feature column\(s\) new_device \(row 1\)"):
+        unlabeled.score_samples(rows)
+    rows = familiar().to_dict("records")
+    rows[0]["new_ip"] = "yes"
+    with pytest.raises(ModelError, match="'new_ip' must be numeric.*row 0 holds 'yes'"):
+        unlabeled.score_samples(rows)
+    rows = familiar().to_dict("records")
+    rows[0]["travel_speed_kmh"] = float("inf")
+    with pytest.raises(ModelError, match="travel_speed_kmh.*infinite"):
+        unlabeled.score_samples(rows)
+
+
+@pytest.mark.parametrize("name", ["unlabeled", "supervised"])
+def test_rows_score_and_explain_as_the_table(name, request, data):
+    """Rows as dicts (the service's path) give the Arrow table's scores and reasons, bit for bit."""
+    model = request.getfixturevalue(name)
+    _, (X, _) = data
+    X = X.iloc[:300].copy()
+    X.loc[X.index[::7], "travel_speed_kmh"] = np.nan  # NULLs become NaN in both
+    table = pa.Table.from_pandas(X, preserve_index=False)
+    rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+            for r in X.to_dict("records")]
+    assert model.score_samples(rows).tolist() == model.score_samples(table).tolist()
+    assert model.explain(rows[:5]) == model.explain(table.slice(0, 5))
+    assert model.explain(rows[:5])[0]  # something to compare
+    assert model.score_samples([]).shape == (0,)
 
 
 # -- the estimator contract (STYLE.md habits 2 and 3) -------------------------------

@@ -113,12 +113,14 @@ def to_frame(X) -> pd.DataFrame:
         return X
     if isinstance(X, (pa.Table, pa.RecordBatch)):
         return X.to_pandas()
-    raise ModelError(f"X must be a pandas DataFrame or a pyarrow Table with the feature columns; got {type(X).__name__}")
+    raise ModelError("X must be a pandas DataFrame, a pyarrow Table or a list of dicts with the feature columns; "
+                     f"got {type(X).__name__}" + (" of " + type(X[0]).__name__ if isinstance(X, list) and X else ""))
 
 
 def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
     """float64 matrix of ``columns`` (default: ``risk.signals.FEATURE_COLUMNS``), NULL -> NaN.
 
+    X: an Arrow table, a pandas DataFrame, or a list of dicts (rows) holding the columns.
     Only the named columns are read: keys, labels or anything else in X never reach the model.
     """
     if columns is None:
@@ -138,6 +140,18 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
                 out[:, j] = col.to_numpy()
             else:
                 out[:, j] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+    elif isinstance(X, list) and all(isinstance(row, Mapping) for row in X):  # rows (the service): no table
+        for i, row in enumerate(X):
+            missing = [c for c in columns if c not in row]
+            if missing:
+                raise ModelError(f"X lacks the feature column(s) {', '.join(missing)} (row {i})")
+        out = np.empty((len(X), len(columns)), dtype=float)
+        for i, row in enumerate(X):
+            values = [row[c] for c in columns]
+            for c, v in zip(columns, values):
+                if v is not None and not isinstance(v, (int, float)):  # bool is an int
+                    raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): row {i} holds {v!r}")
+            out[i] = np.array(values, dtype=float)  # None -> NaN
     else:
         df = to_frame(X)
         missing = [c for c in columns if c not in df.columns]
