@@ -370,7 +370,8 @@ class InlineScorer:
         feature_rows = _feature_rows(feats) if any(r.want_features for r in requests) else {}
         self._pending.append((rows, outcomes, assessed))
         self._pending_ids.update(a["event_id"] for a in assessed)
-        return {a["event_id"]: a for a in assessed}, feature_rows, due
+        # the caller gets its own copies: these rows wait in _pending for the writer thread
+        return {a["event_id"]: dict(a) for a in assessed}, feature_rows, due
 
     def _assess_stored(self, rows: list[dict], existing, outcomes, requests):
         """Any other batch: stored first, then features from the store (SQL), assessed and written."""
