@@ -508,10 +508,10 @@ class RiskModel(_ScoreClassifier):
 
     def _log_odds(self, M: np.ndarray) -> np.ndarray:
         """Uncalibrated log odds: S - c_ without labels, the tree model's decision function with them."""
-        S = self._total(M)
         if self.classifier_ is None:
-            return S - self.c_
-        Z = np.column_stack([M, S]) if self.stack_statistical else M
+            return self._total(M) - self.c_
+        # the statistical score only when the trees take it as an input (a third of a batch's model time)
+        Z = np.column_stack([M, self._total(M)]) if self.stack_statistical else M
         if len(Z) <= FLAT_ROWS and self.paths_ is not None:  # a few rows (the service): all trees at once
             return self.paths_.decision_function(Z, self.classifier_._baseline_prediction)
         if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
