@@ -15,6 +15,7 @@ import uuid
 import httpx
 import pytest
 
+from risk.score import ASSESSMENT_COLUMNS
 from tests.service_support import API_KEY, Service, copy_store, headers, rest_events, rg, trained_base
 from tests.storedb import q
 
@@ -232,9 +233,17 @@ def test_batch_and_inline_give_the_same_features_and_scores(base, tmp_path):
     from risk.features import compute_features
     from risk.signals import FEATURE_COLUMNS
 
+    from risk import levels
+
     events = rest_events(base)[:25]
     inline_db = copy_store(base, tmp_path / "inline.duckdb")
     batch_db = copy_store(base, tmp_path / "batch.duckdb")
+    for db in (inline_db, batch_db):  # every event at a level: each assessment has its reasons to compare
+        con = rstore.connect(db)
+        try:
+            levels.set_thresholds(con, levels.Thresholds(0.0, 0.0, 0.0))
+        finally:
+            con.close()
     inline = {}
     with Service(inline_db) as svc, httpx.Client(timeout=30) as client:
         for ev in events:  # in time order, one at a time, as sign-ins arrive
@@ -259,6 +268,12 @@ def test_batch_and_inline_give_the_same_features_and_scores(base, tmp_path):
         for col in FEATURE_COLUMNS:
             assert _features_equal(out["Features"][col], feats[eid][col]), (eid, col, out["Features"][col], feats[eid][col])
         assert (out["Score"], out["RiskLevel"], out["RiskDecision"], out["Outcome"]) == batch[eid], eid
+    # and the stored assessments agree in every column but the run's (the service's were written from dicts)
+    cols = [c for c in ASSESSMENT_COLUMNS if c not in ("run_id", "scored_at")]
+    sql = f"SELECT {', '.join(cols)} FROM assessments WHERE event_id IN ({', '.join('?' * len(ids))}) ORDER BY event_id"
+    stored = {name: q(db, sql, ids) for name, db in (("inline", inline_db), ("batch", batch_db))}
+    assert len(stored["inline"]) == len(ids) and any(r[cols.index("reasons")] for r in stored["batch"])
+    assert stored["inline"] == stored["batch"]
 
 
 def test_the_service_keeps_answering_while_a_batch_score_runs(base, store):
