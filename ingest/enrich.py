@@ -27,6 +27,7 @@ export: city, country) win field by field; the GeoIP lookup fills the rest.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -50,6 +51,42 @@ _OUT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 
 
 @dataclass
+class Staged:
+    """A batch checked and enriched up to its last step: the tables the final projection reads (``_FINAL_SQL``),
+    its parameters, the rows to quarantine, and the event ids of the good rows."""
+
+    tables: dict[str, pa.Table]  # hdr_, ips_, agents_, geo_
+    params: dict
+    bad: pa.Table  # source_line, reason, _raw
+    bad_i: pa.Table | None  # the bad rows' _i (None when there are none)
+    event_ids: pa.ChunkedArray  # of the good rows, in order
+
+    @property
+    def good_rows(self) -> int:
+        return len(self.event_ids)
+
+    @contextmanager
+    def registered(self, con: duckdb.DuckDBPyConnection):
+        """The tables :meth:`select_sql` reads, registered on ``con`` for the block."""
+        tables = dict(self.tables, **({"bad_i_": self.bad_i} if self.bad_i is not None else {}))
+        for name, table in tables.items():
+            con.register(name, table)
+        try:
+            yield con
+        finally:
+            for name in tables:
+                try:
+                    con.unregister(name)
+                except duckdb.Error:
+                    pass
+
+    def select_sql(self) -> str:
+        """The good rows' EVENT_COLUMNS (named parameters: :attr:`params`)."""
+        where = "WHERE _i NOT IN (SELECT _i FROM bad_i_)" if self.bad_i is not None else ""
+        return f"SELECT {', '.join(EVENT_COLUMNS)} FROM ({_FINAL_SQL}) {where}"
+
+
+@dataclass
 class Enricher:
     """Holds what lives across batches: the proxy policy, agent parser and GeoIP resolver."""
 
@@ -66,6 +103,14 @@ class Enricher:
 
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
         """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
+        staged = self.stage(events, source_format, source_file)
+        with staged.registered(self.con):
+            good = self.con.sql(staged.select_sql(), params=staged.params).to_arrow_table()
+        return good.cast(_OUT_SCHEMA), staged.bad
+
+    def stage(self, events: pa.Table, source_format: str, source_file: str) -> Staged:
+        """Everything of :meth:`run` but the final projection of the good rows, which the caller runs where the
+        rows go (``ingest.store.insert_events_from``: straight into the store, never out as Arrow)."""
         n = events.num_rows
         raw = events.column(RAW_COLUMN) if RAW_COLUMN in events.column_names else pa.nulls(n, pa.string())
         base = conform(events, SOURCE_SCHEMA)
@@ -80,6 +125,7 @@ class Enricher:
             hdr = con.sql(_HEADERS_SQL, params={"v4_trusted": self.proxies.v4_ranges()}).to_arrow_table()
         finally:
             con.unregister("base_")
+        del base
         con.register("hdr_", hdr)
         try:
             ips = self._client_ips(con)
@@ -88,34 +134,32 @@ class Enricher:
             con.register("agents_", agents)
             geo = self._geo(con)
             con.register("geo_", geo)
-            now = datetime.now(timezone.utc)
-            out = con.sql(
-                _FINAL_SQL,
-                params={
-                    "types": list(EVENT_TYPES),
-                    "min_time": MIN_TIME,
-                    "max_time": now + MAX_FUTURE,
-                    "max_value": MAX_HEADER_VALUE,
-                    "max_headers": MAX_HEADERS,
-                    "max_total": MAX_HEADERS_TOTAL,
-                },
-            ).to_arrow_table()
+            params = {
+                "types": list(EVENT_TYPES),
+                "min_time": MIN_TIME,
+                "max_time": datetime.now(timezone.utc) + MAX_FUTURE,
+                "max_value": MAX_HEADER_VALUE,
+                "max_headers": MAX_HEADERS,
+                "max_total": MAX_HEADERS_TOTAL,
+            }
+            # the rows to quarantine, with every reason (only the columns the reasons read are computed)
+            bad = con.sql(f"SELECT source_line, reason, _i FROM ({_FINAL_SQL}) WHERE reason IS NOT NULL ORDER BY _i",
+                          params=params).to_arrow_table()
         finally:
             for name in ("hdr_", "ips_", "agents_", "geo_"):
                 try:
                     con.unregister(name)
                 except duckdb.Error:
                     pass
-        bad_mask = pc.is_valid(out.column("reason"))
-        if out.column("reason").null_count == out.num_rows:  # the usual batch: nothing to filter out
-            good = out.select(EVENT_COLUMNS).cast(_OUT_SCHEMA)
-            bad = out.slice(0, 0).select(["source_line", "reason", "_i"])
-        else:
-            good = out.filter(pc.invert(bad_mask)).select(EVENT_COLUMNS).cast(_OUT_SCHEMA)
-            bad = out.filter(bad_mask).select(["source_line", "reason", "_i"]).sort_by("_i")
         bad_raw = raw.take(bad.column("_i")) if bad.num_rows else pa.array([], pa.string())
+        bad_i = bad.column("_i")
         bad = bad.drop_columns(["_i"]).append_column(RAW_COLUMN, bad_raw.cast(pa.string()))
-        return good, bad
+        ids = hdr.column("event_id")
+        if bad.num_rows:
+            keep = pc.invert(pc.is_in(hdr.column("_i"), value_set=bad_i.combine_chunks()))
+            ids = ids.filter(keep)
+        return Staged({"hdr_": hdr, "ips_": ips, "agents_": agents, "geo_": geo}, params, bad,
+                      pa.table({"_i": bad_i}) if bad.num_rows else None, ids)
 
     # -- per distinct value ------------------------------------------------------
 

@@ -358,30 +358,52 @@ def insert_events(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str, 
     """
     if table.num_rows == 0:
         return 0
-    import pyarrow.compute as pc
-
-    # keep the first of repeated ids (sorting only when the batch has repeats, which is rare)
-    dedup = not known_new and pc.count_distinct(table.column("event_id")).as_py() < table.num_rows
-    source = ("(SELECT DISTINCT ON (event_id) * FROM _rg_new_events ORDER BY event_id, source_line)"
-              if dedup else "_rg_new_events")
     con.register("_rg_new_events", table)
     try:
+        return insert_events_from(con, "SELECT * FROM _rg_new_events", {}, table.column("event_id"), run_id,
+                                  known_new=known_new)
+    finally:
+        con.unregister("_rg_new_events")
+
+
+def insert_events_from(con: duckdb.DuckDBPyConnection, select: str, params: dict, event_ids, run_id: str,
+                       known_new: bool = False) -> int:
+    """Insert the rows of the query ``select`` (the EVENT_COLUMNS at least; named parameters ``params``) whose
+    event_id is new; return how many. ``event_ids``: the query's event ids (an Arrow array), for the probes.
+
+    The rows go from the query into the table without coming out as Arrow on the way (ingest's final
+    enrichment runs inside this statement). Otherwise as :func:`insert_events`.
+    """
+    import pyarrow.compute as pc
+
+    n = len(event_ids)
+    if n == 0:
+        return 0
+    # keep the first of repeated ids (sorting only when the batch has repeats, which is rare)
+    dedup = not known_new and pc.count_distinct(event_ids).as_py() < n
+    source = (f"(SELECT DISTINCT ON (event_id) * FROM ({select}) ORDER BY event_id, source_line)"
+              if dedup else f"({select})")
+    stored = 0
+    if not known_new:
         # Usually no id of the batch is stored yet: one probe of the stored ids against the batch's
         # (a hash of the batch's ids) says so, and the rows go in without an anti join against every
         # stored id (which hashed the whole events.event_id column on each batch).
-        stored = 0 if known_new else con.execute(
-            "SELECT count(*) FROM events WHERE event_id IN (SELECT event_id FROM _rg_new_events)"
-        ).fetchall()[0][0]
-        new_only = "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)" if stored else ""
-        res = con.execute(
-            f"""INSERT INTO events ({_EVENT_COLS_SQL}, ingest_run_id, ingested_at)
-                SELECT {", ".join("n." + quote_ident(c) for c in EVENT_COLUMNS)}, ?, ?
-                FROM {source} n
-                {new_only}""",
-            [run_id, datetime.now(timezone.utc)],
-        ).fetchall()
-    finally:
-        con.unregister("_rg_new_events")
+        ids = event_ids.combine_chunks() if isinstance(event_ids, pa.ChunkedArray) else event_ids
+        con.register("_rg_new_event_ids", pa.table({"event_id": ids}))
+        try:
+            stored = con.execute(
+                "SELECT count(*) FROM events WHERE event_id IN (SELECT event_id FROM _rg_new_event_ids)"
+            ).fetchall()[0][0]
+        finally:
+            con.unregister("_rg_new_event_ids")
+    new_only = "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id)" if stored else ""
+    res = con.execute(
+        f"""INSERT INTO events ({_EVENT_COLS_SQL}, ingest_run_id, ingested_at)
+            SELECT {", ".join("n." + quote_ident(c) for c in EVENT_COLUMNS)}, $rg_run_id, $rg_ingested_at
+            FROM {source} n
+            {new_only}""",
+        {**params, "rg_run_id": run_id, "rg_ingested_at": datetime.now(timezone.utc)},
+    ).fetchall()
     return int(res[0][0]) if res else 0
 
 

@@ -174,3 +174,26 @@ def test_an_error_in_the_writer_stops_the_reading_thread(tmp_path, monkeypatch):
     assert len(calls) == 1 and result.rows_read == 0
     assert result.errors and "disk full" in result.errors[0]
     assert not any(t.name.startswith("riskgate-ingest-") for t in threading.enumerate())
+
+
+def test_the_insert_stores_the_rows_the_enrichment_returns(tmp_path):
+    """Ingest runs the final enrichment inside the store's INSERT; ``Enricher.run`` (the service's SQL path)
+    returns the same projection as Arrow rows. Both give the same values, column for column."""
+    from ingest.schema import EVENT_COLUMNS
+    from ingest.sources import riskgate_jsonl
+
+    data = b"\n".join(mixed_lines()) + b"\n"
+    _, stored, _, _, _ = _ingest(tmp_path, "stored", data, batch_rows=16)
+    city, asn = build(tmp_path)
+    enricher = Enricher(geo=GeoResolver(str(city), str(asn)))
+    src = str(tmp_path / "mixed.jsonl")
+    first: dict[str, tuple] = {}
+    for batch in riskgate_jsonl.READER.read(src, ReaderOptions(batch_rows=16)):
+        good, bad = enricher.run(batch.events, riskgate_jsonl.NAME, src)
+        assert good.num_rows + bad.num_rows == batch.events.num_rows
+        for row in good.to_pylist():
+            key = row["event_id"]
+            if key not in first or row["source_line"] < first[key][EVENT_COLUMNS.index("source_line")]:
+                first[key] = tuple(row[c] for c in EVENT_COLUMNS)
+    assert len(stored) == len(first) == 66  # 67 good rows, event 3 twice
+    assert stored == [first[k] for k in sorted(first)]
