@@ -430,10 +430,10 @@ def existing_event_ids(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str])
     return {r[0] for r in rows_where_in(con, "SELECT event_id FROM events", "event_id", event_ids)}
 
 
-def event_username(con: duckdb.DuckDBPyConnection, event_id: str) -> str | None:
-    """The username of a stored event (None when there is no such event)."""
-    rows = con.execute("SELECT username FROM events WHERE event_id = ? LIMIT 1", [event_id]).fetchall()
-    return rows[0][0] if rows else None
+def event_owner(con: duckdb.DuckDBPyConnection, event_id: str) -> tuple[str | None, str | None] | None:
+    """(username, user_pool_id) of a stored event (None when there is no such event)."""
+    rows = con.execute("SELECT username, user_pool_id FROM events WHERE event_id = ? LIMIT 1", [event_id]).fetchall()
+    return rows[0] if rows else None
 
 
 def insert_quarantine(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: str) -> int:

@@ -49,24 +49,32 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def user_known(con: duckdb.DuckDBPyConnection, username: str) -> bool:
-    """Whether the user has events or is in the users table."""
+#: rows of ``user_pool_id`` (the bound parameter, twice; NULL: every pool); a row without a pool id is the store's
+_IN_POOL = "(CAST(? AS VARCHAR) IS NULL OR user_pool_id = ? OR user_pool_id IS NULL)"
+
+
+def user_known(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None) -> bool:
+    """Whether the user has events or is in the users table (of ``user_pool_id``, when given)."""
     return bool(con.execute(
-        "SELECT (SELECT count(*) FROM events WHERE username = ?) + (SELECT count(*) FROM users WHERE username = ?)",
-        [username, username],
+        f"SELECT (SELECT count(*) FROM events WHERE username = ? AND {_IN_POOL})"
+        f" + (SELECT count(*) FROM users WHERE username = ? AND {_IN_POOL})",
+        [username, user_pool_id, user_pool_id, username, user_pool_id, user_pool_id],
     ).fetchall()[0][0])
 
 
 def list_user_auth_events(
-    con: duckdb.DuckDBPyConnection, username: str, *, max_results: int | None = None, next_token: str | None = None
+    con: duckdb.DuckDBPyConnection, username: str, *, max_results: int | None = None, next_token: str | None = None,
+    user_pool_id: str | None = None,
 ) -> dict:
+    """AdminListUserAuthEvents: the user's events, newest first, a page at a time; only those of ``user_pool_id``
+    (and those without a pool id) when given, as Cognito's usernames are unique within a pool."""
     if max_results is None or max_results == 0:
         limit = MAX_RESULTS
     elif not 0 <= max_results <= MAX_RESULTS:
         raise InvalidParameterError(f"MaxResults must be between 0 and {MAX_RESULTS}, got {max_results}")
     else:
         limit = max_results
-    if not user_known(con, username):
+    if not user_known(con, username, user_pool_id):
         raise UserNotFoundError(f"user {username!r} not found: no events and not in the users table")
     after_date, after_id = (None, None)
     if next_token:
@@ -82,12 +90,12 @@ def list_user_auth_events(
         FROM events e
         LEFT JOIN assessments a ON a.event_id = e.event_id
         LEFT JOIN fb f ON f.event_id = e.event_id
-        WHERE e.username = ?
+        WHERE e.username = ? AND {in_pool}
           AND (CAST(? AS TIMESTAMPTZ) IS NULL OR (e.creation_date, e.event_id) < (CAST(? AS TIMESTAMPTZ), ?))
         ORDER BY e.creation_date DESC, e.event_id DESC
         LIMIT ?
-        """.format(latest_feedback=LATEST_FEEDBACK_SQL),
-        [username, after_date, after_date, after_id, limit + 1],
+        """.format(latest_feedback=LATEST_FEEDBACK_SQL, in_pool=_IN_POOL.replace("user_pool_id", "e.user_pool_id")),
+        [username, user_pool_id, user_pool_id, after_date, after_date, after_id, limit + 1],
     ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]

@@ -163,18 +163,18 @@ def _require_pool(con, pool: str) -> None:
                            f"User pool {pool} does not exist (no events and no risk configuration in this store)")
 
 
-def _require_user(con, username: str) -> None:
+def _require_user(con, username: str, pool: str) -> None:
     from risk.auth_events import user_known
 
-    if not user_known(con, username):
+    if not user_known(con, username, pool):
         raise CognitoError("UserNotFoundException", "User does not exist.")
 
 
-def _require_event(con, username: str, event_id: str) -> None:
-    from ingest.store import event_username
+def _require_event(con, username: str, event_id: str, pool: str) -> None:
+    from ingest.store import event_owner
 
-    owner = event_username(con, event_id)
-    if owner is None or owner != username:
+    owner = event_owner(con, event_id)
+    if owner is None or owner[0] != username or owner[1] not in (pool, None):
         raise CognitoError("ResourceNotFoundException", f"Event {event_id} of user {username} not found.")
 
 
@@ -234,7 +234,7 @@ def admin_list_user_auth_events(con, params: dict) -> dict:
     token = _str(params, "NextToken", required=False)
     _require_pool(con, pool)
     try:
-        out = list_user_auth_events(con, username, max_results=max_results, next_token=token)
+        out = list_user_auth_events(con, username, max_results=max_results, next_token=token, user_pool_id=pool)
     except UserNotFoundError:
         raise CognitoError("UserNotFoundException", "User does not exist.") from None
     except InvalidParameterError as exc:
@@ -262,8 +262,8 @@ def admin_update_auth_event_feedback(con, params: dict) -> dict:
     event_id = _str(params, "EventId", max_len=50)
     value = _feedback_value(params)
     _require_pool(con, pool)
-    _require_user(con, username)
-    _require_event(con, username, event_id)
+    _require_user(con, username, pool)
+    _require_event(con, username, event_id, pool)
     set_feedback(con, event_id, value, "Admin")
     return {}
 
@@ -288,8 +288,8 @@ def update_auth_event_feedback(con, params: dict) -> dict:
     if claims.event_id != event_id or claims.username != username:
         raise CognitoError("NotAuthorizedException", "FeedbackToken was issued for another event or user")
     _require_pool(con, pool)
-    _require_user(con, username)
-    _require_event(con, username, event_id)
+    _require_user(con, username, pool)
+    _require_event(con, username, event_id, pool)
     feedback_from_token(con, token, value, username=username, event_id=event_id)
     return {}
 

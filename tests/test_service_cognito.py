@@ -209,3 +209,49 @@ def test_authentication_and_protocol_errors(svc, pool):
     r = httpx.post(svc.url + "/", headers={"X-Amz-Target": target + "DescribeRiskConfiguration"},
                    content=json.dumps({"UserPoolId": pool}))
     assert r.status_code == 403 and r.json()["__type"] == "MissingAuthenticationTokenException"
+
+
+def test_a_username_is_one_user_per_pool(tmp_path_factory):
+    """Cognito's usernames are unique within a pool: the same name in another pool is another user, whose events
+    the operations neither list nor take feedback for."""
+    from risk import store as rstore
+    from service import cognito
+    from service.cognito import CognitoError
+    from tests.service_support import rest_events, rg
+
+    base = trained_base(tmp_path_factory)
+    tmp = tmp_path_factory.mktemp("pools")
+    db = copy_store(base, tmp / "p.duckdb")
+    con = rstore.connect(db, read_only=True)
+    try:
+        from risk.config import known_pools
+
+        pool = known_pools(con)[0]
+        user = con.execute("SELECT min(username) FROM events").fetchall()[0][0]
+        mine = [r[0] for r in con.execute(
+            "SELECT event_id FROM events WHERE username = ? ORDER BY creation_date DESC, event_id DESC", [user]).fetchall()]
+    finally:
+        con.close()
+    other = "eu-west-1_OtherPool"
+    late = [{**e, "UserPoolId": other, "Username": name, "EventId": f"other-{k}"}
+            for k, (e, name) in enumerate(zip(rest_events(base)[:2], (user, "only-in-the-other-pool")))]
+    (tmp / "other.jsonl").write_text("".join(json.dumps(e) + "\n" for e in late))
+    rg("ingest", tmp / "other.jsonl", db=db)
+    con = rstore.connect(db)
+    try:
+        listed = cognito.admin_list_user_auth_events(con, {"UserPoolId": pool, "Username": user})["AuthEvents"]
+        assert [e["EventId"] for e in listed] == mine[:60]  # not other-0, though it is the newest of that name
+        theirs = cognito.admin_list_user_auth_events(con, {"UserPoolId": other, "Username": user})["AuthEvents"]
+        assert [e["EventId"] for e in theirs] == ["other-0"]
+        with pytest.raises(CognitoError) as e:
+            cognito.admin_list_user_auth_events(con, {"UserPoolId": pool, "Username": "only-in-the-other-pool"})
+        assert e.value.code == "UserNotFoundException"
+        with pytest.raises(CognitoError) as e:  # the other pool's event, asked for under this pool
+            cognito.admin_update_auth_event_feedback(
+                con, {"UserPoolId": pool, "Username": user, "EventId": "other-0", "FeedbackValue": "Invalid"})
+        assert e.value.code == "ResourceNotFoundException"
+        cognito.admin_update_auth_event_feedback(
+            con, {"UserPoolId": other, "Username": user, "EventId": "other-0", "FeedbackValue": "Invalid"})
+        assert con.execute("SELECT event_id, feedback_value FROM feedback").fetchall() == [("other-0", "Invalid")]
+    finally:
+        con.close()
