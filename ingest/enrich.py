@@ -69,9 +69,9 @@ class Staged:
     def registered(self, con: duckdb.DuckDBPyConnection):
         """The tables :meth:`select_sql` reads, registered on ``con`` for the block."""
         tables = dict(self.tables, **({"bad_i_": self.bad_i} if self.bad_i is not None else {}))
-        for name, table in tables.items():
-            con.register(name, table)
         try:
+            for name, table in tables.items():
+                con.register(name, table)
             yield con
         finally:
             for name in tables:

@@ -225,7 +225,7 @@ def _pool_of(con, pool):
     return pool if pool is not None else rc.choose_pool(con, None)
 
 
-#: decide()'s part of an assessment row, in the order ``_decided`` gives it
+#: decide()'s part of an assessment row, in the order ``_assess`` gives it (``_Assessed.decided``)
 _DECISION_FIELDS = (("risk_level", pa.string()), ("risk_decision", pa.string()), ("outcome", pa.string()),
                     ("event_action", pa.string()), ("mode", pa.string()), ("enforced", pa.bool_()),
                     ("mfa_challenge", pa.bool_()), ("blocked", pa.bool_()), ("override_block", pa.bool_()),
