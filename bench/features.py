@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 build(con, args.events, args.users)
             print(f"built the store in {time.perf_counter() - t0:.1f} s")
         n = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        print(f"store: {n:,} events")
         threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
 
         t0, c0 = time.perf_counter(), cpu_s()

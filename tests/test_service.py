@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from risk.score import ASSESSMENT_COLUMNS
-from tests.service_support import API_KEY, Service, copy_store, headers, rest_events, rg, trained_base
+from tests.service_support import (
+    API_KEY,
+    Service,
+    copy_store,
+    headers,
+    rest_events,
+    rg,
+    trained_base,
+)
 from tests.storedb import q
 
 
@@ -229,11 +237,10 @@ def _features_equal(a, b) -> bool:
 
 def test_batch_and_inline_give_the_same_features_and_scores(base, tmp_path):
     """A stream replayed through POST /v1/evaluate, and through `riskgate ingest` + `riskgate score`."""
+    from risk import levels
     from risk import store as rstore
     from risk.features import compute_features
     from risk.signals import FEATURE_COLUMNS
-
-    from risk import levels
 
     events = rest_events(base)[:25]
     inline_db = copy_store(base, tmp_path / "inline.duckdb")
