@@ -309,20 +309,41 @@ def _iter_block_line_arrays(path: str | os.PathLike, batch_rows: int) -> Iterato
                 raise InputFormatError(f"cannot read past line {line_no}: {exc}", source=str(path)) from exc
             if size == len(carry):  # end of input
                 if carry:
-                    yield from _split_block(carry + b"\n", line_no, batch_rows)
+                    last = carry + b"\n"
+                    yield from _split_block(last, len(last), line_no, batch_rows)
                 return
             cut = block.rfind(b"\n", 0, size)
             if cut < 0:
                 carry = bytes(view[:size])
                 continue
             carry = bytes(view[cut + 1 : size])
-            line_no += yield from _split_block(view[: cut + 1], line_no, batch_rows)
+            line_no += yield from _split_block(block, cut + 1, line_no, batch_rows)
 
 
-def _split_block(body: bytes | memoryview, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
-    """The lines of ``body`` (which ends with a newline); returns how many lines it had."""
+def _newlines(data: bytes | bytearray, size: int) -> np.ndarray:
+    """The index of each newline in ``data[:size]``.
+
+    For lines of events (hundreds of bytes), a ``find`` per line (memchr) is four times as fast as a
+    numpy comparison over the whole block, which also allocates a mask as large as the block; for
+    very short lines (a file of blank lines) the per-line Python call would cost more than the mask.
+    """
+    out: list[int] = []
+    find, append = data.find, out.append
+    limit = size // 64  # more lines than this: short ones, the mask is cheaper
+    i = find(b"\n", 0, size)
+    while i >= 0:
+        append(i)
+        if len(out) > limit:
+            return np.flatnonzero(np.frombuffer(memoryview(data)[:size], dtype=np.uint8) == 10)
+        i = find(b"\n", i + 1, size)
+    return np.array(out, dtype=np.int64)
+
+
+def _split_block(data: bytes | bytearray, size: int, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
+    """The lines of ``data[:size]`` (which ends with a newline); returns how many lines it had."""
+    body = memoryview(data)[:size]
     buf = np.frombuffer(body, dtype=np.uint8)
-    ends = np.flatnonzero(buf == 10)  # index of each '\n'
+    ends = _newlines(data, size)  # index of each '\n'
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
