@@ -197,3 +197,18 @@ def test_the_insert_stores_the_rows_the_enrichment_returns(tmp_path):
                 first[key] = tuple(row[c] for c in EVENT_COLUMNS)
     assert len(stored) == len(first) == 66  # 67 good rows, event 3 twice
     assert stored == [first[k] for k in sorted(first)]
+
+
+@pytest.mark.parametrize("lines", [
+    [b"x" * 300] * 50,  # event-sized lines: found one by one
+    [b""] * 5000,  # blank lines: the mask
+    [b"x" * 300] * 20 + [b""] * 3000 + [b"y" * 900] * 10,  # starts long, turns short half way
+])
+def test_newlines_are_found_whatever_the_line_lengths(lines):
+    import numpy as np
+
+    data = bytearray(b"\n".join(lines) + b"\n" + b"tail without newline")
+    size = len(data) - len(b"tail without newline")
+    want = np.flatnonzero(np.frombuffer(bytes(data[:size]), dtype=np.uint8) == 10)
+    assert base._newlines(data, size).tolist() == want.tolist()
+    assert base._newlines(bytes(data), size).tolist() == want.tolist()
