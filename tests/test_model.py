@@ -268,6 +268,9 @@ def test_rows_score_and_explain_as_the_table(name, request, data):
     assert model.explain(rows[:5]) == model.explain(table.slice(0, 5))
     assert model.explain(rows[:5])[0]  # something to compare
     assert model.score_samples([]).shape == (0,)
+    numpy_typed = [{k: (np.float32(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows[:3]]
+    numpy_typed[0]["new_ip"] = np.int64(1)
+    assert model.score_samples(numpy_typed).shape == (3,)  # numpy scalars are numbers too
 
 
 # -- the estimator contract (STYLE.md habits 2 and 3) -------------------------------

@@ -149,7 +149,7 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
         for i, row in enumerate(X):
             values = [row[c] for c in columns]
             for c, v in zip(columns, values):
-                if v is not None and not isinstance(v, (int, float)):  # bool is an int
+                if v is not None and not isinstance(v, (int, float, np.number, np.bool_)):  # bool is an int
                     raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): row {i} holds {v!r}")
             out[i] = np.array(values, dtype=float)  # None -> NaN
     else:
