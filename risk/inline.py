@@ -143,7 +143,7 @@ class InlineScorer:
         self.global_counts = GlobalCounts()
         self.online = OnlineFeatures()
         self._online_checked = False  # the state was compared with the store since it last changed by others
-        self._pending: list[tuple[pa.Table, list, pa.Table]] = []  # answered, to write: (events, checks, assessments)
+        self._pending: list[tuple[list, list, list]] = []  # answered, to write: (event rows, checks, assessment rows)
         self._pending_ids: set[str] = set()
         self._inflight_ids: set[str] = set()  # handed to the writer, not committed yet
         self._ids_lock = threading.Lock()
@@ -343,7 +343,7 @@ class InlineScorer:
             feature_rows = _feature_rows(feats.to_pylist())
         return table, feature_rows
 
-    def _due(self, ctx, due_rows: list) -> list[DueNotification]:
+    def _due(self, due_rows: list) -> list[DueNotification]:
         from risk import notify as rn
 
         return [DueNotification(ev, name, template, notify_config,
@@ -362,7 +362,7 @@ class InlineScorer:
             scored_at = datetime.now(timezone.utc)
             for a in assessed:
                 a["run_id"], a["scored_at"] = self.run_id, scored_at
-            due = self._due(ctx, rs.due_notifications_rows(ctx, assessed, rows))
+            due = self._due(rs.due_notifications_rows(ctx, assessed, rows))
         except BaseException:
             self.online.invalidate()  # it counted events that will not be stored
             self._online_checked = False
@@ -403,7 +403,7 @@ class InlineScorer:
             table, feature_rows = self._assessed(ctx, feats, events, requests)
             rs._write(con, table)
             rs._apply_resets(con, table, events)
-            due = self._due(ctx, rs.due_notifications(ctx, table))
+            due = self._due(rs.due_notifications(ctx, table))
         return rs.assessments_for(con, ids), feature_rows, due
 
     def pending(self) -> int:
@@ -508,10 +508,7 @@ class InlineScorer:
                 # would otherwise walk them all, stopping every request for as long (a p99 of 100s of ms)
                 gc.collect()
                 gc.freeze()
-        from risk.online import ONLINE_COLUMNS
-
-        # the state keeps the events it may take back: only the columns it reads
-        events = sorted(({c: r[c] for c in ONLINE_COLUMNS} for r in rows), key=lambda r: (r["creation_date"], r["event_id"]))
+        events = sorted(rows, key=lambda r: (r["creation_date"], r["event_id"]))
         if not self.online.can_serve(events):
             return None
         out = []
