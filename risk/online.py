@@ -60,7 +60,6 @@ ONLINE_COLUMNS = ("event_id", "username", "creation_date", "event_type", "event_
                   "asn", "country_iso", "region", "city", "device_fingerprint", "device_type", "os_family",
                   "browser_family", "user_agent", "latitude", "longitude", "has_context_data")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US_PER_DAY = 86_400 * 1_000_000
 _HOUR_US = 3_600 * 1_000_000
 _DAY_US = 24 * _HOUR_US
 #: keys whose per-user counts the state keeps (counts for the Freeman levels and hour, presence for novelty)
@@ -279,7 +278,7 @@ class OnlineFeatures:
             v = keys[name]
             return float(counts.get((name, v), 0)) if v is not None else 0.0
 
-        day = t // _US_PER_DAY
+        day = t // _DAY_US
 
         def cg(name: str, value) -> float:
             g = self.glob.get((name, value))
@@ -423,7 +422,7 @@ class OnlineFeatures:
                 v = keys[name]
                 if v is not None:
                     u.counts[(name, v)] = u.counts.get((name, v), 0) + 1
-            day = t // _US_PER_DAY
+            day = t // _DAY_US
             old_glob = []
             for name in (*GLOBAL_KEYS, "total"):
                 v = None if name == "total" else keys[name]
