@@ -86,7 +86,6 @@ class StoreWorker:
         #: seconds the last 10,000 batches took to assess, and requests from their handler's start to the
         #: answer (``/healthz`` gives percentiles)
         self.timings = {"evaluate": deque(maxlen=10_000), "request": deque(maxlen=10_000)}
-        self.written = 0
         self._last_flush = time.monotonic()
         self.waiting_for_turn = False
 
@@ -194,10 +193,8 @@ class StoreWorker:
         if flush is None:
             return
         try:
-            n = flush(wait=wait)
-            if n:
+            if flush(wait=wait):
                 self.flushes += 1
-                self.written += n
         except Exception:  # noqa: BLE001 - the answers are out; the loss is logged loudly
             log.exception("writing answered events to the store failed")
         self._last_flush = time.monotonic()
