@@ -148,11 +148,13 @@ def _chunk_bounds(con, since, until, rescore: bool, chunk_rows: int) -> list[tup
     return out
 
 
-def _mfa_state(con, usernames: list[str]) -> dict[str, bool]:
+def _mfa_state(con, usernames: list[str] | None) -> dict[str, bool]:
+    """Whether each of ``usernames`` (every user: None) that is in the users table has MFA configured."""
     from risk.decide import has_mfa_configured
 
-    rows = ingest_store.rows_where_in(con, "SELECT username, mfa_settings, preferred_mfa FROM users", "username",
-                                      usernames)
+    select = "SELECT username, mfa_settings, preferred_mfa FROM users"
+    rows = con.execute(select).fetchall() if usernames is None else ingest_store.rows_where_in(
+        con, select, "username", usernames)
     return {u: has_mfa_configured(m, p) for u, m, p in rows}
 
 
@@ -185,10 +187,7 @@ class _Context:
         n = self.con.execute("SELECT count(*) FROM users").fetchall()[0][0]
         if n > limit:
             return 0
-        from risk.decide import has_mfa_configured
-
-        for u, m, p in self.con.execute("SELECT username, mfa_settings, preferred_mfa FROM users").fetchall():
-            self._mfa[u] = has_mfa_configured(m, p)
+        self._mfa.update(_mfa_state(self.con, None))
         return n
 
     def forget_users(self) -> None:
