@@ -3,7 +3,7 @@
 Fails on any error box, Streamlit exception or uncaught page error, and saves a
 screenshot of each page to test-artifacts/dashboard/<page>.png. Playwright's own
 browser downloads are never used: Chromium is the system's (/usr/bin/chromium,
-installed by .ci/run). Without it the test is skipped, except in CI (CI=true),
+installed by `make test`, which .ci/run calls). Without it the test is skipped, except in CI (CI=true),
 where it fails.
 """
 
@@ -32,7 +32,8 @@ PAGES = [("", "Overview"), ("events", "Events"), ("user", "User"), ("tuning", "T
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs Debian's chromium", pytrace=False)
+        pytest.fail(f"{CHROMIUM} is missing in CI: make test (the Makefile's browser target) installs "
+                    "Debian's chromium", pytrace=False)
     pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it", allow_module_level=True)
 
 playwright_api = pytest.importorskip("playwright.sync_api") if os.environ.get("CI") != "true" else None
