@@ -26,7 +26,6 @@ def build_store(n: int, seed: int) -> Path:
     if db.exists():
         return db
     src = make_events(n, seed)
-    stem = src.with_suffix("")
     tmp = OUT / "score-build.duckdb"
     tmp.unlink(missing_ok=True)
     run([PY, "-m", "cli", "ingest", str(src), "--db", str(tmp)])
@@ -38,7 +37,6 @@ def build_store(n: int, seed: int) -> Path:
         run([PY, "-m", "cli", "labels", "load", str(labels), "--db", str(tmp)])
     run([PY, "-m", "cli", "train", "--db", str(tmp)])
     tmp.rename(db)
-    del stem
     return db
 
 
