@@ -47,6 +47,14 @@ MAX_FUTURE = timedelta(days=1)
 MAX_HEADER_VALUE = 16 * 1024
 MAX_HEADERS = 100
 MAX_HEADERS_TOTAL = 64 * 1024
+#: Cognito's event ids, and the longest username
+EVENT_ID_PATTERN = r"[\w+-]{1,50}"
+MAX_USERNAME = 128
+#: the forwarding headers consulted for the client address (every value of each, in order), and their columns
+FORWARDING_HEADERS = {"forwarded": "h_forwarded", "x-forwarded-for": "h_xff", "x-real-ip": "h_xri"}
+#: the stable headers that, after the user agent, make a device fingerprint without EncodedData
+STABLE_HEADERS = ("accept-language", "accept", "accept-encoding", "sec-ch-ua", "sec-ch-ua-platform",
+                  "sec-ch-ua-mobile")
 _OUT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 
 
@@ -237,6 +245,15 @@ def _first_value(name: str) -> str:
     return f"http_headers[list_position(_hn, '{name}')].header_value"
 
 
+def _stable_column(name: str) -> str:
+    return "h_" + name.replace("-", "_")
+
+
+_HEADER_COLUMNS = ",\n  ".join(
+    [f"{_all_values(h)} AS {col}" for h, col in FORWARDING_HEADERS.items()]
+    + [f"coalesce({_first_value('user-agent')}, user_agent_source) AS user_agent"]
+    + [f"{_first_value(h)} AS {_stable_column(h)}" for h in STABLE_HEADERS])
+
 _HEADERS_SQL = f"""
 WITH n AS (
   SELECT *, list_transform(http_headers, lambda h: lower(h.header_name)) AS _hn,
@@ -244,16 +261,7 @@ WITH n AS (
   FROM base_
 )
 SELECT * EXCLUDE (_hn, _hl),
-  {_all_values('forwarded')} AS h_forwarded,
-  {_all_values('x-forwarded-for')} AS h_xff,
-  {_all_values('x-real-ip')} AS h_xri,
-  coalesce({_first_value('user-agent')}, user_agent_source) AS user_agent,
-  {_first_value('accept-language')} AS h_accept_language,
-  {_first_value('accept')} AS h_accept,
-  {_first_value('accept-encoding')} AS h_accept_encoding,
-  {_first_value('sec-ch-ua')} AS h_sec_ch_ua,
-  {_first_value('sec-ch-ua-platform')} AS h_sec_ch_ua_platform,
-  {_first_value('sec-ch-ua-mobile')} AS h_sec_ch_ua_mobile,
+  {_HEADER_COLUMNS},
   coalesce(len(http_headers), 0) AS h_count,
   coalesce(list_max(_hl), 0) AS h_max_len,
   coalesce(list_sum(_hl), 0) + coalesce(list_sum(list_transform(_hn, lambda x: strlen(coalesce(x, '')))), 0) AS h_total,
@@ -299,6 +307,7 @@ LEFT JOIN ips_ i ON NOT h._fast
 """
 _CLIENT_IP_SQL = f"SELECT h._i, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}"
 
+_STABLE_ARGS = ", ".join(f"coalesce({_stable_column(h)}, '')" for h in STABLE_HEADERS)
 _FINAL_SQL = f"""
 WITH c AS (SELECT h.*, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}),
 j AS (
@@ -325,8 +334,7 @@ SELECT
   coalesce(CASE WHEN user_agent IS NULL THEN source_device_name END, device_name) AS device_name,
   CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'ed-' || substr(sha256(encoded_data), 1, 32)
        WHEN user_agent IS NOT NULL THEN 'hd-' || substr(sha256(concat_ws(chr(31), user_agent,
-            coalesce(h_accept_language, ''), coalesce(h_accept, ''), coalesce(h_accept_encoding, ''),
-            coalesce(h_sec_ch_ua, ''), coalesce(h_sec_ch_ua_platform, ''), coalesce(h_sec_ch_ua_mobile, ''))), 1, 32)
+            {_STABLE_ARGS})), 1, 32)
   END AS device_fingerprint,
   CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'EncodedData'
        WHEN user_agent IS NOT NULL THEN 'headers' END AS device_fingerprint_source,
@@ -347,10 +355,10 @@ SELECT
   _i,
   nullif(concat_ws('; ',
     CASE WHEN event_id IS NULL THEN 'EventId is missing'
-         WHEN NOT regexp_full_match(event_id, '[\\w+-]{{1,50}}')
+         WHEN NOT regexp_full_match(event_id, '{EVENT_ID_PATTERN}')
          THEN 'EventId ' || to_json(left(event_id, 80))::VARCHAR || ' must be 1 to 50 characters of letters, digits, _, + or -' END,
     CASE WHEN username IS NULL OR trim(username) = '' THEN 'Username is missing or empty'
-         WHEN length(username) > 128 THEN 'Username is longer than 128 characters (' || length(username) || ')' END,
+         WHEN length(username) > {MAX_USERNAME} THEN 'Username is longer than {MAX_USERNAME} characters (' || length(username) || ')' END,
     CASE WHEN event_type IS NULL THEN 'EventType is missing'
          WHEN NOT list_contains($types, event_type)
          THEN 'EventType ' || to_json(left(event_type, 80))::VARCHAR || ' is not one of ' || array_to_string($types, ', ') END,

@@ -21,17 +21,30 @@ import hashlib
 import re
 from datetime import datetime, timezone
 
-from ingest.enrich import MAX_FUTURE, MAX_HEADER_VALUE, MAX_HEADERS, MAX_HEADERS_TOTAL, MIN_TIME, Enricher
 from ingest.context import resolve_client_ip
+from ingest.enrich import (
+    EVENT_ID_PATTERN,
+    FORWARDING_HEADERS,
+    MAX_FUTURE,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_HEADERS_TOTAL,
+    MAX_USERNAME,
+    MIN_TIME,
+    STABLE_HEADERS,
+    Enricher,
+)
+from ingest.geo import EMPTY
 from ingest.schema import EVENT_COLUMNS, EVENT_RESPONSE_ALIASES, EVENT_TYPES
+from ingest.sources.riskgate_jsonl import FIELDS, KNOWN_KEYS
 
-_EVENT_ID = re.compile(r"[\w+-]{1,50}", re.ASCII)
+_EVENT_ID = re.compile(EVENT_ID_PATTERN, re.ASCII)
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
-_TOP = {"EventId", "UserPoolId", "ClientId", "Username", "UserSub", "EventType", "EventResponse", "CreationDate",
-        "ChallengeResponses", "ContextData", "RoundTripTimeMs", "CompromisedCredentialsDetected"}
-_CONTEXT = {"IpAddress", "ServerName", "ServerPath", "HttpHeaders", "EncodedData"}
-_FORWARDING = ("forwarded", "x-forwarded-for", "x-real-ip")
-_STABLE = ("accept-language", "accept", "accept-encoding", "sec-ch-ua", "sec-ch-ua-platform", "sec-ch-ua-mobile")
+# the reader's fields (riskgate_jsonl.FIELDS): records with labels take the reader's path
+_TOP = set(KNOWN_KEYS) - {"Labels"}
+_STRINGS = tuple(f.name for f in FIELDS if "." not in f.name and f.kind == "string")
+_CONTEXT = {f.name.split(".", 1)[1] for f in FIELDS if f.name.startswith("ContextData.")}
+_CONTEXT_REQUIRED = {f.name.split(".", 1)[1] for f in FIELDS if f.required_if == "ContextData"}
 
 
 def _pairs(value, a: str, b: str) -> list[tuple[str, str]] | None:
@@ -64,13 +77,13 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     """The event row (``EVENT_COLUMNS``) ``riskgate ingest`` would store for ``record``; None if not sure."""
     if not isinstance(record, dict) or not set(record) <= _TOP or any(v is None for v in record.values()):
         return None
-    for name in ("EventId", "UserPoolId", "ClientId", "Username", "UserSub", "EventType", "EventResponse"):
+    for name in _STRINGS:
         if name in record and not isinstance(record[name], str):
             return None
     event_id, username = record.get("EventId"), record.get("Username")
     if event_id is None or not _EVENT_ID.fullmatch(event_id):
         return None
-    if username is None or not username.strip() or len(username) > 128:
+    if username is None or not username.strip() or len(username) > MAX_USERNAME:
         return None
     if record.get("EventType") not in EVENT_TYPES or record.get("EventResponse") not in EVENT_RESPONSE_ALIASES:
         return None
@@ -94,8 +107,7 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     ip_address = server_name = server_path = encoded = None
     headers: list[tuple[str, str]] | None = None
     if ctx is not None:
-        if not isinstance(ctx, dict) or not set(ctx) <= _CONTEXT or not {"IpAddress", "ServerName", "ServerPath",
-                                                                          "HttpHeaders"} <= set(ctx):
+        if not isinstance(ctx, dict) or not set(ctx) <= _CONTEXT or not _CONTEXT_REQUIRED <= set(ctx):
             return None
         ip_address, server_name, server_path = ctx["IpAddress"], ctx["ServerName"], ctx["ServerPath"]
         encoded = ctx.get("EncodedData")
@@ -120,21 +132,19 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
         vals = [v for n, v in lower if n == name]
         return ", ".join(vals) if vals else None
 
-    ip = resolve_client_ip(ip_address, *(every(h) for h in _FORWARDING), enricher.proxies)
+    ip = resolve_client_ip(ip_address, *(every(h) for h in FORWARDING_HEADERS), enricher.proxies)
     if not ip.ip_address_valid:
         return None
     user_agent = first("user-agent")
     agent = enricher.agents.parse_many([user_agent])[0]
-    geo = enricher.geo.lookup(ip.ip) if (enricher.geo is not None and ip.ip is not None) else None
+    g = enricher.geo.lookup(ip.ip) if enricher.geo is not None else EMPTY
     if encoded:
         fingerprint, fp_source = "ed-" + hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:32], "EncodedData"
     elif user_agent is not None:
-        stable = "\x1f".join([user_agent] + [first(h) or "" for h in _STABLE])
+        stable = "\x1f".join([user_agent] + [first(h) or "" for h in STABLE_HEADERS])
         fingerprint, fp_source = "hd-" + hashlib.sha256(stable.encode("utf-8")).hexdigest()[:32], "headers"
     else:
         fingerprint = fp_source = None
-    g = geo if geo is not None else None
-    found = g is not None and (g.country_iso is not None or g.asn is not None)
     row = {
         "event_id": event_id,
         "user_pool_id": record.get("UserPoolId"),
@@ -174,16 +184,16 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
         "device_name": agent.device_name,
         "device_fingerprint": fingerprint,
         "device_fingerprint_source": fp_source,
-        "country_iso": g.country_iso if g else None,
-        "country_name": g.country_name if g else None,
-        "region": g.region if g else None,
-        "city": g.city if g else None,
-        "latitude": g.latitude if g else None,
-        "longitude": g.longitude if g else None,
-        "time_zone": g.time_zone if g else None,
-        "asn": g.asn if g else None,
-        "as_org": g.as_org if g else None,
-        "geo_source": "lookup" if found else "none",
+        "country_iso": g.country_iso,
+        "country_name": g.country_name,
+        "region": g.region,
+        "city": g.city,
+        "latitude": g.latitude,
+        "longitude": g.longitude,
+        "time_zone": g.time_zone,
+        "asn": g.asn,
+        "as_org": g.as_org,
+        "geo_source": "lookup" if g.found else "none",
     }
     assert list(row) == EVENT_COLUMNS, "ingest.one is out of step with EVENT_SCHEMA"
     return row
