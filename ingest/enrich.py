@@ -58,6 +58,27 @@ STABLE_HEADERS = ("accept-language", "accept", "accept-encoding", "sec-ch-ua", "
 _OUT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 
 
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]):
+    """``tables`` registered on ``con`` under their names for the block (unregistered after, whatever happens)."""
+    try:
+        for name, table in tables.items():
+            con.register(name, table)
+        yield con
+    finally:
+        for name in tables:
+            try:
+                con.unregister(name)
+            except duckdb.Error:
+                pass
+
+
+def _quarantined(bad: pa.Table, raw: pa.Array) -> pa.Table:
+    """Bad rows (source_line, reason, _i) with their raw text instead of _i (``source_line``, ``reason``, ``_raw``)."""
+    bad_raw = raw.take(bad.column("_i")) if bad.num_rows else pa.array([], pa.string())
+    return bad.drop_columns(["_i"]).append_column(RAW_COLUMN, bad_raw.cast(pa.string()))
+
+
 @dataclass
 class Staged:
     """A batch checked and enriched up to its last step: the tables the final projection reads (``_FINAL_SQL``),
@@ -73,20 +94,9 @@ class Staged:
     def good_rows(self) -> int:
         return len(self.event_ids)
 
-    @contextmanager
     def registered(self, con: duckdb.DuckDBPyConnection):
-        """The tables :meth:`select_sql` reads, registered on ``con`` for the block."""
-        tables = dict(self.tables, **({"bad_i_": self.bad_i} if self.bad_i is not None else {}))
-        try:
-            for name, table in tables.items():
-                con.register(name, table)
-            yield con
-        finally:
-            for name in tables:
-                try:
-                    con.unregister(name)
-                except duckdb.Error:
-                    pass
+        """The tables :meth:`select_sql` reads, registered on ``con`` for a ``with`` block."""
+        return _registered(con, dict(self.tables, **({"bad_i_": self.bad_i} if self.bad_i is not None else {})))
 
     def select_sql(self) -> str:
         """The good rows' EVENT_COLUMNS (named parameters: :attr:`params`)."""
@@ -111,14 +121,36 @@ class Enricher:
 
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
         """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
-        staged = self.stage(events, source_format, source_file)
-        with staged.registered(self.con):
-            good = self.con.sql(staged.select_sql(), params=staged.params).to_arrow_table()
-        return good.cast(_OUT_SCHEMA), staged.bad
+        tables, params, raw = self._tables(events, source_format, source_file)
+        with _registered(self.con, tables):
+            out = self.con.sql(f"SELECT {', '.join(EVENT_COLUMNS)}, reason, _i FROM ({_FINAL_SQL})",
+                               params=params).to_arrow_table()
+        if out.column("reason").null_count == out.num_rows:  # the usual batch: nothing to filter out
+            good, bad = out, out.slice(0, 0)
+        else:
+            bad_mask = pc.is_valid(out.column("reason"))
+            good, bad = out.filter(pc.invert(bad_mask)), out.filter(bad_mask).sort_by("_i")
+        bad = bad.select(["source_line", "reason", "_i"])
+        return good.select(EVENT_COLUMNS).cast(_OUT_SCHEMA), _quarantined(bad, raw)
 
     def stage(self, events: pa.Table, source_format: str, source_file: str) -> Staged:
         """Everything of :meth:`run` but the final projection of the good rows, which the caller runs where the
         rows go (``ingest.store.insert_events_from``: straight into the store, never out as Arrow)."""
+        tables, params, raw = self._tables(events, source_format, source_file)
+        with _registered(self.con, tables):
+            # the rows to quarantine, with every reason (only the columns the reasons read are computed)
+            bad = self.con.sql(f"SELECT source_line, reason, _i FROM ({_FINAL_SQL}) WHERE reason IS NOT NULL "
+                               "ORDER BY _i", params=params).to_arrow_table()
+        hdr = tables["hdr_"]
+        ids = hdr.column("event_id")
+        bad_i = None
+        if bad.num_rows:
+            bad_i = pa.table({"_i": bad.column("_i")})
+            ids = ids.filter(pc.invert(pc.is_in(hdr.column("_i"), value_set=bad.column("_i").combine_chunks())))
+        return Staged(tables, params, _quarantined(bad, raw), bad_i, ids)
+
+    def _tables(self, events: pa.Table, source_format: str, source_file: str) -> tuple[dict, dict, pa.Array]:
+        """The tables ``_FINAL_SQL`` reads (hdr_, ips_, agents_, geo_), its parameters, and the rows' raw text."""
         n = events.num_rows
         raw = events.column(RAW_COLUMN) if RAW_COLUMN in events.column_names else pa.nulls(n, pa.string())
         base = conform(events, SOURCE_SCHEMA)
@@ -128,46 +160,23 @@ class Enricher:
                                pa.array([source_file] * n, pa.string()))
         base = base.append_column("_i", pa.array(range(n), pa.int64()))
         con = self.con
-        con.register("base_", base)
-        try:
+        with _registered(con, {"base_": base}):
             hdr = con.sql(_HEADERS_SQL, params={"v4_trusted": self.proxies.v4_ranges()}).to_arrow_table()
-        finally:
-            con.unregister("base_")
         del base
-        con.register("hdr_", hdr)
-        try:
+        with _registered(con, {"hdr_": hdr}):
             ips = self._client_ips(con)
             agents = self._agents(con)
-            con.register("ips_", ips)
-            con.register("agents_", agents)
-            geo = self._geo(con)
-            con.register("geo_", geo)
-            params = {
-                "types": list(EVENT_TYPES),
-                "min_time": MIN_TIME,
-                "max_time": datetime.now(timezone.utc) + MAX_FUTURE,
-                "max_value": MAX_HEADER_VALUE,
-                "max_headers": MAX_HEADERS,
-                "max_total": MAX_HEADERS_TOTAL,
-            }
-            # the rows to quarantine, with every reason (only the columns the reasons read are computed)
-            bad = con.sql(f"SELECT source_line, reason, _i FROM ({_FINAL_SQL}) WHERE reason IS NOT NULL ORDER BY _i",
-                          params=params).to_arrow_table()
-        finally:
-            for name in ("hdr_", "ips_", "agents_", "geo_"):
-                try:
-                    con.unregister(name)
-                except duckdb.Error:
-                    pass
-        bad_raw = raw.take(bad.column("_i")) if bad.num_rows else pa.array([], pa.string())
-        bad_i = bad.column("_i")
-        bad = bad.drop_columns(["_i"]).append_column(RAW_COLUMN, bad_raw.cast(pa.string()))
-        ids = hdr.column("event_id")
-        if bad.num_rows:
-            keep = pc.invert(pc.is_in(hdr.column("_i"), value_set=bad_i.combine_chunks()))
-            ids = ids.filter(keep)
-        return Staged({"hdr_": hdr, "ips_": ips, "agents_": agents, "geo_": geo}, params, bad,
-                      pa.table({"_i": bad_i}) if bad.num_rows else None, ids)
+            with _registered(con, {"ips_": ips}):
+                geo = self._geo(con)
+        params = {
+            "types": list(EVENT_TYPES),
+            "min_time": MIN_TIME,
+            "max_time": datetime.now(timezone.utc) + MAX_FUTURE,
+            "max_value": MAX_HEADER_VALUE,
+            "max_headers": MAX_HEADERS,
+            "max_total": MAX_HEADERS_TOTAL,
+        }
+        return {"hdr_": hdr, "ips_": ips, "agents_": agents, "geo_": geo}, params, raw
 
     # -- per distinct value ------------------------------------------------------
 
