@@ -260,7 +260,7 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
     texts: list[pa.Array] = []
     bad: list[tuple[int, str, bytes]] = []
     n = 0
-    for lb in _iter_block_line_arrays(path, batch_rows):
+    for lb in _iter_block_line_arrays(path):
         bad.extend(lb.quarantine)
         at, size = 0, len(lb.texts)
         while at < size:
@@ -284,8 +284,8 @@ def _line_batch(lines: list[pa.Array], texts: list[pa.Array], bad: list[tuple[in
     return LineBatch(pa.chunked_array(lines, pa.int64()), pa.chunked_array(texts, texts[0].type), bad)
 
 
-def _iter_block_line_arrays(path: str | os.PathLike, batch_rows: int) -> Iterator[LineBatch]:
-    """The lines of each read block (of LINE_BLOCK_BYTES), in slices of at most ``batch_rows``.
+def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
+    """The lines of each read block (of LINE_BLOCK_BYTES), one LineBatch a block (``iter_line_arrays`` cuts them).
 
     Splits blocks on newlines with numpy and wraps the bytes in Arrow arrays without copying;
     memory stays bounded by the block and batch sizes.
@@ -310,14 +310,14 @@ def _iter_block_line_arrays(path: str | os.PathLike, batch_rows: int) -> Iterato
             if size == len(carry):  # end of input
                 if carry:
                     last = carry + b"\n"
-                    yield from _split_block(last, len(last), line_no, batch_rows)
+                    yield from _split_block(last, len(last), line_no)
                 return
             cut = block.rfind(b"\n", 0, size)
             if cut < 0:
                 carry = bytes(view[:size])
                 continue
             carry = bytes(view[cut + 1 : size])
-            line_no += yield from _split_block(block, cut + 1, line_no, batch_rows)
+            line_no += yield from _split_block(block, cut + 1, line_no)
 
 
 def _newlines(data: bytes | bytearray, size: int) -> np.ndarray:
@@ -339,7 +339,7 @@ def _newlines(data: bytes | bytearray, size: int) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-def _split_block(data: bytes | bytearray, size: int, first_line: int, batch_rows: int) -> Iterator[LineBatch]:
+def _split_block(data: bytes | bytearray, size: int, first_line: int) -> Iterator[LineBatch]:
     """The lines of ``data[:size]`` (which ends with a newline); returns how many lines it had."""
     body = memoryview(data)[:size]
     buf = np.frombuffer(body, dtype=np.uint8)
@@ -377,13 +377,6 @@ def _split_block(data: bytes | bytearray, size: int, first_line: int, batch_rows
     if not keep.all():
         taken = pa.array(np.flatnonzero(keep), pa.int64())
         all_texts, all_lines = all_texts.take(taken), all_lines.take(taken)
-    n = len(all_texts)
-    if n == 0:
-        if bad:
-            yield LineBatch(pa.array([], pa.int64()), pa.array([], pa.string()), bad)
-        return len(ends)
-    for b0 in range(0, n, batch_rows):
-        texts = all_texts.slice(b0, batch_rows)
-        # every bad line of the block travels with its first batch, so each is counted once
-        yield LineBatch(all_lines.slice(b0, batch_rows), texts, bad if b0 == 0 else [])
+    if len(all_texts) or bad:
+        yield LineBatch(all_lines, all_texts, bad)
     return len(ends)
