@@ -678,22 +678,11 @@ class TuningSnapshot:
     history: object  # risk.tuning.History
     outcomes: object  # risk.tuning.Outcomes: each event's outcome at no risk / Low / Medium / High
     current: object  # the thresholds in force (risk.levels.Thresholds)
-    current_version: int
+    now: np.ndarray  # each event's outcome at the thresholds in force
     modes: list[str]
 
-    @property
-    def by_level(self):
-        return self.outcomes.by_level
-
-    @property
-    def configs(self) -> dict:
-        return self.outcomes.configs
-
-    def outcome_at(self, t):
-        from risk.tuning import level_index
-
-        idx = level_index(self.history.scores, t)
-        return self.by_level[np.arange(len(idx)), idx]
+    def outcome_at(self, t) -> np.ndarray:
+        return self.outcomes.at(self.history.scores, t)
 
 
 def tuning_snapshot(con: duckdb.DuckDBPyConnection, *, since=None, until=None) -> TuningSnapshot:
@@ -701,14 +690,12 @@ def tuning_snapshot(con: duckdb.DuckDBPyConnection, *, since=None, until=None) -
 
     Raises ``risk.tuning.TuningError`` when nothing is assessed in the period.
     """
-    from risk import config as rc
     from risk import levels, tuning
 
     h = tuning.history(con, since, until)
     oc = tuning.Outcomes(con, h.df)
-    current, version = levels.current_thresholds(con)
-    modes = sorted({f"{p}: {rc.get_mode(con, p)[0]}" for p, _c in oc.configs})
-    return TuningSnapshot(h, oc, current, version, modes)
+    current, _version = levels.current_thresholds(con)
+    return TuningSnapshot(h, oc, current, oc.at(h.scores, current), tuning.modes_of(con, oc.configs))
 
 
 def tradeoff_from(snap: TuningSnapshot, t) -> dict:
@@ -716,8 +703,7 @@ def tradeoff_from(snap: TuningSnapshot, t) -> dict:
     from risk import tuning
 
     out = tuning.tradeoff_of(snap.history, snap.outcomes, t, snap.outcome_at(t))
-    out["current_outcomes"] = tuning.tradeoff_of(snap.history, snap.outcomes, snap.current,
-                                                 snap.outcome_at(snap.current))["outcomes"]
+    out["current_outcomes"] = tuning.outcome_summary(snap.history, snap.now, snap.outcomes.baseline)
     return out
 
 
@@ -729,17 +715,10 @@ def whatif_from(snap: TuningSnapshot, t) -> dict:
     """
     from risk import tuning
 
-    h = snap.history
-    new, now = snap.outcome_at(t), snap.outcome_at(snap.current)
-    y = h.df["y"].to_numpy(dtype=float)
-    labelled_any = bool((y == 0).any())
+    new, now = snap.outcome_at(t), snap.now
     every = np.ones(len(new), dtype=bool)
-    by_label = {"attack": tuning.outcome_counts(new, h.attack),
-                "legitimate": tuning.outcome_counts(new, y == 0 if labelled_any else h.legit)}
-    if labelled_any and np.isnan(y).any():
-        by_label["unlabelled"] = tuning.outcome_counts(new, np.isnan(y))
     return {"outcomes": tuning.outcome_counts(new, every), "current": tuning.outcome_counts(now, every),
-            "changed": int((new != now).sum()), "by_label": by_label, "modes": snap.modes}
+            "changed": int((new != now).sum()), "by_label": tuning.by_label(snap.history, new), "modes": snap.modes}
 
 
 def _thin(x, y, thresholds, max_points: int):

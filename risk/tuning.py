@@ -224,7 +224,7 @@ def level_index(scores: np.ndarray, t: Thresholds) -> np.ndarray:
 # -- trade-off ------------------------------------------------------------------------------------
 
 
-def _outcome_summary(h: History, outcome: np.ndarray, baseline: np.ndarray) -> dict:
+def outcome_summary(h: History, outcome: np.ndarray, baseline: np.ndarray) -> dict:
     """Shares of what the decision does. ``baseline`` is the outcome each event gets with no risk level:
     users with MFA of their own are challenged and blocked IP ranges blocked whatever the thresholds, so
     ``legitimate_challenged`` / ``legitimate_blocked`` and ``precision`` count what the risk level adds;
@@ -310,7 +310,7 @@ def tradeoff_of(h: "History", oc: "Outcomes", t: Thresholds, outcome: np.ndarray
         "legitimate": int(h.legit.sum()),
         "attacks": int(h.attack.sum()),
         "levels": _level_rows(h, t, oc.configs),
-        "outcomes": _outcome_summary(h, oc.at(h.scores, t) if outcome is None else outcome, oc.baseline),
+        "outcomes": outcome_summary(h, oc.at(h.scores, t) if outcome is None else outcome, oc.baseline),
         "warnings": h.warnings + _type_warnings(h),
     }
 
@@ -374,7 +374,6 @@ def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: dat
     ``by_attack_type``, the same overall for the settings in force (``current``) and ``changed`` (sign-ins
     whose outcome differs).
     """
-    from risk import config as rc
     from risk import levels
 
     current_t, current_v = levels.current_thresholds(con)
@@ -385,32 +384,45 @@ def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: dat
     scores = h.scores
     out_new = proposed.at(scores, t)
     out_now = now.at(scores, current_t)
-    y = h.df["y"].to_numpy(dtype=float)
-    labelled_any = bool((y == 0).any())
     all_rows = np.ones(len(scores), dtype=bool)
-    by_label = {"attack": outcome_counts(out_new, h.attack), "legitimate": outcome_counts(out_new, y == 0 if labelled_any else h.legit)}
-    if labelled_any and np.isnan(y).any():
-        by_label["unlabelled"] = outcome_counts(out_new, np.isnan(y))
     mfa = h.df["has_mfa"].to_numpy(dtype=bool)
     types = h.df["event_type"].to_numpy(dtype=object)
     atypes = h.df["attack_type"].to_numpy(dtype=object)
-    modes = sorted({f"{p}: {rc.get_mode(con, p)[0]}" for p in {k[0] for k in proposed.configs}})
     return {
         "thresholds": t.to_dict(),
         "current_thresholds": {**current_t.to_dict(), "version": current_v},
         "configuration": "proposed" if config is not None else "in force",
-        "modes": modes,
+        "modes": modes_of(con, proposed.configs),
         "events": len(scores),
         "outcomes": outcome_counts(out_new, all_rows),
         "current": outcome_counts(out_now, all_rows),
         "changed": int((out_new != out_now).sum()),
-        "by_label": by_label,
+        "by_label": by_label(h, out_new),
         "by_mfa": {"with MFA": outcome_counts(out_new, mfa), "without MFA": outcome_counts(out_new, ~mfa)},
         "by_event_type": {str(k): outcome_counts(out_new, types == k) for k in sorted({str(x) for x in types})},
         "by_attack_type": {str(k): outcome_counts(out_new, h.attack & (atypes == k))
                            for k in sorted({x for x in atypes[h.attack] if x is not None})},
         "warnings": h.warnings + _type_warnings(h),
     }
+
+
+def by_label(h: History, outcome: np.ndarray) -> dict:
+    """Outcome counts of the attacks, the legitimate sign-ins (labelled ones when there are any) and, beside
+    labelled ones, the unlabelled."""
+    y = h.df["y"].to_numpy(dtype=float)
+    labelled_any = bool((y == 0).any())
+    out = {"attack": outcome_counts(outcome, h.attack),
+           "legitimate": outcome_counts(outcome, y == 0 if labelled_any else h.legit)}
+    if labelled_any and np.isnan(y).any():
+        out["unlabelled"] = outcome_counts(outcome, np.isnan(y))
+    return out
+
+
+def modes_of(con, configs) -> list[str]:
+    """"pool: mode" of each pool among the (pool, client) configurations of an ``Outcomes``."""
+    from risk import config as rc
+
+    return sorted({f"{p}: {rc.get_mode(con, p)[0]}" for p in {k[0] for k in configs}})
 
 
 # -- tuning -----------------------------------------------------------------------------------------
@@ -584,8 +596,8 @@ def tune(con, targets: Targets, *, since: datetime | None = None, until: datetim
         "legitimate": int(h.legit.sum()),
         "attacks": int(h.attack.sum()),
         "levels": _level_rows(h, t, oc.configs),
-        "outcomes": _outcome_summary(h, oc.at(scores, t), oc.baseline),
-        "current_outcomes": _outcome_summary(h, oc.at(scores, current), oc.baseline),
+        "outcomes": outcome_summary(h, oc.at(scores, t), oc.baseline),
+        "current_outcomes": outcome_summary(h, oc.at(scores, current), oc.baseline),
         "warnings": h.warnings + _type_warnings(h),
     }
     return TuneResult(t, current, current_v, targets, met, result, notes)
