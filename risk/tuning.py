@@ -506,7 +506,11 @@ def tune(con, targets: Targets, *, since: datetime | None = None, until: datetim
 
     current, current_v = levels.current_thresholds(con)
     h = history(con, since, until)
-    oc = Outcomes(con, h.df)
+    return tune_of(h, Outcomes(con, h.df), current, current_v, targets)
+
+
+def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targets: Targets) -> TuneResult:
+    """``tune`` on a history already read, with each event's outcomes per level (the dashboard's snapshot)."""
     scores = h.scores
     nl = max(int(h.legit.sum()), 1)
     labelled = h.legit | h.attack

@@ -297,6 +297,25 @@ def test_the_tuning_history_is_prepared_in_the_background_after_a_page(db, monke
     assert not at.exception and metrics(at)["Attacks stopped"]
 
 
+def test_tuning_suggests_what_tune_proposes(db):
+    at = app("tuning")
+    con = risk.store.connect(db, read_only=True)
+    try:
+        want = tuning.tune(con, tuning.Targets(max_challenged=0.2, max_blocked=0.1))
+    finally:
+        con.close()
+    before = {name: at.slider(key=f"tn_{name}").value for name in ("low", "medium", "high")}
+    assert before != {name: round(value, 4) for name, value in want.thresholds.to_dict().items()}  # it moves them
+    at.number_input(key="tn_target_challenged").set_value(20.0).run()
+    at.number_input(key="tn_target_blocked").set_value(10.0).run()
+    at.button(key="tn_suggest").click().run()
+    assert not at.exception
+    assert {name: at.slider(key=f"tn_{name}").value for name in ("low", "medium", "high")} == {
+        name: round(value, 4) for name, value in want.thresholds.to_dict().items()}
+    shown = [m.value for m in list(at.success) + list(at.error)]
+    assert any(m.startswith("Targets met: " if want.met else "Targets not met: ") for m in shown), shown
+
+
 def test_tuning_cancel_writes_nothing(db):
     at = app("tuning")
     at.slider(key="tn_high").set_value(0.9).run()

@@ -9,7 +9,7 @@ from dashboards import common
 from dashboards.common import q
 from ingest.errors import RiskgateError
 from risk import insights, levels
-from risk.tuning import Targets, TuningError, tune
+from risk.tuning import Targets, TuningError, tune_of
 
 
 def _curve_figure(x, y, thresholds, mark_x, mark_y, mark_text, text_position: str, **layout):
@@ -43,12 +43,12 @@ except TuningError as exc:
 
 
 def _suggest() -> None:
-    """Set the sliders to what ``risk.tuning.tune`` proposes for the targets."""
+    """Set the sliders to what ``risk.tuning.tune`` proposes for the targets (on the prepared history)."""
     ss = st.session_state
     try:
         targets = Targets(max_challenged=ss["tn_target_challenged"] / 100 if ss["tn_target_challenged"] else None,
                           max_blocked=ss["tn_target_blocked"] / 100 if ss["tn_target_blocked"] else None)
-        result = tune(common.read_store(), targets, since=s["since"], until=s["until"])
+        result = tune_of(snap.history, snap.outcomes, snap.current, version, targets)
     except RiskgateError as exc:
         ss["tn_msg"] = ("error", f"no suggestion: {exc}")
         return
