@@ -471,12 +471,11 @@ def event_detail(con: duckdb.DuckDBPyConnection, event_id: str) -> dict | None:
     d["challenge_responses"] = [
         (c["challenge_name"], c["challenge_response"]) for c in (d["challenge_responses"] or [])
     ]
-    fb = con.execute(
-        """SELECT feedback_value, provider, feedback_date FROM feedback WHERE event_id = ?
-           ORDER BY feedback_date DESC, seq DESC LIMIT 1""",
-        [event_id],
-    ).fetchall()
-    d["feedback"] = dict(zip(("value", "provider", "date"), fb[0])) if fb else None
+    from risk.feedback import latest_feedback
+
+    fb = latest_feedback(con, [event_id]).to_pylist()  # the feedback in force, by risk.feedback's own rule
+    d["feedback"] = ({"value": fb[0]["feedback_value"], "provider": fb[0]["provider"], "date": fb[0]["feedback_date"]}
+                     if fb else None)
     d["labels"] = [tuple(r) for r in con.execute(
         "SELECT label, value, source FROM labels WHERE event_id = ? ORDER BY label, source", [event_id]
     ).fetchall()]

@@ -137,6 +137,23 @@ def test_event_detail_reasons_in_words_and_previous_signins(con):
     assert insights.previous_signins(con, "e03", 5)["event_id"].tolist() == ["e02", "e01"]
     assert insights.event_detail(con, "nope") is None
     assert "could not be computed" in insights.reason_in_words("travel_distance", None, 0.3)
+    assert d["feedback"] is None
+
+
+def test_event_detail_shows_the_feedback_in_force(db):
+    from datetime import datetime, timezone
+
+    from risk.feedback import set_feedback
+
+    rw = risk.store.connect(db)
+    try:
+        set_feedback(rw, "e03", "Invalid", "Admin", when=datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        set_feedback(rw, "e03", "Valid", "User", when=datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc))  # older
+        d = insights.event_detail(rw, "e03")
+    finally:
+        rw.close()
+    assert (d["feedback"]["value"], d["feedback"]["provider"]) == ("Invalid", "Admin")
+    assert d["feedback"]["date"] == datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 
 def test_top_risky_locations_and_jobs(con):
