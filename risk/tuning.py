@@ -202,7 +202,7 @@ class Outcomes:
                                         event_type=event_type, configuration=cfg, mode="ENFORCED",
                                         user_has_mfa=bool(mfa_on)).outcome)]
                         for level in _LEVEL_INDEX]
-        self.by_level = table[group] if n else np.zeros((0, len(_LEVEL_INDEX)), dtype=np.int8)
+        self.by_level = table[group]  # (0, 4) for no events too
         self.configs = cfgs
 
     @property
