@@ -44,6 +44,11 @@ def secrets_files(cwd: Path | None = None) -> list[Path]:
     return [Path.home() / ".streamlit" / "secrets.toml", (cwd or Path.cwd()) / ".streamlit" / "secrets.toml"]
 
 
+def _oidc_section_ok(auth) -> bool:
+    """An ``[auth]`` section that Streamlit's OIDC login can work with: a redirect URI and a cookie secret."""
+    return bool(auth) and hasattr(auth, "get") and bool(auth.get("redirect_uri")) and bool(auth.get("cookie_secret"))
+
+
 def oidc_configured_in_files(paths: list[Path] | None = None) -> bool:
     """Whether a secrets file configures Streamlit's OIDC login (``[auth]`` with a redirect URI and cookie secret)."""
     for p in paths if paths is not None else secrets_files():
@@ -51,8 +56,7 @@ def oidc_configured_in_files(paths: list[Path] | None = None) -> bool:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError):
             continue
-        auth = data.get("auth")
-        if isinstance(auth, dict) and auth.get("redirect_uri") and auth.get("cookie_secret"):
+        if _oidc_section_ok(data.get("auth")):
             return True
     return False
 
@@ -62,7 +66,7 @@ def _oidc_configured() -> bool:
         auth = st.secrets.get("auth")
     except Exception:  # no secrets file at all: Streamlit raises its own error type
         return False
-    return bool(auth) and bool(auth.get("redirect_uri")) and bool(auth.get("cookie_secret"))
+    return _oidc_section_ok(auth)
 
 
 def password_ok(given: str, expected: str) -> bool:
