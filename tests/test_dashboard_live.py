@@ -8,22 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
-from typer.testing import CliRunner
 
-from cli import app as cli_app
 from dashboards import common
+from tests.service_support import rg
+from tests.storedb import q
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboards" / "app.py")
-
-
-def rg(*args):
-    res = CliRunner().invoke(cli_app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +63,7 @@ def test_a_page_loads_while_riskgate_score_writes_the_store(trained, tmp_path, m
             proc.communicate()
         st_config.set_option("server.address", old)
     assert proc.returncode == 0, err
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        events, assessed = con.execute(
-            "SELECT (SELECT count(*) FROM events), (SELECT count(DISTINCT event_id) FROM assessments)").fetchall()[0]
-    finally:
-        con.close()
+    [(events, assessed)] = q(db, "SELECT (SELECT count(*) FROM events), "
+                                 "(SELECT count(DISTINCT event_id) FROM assessments)")
     assert events == assessed > 1000  # the job finished its work despite the visitor
     assert '"events_scored": %d' % events in out
