@@ -56,30 +56,21 @@ class TuningError(RiskgateError):
 # -- the history ------------------------------------------------------------------------------
 
 def _history_sql() -> str:
-    """Assessed events with the user's MFA state and the label in force, the same as
-    ``risk.model.training.load_labels`` gives (feedback outranks the data set's labels), in SQL."""
-    from risk.feedback import LATEST_FEEDBACK_SQL
-    from risk.model.training import LABELS_SQL
+    """Assessed events with the user's MFA state and the label in force (``risk.model.training``'s
+    ``LABELS_IN_FORCE_SQL``, which training uses too: feedback outranks the data set's labels)."""
+    from risk.model.training import LABELS_IN_FORCE_SQL
 
     return f"""
-WITH lab AS ({LABELS_SQL}),
-fb AS ({LATEST_FEEDBACK_SQL})
+WITH lab AS ({LABELS_IN_FORCE_SQL})
 SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.event_response, e.creation_date,
        e.client_ip, e.compromised_credentials, a.score, a.risk_level, a.outcome,
        (list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
         OR coalesce(list_contains($kinds, u.preferred_mfa), false)) AS has_mfa,
-       CASE WHEN fb.event_id IS NOT NULL THEN CASE WHEN fb.feedback_value = 'Invalid' THEN 1.0 ELSE 0.0 END
-            WHEN lab.ato OR lab.attack_type IS NOT NULL THEN 1.0
-            WHEN lab.not_ato THEN 0.0 END AS y,
-       CASE WHEN fb.event_id IS NOT NULL AND fb.feedback_value = 'Valid' THEN NULL
-            WHEN fb.event_id IS NOT NULL OR lab.ato OR lab.attack_type IS NOT NULL
-              THEN coalesce(lab.attack_type, CASE WHEN lab.ato THEN 'account_takeover' END, 'feedback_invalid')
-       END AS attack_type
+       lab.y, lab.attack_type
 FROM events e
 JOIN assessments a USING (event_id)
 LEFT JOIN users u ON u.username = e.username
 LEFT JOIN lab ON lab.event_id = e.event_id
-LEFT JOIN fb ON fb.event_id = e.event_id
 WHERE ($since IS NULL OR e.creation_date >= $since)
   AND ($until IS NULL OR e.creation_date < $until)
 """

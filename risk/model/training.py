@@ -85,8 +85,7 @@ class TrainResult:
 # -- labels -----------------------------------------------------------------------
 
 
-#: Per labelled event: ato / not_ato flags and the attack type (also used set-wise by risk.tuning).
-LABELS_SQL = """
+_LABELS_SQL = """
 SELECT event_id,
        bool_or(label = 'is_account_takeover' AND lower(value) = 'true') AS ato,
        bool_or(label = 'is_account_takeover' AND lower(value) = 'false') AS not_ato,
@@ -97,26 +96,33 @@ GROUP BY event_id
 """
 
 
+def _labels_in_force_sql() -> str:
+    from risk.feedback import LATEST_FEEDBACK_SQL
+
+    return f"""
+WITH lab AS ({_LABELS_SQL}),
+fb AS ({LATEST_FEEDBACK_SQL})
+SELECT coalesce(lab.event_id, fb.event_id) AS event_id,
+       CAST(CASE WHEN fb.event_id IS NOT NULL THEN CASE WHEN fb.feedback_value = 'Invalid' THEN 1 ELSE 0 END
+                 WHEN lab.ato OR lab.attack_type IS NOT NULL THEN 1
+                 WHEN lab.not_ato THEN 0 END AS DOUBLE) AS y,
+       CASE WHEN fb.event_id IS NOT NULL AND fb.feedback_value = 'Valid' THEN NULL
+            WHEN fb.event_id IS NOT NULL OR lab.ato OR lab.attack_type IS NOT NULL
+              THEN coalesce(lab.attack_type, CASE WHEN lab.ato THEN 'account_takeover' END, 'feedback_invalid')
+       END AS attack_type
+FROM lab FULL OUTER JOIN fb ON fb.event_id = lab.event_id
+"""
+
+
+#: Per event with a label or feedback: event_id, y (1 attack / 0 legitimate / NULL) and attack_type. Feedback
+#: outranks the data set's labels: Invalid is an attack (of the labelled type, else ``feedback_invalid``),
+#: Valid is legitimate. The one definition, for training (``load_labels``) and tuning (``risk.tuning``).
+LABELS_IN_FORCE_SQL = _labels_in_force_sql()
+
+
 def load_labels(con) -> pd.DataFrame:
     """event_id, y (1 attack / 0 legitimate / NaN), attack_type, from the data set's labels and feedback."""
-    lab = con.sql(LABELS_SQL).to_arrow_table().to_pandas()
-    attack = lab["ato"].fillna(False).astype(bool) | lab["attack_type"].notna()
-    y = np.where(attack, 1.0, np.where(lab["not_ato"].fillna(False).astype(bool), 0.0, np.nan))
-    out = pd.DataFrame({"event_id": lab["event_id"], "y": y, "attack_type": lab["attack_type"]})
-    out.loc[(out["y"] == 1) & out["attack_type"].isna(), "attack_type"] = "account_takeover"
-
-    from risk.feedback import latest_feedback
-
-    fb = latest_feedback(con).to_pandas()
-    if len(fb):
-        fb = pd.DataFrame({"event_id": fb["event_id"], "y_fb": np.where(fb["feedback_value"] == "Invalid", 1.0, 0.0)})
-        out = out.merge(fb, on="event_id", how="outer")
-        has = out["y_fb"].notna()
-        out.loc[has, "y"] = out.loc[has, "y_fb"]
-        out.loc[has & (out["y"] == 1) & out["attack_type"].isna(), "attack_type"] = "feedback_invalid"
-        out.loc[has & (out["y"] == 0), "attack_type"] = None
-        out = out.drop(columns=["y_fb"])
-    return out
+    return con.sql(LABELS_IN_FORCE_SQL).to_arrow_table().to_pandas()
 
 
 def labelled(features: pa.Table | pd.DataFrame, labels: pd.DataFrame | None) -> TrainingSet:
