@@ -250,6 +250,12 @@ def _all_values(name: str) -> str:
     )
 
 
+def ipv4_number_sql(column: str) -> str:
+    """SQL for the number of the dotted-quad IPv4 address in ``column`` (NULL when it is not one)."""
+    octets = [f"TRY_CAST(split_part({column}, '.', {k}) AS BIGINT)" for k in (1, 2, 3, 4)]
+    return " + ".join(f"{o} * {256 ** (3 - k)}" if k < 3 else o for k, o in enumerate(octets))
+
+
 def _first_value(name: str) -> str:
     return f"http_headers[list_position(_hn, '{name}')].header_value"
 
@@ -291,10 +297,7 @@ v AS (
 SELECT *,
   CASE WHEN NOT _v4 THEN false WHEN _no_fwd THEN true
        ELSE NOT list_bool_or(list_transform($v4_trusted, lambda r:
-         (TRY_CAST(split_part(ip_address, '.', 1) AS BIGINT) * 16777216
-          + TRY_CAST(split_part(ip_address, '.', 2) AS BIGINT) * 65536
-          + TRY_CAST(split_part(ip_address, '.', 3) AS BIGINT) * 256
-          + TRY_CAST(split_part(ip_address, '.', 4) AS BIGINT)) BETWEEN r[1] AND r[2])) END
+         ({ipv4_number_sql("ip_address")}) BETWEEN r[1] AND r[2])) END
     AS _fast
 FROM v
 """

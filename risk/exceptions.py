@@ -87,11 +87,15 @@ def address_key(text: str | None) -> bytes | None:
     return _TAG6 + addr.packed
 
 
-def _network_interval(cidr: str) -> tuple[int, int]:
-    net = ipaddress.ip_network(check_cidr(cidr))
+def unmapped(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped IPv6 network (``::ffff:10.0.0.0/120``) as the IPv4 network it maps; any other unchanged."""
     if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED_NET):
-        v4 = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
-        net = v4
+        return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
+
+
+def _network_interval(cidr: str) -> tuple[int, int]:
+    net = unmapped(ipaddress.ip_network(check_cidr(cidr)))
     tag = 4 if net.version == 4 else 6
     base = tag << 128
     return base + int(net.network_address), base + int(net.broadcast_address)

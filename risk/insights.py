@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ingest.enrich import ipv4_number_sql
 from ingest.errors import RiskgateError
 
 LEVEL_ORDER = ("High", "Medium", "Low")
@@ -305,17 +306,12 @@ def parse_ip_filter(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     except ValueError as exc:
         raise InsightsError(f"{text!r} is not an IP address or a CIDR such as 203.0.113.0/24 or 2001:db8::/32 "
                             f"({exc})") from None
-    mapped = ipaddress.ip_network("::ffff:0:0/96")
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(mapped):
-        v4 = net.network_address.ipv4_mapped
-        net = ipaddress.ip_network(f"{v4}/{net.prefixlen - 96}")
-    return net
+    from risk.exceptions import unmapped
+
+    return unmapped(net)
 
 
-_IPV4_NUMBER = """(TRY_CAST(split_part(e.client_ip, '.', 1) AS BIGINT) * 16777216
-                 + TRY_CAST(split_part(e.client_ip, '.', 2) AS BIGINT) * 65536
-                 + TRY_CAST(split_part(e.client_ip, '.', 3) AS BIGINT) * 256
-                 + TRY_CAST(split_part(e.client_ip, '.', 4) AS BIGINT))"""
+_IPV4_NUMBER = f"({ipv4_number_sql('e.client_ip')})"
 
 
 def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
