@@ -11,9 +11,10 @@ What "before" means
     order (creation_date, event_id): counts use ROWS frames ending at
     ``1 PRECEDING`` over that order, so neither the event itself nor a later
     one (nor one at the same instant with a greater event_id) ever counts.
-    The sliding windows (1 h, 24 h) are RANGE frames over creation_date that
-    exclude the event's whole peer group (``EXCLUDE GROUP``): events at the
-    very same microsecond never count each other there.
+    The sliding windows (1 h, 24 h) are RANGE frames over creation_date from
+    ``t - 1 h`` (or 24 h) to ``t - 1 microsecond``: the event's whole peer
+    group is left out, so events at the very same microsecond (the store's
+    resolution) never count each other there.
 
 Known history
     The user's known history is their successful events (``event_response =
@@ -158,7 +159,9 @@ _DAY = "(epoch_us(creation_date) // 86400000000)"  # UTC day number (integers: a
 
 
 def _range(hours: int) -> str:
-    return f"ORDER BY creation_date RANGE BETWEEN INTERVAL {int(hours)} HOUR PRECEDING AND CURRENT ROW EXCLUDE GROUP"
+    # [t - hours, t - 1 us]: the event's peers (the same microsecond, the store's resolution) are left out
+    # without EXCLUDE GROUP, which made DuckDB's framing about a fifth slower (identical results)
+    return f"ORDER BY creation_date RANGE BETWEEN INTERVAL {int(hours)} HOUR PRECEDING AND INTERVAL 1 MICROSECOND PRECEDING"
 
 
 def _h(expr: str) -> str:
