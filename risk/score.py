@@ -412,21 +412,29 @@ def score_events(
     Enforced compromised-credential blocks set the user's status to RESET_REQUIRED. With ``notify``,
     the notifications the decisions made due (ENFORCED only) are sent, each at most once per event.
     """
-    ctx = _Context(con)
-    run_id = uuid.uuid4().hex
-    result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version)
+    from risk.model.registry import active_version
+
     total = count_targets(con, since, until, rescore)
-    con.execute(
-        """UPDATE score_runs SET status = 'interrupted' WHERE status = 'running'"""
-    ).fetchall()
-    con.execute(
-        "INSERT INTO score_runs VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?)",
-        [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version],
-    ).fetchall()
-    status = "failed"
     bounds = _chunk_bounds(con, since, until, rescore, chunk_rows)
     prefetch = _FeaturePrefetch(con, bounds)
     try:
+        if active_version(con) is not None:
+            prefetch.start(0)  # the first chunk's features while the model loads (scikit-learn: a second to import)
+        ctx = _Context(con)
+    except BaseException:
+        prefetch.close()
+        raise
+    run_id = uuid.uuid4().hex
+    result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version)
+    status = "failed"
+    try:
+        con.execute(
+            """UPDATE score_runs SET status = 'interrupted' WHERE status = 'running'"""
+        ).fetchall()
+        con.execute(
+            "INSERT INTO score_runs VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?)",
+            [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version],
+        ).fetchall()
         for k, (lo, hi) in enumerate(bounds):
             feats = prefetch.take(k)  # and the next chunk's start computing, beside this one's assessment
             if not rescore:
@@ -500,15 +508,16 @@ class _FeaturePrefetch:
         finally:
             cur.close()
 
-    def _submit(self, k: int) -> None:
+    def start(self, k: int) -> None:
+        """Start computing chunk k (if there is one and it is not started)."""
         if k < len(self.bounds) and k not in self.ahead:
             self.ahead[k] = self.pool.submit(self._compute, k)
 
     def take(self, k: int) -> pa.Table:
-        self._submit(k)
+        self.start(k)
         fut = self.ahead.pop(k)
         feats = fut.result()
-        self._submit(k + 1)
+        self.start(k + 1)
         return feats
 
     def pause(self) -> None:

@@ -20,10 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import duckdb
-import sklearn
 
 from ingest.store import Migration
 from risk.model.errors import ModelError, NoModelError
+
+
+def _sklearn_version() -> str:
+    import sklearn  # not at import: the store's migrations import this module, and most commands never need it
+
+    return sklearn.__version__
 
 MIGRATIONS = (
     Migration(
@@ -102,7 +107,7 @@ def save_model(con: duckdb.DuckDBPyConnection, model, metadata: ModelMetadata | 
                                    metadata, sklearn_version, sha256, model, active)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [version, datetime.now(timezone.utc), model_kind(model), _json(features), metadata.train_since,
-             metadata.train_until, _json(metadata.metrics), _json(metadata.extra), sklearn.__version__, digest,
+             metadata.train_until, _json(metadata.metrics), _json(metadata.extra), _sklearn_version(), digest,
              blob, activate],
         )
         con.execute("COMMIT")
@@ -139,7 +144,7 @@ def load_model(con: duckdb.DuckDBPyConnection, version: int):
         model = pickle.loads(blob)
     except Exception as exc:  # noqa: BLE001 - a blob from another library version: say so
         raise ModelError(f"model version {version} cannot be loaded (trained with scikit-learn {row[8]}, "
-                         f"running {sklearn.__version__}): {exc}; retrain with `riskgate train`") from None
+                         f"running {_sklearn_version()}): {exc}; retrain with `riskgate train`") from None
     return model, _record(row[:-2])
 
 
