@@ -4,6 +4,16 @@ Readers of JSON-lines formats describe their fields as :class:`JsonField`
 specs; :func:`extract` parses a whole batch of lines in one SQL statement
 (DuckDB's C++ JSON functions, no per-row Python), checks every field's JSON
 type, and returns typed columns plus a precise ``reason`` for each bad row.
+
+A batch whose every line is a well-formed record takes a faster way to the
+same table (:func:`_extract_fast`): Arrow's multi-threaded JSON reader parses
+it once against an explicit schema built from the field specs, which refuses
+anything the specs do not allow (a wrong type, an unknown or repeated key, a
+number out of range, a line holding anything but one object); a few checks
+on the parsed columns cover the rest (required fields, items). Any refusal
+sends the whole batch the usual way, so the reasons, and every row, are
+exactly what that gives. On 1,000,000 riskgate JSON lines it takes about a
+third of the time of the three JSON parses of the SQL way.
 """
 
 from __future__ import annotations
@@ -11,8 +21,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # JSON types DuckDB's json_type() reports, by the kind a field expects
 _KIND_TYPES = {
@@ -161,6 +174,8 @@ def extract(
     fields: list[JsonField],
     known_keys: list[str],
     extra_select: str = "",
+    *,
+    fast: bool = True,
 ) -> pa.Table:
     """Parse ``texts`` (one JSON document each) and return a table with columns
     ``_line``, ``_raw``, ``reason`` (NULL when the row is good), ``_unknown_keys``
@@ -168,14 +183,18 @@ def extract(
 
     One ``json_transform`` gives the values and one multi-path ``json_type`` the
     types; a row is good when each field's type is one it allows (plain comparisons),
-    and the reason text is built only for bad rows.
+    and the reason text is built only for bad rows. ``fast=False`` always takes
+    that way (the fast one gives the same table when it applies; tests compare them).
     """
     texts_arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.string())
     lines_arr = lines if isinstance(lines, (pa.Array, pa.ChunkedArray)) else pa.array(lines, pa.int64())
-    batch = pa.table({"_line": lines_arr, "_raw": texts_arr})
     for f in fields:
         if not f.path.startswith("$.") or "[" in f.path:
             raise ValueError(f"JsonField {f.name}: path must be a dotted $.a.b path, got {f.path!r}")
+    quick = _extract_fast(con, texts_arr, fields, extra_select) if fast else None
+    if quick is not None:
+        return _attach(quick, lines_arr, texts_arr)
+    batch = pa.table({"_line": lines_arr, "_raw": texts_arr})
     paths = ", ".join(sql_string(f.path) for f in fields)
     extra_bad, checks = [], []
     for i, f in enumerate(fields, start=1):
@@ -271,6 +290,145 @@ def extract(
         con.unregister("batch_")
     # the line numbers and raw texts come back from the input, in the same order (no copy through SQL)
     return _attach(out, lines_arr, texts_arr)
+
+
+# -- the fast way, for batches of well-formed records ------------------------------------------------
+
+_ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "bool": pa.bool_(),
+                "time": pa.string()}
+_OPEN, _CLOSE, _LF, _CR = ord("{"), ord("}"), ord("\n"), ord("\r")
+
+
+def _fast_schema(fields: list[JsonField]) -> pa.Schema | None:
+    """The Arrow JSON schema the fields allow, or None when a field needs the SQL way (a value kept as JSON text
+    that is not always absent is checked below; string-valued booleans and "" as absent have no Arrow type)."""
+    root: dict = {}
+    for f in fields:
+        if f.kind not in _ARROW_TYPES and f.kind not in ("array", "object"):
+            return None
+        if f.empty_is_null:
+            return None
+        if f.kind == "array":
+            keys = _string_item_keys(f.item)
+            if keys is None:
+                return None
+            typ = pa.list_(pa.struct([(k, pa.string()) for k in keys]))
+        elif f.kind == "object":
+            typ = None  # a struct of its children, or (kept as JSON text) an empty struct that must stay absent
+        else:
+            typ = _ARROW_TYPES[f.kind]
+        node = root
+        parts = f.path[2:].split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                return None
+        if typ is None:
+            node.setdefault(parts[-1], {})
+        elif parts[-1] in node:
+            return None
+        else:
+            node[parts[-1]] = typ
+
+    def build(node: dict) -> pa.DataType:
+        return pa.struct([(k, build(v) if isinstance(v, dict) else v) for k, v in node.items()])
+
+    for f in fields:  # an object kept as JSON text can have any keys: only its absence is in the schema
+        if f.kind == "object" and f.column:
+            node = root
+            for part in f.path[2:].split("."):
+                node = node[part]
+            if node:
+                return None
+    return pa.schema(list(build(root)))
+
+
+def _one_object_per_line(texts: pa.Array) -> pa.Buffer | None:
+    """The bytes of ``texts`` (a string array sliced from a read block) when each text starts with "{" and ends
+    with "}" and its line terminator, else None. JSON strings cannot hold a raw line break, so the reader then
+    gives one row per text, or fails, or gives more rows than texts (two objects on a line)."""
+    if len(texts) == 0 or texts.null_count:
+        return None
+    wide = pa.types.is_large_string(texts.type)
+    if not (wide or pa.types.is_string(texts.type)):
+        return None
+    _, off_buf, data = texts.buffers()
+    off = np.frombuffer(off_buf, dtype=np.int64 if wide else np.int32)[texts.offset: texts.offset + len(texts) + 1]
+    body = np.frombuffer(data, dtype=np.uint8)
+    starts, ends = off[:-1].astype(np.int64), off[1:].astype(np.int64)
+    if np.any(ends - starts < 3):
+        return None
+    last = body[ends - 1]
+    before = body[ends - 2]
+    close = np.where(before == _CR, body[ends - 3], before)
+    if not (np.all(body[starts] == _OPEN) and np.all(last == _LF) and np.all(close == _CLOSE)):
+        return None
+    return data.slice(int(off[0]), int(off[-1] - off[0]))
+
+
+def _extract_fast(con: duckdb.DuckDBPyConnection, texts: pa.Array | pa.ChunkedArray, fields: list[JsonField],
+                  extra_select: str) -> pa.Table | None:
+    """:func:`extract`'s table without ``_line`` and ``_raw``, when every row is good; None sends the batch the
+    SQL way (a field the Arrow reader cannot type, a record it refuses, a failed check)."""
+    import pyarrow.json as pj
+
+    schema = _fast_schema(fields)
+    if schema is None:
+        return None
+    parsed = []
+    for chunk in (texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]):
+        if len(chunk) == 0:
+            continue
+        data = _one_object_per_line(chunk)
+        if data is None:
+            return None
+        try:
+            t = pj.read_json(pa.BufferReader(data), parse_options=pj.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="error"))
+        except pa.ArrowException:  # refused: a wrong type, an unknown or repeated key, not JSON, ...
+            return None
+        if t.num_rows != len(chunk):
+            return None
+        parsed.append(t)
+    if not parsed:
+        return None
+    table = pa.concat_tables(parsed)
+
+    def value(path: str) -> pa.ChunkedArray:
+        parts = path[2:].split(".")
+        col = table.column(parts[0])
+        for part in parts[1:]:
+            col = pc.struct_field(col, part)
+        return col
+
+    cols = []
+    for f in fields:
+        v = value(f.path)
+        if f.required and v.null_count:
+            return None
+        if f.required_if:
+            parent = value(next(g.path for g in fields if g.name == f.required_if))
+            if pc.any(pc.and_(pc.is_valid(parent), pc.is_null(v))).as_py():
+                return None
+        if f.kind == "array":  # items: objects whose keys all hold strings
+            items = pc.list_flatten(v)
+            if items.null_count or any(pc.struct_field(items, k).null_count for k in _string_item_keys(f.item)):
+                return None
+        if f.kind == "object" and f.column:  # kept as JSON text: the fast way only when always absent
+            if v.null_count != len(v):
+                return None
+            cols.append(f"NULL::VARCHAR AS {f.column}")
+        elif f.column:
+            cols.append(f"{time_expr(_access(f), sql_string('VARCHAR')) if f.kind == 'time' else _access(f)} "
+                        f"AS {f.column}")
+    s = pa.chunked_array([pa.StructArray.from_arrays(b.columns, names=b.schema.names) for b in table.to_batches()],
+                        type=pa.struct(list(table.schema)))
+    con.register("fast_", pa.table({"_s": s}))
+    try:
+        return con.sql(f"SELECT NULL::VARCHAR AS reason, NULL::VARCHAR[] AS _unknown_keys, {', '.join(cols)}"
+                       f"{', ' + extra_select if extra_select else ''} FROM fast_").to_arrow_table()
+    finally:
+        con.unregister("fast_")
 
 
 def _attach(out: pa.Table, lines: pa.Array, texts: pa.Array) -> pa.Table:
