@@ -253,6 +253,7 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assesse
     Arrow table or rows); ``subset(positions)`` takes some of them; ``ev`` has the event columns per event."""
     from risk import levels
     from risk.decide import decide
+    from risk.exceptions import ExceptionResult
 
     con = ctx.con
     n = len(ev["username"])
@@ -274,6 +275,11 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assesse
     ips = ev["client_ip"]
     for (pool, client), idx in groups.items():
         exceptions = ctx.exceptions(pool, client)
+        if exceptions.empty:  # no IP range configured (the usual case): no address needs parsing
+            none = str(ExceptionResult.NONE)
+            for i in idx:
+                exc[i] = none
+            continue
         if len(idx) <= 8:  # a few (the service): one by one, without the set-wise machinery
             for i in idx:
                 exc[i] = str(exceptions.check(ips[i]))

@@ -53,6 +53,8 @@ def test_every_event_gets_one_assessment_and_a_second_run_adds_none(store):
     assert q(store, "SELECT count(*), count(DISTINCT event_id) FROM assessments") == [(n, n)]
     again = json.loads(rg("score", "--json", db=store).stdout)
     assert again["events_scored"] == 0
+    # no IP range is configured: every event is checked and matches none
+    assert q(store, "SELECT DISTINCT ip_exception FROM assessments") == [("none",)]
     # levels follow the thresholds, reasons name registered signals, versions are recorded
     from risk.signals import SIGNALS
 
