@@ -312,9 +312,10 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assesse
 def assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     """Assessments (one row per event of ``feats``) for one chunk; ``events`` has the event columns decide needs."""
     n = feats.num_rows
-    # the event columns in the order of feats
-    at = pc.index_in(feats.column("event_id"), value_set=events.column("event_id"))
-    ev = {c: events.column(c).take(at).to_pylist()
+    # the event columns in the order of feats (events_to_assess gives them so; anything else is put in order)
+    if not (events.num_rows == n and events.column("event_id").equals(feats.column("event_id"))):
+        events = events.take(pc.index_in(feats.column("event_id"), value_set=events.column("event_id")))
+    ev = {c: events.column(c).to_pylist()
           for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
     a = _assess(ctx, feats, lambda idx: feats.take(pa.array(idx, pa.int64())), ev)
     decided, codes = a.decided, a.codes
@@ -542,10 +543,12 @@ class _FeaturePrefetch:
 
 
 def events_to_assess(con, feats: pa.Table) -> pa.Table:
-    """The event columns ``assess_chunk`` needs, for the events of ``feats``."""
-    con.register("_rg_chunk_ids", feats.select(["event_id"]))
+    """The event columns ``assess_chunk`` needs, for the events of ``feats``, in the order of ``feats``."""
+    con.register("_rg_chunk_ids", pa.table({"event_id": feats.column("event_id"),
+                                            "_pos": pa.array(np.arange(feats.num_rows, dtype=np.int64))}))
     try:
-        return con.sql(f"SELECT {_EVENT_COLS} FROM events JOIN _rg_chunk_ids USING (event_id)").to_arrow_table()
+        return con.sql(f"SELECT {_EVENT_COLS} FROM _rg_chunk_ids c JOIN events USING (event_id) "
+                       "ORDER BY c._pos").to_arrow_table()
     finally:
         con.unregister("_rg_chunk_ids")
 
