@@ -12,8 +12,8 @@ anything the specs do not allow (a wrong type, an unknown or repeated key, a
 number out of range, a line holding anything but one object); a few checks
 on the parsed columns cover the rest (required fields, items). Any refusal
 sends the whole batch the usual way, so the reasons, and every row, are
-exactly what that gives. On 1,000,000 riskgate JSON lines it takes about a
-third of the time of the three JSON parses of the SQL way.
+exactly what that gives. On batches of riskgate JSON lines it takes 40-60 %
+of the time of the SQL way, which parses each line three times.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import numpy as np
-
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 

@@ -30,6 +30,7 @@ def _sklearn_version() -> str:
 
     return sklearn.__version__
 
+
 MIGRATIONS = (
     Migration(
         "risk_model_001_models",
