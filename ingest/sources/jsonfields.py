@@ -214,6 +214,10 @@ def extract(
                 f"CASE WHEN _t[{j}] = 'OBJECT' AND {missing} "
                 f"THEN {sql_string(f.name + ' is required when ' + f.required_if + ' is present')} END"
             )
+        if f.kind == "number":  # 1e400 reads as infinity
+            cond = f"coalesce(isinf({_access(f)}), false)"
+            extra_bad.append(cond)
+            checks.append(f"CASE WHEN {cond} THEN {sql_string(f.name + ' must be a finite number')} END")
         keys = _string_item_keys(f.item)
         if keys:
             # every item an object whose keys hold JSON strings (their raw text starts with a quote)
