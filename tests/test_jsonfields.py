@@ -31,8 +31,10 @@ def _record(i: int, **kw) -> dict:
     }
     if i % 4 == 0:
         del rec["EventId"]  # derived from the line later: the raw text must come through
-    if i % 6 == 0:
-        rec["ContextData"] = None if i % 12 else rec.pop("ContextData") and None
+    if i % 12 == 0:
+        del rec["ContextData"]  # absent
+    elif i % 6 == 0:
+        rec["ContextData"] = None  # JSON null
     rec.update(kw)
     return rec
 
