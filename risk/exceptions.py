@@ -29,7 +29,7 @@ import bisect
 import ipaddress
 import math
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -305,6 +305,15 @@ class IPRangeExceptions:
         if self._skipped.contains(key):
             return ExceptionResult.SKIPPED
         return ExceptionResult.NONE
+
+    def results(self, ips: Sequence[str | None]) -> list[ExceptionResult]:
+        """One result per address, as :meth:`check` gives it: none parsed when both lists are empty (the usual
+        configuration), a few one by one, more set-wise (:meth:`check_many`)."""
+        if self.empty:
+            return [ExceptionResult.NONE] * len(ips)
+        if len(ips) <= 8:
+            return [self.check(ip) for ip in ips]
+        return self.check_many(ips).results()
 
     def check_many(self, ips: Any) -> ExceptionMatches:
         """Many addresses: a pyarrow array / chunked array, numpy array, pandas Series or any sequence of str/None."""

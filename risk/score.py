@@ -253,7 +253,6 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assesse
     Arrow table or rows); ``subset(positions)`` takes some of them; ``ev`` has the event columns per event."""
     from risk import levels
     from risk.decide import decide
-    from risk.exceptions import ExceptionResult
 
     con = ctx.con
     n = len(ev["username"])
@@ -274,17 +273,7 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assesse
         groups.setdefault(key, []).append(i)
     ips = ev["client_ip"]
     for (pool, client), idx in groups.items():
-        exceptions = ctx.exceptions(pool, client)
-        if exceptions.empty:  # no IP range configured (the usual case): no address needs parsing
-            none = str(ExceptionResult.NONE)
-            for i in idx:
-                exc[i] = none
-            continue
-        if len(idx) <= 8:  # a few (the service): one by one, without the set-wise machinery
-            for i in idx:
-                exc[i] = str(exceptions.check(ips[i]))
-            continue
-        for i, r in zip(idx, exceptions.check_many([ips[i] for i in idx]).results()):
+        for i, r in zip(idx, ctx.exceptions(pool, client).results([ips[i] for i in idx])):
             exc[i] = str(r)
     mfa = ctx.mfa_state(sorted({u for u in ev["username"] if u is not None}))
     has_mfa = [mfa.get(u, False) for u in ev["username"]]

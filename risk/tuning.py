@@ -174,7 +174,7 @@ class Outcomes:
             client = None if (client is None or (isinstance(client, float) and math.isnan(client))) else client
             _cfg, ranges = config_for(pool, client)
             ips = [ip if isinstance(ip, str) else None for ip in df["client_ip"].iloc[idx].tolist()]
-            exc[idx] = [str(r) for r in ranges.check_many(ips).results()]
+            exc[idx] = [str(r) for r in ranges.results(ips)]
         # decide() once per distinct combination of its inputs (found by a group-by, not a Python loop)
         comp = df["compromised_credentials"].map({True: "T", False: "F"}).fillna("-")
         keys = pd.DataFrame({"exc": exc, "comp": comp.to_numpy(dtype=object), "type": df["event_type"].to_numpy(dtype=object),

@@ -82,6 +82,7 @@ def test_empty_lists_match_nothing():
     assert ex.empty and ex.check("10.0.0.1") is R.NONE
     m = ex.check_many(["10.0.0.1", "::1", None])
     assert m.codes.tolist() == [0, 0, 0] and m.valid.tolist() == [True, True, False]
+    assert ex.results(["10.0.0.1", "junk", None] * 10) == [R.NONE] * 30
 
 
 def test_from_configuration():
@@ -196,6 +197,7 @@ def test_batch_and_single_agree_with_the_standard_library(distinct):
     assert [ex.check(ip) for ip in ips] == expected
     assert ex.check_many(ips).results() == expected
     assert ex.check_many(pa.array(ips)).results() == expected
+    assert ex.results(ips) == expected and ex.results(ips[:5]) == expected[:5]  # set-wise, and one by one
 
 
 def test_keys_order_like_addresses():
