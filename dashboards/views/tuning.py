@@ -48,7 +48,7 @@ def _suggest() -> None:
     try:
         targets = Targets(max_challenged=ss["tn_target_challenged"] / 100 if ss["tn_target_challenged"] else None,
                           max_blocked=ss["tn_target_blocked"] / 100 if ss["tn_target_blocked"] else None)
-        result = tune_of(snap.history, snap.outcomes, snap.current, version, targets)
+        result = tune_of(snap.history, snap.outcomes, current, version, targets)  # thresholds and version of one read
     except RiskgateError as exc:
         ss["tn_msg"] = ("error", f"no suggestion: {exc}")
         return
