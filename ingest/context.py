@@ -205,6 +205,10 @@ def resolve_client_ip(
     policy: ProxyPolicy,
 ) -> ClientIP:
     """The end user's address for one request (see the module docstring for the rules)."""
+    if not (forwarded or x_forwarded_for or x_real_ip) and ip_address is not None and ":" in ip_address:
+        plain = _plain_ipv6(ip_address)  # the common IPv6 request, without the general parsing
+        if plain is not None:
+            return plain
     given = parse_ip(ip_address)
     if given is None:
         return ClientIP(None, None, None, None, ip_address is None or not ip_address.strip())
@@ -226,6 +230,26 @@ def resolve_client_ip(
                 chosen, source = found, name
             break  # the first header present decides, even when it is malformed
     return ClientIP(ip_text(chosen), source, chosen.version, ip_prefix(chosen), True)
+
+
+_V6_ZERO_TAIL = bytes(10)
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _plain_ipv6(text: str) -> ClientIP | None:
+    """``resolve_client_ip`` of an IpAddress in IPv6 hex-and-colons, no forwarding header: the address
+    itself, through the C library only (the same text ``ip_text`` and ``ip_prefix`` give); None for any
+    other case (brackets, zones, IPv4-mapped, a first group of zero, invalid), left to the general path."""
+    if not _HEX_IPV6.fullmatch(text) or not _c_library_agrees():
+        return None
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
+        return None
+    if packed[:2] == b"\0\0" or packed[:12] == _V4_MAPPED:
+        return None
+    prefix = socket.inet_ntop(socket.AF_INET6, packed[:6] + _V6_ZERO_TAIL) + "/48"
+    return ClientIP(socket.inet_ntop(socket.AF_INET6, packed), "IpAddress", 6, prefix, True)
 
 
 def _walk(chain: list[str], policy: ProxyPolicy) -> IPAddress | None:

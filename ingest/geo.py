@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import struct
 import threading
 from collections import OrderedDict
@@ -211,6 +212,18 @@ def _name(rec: dict | None) -> str | None:
     return names.get("en") or next(iter(names.values()), None)
 
 
+def _network_key(ip: str) -> str | bytes | None:
+    """The cache key of an address's /24 (IPv4: the text before the last dot) or /48 (IPv6: the first six
+    bytes); None when the text is neither."""
+    if ":" not in ip:
+        dot = ip.rfind(".")
+        return ip[:dot] if dot > 0 else None
+    try:
+        return socket.inet_pton(socket.AF_INET6, ip)[:6]
+    except OSError:
+        return None
+
+
 class GeoResolver:
     """Looks up distinct addresses in a City and an ASN database."""
 
@@ -239,8 +252,9 @@ class GeoResolver:
         hit = self._cache.get(ip)
         if hit is not None:
             return hit
-        # an IPv4 address whose /24 both databases cover with one network shares that network's answer
-        net = ip[: ip.rfind(".")] if ":" not in ip else None
+        # an address whose /24 (IPv4) or /48 (IPv6) both databases cover with one network shares that
+        # network's answer (IPv6 clients rarely repeat an address, but their /48 recurs)
+        net = _network_key(ip)
         rec = self._cache.get(net) if net else None
         if rec is None:
             rec, whole = self._lookup(ip)
@@ -255,13 +269,15 @@ class GeoResolver:
         return [self.lookup(ip) for ip in ips]
 
     def _lookup(self, ip: str) -> tuple[GeoRecord, bool]:
-        """The record of ``ip``, and whether it holds for the address's whole /24 in both databases."""
+        """The record of ``ip``, and whether it holds for the address's whole /24 (IPv4) or /48 (IPv6) in both
+        databases."""
         try:
             c, c_len = self._city.get_with_prefix_len(ip) if self._city else (None, 0)
             a, a_len = self._asn.get_with_prefix_len(ip) if self._asn else (None, 0)
         except ValueError:
             return EMPTY, False
-        whole = c_len <= 24 and a_len <= 24
+        bits = 48 if ":" in ip else 24
+        whole = c_len <= bits and a_len <= bits
         c = c or {}
         a = a or {}
         country = c.get("country") or c.get("registered_country") or {}

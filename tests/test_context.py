@@ -120,3 +120,33 @@ def test_without_the_c_library_fast_path_addresses_are_the_same(monkeypatch):
     monkeypatch.setattr(context, "_c_library_agrees", lambda: False)
     assert [normalise_ip(t) for t in texts] == fast == [_reference_normalise(t.split("%")[0].strip("[").split("]")[0])
                                                          for t in texts]
+
+
+def test_an_ipv6_ip_address_without_forwarding_headers_resolves_as_the_reference_says():
+    """resolve_client_ip's shortcut for plain IPv6 (C library only) against ipaddress, on valid, odd and broken
+    spellings: the same address, /48, version and source, and invalid text stays invalid."""
+    import ipaddress
+    import random
+
+    rnd = random.Random(11)
+    texts = ["2001:DB8::A", "2001:0db8:0000:0000:0000:0000:0000:0001", "::1", "1::", "::ffff:81.2.69.160",
+             "0:0:1::", "fe80::1%eth0", "[2001:db8::1]", "1::2::3", "2001:db8::g", "12345::1", ":::"]
+    for _ in range(5000):
+        groups = [rnd.choice([0, 0, 1, 0xFFFF, rnd.randrange(1 << 16)]) for _ in range(8)]
+        text = ":".join(rnd.choice(["%x", "%04x", "%X"]) % g for g in groups)
+        if rnd.random() < 0.5:
+            text = str(ipaddress.IPv6Address(":".join("%x" % g for g in groups)))
+        if rnd.random() < 0.05:
+            k = rnd.randrange(len(text))
+            text = text[:k] + rnd.choice([":", "::", "g", "0", ""]) + text[k + 1:]
+        texts.append(text)
+    for text in texts:
+        r = resolve_client_ip(text, None, None, None, DEFAULT)
+        expected = _reference_normalise(text.split("%")[0].strip("[]"))
+        assert r.ip == expected, text
+        if expected is None:
+            assert (r.source, r.prefix, r.ip_address_valid) == (None, None, False), text
+            continue
+        ip = ipaddress.ip_address(expected)
+        assert r.source == "IpAddress" and r.version == ip.version and r.ip_address_valid, text
+        assert r.prefix == str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False)), text

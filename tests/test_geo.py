@@ -112,3 +112,28 @@ def test_a_slash_24_covered_by_one_network_is_looked_up_once_but_smaller_network
     w.to_db_file(str(split))
     r2 = geo.GeoResolver(str(split), None)
     assert [r2.lookup(ip).city for ip in ("192.0.2.1", "192.0.2.200", "192.0.2.2")] == ["Paris", "Lyon", "Paris"]
+
+
+def test_an_ipv6_slash_48_covered_by_one_network_is_looked_up_once_but_smaller_networks_are_not_shared(
+        tmp_path, monkeypatch):
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
+    fr = {"iso_code": "FR", "names": {"en": "France"}}
+    w.insert_network(IPSet(["2001:db8:1::/48"]), {"country": fr, "city": {"names": {"en": "Nantes"}}})
+    w.insert_network(IPSet(["2001:db8:2::/49"]), {"country": fr, "city": {"names": {"en": "Paris"}}})
+    w.insert_network(IPSet(["2001:db8:2:8000::/49"]), {"country": fr, "city": {"names": {"en": "Lyon"}}})
+    path = tmp_path / "v6.mmdb"
+    w.to_db_file(str(path))
+    r = geo.GeoResolver(str(path), None)
+    calls = []
+    real = r._lookup
+    monkeypatch.setattr(r, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    assert [r.lookup(ip).city for ip in ("2001:db8:1::1", "2001:db8:1:ffff::2", "2001:db8:1:1:2:3:4:5")] \
+        == ["Nantes"] * 3
+    assert calls == ["2001:db8:1::1"]  # one /48, one network: looked up once
+    # two /49 halves of one /48 with different cities: each address is looked up, each gets its own city
+    assert [r.lookup(ip).city for ip in ("2001:db8:2::1", "2001:db8:2:8000::1", "2001:db8:2::2")] \
+        == ["Paris", "Lyon", "Paris"]
+    assert calls[1:] == ["2001:db8:2::1", "2001:db8:2:8000::1", "2001:db8:2::2"]
