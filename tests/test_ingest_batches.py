@@ -122,6 +122,45 @@ def test_line_batches_fill_up_across_blocks_with_their_physical_line_numbers(tmp
     assert [q[:2] for b in batches for q in b.quarantine] == [(21, "not UTF-8: invalid byte at position 0")]
 
 
+@pytest.mark.parametrize("block", [1000, 4096, 5000, 1 << 20])
+def test_a_plain_file_and_its_gzip_give_the_same_lines(tmp_path, monkeypatch, block):
+    """The same lines, line numbers and quarantine from a file and from its gzip, for any block size (lines
+    longer than a block, CRLF, blank and whitespace lines, bad UTF-8, no newline at the end); batches full
+    but the last, and the progress observer reaching the file's size."""
+    import gzip
+
+    rnd = __import__("random").Random(block)
+    lines = []
+    for i in range(400):
+        k = rnd.random()
+        lines.append(b"" if k < 0.1 else b"   " if k < 0.13 else b"\xfe\xff bad" if k < 0.15
+                     else b'{"n": %d, "pad": "%s"}' % (i, b"x" * rnd.choice([1, 50, 700, 3000, 9000])))
+    data = b"\n".join(line + (b"\r" if i % 7 == 0 and line else b"") for i, line in enumerate(lines))  # no final \n
+    plain, packed = tmp_path / "lines.jsonl", tmp_path / "lines.jsonl.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    monkeypatch.setattr(base, "LINE_BLOCK_BYTES", block)
+    seen = []
+    token = base.BYTES_READ_OBSERVER.set(seen.append)
+    try:
+        direct = list(iter_line_arrays(plain, 37))
+    finally:
+        base.BYTES_READ_OBSERVER.reset(token)
+    read = list(iter_line_arrays(packed, 37))  # through gzip
+
+    def flat(batches):
+        return ([n for b in batches for n in b.lines.to_pylist()], [t for b in batches for t in b.texts.to_pylist()],
+                [q for b in batches for q in b.quarantine])
+
+    assert flat(direct) == flat(read)
+    numbers, texts, bad = flat(direct)
+    assert len(numbers) == sum(1 for line in lines if line.strip() and not line.startswith(b"\xfe")) == len(texts)
+    assert texts[-1].endswith("\n") and texts[0].rstrip("\r\n") == lines[numbers[0] - 1].decode()
+    assert [q[0] for q in bad] == [i + 1 for i, line in enumerate(lines) if line.startswith(b"\xfe")]
+    assert seen == sorted(seen) and seen[-1] == len(data)
+    assert [len(b.texts) for b in direct][:-1] == [37] * (len(direct) - 1)
+
+
 def test_in_thread_keeps_order_and_raises_an_error_where_it_happened():
     def items():
         yield 1
