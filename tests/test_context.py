@@ -133,9 +133,9 @@ def test_an_ipv6_ip_address_without_forwarding_headers_resolves_as_the_reference
              "0:0:1::", "fe80::1%eth0", "[2001:db8::1]", "1::2::3", "2001:db8::g", "12345::1", ":::"]
     for _ in range(5000):
         groups = [rnd.choice([0, 0, 1, 0xFFFF, rnd.randrange(1 << 16)]) for _ in range(8)]
-        text = ":".join(rnd.choice(["%x", "%04x", "%X"]) % g for g in groups)
+        text = ":".join(format(g, rnd.choice(["x", "04x", "X"])) for g in groups)
         if rnd.random() < 0.5:
-            text = str(ipaddress.IPv6Address(":".join("%x" % g for g in groups)))
+            text = str(ipaddress.IPv6Address(":".join(f"{g:x}" for g in groups)))
         if rnd.random() < 0.05:
             k = rnd.randrange(len(text))
             text = text[:k] + rnd.choice([":", "::", "g", "0", ""]) + text[k + 1:]
