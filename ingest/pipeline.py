@@ -108,21 +108,27 @@ def ingest_paths(
     store.mark_interrupted_runs(con)
     store.start_run(con, run_id, [str(p) for p in paths], fmt)
     status = "failed"
+    # the writer's share of the cores while the reading thread (its own DuckDB databases, ``store.scratch``)
+    # has the rest; given back at the end
+    had = store.halve_threads(con)
     try:
         for path in paths:
-            _ingest_file(con, str(path), fmt, options, enricher, result, progress)
+            _ingest_file(con, str(path), fmt, options, enricher, result, progress, max(1, had // 2))
         status = "completed" if not result.errors else "completed_with_errors"
     finally:
-        store.finish_run(
-            con,
-            run_id,
-            status=status,
-            rows_read=result.rows_read,
-            events_added=result.events_added,
-            duplicates=result.duplicates,
-            quarantined=result.quarantined,
-            reasons=dict(result.reasons.most_common(50)),
-        )
+        try:
+            store.finish_run(
+                con,
+                run_id,
+                status=status,
+                rows_read=result.rows_read,
+                events_added=result.events_added,
+                duplicates=result.duplicates,
+                quarantined=result.quarantined,
+                reasons=dict(result.reasons.most_common(50)),
+            )
+        finally:
+            con.execute(f"SET threads = {had:d}")
     return result
 
 
@@ -134,6 +140,7 @@ def _ingest_file(
     enricher: Enricher,
     result: IngestResult,
     progress: ProgressFn | None,
+    writer_threads: int,
 ) -> None:
     entry = {"path": path, "format": None, "rows_read": 0, "events_added": 0, "duplicates": 0,
              "quarantined": 0, "error": None}
@@ -158,7 +165,8 @@ def _ingest_file(
                     if progress:
                         progress(path, -1, rows)
                     del batch  # not kept alive while the next one is awaited (memory)
-                    store.yield_turn(con)
+                    if store.yield_turn(con):  # the file was opened again after another process's turn
+                        con.execute(f"SET threads = {writer_threads:d}")
             finally:
                 prepared.close()  # stops the threads still working ahead (after an error)
         finally:

@@ -251,3 +251,38 @@ def test_newlines_are_found_whatever_the_line_lengths(lines):
     want = np.flatnonzero(np.frombuffer(bytes(data[:size]), dtype=np.uint8) == 10)
     assert base._newlines(data, size).tolist() == want.tolist()
     assert base._newlines(bytes(data), size).tolist() == want.tolist()
+
+
+def test_the_two_stages_share_the_cores_and_the_store_gets_its_threads_back(tmp_path, monkeypatch):
+    """While ingest runs, the writer's database and the reading thread's each have half the threads (at least
+    one); afterwards, also after an error, the store has the threads it had."""
+    src = tmp_path / "a.jsonl"
+    src.write_text("\n".join(json.dumps(e) for e in many(30)) + "\n")
+    city, asn = build(tmp_path)
+    con = store.connect(tmp_path / "s.duckdb")
+    try:
+        for before in (4, 1):
+            con.execute(f"SET threads = {before}")
+            during = []
+            result = pipeline.ingest_paths(con, [str(src)], options=ReaderOptions(batch_rows=10),
+                                           enricher=Enricher(geo=GeoResolver(str(city), str(asn))),
+                                           # after each batch written (done == -1: the main thread's call)
+                                           progress=lambda path, done, rows: done == -1 and during.append(
+                                               store.threads(con)))
+            assert result.rows_read == 30 and not result.errors
+            assert set(during) == {max(1, before // 2)}
+            assert store.threads(con) == before
+        scratch = store.scratch()
+        assert store.threads(scratch) == max(1, store.threads(duckdb.connect()) // 2)
+        scratch.close()
+
+        def failing_write(con, batch, run_id):
+            raise RuntimeError("the writer broke")
+
+        monkeypatch.setattr(pipeline, "_write_batch", failing_write)
+        con.execute("SET threads = 4")
+        with pytest.raises(RuntimeError, match="the writer broke"):
+            pipeline.ingest_paths(con, [str(src)], enricher=Enricher(geo=GeoResolver(str(city), str(asn))))
+        assert store.threads(con) == 4
+    finally:
+        con.close()
