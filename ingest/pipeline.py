@@ -13,7 +13,9 @@ Reading and writing overlap: while batch n is written into the store, a
 second thread reads and enriches batch n+1 (on its own in-memory DuckDB
 connections; DuckDB releases the GIL while it works). Batches are still
 written one at a time, in input order, each in its own transaction, and the
-store is handed over between them (``store.yield_turn``). An error while
+store is handed over between them (``store.yield_turn``). Each of the two
+stages' DuckDB databases runs on half of DuckDB's threads for the run
+(``store.halve_threads``; the store gets its own number back at the end). An error while
 reading or enriching surfaces in the main thread at the batch where it
 happened, after every earlier batch was written, just as without a thread.
 
