@@ -128,8 +128,9 @@ def test_a_plain_file_and_its_gzip_give_the_same_lines(tmp_path, monkeypatch, bl
     longer than a block, CRLF, blank and whitespace lines, bad UTF-8, no newline at the end); batches full
     but the last, and the progress observer reaching the file's size."""
     import gzip
+    import random
 
-    rnd = __import__("random").Random(block)
+    rnd = random.Random(block)
     lines = []
     for i in range(400):
         k = rnd.random()
@@ -272,9 +273,10 @@ def test_the_two_stages_share_the_cores_and_the_store_gets_its_threads_back(tmp_
             assert result.rows_read == 30 and not result.errors
             assert set(during) == {max(1, before // 2)}
             assert store.threads(con) == before
-        scratch = store.scratch()
-        assert store.threads(scratch) == max(1, store.threads(duckdb.connect()) // 2)
+        scratch, fresh = store.scratch(), duckdb.connect()
+        assert store.threads(scratch) == max(1, store.threads(fresh) // 2)
         scratch.close()
+        fresh.close()
 
         def failing_write(con, batch, run_id):
             raise RuntimeError("the writer broke")
