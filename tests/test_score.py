@@ -235,3 +235,51 @@ def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_i
     monkeypatch.setattr(scoring, "assess_chunk", real)
     rg("score", db=store)
     assert q(store, COMPARE) == q(full, COMPARE)
+
+
+def test_the_store_has_half_its_threads_while_a_chunk_is_assessed_beside_the_next_ones_features(
+        store, tmp_path, monkeypatch):
+    """While the next chunk's features are computed beside an assessment, the store's DuckDB has half its
+    threads; otherwise, and after the run (also one that failed), all of them. The assessments are those of
+    a run without chunks ahead."""
+    import time
+
+    from risk import score as scoring
+    from risk import store as rstore
+    from ingest.store import threads
+
+    full = tmp_path / "full.duckdb"
+    shutil.copy(store, full)
+    rg("score", db=full)
+    real_assess, real_compute = scoring.assess_chunk, scoring._FeaturePrefetch._compute
+    seen = []
+
+    def slow_compute(self, k):
+        if k > 0:
+            time.sleep(0.3)  # still running when chunk k - 1 is assessed
+        return real_compute(self, k)
+
+    def assess(ctx, feats, events):
+        seen.append(threads(ctx.con))
+        return real_assess(ctx, feats, events)
+
+    monkeypatch.setattr(scoring._FeaturePrefetch, "_compute", slow_compute)
+    monkeypatch.setattr(scoring, "assess_chunk", assess)
+    con = rstore.connect(store)
+    try:
+        con.execute("SET threads = 4")
+        result = scoring.score_events(con, chunk_rows=400)
+        assert result.chunks >= 3
+        assert seen == [2] * (result.chunks - 1) + [4]  # the last chunk has nothing ahead of it
+        assert threads(con) == 4
+
+        def broken(ctx, feats, events):
+            raise RuntimeError("the model broke")
+
+        monkeypatch.setattr(scoring, "assess_chunk", broken)
+        with pytest.raises(RuntimeError, match="the model broke"):
+            scoring.score_events(con, rescore=True, chunk_rows=400)
+        assert threads(con) == 4
+    finally:
+        con.close()
+    assert q(store, COMPARE) == q(full, COMPARE)
