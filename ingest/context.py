@@ -233,21 +233,16 @@ def resolve_client_ip(
 
 
 _V6_ZERO_TAIL = bytes(10)
-_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def _plain_ipv6(text: str) -> ClientIP | None:
     """``resolve_client_ip`` of an IpAddress in IPv6 hex-and-colons, no forwarding header: the address
-    itself, through the C library only (the same text ``ip_text`` and ``ip_prefix`` give); None for any
+    itself, written by the C library (the same text ``ip_text`` and ``ip_prefix`` give); None for any
     other case (brackets, zones, IPv4-mapped, a first group of zero, invalid), left to the general path."""
-    if not _HEX_IPV6.fullmatch(text) or not _c_library_agrees():
+    ip = _parse_hex_ipv6(text)
+    if ip is None or ip.packed[:2] == b"\0\0":  # a first group of zero: also every IPv4-mapped address
         return None
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, text)
-    except OSError:
-        return None
-    if packed[:2] == b"\0\0" or packed[:12] == _V4_MAPPED:
-        return None
+    packed = ip.packed
     prefix = socket.inet_ntop(socket.AF_INET6, packed[:6] + _V6_ZERO_TAIL) + "/48"
     return ClientIP(socket.inet_ntop(socket.AF_INET6, packed), "IpAddress", 6, prefix, True)
 
