@@ -112,13 +112,12 @@ def ingest_paths(
     status = "failed"
     # the writer's share of the cores while the reading thread (its own DuckDB databases, ``store.scratch``)
     # has the rest; given back at the end
-    had = store.halve_threads(con)
-    try:
-        for path in paths:
-            _ingest_file(con, str(path), fmt, options, enricher, result, progress, max(1, had // 2))
-        status = "completed" if not result.errors else "completed_with_errors"
-    finally:
+    with store.halved_threads(con) as writer_threads:
         try:
+            for path in paths:
+                _ingest_file(con, str(path), fmt, options, enricher, result, progress, writer_threads)
+            status = "completed" if not result.errors else "completed_with_errors"
+        finally:
             store.finish_run(
                 con,
                 run_id,
@@ -129,8 +128,6 @@ def ingest_paths(
                 quarantined=result.quarantined,
                 reasons=dict(result.reasons.most_common(50)),
             )
-        finally:
-            con.execute(f"SET threads = {had:d}")
     return result
 
 
@@ -168,7 +165,7 @@ def _ingest_file(
                         progress(path, -1, rows)
                     del batch  # not kept alive while the next one is awaited (memory)
                     if store.yield_turn(con):  # the file was opened again after another process's turn
-                        con.execute(f"SET threads = {writer_threads:d}")
+                        store.set_threads(con, writer_threads)
             finally:
                 prepared.close()  # stops the threads still working ahead (after an error)
         finally:

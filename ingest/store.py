@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,8 +138,24 @@ def halve_threads(con) -> int:
     against 13.8-14.1 s and 24.5-25 with every database on both cores).
     """
     n = threads(con)
-    con.execute(f"SET threads = {max(1, n // 2):d}")
+    set_threads(con, max(1, n // 2))
     return n
+
+
+def set_threads(con, n: int) -> None:
+    """Run ``con``'s DuckDB database on ``n`` threads."""
+    con.execute(f"SET threads = {int(n):d}")
+
+
+@contextmanager
+def halved_threads(con):
+    """:func:`halve_threads` for a ``with`` block, which gets the number ``con`` now has; the number it had
+    is given back after the block, whatever happens."""
+    had = halve_threads(con)
+    try:
+        yield threads(con)
+    finally:
+        set_threads(con, had)
 
 
 def resolve_db_path(db: str | os.PathLike | None = None) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -447,14 +448,10 @@ def score_events(
             events = events_to_assess(con, feats)
             # the next chunk's features are computed beside this assessment, whose model has threads of its own
             # (OpenMP) besides Python's: the store's DuckDB has half its threads meanwhile (ingest.store.
-            # halve_threads; 1,000,000 events in 2 chunks, ten alternating pairs: faster in eight, by 0.7 s on
+            # halved_threads; 1,000,000 events in 2 chunks, ten alternating pairs: faster in eight, by 0.7 s on
             # average, on a noisy machine)
-            had = ingest_store.halve_threads(con) if prefetch.running() else None
-            try:
+            with ingest_store.halved_threads(con) if prefetch.running() else nullcontext():
                 table = assess_chunk(ctx, feats, events)
-            finally:
-                if had is not None:
-                    con.execute(f"SET threads = {had:d}")
             table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
             table = table.append_column(
                 "scored_at", pa.array([datetime.now(timezone.utc)] * table.num_rows, pa.timestamp("us", tz="UTC"))
