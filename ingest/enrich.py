@@ -1,9 +1,13 @@
 """Normalise and enrich a batch of events: the checks every format shares, then the derived columns.
 
-Set-wise over a whole batch, in DuckDB SQL on Arrow tables; Python runs only
-once per *distinct* value (client-IP resolution per distinct address and
-forwarding headers, agent parsing per distinct agent, GeoIP per distinct
-address).
+Set-wise over a whole batch: the header columns and fingerprints in Arrow
+compute and numpy on the flattened header lists (:func:`with_header_columns`,
+:func:`with_fingerprints`), the checks and joins in DuckDB SQL on Arrow tables;
+Python runs only once per *distinct* value (client-IP resolution per distinct
+address and forwarding headers, agent parsing per distinct agent, GeoIP per
+distinct address, SHA-256 per distinct fingerprint source). The checks run on
+the headers and resolved addresses alone (``_CHECKED_SQL``); the joins with the
+per-distinct-value tables only in the final projection (``_FINAL_SQL``).
 
 Checks (a row failing any goes to quarantine with every reason found):
 
@@ -27,11 +31,13 @@ export: city, country) win field by field; the GeoIP lookup fills the rest.
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -139,7 +145,7 @@ class Enricher:
         tables, params, raw = self._tables(events, source_format, source_file)
         with _registered(self.con, tables):
             # the rows to quarantine, with every reason (only the columns the reasons read are computed)
-            bad = self.con.sql(f"SELECT source_line, reason, _i FROM ({_FINAL_SQL}) WHERE reason IS NOT NULL "
+            bad = self.con.sql(f"SELECT source_line, reason, _i FROM ({_CHECKED_SQL}) WHERE reason IS NOT NULL "
                                "ORDER BY _i", params=params).to_arrow_table()
         hdr = tables["hdr_"]
         ids = hdr.column("event_id")
@@ -160,8 +166,7 @@ class Enricher:
                                pa.array([source_file] * n, pa.string()))
         base = base.append_column("_i", pa.array(range(n), pa.int64()))
         con = self.con
-        with _registered(con, {"base_": base}):
-            hdr = con.sql(_HEADERS_SQL, params={"v4_trusted": self.proxies.v4_ranges()}).to_arrow_table()
+        hdr = with_fingerprints(with_header_columns(base, self.proxies.v4_ranges()))
         del base
         with _registered(con, {"hdr_": hdr}):
             ips = self._client_ips(con)
@@ -242,65 +247,141 @@ class Enricher:
         return pa.table(data)
 
 
-def _all_values(name: str) -> str:
-    """SQL for every value of header ``name`` (any case), joined by ', ' in the order received."""
-    return (
-        f"CASE WHEN list_contains(_hn, '{name}') THEN array_to_string(list_transform(list_filter("
-        f"http_headers, lambda h: lower(h.header_name) = '{name}'), lambda h: h.header_value), ', ') END"
-    )
-
-
 def ipv4_number_sql(column: str) -> str:
     """SQL for the number of the dotted-quad IPv4 address in ``column`` (NULL when it is not one)."""
     octets = [f"TRY_CAST(split_part({column}, '.', {k}) AS BIGINT)" for k in (1, 2, 3, 4)]
     return " + ".join(f"{o} * {256 ** (3 - k)}" if k < 3 else o for k, o in enumerate(octets))
 
 
-def _first_value(name: str) -> str:
-    return f"http_headers[list_position(_hn, '{name}')].header_value"
-
-
 def _stable_column(name: str) -> str:
     return "h_" + name.replace("-", "_")
 
 
-_HEADER_COLUMNS = ",\n  ".join(
-    [f"{_all_values(h)} AS {col}" for h, col in FORWARDING_HEADERS.items()]
-    + [f"coalesce({_first_value('user-agent')}, user_agent_source) AS user_agent"]
-    + [f"{_first_value(h)} AS {_stable_column(h)}" for h in STABLE_HEADERS])
-
-_HEADERS_SQL = f"""
-WITH n AS (
-  SELECT *, list_transform(http_headers, lambda h: lower(h.header_name)) AS _hn,
-            list_transform(http_headers, lambda h: strlen(coalesce(h.header_value, ''))) AS _hl
-  FROM base_
-)
-SELECT * EXCLUDE (_hn, _hl),
-  {_HEADER_COLUMNS},
-  coalesce(len(http_headers), 0) AS h_count,
-  coalesce(list_max(_hl), 0) AS h_max_len,
-  coalesce(list_sum(_hl), 0) + coalesce(list_sum(list_transform(_hn, lambda x: strlen(coalesce(x, '')))), 0) AS h_total,
-  CASE WHEN list_max(_hl) > {MAX_HEADER_VALUE}
-       THEN http_headers[list_position(_hl, list_max(_hl))].header_name END AS h_long_name
-FROM n
-"""
-
 # canonical dotted-quad IPv4 (no leading zeros): resolvable in SQL when no forwarding header can apply
 _V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_HEADERS_SQL = f"""
-WITH h AS ({_HEADERS_SQL}),
-v AS (
-  SELECT *, coalesce(regexp_full_match(ip_address, '{_V4}'), false) AS _v4,
-         coalesce(h_forwarded, h_xff, h_xri) IS NULL AS _no_fwd
-  FROM h
-)
-SELECT *,
-  CASE WHEN NOT _v4 THEN false WHEN _no_fwd THEN true
-       ELSE NOT list_bool_or(list_transform($v4_trusted, lambda r:
-         ({ipv4_number_sql("ip_address")}) BETWEEN r[1] AND r[2])) END
-    AS _fast
-FROM v
-"""
+
+
+def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table:
+    """``base`` (SOURCE_SCHEMA) with the columns read from its headers appended (the table ``hdr_``).
+
+    * ``h_forwarded``, ``h_xff``, ``h_xri``: every non-null value of that header, in the order received,
+      joined by ", " (NULL when the header is absent or has no value);
+    * ``user_agent``: the first User-Agent value, else the source's own agent column;
+    * one ``h_<name>`` per stable header (:data:`STABLE_HEADERS`): its first value;
+    * ``h_count``, ``h_max_len`` (the longest value, bytes), ``h_total`` (names and values, bytes),
+      ``h_long_name`` (the first header whose value is longer than MAX_HEADER_VALUE);
+    * ``_fast``: the address is a canonical dotted quad and no forwarding header can apply (none, or
+      ``IpAddress`` is not a trusted proxy), so it is the client address as it is (no Python needed).
+
+    Header names compare case-insensitively in ASCII (RFC 9110 field names are ASCII tokens).
+    Vectorised over the batch's flattened header list (Arrow compute and numpy): no per-row Python, and no
+    round trip of the whole batch through SQL.
+    """
+    n = base.num_rows
+    hh = base.column("http_headers").combine_chunks() if n else pa.array([], base.schema.field("http_headers").type)
+    count = pc.fill_null(pc.list_value_length(hh), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    parent = pc.list_parent_indices(hh).to_numpy()
+    items = pc.list_flatten(hh)
+    fields = dict(zip((items.type.field(i).name for i in range(items.type.num_fields)), items.flatten()))
+    names, values = fields["header_name"], fields["header_value"]
+    vlen = pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    nlen = pc.fill_null(pc.binary_length(names), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    total = np.bincount(parent, weights=vlen + nlen, minlength=n).astype(np.int64)
+    max_len = np.zeros(n, np.int64)
+    filled = np.flatnonzero(count > 0)
+    if len(filled):
+        starts = np.concatenate([[0], np.cumsum(count)[:-1]])
+        max_len[filled] = np.maximum.reduceat(vlen, starts[filled])
+    long_name: list[str | None] = [None] * n
+    for row in np.flatnonzero(max_len > MAX_HEADER_VALUE).tolist():
+        at = int(np.flatnonzero((parent == row) & (vlen == max_len[row]))[0])
+        long_name[row] = names[at].as_py()
+    # each entry's lower-case name as a code into a small dictionary: one hash pass, then numpy comparisons
+    coded = pc.dictionary_encode(pc.ascii_lower(names)) if len(names) else None
+    codes = pc.fill_null(coded.indices, -1).to_numpy(zero_copy_only=False) if coded is not None else np.zeros(0, int)
+    lookup = {v: i for i, v in enumerate(coded.dictionary.to_pylist())} if coded is not None else {}
+
+    def entries(name: str) -> np.ndarray:
+        code = lookup.get(name)
+        return np.flatnonzero(codes == code) if code is not None else np.zeros(0, np.int64)
+
+    def first_value(name: str) -> pa.Array:
+        at = entries(name)
+        rows, first = np.unique(parent[at], return_index=True)
+        take = np.zeros(n, np.int64)
+        take[rows] = at[first]
+        has = np.zeros(n, bool)
+        has[rows] = True
+        return values.take(pa.array(take, mask=~has))
+
+    def all_values(name: str) -> pa.Array:
+        at = entries(name)
+        rows = parent[at]
+        if len(np.unique(rows)) == len(rows):  # the usual case: at most one such header a row
+            return first_value(name)
+        joined: dict[int, list[str]] = {}
+        for row, value in zip(rows.tolist(), values.take(pa.array(at)).to_pylist()):
+            joined.setdefault(row, [])
+            if value is not None:
+                joined[row].append(value)
+        out = [None] * n
+        for row, vs in joined.items():
+            out[row] = ", ".join(vs) if vs else None
+        return pa.array(out, pa.string())
+
+    cols: dict[str, pa.Array] = {col: all_values(h) for h, col in FORWARDING_HEADERS.items()}
+    source_agent = base.column("user_agent_source").combine_chunks() if n else pa.array([], pa.string())
+    cols["user_agent"] = pc.coalesce(first_value("user-agent"), source_agent)
+    for h in STABLE_HEADERS:
+        cols[_stable_column(h)] = first_value(h)
+    cols["h_count"] = pa.array(count, pa.int64())
+    cols["h_max_len"] = pa.array(max_len, pa.int64())
+    cols["h_total"] = pa.array(total, pa.int64())
+    cols["h_long_name"] = pa.array(long_name, pa.string())
+    ip = base.column("ip_address")
+    v4 = pc.fill_null(pc.match_substring_regex(ip, "^" + _V4 + "$"), False).to_numpy(zero_copy_only=False)
+    no_fwd = np.ones(n, bool)
+    for h in FORWARDING_HEADERS.values():
+        no_fwd &= pc.is_null(cols[h]).to_numpy(zero_copy_only=False)
+    fast = v4 & no_fwd
+    check = np.flatnonzero(v4 & ~no_fwd)  # behind a proxy? only a trusted one's headers count
+    if len(check):
+        quads = pc.list_flatten(pc.split_pattern(ip.take(pa.array(check)), ".")).cast(pa.int64()).to_numpy()
+        number = quads.reshape(-1, 4) @ np.array([1 << 24, 1 << 16, 1 << 8, 1], np.int64)
+        trusted = np.zeros(len(check), bool)
+        for lo, hi in v4_trusted:
+            trusted |= (number >= lo) & (number <= hi)
+        fast[check] = ~trusted
+    cols["_fast"] = pa.array(fast, pa.bool_())
+    out = base
+    for name, col in cols.items():
+        out = out.append_column(name, col)
+    return out
+
+
+def _digests(keys: pa.Array, prefix: str) -> pa.Array:
+    """``prefix`` + the first 32 hex digits of the SHA-256 of each key's UTF-8 (hashed once per distinct key)."""
+    coded = pc.dictionary_encode(keys)
+    digests = [prefix + hashlib.sha256(k.encode("utf-8")).hexdigest()[:32] for k in coded.dictionary.to_pylist()]
+    return pa.array(digests, pa.string()).take(coded.indices)
+
+
+def with_fingerprints(hdr: pa.Table) -> pa.Table:
+    """``hdr`` (from :func:`with_header_columns`) with ``device_fingerprint`` and ``device_fingerprint_source``
+    (see the module's docstring), hashed once per distinct EncodedData or stable-header set of the batch."""
+    if hdr.num_rows == 0:
+        return hdr.append_column("device_fingerprint", pa.array([], pa.string())).append_column(
+            "device_fingerprint_source", pa.array([], pa.string()))
+    enc = hdr.column("encoded_data").combine_chunks()
+    agent = hdr.column("user_agent").combine_chunks()
+    has_enc = pc.fill_null(pc.not_equal(enc, ""), False)
+    stable = [pc.fill_null(hdr.column(_stable_column(h)).combine_chunks(), "") for h in STABLE_HEADERS]
+    headers_key = pc.binary_join_element_wise(agent, *stable, "\x1f")  # NULL without an agent
+    fingerprint = pc.if_else(has_enc, _digests(enc, "ed-"), _digests(headers_key, "hd-"))
+    source = pc.if_else(has_enc, pa.scalar("EncodedData"),
+                        pc.if_else(pc.is_valid(agent), pa.scalar("headers"), pa.scalar(None, pa.string())))
+    return hdr.append_column("device_fingerprint", fingerprint).append_column("device_fingerprint_source", source)
+
 
 # every row's resolved client address: SQL's own for fast rows, Python's (ips_) for the rest
 _CLIENT_IP_COLUMNS = """
@@ -319,52 +400,18 @@ LEFT JOIN ips_ i ON NOT h._fast
 """
 _CLIENT_IP_SQL = f"SELECT h._i, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}"
 
-_STABLE_ARGS = ", ".join(f"coalesce({_stable_column(h)}, '')" for h in STABLE_HEADERS)
-_FINAL_SQL = f"""
+# the checks of every row (``reason``: NULL when the row is good): on the headers and the resolved address only,
+# so the rows to quarantine are found without the joins of the final projection
+_CHECKED_SQL = f"""
 WITH c AS (SELECT h.*, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}),
-j AS (
+r AS (
   SELECT c.*,
-         a.browser_family, a.browser_version, a.os_family, a.os_version, a.device_type, a.device_name,
-         g.* EXCLUDE (client_ip),
          CASE WHEN c.event_response IN ('Success') THEN 'Pass'
               WHEN c.event_response IN ('Failure') THEN 'Fail'
               ELSE c.event_response END AS resp
   FROM c
-  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM c.user_agent
-  LEFT JOIN geo_ g ON g.client_ip = c.client_ip
 )
-SELECT
-  event_id, user_pool_id, client_id, username, user_sub, event_type,
-  resp AS event_response, creation_date, challenge_responses,
-  ip_address, server_name, server_path, http_headers, encoded_data,
-  coalesce(has_context_data, ip_address IS NOT NULL) AS has_context_data,
-  user_agent_source, rtt_ms, compromised_credentials,
-  source_country, source_region, source_city, source_asn, source_device_name, extra,
-  source_format, source_file, source_line,
-  client_ip, client_ip_source, ip_version, ip_prefix, user_agent,
-  browser_family, browser_version, os_family, os_version, device_type,
-  coalesce(CASE WHEN user_agent IS NULL THEN source_device_name END, device_name) AS device_name,
-  CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'ed-' || substr(sha256(encoded_data), 1, 32)
-       WHEN user_agent IS NOT NULL THEN 'hd-' || substr(sha256(concat_ws(chr(31), user_agent,
-            {_STABLE_ARGS})), 1, 32)
-  END AS device_fingerprint,
-  CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'EncodedData'
-       WHEN user_agent IS NOT NULL THEN 'headers' END AS device_fingerprint_source,
-  coalesce(CASE WHEN length(source_country) = 2 THEN upper(source_country) END, g_country_iso) AS country_iso,
-  coalesce(CASE WHEN length(source_country) > 2 THEN source_country END,
-           CASE WHEN source_country IS NULL OR upper(source_country) = g_country_iso THEN g_country_name END)
-    AS country_name,
-  coalesce(source_region, g_region) AS region,
-  coalesce(source_city, g_city) AS city,
-  g_latitude AS latitude, g_longitude AS longitude, g_time_zone AS time_zone,
-  coalesce(source_asn, g_asn) AS asn,
-  CASE WHEN source_asn IS NULL OR source_asn = g_asn THEN g_as_org END AS as_org,
-  CASE WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL
-            AND coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'source+lookup'
-       WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL THEN 'source'
-       WHEN coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'lookup'
-       ELSE 'none' END AS geo_source,
-  _i,
+SELECT *,
   nullif(concat_ws('; ',
     CASE WHEN event_id IS NULL THEN 'EventId is missing'
          WHEN NOT regexp_full_match(event_id, '{EVENT_ID_PATTERN}')
@@ -385,5 +432,44 @@ SELECT
     CASE WHEN h_count > $max_headers THEN 'ContextData.HttpHeaders has ' || h_count || ' headers, more than ' || $max_headers END,
     CASE WHEN h_total > $max_total AND h_long_name IS NULL THEN 'ContextData.HttpHeaders total ' || h_total || ' bytes, more than ' || $max_total END
   ), '') AS reason
+FROM r
+"""
+
+_FINAL_SQL = f"""
+WITH j AS (
+  SELECT k.*,
+         a.browser_family, a.browser_version, a.os_family, a.os_version, a.device_type, a.device_name,
+         g.* EXCLUDE (client_ip)
+  FROM ({_CHECKED_SQL}) k
+  LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM k.user_agent
+  LEFT JOIN geo_ g ON g.client_ip = k.client_ip
+)
+SELECT
+  event_id, user_pool_id, client_id, username, user_sub, event_type,
+  resp AS event_response, creation_date, challenge_responses,
+  ip_address, server_name, server_path, http_headers, encoded_data,
+  coalesce(has_context_data, ip_address IS NOT NULL) AS has_context_data,
+  user_agent_source, rtt_ms, compromised_credentials,
+  source_country, source_region, source_city, source_asn, source_device_name, extra,
+  source_format, source_file, source_line,
+  client_ip, client_ip_source, ip_version, ip_prefix, user_agent,
+  browser_family, browser_version, os_family, os_version, device_type,
+  coalesce(CASE WHEN user_agent IS NULL THEN source_device_name END, device_name) AS device_name,
+  device_fingerprint, device_fingerprint_source,
+  coalesce(CASE WHEN length(source_country) = 2 THEN upper(source_country) END, g_country_iso) AS country_iso,
+  coalesce(CASE WHEN length(source_country) > 2 THEN source_country END,
+           CASE WHEN source_country IS NULL OR upper(source_country) = g_country_iso THEN g_country_name END)
+    AS country_name,
+  coalesce(source_region, g_region) AS region,
+  coalesce(source_city, g_city) AS city,
+  g_latitude AS latitude, g_longitude AS longitude, g_time_zone AS time_zone,
+  coalesce(source_asn, g_asn) AS asn,
+  CASE WHEN source_asn IS NULL OR source_asn = g_asn THEN g_as_org END AS as_org,
+  CASE WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL
+            AND coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'source+lookup'
+       WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL THEN 'source'
+       WHEN coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'lookup'
+       ELSE 'none' END AS geo_source,
+  _i, reason
 FROM j
 """

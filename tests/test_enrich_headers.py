@@ -1,0 +1,202 @@
+"""The header columns and device fingerprints of a batch (``ingest.enrich.with_header_columns`` and
+``with_fingerprints``), vectorised in Arrow and numpy, against the DuckDB SQL that computed them before (kept
+here as the reference), on random and edge-case header lists."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from ingest.context import ProxyPolicy
+from ingest.enrich import (
+    FORWARDING_HEADERS,
+    MAX_HEADER_VALUE,
+    STABLE_HEADERS,
+    _stable_column,
+    ipv4_number_sql,
+    with_fingerprints,
+    with_header_columns,
+)
+from ingest.schema import SOURCE_SCHEMA, conform
+
+_V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+
+
+def _all_values(name: str) -> str:
+    return (
+        f"CASE WHEN list_contains(_hn, '{name}') THEN array_to_string(list_transform(list_filter("
+        f"http_headers, lambda h: lower(h.header_name) = '{name}'), lambda h: h.header_value), ', ') END"
+    )
+
+
+def _first_value(name: str) -> str:
+    return f"http_headers[list_position(_hn, '{name}')].header_value"
+
+
+_COLUMNS = ",\n  ".join(
+    [f"{_all_values(h)} AS {col}" for h, col in FORWARDING_HEADERS.items()]
+    + [f"coalesce({_first_value('user-agent')}, user_agent_source) AS user_agent"]
+    + [f"{_first_value(h)} AS {_stable_column(h)}" for h in STABLE_HEADERS])
+
+REFERENCE_SQL = f"""
+WITH n AS (
+  SELECT *, list_transform(http_headers, lambda h: lower(h.header_name)) AS _hn,
+            list_transform(http_headers, lambda h: strlen(coalesce(h.header_value, ''))) AS _hl
+  FROM base_
+), h AS (
+SELECT * EXCLUDE (_hn, _hl),
+  {_COLUMNS},
+  coalesce(len(http_headers), 0) AS h_count,
+  coalesce(list_max(_hl), 0) AS h_max_len,
+  coalesce(list_sum(_hl), 0) + coalesce(list_sum(list_transform(_hn, lambda x: strlen(coalesce(x, '')))), 0) AS h_total,
+  CASE WHEN list_max(_hl) > {MAX_HEADER_VALUE}
+       THEN http_headers[list_position(_hl, list_max(_hl))].header_name END AS h_long_name
+FROM n
+), v AS (
+  SELECT *, coalesce(regexp_full_match(ip_address, '{_V4}'), false) AS _v4,
+         coalesce(h_forwarded, h_xff, h_xri) IS NULL AS _no_fwd
+  FROM h
+)
+SELECT * EXCLUDE (_v4, _no_fwd),
+  CASE WHEN NOT _v4 THEN false WHEN _no_fwd THEN true
+       ELSE NOT list_bool_or(list_transform($v4_trusted, lambda r:
+         ({ipv4_number_sql("ip_address")}) BETWEEN r[1] AND r[2])) END
+    AS _fast
+FROM v
+"""
+
+NAMES = ["User-Agent", "user-agent", "USER-AGENT", "Accept-Language", "accept", "Accept-Encoding", "Sec-CH-UA",
+         "sec-ch-ua-platform", "Sec-Ch-Ua-Mobile", "X-Forwarded-For", "x-forwarded-for", "Forwarded", "X-Real-IP",
+         "Host", "Cookie", "X-Forwarded-Proto", "", None]
+ADDRESSES = ["81.2.69.160", "10.1.2.3", "10.255.255.255", "192.168.0.7", "1.2.3.4", "255.255.255.255", "0.0.0.0",
+             "01.2.3.4", "1.2.3", "256.1.1.1", " 1.2.3.4", "2001:db8::1", "::ffff:1.2.3.4", "garbage", "", None]
+
+
+def _value(rng: random.Random) -> str | None:
+    r = rng.random()
+    if r < 0.08:
+        return None
+    if r < 0.12:
+        return ""
+    if r < 0.14:
+        return "v" * (MAX_HEADER_VALUE + rng.randint(-1, 3))
+    if r < 0.18:
+        return "é✓ " + str(rng.randint(0, 9))
+    return rng.choice(["Mozilla/5.0", "1.2.3.4", "10.0.0.1, 81.2.69.160", "for=192.0.2.60", "en-GB", "*/*"])
+
+
+def _headers(rng: random.Random):
+    r = rng.random()
+    if r < 0.08:
+        return None
+    if r < 0.12:
+        return []
+    out = []
+    for _ in range(rng.randint(1, 9)):
+        if rng.random() < 0.04:
+            out.append(None)
+        else:
+            out.append({"header_name": rng.choice(NAMES), "header_value": _value(rng)})
+    return out
+
+
+def _batch(rows: int, seed: int) -> pa.Table:
+    rng = random.Random(seed)
+    t = pa.table({
+        "event_id": [f"e{i}" for i in range(rows)],
+        "ip_address": [rng.choice(ADDRESSES) for _ in range(rows)],
+        "http_headers": pa.array([_headers(rng) for _ in range(rows)], SOURCE_SCHEMA.field("http_headers").type),
+        "user_agent_source": [rng.choice([None, None, "Source-Agent/1.0"]) for _ in range(rows)],
+    })
+    return conform(t, SOURCE_SCHEMA)
+
+
+def _reference(base: pa.Table, trusted: list[list[int]]) -> pa.Table:
+    con = duckdb.connect()
+    con.register("base_", base)
+    return con.sql(REFERENCE_SQL, params={"v4_trusted": trusted}).to_arrow_table()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("proxies", [[], ["10.0.0.0/8"], ["0.0.0.0/0"], ["192.168.0.0/16", "255.255.255.255/32"]])
+def test_same_columns_as_the_sql_they_replace(seed, proxies):
+    base = _batch(400, seed)
+    trusted = ProxyPolicy.from_cidrs(proxies).v4_ranges()
+    ours, ref = with_header_columns(base, trusted), _reference(base, trusted)
+    assert ours.column_names == ref.column_names
+    for name in ours.column_names:
+        got, want = ours.column(name).to_pylist(), ref.column(name).to_pylist()
+        assert got == want, name
+    # the batch exercises every branch (a test that could not fail otherwise)
+    assert any(ours.column("_fast").to_pylist()) and not all(ours.column("_fast").to_pylist())
+    assert any(x is not None for x in ours.column("h_long_name").to_pylist())
+    assert any(x is not None and ", " in x for x in ours.column("h_xff").to_pylist())
+
+
+def test_known_answers():
+    base = conform(pa.table({
+        "event_id": ["a", "b", "c"],
+        "ip_address": ["10.0.0.5", "10.0.0.5", "81.2.69.160"],
+        "http_headers": pa.array([
+            [{"header_name": "X-Forwarded-For", "header_value": "81.2.69.160"},
+             {"header_name": "user-agent", "header_value": "UA-1"},
+             {"header_name": "x-forwarded-for", "header_value": None},
+             {"header_name": "X-FORWARDED-FOR", "header_value": "10.0.0.9"},
+             {"header_name": "User-Agent", "header_value": "UA-2"}],
+            None,
+            [{"header_name": "X-Real-İP", "header_value": "1.1.1.1"},  # not an ASCII name: not X-Real-IP
+             {"header_name": "Accept-Language", "header_value": "x" * (MAX_HEADER_VALUE + 1)}],
+        ], SOURCE_SCHEMA.field("http_headers").type),
+        "user_agent_source": [None, "Src", None],
+    }), SOURCE_SCHEMA)
+    out = with_header_columns(base, ProxyPolicy.from_cidrs(["10.0.0.0/8"]).v4_ranges()).to_pydict()
+    assert out["h_xff"] == ["81.2.69.160, 10.0.0.9", None, None]
+    assert out["h_xri"] == [None, None, None]
+    assert out["user_agent"] == ["UA-1", "Src", None]
+    assert out["h_count"] == [5, 0, 2]
+    assert out["h_max_len"] == [11, 0, MAX_HEADER_VALUE + 1]
+    assert out["h_long_name"] == [None, None, "Accept-Language"]
+    assert out["h_total"][1] == 0 and out["h_total"][0] == sum(len(x) for x in (
+        "X-Forwarded-For", "81.2.69.160", "user-agent", "UA-1", "x-forwarded-for", "X-FORWARDED-FOR", "10.0.0.9",
+        "User-Agent", "UA-2"))
+    # behind a trusted proxy, Python resolves the address; without a forwarding header it is IpAddress as it is
+    assert out["_fast"] == [False, True, True]
+
+
+def test_empty_batch():
+    out = with_header_columns(conform(pa.table({"event_id": pa.array([], pa.string())}), SOURCE_SCHEMA), [[-1, -1]])
+    assert out.num_rows == 0 and "_fast" in out.column_names
+
+
+FINGERPRINT_SQL = """
+SELECT
+  CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'ed-' || substr(sha256(encoded_data), 1, 32)
+       WHEN user_agent IS NOT NULL THEN 'hd-' || substr(sha256(concat_ws(chr(31), user_agent,
+            """ + ", ".join(f"coalesce({_stable_column(h)}, '')" for h in STABLE_HEADERS) + """)), 1, 32)
+  END AS device_fingerprint,
+  CASE WHEN encoded_data IS NOT NULL AND encoded_data <> '' THEN 'EncodedData'
+       WHEN user_agent IS NOT NULL THEN 'headers' END AS device_fingerprint_source
+FROM hdr_
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fingerprints_as_the_sql_that_computed_them(seed):
+    rng = random.Random(seed)
+    base = _batch(500, seed)
+    encoded = [rng.choice([None, "", "blob-1", "blob-2", "blöb-✓"]) for _ in range(base.num_rows)]
+    base = base.set_column(base.schema.get_field_index("encoded_data"), "encoded_data", pa.array(encoded, pa.string()))
+    hdr = with_fingerprints(with_header_columns(base, [[-1, -1]]))
+    con = duckdb.connect()
+    con.register("hdr_", hdr.drop_columns(["device_fingerprint", "device_fingerprint_source"]))
+    want = con.sql(FINGERPRINT_SQL).to_arrow_table()
+    for name in ("device_fingerprint", "device_fingerprint_source"):
+        assert hdr.column(name).to_pylist() == want.column(name).to_pylist(), name
+    sources = set(hdr.column("device_fingerprint_source").to_pylist())
+    assert sources == {"EncodedData", "headers", None}
+    assert hashlib.sha256(b"blob-1").hexdigest()[:32] in {
+        (f or "")[3:] for f in hdr.column("device_fingerprint").to_pylist()}
