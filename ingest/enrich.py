@@ -234,16 +234,46 @@ class Enricher:
         )
 
     def _geo(self, con) -> pa.Table:
-        distinct = [r[0] for r in con.sql(
-            f"SELECT DISTINCT client_ip FROM ({_CLIENT_IP_SQL}) WHERE client_ip IS NOT NULL").fetchall()]
-        recs = self.geo.lookup_many(distinct) if self.geo else []
-        cols = ("country_iso", "country_name", "region", "city", "time_zone", "as_org")
-        data = {"client_ip": pa.array(distinct, pa.string())}
-        for c in cols:
-            data["g_" + c] = pa.array([getattr(r, c) for r in recs] if recs else [None] * len(distinct), pa.string())
+        """GeoIP columns (``g_*``) per distinct client address, looked up once per /24 (IPv4) or /48 (IPv6)
+        block where one network of each database covers the block (``GeoResolver.lookup_network``), else
+        per address. The per-row values are taken from the per-record ones by index (no per-row Python)."""
+        pairs = con.sql(f"SELECT DISTINCT client_ip, ip_prefix FROM ({_CLIENT_IP_SQL}) "
+                        "WHERE client_ip IS NOT NULL").to_arrow_table()
+        ips = pairs.column("client_ip").combine_chunks()
+        n = len(ips)
+        records: list = []
+        which = np.full(n, -1, np.int64)  # each address's record, by position in ``records``
+        if self.geo is not None and n:
+            prefixes = pairs.column("ip_prefix").combine_chunks()
+            # an address groups with its block when the block is of its own family (/48 for IPv6 text)
+            same_family = pc.equal(pc.match_substring(ips, ":"), pc.ends_with(prefixes, "/48"))
+            usable = pc.fill_null(pc.and_(same_family, pc.is_valid(prefixes)), False).to_numpy(zero_copy_only=False)
+            codes = pc.fill_null(pc.dictionary_encode(prefixes).indices, -1).to_numpy(zero_copy_only=False)
+            codes = np.where(usable, codes, -1)
+            blocks, first = np.unique(codes, return_index=True)
+            block_record = {}
+            for code, at in zip(blocks.tolist(), first.tolist()):
+                if code < 0:
+                    continue
+                rec, whole = self.geo.lookup_network(ips[at].as_py())
+                if whole:
+                    block_record[code] = len(records)
+                    records.append(rec)
+            if block_record:
+                known = np.full(int(codes.max()) + 1, -1, np.int64)
+                known[list(block_record)] = list(block_record.values())
+                which = np.where(codes >= 0, known[np.maximum(codes, 0)], -1)
+            rest = np.flatnonzero(which < 0)
+            if len(rest):
+                which[rest] = np.arange(len(records), len(records) + len(rest))
+                records.extend(self.geo.lookup_many(ips.take(pa.array(rest)).to_pylist()))
+        take = pa.array(which, mask=which < 0)
+        data = {"client_ip": ips}
+        for c in ("country_iso", "country_name", "region", "city", "time_zone", "as_org"):
+            data["g_" + c] = pa.array([getattr(r, c) for r in records], pa.string()).take(take)
         for c in ("latitude", "longitude"):
-            data["g_" + c] = pa.array([getattr(r, c) for r in recs] if recs else [None] * len(distinct), pa.float64())
-        data["g_asn"] = pa.array([r.asn for r in recs] if recs else [None] * len(distinct), pa.int64())
+            data["g_" + c] = pa.array([getattr(r, c) for r in records], pa.float64()).take(take)
+        data["g_asn"] = pa.array([r.asn for r in records], pa.int64()).take(take)
         return pa.table(data)
 
 

@@ -268,6 +268,25 @@ class GeoResolver:
     def lookup_many(self, ips: list[str | None]) -> list[GeoRecord]:
         return [self.lookup(ip) for ip in ips]
 
+    def lookup_network(self, ip: str | None) -> tuple[GeoRecord, bool]:
+        """The record of ``ip``, and whether it holds for every address of its /24 (IPv4) or /48 (IPv6): when
+        one network of each database covers that whole block (then the block's other addresses need no
+        lookup of their own)."""
+        if not ip:
+            return EMPTY, False
+        net = _network_key(ip)
+        rec = self._cache.get(net) if net else None
+        if rec is not None:
+            return rec, True
+        rec, whole = self._lookup(ip)
+        whole = bool(net) and whole
+        if whole:
+            self._cache[net] = rec
+        self._cache[ip] = rec
+        while len(self._cache) > self.max_cache:
+            self._cache.popitem(last=False)
+        return rec, whole
+
     def _lookup(self, ip: str) -> tuple[GeoRecord, bool]:
         """The record of ``ip``, and whether it holds for the address's whole /24 (IPv4) or /48 (IPv6) in both
         databases."""

@@ -137,3 +137,45 @@ def test_an_ipv6_slash_48_covered_by_one_network_is_looked_up_once_but_smaller_n
     assert [r.lookup(ip).city for ip in ("2001:db8:2::1", "2001:db8:2:8000::1", "2001:db8:2::2")] \
         == ["Paris", "Lyon", "Paris"]
     assert calls[1:] == ["2001:db8:2::1", "2001:db8:2:8000::1", "2001:db8:2::2"]
+
+
+def test_a_batch_is_looked_up_once_per_block_one_network_covers_and_per_address_elsewhere(tmp_path, monkeypatch):
+    """Enrichment of a batch: addresses of a /24 or /48 that one network covers share one lookup; addresses of
+    split blocks each get their own; every row's geo is what a lookup of its own address gives."""
+    import pyarrow as pa
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    from ingest.enrich import Enricher
+    from ingest.schema import SOURCE_SCHEMA, conform
+
+    fr = {"iso_code": "FR", "names": {"en": "France"}}
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
+    for net, city in (("192.0.2.0/24", "Nantes"), ("198.51.100.0/25", "Paris"), ("198.51.100.128/25", "Lyon"),
+                      ("2001:db8:1::/48", "Lille"), ("2001:db8:2::/49", "Nice"), ("2001:db8:2:8000::/49", "Metz")):
+        w.insert_network(IPSet([net]), {"country": fr, "city": {"names": {"en": city}}})
+    path = tmp_path / "blocks.mmdb"
+    w.to_db_file(str(path))
+    ips = ([f"192.0.2.{i}" for i in range(1, 60)] + ["198.51.100.5", "198.51.100.200", "198.51.100.6"]
+           + [f"2001:db8:1::{i:x}" for i in range(1, 40)] + ["2001:db8:2::1", "2001:db8:2:8000::1", "203.0.113.9"])
+    batch = conform(pa.table({
+        "event_id": [f"e{i}" for i in range(len(ips))], "username": ["u"] * len(ips),
+        "event_type": ["SignIn"] * len(ips), "event_response": ["Pass"] * len(ips),
+        "creation_date": pa.array([1_780_000_000_000_000] * len(ips), pa.timestamp("us", tz="UTC")),
+        "ip_address": ips,
+    }), SOURCE_SCHEMA)
+    enricher = Enricher(geo=geo.GeoResolver(str(path), None))
+    calls = []
+    real = enricher.geo._lookup
+    monkeypatch.setattr(enricher.geo, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    good, bad = enricher.run(batch, "test", "t.jsonl")
+    assert bad.num_rows == 0
+    got = dict(zip(good.column("ip_address").to_pylist(), good.column("city").to_pylist()))
+    reference = geo.GeoResolver(str(path), None)
+    assert got == {ip: reference.lookup(ip).city for ip in ips}
+    assert got["198.51.100.200"] == "Lyon" and got["2001:db8:2:8000::1"] == "Metz" and got["203.0.113.9"] is None
+    # one lookup for each whole block (59 and 39 addresses), one per address of the split ones and the unknown one
+    whole = [ip for ip in calls if ip.startswith(("192.0.2.", "2001:db8:1:"))]
+    assert len(whole) == 2
+    assert sorted(ip for ip in calls if ip not in whole) == sorted(
+        ["198.51.100.5", "198.51.100.200", "198.51.100.6", "2001:db8:2::1", "2001:db8:2:8000::1", "203.0.113.9"])
