@@ -186,9 +186,9 @@ class Enricher:
     # -- per distinct value ------------------------------------------------------
 
     def _client_ips(self, con) -> pa.Table:
-        # rows whose address SQL resolved (canonical IPv4, no header to consult) never reach Python
+        # rows whose address was resolved without Python (with_header_columns: _fast_ip) never reach it
         rows = con.sql(
-            "SELECT DISTINCT ip_address, h_forwarded, h_xff, h_xri FROM hdr_ WHERE NOT _fast"
+            "SELECT DISTINCT ip_address, h_forwarded, h_xff, h_xri FROM hdr_ WHERE _fast_ip IS NULL"
         ).fetchall()
         keys: dict[str, list] = {"ip_address": [], "h_forwarded": [], "h_xff": [], "h_xri": []}
         vals: dict[str, list] = {"client_ip": [], "client_ip_source": [], "ip_version": [], "ip_prefix": [],
@@ -291,6 +291,16 @@ def _stable_column(name: str) -> str:
 _V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 
 
+def _trusted_v4(quads: pa.Array, v4_trusted: list[list[int]]) -> np.ndarray:
+    """Whether each canonical dotted quad of ``quads`` lies in one of the trusted [first, last] ranges."""
+    octets = pc.list_flatten(pc.split_pattern(quads, ".")).cast(pa.int64()).to_numpy()
+    number = octets.reshape(-1, 4) @ np.array([1 << 24, 1 << 16, 1 << 8, 1], np.int64)
+    trusted = np.zeros(len(number), bool)
+    for lo, hi in v4_trusted:
+        trusted |= (number >= lo) & (number <= hi)
+    return trusted
+
+
 def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table:
     """``base`` (SOURCE_SCHEMA) with the columns read from its headers appended (the table ``hdr_``).
 
@@ -300,8 +310,11 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     * one ``h_<name>`` per stable header (:data:`STABLE_HEADERS`): its first value;
     * ``h_count``, ``h_max_len`` (the longest value, bytes), ``h_total`` (names and values, bytes),
       ``h_long_name`` (the first header whose value is longer than MAX_HEADER_VALUE);
-    * ``_fast``: the address is a canonical dotted quad and no forwarding header can apply (none, or
-      ``IpAddress`` is not a trusted proxy), so it is the client address as it is (no Python needed).
+    * ``_fast_ip``, ``_fast_source``: the client address and where it came from, for the two common cases
+      that need no Python (NULL otherwise; ``ingest.context.resolve_client_ip`` gives the same): a canonical
+      dotted quad ``IpAddress`` no forwarding header can apply to (none, or ``IpAddress`` is not a trusted
+      proxy); and a trusted dotted-quad proxy with no ``Forwarded`` header whose ``X-Forwarded-For`` is one
+      canonical dotted quad that is not itself trusted.
 
     Header names compare case-insensitively in ASCII (RFC 9110 field names are ASCII tokens).
     Vectorised over the batch's flattened header list (Arrow compute and numpy): no per-row Python, and no
@@ -374,15 +387,23 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     for h in FORWARDING_HEADERS.values():
         no_fwd &= pc.is_null(cols[h]).to_numpy(zero_copy_only=False)
     fast = v4 & no_fwd
+    from_xff = np.zeros(n, bool)
     check = np.flatnonzero(v4 & ~no_fwd)  # behind a proxy? only a trusted one's headers count
     if len(check):
-        quads = pc.list_flatten(pc.split_pattern(ip.take(pa.array(check)), ".")).cast(pa.int64()).to_numpy()
-        number = quads.reshape(-1, 4) @ np.array([1 << 24, 1 << 16, 1 << 8, 1], np.int64)
-        trusted = np.zeros(len(check), bool)
-        for lo, hi in v4_trusted:
-            trusted |= (number >= lo) & (number <= hi)
-        fast[check] = ~trusted
-    cols["_fast"] = pa.array(fast, pa.bool_())
+        proxy_trusted = _trusted_v4(ip.take(pa.array(check)), v4_trusted)
+        fast[check] = ~proxy_trusted
+        # the usual proxied request: X-Forwarded-For names one client, a canonical untrusted dotted quad
+        xff = cols["h_xff"].take(pa.array(check))
+        single = pc.fill_null(pc.match_substring_regex(xff, "^" + _V4 + "$"), False).to_numpy(zero_copy_only=False)
+        single &= proxy_trusted & pc.is_null(cols["h_forwarded"].take(pa.array(check))).to_numpy(zero_copy_only=False)
+        at = np.flatnonzero(single)
+        if len(at):
+            client_trusted = _trusted_v4(xff.take(pa.array(at)), v4_trusted)
+            from_xff[check[at[~client_trusted]]] = True
+    cols["_fast_ip"] = pc.if_else(pa.array(fast), ip, pc.if_else(pa.array(from_xff), cols["h_xff"],
+                                                                  pa.nulls(n, pa.string())))
+    cols["_fast_source"] = pc.if_else(pa.array(fast), pa.scalar("IpAddress"), pc.if_else(
+        pa.array(from_xff), pa.scalar("X-Forwarded-For"), pa.scalar(None, pa.string())))
     out = base
     for name, col in cols.items():
         out = out.append_column(name, col)
@@ -413,16 +434,17 @@ def with_fingerprints(hdr: pa.Table) -> pa.Table:
     return hdr.append_column("device_fingerprint", fingerprint).append_column("device_fingerprint_source", source)
 
 
-# every row's resolved client address: SQL's own for fast rows, Python's (ips_) for the rest
+# every row's resolved client address: the vectorised one (_fast_ip) where there is one, Python's (ips_) for the rest
 _CLIENT_IP_COLUMNS = """
-  CASE WHEN h._fast THEN h.ip_address ELSE i.client_ip END AS client_ip,
-  CASE WHEN h._fast THEN 'IpAddress' ELSE i.client_ip_source END AS client_ip_source,
-  CASE WHEN h._fast THEN 4::TINYINT ELSE i.ip_version END AS ip_version,
-  CASE WHEN h._fast THEN regexp_replace(h.ip_address, '[.][0-9]+$', '.0/24') ELSE i.ip_prefix END AS ip_prefix,
-  CASE WHEN h._fast THEN true ELSE i.ip_valid END AS ip_valid
+  CASE WHEN h._fast_ip IS NOT NULL THEN h._fast_ip ELSE i.client_ip END AS client_ip,
+  CASE WHEN h._fast_ip IS NOT NULL THEN h._fast_source ELSE i.client_ip_source END AS client_ip_source,
+  CASE WHEN h._fast_ip IS NOT NULL THEN 4::TINYINT ELSE i.ip_version END AS ip_version,
+  CASE WHEN h._fast_ip IS NOT NULL THEN regexp_replace(h._fast_ip, '[.][0-9]+$', '.0/24') ELSE i.ip_prefix END
+    AS ip_prefix,
+  CASE WHEN h._fast_ip IS NOT NULL THEN true ELSE i.ip_valid END AS ip_valid
 """
 _CLIENT_IP_JOIN = """
-LEFT JOIN ips_ i ON NOT h._fast
+LEFT JOIN ips_ i ON h._fast_ip IS NULL
                 AND i.ip_address IS NOT DISTINCT FROM h.ip_address
                 AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
                 AND i.h_xff IS NOT DISTINCT FROM h.h_xff

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from ingest.context import ProxyPolicy
+from ingest.context import ClientIP, ProxyPolicy, resolve_client_ip
 from ingest.enrich import (
     FORWARDING_HEADERS,
     MAX_HEADER_VALUE,
@@ -95,6 +95,10 @@ def _headers(rng: random.Random):
         return None
     if r < 0.12:
         return []
+    if r < 0.3:  # the usual proxied request: one forwarded client (proxies trusted or not, clients too)
+        return [{"header_name": "User-Agent", "header_value": "Mozilla/5.0"},
+                {"header_name": rng.choice(["X-Forwarded-For", "x-forwarded-for"]),
+                 "header_value": rng.choice(["81.2.69.160", "10.9.8.7", "192.168.1.1", "01.2.3.4", "2001:db8::5"])}]
     out = []
     for _ in range(rng.randint(1, 9)):
         if rng.random() < 0.04:
@@ -125,22 +129,37 @@ def _reference(base: pa.Table, trusted: list[list[int]]) -> pa.Table:
 @pytest.mark.parametrize("proxies", [[], ["10.0.0.0/8"], ["0.0.0.0/0"], ["192.168.0.0/16", "255.255.255.255/32"]])
 def test_same_columns_as_the_sql_they_replace(seed, proxies):
     base = _batch(400, seed)
-    trusted = ProxyPolicy.from_cidrs(proxies).v4_ranges()
+    policy = ProxyPolicy.from_cidrs(proxies)
+    trusted = policy.v4_ranges()
     ours, ref = with_header_columns(base, trusted), _reference(base, trusted)
-    assert ours.column_names == ref.column_names
-    for name in ours.column_names:
+    assert ours.column_names == ref.column_names[:-1] + ["_fast_ip", "_fast_source"]
+    for name in ref.column_names[:-1]:
         got, want = ours.column(name).to_pylist(), ref.column(name).to_pylist()
         assert got == want, name
+    # the address resolved without Python: IpAddress where the SQL had it, and always what Python gives
+    rows = ours.to_pylist()
+    for row, ref_fast in zip(rows, ref.column("_fast").to_pylist()):
+        if ref_fast:
+            assert (row["_fast_ip"], row["_fast_source"]) == (row["ip_address"], "IpAddress")
+        if row["_fast_ip"] is not None:
+            got = resolve_client_ip(row["ip_address"], row["h_forwarded"], row["h_xff"], row["h_xri"], policy)
+            assert got == ClientIP(row["_fast_ip"], row["_fast_source"], 4, got.prefix, True), row
+            assert got.prefix.endswith("/24")
+        else:
+            assert row["_fast_source"] is None
     # the batch exercises every branch (a test that could not fail otherwise)
-    assert any(ours.column("_fast").to_pylist()) and not all(ours.column("_fast").to_pylist())
+    sources = [r["_fast_source"] for r in rows]
+    assert "IpAddress" in sources and None in sources
+    if proxies and "0.0.0.0/0" not in proxies:  # (with every address trusted, no client is untrusted)
+        assert "X-Forwarded-For" in sources
     assert any(x is not None for x in ours.column("h_long_name").to_pylist())
     assert any(x is not None and ", " in x for x in ours.column("h_xff").to_pylist())
 
 
 def test_known_answers():
     base = conform(pa.table({
-        "event_id": ["a", "b", "c"],
-        "ip_address": ["10.0.0.5", "10.0.0.5", "81.2.69.160"],
+        "event_id": ["a", "b", "c", "d", "e", "f"],
+        "ip_address": ["10.0.0.5", "10.0.0.5", "81.2.69.160", "10.0.0.5", "10.0.0.5", "10.0.0.5"],
         "http_headers": pa.array([
             [{"header_name": "X-Forwarded-For", "header_value": "81.2.69.160"},
              {"header_name": "user-agent", "header_value": "UA-1"},
@@ -150,26 +169,31 @@ def test_known_answers():
             None,
             [{"header_name": "X-Real-İP", "header_value": "1.1.1.1"},  # not an ASCII name: not X-Real-IP
              {"header_name": "Accept-Language", "header_value": "x" * (MAX_HEADER_VALUE + 1)}],
+            [{"header_name": "X-Forwarded-For", "header_value": "81.2.69.160"}],  # one untrusted client
+            [{"header_name": "X-Forwarded-For", "header_value": "10.0.0.7"}],  # a trusted one: Python walks on
+            [{"header_name": "Forwarded", "header_value": "for=192.0.2.1"},  # Forwarded comes first
+             {"header_name": "X-Forwarded-For", "header_value": "81.2.69.160"}],
         ], SOURCE_SCHEMA.field("http_headers").type),
-        "user_agent_source": [None, "Src", None],
+        "user_agent_source": [None, "Src", None, None, None, None],
     }), SOURCE_SCHEMA)
     out = with_header_columns(base, ProxyPolicy.from_cidrs(["10.0.0.0/8"]).v4_ranges()).to_pydict()
-    assert out["h_xff"] == ["81.2.69.160, 10.0.0.9", None, None]
-    assert out["h_xri"] == [None, None, None]
-    assert out["user_agent"] == ["UA-1", "Src", None]
-    assert out["h_count"] == [5, 0, 2]
-    assert out["h_max_len"] == [11, 0, MAX_HEADER_VALUE + 1]
-    assert out["h_long_name"] == [None, None, "Accept-Language"]
+    assert out["h_xff"] == ["81.2.69.160, 10.0.0.9", None, None, "81.2.69.160", "10.0.0.7", "81.2.69.160"]
+    assert out["h_xri"] == [None] * 6
+    assert out["user_agent"] == ["UA-1", "Src", None, None, None, None]
+    assert out["h_count"] == [5, 0, 2, 1, 1, 2]
+    assert out["h_max_len"][:3] == [11, 0, MAX_HEADER_VALUE + 1]
+    assert out["h_long_name"] == [None, None, "Accept-Language", None, None, None]
     assert out["h_total"][1] == 0 and out["h_total"][0] == sum(len(x) for x in (
         "X-Forwarded-For", "81.2.69.160", "user-agent", "UA-1", "x-forwarded-for", "X-FORWARDED-FOR", "10.0.0.9",
         "User-Agent", "UA-2"))
     # behind a trusted proxy, Python resolves the address; without a forwarding header it is IpAddress as it is
-    assert out["_fast"] == [False, True, True]
+    assert out["_fast_ip"] == [None, "10.0.0.5", "81.2.69.160", "81.2.69.160", None, None]
+    assert out["_fast_source"] == [None, "IpAddress", "IpAddress", "X-Forwarded-For", None, None]
 
 
 def test_empty_batch():
     out = with_header_columns(conform(pa.table({"event_id": pa.array([], pa.string())}), SOURCE_SCHEMA), [[-1, -1]])
-    assert out.num_rows == 0 and "_fast" in out.column_names
+    assert out.num_rows == 0 and "_fast_ip" in out.column_names
 
 
 FINGERPRINT_SQL = """

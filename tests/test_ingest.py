@@ -217,7 +217,7 @@ def test_store_location_from_option_beats_environment(env, tmp_path):
     assert not (env / "store.duckdb").exists()
 
 
-def test_canonical_ipv4_without_forwarding_headers_is_resolved_in_sql(env, monkeypatch):
+def test_plain_ipv4_and_one_forwarded_ipv4_client_are_resolved_without_python(env, monkeypatch):
     import ingest.enrich as enrich
 
     seen = []
@@ -225,14 +225,23 @@ def test_canonical_ipv4_without_forwarding_headers_is_resolved_in_sql(env, monke
     monkeypatch.setattr(enrich, "resolve_client_ip", lambda ip, *a: seen.append(ip) or real(ip, *a))
     ctx = event(1)["ContextData"]
     f = env / "fast.jsonl"
+
+    def proxied(i, ip, xff):
+        return event(i, ContextData={**ctx, "IpAddress": ip, "HttpHeaders": ctx["HttpHeaders"] + [
+            {"headerName": "X-Forwarded-For", "headerValue": xff}]})
+
     write_jsonl(f, [event(1), event(2, ContextData={**ctx, "IpAddress": "2001:db8:1::9"}),
-                    event(3, ContextData={**ctx, "IpAddress": "10.0.0.5", "HttpHeaders": ctx["HttpHeaders"] + [
-                        {"headerName": "X-Forwarded-For", "headerValue": "81.2.69.160"}]})])
+                    proxied(3, "10.0.0.5", "81.2.69.160"), proxied(4, "10.0.0.6", "81.2.69.170, 10.1.1.1"),
+                    proxied(5, "10.0.0.7", "10.2.2.2"), proxied(6, "81.2.69.9", "203.0.113.7")])
     out, _ = ingest(f)
-    assert out["events_added"] == 3
-    assert sorted(seen) == ["10.0.0.5", "2001:db8:1::9"]  # the plain IPv4 row never reached Python
+    assert out["events_added"] == 6
+    # the plain IPv4 row, the one-client proxied row and the untrusted "proxy" never reached Python
+    assert sorted(seen) == ["10.0.0.6", "10.0.0.7", "2001:db8:1::9"]
     assert rows(env / "store.duckdb", "SELECT client_ip, ip_prefix, client_ip_source FROM events ORDER BY event_id") == [
         ("81.2.69.161", "81.2.69.0/24", "IpAddress"),
         ("2001:db8:1::9", "2001:db8:1::/48", "IpAddress"),
         ("81.2.69.160", "81.2.69.0/24", "X-Forwarded-For"),
+        ("81.2.69.170", "81.2.69.0/24", "X-Forwarded-For"),  # walked from the right past the trusted 10.1.1.1
+        ("10.0.0.7", "10.0.0.0/24", "IpAddress"),  # every hop trusted: IpAddress stays
+        ("81.2.69.9", "81.2.69.0/24", "IpAddress"),  # an untrusted IpAddress: its headers are not believed
     ]
