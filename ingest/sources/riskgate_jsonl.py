@@ -124,29 +124,33 @@ def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_i
 
     The per-row Python work here touches only bad rows, rows with unknown keys and rows with labels.
     """
-    reasons = t.column("reason").to_pylist()
-    raws = t.column("_raw")
-    lines = t.column("_line").to_pylist()
-    good_idx = []
-    for i, r in enumerate(reasons):
-        if r is None:
-            good_idx.append(i)
-        else:
-            raw = raws[i].as_py().rstrip("\r\n")
-            if r == "malformed JSON":
-                r = malformed_reason(raw)
-            q.add(lines[i], r, raw)
-    good = t.take(pa.array(good_idx, pa.int64())) if len(good_idx) != t.num_rows else t
+    good = t
+    if t.column("reason").null_count != t.num_rows:  # (the usual batch has no bad row: no per-row Python)
+        reasons = t.column("reason").to_pylist()
+        raws = t.column("_raw")
+        lines = t.column("_line").to_pylist()
+        good_idx = []
+        for i, r in enumerate(reasons):
+            if r is None:
+                good_idx.append(i)
+            else:
+                raw = raws[i].as_py().rstrip("\r\n")
+                if r == "malformed JSON":
+                    r = malformed_reason(raw)
+                q.add(lines[i], r, raw)
+        good = t.take(pa.array(good_idx, pa.int64()))
     good = _derive_ids(good, derive_id_prefix)
-    unknown = good.column("_unknown_keys").to_pylist()
-    raw_list = None
-    extras: list[str | None] = [None] * good.num_rows
-    for i, keys in enumerate(unknown):
-        if keys:
-            if raw_list is None:
-                raw_list = good.column("_raw").to_pylist()
-            extras[i] = extra_json(raw_list[i], keys)
-    good = good.append_column("extra", pa.array(extras, pa.string()))
+    extra = pa.nulls(good.num_rows, pa.string())
+    if good.column("_unknown_keys").null_count != good.num_rows:
+        extras: list[str | None] = [None] * good.num_rows
+        raw_list = None
+        for i, keys in enumerate(good.column("_unknown_keys").to_pylist()):
+            if keys:
+                if raw_list is None:
+                    raw_list = good.column("_raw").to_pylist()
+                extras[i] = extra_json(raw_list[i], keys)
+        extra = pa.array(extras, pa.string())
+    good = good.append_column("extra", extra)
     labels = None
     if "_labels" in good.column_names:
         labels = _labels(good)
