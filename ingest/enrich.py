@@ -313,8 +313,8 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     * ``_fast_ip``, ``_fast_source``: the client address and where it came from, for the two common cases
       that need no Python (NULL otherwise; ``ingest.context.resolve_client_ip`` gives the same): a canonical
       dotted quad ``IpAddress`` no forwarding header can apply to (none, or ``IpAddress`` is not a trusted
-      proxy); and a trusted dotted-quad proxy with no ``Forwarded`` header whose ``X-Forwarded-For`` is one
-      canonical dotted quad that is not itself trusted.
+      proxy); and a trusted dotted-quad proxy with no ``Forwarded`` header whose ``X-Forwarded-For`` is a
+      chain of canonical dotted quads with an untrusted one (the client: the last untrusted one).
 
     Header names compare case-insensitively in ASCII (RFC 9110 field names are ASCII tokens).
     Vectorised over the batch's flattened header list (Arrow compute and numpy): no per-row Python, and no
@@ -392,16 +392,34 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     if len(check):
         proxy_trusted = _trusted_v4(ip.take(pa.array(check)), v4_trusted)
         fast[check] = ~proxy_trusted
-        # the usual proxied request: X-Forwarded-For names one client, a canonical untrusted dotted quad
+        # the usual proxied request: an X-Forwarded-For chain of canonical dotted quads (as many as there are
+        # hops), walked from the right past trusted proxies to the first untrusted address, the client
         xff = cols["h_xff"].take(pa.array(check))
-        single = pc.fill_null(pc.match_substring_regex(xff, "^" + _V4 + "$"), False).to_numpy(zero_copy_only=False)
-        single &= proxy_trusted & pc.is_null(cols["h_forwarded"].take(pa.array(check))).to_numpy(zero_copy_only=False)
-        at = np.flatnonzero(single)
+        walk = proxy_trusted & pc.is_null(cols["h_forwarded"].take(pa.array(check))).to_numpy(zero_copy_only=False)
+        walk &= pc.is_valid(xff).to_numpy(zero_copy_only=False)
+        at = np.flatnonzero(walk)
         if len(at):
-            client_trusted = _trusted_v4(xff.take(pa.array(at)), v4_trusted)
-            from_xff[check[at[~client_trusted]]] = True
-    cols["_fast_ip"] = pc.if_else(pa.array(fast), ip, pc.if_else(pa.array(from_xff), cols["h_xff"],
-                                                                  pa.nulls(n, pa.string())))
+            chains = pc.split_pattern(xff.take(pa.array(at)), ",")
+            hops = pc.utf8_trim(pc.list_flatten(chains), " ")
+            owner = pc.list_parent_indices(chains).to_numpy()
+            canonical = pc.fill_null(pc.match_substring_regex(hops, "^" + _V4 + "$"), False).to_numpy(
+                zero_copy_only=False)
+            untrusted = np.zeros(len(hops), bool)
+            canon_at = np.flatnonzero(canonical)
+            untrusted[canon_at] = ~_trusted_v4(hops.take(pa.array(canon_at)), v4_trusted)
+            all_canonical = np.bincount(owner, weights=~canonical, minlength=len(at)) == 0
+            lengths = pc.list_value_length(chains).to_numpy(zero_copy_only=False)  # one hop at least each
+            last = np.maximum.reduceat(np.where(untrusted, np.arange(len(hops)), -1), lengths.cumsum() - lengths)
+            ok = all_canonical & (last >= 0)
+            from_xff[check[at[ok]]] = True
+            client = np.zeros(n, np.int64)
+            client[check[at[ok]]] = last[ok]
+            xff_client = hops.take(pa.array(client, mask=~from_xff))
+        else:
+            xff_client = pa.nulls(n, pa.string())
+    else:
+        xff_client = pa.nulls(n, pa.string())
+    cols["_fast_ip"] = pc.if_else(pa.array(fast), ip, xff_client)
     cols["_fast_source"] = pc.if_else(pa.array(fast), pa.scalar("IpAddress"), pc.if_else(
         pa.array(from_xff), pa.scalar("X-Forwarded-For"), pa.scalar(None, pa.string())))
     out = base

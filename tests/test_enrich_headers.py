@@ -98,7 +98,11 @@ def _headers(rng: random.Random):
     if r < 0.3:  # the usual proxied request: one forwarded client (proxies trusted or not, clients too)
         return [{"header_name": "User-Agent", "header_value": "Mozilla/5.0"},
                 {"header_name": rng.choice(["X-Forwarded-For", "x-forwarded-for"]),
-                 "header_value": rng.choice(["81.2.69.160", "10.9.8.7", "192.168.1.1", "01.2.3.4", "2001:db8::5"])}]
+                 "header_value": rng.choice(["81.2.69.160", "10.9.8.7", "192.168.1.1", "01.2.3.4", "2001:db8::5",
+                                             "81.2.69.160, 10.0.0.2", "81.2.69.160,10.0.0.2 ,  10.1.1.1",
+                                             "1.2.3.4, 81.2.69.160, 10.0.0.2", "10.0.0.3, 10.0.0.2",
+                                             "garbage, 81.2.69.160", "81.2.69.160, garbage", "1.2.3.4,,10.0.0.2",
+                                             "\t81.2.69.160", "81.2.69.160:443, 10.0.0.2", ""])}]
     out = []
     for _ in range(rng.randint(1, 9)):
         if rng.random() < 0.04:
@@ -128,7 +132,7 @@ def _reference(base: pa.Table, trusted: list[list[int]]) -> pa.Table:
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("proxies", [[], ["10.0.0.0/8"], ["0.0.0.0/0"], ["192.168.0.0/16", "255.255.255.255/32"]])
 def test_same_columns_as_the_sql_they_replace(seed, proxies):
-    base = _batch(400, seed)
+    base = _batch(1500, seed)
     policy = ProxyPolicy.from_cidrs(proxies)
     trusted = policy.v4_ranges()
     ours, ref = with_header_columns(base, trusted), _reference(base, trusted)
@@ -152,6 +156,7 @@ def test_same_columns_as_the_sql_they_replace(seed, proxies):
     assert "IpAddress" in sources and None in sources
     if proxies and "0.0.0.0/0" not in proxies:  # (with every address trusted, no client is untrusted)
         assert "X-Forwarded-For" in sources
+        assert any(r["_fast_source"] == "X-Forwarded-For" and "," in r["h_xff"] for r in rows)  # a chain walked
     assert any(x is not None for x in ours.column("h_long_name").to_pylist())
     assert any(x is not None and ", " in x for x in ours.column("h_xff").to_pylist())
 
@@ -187,8 +192,10 @@ def test_known_answers():
         "X-Forwarded-For", "81.2.69.160", "user-agent", "UA-1", "x-forwarded-for", "X-FORWARDED-FOR", "10.0.0.9",
         "User-Agent", "UA-2"))
     # behind a trusted proxy, Python resolves the address; without a forwarding header it is IpAddress as it is
-    assert out["_fast_ip"] == [None, "10.0.0.5", "81.2.69.160", "81.2.69.160", None, None]
-    assert out["_fast_source"] == [None, "IpAddress", "IpAddress", "X-Forwarded-For", None, None]
+    # a chain walked from the right past the trusted 10.0.0.9; one client; all trusted (Python keeps IpAddress);
+    # Forwarded first (Python)
+    assert out["_fast_ip"] == ["81.2.69.160", "10.0.0.5", "81.2.69.160", "81.2.69.160", None, None]
+    assert out["_fast_source"] == ["X-Forwarded-For", "IpAddress", "IpAddress", "X-Forwarded-For", None, None]
 
 
 def test_empty_batch():
