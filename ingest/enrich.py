@@ -287,7 +287,7 @@ def _stable_column(name: str) -> str:
     return "h_" + name.replace("-", "_")
 
 
-# canonical dotted-quad IPv4 (no leading zeros): resolvable in SQL when no forwarding header can apply
+# canonical dotted-quad IPv4 (no leading zeros): the addresses resolved without Python (with_header_columns)
 _V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 
 
@@ -335,10 +335,14 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     if len(filled):
         starts = np.concatenate([[0], np.cumsum(count)[:-1]])
         max_len[filled] = np.maximum.reduceat(vlen, starts[filled])
-    long_name: list[str | None] = [None] * n
-    for row in np.flatnonzero(max_len > MAX_HEADER_VALUE).tolist():
-        at = int(np.flatnonzero((parent == row) & (vlen == max_len[row]))[0])
-        long_name[row] = names[at].as_py()
+    # the name of each row's first longest header, where that is over the limit
+    longest = np.flatnonzero((vlen > MAX_HEADER_VALUE) & (vlen == max_len[parent]))
+    rows, first = np.unique(parent[longest], return_index=True)
+    long_at = np.zeros(n, np.int64)
+    long_at[rows] = longest[first]
+    has_long = np.zeros(n, bool)
+    has_long[rows] = True
+    long_name = names.take(pa.array(long_at, mask=~has_long))
     # each entry's lower-case name as a code into a small dictionary: one hash pass, then numpy comparisons
     coded = pc.dictionary_encode(pc.ascii_lower(names)) if len(names) else None
     codes = pc.fill_null(coded.indices, -1).to_numpy(zero_copy_only=False) if coded is not None else np.zeros(0, int)
@@ -380,7 +384,7 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     cols["h_count"] = pa.array(count, pa.int64())
     cols["h_max_len"] = pa.array(max_len, pa.int64())
     cols["h_total"] = pa.array(total, pa.int64())
-    cols["h_long_name"] = pa.array(long_name, pa.string())
+    cols["h_long_name"] = long_name
     ip = base.column("ip_address")
     v4 = pc.fill_null(pc.match_substring_regex(ip, "^" + _V4 + "$"), False).to_numpy(zero_copy_only=False)
     no_fwd = np.ones(n, bool)
