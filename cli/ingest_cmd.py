@@ -14,7 +14,7 @@ from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher
 from ingest.geo import GeoResolver
-from ingest.pipeline import ingest_paths, total_size
+from ingest.pipeline import ingest_paths, prefer_jemalloc, total_size
 from ingest.sources import reader_names
 from ingest.sources.base import DEFAULT_BATCH_ROWS, ReaderOptions
 
@@ -58,6 +58,7 @@ def ingest(
     policy = ProxyPolicy.from_cidrs(trusted_proxy, where="--trusted-proxy") if trusted_proxy else default_policy()
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
     options = ReaderOptions(batch_rows=batch_rows, username=username, user_pool_id=user_pool_id, mapping=mapping)
+    prefer_jemalloc()
     con = store.connect(db)
     try:
         size = total_size(paths)

@@ -94,6 +94,30 @@ def reason_key(reason: str) -> str:
 
 ProgressFn = Callable[[str, int, int], None]  # (file, bytes done, rows so far)
 
+#: the environment variable with which Arrow's user chooses its memory pool (then left as it is)
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def prefer_jemalloc() -> str:
+    """Make Arrow's jemalloc pool this process's default (where pyarrow has it and ``ARROW_DEFAULT_MEMORY_POOL``
+    does not choose another); return the name of the default pool now.
+
+    Ingest allocates and frees a few hundred MB of Arrow buffers a batch. pyarrow's default pool (mimalloc)
+    gave much of it back to the system and faulted it in again as fresh, zeroed pages; jemalloc keeps it a
+    second longer (Arrow's decay time). 1,000,000 events, six alternating pairs: 11.38-12.21 s against
+    11.91-12.79 s, 0.7 s less system time, about 90 MiB lower peak. Buffers remember the pool they came from,
+    so switching after some were allocated is safe. For ``riskgate ingest``'s process, not for a library
+    caller's (a process-wide setting).
+    """
+    import pyarrow as pa
+
+    if not os.environ.get(ARROW_POOL_ENV):
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+        except NotImplementedError:
+            pass  # a pyarrow built without jemalloc: its default stays
+    return pa.default_memory_pool().backend_name
+
 
 def ingest_paths(
     con: duckdb.DuckDBPyConnection,

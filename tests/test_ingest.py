@@ -245,3 +245,18 @@ def test_plain_ipv4_and_one_forwarded_ipv4_client_are_resolved_without_python(en
         ("10.0.0.7", "10.0.0.0/24", "IpAddress"),  # every hop trusted: IpAddress stays
         ("81.2.69.9", "81.2.69.0/24", "IpAddress"),  # an untrusted IpAddress: its headers are not believed
     ]
+
+
+def test_ingest_runs_on_arrows_jemalloc_pool_unless_the_environment_chooses(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import pyarrow as pa; from ingest.pipeline import prefer_jemalloc; "
+            "before = pa.default_memory_pool().backend_name; print(before, prefer_jemalloc())")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["mimalloc", "jemalloc"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["system", "system"]
