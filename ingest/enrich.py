@@ -301,6 +301,74 @@ def _trusted_v4(quads: pa.Array, v4_trusted: list[list[int]]) -> np.ndarray:
     return trusted
 
 
+_HEX_GROUP = "^(?:0|[1-9a-f][0-9a-f]{0,3})$"  # a group of an address written as RFC 5952 says
+
+
+def _canonical_ipv6(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Which of ``texts`` are IPv6 addresses already written as RFC 5952 says (lower case, no leading zeros,
+    the one longest run of two or more zero groups as ``::``), other than IPv4-mapped ones, and the text of
+    each one's /48 network (``2001:db8:1::/48``; NULL for the others): exactly the text and prefix
+    ``ingest.context.resolve_client_ip`` gives them, without Python per address.
+
+    Canonical here: at most one ``::``, standing for at least two groups; no two zero groups side by side and
+    none next to the ``::`` (so the ``::`` is the longest run, or there is no run of two to compress); eight
+    groups without ``::``. Anything else (upper case, leading zeros, an embedded IPv4, a zone, brackets) is
+    left to Python.
+    """
+    m = len(texts)
+    flat = pc.fill_null(texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts, "")
+    n_halves = pc.list_value_length(pc.split_pattern(flat, "::")).to_numpy(zero_copy_only=False)
+    compressed = n_halves == 2
+    left = pc.replace_substring_regex(flat, "::.*$", "")
+    right = pc.if_else(pa.array(compressed), pc.replace_substring_regex(flat, "^.*?::", ""), pa.scalar(""))
+    ok = (n_halves <= 2) & ~pc.starts_with(flat, "::ffff:").to_numpy(zero_copy_only=False)
+    ok &= pc.is_valid(texts).to_numpy(zero_copy_only=False)
+
+    def groups(half: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+        """The groups of each half (none for ""), their owners, each half's count, and which are zero."""
+        lists = pc.if_else(pc.equal(half, ""), pa.scalar([], pa.list_(pa.string())), pc.split_pattern(half, ":"))
+        g = pc.list_flatten(lists)
+        return (g, pc.list_parent_indices(lists).to_numpy(), pc.list_value_length(lists).to_numpy(
+            zero_copy_only=False), pc.equal(g, "0").to_numpy(zero_copy_only=False))
+
+    lg, l_owner, nl, l_zero = groups(left)
+    rg, r_owner, nr, r_zero = groups(right)
+    for g, owner, zero in ((lg, l_owner, l_zero), (rg, r_owner, r_zero)):
+        good = pc.fill_null(pc.match_substring_regex(g, _HEX_GROUP), False).to_numpy(zero_copy_only=False)
+        ok &= np.bincount(owner, weights=~good, minlength=m) == 0
+        side_by_side = zero[1:] & zero[:-1] & (owner[1:] == owner[:-1])
+        ok &= np.bincount(owner[1:][side_by_side], minlength=m) == 0
+    ok &= np.where(compressed, nl + nr <= 6, nl == 8)
+    l_start, r_start = np.cumsum(nl) - nl, np.cumsum(nr) - nr
+    if len(lg):  # a zero group just before the ::, or just after it: the run is longer than written
+        ok &= ~(compressed & (nl > 0) & l_zero[np.clip(l_start + nl - 1, 0, len(lg) - 1)])
+    if len(rg):
+        ok &= ~(compressed & (nr > 0) & r_zero[np.clip(r_start, 0, len(rg) - 1)])
+    # the first three groups: from the left half, zeros where the :: stands, or from the right half
+    run = np.where(compressed, 8 - nl - nr, 0)
+    firsts = []
+    for j in range(3):
+        g = pa.array(["0"] * m, pa.string())
+        from_left = ok & (j < nl)
+        if len(lg):
+            g = pc.if_else(pa.array(from_left), lg.take(pa.array(np.where(from_left, l_start + j, 0))), g)
+        from_right = ok & (j >= nl + run)
+        if len(rg):
+            at = np.clip(np.where(from_right, r_start + j - nl - run, 0), 0, len(rg) - 1)
+            g = pc.if_else(pa.array(from_right), rg.take(pa.array(at)), g)
+        firsts.append(g)
+    g1, g2, g3 = firsts
+    keep = np.select([pc.not_equal(g3, "0").to_numpy(zero_copy_only=False),
+                      pc.not_equal(g2, "0").to_numpy(zero_copy_only=False),
+                      pc.not_equal(g1, "0").to_numpy(zero_copy_only=False)], [3, 2, 1], 0)
+    head = pc.if_else(pa.array(keep == 3), pc.binary_join_element_wise(g1, g2, g3, ":"), pc.if_else(
+        pa.array(keep == 2), pc.binary_join_element_wise(g1, g2, ":"), pc.if_else(
+            pa.array(keep == 1), g1, pa.scalar(""))))
+    prefix = pc.if_else(pa.array(ok), pc.binary_join_element_wise(head, pa.scalar("::/48"), ""),
+                        pa.scalar(None, pa.string()))
+    return ok, prefix
+
+
 def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table:
     """``base`` (SOURCE_SCHEMA) with the columns read from its headers appended (the table ``hdr_``).
 
@@ -310,11 +378,13 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     * one ``h_<name>`` per stable header (:data:`STABLE_HEADERS`): its first value;
     * ``h_count``, ``h_max_len`` (the longest value, bytes), ``h_total`` (names and values, bytes),
       ``h_long_name`` (the first header whose value is longer than MAX_HEADER_VALUE);
-    * ``_fast_ip``, ``_fast_source``: the client address and where it came from, for the two common cases
-      that need no Python (NULL otherwise; ``ingest.context.resolve_client_ip`` gives the same): a canonical
-      dotted quad ``IpAddress`` no forwarding header can apply to (none, or ``IpAddress`` is not a trusted
-      proxy); and a trusted dotted-quad proxy with no ``Forwarded`` header whose ``X-Forwarded-For`` is a
-      chain of canonical dotted quads with an untrusted one (the client: the last untrusted one).
+    * ``_fast_ip``, ``_fast_source``, ``_fast_version``, ``_fast_prefix``: the client address, where it came
+      from, its IP version and its /24 or /48, for the common cases that need no Python (NULL otherwise;
+      ``ingest.context.resolve_client_ip`` gives the same): a canonical dotted quad ``IpAddress`` no
+      forwarding header can apply to (none, or ``IpAddress`` is not a trusted proxy); a trusted dotted-quad
+      proxy with no ``Forwarded`` header whose ``X-Forwarded-For`` is a chain of canonical dotted quads with
+      an untrusted one (the client: the last untrusted one); and an IPv6 ``IpAddress`` written as RFC 5952
+      says, without forwarding headers (:func:`_canonical_ipv6`).
 
     Header names compare case-insensitively in ASCII (RFC 9110 field names are ASCII tokens).
     Vectorised over the batch's flattened header list (Arrow compute and numpy): no per-row Python, and no
@@ -423,9 +493,25 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
             xff_client = pa.nulls(n, pa.string())
     else:
         xff_client = pa.nulls(n, pa.string())
-    cols["_fast_ip"] = pc.if_else(pa.array(fast), ip, xff_client)
-    cols["_fast_source"] = pc.if_else(pa.array(fast), pa.scalar("IpAddress"), pc.if_else(
+    fast_v4 = pc.if_else(pa.array(fast), ip, xff_client)
+    # an IPv6 IpAddress without forwarding headers, written canonically: the client address as it is
+    v6 = np.flatnonzero(no_fwd & ~v4 & pc.fill_null(pc.match_substring(ip, ":"), False).to_numpy(
+        zero_copy_only=False))
+    v6_prefix = pa.nulls(n, pa.string())
+    from_v6 = np.zeros(n, bool)
+    if len(v6):
+        canonical, prefixes = _canonical_ipv6(ip.take(pa.array(v6)))
+        from_v6[v6[canonical]] = True
+        where = np.zeros(n, np.int64)
+        where[v6] = np.arange(len(v6))
+        v6_prefix = prefixes.take(pa.array(where, mask=~from_v6))
+    cols["_fast_ip"] = pc.if_else(pa.array(from_v6), ip, fast_v4)
+    cols["_fast_source"] = pc.if_else(pa.array(fast | from_v6), pa.scalar("IpAddress"), pc.if_else(
         pa.array(from_xff), pa.scalar("X-Forwarded-For"), pa.scalar(None, pa.string())))
+    cols["_fast_version"] = pc.if_else(pa.array(from_v6), pa.scalar(6, pa.int8()), pc.if_else(
+        pa.array(fast | from_xff), pa.scalar(4, pa.int8()), pa.scalar(None, pa.int8())))
+    cols["_fast_prefix"] = pc.if_else(pa.array(from_v6), v6_prefix,
+                                      pc.replace_substring_regex(fast_v4, "[.][0-9]+$", ".0/24"))
     out = base
     for name, col in cols.items():
         out = out.append_column(name, col)
@@ -460,9 +546,8 @@ def with_fingerprints(hdr: pa.Table) -> pa.Table:
 _CLIENT_IP_COLUMNS = """
   CASE WHEN h._fast_ip IS NOT NULL THEN h._fast_ip ELSE i.client_ip END AS client_ip,
   CASE WHEN h._fast_ip IS NOT NULL THEN h._fast_source ELSE i.client_ip_source END AS client_ip_source,
-  CASE WHEN h._fast_ip IS NOT NULL THEN 4::TINYINT ELSE i.ip_version END AS ip_version,
-  CASE WHEN h._fast_ip IS NOT NULL THEN regexp_replace(h._fast_ip, '[.][0-9]+$', '.0/24') ELSE i.ip_prefix END
-    AS ip_prefix,
+  CASE WHEN h._fast_ip IS NOT NULL THEN h._fast_version ELSE i.ip_version END AS ip_version,
+  CASE WHEN h._fast_ip IS NOT NULL THEN h._fast_prefix ELSE i.ip_prefix END AS ip_prefix,
   CASE WHEN h._fast_ip IS NOT NULL THEN true ELSE i.ip_valid END AS ip_valid
 """
 _CLIENT_IP_JOIN = """

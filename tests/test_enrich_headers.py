@@ -136,7 +136,8 @@ def test_same_columns_as_the_sql_they_replace(seed, proxies):
     policy = ProxyPolicy.from_cidrs(proxies)
     trusted = policy.v4_ranges()
     ours, ref = with_header_columns(base, trusted), _reference(base, trusted)
-    assert ours.column_names == ref.column_names[:-1] + ["_fast_ip", "_fast_source"]
+    assert ours.column_names == ref.column_names[:-1] + ["_fast_ip", "_fast_source", "_fast_version",
+                                                          "_fast_prefix"]
     for name in ref.column_names[:-1]:
         got, want = ours.column(name).to_pylist(), ref.column(name).to_pylist()
         assert got == want, name
@@ -147,13 +148,14 @@ def test_same_columns_as_the_sql_they_replace(seed, proxies):
             assert (row["_fast_ip"], row["_fast_source"]) == (row["ip_address"], "IpAddress")
         if row["_fast_ip"] is not None:
             got = resolve_client_ip(row["ip_address"], row["h_forwarded"], row["h_xff"], row["h_xri"], policy)
-            assert got == ClientIP(row["_fast_ip"], row["_fast_source"], 4, got.prefix, True), row
-            assert got.prefix.endswith("/24")
+            assert got == ClientIP(row["_fast_ip"], row["_fast_source"], row["_fast_version"], row["_fast_prefix"],
+                                   True), row
         else:
-            assert row["_fast_source"] is None
+            assert row["_fast_source"] is row["_fast_version"] is row["_fast_prefix"] is None
     # the batch exercises every branch (a test that could not fail otherwise)
     sources = [r["_fast_source"] for r in rows]
     assert "IpAddress" in sources and None in sources
+    assert {r["_fast_version"] for r in rows} == {4, 6, None}
     if proxies and "0.0.0.0/0" not in proxies:  # (with every address trusted, no client is untrusted)
         assert "X-Forwarded-For" in sources
         assert any(r["_fast_source"] == "X-Forwarded-For" and "," in r["h_xff"] for r in rows)  # a chain walked
@@ -231,3 +233,60 @@ def test_fingerprints_as_the_sql_that_computed_them(seed):
     assert sources == {"EncodedData", "headers", None}
     assert hashlib.sha256(b"blob-1").hexdigest()[:32] in {
         (f or "")[3:] for f in hdr.column("device_fingerprint").to_pylist()}
+
+
+def _ipv6_texts(seed: int, count: int) -> list[str]:
+    """Random IPv6 addresses written canonically and in every other way (and some that are not addresses)."""
+    import ipaddress
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        groups = [rng.choice([0, 0, 0, 1, 0xFFFF, 0xDB8, 0x2001, rng.randrange(16), rng.randrange(65536)])
+                  for _ in range(8)]
+        a = ipaddress.IPv6Address(":".join(f"{g:x}" for g in groups))
+        text, r = str(a), rng.random()
+        if r < 0.5:
+            out.append(text)
+        elif r < 0.6:
+            out.append(a.exploded)
+        elif r < 0.65:
+            out.append(text.upper())
+        elif r < 0.7:
+            out.append(":".join(g.lstrip("0") or "0" for g in a.exploded.split(":")))  # no :: at all
+        elif r < 0.75:
+            out.append(rng.choice(["::ffff:1.2.3.4", "::ffff:102:304", "::ffff:0:0", "::1.2.3.4"]))
+        elif r < 0.8:
+            out.append(text + "%eth0" if rng.random() < 0.5 else "[" + text + "]")
+        elif r < 0.9:
+            out.append(rng.choice([":::", "::::", "1::2::3", "::", "::1", "1::", "0::", "::0", "1:0::", "::0:1",
+                                   "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8:9", "g::1", "12345::",
+                                   "01::", "1:0:0:2::3", "1::0:0:2:3", "1:0:2::3:0:4", "0:0:1::2", ":1::", "1::2:"]))
+        else:  # a single group or a shorter run compressed by hand
+            parts = [g.lstrip("0") or "0" for g in a.exploded.split(":")]
+            at = rng.randrange(7)
+            out.append(":".join(parts[:at]) + "::" + ":".join(parts[at + 1:]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ipv6_written_canonically_is_resolved_without_python_as_python_resolves_it(seed):
+    from ingest.enrich import _canonical_ipv6
+
+    texts = _ipv6_texts(seed, 4000)
+    canonical, prefixes = _canonical_ipv6(pa.array(texts, pa.string()))
+    policy = ProxyPolicy.from_cidrs([])
+    for text, ok, prefix in zip(texts, canonical.tolist(), prefixes.to_pylist()):
+        if ok:
+            assert resolve_client_ip(text, None, None, None, policy) == ClientIP(text, "IpAddress", 6, prefix, True)
+        else:
+            assert prefix is None
+    assert canonical.sum() > 1500  # the canonical half of them, less ties between two equal runs of zeros
+    # in a batch: only without forwarding headers
+    base = conform(pa.table({
+        "event_id": ["a", "b", "c"], "ip_address": ["2001:db8:0:1::5", "2001:DB8::5", "2001:db8::5"],
+        "http_headers": pa.array([None, None, [{"header_name": "X-Real-IP", "header_value": "1.2.3.4"}]],
+                                 SOURCE_SCHEMA.field("http_headers").type)}), SOURCE_SCHEMA)
+    out = with_header_columns(base, [[-1, -1]]).to_pydict()
+    assert out["_fast_ip"] == ["2001:db8:0:1::5", None, None]
+    assert out["_fast_prefix"] == ["2001:db8::/48", None, None] and out["_fast_version"] == [6, None, None]
