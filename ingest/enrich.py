@@ -32,6 +32,7 @@ export: city, country) win field by field; the GeoIP lookup fills the rest.
 from __future__ import annotations
 
 import hashlib
+import operator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -110,6 +111,13 @@ class Staged:
         return f"SELECT {', '.join(EVENT_COLUMNS)} FROM ({_FINAL_SQL}) {where}"
 
 
+#: the GeoIP columns (``g_<name>``) and their types, in GeoRecord's order
+_GEO_FIELDS = {"country_iso": pa.string(), "country_name": pa.string(), "region": pa.string(), "city": pa.string(),
+               "latitude": pa.float64(), "longitude": pa.float64(), "time_zone": pa.string(), "asn": pa.int64(),
+               "as_org": pa.string()}
+_geo_values = operator.attrgetter(*_GEO_FIELDS)
+
+
 @dataclass
 class Enricher:
     """Holds what lives across batches: the proxy policy, agent parser and GeoIP resolver."""
@@ -171,8 +179,7 @@ class Enricher:
         with _registered(con, {"hdr_": hdr}):
             ips = self._client_ips(con)
             agents = self._agents(con)
-            with _registered(con, {"ips_": ips}):
-                geo = self._geo(con)
+            geo = self._geo(hdr, ips)
         params = {
             "types": list(EVENT_TYPES),
             "min_time": MIN_TIME,
@@ -233,18 +240,27 @@ class Enricher:
             }
         )
 
-    def _geo(self, con) -> pa.Table:
+    def _geo(self, hdr: pa.Table, resolved: pa.Table) -> pa.Table:
         """GeoIP columns (``g_*``) per distinct client address, looked up once per /24 (IPv4) or /48 (IPv6)
         block where one network of each database covers the block (``GeoResolver.lookup_network``), else
-        per address. The per-row values are taken from the per-record ones by index (no per-row Python)."""
-        pairs = con.sql(f"SELECT DISTINCT client_ip, ip_prefix FROM ({_CLIENT_IP_SQL}) "
-                        "WHERE client_ip IS NOT NULL").to_arrow_table()
-        ips = pairs.column("client_ip").combine_chunks()
+        per address. The per-row values are taken from the per-record ones by index (no per-row Python).
+
+        The distinct addresses (with their /24 or /48) are those resolved without Python (``hdr``'s
+        ``_fast_ip``) and those Python resolved (``resolved``, the table ips_): every row's, as
+        ``_CLIENT_IP_COLUMNS`` give them, found with one hash pass."""
+        every_ip = pa.concat_arrays([hdr.column("_fast_ip").combine_chunks().cast(pa.string()),
+                                     resolved.column("client_ip").combine_chunks().cast(pa.string())])
+        every_prefix = pa.concat_arrays([hdr.column("_fast_prefix").combine_chunks().cast(pa.string()),
+                                         resolved.column("ip_prefix").combine_chunks().cast(pa.string())])
+        codes = pc.fill_null(pc.dictionary_encode(every_ip).indices, -1).to_numpy(zero_copy_only=False)
+        _, first = np.unique(codes, return_index=True)
+        first = first[codes[first] >= 0]  # (no NULL address)
+        ips, pairs_prefix = every_ip.take(pa.array(first)), every_prefix.take(pa.array(first))
         n = len(ips)
         records: list = []
         which = np.full(n, -1, np.int64)  # each address's record, by position in ``records``
         if self.geo is not None and n:
-            prefixes = pairs.column("ip_prefix").combine_chunks()
+            prefixes = pairs_prefix
             # an address groups with its block when the block is of its own family (/48 for IPv6 text)
             same_family = pc.equal(pc.match_substring(ips, ":"), pc.ends_with(prefixes, "/48"))
             usable = pc.fill_null(pc.and_(same_family, pc.is_valid(prefixes)), False).to_numpy(zero_copy_only=False)
@@ -269,11 +285,9 @@ class Enricher:
                 records.extend(self.geo.lookup_many(ips.take(pa.array(rest)).to_pylist()))
         take = pa.array(which, mask=which < 0)
         data = {"client_ip": ips}
-        for c in ("country_iso", "country_name", "region", "city", "time_zone", "as_org"):
-            data["g_" + c] = pa.array([getattr(r, c) for r in records], pa.string()).take(take)
-        for c in ("latitude", "longitude"):
-            data["g_" + c] = pa.array([getattr(r, c) for r in records], pa.float64()).take(take)
-        data["g_asn"] = pa.array([r.asn for r in records], pa.int64()).take(take)
+        columns = dict(zip(_GEO_FIELDS, zip(*map(_geo_values, records)))) if records else {}
+        for c, typ in _GEO_FIELDS.items():
+            data["g_" + c] = pa.array(columns.get(c, []), typ).take(take)
         return pa.table(data)
 
 
@@ -557,7 +571,6 @@ LEFT JOIN ips_ i ON h._fast_ip IS NULL
                 AND i.h_xff IS NOT DISTINCT FROM h.h_xff
                 AND i.h_xri IS NOT DISTINCT FROM h.h_xri
 """
-_CLIENT_IP_SQL = f"SELECT h._i, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}"
 
 # the checks of every row (``reason``: NULL when the row is good): on the headers and the resolved address only,
 # so the rows to quarantine are found without the joins of the final projection

@@ -224,6 +224,16 @@ def _network_key(ip: str) -> str | bytes | None:
         return None
 
 
+def _address_number(ip: str) -> int | None:
+    """The number of an address in canonical text (IPv4 dotted quad or IPv6), None for anything else."""
+    try:
+        if ":" in ip:
+            return int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except OSError:
+        return None
+
+
 class GeoResolver:
     """Looks up distinct addresses in a City and an ASN database."""
 
@@ -234,6 +244,9 @@ class GeoResolver:
         self._city = open_reader(city_path, "city") if city_path else None
         self._asn = open_reader(asn_path, "asn") if asn_path else None
         self._cache: OrderedDict[str, GeoRecord] = OrderedDict()
+        #: per /24 or /48 block that no one network covers: the smaller networks met in it, as
+        #: (first address, last address, record) (their other addresses need no lookup of their own)
+        self._smaller: dict[str | bytes, list[tuple[int, int, GeoRecord]]] = {}
 
     @classmethod
     def from_settings(cls, city: str | None = None, asn: str | None = None) -> "GeoResolver":
@@ -256,14 +269,45 @@ class GeoResolver:
         # network's answer (IPv6 clients rarely repeat an address, but their /48 recurs)
         net = _network_key(ip)
         rec = self._cache.get(net) if net else None
+        if rec is None and net:
+            rec = self._in_smaller_network(net, ip)
         if rec is None:
-            rec, whole = self._lookup(ip)
+            rec, whole, span = self._lookup(ip)
             if net and whole:
                 self._cache[net] = rec
+            elif net:
+                self._remember_smaller_network(net, ip, span, rec)
         self._cache[ip] = rec
         if len(self._cache) > self.max_cache:
             self._cache.popitem(last=False)
         return rec
+
+    def _in_smaller_network(self, net, ip: str) -> GeoRecord | None:
+        known = self._smaller.get(net)
+        if not known:
+            return None
+        x = _address_number(ip)
+        if x is None:
+            return None
+        for first, last, rec in known:
+            if first <= x <= last:
+                return rec
+        return None
+
+    def _remember_smaller_network(self, net, ip: str, span: int, rec: GeoRecord) -> None:
+        """``ip`` and every address of its network of ``span`` bits (the more specific of the two databases'
+        networks that hold it) have the record ``rec``."""
+        x = _address_number(ip)
+        bits = 128 if ":" in ip else 32
+        if x is None or not 0 < span <= bits:
+            return
+        size = 1 << (bits - span)
+        first = x & ~(size - 1)
+        if len(self._smaller) >= self.max_cache // 8:
+            self._smaller.clear()  # bounded: start again rather than grow
+        known = self._smaller.setdefault(net, [])
+        if len(known) < 256:
+            known.append((first, first + size - 1, rec))
 
     def lookup_many(self, ips: list[str | None]) -> list[GeoRecord]:
         return [self.lookup(ip) for ip in ips]
@@ -278,23 +322,26 @@ class GeoResolver:
         rec = self._cache.get(net) if net else None
         if rec is not None:
             return rec, True
-        rec, whole = self._lookup(ip)
+        rec, whole, span = self._lookup(ip)
         whole = bool(net) and whole
         if whole:
             self._cache[net] = rec
+        elif net:
+            self._remember_smaller_network(net, ip, span, rec)
         self._cache[ip] = rec
         while len(self._cache) > self.max_cache:
             self._cache.popitem(last=False)
         return rec, whole
 
-    def _lookup(self, ip: str) -> tuple[GeoRecord, bool]:
-        """The record of ``ip``, and whether it holds for the address's whole /24 (IPv4) or /48 (IPv6) in both
-        databases."""
+    def _lookup(self, ip: str) -> tuple[GeoRecord, bool, int]:
+        """The record of ``ip``; whether it holds for the address's whole /24 (IPv4) or /48 (IPv6) in both
+        databases; and the prefix length of the network it holds for (the more specific of the two
+        databases' networks; 0 when unknown)."""
         try:
             c, c_len = self._city.get_with_prefix_len(ip) if self._city else (None, 0)
             a, a_len = self._asn.get_with_prefix_len(ip) if self._asn else (None, 0)
         except ValueError:
-            return EMPTY, False
+            return EMPTY, False, 0
         bits = 48 if ":" in ip else 24
         whole = c_len <= bits and a_len <= bits
         c = c or {}
@@ -316,4 +363,4 @@ class GeoResolver:
             time_zone=tz,
             asn=a.get("autonomous_system_number"),
             as_org=a.get("autonomous_system_organization"),
-        ), whole
+        ), whole, max(c_len, a_len)
