@@ -4,8 +4,9 @@ Set-wise over a whole batch: the header columns and fingerprints in Arrow
 compute and numpy on the flattened header lists (:func:`with_header_columns`,
 :func:`with_fingerprints`), the checks and joins in DuckDB SQL on Arrow tables;
 Python runs only once per *distinct* value (client-IP resolution per distinct
-address and forwarding headers, agent parsing per distinct agent, GeoIP per
-distinct address, SHA-256 per distinct fingerprint source). The checks run on
+address and forwarding headers where Arrow compute cannot resolve it, agent
+parsing per distinct agent, GeoIP per distinct address block or network,
+SHA-256 per distinct fingerprint source). The checks run on
 the headers and resolved addresses alone (``_CHECKED_SQL``); the joins with the
 per-distinct-value tables only in the final projection (``_FINAL_SQL``).
 

@@ -15,7 +15,10 @@ ASN database. Which ones:
 The value ``none`` for either database turns that lookup off.
 
 A reader is opened once per process and file (never per lookup), and each
-distinct address is looked up once (a bounded cache spans batches). DB-IP
+distinct address is looked up once at most (a bounded cache spans batches):
+an address whose /24 (IPv4) or /48 (IPv6) one network of each database
+covers shares that block's answer, and one in a smaller network shares the
+answer of an address of that network met before. DB-IP
 Lite carries no time zone: when a database gives none, the zone is found from
 the coordinates with ``timezonefinder`` (offline).
 """
