@@ -268,22 +268,7 @@ class GeoResolver:
         hit = self._cache.get(ip)
         if hit is not None:
             return hit
-        # an address whose /24 (IPv4) or /48 (IPv6) both databases cover with one network shares that
-        # network's answer (IPv6 clients rarely repeat an address, but their /48 recurs)
-        net = _network_key(ip)
-        rec = self._cache.get(net) if net else None
-        if rec is None and net:
-            rec = self._in_smaller_network(net, ip)
-        if rec is None:
-            rec, whole, span = self._lookup(ip)
-            if net and whole:
-                self._cache[net] = rec
-            elif net:
-                self._remember_smaller_network(net, ip, span, rec)
-        self._cache[ip] = rec
-        if len(self._cache) > self.max_cache:
-            self._cache.popitem(last=False)
-        return rec
+        return self.lookup_network(ip)[0]
 
     def _in_smaller_network(self, net, ip: str) -> GeoRecord | None:
         known = self._smaller.get(net)
@@ -318,19 +303,23 @@ class GeoResolver:
     def lookup_network(self, ip: str | None) -> tuple[GeoRecord, bool]:
         """The record of ``ip``, and whether it holds for every address of its /24 (IPv4) or /48 (IPv6): when
         one network of each database covers that whole block (then the block's other addresses need no
-        lookup of their own)."""
+        lookup of their own). An address of a smaller network met before shares that network's answer."""
         if not ip:
             return EMPTY, False
+        # IPv6 clients rarely repeat an address, but their /48 recurs
         net = _network_key(ip)
         rec = self._cache.get(net) if net else None
         if rec is not None:
             return rec, True
-        rec, whole, span = self._lookup(ip)
-        whole = bool(net) and whole
-        if whole:
-            self._cache[net] = rec
-        elif net:
-            self._remember_smaller_network(net, ip, span, rec)
+        rec = self._in_smaller_network(net, ip) if net else None
+        whole = False
+        if rec is None:
+            rec, whole, span = self._lookup(ip)
+            whole = bool(net) and whole
+            if whole:
+                self._cache[net] = rec
+            elif net:
+                self._remember_smaller_network(net, ip, span, rec)
         self._cache[ip] = rec
         while len(self._cache) > self.max_cache:
             self._cache.popitem(last=False)
