@@ -256,12 +256,11 @@ class Enricher:
         codes = pc.fill_null(pc.dictionary_encode(every_ip).indices, -1).to_numpy(zero_copy_only=False)
         _, first = np.unique(codes, return_index=True)
         first = first[codes[first] >= 0]  # (no NULL address)
-        ips, pairs_prefix = every_ip.take(pa.array(first)), every_prefix.take(pa.array(first))
+        ips, prefixes = every_ip.take(pa.array(first)), every_prefix.take(pa.array(first))
         n = len(ips)
         records: list = []
         which = np.full(n, -1, np.int64)  # each address's record, by position in ``records``
         if self.geo is not None and n:
-            prefixes = pairs_prefix
             # an address groups with its block when the block is of its own family (/48 for IPv6 text)
             same_family = pc.equal(pc.match_substring(ips, ":"), pc.ends_with(prefixes, "/48"))
             usable = pc.fill_null(pc.and_(same_family, pc.is_valid(prefixes)), False).to_numpy(zero_copy_only=False)
@@ -304,6 +303,7 @@ def _stable_column(name: str) -> str:
 
 # canonical dotted-quad IPv4 (no leading zeros): the addresses resolved without Python (with_header_columns)
 _V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4_TEXT = "^" + _V4 + "$"  # a whole text that is one
 
 
 def _trusted_v4(quads: pa.Array, v4_trusted: list[list[int]]) -> np.ndarray:
@@ -420,14 +420,18 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     if len(filled):
         starts = np.concatenate([[0], np.cumsum(count)[:-1]])
         max_len[filled] = np.maximum.reduceat(vlen, starts[filled])
+
+    def first_of(at: np.ndarray, column: pa.Array) -> pa.Array:
+        """Each row's value of ``column`` at the first of the entries ``at`` (ascending) it owns; NULL without."""
+        rows, first = np.unique(parent[at], return_index=True)
+        take = np.zeros(n, np.int64)
+        take[rows] = at[first]
+        has = np.zeros(n, bool)
+        has[rows] = True
+        return column.take(pa.array(take, mask=~has))
+
     # the name of each row's first longest header, where that is over the limit
-    longest = np.flatnonzero((vlen > MAX_HEADER_VALUE) & (vlen == max_len[parent]))
-    rows, first = np.unique(parent[longest], return_index=True)
-    long_at = np.zeros(n, np.int64)
-    long_at[rows] = longest[first]
-    has_long = np.zeros(n, bool)
-    has_long[rows] = True
-    long_name = names.take(pa.array(long_at, mask=~has_long))
+    long_name = first_of(np.flatnonzero((vlen > MAX_HEADER_VALUE) & (vlen == max_len[parent])), names)
     # each entry's lower-case name as a code into a small dictionary: one hash pass, then numpy comparisons
     coded = pc.dictionary_encode(pc.ascii_lower(names)) if len(names) else None
     codes = pc.fill_null(coded.indices, -1).to_numpy(zero_copy_only=False) if coded is not None else np.zeros(0, int)
@@ -438,13 +442,7 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
         return np.flatnonzero(codes == code) if code is not None else np.zeros(0, np.int64)
 
     def first_value(name: str) -> pa.Array:
-        at = entries(name)
-        rows, first = np.unique(parent[at], return_index=True)
-        take = np.zeros(n, np.int64)
-        take[rows] = at[first]
-        has = np.zeros(n, bool)
-        has[rows] = True
-        return values.take(pa.array(take, mask=~has))
+        return first_of(entries(name), values)
 
     def all_values(name: str) -> pa.Array:
         at = entries(name)
@@ -471,7 +469,7 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     cols["h_total"] = pa.array(total, pa.int64())
     cols["h_long_name"] = long_name
     ip = base.column("ip_address")
-    v4 = pc.fill_null(pc.match_substring_regex(ip, "^" + _V4 + "$"), False).to_numpy(zero_copy_only=False)
+    v4 = pc.fill_null(pc.match_substring_regex(ip, _V4_TEXT), False).to_numpy(zero_copy_only=False)
     no_fwd = np.ones(n, bool)
     for h in FORWARDING_HEADERS.values():
         no_fwd &= pc.is_null(cols[h]).to_numpy(zero_copy_only=False)
@@ -491,7 +489,7 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
             chains = pc.split_pattern(xff.take(pa.array(at)), ",")
             hops = pc.utf8_trim(pc.list_flatten(chains), " ")
             owner = pc.list_parent_indices(chains).to_numpy()
-            canonical = pc.fill_null(pc.match_substring_regex(hops, "^" + _V4 + "$"), False).to_numpy(
+            canonical = pc.fill_null(pc.match_substring_regex(hops, _V4_TEXT), False).to_numpy(
                 zero_copy_only=False)
             untrusted = np.zeros(len(hops), bool)
             canon_at = np.flatnonzero(canonical)
