@@ -91,45 +91,45 @@ def test_extraction_refuses_a_container_whose_hash_does_not_match(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
 
 
-def test_a_slash_24_covered_by_one_network_is_looked_up_once_but_smaller_networks_are_not_shared(tmp_path, monkeypatch):
+def _french_cities(path, networks: dict[str, str]) -> str:
+    """An mmdb City database (built with mmdb-writer) of the given networks, each a French city: its path."""
     from mmdb_writer import MMDBWriter
     from netaddr import IPSet
 
+    fr = {"iso_code": "FR", "names": {"en": "France"}}
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
+    for net, city in networks.items():
+        w.insert_network(IPSet([net]), {"country": fr, "city": {"names": {"en": city}}})
+    w.to_db_file(str(path))
+    return str(path)
+
+
+def _counted_lookups(monkeypatch, resolver: geo.GeoResolver) -> list[str]:
+    """The addresses ``resolver`` looks up in its databases from now on (filled as it does)."""
+    calls: list[str] = []
+    real = resolver._lookup
+    monkeypatch.setattr(resolver, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    return calls
+
+
+def test_a_slash_24_covered_by_one_network_is_looked_up_once_but_smaller_networks_are_not_shared(tmp_path, monkeypatch):
     city_path, asn_path = build(tmp_path)
     r = geo.GeoResolver(str(city_path), str(asn_path))
-    calls = []
-    real = r._lookup
-    monkeypatch.setattr(r, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    calls = _counted_lookups(monkeypatch, r)
     assert r.lookup("81.2.69.1").city == "London" and r.lookup("81.2.69.2").city == "London"
     assert calls == ["81.2.69.1"]
     # two /25 halves of one /24 with different cities: each address is looked up
-    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
-    w.insert_network(IPSet(["192.0.2.0/25"]), {"country": {"iso_code": "FR", "names": {"en": "France"}},
-                                              "city": {"names": {"en": "Paris"}}})
-    w.insert_network(IPSet(["192.0.2.128/25"]), {"country": {"iso_code": "FR", "names": {"en": "France"}},
-                                                "city": {"names": {"en": "Lyon"}}})
-    split = tmp_path / "split.mmdb"
-    w.to_db_file(str(split))
-    r2 = geo.GeoResolver(str(split), None)
+    split = _french_cities(tmp_path / "split.mmdb", {"192.0.2.0/25": "Paris", "192.0.2.128/25": "Lyon"})
+    r2 = geo.GeoResolver(split, None)
     assert [r2.lookup(ip).city for ip in ("192.0.2.1", "192.0.2.200", "192.0.2.2")] == ["Paris", "Lyon", "Paris"]
 
 
 def test_an_ipv6_slash_48_covered_by_one_network_is_looked_up_once_but_smaller_networks_are_not_shared(
         tmp_path, monkeypatch):
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPSet
-
-    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
-    fr = {"iso_code": "FR", "names": {"en": "France"}}
-    w.insert_network(IPSet(["2001:db8:1::/48"]), {"country": fr, "city": {"names": {"en": "Nantes"}}})
-    w.insert_network(IPSet(["2001:db8:2::/49"]), {"country": fr, "city": {"names": {"en": "Paris"}}})
-    w.insert_network(IPSet(["2001:db8:2:8000::/49"]), {"country": fr, "city": {"names": {"en": "Lyon"}}})
-    path = tmp_path / "v6.mmdb"
-    w.to_db_file(str(path))
-    r = geo.GeoResolver(str(path), None)
-    calls = []
-    real = r._lookup
-    monkeypatch.setattr(r, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    path = _french_cities(tmp_path / "v6.mmdb", {"2001:db8:1::/48": "Nantes", "2001:db8:2::/49": "Paris",
+                                                 "2001:db8:2:8000::/49": "Lyon"})
+    r = geo.GeoResolver(path, None)
+    calls = _counted_lookups(monkeypatch, r)
     assert [r.lookup(ip).city for ip in ("2001:db8:1::1", "2001:db8:1:ffff::2", "2001:db8:1:1:2:3:4:5")] \
         == ["Nantes"] * 3
     assert calls == ["2001:db8:1::1"]  # one /48, one network: looked up once
@@ -143,19 +143,13 @@ def test_a_batch_is_looked_up_once_per_block_one_network_covers_and_per_address_
     """Enrichment of a batch: addresses of a /24 or /48 that one network covers share one lookup; addresses of
     split blocks each get their own; every row's geo is what a lookup of its own address gives."""
     import pyarrow as pa
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPSet
 
     from ingest.enrich import Enricher
     from ingest.schema import SOURCE_SCHEMA, conform
 
-    fr = {"iso_code": "FR", "names": {"en": "France"}}
-    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
-    for net, city in (("192.0.2.0/24", "Nantes"), ("198.51.100.0/25", "Paris"), ("198.51.100.128/25", "Lyon"),
-                      ("2001:db8:1::/48", "Lille"), ("2001:db8:2::/49", "Nice"), ("2001:db8:2:8000::/49", "Metz")):
-        w.insert_network(IPSet([net]), {"country": fr, "city": {"names": {"en": city}}})
-    path = tmp_path / "blocks.mmdb"
-    w.to_db_file(str(path))
+    path = _french_cities(tmp_path / "blocks.mmdb", {
+        "192.0.2.0/24": "Nantes", "198.51.100.0/25": "Paris", "198.51.100.128/25": "Lyon",
+        "2001:db8:1::/48": "Lille", "2001:db8:2::/49": "Nice", "2001:db8:2:8000::/49": "Metz"})
     ips = ([f"192.0.2.{i}" for i in range(1, 60)] + ["198.51.100.5", "198.51.100.200", "198.51.100.6"]
            + [f"2001:db8:1::{i:x}" for i in range(1, 40)] + ["2001:db8:2::1", "2001:db8:2:8000::1", "203.0.113.9"])
     batch = conform(pa.table({
@@ -164,14 +158,12 @@ def test_a_batch_is_looked_up_once_per_block_one_network_covers_and_per_address_
         "creation_date": pa.array([1_780_000_000_000_000] * len(ips), pa.timestamp("us", tz="UTC")),
         "ip_address": ips,
     }), SOURCE_SCHEMA)
-    enricher = Enricher(geo=geo.GeoResolver(str(path), None))
-    calls = []
-    real = enricher.geo._lookup
-    monkeypatch.setattr(enricher.geo, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    enricher = Enricher(geo=geo.GeoResolver(path, None))
+    calls = _counted_lookups(monkeypatch, enricher.geo)
     good, bad = enricher.run(batch, "test", "t.jsonl")
     assert bad.num_rows == 0
     got = dict(zip(good.column("ip_address").to_pylist(), good.column("city").to_pylist()))
-    reference = geo.GeoResolver(str(path), None)
+    reference = geo.GeoResolver(path, None)
     assert got == {ip: reference.lookup(ip).city for ip in ips}
     assert got["198.51.100.200"] == "Lyon" and got["2001:db8:2:8000::1"] == "Metz" and got["203.0.113.9"] is None
     # one lookup for each whole block (59 and 39 addresses), one per network of the split ones, and the unknown one
@@ -183,23 +175,13 @@ def test_a_batch_is_looked_up_once_per_block_one_network_covers_and_per_address_
 
 
 def test_networks_smaller_than_a_slash_24_are_looked_up_once_each(tmp_path, monkeypatch):
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPSet
-
-    fr = {"iso_code": "FR", "names": {"en": "France"}}
-    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
-    nets = {"192.0.2.0/26": "Paris", "192.0.2.64/26": "Lyon", "192.0.2.128/25": "Lille", "192.0.2.8/30": "Metz"}
-    for net, city in nets.items():
-        w.insert_network(IPSet([net]), {"country": fr, "city": {"names": {"en": city}}})
-    path = tmp_path / "small.mmdb"
-    w.to_db_file(str(path))
-    r = geo.GeoResolver(str(path), None)
-    calls = []
-    real = r._lookup
-    monkeypatch.setattr(r, "_lookup", lambda ip: calls.append(ip) or real(ip))
+    path = _french_cities(tmp_path / "small.mmdb", {"192.0.2.0/26": "Paris", "192.0.2.64/26": "Lyon",
+                                                    "192.0.2.128/25": "Lille", "192.0.2.8/30": "Metz"})
+    r = geo.GeoResolver(path, None)
+    calls = _counted_lookups(monkeypatch, r)
     addresses = [f"192.0.2.{i}" for i in range(256)]
     got = [r.lookup(ip).city for ip in addresses]
-    fresh = geo.GeoResolver(str(path), None)
+    fresh = geo.GeoResolver(path, None)
     assert got == [fresh._lookup(ip)[0].city for ip in addresses]
     assert got[9] == "Metz" and got[7] == "Paris" and got[12] == "Paris" and got[70] == "Lyon" and got[255] == "Lille"
     # the mmdb-writer splits 192.0.2.0/26 around the /30 into /29, /30, /28 and /27 pieces: one lookup each,
