@@ -54,9 +54,19 @@ def _duck_type(t: pa.DataType) -> str:
     raise TypeError(f"no DuckDB type for Arrow type {t}")
 
 
-def _create_table_sql(name: str, schema: pa.Schema, extra: Sequence[str] = ()) -> str:
-    cols = [f"{quote_ident(f.name)} {_duck_type(f.type)}" for f in schema] + list(extra)
+def _create_table_sql(name: str, schema: pa.Schema, extra: Sequence[str] = (), uncompressed: Sequence[str] = ()) -> str:
+    """``uncompressed``: columns stored as they are (``USING COMPRESSION uncompressed``)."""
+    unknown = set(uncompressed) - set(schema.names)
+    if unknown:
+        raise ValueError(f"no column {sorted(unknown)} in the schema of {name}")
+    cols = [f"{quote_ident(f.name)} {_duck_type(f.type)}"
+            + (" USING COMPRESSION uncompressed" if f.name in uncompressed else "") for f in schema] + list(extra)
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+#: Event columns whose values are all different and barely compressible (ids, opaque base64 device data):
+#: compressing them took a third of the time of writing a batch of events and saved 40 bytes an event.
+UNCOMPRESSED_EVENT_COLUMNS = ("event_id", "encoded_data")
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 "events",
                 EVENT_SCHEMA,
                 ("ingest_run_id VARCHAR", "ingested_at TIMESTAMPTZ"),
+                uncompressed=UNCOMPRESSED_EVENT_COLUMNS,
             ),
             _create_table_sql(
                 "quarantine",

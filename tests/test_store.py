@@ -42,3 +42,38 @@ def test_sql_values_are_bound_not_formatted(tmp_path):
     assert store.count(con, "events") == 0
     with pytest.raises(ValueError):
         store.count(con, "events; DROP TABLE users")
+
+
+def test_ids_and_device_data_are_stored_uncompressed_and_read_back_whole(tmp_path):
+    # event ids and EncodedData are all different: compressing them cost a third of writing a batch
+    # (bench/ingest.py); the other text columns keep DuckDB's compression
+    from ingest.enrich import Enricher
+    from ingest.geo import GeoResolver
+    from ingest.pipeline import ingest_paths
+    from tests.events_gen import event, write_jsonl
+    from tests.geo_fixtures import build
+
+    src = tmp_path / "e.jsonl"
+    evs = [event(i) for i in range(4000)]
+    for i, ev in enumerate(evs):
+        ev["ContextData"]["EncodedData"] = f"device-data-{i % 7:04d}-" * 4
+    write_jsonl(src, evs)
+    con = store.connect(tmp_path / "s.duckdb")
+    city, asn = build(tmp_path)
+    assert ingest_paths(con, [str(src)], enricher=Enricher(geo=GeoResolver(str(city), str(asn)))).events_added == 4000
+    con.execute("CHECKPOINT")
+    compression = dict(con.execute(
+        """SELECT column_name, string_agg(DISTINCT compression, ',') FROM pragma_storage_info('events')
+           WHERE segment_type = 'VARCHAR' GROUP BY column_name""").fetchall())
+    assert compression["event_id"] == "Uncompressed"
+    assert compression["encoded_data"] == "Uncompressed"
+    assert "Uncompressed" not in compression["username"]  # 50 names repeated: compressed
+    assert con.execute("SELECT event_id, encoded_data FROM events ORDER BY event_id LIMIT 1").fetchall() == [
+        ("ev-0000000", "device-data-0000-" * 4)]
+
+
+def test_uncompressed_columns_must_exist():
+    import pyarrow as pa
+
+    with pytest.raises(ValueError, match=r"no column \['evnet_id'\] in the schema of t"):
+        store._create_table_sql("t", pa.schema([("event_id", pa.string())]), uncompressed=["evnet_id"])
