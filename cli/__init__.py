@@ -1,17 +1,57 @@
 """riskgate's command line: ``riskgate COMMAND``. Thin: each command calls one library function.
 
-Every module ``cli/<name>_cmd.py`` registers its commands on ``cli.app.app``
-when imported; they are all imported here.
+Every module ``cli/<name>_cmd.py`` registers its commands on ``cli.common.app``
+when imported. ``riskgate COMMAND`` imports only the module of that command
+(:data:`COMMANDS`): importing every module (the risk configuration's models,
+the synthetic population, ...) took half a second of each command's start.
+``riskgate --help``, or a name that is no command, imports them all, and so
+does ``cli.app``: the application with every command (for ``CliRunner``).
 """
+
+from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 
-from cli.app import app
+#: the module (``cli/<module>.py``) that registers each top-level command or command group
+COMMANDS = {
+    "ingest": "ingest_cmd", "summary": "ingest_cmd",
+    "users": "users_cmd", "labels": "users_cmd",
+    "synth": "synth_cmd",
+    "train": "train_cmd", "models": "train_cmd",
+    "score": "score_cmd", "events": "score_cmd", "export": "score_cmd", "report": "score_cmd",
+    "config": "config_cmd", "mode": "config_cmd",
+    "credentials": "credentials_cmd",
+    "feedback": "feedback_cmd",
+    "tune": "tune_cmd", "whatif": "tune_cmd",
+    "dashboard": "dashboard_cmd",
+    "serve": "serve_cmd",
+}
 
-for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd")):
-    importlib.import_module(f"{__name__}.{_mod}")
+
+def command_modules() -> list[str]:
+    """Every ``*_cmd`` module of this package, by name."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd"))
 
 
-def main() -> None:
-    app()
+def load(modules: list[str] | None = None):
+    """The application with the commands of ``modules`` registered (every command module: None)."""
+    for name in command_modules() if modules is None else modules:
+        importlib.import_module(f"{__name__}.{name}")
+    from cli.common import app
+
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole application (not cli/common.py's, whose commands are registered on import)
+        return load()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    name = next((a for a in args if not a.startswith("-")), None)
+    app = load([COMMANDS[name]] if name in COMMANDS else None)
+    app(args=args)

@@ -14,7 +14,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from cli.app import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
 from risk import config as risk_config
 from risk import store
 

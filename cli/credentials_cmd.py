@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import JsonFlag, app, console, err_console, fail, handle_errors
+from cli.common import JsonFlag, app, console, err_console, fail, handle_errors
 from risk.credentials import (
     PWNED_PATH_ENV,
     CredentialChecker,

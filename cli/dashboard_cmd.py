@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import DbOption, app, console, fail, handle_errors
+from cli.common import DbOption, app, console, fail, handle_errors
 
 
 def streamlit_command(host: str, port: int) -> list[str]:

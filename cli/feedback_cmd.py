@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import DbOption, JsonFlag, app, console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, handle_errors
 
 
 @app.command()

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.app import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
 from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.app import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
 from ingest.errors import RiskgateError
 
 

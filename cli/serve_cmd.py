@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import DbOption, app, err_console, handle_errors
+from cli.common import DbOption, app, err_console, handle_errors
 
 
 @app.command()

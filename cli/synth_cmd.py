@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import JsonFlag, app, handle_errors
+from cli.common import JsonFlag, app, handle_errors
 from ingest.synth import DEFAULT_START, SynthConfig, SynthReport, formats, parse_start, synthesize
 
 

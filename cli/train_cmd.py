@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.app import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
 from cli.score_cmd import SinceOption, UntilOption, parse_time
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import DbOption, JsonFlag, app, handle_errors
+from cli.common import DbOption, JsonFlag, app, handle_errors
 from ingest import store
 from ingest.labels import load_labels
 from ingest.users import LoadResult, load_users

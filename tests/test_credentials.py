@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from cli import app
 from ingest.errors import ConfigurationError, InputFormatError
 from risk import credentials as cred
 from risk.credentials import CheckResult, CredentialChecker

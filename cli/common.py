@@ -26,6 +26,13 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+
+@app.callback()
+def _commands() -> None:
+    # a group, also when only one command module is loaded (``cli.main``): typer would otherwise run a lone
+    # command without its name
+    pass
+
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="DuckDB store file (default: $RISKGATE_DB, else ./riskgate.duckdb).", show_default=False),
