@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -43,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.agent import AgentParser
+from ingest.agent import AgentParser, parse_agent
 from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip
 from ingest.geo import GeoResolver
 from ingest.store import scratch
@@ -119,6 +120,25 @@ _GEO_FIELDS = {"country_iso": pa.string(), "country_name": pa.string(), "region"
 _geo_values = operator.attrgetter(*_GEO_FIELDS)
 
 
+#: a common agent string, parsed once ahead so that ua-parser has loaded its rules before the first batch
+_WARM_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+               "Chrome/126.0.0.0 Safari/537.36")
+
+
+def _warm_up(geo: GeoResolver | None) -> None:
+    """What the first batch would otherwise wait for, done ahead in a thread of its own: pyarrow's first
+    conversion of a numpy array imports pandas (0.2-0.3 s), ua-parser loads its rules on its first parse (0.1 s),
+    and the time-zone finder opens its data on first use (with a city database without zones, DB-IP Lite).
+    A failure here is left to the real use to report."""
+    try:
+        pa.array(np.zeros(1, np.int64))
+        parse_agent(_WARM_AGENT)
+        if geo is not None:
+            geo.warm_up()
+    except Exception:  # noqa: BLE001 -- the same call fails again where it matters, with its context
+        pass
+
+
 @dataclass
 class Enricher:
     """Holds what lives across batches: the proxy policy, agent parser and GeoIP resolver."""
@@ -133,6 +153,16 @@ class Enricher:
     def __post_init__(self) -> None:
         self.con.execute("SET TimeZone='UTC'")
         self._ip_cache: dict[tuple, ClientIP] = {}
+        # first-use costs paid beside the reading of the first batch (which releases the GIL while it parses)
+        self._warming: threading.Thread | None = threading.Thread(
+            target=_warm_up, args=(self.geo,), name="riskgate-warm-up", daemon=True)
+        self._warming.start()
+
+    def _ready(self) -> None:
+        """Wait for the warm-up (at once after the first batch): nothing is set up by two threads at a time."""
+        if self._warming is not None:
+            self._warming.join()
+            self._warming = None
 
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
         """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
@@ -166,6 +196,7 @@ class Enricher:
 
     def _tables(self, events: pa.Table, source_format: str, source_file: str) -> tuple[dict, dict, pa.Array]:
         """The tables ``_FINAL_SQL`` reads (hdr_, ips_, agents_, geo_), its parameters, and the rows' raw text."""
+        self._ready()
         n = events.num_rows
         raw = events.column(RAW_COLUMN) if RAW_COLUMN in events.column_names else pa.nulls(n, pa.string())
         base = conform(events, SOURCE_SCHEMA)

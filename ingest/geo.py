@@ -262,6 +262,25 @@ class GeoResolver:
                                                 "build_epoch": r.metadata().build_epoch}
         return out
 
+    #: addresses of well-known public resolvers: one of them is in any real City database
+    _WARM_PROBES = ("8.8.8.8", "1.1.1.1", "2001:4860:4860::8888")
+
+    def warm_up(self) -> None:
+        """Open what a first lookup opens, without looking anything up for the caches: the pages of the City
+        database around a probe address, and the time-zone finder when its records have no zone."""
+        if self._city is None:
+            return
+        for probe in self._WARM_PROBES:
+            try:
+                loc = (self._city.get(probe) or {}).get("location") or {}
+            except ValueError:
+                continue
+            if loc.get("time_zone") is None and loc.get("latitude") is not None and loc.get("longitude") is not None:
+                _timezone_at(loc["latitude"], loc["longitude"])
+                return
+            if loc:
+                return
+
     def lookup(self, ip: str | None) -> GeoRecord:
         if not ip:
             return EMPTY

@@ -290,3 +290,17 @@ def test_ipv6_written_canonically_is_resolved_without_python_as_python_resolves_
     out = with_header_columns(base, [[-1, -1]]).to_pydict()
     assert out["_fast_ip"] == ["2001:db8:0:1::5", None, None]
     assert out["_fast_prefix"] == ["2001:db8::/48", None, None] and out["_fast_version"] == [6, None, None]
+
+
+def test_the_warm_up_is_done_before_the_first_batch_is_enriched_and_its_failures_are_left_to_the_real_use():
+    from ingest import enrich
+
+    class Broken:
+        def warm_up(self):
+            raise OSError("unreadable database")
+
+    enrich._warm_up(Broken())  # nothing raised: the lookups report it, with their context
+    e = enrich.Enricher(geo=None)
+    assert e._warming is not None
+    good, bad = e.run(_batch(50, 0), "riskgate-jsonl", "f")  # (no usernames: every row quarantined)
+    assert e._warming is None and good.num_rows + bad.num_rows == 50

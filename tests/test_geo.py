@@ -187,3 +187,34 @@ def test_networks_smaller_than_a_slash_24_are_looked_up_once_each(tmp_path, monk
     # the mmdb-writer splits 192.0.2.0/26 around the /30 into /29, /30, /28 and /27 pieces: one lookup each,
     # one for the /26 and one for the /25; 250 of the 256 addresses need none
     assert len(calls) == 7
+
+
+def _google_dns_city(path, location: dict) -> str:
+    """An mmdb City database holding 8.8.8.0/24 with ``location``: its path."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"], description="t")
+    w.insert_network(IPSet(["8.8.8.0/24"]), {"country": {"iso_code": "US", "names": {"en": "United States"}},
+                                              "location": location})
+    w.to_db_file(str(path))
+    return str(path)
+
+
+def test_warm_up_opens_the_time_zone_finder_only_for_a_database_without_zones_and_caches_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(geo, "_tzf", None)
+    point = {"latitude": 37.386, "longitude": -122.0838}
+    zoned = geo.GeoResolver(_google_dns_city(tmp_path / "z.mmdb", {**point, "time_zone": "America/Chicago"}), None)
+    calls = _counted_lookups(monkeypatch, zoned)
+    zoned.warm_up()
+    assert geo._tzf is None  # the database has zones: the finder is never needed
+    assert calls == [] and not zoned._cache and not zoned._smaller
+    assert zoned.lookup("8.8.8.8").time_zone == "America/Chicago"
+
+    bare = geo.GeoResolver(_google_dns_city(tmp_path / "b.mmdb", point), None)
+    calls = _counted_lookups(monkeypatch, bare)
+    bare.warm_up()
+    assert geo._tzf is not None  # DB-IP Lite's case: the finder is opened ahead
+    assert calls == [] and not bare._cache
+    assert bare.lookup("8.8.8.8").time_zone == "America/Los_Angeles"  # from the coordinates
+    geo.GeoResolver(None, None).warm_up()  # nothing to open

@@ -375,7 +375,9 @@ def _split_block(data: bytes | bytearray, size: int, first_line: int) -> Iterato
             except UnicodeDecodeError as exc:
                 bad.append((int(line_numbers[i]), f"not UTF-8: invalid byte at position {exc.start}", raw))
                 keep[i] = False
-    all_lines = pa.array(line_numbers)
+    # from the buffer: pa.array() of a numpy array would import pandas here, before the warm-up thread has
+    # (ingest.enrich._warm_up), and make this thread wait for it
+    all_lines = pa.Array.from_buffers(pa.int64(), len(line_numbers), [None, pa.py_buffer(line_numbers)])
     if not keep.all():
         taken = pa.array(np.flatnonzero(keep), pa.int64())
         all_texts, all_lines = all_texts.take(taken), all_lines.take(taken)
