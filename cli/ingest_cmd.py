@@ -14,7 +14,7 @@ from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher
 from ingest.geo import GeoResolver
-from ingest.pipeline import ingest_paths, prefer_jemalloc, total_size
+from ingest.pipeline import ingest_paths, prefer_bulk_allocation, prefer_jemalloc, total_size
 from ingest.sources import reader_names
 from ingest.sources.base import DEFAULT_BATCH_ROWS, ReaderOptions
 
@@ -60,6 +60,7 @@ def ingest(
     options = ReaderOptions(batch_rows=batch_rows, username=username, user_pool_id=user_pool_id, mapping=mapping)
     prefer_jemalloc()
     con = store.connect(db)
+    prefer_bulk_allocation(con)
     try:
         size = total_size(paths)
         show = (not json_out) and size >= PROGRESS_MIN_BYTES and err_console.is_terminal

@@ -260,3 +260,14 @@ def test_ingest_runs_on_arrows_jemalloc_pool_unless_the_environment_chooses(tmp_
     out = subprocess.run([sys.executable, "-c", code], env={**env, "ARROW_DEFAULT_MEMORY_POOL": "system"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["system", "system"]
+
+
+def test_the_ingest_command_lets_duckdb_keep_freed_memory_between_batches(tmp_path):
+    from ingest import store
+    from ingest.pipeline import prefer_bulk_allocation
+
+    con = store.connect(tmp_path / "s.duckdb")
+    before = con.execute("SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
+    prefer_bulk_allocation(con)
+    after = con.execute("SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
+    assert before == "134217728B" and after == "4GB"  # DuckDB's default (128 MiB), then ours
