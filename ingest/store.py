@@ -65,7 +65,8 @@ def _create_table_sql(name: str, schema: pa.Schema, extra: Sequence[str] = (), u
 
 
 #: Event columns whose values are all different and barely compressible (ids, opaque base64 device data):
-#: compressing them took a third of the time of writing a batch of events and saved 40 bytes an event.
+#: compressing them took about a sixth of the time of writing the events (1,000,000 events: 1.3 of 8.3 s on
+#: one thread) and saved about 46 bytes an event (the file 149 MB instead of 195).
 UNCOMPRESSED_EVENT_COLUMNS = ("event_id", "encoded_data")
 
 
