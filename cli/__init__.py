@@ -3,7 +3,7 @@
 Every module ``cli/<name>_cmd.py`` registers its commands on ``cli.common.app``
 when imported. ``riskgate COMMAND`` imports only the module of that command
 (:data:`COMMANDS`): importing every module (the risk configuration's models,
-the synthetic population, ...) took half a second of each command's start.
+the synthetic population, ...) had cost each command 0.1-0.2 s of its start.
 ``riskgate --help``, or a name that is no command, imports them all, and so
 does ``cli.app``: the application with every command (for ``CliRunner``).
 """

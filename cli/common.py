@@ -33,6 +33,7 @@ def _commands() -> None:
     # command without its name
     pass
 
+
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="DuckDB store file (default: $RISKGATE_DB, else ./riskgate.duckdb).", show_default=False),
