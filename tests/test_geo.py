@@ -202,19 +202,21 @@ def _google_dns_city(path, location: dict) -> str:
 
 
 def test_warm_up_opens_the_time_zone_finder_only_for_a_database_without_zones_and_caches_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(geo, "_tzf", None)
+    asked: list[tuple[float, float]] = []  # the points whose zone the finder was asked for
+    real = geo._timezone_at
+    monkeypatch.setattr(geo, "_timezone_at", lambda lat, lon: asked.append((lat, lon)) or real(lat, lon))
     point = {"latitude": 37.386, "longitude": -122.0838}
     zoned = geo.GeoResolver(_google_dns_city(tmp_path / "z.mmdb", {**point, "time_zone": "America/Chicago"}), None)
     calls = _counted_lookups(monkeypatch, zoned)
     zoned.warm_up()
-    assert geo._tzf is None  # the database has zones: the finder is never needed
+    assert asked == []  # the database has zones: the finder is never needed
     assert calls == [] and not zoned._cache and not zoned._smaller
     assert zoned.lookup("8.8.8.8").time_zone == "America/Chicago"
 
     bare = geo.GeoResolver(_google_dns_city(tmp_path / "b.mmdb", point), None)
     calls = _counted_lookups(monkeypatch, bare)
     bare.warm_up()
-    assert geo._tzf is not None  # DB-IP Lite's case: the finder is opened ahead
+    assert asked == [(37.386, -122.0838)]  # DB-IP Lite's case: the finder is opened ahead
     assert calls == [] and not bare._cache
     assert bare.lookup("8.8.8.8").time_zone == "America/Los_Angeles"  # from the coordinates
     geo.GeoResolver(None, None).warm_up()  # nothing to open
