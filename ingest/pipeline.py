@@ -119,16 +119,12 @@ def prefer_jemalloc() -> str:
     return pa.default_memory_pool().backend_name
 
 
-#: DuckDB gives a thread's cached allocations back after a task whose peak passed ``allocator_flush_threshold``
-#: (128 MiB by default): each batch's insert passed it, and the next batch faulted the memory in again.
-BULK_ALLOCATOR_FLUSH = "4GB"
-
-
-def prefer_bulk_allocation(con: duckdb.DuckDBPyConnection) -> None:
-    """Let the store's DuckDB keep freed memory between batches (``BULK_ALLOCATOR_FLUSH``). 1,000,000 events,
-    seven alternating pairs: 10.26-12.50 s (mean 11.09) against 10.78-13.34 s (mean 11.69), less system time in
-    five; peak memory unchanged. For ``riskgate ingest``'s connection (a setting of the whole database instance)."""
-    con.execute(f"SET allocator_flush_threshold = '{BULK_ALLOCATOR_FLUSH}'")
+#: For ``riskgate ingest``'s store (``ingest.store.connect(settings=...)``, so that it holds again after a
+#: hand-over of the file): DuckDB gives a thread's cached allocations back after a task whose peak passed
+#: ``allocator_flush_threshold`` (128 MiB by default); each batch's insert passed it, and the next batch faulted
+#: the memory in again. 1,000,000 events, seven alternating pairs: 10.26-12.50 s (mean 11.09) against
+#: 10.78-13.34 s (mean 11.69), less system time in five; peak memory unchanged.
+BULK_ALLOCATION = "SET allocator_flush_threshold = '4GB'"
 
 
 def ingest_paths(

@@ -264,10 +264,11 @@ def test_ingest_runs_on_arrows_jemalloc_pool_unless_the_environment_chooses(tmp_
 
 def test_the_ingest_command_lets_duckdb_keep_freed_memory_between_batches(tmp_path):
     from ingest import store
-    from ingest.pipeline import prefer_bulk_allocation
+    from ingest.pipeline import BULK_ALLOCATION
 
-    con = store.connect(tmp_path / "s.duckdb")
-    before = con.execute("SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
-    prefer_bulk_allocation(con)
-    after = con.execute("SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
-    assert before == "134217728B" and after == "4GB"  # DuckDB's default (128 MiB), then ours
+    setting = "SELECT current_setting('allocator_flush_threshold')"
+    con = store.connect(tmp_path / "plain.duckdb")
+    assert con.execute(setting).fetchall() == [("134217728B",)]  # DuckDB's default, 128 MiB
+    con.close()
+    con = store.connect(tmp_path / "bulk.duckdb", settings=(BULK_ALLOCATION,))
+    assert con.execute(setting).fetchall() == [("4GB",)]
