@@ -123,7 +123,7 @@ def prefer_jemalloc() -> str:
 #: hand-over of the file): DuckDB gives a thread's cached allocations back after a task whose peak passed
 #: ``allocator_flush_threshold`` (128 MiB by default); each batch's insert passed it, and the next batch faulted
 #: the memory in again. 1,000,000 events, seven alternating pairs: 10.26-12.50 s (mean 11.09) against
-#: 10.78-13.34 s (mean 11.69), less system time in five; peak memory unchanged.
+#: 10.78-13.34 s (mean 11.69), less system time in six; peak memory unchanged.
 BULK_ALLOCATION = "SET allocator_flush_threshold = '4GB'"
 
 
