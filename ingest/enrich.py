@@ -158,8 +158,10 @@ class Enricher:
             target=_warm_up, args=(self.geo,), name="riskgate-warm-up", daemon=True)
         self._warming.start()
 
-    def _ready(self) -> None:
-        """Wait for the warm-up (at once after the first batch): nothing is set up by two threads at a time."""
+    def ready(self) -> None:
+        """Wait for the warm-up (at once after the first batch): nothing is set up by two threads at a time.
+        Whatever uses the agent parser or the GeoIP resolver calls this first (:meth:`run`, :meth:`stage`,
+        ``ingest.one.canonical``)."""
         if self._warming is not None:
             self._warming.join()
             self._warming = None
@@ -196,7 +198,7 @@ class Enricher:
 
     def _tables(self, events: pa.Table, source_format: str, source_file: str) -> tuple[dict, dict, pa.Array]:
         """The tables ``_FINAL_SQL`` reads (hdr_, ips_, agents_, geo_), its parameters, and the rows' raw text."""
-        self._ready()
+        self.ready()
         n = events.num_rows
         raw = events.column(RAW_COLUMN) if RAW_COLUMN in events.column_names else pa.nulls(n, pa.string())
         base = conform(events, SOURCE_SCHEMA)

@@ -136,6 +136,7 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     if not ip.ip_address_valid:
         return None
     user_agent = first("user-agent")
+    enricher.ready()  # (its warm-up thread sets up the agent parser and time-zone finder too)
     agent = enricher.agents.parse_many([user_agent])[0]
     g = enricher.geo.lookup(ip.ip) if enricher.geo is not None else EMPTY
     if encoded:

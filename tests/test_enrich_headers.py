@@ -304,3 +304,10 @@ def test_the_warm_up_is_done_before_the_first_batch_is_enriched_and_its_failures
     assert e._warming is not None
     good, bad = e.run(_batch(50, 0), "riskgate-jsonl", "f")  # (no usernames: every row quarantined)
     assert e._warming is None and good.num_rows + bad.num_rows == 50
+    # the inline path (one record, no batch) waits for it too before it parses an agent
+    from ingest.one import canonical
+    from tests.events_gen import event
+
+    e = enrich.Enricher(geo=None)
+    row = canonical(event(1), e, source_format="riskgate-jsonl", source_file="f", source_line=1)
+    assert e._warming is None and row["browser_family"] == "Chrome"
