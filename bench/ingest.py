@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="floor and riskgate, alternating, this many times")
     ap.add_argument("--keep", action="store_true", help="keep the stores written (of the last round)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     src = make_events(args.events, args.seed)
     size = src.stat().st_size
     # extract the default GeoIP databases before timing (a one-off first-use cost)
