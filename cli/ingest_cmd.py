@@ -14,7 +14,7 @@ from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher
 from ingest.geo import GeoResolver
-from ingest.pipeline import BULK_ALLOCATION, ingest_paths, prefer_jemalloc, total_size
+from ingest.pipeline import BULK_SETTINGS, ingest_paths, prefer_jemalloc, total_size
 from ingest.sources import reader_names
 from ingest.sources.base import DEFAULT_BATCH_ROWS, ReaderOptions
 
@@ -59,7 +59,7 @@ def ingest(
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
     options = ReaderOptions(batch_rows=batch_rows, username=username, user_pool_id=user_pool_id, mapping=mapping)
     prefer_jemalloc()
-    con = store.connect(db, settings=(BULK_ALLOCATION,))
+    con = store.connect(db, settings=BULK_SETTINGS)
     try:
         size = total_size(paths)
         show = (not json_out) and size >= PROGRESS_MIN_BYTES and err_console.is_terminal

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from ingest.agent import AgentParser, parse_agent
 from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip
 from ingest.geo import GeoResolver
-from ingest.store import scratch
+from ingest.store import SESSION_SETTINGS, scratch
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform
 from ingest.sources.base import RAW_COLUMN
 
@@ -152,6 +152,9 @@ class Enricher:
 
     def __post_init__(self) -> None:
         self.con.execute("SET TimeZone='UTC'")
+        self._owner = threading.get_ident()
+        self._local = threading.local()  # the other threads' connections (cursors of ``con``)
+        self._cursor_lock = threading.Lock()
         self._ip_cache: dict[tuple, ClientIP] = {}
         # first-use costs paid beside the reading of the first batch (which releases the GIL while it parses)
         self._warming: threading.Thread | None = threading.Thread(
@@ -162,15 +165,31 @@ class Enricher:
         """Wait for the warm-up (at once after the first batch): nothing is set up by two threads at a time.
         Whatever uses the agent parser or the GeoIP resolver calls this first (:meth:`run`, :meth:`stage`,
         ``ingest.one.canonical``)."""
-        if self._warming is not None:
-            self._warming.join()
+        warming = self._warming  # (read once: two threads may get here at once)
+        if warming is not None:
+            warming.join()
             self._warming = None
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """This thread's connection to the scratch database: :meth:`stage` may run in several threads at once
+        (``ingest.pipeline``), and each registers its batch's tables on its own connection."""
+        if threading.get_ident() == self._owner:
+            return self.con
+        con = getattr(self._local, "con", None)
+        if con is None:
+            with self._cursor_lock:
+                con = self.con.cursor()
+            for stmt in SESSION_SETTINGS:
+                con.execute(stmt)
+            self._local.con = con
+        return con
 
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
         """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
         tables, params, raw = self._tables(events, source_format, source_file)
-        with _registered(self.con, tables):
-            out = self.con.sql(f"SELECT {', '.join(EVENT_COLUMNS)}, reason, _i FROM ({_FINAL_SQL})",
+        con = self._connection()
+        with _registered(con, tables):
+            out = con.sql(f"SELECT {', '.join(EVENT_COLUMNS)}, reason, _i FROM ({_FINAL_SQL})",
                                params=params).to_arrow_table()
         if out.column("reason").null_count == out.num_rows:  # the usual batch: nothing to filter out
             good, bad = out, out.slice(0, 0)
@@ -184,9 +203,10 @@ class Enricher:
         """Everything of :meth:`run` but the final projection of the good rows, which the caller runs where the
         rows go (``ingest.store.insert_events_from``: straight into the store, never out as Arrow)."""
         tables, params, raw = self._tables(events, source_format, source_file)
-        with _registered(self.con, tables):
+        con = self._connection()
+        with _registered(con, tables):
             # the rows to quarantine, with every reason (only the columns the reasons read are computed)
-            bad = self.con.sql(f"SELECT source_line, reason, _i FROM ({_CHECKED_SQL}) WHERE reason IS NOT NULL "
+            bad = con.sql(f"SELECT source_line, reason, _i FROM ({_CHECKED_SQL}) WHERE reason IS NOT NULL "
                                "ORDER BY _i", params=params).to_arrow_table()
         hdr = tables["hdr_"]
         ids = hdr.column("event_id")
@@ -207,7 +227,7 @@ class Enricher:
         base = base.set_column(base.schema.get_field_index("source_file"), "source_file",
                                pa.array([source_file] * n, pa.string()))
         base = base.append_column("_i", pa.array(range(n), pa.int64()))
-        con = self.con
+        con = self._connection()
         hdr = with_fingerprints(with_header_columns(base, self.proxies.v4_ranges()))
         del base
         with _registered(con, {"hdr_": hdr}):

@@ -186,6 +186,7 @@ def open_reader(path: str, kind: str) -> maxminddb.Reader:
 
 
 _tzf = None
+_tz_lock = threading.Lock()
 _tz_cache: dict[tuple[float, float], str | None] = {}
 
 
@@ -195,14 +196,15 @@ def _timezone_at(lat: float, lon: float) -> str | None:
     key = (lat, lon)
     if key in _tz_cache:
         return _tz_cache[key]
-    if _tzf is None:
-        from timezonefinder import TimezoneFinder
+    with _tz_lock:  # ingest enriches batches in two threads; the finder is not known to be thread-safe
+        if _tzf is None:
+            from timezonefinder import TimezoneFinder
 
-        _tzf = TimezoneFinder()
-    try:
-        tz = _tzf.timezone_at(lat=lat, lng=lon)
-    except ValueError:
-        tz = None
+            _tzf = TimezoneFinder()
+        try:
+            tz = _tzf.timezone_at(lat=lat, lng=lon)
+        except ValueError:
+            tz = None
     if len(_tz_cache) < 1_000_000:
         _tz_cache[key] = tz
     return tz

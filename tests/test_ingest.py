@@ -262,13 +262,23 @@ def test_ingest_runs_on_arrows_jemalloc_pool_unless_the_environment_chooses(tmp_
     assert out.stdout.split() == ["system", "system"]
 
 
-def test_the_ingest_command_lets_duckdb_keep_freed_memory_between_batches(tmp_path):
+def test_the_ingest_command_lets_duckdb_keep_and_reuse_freed_memory(env, monkeypatch):
+    import cli.ingest_cmd
     from ingest import store
-    from ingest.pipeline import BULK_ALLOCATION
+    from ingest.pipeline import BULK_SETTINGS
 
-    setting = "SELECT current_setting('allocator_flush_threshold')"
+    tmp_path = env
+    settings = ("SELECT current_setting('allocator_flush_threshold'), current_setting('block_allocator_memory')")
     con = store.connect(tmp_path / "plain.duckdb")
-    assert con.execute(setting).fetchall() == [("134217728B",)]  # DuckDB's default, 128 MiB
+    assert con.execute(settings).fetchall() == [("134217728B", "0 bytes")]  # DuckDB's defaults: 128 MiB, none
     con.close()
-    con = store.connect(tmp_path / "bulk.duckdb", settings=(BULK_ALLOCATION,))
-    assert con.execute(setting).fetchall() == [("4GB",)]
+    con = store.connect(tmp_path / "bulk.duckdb", settings=BULK_SETTINGS)
+    assert con.execute(settings).fetchall() == [("4GB", "512.0 MiB")]
+    con.close()
+    used = []  # the settings the command opens its store with (the real store.connect, watched)
+    real = store.connect
+    monkeypatch.setattr(cli.ingest_cmd.store, "connect", lambda *a, **k: used.append(k.get("settings")) or real(*a, **k))
+    src = tmp_path / "one.jsonl"
+    write_jsonl(src, many(3))
+    assert ingest(src)[0]["events_added"] == 3
+    assert used == [BULK_SETTINGS]

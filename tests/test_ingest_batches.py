@@ -288,3 +288,137 @@ def test_the_two_stages_share_the_cores_and_the_store_gets_its_threads_back(tmp_
         assert store.threads(con) == 4
     finally:
         con.close()
+
+
+# -- the pool that parses and prepares the batches of a PartReader --------------------------------------------
+
+
+def _jobs(n, job):
+    for i in range(n):
+        yield (lambda i=i: job(i))
+
+
+def test_in_pool_keeps_order_runs_two_jobs_at_once_and_stays_bounded():
+    import random
+    import time
+
+    both = threading.Barrier(2, timeout=5)  # the first two jobs wait for each other: they must run at once
+    started = []
+    lock = threading.Lock()
+    rnd = random.Random(3)
+    delays = [rnd.choice([0, 0.001, 0.01]) for _ in range(40)]
+
+    def job(i):
+        with lock:
+            started.append(i)
+        if i < 2:
+            both.wait()
+        time.sleep(delays[i])
+        return i * 10
+
+    got = []
+    for k, x in enumerate(pipeline.in_pool(_jobs(40, job), "test", workers=2, ahead=2)):
+        time.sleep(0.005)  # the caller holds item k a while: the workers may run ahead, but not further than 2
+        with lock:
+            assert max(started) <= k + 2
+        got.append(x)
+    assert got == [i * 10 for i in range(40)]
+    assert sorted(started) == list(range(40))
+    assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
+
+
+def test_in_pool_raises_an_error_where_it_happened_after_the_results_before_it():
+    def job(i):
+        if i == 3:
+            raise ValueError("bad fourth job")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="bad fourth job"):
+        for x in pipeline.in_pool(_jobs(10, job), "test"):
+            got.append(x)
+    assert got == [0, 1, 2]
+
+    def failing_jobs():  # reading the input fails after two jobs
+        yield lambda: "a"
+        yield lambda: "b"
+        raise OSError("cannot read past line 7")
+
+    got = []
+    with pytest.raises(OSError, match="line 7"):
+        for x in pipeline.in_pool(failing_jobs(), "test"):
+            got.append(x)
+    assert got == ["a", "b"]
+    assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
+
+
+def test_in_pool_stops_and_closes_its_jobs_when_the_consumer_stops():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield (lambda n=n: n)
+        finally:
+            closed.set()
+
+    gen = pipeline.in_pool(endless(), "test")
+    assert [next(gen), next(gen), next(gen)] == [1, 2, 3]
+    gen.close()
+    assert closed.is_set()
+    assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
+
+
+def test_in_pool_workers_see_the_callers_context_and_run_below_its_priority():
+    import contextvars
+    import os
+    import sys
+
+    var = contextvars.ContextVar("var", default="unset")
+    var.set("the caller's")
+
+    def job(i):
+        return var.get(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    got = list(pipeline.in_pool(_jobs(4, job), "test"))
+    assert [v for v, _ in got] == ["the caller's"] * 4
+    if sys.platform == "linux":
+        assert {p for _, p in got} == {min(19, mine + pipeline.POOL_NICE)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's own is unchanged
+
+
+def test_the_pool_stores_what_one_reading_thread_stores(tmp_path, monkeypatch):
+    """riskgate JSON lines are parsed and prepared by two threads (a PartReader); taken as a plain reader, the
+    same file goes through one reading thread. The same events, quarantine and counts, for several batch sizes."""
+    from ingest.sources import riskgate_jsonl
+    from ingest.sources.base import PartReader
+
+    assert isinstance(riskgate_jsonl.READER, PartReader)
+    data = b"\n".join(mixed_lines()) + b"\n"
+    monkeypatch.setattr(base, "LINE_BLOCK_BYTES", 4096)
+    pooled = {n: _ingest(tmp_path, f"pool{n}", data, batch_rows=n) for n in (3, 16)}
+    monkeypatch.setattr(pipeline, "PartReader", type("NoReaderIsThis", (), {}))  # every reader the old way
+    for n in (3, 16):
+        assert _ingest(tmp_path, f"one{n}", data, batch_rows=n) == pooled[n]
+    assert pooled[3][0] == pooled[16][0] == (74, 66, 1, 7)  # 76 lines, 2 blank; 7 bad; event 3 twice
+
+
+def test_each_thread_stages_on_its_own_connection_to_the_enrichers_database(tmp_path):
+    enricher = Enricher(geo=None)
+    here = enricher._connection()
+    assert here is enricher.con and enricher._connection() is here
+    seen = []
+
+    def other():
+        seen.append((enricher._connection(), enricher._connection()))
+        seen.append(seen[-1][0].execute("SELECT current_setting('TimeZone')").fetchall())
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    (a, b), tz = seen
+    assert a is b and a is not here
+    assert tz == [("UTC",)]

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +67,20 @@ class Reader(Protocol):
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         """Yield the input's rows in batches."""
+
+
+#: A part of an input: parses into one batch on the scratch connection it is given (``ingest.store.scratch``).
+Part = Callable[[Any], ReadBatch]
+
+
+@runtime_checkable
+class PartReader(Reader, Protocol):
+    """A reader whose batches can be parsed apart from each other, in several threads at once: only the
+    reading of the input is in order (``ingest.pipeline`` uses two threads for these)."""
+
+    def read_parts(self, path: str, options: ReaderOptions) -> Iterator[Part]:
+        """Yield the input's batches as parts, in order; reading the next part is the only work done here.
+        The errors of the whole input (it is not this format, it is empty) may come from a part or from here."""
 
 
 #: Set by the pipeline while it reads: called with the number of (compressed) bytes read so far.

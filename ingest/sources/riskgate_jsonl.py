@@ -24,6 +24,7 @@ Unknown top-level fields are kept in the event's ``extra`` column.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 
 from ingest.store import scratch
@@ -36,6 +37,7 @@ from ingest.sources.base import (
     ReadBatch,
     ReaderOptions,
     LineBatch,
+    Part,
     iter_line_arrays,
 )
 from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason, rename_struct_list
@@ -77,16 +79,28 @@ class RiskgateJsonl:
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         con = scratch()
         try:
-            first = True
-            for lb in iter_line_arrays(path, options.batch_rows):
-                batch = self._batch(con, path, lb, options)
-                if first and batch.events.num_rows == 0 and batch.quarantine.num_rows:
-                    _refuse_if_not_json_lines(path, batch)
-                first = False
+            for part in self.read_parts(path, options):
+                batch = part(con)
+                del part
                 yield batch
-                del batch, lb  # not kept alive while the next batch is read (memory)
+                del batch  # not kept alive while the next batch is read (memory)
         finally:
             con.close()
+
+    def read_parts(self, path: str, options: ReaderOptions) -> Iterator[Part]:
+        """The input's batches as parts (``ingest.sources.base.PartReader``): the lines of each, read in order;
+        a part parses them on the connection it is given."""
+        first = True
+        for lb in iter_line_arrays(path, options.batch_rows):
+            yield partial(self._part, path, lb, options, first)
+            first = False
+            del lb
+
+    def _part(self, path: str, lb: LineBatch, options: ReaderOptions, first: bool, con) -> ReadBatch:
+        batch = self._batch(con, path, lb, options)
+        if first and batch.events.num_rows == 0 and batch.quarantine.num_rows:
+            _refuse_if_not_json_lines(path, batch)
+        return batch
 
     def _batch(self, con, path: str, lb: LineBatch, options: ReaderOptions) -> ReadBatch:
         q = QuarantineBuilder(NAME, path)
