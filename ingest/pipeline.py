@@ -33,8 +33,9 @@ out as Arrow, and the reading thread, the one that sets the pace, does less
 (1,000,000 events: 16.7 s and 1,423 MiB peak, against 18.5-21.8 s and
 1,600-1,670 MiB with the rows materialised). A third thread, reading n+2
 while n+1 is enriched, then gave 15.6 s but 1,921 MiB peak, too close to the
-2 GB budget; the pool of two at normal priority peaked at 1.85-1.87 GiB,
-niced at 1.64-1.72 GiB (2026-11-27).
+2 GB budget; the pool of two (three batches alive) peaked at 1.81-1.87 GiB
+at the writer's priority, 1.64-1.72 GiB niced (both with Arrow's jemalloc
+keeping its memory; as shipped, without that, 1,580-1,755 MiB; 2026-11-27).
 """
 
 from __future__ import annotations
