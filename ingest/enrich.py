@@ -190,7 +190,7 @@ class Enricher:
         con = self._connection()
         with _registered(con, tables):
             out = con.sql(f"SELECT {', '.join(EVENT_COLUMNS)}, reason, _i FROM ({_FINAL_SQL})",
-                               params=params).to_arrow_table()
+                          params=params).to_arrow_table()
         if out.column("reason").null_count == out.num_rows:  # the usual batch: nothing to filter out
             good, bad = out, out.slice(0, 0)
         else:
@@ -207,7 +207,7 @@ class Enricher:
         with _registered(con, tables):
             # the rows to quarantine, with every reason (only the columns the reasons read are computed)
             bad = con.sql(f"SELECT source_line, reason, _i FROM ({_CHECKED_SQL}) WHERE reason IS NOT NULL "
-                               "ORDER BY _i", params=params).to_arrow_table()
+                          "ORDER BY _i", params=params).to_arrow_table()
         hdr = tables["hdr_"]
         ids = hdr.column("event_id")
         bad_i = None

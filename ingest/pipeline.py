@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
-import queue
 import sys
 import threading
 import uuid
@@ -323,66 +322,32 @@ _DONE = object()
 
 
 def in_thread(items: Iterable, name: str) -> Iterator:
-    """Yield ``items`` in order while a thread computes the next one ahead (one at most).
+    """Yield ``items`` in order while a thread computes the next one ahead (one at most): :func:`in_pool`
+    with one worker at the caller's priority, computing each item as it takes it from ``items``.
 
     The thread runs in a copy of the caller's context (so context variables such
     as the progress observer hold there too). An exception raised while computing
     an item is raised here, in the caller's thread, in its place. Closing the
     returned generator (or an error in the caller) stops the thread and closes
-    ``items`` in it.
+    ``items``.
     """
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
+    return in_pool(_as_jobs(items), name, workers=1, ahead=1, nice=0)
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-            except queue.Full:
-                continue
-            # wait until the consumer has taken it: at most one item computed ahead
-            with handoff.all_tasks_done:
-                while handoff.unfinished_tasks and not stop.is_set():
-                    handoff.all_tasks_done.wait(0.1)
-            return not stop.is_set()
-        return False
 
-    def produce() -> None:
-        it = iter(items)
-        try:
-            for item in it:
-                if not put((item, None)):
-                    return
-                del item  # handed over: not kept alive here while the next one is computed
-            put((_DONE, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((None, exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-    ctx = contextvars.copy_context()
-    worker = threading.Thread(target=ctx.run, args=(produce,), name=f"riskgate-ingest-{name}", daemon=True)
-    worker.start()
+def _as_jobs(items: Iterable) -> Iterator[Callable[[], object]]:
+    it = iter(items)
     try:
-        while True:
-            try:
-                item, exc = handoff.get(timeout=0.5)
-            except queue.Empty:
-                if not worker.is_alive() and handoff.empty():
-                    raise RuntimeError(f"the ingest {name} thread ended without a result") from None
-                continue
-            handoff.task_done()
-            if exc is not None:
-                raise exc
-            if item is _DONE:
-                return
-            yield item
-            del item  # not kept alive here while the next one is awaited
+        for item in it:
+            yield functools.partial(_given, item)
+            del item
     finally:
-        stop.set()
-        worker.join()
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _given(item):
+    return item
 
 
 #: How much less of the CPU the preparing threads of :func:`in_pool` ask for than the writer (Linux nice
@@ -390,12 +355,13 @@ def in_thread(items: Iterable, name: str) -> Iterator:
 POOL_NICE = 5
 
 
-def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, ahead: int = 2) -> Iterator:
+def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, ahead: int = 2,
+            nice: int = POOL_NICE) -> Iterator:
     """Yield the results of ``jobs`` (an iterator of callables) in order, computed by ``workers`` threads.
 
     One thread at a time takes the next job from ``jobs`` (reading the input is in order); the callables
     run at once. At most ``ahead`` results are computed or waiting beyond the one the caller holds (memory).
-    On Linux the workers run ``POOL_NICE`` steps below the caller. Each worker runs in its own copy of the
+    On Linux the workers run ``nice`` steps below the caller. Each worker runs in its own copy of the
     caller's context. An exception raised by ``jobs`` or a job is raised in the caller's thread in that
     job's place, after every result before it. Closing the returned generator (or an error in the caller)
     stops the workers and closes ``jobs``.
@@ -407,10 +373,10 @@ def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, a
     state = {"taken": 0, "held": 0, "ended": False, "stop": False}
 
     def work() -> None:
-        if sys.platform == "linux":  # (elsewhere a priority is the whole process's)
+        if nice and sys.platform == "linux":  # (elsewhere a priority is the whole process's)
             me = threading.get_native_id()
             try:
-                os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + POOL_NICE))
+                os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + nice))
             except OSError:
                 pass
         while True:
@@ -441,8 +407,9 @@ def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, a
                 cond.notify_all()
             del out
 
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
-                                name=f"riskgate-ingest-{name}-{k}") for k in range(workers)]
+    names = [f"riskgate-ingest-{name}"] if workers == 1 else [f"riskgate-ingest-{name}-{k}" for k in range(workers)]
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(work,), name=n, daemon=True)
+               for n in names]
     for t in threads:
         t.start()
     try:
