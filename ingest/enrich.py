@@ -170,9 +170,11 @@ class Enricher:
             warming.join()
             self._warming = None
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        """This thread's connection to the scratch database: :meth:`stage` may run in several threads at once
-        (``ingest.pipeline``), and each registers its batch's tables on its own connection."""
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """This thread's connection to the enricher's scratch database (``con`` in the thread that made the
+        enricher, a cursor of it in any other): :meth:`stage` may run in several threads at once
+        (``ingest.pipeline``), and each registers its batch's tables on its own connection; ingest's
+        readers parse on it too."""
         if threading.get_ident() == self._owner:
             return self.con
         con = getattr(self._local, "con", None)
@@ -187,7 +189,7 @@ class Enricher:
     def run(self, events: pa.Table, source_format: str, source_file: str) -> tuple[pa.Table, pa.Table]:
         """Return (good rows in EVENT_SCHEMA, bad rows with ``source_line``, ``reason``, ``_raw``)."""
         tables, params, raw = self._tables(events, source_format, source_file)
-        con = self._connection()
+        con = self.connection()
         with _registered(con, tables):
             out = con.sql(f"SELECT {', '.join(EVENT_COLUMNS)}, reason, _i FROM ({_FINAL_SQL})",
                           params=params).to_arrow_table()
@@ -203,7 +205,7 @@ class Enricher:
         """Everything of :meth:`run` but the final projection of the good rows, which the caller runs where the
         rows go (``ingest.store.insert_events_from``: straight into the store, never out as Arrow)."""
         tables, params, raw = self._tables(events, source_format, source_file)
-        con = self._connection()
+        con = self.connection()
         with _registered(con, tables):
             # the rows to quarantine, with every reason (only the columns the reasons read are computed)
             bad = con.sql(f"SELECT source_line, reason, _i FROM ({_CHECKED_SQL}) WHERE reason IS NOT NULL "
@@ -227,7 +229,7 @@ class Enricher:
         base = base.set_column(base.schema.get_field_index("source_file"), "source_file",
                                pa.array([source_file] * n, pa.string()))
         base = base.append_column("_i", pa.array(range(n), pa.int64()))
-        con = self._connection()
+        con = self.connection()
         hdr = with_fingerprints(with_header_columns(base, self.proxies.v4_ranges()))
         del base
         with _registered(con, {"hdr_": hdr}):

@@ -47,7 +47,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -199,10 +199,7 @@ def _ingest_file(
         rows = 0
         token = BYTES_READ_OBSERVER.set((lambda done: progress(path, done, rows)) if progress else None)
         try:
-            if isinstance(reader, PartReader):  # batches parsed and prepared by two threads
-                prepared = in_pool(_prepare_parts(reader.read_parts(path, options), name, path, enricher), "read")
-            else:
-                prepared = in_thread(_prepared(reader.read(path, options), name, path, enricher), "read")
+            prepared = _preparing(reader, path, name, options, enricher)
             try:
                 for batch in prepared:
                     counts = _write_batch(con, batch, result.run_id)
@@ -259,35 +256,34 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher) -> PreparedBa
     return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, batch.labels)
 
 
-def _prepared(batches: Iterator, fmt: str, path: str, enricher: Enricher) -> Iterator[PreparedBatch]:
-    try:
-        for batch in batches:
-            prepared = _prepare_batch(batch, fmt, path, enricher)
-            del batch  # the read batch is not needed once prepared (memory)
-            yield prepared
-            del prepared
-    finally:
-        batches.close()
+def _preparing(reader, path: str, fmt: str, options: ReaderOptions, enricher: Enricher) -> Iterator[PreparedBatch]:
+    """The prepared batches of ``path`` in order, computed ahead of the writer (:func:`in_pool`): by two
+    threads for a :class:`~ingest.sources.base.PartReader` (each parses the parts it takes, on its own
+    connection to the enricher's database), by one thread for other readers (reading and preparing each
+    batch in turn, one ahead at most)."""
+    if isinstance(reader, PartReader):
+        def parse_and_prepare(part) -> PreparedBatch:
+            return _prepare_batch(part(enricher.connection()), fmt, path, enricher)
 
+        return in_pool(_jobs(reader.read_parts(path, options), parse_and_prepare), "read")
 
-def _prepare_parts(parts: Iterator, fmt: str, path: str, enricher: Enricher) -> Iterator[Callable[[], PreparedBatch]]:
-    """Jobs that parse and prepare one part each, on the calling thread's scratch connection."""
-    local = threading.local()
-
-    def job(part) -> PreparedBatch:
-        con = getattr(local, "con", None)
-        if con is None:
-            con = local.con = store.scratch()
-        batch = part(con)
-        del part
+    def prepare(batch) -> PreparedBatch:
         return _prepare_batch(batch, fmt, path, enricher)
 
+    return in_pool(_jobs(reader.read(path, options), prepare), "read", workers=1, ahead=1, nice=0)
+
+
+def _jobs(items: Iterator, work: Callable) -> Iterator[Callable[[], object]]:
+    """``work`` on each of ``items``, as jobs for :func:`in_pool` (taking a job takes the next item from
+    ``items``: reading the input); closing the jobs closes ``items``."""
     try:
-        for part in parts:
-            yield functools.partial(job, part)
-            del part
+        for item in items:
+            yield functools.partial(work, item)
+            del item  # handed over: not kept alive here
     finally:
-        parts.close()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
@@ -319,35 +315,6 @@ def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
 
 
 _DONE = object()
-
-
-def in_thread(items: Iterable, name: str) -> Iterator:
-    """Yield ``items`` in order while a thread computes the next one ahead (one at most): :func:`in_pool`
-    with one worker at the caller's priority, computing each item as it takes it from ``items``.
-
-    The thread runs in a copy of the caller's context (so context variables such
-    as the progress observer hold there too). An exception raised while computing
-    an item is raised here, in the caller's thread, in its place. Closing the
-    returned generator (or an error in the caller) stops the thread and closes
-    ``items``.
-    """
-    return in_pool(_as_jobs(items), name, workers=1, ahead=1, nice=0)
-
-
-def _as_jobs(items: Iterable) -> Iterator[Callable[[], object]]:
-    it = iter(items)
-    try:
-        for item in it:
-            yield functools.partial(_given, item)
-            del item
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-
-def _given(item):
-    return item
 
 
 #: How much less of the CPU the preparing threads of :func:`in_pool` ask for than the writer (Linux nice

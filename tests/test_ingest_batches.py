@@ -162,7 +162,13 @@ def test_a_plain_file_and_its_gzip_give_the_same_lines(tmp_path, monkeypatch, bl
     assert [len(b.texts) for b in direct][:-1] == [37] * (len(direct) - 1)
 
 
-def test_in_thread_keeps_order_and_raises_an_error_where_it_happened():
+#: how ingest reads a plain reader's batches (one thread, one ahead), and a PartReader's (the pool's defaults)
+ONE_THREAD = {"workers": 1, "ahead": 1, "nice": 0}
+HOW = pytest.mark.parametrize("how", [ONE_THREAD, {}], ids=["one thread", "pool"])
+
+
+@HOW
+def test_items_keep_their_order_and_an_error_reading_them_is_raised_where_it_happened(how):
     def items():
         yield 1
         yield 2
@@ -170,12 +176,14 @@ def test_in_thread_keeps_order_and_raises_an_error_where_it_happened():
 
     got = []
     with pytest.raises(ValueError, match="bad third item"):
-        for x in pipeline.in_thread(items(), "test"):
+        for x in pipeline.in_pool(pipeline._jobs(items(), lambda x: x * 10), "test", **how):
             got.append(x)
-    assert got == [1, 2]
+    assert got == [10, 20]
+    assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
 
 
-def test_in_thread_stops_and_closes_its_source_when_the_consumer_stops():
+@HOW
+def test_the_threads_stop_and_close_their_source_when_the_consumer_stops(how):
     closed = threading.Event()
 
     def endless():
@@ -187,11 +195,11 @@ def test_in_thread_stops_and_closes_its_source_when_the_consumer_stops():
         finally:
             closed.set()
 
-    gen = pipeline.in_thread(endless(), "test")
+    gen = pipeline.in_pool(pipeline._jobs(endless(), lambda x: x), "test", **how)
     assert [next(gen), next(gen), next(gen)] == [1, 2, 3]
     gen.close()
     assert closed.wait(5)
-    assert not any(t.name == "riskgate-ingest-test" for t in threading.enumerate())
+    assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
 
 
 def test_an_error_in_the_writer_stops_the_reading_thread(tmp_path, monkeypatch):
@@ -293,7 +301,7 @@ def test_the_two_stages_share_the_cores_and_the_store_gets_its_threads_back(tmp_
 # -- the pool that parses and prepares the batches of a PartReader --------------------------------------------
 
 
-def _jobs(n, job):
+def _calls(n, job):
     for i in range(n):
         yield (lambda i=i: job(i))
 
@@ -317,7 +325,7 @@ def test_in_pool_keeps_order_runs_two_jobs_at_once_and_stays_bounded():
         return i * 10
 
     got = []
-    for k, x in enumerate(pipeline.in_pool(_jobs(40, job), "test", workers=2, ahead=2)):
+    for k, x in enumerate(pipeline.in_pool(_calls(40, job), "test", workers=2, ahead=2)):
         time.sleep(0.005)  # the caller holds item k a while: the workers may run ahead, but not further than 2
         with lock:
             assert max(started) <= k + 2
@@ -335,39 +343,9 @@ def test_in_pool_raises_an_error_where_it_happened_after_the_results_before_it()
 
     got = []
     with pytest.raises(ValueError, match="bad fourth job"):
-        for x in pipeline.in_pool(_jobs(10, job), "test"):
+        for x in pipeline.in_pool(_calls(10, job), "test"):
             got.append(x)
     assert got == [0, 1, 2]
-
-    def failing_jobs():  # reading the input fails after two jobs
-        yield lambda: "a"
-        yield lambda: "b"
-        raise OSError("cannot read past line 7")
-
-    got = []
-    with pytest.raises(OSError, match="line 7"):
-        for x in pipeline.in_pool(failing_jobs(), "test"):
-            got.append(x)
-    assert got == ["a", "b"]
-    assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
-
-
-def test_in_pool_stops_and_closes_its_jobs_when_the_consumer_stops():
-    closed = threading.Event()
-
-    def endless():
-        try:
-            n = 0
-            while True:
-                n += 1
-                yield (lambda n=n: n)
-        finally:
-            closed.set()
-
-    gen = pipeline.in_pool(endless(), "test")
-    assert [next(gen), next(gen), next(gen)] == [1, 2, 3]
-    gen.close()
-    assert closed.is_set()
     assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
 
 
@@ -383,7 +361,7 @@ def test_in_pool_workers_see_the_callers_context_and_run_below_its_priority():
         return var.get(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    got = list(pipeline.in_pool(_jobs(4, job), "test"))
+    got = list(pipeline.in_pool(_calls(4, job), "test"))
     assert [v for v, _ in got] == ["the caller's"] * 4
     if sys.platform == "linux":
         assert {p for _, p in got} == {min(19, mine + pipeline.POOL_NICE)}
@@ -408,12 +386,12 @@ def test_the_pool_stores_what_one_reading_thread_stores(tmp_path, monkeypatch):
 
 def test_each_thread_stages_on_its_own_connection_to_the_enrichers_database(tmp_path):
     enricher = Enricher(geo=None)
-    here = enricher._connection()
-    assert here is enricher.con and enricher._connection() is here
+    here = enricher.connection()
+    assert here is enricher.con and enricher.connection() is here
     seen = []
 
     def other():
-        seen.append((enricher._connection(), enricher._connection()))
+        seen.append((enricher.connection(), enricher.connection()))
         seen.append(seen[-1][0].execute("SELECT current_setting('TimeZone')").fetchall())
 
     t = threading.Thread(target=other)
