@@ -518,3 +518,43 @@ def test_sigmoid_calibration_of_a_few_rows_equals_predict_proba(data):
     expected = model.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
     assert np.array_equal(model._calibrate(raw), expected)
     assert np.array_equal(model.score_samples(X2.iloc[:4]), model.score_samples(X2)[:4])
+
+
+def test_a_large_batch_is_predicted_in_blocks_with_the_result_of_one_call(supervised, data, monkeypatch):
+    """Rows are predicted PREDICT_BLOCK at a time (the trees' memory traffic); every row keeps its own value."""
+    from risk.model import estimators
+
+    _, (X2, _) = data
+    M, _ = estimators._matrix(X2, list(supervised.feature_names_in_))
+    M = M.copy()
+    M[np.random.default_rng(9).random(M.shape) < 0.15] = np.nan
+    expected = supervised.classifier_.decision_function(M)  # one call over every row
+    calls = []
+    real = supervised.classifier_.decision_function
+    monkeypatch.setattr(supervised.classifier_, "decision_function", lambda Z: calls.append(len(Z)) or real(Z))
+    monkeypatch.setattr(estimators, "SMALL_BATCH", 100)
+    monkeypatch.setattr(estimators, "PREDICT_BLOCK", 300)
+    got = supervised._log_odds(M)
+    assert calls == [300] * (len(M) // 300) + ([len(M) % 300] if len(M) % 300 else [])
+    assert np.array_equal(got, expected)  # bit for bit, and in order
+
+
+def test_an_arrow_table_gives_the_matrix_a_data_frame_gives(data):
+    """The matrix is filled from Arrow column by column and transposed: same values, row-major, NULL as NaN."""
+    from risk.model.estimators import _matrix
+
+    _, (X2, _) = data
+    cols = list(FEATURE_COLUMNS)
+    X = X2.iloc[:500].copy()
+    X.loc[X.index[::7], "travel_speed_kmh"] = np.nan
+    table = pa.Table.from_pandas(X, preserve_index=False)
+    # an integer column with NULLs and a boolean column go through the cast
+    table = table.set_column(table.schema.get_field_index("new_ip"), "new_ip",
+                             pa.array([None if i % 5 == 0 else int(v) for i, v in enumerate(X["new_ip"])], pa.int64()))
+    table = table.set_column(table.schema.get_field_index("new_device"), "new_device",
+                             pa.array([bool(v) for v in X["new_device"]], pa.bool_()))
+    M, names = _matrix(table, cols)
+    expected = X[cols].to_numpy(dtype=float, copy=True)
+    expected[::5, cols.index("new_ip")] = np.nan
+    assert names == cols and M.flags["C_CONTIGUOUS"] and M.shape == (500, len(cols))
+    np.testing.assert_array_equal(M, expected)

@@ -76,6 +76,11 @@ SMALL_BATCH = 20_000
 
 #: up to this many rows, a fitted tree model predicts through :meth:`_TreePaths.decision_function`
 FLAT_ROWS = 256
+#: Rows per call of the tree model's prediction on a large batch. scikit-learn walks each tree over all the
+#: rows it is given, so on a whole chunk (500,000 rows of 28 floats, 112 MB) every one of the trees reads the
+#: matrix from memory again; blocks of this many rows stay in the cache across the trees. Each row's value
+#: does not depend on the others: the same result (500,000 rows: 1.70 s in one call, 1.00 s in blocks).
+PREDICT_BLOCK = 65_536
 #: up to this many rows, the surprise terms are looked up in Python (:meth:`_Surprise._matrix_few`)
 SMALL_ROWS = 32
 _controller: ThreadpoolController | None = None
@@ -130,16 +135,21 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
         missing = [c for c in columns if c not in names]
         if missing:
             raise ModelError(f"X lacks the feature column(s) {', '.join(missing)}")
-        out = np.empty((X.num_rows, len(columns)), dtype=float)
+        # filled column by column into a (columns, rows) array, then transposed into rows in one copy: writing
+        # each column straight into a row-major matrix strides through all of it (0.51 s against 0.12 s for
+        # 500,000 rows of 28 columns)
+        by_column = np.empty((len(columns), X.num_rows), dtype=float)
         for j, c in enumerate(columns):
             col = X.column(c)
             if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)
                     or pa.types.is_boolean(col.type)):
                 raise ModelError(f"feature column {c!r} must be numeric (float, NULL allowed): it is {col.type}")
             if pa.types.is_float64(col.type):  # the usual case: nulls come out as NaN
-                out[:, j] = col.to_numpy()
+                by_column[j] = col.to_numpy()
             else:
-                out[:, j] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+                by_column[j] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+        out = np.ascontiguousarray(by_column.T)
+        del by_column
     elif isinstance(X, list) and all(isinstance(row, Mapping) for row in X):  # rows (the service): no table
         for i, row in enumerate(X):
             missing = [c for c in columns if c not in row]
@@ -517,7 +527,10 @@ class RiskModel(_ScoreClassifier):
         if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
             with _openmp_limited():
                 return self.classifier_.decision_function(Z)
-        return self.classifier_.decision_function(Z)
+        if len(Z) <= PREDICT_BLOCK:
+            return self.classifier_.decision_function(Z)
+        return np.concatenate([self.classifier_.decision_function(Z[i:i + PREDICT_BLOCK])
+                               for i in range(0, len(Z), PREDICT_BLOCK)])
 
     def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         if self.calibrator_ is None:
