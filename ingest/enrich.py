@@ -32,7 +32,6 @@ export: city, country) win field by field; the GeoIP lookup fills the rest.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 import threading
 from contextlib import contextmanager
@@ -48,7 +47,7 @@ from ingest.agent import AgentParser, parse_agent
 from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip
 from ingest.geo import GeoResolver
 from ingest.store import SESSION_SETTINGS, scratch
-from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform
+from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform, short_digest
 from ingest.sources.base import RAW_COLUMN
 
 MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -589,7 +588,7 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
 def _digests(keys: pa.Array, prefix: str) -> pa.Array:
     """``prefix`` + the first 32 hex digits of the SHA-256 of each key's UTF-8 (hashed once per distinct key)."""
     coded = pc.dictionary_encode(keys)
-    digests = [prefix + hashlib.sha256(k.encode("utf-8")).hexdigest()[:32] for k in coded.dictionary.to_pylist()]
+    digests = [prefix + short_digest(k) for k in coded.dictionary.to_pylist()]
     return pa.array(digests, pa.string()).take(coded.indices)
 
 

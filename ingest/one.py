@@ -17,7 +17,6 @@ SQL path's, column for column.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime, timezone
 
@@ -35,7 +34,7 @@ from ingest.enrich import (
     Enricher,
 )
 from ingest.geo import EMPTY
-from ingest.schema import EVENT_COLUMNS, EVENT_RESPONSE_ALIASES, EVENT_TYPES
+from ingest.schema import EVENT_COLUMNS, EVENT_RESPONSE_ALIASES, EVENT_TYPES, short_digest
 from ingest.sources.riskgate_jsonl import FIELDS, KNOWN_KEYS
 
 _EVENT_ID = re.compile(EVENT_ID_PATTERN, re.ASCII)
@@ -140,10 +139,10 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     agent = enricher.agents.parse_many([user_agent])[0]
     g = enricher.geo.lookup(ip.ip) if enricher.geo is not None else EMPTY
     if encoded:
-        fingerprint, fp_source = "ed-" + hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:32], "EncodedData"
+        fingerprint, fp_source = "ed-" + short_digest(encoded), "EncodedData"
     elif user_agent is not None:
         stable = "\x1f".join([user_agent] + [first(h) or "" for h in STABLE_HEADERS])
-        fingerprint, fp_source = "hd-" + hashlib.sha256(stable.encode("utf-8")).hexdigest()[:32], "headers"
+        fingerprint, fp_source = "hd-" + short_digest(stable), "headers"
     else:
         fingerprint = fp_source = None
     row = {

@@ -8,6 +8,8 @@ API's PascalCase fields where one exists.
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 
 # -- Cognito enumerations (COGNITO_REFERENCE.md) ----------------------------
@@ -130,3 +132,9 @@ def conform(table: pa.Table, schema: pa.Schema = SOURCE_SCHEMA) -> pa.Table:
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema([f.with_nullable(True) for f in schema]))
+
+
+def short_digest(text: str) -> str:
+    """The first 32 hex digits of the SHA-256 of ``text``'s UTF-8: the content part of derived event ids and
+    device fingerprints (the caller adds its prefix)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import json
 from datetime import datetime, timezone
 
@@ -171,7 +172,9 @@ def test_event_ids_are_derived_from_the_item_and_the_user(tmp_path):
     _, ev_a2, _ = read_all(p, username="alice")
     _, ev_b, _ = read_all(p, username="bob")
     ida, idb = ev_a.column("event_id")[0].as_py(), ev_b.column("event_id")[0].as_py()
-    assert ida.startswith("ae-") and len(ida) == 35
+    item = json.loads(p.read_text())["AuthEvents"][0]
+    assert ida == "ae-" + hashlib.sha256(
+        ("alice\x1f" + json.dumps(item, sort_keys=True, ensure_ascii=False)).encode()).hexdigest()[:32]
     assert ida == ev_a2.column("event_id")[0].as_py() and ida != idb
     assert json.loads(ev_a.column("extra")[0].as_py())["Extra"] == "kept"
 

@@ -40,7 +40,6 @@ in Python; the file is still read in bounded pieces, never whole.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ from json.decoder import JSONDecodeError, scanstring
 import pyarrow as pa
 
 from ingest.errors import InputFormatError
-from ingest.schema import SOURCE_SCHEMA
+from ingest.schema import SOURCE_SCHEMA, short_digest
 from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions, open_binary
 
 NAME = "cognito-auth-events"
@@ -319,8 +318,8 @@ def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> di
     for k, v in item.items():
         if k not in KNOWN_ITEM_KEYS:
             extra[k] = v
-    event_id = item.get("EventId") or "ae-" + hashlib.sha256(
-        (username + "\x1f" + json.dumps(item, sort_keys=True, ensure_ascii=False)).encode("utf-8")).hexdigest()[:32]
+    event_id = item.get("EventId") or "ae-" + short_digest(
+        username + "\x1f" + json.dumps(item, sort_keys=True, ensure_ascii=False))
     ctx = ctx if isinstance(ctx, dict) else {}
     return {
         "event_id": event_id,

@@ -26,12 +26,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-
-from ingest.store import scratch
 import pyarrow as pa
 
 from ingest.errors import InputFormatError
-
+from ingest.schema import short_digest
 from ingest.sources.base import (
     QuarantineBuilder,
     ReadBatch,
@@ -41,6 +39,7 @@ from ingest.sources.base import (
     iter_line_arrays,
 )
 from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason, rename_struct_list
+from ingest.store import scratch
 
 NAME = "riskgate-jsonl"
 
@@ -184,11 +183,9 @@ def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
     ids = t.column("event_id")
     if ids.null_count == 0:
         return t
-    import hashlib
-
     raws = t.column("_raw").to_pylist()
     out = [
-        i if i is not None else prefix + "-" + hashlib.sha256(raws[k].rstrip("\r\n").encode("utf-8")).hexdigest()[:32]
+        i if i is not None else prefix + "-" + short_digest(raws[k].rstrip("\r\n"))
         for k, i in enumerate(ids.to_pylist())
     ]
     return t.set_column(t.column_names.index("event_id"), "event_id", pa.array(out, pa.string()))
