@@ -281,9 +281,14 @@ def _jobs(items: Iterator, work: Callable) -> Iterator[Callable[[], object]]:
             yield functools.partial(work, item)
             del item  # handed over: not kept alive here
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
+        _close(items)
+
+
+def _close(it) -> None:
+    """Close an iterator that can be closed (a generator: its ``finally`` runs, its input is closed)."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
 
 
 def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
@@ -384,7 +389,7 @@ def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, a
         while True:
             with cond:
                 while i not in results:
-                    if not any(t.is_alive() for t in threads) and i not in results:
+                    if not any(t.is_alive() for t in threads):
                         raise RuntimeError(f"the ingest {name} threads ended without a result")
                     cond.wait(0.5)
                 item, exc = results.pop(i)
@@ -404,9 +409,7 @@ def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, a
         for t in threads:
             t.join()
         results.clear()
-        close = getattr(jobs, "close", None)
-        if close is not None:
-            close()
+        _close(jobs)
 
 
 def total_size(paths: Sequence[str]) -> int:

@@ -301,11 +301,6 @@ def test_the_two_stages_share_the_cores_and_the_store_gets_its_threads_back(tmp_
 # -- the pool that parses and prepares the batches of a PartReader --------------------------------------------
 
 
-def _calls(n, job):
-    for i in range(n):
-        yield (lambda i=i: job(i))
-
-
 def test_in_pool_keeps_order_runs_two_jobs_at_once_and_stays_bounded():
     import random
     import time
@@ -325,7 +320,7 @@ def test_in_pool_keeps_order_runs_two_jobs_at_once_and_stays_bounded():
         return i * 10
 
     got = []
-    for k, x in enumerate(pipeline.in_pool(_calls(40, job), "test", workers=2, ahead=2)):
+    for k, x in enumerate(pipeline.in_pool(pipeline._jobs(iter(range(40)), job), "test", workers=2, ahead=2)):
         time.sleep(0.005)  # the caller holds item k a while: the workers may run ahead, but not further than 2
         with lock:
             assert max(started) <= k + 2
@@ -343,7 +338,7 @@ def test_in_pool_raises_an_error_where_it_happened_after_the_results_before_it()
 
     got = []
     with pytest.raises(ValueError, match="bad fourth job"):
-        for x in pipeline.in_pool(_calls(10, job), "test"):
+        for x in pipeline.in_pool(pipeline._jobs(iter(range(10)), job), "test"):
             got.append(x)
     assert got == [0, 1, 2]
     assert not any(t.name.startswith("riskgate-ingest-test") for t in threading.enumerate())
@@ -361,7 +356,7 @@ def test_in_pool_workers_see_the_callers_context_and_run_below_its_priority():
         return var.get(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    got = list(pipeline.in_pool(_calls(4, job), "test"))
+    got = list(pipeline.in_pool(pipeline._jobs(iter(range(4)), job), "test"))
     assert [v for v, _ in got] == ["the caller's"] * 4
     if sys.platform == "linux":
         assert {p for _, p in got} == {min(19, mine + pipeline.POOL_NICE)}
