@@ -283,3 +283,58 @@ def test_the_store_has_half_its_threads_while_a_chunk_is_assessed_beside_the_nex
     finally:
         con.close()
     assert q(store, COMPARE) == q(full, COMPARE)
+
+
+def test_no_cyclic_collection_runs_while_a_chunk_is_assessed_and_the_collector_is_left_as_found(store):
+    """assess_chunk pauses Python's cyclic garbage collector (the many short-lived objects of a chunk would
+    start collections that find nothing) and restores it afterwards, also when the assessment fails."""
+    import gc
+    import sys
+
+    from risk import score as scoring
+    from risk import store as rstore
+    from risk.features import compute_features
+
+    con = rstore.connect(store)
+    try:
+        ctx = scoring._Context(con)
+        feats = compute_features(con)
+        events = scoring.events_to_assess(con, feats)
+        inside = []  # per collection started: whether it started while an assessment ran
+
+        def watch(phase, info):
+            if phase == "start":
+                frame = sys._getframe(1)
+                while frame is not None and frame.f_code is not scoring._assess.__code__:
+                    frame = frame.f_back
+                inside.append(frame is not None)
+
+        threshold = gc.get_threshold()
+        gc.callbacks.append(watch)
+        gc.set_threshold(10)  # a collection every 10 new objects: many in an assessment unless it is paused
+        try:
+            paused = scoring.assess_chunk(ctx, feats, events)
+            during = sum(inside)
+            unpaused = scoring._assess_chunk(ctx, feats, events)
+            without = sum(inside) - during
+        finally:
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(watch)
+        assert during == 0 and without > 10
+        assert paused.equals(unpaused) and paused.num_rows == feats.num_rows > 100
+        assert gc.isenabled()
+
+        with pytest.raises(RuntimeError, match="broke"):
+            with scoring.cyclic_gc_paused():
+                assert not gc.isenabled()
+                raise RuntimeError("broke")
+        assert gc.isenabled()
+        gc.disable()  # paused by someone else: still paused after the block
+        try:
+            with scoring.cyclic_gc_paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        con.close()
