@@ -379,6 +379,61 @@ def test_the_pool_stores_what_one_reading_thread_stores(tmp_path, monkeypatch):
     assert pooled[3][0] == pooled[16][0] == (74, 66, 1, 7)  # 76 lines, 2 blank; 7 bad; event 3 twice
 
 
+def activity_lines() -> list[bytes]:
+    """Cognito user-activity records: plain, behind a CloudWatch timestamp, in envelopes (several records to
+    a line), among lines that are not records at all."""
+    from tests.test_sources_cognito_user_activity import line
+
+    out = []
+    for i in range(70):
+        text = line(eventId=f"ua-{i}", userName=f"user{i % 9}", ipAddress=f"198.51.100.{i % 50}",
+                    creationDate=f"Wed Jul 17 17:{i // 60:02d}:{i % 60:02d} UTC 2024")
+        if i % 10 == 3:
+            text = "2024-07-17T17:25:55.677Z " + text
+        if i % 10 == 6:
+            text = json.dumps({"messageType": "DATA_MESSAGE", "logEvents": [
+                {"id": "1", "timestamp": 1, "message": text},
+                {"id": "2", "timestamp": 1, "message": line(eventId=f"ua-{i}-b", userName="other")},
+                {"id": "3", "timestamp": 1, "message": line(eventId=f"ua-{i}-c", userName="")}]})
+        out.append(text.encode())
+    for k, bad in enumerate([b"{not json", line(userName=5).encode(), b"[1, 2]", b"", b'{"message": "\xff"}',
+                             line(hasContextData="maybe").encode(), line(eventId="ua-5").encode()]):
+        out.insert(5 + k * 9, bad)
+    return out
+
+
+def test_the_pool_stores_what_one_reading_thread_stores_for_cognito_user_activity(tmp_path, monkeypatch):
+    """A Cognito user-activity export is parsed and prepared by two threads too: the same events, quarantine
+    and counts as one reading thread; an empty export is refused with the same message either way."""
+    from ingest.sources import cognito_user_activity
+    from ingest.sources.base import PartReader
+
+    assert isinstance(cognito_user_activity.READER, PartReader)
+    data = b"\n".join(activity_lines()) + b"\n"
+    monkeypatch.setattr(base, "LINE_BLOCK_BYTES", 4096)
+    pooled = {n: _ingest(tmp_path, f"pool{n}", data, batch_rows=n) for n in (4, 25)}
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n")
+    errors = {}
+    for how in ("pool", "one"):
+        con = store.connect(tmp_path / f"empty-{how}.duckdb")
+        try:
+            errors[how] = pipeline.ingest_paths(con, [str(empty)], fmt="cognito-user-activity",
+                                                enricher=Enricher(geo=None)).errors
+        finally:
+            con.close()
+        monkeypatch.setattr(pipeline, "PartReader", type("NoReaderIsThis", (), {}))  # every reader the old way
+    for n in (4, 25):
+        assert _ingest(tmp_path, f"one{n}", data, batch_rows=n) == pooled[n]
+    counts, events, quarantine = pooled[4][:3]
+    # 90 rows: 84 records from the 70 lines (63 of one record, 7 envelopes of three) and 6 lines more (the
+    # blank one is no row); quarantined: the 3 lines that hold no record, 2 bad records and the 7 records
+    # without a user name; ua-5 comes twice
+    assert counts == pooled[25][0] == (90, 77, 1, 12)
+    assert len(events) == 77 and len(quarantine) == 12
+    assert errors["pool"] == errors["one"] and len(errors["pool"]) == 1 and "is empty" in errors["pool"][0]
+
+
 def test_each_thread_stages_on_its_own_connection_to_the_enrichers_database(tmp_path):
     enricher = Enricher(geo=None)
     here = enricher.connection()

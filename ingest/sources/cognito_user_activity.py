@@ -47,13 +47,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from functools import partial
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.errors import InputFormatError
-from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, as_source_types, ReadBatch, ReaderOptions, iter_line_arrays
+from ingest.sources.base import (
+    RAW_COLUMN,
+    LineBatch,
+    Part,
+    QuarantineBuilder,
+    ReadBatch,
+    ReaderOptions,
+    as_source_types,
+    iter_line_arrays,
+)
 from ingest.sources.jsonfields import JsonField, extract, malformed_reason
 from ingest.store import scratch
 
@@ -269,21 +279,35 @@ class CognitoUserActivity:
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         con = scratch()
         try:
-            first = True
-            for lb in iter_line_arrays(path, options.batch_rows):
-                q = QuarantineBuilder(NAME, path)
-                for line, reason, raw in lb.quarantine:
-                    q.add(line, reason, raw)
-                batch = self._batch(con, lb.lines, lb.texts, q, options)
-                if first:
-                    _check_format(path, batch)
-                    first = False
+            for part in self.read_parts(path, options):
+                batch = part(con)
+                del part
                 yield batch
+                del batch  # not kept alive while the next batch is read (memory)
         finally:
             con.close()
+
+    def read_parts(self, path: str, options: ReaderOptions) -> Iterator[Part]:
+        """The input's batches as parts (``ingest.sources.base.PartReader``): the lines of each, read in order;
+        a part finds and parses their records on the connection it is given."""
+        first = True
+        for lb in iter_line_arrays(path, options.batch_rows):
+            yield partial(self._part, path, lb, options, first)
+            first = False
+            del lb
         if first:
             raise InputFormatError("is empty: expected Cognito user-activity records, one JSON object per line",
                                    source=str(path))
+
+    def _part(self, path: str, lb: LineBatch, options: ReaderOptions, first: bool,
+              con: duckdb.DuckDBPyConnection) -> ReadBatch:
+        q = QuarantineBuilder(NAME, path)
+        for line, reason, raw in lb.quarantine:
+            q.add(line, reason, raw)
+        batch = self._batch(con, lb.lines, lb.texts, q, options)
+        if first:
+            _check_format(path, batch)
+        return batch
 
     def _records(self, con: duckdb.DuckDBPyConnection, lines: pa.Array, texts: pa.Array,
                  q: QuarantineBuilder) -> pa.Table:
