@@ -13,8 +13,9 @@ Reading and writing overlap: while batch n is written into the store, a
 second thread reads and enriches batch n+1 (on its own in-memory DuckDB
 connections; DuckDB releases the GIL while it works). For a reader whose
 batches parse apart from each other (``ingest.sources.base.PartReader``:
-riskgate JSON lines, Cognito user-activity exports) two threads do that (:func:`in_pool`): one reads the
-next batch's lines while the other parses and enriches, and both work on
+riskgate JSON lines, Cognito user-activity exports) two threads do that
+(:func:`in_pool`): one reads the next batch's lines while the other parses
+and enriches, and both work on
 batches n+1 and n+2 while n is written, so that neither core waits at the
 start (the first two batches at once) or while the writer sets the pace;
 they run a few nice steps below the writer (``POOL_NICE``), which keeps

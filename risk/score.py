@@ -306,7 +306,7 @@ def cyclic_gc_paused() -> Iterator[None]:
 
     Assessing a chunk makes millions of short-lived objects (the events' columns as Python values, the keys
     of decide()'s combinations, the reasons). They start a collection every 700 new objects (CPython's
-    default), and the older generations' collections walk every live object, the model's trees included.
+    default), and the older generations' collections walk every live object (the model's, the libraries').
     None of these objects is in a reference cycle, so the passes find nothing. In ``bench/score.py``
     (1,000,000 events, 2 chunks) the collector took 0.82 s of the run and 0.22 s with the assessment
     paused; the collector runs again as soon as the block ends.
