@@ -15,9 +15,8 @@ connections; DuckDB releases the GIL while it works). For a reader whose
 batches parse apart from each other (``ingest.sources.base.PartReader``:
 riskgate JSON lines, Cognito user-activity exports) two threads do that
 (:func:`in_pool`): one reads the next batch's lines while the other parses
-and enriches, and both work on
-batches n+1 and n+2 while n is written, so that neither core waits at the
-start (the first two batches at once) or while the writer sets the pace;
+and enriches, and both work on batches n+1 and n+2 while n is written, so
+that neither core waits at the start (the first two batches at once) or while the writer sets the pace;
 they run a few nice steps below the writer (``POOL_NICE``), which keeps
 them from running ahead into memory. Batches are still
 written one at a time, in input order, each in its own transaction, and the
