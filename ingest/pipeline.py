@@ -16,15 +16,16 @@ batches parse apart from each other (``ingest.sources.base.PartReader``:
 riskgate JSON lines, Cognito user-activity exports) two threads do that
 (:func:`in_pool`): one reads the next batch's lines while the other parses
 and enriches, and both work on batches n+1 and n+2 while n is written, so
-that neither core waits at the start (the first two batches at once) or while the writer sets the pace;
-they run a few nice steps below the writer (``POOL_NICE``), which keeps
-them from running ahead into memory. Batches are still
-written one at a time, in input order, each in its own transaction, and the
-store is handed over between them (``store.yield_turn``). Each of the two
-stages' DuckDB databases runs on half of DuckDB's threads for the run
-(``store.halve_threads``; the store gets its own number back at the end). An error while
-reading or enriching surfaces in the main thread at the batch where it
-happened, after every earlier batch was written, just as without a thread.
+that neither core waits at the start (the first two batches at once) or
+while the writer sets the pace; they run a few nice steps below the writer
+(``POOL_NICE``), which keeps them from running ahead into memory. Batches
+are still written one at a time, in input order, each in its own
+transaction, and the store is handed over between them
+(``store.yield_turn``). Each of the two stages' DuckDB databases runs on
+half of DuckDB's threads for the run (``store.halve_threads``; the store
+gets its own number back at the end). An error while reading or enriching
+surfaces in the main thread at the batch where it happened, after every
+earlier batch was written, just as without a thread.
 
 The last step of the enrichment (``ingest.enrich.Staged.select_sql``: the
 joins with the per-distinct-value tables, fingerprints, geo columns) runs
