@@ -83,6 +83,21 @@ class PartReader(Reader, Protocol):
         The errors of the whole input (it is not this format, it is empty) may come from a part or from here."""
 
 
+def parsed_in_turn(parts: Iterator[Part]) -> Iterator[ReadBatch]:
+    """A :class:`PartReader`'s ``read``: its parts parsed one after another on one scratch connection."""
+    from ingest.store import scratch
+
+    con = scratch()
+    try:
+        for part in parts:
+            batch = part(con)
+            del part
+            yield batch
+            del batch  # not kept alive while the next batch is read (memory)
+    finally:
+        con.close()
+
+
 #: Set by the pipeline while it reads: called with the number of (compressed) bytes read so far.
 BYTES_READ_OBSERVER: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
     "riskgate_bytes_read_observer", default=None

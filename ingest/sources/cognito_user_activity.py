@@ -63,9 +63,9 @@ from ingest.sources.base import (
     ReaderOptions,
     as_source_types,
     iter_line_arrays,
+    parsed_in_turn,
 )
 from ingest.sources.jsonfields import JsonField, extract, malformed_reason
-from ingest.store import scratch
 
 NAME = "cognito-user-activity"
 JAVA_DATE = "%a %b %d %H:%M:%S %Z %Y"
@@ -277,15 +277,7 @@ class CognitoUserActivity:
         return b'"message"' in first and b'"userName"' in inner and b'"eventType"' in inner
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
-        con = scratch()
-        try:
-            for part in self.read_parts(path, options):
-                batch = part(con)
-                del part
-                yield batch
-                del batch  # not kept alive while the next batch is read (memory)
-        finally:
-            con.close()
+        return parsed_in_turn(self.read_parts(path, options))
 
     def read_parts(self, path: str, options: ReaderOptions) -> Iterator[Part]:
         """The input's batches as parts (``ingest.sources.base.PartReader``): the lines of each, read in order;

@@ -37,9 +37,9 @@ from ingest.sources.base import (
     LineBatch,
     Part,
     iter_line_arrays,
+    parsed_in_turn,
 )
 from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason, rename_struct_list
-from ingest.store import scratch
 
 NAME = "riskgate-jsonl"
 
@@ -76,15 +76,7 @@ class RiskgateJsonl:
         return first.startswith(b"{") and (b'"EventType"' in first or b'"ContextData"' in first) and b'"Username"' in first
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
-        con = scratch()
-        try:
-            for part in self.read_parts(path, options):
-                batch = part(con)
-                del part
-                yield batch
-                del batch  # not kept alive while the next batch is read (memory)
-        finally:
-            con.close()
+        return parsed_in_turn(self.read_parts(path, options))
 
     def read_parts(self, path: str, options: ReaderOptions) -> Iterator[Part]:
         """The input's batches as parts (``ingest.sources.base.PartReader``): the lines of each, read in order;
