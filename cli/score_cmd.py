@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -42,11 +41,6 @@ def score(
     json_out: JsonFlag = False,
 ) -> None:
     """Assess unscored events in time order: score, level, decision, action and reasons, per event."""
-    # scikit-learn's OpenMP threads sleep instead of spinning while they wait for work: DuckDB computes the
-    # next chunk's features beside the model, and spinning threads took its cores (bench/score.py, 1,000,000
-    # events: 17.6-18.8 s and 29-31 user CPU-s spinning, 15.7-16.3 s and 22.5-23 sleeping). Read when
-    # scikit-learn's OpenMP runtime loads, so set before; not for training, faster spinning (39.6 s, 45.6 s).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from risk import score as scoring
     from risk import store
 

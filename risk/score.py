@@ -472,11 +472,7 @@ def score_events(
             if feats.num_rows == 0:
                 continue
             events = events_to_assess(con, feats)
-            # the next chunk's features are computed beside this assessment, whose model has threads of its own
-            # (OpenMP) besides Python's: the store's DuckDB has half its threads meanwhile (ingest.store.
-            # halved_threads; 1,000,000 events in 2 chunks, ten alternating pairs: faster in eight, by 0.7 s on
-            # average, on a noisy machine)
-            with ingest_store.halved_threads(con) if prefetch.running() else nullcontext():
+            with _sharing_cores(con) if prefetch.running() else nullcontext():
                 table = assess_chunk(ctx, feats, events)
             table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
             table = table.append_column(
@@ -506,6 +502,25 @@ def score_events(
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
         ).fetchall()
     return result
+
+
+@contextmanager
+def _sharing_cores(con) -> Iterator[None]:
+    """While the next chunk's features are computed beside an assessment: the store's DuckDB gets half its
+    threads (``ingest.store.halved_threads``) and the model's OpenMP one thread (``openmp_limited``).
+
+    Without the second, the tree model's OpenMP threads (one per core) and DuckDB's thread contend for the
+    cores with the assessment's Python thread, and libgomp's threads spin between the model's thousands of
+    parallel regions (one per tree and block of rows) on cores DuckDB needs. On ``bench/score.py``'s store
+    (1,000,000 events in 2 chunks, ``score_events`` called from Python) the first chunk's assessment took
+    8.6 s beside the features and the second 2.4 s alone; with one OpenMP thread meanwhile 3.2 s, and the
+    run 14.1-14.3 s instead of 17.2-17.5 s. Unlike ``OMP_WAIT_POLICY``, which must be set before the runtime
+    loads, this works for every caller and leaves training its spinning threads (faster there).
+    """
+    from risk.model.estimators import openmp_limited
+
+    with ingest_store.halved_threads(con), openmp_limited():
+        yield
 
 
 class _FeaturePrefetch:

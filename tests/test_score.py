@@ -237,12 +237,14 @@ def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_i
     assert q(store, COMPARE) == q(full, COMPARE)
 
 
-def test_the_store_has_half_its_threads_while_a_chunk_is_assessed_beside_the_next_ones_features(
+def test_the_store_has_half_its_threads_and_the_model_one_while_a_chunk_is_assessed_beside_the_next_ones_features(
         store, tmp_path, monkeypatch):
     """While the next chunk's features are computed beside an assessment, the store's DuckDB has half its
-    threads; otherwise, and after the run (also one that failed), all of them. The assessments are those of
-    a run without chunks ahead."""
+    threads and the model's OpenMP runtime one; otherwise, and after the run (also one that failed), all of
+    them. The assessments are those of a run without chunks ahead."""
     import time
+
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from risk import score as scoring
     from risk import store as rstore
@@ -259,19 +261,25 @@ def test_the_store_has_half_its_threads_while_a_chunk_is_assessed_beside_the_nex
             time.sleep(0.3)  # still running when chunk k - 1 is assessed
         return real_compute(self, k)
 
+    def openmp_threads():
+        found = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
+        assert len(found) == 1, threadpool_info()  # scikit-learn's runtime, loaded with the model
+        return found.pop()
+
     def assess(ctx, feats, events):
-        seen.append(threads(ctx.con))
+        seen.append((threads(ctx.con), openmp_threads()))
         return real_assess(ctx, feats, events)
 
     monkeypatch.setattr(scoring._FeaturePrefetch, "_compute", slow_compute)
     monkeypatch.setattr(scoring, "assess_chunk", assess)
     con = rstore.connect(store)
+    limit = threadpool_limits(limits=3, user_api="openmp")  # scikit-learn's runtime, loaded by the run above
     try:
         con.execute("SET threads = 4")
         result = scoring.score_events(con, chunk_rows=400)
         assert result.chunks >= 3
-        assert seen == [2] * (result.chunks - 1) + [4]  # the last chunk has nothing ahead of it
-        assert threads(con) == 4
+        assert seen == [(2, 1)] * (result.chunks - 1) + [(4, 3)]  # the last chunk has nothing ahead of it
+        assert (threads(con), openmp_threads()) == (4, 3)
 
         def broken(ctx, feats, events):
             raise RuntimeError("the model broke")
@@ -279,8 +287,9 @@ def test_the_store_has_half_its_threads_while_a_chunk_is_assessed_beside_the_nex
         monkeypatch.setattr(scoring, "assess_chunk", broken)
         with pytest.raises(RuntimeError, match="the model broke"):
             scoring.score_events(con, rescore=True, chunk_rows=400)
-        assert threads(con) == 4
+        assert (threads(con), openmp_threads()) == (4, 3)
     finally:
+        limit.restore_original_limits()
         con.close()
     assert q(store, COMPARE) == q(full, COMPARE)
 

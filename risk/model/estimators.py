@@ -86,9 +86,10 @@ SMALL_ROWS = 32
 _controller: ThreadpoolController | None = None
 
 
-def _openmp_limited():
-    """One OpenMP thread for a small call. The controller (which lists the loaded libraries, milliseconds of
-    work) is made once: ``threadpool_limits`` would list them again on every call."""
+def openmp_limited():
+    """One OpenMP thread (scikit-learn's tree model) in a ``with`` block: for a small call, or while the other
+    core is busy. The controller (which lists the loaded libraries, milliseconds of work) is made once:
+    ``threadpool_limits`` would list them again on every call."""
     global _controller
     if _controller is None:
         _controller = ThreadpoolController()
@@ -525,7 +526,7 @@ class RiskModel(_ScoreClassifier):
         if len(Z) <= FLAT_ROWS and self.paths_ is not None:  # a few rows (the service): all trees at once
             return self.paths_.decision_function(Z, self.classifier_._baseline_prediction)
         if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
-            with _openmp_limited():
+            with openmp_limited():
                 return self.classifier_.decision_function(Z)
         if len(Z) <= PREDICT_BLOCK:
             return self.classifier_.decision_function(Z)
