@@ -89,6 +89,18 @@ def test_attacks_are_caught_and_legitimate_users_rarely_bothered(store):
     assert rep["legitimate_challenged"] + rep["legitimate_blocked"] <= 0.05 * rep["legitimate_sign_ins"]
 
 
+def test_the_cli_chunks_as_the_library_does_by_default():
+    """``riskgate score`` chunks as ``score_events`` does when given no chunk size (the CLI keeps the number
+    itself so that ``--help`` does not import the scoring code)."""
+    import typer
+
+    from risk.score import DEFAULT_CHUNK_ROWS
+
+    score = typer.main.get_command(app).commands["score"]
+    (option,) = [p for p in score.params if p.name == "chunk_rows"]
+    assert option.default == DEFAULT_CHUNK_ROWS == 250_000
+
+
 def test_blocked_ip_range_overrides_the_model(store, tmp_path):
     ip = q(store, "SELECT client_ip FROM events WHERE ip_version = 4 ORDER BY event_id LIMIT 1")[0][0]
     doc = {"UserPoolId": q(store, "SELECT any_value(user_pool_id) FROM events")[0][0],
