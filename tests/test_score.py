@@ -89,6 +89,33 @@ def test_attacks_are_caught_and_legitimate_users_rarely_bothered(store):
     assert rep["legitimate_challenged"] + rep["legitimate_blocked"] <= 0.05 * rep["legitimate_sign_ins"]
 
 
+def test_progress_counts_the_events_to_score_and_each_row_carries_its_runs_id(store):
+    """The progress callback gets (scored so far, events to score): only events without an assessment, in
+    the requested period; every assessment written carries its run's id and the time it was scored."""
+    from risk import score as scoring
+    from risk import store as rstore
+
+    first, last = q(store, "SELECT min(creation_date), max(creation_date) FROM events")[0]
+    cut = first + (last - first) / 2
+    n_before = q(store, "SELECT count(*) FROM events WHERE creation_date < ?", [cut])[0][0]
+    n = q(store, "SELECT count(*) FROM events")[0][0]
+    con = rstore.connect(store)
+    try:
+        calls: list[tuple[int, int]] = []
+        record = lambda done, total: calls.append((done, total))  # noqa: E731
+        first_run = scoring.score_events(con, until=cut, chunk_rows=300, progress=record)
+        assert len(calls) == first_run.chunks > 2
+        assert {total for _, total in calls} == {n_before}
+        assert calls[-1][0] == n_before and [d for d, _ in calls] == sorted(d for d, _ in calls)
+        calls.clear()
+        second = scoring.score_events(con, chunk_rows=300, progress=record)
+        assert {total for _, total in calls} == {n - n_before} and calls[-1][0] == n - n_before
+    finally:
+        con.close()
+    runs = q(store, "SELECT run_id, count(*), count(scored_at) FROM assessments GROUP BY run_id ORDER BY 2")
+    assert sorted(runs) == sorted([(first_run.run_id, n_before, n_before), (second.run_id, n - n_before, n - n_before)])
+
+
 def test_the_cli_chunks_as_the_library_does_by_default():
     """``riskgate score`` chunks as ``score_events`` does when given no chunk size (the CLI keeps the number
     itself so that ``--help`` does not import the scoring code)."""
