@@ -25,6 +25,15 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since`` and ``--until`` as times (:func:`parse_time`); an empty period (since not before until) is
+    refused rather than silently matching nothing."""
+    lo, hi = parse_time(since, "--since"), parse_time(until, "--until")
+    if lo is not None and hi is not None and lo >= hi:
+        raise RiskgateError(f"--since {since} is not before --until {until}: that period holds no event")
+    return lo, hi
+
+
 SinceOption = Annotated[str | None, typer.Option("--since", help="Only events at or after this time (ISO 8601, UTC by default).")]
 UntilOption = Annotated[str | None, typer.Option("--until", help="Only events before this time (ISO 8601, UTC by default).")]
 
@@ -44,13 +53,14 @@ def score(
     from risk import score as scoring
     from risk import store
 
+    lo, hi = parse_period(since, until)
     con = store.connect(db)
     try:
         with Progress(TextColumn("[bold]score[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err_console, disable=json_out or not err_console.is_terminal, transient=True) as bar:
             task = bar.add_task("", total=None)
             result = scoring.score_events(
-                con, since=parse_time(since, "--since"), until=parse_time(until, "--until"), rescore=rescore,
+                con, since=lo, until=hi, rescore=rescore,
                 chunk_rows=chunk_rows, notify=notify, progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:
@@ -103,9 +113,10 @@ def export(
     from risk import store
     from risk.report import export_assessments
 
+    lo, hi = parse_period(since, until)
     con = store.connect(db)
     try:
-        n = export_assessments(con, out, format, since=parse_time(since, "--since"), until=parse_time(until, "--until"))
+        n = export_assessments(con, out, format, since=lo, until=hi)
     finally:
         con.close()
     console.print(f"wrote {n:,} rows to {out}", highlight=False)

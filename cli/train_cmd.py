@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
-from cli.score_cmd import SinceOption, UntilOption, parse_time
+from cli.score_cmd import SinceOption, UntilOption, parse_period
 
 
 def _fmt(x) -> str:
@@ -67,11 +67,12 @@ def train(
     from risk import store
     from risk.model.training import train as train_model
 
+    lo, hi = parse_period(since, until)
     con = store.connect(db)
     try:
         if not json_out:
             err_console.print("computing features and fitting ...", highlight=False)
-        result = train_model(con, since=parse_time(since, "--since"), until=parse_time(until, "--until"),
+        result = train_model(con, since=lo, until=hi,
                              use_labels=labels, inject_attacks=inject_attacks, holdout=holdout, seed=seed)
     finally:
         con.close()

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
-from cli.score_cmd import SinceOption, UntilOption, parse_time
+from cli.score_cmd import SinceOption, UntilOption, parse_period
 from ingest.errors import RiskgateError
 
 
@@ -79,8 +79,9 @@ def tune(
         min_precision=parse_share(min_precision, "--min-precision"),
         max_at_level=per_level,
     )
+    lo, hi = parse_period(since, until)
     with store.connect(db) as con:
-        result = tuning.tune(con, targets, since=parse_time(since, "--since"), until=parse_time(until, "--until"))
+        result = tuning.tune(con, targets, since=lo, until=hi)
         if apply:
             if not result.met:
                 raise RiskgateError("the targets cannot all be met on this history; nothing written "
@@ -146,8 +147,9 @@ def whatif(
 
     proposal = rc.load_file(config) if config else None
     t = tuning.load_thresholds(thresholds) if thresholds else None
+    lo, hi = parse_period(since, until)
     with store.connect(db, read_only=True) as con:
-        w = tuning.whatif(con, proposal, t, since=parse_time(since, "--since"), until=parse_time(until, "--until"))
+        w = tuning.whatif(con, proposal, t, since=lo, until=hi)
     if as_json:
         print(json.dumps(w, default=_json_default))
         return

@@ -5,6 +5,9 @@ Messages say what was expected, what was found, and where.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class RiskgateError(ValueError):
     """Base of every error riskgate raises on purpose; the CLI turns it into a clean message."""
@@ -32,3 +35,13 @@ class ConfigurationError(RiskgateError):
 
 class GeoIPError(RiskgateError):
     """A GeoIP database is missing, corrupt, or not what it claims to be."""
+
+
+def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = RiskgateError) -> None:
+    """Refuse, before anything is read or written, an output path whose folder is missing or not writable
+    (the commands that write files call this first, so a typo costs no work and leaves nothing behind)."""
+    parent = Path(out).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise error(f"folder {parent} does not exist", source=str(out))
+    if not os.access(parent, os.W_OK):
+        raise error(f"folder {parent} is not writable", source=str(out))

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import duckdb
 
-from ingest.errors import ConfigurationError, InputFormatError
+from ingest.errors import ConfigurationError, InputFormatError, check_output_folder
 from ingest.schema import EVENT_TYPES
 from ingest.store import Migration
 
@@ -366,8 +366,7 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
     out_path = Path(out) if out else default_index_path(path)
     if out_path.resolve() == Path(path).resolve():
         raise InputFormatError("the output would overwrite the input", source=str(out_path))
-    if not out_path.parent.exists():
-        raise InputFormatError("folder does not exist", source=str(out_path.parent))
+    check_output_folder(out_path, InputFormatError)
     report = ScanReport(str(path), out=str(out_path))
     bucket_counts = array("Q", bytes(8 * BUCKETS))
     tmp = out_path.with_name(out_path.name + f".tmp-{os.getpid()}")

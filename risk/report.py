@@ -12,7 +12,7 @@ from datetime import datetime
 
 import duckdb
 
-from ingest.errors import RiskgateError
+from ingest.errors import RiskgateError, check_output_folder
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
@@ -42,6 +42,9 @@ def export_assessments(
     """Write events joined with their assessments to ``out``; return the number of rows written."""
     if fmt not in EXPORT_FORMATS:
         raise RiskgateError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    check_output_folder(out)
+    if os.path.isdir(out):
+        raise RiskgateError("is a folder; --out names the file to write", source=str(out))
     params = [since, since, until, until]
     if fmt == "csv":
         sql = f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons) FROM ({_EXPORT_SELECT})"

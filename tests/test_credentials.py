@@ -232,6 +232,14 @@ def test_compressed_and_foreign_files_are_refused(tmp_path):
         cred.open_pwned(empty)
 
 
+def test_an_index_into_a_missing_folder_is_refused_before_reading(tmp_path):
+    src = write_sorted(tmp_path / "p.txt", rows(5))
+    out = tmp_path / "nowhere" / "p.rgpw"
+    with pytest.raises(InputFormatError, match=f"^{out}: folder {out.parent} does not exist$"):
+        cred.build(src, out)
+    assert not out.parent.exists()
+
+
 def test_truncated_index_is_refused(sorted_file, tmp_path):
     out = tmp_path / "pp.rgpw"
     cred.build(sorted_file, out)

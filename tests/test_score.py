@@ -211,6 +211,38 @@ def test_export_writes_events_with_their_assessments(store, tmp_path, fmt):
     assert got == want
 
 
+def test_an_export_to_a_missing_folder_or_onto_a_folder_is_refused_with_its_path_and_writes_nothing(store, tmp_path):
+    rg("score", db=store)
+    missing = tmp_path / "no-such-folder" / "x.csv"
+    res = runner.invoke(app, ["export", "--out", str(missing), "--db", str(store)])
+    assert res.exit_code == 2, res.output
+    assert f"{missing}: folder {missing.parent} does not exist" in res.stderr
+    assert not missing.parent.exists()
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    res = runner.invoke(app, ["export", "--out", str(folder), "--format", "jsonl", "--db", str(store)])
+    assert res.exit_code == 2 and f"{folder}: is a folder" in res.stderr
+    assert list(folder.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(store.name)] == ["a-folder"]
+
+
+@pytest.mark.parametrize("argv", [["score"], ["export", "--out", "{tmp}/x.csv"], ["train"], ["tune", "--max-blocked", "1%"],
+                                  ["whatif"]])
+def test_an_empty_period_is_refused_before_the_store_changes(store, tmp_path, argv):
+    """--since at or after --until matches no event: every command taking a period says so instead of doing
+    nothing (or training on nothing) in silence, and nothing in the store changes."""
+    before = q(store, "SELECT (SELECT count(*) FROM score_runs), (SELECT count(*) FROM assessments), "
+                      "(SELECT count(*) FROM models)")
+    args = [a.format(tmp=tmp_path) for a in argv]
+    for since, until in (("2026-03-01", "2026-02-01"), ("2026-03-01T08:00:00Z", "2026-03-01T09:00:00+01:00")):
+        res = runner.invoke(app, [*args, "--since", since, "--until", until, "--db", str(store)])
+        assert res.exit_code == 2, res.output
+        assert f"--since {since} is not before --until {until}" in res.stderr
+    assert q(store, "SELECT (SELECT count(*) FROM score_runs), (SELECT count(*) FROM assessments), "
+                    "(SELECT count(*) FROM models)") == before
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tmp_path, monkeypatch):
     from tests.events_gen import event, many, write_jsonl
     from tests.geo_fixtures import build

@@ -22,14 +22,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from ingest.errors import ConfigurationError
+from ingest.errors import ConfigurationError, check_output_folder
 from ingest.synth import events as ev
 from ingest.synth.config import ATTACK_TYPES
 from ingest.synth.population import USER_POOL_ID
@@ -485,8 +484,4 @@ def side_paths(out: Path, fmt: str) -> tuple[Path, Path]:
 
 
 def check_out(out: Path) -> None:
-    parent = out.expanduser().resolve().parent
-    if not parent.is_dir():
-        raise ConfigurationError(f"folder {parent} does not exist", source=str(out))
-    if not os.access(parent, os.W_OK):
-        raise ConfigurationError(f"folder {parent} is not writable", source=str(out))
+    check_output_folder(out, ConfigurationError)
