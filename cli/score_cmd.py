@@ -138,6 +138,10 @@ def report(db: DbOption = None, json_out: JsonFlag = False) -> None:
         print(json.dumps(s, default=str))
         return
     console.print(f"[bold]assessments[/] {s['events_scored']:,} events scored, {s['events_unscored']:,} not yet", highlight=False)
+    if not s["events_scored"]:
+        console.print("nothing to report yet: run `riskgate score`" if s["events_unscored"]
+                      else "nothing to report yet: the store holds no events (`riskgate ingest`)", highlight=False)
+        return
     t = Table(title="events by level", show_edge=False, title_justify="left")
     t.add_column("level")
     t.add_column("events", justify="right")

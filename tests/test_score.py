@@ -116,6 +116,16 @@ def test_progress_counts_the_events_to_score_and_each_row_carries_its_runs_id(st
     assert sorted(runs) == sorted([(first_run.run_id, n_before, n_before), (second.run_id, n - n_before, n - n_before)])
 
 
+def test_the_report_says_what_to_do_when_nothing_is_scored(store, tmp_path):
+    out = rg("report", db=store).stdout
+    assert "0 events scored" in out and "nothing to report yet: run `riskgate score`" in out
+    assert "events by level" not in out
+    empty = rg("report", db=tmp_path / "empty.duckdb").stdout
+    assert "nothing to report yet: the store holds no events" in empty
+    rg("score", db=store)
+    assert "events by level" in rg("report", db=store).stdout
+
+
 def test_the_cli_chunks_as_the_library_does_by_default():
     """``riskgate score`` chunks as ``score_events`` does when given no chunk size (the CLI keeps the number
     itself so that ``--help`` does not import the scoring code)."""
