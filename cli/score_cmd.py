@@ -124,23 +124,31 @@ def export(
 
 @app.command()
 @handle_errors
-def report(db: DbOption = None, json_out: JsonFlag = False) -> None:
+def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = None, json_out: JsonFlag = False) -> None:
     """What scoring decided: events by level and decision, attacks caught by type, legitimate users affected."""
     from risk import store
     from risk.report import pipeline_summary
 
+    lo, hi = parse_period(since, until)
     con = store.connect(db)
     try:
-        s = pipeline_summary(con)
+        s = pipeline_summary(con, since=lo, until=hi)
     finally:
         con.close()
     if json_out:
         print(json.dumps(s, default=str))
         return
-    console.print(f"[bold]assessments[/] {s['events_scored']:,} events scored, {s['events_unscored']:,} not yet", highlight=False)
+    period = (f" from {since} until {until}" if lo and hi else f" since {since}" if lo else f" until {until}" if hi
+              else "")
+    console.print(f"[bold]assessments[/]{period}: {s['events_scored']:,} events scored, {s['events_unscored']:,} not yet",
+                  highlight=False)
     if not s["events_scored"]:
-        console.print("nothing to report yet: run `riskgate score`" if s["events_unscored"]
-                      else "nothing to report yet: the store holds no events (`riskgate ingest`)", highlight=False)
+        if s["events_unscored"]:
+            console.print("nothing to report yet: run `riskgate score`", highlight=False)
+        elif period:
+            console.print("nothing to report: the store holds no events in that period", highlight=False)
+        else:
+            console.print("nothing to report yet: the store holds no events (`riskgate ingest`)", highlight=False)
         return
     t = Table(title="events by level", show_edge=False, title_justify="left")
     t.add_column("level")

@@ -16,7 +16,11 @@ from ingest.errors import RiskgateError, check_output_folder
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
-_EXPORT_SELECT = """
+#: events of ``e`` in [since, until) (either may be NULL: unbounded); parameters: since, since, until, until
+_PERIOD = """(CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
+  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))"""
+
+_EXPORT_SELECT = f"""
 SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.event_response,
        e.creation_date AS time, e.client_ip AS ip_address, e.country_iso AS country, e.city,
        e.asn, e.as_org, e.device_name,
@@ -24,8 +28,7 @@ SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.even
        a.mode, a.enforced, a.reasons, a.model_version, a.config_version, a.thresholds_version, a.scored_at
 FROM events e
 JOIN assessments a ON a.event_id = e.event_id
-WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
-  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))
+WHERE {_PERIOD}
 ORDER BY e.creation_date, e.event_id
 """
 
@@ -108,8 +111,10 @@ def assessed_events(
     return con.sql(sql, params=[since, since, until, until]).to_arrow_table()
 
 
-def pipeline_summary(con: duckdb.DuckDBPyConnection) -> dict:
-    """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked.
+def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
+                     until: datetime | None = None) -> dict:
+    """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked,
+    for the events in [since, until) (by default all).
 
     Legitimate sign-ins "challenged" are those challenged because of their risk level; users who
     have MFA of their own are challenged at every sign-in and are counted apart.
@@ -118,42 +123,46 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection) -> dict:
     Labels: ``attack_type`` tags attacks; ``is_account_takeover`` = false marks legitimate events.
     """
 
+    period = [since, since, until, until]
+    # every query reads the period's assessments through this CTE (the same parameters first)
+    scoped = f"""WITH pa AS (SELECT a.*, e.event_type, e.event_response FROM assessments a
+                             JOIN events e ON e.event_id = a.event_id WHERE {_PERIOD})"""
+
     def rows(sql: str) -> list[tuple]:
-        return [tuple(r) for r in con.execute(sql).fetchall()]
+        return [tuple(r) for r in con.execute(f"{scoped} {sql}", period).fetchall()]
 
     scored, unscored = con.execute(
-        """SELECT count(a.event_id), count(*) - count(a.event_id)
-           FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id"""
+        f"""SELECT count(a.event_id), count(*) - count(a.event_id)
+            FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id WHERE {_PERIOD}""", period
     ).fetchall()[0]
     by_level = rows(
-        """SELECT coalesce(risk_level, 'no risk'), count(*) FROM assessments GROUP BY 1
+        """SELECT coalesce(risk_level, 'no risk'), count(*) FROM pa GROUP BY 1
            ORDER BY CASE coalesce(risk_level, 'no risk') WHEN 'no risk' THEN 0 WHEN 'Low' THEN 1
                     WHEN 'Medium' THEN 2 ELSE 3 END"""
     )
     by_decision = rows(
-        """SELECT coalesce(risk_decision, 'not evaluated'), outcome, count(*) FROM assessments
+        """SELECT coalesce(risk_decision, 'not evaluated'), outcome, count(*) FROM pa
            GROUP BY ALL ORDER BY 1, 2"""
     )
     attacks = rows(
-        """WITH t AS (SELECT event_id, any_value(value) AS attack_type FROM labels
-                      WHERE label = 'attack_type' GROUP BY event_id)
+        """, t AS (SELECT event_id, any_value(value) AS attack_type FROM labels
+                   WHERE label = 'attack_type' GROUP BY event_id)
            SELECT t.attack_type, count(*) AS attacks,
                   count(*) FILTER (WHERE a.outcome IN ('MfaChallenge', 'Block')) AS caught,
                   count(*) FILTER (WHERE a.outcome = 'Block') AS blocked
-           FROM t JOIN assessments a ON a.event_id = t.event_id
+           FROM t JOIN pa a ON a.event_id = t.event_id
            GROUP BY 1 ORDER BY 1"""
     )
-    legit = con.execute(
-        """WITH l AS (SELECT event_id FROM labels WHERE label = 'is_account_takeover' AND value = 'false'
-                      EXCEPT SELECT event_id FROM labels WHERE label = 'attack_type')
+    (legit,) = rows(
+        """, l AS (SELECT event_id FROM labels WHERE label = 'is_account_takeover' AND value = 'false'
+                   EXCEPT SELECT event_id FROM labels WHERE label = 'attack_type')
            SELECT count(*),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NOT NULL),
                   count(*) FILTER (WHERE a.outcome = 'Block'),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NULL)
-           FROM l JOIN assessments a ON a.event_id = l.event_id
-           JOIN events e ON e.event_id = l.event_id
-           WHERE e.event_type = 'SignIn' AND e.event_response = 'Pass'"""
-    ).fetchall()[0]
+           FROM l JOIN pa a ON a.event_id = l.event_id
+           WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'"""
+    )
     return {
         "events_scored": int(scored),
         "events_unscored": int(unscored),

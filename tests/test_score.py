@@ -89,6 +89,37 @@ def test_attacks_are_caught_and_legitimate_users_rarely_bothered(store):
     assert rep["legitimate_challenged"] + rep["legitimate_blocked"] <= 0.05 * rep["legitimate_sign_ins"]
 
 
+def test_the_report_of_a_period_counts_only_its_events_and_two_halves_add_up_to_the_whole(store):
+    """``riskgate report --since/--until`` summarises the events in [since, until): every count of two
+    adjacent periods adds up to the whole store's, and the first half's levels match the store's own rows."""
+    rg("score", db=store)
+    first, last = q(store, "SELECT min(creation_date), max(creation_date) FROM events")[0]
+    cut = (first + (last - first) / 2).isoformat()
+    whole = json.loads(rg("report", "--json", db=store).stdout)
+    early = json.loads(rg("report", "--json", "--until", cut, db=store).stdout)
+    late = json.loads(rg("report", "--json", "--since", cut, db=store).stdout)
+    n_early = q(store, "SELECT count(*) FROM events WHERE creation_date < ?", [cut])[0][0]
+    assert early["events_scored"] == n_early and late["events_scored"] == whole["events_scored"] - n_early > 0
+    assert dict(map(tuple, early["by_level"])) == dict(q(
+        store, "SELECT coalesce(risk_level, 'no risk'), count(*) FROM assessments JOIN events USING (event_id) "
+               "WHERE creation_date < ? GROUP BY 1", [cut]))
+
+    def counts(rep, key, width):  # {row's key: its counts} of a table of rows (key columns, then counts)
+        return {tuple(r[:width]): r[width:] for r in rep[key]}
+
+    for key, width in (("by_level", 1), ("by_decision", 2), ("attacks_by_type", 1)):
+        e, la, w = counts(early, key, width), counts(late, key, width), counts(whole, key, width)
+        zero = [0] * len(next(iter(w.values())))
+        assert {k: [a + b for a, b in zip(e.get(k, zero), la.get(k, zero))] for k in w} == w
+        assert set(e) | set(la) == set(w)
+    assert whole["attacks_by_type"]
+    for key in ("legitimate_sign_ins", "legitimate_challenged", "legitimate_blocked", "legitimate_own_mfa_challenged"):
+        assert early[key] + late[key] == whole[key]
+    assert whole["legitimate_sign_ins"] > early["legitimate_sign_ins"] > 0
+    out = rg("report", "--since", cut, db=store).stdout
+    assert f"assessments since {cut}: {late['events_scored']:,} events scored" in out
+
+
 def test_progress_counts_the_events_to_score_and_each_row_carries_its_runs_id(store):
     """The progress callback gets (scored so far, events to score): only events without an assessment, in
     the requested period; every assessment written carries its run's id and the time it was scored."""
