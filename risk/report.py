@@ -13,12 +13,9 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
+from risk.score import PERIOD_SQL
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
-
-#: events of ``e`` in [since, until) (either may be NULL: unbounded); parameters: since, since, until, until
-_PERIOD = """(CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
-  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))"""
 
 _EXPORT_SELECT = f"""
 SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.event_response,
@@ -28,7 +25,7 @@ SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.even
        a.mode, a.enforced, a.reasons, a.model_version, a.config_version, a.thresholds_version, a.scored_at
 FROM events e
 JOIN assessments a ON a.event_id = e.event_id
-WHERE {_PERIOD}
+WHERE {PERIOD_SQL}
 ORDER BY e.creation_date, e.event_id
 """
 
@@ -126,14 +123,14 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     period = [since, since, until, until]
     # every query reads the period's assessments through this CTE (the same parameters first)
     scoped = f"""WITH pa AS (SELECT a.*, e.event_type, e.event_response FROM assessments a
-                             JOIN events e ON e.event_id = a.event_id WHERE {_PERIOD})"""
+                             JOIN events e ON e.event_id = a.event_id WHERE {PERIOD_SQL})"""
 
     def rows(sql: str) -> list[tuple]:
         return [tuple(r) for r in con.execute(f"{scoped} {sql}", period).fetchall()]
 
     scored, unscored = con.execute(
         f"""SELECT count(a.event_id), count(*) - count(a.event_id)
-            FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id WHERE {_PERIOD}""", period
+            FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id WHERE {PERIOD_SQL}""", period
     ).fetchall()[0]
     by_level = rows(
         """SELECT coalesce(risk_level, 'no risk'), count(*) FROM pa GROUP BY 1

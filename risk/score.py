@@ -116,11 +116,15 @@ class ScoreResult:
 ProgressFn = Callable[[int, int], None]  # (scored so far, total to score)
 
 
+#: events ``e`` in [since, until) (either may be NULL: unbounded); parameters: since, since, until, until
+PERIOD_SQL = """(CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
+  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))"""
+
+
 def _targets_sql(rescore: bool) -> str:
     return f"""
       FROM events e
-      WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
-        AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))
+      WHERE {PERIOD_SQL}
         {"" if rescore else "AND NOT EXISTS (SELECT 1 FROM assessments a WHERE a.event_id = e.event_id)"}
     """
 

@@ -28,7 +28,7 @@ from typing import IO
 
 import numpy as np
 
-from ingest.errors import ConfigurationError, check_output_folder
+from ingest.errors import ConfigurationError
 from ingest.synth import events as ev
 from ingest.synth.config import ATTACK_TYPES
 from ingest.synth.population import USER_POOL_ID
@@ -481,7 +481,3 @@ def side_paths(out: Path, fmt: str) -> tuple[Path, Path]:
     """(users file, labels file) beside ``out``."""
     stem = out if fmt == AuthEventsWriter.name else stem_of(out)
     return stem.with_name(stem.name + ".users.json"), stem.with_name(stem.name + ".labels.csv")
-
-
-def check_out(out: Path) -> None:
-    check_output_folder(out, ConfigurationError)
