@@ -469,9 +469,8 @@ def score_events(
             feats = prefetch.take(k)  # and the next chunk's start computing, beside this one's assessment
             if not rescore:
                 done = con.execute(
-                    "SELECT event_id FROM assessments a JOIN events e USING (event_id) "
-                    "WHERE e.creation_date >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))",
-                    [lo, hi, hi],
+                    f"SELECT event_id FROM assessments a JOIN events e USING (event_id) WHERE {PERIOD_SQL}",
+                    [lo, lo, hi, hi],
                 ).fetchall()
                 if done:
                     feats = feats.filter(pc.invert(pc.is_in(feats.column("event_id"),
