@@ -71,7 +71,8 @@ def score(
     if notify:
         console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
     console.print(
-        f"scored {result.events_scored:,} events in {result.chunks} chunks "
+        f"scored {result.events_scored:,} event{'s' if result.events_scored != 1 else ''} in {result.chunks} "
+        f"chunk{'s' if result.chunks != 1 else ''} "
         f"(model v{result.model_version}, thresholds v{result.thresholds_version})", highlight=False)
     if result.by_level:
         console.print("by level: " + ", ".join(f"{k if k != 'None' else 'no risk'} {v:,}" for k, v in sorted(result.by_level.items())),

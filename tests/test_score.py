@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from datetime import timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -66,6 +67,15 @@ def test_every_event_gets_one_assessment_and_a_second_run_adds_none(store):
             continue
         assert level == ("High" if score >= 0.8 else "Medium" if score >= 0.5 else "Low")
         assert reasons and {r["code"] for r in reasons} <= codes
+
+
+def test_the_summary_line_counts_in_words_that_agree_with_the_numbers(store):
+    t = q(store, "SELECT creation_date FROM events GROUP BY creation_date HAVING count(*) = 1 LIMIT 1")[0][0]
+    one = rg("score", "--since", t.isoformat(), "--until", (t + timedelta(microseconds=1)).isoformat(), db=store)
+    assert one.stdout.startswith("scored 1 event in 1 chunk (model v1, thresholds v0)\n")
+    rest = rg("score", "--chunk-rows", "1000", db=store)
+    n = q(store, "SELECT count(*) FROM events")[0][0] - 1
+    assert rest.stdout.startswith(f"scored {n:,} events in {-(-n // 1000)} chunks ")
 
 
 def test_incremental_runs_equal_one_run_over_everything(store, tmp_path):
