@@ -41,7 +41,9 @@ def feedback(
     else:
         console.print("It counts as the user's known history, and as a legitimate label for `riskgate train`.",
                       highlight=False)
-    if info["later_assessed"]:
-        console.print(f"{info['later_assessed']:,} later sign-ins of the user were assessed before this feedback; "
-                      f"`riskgate score --rescore --since {info['creation_date']:%Y-%m-%dT%H:%M:%S}Z` assesses them again.",
+    n = info["later_assessed"]
+    if n:
+        console.print(f"{n:,} later event{'s' if n != 1 else ''} of the user {'were' if n != 1 else 'was'} assessed "
+                      f"before this feedback; `riskgate score --rescore --since "
+                      f"{info['creation_date']:%Y-%m-%dT%H:%M:%S}Z` assesses {'them' if n != 1 else 'it'} again.",
                       highlight=False)

@@ -58,6 +58,18 @@ def test_admin_feedback_takes_effect_at_once_and_the_latest_counts(db):
     assert fb["e2"]["FeedbackValue"] == "Valid" and fb["e2"]["Provider"] == "Admin" and fb["e1"] is None
 
 
+def test_feedback_says_how_many_later_assessments_it_makes_stale_and_how_to_redo_them(db):
+    with risk.store.connect(db) as con:
+        con.execute("INSERT INTO assessments (event_id) VALUES ('e2'), ('e3')")
+    res = rg("feedback", "e2", "invalid", "--db", db)
+    assert res.exit_code == 0, res.output
+    assert ("1 later event of the user was assessed before this feedback; `riskgate score --rescore --since "
+            "2026-03-02T10:00:00Z` assesses it again.") in " ".join(res.output.split())
+    res = rg("feedback", "e1", "valid", "--db", db)
+    assert "2 later events of the user were assessed" in " ".join(res.output.split())
+    assert "later event" not in rg("feedback", "e3", "valid", "--db", db).output  # nothing after it
+
+
 def test_feedback_errors_are_clear(db):
     res = rg("feedback", "nope", "invalid", "--db", db)
     assert res.exit_code == 2 and "no event with EventId 'nope' in the store" in res.output
