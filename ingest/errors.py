@@ -37,6 +37,12 @@ class GeoIPError(RiskgateError):
     """A GeoIP database is missing, corrupt, or not what it claims to be."""
 
 
+def malformed_json(msg: str, where: str) -> str:
+    """``malformed JSON: <Python's message> at <where>``; some of Python's messages end in "at" already
+    ("Unterminated string starting at"), and get no second one."""
+    return f"malformed JSON: {msg}{'' if msg.endswith(' at') else ' at'} {where}"
+
+
 def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = RiskgateError) -> None:
     """Refuse, before anything is read or written, an output path whose folder is missing or not writable
     (the commands that write files call this first, so a typo costs no work and leaves nothing behind)."""

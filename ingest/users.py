@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ingest.errors import InputFormatError, RiskgateError
+from ingest.errors import InputFormatError, RiskgateError, malformed_json
 from ingest.sources.base import open_binary
 
 #: UserStatus values (COGNITO_REFERENCE.md)
@@ -246,7 +246,7 @@ def _json_documents(text: str, source: str):
             doc, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise InputFormatError(
-                f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", source=source
+                malformed_json(exc.msg, f"line {exc.lineno} column {exc.colno}"), source=source
             ) from None
         yield doc, line
         pos = end

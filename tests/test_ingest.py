@@ -78,6 +78,7 @@ def test_duplicates_inside_one_input_count_once(env):
 
 BAD = [
     ("malformed JSON", '{"Username": "a", "EventType": ', "malformed JSON: Expecting value at column"),
+    ("unterminated string", '{"Username": "a', "malformed JSON: Unterminated string starting at column 14"),
     ("wrong type", json.dumps(event(1, EventType=5)), "EventType must be a string, got a number"),
     ("wrong nested type", json.dumps(event(1, ContextData="10.0.0.1")), "ContextData must be an object, got a string"),
     ("missing required", json.dumps({k: v for k, v in event(1).items() if k != "Username"}), "Username is required"),

@@ -187,6 +187,7 @@ def test_event_ids_are_derived_from_the_item_and_the_user(tmp_path):
     ("[1, 2, 3]", "the JSON is an array"),
     ('{"AuthEvents": "none"}', "the JSON is AuthEvents is a string"),
     ('{"AuthEvents": [tru', "malformed JSON"),
+    ('{"AuthEvents": [{"EventId": "a', "malformed JSON: Unterminated string starting at line 1; expected"),
 ])
 def test_files_that_are_not_this_format(tmp_path, content, message):
     with pytest.raises(InputFormatError, match=message):

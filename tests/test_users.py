@@ -124,6 +124,8 @@ def test_bad_entries_are_rejected_with_position_and_reason_and_the_rest_loads(co
 def test_a_file_that_is_not_list_users_is_refused_whole(con, tmp_path):
     with pytest.raises(InputFormatError, match=r"bad\.json: malformed JSON: .* line 1"):
         load_users(con, write(tmp_path, "bad.json", '{"Users": [ {"Username": "a",'))
+    with pytest.raises(InputFormatError, match=r"cut\.json: malformed JSON: Unterminated string starting at line 1 column 25$"):
+        load_users(con, write(tmp_path, "cut.json", '{"Users": [{"Username": "a'))
     with pytest.raises(InputFormatError, match=r'expected ListUsers output, an object with a "Users" list'):
         load_users(con, write(tmp_path, "other.json", '{"AuthEvents": []}'))
     with pytest.raises(InputFormatError, match="is empty"):

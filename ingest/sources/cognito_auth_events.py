@@ -49,7 +49,7 @@ from json.decoder import JSONDecodeError, scanstring
 
 import pyarrow as pa
 
-from ingest.errors import InputFormatError
+from ingest.errors import InputFormatError, malformed_json
 from ingest.schema import SOURCE_SCHEMA, short_digest
 from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions, open_binary
 
@@ -391,7 +391,7 @@ class CognitoAuthEvents:
                 text.more(max(_CHUNK, len(text.buf) - pos))  # the document may only be cut off: read on
                 continue
             if first and (doc.error is not None and not doc.items or not doc.has_auth_events and doc.error is None):
-                what = (f"malformed JSON: {doc.error.msg} at line {text.line_of(doc.error.pos)}" if doc.error
+                what = (malformed_json(doc.error.msg, f"line {text.line_of(doc.error.pos)}") if doc.error
                         else f"the JSON is {doc.top}" if doc.top != "object" else "the object has no AuthEvents")
                 raise InputFormatError(f"is not AdminListUserAuthEvents output: {what}; expected {EXPECTED}",
                                        source=str(path), line=text.line_of(pos))
@@ -405,7 +405,7 @@ class CognitoAuthEvents:
                     where = _ws(text.buf, where + 1) if text.buf[where:where + 1] == "," else where
                 end = self._resync(text, max(doc.error.pos, where + 1))
                 q.add(text.line_of(where),
-                      f"malformed JSON: {doc.error.msg} at line {err_line}"
+                      malformed_json(doc.error.msg, f"line {err_line}")
                       + (f" (after {len(doc.items)} good AuthEvents items of this document)" if doc.items else ""),
                       text.buf[where:end].rstrip())
                 pos = end

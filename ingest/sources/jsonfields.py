@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.errors import malformed_json
+
 # JSON types DuckDB's json_type() reports, by the kind a field expects
 _KIND_TYPES = {
     "string": ("VARCHAR",),
@@ -474,7 +476,7 @@ def malformed_reason(text: str) -> str:
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
-        return f"malformed JSON: {exc.msg} at column {exc.colno}"
+        return malformed_json(exc.msg, f"column {exc.colno}")
     except RecursionError:
         return "malformed JSON: nested too deeply"
     return "malformed JSON"
