@@ -48,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 
 from risk import store  # noqa: E402
 from risk.model import FreemanBaseline, RiskModel  # noqa: E402
-from risk.tuning import wilson  # noqa: E402
 from risk.model.training import (  # noqa: E402
     CHALLENGE_RATE,
     TrainingSet,
@@ -58,6 +57,7 @@ from risk.model.training import (  # noqa: E402
     labelled,
     load_labels,
 )
+from risk.tuning import wilson  # noqa: E402
 
 TARGETS = {"naive_takeover": 0.99, "credential_stuffing": 0.99, "vpn_takeover": 0.95, "targeted_takeover": 0.90}
 
