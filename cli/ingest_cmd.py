@@ -39,6 +39,7 @@ def ingest(
     db: DbOption = None,
     json_out: JsonFlag = False,
     username: Annotated[str | None, typer.Option("--username", help="Username for cognito-auth-events input (AdminListUserAuthEvents output names no user).")] = None,
+    username_from_file_name: Annotated[bool, typer.Option("--username-from-file-name", help="cognito-auth-events input: each file is named after its user (alice.json, alice.json.gz), as `riskgate synth` writes them.")] = False,
     user_pool_id: Annotated[str | None, typer.Option("--user-pool-id", help="Pool id for events whose source has none.")] = None,
     mapping: Annotated[str | None, typer.Option("--mapping", help="Column-mapping file (YAML/JSON) for csv and parquet inputs.")] = None,
     geoip_city: GeoCityOption = None,
@@ -51,13 +52,16 @@ def ingest(
     Prints rows read, events added, duplicates skipped and rows quarantined with the most
     frequent reasons; rows_read == events_added + duplicates + quarantined.
     """
-    if format != "auto" and format not in reader_names():
-        from ingest.errors import InputFormatError
+    from ingest.errors import InputFormatError
 
+    if format != "auto" and format not in reader_names():
         raise InputFormatError(f"unknown format {format!r}; expected auto or one of: {', '.join(reader_names())}")
+    if username and username_from_file_name:
+        raise InputFormatError("give --username or --username-from-file-name, not both")
     policy = ProxyPolicy.from_cidrs(trusted_proxy, where="--trusted-proxy") if trusted_proxy else default_policy()
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
-    options = ReaderOptions(batch_rows=batch_rows, username=username, user_pool_id=user_pool_id, mapping=mapping)
+    options = ReaderOptions(batch_rows=batch_rows, username=username, username_from_file_name=username_from_file_name,
+                            user_pool_id=user_pool_id, mapping=mapping)
     prefer_jemalloc()
     con = store.connect(db, settings=BULK_SETTINGS)
     try:

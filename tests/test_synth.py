@@ -21,6 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import risk.store
 from cli import app
 from ingest.errors import ConfigurationError
 from ingest.synth import ATTACK_TYPES, SynthConfig, agents, catalogue, synthesize, users_for_events
@@ -570,3 +571,25 @@ def test_synth_output_ingests_with_users_and_labels(tmp_path, monkeypatch):
     res = runner.invoke(app, ["labels", "load", str(tmp_path / "s.labels.csv"), "--json"])
     doc = json.loads(res.stdout)
     assert doc["unknown_events"] == 0 and doc["rejected"] == 0 and doc["added"] == doc["read"]
+
+
+def test_synth_auth_events_folder_ingests_with_usernames_from_the_file_names(tmp_path, monkeypatch):
+    """`riskgate synth --format cognito-auth-events` writes <username>.json per user; `riskgate ingest
+    --username-from-file-name` takes them all in one command, and the labels then all match."""
+    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "s.duckdb"))
+    out = tmp_path / "ae"
+    res = runner.invoke(app, ["synth", "--users", "30", "--days", "3", "--format", "cognito-auth-events",
+                              "--out", str(out), "--json"])
+    written = json.loads(res.stdout)["events"]
+    files = sorted(str(f) for f in out.iterdir())
+    res = runner.invoke(app, ["ingest", *files, "--username", "x", "--username-from-file-name"])
+    assert res.exit_code == 2 and "give --username or --username-from-file-name, not both" in res.output
+    res = runner.invoke(app, ["ingest", *files, "--username-from-file-name", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["events_added"] == got["rows_read"] == written and got["quarantined"] == 0
+    with risk.store.connect(tmp_path / "s.duckdb", read_only=True) as con:
+        per_user = dict(con.execute("SELECT username, count(*) FROM events GROUP BY username").fetchall())
+    assert per_user == {Path(f).stem: len(json.loads(Path(f).read_text())["AuthEvents"]) for f in files}
+    doc = json.loads(runner.invoke(app, ["labels", "load", f"{out}.labels.csv", "--json"]).stdout)
+    assert doc["unknown_events"] == 0 and doc["added"] == doc["read"] > 0

@@ -40,6 +40,7 @@ class ReaderOptions:
 
     batch_rows: int = DEFAULT_BATCH_ROWS
     username: str | None = None  # AdminListUserAuthEvents output carries no username
+    username_from_file_name: bool = False  # ... or each file is named after its user: alice.json, alice.json.gz
     user_pool_id: str | None = None  # default pool id when a source has none
     mapping: str | None = None  # column-mapping file for generic CSV / Parquet
     extra: dict = field(default_factory=dict)

@@ -40,7 +40,9 @@ in Python; the file is still read in bounded pieces, never whole.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -343,18 +345,37 @@ def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> di
     }
 
 
+def username_of_file(path: str) -> str:
+    """The user a file of AdminListUserAuthEvents output is named after: its name without ``.gz`` and then
+    ``.json`` or ``.jsonl`` (``chidi.bell.json.gz`` -> ``chidi.bell``), as ``riskgate synth`` writes them and
+    ``aws cognito-idp admin-list-user-auth-events --username alice > alice.json`` does."""
+    name = os.path.basename(path)
+    name = name[:-3] if name.endswith(".gz") else name
+    for ext in (".json", ".jsonl"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    if not name:
+        raise InputFormatError("the file name holds no username (--username-from-file-name)", source=str(path))
+    return name
+
+
 class CognitoAuthEvents:
     name = NAME
-    description = "output of `aws cognito-idp admin-list-user-auth-events` (one or more pages; needs --username)"
+    description = ("output of `aws cognito-idp admin-list-user-auth-events` (one or more pages; needs --username "
+                   "or --username-from-file-name)")
 
     def sniff(self, head: bytes) -> bool:
         return re.match(rb'\s*\{\s*"(AuthEvents|NextToken)"\s*:', head.removeprefix(b"\xef\xbb\xbf")) is not None
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
+        if options.username_from_file_name:
+            options = dataclasses.replace(options, username=username_of_file(path))
         if not options.username:
             raise InputFormatError(
                 "AdminListUserAuthEvents output does not say whose events these are: pass --username USER "
-                "(the user the events were listed for)", source=str(path))
+                "(the user the events were listed for), or --username-from-file-name for files named "
+                "after their users (alice.json)", source=str(path))
         with open_binary(path) as fh:
             yield from self._read(path, _Text(fh), options)
 
