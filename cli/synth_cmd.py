@@ -58,8 +58,9 @@ def describe(report: SynthReport) -> str:
     if report.attacks:
         share = report.attack_events / max(report.events, 1)
         lines.append(f"attacks: {report.attack_events:,} events ({share:.1%}), {report.takeovers:,} account takeovers")
+        lines.append(f"  {'attack type':<20} {'incidents':>9} {'events':>8} {'takeovers':>9}")
         lines += [
-            f"  {name:<20} {a['incidents']:>5} incidents {a['events']:>8,} events {a['takeovers']:>5} takeovers"
+            f"  {name:<20} {a['incidents']:>9,} {a['events']:>8,} {a['takeovers']:>9,}"
             for name, a in report.attacks.items()
         ]
     else:

@@ -544,8 +544,9 @@ def test_cli_prints_what_it_wrote(tmp_path):
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.stdout and "events of 200 users over 3 days" in res.stdout
+    assert re.search(r"^  attack type +incidents +events +takeovers$", res.stdout, re.M)
     for t in ATTACK_TYPES:
-        assert t in res.stdout
+        assert re.search(rf"^  {t} +[\d,]+ +[\d,]+ +[\d,]+$", res.stdout, re.M), t
     first = json.loads(out.read_text().splitlines()[0])
     assert first["CreationDate"] < "2025-03-04"
     res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--out", str(tmp_path / "j.csv"), "--format",
