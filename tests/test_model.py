@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -359,12 +361,38 @@ def test_supervised_contributions_add_up_to_the_log_odds(stack, data):
     (X, y), (Xt, _) = data
     m = RiskModel(stack_statistical=stack, **FAST).fit(X, y)
     Xt = Xt.copy()
-    Xt.loc[::7, "new_device"] = np.nan  # NULLs follow the trees' missing-value branches
+    Xt.loc[::7, "travel_speed_kmh"] = np.nan  # NULL in training too: the trees' missing-value branches
+    Xt.loc[::5, "new_device"] = np.nan  # never NULL in training: read as the riskiest training value
     C = m.contributions(Xt)
-    Z = Xt[FEATURE_COLUMNS].to_numpy(dtype=float)
+    Z = Xt[FEATURE_COLUMNS].to_numpy(dtype=float, copy=True)
+    assert m.null_fill_[FEATURE_COLUMNS.index("new_device")] == 1.0
+    assert np.isnan(m.null_fill_[FEATURE_COLUMNS.index("travel_speed_kmh")])
+    Z[np.isnan(Z[:, FEATURE_COLUMNS.index("new_device")]), FEATURE_COLUMNS.index("new_device")] = 1.0
     if stack:
         Z = np.column_stack([Z, m.statistical_score(Xt)])
     np.testing.assert_allclose(C.sum(axis=1) + m.paths_.bias, m.classifier_.decision_function(Z), atol=1e-9)
+
+
+def test_a_null_the_trees_never_saw_is_read_as_the_riskiest_value_not_as_familiar(supervised):
+    """Fail secure: new_asn is never NULL in training (the trees would send a NULL down their majority,
+    familiar branch); an event whose network cannot be told scores as a new network, not as a known one, in
+    a batch and alone, and its reason still shows the value as unknown."""
+    assert supervised.null_fill_[FEATURE_COLUMNS.index("new_asn")] == 1.0
+    home, new, unknown = obvious_attack(), obvious_attack(), obvious_attack()
+    home["new_asn"], new["new_asn"], unknown["new_asn"] = 0.0, 1.0, np.nan
+    s_home, s_new = supervised.score_samples(home)[0], supervised.score_samples(new)[0]
+    assert s_new > s_home
+    batch = pd.concat([unknown] * 300 + [home], ignore_index=True)  # above FLAT_ROWS: the batch path too
+    assert supervised.score_samples(unknown)[0] == pytest.approx(s_new, abs=1e-12)
+    assert supervised.score_samples(batch)[0] == pytest.approx(s_new, abs=1e-9)
+    assert supervised.score_samples(batch)[-1] == pytest.approx(s_home, abs=1e-9)
+    reasons = dict((c, v) for c, v, _ in supervised.explain(unknown, top=len(FEATURE_COLUMNS))[0])
+    assert "new_asn" in reasons and reasons["new_asn"] is None
+    assert unknown["new_asn"].isna().all()  # the caller's frame is not changed
+    # a model saved before null_fill_ existed scores as it did: the trees' own NULL branch
+    old = copy.copy(supervised)
+    del old.null_fill_
+    assert old.score_samples(unknown)[0] != pytest.approx(s_new, abs=1e-6)
 
 
 def test_supervised_explanation_names_the_learned_signal():
@@ -528,7 +556,7 @@ def test_a_large_batch_is_predicted_in_blocks_with_the_result_of_one_call(superv
     M, _ = estimators._matrix(X2, list(supervised.feature_names_in_))
     M = M.copy()
     M[np.random.default_rng(9).random(M.shape) < 0.15] = np.nan
-    expected = supervised.classifier_.decision_function(M)  # one call over every row
+    expected = supervised.classifier_.decision_function(supervised._tree_input(M))  # one call over every row
     calls = []
     real = supervised.classifier_.decision_function
     monkeypatch.setattr(supervised.classifier_, "decision_function", lambda Z: calls.append(len(Z)) or real(Z))

@@ -28,7 +28,11 @@ NULLs natively) on the signals (plus the statistical surprise ``S`` with
 (``calibration_fraction``) by Platt scaling (default: monotone, so it keeps the
 tree model's ranking and adds no ties at the top) or isotonic regression; one
 tree model keeps scoring fast. Labels may be partial: ``NaN`` in ``y`` means
-"unknown" (used for the statistical part only).
+"unknown" (used for the statistical part only). The trees learn where a
+NULL goes in a column whose training rows hold NULLs; in a column whose
+training rows never do, a NULL is read as the riskiest value the column held
+in training (``null_fill_``), not sent down the trees' majority branch, which
+is the familiar side: fail secure there too.
 
 Explanations are additive and exact in both modes: see
 :meth:`RiskModel.contributions`. X is a pandas DataFrame or an Arrow table
@@ -178,6 +182,23 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
         j = int(np.where(np.isinf(out).any(axis=0))[0][0])
         raise ModelError(f"feature column {columns[j]!r} holds an infinite value; use NULL for 'cannot be computed'")
     return out, list(columns)
+
+
+def _riskiest_where_never_null(M: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Per column: NaN where the training rows hold a NULL (the trees learn where a NULL goes), else the riskiest
+    value they hold (the largest, or the smallest for a signal where lower is riskier).
+
+    A tree model that never saw a NULL in a column sends one down the branch that had more training rows,
+    which is usually the familiar, safe side: an address without a location would then look like home. The
+    features promise that NULL means unknown, never safe (``risk.features``), so such a NULL is read as the
+    riskiest value the column had in training instead.
+    """
+    fill = np.full(M.shape[1], np.nan)
+    for j in range(M.shape[1]):
+        col = M[:, j]
+        if len(col) and not np.isnan(col).any():
+            fill[j] = col.max() if directions[j] > 0 else col.min()
+    return fill
 
 
 def _labels(y, n: int) -> np.ndarray:
@@ -484,6 +505,7 @@ class RiskModel(_ScoreClassifier):
             yk = labels[idx].astype(int)
             fit_rows, cal_rows = train_test_split(idx, test_size=self.calibration_fraction, stratify=yk,
                                                   random_state=self.random_state)
+            self.null_fill_ = _riskiest_where_never_null(M[fit_rows], directions)
             Z = np.column_stack([M, S]) if self.stack_statistical else M
             hgb = HistGradientBoostingClassifier(
                 max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
@@ -504,6 +526,7 @@ class RiskModel(_ScoreClassifier):
             self.classifier_ = None
             self.calibrator_ = None
             self.paths_ = None
+            self.null_fill_ = None
         self.offset_ = float(np.quantile(self._score_matrix(M), 1 - self.contamination))
         return self
 
@@ -517,12 +540,25 @@ class RiskModel(_ScoreClassifier):
             total += terms[:, j] * self.weights_[j]
         return total
 
+    def _tree_input(self, M: np.ndarray) -> np.ndarray:
+        """What the trees read: M with NULLs they never met in training made the riskiest training value
+        (``null_fill_``; M itself is left alone), and the statistical score S (of M as it is) when stacked."""
+        fill = getattr(self, "null_fill_", None)  # None: unlabeled, or a model saved before it existed
+        if fill is not None:
+            todo = np.flatnonzero(~np.isnan(fill) & np.isnan(M).any(axis=0)) if len(M) else []
+            if len(todo):
+                filled = M.copy()
+                for j in todo:
+                    filled[np.isnan(filled[:, j]), j] = fill[j]
+                return np.column_stack([filled, self._total(M)]) if self.stack_statistical else filled
+        # the statistical score only when the trees take it as an input (a third of a batch's model time)
+        return np.column_stack([M, self._total(M)]) if self.stack_statistical else M
+
     def _log_odds(self, M: np.ndarray) -> np.ndarray:
         """Uncalibrated log odds: S - c_ without labels, the tree model's decision function with them."""
         if self.classifier_ is None:
             return self._total(M) - self.c_
-        # the statistical score only when the trees take it as an input (a third of a batch's model time)
-        Z = np.column_stack([M, self._total(M)]) if self.stack_statistical else M
+        Z = self._tree_input(M)
         if len(Z) <= FLAT_ROWS and self.paths_ is not None:  # a few rows (the service): all trees at once
             return self.paths_.decision_function(Z, self.classifier_._baseline_prediction)
         if len(Z) < SMALL_BATCH:  # OpenMP start-up dominates small calls (and thrashes on a busy machine)
@@ -578,8 +614,7 @@ class RiskModel(_ScoreClassifier):
     def _contributions(self, M: np.ndarray) -> np.ndarray:
         if self.classifier_ is None:
             return self.surprise_.matrix(M) * self.weights_
-        Z = np.column_stack([M, self._total(M)]) if self.stack_statistical else M
-        C = self.paths_.contributions(Z)
+        C = self.paths_.contributions(self._tree_input(M))
         if self.stack_statistical:
             terms = self.surprise_.matrix(M) * self.weights_
             tot = terms.sum(axis=1, keepdims=True)
