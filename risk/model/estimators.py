@@ -515,7 +515,7 @@ class RiskModel(_ScoreClassifier):
                 self.classifier_ = hgb.fit(Z[fit_rows], labels[fit_rows].astype(int),
                                            sample_weight=None if weight is None else weight[fit_rows])
             self.paths_ = _TreePaths(self.classifier_)
-            raw = self.classifier_.decision_function(Z[cal_rows])
+            raw = self.classifier_.decision_function(self._tree_input(M[cal_rows]))  # what prediction reads
             if self.calibration == "sigmoid":
                 self.calibrator_ = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), labels[cal_rows].astype(int))
             else:
