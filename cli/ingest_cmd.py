@@ -14,7 +14,7 @@ from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher
 from ingest.geo import GeoResolver
-from ingest.pipeline import BULK_SETTINGS, ingest_paths, prefer_jemalloc, total_size
+from ingest.pipeline import BULK_SETTINGS, expand_folders, ingest_paths, prefer_jemalloc, total_size
 from ingest.sources import reader_names
 from ingest.sources.base import DEFAULT_BATCH_ROWS, ReaderOptions
 
@@ -33,7 +33,7 @@ GeoAsnOption = Annotated[
 @app.command()
 @handle_errors
 def ingest(
-    paths: Annotated[list[str], typer.Argument(help="Input files (gzip accepted).", show_default=False)],
+    paths: Annotated[list[str], typer.Argument(help="Input files (gzip accepted); a folder stands for the files directly in it.", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help="auto, or one of: " + ", ".join(
         ["riskgate-jsonl", "cognito-user-activity", "cognito-auth-events", "rba-csv", "csv", "parquet"]))] = "auto",
     db: DbOption = None,
@@ -58,6 +58,7 @@ def ingest(
         raise InputFormatError(f"unknown format {format!r}; expected auto or one of: {', '.join(reader_names())}")
     if username and username_from_file_name:
         raise InputFormatError("give --username or --username-from-file-name, not both")
+    paths = expand_folders(paths)
     policy = ProxyPolicy.from_cidrs(trusted_proxy, where="--trusted-proxy") if trusted_proxy else default_policy()
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
     options = ReaderOptions(batch_rows=batch_rows, username=username, username_from_file_name=username_from_file_name,

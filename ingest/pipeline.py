@@ -413,6 +413,24 @@ def in_pool(jobs: Iterator[Callable[[], object]], name: str, workers: int = 2, a
         _close(jobs)
 
 
+def expand_folders(paths: Sequence[str]) -> list[str]:
+    """``paths`` with each folder replaced by the files directly in it, by name (hidden files and subfolders
+    are left out), so that ``riskgate ingest exports/`` reads a folder of exports. A folder with no such
+    file is refused before anything is read: nothing in it would be ingested, and the user meant something."""
+    out = []
+    for p in paths:
+        if not os.path.isdir(p):
+            out.append(p)
+            continue
+        files = sorted(os.path.join(p, n) for n in os.listdir(p)
+                       if not n.startswith(".") and os.path.isfile(os.path.join(p, n)))
+        if not files:
+            raise InputFormatError("the folder holds no file to ingest (files directly in it are read; "
+                                   "hidden files and subfolders are not)", source=str(p))
+        out.extend(files)
+    return out
+
+
 def total_size(paths: Sequence[str]) -> int:
     out = 0
     for p in paths:

@@ -119,6 +119,26 @@ def test_each_bad_row_is_quarantined_with_its_reason_and_line(env, name, line, r
     assert raw.startswith(line[:50])
 
 
+def test_a_folder_stands_for_the_files_directly_in_it(env):
+    folder = env / "exports"
+    (folder / "old").mkdir(parents=True)
+    write_jsonl(folder / "b.jsonl", [event(2), event(3)])
+    write_jsonl(folder / "a.jsonl", [event(1)])
+    write_jsonl(folder / ".partial.jsonl", [event(7)])  # hidden: an upload in progress, say
+    write_jsonl(folder / "old" / "c.jsonl", [event(9)])  # subfolders are not read
+    write_jsonl(env / "single.jsonl", [event(4)])
+    out, _ = ingest(folder, env / "single.jsonl")
+    assert (out["rows_read"], out["events_added"]) == (4, 4)
+    assert rows(env / "store.duckdb", "SELECT source_file, count(*) FROM events GROUP BY ALL ORDER BY 1") == [
+        (str(folder / "a.jsonl"), 1), (str(folder / "b.jsonl"), 2), (str(env / "single.jsonl"), 1)]
+    (env / "empty").mkdir()
+    (env / "empty" / ".keep").write_text("")
+    write_jsonl(env / "more.jsonl", [event(5)])
+    res = runner.invoke(app, ["ingest", str(env / "more.jsonl"), str(env / "empty")])
+    assert res.exit_code == 2 and "empty: the folder holds no file to ingest" in res.output
+    assert rows(env / "store.duckdb", "SELECT count(*) FROM events") == [(4,)]  # refused before anything was read
+
+
 def test_non_utf8_bytes_are_quarantined_with_their_line(env):
     f = env / "bytes.jsonl"
     f.write_bytes(json.dumps(event(1)).encode() + b"\n" + b'{"Username": "\xff\xfe"}\n' + json.dumps(event(2)).encode() + b"\r\n")

@@ -575,7 +575,7 @@ def test_synth_output_ingests_with_users_and_labels(tmp_path, monkeypatch):
 
 
 def test_synth_auth_events_folder_ingests_with_usernames_from_the_file_names(tmp_path, monkeypatch):
-    """`riskgate synth --format cognito-auth-events` writes <username>.json per user; `riskgate ingest
+    """`riskgate synth --format cognito-auth-events` writes <username>.json per user; `riskgate ingest FOLDER
     --username-from-file-name` takes them all in one command, and the labels then all match."""
     monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "s.duckdb"))
     out = tmp_path / "ae"
@@ -585,7 +585,7 @@ def test_synth_auth_events_folder_ingests_with_usernames_from_the_file_names(tmp
     files = sorted(str(f) for f in out.iterdir())
     res = runner.invoke(app, ["ingest", *files, "--username", "x", "--username-from-file-name"])
     assert res.exit_code == 2 and "give --username or --username-from-file-name, not both" in res.output
-    res = runner.invoke(app, ["ingest", *files, "--username-from-file-name", "--json"])
+    res = runner.invoke(app, ["ingest", str(out), "--username-from-file-name", "--json"])  # the folder itself
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["events_added"] == got["rows_read"] == written and got["quarantined"] == 0
