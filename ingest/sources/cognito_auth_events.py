@@ -40,12 +40,11 @@ in Python; the file is still read in bounded pieces, never whole.
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from json.decoder import JSONDecodeError, scanstring
 
@@ -370,7 +369,7 @@ class CognitoAuthEvents:
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         if options.username_from_file_name:
-            options = dataclasses.replace(options, username=username_of_file(path))
+            options = replace(options, username=username_of_file(path))
         if not options.username:
             raise InputFormatError(
                 "AdminListUserAuthEvents output does not say whose events these are: pass --username USER "
