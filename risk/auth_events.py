@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -60,6 +62,26 @@ def user_known(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str 
         f" + (SELECT count(*) FROM users WHERE username = ? AND {_IN_POOL})",
         [username, user_pool_id, user_pool_id, username, user_pool_id, user_pool_id],
     ).fetchall()[0][0])
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # not a zone name this machine knows (ZoneInfoNotFoundError: a KeyError)
+        return None
+
+
+def utc_offset(zone: str | None, when: datetime) -> str | None:
+    """The event's ``Timezone`` as Cognito gives it, the UTC offset at that moment (``-07:00``; the
+    developer guide's AdminListUserAuthEvents example), from the store's IANA zone of the address
+    (``Europe/London`` -> ``+01:00`` in July, ``+00:00`` in January); None when the zone is unknown."""
+    z = _zone(zone) if zone else None
+    if z is None or when is None:
+        return None
+    minutes = int(when.astimezone(z).utcoffset().total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def list_user_auth_events(
@@ -113,8 +135,8 @@ def list_user_auth_events(
             {"ChallengeName": c["challenge_name"], "ChallengeResponse": c["challenge_response"]}
             for c in (challenges or [])
         ]
-        ctx = {k: v for k, v in (("IpAddress", ip), ("DeviceName", device), ("Timezone", tz), ("City", city),
-                                 ("Country", country)) if v is not None}
+        ctx = {k: v for k, v in (("IpAddress", ip), ("DeviceName", device), ("Timezone", utc_offset(tz, created)),
+                                 ("City", city), ("Country", country)) if v is not None}
         if ctx:
             ev["EventContextData"] = ctx
         if fb_value:

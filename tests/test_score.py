@@ -2,8 +2,10 @@
 
 import csv
 import json
+import re
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 import pytest
@@ -221,6 +223,25 @@ def test_events_listing_pages_newest_first_with_risk_and_feedback(store):
     assert all("RiskDecision" in e["EventRisk"] for e in seen)
     full = json.loads(rg("events", user, "--max-results", "0", db=store).stdout)
     assert len(full["AuthEvents"]) == min(n, 60)
+    # Timezone as Cognito gives it: the UTC offset at the event's moment in the address's zone
+    zones = dict(q(store, "SELECT event_id, time_zone FROM events WHERE username = ?", [user]))
+    for e in seen:
+        tz = e.get("EventContextData", {}).get("Timezone")
+        if zones[e["EventId"]] is None:
+            assert tz is None
+            continue
+        local = datetime.fromisoformat(e["CreationDate"]).astimezone(ZoneInfo(zones[e["EventId"]]))
+        assert re.fullmatch(r"[+-]\d\d:\d\d", tz) and tz == local.isoformat()[-6:], (tz, local)
+
+
+def test_the_timezone_is_the_offset_at_the_moment_of_the_event():
+    from risk.auth_events import utc_offset
+
+    july, january = datetime(2026, 7, 1, 12, tzinfo=timezone.utc), datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert [utc_offset("Europe/London", july), utc_offset("Europe/London", january)] == ["+01:00", "+00:00"]
+    assert utc_offset("America/Los_Angeles", july) == "-07:00"  # the developer guide's example
+    assert utc_offset("Asia/Kolkata", july) == "+05:30" and utc_offset("America/St_Johns", january) == "-03:30"
+    assert utc_offset(None, july) is None and utc_offset("Not/AZone", july) is None
 
 
 def test_events_listing_errors(store):
