@@ -13,7 +13,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
-from risk.score import PERIOD_SQL
+from risk.score import PERIOD_SQL, period_params
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
@@ -45,7 +45,7 @@ def export_assessments(
     check_output_folder(out)
     if os.path.isdir(out):
         raise RiskgateError("is a folder; --out names the file to write", source=str(out))
-    params = [since, since, until, until]
+    params = period_params(since, until)
     if fmt == "csv":
         sql = f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons) FROM ({_EXPORT_SELECT})"
     elif fmt == "jsonl":
@@ -105,7 +105,7 @@ def assessed_events(
     data set's attack type (None for sign-ins not labelled as attacks), as one Arrow table: for
     notebooks and plots (the whole period in memory: choose ``since`` / ``until`` on a big store)."""
     sql = _ASSESSED_SQL.format(export=_EXPORT_SELECT.replace("ORDER BY e.creation_date, e.event_id", ""))
-    return con.sql(sql, params=[since, since, until, until]).to_arrow_table()
+    return con.sql(sql, params=period_params(since, until)).to_arrow_table()
 
 
 def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
@@ -120,7 +120,7 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     Labels: ``attack_type`` tags attacks; ``is_account_takeover`` = false marks legitimate events.
     """
 
-    period = [since, since, until, until]
+    period = period_params(since, until)
     # every query reads the period's assessments through this CTE (the same parameters first)
     scoped = f"""WITH pa AS (SELECT a.*, e.event_type, e.event_response FROM assessments a
                              JOIN events e ON e.event_id = a.event_id WHERE {PERIOD_SQL})"""

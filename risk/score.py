@@ -116,9 +116,14 @@ class ScoreResult:
 ProgressFn = Callable[[int, int], None]  # (scored so far, total to score)
 
 
-#: events ``e`` in [since, until) (either may be NULL: unbounded); parameters: since, since, until, until
+#: events ``e`` in [since, until) (either may be NULL: unbounded); its parameters: :func:`period_params`
 PERIOD_SQL = """(CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS TIMESTAMPTZ))
   AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))"""
+
+
+def period_params(since: datetime | None, until: datetime | None) -> list:
+    """The parameters of :data:`PERIOD_SQL`, in its order."""
+    return [since, since, until, until]
 
 
 def _targets_sql(rescore: bool) -> str:
@@ -136,7 +141,7 @@ def _chunk_bounds(con, since, until, rescore: bool, chunk_rows: int) -> tuple[li
         f"""SELECT min(creation_date), count(*) FROM (
               SELECT creation_date, (row_number() OVER (ORDER BY creation_date) - 1) // ? AS k
               {_targets_sql(rescore)}) GROUP BY k ORDER BY k""",
-        [chunk_rows, since, since, until, until],
+        [chunk_rows, *period_params(since, until)],
     ).fetchall()
     total = sum(int(c) for _lo, c in rows)
     bounds = []
@@ -470,7 +475,7 @@ def score_events(
             if not rescore:
                 done = con.execute(
                     f"SELECT event_id FROM assessments a JOIN events e USING (event_id) WHERE {PERIOD_SQL}",
-                    [lo, lo, hi, hi],
+                    period_params(lo, hi),
                 ).fetchall()
                 if done:
                     feats = feats.filter(pc.invert(pc.is_in(feats.column("event_id"),
