@@ -43,6 +43,11 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object in
 F = TypeVar("F", bound=Callable)
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 event``, ``2 events``, ``1,000 events``: a count and its noun in agreement."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DbOption, JsonFlag, app, console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, handle_errors
 
 
 @app.command()
@@ -43,7 +43,7 @@ def feedback(
                       highlight=False)
     n = info["later_assessed"]
     if n:
-        console.print(f"{n:,} later event{'s' if n != 1 else ''} of the user {'were' if n != 1 else 'was'} assessed "
+        console.print(f"{counted(n, 'later event')} of the user {'were' if n != 1 else 'was'} assessed "
                       f"before this feedback; `riskgate score --rescore --since "
                       f"{info['creation_date']:%Y-%m-%dT%H:%M:%S}Z` assesses {'them' if n != 1 else 'it'} again.",
                       highlight=False)

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
 from ingest.errors import RiskgateError
 
 
@@ -71,8 +71,7 @@ def score(
     if notify:
         console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
     console.print(
-        f"scored {result.events_scored:,} event{'s' if result.events_scored != 1 else ''} in {result.chunks} "
-        f"chunk{'s' if result.chunks != 1 else ''} "
+        f"scored {counted(result.events_scored, 'event')} in {counted(result.chunks, 'chunk')} "
         f"(model v{result.model_version}, thresholds v{result.thresholds_version})", highlight=False)
     if result.by_level:
         console.print("by level: " + ", ".join(f"{k if k != 'None' else 'no risk'} {v:,}" for k, v in sorted(result.by_level.items())),
