@@ -543,16 +543,16 @@ class RiskModel(_ScoreClassifier):
     def _tree_input(self, M: np.ndarray) -> np.ndarray:
         """What the trees read: M with NULLs they never met in training made the riskiest training value
         (``null_fill_``; M itself is left alone), and the statistical score S (of M as it is) when stacked."""
+        Z = M
         fill = getattr(self, "null_fill_", None)  # None: unlabeled, or a model saved before it existed
-        if fill is not None:
-            todo = np.flatnonzero(~np.isnan(fill) & np.isnan(M).any(axis=0)) if len(M) else []
+        if fill is not None and len(M):
+            todo = np.flatnonzero(~np.isnan(fill) & np.isnan(M).any(axis=0))
             if len(todo):
-                filled = M.copy()
+                Z = M.copy()
                 for j in todo:
-                    filled[np.isnan(filled[:, j]), j] = fill[j]
-                return np.column_stack([filled, self._total(M)]) if self.stack_statistical else filled
+                    Z[np.isnan(Z[:, j]), j] = fill[j]
         # the statistical score only when the trees take it as an input (a third of a batch's model time)
-        return np.column_stack([M, self._total(M)]) if self.stack_statistical else M
+        return np.column_stack([Z, self._total(M)]) if self.stack_statistical else Z
 
     def _log_odds(self, M: np.ndarray) -> np.ndarray:
         """Uncalibrated log odds: S - c_ without labels, the tree model's decision function with them."""
