@@ -11,10 +11,15 @@ import math
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
 from cli.score_cmd import SinceOption, UntilOption, parse_period
+
+
+#: ``risk.model.training.TRAIN_CHUNK_ROWS``, spelled out so that the CLI's help does not import scikit-learn
+TRAIN_CHUNK_ROWS = 1_000_000
 
 
 def _fmt(x) -> str:
@@ -61,6 +66,8 @@ def train(
     holdout: Annotated[float, typer.Option("--holdout", min=0.01, max=0.99, help="Share of the window (the latest "
                                            "events) held out for the metrics.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (injection, sampling, trees).")] = 0,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Events per window of features: bounds "
+                                            "memory on large stores (README).")] = TRAIN_CHUNK_ROWS,
     json_out: JsonFlag = False,
 ) -> None:
     """Fit the risk model on the stored events, print held-out metrics and register it as a new active version."""
@@ -70,10 +77,14 @@ def train(
     lo, hi = parse_period(since, until)
     con = store.connect(db)
     try:
-        if not json_out:
-            err_console.print("computing features and fitting ...", highlight=False)
-        result = train_model(con, since=lo, until=hi,
-                             use_labels=labels, inject_attacks=inject_attacks, holdout=holdout, seed=seed)
+        with Progress(TextColumn("[bold]features[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err_console, disable=json_out or not err_console.is_terminal, transient=True) as bar:
+            task = bar.add_task("", total=None)
+            if not json_out:
+                err_console.print("computing features, then fitting ...", highlight=False)
+            result = train_model(con, since=lo, until=hi, use_labels=labels, inject_attacks=inject_attacks,
+                                 holdout=holdout, seed=seed, chunk_rows=chunk_rows,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     finally:
         con.close()
     if json_out:

@@ -134,9 +134,11 @@ def _targets_sql(rescore: bool) -> str:
     """
 
 
-def _chunk_bounds(con, since, until, rescore: bool, chunk_rows: int) -> tuple[list[tuple[datetime, datetime]], int]:
-    """Consecutive [start, end) time windows holding about ``chunk_rows`` target events each, and how many
-    target events there are (from the same pass: finding the targets reads every event and assessment)."""
+def chunk_bounds(con, since, until, *, rescore: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS
+                 ) -> tuple[list[tuple[datetime, datetime]], int]:
+    """Consecutive [start, end) time windows holding about ``chunk_rows`` target events each (the events in
+    [since, until), without an assessment unless ``rescore``), and how many target events there are (from
+    the same pass: finding the targets reads every event and assessment). An instant never spans two windows."""
     rows = con.execute(
         f"""SELECT min(creation_date), count(*) FROM (
               SELECT creation_date, (row_number() OVER (ORDER BY creation_date) - 1) // ? AS k
@@ -450,7 +452,7 @@ def score_events(
     """
     from risk.model.registry import active_version
 
-    bounds, total = _chunk_bounds(con, since, until, rescore, chunk_rows)
+    bounds, total = chunk_bounds(con, since, until, rescore=rescore, chunk_rows=chunk_rows)
     prefetch = _FeaturePrefetch(con, bounds)
     try:
         if active_version(con) is not None:

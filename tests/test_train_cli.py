@@ -83,5 +83,15 @@ def test_train_on_an_empty_store_says_what_to_do(tmp_path):
 def test_bad_options_are_named(synth_store, tmp_path):
     r = CliRunner().invoke(app, ["train", "--db", str(synth_store), "--since", "yesterday"])
     assert r.exit_code == 2 and "--since" in r.output
+    r = CliRunner().invoke(app, ["train", "--db", str(synth_store), "--chunk-rows", "0"])
+    assert r.exit_code == 2 and "--chunk-rows" in r.output
     r = CliRunner().invoke(app, ["models", "--db", str(tmp_path / "x.duckdb"), "--activate", "7"])
     assert r.exit_code == 2 and "version 7" in r.output
+
+
+def test_the_cli_default_chunk_is_the_library_default():
+    # spelled out in the CLI so that its help does not import scikit-learn
+    from cli.train_cmd import TRAIN_CHUNK_ROWS
+    from risk.model.training import TRAIN_CHUNK_ROWS as TRAINING_DEFAULT
+
+    assert TRAIN_CHUNK_ROWS == TRAINING_DEFAULT

@@ -39,6 +39,7 @@ from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA
 from risk.model.errors import ModelError
 from risk.model.estimators import FreemanBaseline, RiskModel
 from risk.model.registry import ModelMetadata, model_kind, save_model
+from risk.score import ProgressFn, chunk_bounds
 from risk.signals import FEATURE_COLUMNS
 
 #: The challenge rate at which true-positive rates are reported: share of legitimate successful sign-ins.
@@ -49,6 +50,11 @@ INJECTED = ("injected_foreign", "injected_domestic")
 INJECT_DELAY = (timedelta(minutes=5), timedelta(hours=12))
 #: Victims are users with at least this many earlier successful sign-ins (a history to compare with).
 INJECT_MIN_HISTORY = 3
+#: Events per window of features when training (:func:`features_in_chunks`). Training on 5,000,000 events
+#: (``bench/features.py``'s store, ``riskgate train --no-labels``, 2026-11-27): one call 148.6 s and 19.1 GB
+#: peak; windows of 1,000,000 121.9 s and 8.6 GB; of 500,000 143.9 s and 8.7 GB (the fit's own peak is
+#: then the larger). Up to this many events it is one call, as before.
+TRAIN_CHUNK_ROWS = 1_000_000
 
 
 @dataclass
@@ -317,24 +323,45 @@ def _feature_columns(df: pd.DataFrame) -> list[str]:
     return list(FEATURE_COLUMNS)
 
 
+def features_in_chunks(con, *, since: datetime | None = None, until: datetime | None = None,
+                       chunk_rows: int = TRAIN_CHUNK_ROWS, progress: ProgressFn | None = None) -> pa.Table:
+    """``compute_features(con, since=, until=)``, computed over consecutive time windows of about ``chunk_rows``
+    events (``risk.score.chunk_bounds``) and put together: the same rows and values (features are point in
+    time), with DuckDB's working memory bounded by the window instead of growing with the store (one call
+    over 5,000,000 events: 19.1 GB peak, see :data:`TRAIN_CHUNK_ROWS`). ``progress(done, total)`` after each
+    window. Every window reads the history before it again, so windows much smaller than the default cost time."""
+    from risk.features import compute_features
+
+    if chunk_rows < 1:
+        raise ModelError(f"chunk_rows must be at least 1, got {chunk_rows!r}")
+    bounds, total = chunk_bounds(con, since, until, rescore=True, chunk_rows=chunk_rows)
+    parts = []
+    for lo, hi in bounds:
+        parts.append(compute_features(con, since=lo, until=hi))
+        if progress:
+            progress(sum(p.num_rows for p in parts), total)
+    return pa.concat_tables(parts) if parts else compute_features(con, since=since, until=until)
+
+
 def train(con, *, since: datetime | None = None, until: datetime | None = None, use_labels: bool = True,
           inject_attacks: int = 0, holdout: float = 0.2, params: dict | None = None, seed: int = 0,
-          save: bool = True) -> TrainResult:
+          save: bool = True, chunk_rows: int = TRAIN_CHUNK_ROWS, progress: ProgressFn | None = None
+          ) -> TrainResult:
     """Fit a RiskModel on the store's events in [since, until), evaluate it on the later ``holdout``, refit, save.
 
     Labels from the data set and feedback are used when ``use_labels``
     (evaluation uses them whenever they exist); ``inject_attacks`` synthetic
     attacks are added to both parts in proportion. Returns the model, its
     registry version and the metrics (of the model fitted on the earlier part,
-    on the later part; the Freeman baseline's under ``baseline``).
+    on the later part; the Freeman baseline's under ``baseline``). The
+    features are computed ``chunk_rows`` events at a time (:func:`features_in_chunks`,
+    which reports to ``progress``).
     """
-    from risk.features import compute_features
-
     if not 0 < holdout < 1:
         raise ModelError(f"holdout must be a fraction between 0 and 1, got {holdout!r}")
     if inject_attacks < 0:
         raise ModelError(f"--inject-attacks must be 0 or more, got {inject_attacks!r}")
-    feats = compute_features(con, since=since, until=until)
+    feats = features_in_chunks(con, since=since, until=until, chunk_rows=chunk_rows, progress=progress)
     if feats.num_rows < 10:
         raise ModelError(f"too few events to train on: {feats.num_rows} in the window; ingest events first")
     labels = load_labels(con)
