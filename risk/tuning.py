@@ -273,7 +273,8 @@ def _type_warnings(h: History) -> list[str]:
     out = []
     for k, n in sorted(pd.Series(types).value_counts().items()):
         if n < MIN_ATTACKS_PER_TYPE:
-            out.append(f"only {n} labelled attacks of type {k}: too few to trust its catch rate")
+            out.append(f"only {n} labelled {'attack' if n == 1 else 'attacks'} of type {k}: "
+                       "too few to trust its catch rate")
     return out
 
 

@@ -77,7 +77,16 @@ def test_train_prints_metrics_and_registers_version_1_then_2(synth_store, tmp_pa
 def test_train_on_an_empty_store_says_what_to_do(tmp_path):
     r = CliRunner().invoke(app, ["train", "--db", str(tmp_path / "empty.duckdb")])
     assert r.exit_code == 2
-    assert "too few events" in r.output and "ingest" in r.output
+    assert "too few events to train on: 0 in the store, at least 10 are needed; ingest events first" in " ".join(
+        r.output.split())
+
+
+def test_train_on_a_window_without_events_names_the_window(synth_store):
+    r = CliRunner().invoke(app, ["train", "--db", str(synth_store), "--since", "2030-01-01", "--until", "2030-02-01"])
+    assert r.exit_code == 2
+    assert ("too few events to train on: 0 at or after 2030-01-01T00:00:00+00:00 and before "
+            "2030-02-01T00:00:00+00:00, at least 10 are needed; ingest events first or widen --since/--until"
+            ) in " ".join(r.output.split())
 
 
 def test_bad_options_are_named(synth_store, tmp_path):

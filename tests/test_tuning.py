@@ -79,7 +79,21 @@ def test_tradeoff_counts_and_intervals(db):
     assert o["legitimate_blocked"]["count"] == 10 and o["legitimate_challenged"]["count"] == 0
     assert o["legitimate_challenged_total"]["count"] == 20
     assert o["attacks_stopped"]["count"] == 8 and o["precision"]["count"] == 8 and o["precision"]["of"] == 18
-    assert any("naive_takeover" in w and "too few" in w for w in t["warnings"])
+    assert "only 5 labelled attacks of type naive_takeover: too few to trust its catch rate" in t["warnings"]
+
+
+def test_the_warning_about_few_attacks_of_a_type_agrees_with_its_count():
+    import numpy as np
+    import pandas as pd
+
+    from risk.tuning import History, _type_warnings
+
+    df = pd.DataFrame({"attack_type": ["brute_force", "vpn_takeover", "vpn_takeover", None]})
+    attack = np.array([True, True, True, False])
+    assert _type_warnings(History(df, ~attack, attack)) == [
+        "only 1 labelled attack of type brute_force: too few to trust its catch rate",
+        "only 2 labelled attacks of type vpn_takeover: too few to trust its catch rate",
+    ]
 
 
 def test_tune_finds_the_lowest_threshold_meeting_the_block_target(db):

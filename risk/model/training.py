@@ -363,7 +363,11 @@ def train(con, *, since: datetime | None = None, until: datetime | None = None, 
         raise ModelError(f"--inject-attacks must be 0 or more, got {inject_attacks!r}")
     feats = features_in_chunks(con, since=since, until=until, chunk_rows=chunk_rows, progress=progress)
     if feats.num_rows < 10:
-        raise ModelError(f"too few events to train on: {feats.num_rows} in the window; ingest events first")
+        bounds = ([] if since is None else [f"at or after {since.isoformat()}"]) + (
+            [] if until is None else [f"before {until.isoformat()}"])
+        raise ModelError(f"too few events to train on: {feats.num_rows} {' and '.join(bounds) or 'in the store'}, "
+                         "at least 10 are needed; ingest events first"
+                         + (" or widen --since/--until" if bounds else ""))
     labels = load_labels(con)
     full = labelled(feats, labels)
     if inject_attacks:
