@@ -28,6 +28,16 @@ def db(tmp_path_factory):
     return d / "rg.duckdb"
 
 
+@pytest.fixture
+def con(db, tmp_path):
+    """A connection to a copy of the module's store (tests may write)."""
+    path = tmp_path / "copy.duckdb"
+    path.write_bytes(db.read_bytes())
+    c = store.connect(path)
+    yield c
+    c.close()
+
+
 def test_tpr_at_challenge_rate_known_answers():
     legit = np.arange(100.0)  # 0 .. 99: challenging 1 % = 1 event, so the bar is above 98
     assert tpr_at_challenge_rate(np.array([99.0, 98.5, 50.0]), legit, 0.01) == pytest.approx(2 / 3)
@@ -106,53 +116,41 @@ def test_evaluate_reports_per_attack_type_against_legitimate_successful_sign_ins
     assert np.isnan(unl.y).all() and "roc_auc" not in evaluate(scores, unl)
 
 
-def test_features_in_chunks_are_the_features_of_one_call_and_report_progress(db, tmp_path):
+def test_features_in_chunks_are_the_features_of_one_call_and_report_progress(con):
     from risk.model.training import features_in_chunks
     from risk.score import chunk_bounds
 
-    path = tmp_path / "chunks.duckdb"
-    path.write_bytes(db.read_bytes())
-    con = store.connect(path)
-    try:
-        whole = compute_features(con)
-        n = whole.num_rows
-        reports = []
-        chunked = features_in_chunks(con, chunk_rows=n // 5, progress=lambda done, total: reports.append((done, total)))
-        bounds, total = chunk_bounds(con, None, None, chunk_rows=n // 5)
-        assert total == n and len(bounds) >= 5
-        assert chunked.equals(whole)  # same rows, order and values: the features are point in time
-        assert len(reports) == len(bounds) and reports[-1] == (n, n)
-        assert all(a[0] < b[0] for a, b in zip(reports, reports[1:]))
-        # a period, and a period without events (one empty call, the schema kept)
-        since = whole.column("creation_date")[n // 2].as_py()
-        part = features_in_chunks(con, since=since, chunk_rows=n // 7)
-        assert part.equals(compute_features(con, since=since))
-        empty = features_in_chunks(con, until=whole.column("creation_date")[0].as_py(), chunk_rows=10)
-        assert empty.num_rows == 0 and empty.schema == whole.schema
-        with pytest.raises(Exception, match="chunk_rows must be at least 1"):
-            features_in_chunks(con, chunk_rows=0)
-    finally:
-        con.close()
+    whole = compute_features(con)
+    n = whole.num_rows
+    reports = []
+    chunked = features_in_chunks(con, chunk_rows=n // 5, progress=lambda done, total: reports.append((done, total)))
+    bounds, total = chunk_bounds(con, None, None, chunk_rows=n // 5)
+    assert total == n and len(bounds) >= 5
+    assert chunked.equals(whole)  # same rows, order and values: the features are point in time
+    assert len(reports) == len(bounds) and reports[-1] == (n, n)
+    assert all(a[0] < b[0] for a, b in zip(reports, reports[1:]))
+    # a period, and a period without events (one empty call, the schema kept)
+    since = whole.column("creation_date")[n // 2].as_py()
+    part = features_in_chunks(con, since=since, chunk_rows=n // 7)
+    assert part.equals(compute_features(con, since=since))
+    empty = features_in_chunks(con, until=whole.column("creation_date")[0].as_py(), chunk_rows=10)
+    assert empty.num_rows == 0 and empty.schema == whole.schema
+    with pytest.raises(Exception, match="chunk_rows must be at least 1"):
+        features_in_chunks(con, chunk_rows=0)
 
 
-def test_training_in_chunks_fits_the_same_model_as_in_one_call(db, tmp_path):
+def test_training_in_chunks_fits_the_same_model_as_in_one_call(con):
     from risk.model.training import train
 
-    path = tmp_path / "chunks.duckdb"
-    path.write_bytes(db.read_bytes())
-    con = store.connect(path)
-    try:
-        feats = compute_features(con).to_pandas()
-        one = train(con, seed=4, save=False, chunk_rows=10**9)
-        many = train(con, seed=4, save=False, chunk_rows=len(feats) // 6)
-        assert one.rows == many.rows == len(feats)
-        cols = list(one.model.feature_names_in_)
-        assert np.array_equal(one.model.score_samples(feats[cols]), many.model.score_samples(feats[cols]))
-        assert one.model.mode_ == "supervised" and one.model.n_labels_["attack"] > 0
-        assert json.dumps(one.metrics, sort_keys=True, default=str) == json.dumps(many.metrics, sort_keys=True,
-                                                                                  default=str)
-    finally:
-        con.close()
+    feats = compute_features(con).to_pandas()
+    one = train(con, seed=4, save=False, chunk_rows=10**9)
+    many = train(con, seed=4, save=False, chunk_rows=len(feats) // 6)
+    assert one.rows == many.rows == len(feats)
+    cols = list(one.model.feature_names_in_)
+    assert np.array_equal(one.model.score_samples(feats[cols]), many.model.score_samples(feats[cols]))
+    assert one.model.mode_ == "supervised" and one.model.n_labels_["attack"] > 0
+    assert json.dumps(one.metrics, sort_keys=True, default=str) == json.dumps(many.metrics, sort_keys=True,
+                                                                              default=str)
 
 
 def test_train_window_and_first_use_default(db, tmp_path):
