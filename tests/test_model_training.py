@@ -153,6 +153,35 @@ def test_training_in_chunks_fits_the_same_model_as_in_one_call(con):
                                                                               default=str)
 
 
+def test_training_gives_duckdbs_freed_memory_back_while_fitting_then_leaves_the_setting_as_it_was(con,
+                                                                                                   monkeypatch):
+    from risk.model import training
+
+    setting = "SELECT current_setting('allocator_background_threads')"
+    seen = []
+    fail = []
+    fit = training.RiskModel.fit
+
+    def spy(self, *a, **k):
+        seen.append(con.execute(setting).fetchall()[0][0])
+        if fail:
+            raise RuntimeError("the fit failed")
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(training.RiskModel, "fit", spy)
+    for before in (False, True):
+        con.execute(f"SET allocator_background_threads = {str(before).lower()}")
+        seen.clear()
+        training.train(con, seed=1, save=False)
+        assert seen and all(seen)  # on during every fit
+        assert con.execute(setting).fetchall()[0][0] is before
+    fail.append(True)  # and when a fit fails
+    con.execute("SET allocator_background_threads = false")
+    with pytest.raises(RuntimeError, match="the fit failed"):
+        training.train(con, seed=1, save=False)
+    assert seen[-1] is True and con.execute(setting).fetchall()[0][0] is False
+
+
 def test_train_window_and_first_use_default(db, tmp_path):
     from datetime import datetime, timezone
 

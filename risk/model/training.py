@@ -26,6 +26,8 @@ at the score that challenges 1 % of legitimate successful sign-ins.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -369,8 +371,28 @@ def train(con, *, since: datetime | None = None, until: datetime | None = None, 
         raise ModelError(f"too few events to train on: {feats.num_rows} {' and '.join(bounds) or 'in the store'}, "
                          "at least 10 are needed; ingest events first"
                          + (" or widen --since/--until" if bounds else ""))
-    labels = load_labels(con)
-    full = labelled(feats, labels)
+    full = labelled(feats, load_labels(con))
+    del feats  # pandas holds the features now; the table's memory goes back with the rest (below)
+    with _memory_given_back(con):
+        return _fit_and_save(con, full, since=since, until=until, use_labels=use_labels,
+                             inject_attacks=inject_attacks, holdout=holdout, params=params, seed=seed, save=save)
+
+
+@contextmanager
+def _memory_given_back(con) -> Iterator[None]:
+    """DuckDB's allocator gives the memory the feature queries freed back to the system while the models fit
+    (its background threads purge it; without them it keeps it for its next queries: training on 1,000,000
+    events held 1.49 GB after the features, 0.66 GB two seconds after this), then is as it was."""
+    was = con.execute("SELECT current_setting('allocator_background_threads')").fetchall()[0][0]
+    con.execute("SET allocator_background_threads = true")
+    try:
+        yield
+    finally:
+        con.execute(f"SET allocator_background_threads = {'true' if was else 'false'}")
+
+
+def _fit_and_save(con, full: TrainingSet, *, since, until, use_labels, inject_attacks, holdout, params, seed,
+                  save) -> TrainResult:
     if inject_attacks:
         full = TrainingSet.concat([full, _inject(con, inject_attacks, full.features, seed=seed)])
         order = np.argsort(pd.to_datetime(full.features["creation_date"], utc=True).to_numpy(), kind="stable")
