@@ -52,10 +52,10 @@ INJECTED = ("injected_foreign", "injected_domestic")
 INJECT_DELAY = (timedelta(minutes=5), timedelta(hours=12))
 #: Victims are users with at least this many earlier successful sign-ins (a history to compare with).
 INJECT_MIN_HISTORY = 3
-#: Events per window of features when training (:func:`features_in_chunks`). Training on 5,000,000 events
-#: (``bench/features.py``'s store, ``riskgate train --no-labels``, 2026-11-27): one call 148.6 s and 19.1 GB
-#: peak; windows of 1,000,000 121.9 s and 8.6 GB; of 500,000 143.9 s and 8.7 GB (the fit's own peak is
-#: then the larger). Up to this many events it is one call, as before.
+#: Events per window of features when training (:func:`features_in_chunks`). ``python bench/train.py`` (5,000,000
+#: events, ``riskgate train --no-labels``, 2026-11-27): features in one call 141.2 s and an 18.19 GiB peak; in
+#: windows of 1,000,000 115.9 s and 5.72 GiB; of 500,000 137.4 s and 5.62 GiB (every window reads the history
+#: before it again). Up to this many events it is one call, as before.
 TRAIN_CHUNK_ROWS = 1_000_000
 
 
@@ -330,7 +330,7 @@ def features_in_chunks(con, *, since: datetime | None = None, until: datetime | 
     """``compute_features(con, since=, until=)``, computed over consecutive time windows of about ``chunk_rows``
     events (``risk.score.chunk_bounds``) and put together: the same rows and values (features are point in
     time), with DuckDB's working memory bounded by the window instead of growing with the store (training on
-    5,000,000 events peaked at 19.1 GB in one call, 8.6 GB in windows: :data:`TRAIN_CHUNK_ROWS`).
+    5,000,000 events peaked at 18.19 GiB in one call, 5.72 GiB in windows: :data:`TRAIN_CHUNK_ROWS`).
     ``progress(done, total)`` after each window. Every window reads the history before it again, so windows
     much smaller than the default cost time."""
     from risk.features import compute_features
@@ -381,8 +381,9 @@ def train(con, *, since: datetime | None = None, until: datetime | None = None, 
 @contextmanager
 def _memory_given_back(con) -> Iterator[None]:
     """DuckDB's allocator gives the memory the feature queries freed back to the system while the models fit
-    (its background threads purge it; without them it keeps it for its next queries: training on 1,000,000
-    events held 1.49 GB after the features, 0.66 GB two seconds after this), then is as it was."""
+    (its background threads purge it; without them it keeps it for its next queries: after the features of
+    1,000,000 events the process held 1.49 GiB, two seconds after this 0.66 GiB; training on 5,000,000 peaked
+    at 8.21 GiB without it, 5.65 GiB with it), then is as it was."""
     was = con.execute("SELECT current_setting('allocator_background_threads')").fetchall()[0][0]
     con.execute("SET allocator_background_threads = true")
     try:
