@@ -116,7 +116,8 @@ def history(con, since: datetime | None = None, until: datetime | None = None) -
     if not attack.any():
         warnings.append("no sign-in is labelled an attack: attacks caught cannot be measured")
     elif attack.sum() < 30:
-        warnings.append(f"only {int(attack.sum())} labelled attacks: rates are rough, see the intervals")
+        n = int(attack.sum())
+        warnings.append(f"only {n} labelled {'attack' if n == 1 else 'attacks'}: rates are rough, see the intervals")
     return History(df, legit, attack, warnings)
 
 

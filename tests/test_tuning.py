@@ -82,6 +82,14 @@ def test_tradeoff_counts_and_intervals(db):
     assert "only 5 labelled attacks of type naive_takeover: too few to trust its catch rate" in t["warnings"]
 
 
+def test_the_warning_about_few_attacks_agrees_with_their_count(db):
+    with store.connect(db) as con:
+        assert "only 10 labelled attacks: rates are rough, see the intervals" in tuning.history(con).warnings
+        # one attack left labelled (the others' labels removed, so they count as unknown)
+        con.execute("DELETE FROM labels WHERE event_id LIKE 'x%' AND event_id <> 'x009'")
+        assert "only 1 labelled attack: rates are rough, see the intervals" in tuning.history(con).warnings
+
+
 def test_the_warning_about_few_attacks_of_a_type_agrees_with_its_count():
     import numpy as np
     import pandas as pd
