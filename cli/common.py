@@ -14,7 +14,7 @@ from typing import Annotated, Callable, TypeVar
 import typer
 from rich.console import Console
 
-from ingest.errors import RiskgateError
+from ingest.errors import RiskgateError, counted  # noqa: F401 (counted: for the commands)
 
 app = typer.Typer(
     name="riskgate",
@@ -41,11 +41,6 @@ DbOption = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 F = TypeVar("F", bound=Callable)
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 event``, ``2 events``, ``1,000 events``: a count and its noun in agreement."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -43,6 +43,12 @@ def malformed_json(msg: str, where: str) -> str:
     return f"malformed JSON: {msg}{'' if msg.endswith(' at') else ' at'} {where}"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 event``, ``2 events``, ``1,000 events``: a count and its noun in agreement (messages, the CLI and
+    the dashboard)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = RiskgateError) -> None:
     """Refuse, before anything is read or written, an output path whose folder is missing or not writable
     (the commands that write files call this first, so a typo costs no work and leaves nothing behind)."""

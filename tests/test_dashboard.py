@@ -239,18 +239,25 @@ def test_events_page_filters_by_cidr_and_explains_the_event(db):
     at.text_input(key="ev_ip").input("2001:db8::/32")
     at.selectbox(key="ev_level").select("High")
     at.form_submit_button[0].click().run()
-    assert "**1 events** match" in texts(at)
+    assert "**1 event** matches" in texts(at)
     at.text_input(key="ev_ip").input("10.0.0.0/33")
     at.form_submit_button[0].click().run()
     assert any("not an IP address or a CIDR" in e.value for e in at.error)
     assert not at.dataframe  # nothing listed while a filter is wrong
 
 
+def test_user_page_counts_one_event_in_the_singular(db):
+    at = app("user")
+    at.text_input(key="user_name").input("erin").run()
+    assert not at.exception
+    assert "AdminListUserAuthEvents: newest first · page 1 · 1 event" in texts(at).splitlines()
+
+
 def test_user_page_feedback_buttons_write_at_once(db):
     at = app("user")
     at.text_input(key="user_name").input("alice").run()
     assert not at.exception
-    assert "AdminListUserAuthEvents" in texts(at)
+    assert "AdminListUserAuthEvents: newest first · page 1 · 3 events" in texts(at)
     assert q(db, "SELECT count(*) FROM feedback") == [(0,)]
     at.button(key="fb_invalid_e03").click().run()
     assert q(db, "SELECT event_id, feedback_value, provider FROM feedback") == [("e03", "Invalid", "Admin")]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import common
-from dashboards.common import n, q
+from dashboards.common import q
+from ingest.errors import counted
 from ingest.schema import EVENT_TYPES
 from risk import insights
 
@@ -77,7 +78,8 @@ if page_no > pages:  # the filters changed under a later page
     page_no = st.session_state["ev_page"] = 1
     rows, total = q(insights.search_events, filters, limit=PAGE_ROWS, offset=0)
 head = st.columns([3, 1])
-head[0].markdown(f"**{n(total)} events** match · newest first · page {page_no} of {pages}")
+head[0].markdown(f"**{counted(total, 'event')}** {'matches' if total == 1 else 'match'} · newest first · "
+                 f"page {page_no} of {pages}")
 head[1].number_input("Page", min_value=1, max_value=pages, step=1, key="ev_page", label_visibility="collapsed")
 
 if not len(rows):

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboards import common
 from dashboards.common import q
-from ingest.errors import RiskgateError
+from ingest.errors import RiskgateError, counted
 from risk import insights
 from risk.auth_events import UserNotFoundError, list_user_auth_events
 from risk.feedback import set_feedback
@@ -62,7 +62,7 @@ except UserNotFoundError as exc:
     st.stop()
 
 events = listing["AuthEvents"]
-st.caption(f"AdminListUserAuthEvents: newest first · page {len(tokens) + 1} · {len(events)} events")
+st.caption(f"AdminListUserAuthEvents: newest first · page {len(tokens) + 1} · {counted(len(events), 'event')}")
 if not events:
     st.info("No events on this page.")
 
