@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
 from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher
@@ -131,7 +131,7 @@ def summary(db: DbOption = None, json_out: JsonFlag = False) -> None:
         return
     console.print(f"[bold]store[/] {store.resolve_db_path(db)}", highlight=False)
     console.print(
-        f"events {s['events']:,} from {s['users_in_events']:,} users, {s['first_event']} .. {s['last_event']}; "
+        f"events {s['events']:,} from {counted(s['users_in_events'], 'user')}, {s['first_event']} .. {s['last_event']}; "
         f"users loaded {s['users_loaded']:,}; labels {s['labels']:,}; quarantined rows {s['quarantined']:,}",
         highlight=False,
     )

@@ -119,7 +119,7 @@ def export(
         n = export_assessments(con, out, format, since=lo, until=hi)
     finally:
         con.close()
-    console.print(f"wrote {n:,} rows to {out}", highlight=False)
+    console.print(f"wrote {counted(n, 'row')} to {out}", highlight=False)
 
 
 @app.command()
@@ -140,7 +140,7 @@ def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = 
         return
     period = (f" from {since} until {until}" if lo and hi else f" since {since}" if lo else f" until {until}" if hi
               else "")
-    console.print(f"[bold]assessments[/]{period}: {s['events_scored']:,} events scored, {s['events_unscored']:,} not yet",
+    console.print(f"[bold]assessments[/]{period}: {counted(s['events_scored'], 'event')} scored, {s['events_unscored']:,} not yet",
                   highlight=False)
     if not s["events_scored"]:
         if s["events_unscored"]:

@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
 from cli.score_cmd import SinceOption, UntilOption, parse_period
 
 
@@ -32,8 +32,8 @@ def _print_metrics(metrics: dict) -> None:
         console.print("no labelled events in the held-out period: no metrics (load labels, give feedback, "
                       "or use --inject-attacks)", highlight=False)
         return
-    console.print(f"held-out period from {metrics.get('holdout_since')}: {metrics['events']:,} events, "
-                  f"{metrics['labelled']:,} labelled, {metrics['attacks']:,} attacks", highlight=False)
+    console.print(f"held-out period from {metrics.get('holdout_since')}: {counted(metrics['events'], 'event')}, "
+                  f"{metrics['labelled']:,} labelled, {counted(metrics['attacks'], 'attack')}", highlight=False)
     t = Table("metric", "riskgate", "Freeman baseline", title="held-out metrics (ROC/PR AUC over labelled sign-ins)")
     for key, name in (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("brier", "Brier score")):
         t.add_row(name, _fmt(metrics.get(key)), _fmt(base.get(key)))
@@ -91,7 +91,8 @@ def train(
         print(json.dumps({"version": result.version, "kind": result.kind, "rows": result.rows,
                           "labels": result.labelled, "metrics": result.metrics}, default=str))
         return
-    console.print(f"trained {result.kind} on {result.rows:,} events ({result.labelled['attack']:,} attacks, "
+    console.print(f"trained {result.kind} on {counted(result.rows, 'event')} "
+                  f"({counted(result.labelled['attack'], 'attack')}, "
                   f"{result.labelled['legitimate']:,} legitimate labelled)", highlight=False)
     _print_metrics(result.metrics)
     console.print(f"model version {result.version} registered and active", highlight=False)

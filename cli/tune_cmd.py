@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
 from cli.score_cmd import SinceOption, UntilOption, parse_period
 from ingest.errors import RiskgateError
 
@@ -95,8 +95,8 @@ def tune(
 
 def _print_tune(r) -> None:
     t = r.tradeoff
-    console.print(f"history: {t['events']:,} assessed sign-ins, {t['legitimate']:,} legitimate, "
-                  f"{t['attacks']:,} attacks", highlight=False)
+    console.print(f"history: {counted(t['events'], 'assessed sign-in')}, {t['legitimate']:,} legitimate, "
+                  f"{counted(t['attacks'], 'attack')}", highlight=False)
     th = Table(title="thresholds", show_edge=False, title_justify="left")
     for c in ("level", f"in force (v{r.current_version})", "proposed", "actions", "legitimate at or above",
               "attacks at or above", "precision"):

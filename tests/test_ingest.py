@@ -227,7 +227,7 @@ def test_text_output_names_counts_and_reasons(env):
     assert "rows read 4  events added 1  duplicates skipped 0  quarantined 3" in res.stdout
     assert "EventType \"…\" is not one of" in res.stdout
     res = runner.invoke(app, ["summary"])
-    assert res.exit_code == 0 and "events 1 from 1 users" in res.stdout
+    assert res.exit_code == 0 and "events 1 from 1 user," in res.stdout
 
 
 def test_store_location_from_option_beats_environment(env, tmp_path):

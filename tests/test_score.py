@@ -81,6 +81,17 @@ def test_the_summary_line_counts_in_words_that_agree_with_the_numbers(store):
     assert chunks > 1 and tail.startswith(f"{chunks} chunks (model v1")
 
 
+def test_the_report_and_export_lines_agree_with_their_counts(store, tmp_path):
+    rg("score", db=store)
+    t = q(store, "SELECT creation_date FROM events GROUP BY creation_date HAVING count(*) = 1 LIMIT 1")[0][0]
+    one = ["--since", t.isoformat(), "--until", (t + timedelta(microseconds=1)).isoformat()]
+    assert ": 1 event scored, 0 not yet" in rg("report", *one, db=store).stdout
+    out = tmp_path / "one.csv"
+    assert " ".join(rg("export", "--out", out, *one, db=store).stdout.split()) == f"wrote 1 row to {out}"
+    n = q(store, "SELECT count(*) FROM events")[0][0]
+    assert rg("export", "--out", tmp_path / "all.csv", db=store).stdout.startswith(f"wrote {n:,} rows to ")
+
+
 def test_incremental_runs_equal_one_run_over_everything(store, tmp_path):
     other = tmp_path / "other.duckdb"
     shutil.copy(store, other)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards.common import n, q
+from dashboards.common import q
+from ingest.errors import counted
 from risk import insights
 
 st.title("Jobs")
@@ -34,7 +35,7 @@ reasons = q(insights.quarantine_reasons, 50)
 if not len(reasons):
     st.info("Nothing quarantined.")
     st.stop()
-st.markdown(f"**{n(reasons['rows'].sum())} rows** quarantined for {len(reasons):,} distinct reasons "
+st.markdown(f"**{counted(int(reasons['rows'].sum()), 'row')}** quarantined for {counted(len(reasons), 'distinct reason')} "
             "(the 50 most frequent shown).")
 st.dataframe(reasons, hide_index=True, key="jobs_reasons")
 reason = st.selectbox("Examples of", reasons["reason"].tolist(), key="jobs_reason")

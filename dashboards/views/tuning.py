@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboards import common
 from dashboards.common import q
-from ingest.errors import RiskgateError
+from ingest.errors import RiskgateError, counted
 from risk import insights, levels
 from risk.tuning import Targets, TuningError, tune_of
 
@@ -110,7 +110,8 @@ m[2].metric("Attacks stopped", _share(o["attacks_stopped"]), _delta("attacks_sto
             help="Challenged with MFA or blocked.")
 m[3].metric("Precision", _share(o["precision"]), _delta("precision"),
             help="Attacks among the labelled sign-ins the risk level challenges or blocks.")
-st.caption(f"{trade['events']:,} assessed sign-ins: {trade['legitimate']:,} legitimate, {trade['attacks']:,} attacks "
+st.caption(f"{counted(trade['events'], 'assessed sign-in')}: {trade['legitimate']:,} legitimate, "
+           f"{counted(trade['attacks'], 'attack')} "
            "(labels and feedback). 95 % intervals: " + " · ".join(
                f"{name} {_rate(o[key])}" for name, key in (("challenged or blocked", "legitimate_challenged_or_blocked"),
                                                           ("blocked", "legitimate_blocked"),
