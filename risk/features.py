@@ -85,6 +85,7 @@ import pyarrow as pa
 
 from ingest.errors import RiskgateError
 from risk import feedback
+from risk.score import check_period
 from risk.signals import FEATURE_COLUMNS
 
 #: Weight m of the Freeman smoothing prior (pseudo-events drawn from the level above).
@@ -505,6 +506,7 @@ def compute_features(
     for name, value in (("since", since), ("until", until)):
         if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
             raise FeatureError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    check_period(since, until)
     for name, value in (("event_ids", event_ids), ("usernames", usernames)):
         if isinstance(value, str):
             raise FeatureError(f"{name} must be a list of strings, got the single string {value!r}")

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import store as ingest_store
+from ingest.errors import RiskgateError
 from ingest.store import Migration
 
 MIGRATIONS = (
@@ -121,8 +122,21 @@ PERIOD_SQL = """(CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date >= CAST(? AS 
   AND (CAST(? AS TIMESTAMPTZ) IS NULL OR e.creation_date < CAST(? AS TIMESTAMPTZ))"""
 
 
+class EmptyPeriodError(RiskgateError):
+    """``since`` is not before ``until``: the period holds no time, so no event."""
+
+
+def check_period(since: datetime | None, until: datetime | None) -> None:
+    """Refuse a period that holds no time (``since`` not before ``until``) instead of matching nothing in
+    silence; the CLI refuses it with the options' names before any of this runs."""
+    if since is not None and until is not None and since >= until:
+        raise EmptyPeriodError(f"since {since.isoformat()} is not before until {until.isoformat()}: "
+                               "that period holds no event")
+
+
 def period_params(since: datetime | None, until: datetime | None) -> list:
-    """The parameters of :data:`PERIOD_SQL`, in its order."""
+    """The parameters of :data:`PERIOD_SQL`, in its order (an empty period is refused: :func:`check_period`)."""
+    check_period(since, until)
     return [since, since, until, until]
 
 

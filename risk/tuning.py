@@ -103,6 +103,9 @@ class History:
 
 def history(con, since: datetime | None = None, until: datetime | None = None) -> History:
     """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings)."""
+    from risk.score import check_period
+
+    check_period(since, until)
     df = labelled_scores(con, since=since, until=until)
     if len(df) == 0:
         raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")

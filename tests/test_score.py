@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+import risk.store
 from cli import app
+from ingest.errors import RiskgateError
 from tests.storedb import q
 
 runner = CliRunner()
@@ -322,6 +324,37 @@ def test_an_empty_period_is_refused_before_the_store_changes(store, tmp_path, ar
         res = runner.invoke(app, [*args, "--since", since, "--until", until, "--db", str(store)])
         assert res.exit_code == 2, res.output
         assert f"--since {since} is not before --until {until}" in res.stderr
+    assert q(store, "SELECT (SELECT count(*) FROM score_runs), (SELECT count(*) FROM assessments), "
+                    "(SELECT count(*) FROM models)") == before
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_library_refuses_an_empty_period_too_before_the_store_changes(store, tmp_path):
+    """A notebook calling the library with since at or after until gets the same refusal as the CLI gives."""
+    from risk import features, report, tuning
+    from risk.model import training
+    from risk.score import score_events
+
+    before = q(store, "SELECT (SELECT count(*) FROM score_runs), (SELECT count(*) FROM assessments), "
+                      "(SELECT count(*) FROM models)")
+    t = datetime(2026, 3, 1, 8, tzinfo=timezone.utc)
+    calls = {
+        "score_events": lambda con, a, b: score_events(con, since=a, until=b, rescore=True),
+        "compute_features": lambda con, a, b: features.compute_features(con, since=a, until=b),
+        "train": lambda con, a, b: training.train(con, since=a, until=b),
+        "history (tune, whatif)": lambda con, a, b: tuning.history(con, since=a, until=b),
+        "export_assessments": lambda con, a, b: report.export_assessments(con, tmp_path / "x.csv", since=a, until=b),
+        "pipeline_summary": lambda con, a, b: report.pipeline_summary(con, since=a, until=b),
+    }
+    con = risk.store.connect(store)
+    try:
+        for name, call in calls.items():
+            for a, b in ((t, t), (t, t - timedelta(days=1))):
+                with pytest.raises(RiskgateError, match=re.escape(
+                        f"since {a.isoformat()} is not before until {b.isoformat()}: that period holds no event")):
+                    call(con, a, b)
+    finally:
+        con.close()
     assert q(store, "SELECT (SELECT count(*) FROM score_runs), (SELECT count(*) FROM assessments), "
                     "(SELECT count(*) FROM models)") == before
     assert not (tmp_path / "x.csv").exists()
