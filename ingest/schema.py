@@ -138,3 +138,9 @@ def short_digest(text: str) -> str:
     """The first 32 hex digits of the SHA-256 of ``text``'s UTF-8: the content part of derived event ids and
     device fingerprints (the caller adds its prefix)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def offset_text(minutes: int) -> str:
+    """Minutes east of UTC as ``EventContextData.Timezone`` writes them: ``+02:00``, ``-03:30``, ``+00:00``."""
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

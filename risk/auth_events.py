@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from ingest.errors import RiskgateError
+from ingest.schema import offset_text
 from risk.feedback import LATEST_FEEDBACK_SQL
 
 MAX_RESULTS = 60
@@ -79,9 +80,7 @@ def utc_offset(zone: str | None, when: datetime) -> str | None:
     z = _zone(zone) if zone else None
     if z is None or when is None:
         return None
-    minutes = int(when.astimezone(z).utcoffset().total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return offset_text(int(when.astimezone(z).utcoffset().total_seconds()) // 60)
 
 
 def list_user_auth_events(

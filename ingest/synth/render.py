@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ingest.schema import EVENT_RESPONSES, EVENT_TYPES
+from ingest.schema import EVENT_RESPONSES, EVENT_TYPES, offset_text
 from ingest.synth import agents
 from ingest.synth import events as ev
 from ingest.synth.catalogue import format_ips
@@ -230,9 +230,7 @@ class View:
         uniq, inv = np.unique(key, return_inverse=True)
         out = []
         for k in uniq.tolist():
-            m = utc_offset_minutes(self.r.net_tz[k >> 24] or "UTC", k & ((1 << 24) - 1))
-            sign = "+" if m >= 0 else "-"
-            out.append(f"{sign}{abs(m) // 60:02d}:{abs(m) % 60:02d}")
+            out.append(offset_text(utc_offset_minutes(self.r.net_tz[k >> 24] or "UTC", k & ((1 << 24) - 1))))
         return np.array(out, dtype=object)[inv]
 
 
