@@ -34,8 +34,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from ingest.errors import RiskgateError
+from ingest.errors import RiskgateError, counted
 from risk.levels import LEVELS, Thresholds
+from risk.score import check_period
 
 #: Outcome codes, in order of severity.
 OUTCOMES = ("Allow", "MfaChallenge", "Block")
@@ -103,8 +104,6 @@ class History:
 
 def history(con, since: datetime | None = None, until: datetime | None = None) -> History:
     """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings)."""
-    from risk.score import check_period
-
     check_period(since, until)
     df = labelled_scores(con, since=since, until=until)
     if len(df) == 0:
@@ -119,8 +118,7 @@ def history(con, since: datetime | None = None, until: datetime | None = None) -
     if not attack.any():
         warnings.append("no sign-in is labelled an attack: attacks caught cannot be measured")
     elif attack.sum() < 30:
-        n = int(attack.sum())
-        warnings.append(f"only {n} labelled {'attack' if n == 1 else 'attacks'}: rates are rough, see the intervals")
+        warnings.append(f"only {counted(int(attack.sum()), 'labelled attack')}: rates are rough, see the intervals")
     return History(df, legit, attack, warnings)
 
 
@@ -277,8 +275,7 @@ def _type_warnings(h: History) -> list[str]:
     out = []
     for k, n in sorted(pd.Series(types).value_counts().items()):
         if n < MIN_ATTACKS_PER_TYPE:
-            out.append(f"only {n} labelled {'attack' if n == 1 else 'attacks'} of type {k}: "
-                       "too few to trust its catch rate")
+            out.append(f"only {counted(int(n), 'labelled attack')} of type {k}: too few to trust its catch rate")
     return out
 
 
