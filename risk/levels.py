@@ -126,18 +126,32 @@ def history(con: duckdb.DuckDBPyConnection) -> list[dict]:
     ]
 
 
+def level_index(scores, t: Thresholds) -> np.ndarray:
+    """0 (no risk), 1 (Low), 2 (Medium), 3 (High) per score, as int8 (``LEVEL_NAMES`` names them).
+
+    A NaN score is below every threshold here; :func:`levels` refuses it.
+    """
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    return (s >= t.low).astype(np.int8) + (s >= t.medium) + (s >= t.high)
+
+
+#: the level of each :func:`level_index`
+LEVEL_NAMES = (None, *LEVELS)
+
+
 def levels(scores, t: Thresholds) -> np.ndarray:
     """Vectorised level of each score: an object array of "High" / "Medium" / "Low" / None.
 
     A NaN score (the model could not score an event) is an error naming the
     first such position: it must not pass silently as "no risk".
     """
+    return np.array(LEVEL_NAMES, dtype=object)[checked_level_index(scores, t)]
+
+
+def checked_level_index(scores, t: Thresholds) -> np.ndarray:
+    """:func:`level_index`, refusing a NaN score with the first such position."""
     s = np.asarray(scores, dtype=float).reshape(-1)
     bad = np.flatnonzero(np.isnan(s))
     if bad.size:
         raise RiskgateError(f"score {int(bad[0])} of {s.size} is NaN; a risk level needs a number")
-    out = np.full(s.shape, None, dtype=object)
-    out[s >= t.low] = "Low"
-    out[s >= t.medium] = "Medium"
-    out[s >= t.high] = "High"
-    return out
+    return level_index(s, t)

@@ -265,62 +265,107 @@ class _Assessed:
     with a level only), IP-range exception and the index of its decided row."""
 
     scores: np.ndarray
-    levels: np.ndarray
     risky: np.ndarray  # positions of the events with a level
     explained: list  # their reasons, in the order of ``risky``
-    exceptions: list[str]
-    codes: list[int]  # per event, its row of ``decided``
+    exceptions: np.ndarray  # per event, its index in EXCEPTION_NAMES
+    codes: np.ndarray  # per event, its row of ``decided``
     decided: list[tuple]  # one per distinct combination of decide()'s inputs, in _DECISION_FIELDS order
 
 
-def _assess(ctx: _Context, X, subset: Callable, ev: dict[str, list]) -> _Assessed:
+#: the IP-range exception of each code of ``risk.exceptions.ExceptionMatches.codes``, as stored
+EXCEPTION_NAMES = ("none", "skipped", "blocked")
+
+
+def _factorize(values) -> tuple[np.ndarray, list]:
+    """Per item the index of its value among the distinct values, and those values (None among them when
+    present). An Arrow (chunked) array is encoded by Arrow, not item by item in Python; a list (a few rows,
+    the service) in Python, which is quicker there than setting up Arrow's kernels."""
+    if isinstance(values, list):
+        seen: dict = {}
+        return np.array([seen.setdefault(v, len(seen)) for v in values], dtype=np.int64), list(seen)
+    arr = values
+    distinct = pc.unique(arr)
+    index = pc.index_in(arr, value_set=distinct, skip_nulls=False)
+    return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64), distinct.to_pylist()
+
+
+def _combined(*codes: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each item's combination, first item of each combination) for per-item codes, each given with
+    how many values it takes."""
+    if len(codes[0][0]) <= 64:  # a few rows (the service): numpy's sort costs more than it saves
+        seen: dict = {}
+        inverse, first = [], []
+        for i, key in enumerate(zip(*(c.tolist() for c, _ in codes))):
+            code = seen.setdefault(key, len(seen))
+            if code == len(first):
+                first.append(i)
+            inverse.append(code)
+        return np.array(inverse, dtype=np.int64), np.array(first, dtype=np.int64)
+    key = np.zeros(len(codes[0][0]), dtype=np.int64)
+    for c, size in codes:
+        key = key * max(size, 1) + c
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return inverse.reshape(-1), first
+
+
+def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     """Score, level, explain, check the IP-range exceptions and decide for the events of ``X`` (features, an
-    Arrow table or rows); ``subset(positions)`` takes some of them; ``ev`` has the event columns per event."""
+    Arrow table or rows); ``subset(positions)`` takes some of them; ``ev`` has the event columns per event
+    (lists or Arrow arrays)."""
     from risk import levels
     from risk.decide import decide
 
     con = ctx.con
     n = len(ev["username"])
     scores = np.asarray(ctx.model.score_samples(X), dtype=float)
-    lv = levels.levels(scores, ctx.thresholds)
+    lv = levels.checked_level_index(scores, ctx.thresholds)
     # reasons for every event with a risk level (the model's exact contributions); an event
     # below the Low threshold has nothing to explain and gets an empty list
-    risky = np.flatnonzero(np.array([x is not None for x in lv], dtype=bool))
+    risky = np.flatnonzero(lv)
     explained = ctx.model.explain(subset(risky), top=TOP_REASONS) if len(risky) else []
 
+    # each column as codes of its distinct values: the work per event is numpy's and Arrow's
+    raw_pool, raw_pools = _factorize(ev["user_pool_id"])
+    mapped = [_pool_of(con, p) for p in raw_pools]  # events without one: the store's pool
+    pools = list(dict.fromkeys(mapped))
+    pool = np.array([pools.index(p) for p in mapped], dtype=np.int64)[raw_pool]
+    client, clients = _factorize(ev["client_id"])
+    user, users = _factorize(ev["username"])
+    compromised, compromised_values = _factorize(ev["compromised_credentials"])
+    event_type, event_types = _factorize(ev["event_type"])
+
     # IP-range exceptions, per (pool, client)
-    exc: list = [None] * n
-    pool_of = {p: _pool_of(con, p) for p in set(ev["user_pool_id"])}
-    pools = [pool_of[p] for p in ev["user_pool_id"]]
-    clients = ev["client_id"]
-    groups: dict = {}
-    for i, key in enumerate(zip(pools, clients)):
-        groups.setdefault(key, []).append(i)
+    exc = np.zeros(n, dtype=np.int8)
+    group, firsts = _combined((pool, len(pools)), (client, len(clients)))
     ips = ev["client_ip"]
-    for (pool, client), idx in groups.items():
-        for i, r in zip(idx, ctx.exceptions(pool, client).results([ips[i] for i in idx])):
-            exc[i] = str(r)
-    mfa = ctx.mfa_state(sorted({u for u in ev["username"] if u is not None}))
-    has_mfa = [mfa.get(u, False) for u in ev["username"]]
+    for g, i in enumerate(firsts.tolist()):
+        checker = ctx.exceptions(pools[pool[i]], clients[client[i]])
+        if checker.empty:  # the usual configuration: no address to parse
+            continue
+        rows = np.flatnonzero(group == g)
+        exc[rows] = checker.check_many(ips.take(pa.array(rows)) if isinstance(ips, (pa.Array, pa.ChunkedArray))
+                                       else [ips[j] for j in rows]).codes
+    mfa = ctx.mfa_state(sorted(u for u in users if u is not None))
+    has_mfa = np.array([mfa.get(u, False) for u in users], dtype=np.int64)[user]
 
     # decide() once per distinct combination of its inputs; each event takes its combination's row
-    combos: dict = {}
-    codes = [combos.setdefault(key, len(combos)) for key in
-             zip(lv, exc, ev["compromised_credentials"], ev["event_type"], pools, clients, has_mfa)]
+    codes, firsts = _combined((lv, len(levels.LEVEL_NAMES)), (exc, len(EXCEPTION_NAMES)),
+                              (compromised, len(compromised_values)), (event_type, len(event_types)),
+                              (pool, len(pools)), (client, len(clients)), (has_mfa, 2))
     text = lambda v: None if v is None else str(v)  # noqa: E731
     decided = []
-    for key in combos:  # in code order
-        level, exception, compromised, event_type, pool, client, mfa_on = key
-        cfg, cver = ctx.config(pool, client)
-        mode, mver = ctx.mode(pool)
-        d = decide(risk_level=level, exception=exception, compromised=compromised, event_type=event_type,
-                   configuration=cfg, mode=mode, user_has_mfa=mfa_on)
+    for i in firsts.tolist():  # in code order
+        cfg, cver = ctx.config(pools[pool[i]], clients[client[i]])
+        mode, mver = ctx.mode(pools[pool[i]])
+        d = decide(risk_level=levels.LEVEL_NAMES[lv[i]], exception=EXCEPTION_NAMES[exc[i]],
+                   compromised=compromised_values[compromised[i]], event_type=event_types[event_type[i]],
+                   configuration=cfg, mode=mode, user_has_mfa=bool(has_mfa[i]))
         decided.append((
             text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode), d.enforced,
             d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
             text(d.notification), text(d.would_notify), [str(r) for r in d.reasons], cver, mver,
         ))
-    return _Assessed(scores, lv, risky, explained, exc, codes, decided)
+    return _Assessed(scores, risky, explained, exc, codes, decided)
 
 
 @contextmanager
@@ -354,12 +399,12 @@ def _assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     # the event columns in the order of feats (events_to_assess gives them so; anything else is put in order)
     if not (events.num_rows == n and events.column("event_id").equals(feats.column("event_id"))):
         events = events.take(pc.index_in(feats.column("event_id"), value_set=events.column("event_id")))
-    ev = {c: events.column(c).to_pylist()
+    ev = {c: events.column(c)
           for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
     a = _assess(ctx, feats, lambda idx: feats.take(pa.array(idx, pa.int64())), ev)
     decided, codes = a.decided, a.codes
     if n <= 64:  # a few rows: built directly (an Arrow take per column costs more than it saves)
-        per_field = {name: pa.array([decided[c][j] for c in codes], typ)
+        per_field = {name: pa.array([decided[c][j] for c in codes.tolist()], typ)
                      for j, (name, typ) in enumerate(_DECISION_FIELDS)}
     else:
         taken = pa.array(codes, pa.int64())
@@ -371,7 +416,7 @@ def _assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
         "score": pa.array(a.scores, pa.float64()),
         **{name: per_field[name] for name in ("risk_level", "risk_decision", "outcome", "event_action", "mode",
                                                "enforced", "mfa_challenge", "blocked", "override_block")},
-        "ip_exception": pa.array(a.exceptions, pa.string()),
+        "ip_exception": pa.array(EXCEPTION_NAMES, pa.string()).take(pa.array(a.exceptions, pa.int64())),
         **{name: per_field[name] for name in ("compromised_credentials_detected", "reset_required", "notification",
                                                "would_notify")},
         "reasons": reasons,
@@ -412,7 +457,7 @@ def assess_rows(ctx: _Context, feats: list[dict], events: list[dict]) -> list[di
             "event_id": f["event_id"], "score": float(a.scores[i]),
             **{k: d[k] for k in ("risk_level", "risk_decision", "outcome", "event_action", "mode", "enforced",
                                  "mfa_challenge", "blocked", "override_block")},
-            "ip_exception": a.exceptions[i],
+            "ip_exception": EXCEPTION_NAMES[a.exceptions[i]],
             **{k: d[k] for k in ("compromised_credentials_detected", "reset_required", "notification",
                                  "would_notify")},
             "reasons": reasons[i], "decision_reasons": d["decision_reasons"],

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.errors import RiskgateError, counted
-from risk.levels import LEVELS, Thresholds
+from risk.levels import LEVELS, Thresholds, level_index
 from risk.score import check_period
 
 #: Outcome codes, in order of severity.
@@ -206,12 +206,6 @@ class Outcomes:
     def at(self, scores: np.ndarray, t: Thresholds) -> np.ndarray:
         idx = level_index(scores, t)
         return self.by_level[np.arange(len(idx)), idx]
-
-
-def level_index(scores: np.ndarray, t: Thresholds) -> np.ndarray:
-    """0 (no risk), 1 (Low), 2 (Medium), 3 (High) per score (vectorised ``risk.levels.levels``)."""
-    s = np.asarray(scores, dtype=float)
-    return (s >= t.low).astype(np.int8) + (s >= t.medium) + (s >= t.high)
 
 
 # -- trade-off ------------------------------------------------------------------------------------

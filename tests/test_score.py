@@ -209,6 +209,97 @@ def test_blocked_ip_range_overrides_the_model(store, tmp_path):
     assert rows == [("Block", None, True, True, "ENFORCED")]
 
 
+@pytest.mark.parametrize("chunk_rows", [1000, 50])
+def test_each_event_gets_what_decide_gives_for_its_own_inputs_across_clients_pools_exceptions_and_mfa(
+        store, tmp_path, chunk_rows):
+    """A chunk calls decide() once per distinct combination of its inputs, found column by column (by Arrow and
+    numpy for a chunk, in Python for a few rows); every event must still get exactly what decide() gives for its
+    own level, IP-range exception, credentials check, event type, pool, app client and MFA, with the versions of
+    its own configuration and mode. The service's assess_rows gives the same rows."""
+    from risk import config as rc
+    from risk import levels
+    from risk import score as scoring
+    from risk.decide import decide, has_mfa_configured
+    from risk.exceptions import check_ip
+    from risk.features import compute_features
+
+    pool = q(store, "SELECT any_value(user_pool_id) FROM events")[0][0]
+    a, b, c = [r[0] for r in q(store, """SELECT client_ip FROM events WHERE ip_version = 4 GROUP BY 1
+                                         ORDER BY count(*) DESC, 1 LIMIT 3""")]
+    con = risk.store.connect(store)
+    try:  # a second app client for a third of the events, no pool id on some, found breaches on others, MFA
+        con.execute("UPDATE events SET client_id = 'apptwo' WHERE hash(event_id) % 3 = 0")
+        con.execute("UPDATE events SET user_pool_id = NULL WHERE hash(event_id) % 7 = 1")
+        con.execute("UPDATE events SET compromised_credentials = (hash(event_id) % 5 = 2)")
+        con.execute("UPDATE users SET mfa_settings = ['SOFTWARE_TOKEN_MFA'] WHERE hash(username) % 2 = 0")
+    finally:
+        con.close()
+    docs = {
+        "pool.json": {"UserPoolId": pool, "RiskExceptionConfiguration": {"SkippedIPRangeList": [f"{a}/32", f"{b}/32"]},
+                      "AccountTakeoverRiskConfiguration": {"Actions": {
+                          "LowAction": {"Notify": False, "EventAction": "NO_ACTION"},
+                          "MediumAction": {"Notify": True, "EventAction": "MFA_IF_CONFIGURED"},
+                          "HighAction": {"Notify": True, "EventAction": "MFA_IF_CONFIGURED"}}}},
+        "client.json": {"UserPoolId": pool, "ClientId": "apptwo",
+                        "RiskExceptionConfiguration": {"BlockedIPRangeList": [f"{a}/32", f"{c}/32"]},
+                        "AccountTakeoverRiskConfiguration": {"Actions": {
+                            "LowAction": {"Notify": False, "EventAction": "NO_ACTION"},
+                            "MediumAction": {"Notify": True, "EventAction": "MFA_REQUIRED"},
+                            "HighAction": {"Notify": True, "EventAction": "BLOCK"}}},
+                        "CompromisedCredentialsRiskConfiguration": {"Actions": {"EventAction": "BLOCK"}}},
+    }
+    for name, doc in docs.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+        rg("config", "set", tmp_path / name, db=store)
+    rg("mode", "ENFORCED", db=store)
+    rg("score", "--chunk-rows", chunk_rows, db=store)
+
+    fields = ("risk_level", "risk_decision", "outcome", "event_action", "mode", "enforced", "mfa_challenge", "blocked",
+              "override_block", "compromised_credentials_detected", "reset_required", "notification", "would_notify",
+              "decision_reasons", "config_version", "mode_version")
+    rows = q(store, f"""SELECT e.user_pool_id, e.client_id, e.username, e.event_type, e.client_ip,
+                               e.compromised_credentials, a.score, a.ip_exception, {", ".join("a." + f for f in fields)}
+                        FROM events e JOIN assessments a USING (event_id) ORDER BY e.event_id""")
+    con = risk.store.connect(store, read_only=True)
+    try:
+        mfa = {u: has_mfa_configured(m, p) for u, m, p in
+               con.execute("SELECT username, mfa_settings, preferred_mfa FROM users").fetchall()}
+        thresholds, _ = levels.current_thresholds(con)
+        resolved = {key: rc.resolve(con, pool, key) for key in (None, "apptwo")}
+        mode, mode_version = rc.get_mode(con, pool)
+        # the service's path, 40 events as rows: what the chunks stored
+        ids = [r[0] for r in con.execute("SELECT event_id FROM events ORDER BY hash(event_id) LIMIT 40").fetchall()]
+        feats = compute_features(con, event_ids=ids)
+        served = scoring.assess_rows(scoring._Context(con), feats.to_pylist(),
+                                     scoring.events_to_assess(con, feats).to_pylist())
+    finally:
+        con.close()
+    stored = {r[0]: r[1:] for r in q(store, f"""SELECT event_id, score, ip_exception, {", ".join(fields)}
+                                                FROM assessments""")}
+    assert len(served) == 40
+    for row in served:
+        assert (row["score"], row["ip_exception"], *(row[f] for f in fields)) == stored[row["event_id"]]
+    text = lambda v: None if v is None else str(v)  # noqa: E731
+    seen = set()
+    for event_pool, client, user, event_type, ip, compromised, score, exception, *stored in rows:
+        cfg, version = resolved[client if client == "apptwo" else None]
+        expected_exception = str(check_ip(cfg, ip))
+        d = decide(risk_level=levels.levels([score], thresholds)[0], exception=expected_exception,
+                   compromised=compromised, event_type=event_type, configuration=cfg, mode=mode,
+                   user_has_mfa=mfa.get(user, False))
+        expected = (text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode),
+                    d.enforced, d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected,
+                    d.reset_required, text(d.notification), text(d.would_notify), [str(r) for r in d.reasons],
+                    version, mode_version)
+        assert (exception, *stored) == (expected_exception, *expected), (user, client, ip)
+        seen.add((event_pool is None, client, exception, compromised, mfa.get(user, False), d.risk_decision))
+    # the store gave every kind of input: both clients, events without a pool, each exception, breaches, MFA
+    assert {s[0] for s in seen} == {True, False} and {s[1] for s in seen} >= {"apptwo"} and len({s[1] for s in seen}) >= 2
+    assert {s[2] for s in seen} == {"none", "skipped", "blocked"}
+    assert {s[3] for s in seen} >= {True, False} and {s[4] for s in seen} == {True, False}
+    assert {str(s[5]) for s in seen} == {"NoRisk", "AccountTakeover", "Block"}
+
+
 def test_events_listing_pages_newest_first_with_risk_and_feedback(store):
     rg("score", db=store)
     user, n = q(store, "SELECT username, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 1")[0]
