@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 from ingest import store as ingest_store
 from ingest.errors import RiskgateError
 from ingest.store import Migration
+from risk import combos
+from risk.combos import EXCEPTION_NAMES
 
 MIGRATIONS = (
     Migration(
@@ -267,45 +269,9 @@ class _Assessed:
     scores: np.ndarray
     risky: np.ndarray  # positions of the events with a level
     explained: list  # their reasons, in the order of ``risky``
-    exceptions: np.ndarray  # per event, its index in EXCEPTION_NAMES
+    exceptions: np.ndarray  # per event, its index in risk.combos.EXCEPTION_NAMES
     codes: np.ndarray  # per event, its row of ``decided``
     decided: list[tuple]  # one per distinct combination of decide()'s inputs, in _DECISION_FIELDS order
-
-
-#: the IP-range exception of each code of ``risk.exceptions.ExceptionMatches.codes``, as stored
-EXCEPTION_NAMES = ("none", "skipped", "blocked")
-
-
-def _factorize(values) -> tuple[np.ndarray, list]:
-    """Per item the index of its value among the distinct values, and those values (None among them when
-    present). An Arrow (chunked) array is encoded by Arrow, not item by item in Python; a list (a few rows,
-    the service) in Python, which is quicker there than setting up Arrow's kernels."""
-    if isinstance(values, list):
-        seen: dict = {}
-        return np.array([seen.setdefault(v, len(seen)) for v in values], dtype=np.int64), list(seen)
-    arr = values
-    distinct = pc.unique(arr)
-    index = pc.index_in(arr, value_set=distinct, skip_nulls=False)
-    return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64), distinct.to_pylist()
-
-
-def _combined(*codes: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(index of each item's combination, first item of each combination) for per-item codes, each given with
-    how many values it takes."""
-    if len(codes[0][0]) <= 64:  # a few rows (the service): numpy's sort costs more than it saves
-        seen: dict = {}
-        inverse, first = [], []
-        for i, key in enumerate(zip(*(c.tolist() for c, _ in codes))):
-            code = seen.setdefault(key, len(seen))
-            if code == len(first):
-                first.append(i)
-            inverse.append(code)
-        return np.array(inverse, dtype=np.int64), np.array(first, dtype=np.int64)
-    key = np.zeros(len(codes[0][0]), dtype=np.int64)
-    for c, size in codes:
-        key = key * max(size, 1) + c
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return inverse.reshape(-1), first
 
 
 def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
@@ -316,7 +282,6 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     from risk.decide import decide
 
     con = ctx.con
-    n = len(ev["username"])
     scores = np.asarray(ctx.model.score_samples(X), dtype=float)
     lv = levels.checked_level_index(scores, ctx.thresholds)
     # reasons for every event with a risk level (the model's exact contributions); an event
@@ -324,34 +289,20 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     risky = np.flatnonzero(lv)
     explained = ctx.model.explain(subset(risky), top=TOP_REASONS) if len(risky) else []
 
-    # each column as codes of its distinct values: the work per event is numpy's and Arrow's
-    raw_pool, raw_pools = _factorize(ev["user_pool_id"])
-    mapped = [_pool_of(con, p) for p in raw_pools]  # events without one: the store's pool
-    pools = list(dict.fromkeys(mapped))
-    pool = np.array([pools.index(p) for p in mapped], dtype=np.int64)[raw_pool]
-    client, clients = _factorize(ev["client_id"])
-    user, users = _factorize(ev["username"])
-    compromised, compromised_values = _factorize(ev["compromised_credentials"])
-    event_type, event_types = _factorize(ev["event_type"])
-
-    # IP-range exceptions, per (pool, client)
-    exc = np.zeros(n, dtype=np.int8)
-    group, firsts = _combined((pool, len(pools)), (client, len(clients)))
-    ips = ev["client_ip"]
-    for g, i in enumerate(firsts.tolist()):
-        checker = ctx.exceptions(pools[pool[i]], clients[client[i]])
-        if checker.empty:  # the usual configuration: no address to parse
-            continue
-        rows = np.flatnonzero(group == g)
-        exc[rows] = checker.check_many(ips.take(pa.array(rows)) if isinstance(ips, (pa.Array, pa.ChunkedArray))
-                                       else [ips[j] for j in rows]).codes
+    # each column as codes of its distinct values (risk.combos): the work per event is numpy's and Arrow's
+    pool, pools = combos.pool_codes(ev["user_pool_id"], lambda p: _pool_of(con, p))
+    client, clients = combos.factorize(ev["client_id"])
+    user, users = combos.factorize(ev["username"])
+    compromised, compromised_values = combos.factorize(ev["compromised_credentials"])
+    event_type, event_types = combos.factorize(ev["event_type"])
+    exc = combos.exception_codes(ev["client_ip"], pool, pools, client, clients, ctx.exceptions)
     mfa = ctx.mfa_state(sorted(u for u in users if u is not None))
     has_mfa = np.array([mfa.get(u, False) for u in users], dtype=np.int64)[user]
 
     # decide() once per distinct combination of its inputs; each event takes its combination's row
-    codes, firsts = _combined((lv, len(levels.LEVEL_NAMES)), (exc, len(EXCEPTION_NAMES)),
-                              (compromised, len(compromised_values)), (event_type, len(event_types)),
-                              (pool, len(pools)), (client, len(clients)), (has_mfa, 2))
+    codes, firsts = combos.combinations((lv, len(levels.LEVEL_NAMES)), (exc, len(EXCEPTION_NAMES)),
+                                        (compromised, len(compromised_values)), (event_type, len(event_types)),
+                                        (pool, len(pools)), (client, len(clients)), (has_mfa, 2))
     text = lambda v: None if v is None else str(v)  # noqa: E731
     decided = []
     for i in firsts.tolist():  # in code order
@@ -372,8 +323,8 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
 def cyclic_gc_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for a while; reference counting still frees what is dropped.
 
-    Assessing a chunk makes millions of short-lived objects (the events' columns as Python values, the keys
-    of decide()'s combinations, the reasons). They start a collection every 700 new objects (CPython's
+    Assessing a chunk makes many short-lived objects (the reasons; until decide()'s inputs became codes,
+    ``risk.combos``, also the events' columns as Python values). They start a collection every 700 new objects (CPython's
     default), and the older generations' collections walk every live object (the model's, the libraries').
     None of these objects is in a reference cycle, so the passes find nothing. In ``bench/score.py``
     (1,000,000 events, 2 chunks) the collector took 0.82 s of the run and 0.22 s with the assessment

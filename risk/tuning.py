@@ -27,7 +27,7 @@ taken as legitimate, and every result says so in its warnings.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.errors import RiskgateError, counted
+from risk import combos
 from risk.levels import LEVELS, Thresholds, level_index
 from risk.score import check_period
 
@@ -56,18 +57,31 @@ class TuningError(RiskgateError):
 
 # -- the history ------------------------------------------------------------------------------
 
-def _history_sql() -> str:
-    """Assessed events with the user's MFA state and the label in force (``risk.model.training``'s
-    ``LABELS_IN_FORCE_SQL``, which training uses too: feedback outranks the data set's labels)."""
+#: each field of the history: its SQL over the events (e), assessments (a), users (u) and labels in force (lab)
+_HISTORY_FIELDS = {
+    **{c: f"e.{c}" for c in ("event_id", "username", "user_pool_id", "client_id", "event_type", "event_response",
+                             "creation_date", "client_ip", "compromised_credentials")},
+    **{c: f"a.{c}" for c in ("score", "risk_level", "outcome")},
+    "has_mfa": """(list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
+        OR coalesce(list_contains($kinds, u.preferred_mfa), false))""",
+    "y": "lab.y",
+    "attack_type": "lab.attack_type",
+}
+
+
+def _history_sql(columns: Sequence[str]) -> str:
+    """``columns`` of the assessed events with the user's MFA state and the label in force
+    (``risk.model.training``'s ``LABELS_IN_FORCE_SQL``, which training uses too: feedback outranks the data
+    set's labels)."""
     from risk.model.training import LABELS_IN_FORCE_SQL
 
+    unknown = [c for c in columns if c not in _HISTORY_FIELDS]
+    if unknown:
+        raise TuningError(f"no column {', '.join(map(repr, unknown))} in the history; "
+                          f"it has {', '.join(_HISTORY_FIELDS)}")
     return f"""
 WITH lab AS ({LABELS_IN_FORCE_SQL})
-SELECT e.event_id, e.username, e.user_pool_id, e.client_id, e.event_type, e.event_response, e.creation_date,
-       e.client_ip, e.compromised_credentials, a.score, a.risk_level, a.outcome,
-       (list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
-        OR coalesce(list_contains($kinds, u.preferred_mfa), false)) AS has_mfa,
-       lab.y, lab.attack_type
+SELECT {", ".join(f"{_HISTORY_FIELDS[c]} AS {c}" for c in columns)}
 FROM events e
 JOIN assessments a USING (event_id)
 LEFT JOIN users u ON u.username = e.username
@@ -77,16 +91,24 @@ WHERE ($since IS NULL OR e.creation_date >= $since)
 """
 
 
-def labelled_scores(con, *, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+#: what tuning and what-if read of each sign-in (``History.df``)
+HISTORY_COLUMNS = ("user_pool_id", "client_id", "event_type", "client_ip", "compromised_credentials", "score",
+                   "has_mfa", "y", "attack_type")
+
+
+def labelled_scores(con, *, since: datetime | None = None, until: datetime | None = None,
+                    columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per assessed sign-in in [since, until): event and user fields, ``score``, the stored level
-    and outcome, ``has_mfa``, ``y`` (1 attack, 0 legitimate, NaN unknown) and ``attack_type``."""
+    and outcome, ``has_mfa``, ``y`` (1 attack, 0 legitimate, NaN unknown) and ``attack_type``; only
+    ``columns`` of them when given (the query then reads only what they need)."""
     from risk.decide import MFA_KINDS
 
-    df = con.sql(_history_sql(), params={"kinds": list(MFA_KINDS), "since": since, "until": until}
-                 ).to_arrow_table().to_pandas()
-    df["score"] = df["score"].astype(float)
-    df["y"] = df["y"].astype(float)
-    df["has_mfa"] = df["has_mfa"].astype(bool)
+    columns = list(_HISTORY_FIELDS) if columns is None else list(columns)
+    params = {"since": since, "until": until, **({"kinds": list(MFA_KINDS)} if "has_mfa" in columns else {})}
+    df = con.sql(_history_sql(columns), params=params).to_arrow_table().to_pandas()
+    for name, typ in (("score", float), ("y", float), ("has_mfa", bool)):
+        if name in df:
+            df[name] = df[name].astype(typ)
     return df
 
 
@@ -105,7 +127,7 @@ class History:
 def history(con, since: datetime | None = None, until: datetime | None = None) -> History:
     """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings)."""
     check_period(since, until)
-    df = labelled_scores(con, since=since, until=until)
+    df = labelled_scores(con, since=since, until=until, columns=HISTORY_COLUMNS)
     if len(df) == 0:
         raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")
     y = df["y"].to_numpy(dtype=float)
@@ -154,9 +176,8 @@ class Outcomes:
         from risk.decide import decide
         from risk.exceptions import IPRangeExceptions
 
-        default_pool = rc.choose_pool(con, None) if df["user_pool_id"].isna().any() else None
-        pools = df["user_pool_id"].where(df["user_pool_id"].notna(), default_pool).to_numpy(dtype=object)
-        clients = df["client_id"].where(df["client_id"].notna(), None).to_numpy(dtype=object)
+        pool, pools = combos.pool_codes(df["user_pool_id"], lambda p: rc.choose_pool(con, None) if p is None else p)
+        client, clients = combos.factorize(df["client_id"])
         cfgs: dict = {}
 
         def config_for(pool, client):
@@ -169,31 +190,22 @@ class Outcomes:
                 cfgs[key] = (cfg, IPRangeExceptions.from_configuration(cfg))
             return cfgs[key]
 
-        n = len(df)
-        exc = np.empty(n, dtype=object)
-        pc = pd.DataFrame({"p": pools, "c": clients})
-        for (pool, client), idx in pc.groupby(["p", "c"], dropna=False).indices.items():
-            client = None if (client is None or (isinstance(client, float) and math.isnan(client))) else client
-            _cfg, ranges = config_for(pool, client)
-            ips = [ip if isinstance(ip, str) else None for ip in df["client_ip"].iloc[idx].tolist()]
-            exc[idx] = [str(r) for r in ranges.results(ips)]
-        # decide() once per distinct combination of its inputs (found by a group-by, not a Python loop)
-        comp = df["compromised_credentials"].map({True: "T", False: "F"}).fillna("-")
-        keys = pd.DataFrame({"exc": exc, "comp": comp.to_numpy(dtype=object), "type": df["event_type"].to_numpy(dtype=object),
-                             "pool": pools, "client": pd.Series(clients, dtype=object).fillna("\x00").to_numpy(dtype=object),
-                             "mfa": df["has_mfa"].to_numpy(dtype=bool)})
-        cols = list(keys.columns)
-        group = keys.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()
-        distinct = keys.drop_duplicates(cols)
+        exc = combos.exception_codes(df["client_ip"], pool, pools, client, clients, lambda p, c: config_for(p, c)[1])
+        # decide() once per distinct combination of its inputs (risk.combos: codes, not a Python loop per event)
+        compromised, compromised_values = combos.factorize(df["compromised_credentials"])
+        event_type, event_types = combos.factorize(df["event_type"])
+        mfa = df["has_mfa"].to_numpy(dtype=bool).astype(np.int64)
+        group, firsts = combos.combinations((exc, len(combos.EXCEPTION_NAMES)), (compromised, len(compromised_values)),
+                                            (event_type, len(event_types)), (pool, len(pools)),
+                                            (client, len(clients)), (mfa, 2))
         code = {o: i for i, o in enumerate(OUTCOMES)}
-        table = np.zeros((len(distinct), len(_LEVEL_INDEX)), dtype=np.int8)
-        for g, (exception, c, event_type, pool, client, mfa_on) in enumerate(distinct.itertuples(index=False)):
-            client = None if client == "\x00" else client
-            compromised = {"T": True, "F": False}.get(c)
-            cfg, _ranges = config_for(pool, client)
-            table[g] = [code[str(decide(risk_level=level, exception=exception, compromised=compromised,
-                                        event_type=event_type, configuration=cfg, mode="ENFORCED",
-                                        user_has_mfa=bool(mfa_on)).outcome)]
+        table = np.zeros((len(firsts), len(_LEVEL_INDEX)), dtype=np.int8)
+        for g, i in enumerate(firsts.tolist()):
+            cfg, _ranges = config_for(pools[pool[i]], clients[client[i]])
+            table[g] = [code[str(decide(risk_level=level, exception=combos.EXCEPTION_NAMES[exc[i]],
+                                        compromised=compromised_values[compromised[i]],
+                                        event_type=event_types[event_type[i]], configuration=cfg, mode="ENFORCED",
+                                        user_has_mfa=bool(mfa[i])).outcome)]
                         for level in _LEVEL_INDEX]
         self.by_level = table[group]  # (0, 4) for no events too
         self.configs = cfgs

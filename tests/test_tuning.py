@@ -219,6 +219,20 @@ def test_no_assessed_events_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "run `riskgate score` first" in res.output
 
 
+def test_the_history_reads_only_the_columns_asked_for_and_names_an_unknown_one(db):
+    with store.connect(db, read_only=True) as con:
+        full = tuning.labelled_scores(con)
+        some = tuning.labelled_scores(con, columns=["event_id", "score", "y"])
+        h = tuning.history(con)
+        with pytest.raises(tuning.TuningError, match="no column 'nope' in the history; it has event_id, username"):
+            tuning.labelled_scores(con, columns=["score", "nope"])
+    assert len(full.columns) == 15 and list(some.columns) == ["event_id", "score", "y"]
+    by_id = lambda df: df.sort_values("event_id").reset_index(drop=True)  # noqa: E731  (no order is promised)
+    assert by_id(some).equals(by_id(full[["event_id", "score", "y"]]))
+    # tuning and what-if keep only what they use: a period of a million events held 1.5 GiB with every column
+    assert list(h.df.columns) == list(tuning.HISTORY_COLUMNS) and len(h.df) == len(full) == 130
+
+
 def test_labels_in_force_are_those_training_uses_feedback_first(db):
     from risk import feedback
     from risk.model.training import load_labels
@@ -237,3 +251,58 @@ def test_labels_in_force_are_those_training_uses_feedback_first(db):
     with store.connect(db, read_only=True) as con:
         t = tuning.tradeoff(con, Thresholds(0.2, 0.5, 0.9))
     assert (t["legitimate"], t["attacks"]) == (120, 10)  # one moved each way
+
+
+def test_outcomes_are_decides_for_each_events_own_inputs_across_pools_clients_exceptions_and_mfa(tmp_path):
+    """``Outcomes`` calls decide() once per distinct combination of its inputs, found as codes (risk.combos);
+    each event's outcome at every level must be what decide() gives for its own pool, app client, IP-range
+    exception, credentials check, event type and MFA, under the configuration in force and under a proposal."""
+    import numpy as np
+    import pandas as pd
+
+    from risk import config as rc
+    from risk.decide import decide
+    from risk.exceptions import check_ip
+
+    pool = "us-east-1_Test01"
+    actions = lambda medium, high: {"Actions": {  # noqa: E731
+        "LowAction": {"Notify": False, "EventAction": "NO_ACTION"},
+        "MediumAction": {"Notify": True, "EventAction": medium}, "HighAction": {"Notify": True, "EventAction": high}}}
+    with store.connect(build(tmp_path / "t.duckdb")) as con:
+        rc.set_configuration(con, rc.RiskConfiguration.model_validate({
+            "UserPoolId": pool, "AccountTakeoverRiskConfiguration": actions("MFA_IF_CONFIGURED", "MFA_IF_CONFIGURED"),
+            "RiskExceptionConfiguration": {"SkippedIPRangeList": ["203.0.113.0/30"]}}))
+        rc.set_configuration(con, rc.RiskConfiguration.model_validate({
+            "UserPoolId": pool, "ClientId": "web2", "AccountTakeoverRiskConfiguration": actions("MFA_REQUIRED", "BLOCK"),
+            "RiskExceptionConfiguration": {"BlockedIPRangeList": ["203.0.113.2/31"]},
+            "CompromisedCredentialsRiskConfiguration": {"Actions": {"EventAction": "BLOCK"}}}))
+        proposal = rc.RiskConfiguration.model_validate({
+            "ClientId": "web1", "AccountTakeoverRiskConfiguration": actions("BLOCK", "BLOCK"),
+            "RiskExceptionConfiguration": {"SkippedIPRangeList": ["203.0.113.4/32"]}})
+        rng = np.random.default_rng(5)
+        n = 400
+        pick = lambda values: [values[i] for i in rng.integers(0, len(values), n)]  # noqa: E731
+        df = pd.DataFrame({
+            "user_pool_id": pick([pool, None]),
+            "client_id": pick(["web1", "web2", None]),
+            "client_ip": pick([f"203.0.113.{k}" for k in range(6)] + [None, "not an address"]),
+            "compromised_credentials": pd.Series(pick([True, False, None]), dtype=object),
+            "event_type": pick(["SignIn", "SignUp", "ForgotPassword"]),
+            "has_mfa": pick([True, False]),
+        })
+        for proposed in (None, proposal):
+            got = tuning.Outcomes(con, df, proposed).by_level
+            seen = set()
+            for i, r in enumerate(df.itertuples(index=False)):
+                client, ip = (None if pd.isna(v) else v for v in (r.client_id, r.client_ip))
+                cfg, _version = rc.resolve(con, pool, client)
+                if proposed is not None and client == "web1":
+                    cfg = proposed.with_scope(pool, "web1")
+                exception = str(check_ip(cfg, ip))
+                want = [tuning.OUTCOMES.index(str(decide(
+                    risk_level=level, exception=exception, compromised=r.compromised_credentials,
+                    event_type=r.event_type, configuration=cfg, mode="ENFORCED", user_has_mfa=r.has_mfa).outcome))
+                    for level in (None, "Low", "Medium", "High")]
+                assert got[i].tolist() == want, (proposed is not None, r)
+                seen.add(exception)
+            assert seen == {"none", "skipped", "blocked"}
