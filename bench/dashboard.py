@@ -19,9 +19,7 @@ Target: every page under 2 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -39,19 +37,6 @@ APP = ROOT / "dashboards" / "app.py"
 PAGES = ("overview", "events", "user", "tuning", "configuration", "jobs")
 
 
-def scored_store(n: int, seed: int, base: Path | None) -> Path:
-    db = OUT / f"dash-{n}.duckdb"
-    if db.exists():
-        return db
-    base = base or _s.build_store(n, seed)
-    tmp = OUT / f"dash-{n}.partial.duckdb"
-    shutil.copy(base, tmp)
-    wall, rss, out = run([PY, "-m", "cli", "score", "--db", str(tmp), "--json"])
-    print(f"scored {json.loads(out)['events_scored']:,} events in {wall:.1f} s (built once: {db})", flush=True)
-    tmp.rename(db)
-    return db
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -59,7 +44,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--base", type=Path, help="an existing base store to copy (bench/score.py builds one otherwise)")
     args = ap.parse_args()
-    db = scored_store(args.events, args.seed, args.base)
+    db = _s.scored_store(args.events, args.seed, args.base)
     os.environ["RISKGATE_DB"] = str(db)
     os.environ.pop("RISKGATE_DASHBOARD_PASSWORD", None)
 

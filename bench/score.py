@@ -48,6 +48,21 @@ def build_store(n: int, seed: int) -> Path:
     return db
 
 
+def scored_store(n: int, seed: int, base: Path | None = None) -> Path:
+    """bench/out/scored-<n>.duckdb: a copy of ``base`` (default: :func:`build_store`'s) with every event scored,
+    made once (for the benchmarks of what reads assessments: the dashboard, tuning)."""
+    db = OUT / f"scored-{n}.duckdb"
+    if db.exists():
+        return db
+    base = base or build_store(n, seed)
+    tmp = OUT / f"scored-{n}.partial.duckdb"
+    shutil.copy(base, tmp)
+    wall, rss, out = run([PY, "-m", "cli", "score", "--db", str(tmp), "--json"])
+    print(f"scored {json.loads(out)['events_scored']:,} events in {wall:.1f} s (built once: {db})", flush=True)
+    tmp.rename(db)
+    return db
+
+
 def prescored_store(base: Path, newest: int, chunk_rows: int) -> tuple[Path, str]:
     """A copy of ``base`` with every event but about the newest ``newest`` scored, and the time from which
     the rest lies (the newest events, with any others at that same instant)."""

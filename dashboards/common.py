@@ -175,14 +175,15 @@ def _curves(db: str, since, until) -> dict:
     return insights.curves_from(_snapshot(db, since, until))
 
 
-#: Prepare the Tuning page's history in the background once a page is drawn (it takes seconds on a large store).
+#: Prepare the Tuning page's history and curves in the background once a page is drawn (seconds on a large store).
 PREFETCH = True
 _prefetch_lock = threading.Lock()
 _prefetched: dict = {}
 
 
 def prefetch_tuning(since=None, until=None) -> threading.Thread | None:
-    """Start preparing ``tuning_snapshot(since, until)`` in a background thread, at most once per few minutes.
+    """Start preparing ``tuning_snapshot(since, until)`` and its curves in a background thread, at most once per
+    few minutes.
 
     The thread reads the store like a page (its own read-only connection, closed at the end);
     if the Tuning page asks while it works, Streamlit's cache makes the page wait for it
@@ -200,6 +201,7 @@ def prefetch_tuning(since=None, until=None) -> threading.Thread | None:
     def work() -> None:
         try:
             _snapshot(*key)
+            _curves(*key)  # its first call imports scikit-learn's metrics (about 0.7 s): here, not in the page
         except (RiskgateError, duckdb.Error):
             pass  # nothing to prepare (e.g. nothing assessed): the Tuning page says why when opened
         finally:

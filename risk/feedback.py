@@ -135,6 +135,36 @@ LATEST_FEEDBACK_SQL = """
 INVALID_EVENTS_SQL = f"SELECT event_id FROM ({LATEST_FEEDBACK_SQL}) WHERE feedback_value = 'Invalid'"
 
 
+_LABELS_SQL = """
+SELECT event_id,
+       bool_or(label = 'is_account_takeover' AND lower(value) = 'true') AS ato,
+       bool_or(label = 'is_account_takeover' AND lower(value) = 'false') AS not_ato,
+       max(CASE WHEN label = 'attack_type' AND coalesce(value, '') NOT IN ('', 'none', 'legitimate', 'benign')
+                THEN value END) AS attack_type
+FROM labels
+GROUP BY event_id
+"""
+
+
+#: Per event with a label or feedback: event_id, y (1 attack / 0 legitimate / NULL) and attack_type. Feedback
+#: outranks the data set's labels: Invalid is an attack (of the labelled type, else ``feedback_invalid``),
+#: Valid is legitimate. The one definition, for training (``risk.model.training.load_labels``) and tuning
+#: (``risk.tuning``); kept here, away from scikit-learn, so that tuning and the dashboard do not import it.
+LABELS_IN_FORCE_SQL = f"""
+WITH lab AS ({_LABELS_SQL}),
+fb AS ({LATEST_FEEDBACK_SQL})
+SELECT coalesce(lab.event_id, fb.event_id) AS event_id,
+       CAST(CASE WHEN fb.event_id IS NOT NULL THEN CASE WHEN fb.feedback_value = 'Invalid' THEN 1 ELSE 0 END
+                 WHEN lab.ato OR lab.attack_type IS NOT NULL THEN 1
+                 WHEN lab.not_ato THEN 0 END AS DOUBLE) AS y,
+       CASE WHEN fb.event_id IS NOT NULL AND fb.feedback_value = 'Valid' THEN NULL
+            WHEN fb.event_id IS NOT NULL OR lab.ato OR lab.attack_type IS NOT NULL
+              THEN coalesce(lab.attack_type, CASE WHEN lab.ato THEN 'account_takeover' END, 'feedback_invalid')
+       END AS attack_type
+FROM lab FULL OUTER JOIN fb ON fb.event_id = lab.event_id
+"""
+
+
 def latest_feedback(con: duckdb.DuckDBPyConnection, event_ids: Sequence[str] | None = None) -> pa.Table:
     """The feedback in force (event_id, feedback_value, provider, feedback_date), for ``event_ids`` or all."""
     if event_ids is None:

@@ -36,6 +36,7 @@ import pandas as pd
 
 from ingest.errors import RiskgateError, counted
 from risk import combos
+from risk.feedback import LABELS_IN_FORCE_SQL
 from risk.levels import LEVELS, Thresholds, level_index
 from risk.score import check_period
 
@@ -71,10 +72,8 @@ _HISTORY_FIELDS = {
 
 def _history_sql(columns: Sequence[str]) -> str:
     """``columns`` of the assessed events with the user's MFA state and the label in force
-    (``risk.model.training``'s ``LABELS_IN_FORCE_SQL``, which training uses too: feedback outranks the data
-    set's labels)."""
-    from risk.model.training import LABELS_IN_FORCE_SQL
-
+    (``risk.feedback.LABELS_IN_FORCE_SQL``, which training uses too: feedback outranks the data set's
+    labels)."""
     unknown = [c for c in columns if c not in _HISTORY_FIELDS]
     if unknown:
         raise TuningError(f"no column {', '.join(map(repr, unknown))} in the history; "

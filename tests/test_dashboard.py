@@ -298,12 +298,13 @@ def test_tuning_page_applies_thresholds_only_after_confirmation(db):
     assert any("ordered" in e.value for e in at.error)
 
 
-def test_the_tuning_history_is_prepared_in_the_background_after_a_page(db, monkeypatch):
+def test_the_tuning_history_and_curves_are_prepared_in_the_background_after_a_page(db, monkeypatch):
     import threading
 
     monkeypatch.setattr(common, "PREFETCH", True)
     monkeypatch.setattr(common, "_prefetched", {})
     common._snapshot.clear()
+    common._curves.clear()
     at = app()  # the overview; once it is drawn the prefetch starts
     workers = [t for t in threading.enumerate() if t.name == "riskgate-tuning-prefetch"]
     assert workers
@@ -312,9 +313,10 @@ def test_the_tuning_history_is_prepared_in_the_background_after_a_page(db, monke
     scope = at.session_state["_rg_scope"]
 
     def not_again(*a, **k):
-        raise AssertionError("the snapshot should have been prepared already")
+        raise AssertionError("the snapshot and its curves should have been prepared already")
 
     monkeypatch.setattr(insights, "tuning_snapshot", not_again)
+    monkeypatch.setattr(insights, "curves_from", not_again)
     snap = common._snapshot(str(db), scope["since"], scope["until"])
     assert len(snap.history.df) == 10
     at.switch_page("views/tuning.py").run()

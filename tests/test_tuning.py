@@ -306,3 +306,16 @@ def test_outcomes_are_decides_for_each_events_own_inputs_across_pools_clients_ex
                 assert got[i].tolist() == want, (proposed is not None, r)
                 seen.add(exception)
             assert seen == {"none", "skipped", "blocked"}
+
+
+def test_tune_and_whatif_do_not_import_scikit_learn(tmp_path):
+    """The history's labels in force are SQL (``risk.feedback``), not the training module: ``tune``, ``whatif``
+    and the dashboard's prepared history import no scikit-learn (about a second of a first Tuning page)."""
+    from tests.test_cli import _imports
+
+    db = build(tmp_path / "t.duckdb")
+    for argv in (["whatif"], ["tune", "--max-challenged", "0.2"]):
+        code, out, mods = _imports(*argv, "--db", str(db), "--json")
+        assert code == 0, out
+        assert json.loads(out)  # a whole answer
+        assert "risk.tuning" in mods and not {m for m in mods if m.split(".")[0] == "sklearn"}, argv

@@ -38,6 +38,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from ingest import store as ingest_store
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA
+from risk.feedback import LABELS_IN_FORCE_SQL
 from risk.model.errors import ModelError
 from risk.model.estimators import FreemanBaseline, RiskModel
 from risk.model.registry import ModelMetadata, model_kind, save_model
@@ -91,41 +92,6 @@ class TrainResult:
 
 
 # -- labels -----------------------------------------------------------------------
-
-
-_LABELS_SQL = """
-SELECT event_id,
-       bool_or(label = 'is_account_takeover' AND lower(value) = 'true') AS ato,
-       bool_or(label = 'is_account_takeover' AND lower(value) = 'false') AS not_ato,
-       max(CASE WHEN label = 'attack_type' AND coalesce(value, '') NOT IN ('', 'none', 'legitimate', 'benign')
-                THEN value END) AS attack_type
-FROM labels
-GROUP BY event_id
-"""
-
-
-def _labels_in_force_sql() -> str:
-    from risk.feedback import LATEST_FEEDBACK_SQL
-
-    return f"""
-WITH lab AS ({_LABELS_SQL}),
-fb AS ({LATEST_FEEDBACK_SQL})
-SELECT coalesce(lab.event_id, fb.event_id) AS event_id,
-       CAST(CASE WHEN fb.event_id IS NOT NULL THEN CASE WHEN fb.feedback_value = 'Invalid' THEN 1 ELSE 0 END
-                 WHEN lab.ato OR lab.attack_type IS NOT NULL THEN 1
-                 WHEN lab.not_ato THEN 0 END AS DOUBLE) AS y,
-       CASE WHEN fb.event_id IS NOT NULL AND fb.feedback_value = 'Valid' THEN NULL
-            WHEN fb.event_id IS NOT NULL OR lab.ato OR lab.attack_type IS NOT NULL
-              THEN coalesce(lab.attack_type, CASE WHEN lab.ato THEN 'account_takeover' END, 'feedback_invalid')
-       END AS attack_type
-FROM lab FULL OUTER JOIN fb ON fb.event_id = lab.event_id
-"""
-
-
-#: Per event with a label or feedback: event_id, y (1 attack / 0 legitimate / NULL) and attack_type. Feedback
-#: outranks the data set's labels: Invalid is an attack (of the labelled type, else ``feedback_invalid``),
-#: Valid is legitimate. The one definition, for training (``load_labels``) and tuning (``risk.tuning``).
-LABELS_IN_FORCE_SQL = _labels_in_force_sql()
 
 
 def load_labels(con) -> pd.DataFrame:
