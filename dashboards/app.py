@@ -25,6 +25,7 @@ PAGES = [
     st.Page("views/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
 
+common.warm_up()
 try:
     auth.require_login()
     page = st.navigation(PAGES)

@@ -212,6 +212,33 @@ def prefetch_tuning(since=None, until=None) -> threading.Thread | None:
     return thread
 
 
+#: Modules a page imports late and slowly: the Tuning page's curves need scikit-learn's metrics (about 0.7 s to
+#: import). The first page a process draws starts importing them in a background thread (``warm_up``).
+WARM_UP = ("sklearn.metrics",)
+_warm_up_started = False
+
+
+def warm_up() -> threading.Thread | None:
+    """Import ``WARM_UP`` in a background thread, once per process (a page that needs one meanwhile waits for
+    Python's import lock instead of importing it again)."""
+    global _warm_up_started
+    with _prefetch_lock:
+        if _warm_up_started:
+            return None
+        _warm_up_started = True
+
+    def work() -> None:
+        for name in WARM_UP:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the page that needs it says so when it imports it itself
+                pass
+
+    thread = threading.Thread(target=work, name="riskgate-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def tuning_curves(since=None, until=None) -> dict:
     """ROC and precision-recall curves of the period's snapshot (``risk.insights.curves_from``)."""
     return _curves(db_path(), since, until)

@@ -510,3 +510,22 @@ def test_dashboard_command_runs_streamlit_with_the_store(tmp_path, monkeypatch):
     assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"
     assert env["RISKGATE_DB"] == str(tmp_path / "s.duckdb")
     assert (tmp_path / "s.duckdb").exists()  # created and migrated before the pages read it
+
+
+def test_the_first_page_starts_importing_what_later_pages_import_late(db, monkeypatch, tmp_path):
+    """The Tuning page's curves import scikit-learn's metrics (about 0.7 s); the first page a process draws
+    starts importing them in a background thread, once."""
+    import sys
+    import threading
+
+    (tmp_path / "rg_warm_probe.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(common, "WARM_UP", ("rg_warm_probe", "rg_no_such_module"))
+    monkeypatch.setattr(common, "_warm_up_started", False)
+    monkeypatch.delitem(sys.modules, "rg_warm_probe", raising=False)
+    at = app()
+    assert not at.exception
+    for t in [t for t in threading.enumerate() if t.name == "riskgate-warm-up"]:
+        t.join(timeout=30)
+    assert sys.modules["rg_warm_probe"].LOADED  # and a module that is not there stops nothing
+    assert common.warm_up() is None  # once per process
