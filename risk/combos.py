@@ -36,6 +36,8 @@ def factorize(values) -> tuple[np.ndarray, list]:
         arr = pa.array(values)
     else:  # a pandas Series
         arr = pa.array(values, from_pandas=True)
+    if pa.types.is_dictionary(arr.type):  # categorical: the values themselves
+        arr = arr.cast(arr.type.value_type)
     distinct = pc.unique(arr)
     index = pc.index_in(arr, value_set=distinct, skip_nulls=False)
     return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64), distinct.to_pylist()
