@@ -267,17 +267,20 @@ def test_each_event_gets_what_decide_gives_for_its_own_inputs_across_clients_poo
         thresholds, _ = levels.current_thresholds(con)
         resolved = {key: rc.resolve(con, pool, key) for key in (None, "apptwo")}
         mode, mode_version = rc.get_mode(con, pool)
-        # the service's path, 40 events as rows: what the chunks stored
-        ids = [r[0] for r in con.execute("SELECT event_id FROM events ORDER BY hash(event_id) LIMIT 40").fetchall()]
-        feats = compute_features(con, event_ids=ids)
-        served = scoring.assess_rows(scoring._Context(con), feats.to_pylist(),
-                                     scoring.events_to_assess(con, feats).to_pylist())
+        # the service's path, events as rows (40: codes found in Python; 100: by Arrow): what the chunks stored
+        served = []
+        for n in (40, 100):
+            ids = [r[0] for r in con.execute("SELECT event_id FROM events ORDER BY hash(event_id) LIMIT ?",
+                                             [n]).fetchall()]
+            feats = compute_features(con, event_ids=ids)
+            served.append(scoring.assess_rows(scoring._Context(con), feats.to_pylist(),
+                                              scoring.events_to_assess(con, feats).to_pylist()))
     finally:
         con.close()
     stored = {r[0]: r[1:] for r in q(store, f"""SELECT event_id, score, ip_exception, {", ".join(fields)}
                                                 FROM assessments""")}
-    assert len(served) == 40
-    for row in served:
+    assert [len(rows) for rows in served] == [40, 100]
+    for row in served[0] + served[1]:
         assert (row["score"], row["ip_exception"], *(row[f] for f in fields)) == stored[row["event_id"]]
     text = lambda v: None if v is None else str(v)  # noqa: E731
     seen = set()
