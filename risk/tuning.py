@@ -179,13 +179,13 @@ class Outcomes:
         client, clients = combos.factorize(df["client_id"])
         cfgs: dict = {}
 
-        def config_for(pool, client):
-            key = (pool, client)
+        def config_for(pool_id, client_id):
+            key = (pool_id, client_id)
             if key not in cfgs:
-                cfg, _v = rc.resolve(con, pool, client)
-                if proposal is not None and (proposal.UserPoolId in (None, pool)) and (
-                        proposal.ClientId in (None, client)):
-                    cfg = proposal.with_scope(pool, client)
+                cfg, _v = rc.resolve(con, pool_id, client_id)
+                if proposal is not None and (proposal.UserPoolId in (None, pool_id)) and (
+                        proposal.ClientId in (None, client_id)):
+                    cfg = proposal.with_scope(pool_id, client_id)
                 cfgs[key] = (cfg, IPRangeExceptions.from_configuration(cfg))
             return cfgs[key]
 
