@@ -239,11 +239,13 @@ _SCOPED_SOURCE = """(SELECT * FROM events
     WHERE username IN (SELECT username FROM _rg_feat_scope) OR (creation_date >= ? AND creation_date <= ?))"""
 
 
-def _build_sql(filters: str, cached_globals: bool = False) -> str:
+def _build_sql(filters: str, cached_globals: bool = False, shared: bool = False) -> str:
     """The one statement. Parameters: cut, hi (window rows), cut (history before them), hi (novelty
     and global history), then the filter's. With ``cached_globals`` the events are only the scoped
     ones (``_SCOPED_SOURCE``, two more parameters first: cut, hi) and everyone's counts come from
-    ``_rg_feat_global`` (:class:`GlobalCounts`) instead of the whole history."""
+    ``_rg_feat_global`` (:class:`GlobalCounts`) instead of the whole history. With ``shared`` everyone's
+    counts come from ``_rg_feat_global`` and the first known (user, value) events from ``_rg_feat_first``
+    (:class:`SharedHistory`: the whole store's, the same values)."""
     windows, _ = _window_ctes()
 
     ctes, joins = [], []
@@ -252,18 +254,21 @@ def _build_sql(filters: str, cached_globals: bool = False) -> str:
                     f"WHERE k_{k} IS NOT NULL AND uid IN (SELECT uid FROM tu) GROUP BY ALL)")
         joins.append(f"LEFT JOIN bu_{k} ON bu_{k}.uid = t.uid AND bu_{k}.k = t.k_{k}")
     for k in NOVELTY_KEYS:  # the first known event of each (user, value), over all history
-        ctes.append(f"fk_{k} AS (SELECT uid, k_{k} AS k, min({{'t': creation_date, 'id': event_id}}) AS first "
-                    f"FROM hist WHERE known AND k_{k} IS NOT NULL AND uid IN (SELECT uid FROM tu) GROUP BY ALL)")
+        if shared:
+            ctes.append(f"fk_{k} AS (SELECT uid, k, first FROM _rg_feat_first WHERE name = '{k}')")
+        else:
+            ctes.append(f"fk_{k} AS (SELECT uid, k_{k} AS k, min({{'t': creation_date, 'id': event_id}}) AS first "
+                        f"FROM hist WHERE known AND k_{k} IS NOT NULL AND uid IN (SELECT uid FROM tu) GROUP BY ALL)")
         joins.append(f"LEFT JOIN fk_{k} ON fk_{k}.uid = t.uid AND fk_{k}.k = t.k_{k}")
     for k in GLOBAL_KEYS:  # everyone's counts before the event's day
-        if cached_globals:
+        if cached_globals or shared:
             ctes.append(f"g_{k} AS (SELECT k, d, c FROM _rg_feat_global WHERE name = '{k}')")
         else:
             ctes.append(f"""g_{k} AS (SELECT k, d, sum(c) OVER (PARTITION BY k ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
               FROM (SELECT k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM hist
                     WHERE k_{k} IN (SELECT k_{k} FROM t) GROUP BY ALL))""")
         joins.append(f"LEFT JOIN g_{k} ON g_{k}.k = t.k_{k} AND g_{k}.d = t.d")
-    if cached_globals:
+    if cached_globals or shared:
         ctes.append("g_total AS (SELECT d, c FROM _rg_feat_global WHERE name = 'total')")
     else:
         ctes.append("""g_total AS (SELECT d, sum(c) OVER (ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS c
@@ -482,6 +487,58 @@ class GlobalCounts:
                          "d": pa.array(ds, pa.int64()), "c": pa.array(cs, pa.int64())})
 
 
+class SharedHistory:
+    """The parts of every call's history that do not depend on the call, over the whole store, for the
+    calls of one run over consecutive windows (a backfill's chunks, training's windows).
+
+    Each call reads the history before its window again. Two parts of that are the same for every window
+    when taken over the whole store: everyone's known counts per Freeman key and UTC day, as running sums
+    before each day (an event's count looks only at the days before its own, all of them before the
+    event), and each user's first known event per novelty key and value (one after the event compares as
+    not before it, as none would). This object computes them once; ``compute_features(...,
+    shared=sh)`` then reads them instead of aggregating the history again, with the same result. It
+    remembers the store's signature (:func:`store_signature`) and is not used once the store has
+    changed (a call then computes everything itself).
+    """
+
+    def __init__(self, con):
+        self.signature = store_signature(con)
+        head = f"WITH inv AS ({feedback.INVALID_EVENTS_SQL}), ev AS ({_ev_sql('events')})"
+        per_day = " UNION ALL ".join(
+            [f"SELECT '{k}' AS name, k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM ev "
+             f"WHERE k_{k} IS NOT NULL GROUP BY ALL" for k in GLOBAL_KEYS]
+            + ["SELECT 'total' AS name, 0::UBIGINT AS k, d, count(*) FILTER (WHERE known) AS c FROM ev GROUP BY ALL"])
+        self.globals = con.sql(
+            f"""{head}, per_day AS ({per_day})
+                SELECT name, k, d,
+                       CAST(sum(c) OVER (PARTITION BY name, k ORDER BY d ROWS UNBOUNDED PRECEDING) - c AS BIGINT) AS c
+                FROM per_day""").to_arrow_table()
+        first = " UNION ALL ".join(
+            f"SELECT '{k}' AS name, uid, k_{k} AS k, min({{'t': creation_date, 'id': event_id}}) AS first FROM ev "
+            f"WHERE known AND k_{k} IS NOT NULL GROUP BY ALL" for k in NOVELTY_KEYS)
+        self.first = con.sql(f"{head} {first}").to_arrow_table()
+
+    def current(self, con) -> bool:
+        """Whether the store is still as it was when this was computed."""
+        return store_signature(con) == self.signature
+
+
+#: Calls over consecutive windows share their history (:class:`SharedHistory`) when, together, they would
+#: read the history before them at least this many times over the store's events: computing it once costs
+#: about one such reading. On 5,000,000 events in 20 windows a late window took 6.55 s instead of 9.02 s.
+SHARE_HISTORY_READS = 2.0
+
+
+def worth_sharing(con, starts: Sequence[datetime]) -> bool:
+    """Whether calls over windows starting at ``starts`` read enough history before them to share it."""
+    if len(starts) < 2:
+        return False
+    total = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    before = sum(con.execute("SELECT count(*) FROM events WHERE creation_date < ?", [start]).fetchall()[0][0]
+                 for start in starts)
+    return total > 0 and before >= SHARE_HISTORY_READS * total
+
+
 def compute_features(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -490,6 +547,7 @@ def compute_features(
     event_ids: Sequence[str] | None = None,
     usernames: Sequence[str] | None = None,
     global_counts: GlobalCounts | None = None,
+    shared: SharedHistory | None = None,
 ) -> pa.Table:
     """Features of the stored events with ``since <= creation_date < until`` (and in ``event_ids`` /
     of ``usernames`` when given), ordered by (creation_date, event_id).
@@ -503,6 +561,8 @@ def compute_features(
     """
     if global_counts is not None and event_ids is None:
         raise FeatureError("global_counts needs event_ids (it is for a few events at a time)")
+    if global_counts is not None and shared is not None:
+        raise FeatureError("give global_counts (a few events) or shared (a run's windows), not both")
     for name, value in (("since", since), ("until", until)):
         if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
             raise FeatureError(f"{name} must be a timezone-aware datetime, got {value!r}")
@@ -550,7 +610,12 @@ def compute_features(
             con.register("_rg_feat_scope", pa.table({"username": pa.array(users, pa.string())}))
             registered.append("_rg_feat_scope")
             scope_params = [cut, hi]
-        sql = _build_sql(filters, cached_globals=global_counts is not None)
+        use_shared = shared is not None and shared.current(con)
+        if use_shared:
+            con.register("_rg_feat_global", shared.globals)
+            con.register("_rg_feat_first", shared.first)
+            registered += ["_rg_feat_global", "_rg_feat_first"]
+        sql = _build_sql(filters, cached_globals=global_counts is not None, shared=use_shared)
         table = con.sql(sql, params=[*scope_params, cut, hi, cut, hi, *params]).to_arrow_table()
     except duckdb.Error as exc:
         raise FeatureError(f"computing features failed: {exc}") from exc

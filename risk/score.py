@@ -562,14 +562,20 @@ class _FeaturePrefetch:
         self.bounds = bounds
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskgate-features")
         self.ahead: dict[int, object] = {}
+        self.share: bool | None = None  # whether the chunks share their history (decided on the first chunk)
+        self.shared = None  # risk.features.SharedHistory, made again when the store changed (a hand-over)
 
     def _compute(self, k: int) -> pa.Table:
-        from risk.features import compute_features
+        from risk.features import SharedHistory, compute_features, worth_sharing
 
         cur = self.con.cursor()
         try:
+            if self.share is None:
+                self.share = worth_sharing(cur, [lo for lo, _hi in self.bounds])
+            if self.share and (self.shared is None or not self.shared.current(cur)):
+                self.shared = SharedHistory(cur)
             lo, hi = self.bounds[k]
-            return compute_features(cur, since=lo, until=hi)
+            return compute_features(cur, since=lo, until=hi, shared=self.shared)
         finally:
             cur.close()
 

@@ -267,6 +267,36 @@ def test_whole_store_and_consecutive_windows_give_identical_features(con):
     _assert_same(whole.filter(pa.compute.is_in(whole.column("username"), pa.array(["u3", "u5"]))), users)
 
 
+def test_windows_sharing_their_history_give_exactly_the_features_they_compute_themselves(con):
+    """``SharedHistory``: everyone's daily counts and the first known (user, value) events over the whole store,
+    computed once for a run's windows; each window gets the very same features, to the last bit; once the
+    store has changed it is not used."""
+    from risk.features import SharedHistory, worth_sharing
+
+    rows = _random_events(400, seed=5)
+    rows += [ev("late", "u1", 10, ip="1.120.0.9", **SYDNEY)]  # a new value for u1, known only later
+    add(con, rows)
+    feedback.set_feedback(con, rows[30]["event_id"], "Invalid", "Admin")
+    shared = SharedHistory(con)
+    edges = [T0 + timedelta(hours=h) for h in (0, 7, 7.5, 30, 31, 55)] + [None]
+    for a, b in zip(edges[:-1], edges[1:]):
+        own = compute_features(con, since=a, until=b)
+        assert compute_features(con, since=a, until=b, shared=shared).equals(own)
+    assert shared.globals.num_rows and shared.first.num_rows
+    # the store changes (feedback): the shared history is stale and not used, the features follow the store
+    before = compute_features(con, since=edges[1])
+    passed = next(r for r in rows[10:] if r["event_response"] == "Pass")  # in its user's known history
+    feedback.set_feedback(con, passed["event_id"], "Invalid", "Admin")
+    after = compute_features(con, since=edges[1])
+    assert not shared.current(con) and not after.equals(before)
+    assert compute_features(con, since=edges[1], shared=shared).equals(after)
+    # windows share when, together, they read the history often enough: twice the store's events
+    starts = sorted(r["creation_date"] for r in rows)[::40]  # 0, 40, ..., 400 events before each
+    assert worth_sharing(con, starts) and not worth_sharing(con, starts[:2]) and not worth_sharing(con, starts[:1])
+    with pytest.raises(FeatureError, match="not both"):
+        compute_features(con, event_ids=["late"], global_counts=object(), shared=shared)
+
+
 def test_empty_selection_and_bad_arguments(con):
     t = compute_features(con)
     assert t.num_rows == 0 and t.column_names[5:] == FEATURE_COLUMNS

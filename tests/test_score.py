@@ -107,6 +107,30 @@ def test_incremental_runs_equal_one_run_over_everything(store, tmp_path):
     assert q(other, COMPARE) == q(store, COMPARE)
 
 
+def test_chunks_that_share_their_history_score_exactly_as_chunks_that_read_it_each(store, tmp_path, monkeypatch):
+    """Many small chunks read the history before them again and again; a run computes the parts of it that do
+    not depend on the chunk once (risk.features.SharedHistory) and gets the same assessments."""
+    import risk.features as features
+
+    built = []
+    real = features.SharedHistory
+
+    class Counted(real):
+        def __init__(self, con):
+            built.append(1)
+            super().__init__(con)
+
+    monkeypatch.setattr(features, "SharedHistory", Counted)
+    other = tmp_path / "other.duckdb"
+    shutil.copy(store, other)
+    rg("score", "--chunk-rows", 100, db=store)  # 17 chunks
+    assert built == [1]
+    monkeypatch.setattr(features, "SHARE_HISTORY_READS", float("inf"))  # each chunk reads its history itself
+    rg("score", "--chunk-rows", 100, db=other)
+    assert built == [1]
+    assert q(other, COMPARE) == q(store, COMPARE)
+
+
 def test_attacks_are_caught_and_legitimate_users_rarely_bothered(store):
     rg("score", db=store)
     rep = json.loads(rg("report", "--json", db=store).stdout)

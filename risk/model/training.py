@@ -298,15 +298,17 @@ def features_in_chunks(con, *, since: datetime | None = None, until: datetime | 
     time), with DuckDB's working memory bounded by the window instead of growing with the store (training on
     5,000,000 events peaked at 18.19 GiB in one call, 5.72 GiB in windows: :data:`TRAIN_CHUNK_ROWS`).
     ``progress(done, total)`` after each window. Every window reads the history before it again, so windows
-    much smaller than the default cost time."""
-    from risk.features import compute_features
+    much smaller than the default cost time; the parts of it that are the same for every window are computed
+    once when that pays (``risk.features.SharedHistory``)."""
+    from risk.features import SharedHistory, compute_features, worth_sharing
 
     if chunk_rows < 1:
         raise ModelError(f"chunk_rows must be at least 1, got {chunk_rows!r}")
     bounds, total = chunk_bounds(con, since, until, rescore=True, chunk_rows=chunk_rows)
+    shared = SharedHistory(con) if worth_sharing(con, [lo for lo, _hi in bounds]) else None
     parts = []
     for lo, hi in bounds:
-        parts.append(compute_features(con, since=lo, until=hi))
+        parts.append(compute_features(con, since=lo, until=hi, shared=shared))
         if progress:
             progress(sum(p.num_rows for p in parts), total)
     return pa.concat_tables(parts) if parts else compute_features(con, since=since, until=until)
