@@ -70,7 +70,9 @@ Windows and consistency
     everything or in several calls over consecutive time windows
     (``tests/test_features.py`` checks it). The cost of a call is the
     windows over its own rows plus hash aggregates over the history before
-    them (``bench/features.py``).
+    them (``bench/features.py``); the calls of one run over many windows
+    compute the aggregates that do not depend on the window once
+    (:class:`SharedHistory`).
 """
 
 from __future__ import annotations
