@@ -1043,6 +1043,33 @@ def resolve(
     return r.configuration, r.version
 
 
+def resolve_proposed(
+    con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None, proposal: RiskConfiguration
+) -> RiskConfiguration:
+    """What would apply to (pool, client) once ``proposal`` were set as ``riskgate config set`` sets it.
+
+    The proposal concerns the pool it names (every pool when it names none) and, with a ClientId, only that
+    client. The precedence of the store holds: a client with a configuration of its own keeps it when a
+    pool-level proposal changes the pool, and a proposal of ids only is a reset (the pool's defaults; a client
+    inheriting the pool's configuration again).
+    """
+    current = resolve_detail(con, user_pool_id, client_id)
+    pool = choose_pool(con, user_pool_id)
+    if proposal.UserPoolId not in (None, pool):
+        return current.configuration
+    if proposal.ClientId is not None:
+        if proposal.ClientId != client_id:
+            return current.configuration
+        if proposal.is_reset:
+            return resolve(con, pool, None)[0]
+        return proposal.with_scope(pool, client_id)
+    if current.origin == "client":
+        return current.configuration
+    if proposal.is_reset:
+        return default_configuration().with_scope(pool, None)
+    return proposal.with_scope(pool, None)
+
+
 def describe(con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None = None) -> dict:
     """What DescribeRiskConfiguration returns: ``{"RiskConfiguration": {..., "LastModifiedDate": ...}}``."""
     return describe_resolved(resolve_detail(con, user_pool_id, client_id))

@@ -182,10 +182,8 @@ class Outcomes:
         def config_for(pool_id, client_id):
             key = (pool_id, client_id)
             if key not in cfgs:
-                cfg, _v = rc.resolve(con, pool_id, client_id)
-                if proposal is not None and (proposal.UserPoolId in (None, pool_id)) and (
-                        proposal.ClientId in (None, client_id)):
-                    cfg = proposal.with_scope(pool_id, client_id)
+                cfg = (rc.resolve(con, pool_id, client_id)[0] if proposal is None
+                       else rc.resolve_proposed(con, pool_id, client_id, proposal))
                 cfgs[key] = (cfg, IPRangeExceptions.from_configuration(cfg))
             return cfgs[key]
 

@@ -183,6 +183,53 @@ def test_whatif_splits_by_label_mfa_and_event_type(db, tmp_path):
     assert w["configuration"] == "proposed" and w["outcomes"]["Block"] == 0 and w["changed"] == 28
 
 
+def test_whatif_predicts_what_config_set_would_do_with_client_precedence_and_resets(tmp_path):
+    """A proposal is evaluated as ``riskgate config set`` would store it: a pool-level one leaves a client with a
+    configuration of its own alone, ids only reset (the pool to its defaults, a client to inheriting the pool),
+    and one naming another pool changes nothing. For each, whatif's outcomes equal those of the store where the
+    proposal was really set."""
+    from risk import config as rc
+
+    pool = "us-east-1_Test01"
+    acts = lambda a: {"Actions": {lvl: {"Notify": False, "EventAction": a}  # noqa: E731
+                                  for lvl in ("LowAction", "MediumAction", "HighAction")}}
+    def prepared(name):
+        path = build(tmp_path / f"{name}.duckdb")
+        with store.connect(path) as con:  # alice's legitimate sign-ins from web2 half the time, the rest from web1
+            con.execute("UPDATE events SET client_id = CASE WHEN event_id < 'a050' OR event_id >= 'x005' "
+                        "THEN 'web2' ELSE 'web1' END")
+            rc.set_configuration(con, rc.RiskConfiguration.model_validate(
+                {"UserPoolId": pool, "ClientId": "web2", "AccountTakeoverRiskConfiguration": acts("BLOCK")}))
+        return path
+
+    proposals = {
+        "pool_no_action": {"UserPoolId": pool, "AccountTakeoverRiskConfiguration": acts("NO_ACTION")},
+        "no_pool_no_action": {"AccountTakeoverRiskConfiguration": acts("NO_ACTION")},
+        "pool_reset": {"UserPoolId": pool},
+        "client_reset": {"UserPoolId": pool, "ClientId": "web2"},
+        "client_web1_block": {"UserPoolId": pool, "ClientId": "web1", "AccountTakeoverRiskConfiguration": acts("BLOCK")},
+        "other_pool": {"UserPoolId": "eu-west-1_Other", "AccountTakeoverRiskConfiguration": acts("NO_ACTION")},
+    }
+    got = {}
+    for name, doc in proposals.items():
+        proposal = rc.RiskConfiguration.model_validate(doc)
+        with store.connect(prepared(f"{name}-whatif")) as con:
+            w = tuning.whatif(con, proposal)
+        with store.connect(prepared(f"{name}-set")) as con:
+            rc.set_configuration(con, proposal)
+            really = tuning.whatif(con)
+        assert (w["outcomes"], w["by_label"]) == (really["outcomes"], really["by_label"]), name
+        got[name] = w
+    # web2 keeps its own BLOCK under a pool-level change or reset: its sign-ins with a risk level are blocked
+    for name in ("pool_no_action", "no_pool_no_action", "pool_reset"):
+        assert got[name]["outcomes"]["Block"] > 0, name
+    assert got["pool_no_action"]["outcomes"]["Block"] == got["no_pool_no_action"]["outcomes"]["Block"]
+    # back to the pool's (default) configuration: web2 is no longer blocked at Low and Medium
+    assert got["client_reset"]["outcomes"]["Block"] < got["pool_reset"]["outcomes"]["Block"]
+    assert got["client_web1_block"]["outcomes"]["Block"] > got["pool_reset"]["outcomes"]["Block"]
+    assert got["other_pool"]["changed"] == 0
+
+
 def invoke(*args):
     return runner.invoke(app, [*map(str, args)])
 
