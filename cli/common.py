@@ -13,6 +13,7 @@ from typing import Annotated, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ingest.errors import RiskgateError, counted  # noqa: F401 (counted: for the commands)
 
@@ -23,8 +24,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Text is printed as it is: a username, an IP field, a file name or a reason quoting a value may hold "[/]" or
+# ":a:", which Rich would otherwise read as markup (an error, or text lost) or an emoji. Styling goes through
+# :func:`styled`.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+def styled(label: str, style: str, rest: str = "") -> Text:
+    """``label`` in ``style`` followed by ``rest``, both printed literally."""
+    return Text.assemble((label, style), rest)
 
 
 @app.callback()
@@ -44,7 +53,7 @@ F = TypeVar("F", bound=Callable)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -6,10 +6,11 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
 from ingest import store
 from ingest.context import ProxyPolicy, default_policy
 from ingest.enrich import Enricher
@@ -87,13 +88,13 @@ def ingest(
                     state["file"], state["last"] = path, 0
                 if done >= 0:
                     state["last"] = done
-                bar.update(task, completed=state["base"] + state["last"], rows=rows, description=path)
+                bar.update(task, completed=state["base"] + state["last"], rows=rows, description=escape(path))
 
             result = ingest_paths(con, paths, fmt=format, options=options, enricher=enricher, progress=progress)
     finally:
         con.close()
     for e in result.errors:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(styled("error:", "bold red", f" {e}"), highlight=False, soft_wrap=True)
     if json_out:
         out = result.as_json()
         print(json.dumps({k: out[k] for k in ("rows_read", "events_added", "duplicates", "quarantined", "reasons")}))
@@ -129,7 +130,7 @@ def summary(db: DbOption = None, json_out: JsonFlag = False) -> None:
     if json_out:
         print(json.dumps(s, default=str))
         return
-    console.print(f"[bold]store[/] {store.resolve_db_path(db)}", highlight=False)
+    console.print(styled("store", "bold", f" {store.resolve_db_path(db)}"), highlight=False)
     console.print(
         f"events {s['events']:,} from {counted(s['users_in_events'], 'user')}, {s['first_event']} .. {s['last_event']}; "
         f"users loaded {s['users_loaded']:,}; labels {s['labels']:,}; quarantined rows {s['quarantined']:,}",

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
 from ingest.errors import RiskgateError
 
 
@@ -140,7 +140,7 @@ def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = 
         return
     period = (f" from {since} until {until}" if lo and hi else f" since {since}" if lo else f" until {until}" if hi
               else "")
-    console.print(f"[bold]assessments[/]{period}: {counted(s['events_scored'], 'event')} scored, {s['events_unscored']:,} not yet",
+    console.print(styled("assessments", "bold", f"{period}: {counted(s['events_scored'], 'event')} scored, {s['events_unscored']:,} not yet"),
                   highlight=False)
     if not s["events_scored"]:
         if s["events_unscored"]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
 from cli.score_cmd import SinceOption, UntilOption, parse_period
 from ingest.errors import RiskgateError
 
@@ -119,12 +119,12 @@ def _print_tune(r) -> None:
     for typ, rate in new["attacks_stopped_by_type"].items():
         ot.add_row(f"  stopped: {typ}", _pct(now["attacks_stopped_by_type"].get(typ), 1), _pct(rate, 1))
     console.print(ot)
-    console.print(("targets met" if r.met else "[bold red]targets NOT met[/]") + ": "
-                  + ", ".join(f"{k} {v}" for k, v in r.targets.to_dict().items() if v not in (None, {})))
+    console.print(styled("targets met" if r.met else "targets NOT met", "" if r.met else "bold red",
+                         ": " + ", ".join(f"{k} {v}" for k, v in r.targets.to_dict().items() if v not in (None, {}))))
     for note in r.notes:
         console.print(f"note: {note}", highlight=False)
     for w in t["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(styled("warning:", "yellow", f" {w}"), highlight=False)
     if r.applied_version is not None:
         console.print(f"written as thresholds version {r.applied_version}", highlight=False)
     else:
@@ -173,4 +173,4 @@ def whatif(
     console.print(tab)
     console.print(f"sign-ins whose outcome would change: {w['changed']:,}", highlight=False)
     for msg in w["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+        err_console.print(styled("warning:", "yellow", f" {msg}"), highlight=False)

@@ -56,3 +56,38 @@ def test_help_and_unknown_names_load_every_command():
         assert name in out
     code, _, mods = _imports("no-such-command")
     assert code == 2 and {f"cli.{m}" for m in cli.command_modules()} <= mods
+
+
+def _riskgate(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_values_that_look_like_rich_markup_or_emoji_codes_are_printed_as_they_are(tmp_path):
+    """Whatever an event, a file or a document carries is printed literally: "[/]" used to crash ``summary`` for
+    good (a Rich MarkupError once such a row was quarantined), "[bold]x" lost its brackets and ":a:" became an
+    emoji in error messages."""
+    src = tmp_path / "mk.jsonl"
+    ctx = lambda ip, agent: {"IpAddress": ip, "ServerName": "a", "ServerPath": "/",  # noqa: E731
+                             "HttpHeaders": [{"headerName": "User-Agent", "headerValue": agent}]}
+    rows = [
+        {"EventId": "m1", "Username": "alice", "EventType": "SignIn", "EventResponse": "Pass",
+         "CreationDate": "2026-03-01T08:15:02Z", "ContextData": ctx("[/]", "x")},
+        {"EventId": "m2", "Username": "bob", "EventType": "SignIn", "EventResponse": "Pass",
+         "CreationDate": "2026-03-01T08:16:02Z", "ContextData": ctx("[bold]1.2.3.4", "x")},
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    db = str(tmp_path / "x.duckdb")
+    r = _riskgate("ingest", str(src), "--db", db)
+    assert r.returncode == 0, r.stderr
+    assert "quarantined 2" in r.stdout
+    r = _riskgate("summary", "--db", db)
+    assert r.returncode == 0, r.stderr
+    assert 'IpAddress "[/]" is not an IPv4 or IPv6 address' in r.stdout
+    assert 'IpAddress "[bold]1.2.3.4" is not an IPv4 or IPv6 address' in r.stdout
+    for doc, shown in (({"ClientId": "web[/]app", "RiskExceptionConfiguration": {}}, "'web[/]app'"),
+                       ({"AccountTakeoverRiskConfiguration": {"NotifyConfiguration": {"SourceArn": "arn:a:b::1:c"},
+                                                              "Actions": {}}}, "'arn:a:b::1:c' is too short")):
+        (tmp_path / "c.json").write_text(json.dumps(doc))
+        r = _riskgate("config", "validate", str(tmp_path / "c.json"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert shown in r.stderr and r.stderr.startswith("error: "), r.stderr
