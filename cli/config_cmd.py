@@ -86,6 +86,7 @@ def describe_cmd(
     as_yaml: Annotated[bool, typer.Option("--yaml", help="Print YAML instead of JSON.")] = False,
 ) -> None:
     """Print the configuration that applies, as DescribeRiskConfiguration returns it."""
+    risk_config.check_client_arg(client_id)
     con = store.connect(db)
     try:
         detail = risk_config.resolve_detail(con, user_pool_id, client_id)

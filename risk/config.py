@@ -190,6 +190,8 @@ def check_cidr(value: str) -> str:
     if text != value:
         raise _custom(f"{value!r} is not a valid CIDR (surrounded by spaces)")
     addr_text, sep, prefix_text = text.partition("/")
+    if "%" in addr_text:  # ip_address() accepts an IPv6 zone ("fe80::%eth0"): no place in a range of addresses
+        raise _custom(f"{value!r} is not a valid CIDR (an IPv6 zone id '%…' is not part of an address range)")
     try:
         addr = ipaddress.ip_address(addr_text)
     except ValueError:
@@ -735,10 +737,12 @@ def lint(config: RiskConfiguration) -> list[str]:
                         )
     rec = config.RiskExceptionConfiguration
     if rec is not None and rec.BlockedIPRangeList and rec.SkippedIPRangeList:
-        blocked = [ipaddress.ip_network(c) for c in rec.BlockedIPRangeList]
+        from risk.exceptions import unmapped  # an IPv4-mapped range matches as the IPv4 one (risk.exceptions)
+
+        blocked = [(c, unmapped(ipaddress.ip_network(c))) for c in rec.BlockedIPRangeList]
         for c in rec.SkippedIPRangeList:
-            net = ipaddress.ip_network(c)
-            hits = [str(b) for b in blocked if b.version == net.version and b.overlaps(net)]
+            net = unmapped(ipaddress.ip_network(c))
+            hits = [b for b, bnet in blocked if bnet.version == net.version and bnet.overlaps(net)]
             if hits:
                 out.append(
                     f"RiskExceptionConfiguration.SkippedIPRangeList: '{c}' overlaps blocked {', '.join(hits)}; "
@@ -920,6 +924,8 @@ def choose_pool(
             f"--user-pool-id {explicit!r} contradicts the document's UserPoolId {document!r}; "
             "remove one of them or make them agree"
         )
+    if explicit is not None and not explicit.strip():  # an unset shell variable: never "whichever pool"
+        raise ConfigurationError(f"--user-pool-id {explicit!r} is empty: give a pool id of 1..55 characters")
     chosen = explicit or document or os.environ.get(POOL_ENV)
     if chosen:
         if len(chosen) > 55:
@@ -936,7 +942,7 @@ def choose_pool(
     )
 
 
-def _check_client_arg(client_id: str | None) -> None:
+def check_client_arg(client_id: str | None) -> None:
     if client_id is None:
         return
     if not (1 <= len(client_id) <= 128) or not _CLIENT_ID_RE.fullmatch(client_id):
@@ -958,7 +964,7 @@ def set_configuration(
             f"--client-id {client_id!r} contradicts the document's ClientId {config.ClientId!r}; "
             "remove one of them or make them agree"
         )
-    _check_client_arg(client_id)
+    check_client_arg(client_id)
     pool = choose_pool(con, user_pool_id, config.UserPoolId)
     client = client_id or config.ClientId
     if config.is_reset:
@@ -985,7 +991,7 @@ def reset_configuration(
     now: datetime | None = None,
 ) -> ConfigVersion:
     """Pool: back to the defaults. Client: back to inheriting the pool's configuration. Recorded as a version."""
-    _check_client_arg(client_id)
+    check_client_arg(client_id)
     pool = choose_pool(con, user_pool_id)
     summary = (
         "reset: the pool uses the default configuration"
@@ -1072,6 +1078,7 @@ def resolve_proposed(
 
 def describe(con: duckdb.DuckDBPyConnection, user_pool_id: str | None, client_id: str | None = None) -> dict:
     """What DescribeRiskConfiguration returns: ``{"RiskConfiguration": {..., "LastModifiedDate": ...}}``."""
+    check_client_arg(client_id)  # as set and reset do (not in resolve: stored events' client ids are not checked)
     return describe_resolved(resolve_detail(con, user_pool_id, client_id))
 
 

@@ -225,6 +225,36 @@ def test_several_pools_need_a_choice(cli, tmp_path):
     assert cli("mode", "OFF", "--user-pool-id", "eu-west-1_B").exit_code == 0
 
 
+def test_an_empty_pool_id_or_a_bad_client_id_is_refused_before_anything_changes(cli, tmp_path, store_path):
+    """``--user-pool-id ""`` (an unset shell variable) used to mean "the store's pool" and turned its mode OFF."""
+    cli("config", "set", write(tmp_path, DOC))
+    before = count_versions(store_path)
+    for args in (("mode", "OFF", "--user-pool-id", ""), ("mode", "OFF", "--user-pool-id", " "),
+                 ("config", "reset", "--user-pool-id", ""), ("config", "set", write(tmp_path, DOC), "--user-pool-id", "")):
+        res = cli(*args)
+        assert res.exit_code == 2 and "is empty: give a pool id of 1..55 characters" in res.stderr, args
+    assert count_versions(store_path) == before
+    assert json.loads(cli("mode", "--json").stdout)["mode"] == "AUDIT"
+    res = cli("config", "describe", "--client-id", "bad id!")
+    assert res.exit_code == 2 and "client id 'bad id!' must be 1..128 characters" in res.stderr
+
+
+def test_zone_ids_are_refused_and_mapped_ranges_overlap_as_ipv4(cli, tmp_path):
+    res = cli("config", "validate", write(tmp_path, {"RiskExceptionConfiguration": {
+        "BlockedIPRangeList": ["fe80::%eth0/64"]}}))
+    assert res.exit_code == 2 and "'fe80::%eth0/64' is not a valid CIDR (an IPv6 zone id" in res.stderr
+    res = cli("config", "validate", write(tmp_path, {"RiskExceptionConfiguration": {
+        "BlockedIPRangeList": ["10.0.0.0/8", "::ffff:192.0.2.0/120"],
+        "SkippedIPRangeList": ["::ffff:10.2.0.0/112", "192.0.2.128/25", "::ffff:11.0.0.0/120", "2001:db8::/32"]}}))
+    assert res.exit_code == 0, res.stderr
+    warned = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [
+        "warning: RiskExceptionConfiguration.SkippedIPRangeList: '::ffff:10.2.0.0/112' overlaps blocked 10.0.0.0/8; "
+        "blocked wins for addresses in both",
+        "warning: RiskExceptionConfiguration.SkippedIPRangeList: '192.0.2.128/25' overlaps blocked "
+        "::ffff:192.0.2.0/120; blocked wins for addresses in both"]
+
+
 def test_missing_file(cli, tmp_path):
     res = cli("config", "validate", str(tmp_path / "none.json"))
     assert res.exit_code == 2 and "file not found" in res.stderr
