@@ -2,7 +2,7 @@
 
 Exports stream from DuckDB in Arrow batches (bounded memory) into CSV,
 Parquet or JSON lines; reasons are a list of {code, value, contribution}
-(a JSON text in CSV).
+(a JSON text in CSV); times are ISO 8601 text in UTC in CSV and JSON lines.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ ORDER BY e.creation_date, e.event_id
 """
 
 
+#: Times in text exports as ISO 8601 / RFC 3339 in UTC, as ``riskgate events`` writes them
+#: (``2026-03-01T08:15:02.120000+00:00``): DuckDB's own text (``2026-03-01 08:15:02.12+00``) is not read as a time by
+#: strict parsers, e.g. Elasticsearch's default date detection. Parquet keeps the typed timestamps.
+_ISO_TIMES = ", ".join(f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS {c}" for c in ("time", "scored_at"))
+
+
 def export_assessments(
     con: duckdb.DuckDBPyConnection,
     out: str | os.PathLike,
@@ -47,9 +53,9 @@ def export_assessments(
         raise RiskgateError("is a folder; --out names the file to write", source=str(out))
     params = period_params(since, until)
     if fmt == "csv":
-        sql = f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons) FROM ({_EXPORT_SELECT})"
+        sql = f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons, {_ISO_TIMES}) FROM ({_EXPORT_SELECT})"
     elif fmt == "jsonl":
-        sql = f"SELECT to_json(x)::VARCHAR AS line FROM ({_EXPORT_SELECT}) x"
+        sql = f"SELECT to_json(x)::VARCHAR AS line FROM (SELECT * REPLACE ({_ISO_TIMES}) FROM ({_EXPORT_SELECT})) x"
     else:
         sql = _EXPORT_SELECT
     tmp = f"{out}.partial"

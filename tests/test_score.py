@@ -406,6 +406,14 @@ def test_export_writes_events_with_their_assessments(store, tmp_path, fmt):
                 "decision", "action", "reasons", "model_version", "config_version"):
         assert col in rows[0]
     assert any(r for r in reasons)
+    stored = dict(q(store, "SELECT event_id, creation_date FROM events"))
+    scored = dict(q(store, "SELECT event_id, scored_at FROM assessments"))
+    for r in rows:  # ISO 8601 in UTC in text (as `riskgate events` writes), typed in Parquet: the stored instants
+        when, at = (r["time"], r["scored_at"]) if fmt == "parquet" else (
+            datetime.fromisoformat(r["time"]), datetime.fromisoformat(r["scored_at"]))
+        if fmt != "parquet":
+            assert r["time"][10] == "T" and r["time"].endswith("+00:00"), r["time"]
+        assert (when, at) == (stored[r["event_id"]], scored[r["event_id"]])
     first, last = q(store, "SELECT min(creation_date), max(creation_date) FROM events")[0]
     mid = first + (last - first) / 2
     out2 = tmp_path / f"half.{fmt}"
