@@ -294,7 +294,8 @@ def _build_sql(filters: str, cached_globals: bool = False, shared: bool = False)
         "cos(radians(prev.lat)) * cos(radians(latitude)) * pow(sin(radians(longitude - prev.lon) / 2), 2)))"
     )
     no_geo = "prev IS NULL OR latitude IS NULL OR longitude IS NULL OR prev.lat IS NULL OR prev.lon IS NULL"
-    hours_prev = "(epoch(creation_date) - epoch(prev.t)) / 3600.0"
+    # exact microseconds, then seconds and hours as risk.online computes them (epoch() rounds differently)
+    hours_prev = "((epoch_us(creation_date) - epoch_us(prev.t)) / 1000000) / 3600.0"
     cols = {
         "history_size": "n_u",
         "new_ip": novelty("ip", "client_ip"),

@@ -305,7 +305,7 @@ class OnlineFeatures:
         if prev is None:
             hours = None
         else:
-            hours = (t / 1_000_000 - prev[0] / 1_000_000) / 3600.0
+            hours = ((t - prev[0]) / 1_000_000) / 3600.0  # exact microseconds first, as the feature SQL does
         if prev is None or lat is None or lon is None or prev[1] is None or prev[2] is None:
             out["travel_speed_kmh"] = out["travel_distance_km"] = None
         else:

@@ -38,6 +38,8 @@ def _stream(n: int, seed: int) -> list[dict]:
     rows, t = [], 0.0
     for i in range(n):
         t += rnd.choice([0, 0, 0.5, 3, 20, 61, 400, 900])  # ties, and steps across the hour and the day
+        if rnd.random() < 0.3:  # and times to the microsecond, as the service's own clock gives them
+            t += rnd.randrange(1, 60_000_000) / 60_000_000
         rows.append(ev(f"r{i:05d}", f"u{rnd.randrange(12)}", t, ip=rnd.choice(ips),
                        response=rnd.choice(["Pass", "Pass", "Pass", "Fail", "InProgress"]),
                        event_type=rnd.choice(["SignIn", "SignIn", "PasswordChange"]),
