@@ -364,8 +364,9 @@ def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: dat
     """What ``config`` (a ``risk.config.RiskConfiguration``; None: those in force) and ``thresholds`` (None:
     those in force) would do to the stored history, against what the ones in force do.
 
-    A configuration naming a UserPoolId (and ClientId) applies to that pool's (client's) sign-ins only;
-    one naming none applies to all. Returns counts of Allow / MfaChallenge / Block overall and split
+    ``config`` is evaluated as ``riskgate config set`` would store it (``risk.config.resolve_proposed``): one
+    naming a UserPoolId (and ClientId) applies to that pool's (client's) sign-ins only, one naming none to
+    every pool's; a client with a configuration of its own keeps it under a pool-level one; ids only reset. Returns counts of Allow / MfaChallenge / Block overall and split
     ``by_label`` (attack, legitimate, unlabelled), ``by_mfa`` (with MFA, without MFA), ``by_event_type``,
     ``by_attack_type``, the same overall for the settings in force (``current``) and ``changed`` (sign-ins
     whose outcome differs).
