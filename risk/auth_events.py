@@ -36,11 +36,19 @@ def _encode_token(username: str, created: datetime, event_id: str) -> str:
 
 
 def _decode_token(token: str, username: str) -> tuple[datetime, str]:
+    """(time, event id) of the position a token of :func:`_encode_token` names; InvalidParameterError for anything
+    else (every part is checked: a forged token must not reach the query)."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        user, created, event_id = json.loads(raw)
+        parts = json.loads(raw)
+        if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
+            raise ValueError("not three strings")
+        user, created, event_id = parts
         when = datetime.fromisoformat(created)
-    except (ValueError, TypeError):
+        if when.tzinfo is None:
+            raise ValueError("a time without its offset")
+        when.astimezone(timezone.utc)  # within the range of times (0001-01-01T00:00+01:00 is not)
+    except (ValueError, TypeError, OverflowError):
         raise InvalidParameterError(f"NextToken {token[:40]!r} is not a valid token") from None
     if user != username:
         raise InvalidParameterError("NextToken belongs to another user's listing")

@@ -146,6 +146,7 @@ class InlineScorer:
         self._pending: list[tuple[list, list, list]] = []  # answered, to write: (event rows, checks, assessment rows)
         self._pending_ids: set[str] = set()
         self._inflight_ids: set[str] = set()  # handed to the writer, not committed yet
+        self._unanswered: set[str] = set()  # stored by a call that then failed: not retries when they come again
         self._ids_lock = threading.Lock()
         self._writes: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -277,8 +278,21 @@ class InlineScorer:
         return Prepared(requests, rows, refused)
 
     def evaluate(self, requests: list[InlineRequest]) -> tuple[list[InlineResult | RiskgateError], list[DueNotification]]:
-        """Assess the events; one result (or the error refusing it) per request, in order, and the notifications due."""
-        results, due = self.finish([self.prepare(requests)])
+        """Assess the events; one result (or the error refusing it) per request, in order, and the notifications due.
+
+        The passwords are forgotten once checked. When the call raises, the requests are left to be assessed
+        again (e.g. each on its own, as the service does, so that one bad request does not fail the others):
+        their passwords are given back, and the EventIds and times given to them are kept.
+        """
+        passwords = [r.password for r in requests]
+        try:
+            results, due = self.finish([self.prepare(requests)])
+        except BaseException:
+            for r, password in zip(requests, passwords):
+                r.password = password
+            raise
+        finally:
+            del passwords
         return results[0], due
 
     def finish(self, batches: list[Prepared]) -> tuple[list[list[InlineResult | RiskgateError]], list[DueNotification]]:
@@ -312,15 +326,22 @@ class InlineScorer:
                 r.password = None
         ids = [r["event_id"] for r in rows]
         existing = self._existing(ids)
-        online = self._online_features(rows) if not existing and len(set(ids)) == len(ids) else None
+        try:
+            online = self._online_features(rows) if not existing and len(set(ids)) == len(ids) else None
+        except BaseException:
+            self.online.invalidate()  # it may have counted some of the events, which will not be stored
+            self._online_checked = False
+            raise
         if online is not None:
             assessed, feature_rows, due = self._assess_online(rows, online, outcomes, requests)
         else:
             assessed, feature_rows, due = self._assess_stored(rows, existing, outcomes, requests)
         for row in rows:
             i, line = row["event_id"], row["source_line"]
-            out[line - 1] = InlineResult(assessed[i], duplicate=i in existing,
+            out[line - 1] = InlineResult(assessed[i], duplicate=i in existing and i not in self._unanswered,
                                          features=feature_rows.get(i) if requests[line - 1].want_features else None)
+        if self._unanswered:
+            self._unanswered.difference_update(r["event_id"] for r in rows)
         return split(out), due
 
     def _existing(self, ids: list[str]) -> set[str]:
@@ -392,18 +413,24 @@ class InlineScorer:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        self.global_counts.add(con, [i for i in dict.fromkeys(ids) if i not in existing])
-        ctx = self.context
-        assessed = rs.assessments_for(con, ids)
-        todo = [i for i in dict.fromkeys(ids) if i not in assessed]
-        feature_rows, due = {}, []
-        if todo:
-            feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
-            events = rs.events_to_assess(con, feats)
-            table, feature_rows = self._assessed(ctx, feats, events, requests)
-            rs._write(con, table)
-            rs._apply_resets(con, table, events)
-            due = self._due(rs.due_notifications(ctx, table))
+        new = [i for i in dict.fromkeys(ids) if i not in existing]
+        try:
+            self.global_counts.add(con, new)
+            ctx = self.context
+            assessed = rs.assessments_for(con, ids)
+            todo = [i for i in dict.fromkeys(ids) if i not in assessed]
+            feature_rows, due = {}, []
+            if todo:
+                feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
+                events = rs.events_to_assess(con, feats)
+                table, feature_rows = self._assessed(ctx, feats, events, requests)
+                rs._write(con, table)
+                rs._apply_resets(con, table, events)
+                due = self._due(rs.due_notifications(ctx, table))
+        except BaseException:
+            # the events are stored, not answered: assessed again (each on its own, say), they are no retries
+            self._unanswered.update(new)
+            raise
         return rs.assessments_for(con, ids), feature_rows, due
 
     def pending(self) -> int:

@@ -201,9 +201,9 @@ class BodyLimit:
             try:
                 too_big = int(declared) > self.limit
             except ValueError:
-                return await self._refuse(send, 400, "Content-Length is not a number")
+                return await self._refuse(scope, send, 400, "Content-Length is not a number")
             if too_big:
-                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
+                return await self._refuse(scope, send, 413, f"request body over {self.limit} bytes")
         chunks, size = [], 0
         while True:
             msg = await receive()
@@ -212,7 +212,7 @@ class BodyLimit:
             body = msg.get("body", b"")
             size += len(body)
             if size > self.limit:
-                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
+                return await self._refuse(scope, send, 413, f"request body over {self.limit} bytes")
             chunks.append(body)
             if not msg.get("more_body", False):
                 break
@@ -228,11 +228,19 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(send, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+    async def _refuse(scope, send, status: int, message: str) -> None:
+        """Answer ``status`` with ``message``: in Cognito's error shape to a request of its protocol (``POST /``,
+        the operation in ``X-Amz-Target``), so that the SDKs show the code and the message; else ``{"error": ...}``."""
+        headers = [(b"connection", b"close")]
+        if scope.get("path") == "/" or any(name.lower() == b"x-amz-target" for name, _ in scope.get("headers") or []):
+            error = cognito.CognitoError("InvalidParameterException", message, status)
+            body = json.dumps(error.body()).encode()
+            headers += [(b"content-type", cognito.CONTENT_TYPE.encode()), (b"x-amzn-errortype", error.code.encode())]
+        else:
+            body = json.dumps({"error": message}).encode()
+            headers.append((b"content-type", b"application/json"))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -405,6 +413,11 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
             return _cognito_error(cognito.CognitoError("InternalErrorException", str(exc), 500))
         except RiskgateError as exc:
             return _cognito_error(cognito.CognitoError("InvalidParameterException", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a fault of ours: still in Cognito's shape, for the SDKs
+            log.exception("%s failed", request.headers.get("x-amz-target") or "a Cognito request")
+            return _cognito_error(cognito.CognitoError(
+                "InternalErrorException", f"internal error ({type(exc).__name__}); the service's log has the details",
+                500))
 
     @app.get("/v1/feedback", tags=["feedback"], response_class=HTMLResponse)
     async def one_click_feedback(token: str, value: str):

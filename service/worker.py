@@ -4,7 +4,10 @@ DuckDB has one writer per file, and riskgate's processes take turns over it
 (``ingest.lease``). The service therefore keeps one ``Store`` and one thread
 that does all its store work: :class:`StoreWorker` runs jobs from a queue,
 coalescing the ``/v1/evaluate`` requests that queued while the previous
-handful was being assessed into one ``InlineScorer.evaluate`` call.
+handful was being assessed into one ``InlineScorer.evaluate`` call. A
+request's answer depends on that request only: when the call for a batch
+raises, each of its requests is assessed on its own, so that only those that
+fail alone get an error.
 Between jobs it checks, at most every ``poll`` seconds, whether another
 process waits for the store; once it has held the store ``min_hold`` seconds
 it hands it over (``Store.handover``) -- nothing is in flight then, because
@@ -242,16 +245,39 @@ class StoreWorker:
         live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
         if not live:
             return
-        t0 = time.perf_counter()
         try:
-            results, due = self.scorer.evaluate([j.payload for j in live])
-            self.timings["evaluate"].append(time.perf_counter() - t0)
-        except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
+            results, due = self._assess(live)
+        except Exception as exc:  # noqa: BLE001 - one request must not fail the others: each is tried on its own
+            if len(live) == 1:
+                live[0].future.set_exception(exc)
+                return
+            log.warning("assessing a batch of %d requests failed (%s); assessing each on its own",
+                        len(live), type(exc).__name__)
+            for j in live:
+                try:
+                    results, due = self._assess([j])
+                except BaseException as own:  # noqa: BLE001 - this request's own error, handed to it
+                    j.future.set_exception(own)
+                else:
+                    self._answer([j], results, due)
+            return
+        except BaseException as exc:  # noqa: BLE001 - not the requests' doing (e.g. interrupted): all get it
             for j in live:
                 j.future.set_exception(exc)
             return
+        self._answer(live, results, due)
+
+    def _assess(self, jobs: list[_Job]) -> tuple[list, list]:
+        """One scorer call for ``jobs``: (a result or refusal per job, notifications due). A call that raises
+        leaves its requests as they came (``InlineScorer.evaluate``), so that each can be tried again."""
+        t0 = time.perf_counter()
+        results, due = self.scorer.evaluate([j.payload for j in jobs])
+        self.timings["evaluate"].append(time.perf_counter() - t0)
         self.batches += 1
-        for j, r in zip(live, results):
+        return results, due
+
+    def _answer(self, jobs: list[_Job], results: list, due: list) -> None:
+        for j, r in zip(jobs, results):
             if isinstance(r, BaseException):
                 j.future.set_exception(r)
             else:
