@@ -78,6 +78,10 @@ SOURCE_FILE = "POST /v1/evaluate"
 _NULLABLE_EVENT_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 
 
+#: What makes a request with a stored EventId a retry of that event rather than another sign-in under its id.
+_IDENTITY = ("username", "user_pool_id", "event_type", "event_response")
+
+
 class InlineEventError(RiskgateError):
     """An inline event that ingest would quarantine; the message gives every reason."""
 
@@ -320,12 +324,22 @@ class InlineScorer:
         try:
             if not rows:
                 return split(out), []
+            ids = [r["event_id"] for r in rows]
+            existing = self._existing(ids)
+            refused = self._reused_ids(rows, existing)
+            if refused:  # an EventId that stands for another sign-in: refused, never answered with its assessment
+                for row in rows:
+                    if row["source_line"] in refused:
+                        out[row["source_line"] - 1] = InlineEventError(refused[row["source_line"]])
+                rows = [row for row in rows if row["source_line"] not in refused]
+                if not rows:
+                    return split(out), []
+                ids = [r["event_id"] for r in rows]
+                existing &= set(ids)
             outcomes = self._check_passwords(rows, requests)
         finally:
             for r in requests:
                 r.password = None
-        ids = [r["event_id"] for r in rows]
-        existing = self._existing(ids)
         try:
             online = self._online_features(rows) if not existing and len(set(ids)) == len(ids) else None
         except BaseException:
@@ -343,6 +357,28 @@ class InlineScorer:
         if self._unanswered:
             self._unanswered.difference_update(r["event_id"] for r in rows)
         return split(out), due
+
+    def _reused_ids(self, rows: list[dict], existing: set[str]) -> dict[int, str]:
+        """Requests (by line) whose EventId is stored, waiting to be written or earlier in the batch for a different
+        sign-in (another user, pool, event type or response), with the reason: a retry repeats its event, and
+        an EventId that names another one must not be answered with that one's assessment."""
+        first: dict[str, tuple] = {}
+        if existing:
+            with self._ids_lock:
+                unwritten = bool((self._pending_ids | self._inflight_ids) & existing)
+            if unwritten:
+                self.flush(wait=True)  # rare (a retry soon after its first answer): then the store holds them all
+            first = {r[0]: tuple(r[1:]) for r in ingest_store.rows_where_in(
+                self.con, f"SELECT event_id, {', '.join(_IDENTITY)} FROM events", "event_id", sorted(existing))}
+        refused = {}
+        for row in rows:
+            eid, ident = row["event_id"], tuple(row[c] for c in _IDENTITY)
+            seen = first.setdefault(eid, ident)
+            if seen != ident:
+                refused[row["source_line"]] = (
+                    f"EventId {eid!r} already stands for another sign-in ({', '.join(f'{c} {v!r}' for c, v in zip(_IDENTITY, seen))}): "
+                    "a retry repeats its event; a new sign-in needs a new EventId (or none)")
+        return refused
 
     def _existing(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` are stored or waiting to be written (the store asked only when they may be)."""

@@ -120,3 +120,34 @@ def test_write_behind_answers_first_then_stores_each_event_once(base, inline):
     assert con.execute(f"SELECT count(*) FROM events WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
     assert con.execute(f"SELECT count(*) FROM assessments WHERE event_id IN ({marks})", ids).fetchall()[0][0] == 6
     assert scorer.write_errors == 0 and scorer.online_events == 6
+
+
+def test_an_event_id_reused_for_another_sign_in_is_refused_not_answered_with_the_first_ones_assessment(base, inline):
+    """A retry (the same user, pool, event type and response under its EventId) gets the stored answer; the same
+    EventId for another sign-in -- another user, or a failure reported under a success's id -- is refused with
+    the reason and stores nothing, whether the first is still waiting to be written, stored, or earlier in the
+    same batch."""
+    from risk.inline import InlineEventError, InlineRequest
+
+    con, scorer = inline
+    events = rest_events(base)
+    a, b = dict(events[0]), dict(events[1])
+    assert a["Username"] != b["Username"]
+    first, _ = scorer.evaluate([InlineRequest(dict(a))])
+    assert scorer.pending() == 1  # answered, not yet written
+    other_user = {**b, "EventId": a["EventId"]}
+    other_response = {**a, "EventResponse": "Fail" if a["EventResponse"] == "Pass" else "Pass"}
+    got, _ = scorer.evaluate([InlineRequest(dict(other_user)), InlineRequest(dict(a)),
+                              InlineRequest(dict(other_response))])
+    assert isinstance(got[0], InlineEventError) and isinstance(got[2], InlineEventError)
+    assert f"EventId {a['EventId']!r} already stands for another sign-in (username {a['Username']!r}" in str(got[0])
+    assert got[1].duplicate and got[1].assessment == first[0].assessment
+    # in one batch, neither stored: the first is assessed, the other refused
+    c = dict(events[2])
+    got, _ = scorer.evaluate([InlineRequest(dict(c)), InlineRequest({**b, "EventId": c["EventId"]})])
+    assert not got[0].duplicate and isinstance(got[1], InlineEventError)
+    scorer.flush(wait=True)
+    rows = con.execute("SELECT event_id, username, event_response FROM events WHERE event_id IN (?, ?)",
+                       [a["EventId"], c["EventId"]]).fetchall()
+    assert sorted(rows) == sorted([(a["EventId"], a["Username"], a["EventResponse"]),
+                                   (c["EventId"], c["Username"], c["EventResponse"])])
