@@ -650,6 +650,9 @@ SELECT *,
          WHEN resp NOT IN ('Pass', 'Fail', 'InProgress')
          THEN 'EventResponse ' || to_json(left(event_response, 80))::VARCHAR || ' is not one of Pass, Fail, InProgress (or Success, Failure)' END,
     CASE WHEN creation_date IS NULL THEN 'CreationDate is missing or not a time'
+         WHEN isinf(creation_date) THEN 'CreationDate is '
+              || CASE WHEN creation_date > $max_time THEN 'in the future' ELSE 'before 2000-01-01' END
+              || ' (an epoch number out of the range of times)'
          WHEN creation_date < $min_time THEN 'CreationDate ' || strftime(creation_date, '%Y-%m-%dT%H:%M:%SZ') || ' is before 2000-01-01'
          WHEN creation_date > $max_time THEN 'CreationDate ' || strftime(creation_date, '%Y-%m-%dT%H:%M:%SZ') || ' is in the future' END,
     CASE WHEN NOT ip_valid THEN 'IpAddress ' || to_json(left(ip_address, 80))::VARCHAR || ' is not an IPv4 or IPv6 address' END,

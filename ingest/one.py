@@ -17,6 +17,7 @@ SQL path's, column for column.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 
@@ -96,8 +97,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
         if challenges is None:
             return None
     rtt = record.get("RoundTripTimeMs")
-    if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, (int, float))):
-        return None
+    if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, (int, float)) or not math.isfinite(rtt)):
+        return None  # (NaN, Infinity, 1e400: the reader's "RoundTripTimeMs must be a finite number")
     compromised = record.get("CompromisedCredentialsDetected")
     if compromised is not None and not isinstance(compromised, bool):
         return None

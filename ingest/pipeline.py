@@ -237,7 +237,8 @@ class PreparedBatch:
 
     staged: Staged | None
     quarantine: pa.Table  # QUARANTINE_SCHEMA + quarantine_id
-    labels: pa.Table | None
+    labels: pa.Table | None  # LABEL_SCHEMA (+ source_line): stored only for the events the batch adds
+    source_file: str = ""
 
 
 def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher) -> PreparedBatch:
@@ -254,7 +255,8 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher) -> PreparedBa
         q = q.set_column(0, "source_format", pa.array([fmt] * q.num_rows, pa.string()))
         q = q.set_column(1, "source_file", pa.array([path] * q.num_rows, pa.string()))
     q = with_quarantine_ids(q)
-    return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, batch.labels)
+    return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, batch.labels_with_lines(),
+                         path)
 
 
 def _preparing(reader, path: str, fmt: str, options: ReaderOptions, enricher: Enricher) -> Iterator[PreparedBatch]:
@@ -305,7 +307,9 @@ def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
                 added = store.insert_events_from(con, staged.select_sql(), staged.params, staged.event_ids, run_id)
         if q.num_rows:
             store.insert_quarantine(con, q, run_id)
-        labels = store.insert_labels(con, batch.labels) if batch.labels is not None else 0
+        # a row that did not become an event here (quarantined, a duplicate) adds no label
+        labels = (store.insert_labels(con, batch.labels, added_by_run=run_id, source_file=batch.source_file)
+                  if batch.labels is not None and added else 0)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -506,17 +506,32 @@ def insert_quarantine(con: duckdb.DuckDBPyConnection, table: pa.Table, run_id: s
     return int(res[0][0]) if res else 0
 
 
-def insert_labels(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
-    """Add labels (LABEL_SCHEMA) not already present for (event_id, label, source)."""
+def insert_labels(con: duckdb.DuckDBPyConnection, table: pa.Table, *, added_by_run: str | None = None,
+                  source_file: str | None = None) -> int:
+    """Add labels (LABEL_SCHEMA) not already present for (event_id, label, source).
+
+    ``added_by_run`` (ingest, in the transaction that wrote the events): only the labels of events that run
+    added from ``source_file``. When ``table`` also has a ``source_line`` column (the input row each label
+    came with), only the labels of the row that became the event: none from a quarantined row, a duplicate of
+    a stored event, or a later row repeating an event id (whatever the batch size).
+    """
     if table is None or table.num_rows == 0:
         return 0
+    added = ""
+    params: dict = {}
+    if added_by_run is not None:
+        same_row = " AND e.source_line = n.source_line" if "source_line" in table.column_names else ""
+        added = f"""AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id
+                                   AND e.ingest_run_id = $run AND e.source_file = $file{same_row})"""
+        params = {"run": added_by_run, "file": source_file}
     con.register("_rg_new_labels", table)
     try:
         res = con.execute(
-            """INSERT INTO labels
+            f"""INSERT INTO labels
                SELECT DISTINCT n.event_id, n.label, n.value, n.source FROM _rg_new_labels n
                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.event_id = n.event_id
-                                 AND l.label = n.label AND l.source IS NOT DISTINCT FROM n.source)"""
+                                 AND l.label = n.label AND l.source IS NOT DISTINCT FROM n.source)
+               {added}""", params
         ).fetchall()
     finally:
         con.unregister("_rg_new_labels")

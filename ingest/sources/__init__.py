@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ingest.errors import InputFormatError
-from ingest.sources.base import Reader, read_head
+from ingest.sources.base import UTF8_BOM, Reader, read_head
 
 #: format name -> (module, attribute). Detection tries them in this order.
 _MODULES = {
@@ -46,7 +46,7 @@ def get_reader(name: str) -> Reader:
 
 def detect_format(path: str) -> str:
     """The format of ``path`` from its first bytes; a clear error when nothing matches."""
-    head = read_head(path)
+    head = read_head(path).removeprefix(UTF8_BOM)  # (a byte-order mark is no part of any format's first line)
     if not head.strip():
         raise InputFormatError("is empty: there is nothing to detect a format from", source=str(path))
     for name in reader_names():

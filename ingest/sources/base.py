@@ -27,6 +27,8 @@ from ingest.errors import InputFormatError
 from ingest.schema import QUARANTINE_SCHEMA, SOURCE_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: A UTF-8 byte-order mark (Windows editors write one at the start of a text file): not part of the first line.
+UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_BATCH_ROWS = 122_880  # one DuckDB row group: each batch is written as whole row groups
 #: A raw row longer than this is stored truncated in quarantine (the reason says so).
 MAX_RAW_CHARS = 4096
@@ -53,10 +55,25 @@ class ReadBatch:
     events: pa.Table  # canonical source columns (a subset is fine) + optional RAW_COLUMN
     quarantine: pa.Table  # QUARANTINE_SCHEMA
     labels: pa.Table | None = None  # LABEL_SCHEMA
+    #: the input row (``source_line``) each label came with, when the reader knows it: a label is stored only
+    #: when its row became the event (``ingest.store.insert_labels``). A reader may give ``labels`` with a
+    #: ``source_line`` column instead: it is moved here.
+    label_lines: pa.ChunkedArray | pa.Array | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and "source_line" in self.labels.column_names:
+            self.label_lines = self.labels.column("source_line")
+            self.labels = self.labels.drop_columns(["source_line"])
 
     @property
     def rows_read(self) -> int:
         return self.events.num_rows + self.quarantine.num_rows
+
+    def labels_with_lines(self) -> pa.Table | None:
+        """``labels`` with their ``source_line`` column, when known."""
+        if self.labels is None or self.label_lines is None:
+            return self.labels
+        return self.labels.append_column("source_line", self.label_lines)
 
 
 class Reader(Protocol):
@@ -164,6 +181,20 @@ class _GzipOwning(gzip.GzipFile):
             super().close()
         finally:
             self._owned.close()
+
+
+#: Epoch seconds of larger magnitude are no time a TIMESTAMPTZ can hold (DuckDB's end in the year 294,247).
+MAX_EPOCH_SECONDS = 9.2e12
+
+
+def epoch_sql(seconds: str) -> str:
+    """SQL for a TIMESTAMPTZ from epoch seconds (``seconds``: a DOUBLE SQL expression), for every reader that
+    reads epoch numbers. Seconds beyond what a TIMESTAMPTZ holds (``1e20``) give ``'infinity'`` (or
+    ``'-infinity'``) instead of failing the whole batch's statement, so that the row alone is quarantined by the
+    time check (``ingest.enrich``: in the future, before 2000-01-01); NaN gives NULL (not a time)."""
+    return (f"CASE WHEN {seconds} BETWEEN {-MAX_EPOCH_SECONDS} AND {MAX_EPOCH_SECONDS} THEN to_timestamp({seconds}) "
+            f"WHEN {seconds} > 0 AND NOT isnan({seconds}) THEN 'infinity'::TIMESTAMPTZ "
+            f"WHEN {seconds} < 0 THEN '-infinity'::TIMESTAMPTZ END")
 
 
 def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:
@@ -279,9 +310,13 @@ class LineBatch:
     quarantine: list[tuple[int, str, bytes]]
 
 
-def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[LineBatch]:
+def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS,
+                     expected: str = "one record per line") -> Iterator[LineBatch]:
     """Stream a text file as batches of exactly ``batch_rows`` lines (the last may be shorter),
     with 1-based physical line numbers.
+
+    A file without a line to read (empty, blank lines only, or only a byte-order mark) cannot be read as
+    any line format: :class:`InputFormatError` "is empty: expected ``expected``", naming the file.
 
     A batch may span several read blocks (its arrays are then chunked, still without copying):
     batches as large as asked keep the store's writes in whole row groups, which is much cheaper
@@ -292,7 +327,9 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
     texts: list[pa.Array] = []
     bad: list[tuple[int, str, bytes]] = []
     n = 0
+    empty = True
     for lb in _iter_block_line_arrays(path):
+        empty = False
         bad.extend(lb.quarantine)
         at, size = 0, len(lb.texts)
         while at < size:
@@ -306,6 +343,8 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
                 lines, texts, bad, n = [], [], [], 0
     if n or bad:
         yield _line_batch(lines, texts, bad)
+    if empty:
+        raise InputFormatError(f"is empty: expected {expected}", source=str(path))
 
 
 def _line_batch(lines: list[pa.Array], texts: list[pa.Array], bad: list[tuple[int, str, bytes]]) -> LineBatch:
@@ -320,11 +359,16 @@ def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
     """The lines of each read block (of LINE_BLOCK_BYTES), one LineBatch a block (``iter_line_arrays`` cuts them).
 
     Splits blocks on newlines with numpy and wraps the bytes in Arrow arrays without copying;
-    memory stays bounded by the block and batch sizes.
+    memory stays bounded by the block and batch sizes. A UTF-8 byte-order mark at the start of the
+    (decompressed) input is not part of its first line.
     """
     with open_binary(path) as fh:
-        carry = b""
         line_no = 1
+        try:
+            carry = fh.read(len(UTF8_BOM))
+        except (OSError, EOFError) as exc:
+            raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
+        carry = carry.removeprefix(UTF8_BOM)
         while True:
             # each block is read into its own buffer (the arrays of its lines keep it alive): no copies
             block = bytearray(len(carry) + LINE_BLOCK_BYTES)

@@ -283,13 +283,11 @@ class CognitoUserActivity:
         """The input's batches as parts (``ingest.sources.base.PartReader``): the lines of each, read in order;
         a part finds and parses their records on the connection it is given."""
         first = True
-        for lb in iter_line_arrays(path, options.batch_rows):
+        for lb in iter_line_arrays(path, options.batch_rows,
+                                   expected="Cognito user-activity records, one JSON object per line"):
             yield partial(self._part, path, lb, options, first)
             first = False
             del lb
-        if first:
-            raise InputFormatError("is empty: expected Cognito user-activity records, one JSON object per line",
-                                   source=str(path))
 
     def _part(self, path: str, lb: LineBatch, options: ReaderOptions, first: bool,
               con: duckdb.DuckDBPyConnection) -> ReadBatch:

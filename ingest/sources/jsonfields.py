@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.errors import malformed_json
+from ingest.sources.base import epoch_sql
 
 # JSON types DuckDB's json_type() reports, by the kind a field expects
 _KIND_TYPES = {
@@ -82,8 +83,9 @@ def _type_word(t: str) -> str:
 
 def time_expr(value_sql: str, type_sql: str) -> str:
     """A TIMESTAMPTZ from an ISO string, or epoch seconds / milliseconds as number or digit string."""
-    epoch = (f"CASE WHEN TRY_CAST({value_sql} AS DOUBLE) > 1e11 THEN to_timestamp(TRY_CAST({value_sql} AS DOUBLE) / 1000.0) "
-             f"ELSE to_timestamp(TRY_CAST({value_sql} AS DOUBLE)) END")
+    number = f"TRY_CAST({value_sql} AS DOUBLE)"
+    epoch = (f"CASE WHEN {number} > 1e11 THEN {epoch_sql(f'({number} / 1000.0)')} "
+             f"ELSE {epoch_sql(number)} END")
     return f"""CASE WHEN {type_sql} IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN {epoch}
       ELSE coalesce(TRY_CAST({value_sql} AS TIMESTAMPTZ),
                     CASE WHEN regexp_full_match({value_sql}, '[0-9]{{9,16}}([.][0-9]+)?') THEN {epoch} END) END"""
@@ -218,8 +220,8 @@ def extract(
                 f"CASE WHEN _t[{j}] = 'OBJECT' AND {missing} "
                 f"THEN {sql_string(f.name + ' is required when ' + f.required_if + ' is present')} END"
             )
-        if f.kind == "number":  # 1e400 reads as infinity
-            cond = f"coalesce(isinf({_access(f)}), false)"
+        if f.kind == "number":  # 1e400 reads as infinity; NaN and Infinity are read too
+            cond = f"coalesce(NOT isfinite({_access(f)}), false)"
             extra_bad.append(cond)
             checks.append(f"CASE WHEN {cond} THEN {sql_string(f.name + ' must be a finite number')} END")
         keys = _string_item_keys(f.item)
@@ -420,6 +422,8 @@ def _extract_fast(con: duckdb.DuckDBPyConnection, texts: pa.Array | pa.ChunkedAr
             parent = value(next(g.path for g in fields if g.name == f.required_if))
             if pc.any(pc.and_(pc.is_valid(parent), pc.is_null(v))).as_py():
                 return None
+        if f.kind == "number" and pc.any(pc.invert(pc.is_finite(v))).as_py():  # NaN, Infinity: the SQL way says so
+            return None
         if f.kind == "array":  # items: objects whose keys all hold strings
             items = pc.list_flatten(v)
             if items.null_count or any(pc.struct_field(items, k).null_count for k in _string_item_keys(f.item)):

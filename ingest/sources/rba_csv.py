@@ -190,14 +190,16 @@ class RbaCsv:
 def _labels(out: pa.Table) -> pa.Table | None:
     parts = []
     for label, alias in LABELS.items():
-        t = pa.table({"event_id": out.column("event_id"), "value": out.column(alias)})
+        t = pa.table({"event_id": out.column("event_id"), "value": out.column(alias),
+                      "source_line": out.column("source_line")})
         t = t.filter(pc.is_valid(t.column("value")))
         parts.append(pa.table({
             "event_id": t.column("event_id"),
             "label": pa.array([label] * t.num_rows, pa.string()),
             "value": t.column("value"),
             "source": pa.array([LABEL_SOURCE] * t.num_rows, pa.string()),
-        }, schema=LABEL_SCHEMA))
+            "source_line": t.column("source_line").cast(pa.int64()),  # the row the label came with
+        }, schema=LABEL_SCHEMA.append(pa.field("source_line", pa.int64()))))
     labels = pa.concat_tables(parts)
     return labels if labels.num_rows else None
 

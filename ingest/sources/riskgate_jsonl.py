@@ -82,7 +82,7 @@ class RiskgateJsonl:
         """The input's batches as parts (``ingest.sources.base.PartReader``): the lines of each, read in order;
         a part parses them on the connection it is given."""
         first = True
-        for lb in iter_line_arrays(path, options.batch_rows):
+        for lb in iter_line_arrays(path, options.batch_rows, expected="riskgate JSON lines, one event object per line"):
             yield partial(self._part, path, lb, options, first)
             first = False
             del lb
@@ -190,7 +190,8 @@ def _labels(good: pa.Table) -> pa.Table | None:
     if vals.null_count == good.num_rows:
         return None
     ids = good.column("event_id").to_pylist()
-    ev, lab, val = [], [], []
+    lines = good.column("_line").to_pylist()
+    ev, lab, val, at = [], [], [], []
     for i, v in enumerate(vals.to_pylist()):
         if not v:
             continue
@@ -198,12 +199,14 @@ def _labels(good: pa.Table) -> pa.Table | None:
             ev.append(ids[i])
             lab.append(str(k))
             val.append(json.dumps(x) if not isinstance(x, str) else x)
+            at.append(lines[i])
     return pa.table(
         {
             "event_id": pa.array(ev, pa.string()),
             "label": pa.array(lab, pa.string()),
             "value": pa.array(val, pa.string()),
             "source": pa.array([NAME] * len(ev), pa.string()),
+            "source_line": pa.array(at, pa.int64()),  # the row the label came with (``ingest.store.insert_labels``)
         }
     )
 

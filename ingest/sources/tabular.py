@@ -63,6 +63,7 @@ from ingest.schema import LABEL_SCHEMA, SOURCE_SCHEMA
 from ingest.store import scratch
 from ingest.sources.base import (
     as_source_types,
+    epoch_sql,
     GZIP_MAGIC,
     RAW_COLUMN,
     QuarantineBuilder,
@@ -541,7 +542,7 @@ def _kind(t: pa.DataType) -> str:
     return "other"
 
 
-_EPOCH = ("CASE WHEN abs({v}) > 1e11 THEN to_timestamp({v} / 1000.0) ELSE to_timestamp({v}) END")
+_EPOCH = f"CASE WHEN abs({{v}}) > 1e11 THEN {epoch_sql('({v} / 1000.0)')} ELSE {epoch_sql('{v}')} END"
 
 
 def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[str, str]:
@@ -754,7 +755,8 @@ class MappedConverter:
         source = self.mapping.label_source or self.fmt
         parts = []
         for i, name in enumerate(self.mapping.labels):
-            part = pa.table({"event_id": out.column("event_id"), "value": out.column(f"l{i}")})
+            part = pa.table({"event_id": out.column("event_id"), "value": out.column(f"l{i}"),
+                             "source_line": out.column("source_line")})
             part = part.filter(pc.is_valid(part.column("value")))
             n = part.num_rows
             parts.append(pa.table({
@@ -762,7 +764,8 @@ class MappedConverter:
                 "label": pa.array([name] * n, pa.string()),
                 "value": part.column("value"),
                 "source": pa.array([source] * n, pa.string()),
-            }, schema=LABEL_SCHEMA))
+                "source_line": part.column("source_line").cast(pa.int64()),  # the row the label came with
+            }, schema=LABEL_SCHEMA.append(pa.field("source_line", pa.int64()))))
         t = pa.concat_tables(parts)
         return t if t.num_rows else None
 

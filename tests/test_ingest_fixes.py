@@ -1,0 +1,272 @@
+"""Ingest fixes, end to end on real files and a real store: epoch times out of range, labels of rows that did
+not become events, empty inputs, byte-order marks, non-finite round-trip times."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cli import app
+from ingest import pipeline, store
+from ingest.enrich import Enricher
+from ingest.one import canonical
+from ingest.sources import riskgate_jsonl
+from ingest.sources.base import LineBatch, ReaderOptions
+from tests.geo_fixtures import build
+from tests.storedb import q as rows
+from tests.test_sources_cognito_user_activity import RECORD as ACTIVITY
+from tests.test_sources_rba_csv import GOOD1, GOOD2, HEADER as RBA_HEADER
+
+runner = CliRunner()
+
+E = '{"EventId":"b1","Username":"alice","EventType":"SignIn","EventResponse":"Pass","CreationDate":"2026-03-01T08:15:02Z"}'
+FUTURE = "CreationDate is in the future (an epoch number out of the range of times)"
+PAST = "CreationDate is before 2000-01-01 (an epoch number out of the range of times)"
+FINITE = "RoundTripTimeMs must be a finite number"
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    city, asn = build(tmp_path)
+    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
+    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
+    monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
+    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "store.duckdb"))
+    return tmp_path
+
+
+def ingest(*args):
+    res = runner.invoke(app, ["ingest", *map(str, args), "--json"])
+    assert res.exit_code in (0, 1), res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["rows_read"] == out["events_added"] + out["duplicates"] + out["quarantined"]
+    return out, res
+
+
+def counts(out):
+    return out["rows_read"], out["events_added"], out["duplicates"], out["quarantined"]
+
+
+def line(event_id: str, created: str) -> str:
+    """A riskgate JSON line whose CreationDate is the JSON text ``created``."""
+    return (f'{{"EventId":"{event_id}","Username":"alice","EventType":"SignIn","EventResponse":"Pass",'
+            f'"CreationDate":{created}}}')
+
+
+def quarantine(env):
+    return rows(env / "store.duckdb", "SELECT source_line, reason FROM quarantine ORDER BY source_line")
+
+
+# -- 1. epoch times out of the range of times: the row alone is quarantined ----------------------------------
+
+@pytest.mark.parametrize("created, reason", [
+    ("1e20", FUTURE),
+    ("-1e20", PAST),
+    ("1e308", FUTURE),
+    ("99999999999999999999999", FUTURE),
+    ('"9999999999999999"', FUTURE),  # epoch milliseconds as a digit string (the fast way)
+])
+def test_an_epoch_creation_date_out_of_range_quarantines_only_its_row(env, created, reason):
+    f = env / "big.jsonl"
+    f.write_text("\n".join([E, line("b2", created), line("b3", '"2026-03-01T09:00:00Z"')]) + "\n")
+    out, res = ingest(f)
+    assert res.exit_code == 0, res.output
+    assert counts(out) == (3, 2, 0, 1)
+    assert quarantine(env) == [(2, reason)]
+    assert rows(env / "store.duckdb", "SELECT event_id FROM events ORDER BY event_id") == [("b1",), ("b3",)]
+
+
+def test_epoch_times_out_of_range_in_the_other_formats_quarantine_their_rows(tmp_path):
+    """cognito-user-activity's eventTimestamp and the generic CSV / Parquet epochs share the conversion."""
+    recs = []
+    for i, ts in enumerate(["1687297330677", 1e20, -1e20, "9999999999999999"]):
+        r = copy.deepcopy(ACTIVITY)
+        r["eventTimestamp"], r["message"]["eventId"] = ts, f"e-{i}"
+        recs.append(json.dumps(r))
+    activity = tmp_path / "activity.jsonl"
+    activity.write_text("\n".join(recs) + "\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(yaml.safe_dump({"columns": {"username": "u", "creation_date": "t", "event_response": "r"},
+                                       "constants": {"event_type": "SignIn"}}))
+    table = tmp_path / "t.csv"
+    table.write_text("u,t,r\nx,1700000000,Pass\ny,9999999999999999,Pass\nz,-9999999999999999,Pass\n")
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"u": ["a", "b", "c"], "t": [1.7e9, 1e20, float("-inf")], "r": ["Pass"] * 3}), parquet)
+    expected = {
+        "activity": ([activity], "auto", (4, 1, 3), [(2, FUTURE), (3, PAST), (4, FUTURE)]),
+        "csv": ([table], "csv", (3, 1, 2), [(3, FUTURE), (4, PAST)]),
+        "parquet": ([parquet], "parquet", (3, 1, 2), [(2, FUTURE), (3, PAST)]),
+    }
+    for name, (paths, fmt, want, reasons) in expected.items():
+        con = store.connect(tmp_path / f"{name}.duckdb")
+        try:
+            r = pipeline.ingest_paths(con, [str(p) for p in paths], fmt=fmt,
+                                      options=ReaderOptions(mapping=str(mapping)), enricher=Enricher(geo=None))
+            assert not r.errors, (name, r.errors)
+            assert (r.rows_read, r.events_added, r.quarantined) == want, name
+            assert con.sql("SELECT source_line, reason FROM quarantine ORDER BY 1").fetchall() == reasons, name
+        finally:
+            con.close()
+
+
+def test_the_inline_sql_path_refuses_an_epoch_out_of_range_instead_of_failing(tmp_path):
+    """What the HTTP service's SQL path does (risk.inline): the reader's batch, then the enrichment."""
+    records = [json.loads(E), {**json.loads(E), "EventId": "b2", "CreationDate": 1e20},
+               {**json.loads(E), "EventId": "b3", "CreationDate": -1e20}]
+    texts = [json.dumps(r) for r in records]
+    lb = LineBatch(pa.array(range(1, 4), pa.int64()), pa.array(texts, pa.string()), [])
+    con = store.scratch()
+    try:
+        batch = riskgate_jsonl.READER._batch(con, "inline", lb, ReaderOptions())
+    finally:
+        con.close()
+    good, bad = Enricher(geo=None).run(batch.events, "riskgate-jsonl", "inline")
+    assert good.column("event_id").to_pylist() == ["b1"]
+    assert list(zip(bad.column("source_line").to_pylist(), bad.column("reason").to_pylist())) == [
+        (2, FUTURE), (3, PAST)]
+
+
+# -- 2. labels only for the events the ingest adds -----------------------------------------------------------
+
+LABELLED = [
+    '{"EventId":"l1","Username":"alice","EventType":"SignIn","EventResponse":"Pass",'
+    '"CreationDate":"2026-03-01T08:15:02Z","Labels":{"is_account_takeover":false}}',
+    '{"EventId":"l1","Username":"mallory","EventType":"SignIn","EventResponse":"Pass",'
+    '"CreationDate":"2026-03-01T08:15:02Z","Labels":{"is_account_takeover":true}}',
+    '{"EventId":"l2","Username":"alice","EventType":"Bogus","EventResponse":"Pass",'
+    '"CreationDate":"2026-03-01T08:15:02Z","Labels":{"is_account_takeover":true}}',
+    '{"EventId":"l3","Username":"bob","EventType":"SignIn","EventResponse":"Pass",'
+    '"CreationDate":"2026-03-01T08:16:02Z","Labels":{"is_account_takeover":true,"attack_type":"targeted"}}',
+]
+LABELS = [("l1", "is_account_takeover", "false", "riskgate-jsonl"),
+          ("l3", "attack_type", "targeted", "riskgate-jsonl"),
+          ("l3", "is_account_takeover", "true", "riskgate-jsonl")]
+
+
+def labels(db):
+    return rows(db, "SELECT event_id, label, value, source FROM labels ORDER BY ALL")
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 122_880])
+def test_rows_that_did_not_become_events_add_no_label(env, batch_rows):
+    f = env / "lab.jsonl"
+    f.write_text("\n".join(LABELLED) + "\n")
+    out, _ = ingest(f, "--batch-rows", batch_rows)
+    assert counts(out) == (4, 2, 1, 1)
+    assert rows(env / "store.duckdb", "SELECT event_id, username FROM events ORDER BY 1") == [
+        ("l1", "alice"), ("l3", "bob")]
+    assert labels(env / "store.duckdb") == LABELS
+    again, _ = ingest(f, "--batch-rows", batch_rows)  # re-ingesting adds nothing
+    assert counts(again) == (4, 0, 3, 1)
+    assert labels(env / "store.duckdb") == LABELS
+
+
+def test_a_duplicate_of_an_event_stored_by_an_earlier_ingest_adds_no_label(env):
+    first = env / "first.jsonl"
+    first.write_text(LABELLED[0].replace(',"Labels":{"is_account_takeover":false}', "") + "\n")
+    ingest(first)
+    later = env / "later.jsonl"
+    later.write_text(LABELLED[1] + "\n" + LABELLED[3] + "\n")
+    out, _ = ingest(later)
+    assert counts(out) == (2, 1, 1, 0)
+    assert labels(env / "store.duckdb") == LABELS[1:]
+
+
+def test_rba_rows_quarantined_at_enrichment_add_no_label(env):
+    bad_ip = GOOD2.replace("2001:db8::1", "999.1.1.1").replace("11,", "12,", 1)
+    f = env / "rba.csv"
+    f.write_text("\n".join([RBA_HEADER, GOOD1, bad_ip, GOOD2]) + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (3, 2, 0, 1)
+    assert quarantine(env) == [(3, 'IpAddress "999.1.1.1" is not an IPv4 or IPv6 address')]
+    assert labels(env / "store.duckdb") == [
+        ("10", "is_account_takeover", "false", "rba-dataset"), ("10", "is_attack_ip", "false", "rba-dataset"),
+        ("11", "is_account_takeover", "true", "rba-dataset"), ("11", "is_attack_ip", "true", "rba-dataset")]
+
+
+# -- 3. an empty line file is one error naming it --------------------------------------------------------------
+
+@pytest.mark.parametrize("name, data", [
+    ("empty.jsonl", b""),
+    ("blank.jsonl", b"  \n\n\t\r\n"),
+    ("bom.jsonl", BOM + b"\n"),
+    ("empty.jsonl.gz", gzip.compress(b"")),
+])
+@pytest.mark.parametrize("fmt", ["riskgate-jsonl", "cognito-user-activity"])
+def test_an_empty_file_given_as_a_line_format_is_one_error_and_exit_1(env, name, data, fmt):
+    f = env / name
+    f.write_bytes(data)
+    good = env / "good.jsonl"
+    good.write_text(E + "\n")
+    out, res = ingest("--format", fmt, f)
+    assert res.exit_code == 1
+    assert counts(out) == (0, 0, 0, 0)
+    assert f"{name}: is empty: expected " in res.stderr
+    out, res = ingest("--format", "riskgate-jsonl", f, good)  # the other files are still ingested
+    assert res.exit_code == 1 and counts(out) == (1, 1, 0, 0)
+
+
+# -- 4. a UTF-8 byte-order mark is not part of the first line ---------------------------------------------------
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("fmt", ["auto", "riskgate-jsonl", "cognito-user-activity"])
+def test_a_byte_order_mark_is_tolerated(env, fmt, gz):
+    if fmt == "cognito-user-activity":
+        data = "\n".join(json.dumps({**copy.deepcopy(ACTIVITY), "message": {**ACTIVITY["message"], "eventId": f"e-{i}"}})
+                         for i in range(2))
+    else:
+        data = E + "\n" + E.replace('"b1"', '"b2"')
+    raw = BOM + (data + "\n").encode()
+    f = env / ("x.jsonl.gz" if gz else "x.jsonl")
+    f.write_bytes(gzip.compress(raw) if gz else raw)
+    args = [f] if fmt == "auto" else ["--format", fmt, f]
+    out, res = ingest(*args)
+    assert res.exit_code == 0, res.output
+    assert counts(out) == (2, 2, 0, 0)
+    assert rows(env / "store.duckdb", "SELECT source_line FROM events ORDER BY 1") == [(1,), (2,)]
+    if fmt == "auto":  # (a user-activity file with a byte-order mark is detected too)
+        act = env / "act.jsonl"
+        act.write_bytes(BOM + json.dumps(ACTIVITY).encode() + b"\n")
+        out, res = ingest(act)
+        assert res.exit_code == 0 and counts(out) == (1, 1, 0, 0)
+
+
+# -- 5. non-finite round-trip times are refused as ingest refuses them -------------------------------------------
+
+@pytest.mark.parametrize("rtt", [float("inf"), float("-inf"), float("nan")])
+def test_the_inline_path_refuses_a_non_finite_round_trip_time_with_ingests_reason(rtt):
+    record = {**json.loads(E), "RoundTripTimeMs": rtt}
+    enricher = Enricher(geo=None)
+    assert canonical(record, enricher, source_format="riskgate-jsonl", source_file="inline", source_line=1) is None
+    assert canonical({**record, "RoundTripTimeMs": 312}, enricher, source_format="riskgate-jsonl",
+                     source_file="inline", source_line=1)["rtt_ms"] == 312.0
+    lb = LineBatch(pa.array([1], pa.int64()), pa.array([json.dumps(record)], pa.string()), [])
+    con = store.scratch()
+    try:
+        batch = riskgate_jsonl.READER._batch(con, "inline", lb, ReaderOptions())
+    finally:
+        con.close()
+    assert batch.events.num_rows == 0
+    assert batch.quarantine.column("reason").to_pylist() == [FINITE]
+
+
+def test_ingest_quarantines_nan_and_infinity_round_trip_times(env):
+    f = env / "rtt.jsonl"
+    f.write_text("\n".join([E.replace("}", ',"RoundTripTimeMs":12}'),
+                            E.replace('"b1"', '"b2"').replace("}", ',"RoundTripTimeMs":NaN}'),
+                            E.replace('"b1"', '"b3"').replace("}", ',"RoundTripTimeMs":-Infinity}'),
+                            E.replace('"b1"', '"b4"').replace("}", ',"RoundTripTimeMs":1e400}')]) + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (4, 1, 0, 3)
+    assert quarantine(env) == [(2, FINITE), (3, FINITE), (4, FINITE)]
+    stored = rows(env / "store.duckdb", "SELECT rtt_ms FROM events")
+    assert stored == [(12.0,)] and all(math.isfinite(r[0]) for r in stored)
