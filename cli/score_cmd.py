@@ -70,6 +70,11 @@ def score(
         return
     if notify:
         console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
+        if result.notifications_failed:
+            err_console.print(styled("warning:", "yellow", f" {counted(result.notifications_failed, 'notification')} "
+                                     "failed (recorded in the store's notifications table):"), highlight=False)
+            for reason, n in sorted(result.notification_failures.items(), key=lambda kv: -kv[1]):
+                err_console.print(f"  {n:,}  {reason}", highlight=False, soft_wrap=True)
     console.print(
         f"scored {counted(result.events_scored, 'event')} in {counted(result.chunks, 'chunk')} "
         f"(model v{result.model_version}, thresholds v{result.thresholds_version})", highlight=False)

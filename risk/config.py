@@ -221,12 +221,33 @@ def _check_arn(value: str) -> str:
     return value
 
 
+_ADDRESS_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
+
+
+def address_problem(value: str) -> str | None:
+    """Why ``value`` is not one mail address a message can carry ('addr@domain' or 'Name <addr@domain>'), or None.
+
+    The one rule for the configuration's From / ReplyTo and for the sender (``risk.notify.single_address``): a
+    document that validates can be sent from.
+    """
+    if _ADDRESS_CONTROL_RE.search(value):
+        return "contains a line break or control character"
+    pairs = email.utils.getaddresses([value])
+    addr = pairs[0][1] if len(pairs) == 1 else ""
+    local, at, domain = addr.rpartition("@")
+    if len(pairs) != 1 or not at or not local or not domain or any(c.isspace() for c in addr):
+        return "is not one email address (expected 'addr@domain' or 'Name <addr@domain>')"
+    if not addr.isascii():
+        return "is not an ASCII address (internationalised addresses need SMTPUTF8, which is not supported)"
+    return None
+
+
 def _check_address(value: str) -> str:
     if value == "":
         return value
-    _name, addr = email.utils.parseaddr(value)
-    if "@" not in addr or addr.startswith("@") or addr.endswith("@") or any(c.isspace() for c in addr):
-        raise _custom(f"{value!r} is not an email address (expected 'addr@domain' or 'Name <addr@domain>')")
+    problem = address_problem(value)
+    if problem:
+        raise _custom(f"{value!r} {problem}")
     return value
 
 

@@ -319,12 +319,12 @@ def placeholder_values(event: Any, *, links: bool = True, base_url: str | None =
 
 def single_address(value: Any, what: str) -> str:
     """A header-safe single mail address ("Name <addr>" allowed); raises NotifyError naming ``what``."""
+    from risk.config import address_problem  # the configuration's own rule: what validates can be sent
+
     text = "" if value is None else str(value)
-    if _CONTROL_RE.search(text):
-        raise NotifyError(f"{what} {text!r} contains a line break or control character")
-    pairs = getaddresses([text])
-    if len(pairs) != 1 or "@" not in pairs[0][1] or " " in pairs[0][1]:
-        raise NotifyError(f"{what} {text!r} is not one email address")
+    problem = address_problem(text)
+    if problem:
+        raise NotifyError(f"{what} {text!r} {problem}")
     return text.strip()
 
 
@@ -556,11 +556,11 @@ def notifications_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> li
     return [NotificationRecord(*row) for row in rows]
 
 
-def already_notified(con: duckdb.DuckDBPyConnection, event_id: str, template_name: str) -> bool:
-    """Whether this template was already sent (or written to the outbox) for this event."""
+def already_notified(con: duckdb.DuckDBPyConnection, event_id: str) -> bool:
+    """Whether an email was already sent (or written to the outbox) about this event, whatever its template: a
+    user hears about a sign-in at most once, also when rescoring it under another configuration decides anew."""
     rows = con.execute(
-        "SELECT count(*) FROM notifications WHERE event_id = ? AND template = ? AND status IN ('sent', 'outbox')",
-        [event_id, template_name],
+        "SELECT count(*) FROM notifications WHERE event_id = ? AND status IN ('sent', 'outbox')", [event_id],
     ).fetchall()
     return bool(rows[0][0])
 

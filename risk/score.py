@@ -101,7 +101,13 @@ class ScoreResult:
     by_decision: dict = field(default_factory=dict)
     model_version: int | None = None
     thresholds_version: int | None = None
-    notifications: int = 0
+    notifications: int = 0  # sent or written to the outbox
+    #: notifications recorded as failed (table ``notifications``), by reason
+    notification_failures: dict = field(default_factory=dict)
+
+    @property
+    def notifications_failed(self) -> int:
+        return sum(self.notification_failures.values())
 
     def as_json(self) -> dict:
         return {
@@ -113,6 +119,8 @@ class ScoreResult:
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
             "notifications": self.notifications,
+            "notifications_failed": self.notifications_failed,
+            "notification_failures": self.notification_failures,
         }
 
 
@@ -503,7 +511,7 @@ def score_events(
             _write(con, table)
             _apply_resets(con, table, events)
             if notify:
-                result.notifications += _send_notifications(ctx, table)
+                result.notifications += _send_notifications(ctx, table, result.notification_failures)
             result.events_scored += table.num_rows
             result.chunks += 1
             for col, agg in (("risk_level", result.by_level), ("risk_decision", result.by_decision)):
@@ -660,17 +668,22 @@ _NOTIFY_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "client_
                    "creation_date", "device_name")
 
 
-def _send_notifications(ctx: "_Context", table: pa.Table) -> int:
-    """Send the emails due for this chunk (the decision's ``notification``); a failed send is recorded, never raised."""
+def _send_notifications(ctx: "_Context", table: pa.Table, failures: dict) -> int:
+    """Send the emails due for this chunk (the decision's ``notification``), at most one per event ever; a failed
+    send is recorded with its reason, never raised, and counted in ``failures`` by reason. Returns how many were
+    sent or written to the outbox."""
     from risk import notify as rn
 
     con = ctx.con
     sent = 0
     for ev, name, template, notify_config in due_notifications(ctx, table):
-        if rn.already_notified(con, ev["event_id"], name):
+        if rn.already_notified(con, ev["event_id"]):
             continue
-        rn.notify(con, ev, name, template, notify_config)
-        sent += 1
+        rec = rn.notify(con, ev, name, template, notify_config)
+        if rec.status == "failed":
+            failures[rec.reason] = failures.get(rec.reason, 0) + 1
+        else:
+            sent += 1
     return sent
 
 

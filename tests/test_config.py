@@ -176,7 +176,12 @@ def test_unknown_enum_value_message_is_exact():
         (NC + ["SourceArn"], "not-an-arn-but-long-enough", "NotifyConfiguration.SourceArn: 'not-an-arn-but-long-enough' is not an ARN"),
         (NC + ["SourceArn"], KeyError, "AccountTakeoverRiskConfiguration.NotifyConfiguration.SourceArn: required field missing"),
         (NC + ["BlockEmail", "Subject"], KeyError, "AccountTakeoverRiskConfiguration.NotifyConfiguration.BlockEmail.Subject: required field missing"),
-        (NC + ["From"], "nobody", "NotifyConfiguration.From: 'nobody' is not an email address"),
+        (NC + ["From"], "nobody", "NotifyConfiguration.From: 'nobody' is not one email address"),
+        # what the sender could never send from (risk.notify.single_address applies the same rule)
+        (NC + ["From"], "security@example.com, ops@example.com", "NotifyConfiguration.From: 'security@example.com, ops@example.com' is not one email address"),
+        (NC + ["From"], "a@b.com\r\nBcc: x@evil.com", "NotifyConfiguration.From: 'a@b.com\\r\\nBcc: x@evil.com' contains a line break"),
+        (NC + ["ReplyTo"], "help@example.com\nBcc: x@evil.example", "NotifyConfiguration.ReplyTo: 'help@example.com\\nBcc: x@evil.example' contains a line break"),
+        (NC + ["ReplyTo"], "jösé@exämple.com", "NotifyConfiguration.ReplyTo: 'jösé@exämple.com' is not an ASCII address"),
         ([ATO, "Actions"], KeyError, "AccountTakeoverRiskConfiguration.Actions: required field missing"),
         ([ATO, "Actions", "LowAction", "Notify"], KeyError, "AccountTakeoverRiskConfiguration.Actions.LowAction.Notify: required field missing"),
         ([ATO, "Actions", "LowAction", "EventAction"], KeyError, "AccountTakeoverRiskConfiguration.Actions.LowAction.EventAction: required field missing"),

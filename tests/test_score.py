@@ -509,6 +509,8 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     rg("users", "load", users, db=db)
     rg("train", "--no-labels", db=db)
     rg("mode", "ENFORCED", db=db)
+    unsent = tmp_path / "unsent.duckdb"
+    shutil.copy(db, unsent)
     out = json.loads(rg("score", "--notify", "--json", db=db).stdout)
     assert q(db, "SELECT user_status FROM users WHERE username = 'victim'") == [("RESET_REQUIRED",)]
     assert q(db, "SELECT risk_decision, blocked, reset_required FROM assessments a JOIN events e USING (event_id) "
@@ -520,6 +522,26 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     rg("score", "--rescore", "--notify", db=db)  # the same decisions again: nothing is sent twice
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == due
     assert q(db, "SELECT count(*) FROM assessments")[0][0] == 401
+    # decided anew under another configuration (every level blocks and notifies): an event already emailed about
+    # gets no second email with the other template; only events due for the first time get one
+    before = {r[0] for r in q(db, "SELECT event_id FROM notifications WHERE status = 'outbox'")}
+    (tmp_path / "block.json").write_text(json.dumps({"AccountTakeoverRiskConfiguration": {"Actions": {
+        lvl: {"Notify": True, "EventAction": "BLOCK"} for lvl in ("LowAction", "MediumAction", "HighAction")}}}))
+    rg("config", "set", tmp_path / "block.json", db=db)
+    rg("score", "--rescore", "--notify", db=db)
+    now_due = {r[0] for r in q(db, "SELECT event_id FROM assessments WHERE notification IS NOT NULL")}
+    assert q(db, "SELECT count(*) FROM assessments a JOIN notifications n USING (event_id) "
+                 "WHERE a.notification <> n.template")[0][0] > 0, "some events are now due with another template"
+    assert q(db, "SELECT count(*) FROM notifications WHERE status = 'outbox' AND event_id IN "
+                 "(SELECT event_id FROM notifications GROUP BY event_id HAVING count(*) > 1)")[0][0] == 0
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == len(before | now_due)
+    # failed sends are reported as failed, by reason, not as sent (no secret to sign the feedback links)
+    monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET")
+    res = runner.invoke(app, ["score", "--notify", "--db", str(unsent)])
+    assert res.exit_code == 0 and "notifications sent or queued: 0" in res.stdout
+    assert f"warning: {due:,} notification{'s' if due != 1 else ''} failed" in res.stderr
+    assert "RISKGATE_FEEDBACK_SECRET is not set" in res.stderr
+    assert q(unsent, "SELECT count(*) FROM notifications WHERE status = 'failed'")[0][0] == due
 
 
 def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_it(store, tmp_path, monkeypatch):
