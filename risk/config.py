@@ -747,6 +747,9 @@ def lint(config: RiskConfiguration) -> list[str]:
                 tmpl = getattr(ato.NotifyConfiguration, tname)
                 if tmpl is None:
                     continue
+                if tmpl.HtmlBody is None and tmpl.TextBody is None:
+                    out.append(f"AccountTakeoverRiskConfiguration.NotifyConfiguration.{tname}: neither HtmlBody nor "
+                               "TextBody: every email with this template would fail to send")
                 for part in ("Subject", "HtmlBody", "TextBody"):
                     text = getattr(tmpl, part) or ""
                     unknown = sorted(set(_PLACEHOLDER_RE.findall(text)) - set(TEMPLATE_PLACEHOLDERS))

@@ -105,15 +105,14 @@ class FeedbackTokenError(RiskgateError):
 def _secret(secret: str | bytes | None) -> bytes:
     if secret is None:
         secret = os.environ.get(FEEDBACK_SECRET_ENV, "")
-    if isinstance(secret, str):
-        secret = secret.encode("utf-8")
-    if len(secret) < MIN_SECRET_CHARS:
+    text = secret.decode("utf-8", errors="replace") if isinstance(secret, bytes) else secret
+    if len(text.strip()) < MIN_SECRET_CHARS:  # characters, not bytes (8 'é' are 16 bytes); blanks do not count
         raise ConfigurationError(
             f"{FEEDBACK_SECRET_ENV} is not set (or shorter than {MIN_SECRET_CHARS} characters): it signs the "
             "feedback links in notification emails; set it to a long random value, e.g. "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )
-    return secret
+    return secret.encode("utf-8") if isinstance(secret, str) else secret
 
 
 def _clean(value: Any) -> str:

@@ -338,6 +338,11 @@ def test_lint_warns_about_probable_mistakes():
     bare = rc.validate_document({ATO: {"Actions": {"HighAction": {"Notify": True, "EventAction": "BLOCK"}}}})
     assert any("Notify is true for HighAction but there is no NotifyConfiguration" in w for w in rc.lint(bare))
     assert rc.lint(rc.validate_document(CLI_INPUT)) == []
+    subject_only = copy.deepcopy(CLI_INPUT)  # valid for Cognito, but no email could be sent with it
+    subject_only[ATO]["NotifyConfiguration"]["MfaEmail"] = {"Subject": "Was this you?"}
+    assert rc.lint(rc.validate_document(subject_only)) == [
+        "AccountTakeoverRiskConfiguration.NotifyConfiguration.MfaEmail: neither HtmlBody nor TextBody: every email "
+        "with this template would fail to send"]
 
 
 # -- defaults ----------------------------------------------------------------------------------------

@@ -196,9 +196,13 @@ def test_no_links_without_a_secret_or_a_public_url(monkeypatch):
     monkeypatch.delenv(nt.FEEDBACK_SECRET_ENV)
     with pytest.raises(ConfigurationError, match="RISKGATE_FEEDBACK_SECRET is not set"):
         nt.make_token("ev", "alice")
-    monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, "short")
-    with pytest.raises(ConfigurationError, match="RISKGATE_FEEDBACK_SECRET"):
-        nt.make_token("ev", "alice")
+    # at least 16 characters: not bytes (8 'é' are 16 bytes), not blanks
+    for short in ("short", "é" * 8, " " * 20, "abc" + " " * 14):
+        monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, short)
+        with pytest.raises(ConfigurationError, match="RISKGATE_FEEDBACK_SECRET"):
+            nt.make_token("ev", "alice")
+    monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, "é" * 16)
+    assert nt.verify_token(nt.make_token("ev", "alice")).event_id == "ev"
     monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, SECRET)
     monkeypatch.delenv(nt.PUBLIC_URL_ENV)
     with pytest.raises(ConfigurationError, match="RISKGATE_PUBLIC_URL is not set"):
