@@ -81,7 +81,8 @@ def score(
     if result.by_level:
         console.print("by level: " + ", ".join(f"{k if k != 'None' else 'no risk'} {v:,}" for k, v in sorted(result.by_level.items())),
                       highlight=False)
-        console.print("by decision: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_decision.items())),
+        console.print("by decision: " + ", ".join(f"{k if k != 'None' else 'not evaluated'} {v:,}"
+                                                  for k, v in sorted(result.by_decision.items())),
                       highlight=False)
 
 

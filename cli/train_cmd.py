@@ -29,8 +29,17 @@ def _fmt(x) -> str:
 def _print_metrics(metrics: dict) -> None:
     base = metrics.get("baseline", {})
     if "roc_auc" not in metrics and "per_attack_type" not in metrics:
-        console.print("no labelled events in the held-out period: no metrics (load labels, give feedback, "
-                      "or use --inject-attacks)", highlight=False)
+        labelled, attacks = metrics.get("labelled", 0), metrics.get("attacks", 0)
+        if not labelled:
+            why = "no labelled events in the held-out period"
+            hint = "load labels, give feedback, or use --inject-attacks"
+        elif not attacks:
+            why = f"the held-out period's {counted(labelled, 'labelled event')} are all legitimate"
+            hint = "load attack labels, mark attacks Invalid, or use --inject-attacks"
+        else:
+            why = f"the held-out period's {counted(labelled, 'labelled event')} are all attacks"
+            hint = "load labels of legitimate sign-ins or give Valid feedback"
+        console.print(f"{why}: no metrics ({hint})", highlight=False)
         return
     console.print(f"held-out period from {metrics.get('holdout_since')}: {counted(metrics['events'], 'event')}, "
                   f"{metrics['labelled']:,} labelled, {counted(metrics['attacks'], 'attack')}", highlight=False)

@@ -135,12 +135,20 @@ LATEST_FEEDBACK_SQL = """
 INVALID_EVENTS_SQL = f"SELECT event_id FROM ({LATEST_FEEDBACK_SQL}) WHERE feedback_value = 'Invalid'"
 
 
-_LABELS_SQL = """
+#: An ``attack_type`` label with one of these values (or empty) says "no attack".
+_NOT_AN_ATTACK = "('', 'none', 'legitimate', 'benign')"
+
+#: SQL condition on a ``labels`` row: an ``attack_type`` label naming an attack.
+ATTACK_LABEL_SQL = f"label = 'attack_type' AND coalesce(value, '') NOT IN {_NOT_AN_ATTACK}"
+
+#: SQL of the data set's attacks: event_id, attack_type (one per event), for everything that counts attacks.
+ATTACK_TYPES_SQL = f"SELECT event_id, max(value) AS attack_type FROM labels WHERE {ATTACK_LABEL_SQL} GROUP BY event_id"
+
+_LABELS_SQL = f"""
 SELECT event_id,
        bool_or(label = 'is_account_takeover' AND lower(value) = 'true') AS ato,
        bool_or(label = 'is_account_takeover' AND lower(value) = 'false') AS not_ato,
-       max(CASE WHEN label = 'attack_type' AND coalesce(value, '') NOT IN ('', 'none', 'legitimate', 'benign')
-                THEN value END) AS attack_type
+       max(CASE WHEN {ATTACK_LABEL_SQL} THEN value END) AS attack_type
 FROM labels
 GROUP BY event_id
 """

@@ -13,6 +13,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
+from risk.feedback import ATTACK_TYPES_SQL
 from risk.score import PERIOD_SQL, period_params
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
@@ -92,9 +93,7 @@ def export_assessments(
 
 
 _ASSESSED_SQL = """
-WITH t AS (SELECT event_id, any_value(value) AS attack_type FROM labels
-           WHERE label = 'attack_type' AND coalesce(value, '') NOT IN ('', 'none', 'legitimate', 'benign')
-           GROUP BY event_id)
+WITH t AS ({attacks})
 SELECT x.*, e.latitude, e.longitude, e.ip_prefix, e.browser_family, e.os_family, e.has_context_data,
        t.attack_type
 FROM ({export}) x
@@ -110,7 +109,8 @@ def assessed_events(
     """The export's columns plus latitude, longitude, IP prefix, browser, OS, context-data flag and the
     data set's attack type (None for sign-ins not labelled as attacks), as one Arrow table: for
     notebooks and plots (the whole period in memory: choose ``since`` / ``until`` on a big store)."""
-    sql = _ASSESSED_SQL.format(export=_EXPORT_SELECT.replace("ORDER BY e.creation_date, e.event_id", ""))
+    sql = _ASSESSED_SQL.format(attacks=ATTACK_TYPES_SQL,
+                               export=_EXPORT_SELECT.replace("ORDER BY e.creation_date, e.event_id", ""))
     return con.sql(sql, params=period_params(since, until)).to_arrow_table()
 
 
@@ -148,8 +148,7 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
            GROUP BY ALL ORDER BY 1, 2"""
     )
     attacks = rows(
-        """, t AS (SELECT event_id, any_value(value) AS attack_type FROM labels
-                   WHERE label = 'attack_type' GROUP BY event_id)
+        f""", t AS ({ATTACK_TYPES_SQL})
            SELECT t.attack_type, count(*) AS attacks,
                   count(*) FILTER (WHERE a.outcome IN ('MfaChallenge', 'Block')) AS caught,
                   count(*) FILTER (WHERE a.outcome = 'Block') AS blocked
@@ -157,8 +156,8 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
            GROUP BY 1 ORDER BY 1"""
     )
     (legit,) = rows(
-        """, l AS (SELECT event_id FROM labels WHERE label = 'is_account_takeover' AND value = 'false'
-                   EXCEPT SELECT event_id FROM labels WHERE label = 'attack_type')
+        f""", l AS (SELECT event_id FROM labels WHERE label = 'is_account_takeover' AND lower(value) = 'false'
+                   EXCEPT SELECT event_id FROM ({ATTACK_TYPES_SQL}))
            SELECT count(*),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NOT NULL),
                   count(*) FILTER (WHERE a.outcome = 'Block'),

@@ -94,6 +94,33 @@ def test_the_report_and_export_lines_agree_with_their_counts(store, tmp_path):
     assert rg("export", "--out", tmp_path / "all.csv", db=store).stdout.startswith(f"wrote {n:,} rows to ")
 
 
+def test_the_report_counts_attacks_as_training_and_tuning_do(store, tmp_path):
+    """An attack_type of none / legitimate / benign / '' says "no attack" everywhere: the report used to list it
+    as an attack type and drop those sign-ins from the legitimate ones."""
+    from risk import store as rstore
+    from risk.report import assessed_events, pipeline_summary
+
+    rg("score", db=store)
+    with rstore.connect(store, read_only=True) as con:
+        before = pipeline_summary(con)
+        legit = [r[0] for r in con.execute(
+            "SELECT l.event_id FROM labels l JOIN events e USING (event_id) WHERE l.label = 'is_account_takeover' "
+            "AND l.value = 'false' AND e.event_type = 'SignIn' AND e.event_response = 'Pass' "
+            "AND l.event_id NOT IN (SELECT event_id FROM labels WHERE label = 'attack_type') "
+            "ORDER BY 1 LIMIT 4").fetchall()]
+    assert len(legit) == 4
+    labels = tmp_path / "none.csv"
+    labels.write_text("event_id,label,value,source\n" + "".join(
+        f"{e},attack_type,{v},mine\n" for e, v in zip(legit, ("none", "legitimate", "benign", ""))))
+    rg("labels", "load", labels, db=store)
+    with rstore.connect(store, read_only=True) as con:
+        after = pipeline_summary(con)
+        types = {r["event_id"]: r["attack_type"] for r in assessed_events(con).to_pylist() if r["event_id"] in legit}
+    assert after["attacks_by_type"] == before["attacks_by_type"]
+    assert after["legitimate_sign_ins"] == before["legitimate_sign_ins"]
+    assert types == dict.fromkeys(legit)
+
+
 def test_incremental_runs_equal_one_run_over_everything(store, tmp_path):
     other = tmp_path / "other.duckdb"
     shutil.copy(store, other)

@@ -104,3 +104,21 @@ def test_the_cli_default_chunk_is_the_library_default():
     from risk.model.training import TRAIN_CHUNK_ROWS as TRAINING_DEFAULT
 
     assert TRAIN_CHUNK_ROWS == TRAINING_DEFAULT
+
+
+def test_a_held_out_period_of_legitimate_sign_ins_only_is_named_as_such(synth_store, tmp_path):
+    """Labelled, but no attack among them: the message says so, instead of "no labelled events"."""
+    import shutil
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(synth_store, db)
+    with store.connect(db, read_only=True) as con:
+        first_attack = con.execute(
+            "SELECT min(creation_date) FROM events WHERE event_id IN (SELECT event_id FROM labels "
+            "WHERE label = 'attack_type' OR (label = 'is_account_takeover' AND value = 'true'))").fetchall()[0][0]
+    r = CliRunner().invoke(app, ["train", "--db", str(db), "--until", first_attack.isoformat()])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "labelled events are all legitimate: no metrics (load attack labels, mark attacks Invalid, or use " \
+           "--inject-attacks)" in out, out
+    assert "no labelled events" not in out
