@@ -961,7 +961,7 @@ def choose_pool(
     if not pools:
         return DEFAULT_POOL_ID
     raise ConfigurationError(
-        f"the store holds configuration for several pools ({', '.join(pools)}); "
+        f"the store knows several pools ({', '.join(pools)}), from its events and configuration; "
         f"choose one with --user-pool-id or ${POOL_ENV}"
     )
 

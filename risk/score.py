@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import store as ingest_store
-from ingest.errors import RiskgateError
+from ingest.errors import ConfigurationError, RiskgateError
 from ingest.store import Migration
 from risk import combos
 from risk.combos import EXCEPTION_NAMES
@@ -256,7 +256,15 @@ def _pool_of(con, pool):
     """Events without a pool id are assessed under the store's pool (risk.config.choose_pool)."""
     from risk import config as rc
 
-    return pool if pool is not None else rc.choose_pool(con, None)
+    if pool is not None:
+        return pool
+    try:
+        return rc.choose_pool(con, None)
+    except ConfigurationError:  # several pools: say what it is about and the way that works for every command
+        raise ConfigurationError(
+            f"events without a UserPoolId cannot be assessed: the store knows several pools "
+            f"({', '.join(rc.known_pools(con))}); set ${rc.POOL_ENV} to the pool they belong to "
+            "(or give them their pool id when ingesting: --user-pool-id)") from None
 
 
 #: decide()'s part of an assessment row, in the order ``_assess`` gives it (``_Assessed.decided``)

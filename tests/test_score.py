@@ -710,3 +710,25 @@ def test_no_cyclic_collection_runs_while_a_chunk_is_assessed_and_the_collector_i
             gc.enable()
     finally:
         con.close()
+
+
+def test_events_without_a_pool_in_a_store_of_several_pools_name_the_way_out(tmp_path, monkeypatch):
+    """Which pool's configuration applies to an event without a UserPoolId is ambiguous once the store knows
+    several: scoring says so and names what works for every command ($RISKGATE_USER_POOL_ID), then scores."""
+    from tests.events_gen import event, many, write_jsonl
+
+    monkeypatch.delenv("RISKGATE_USER_POOL_ID", raising=False)
+    db = tmp_path / "s.duckdb"
+    evs = many(60) + [event(60 + k, UserPoolId="eu-west-1_Second") for k in range(3)]
+    evs = [{k: v for k, v in e.items() if k != "UserPoolId"} if i % 10 == 0 else e for i, e in enumerate(evs)]
+    write_jsonl(tmp_path / "e.jsonl", evs)
+    rg("ingest", tmp_path / "e.jsonl", db=db)
+    rg("train", "--no-labels", db=db)
+    res = runner.invoke(app, ["score", "--db", str(db)])
+    assert res.exit_code == 2
+    msg = " ".join(res.stderr.split())
+    assert "events without a UserPoolId cannot be assessed: the store knows several pools (" in msg, msg
+    assert "set $RISKGATE_USER_POOL_ID to the pool they belong to" in msg
+    monkeypatch.setenv("RISKGATE_USER_POOL_ID", "eu-west-1_Second")
+    rg("score", db=db)
+    assert q(db, "SELECT count(*) FROM assessments")[0][0] == len(evs)
