@@ -32,6 +32,7 @@ export: city, country) win field by field; the GeoIP lookup fills the rest.
 
 from __future__ import annotations
 
+import functools
 import operator
 import threading
 from contextlib import contextmanager
@@ -92,7 +93,7 @@ class Staged:
     """A batch checked and enriched up to its last step: the tables the final projection reads (``_FINAL_SQL``),
     its parameters, the rows to quarantine, and the event ids of the good rows."""
 
-    tables: dict[str, pa.Table]  # hdr_, ips_, agents_, geo_
+    tables: dict[str, pa.Table]  # hdr_, ips_, agents_, geo_, countries_
     params: dict
     bad: pa.Table  # source_line, reason, _raw
     bad_i: pa.Table | None  # the bad rows' _i (None when there are none)
@@ -110,6 +111,23 @@ class Staged:
         """The good rows' EVENT_COLUMNS (named parameters: :attr:`params`)."""
         where = "WHERE _i NOT IN (SELECT _i FROM bad_i_)" if self.bad_i is not None else ""
         return f"SELECT {', '.join(EVENT_COLUMNS)} FROM ({_FINAL_SQL}) {where}"
+
+
+COUNTRY_NAMES_FILE = "country_names.csv"
+
+
+@functools.lru_cache(maxsize=1)
+def country_names() -> pa.Table:
+    """(name_key, iso): English country names, lower-cased, to ISO 3166-1 codes (``ingest/data/country_names.csv``,
+    built by ``build_country_names.py`` beside it): a source that names its country (Cognito's user-activity
+    export) gets the code the features and reports key on."""
+    import csv
+    from importlib import resources
+
+    text = resources.files("ingest.data").joinpath(COUNTRY_NAMES_FILE).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+    return pa.table({"name_key": pa.array([r["name"].strip().lower() for r in rows], pa.string()),
+                     "iso": pa.array([r["iso"] for r in rows], pa.string())})
 
 
 #: the GeoIP columns (``g_<name>``) and their types, in GeoRecord's order
@@ -243,7 +261,7 @@ class Enricher:
             "max_headers": MAX_HEADERS,
             "max_total": MAX_HEADERS_TOTAL,
         }
-        return {"hdr_": hdr, "ips_": ips, "agents_": agents, "geo_": geo}, params, raw
+        return {"hdr_": hdr, "ips_": ips, "agents_": agents, "geo_": geo, "countries_": country_names()}, params, raw
 
     # -- per distinct value ------------------------------------------------------
 
@@ -671,6 +689,17 @@ WITH j AS (
   FROM ({_CHECKED_SQL}) k
   LEFT JOIN agents_ a ON a.user_agent IS NOT DISTINCT FROM k.user_agent
   LEFT JOIN geo_ g ON g.client_ip = k.client_ip
+),
+-- the source's country as an ISO code: given as one, or a name (Cognito's export) known to countries_ or the lookup's
+-- own; and whether the lookup's place is in that country (else its region, city, coordinates and zone are not used)
+s AS (
+  SELECT j.*, src_iso, source_country IS NULL OR src_iso IS NOT DISTINCT FROM g_country_iso AS geo_agrees
+  FROM (SELECT j.*,
+               CASE WHEN length(j.source_country) = 2 THEN upper(j.source_country)
+                    WHEN j.source_country IS NOT NULL
+                    THEN coalesce(cn.iso, CASE WHEN lower(trim(j.source_country)) = lower(j.g_country_name)
+                                               THEN j.g_country_iso END) END AS src_iso
+        FROM j LEFT JOIN countries_ cn ON cn.name_key = lower(trim(j.source_country))) j
 )
 SELECT
   event_id, user_pool_id, client_id, username, user_sub, event_type,
@@ -684,13 +713,14 @@ SELECT
   browser_family, browser_version, os_family, os_version, device_type,
   coalesce(CASE WHEN user_agent IS NULL THEN source_device_name END, device_name) AS device_name,
   device_fingerprint, device_fingerprint_source,
-  coalesce(CASE WHEN length(source_country) = 2 THEN upper(source_country) END, g_country_iso) AS country_iso,
+  CASE WHEN source_country IS NULL THEN g_country_iso ELSE src_iso END AS country_iso,
   coalesce(CASE WHEN length(source_country) > 2 THEN source_country END,
-           CASE WHEN source_country IS NULL OR upper(source_country) = g_country_iso THEN g_country_name END)
+           CASE WHEN geo_agrees THEN g_country_name END)
     AS country_name,
-  coalesce(source_region, g_region) AS region,
-  coalesce(source_city, g_city) AS city,
-  g_latitude AS latitude, g_longitude AS longitude, g_time_zone AS time_zone,
+  coalesce(source_region, CASE WHEN geo_agrees THEN g_region END) AS region,
+  coalesce(source_city, CASE WHEN geo_agrees THEN g_city END) AS city,
+  CASE WHEN geo_agrees THEN g_latitude END AS latitude, CASE WHEN geo_agrees THEN g_longitude END AS longitude,
+  CASE WHEN geo_agrees THEN g_time_zone END AS time_zone,
   coalesce(source_asn, g_asn) AS asn,
   CASE WHEN source_asn IS NULL OR source_asn = g_asn THEN g_as_org END AS as_org,
   CASE WHEN coalesce(source_country, source_city, source_region, source_asn::VARCHAR) IS NOT NULL
@@ -699,5 +729,5 @@ SELECT
        WHEN coalesce(g_country_iso, g_asn::VARCHAR) IS NOT NULL THEN 'lookup'
        ELSE 'none' END AS geo_source,
   _i, reason
-FROM j
+FROM s
 """

@@ -270,3 +270,45 @@ def test_ingest_quarantines_nan_and_infinity_round_trip_times(env):
     assert quarantine(env) == [(2, FINITE), (3, FINITE), (4, FINITE)]
     stored = rows(env / "store.duckdb", "SELECT rtt_ms FROM events")
     assert stored == [(12.0,)] and all(math.isfinite(r[0]) for r in stored)
+
+
+def test_a_country_given_by_name_is_its_iso_code_and_a_lookup_elsewhere_adds_no_place(env):
+    """Cognito's export names the country ("France"); the features and reports key on the ISO code. It used to
+    keep the lookup's code (GB for a London address) beside the source's name, with London's region, coordinates
+    and zone: now the code is the name's, and a lookup in another country adds no place (its network stays)."""
+    def record(eid, ip, city, country):
+        r = copy.deepcopy(ACTIVITY)
+        r["message"].update(eventId=eid, ipAddress=ip, city=city, country=country)
+        return json.dumps(r)
+
+    src = env / "ua.jsonl"
+    src.write_text("\n".join([
+        record("g1", "81.2.69.160", "Paris", "France"),           # the lookup: London, GB
+        record("g2", "81.2.69.161", "", "united kingdom"),       # agrees (any case): the lookup fills the place
+        record("g3", "81.2.69.162", "Seoul", "Korea, Republic of"),  # another spelling of a known country
+        record("g4", "81.2.69.163", "Nowhere", "Atlantis"),      # a name no table knows: no code, no lookup place
+    ]) + "\n")
+    ingest(src)
+    got = rows(env / "store.duckdb", "SELECT event_id, country_iso, country_name, region, city, latitude IS NOT NULL, "
+                                     "time_zone, asn FROM events ORDER BY 1")
+    assert got == [
+        ("g1", "FR", "France", None, "Paris", False, None, 20712),
+        ("g2", "GB", "united kingdom", "England", "London", True, "Europe/London", 20712),
+        ("g3", "KR", "Korea, Republic of", None, "Seoul", False, None, 20712),
+        ("g4", None, "Atlantis", None, "Nowhere", False, None, 20712),
+    ]
+
+
+def test_an_iso_country_that_the_lookup_contradicts_adds_no_place_from_it(env):
+    """The RBA data set gives ISO codes; where the lookup puts the address in another country its region, city,
+    coordinates and zone are not the event's."""
+    src = env / "rba.csv"
+    src.write_text(RBA_HEADER + "\n"
+                   + "1,2020-02-03 12:43:30.772,-4324475583306591935,,81.2.69.160,FR,-,-,20712,"
+                   "Mozilla/5.0,Chrome 79,Windows 10,desktop,True,False,False\n"
+                   + "2,2020-02-03 12:44:30.772,-4324475583306591935,,81.2.69.161,GB,-,-,20712,"
+                   "Mozilla/5.0,Chrome 79,Windows 10,desktop,True,False,False\n")
+    ingest(src, "--format", "rba-csv")
+    got = rows(env / "store.duckdb", "SELECT country_iso, region, city, latitude IS NOT NULL, time_zone FROM events "
+                                     "ORDER BY source_line")
+    assert got == [("FR", None, None, False, None), ("GB", "England", "London", True, "Europe/London")]
