@@ -239,3 +239,16 @@ def test_sniff():
     assert READER.sniff((json.dumps(env) + "\n").encode())
     assert not READER.sniff(b'{"Username": "a", "EventType": "SignIn"}\n')
     assert not READER.sniff(b"index,Login Timestamp\n")
+
+
+def test_a_firehose_stream_that_starts_with_a_control_message_is_recognised(tmp_path):
+    """Firehose streams often begin with CloudWatch's CONTROL_MESSAGE (no records): detection looks past it."""
+    from ingest.sources import detect_format
+
+    control = {"messageType": "CONTROL_MESSAGE", "logEvents": [
+        {"id": "", "timestamp": 1, "message": "CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}
+    data = {"messageType": "DATA_MESSAGE", "logEvents": [{"id": "1", "timestamp": 1, "message": line(eventId="fh")}]}
+    path = write(tmp_path, ["", json.dumps(control), json.dumps(data)])
+    assert detect_format(str(path)) == "cognito-user-activity"
+    with pytest.raises(InputFormatError, match="format not recognised"):  # nothing but a control message
+        detect_format(str(write(tmp_path, [json.dumps(control)], name="only-control.jsonl")))

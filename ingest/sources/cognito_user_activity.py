@@ -263,7 +263,9 @@ class CognitoUserActivity:
     def sniff(self, head: bytes) -> bool:
         first = b""
         for line in head.splitlines():
-            if line.strip():
+            # the first line with content; a Firehose stream's CONTROL_MESSAGE envelope (skipped when read) says
+            # nothing of the format
+            if line.strip() and not (b'"messageType"' in line and b'"CONTROL_MESSAGE"' in line):
                 first = line.strip()
                 break
         m = re.match(rb"^\d{4}-\d{2}-\d{2}[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?\s+(\{.*)$", first)
