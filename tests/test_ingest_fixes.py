@@ -312,3 +312,24 @@ def test_an_iso_country_that_the_lookup_contradicts_adds_no_place_from_it(env):
     got = rows(env / "store.duckdb", "SELECT country_iso, region, city, latitude IS NOT NULL, time_zone FROM events "
                                      "ORDER BY source_line")
     assert got == [("FR", None, None, False, None), ("GB", "England", "London", True, "Europe/London")]
+
+
+def test_a_truncated_gzip_keeps_its_whole_lines_before_the_break_and_names_it(env):
+    """A .gz cut short (a copy interrupted): the lines before the break are ingested, the error names the last
+    line read, and ingesting the whole file later adds the rest, nothing twice."""
+    lines = [json.dumps({"EventId": f"t{i:05d}", "Username": f"u{i % 7}", "EventType": "SignIn",
+                         "EventResponse": "Pass", "CreationDate": "2026-03-01T08:15:02Z", "Pad": f"{i:x}" * 9})
+             for i in range(3000)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    whole, cut = env / "whole.jsonl.gz", env / "cut.jsonl.gz"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: len(data) // 3])
+    res = runner.invoke(app, ["ingest", str(cut), "--json"])
+    assert res.exit_code == 1
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    kept = out["events_added"]
+    assert 0 < kept < 3000 and out["rows_read"] == kept and out["quarantined"] == 0
+    assert f"cannot read past line {kept}: Compressed file ended" in " ".join(res.stderr.split())
+    assert rows(env / "store.duckdb", "SELECT min(event_id), max(event_id) FROM events") == [("t00000", f"t{kept - 1:05d}")]
+    out, res = ingest(whole)
+    assert res.exit_code == 0 and (out["events_added"], out["duplicates"]) == (3000 - kept, kept)

@@ -27,6 +27,8 @@ from ingest.errors import InputFormatError
 from ingest.schema import QUARANTINE_SCHEMA, SOURCE_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: The most one read asks for (a block is filled in such pieces).
+READ_PIECE_BYTES = 1 << 16
 #: A UTF-8 byte-order mark (Windows editors write one at the start of a text file): not part of the first line.
 UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_BATCH_ROWS = 122_880  # one DuckDB row group: each batch is written as whole row groups
@@ -328,7 +330,16 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
     bad: list[tuple[int, str, bytes]] = []
     n = 0
     empty = True
-    for lb in _iter_block_line_arrays(path):
+    broken: InputFormatError | None = None
+    blocks = _iter_block_line_arrays(path)
+    while True:
+        try:
+            lb = next(blocks)
+        except StopIteration:
+            break
+        except InputFormatError as exc:  # damaged past some line: the whole lines before it are still read
+            broken = exc
+            break
         empty = False
         bad.extend(lb.quarantine)
         at, size = 0, len(lb.texts)
@@ -343,6 +354,8 @@ def iter_line_arrays(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_RO
                 lines, texts, bad, n = [], [], [], 0
     if n or bad:
         yield _line_batch(lines, texts, bad)
+    if broken is not None:
+        raise broken
     if empty:
         raise InputFormatError(f"is empty: expected {expected}", source=str(path))
 
@@ -377,12 +390,18 @@ def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
             size = len(carry)
             try:
                 while size < len(block):
-                    got = fh.readinto(view[size:])
+                    # in pieces: a damaged gzip stream raises in the call that reaches the break, and what that
+                    # call had decompressed is lost with it
+                    got = fh.readinto(view[size:size + READ_PIECE_BYTES])
                     if not got:
                         break
                     size += got
-            except (OSError, EOFError) as exc:
-                raise InputFormatError(f"cannot read past line {line_no}: {exc}", source=str(path)) from exc
+            except (OSError, EOFError) as exc:  # a truncated or damaged file: its whole lines before the break count
+                cut = block.rfind(b"\n", 0, size)
+                if cut >= 0:
+                    line_no += yield from _split_block(block, cut + 1, line_no)
+                where = f"past line {line_no - 1}" if line_no > 1 else "its first line"
+                raise InputFormatError(f"cannot read {where}: {exc}", source=str(path)) from exc
             if size == len(carry):  # end of input
                 if carry:
                     last = carry + b"\n"
