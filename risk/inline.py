@@ -220,6 +220,7 @@ class InlineScorer:
         as (row index, outcome, enforced)."""
         from risk import config as rc
         from risk import credentials as cr
+        from risk.exceptions import ExceptionResult
         from risk.score import _pool_of
 
         if self.checker is None or not any(requests[r["source_line"] - 1].password is not None for r in rows):
@@ -232,6 +233,10 @@ class InlineScorer:
             pool = _pool_of(self.con, row["user_pool_id"])
             cfg, _ = self.context.config(pool, row["client_id"])
             mode, _ = self.context.mode(pool)
+            if mode == rc.AdvancedSecurityMode.OFF or self.context.exceptions(pool, row["client_id"]).check(
+                    row.get("client_ip")) is not ExceptionResult.NONE:
+                req.password = None  # no risk evaluation (mode OFF, a skipped or blocked range): no check (decide())
+                continue
             ccc = cfg.CompromisedCredentialsRiskConfiguration
             event_filter = [str(f) for f in ccc.EventFilter] if ccc is not None and ccc.EventFilter else None
             action = str(ccc.Actions.EventAction) if ccc is not None else "NO_ACTION"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -151,3 +152,47 @@ def test_an_event_id_reused_for_another_sign_in_is_refused_not_answered_with_the
                        [a["EventId"], c["EventId"]]).fetchall()
     assert sorted(rows) == sorted([(a["EventId"], a["Username"], a["EventResponse"]),
                                    (c["EventId"], c["Username"], c["EventResponse"])])
+
+
+def test_no_password_is_checked_where_no_risk_is_evaluated(base, tmp_path):
+    """A skipped or blocked IP range means no risk detection, compromised credentials included (decide()): the
+    password is not checked and no check is recorded -- it used to be recorded as blocked while the answer
+    allowed the sign-in. Elsewhere the check counts and blocks (ENFORCED, BLOCK)."""
+    from ingest.enrich import Enricher
+    from ingest.geo import GeoResolver
+    from risk import config as rc
+    from risk import store as rstore
+    from risk.credentials import CredentialChecker
+    from risk.inline import InlineRequest, InlineScorer
+
+    con = rstore.connect(copy_store(base, tmp_path / "cc.duckdb"))
+    events = rest_events(base)[:3]
+    pool = events[0]["UserPoolId"]
+    rc.set_configuration(con, rc.RiskConfiguration.model_validate({
+        "UserPoolId": pool, "CompromisedCredentialsRiskConfiguration": {"Actions": {"EventAction": "BLOCK"}},
+        "RiskExceptionConfiguration": {"SkippedIPRangeList": ["203.0.113.0/24"],
+                                       "BlockedIPRangeList": ["198.51.100.0/24"]}}))
+    rc.set_mode(con, "ENFORCED", pool)
+    ips = ["203.0.113.9", "198.51.100.7", None]  # skipped, blocked, the event's own
+    bodies = []
+    for e, ip in zip(events, ips):
+        e = json.loads(json.dumps(e))
+        assert e["UserPoolId"] == pool and e["EventType"] == "SignIn"
+        if ip:
+            e["ContextData"]["IpAddress"] = ip
+        bodies.append(e)
+    scorer = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None)),
+                          checker=CredentialChecker.from_env().open())
+    try:
+        got, _ = scorer.evaluate([InlineRequest(b, "RISKGATE-TEST-" + b["EventId"]) for b in bodies])
+        scorer.flush(wait=True)
+        assert got[0].assessment["outcome"] in ("Allow", "MfaChallenge")  # skipped: challenged only for own MFA
+        assert [r.assessment["outcome"] for r in got[1:]] == ["Block", "Block"]
+        assert [r.assessment["compromised_credentials_detected"] for r in got] == [False, False, True]
+        ids = [b["EventId"] for b in bodies]
+        checks = con.execute("SELECT event_id, compromised, blocked FROM credential_checks WHERE event_id IN "
+                             "(?, ?, ?)", ids).fetchall()
+        assert checks == [(ids[2], True, True)]
+    finally:
+        scorer.close()
+        con.close()
