@@ -61,14 +61,18 @@ def check(
     pwned: Annotated[str | None, typer.Option("--pwned", help=f"Pwned Passwords data: a built index, the sorted .txt file, or a folder of range files (default: ${PWNED_PATH_ENV}).", show_default=False)] = None,
     min_count: Annotated[int | None, typer.Option("--min-count", help="Count a password as compromised only when seen at least this often (default: $RISKGATE_PWNED_MIN_COUNT, else 1).", show_default=False)] = None,
     no_common_list: Annotated[bool, typer.Option("--no-common-list", help="Do not use the shipped list of common passwords.")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Accept a range folder missing some of its 1,048,576 files (with a warning).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Say whether the password on standard input is compromised and how often it was seen.
 
     Exit code 0: compromised; 1: not found (or below --min-count); 2: error.
     """
-    checker = CredentialChecker.from_env(min_count=min_count, pwned=pwned, use_common_list=not no_common_list)
+    checker = CredentialChecker.from_env(min_count=min_count, pwned=pwned, use_common_list=not no_common_list,
+                                         allow_partial=allow_partial)
     with checker:
+        for warning in checker.warnings:
+            err_console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
         result = checker.check(read_password())
     if json_out:
         console.print_json(json.dumps({**result.as_json(), "min_count": checker.min_count}))
@@ -99,13 +103,15 @@ def _print_report(report: ScanReport, verb: str) -> None:
 def build_cmd(
     path: Annotated[str, typer.Argument(help="The Pwned Passwords SHA-1 file ordered by hash, or a folder of range files.", show_default=False)],
     out: Annotated[str | None, typer.Option("--out", "-o", help="Index file to write (default: PATH.rgpw).", show_default=False)] = None,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Build from a range folder missing some of its 1,048,576 files (reported).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Turn a Pwned Passwords download into the compact lookup index (streams; bounded memory).
 
     Malformed lines are reported with file and line number and skipped; the rest is kept.
+    Data with no usable hash, or a range folder missing files (without --allow-partial), is refused.
     """
-    report = build(path, out)
+    report = build(path, out, allow_partial=allow_partial)
     if json_out:
         console.print_json(json.dumps(report.as_json()))
     else:
@@ -118,7 +124,7 @@ def verify_cmd(
     path: Annotated[str, typer.Argument(help="Pwned Passwords data (sorted file, range folder or built index).", show_default=False)],
     json_out: JsonFlag = False,
 ) -> None:
-    """Read Pwned Passwords data through and report unusable lines. Exit code 1 when there are any."""
+    """Read Pwned Passwords data (or a built index, every record) through and report problems. Exit code 1 when there are any."""
     report = verify(path)
     if json_out:
         console.print_json(json.dumps(report.as_json()))

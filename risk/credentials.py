@@ -13,14 +13,18 @@ Where the answer comes from, in this order:
    (``SHA1:COUNT`` lines, searched by binary search over byte offsets, never
    loaded), a folder of per-prefix range files (``00000.txt`` ... ``FFFFF.txt``,
    ``SUFFIX:COUNT`` lines), or the compact index ``riskgate credentials build``
-   makes from either. A count found here is authoritative: the password is
-   compromised when the count reaches ``min_count`` (like Ory Kratos'
-   ``max_breaches``);
+   makes from either. The password is compromised when its count here reaches
+   ``min_count`` (like Ory Kratos' ``max_breaches``);
 3. the list of common leaked passwords that ships with riskgate
    (``risk/data/common-passwords.txt.gz``, compared case-insensitively). It has
    no counts: a hit there reports ``count=None`` and counts as compromised
-   whatever ``min_count`` is; turn it off (``use_common_list=False``) to apply
-   a threshold strictly to counted data only.
+   whatever ``min_count`` is, also when the Pwned data has the password below
+   ``min_count``; turn it off (``use_common_list=False``) to apply the
+   threshold strictly to counted data only.
+
+Damaged or incomplete data is refused with an error rather than used to answer
+"not found": an index whose structure is inconsistent, a text file not sorted
+by hash, a range folder missing files (unless ``allow_partial``).
 
 Then :func:`evaluate` applies a CompromisedCredentialsRiskConfiguration's
 ``EventFilter`` and ``EventAction``; ``BLOCK`` makes the user ``RESET_REQUIRED``
@@ -34,13 +38,18 @@ uint32 count. Keys are the first 64 bits of SHA-1: about 10 bytes a hash
 (10 GB for a billion hashes, against ~40 GB of text or 24 GB for full digests),
 with a false-match chance per lookup of n / 2**64 (5e-11 at a billion hashes).
 It is searched through ``mmap`` with a binary search inside one prefix bucket.
+The header also holds BLAKE2b checksums of the bucket table (checked, with the
+table's consistency and the file size, on opening) and of the records (checked
+by ``verify``, which reads every record).
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
 import mmap
+import operator
 import os
 import re
 import struct
@@ -91,7 +100,10 @@ PREFIX_BYTES = 2  # of which this many are implied by the bucket index
 SUFFIX_BYTES = KEY_BYTES - PREFIX_BYTES
 RECORD_BYTES = SUFFIX_BYTES + 4
 BUCKETS = 1 << (8 * PREFIX_BYTES)
-_HEADER = struct.Struct("<8sIIQQQ")  # magic, version, key bytes, records, source lines, issues
+#: magic, version, key bytes, records, source lines, source issues, bucket-table and records checksums
+#: (BLAKE2b, 8 bytes; all zero in indexes built before they were added: then not checked)
+_HEADER = struct.Struct("<8sIIQQQ8s8s")
+_RECORD = struct.Struct(f"<{SUFFIX_BYTES}sI")
 HEADER_BYTES = 64
 INDEX_BYTES = (BUCKETS + 1) * 8
 DATA_OFFSET = HEADER_BYTES + INDEX_BYTES
@@ -248,13 +260,114 @@ def _range_files(folder: Path, report: ScanReport | None = None) -> list[tuple[s
     return sorted(found.items())
 
 
+def _missing_ranges(prefixes: list[str]) -> tuple[int, str | None]:
+    """How many of ``00000.txt`` ... ``FFFFF.txt`` a folder lacks, and the first missing name.
+
+    ``prefixes``: the folder's prefixes, sorted, unique, uppercase (as :func:`_range_files` gives them).
+    """
+    wanted = bisect.bisect_left(prefixes, f"{RANGE_FILES:05X}") if RANGE_FILES < 16**5 else len(prefixes)
+    missing = RANGE_FILES - wanted
+    if not missing:
+        return 0, None
+    lo, hi = 0, wanted  # the first position whose prefix is not its own number is the first gap
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if int(prefixes[mid], 16) == mid:
+            lo = mid + 1
+        else:
+            hi = mid
+    return missing, f"{lo:05X}.txt"
+
+
+def _partial_message(missing: int, first: str | None) -> str:
+    return f"incomplete range folder: {missing:,} of {RANGE_FILES:,} range files missing (first missing: {first})"
+
+
+def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanReport,
+              issue: Callable[..., None]) -> Iterator[tuple[bytes, int]]:
+    """Put parsed lines ``(hash, count, source, line, raw)`` through the hash-order checks; yield ``(hash, count)``.
+
+    Each line is judged with the last line kept before it and the two lines after it. A line out of
+    order while its neighbours are in order with each other is an isolated damaged line: reported
+    (with its line number) and skipped, and the lines around it are kept. Lines out of order with
+    their neighbours too are evidence that the data is not sorted by hash: after MAX_OUT_OF_ORDER
+    of them it is refused. Duplicates of a hash count as the largest of their counts (a count-0
+    padding line never hides a real count); each is reported. Count-0 lines are then skipped.
+    """
+    prev = None  # the hash of the last line kept
+    held = None  # [hash, count, source, line] of the last line kept, yielded once the next hash differs
+    out_of_order = 0
+    pending: list[tuple[bytes, int, str, int, bytes]] = []
+
+    def judge(b: bytes, c: bytes | None, d: bytes | None) -> int:
+        """0: keep b; 1: b is an isolated out-of-order line; 2: b is out of order with its neighbours too."""
+        if (prev is None or prev <= b) and (c is None or b <= c):
+            return 0
+        if (prev is None or prev <= b) and (d is None or b <= d):
+            return 0  # the next line is the odd one: it is judged next
+        if (prev is None or c is None or prev <= c) and (c is None or d is None or c <= d):
+            return 1
+        return 2
+
+    it = iter(items)
+    done = False
+    while True:
+        while not done and len(pending) < 3:
+            nxt = next(it, None)
+            if nxt is None:
+                done = True
+            else:
+                pending.append(nxt)
+        if not pending:
+            break
+        b = pending.pop(0)
+        h, count, src, lineno, raw = b
+        verdict = judge(h, pending[0][0] if pending else None, pending[1][0] if len(pending) > 1 else None)
+        if verdict == 1:
+            issue(src, lineno, "out of hash order while the lines around it are in order: a damaged line, skipped",
+                  raw)
+            continue
+        if verdict == 2:
+            out_of_order += 1
+            issue(src, lineno, "out of hash order, skipped", raw)
+            if out_of_order >= MAX_OUT_OF_ORDER:
+                raise InputFormatError(
+                    f"{out_of_order} lines out of hash order by line {lineno}: this file is not sorted by "
+                    "hash (use the 'ordered by hash' download or a folder of range files)",
+                    source=src,
+                )
+            continue
+        prev = h
+        if held is not None and held[0] == h:
+            report.merged += 1
+            issue(src, lineno, f"duplicate of the hash on line {held[3]}: the larger count is kept", raw)
+            if count > held[1]:
+                held[1] = count
+            continue
+        if held is not None:
+            if held[1]:
+                report.hashes += 1
+                yield held[0], held[1]
+            else:
+                report.padding_skipped += 1
+        held = [h, count, src, lineno]
+    if held is not None:
+        if held[1]:
+            report.hashes += 1
+            yield held[0], held[1]
+        else:
+            report.padding_skipped += 1
+
+
 def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None = None,
-         report: ScanReport | None = None) -> Iterator[tuple[bytes, int]]:
+         report: ScanReport | None = None, allow_partial: bool = False) -> Iterator[tuple[bytes, int]]:
     """Yield ``(sha1_hex_upper, count)`` for every usable line of a Pwned Passwords download, in hash order.
 
     ``path`` is the single file sorted by hash or a folder of range files.
     Count-0 padding lines are skipped; malformed and out-of-order lines are
-    reported (file, line, reason) and skipped. Streams: memory stays bounded.
+    reported (file, line, reason) and skipped; duplicates keep their largest
+    count. A range folder missing some of its 1,048,576 files is refused unless
+    ``allow_partial`` (then it is reported). Streams: memory stays bounded.
     """
     p = Path(path)
     report = report if report is not None else ScanReport(str(path))
@@ -267,83 +380,151 @@ def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None 
 
     if not p.exists():
         raise InputFormatError("no such file or folder", source=str(path))
-    prev = b""
-    out_of_order = 0
     if p.is_dir():
         report.layout = "range-folder"
         files = _range_files(p, report)
         if not files:
             raise InputFormatError("folder holds no range files (00000.txt ... FFFFF.txt)", source=str(path))
-        for prefix, fp in files:
-            report.range_files += 1
-            pre = prefix.encode("ascii")
-            src = str(fp)
-            with open(fp, "rb") as f:
-                for lineno, raw in enumerate(f, 1):
-                    report.lines_read += 1
-                    parsed = _parse(raw, 35)
-                    if isinstance(parsed, str):
-                        issue(src, lineno, parsed, raw)
-                        continue
-                    h, count = pre + parsed[0], parsed[1]
-                    if h <= prev:
-                        if h == prev:
-                            report.merged += 1
+        missing, first = _missing_ranges([prefix for prefix, _ in files])
+        if missing:
+            if not allow_partial:
+                raise InputFormatError(_partial_message(missing, first) + " (an interrupted download?): finish the "
+                                       "download, or pass --allow-partial to use the ranges present", source=str(path))
+            issue(str(path), None, _partial_message(missing, first) + ": only the ranges present are used")
+
+        def lines() -> Iterator[tuple[bytes, int, str, int, bytes]]:
+            for prefix, fp in files:
+                report.range_files += 1
+                pre = prefix.encode("ascii")
+                src = str(fp)
+                with open(fp, "rb") as f:
+                    for lineno, raw in enumerate(f, 1):
+                        report.lines_read += 1
+                        parsed = _parse(raw, 35)
+                        if isinstance(parsed, str):
+                            issue(src, lineno, parsed, raw)
                             continue
-                        issue(src, lineno, "out of hash order, skipped", raw)
-                        continue
-                    prev = h
-                    if count == 0:
-                        report.padding_skipped += 1
-                        continue
-                    report.hashes += 1
-                    yield h, count
+                        yield pre + parsed[0], parsed[1], src, lineno, raw
+
+        yield from _in_order(lines(), report, issue)
         return
     if _sniff_file(p) == INDEX_MAGIC:
         raise InputFormatError("is already a riskgate index (made by `riskgate credentials build`)", source=str(path))
     report.layout = "sorted-file"
     src = str(path)
-    with open(p, "rb", buffering=1 << 20) as f:
-        for lineno, raw in enumerate(f, 1):
-            report.lines_read += 1
-            parsed = _parse(raw, 40)
-            if isinstance(parsed, str):
-                issue(src, lineno, parsed, raw)
-                continue
-            h, count = parsed
-            if h <= prev:
-                if h == prev:
-                    report.merged += 1
+
+    def lines() -> Iterator[tuple[bytes, int, str, int, bytes]]:
+        with open(p, "rb", buffering=1 << 20) as f:
+            for lineno, raw in enumerate(f, 1):
+                report.lines_read += 1
+                parsed = _parse(raw, 40)
+                if isinstance(parsed, str):
+                    issue(src, lineno, parsed, raw)
                     continue
-                out_of_order += 1
-                issue(src, lineno, "out of hash order, skipped", raw)
-                if out_of_order >= MAX_OUT_OF_ORDER:
-                    raise InputFormatError(
-                        f"{out_of_order} lines out of hash order by line {lineno}: this file is not sorted by "
-                        "hash (use the 'ordered by hash' download or a folder of range files)",
-                        source=src,
-                    )
-                continue
-            prev = h
-            if count == 0:
-                report.padding_skipped += 1
-                continue
-            report.hashes += 1
-            yield h, count
+                yield parsed[0], parsed[1], src, lineno, raw
+
+    yield from _in_order(lines(), report, issue)
+
+
+def _digest8(data: bytes = b""):
+    return hashlib.blake2b(data, digest_size=8)
+
+
+def _index_problems(mm, size: int, records: int, table_sum: bytes) -> tuple[list[str], array | None]:
+    """The cheap structural checks of an index (header, bucket table, size): problems found, and the table.
+
+    The table is returned only when it is usable (rising from 0 to the header's record count).
+    """
+    problems = []
+    if records == 0:
+        problems.append("holds no hashes (built from data with no usable SHA1:COUNT line)")
+    if size != DATA_OFFSET + records * RECORD_BYTES:
+        problems.append(f"size {size} does not match {records} records: the file is truncated or damaged")
+    raw = mm[HEADER_BYTES:DATA_OFFSET]
+    table = array("Q")
+    table.frombytes(raw)
+    if sys.byteorder != "little":
+        table.byteswap()
+    usable = True
+    if table_sum != bytes(8) and _digest8(raw).digest() != table_sum:
+        problems.append("the bucket table does not match its checksum: the table is damaged")
+    if table[0] != 0:
+        problems.append(f"the bucket table starts at record {table[0]:,}, not 0")
+        usable = False
+    if table[BUCKETS] != records:
+        problems.append(f"the bucket table ends at record {table[BUCKETS]:,}, not at the header's {records:,} records")
+        usable = False
+    if any(a > b for a, b in zip(table, table[1:])):
+        b = next(i for i in range(BUCKETS) if table[i] > table[i + 1])
+        problems.append(f"the bucket table is not rising: bucket {b:04X} starts at record {table[b]:,} and ends "
+                        f"at record {table[b + 1]:,}")
+        usable = False
+    if max(table) > (size - DATA_OFFSET) // RECORD_BYTES:
+        problems.append("the bucket table points beyond the end of the file")
+        usable = False
+    return problems, (table if usable else None)
+
+
+def _verify_index(path: Path, report: ScanReport, on_issue: Callable[[PwnedIssue], None] | None) -> None:
+    """Read a whole index: header, bucket table, every record (sorted strictly in its bucket, count > 0), checksums."""
+    src = str(path)
+
+    def issue(reason: str) -> None:
+        i = PwnedIssue(src, None, reason)
+        report.add_issue(i)
+        if on_issue is not None:
+            on_issue(i)
+
+    report.layout = "index"
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < DATA_OFFSET:
+            issue(f"too short for a riskgate Pwned Passwords index ({size} bytes): truncated or damaged")
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            magic, version, key_bytes, records, lines, issues, table_sum, data_sum = _HEADER.unpack_from(mm, 0)
+            if version != INDEX_VERSION or key_bytes != KEY_BYTES:
+                raise InputFormatError(f"index version {version} with {key_bytes}-byte keys; this riskgate reads "
+                                       f"version {INDEX_VERSION}", source=src)
+            report.records = report.hashes = records
+            report.lines_read = lines
+            report.issue_count = issues  # the lines the build could not use (not listed: verify the source for them)
+            problems, table = _index_problems(mm, size, records, table_sum)
+            for p in problems:
+                issue(p)
+            if table is None:
+                return
+            summed = _digest8()
+            key_of = operator.itemgetter(0)
+            stop = min(records, (size - DATA_OFFSET) // RECORD_BYTES)
+            for b in range(BUCKETS):
+                lo, hi = table[b], min(table[b + 1], stop)
+                if lo >= hi:
+                    continue
+                chunk = mm[DATA_OFFSET + lo * RECORD_BYTES : DATA_OFFSET + hi * RECORD_BYTES]
+                summed.update(chunk)
+                recs = list(_RECORD.iter_unpack(chunk))
+                keys = list(map(key_of, recs))
+                if not all(map(operator.lt, keys, keys[1:])):
+                    bad = next(i for i in range(1, len(keys)) if keys[i] <= keys[i - 1])
+                    issue(f"record {lo + bad:,} (bucket {b:04X}) is not above the record before it: the records "
+                          "are not sorted (damaged)")
+                if any(c == 0 for _, c in recs):
+                    bad = next(i for i, (_, c) in enumerate(recs) if c == 0)
+                    issue(f"record {lo + bad:,} (bucket {b:04X}) has count 0")
+            if data_sum != bytes(8) and summed.digest() != data_sum:
+                issue("the records do not match their checksum: the records are damaged")
 
 
 def verify(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None = None) -> ScanReport:
-    """Read a whole Pwned Passwords download (or check a built index) and report what is unusable."""
+    """Read a whole Pwned Passwords download or built index through and report what is unusable."""
     start = time.monotonic()
     p = Path(path)
+    report = ScanReport(str(path))
     if p.is_file() and _sniff_file(p) == INDEX_MAGIC:
-        with PwnedIndex(p) as idx:
-            report = ScanReport(str(path), layout="index", records=idx.records, hashes=idx.records)
-            report.lines_read = idx.source_lines
-            report.issue_count = idx.source_issues
+        _verify_index(p, report, on_issue)
     else:
-        report = ScanReport(str(path))
-        for _ in scan(path, on_issue, report):
+        for _ in scan(path, on_issue, report, allow_partial=True):
             pass
     report.seconds = time.monotonic() - start
     return report
@@ -355,17 +536,21 @@ def default_index_path(path: str | os.PathLike) -> Path:
 
 
 def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
-          on_issue: Callable[[PwnedIssue], None] | None = None) -> ScanReport:
+          on_issue: Callable[[PwnedIssue], None] | None = None, allow_partial: bool = False) -> ScanReport:
     """Turn a Pwned Passwords download (sorted file or range folder) into the compact index at ``out``.
 
     Streams the input once; memory is bounded (the 512 KiB bucket table and
     write buffers). The index is written beside ``out`` and renamed into place
-    only when complete.
+    only when complete. Data with no usable hash gives no index (an error);
+    an incomplete range folder is refused unless ``allow_partial``.
     """
     start = time.monotonic()
     out_path = Path(out) if out else default_index_path(path)
     if out_path.resolve() == Path(path).resolve():
         raise InputFormatError("the output would overwrite the input", source=str(out_path))
+    if out_path.is_dir():
+        raise InputFormatError("is a folder: give the path of the index file to write (e.g. pwned.rgpw)",
+                               source=str(out_path))
     check_output_folder(out_path, InputFormatError)
     report = ScanReport(str(path), out=str(out_path))
     bucket_counts = array("Q", bytes(8 * BUCKETS))
@@ -375,13 +560,14 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
     key_hex = 2 * KEY_BYTES
     prefix_hex = 2 * PREFIX_BYTES
     records = 0
+    summed = _digest8()
     try:
         with open(tmp, "wb") as f:
             f.write(bytes(DATA_OFFSET))
             buf = bytearray()
             prev_key = b""
             prev_count = 0
-            for h, count in scan(path, on_issue, report):
+            for h, count in scan(path, on_issue, report, allow_partial=allow_partial):
                 key = h[:key_hex]
                 if key == prev_key:  # two hashes sharing their first 64 bits: keep the larger count
                     report.merged += 1
@@ -394,6 +580,7 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
                     bucket_counts[int(prev_key[:prefix_hex], 16)] += 1
                     records += 1
                     if len(buf) >= 1 << 20:
+                        summed.update(buf)
                         f.write(buf)
                         buf.clear()
                 prev_key, prev_count = key, count
@@ -402,6 +589,12 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
                 buf += pack_count(prev_count if prev_count <= MAX_COUNT else MAX_COUNT)
                 bucket_counts[int(prev_key[:prefix_hex], 16)] += 1
                 records += 1
+            if not records:
+                raise InputFormatError(
+                    f"no usable SHA1:COUNT line ({report.lines_read:,} lines read, {report.issue_count:,} unusable, "
+                    f"{report.padding_skipped:,} count-0 padding): no index written; is this a Pwned Passwords "
+                    "download?", source=str(path))
+            summed.update(buf)
             f.write(buf)
             index = array("Q", bytes(8 * (BUCKETS + 1)))
             total = 0
@@ -411,11 +604,12 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
             index[BUCKETS] = total
             if sys.byteorder != "little":
                 index.byteswap()
+            table = index.tobytes()
             f.seek(0)
             header = _HEADER.pack(INDEX_MAGIC, INDEX_VERSION, KEY_BYTES, records, report.lines_read,
-                                  report.issue_count)
+                                  report.issue_count, _digest8(table).digest(), summed.digest())
             f.write(header.ljust(HEADER_BYTES, b"\0"))
-            f.write(index.tobytes())
+            f.write(table)
         os.replace(tmp, out_path)
     finally:
         if tmp.exists():
@@ -429,7 +623,13 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 class PwnedIndex:
-    """The compact index made by :func:`build`, searched through mmap."""
+    """The compact index made by :func:`build`, searched through mmap.
+
+    Opening it checks the header, the bucket table (rising from 0 to the record
+    count, matching its checksum) and the file size, so a damaged index is
+    refused instead of answering wrongly; ``riskgate credentials verify`` reads
+    every record too.
+    """
 
     layout = "index"
 
@@ -454,14 +654,15 @@ class PwnedIndex:
             f.close()
             raise InputFormatError(f"too short for a riskgate Pwned Passwords index ({size} bytes)", source=src)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        magic, version, key_bytes, records, lines, issues = _HEADER.unpack_from(mm, 0)
+        magic, version, key_bytes, records, lines, issues, table_sum, _ = _HEADER.unpack_from(mm, 0)
         problem = None
         if magic != INDEX_MAGIC:
             problem = "not a riskgate Pwned Passwords index (bad magic)"
         elif version != INDEX_VERSION or key_bytes != KEY_BYTES:
             problem = f"index version {version} with {key_bytes}-byte keys; this riskgate reads version {INDEX_VERSION}"
-        elif size != DATA_OFFSET + records * RECORD_BYTES:
-            problem = f"size {size} does not match {records} records: the file is truncated or damaged"
+        else:
+            problems, _ = _index_problems(mm, size, records, table_sum)
+            problem = "; ".join(problems) or None
         if problem:
             mm.close()
             f.close()
@@ -506,9 +707,13 @@ class PwnedSortedFile:
 
     Only the few lines the search lands on are read. A malformed line it lands
     on is passed over to the next good line; ``\\r\\n`` endings are fine.
+    Opening it samples the first lines and a few spread through the file and
+    refuses a file that is not sorted by hash (the "ordered by count" download).
     """
 
     layout = "sorted-file"
+    #: Places spread through the file whose lines are checked for hash order on opening.
+    ORDER_PROBES = 16
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -524,6 +729,11 @@ class PwnedSortedFile:
             except OSError as exc:
                 raise InputFormatError(f"cannot open: {exc.strerror}", source=str(self.path)) from exc
             self._size = os.fstat(self._f.fileno()).st_size
+            try:
+                self._check_order()
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def close(self) -> None:
@@ -557,11 +767,49 @@ class PwnedSortedFile:
             start = end
         return None
 
+    def _good_lines(self, pos: int, n: int) -> list[tuple[int, bytes, int, int]]:
+        """Up to ``n`` consecutive well-formed lines from the first one starting at or after ``pos``."""
+        out = []
+        while len(out) < n:
+            found = self._first_good_line(pos, self._size)
+            if found is None:
+                break
+            out.append(found)
+            pos = found[3]
+        return out
+
+    def _check_order(self) -> None:
+        """Refuse a file whose sampled lines (the first ones, a few spread through it) are not in hash order.
+
+        Lines are taken three at a time and their middle hash compared, so one damaged line
+        (out of order with both neighbours) does not make a sorted file look unsorted.
+        """
+        windows = []
+        first = self._good_lines(0, 12)
+        for i in range(len(first) - 2):
+            windows.append((first[i][0], sorted(line[1] for line in first[i : i + 3])[1]))
+        probes = self.ORDER_PROBES
+        for k in range(1, probes + 1):
+            got = self._good_lines(k * self._size // (probes + 1), 3)
+            if len(got) == 3:
+                windows.append((got[0][0], sorted(line[1] for line in got)[1]))
+        windows.sort(key=lambda w: w[0])
+        for (_, before), (at, after) in zip(windows, windows[1:]):
+            if after < before:
+                raise InputFormatError(
+                    f"is not sorted by hash (lines near byte {at:,} are out of hash order; the 'ordered by count' "
+                    "download?): it cannot be searched; use the 'ordered by hash' file or a folder of range files, "
+                    "or build an index from one with `riskgate credentials build`",
+                    source=str(self.path),
+                )
+
     def lookup(self, digest: bytes) -> int | None:
+        """The count for a 20-byte SHA-1 digest (the largest, when the hash is on several lines), or None."""
         want = digest.hex().upper().encode("ascii")
         with self._lock:
             self.open()
             lo, hi = 0, self._size
+            # lower bound: good lines starting before lo are below want, those from hi on are not
             while lo < hi:
                 mid = (lo + hi) // 2
                 found = self._first_good_line(mid, hi)
@@ -569,13 +817,23 @@ class PwnedSortedFile:
                     hi = mid
                     continue
                 start, h, count, end = found
-                if h == want:
-                    return count or None
                 if h < want:
                     lo = end
                 else:
                     hi = mid
-        return None
+            best = None
+            for _, h, count, _ in self._good_lines_while(lo, want):
+                best = count if best is None or count > best else best
+        return best or None
+
+    def _good_lines_while(self, pos: int, want: bytes) -> Iterator[tuple[int, bytes, int, int]]:
+        """The well-formed lines from ``pos`` on while their hash is ``want``."""
+        while True:
+            found = self._first_good_line(pos, self._size)
+            if found is None or found[1] != want:
+                return
+            yield found
+            pos = found[3]
 
 
 class PwnedRangeFolder:
@@ -596,9 +854,13 @@ class PwnedRangeFolder:
                 raise InputFormatError("folder holds no range files (00000.txt ... FFFFF.txt)", source=str(self.path))
         return self
 
+    def missing(self) -> tuple[int, str | None]:
+        """How many of the 1,048,576 range files are missing, and the first missing name (None: complete)."""
+        return _missing_ranges(list(self.open()._files))
+
     @property
     def complete(self) -> bool:
-        return len(self.open()._files) == RANGE_FILES
+        return self.missing()[0] == 0
 
     def close(self) -> None:
         self._files = None
@@ -610,33 +872,50 @@ class PwnedRangeFolder:
         self.close()
 
     def lookup(self, digest: bytes) -> int | None:
+        """The count for a 20-byte SHA-1 digest (the largest, when on several lines), or None.
+
+        The whole range file is read (about a thousand lines), so a line out of order cannot hide a later one.
+        """
         h = digest.hex().upper()
         fp = self.open()._files.get(h[:5])
         if fp is None:
             return None
         want = h[5:].encode("ascii")
+        best = 0
         with open(fp, "rb") as f:
             for raw in f:
                 parsed = _parse(raw, 35)
-                if isinstance(parsed, str):
-                    continue
-                if parsed[0] == want:
-                    return parsed[1] or None
-                if parsed[0] > want:
-                    return None
-        return None
+                if not isinstance(parsed, str) and parsed[0] == want and parsed[1] > best:
+                    best = parsed[1]
+        return best or None
 
 
 PwnedLookup = PwnedIndex | PwnedSortedFile | PwnedRangeFolder
 
 
-def open_pwned(path: str | os.PathLike) -> PwnedLookup:
-    """Open Pwned Passwords data in whichever form ``path`` holds (index, sorted file or range folder)."""
+def open_pwned(path: str | os.PathLike, *, allow_partial: bool = False,
+               warn: Callable[[str], None] | None = None) -> PwnedLookup:
+    """Open Pwned Passwords data in whichever form ``path`` holds (index, sorted file or range folder).
+
+    Damaged data is refused (an index whose structure is inconsistent, a text file
+    not sorted by hash, a range folder missing files unless ``allow_partial``;
+    then ``warn`` is told) rather than opened to answer "not found" wrongly.
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise InputFormatError("no such file or folder (Pwned Passwords data)", source=str(path))
     if p.is_dir():
-        return PwnedRangeFolder(p).open()
+        folder = PwnedRangeFolder(p).open()
+        missing, first = folder.missing()
+        if missing:
+            message = _partial_message(missing, first)
+            if not allow_partial:
+                raise InputFormatError(message + " (an interrupted download?): passwords in the missing ranges would be "
+                                       "answered \"not found\"; finish the download, or pass --allow-partial to use it "
+                                       "anyway", source=str(path))
+            if warn is not None:
+                warn(f"{path}: {message}: passwords in the missing ranges are answered \"not found\"")
+        return folder
     head = _sniff_file(p)
     if head == INDEX_MAGIC:
         return PwnedIndex(p).open()
@@ -675,14 +954,18 @@ class CredentialChecker:
 
     ``pwned`` is a path to Pwned Passwords data (any form :func:`open_pwned`
     takes) or an open lookup; ``None`` means none (see :meth:`from_env`).
+    ``allow_partial`` accepts a range folder missing some files (see :attr:`warnings`).
     """
 
     def __init__(self, *, min_count: int = DEFAULT_MIN_COUNT, pwned: str | os.PathLike | PwnedLookup | None = None,
-                 use_common_list: bool = True, test_hook: bool = True):
+                 use_common_list: bool = True, test_hook: bool = True, allow_partial: bool = False):
         self.min_count = min_count
         self.pwned = pwned
         self.use_common_list = use_common_list
         self.test_hook = test_hook
+        self.allow_partial = allow_partial
+        #: Warnings from opening the data (an incomplete range folder accepted with ``allow_partial``).
+        self.warnings: list[str] = []
         self._lookup: PwnedLookup | None = None
         self._opened = False
 
@@ -707,7 +990,7 @@ class CredentialChecker:
         if not self._opened:
             _validate_min_count(self.min_count)
             if isinstance(self.pwned, (str, os.PathLike)):
-                self._lookup = open_pwned(self.pwned)
+                self._lookup = open_pwned(self.pwned, allow_partial=self.allow_partial, warn=self.warnings.append)
             else:
                 self._lookup = self.pwned.open() if self.pwned is not None else None
             if self.use_common_list:
@@ -758,14 +1041,17 @@ class CredentialChecker:
 
     def _check_digests(self, exact: bytes, lowered: bytes) -> CheckResult:
         self.open()
-        if self._lookup is not None:
-            count = self._lookup.lookup(exact)
-            if count:
-                return CheckResult(count >= self.min_count, count, SOURCE_PWNED)
+        count = self._lookup.lookup(exact) if self._lookup is not None else None
+        if count and count >= self.min_count:
+            return CheckResult(True, count, SOURCE_PWNED)
+        # the shipped list has no counts: a hit there counts whatever min_count is, even when the
+        # Pwned data has seen the password fewer times (use_common_list=False applies min_count strictly)
         if self.use_common_list:
             digests = common_password_digests()
             if lowered in digests or exact in digests:
                 return CheckResult(True, None, SOURCE_COMMON)
+        if count:
+            return CheckResult(False, count, SOURCE_PWNED)
         return CheckResult(False, 0, "+".join(self.sources) or "none")
 
 

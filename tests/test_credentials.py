@@ -131,7 +131,7 @@ def test_sorted_file_with_plain_newlines_and_no_final_newline(tmp_path):
 
 
 def test_range_folder(range_folder):
-    with cred.open_pwned(range_folder) as lookup:
+    with cred.open_pwned(range_folder, allow_partial=True) as lookup:
         assert isinstance(lookup, cred.PwnedRangeFolder)
         assert not lookup.complete
         assert_known_answers(lookup)
@@ -159,12 +159,13 @@ def test_build_from_sorted_file_reports_the_malformed_line_and_keeps_the_rest(so
 
 def test_build_from_range_folder_gives_the_same_index(sorted_file, range_folder, tmp_path):
     a = cred.build(sorted_file, tmp_path / "a.rgpw")
-    b = cred.build(range_folder, tmp_path / "b.rgpw")
+    b = cred.build(range_folder, tmp_path / "b.rgpw", allow_partial=True)
     assert b.layout == "range-folder"
     assert b.records == a.records
     bad = [i for i in b.issues if i.line is not None]
     assert len(bad) == 1 and Path(bad[0].source).name == sha1("hunter2")[:5] + ".txt"
     assert any(Path(i.source).name == "README.md" and i.line is None for i in b.issues)
+    assert any(i.source == str(range_folder) and "incomplete range folder" in i.reason for i in b.issues)
     # same hashes, same counts: identical records and index (headers differ in line counts only)
     da = (tmp_path / "a.rgpw").read_bytes()
     db = (tmp_path / "b.rgpw").read_bytes()
@@ -290,13 +291,16 @@ def test_shipped_common_list_works_offline_case_insensitively():
     assert CredentialChecker(use_common_list=False).check("password") == CheckResult(False, 0, "none")
 
 
-def test_common_list_has_no_counts_so_it_meets_any_threshold_unless_counted_data_knows_better(sorted_file):
+def test_common_list_has_no_counts_so_it_meets_any_threshold(sorted_file):
     assert CredentialChecker(min_count=1_000_000).check("password") == CheckResult(True, None, "common-passwords")
-    # counted data wins where it knows the password: "a" is on the shipped list and seen 100,000 times
+    # "a" is on the shipped list and seen 100,000 times: the list counts whatever N is (README) ...
     with CredentialChecker(pwned=sorted_file, min_count=200_000) as checker:
-        assert checker.check("a") == CheckResult(False, 100_000, "pwned-passwords")
+        assert checker.check("a") == CheckResult(True, None, "common-passwords")
         assert checker.check("dragon") == CheckResult(True, None, "common-passwords")
         assert checker.check(UNKNOWN) == CheckResult(False, 0, "pwned-passwords+common-passwords")
+    # ... and --no-common-list applies N strictly to the counted data
+    with CredentialChecker(pwned=sorted_file, min_count=200_000, use_common_list=False) as checker:
+        assert checker.check("a") == CheckResult(False, 100_000, "pwned-passwords")
 
 
 def test_test_hook():
