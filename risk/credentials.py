@@ -309,6 +309,15 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
             return 1
         return 2
 
+    def flush(kept):  # the last line kept, once the next hash differs (or the data ends)
+        if kept is None:
+            return
+        if kept[1]:
+            report.hashes += 1
+            yield kept[0], kept[1]
+        else:
+            report.padding_skipped += 1
+
     it = iter(items)
     done = False
     while True:
@@ -344,19 +353,9 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
             if count > held[1]:
                 held[1] = count
             continue
-        if held is not None:
-            if held[1]:
-                report.hashes += 1
-                yield held[0], held[1]
-            else:
-                report.padding_skipped += 1
+        yield from flush(held)
         held = [h, count, src, lineno]
-    if held is not None:
-        if held[1]:
-            report.hashes += 1
-            yield held[0], held[1]
-        else:
-            report.padding_skipped += 1
+    yield from flush(held)
 
 
 def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None = None,

@@ -20,7 +20,7 @@ from ingest.enrich import Enricher
 from ingest.one import canonical
 from ingest.sources import riskgate_jsonl
 from ingest.sources.base import LineBatch, ReaderOptions
-from tests.geo_fixtures import build
+from tests.test_ingest import env  # noqa: F401 (the fixture: the test GeoIP databases, a store in tmp_path)
 from tests.storedb import q as rows
 from tests.test_sources_cognito_user_activity import RECORD as ACTIVITY
 from tests.test_sources_rba_csv import GOOD1, GOOD2, HEADER as RBA_HEADER
@@ -34,14 +34,6 @@ FINITE = "RoundTripTimeMs must be a finite number"
 BOM = b"\xef\xbb\xbf"
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    city, asn = build(tmp_path)
-    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
-    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
-    monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
-    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "store.duckdb"))
-    return tmp_path
 
 
 def ingest(*args):
