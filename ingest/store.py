@@ -179,10 +179,13 @@ def resolve_db_path(db: str | os.PathLike | None = None) -> str:
 
 def migrate(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration]) -> list[str]:
     """Apply the migrations not yet recorded; return the names applied now."""
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
-    )
-    done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
+        )
+        done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+    except duckdb.Error as exc:  # a damaged file (truncated, say): one clear error, not a traceback
+        raise StoreError(f"cannot read the store: {exc}") from exc
     applied = []
     for m in migrations:
         if m.name in done:
@@ -249,9 +252,27 @@ class Store:
                 self._con.execute(stmt)
             if not self._read_only:
                 migrate(self._con, self._migrations)
+            else:
+                self._check_migrated()
         except BaseException:
             self._close_connection()
             raise
+
+    def _check_migrated(self) -> None:
+        """A read-only open cannot migrate: a store some of whose tables are missing is refused, naming the fix."""
+        try:
+            tables = {r[0] for r in self._con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+            done = ({r[0] for r in self._con.execute("SELECT name FROM schema_migrations").fetchall()}
+                    if "schema_migrations" in tables else set())
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot read the store: {exc}", source=self._path) from exc
+        missing = [m.name for m in self._migrations if m.name not in done]
+        if missing:
+            raise StoreError(
+                f"the store is not set up for this yet ({len(missing)} of its table migrations not applied, the first "
+                f"{missing[0]}): open it once read-write to migrate it, e.g. `riskgate models --db {self._path}`",
+                source=self._path)
 
     def _close_connection(self) -> None:
         con, self._con = self._con, None
@@ -359,7 +380,11 @@ def _open_duckdb(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConn
         try:
             return duckdb.connect(path, read_only=read_only)
         except duckdb.Error as exc:
-            retry = "lock" in str(exc).lower() and time.monotonic() < deadline
+            # DuckDB's lock conflict ("Could not set lock on file ...: Conflicting lock is held ..."); not any
+            # message with "lock" in it (a damaged file's "checksum ... in block at ..." waited out the deadline)
+            message = str(exc).lower()
+            busy = "could not set lock" in message or "conflicting lock" in message
+            retry = busy and time.monotonic() < deadline
             if not retry:
                 raise StoreError(f"cannot open the store: {exc}", source=path) from exc
             time.sleep(delay)

@@ -77,3 +77,50 @@ def test_uncompressed_columns_must_exist():
 
     with pytest.raises(ValueError, match=r"no column \['evnet_id'\] in the schema of t"):
         store._create_table_sql("t", pa.schema([("event_id", pa.string())]), uncompressed=["evnet_id"])
+
+
+def _damaged_copies(tmp_path):
+    """A real store file, then a copy with bytes overwritten inside its blocks and a copy cut short."""
+    import shutil
+
+    from risk import store as rstore
+
+    db = tmp_path / "s.duckdb"
+    with rstore.connect(db) as con:
+        con.execute("CREATE TABLE filler AS SELECT range AS i, md5(range::VARCHAR) AS h FROM range(200000)")
+        con.execute("CHECKPOINT")
+    corrupt, cut = tmp_path / "corrupt.duckdb", tmp_path / "cut.duckdb"
+    shutil.copy(db, corrupt)
+    with open(corrupt, "r+b") as f:
+        size = f.seek(0, 2)
+        for off in range(12288 + 100, size, 262144):
+            f.seek(off)
+            f.write(b"\xaa" * 64)
+    cut.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    return db, corrupt, cut
+
+
+def test_a_damaged_store_is_one_clear_error_at_once(tmp_path):
+    """A checksum error ("... in block at ...") used to be taken for a lock ("block") and waited out the whole
+    RISKGATE_STORE_WAIT; a file cut short raised a raw DuckDB error from the migrations' first query."""
+    import time
+
+    _db, corrupt, cut = _damaged_copies(tmp_path)
+    t = time.monotonic()
+    with pytest.raises(StoreError, match="cannot open the store: .*checksum"):
+        store.connect(corrupt, wait=60)
+    assert time.monotonic() - t < 10
+    with pytest.raises(StoreError, match="cannot (open|read) the store"):
+        store.connect(cut, wait=60)
+
+
+def test_a_read_only_open_of_a_store_not_migrated_for_it_names_the_fix(tmp_path):
+    from risk import store as rstore
+
+    db = tmp_path / "ingested.duckdb"
+    store.connect(db).close()  # what `riskgate ingest` leaves: ingest's tables only
+    with pytest.raises(StoreError, match=r"not set up for this yet .* e\.g\. `riskgate models --db "):
+        rstore.connect(db, read_only=True)
+    rstore.connect(db).close()  # read-write: migrated
+    with rstore.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM assessments").fetchall() == [(0,)]
