@@ -297,6 +297,12 @@ class Store:
     def closed(self) -> bool:
         return self._con is None
 
+    def reopen(self) -> None:
+        """Open the file again when it is closed (a hand-over whose taking back failed), waiting for the turn as
+        ``connect`` does; a no-op when it is open."""
+        if self._con is None:
+            self._open()
+
     def __enter__(self) -> "Store":
         return self
 

@@ -440,7 +440,9 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
 
         if isinstance(exc, InlineEventError):
             return _error(422, "invalid event", detail=[{"loc": "", "msg": str(exc), "type": "quarantined"}])
-        if isinstance(exc, (NoModelError, StoreError)):
+        if isinstance(exc, StoreError):  # the store is busy elsewhere or being taken back: try again
+            return _error(503, str(exc), headers={"Retry-After": "1"})
+        if isinstance(exc, NoModelError):
             return _error(503, str(exc))
         return _error(400, str(exc))
 

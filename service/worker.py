@@ -109,7 +109,7 @@ class StoreWorker:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and self.store is not None
+        return self._thread.is_alive() and self.store is not None and not getattr(self.store, "closed", False)
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -161,6 +161,8 @@ class StoreWorker:
                 if now - last_check >= self.poll:
                     last_check = now
                     self._maybe_hand_over()
+                if job is None or job.kind != "stop":
+                    self._reopen_if_closed()
                 if job is None:
                     self._flush(wait=False)
                     continue
@@ -219,6 +221,20 @@ class StoreWorker:
             log.exception("handing the store over failed")
         finally:
             self.waiting_for_turn = False
+
+    def _reopen_if_closed(self) -> None:
+        """Take the store back when a hand-over could not (another process held it past the wait): until then
+        requests get 503 with Retry-After and /healthz says unavailable; from then on the service serves again."""
+        store = self.store
+        if not getattr(store, "closed", False) or not hasattr(store, "reopen"):
+            return
+        try:
+            store.reopen()
+        except Exception:  # noqa: BLE001 - still held elsewhere: the next job or poll tries again
+            log.warning("the store is still not free; requests get 503 until it is", exc_info=True)
+            return
+        self.scorer.refresh()  # another process may have changed the model, thresholds, configuration
+        log.info("store taken back after a failed hand-over")
 
     def _run_call(self, job: _Job) -> None:
         if not job.future.set_running_or_notify_cancel():

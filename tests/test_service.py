@@ -303,3 +303,35 @@ def test_the_service_keeps_answering_while_a_batch_score_runs(base, store):
     # every event has exactly one assessment: the batch job's or the service's
     assert q(store, "SELECT count(*), count(DISTINCT event_id) FROM assessments") == [(n_before + len(events),) * 2]
     assert scored == n_before
+
+
+def test_a_hand_over_that_cannot_take_the_store_back_recovers_once_it_is_free(base, store, monkeypatch):
+    """Another process keeps the store longer than the service's wait (a notebook, a long job that does not take
+    turns): the service's taking it back fails. It used to stay closed for good (every request 503 without
+    Retry-After, /healthz "ok"); now it answers 503 with Retry-After and says unavailable meanwhile, and serves
+    again once the store is free."""
+    monkeypatch.setenv("RISKGATE_STORE_WAIT", "2")
+    events = rest_events(base)[:2]
+    hold = ("import sys, time\nfrom risk import store\ncon = store.connect(sys.argv[1], wait=60)\n"
+            "print('held', flush=True)\ntime.sleep(float(sys.argv[2]))\ncon.close()\n")
+    with Service(store, min_hold=0.1, request_timeout=1) as svc, httpx.Client(timeout=30) as client:
+        assert client.post(svc.url + "/v1/evaluate", json=events[0], headers=headers()).status_code == 200
+        proc = subprocess.Popen([sys.executable, "-c", hold, str(store), "6"], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"  # the service handed the store over
+        deadline = time.monotonic() + 20
+        while client.get(svc.url + "/healthz").json()["status"] == "ok" and time.monotonic() < deadline:
+            time.sleep(0.2)  # ... and could not take it back within its 2 s
+        assert client.get(svc.url + "/healthz").json()["status"] == "unavailable"
+        r = client.post(svc.url + "/v1/evaluate", json=events[1], headers=headers())
+        assert r.status_code == 503 and r.headers.get("retry-after") == "1"
+        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            r = client.post(svc.url + "/v1/evaluate", json=events[1], headers=headers())
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and r.headers.get("retry-after") == "1"
+            time.sleep(0.3)
+        assert r.status_code == 200
+        assert client.get(svc.url + "/healthz").json()["status"] == "ok"
+    assert q(store, "SELECT count(*) FROM events WHERE event_id IN (?, ?)", [e["EventId"] for e in events]) == [(2,)]
