@@ -66,6 +66,13 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except RiskgateError as exc:
             raise fail(str(exc)) from None
+        except Exception as exc:
+            # a read-only command on a store no command of this version has opened read-write yet (only
+            # ingested, say): its tables are missing; say how to migrate it instead of a traceback
+            if type(exc).__name__ == "CatalogException" and "does not exist" in str(exc):
+                raise fail(f"the store lacks a table this command reads ({str(exc).splitlines()[0]}): open it once "
+                           "read-write to migrate it, e.g. `riskgate models --db PATH`") from None
+            raise
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)

@@ -252,27 +252,9 @@ class Store:
                 self._con.execute(stmt)
             if not self._read_only:
                 migrate(self._con, self._migrations)
-            else:
-                self._check_migrated()
         except BaseException:
             self._close_connection()
             raise
-
-    def _check_migrated(self) -> None:
-        """A read-only open cannot migrate: a store some of whose tables are missing is refused, naming the fix."""
-        try:
-            tables = {r[0] for r in self._con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-            done = ({r[0] for r in self._con.execute("SELECT name FROM schema_migrations").fetchall()}
-                    if "schema_migrations" in tables else set())
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot read the store: {exc}", source=self._path) from exc
-        missing = [m.name for m in self._migrations if m.name not in done]
-        if missing:
-            raise StoreError(
-                f"the store is not set up for this yet ({len(missing)} of its table migrations not applied, the first "
-                f"{missing[0]}): open it once read-write to migrate it, e.g. `riskgate models --db {self._path}`",
-                source=self._path)
 
     def _close_connection(self) -> None:
         con, self._con = self._con, None

@@ -114,13 +114,22 @@ def test_a_damaged_store_is_one_clear_error_at_once(tmp_path):
         store.connect(cut, wait=60)
 
 
-def test_a_read_only_open_of_a_store_not_migrated_for_it_names_the_fix(tmp_path):
-    from risk import store as rstore
+def test_a_read_only_command_on_a_store_not_migrated_for_it_names_the_fix(tmp_path):
+    """`riskgate whatif` opens read-only and cannot migrate: on a store that was only ingested it failed with a
+    CatalogException traceback; it now says what to run. A read-write command migrates, and whatif then runs."""
+    import subprocess
+    import sys
 
     db = tmp_path / "ingested.duckdb"
     store.connect(db).close()  # what `riskgate ingest` leaves: ingest's tables only
-    with pytest.raises(StoreError, match=r"not set up for this yet .* e\.g\. `riskgate models --db "):
-        rstore.connect(db, read_only=True)
-    rstore.connect(db).close()  # read-write: migrated
-    with rstore.connect(db, read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM assessments").fetchall() == [(0,)]
+
+    def rg(*args):
+        return subprocess.run([sys.executable, "-m", "cli", *args, "--db", str(db)], capture_output=True, text=True,
+                              timeout=120)
+
+    r = rg("whatif")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "the store lacks a table this command reads" in r.stderr and "`riskgate models --db PATH`" in r.stderr
+    assert rg("models").returncode == 0  # read-write: migrated
+    r = rg("whatif")
+    assert r.returncode == 2 and "no assessed sign-ins" in r.stderr, r.stderr
