@@ -129,17 +129,29 @@ class Turn:
             return
         fd, self._fd = self._fd, None
         try:
+            if self.exclusive:  # the name is this holder's: not the next one's, a reader's that writes none
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
     def holder(self) -> str:
-        """Who holds the store exclusively, as the holder wrote it ('' when unknown)."""
+        """Who holds the store exclusively, as the holder wrote it ('' when unknown: a reader holds it, or the
+        name left by a process that is gone -- killed before it could clear it)."""
         try:
             with open(self.lock_path, encoding="utf-8", errors="replace") as fh:
-                return fh.read(200).strip()
+                text = fh.read(200).strip()
         except OSError:
             return ""
+        parts = text.split()
+        if len(parts) >= 2 and parts[0] == "pid" and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+            except ProcessLookupError:
+                return ""
+            except OSError:  # (PermissionError: it exists, owned by another user)
+                pass
+        return text
 
     # -- others waiting -------------------------------------------------------
 

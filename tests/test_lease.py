@@ -190,3 +190,39 @@ def test_a_store_in_a_read_only_folder_can_still_be_read():
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_reader_holding_the_store_is_not_named_after_a_writer_that_is_gone(tmp_path):
+    """Only a writer writes its name into the lock file; a reader holding the store used to be reported under
+    the name of the last writer -- a process long gone, or killed before it could clear it."""
+    db = tmp_path / "s.duckdb"
+    store.connect(db).close()
+    killed = spawn("""
+        import sys, time
+        from ingest import store
+        con = store.connect(sys.argv[1])
+        print("holding", flush=True)
+        time.sleep(60)
+    """, db)
+    wait_for_line(killed, "holding")
+    killed.send_signal(signal.SIGKILL)  # its name stays in the lock file
+    killed.wait(10)
+    reader = spawn("""
+        import sys, time
+        from ingest import store
+        con = store.connect(sys.argv[1], read_only=True)
+        print("reading", flush=True)
+        time.sleep(60)
+    """, db)
+    try:
+        wait_for_line(reader, "reading")
+        with pytest.raises(StoreError) as err:
+            store.connect(db, wait=0.5)
+        assert f"pid {killed.pid}" not in str(err.value)
+        assert "the store is in use by another process and did not come free" in str(err.value)
+    finally:
+        reader.kill()
+        reader.wait(10)
+    with store.connect(db) as con:  # a writer that ends cleanly clears its name
+        pass
+    assert (tmp_path / "s.duckdb.lock").read_text() == ""
