@@ -655,7 +655,14 @@ def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) 
             return json.loads(text, object_pairs_hook=_json_pairs)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
-        except ConfigurationError as exc:
+        except ConfigurationError as exc:  # a repeated key: JSON's parser gives no position, YAML's reader does
+            try:
+                yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+            except yaml.MarkedYAMLError as yexc:
+                if yexc.problem and "is repeated" in yexc.problem and yexc.problem_mark is not None:
+                    raise ConfigurationError(yexc.problem, source=source, line=yexc.problem_mark.line + 1) from None
+            except yaml.YAMLError:
+                pass
             raise ConfigurationError(str(exc), source=source) from None
     try:
         return yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass

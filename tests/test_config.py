@@ -306,7 +306,9 @@ def test_problems_carry_the_line_of_the_field(tmp_path):
 @pytest.mark.parametrize(
     "name, text, expected",
     [
-        ("a.json", '{"UserPoolId": "p",\n "UserPoolId": "q"}', "key 'UserPoolId' is repeated"),
+        ("a.json", '{"UserPoolId": "p",\n "UserPoolId": "q"}', "a.json:2: key 'UserPoolId' is repeated (first at line 1)"),
+        ("a.json", '{"RiskExceptionConfiguration": {\n  "BlockedIPRangeList": [],\n  "BlockedIPRangeList": []}}',
+         "a.json:3: key 'BlockedIPRangeList' is repeated (first at line 2)"),
         ("a.yaml", "UserPoolId: p\nUserPoolId: q\n", "key 'UserPoolId' is repeated (first at line 1)"),
         ("a.json", '{"UserPoolId": "p",\n}', "not valid JSON"),
         ("a.yaml", "UserPoolId: [p\n", "not valid YAML"),
