@@ -38,7 +38,7 @@ from ingest.errors import RiskgateError, counted
 from risk import combos
 from risk.feedback import LABELS_IN_FORCE_SQL
 from risk.levels import LEVELS, Thresholds, level_index
-from risk.score import check_period
+from risk.score import _pool_of, check_period
 
 #: Outcome codes, in order of severity.
 OUTCOMES = ("Allow", "MfaChallenge", "Block")
@@ -175,7 +175,7 @@ class Outcomes:
         from risk.decide import decide
         from risk.exceptions import IPRangeExceptions
 
-        pool, pools = combos.pool_codes(df["user_pool_id"], lambda p: rc.choose_pool(con, None) if p is None else p)
+        pool, pools = combos.pool_codes(df["user_pool_id"], lambda p: _pool_of(con, p))
         client, clients = combos.factorize(df["client_id"])
         cfgs: dict = {}
 
