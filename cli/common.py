@@ -57,6 +57,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """A warning on stderr (the command goes on), printed literally."""
+    err_console.print(styled("warning:", "yellow", f" {message}"), highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
     """Turn library errors into a clean message and exit code 2 (no traceback)."""
 

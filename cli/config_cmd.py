@@ -14,7 +14,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors, styled
+from cli.common import DbOption, JsonFlag, app, console, err_console, handle_errors, warn
 from risk import config as risk_config
 from risk import store
 
@@ -42,7 +42,7 @@ FileArgument = Annotated[str, typer.Argument(help="JSON or YAML document (as for
 
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
-        err_console.print(styled("warning:", "yellow", f" {w}"), highlight=False, soft_wrap=True)
+        warn(w)
 
 
 def _echo_json(data) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonFlag, app, console, err_console, fail, handle_errors
+from cli.common import JsonFlag, app, console, err_console, fail, handle_errors, warn
 from risk.credentials import (
     PWNED_PATH_ENV,
     CredentialChecker,
@@ -72,7 +72,7 @@ def check(
                                          allow_partial=allow_partial)
     with checker:
         for warning in checker.warnings:
-            err_console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+            warn(warning)
         result = checker.check(read_password())
     if json_out:
         console.print_json(json.dumps({**result.as_json(), "min_count": checker.min_count}))

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled, warn
 from ingest.errors import RiskgateError
 
 
@@ -71,8 +71,8 @@ def score(
     if notify:
         console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
         if result.notifications_failed:
-            err_console.print(styled("warning:", "yellow", f" {counted(result.notifications_failed, 'notification')} "
-                                     "failed (recorded in the store's notifications table):"), highlight=False)
+            warn(f"{counted(result.notifications_failed, 'notification')} failed (recorded in the store's "
+                 "notifications table):")
             for reason, n in sorted(result.notification_failures.items(), key=lambda kv: -kv[1]):
                 err_console.print(f"  {n:,}  {reason}", highlight=False, soft_wrap=True)
     console.print(

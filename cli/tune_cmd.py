@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
+from cli.common import DbOption, JsonFlag, app, console, counted, handle_errors, styled, warn
 from cli.score_cmd import SinceOption, UntilOption, parse_period
 from ingest.errors import RiskgateError
 
@@ -124,7 +124,7 @@ def _print_tune(r) -> None:
     for note in r.notes:
         console.print(f"note: {note}", highlight=False)
     for w in t["warnings"]:
-        err_console.print(styled("warning:", "yellow", f" {w}"), highlight=False)
+        warn(w)
     if r.applied_version is not None:
         console.print(f"written as thresholds version {r.applied_version}", highlight=False)
     else:
@@ -173,4 +173,4 @@ def whatif(
     console.print(tab)
     console.print(f"sign-ins whose outcome would change: {w['changed']:,}", highlight=False)
     for msg in w["warnings"]:
-        err_console.print(styled("warning:", "yellow", f" {msg}"), highlight=False)
+        warn(msg)
