@@ -26,6 +26,15 @@ Known history
     Feedback is read as it is now: marking an old event Invalid changes the
     features of the events after it the next time they are computed.
 
+Who is a user
+    A username in its user pool, as in Cognito: ``alice`` of one pool and
+    ``alice`` of another have separate histories, and count as two users
+    from an address. An event without a UserPoolId belongs to the pool
+    scoring decides it under (:func:`unpooled_pool`: ``$RISKGATE_USER_POOL_ID``,
+    else the store's only pool), so a store of one pool may mix events with
+    and without the id; in a store of several pools without that variable
+    they are users of no pool.
+
 Freeman et al. (NDSS 2016), per hierarchy level
     For the hierarchies country -> ASN -> IP and device type -> OS -> browser
     -> user agent, with levels L1 (top) .. Lk, user counts c_u, the user's
@@ -97,6 +106,8 @@ MAX_WINDOW = timedelta(hours=24)
 HOSTING_FILE = "hosting_asns.csv"
 
 ID_COLUMNS = ("event_id", "username", "creation_date", "event_type", "event_response")
+#: The DuckDB variable holding, for a call, the pool of the events without a UserPoolId (:func:`bind_unpooled`).
+UNPOOLED_VAR = "rg_unpooled"
 
 
 class FeatureError(RiskgateError):
@@ -121,6 +132,28 @@ def hosting_asns() -> tuple[tuple[int, str, str], ...]:
             raise FeatureError(f"expected 'asn,provider,hosting|vpn', got {line!r}", source=HOSTING_FILE, line=lineno)
         out.append((int(parts[0]), parts[1], parts[2]))
     return tuple(out)
+
+
+def unpooled_pool(con) -> str | None:
+    """The pool an event without a UserPoolId belongs to, as scoring decides it under that pool
+    (``risk.config.choose_pool``: ``$RISKGATE_USER_POOL_ID``, else the store's only pool, else ``default``);
+    None when the store knows several pools and the variable is unset (such events then make users of
+    no pool, apart from every pool's)."""
+    from risk.config import ConfigurationError, choose_pool
+
+    try:
+        return choose_pool(con, None)
+    except ConfigurationError:
+        return None
+
+
+def bind_unpooled(con) -> str | None:
+    """Set :data:`UNPOOLED_VAR` on ``con`` (a connection or cursor: each has its own) for the feature SQL and
+    return it. A user is a username in a pool, as in Cognito: ``alice`` of one pool never shares history,
+    windows or counts with ``alice`` of another; events without a pool are the user of :func:`unpooled_pool`."""
+    pool = unpooled_pool(con)
+    con.execute(f"SET VARIABLE {UNPOOLED_VAR} = ?", [pool])
+    return pool
 
 
 # -- the keys counted in the user's and everyone's known history ------------------------------
@@ -220,7 +253,8 @@ def _freeman_sql() -> tuple[str, dict[str, str]]:
 
 
 def _ev_sql(source: str) -> str:
-    """The events with the columns features need: known, failed, user and key hashes, UTC day (CTE body)."""
+    """The events with the columns features need: known, failed, user and key hashes, UTC day (CTE body).
+    The user (``uid``) is the username in its pool (:func:`bind_unpooled` must have run on the connection)."""
     key_cols = ",\n      ".join(f"{_h(expr)} AS k_{name}" for name, expr in KEYS.items())
     return f"""
   SELECT e.event_id, e.username, e.creation_date, e.event_type, e.event_response,
@@ -228,7 +262,7 @@ def _ev_sql(source: str) -> str:
       e.latitude, e.longitude, e.has_context_data,
       (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
       (e.event_response = 'Fail') AS failed,
-      hash(e.username) AS uid,
+      hash(e.username, coalesce(e.user_pool_id, getvariable('{UNPOOLED_VAR}'))) AS uid,
       {_DAY} AS d,
       {key_cols}
   FROM {source} e LEFT JOIN inv ON inv.event_id = e.event_id
@@ -506,6 +540,7 @@ class SharedHistory:
 
     def __init__(self, con):
         self.signature = store_signature(con)
+        self.unpooled = bind_unpooled(con)  # whose user pool-less events are: part of what "the same" means
         head = f"WITH inv AS ({feedback.INVALID_EVENTS_SQL}), ev AS ({_ev_sql('events')})"
         per_day = " UNION ALL ".join(
             [f"SELECT '{k}' AS name, k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM ev "
@@ -613,7 +648,8 @@ def compute_features(
             con.register("_rg_feat_scope", pa.table({"username": pa.array(users, pa.string())}))
             registered.append("_rg_feat_scope")
             scope_params = [cut, hi]
-        use_shared = shared is not None and shared.current(con)
+        unpooled = bind_unpooled(con)
+        use_shared = shared is not None and shared.current(con) and shared.unpooled == unpooled
         if use_shared:
             con.register("_rg_feat_global", shared.globals)
             con.register("_rg_feat_first", shared.first)

@@ -51,14 +51,16 @@ from risk.features import (
     NOVELTY_KEYS,
     USER_KEYS,
     hosting_asns,
+    UNPOOLED_VAR,
+    bind_unpooled,
     store_signature,
 )
 from risk.signals import FEATURE_COLUMNS
 
 #: the event columns the state reads (``keys_of`` and the features)
-ONLINE_COLUMNS = ("event_id", "username", "creation_date", "event_type", "event_response", "client_ip", "ip_prefix",
-                  "asn", "country_iso", "region", "city", "device_fingerprint", "device_type", "os_family",
-                  "browser_family", "user_agent", "latitude", "longitude", "has_context_data")
+ONLINE_COLUMNS = ("event_id", "username", "user_pool_id", "creation_date", "event_type", "event_response",
+                  "client_ip", "ip_prefix", "asn", "country_iso", "region", "city", "device_fingerprint", "device_type",
+                  "os_family", "browser_family", "user_agent", "latitude", "longitude", "has_context_data")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _HOUR_US = 3_600 * 1_000_000
 _DAY_US = 24 * _HOUR_US
@@ -123,15 +125,26 @@ def _haversine(lat: float, lon: float, plat: float, plon: float) -> float:
     return 2 * 6371.0088 * math.asin(math.sqrt(a + b))
 
 
+def _signature(con) -> tuple:
+    """What the state compares to notice a change behind it: the store's signature, and the number of pools
+    with a configuration (a new one can change the pool of the events without one, ``risk.features``)."""
+    configured = con.execute("SELECT count(DISTINCT user_pool_id) FROM risk_config_versions").fetchall()[0][0]
+    return (*store_signature(con), configured)
+
+
 class OnlineFeatures:
-    """The state behind the features of new events (see the module docstring)."""
+    """The state behind the features of new events (see the module docstring).
+
+    A user is a username in its pool, as in ``risk.features``: the state keys users by ``(pool, username)``,
+    with the pool of an event without one taken at load (:func:`risk.features.bind_unpooled`)."""
 
     def __init__(self):
         self.signature: tuple | None = None
+        self.unpooled: str | None = None  # the pool of events without a UserPoolId
         self.last: tuple[int, str] | None = None  # (t_us, event_id) of the latest event counted
-        self.users: dict[str, _User] = {}
+        self.users: dict[tuple, _User] = {}  # (pool, username) -> state
         self.glob: dict[tuple[str, str | None], list[int]] = {}  # (key, value) -> [total, last day, count that day]
-        self.recent_ip: dict[str, deque] = {}  # ip -> (t_us, username, failed)
+        self.recent_ip: dict[str, deque] = {}  # ip -> (t_us, user, failed), user = (pool, username) or None
         self.recent_prefix: dict[str, deque] = {}
         self.hosting = frozenset(a for a, _, _ in hosting_asns())
         self.loads = 0
@@ -145,7 +158,7 @@ class OnlineFeatures:
 
     def ensure(self, con) -> None:
         """Reload from the store when it holds events or feedback the state has not counted."""
-        sig = store_signature(con)
+        sig = _signature(con)
         if sig != self.signature:
             self.load(con)
             self.signature = sig
@@ -170,7 +183,7 @@ class OnlineFeatures:
 
     def noted(self, con) -> None:
         """The caller wrote the events it served (and nothing else changed): remember the store's new state."""
-        self.signature = store_signature(con)
+        self.signature = _signature(con)
 
     def invalidate(self) -> None:
         """Forget the state (the next :meth:`ensure` reloads it)."""
@@ -182,21 +195,23 @@ class OnlineFeatures:
                          (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
                          {_DAY.replace("creation_date", "e.creation_date")} AS d
                   FROM events e LEFT JOIN ({feedback.INVALID_EVENTS_SQL}) inv ON inv.event_id = e.event_id)"""
-        users: dict[str, _User] = {}
-        for username, n, prev in con.execute(
-                f"""SELECT username, count(*) FILTER (WHERE known),
+        self.unpooled = bind_unpooled(con)
+        pool = f"coalesce(user_pool_id, getvariable('{UNPOOLED_VAR}'))"
+        users: dict[tuple, _User] = {}
+        for who, n, prev in con.execute(
+                f"""SELECT ({pool}, username), count(*) FILTER (WHERE known),
                            arg_max({{'t': t_us, 'lat': latitude, 'lon': longitude}}, {{'t': t_us, 'id': event_id}})
                              FILTER (WHERE known)
-                    FROM {ev} WHERE username IS NOT NULL GROUP BY username""").fetchall():
-            u = users[username] = _User()
+                    FROM {ev} WHERE username IS NOT NULL GROUP BY ALL""").fetchall():
+            u = users[who] = _User()
             u.n = int(n)
             if prev is not None:
                 u.prev = (int(prev["t"]), prev["lat"], prev["lon"])
         for name in _COUNTED:
-            for username, value, c in con.execute(
-                    f"SELECT username, {KEYS[name]} AS v, count(*) FROM {ev} "
+            for who, value, c in con.execute(
+                    f"SELECT ({pool}, username), {KEYS[name]} AS v, count(*) FROM {ev} "
                     f"WHERE known AND username IS NOT NULL AND v IS NOT NULL GROUP BY ALL").fetchall():
-                users[username].counts[(name, value)] = int(c)
+                users[who].counts[(name, value)] = int(c)
         glob: dict = {}
         for name in (*GLOBAL_KEYS, "total"):
             expr = "NULL::VARCHAR" if name == "total" else KEYS[name]
@@ -215,11 +230,13 @@ class OnlineFeatures:
         self._ids_new = set()
         if self.last is not None:
             since = self.last[0] - _DAY_US - REORDER_US
-            for t_us, username, ip, prefix, failed in con.execute(
-                    """SELECT epoch_us(creation_date) AS t, username, client_ip, ip_prefix, event_response = 'Fail'
+            for t_us, who, ip, prefix, failed in con.execute(
+                    f"""SELECT epoch_us(creation_date) AS t,
+                               CASE WHEN username IS NOT NULL THEN ({pool}, username) END,
+                               client_ip, ip_prefix, event_response = 'Fail'
                        FROM events WHERE epoch_us(creation_date) >= ? ORDER BY creation_date, event_id""",
                     [since]).fetchall():
-                self._add_recent(int(t_us), username, ip, prefix, bool(failed))
+                self._add_recent(int(t_us), who, ip, prefix, bool(failed))
         self.loads += 1
 
     # -- serving ----------------------------------------------------------------------------
@@ -269,8 +286,16 @@ class OnlineFeatures:
             self._add(again, t2, keys2, known2)
         return out
 
+    def _who(self, ev: dict) -> tuple | None:
+        """The user of an event: (pool, username), or None without a username."""
+        username = ev.get("username")
+        if username is None:
+            return None
+        pool = ev.get("user_pool_id")
+        return (self.unpooled if pool is None else pool, username)
+
     def _compute(self, ev: dict, t: int, keys: dict) -> dict:
-        u = self.users.get(ev["username"])
+        u = self.users.get(self._who(ev))
         n_u = float(u.n) if u else 0.0
         counts = u.counts if u else {}
 
@@ -378,43 +403,43 @@ class OnlineFeatures:
         f1 = f24 = 0
         u1: set = set()
         u24: set = set()
-        for et, username, failed in q:
+        for et, who, failed in q:
             if et >= t or et < t - _DAY_US:
                 continue
             if failed:
                 f24 += 1
-            if username is not None:
-                u24.add(username)
+            if who is not None:
+                u24.add(who)
             if et >= t - _HOUR_US:
                 if failed:
                     f1 += 1
-                if username is not None:
-                    u1.add(username)
+                if who is not None:
+                    u1.add(who)
         return f1, f24, len(u1), len(u24)
 
-    def _add_recent(self, t: int, username, ip, prefix, failed: bool) -> None:
+    def _add_recent(self, t: int, who, ip, prefix, failed: bool) -> None:
         if ip is not None:
-            self.recent_ip.setdefault(ip, deque()).append((t, username, failed))
+            self.recent_ip.setdefault(ip, deque()).append((t, who, failed))
         if prefix is not None:
-            self.recent_prefix.setdefault(prefix, deque()).append((t, username, failed))
-        if failed and username is not None:
-            u = self.users.get(username)
+            self.recent_prefix.setdefault(prefix, deque()).append((t, who, failed))
+        if failed and who is not None:
+            u = self.users.get(who)
             if u is None:
-                u = self.users[username] = _User()
+                u = self.users[who] = _User()
             u.fails.append(t)
 
     def _add(self, ev: dict, t: int, keys: dict, known: bool) -> None:
-        username = ev["username"]
+        who = self._who(ev)
         failed = ev.get("event_response") == "Fail"
         ip, prefix = ev.get("client_ip"), ev.get("ip_prefix")
-        self._add_recent(t, username, ip, prefix, failed)
-        undo: dict = {"last": self.last, "recent": (ip, prefix, failed and username is not None)}
+        self._add_recent(t, who, ip, prefix, failed)
+        undo: dict = {"last": self.last, "recent": (ip, prefix, failed and who is not None)}
         self.last = (t, ev["event_id"])
         self._ids_new.add(self.id_key(ev["event_id"]))
         if known:
-            u = self.users.get(username)
+            u = self.users.get(who)
             if u is None:
-                u = self.users[username] = _User()
+                u = self.users[who] = _User()
             undo["user"] = u.prev
             u.n += 1
             u.prev = (t, ev.get("latitude"), ev.get("longitude"))
@@ -440,8 +465,8 @@ class OnlineFeatures:
                     g[2] += 1
             undo["glob"] = old_glob
         # remembered for a while, to be taken back if an earlier event arrives late
-        again = {c: ev.get(c) for c in ("event_id", "username", "event_response", "client_ip", "ip_prefix",
-                                         "latitude", "longitude")}
+        again = {c: ev.get(c) for c in ("event_id", "username", "user_pool_id", "event_response", "client_ip",
+                                         "ip_prefix", "latitude", "longitude")}
         self._log.append((self.last, again, t, keys, known, undo))
         while self._log and (len(self._log) > MAX_REORDER_EVENTS or self._log[0][2] < t - REORDER_US):
             self._log.popleft()
@@ -457,10 +482,10 @@ class OnlineFeatures:
                 if not q:
                     del table[k]
         if failed_user:
-            self.users[ev["username"]].fails.pop()
+            self.users[self._who(ev)].fails.pop()
         self.last = undo["last"]
         if known:
-            u = self.users[ev["username"]]
+            u = self.users[self._who(ev)]
             u.n -= 1
             u.prev = undo["user"]
             for name in _COUNTED:
