@@ -122,6 +122,34 @@ MIGRATIONS: tuple[Migration, ...] = (
                )""",
         ),
     ),
+    # A Cognito username is one user per pool: the users table is keyed by (pool, username). ``pool_key`` is
+    # the pool id, or '' for users loaded without one (who belong to the pool events without one belong to:
+    # ``ingest.users.users_by_pool_sql``). DuckDB cannot change a primary key in place: the table is rebuilt.
+    Migration(
+        "0002_users_per_pool",
+        (
+            """CREATE TABLE users_per_pool (
+                 username VARCHAR NOT NULL,
+                 user_pool_id VARCHAR,
+                 user_sub VARCHAR,
+                 user_status VARCHAR,
+                 enabled BOOLEAN,
+                 mfa_settings VARCHAR[],
+                 preferred_mfa VARCHAR,
+                 email VARCHAR,
+                 created_at TIMESTAMPTZ,
+                 modified_at TIMESTAMPTZ,
+                 attributes VARCHAR,
+                 pool_key VARCHAR NOT NULL,
+                 PRIMARY KEY (pool_key, username)
+               )""",
+            """INSERT INTO users_per_pool
+               SELECT username, user_pool_id, user_sub, user_status, enabled, mfa_settings, preferred_mfa, email,
+                      created_at, modified_at, attributes, coalesce(user_pool_id, '') FROM users""",
+            "DROP TABLE users",
+            "ALTER TABLE users_per_pool RENAME TO users",
+        ),
+    ),
 )
 
 
@@ -470,8 +498,10 @@ def insert_events_from(con: duckdb.DuckDBPyConnection, select: str, params: dict
     return int(res[0][0]) if res else 0
 
 
-def rows_where_in(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Sequence[str]) -> list[tuple]:
-    """The rows of ``select`` (a constant ``SELECT ... FROM ...`` without WHERE) whose ``column`` is one of ``values``.
+def rows_where_in(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Sequence[str],
+                  params: Sequence = ()) -> list[tuple]:
+    """The rows of ``select`` (a ``SELECT ... FROM ...`` without WHERE, its own ``?`` bound to ``params``) whose
+    ``column`` is one of ``values``.
 
     A few values (the service) are bound parameters: no registered table to
     plan around. Many go through a registered Arrow table.
@@ -480,10 +510,11 @@ def rows_where_in(con: duckdb.DuckDBPyConnection, select: str, column: str, valu
     if not values:
         return []
     if len(values) <= 64:
-        return con.execute(f"{select} WHERE {column} IN ({', '.join('?' * len(values))})", values).fetchall()
+        return con.execute(f"{select} WHERE {column} IN ({', '.join('?' * len(values))})",
+                           [*params, *values]).fetchall()
     con.register("_rg_rows_where_in", pa.table({"v": pa.array(values, pa.string())}))
     try:
-        return con.execute(f"{select} WHERE {column} IN (SELECT v FROM _rg_rows_where_in)").fetchall()
+        return con.execute(f"{select} WHERE {column} IN (SELECT v FROM _rg_rows_where_in)", list(params)).fetchall()
     finally:
         con.unregister("_rg_rows_where_in")
 

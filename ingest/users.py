@@ -389,10 +389,25 @@ def _table(records: list[UserRecord]) -> pa.Table:
 
 
 _UPSERT = (
-    "INSERT INTO users (" + ", ".join(USER_COLUMNS) + ") SELECT " + ", ".join(USER_COLUMNS) + " FROM _rg_new_users "
-    "ON CONFLICT (username) DO UPDATE SET "
-    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS if c != "username")
+    "INSERT INTO users (" + ", ".join(USER_COLUMNS) + ", pool_key) SELECT " + ", ".join(USER_COLUMNS)
+    + ", coalesce(user_pool_id, '') FROM _rg_new_users "
+    "ON CONFLICT (pool_key, username) DO UPDATE SET "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS if c not in ("username", "user_pool_id"))
 )
+
+
+def users_by_pool_sql(unpooled: str) -> str:
+    """The users as events see them, one row per (``pool``, ``username``) with the table's columns after.
+
+    A Cognito username is one user per pool. A user loaded for a pool is that pool's; one loaded without a pool
+    id belongs to ``unpooled`` -- an SQL expression (a bound parameter: ``?`` or ``$name``) for the pool that
+    events without a pool id belong to (``risk.features.unpooled_pool``) -- and gives way to one loaded for
+    that pool by the same name."""
+    return f"""(SELECT * EXCLUDE (rg_rank) FROM (
+                  SELECT *, row_number() OVER (PARTITION BY pool, username ORDER BY pool_key = '') AS rg_rank
+                  FROM (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
+                        FROM users))
+                WHERE rg_rank = 1)"""
 
 
 def upsert_users(con: duckdb.DuckDBPyConnection, records: list[UserRecord]) -> tuple[int, int]:
@@ -402,16 +417,17 @@ def upsert_users(con: duckdb.DuckDBPyConnection, records: list[UserRecord]) -> t
     """
     if not records:
         return 0, 0
-    last: dict[str, UserRecord] = {}
+    last: dict[tuple, UserRecord] = {}
     for r in records:
-        last[r.username] = r
+        last[(r.user_pool_id or "", r.username)] = r
     table = _table(list(last.values()))
     con.register("_rg_new_users", table)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
             known = con.execute(
-                "SELECT count(*) FROM _rg_new_users n JOIN users u ON u.username = n.username"
+                "SELECT count(*) FROM _rg_new_users n JOIN users u "
+                "ON u.username = n.username AND u.pool_key = coalesce(n.user_pool_id, '')"
             ).fetchall()[0][0]
             con.execute(_UPSERT).fetchall()
             con.execute("COMMIT")
@@ -442,32 +458,44 @@ def _row(names: list[str], row: tuple) -> dict:
 _SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
 
 
-def get_user(con: duckdb.DuckDBPyConnection, username: str) -> dict | None:
-    """The stored user (columns of the table, ``attributes`` as a dict, ``mfa_enabled``), or None."""
-    cur = con.execute(_SELECT + " WHERE username = ?", [username])
+def _user_select(columns: str) -> str:
+    return f"SELECT {columns} FROM {users_by_pool_sql('?')} WHERE username = ? AND pool IS NOT DISTINCT FROM ?"
+
+
+def get_user(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None, *,
+             unpooled: str | None = None) -> dict | None:
+    """The stored user of ``user_pool_id`` (None: of ``unpooled``, the pool of events without a pool id) by
+    :func:`users_by_pool_sql`'s rule (columns of the table, ``attributes`` as a dict, ``mfa_enabled``), or None."""
+    pool = unpooled if user_pool_id is None else user_pool_id
+    cur = con.execute(_user_select(", ".join(USER_COLUMNS)), [unpooled, username, pool])
     names = [d[0] for d in cur.description]
     rows = cur.fetchall()
     return _row(names, rows[0]) if rows else None
 
 
-def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str) -> str | None:
-    """Set a user's UserStatus (e.g. RESET_REQUIRED after blocked compromised credentials); return the status before.
+def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str, user_pool_id: str | None = None,
+                    *, unpooled: str | None = None) -> str | None:
+    """Set the UserStatus of the user of ``user_pool_id`` (None: of ``unpooled``; :func:`get_user`'s rule), e.g.
+    RESET_REQUIRED after blocked compromised credentials; return the status before.
 
-    A user not loaded yet gets a row (username and status only; a later ``users load`` fills the rest and, as
-    its input says, the status), so the block is not lost: the return value is then None. An unknown status
-    raises :class:`UserDataError` and changes nothing.
+    A user not loaded yet gets a row (pool, username and status only; a later ``users load`` fills the rest and,
+    as its input says, the status), so the block is not lost: the return value is then None. An unknown status
+    raises :class:`UserDataError` and changes nothing. The same name in another pool is another user, untouched.
     """
     check_status(status)
     if not isinstance(username, str) or not username:
         raise UserDataError("set_user_status needs a username")
-    before = con.execute("SELECT user_status FROM users WHERE username = ?", [username]).fetchall()
-    con.execute(
-        """INSERT INTO users (username, user_status, modified_at) VALUES (?, ?, ?)
-           ON CONFLICT (username) DO UPDATE SET user_status = excluded.user_status,
-                                                modified_at = excluded.modified_at""",
-        [username, status, datetime.now(timezone.utc)],
-    ).fetchall()
-    return before[0][0] if before else None
+    pool = unpooled if user_pool_id is None else user_pool_id
+    now = datetime.now(timezone.utc)
+    before = con.execute(_user_select("pool_key, user_status"), [unpooled, username, pool]).fetchall()
+    if before:
+        con.execute("UPDATE users SET user_status = ?, modified_at = ? WHERE pool_key = ? AND username = ?",
+                    [status, now, before[0][0], username]).fetchall()
+        return before[0][1]
+    con.execute("INSERT INTO users (username, user_pool_id, user_status, modified_at, pool_key) "
+                "VALUES (?, ?, ?, ?, coalesce(CAST(? AS VARCHAR), ''))",
+                [username, pool, status, now, pool]).fetchall()
+    return None
 
 
 def list_users(
@@ -490,7 +518,7 @@ def list_users(
     if enabled is not None:
         where.append("enabled = ?")
         params.append(enabled)
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY username"
+    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY username, pool_key"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params += [int(limit), int(offset)]

@@ -973,6 +973,17 @@ def choose_pool(
     )
 
 
+def unpooled_pool(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The pool an event (or a loaded user) without a UserPoolId belongs to: the one scoring decides such an
+    event under (:func:`choose_pool`: ``$RISKGATE_USER_POOL_ID``, else the store's only pool, else ``default``);
+    None when the store knows several pools and the variable is unset (they are then users of no pool, apart
+    from every pool's: ``risk.features``)."""
+    try:
+        return choose_pool(con, None)
+    except ConfigurationError:
+        return None
+
+
 def check_client_arg(client_id: str | None) -> None:
     if client_id is None:
         return

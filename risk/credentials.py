@@ -1192,19 +1192,21 @@ def checks_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> list[dict
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
-def apply_block(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
-    """Set the user's UserStatus to RESET_REQUIRED; return the status before (None: user was not in the table)."""
+def apply_block(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None) -> str | None:
+    """Set the UserStatus of the user ``username`` of ``user_pool_id`` (None: the pool of events without one) to
+    RESET_REQUIRED; return the status before (None: user was not in the table)."""
     from ingest.users import set_user_status
+    from risk.config import unpooled_pool
 
     if not username:
         raise ConfigurationError("apply_block needs a username")
-    return set_user_status(con, username, RESET_REQUIRED)
+    return set_user_status(con, username, RESET_REQUIRED, user_pool_id, unpooled=unpooled_pool(con))
 
 
 def check_event(con: duckdb.DuckDBPyConnection, checker: CredentialChecker, *, event_type: str, password: str,
                 event_filter: Iterable[str] | str | None = None, event_action: str = "NO_ACTION",
                 username: str | None = None, event_id: str | None = None, enforce: bool = True,
-                record: bool = True) -> CredentialsOutcome:
+                record: bool = True, user_pool_id: str | None = None) -> CredentialsOutcome:
     """Check the password presented with one event, apply the configuration, record the outcome.
 
     The password is checked only when the event type is in the EventFilter.
@@ -1220,7 +1222,7 @@ def check_event(con: duckdb.DuckDBPyConnection, checker: CredentialChecker, *, e
     if outcome.block and enforce:
         if not username:
             raise ConfigurationError("a BLOCK for compromised credentials needs the username to reset")
-        apply_block(con, username)
+        apply_block(con, username, user_pool_id)
     if record and con is not None:
         record_check(con, outcome, event_id=event_id, username=username, enforced=enforce)
     return outcome

@@ -96,6 +96,7 @@ import pyarrow as pa
 
 from ingest.errors import RiskgateError
 from risk import feedback
+from risk.config import unpooled_pool
 from risk.score import check_period
 from risk.signals import FEATURE_COLUMNS
 
@@ -132,19 +133,6 @@ def hosting_asns() -> tuple[tuple[int, str, str], ...]:
             raise FeatureError(f"expected 'asn,provider,hosting|vpn', got {line!r}", source=HOSTING_FILE, line=lineno)
         out.append((int(parts[0]), parts[1], parts[2]))
     return tuple(out)
-
-
-def unpooled_pool(con) -> str | None:
-    """The pool an event without a UserPoolId belongs to, as scoring decides it under that pool
-    (``risk.config.choose_pool``: ``$RISKGATE_USER_POOL_ID``, else the store's only pool, else ``default``);
-    None when the store knows several pools and the variable is unset (such events then make users of
-    no pool, apart from every pool's)."""
-    from risk.config import ConfigurationError, choose_pool
-
-    try:
-        return choose_pool(con, None)
-    except ConfigurationError:
-        return None
 
 
 def bind_unpooled(con) -> str | None:

@@ -409,7 +409,7 @@ class InlineScorer:
         from risk import notify as rn
 
         return [DueNotification(ev, name, template, notify_config,
-                                rn.user_email(self.con, ev["username"]) if ev["username"] else None)
+                                rn.user_email(self.con, ev["username"], ev["user_pool_id"]) if ev["username"] else None)
                 for ev, name, template, notify_config in due_rows]
 
     def _assess_online(self, rows: list[dict], feats: list[dict], outcomes, requests):

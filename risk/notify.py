@@ -564,11 +564,13 @@ def already_notified(con: duckdb.DuckDBPyConnection, event_id: str) -> bool:
     return bool(rows[0][0])
 
 
-def user_email(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
-    """The user's email from the users table (None when the user or the address is unknown)."""
+def user_email(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None) -> str | None:
+    """The email of the user ``username`` of ``user_pool_id`` (None: the pool of events without one) from the
+    users table (None when the user or the address is unknown). A username is one user per pool."""
     from ingest.users import get_user
+    from risk.config import unpooled_pool
 
-    user = get_user(con, username)
+    user = get_user(con, username, user_pool_id, unpooled=unpooled_pool(con))
     return (user or {}).get("email") or None
 
 
@@ -602,7 +604,7 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
                 raise NotifyError(f"NotifyConfiguration has no {template_name} template")
         subject = _clean(template_parts(template)[0])
         if recipient is None and username and con is not None:
-            recipient = user_email(con, str(username))
+            recipient = user_email(con, str(username), _field(event, "user_pool_id", "UserPoolId"))
         if not recipient:
             raise NotifyError("no email address for user")
         sender = _field(notify_config, "From", "from_", "from_address") if notify_config is not None else None

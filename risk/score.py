@@ -41,6 +41,7 @@ from ingest.errors import ConfigurationError, RiskgateError
 from ingest.store import Migration
 from risk import combos
 from risk.combos import EXCEPTION_NAMES
+from risk.config import unpooled_pool
 
 MIGRATIONS = (
     Migration(
@@ -183,14 +184,16 @@ def chunk_bounds(con, since, until, *, rescore: bool = True, chunk_rows: int = D
     return out, total
 
 
-def _mfa_state(con, usernames: list[str] | None) -> dict[str, bool]:
-    """Whether each of ``usernames`` (every user: None) that is in the users table has MFA configured."""
+def _mfa_state(con, users: list[tuple] | None, unpooled: str | None) -> dict[tuple, bool]:
+    """Whether each of ``users`` ((pool, username); every user: None) that is in the users table has MFA
+    configured; users loaded without a pool id are of ``unpooled`` (``ingest.users.users_by_pool_sql``)."""
+    from ingest.users import users_by_pool_sql
     from risk.decide import has_mfa_configured
 
-    select = "SELECT username, mfa_settings, preferred_mfa FROM users"
-    rows = con.execute(select).fetchall() if usernames is None else ingest_store.rows_where_in(
-        con, select, "username", usernames)
-    return {u: has_mfa_configured(m, p) for u, m, p in rows}
+    select = f"SELECT pool, username, mfa_settings, preferred_mfa FROM {users_by_pool_sql('?')}"
+    rows = con.execute(select, [unpooled]).fetchall() if users is None else ingest_store.rows_where_in(
+        con, select, "username", [u for _p, u in users], [unpooled])
+    return {(pool, u): has_mfa_configured(m, p) for pool, u, m, p in rows}
 
 
 class _Context:
@@ -205,16 +208,18 @@ class _Context:
         self._configs: dict = {}
         self._modes: dict = {}
         self._exceptions: dict = {}
-        self._mfa: dict[str, bool] = {}
+        self._mfa: dict[tuple, bool] = {}
+        self.unpooled = unpooled_pool(con)  # the pool of users loaded (and events stored) without a pool id
 
-    def mfa_state(self, usernames: list[str]) -> dict[str, bool]:
-        """Whether each user has MFA configured, read once per user per run (False for unknown users)."""
-        missing = [u for u in usernames if u not in self._mfa]
+    def mfa_state(self, users: list[tuple]) -> dict[tuple, bool]:
+        """Whether each user ((pool, username): a username is one user per pool) has MFA configured, read once
+        per user per run (False for unknown users)."""
+        missing = [u for u in users if u not in self._mfa]
         if missing:
-            found = _mfa_state(self.con, missing)
+            found = _mfa_state(self.con, missing, self.unpooled)
             for u in missing:
                 self._mfa[u] = found.get(u, False)
-        return {u: self._mfa[u] for u in usernames}
+        return {u: self._mfa[u] for u in users}
 
     def preload_users(self, limit: int = 2_000_000) -> int:
         """Read every user's MFA state at once (for a long-running reader, the service); above ``limit`` users
@@ -222,12 +227,13 @@ class _Context:
         n = self.con.execute("SELECT count(*) FROM users").fetchall()[0][0]
         if n > limit:
             return 0
-        self._mfa.update(_mfa_state(self.con, None))
+        self._mfa.update(_mfa_state(self.con, None, self.unpooled))
         return n
 
     def forget_users(self) -> None:
-        """Read the users' MFA settings again on next use (they may have changed)."""
+        """Read the users' MFA settings again on next use (they, or the store's pools, may have changed)."""
         self._mfa = {}
+        self.unpooled = unpooled_pool(self.con)
 
     def config(self, pool, client):
         from risk import config as rc
@@ -312,8 +318,11 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     compromised, compromised_values = combos.factorize(ev["compromised_credentials"])
     event_type, event_types = combos.factorize(ev["event_type"])
     exc = combos.exception_codes(ev["client_ip"], pool, pools, client, clients, ctx.exceptions)
-    mfa = ctx.mfa_state(sorted(u for u in users if u is not None))
-    has_mfa = np.array([mfa.get(u, False) for u in users], dtype=np.int64)[user]
+    # a username is one user per pool: MFA is looked up per (pool, username)
+    who, firsts = combos.combinations((pool, len(pools)), (user, len(users)))
+    pairs = [(pools[pool[i]], users[user[i]]) for i in firsts.tolist()]
+    mfa = ctx.mfa_state(sorted(p for p in pairs if p[1] is not None))
+    has_mfa = np.array([mfa.get(p, False) for p in pairs], dtype=np.int64)[who]
 
     # decide() once per distinct combination of its inputs; each event takes its combination's row
     codes, firsts = combos.combinations((lv, len(levels.LEVEL_NAMES)), (exc, len(EXCEPTION_NAMES)),
@@ -667,9 +676,11 @@ def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
         return
     from ingest.users import set_user_status
 
-    users = events.filter(pc.is_in(events.column("event_id"), ids)).column("username").to_pylist()
-    for username in sorted(set(users)):
-        set_user_status(con, username, "RESET_REQUIRED")
+    blocked = events.filter(pc.is_in(events.column("event_id"), ids)).select(["user_pool_id", "username"])
+    unpooled = unpooled_pool(con)
+    users = {(_pool_of(con, p), u) for p, u in zip(*(c.to_pylist() for c in blocked.columns))}
+    for pool, username in sorted(users):  # a username is one user per pool: only this pool's is reset
+        set_user_status(con, username, "RESET_REQUIRED", pool, unpooled=unpooled)
 
 
 _NOTIFY_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "client_ip", "city", "country_name",

@@ -35,9 +35,11 @@ import numpy as np
 import pandas as pd
 
 from ingest.errors import RiskgateError, counted
+from ingest.users import users_by_pool_sql
 from risk import combos
 from risk.feedback import LABELS_IN_FORCE_SQL
 from risk.levels import LEVELS, Thresholds, level_index
+from risk.config import unpooled_pool
 from risk.score import _pool_of, check_period
 
 #: Outcome codes, in order of severity.
@@ -78,12 +80,15 @@ def _history_sql(columns: Sequence[str]) -> str:
     if unknown:
         raise TuningError(f"no column {', '.join(map(repr, unknown))} in the history; "
                           f"it has {', '.join(_HISTORY_FIELDS)}")
+    # the user's row (for MFA): a username is one user per pool (ingest.users.users_by_pool_sql)
+    users = (f"LEFT JOIN {users_by_pool_sql('$unpooled')} u ON u.username = e.username "
+             "AND u.pool IS NOT DISTINCT FROM coalesce(e.user_pool_id, $unpooled)") if "has_mfa" in columns else ""
     return f"""
 WITH lab AS ({LABELS_IN_FORCE_SQL})
 SELECT {", ".join(f"{_HISTORY_FIELDS[c]} AS {c}" for c in columns)}
 FROM events e
 JOIN assessments a USING (event_id)
-LEFT JOIN users u ON u.username = e.username
+{users}
 LEFT JOIN lab ON lab.event_id = e.event_id
 WHERE ($since IS NULL OR e.creation_date >= $since)
   AND ($until IS NULL OR e.creation_date < $until)
@@ -103,7 +108,8 @@ def labelled_scores(con, *, since: datetime | None = None, until: datetime | Non
     from risk.decide import MFA_KINDS
 
     columns = list(_HISTORY_FIELDS) if columns is None else list(columns)
-    params = {"since": since, "until": until, **({"kinds": list(MFA_KINDS)} if "has_mfa" in columns else {})}
+    params = {"since": since, "until": until,
+              **({"kinds": list(MFA_KINDS), "unpooled": unpooled_pool(con)} if "has_mfa" in columns else {})}
     df = con.sql(_history_sql(columns), params=params).to_arrow_table().to_pandas()
     for name, typ in (("score", float), ("y", float), ("has_mfa", bool)):
         if name in df:

@@ -370,7 +370,8 @@ def test_evaluate_names_bad_settings():
 
 
 def add_user(con, username, status="CONFIRMED"):
-    con.execute("INSERT INTO users (username, user_status, email) VALUES (?, ?, ?)", [username, status, f"{username}@example.com"])
+    con.execute("INSERT INTO users (username, user_status, email, pool_key) VALUES (?, ?, ?, '')",
+                [username, status, f"{username}@example.com"])
 
 
 def status_of(con, username):

@@ -62,8 +62,9 @@ def env(monkeypatch, tmp_path):
 @pytest.fixture
 def con(tmp_path):
     c = connect(tmp_path / "s.duckdb")
-    c.execute("INSERT INTO users (username, user_status, email) VALUES ('alice', 'CONFIRMED', 'alice@example.org')")
-    c.execute("INSERT INTO users (username, user_status) VALUES ('noemail', 'CONFIRMED')")
+    c.execute("INSERT INTO users (username, user_status, email, pool_key) "
+              "VALUES ('alice', 'CONFIRMED', 'alice@example.org', '')")
+    c.execute("INSERT INTO users (username, user_status, pool_key) VALUES ('noemail', 'CONFIRMED', '')")
     yield c
     c.close()
 

@@ -49,8 +49,9 @@ def build(path):
         labels += [(r[0], "attack_type", r[4], "test") for r in rows if r[4]]
         ingest_store.insert_labels(con, pa.table({k: [x[j] for x in labels] for j, k in
                                                   enumerate(("event_id", "label", "value", "source"))}))
-        con.execute("INSERT INTO users (username, user_pool_id, mfa_settings) VALUES "
-                    "('alice', 'us-east-1_Test01', []), ('bob', 'us-east-1_Test01', ['SOFTWARE_TOKEN_MFA'])")
+        con.execute("INSERT INTO users (username, user_pool_id, mfa_settings, pool_key) VALUES "
+                    "('alice', 'us-east-1_Test01', [], 'us-east-1_Test01'), "
+                    "('bob', 'us-east-1_Test01', ['SOFTWARE_TOKEN_MFA'], 'us-east-1_Test01')")
         con.executemany("INSERT INTO assessments (event_id, score, scored_at) VALUES (?, ?, ?)",
                         [(r[0], r[2], T0) for r in rows])
     return path

@@ -1,14 +1,23 @@
-"""A user is a username in its pool: features (SQL and the service's in-memory state) never mix two pools' users."""
+"""A user is a username in its pool: features (SQL and the service's in-memory state), the users table (MFA,
+resets, email) and tuning never mix two pools' users."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import duckdb
 import pytest
 
 import risk.store
+from ingest.users import UserRecord, get_user, set_user_status, upsert_users
 from risk import config as rc
+from risk import credentials
+from risk import notify as rn
 from risk.features import compute_features, unpooled_pool
 from risk.online import OnlineFeatures
-from tests.test_features import SYDNEY, add, ev
+from risk.score import _mfa_state
+from risk.tuning import labelled_scores
+from tests.test_features import SYDNEY, T0, add, ev
 from tests.test_online import _assert_equal, _serve, _sql, _stream
 
 NOVELTY = ["new_ip", "new_ip_prefix", "new_asn", "new_country", "new_city", "new_device"]
@@ -119,3 +128,89 @@ def test_the_services_state_reloads_when_a_pool_gets_configured(con):
     add(con, new)
     _assert_equal(online, _sql(con, ["n1"]))
     assert online["n1"]["history_size"] == 1.0  # h2 only, another user of no pool; P1's h1 no longer counts
+
+
+# -- the users table: one row per (pool, username) ------------------------------------------------
+
+
+def _users(con):
+    upsert_users(con, [
+        UserRecord("alice", "P1", user_status="CONFIRMED", mfa_settings=(), email="alice@p1.example"),
+        UserRecord("alice", "P2", user_status="CONFIRMED", mfa_settings=("SOFTWARE_TOKEN_MFA",),
+                   preferred_mfa="SOFTWARE_TOKEN_MFA", email="alice@p2.example"),
+    ])
+
+
+def test_two_pools_users_of_one_name_are_two_rows_each_with_its_own_settings(con):
+    _users(con)
+    assert con.execute("SELECT count(*) FROM users WHERE username = 'alice'").fetchall()[0][0] == 2
+    assert get_user(con, "alice", "P1")["email"] == "alice@p1.example"
+    assert get_user(con, "alice", "P2")["mfa_enabled"] is True and get_user(con, "alice", "P1")["mfa_enabled"] is False
+    # loading P2's alice again updates her only
+    added, updated = upsert_users(con, [UserRecord("alice", "P2", email="new@p2.example")])
+    assert (added, updated) == (0, 1)
+    assert get_user(con, "alice", "P2")["email"] == "new@p2.example"
+    assert get_user(con, "alice", "P1")["email"] == "alice@p1.example"
+    assert _mfa_state(con, [("P1", "alice"), ("P2", "alice")], None) == {("P1", "alice"): False,
+                                                                          ("P2", "alice"): True}
+    assert rn.user_email(con, "alice", "P2") == "new@p2.example"
+
+
+def test_a_reset_for_compromised_credentials_reaches_only_that_pools_user(con):
+    _users(con)
+    assert credentials.apply_block(con, "alice", "P2") == "CONFIRMED"
+    assert get_user(con, "alice", "P2")["user_status"] == "RESET_REQUIRED"
+    assert get_user(con, "alice", "P1")["user_status"] == "CONFIRMED"
+    # a user of a third pool not loaded yet gets a row of her own, with her pool
+    assert set_user_status(con, "alice", "RESET_REQUIRED", "P3") is None
+    assert get_user(con, "alice", "P3")["user_pool_id"] == "P3"
+    assert con.execute("SELECT count(*) FROM users WHERE username = 'alice'").fetchall()[0][0] == 3
+
+
+def test_users_loaded_without_a_pool_are_the_stores_pools_until_loaded_for_it(con):
+    add(con, [ev("p1", "alice", 0, user_pool_id="P1")])
+    upsert_users(con, [UserRecord("alice", None, mfa_settings=("SMS_MFA",), email="a@nopool.example")])
+    unpooled = unpooled_pool(con)
+    assert unpooled == "P1"
+    assert get_user(con, "alice", "P1", unpooled=unpooled)["email"] == "a@nopool.example"
+    assert rn.user_email(con, "alice", "P1") == "a@nopool.example"
+    assert _mfa_state(con, [("P1", "alice")], unpooled) == {("P1", "alice"): True}
+    assert _mfa_state(con, None, unpooled) == {("P1", "alice"): True}
+    # loaded for P1 later: that row wins, and a reset goes to it
+    upsert_users(con, [UserRecord("alice", "P1", mfa_settings=(), email="a@p1.example")])
+    assert _mfa_state(con, None, unpooled) == {("P1", "alice"): False}
+    set_user_status(con, "alice", "RESET_REQUIRED", "P1", unpooled=unpooled)
+    assert get_user(con, "alice", "P1", unpooled=unpooled)["user_status"] == "RESET_REQUIRED"
+    assert get_user(con, "alice", None, unpooled=None)["user_status"] is None  # the pool-less row untouched
+
+
+def test_tuning_reads_each_sign_in_once_with_its_pools_mfa(con):
+    _users(con)
+    upsert_users(con, [UserRecord("alice", None, mfa_settings=("SMS_MFA",))])  # a third row, of no pool
+    add(con, [ev("e1", "alice", 0, user_pool_id="P1"), ev("e2", "alice", 1, user_pool_id="P2")])
+    con.executemany("INSERT INTO assessments (event_id, score, scored_at) VALUES (?, ?, ?)",
+                    [("e1", 0.1, T0), ("e2", 0.2, T0 + timedelta(seconds=1))])
+    df = labelled_scores(con, columns=["event_id", "user_pool_id", "has_mfa"]).sort_values("event_id")
+    assert df["event_id"].tolist() == ["e1", "e2"]  # no sign-in doubled by two rows of one name
+    assert df["has_mfa"].tolist() == [False, True]
+
+
+def test_a_store_of_the_old_shape_is_migrated_with_its_users(tmp_path):
+    path = tmp_path / "old.duckdb"
+    risk.store.connect(path).close()
+    raw = duckdb.connect(str(path))  # back to the old table: keyed by username alone
+    raw.execute("DROP TABLE users")
+    raw.execute("""CREATE TABLE users (username VARCHAR PRIMARY KEY, user_pool_id VARCHAR, user_sub VARCHAR,
+                   user_status VARCHAR, enabled BOOLEAN, mfa_settings VARCHAR[], preferred_mfa VARCHAR,
+                   email VARCHAR, created_at TIMESTAMPTZ, modified_at TIMESTAMPTZ, attributes VARCHAR)""")
+    raw.execute("INSERT INTO users (username, user_pool_id, email) VALUES ('alice', 'P1', 'a@p1'), ('bob', NULL, 'b@x')")
+    raw.execute("DELETE FROM schema_migrations WHERE name = '0002_users_per_pool'")
+    raw.close()
+    c = risk.store.connect(path)
+    try:
+        assert c.execute("SELECT username, user_pool_id, pool_key, email FROM users ORDER BY 1").fetchall() == [
+            ("alice", "P1", "P1", "a@p1"), ("bob", None, "", "b@x")]
+        upsert_users(c, [UserRecord("alice", "P2", email="a@p2")])
+        assert get_user(c, "alice", "P1")["email"] == "a@p1" and get_user(c, "alice", "P2")["email"] == "a@p2"
+    finally:
+        c.close()

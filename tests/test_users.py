@@ -56,19 +56,19 @@ def test_list_users_page_loads_every_field(con, tmp_path):
     ], "PaginationToken": "abc"}
     r = load_users(con, write(tmp_path, "u.json", json.dumps(page, indent=4)), user_pool_id="eu-west-1_X")
     assert (r.read, r.added, r.updated, r.rejected) == (3, 3, 0, [])
-    a = get_user(con, "alice")
+    a = get_user(con, "alice", "eu-west-1_X")
     assert a["user_sub"] == "sub-alice" and a["email"] == "alice@example.com"
     assert a["user_pool_id"] == "eu-west-1_X" and a["user_status"] == "CONFIRMED" and a["enabled"] is True
     assert a["mfa_settings"] == ["SMS_MFA", "SOFTWARE_TOKEN_MFA"] and a["preferred_mfa"] == "SOFTWARE_TOKEN_MFA"
     assert a["mfa_enabled"] is True
     assert a["attributes"]["custom:tier"] == "gold"
     assert a["created_at"].isoformat().startswith("2024-07-17T17:25:55.123")
-    b = get_user(con, "bob")
+    b = get_user(con, "bob", "eu-west-1_X")
     assert b["user_status"] == "RESET_REQUIRED" and b["enabled"] is False
     assert b["mfa_enabled"] is False and b["mfa_settings"] == []
-    c = get_user(con, "carol")
+    c = get_user(con, "carol", "eu-west-1_X")
     assert c["mfa_settings"] == ["SMS_MFA"] and c["mfa_enabled"] is True, "legacy MFAOptions SMS means SMS_MFA"
-    assert get_user(con, "nobody") is None
+    assert get_user(con, "nobody", "eu-west-1_X") is None
 
 
 def test_pages_back_to_back_and_a_list_of_pages(con, tmp_path):
