@@ -732,3 +732,40 @@ def test_events_without_a_pool_in_a_store_of_several_pools_name_the_way_out(tmp_
     monkeypatch.setenv("RISKGATE_USER_POOL_ID", "eu-west-1_Second")
     rg("score", db=db)
     assert q(db, "SELECT count(*) FROM assessments")[0][0] == len(evs)
+
+
+def test_two_pools_users_of_one_name_are_scored_apart_end_to_end(store, tmp_path):
+    """Every user's events copied into a second pool (new ids, same usernames and times): each copy has its
+    original's history, and a user with MFA in the first pool is not taken to have it in the second."""
+    from risk.features import compute_features
+
+    p1 = q(store, "SELECT any_value(user_pool_id) FROM events")[0][0]
+    p2 = "eu-west-1_Second"
+    con = risk.store.connect(store)
+    try:
+        con.execute("INSERT INTO events SELECT * REPLACE ('p2-' || event_id AS event_id, ? AS user_pool_id) FROM events",
+                    [p2])
+        con.execute("UPDATE users SET mfa_settings = ['SOFTWARE_TOKEN_MFA'], user_pool_id = ?, pool_key = ?", [p1, p1])
+        sample = [r[0] for r in con.execute("SELECT event_id FROM events WHERE user_pool_id = ? AND "
+                                            "event_response = 'Pass' ORDER BY hash(event_id) LIMIT 200", [p1]).fetchall()]
+        f = {r["event_id"]: r for r in compute_features(con, event_ids=sample + ["p2-" + e for e in sample]).to_pylist()}
+    finally:
+        con.close()
+    for e in sample:  # the same history in each pool: neither alice counts the other's sign-ins
+        for col in ("history_size", "new_ip", "new_device", "hours_since_last_success", "user_failures_24h"):
+            assert f["p2-" + e][col] == f[e][col], (e, col)
+    assert max(f[e]["history_size"] for e in sample) > 5
+    for pool in (p1, p2):
+        doc = {"UserPoolId": pool, "AccountTakeoverRiskConfiguration": {"Actions": {
+            level: {"Notify": False, "EventAction": "MFA_IF_CONFIGURED"}
+            for level in ("LowAction", "MediumAction", "HighAction")}}}
+        (tmp_path / "c.json").write_text(json.dumps(doc))
+        rg("config", "set", tmp_path / "c.json", db=store)
+        rg("mode", "ENFORCED", "--user-pool-id", pool, db=store)
+    rg("score", db=store)
+    rows = q(store, """SELECT e.user_pool_id, bool_and(a.mfa_challenge), bool_or(a.mfa_challenge), count(*)
+                       FROM events e JOIN assessments a USING (event_id)
+                       WHERE a.risk_level IS NOT NULL GROUP BY 1 ORDER BY 1""")
+    by_pool = {r[0]: r[1:] for r in rows}
+    assert by_pool[p1][:2] == (True, True) and by_pool[p1][2] > 0  # every risky sign-in challenged: MFA set up
+    assert by_pool[p2][:2] == (False, False) and by_pool[p2][2] > 0  # none in P2: her namesake's MFA is not hers
