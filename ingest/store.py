@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -205,15 +206,59 @@ def resolve_db_path(db: str | os.PathLike | None = None) -> str:
     return os.environ.get(DB_ENV) or DEFAULT_DB
 
 
-def migrate(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration]) -> list[str]:
-    """Apply the migrations not yet recorded; return the names applied now."""
+def _family(name: str) -> str:
+    """What a migration name has before its number: ``''`` for ingest's ``0001_…``, ``risk_config_`` for
+    ``risk_config_0001_…``. A family's migrations change the same tables, in order."""
+    m = re.match(r"\D*", name)
+    return m.group(0) if m else ""
+
+
+def _namespace(name: str) -> str:
+    """Who owns a migration name: ``''`` (ingest: names begin with their number) or its first word (``risk``)."""
+    return "" if name[:1].isdigit() else name.split("_", 1)[0]
+
+
+def check_schema(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration], read_only: bool,
+                 source: str | None = None) -> set[str]:
+    """The names recorded in the store, after refusing a store this code cannot read safely (:class:`StoreError`):
+    one written by a newer riskgate (a migration of a namespace these ``migrations`` own that they do not
+    know), and, opened read-only, one with tables in an older shape (a family of migrations applied in part:
+    only a read-write open can bring them up to date). Families not applied at all are fine: their tables are
+    missing, and a command that reads them says so."""
+    migrations = list(migrations)
     try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
-        )
+        if not read_only:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
+            )
+        elif not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations' "
+                             "AND schema_name = 'main'").fetchall()[0][0]:
+            return set()
         done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
     except duckdb.Error as exc:  # a damaged file (truncated, say): one clear error, not a traceback
         raise StoreError(f"cannot read the store: {exc}") from exc
+    known = {m.name for m in migrations}
+    owned = {_namespace(n) for n in known}
+    newer = sorted(n for n in done - known if _namespace(n) in owned)
+    if newer:
+        raise StoreError(f"the store was written by a newer riskgate: it has schema changes this version does not "
+                         f"know ({', '.join(newer)}); open it with that version or a later one", source=source)
+    if read_only:
+        families: dict[str, set[str]] = {}
+        for n in known:
+            families.setdefault(_family(n), set()).add(n)
+        pending = sorted(n for names in families.values() if names & done for n in names - done)
+        if pending:
+            raise StoreError(f"the store has tables in an older shape ({', '.join(pending)} not applied yet), and "
+                             "a read-only command cannot update them: open it once read-write to migrate it, "
+                             "e.g. `riskgate models --db PATH`", source=source)
+    return done
+
+
+def migrate(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration], source: str | None = None) -> list[str]:
+    """Apply the migrations not yet recorded (after :func:`check_schema`); return the names applied now."""
+    migrations = list(migrations)
+    done = check_schema(con, migrations, read_only=False, source=source)
     applied = []
     for m in migrations:
         if m.name in done:
@@ -278,8 +323,10 @@ class Store:
             self._con = _open_duckdb(self._path, self._read_only, self._wait)
             for stmt in (*SESSION_SETTINGS, *self._settings):
                 self._con.execute(stmt)
-            if not self._read_only:
-                migrate(self._con, self._migrations)
+            if self._read_only:
+                check_schema(self._con, self._migrations, read_only=True, source=self._path)
+            else:
+                migrate(self._con, self._migrations, source=self._path)
         except BaseException:
             self._close_connection()
             raise

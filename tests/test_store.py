@@ -1,3 +1,4 @@
+import duckdb
 import pytest
 
 from ingest import store
@@ -20,7 +21,7 @@ def test_a_failing_migration_changes_nothing_and_names_itself(tmp_path):
     con = store.connect(tmp_path / "s.duckdb")
     bad = store.Migration("9999_broken", ("CREATE TABLE ok_table (a INT)", "CREATE TABLE events (x INT)"))
     with pytest.raises(StoreError, match="migration 9999_broken failed"):
-        store.migrate(con, [bad])
+        store.migrate(con, [*store.MIGRATIONS, bad])
     assert "9999_broken" not in store.applied_migrations(con)
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ok_table'").fetchall() == [(0,)]
 
@@ -133,3 +134,63 @@ def test_a_read_only_command_on_a_store_not_migrated_for_it_names_the_fix(tmp_pa
     assert rg("models").returncode == 0  # read-write: migrated
     r = rg("whatif")
     assert r.returncode == 2 and "no assessed sign-ins" in r.stderr, r.stderr
+
+
+def _record(path, name):
+    raw = duckdb.connect(str(path))
+    try:
+        raw.execute("INSERT INTO schema_migrations VALUES (?, now())", [name])
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_store_of_a_newer_riskgate_is_refused_naming_what_this_version_does_not_know(tmp_path, read_only):
+    import risk.store
+
+    db = tmp_path / "s.duckdb"
+    risk.store.connect(db).close()
+    _record(db, "0099_future_table")
+    for connect in (store.connect, risk.store.connect):
+        with pytest.raises(StoreError, match=r"newer riskgate.*0099_future_table") as e:
+            connect(db, read_only=read_only)
+        assert str(db) in str(e.value)
+
+
+def test_a_newer_risk_migration_is_risks_business_not_ingests(tmp_path):
+    import risk.store
+
+    db = tmp_path / "s.duckdb"
+    risk.store.connect(db).close()
+    _record(db, "risk_model_0099_future")
+    store.connect(db).close()  # ingest knows its own tables only: a later risk change is not its concern
+    with pytest.raises(StoreError, match="risk_model_0099_future"):
+        risk.store.connect(db)
+
+
+def test_read_only_on_tables_of_an_older_shape_says_to_migrate_and_read_write_does_it(tmp_path):
+    import risk.store
+
+    db = tmp_path / "s.duckdb"
+    risk.store.connect(db).close()
+    raw = duckdb.connect(str(db))  # the users table as riskgate had it before 0002_users_per_pool
+    raw.execute("DROP TABLE users")
+    raw.execute("CREATE TABLE users (username VARCHAR PRIMARY KEY, user_pool_id VARCHAR, user_sub VARCHAR, "
+                "user_status VARCHAR, enabled BOOLEAN, mfa_settings VARCHAR[], preferred_mfa VARCHAR, email VARCHAR, "
+                "created_at TIMESTAMPTZ, modified_at TIMESTAMPTZ, attributes VARCHAR)")
+    raw.execute("DELETE FROM schema_migrations WHERE name = '0002_users_per_pool'")
+    raw.close()
+    with pytest.raises(StoreError, match=r"older shape \(0002_users_per_pool.*open it once read-write"):
+        risk.store.connect(db, read_only=True)
+    risk.store.connect(db).close()  # migrates
+    with risk.store.connect(db, read_only=True) as con:
+        assert "pool_key" in [r[0] for r in con.execute("DESCRIBE users").fetchall()]
+
+
+def test_read_only_on_a_store_only_ingest_has_opened_is_fine(tmp_path):
+    import risk.store
+
+    db = tmp_path / "s.duckdb"
+    store.connect(db).close()  # ingest's tables only: risk's are missing altogether, not in an older shape
+    with risk.store.connect(db, read_only=True) as con:
+        assert store.count(con, "events") == 0
