@@ -401,7 +401,7 @@ def users_by_pool_sql(unpooled: str) -> str:
 
     A Cognito username is one user per pool. A user loaded for a pool is that pool's; one loaded without a pool
     id belongs to ``unpooled`` -- an SQL expression (a bound parameter: ``?`` or ``$name``) for the pool that
-    events without a pool id belong to (``risk.features.unpooled_pool``) -- and gives way to one loaded for
+    events without a pool id belong to (``risk.config.unpooled_pool``) -- and gives way to one loaded for
     that pool by the same name."""
     return f"""(SELECT * EXCLUDE (rg_rank) FROM (
                   SELECT *, row_number() OVER (PARTITION BY pool, username ORDER BY pool_key = '') AS rg_rank
@@ -411,7 +411,7 @@ def users_by_pool_sql(unpooled: str) -> str:
 
 
 def upsert_users(con: duckdb.DuckDBPyConnection, records: list[UserRecord]) -> tuple[int, int]:
-    """Insert new users and update known ones (last record wins per username); return (added, updated).
+    """Insert new users and update known ones (last record wins per pool and username); return (added, updated).
 
     ``updated`` counts records that changed a user already known, in the store or earlier in ``records``.
     """

@@ -30,7 +30,7 @@ Who is a user
     A username in its user pool, as in Cognito: ``alice`` of one pool and
     ``alice`` of another have separate histories, and count as two users
     from an address. An event without a UserPoolId belongs to the pool
-    scoring decides it under (:func:`unpooled_pool`: ``$RISKGATE_USER_POOL_ID``,
+    scoring decides it under (``risk.config.unpooled_pool``: ``$RISKGATE_USER_POOL_ID``,
     else the store's only pool), so a store of one pool may mix events with
     and without the id; in a store of several pools without that variable
     they are users of no pool.
