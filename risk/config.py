@@ -237,8 +237,11 @@ def address_problem(value: str) -> str | None:
     local, at, domain = addr.rpartition("@")
     if len(pairs) != 1 or not at or not local or not domain or any(c.isspace() for c in addr):
         return "is not one email address (expected 'addr@domain' or 'Name <addr@domain>')"
-    if not addr.isascii():
-        return "is not an ASCII address (internationalised addresses need SMTPUTF8, which is not supported)"
+    if not domain.isascii():  # sent in its ASCII form (risk.notify.wire_address): it must have one
+        try:
+            domain.encode("idna")
+        except UnicodeError:
+            return "has a domain that is not a valid internationalised domain name"
     return None
 
 

@@ -324,7 +324,24 @@ def single_address(value: Any, what: str) -> str:
     problem = address_problem(text)
     if problem:
         raise NotifyError(f"{what} {text!r} {problem}")
-    return text.strip()
+    return wire_address(text.strip())
+
+
+def wire_address(text: str) -> str:
+    """``text`` (one valid address, :func:`single_address`) with an internationalised domain in its ASCII form
+    (IDNA, as DNS has it: ``exämple.com`` -> ``xn--exmple-cua.com``), so that only a non-ASCII local part needs
+    a server that offers SMTPUTF8 (RFC 6531; ``smtplib`` then asks for it)."""
+    domain = getaddresses([text])[0][1].rpartition("@")[2]
+    at = text.rfind("@" + domain)
+    if domain.isascii() or at < 0:
+        return text
+    return text[:at + 1] + domain.encode("idna").decode("ascii") + text[at + 1 + len(domain):]
+
+
+def needs_smtputf8(msg: EmailMessage) -> bool:
+    """Whether an address of ``msg`` has a non-ASCII local part (the message must then travel as UTF-8)."""
+    return any(not addr.isascii() for h in ("From", "To", "Reply-To")
+               for _name, addr in getaddresses(msg.get_all(h, [])))
 
 
 def build_message(rendered: RenderedEmail, *, sender: str, recipient: str, reply_to: str | None = None,
@@ -442,7 +459,10 @@ class SmtpTransport:
                     client.starttls(context=self._context())
                 if s.username:
                     client.login(s.username, s.password or "")
-                client.send_message(msg)
+                client.send_message(msg)  # with SMTPUTF8 when an address needs it
+        except smtplib.SMTPNotSupportedError as exc:
+            raise NotifyError(f"SMTP server {where} does not offer SMTPUTF8, which the non-ASCII address "
+                              f"{msg['To']!s} needs: {_why(exc)}") from exc
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (0, b""))
             raise NotifyError(f"SMTP server {where} refused the recipient: {code} {_text(text)}") from exc
@@ -478,7 +498,8 @@ class OutboxTransport:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             path = self.folder / f"{stamp}-{notification_id}.eml"
             tmp = path.with_suffix(".eml.tmp")
-            tmp.write_bytes(msg.as_bytes(policy=SMTP_POLICY))
+            policy = SMTP_POLICY.clone(utf8=True) if needs_smtputf8(msg) else SMTP_POLICY  # as SMTPUTF8 would
+            tmp.write_bytes(msg.as_bytes(policy=policy))
             os.replace(tmp, path)
         except OSError as exc:
             raise NotifyError(f"cannot write to outbox {self.folder}: {exc.strerror or exc}") from exc

@@ -181,7 +181,7 @@ def test_unknown_enum_value_message_is_exact():
         (NC + ["From"], "security@example.com, ops@example.com", "NotifyConfiguration.From: 'security@example.com, ops@example.com' is not one email address"),
         (NC + ["From"], "a@b.com\r\nBcc: x@evil.com", "NotifyConfiguration.From: 'a@b.com\\r\\nBcc: x@evil.com' contains a line break"),
         (NC + ["ReplyTo"], "help@example.com\nBcc: x@evil.example", "NotifyConfiguration.ReplyTo: 'help@example.com\\nBcc: x@evil.example' contains a line break"),
-        (NC + ["ReplyTo"], "jösé@exämple.com", "NotifyConfiguration.ReplyTo: 'jösé@exämple.com' is not an ASCII address"),
+        (NC + ["ReplyTo"], "jösé@ex..ämple.com", "NotifyConfiguration.ReplyTo: 'jösé@ex..ämple.com' has a domain that is not a valid internationalised domain name"),
         ([ATO, "Actions"], KeyError, "AccountTakeoverRiskConfiguration.Actions: required field missing"),
         ([ATO, "Actions", "LowAction", "Notify"], KeyError, "AccountTakeoverRiskConfiguration.Actions.LowAction.Notify: required field missing"),
         ([ATO, "Actions", "LowAction", "EventAction"], KeyError, "AccountTakeoverRiskConfiguration.Actions.LowAction.EventAction: required field missing"),

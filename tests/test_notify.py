@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -284,6 +285,36 @@ def test_bad_addresses_are_refused_not_sent(con, smtp_server):
                     transport=smtp(port))
     assert rec.status == "failed" and "From" in rec.reason and "line break" in rec.reason
     assert handler.envelopes == []
+
+
+def test_an_internationalised_address_travels_with_smtputf8_and_its_domain_in_ascii(con, smtp_server):
+    handler = Recorder()
+    port = smtp_server(handler, enable_SMTPUTF8=True)
+    rec = nt.notify(con, EVENT, "BlockEmail", TEMPLATE, CONFIG, recipient="José <jösé@exämple.com>",
+                    transport=smtp(port))
+    assert rec.status == "sent", rec.reason
+    env, _msg = arrived(handler)
+    assert env.rcpt_tos == ["jösé@xn--exmple-cua.com"] and "SMTPUTF8" in env.mail_options
+    assert "\r\nTo: José <jösé@xn--exmple-cua.com>\r\n".encode() in env.content  # UTF-8, no encoded words
+
+
+def test_a_non_ascii_local_part_needs_a_server_offering_smtputf8_an_idn_domain_does_not(con, smtp_server):
+    handler = Recorder()
+    port = smtp_server(handler, enable_SMTPUTF8=False)  # aiosmtpd offers it unless told not to
+    rec = nt.notify(con, EVENT, "BlockEmail", TEMPLATE, CONFIG, recipient="jösé@example.com", transport=smtp(port))
+    assert rec.status == "failed" and "does not offer SMTPUTF8" in rec.reason and handler.envelopes == []
+    rec = nt.notify(con, {**EVENT, "event_id": "ev-idn"}, "BlockEmail", TEMPLATE, CONFIG,
+                    recipient="ops@exämple.com", transport=smtp(port))
+    assert rec.status == "sent", rec.reason
+    env, _msg = arrived(handler)
+    assert env.rcpt_tos == ["ops@xn--exmple-cua.com"] and "SMTPUTF8" not in env.mail_options
+
+
+def test_the_outbox_writes_an_internationalised_address_as_utf8(con, tmp_path):
+    rec = nt.notify(con, EVENT, "MfaEmail", TEMPLATE, CONFIG, recipient="jösé@example.com")
+    assert rec.status == "outbox", rec.reason
+    raw = Path(rec.location).read_bytes()
+    assert "\r\nTo: jösé@example.com\r\n".encode() in raw
 
 
 @pytest.mark.parametrize("handler, expected", [(RefuseRecipient(), "refused the recipient: 550 5.1.1 mailbox unavailable"),
