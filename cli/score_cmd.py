@@ -63,11 +63,16 @@ def score(
                 con, since=lo, until=hi, rescore=rescore,
                 chunk_rows=chunk_rows, notify=notify, progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
+        from risk.config import unpooled_users_problem
+
+        problem = unpooled_users_problem(con)
     finally:
         con.close()
     if json_out:
         print(json.dumps(result.as_json()))
         return
+    if problem:
+        warn(problem)
     if notify:
         console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
         if result.notifications_failed:

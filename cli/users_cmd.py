@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DbOption, JsonFlag, app, handle_errors
+from cli.common import DbOption, JsonFlag, app, handle_errors, warn
 from ingest import store
 from ingest.labels import load_labels
 from ingest.users import LoadResult, load_users
@@ -35,15 +35,20 @@ def users_load(
     as_json: JsonFlag = False,
 ) -> None:
     """Upsert users: loading again updates, never duplicates; bad entries are reported and skipped."""
+    from risk.config import unpooled_users_problem
+
     con = store.connect(db)
     try:
         result = load_users(con, file, user_pool_id)
+        problem = unpooled_users_problem(con) if user_pool_id is None else None
     finally:
         con.close()
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
         return
     typer.echo(describe_users(result))
+    if problem:
+        warn(problem)
 
 
 def describe_users(r: LoadResult) -> str:

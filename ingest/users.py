@@ -401,13 +401,18 @@ def users_by_pool_sql(unpooled: str) -> str:
 
     A Cognito username is one user per pool. A user loaded for a pool is that pool's; one loaded without a pool
     id belongs to ``unpooled`` -- an SQL expression (a bound parameter: ``?`` or ``$name``) for the pool that
-    events without a pool id belong to (``risk.config.unpooled_pool``) -- and gives way to one loaded for
-    that pool by the same name."""
-    return f"""(SELECT * EXCLUDE (rg_rank) FROM (
-                  SELECT *, row_number() OVER (PARTITION BY pool, username ORDER BY pool_key = '') AS rg_rank
-                  FROM (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
-                        FROM users))
-                WHERE rg_rank = 1)"""
+    events without a pool id belong to (``risk.config.unpooled_pool``). When both rows exist, the pool's own
+    values come first and the other fills what it lacks (a RESET_REQUIRED row made for a user not loaded yet,
+    then the user loaded without a pool id: status from the first, MFA and email from the second); ``pool_key``
+    is the row a change goes to (the pool's own when there is one)."""
+    cols = ",\n                   ".join(f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
+    return f"""(WITH rg_u AS (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
+                             FROM users)
+                SELECT coalesce(x.pool, n.pool) AS pool,
+                   {cols}
+                FROM (SELECT * FROM rg_u WHERE pool_key <> '') x
+                FULL JOIN (SELECT * FROM rg_u WHERE pool_key = '') n
+                  ON x.pool IS NOT DISTINCT FROM n.pool AND x.username = n.username)"""
 
 
 def upsert_users(con: duckdb.DuckDBPyConnection, records: list[UserRecord]) -> tuple[int, int]:

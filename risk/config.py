@@ -942,10 +942,14 @@ def _record(
 
 
 def known_pools(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Pools the store knows: any configuration or mode version, or any stored event's UserPoolId."""
+    """Pools the store knows: any configuration or mode version, any stored event's UserPoolId, or any loaded
+    user's."""
+    configured = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'risk_config_versions' "
+                             "AND schema_name = 'main'").fetchall()[0][0]  # none in a store only ingest opened
     return [r[0] for r in con.execute(
-        """SELECT user_pool_id FROM risk_config_versions
-           UNION SELECT user_pool_id FROM events WHERE user_pool_id IS NOT NULL ORDER BY 1"""
+        ("SELECT user_pool_id FROM risk_config_versions UNION " if configured else "")
+        + """SELECT user_pool_id FROM events WHERE user_pool_id IS NOT NULL
+             UNION SELECT user_pool_id FROM users WHERE user_pool_id IS NOT NULL ORDER BY 1"""
     ).fetchall()]
 
 
@@ -971,7 +975,7 @@ def choose_pool(
     if not pools:
         return DEFAULT_POOL_ID
     raise ConfigurationError(
-        f"the store knows several pools ({', '.join(pools)}), from its events and configuration; "
+        f"the store knows several pools ({', '.join(pools)}), from its events, users and configuration; "
         f"choose one with --user-pool-id or ${POOL_ENV}"
     )
 
@@ -981,10 +985,31 @@ def unpooled_pool(con: duckdb.DuckDBPyConnection) -> str | None:
     event under (:func:`choose_pool`: ``$RISKGATE_USER_POOL_ID``, else the store's only pool, else ``default``);
     None when the store knows several pools and the variable is unset (they are then users of no pool, apart
     from every pool's: ``risk.features``)."""
-    try:
-        return choose_pool(con, None)
-    except ConfigurationError:
+    return unpooled_of(known_pools(con))
+
+
+def unpooled_of(pools: Iterable[str]) -> str | None:
+    """:func:`unpooled_pool` for a store that knows ``pools`` (to tell whether events of a new pool change it)."""
+    chosen = os.environ.get(POOL_ENV)
+    if chosen:
+        return chosen if len(chosen) <= 55 else None
+    pools = set(pools)
+    if len(pools) == 1:
+        return next(iter(pools))
+    return DEFAULT_POOL_ID if not pools else None
+
+
+def unpooled_users_problem(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Why users loaded without a pool id count for no user, or None: the store knows several pools and
+    ``$RISKGATE_USER_POOL_ID`` is unset, so they belong to none (their MFA settings, email and status unused)."""
+    if unpooled_pool(con) is not None:
         return None
+    n = con.execute("SELECT count(*) FROM users WHERE pool_key = ''").fetchall()[0][0]
+    if not n:
+        return None
+    return (f"{n:,} user(s) loaded without a pool id belong to no pool: the store knows several "
+            f"({', '.join(known_pools(con))}), so their MFA settings, email and status apply to nobody; "
+            f"load them again with --user-pool-id, or set ${POOL_ENV} to their pool")
 
 
 def check_client_arg(client_id: str | None) -> None:

@@ -438,6 +438,7 @@ class InlineScorer:
     def _assess_stored(self, rows: list[dict], existing, outcomes, requests):
         """Any other batch: stored first, then features from the store (SQL), assessed and written."""
         from risk import score as rs
+        from risk.config import unpooled_pool
         from risk.features import compute_features
 
         self.flush()
@@ -458,6 +459,8 @@ class InlineScorer:
         try:
             self.global_counts.add(con, new)
             ctx = self.context
+            if ctx.unpooled != unpooled_pool(con):  # these events brought a pool: users without one may move
+                ctx.forget_users()
             assessed = rs.assessments_for(con, ids)
             todo = [i for i in dict.fromkeys(ids) if i not in assessed]
             feature_rows, due = {}, []
@@ -571,6 +574,8 @@ class InlineScorer:
             loads = self.online.loads
             self.online.ensure(self.con)
             self._online_checked = True
+            if self.context.unpooled != self.online.unpooled:  # the store's pools changed: whose users are whose
+                self.context.forget_users()
             if self.online.loads != loads:
                 # the state is many long-lived objects: leave them out of the collector's full passes, which
                 # would otherwise walk them all, stopping every request for as long (a p99 of 100s of ms)

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from risk import feedback
+from risk.config import known_pools, unpooled_of
 from risk.features import (
     _DAY,
     _FREEMAN_PRESENT,
@@ -141,6 +142,7 @@ class OnlineFeatures:
     def __init__(self):
         self.signature: tuple | None = None
         self.unpooled: str | None = None  # the pool of events without a UserPoolId
+        self.pools: set[str] = set()  # the pools the store knows (risk.config.known_pools), and those counted since
         self.last: tuple[int, str] | None = None  # (t_us, event_id) of the latest event counted
         self.users: dict[tuple, _User] = {}  # (pool, username) -> state
         self.glob: dict[tuple[str, str | None], list[int]] = {}  # (key, value) -> [total, last day, count that day]
@@ -196,6 +198,7 @@ class OnlineFeatures:
                          {_DAY.replace("creation_date", "e.creation_date")} AS d
                   FROM events e LEFT JOIN ({feedback.INVALID_EVENTS_SQL}) inv ON inv.event_id = e.event_id)"""
         self.unpooled = bind_unpooled(con)
+        self.pools = set(known_pools(con))
         pool = f"coalesce(user_pool_id, getvariable('{UNPOOLED_VAR}'))"
         users: dict[tuple, _User] = {}
         for who, n, prev in con.execute(
@@ -247,9 +250,15 @@ class OnlineFeatures:
         They do when every event has a username and comes after the one
         before it in (creation_date, event_id), and after everything the state
         holds -- or after the oldest event it can still take back (those
-        counted in the last ``REORDER_US`` of event time, see :meth:`features`).
+        counted in the last ``REORDER_US`` of event time, see :meth:`features`);
+        and when storing them leaves the pool of events without one as it is
+        (the first event of a new pool can change it: the store's only pool
+        becomes one of two, or a pool-less store gets its pool).
         """
         if self.signature is None:
+            return False
+        new = {p for ev in events if (p := ev.get("user_pool_id")) is not None and p not in self.pools}
+        if new and unpooled_of(self.pools | new) != self.unpooled:
             return False
         # the latest event it cannot take back: the one counted before the oldest it remembers
         floor = self._log[0][5]["last"] if self._log else self.last
@@ -436,6 +445,8 @@ class OnlineFeatures:
         undo: dict = {"last": self.last, "recent": (ip, prefix, failed and who is not None)}
         self.last = (t, ev["event_id"])
         self._ids_new.add(self.id_key(ev["event_id"]))
+        if ev.get("user_pool_id") is not None:
+            self.pools.add(ev["user_pool_id"])  # (kept if taken back: a known pool that changes nothing)
         if known:
             u = self.users.get(who)
             if u is None:

@@ -196,3 +196,35 @@ def test_no_password_is_checked_where_no_risk_is_evaluated(base, tmp_path):
     finally:
         scorer.close()
         con.close()
+
+
+def test_the_first_events_of_a_pool_in_a_store_of_pool_less_history_get_what_batch_scoring_gives(base, inline):
+    """A history without pool ids (an RBA CSV, say) and users loaded without one, then the service's sign-ins of
+    pool P: once P is stored, the history and the users are P's (the store's only pool). The service must
+    assess P's first events against them, as ``riskgate score --rescore`` of the same store does."""
+    from risk import score as rs
+    from risk.inline import InlineRequest
+
+    con, scorer = inline
+    con.execute("UPDATE events SET user_pool_id = NULL")
+    con.execute("UPDATE users SET user_pool_id = NULL, pool_key = ''")
+    con.execute("UPDATE users SET mfa_settings = ['SOFTWARE_TOKEN_MFA']")  # everyone: decisions depend on it
+    events = rest_events(base)
+    assert len({e["UserPoolId"] for e in events}) == 1
+    scorer.store_changed()
+    answered = {}
+    for batch in (events[:10], events[10:30]):
+        results, _ = scorer.evaluate([InlineRequest(dict(e), want_features=True) for e in batch])
+        assert all(not isinstance(r, Exception) for r in results)
+        answered.update({r.assessment["event_id"]: r for r in results})
+    scorer.flush()
+    assert scorer.online_events >= 20  # the second batch came from memory, with the store's new pool
+    fields = ("score", "risk_level", "risk_decision", "outcome", "mfa_challenge", "would_notify")
+    served = {e: {f: answered[e].assessment[f] for f in fields} for e in answered}
+    rs.score_events(con, rescore=True)
+    batch = {r[0]: dict(zip(fields, r[1:])) for r in con.execute(
+        f"SELECT event_id, {', '.join(fields)} FROM assessments WHERE event_id IN "
+        f"({', '.join('?' * len(served))})", list(served)).fetchall()}
+    assert served == batch
+    sizes = [answered[e].features["history_size"] for e in answered]
+    assert max(sizes) > 5  # the pool-less history counted for P's users

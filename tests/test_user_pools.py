@@ -214,3 +214,54 @@ def test_a_store_of_the_old_shape_is_migrated_with_its_users(tmp_path):
         assert get_user(c, "alice", "P1")["email"] == "a@p1" and get_user(c, "alice", "P2")["email"] == "a@p2"
     finally:
         c.close()
+
+
+def test_a_reset_made_before_the_users_were_loaded_keeps_its_status_and_gains_their_settings(con):
+    # one pool; compromised credentials blocked for yui before any user was loaded, then ListUsers loaded
+    # without a pool id: her MFA and email come from the load, her RESET_REQUIRED from the block
+    add(con, [ev("p1", "yui", 0, user_pool_id="P1")])
+    unpooled = unpooled_pool(con)
+    assert set_user_status(con, "yui", "RESET_REQUIRED", "P1", unpooled=unpooled) is None
+    upsert_users(con, [UserRecord("yui", None, mfa_settings=("SOFTWARE_TOKEN_MFA",), email="yui@example.org")])
+    yui = get_user(con, "yui", "P1", unpooled=unpooled)
+    assert (yui["user_status"], yui["email"], yui["mfa_enabled"]) == ("RESET_REQUIRED", "yui@example.org", True)
+    assert _mfa_state(con, [("P1", "yui")], unpooled) == {("P1", "yui"): True}
+    assert rn.user_email(con, "yui", "P1") == "yui@example.org"
+
+
+def test_users_loaded_for_a_pool_make_it_the_pool_of_events_without_one(con):
+    # an RBA history without pool ids, and the users loaded with --user-pool-id: they meet in that pool
+    add(con, [ev("h1", "alice", 0, user_pool_id=None)])
+    upsert_users(con, [UserRecord("alice", "P9", mfa_settings=("SMS_MFA",))])
+    assert unpooled_pool(con) == "P9" and rc.known_pools(con) == ["P9"]
+    assert _mfa_state(con, None, unpooled_pool(con)) == {("P9", "alice"): True}
+
+
+def test_users_without_a_pool_in_a_store_of_several_pools_are_reported(con, monkeypatch):
+    add(con, [ev("a", "alice", 0, user_pool_id="P1"), ev("b", "bob", 1, user_pool_id="P2")])
+    assert rc.unpooled_users_problem(con) is None  # none loaded without a pool
+    upsert_users(con, [UserRecord("alice", None, email="a@example.org")])
+    problem = rc.unpooled_users_problem(con)
+    assert "1 user(s) loaded without a pool id belong to no pool" in problem and "P1, P2" in problem
+    monkeypatch.setenv(rc.POOL_ENV, "P1")
+    assert rc.unpooled_users_problem(con) is None
+
+
+def test_the_commands_say_when_loaded_users_belong_to_no_pool(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    db = tmp_path / "two.duckdb"
+    c = risk.store.connect(db)
+    add(c, [ev("a", "alice", 0, user_pool_id="P1"), ev("b", "bob", 1, user_pool_id="P2")])
+    c.close()
+    users = tmp_path / "u.csv"
+    users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                     "alice,s-1,CONFIRMED,true,SMS_MFA,SMS_MFA,a@example.org\n")
+    res = CliRunner().invoke(app, ["users", "load", str(users), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "warning: 1 user(s) loaded without a pool id belong to no pool" in res.output and "P1, P2" in res.output
+    res = CliRunner().invoke(app, ["users", "load", str(users), "--user-pool-id", "P1", "--db", str(db)])
+    assert res.exit_code == 0 and "warning" not in res.output
