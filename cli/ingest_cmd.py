@@ -121,9 +121,11 @@ def ingest(
 @handle_errors
 def summary(db: DbOption = None, json_out: JsonFlag = False) -> None:
     """What is in the store: events by type and outcome, countries, networks, devices, labels, quarantine."""
+    from risk.config import unpooled_pool
+
     con = store.connect(db)
     try:
-        s = store.summary(con)
+        s = store.summary(con, unpooled_pool(con))
         runs = store.recent_runs(con, 5)
     finally:
         con.close()

@@ -694,10 +694,13 @@ def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0])
 
 
-def summary(con: duckdb.DuckDBPyConnection) -> dict:
-    """What is in the store: counts, period, and the main breakdowns (for `make demo` and `riskgate summary`)."""
+def summary(con: duckdb.DuckDBPyConnection, unpooled: str | None = None) -> dict:
+    """What is in the store: counts, period, and the main breakdowns (for `make demo` and `riskgate summary`).
+    Users are usernames in their pool, events without a pool id in ``unpooled`` (``risk.config.unpooled_pool``)."""
     first, last, users = con.execute(
-        "SELECT min(creation_date), max(creation_date), count(DISTINCT username) FROM events"
+        "SELECT min(creation_date), max(creation_date), "
+        "count(DISTINCT (coalesce(user_pool_id, CAST(? AS VARCHAR)), username)) FILTER (WHERE username IS NOT NULL) "
+        "FROM events", [unpooled]
     ).fetchall()[0]
 
     def pairs(sql: str, params: Sequence = ()) -> list[tuple]:

@@ -265,3 +265,13 @@ def test_the_commands_say_when_loaded_users_belong_to_no_pool(tmp_path, monkeypa
     assert "warning: 1 user(s) loaded without a pool id belong to no pool" in res.output and "P1, P2" in res.output
     res = CliRunner().invoke(app, ["users", "load", str(users), "--user-pool-id", "P1", "--db", str(db)])
     assert res.exit_code == 0 and "warning" not in res.output
+
+
+def test_the_summary_counts_a_name_in_two_pools_as_two_users_and_pool_less_rows_as_the_pools(con):
+    from ingest.store import summary
+
+    add(con, [ev("a1", "alice", 0, user_pool_id="P1"), ev("a2", "alice", 1, user_pool_id=None),
+              ev("b1", "bob", 2, user_pool_id="P1")])
+    assert summary(con, unpooled_pool(con))["users_in_events"] == 2  # alice (with and without the id), bob
+    add(con, [ev("a3", "alice", 3, user_pool_id="P2")])
+    assert summary(con, unpooled_pool(con))["users_in_events"] == 4  # alice of P1, P2 and of no pool; bob
