@@ -161,6 +161,23 @@ def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = 
         else:
             console.print("nothing to report yet: the store holds no events (`riskgate ingest`)", highlight=False)
         return
+    # levels and outcomes are stored with the assessment: name the thresholds they were decided with
+    versions = [v for v, _n in s["thresholds_versions"]]
+    current = s["current_thresholds_version"]
+
+    def version(v) -> str:
+        return "unknown" if v is None else str(v)
+
+    at = (f"at the current thresholds (version {current})" if versions == [current] else
+          f"at the thresholds assessed with (version{'s' if len(versions) > 1 else ''} "
+          f"{', '.join(map(version, versions))})")
+    if versions != [current]:
+        older = [(v, n) for v, n in s["thresholds_versions"] if v != current]
+        console.print(f"note: {counted(sum(n for _v, n in older), 'assessment')} of the period used thresholds other "
+                      f"than the current version {current} ("
+                      + ", ".join(f"version {version(v)}: {n:,}" for v, n in older)
+                      + "): levels and outcomes below are theirs; run `riskgate score --rescore` (with --since/--until "
+                      "for a period) to assess them at the current thresholds", highlight=False)
     t = Table(title="events by level", show_edge=False, title_justify="left")
     t.add_column("level")
     t.add_column("events", justify="right")
@@ -174,7 +191,7 @@ def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = 
         t.add_row(d, o, f"{n:,}")
     console.print(t)
     if s["attacks_by_type"]:
-        t = Table(title="attacks caught (challenged or blocked) at the current thresholds", show_edge=False, title_justify="left")
+        t = Table(title=f"attacks caught (challenged or blocked) {at}", show_edge=False, title_justify="left")
         for c in ("attack type", "attacks", "caught", "share", "blocked"):
             t.add_column(c, justify="left" if c == "attack type" else "right")
         for typ, n, caught, blocked in s["attacks_by_type"]:

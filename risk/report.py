@@ -14,6 +14,7 @@ import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
 from risk.feedback import ATTACK_TYPES_SQL
+from risk.levels import current_thresholds
 from risk.score import PERIOD_SQL, period_params
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
@@ -117,7 +118,8 @@ def assessed_events(
 def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
                      until: datetime | None = None) -> dict:
     """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked,
-    for the events in [since, until) (by default all).
+    for the events in [since, until) (by default all), with the thresholds versions the assessments were made
+    with (``thresholds_versions``: (version, assessments) pairs) and the current one.
 
     Legitimate sign-ins "challenged" are those challenged because of their risk level; users who
     have MFA of their own are challenged at every sign-in and are counted apart.
@@ -165,6 +167,11 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
            FROM l JOIN pa a ON a.event_id = l.event_id
            WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'"""
     )
+    # the thresholds the period's assessments were made with (a level and outcome are stored, not recomputed):
+    # after ``riskgate tune --apply`` they may not be the current ones until ``riskgate score --rescore``
+    thresholds_versions = [(None if v is None else int(v), int(n)) for v, n in rows(
+        "SELECT thresholds_version, count(*) FROM pa GROUP BY 1 ORDER BY 1 NULLS FIRST")]
+    _, current = current_thresholds(con)
     return {
         "events_scored": int(scored),
         "events_unscored": int(unscored),
@@ -175,4 +182,6 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
         "legitimate_challenged": int(legit[1]),
         "legitimate_blocked": int(legit[2]),
         "legitimate_own_mfa_challenged": int(legit[3]),
+        "thresholds_versions": thresholds_versions,
+        "current_thresholds_version": current,
     }

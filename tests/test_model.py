@@ -469,13 +469,31 @@ def test_registry_refuses_a_damaged_model(tmp_path, unlabeled):
 
 
 def test_trees_that_are_a_single_leaf_credit_nothing():
-    """Labels unrelated to any input: every tree is one leaf; contributions are zero and reasons empty."""
+    """Labels unrelated to any input: every tree is one leaf, and its path attribution credits nothing."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from risk.model.estimators import _TreePaths
+
+    X = familiar(400).to_numpy()
+    y = np.r_[np.zeros(300), np.ones(100)]
+    paths = _TreePaths(HistGradientBoostingClassifier(max_iter=5).fit(X, y))
+    assert paths.leaf[paths.roots].all()
+    assert (paths.contributions(X) == 0).all()
+
+
+def test_trees_without_a_split_fall_back_to_the_statistical_score():
+    """Every tree one leaf would give every event one score (the base rate): the model is the unlabeled one
+    instead, and says why."""
     X = familiar(400)
     y = np.r_[np.zeros(300), np.ones(100)]
     m = RiskModel(max_iter=5).fit(X, y)
-    assert m.paths_.leaf[m.paths_.roots].all()
-    assert (m.contributions(X) == 0).all() and m.explain(X.iloc[:3]) == [[], [], []]
-    np.testing.assert_allclose(m.score_samples(X), 0.25, atol=0.02)
+    assert m.mode_ == "unlabeled" and m.classifier_ is None and m.paths_ is None
+    assert "found no split in the 400 labelled events (100 attacks, 300 legitimate)" in m.fallback_
+    assert "statistical (unlabeled) score is used instead" in m.fallback_
+    unlabeled = RiskModel().fit(X)
+    np.testing.assert_array_equal(m.score_samples(X), unlabeled.score_samples(X))
+    assert RiskModel(max_iter=5).fit(X, np.r_[np.zeros(200), np.ones(200)]).n_labels_ == {"attack": 200,
+                                                                                           "legitimate": 200}
 
 
 def test_only_feature_columns_are_inputs(data):

@@ -27,7 +27,11 @@ NULLs natively) on the signals (plus the statistical surprise ``S`` with
 ``stack_statistical``), calibrated on a held-out stratified split
 (``calibration_fraction``) by Platt scaling (default: monotone, so it keeps the
 tree model's ranking and adds no ties at the top) or isotonic regression; one
-tree model keeps scoring fast. Labels may be partial: ``NaN`` in ``y`` means
+tree model keeps scoring fast. When the trees find no split at all (too few
+or uninformative labels), a constant score would follow: the model falls back
+to the statistical score and says why in ``fallback_``. A signal NULL in every
+training event (``absent_features_``: e.g. the device without a User-Agent)
+takes no part in the score or its reasons in either mode. Labels may be partial: ``NaN`` in ``y`` means
 "unknown" (used for the statistical part only). The trees learn where a
 NULL goes in a column whose training rows hold NULLs; in a column whose
 training rows never do, a NULL is read as the riskiest value the column held
@@ -43,6 +47,7 @@ model was fitted with); extra columns (keys) are ignored.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -74,6 +79,12 @@ DEFAULT_PRIOR_WEIGHTS: Mapping[str, float] = {}
 #: Most values kept per signal to estimate tail probabilities (a random sample
 #: above this; the resolution of a tail probability is 1 / this).
 MAX_REFERENCE_VALUES = 50_000
+
+#: The trees' leaves hold at least ``min_samples_leaf`` events, and at most one per this many labelled events
+#: (but never fewer than :data:`MIN_LEAF_FLOOR`): a leaf of 100 needs 200 events to split, so with a few dozen
+#: labels the trees would all be one leaf. From 2,000 labelled events on, ``min_samples_leaf`` itself.
+LABELS_PER_LEAF = 20
+MIN_LEAF_FLOOR = 5
 
 #: Below this many rows the tree model fits and predicts on one thread.
 SMALL_BATCH = 20_000
@@ -250,6 +261,10 @@ class _Surprise:
             self.n.append(len(v))
             p_null = ((~ok).sum() + 1) / (len(col) + 2)
             self.null_surprise[j] = -math.log(p_null)
+        #: columns NULL in every training row (a signal the source cannot give, e.g. the device where events
+        #: carry no User-Agent): they tell nothing, so their surprise is 0 and no reason ever names them
+        self.absent = np.asarray([n == 0 for n in self.n], dtype=bool)
+        self.null_surprise[self.absent] = 0.0
         self.directions = directions
 
     def matrix(self, M: np.ndarray) -> np.ndarray:
@@ -263,6 +278,12 @@ class _Surprise:
             count = np.where(idx < len(u), ge[np.minimum(idx, len(u) - 1)] if len(u) else 0, 0)
             s = -np.log((count + 1.0) / (n + 2.0))
             out[:, j] = np.where(np.isnan(col), self.null_surprise[j], s)
+        return self._without_absent(out)
+
+    def _without_absent(self, out: np.ndarray) -> np.ndarray:
+        absent = self.__dict__.get("absent")  # None: a model saved before it existed keeps its terms
+        if absent is not None and absent.any():
+            out[:, absent] = 0.0
         return out
 
 
@@ -286,7 +307,7 @@ class _Surprise:
                     if k < len(u):
                         counts[i, j] = ge[k]
         s = -np.log((counts + 1.0) / (np.asarray(self.n, dtype=float) + 2.0))
-        return np.where(np.isnan(scaled), self.null_surprise, s)
+        return self._without_absent(np.where(np.isnan(scaled), self.null_surprise, s))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -424,6 +445,9 @@ class RiskModel(_ScoreClassifier):
         Passed to HistGradientBoostingClassifier. Leaves of at least 100 events
         and half the signals per split regularise the trees, whose labelled
         attacks are dominated by a few high-volume campaigns (bench/detect.py).
+        With fewer than 2,000 labelled events the leaves shrink to one per
+        :data:`LABELS_PER_LEAF` labelled events (at least :data:`MIN_LEAF_FLOOR`;
+        ``min_samples_leaf_``), so that a few dozen labels can still split.
     stack_statistical : bool
         Also give the tree model the statistical surprise S as an input.
     random_state : int or None
@@ -499,7 +523,12 @@ class RiskModel(_ScoreClassifier):
         n_pos = int((labels[known] == 1).sum()) if labels is not None else 0
         n_neg = int((labels[known] == 0).sum()) if labels is not None else 0
         self.n_labels_ = {"attack": n_pos, "legitimate": n_neg}
-        if n_pos >= self.min_labels and n_neg >= self.min_labels:
+        # signals NULL in every training event (the source cannot give them): no score or reason counts them
+        self.absent_features_ = [cols[j] for j in np.flatnonzero(np.isnan(M).all(axis=0))]
+        self.min_samples_leaf_ = None
+        self.fallback_ = None
+        supervised = n_pos >= self.min_labels and n_neg >= self.min_labels
+        if supervised:
             self.mode_ = "supervised"
             idx = np.where(known)[0]
             yk = labels[idx].astype(int)
@@ -507,21 +536,39 @@ class RiskModel(_ScoreClassifier):
                                                   random_state=self.random_state)
             self.null_fill_ = _riskiest_where_never_null(M[fit_rows], directions)
             Z = np.column_stack([M, S]) if self.stack_statistical else M
+            Z_fit = Z[fit_rows]  # a copy
+            # a column NULL in every row the trees learn from (no User-Agent in Cognito's exports: the device
+            # and agent levels) cannot be binned; given to the trees as one constant it is never split on, so
+            # it takes no part in a score or a reason, and the model keeps every feature column
+            Z_fit[:, np.flatnonzero(np.isnan(M[fit_rows]).all(axis=0))] = 0.0
+            # leaves of min_samples_leaf events need twice that many to split: with few labels the trees would
+            # all be one leaf (one score for every event), so leaves shrink with the labelled count
+            self.min_samples_leaf_ = int(min(self.min_samples_leaf,
+                                             max(MIN_LEAF_FLOOR, (n_pos + n_neg) // LABELS_PER_LEAF)))
             hgb = HistGradientBoostingClassifier(
                 max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-                min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
+                min_samples_leaf=self.min_samples_leaf_, l2_regularization=self.l2_regularization,
                 max_features=self.max_features, early_stopping=False, random_state=self.random_state)
             with threadpool_limits(1 if len(fit_rows) < SMALL_BATCH else None, "openmp"):
-                self.classifier_ = hgb.fit(Z[fit_rows], labels[fit_rows].astype(int),
+                self.classifier_ = hgb.fit(Z_fit, labels[fit_rows].astype(int),
                                            sample_weight=None if weight is None else weight[fit_rows])
+            del Z_fit
             self.paths_ = _TreePaths(self.classifier_)
-            raw = self.classifier_.decision_function(self._tree_input(M[cal_rows]))  # what prediction reads
-            if self.calibration == "sigmoid":
-                self.calibrator_ = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), labels[cal_rows].astype(int))
+            if self.paths_.leaf[self.paths_.roots].all():  # not one split: every event would get one score
+                supervised = False
+                self.fallback_ = (
+                    f"the tree model found no split in the {n_pos + n_neg:,} labelled events ({n_pos:,} attacks, "
+                    f"{n_neg:,} legitimate) and would give every event the same score: the statistical "
+                    "(unlabeled) score is used instead; label more events")
             else:
-                self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
-                    raw, labels[cal_rows])
-        else:
+                raw = self.classifier_.decision_function(self._tree_input(M[cal_rows]))  # what prediction reads
+                if self.calibration == "sigmoid":
+                    self.calibrator_ = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1),
+                                                                     labels[cal_rows].astype(int))
+                else:
+                    self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+                        raw, labels[cal_rows])
+        if not supervised:
             self.mode_ = "unlabeled"
             self.classifier_ = None
             self.calibrator_ = None
@@ -684,7 +731,8 @@ class FreemanBaseline(_ScoreClassifier):
             raise ModelError(f"FreemanBaseline needs at least 2 events to fit; got {len(M)}")
         self.feature_names_in_ = np.asarray(cols, dtype=object)
         self.n_features_in_ = len(cols)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": a level no event has (filled with 0)
             med = np.nanmedian(M, axis=0)
         self.fill_ = np.where(np.isnan(med), 0.0, med)
         total = self._total(M)

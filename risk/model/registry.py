@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,8 +86,20 @@ def model_kind(model) -> str:
     return type(model).__name__ + (f"/{mode}" if mode else "")
 
 
+def json_safe(obj):
+    """``obj`` with every NaN or infinite float made None: JSON has no NaN (``json.dumps`` would write the
+    invalid token ``NaN``), and metrics stored before this may hold one."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
+    return json.dumps(json_safe(obj), sort_keys=True, default=str, allow_nan=False)
 
 
 def save_model(con: duckdb.DuckDBPyConnection, model, metadata: ModelMetadata | None = None, *,
@@ -120,8 +133,8 @@ def save_model(con: duckdb.DuckDBPyConnection, model, metadata: ModelMetadata | 
 
 def _record(row) -> ModelRecord:
     return ModelRecord(version=row[0], created_at=row[1], kind=row[2], features=json.loads(row[3]),
-                       train_since=row[4], train_until=row[5], metrics=json.loads(row[6] or "{}"),
-                       metadata=json.loads(row[7] or "{}"), sklearn_version=row[8], active=bool(row[9]))
+                       train_since=row[4], train_until=row[5], metrics=json_safe(json.loads(row[6] or "{}")),
+                       metadata=json_safe(json.loads(row[7] or "{}")), sklearn_version=row[8], active=bool(row[9]))
 
 
 _RECORD_COLS = "version, created_at, kind, features, train_since, train_until, metrics, metadata, sklearn_version, active"

@@ -13,7 +13,9 @@ Where labels come from (most specific wins)
        user's network and agent (a foreign country's for half of them, the
        victim's country for the other half); its features are computed
        point-in-time against the real store inside a transaction that is
-       rolled back, so nothing injected stays in the store.
+       rolled back, so nothing injected stays in the store. The donor is
+       never the victim; an injected sign-in after the training window's end
+       is left out, so the window stays the real events'.
     Everything else is unlabelled (NaN): it still shapes the statistical score.
 
 Metrics (:func:`evaluate`), on a held-out later period (the last ``holdout``
@@ -87,8 +89,9 @@ class TrainResult:
     version: int | None
     metrics: dict
     kind: str
-    rows: int
-    labelled: dict = field(default_factory=dict)
+    rows: int  #: real events in the window (injected attacks not counted)
+    labelled: dict = field(default_factory=dict)  #: labelled events the model learnt from, injected ones included
+    injected: int = 0  #: injected attack sign-ins trained on (those inside the window)
 
 
 # -- labels -----------------------------------------------------------------------
@@ -188,6 +191,11 @@ def inject_attacks(con, n: int, victims: pd.DataFrame, *, seed: int = 0) -> Trai
         con.unregister("_rg_inject_ids")
     if len(info) < 2:
         raise ModelError("cannot inject attacks: the candidate sign-ins carry no client IP")
+    if info["username"].nunique() < 2:
+        raise ModelError(f"cannot inject attacks: the candidate sign-ins are all of one user "
+                         f"({info['username'].iloc[0]!r}); an injected attack takes its network and device from "
+                         f"another user, so at least 2 users with {INJECT_MIN_HISTORY}+ earlier successful sign-ins "
+                         "(and a client IP) are needed in the training window")
     victim_idx = rng.choice(len(info), n, replace=len(info) < n)
     country = info["country_iso"].fillna("?").to_numpy()
     users = info["username"].to_numpy()
@@ -201,6 +209,12 @@ def inject_attacks(con, n: int, victims: pd.DataFrame, *, seed: int = 0) -> Trai
             d = int(pool[rng.integers(len(pool))]) if len(pool) else int(rng.integers(len(info)))
             if users[d] != users[v]:
                 break
+        if users[d] == users[v]:  # the pool is (nearly) all the victim's own: never the victim's own sign-in
+            others = pool[users[pool] != users[v]] if len(pool) else pool
+            if not len(others):
+                others = np.flatnonzero(users != users[v])
+            # a generator of its own, so that the draws of every other attack stay as they were
+            d = int(others[np.random.default_rng(None if seed is None else [seed, k]).integers(len(others))])
         donors[k] = d
         kinds[k] = INJECTED[0] if foreign and country[d] != country[v] else INJECTED[1]
     lo, hi = (int(d.total_seconds() * 1e6) for d in INJECT_DELAY)
@@ -263,7 +277,9 @@ def evaluate(scores: np.ndarray, ts: TrainingSet, rate: float = CHALLENGE_RATE) 
         pos = (ts.attack_type == t) & signin & (ts.y == 1)
         if not pos.any():
             continue
-        entry = {"events": int(pos.sum()), "tpr": tpr_at_challenge_rate(scores[pos], scores[legit_ok], rate)}
+        tpr = tpr_at_challenge_rate(scores[pos], scores[legit_ok], rate)
+        # no legitimate successful sign-in, no threshold: null (JSON has no NaN), never NaN
+        entry = {"events": int(pos.sum()), "tpr": None if np.isnan(tpr) else tpr}
         if legit_ok.any():
             yy = np.r_[np.ones(pos.sum()), np.zeros(legit_ok.sum())]
             entry["roc_auc"] = float(roc_auc_score(yy, np.r_[scores[pos], scores[legit_ok]]))
@@ -322,9 +338,10 @@ def train(con, *, since: datetime | None = None, until: datetime | None = None, 
 
     Labels from the data set and feedback are used when ``use_labels``
     (evaluation uses them whenever they exist); ``inject_attacks`` synthetic
-    attacks are added to both parts in proportion. Returns the model, its
-    registry version and the metrics (of the model fitted on the earlier part,
-    on the later part; the Freeman baseline's under ``baseline``). The
+    attacks are added to both parts in proportion (those after the window's end left out). Returns the model,
+    its registry version and the metrics (of the model fitted on the earlier part, on the later part, its mode
+    under ``holdout_mode``; the Freeman baseline's under ``baseline``; ``holdout_too_small`` with the parts'
+    sizes when one is under 10 events), the real events' count and the injected attacks' apart. The
     features are computed ``chunk_rows`` events at a time (:func:`features_in_chunks`,
     which reports to ``progress``).
     """
@@ -362,8 +379,23 @@ def _memory_given_back(con) -> Iterator[None]:
 
 def _fit_and_save(con, full: TrainingSet, *, since, until, use_labels, inject_attacks, holdout, params, seed,
                   save) -> TrainResult:
+    # the training window is the real events' window: [since, until), else their first and last times
+    t = pd.to_datetime(full.features["creation_date"], utc=True)
+    window = (since or t.min().to_pydatetime(), until or t.max().to_pydatetime())
+    rows = len(full)
+    injected = 0
     if inject_attacks:
-        full = TrainingSet.concat([full, _inject(con, inject_attacks, full.features, seed=seed)])
+        inj = _inject(con, inject_attacks, full.features, seed=seed)
+        # an injected sign-in comes up to INJECT_DELAY after its victim's: one past the window's end is left out
+        # (after --until it would be trained on events the window excludes; past the last event it would stretch
+        # the recorded window)
+        when = pd.to_datetime(inj.features["creation_date"], utc=True)
+        end = pd.Timestamp(until) if until is not None else t.max()
+        if end.tzinfo is None:
+            end = end.tz_localize("UTC")
+        inj = inj.select(((when < end) if until is not None else (when <= end)).to_numpy())
+        injected = len(inj)
+        full = TrainingSet.concat([full, inj])
         order = np.argsort(pd.to_datetime(full.features["creation_date"], utc=True).to_numpy(), kind="stable")
         full = full.select(order)
     cols = _feature_columns(full.features)
@@ -376,24 +408,32 @@ def _fit_and_save(con, full: TrainingSet, *, since, until, use_labels, inject_at
     metrics: dict = {}
     if (~np.isnan(full.y)).any():
         early, late = _split_by_time(full, holdout)
+        since_late = str(pd.to_datetime(late.features["creation_date"], utc=True).min()) if len(late) else None
         if len(early) >= 10 and len(late) >= 10:
             m = fit(early)
             metrics = evaluate(m.score_samples(late.features[cols]), late)
-            metrics["mode"] = m.mode_
+            # the model evaluated is the one fitted on the earlier part: its mode may not be the final model's
+            metrics["holdout_mode"] = m.mode_
+            metrics["holdout_labels"] = dict(m.n_labels_)
+            if m.fallback_:
+                metrics["holdout_fallback"] = m.fallback_
             base = FreemanBaseline().fit(early.features)
             metrics["baseline"] = evaluate(base.score_samples(late.features), late)
-            metrics["holdout_since"] = str(pd.to_datetime(late.features["creation_date"], utc=True).min())
+            metrics["holdout_since"] = since_late
+        else:  # labels, but a part too small to fit on or to evaluate on
+            metrics["holdout_too_small"] = {"earlier_events": len(early), "held_out_events": len(late),
+                                            "holdout_since": since_late}
     model = fit(full)
     metrics["mode"] = model.mode_
-    t = pd.to_datetime(full.features["creation_date"], utc=True)
+    if model.fallback_:
+        metrics["fallback"] = model.fallback_
     version = None
     if save:
         meta = ModelMetadata(
-            train_since=since or t.min().to_pydatetime(), train_until=until or t.max().to_pydatetime(),
-            metrics=metrics,
-            extra={"rows": len(full), "labels": model.n_labels_, "use_labels": use_labels,
-                   "injected_attacks": int(inject_attacks), "params": {k: v for k, v in params.items()}})
+            train_since=window[0], train_until=window[1], metrics=metrics,
+            extra={"rows": rows, "labels": model.n_labels_, "use_labels": use_labels,
+                   "injected_attacks": int(inject_attacks), "injected_rows": injected,
+                   "params": {k: v for k, v in params.items()}})
         version = save_model(con, model, meta)
-    return TrainResult(model=model, version=version, metrics=metrics, kind=model_kind(model), rows=len(full),
-                       labelled=model.n_labels_)
-
+    return TrainResult(model=model, version=version, metrics=metrics, kind=model_kind(model), rows=rows,
+                       labelled=model.n_labels_, injected=injected)
