@@ -83,6 +83,8 @@ def tune(
     with store.connect(db) as con:
         result = tuning.tune(con, targets, since=lo, until=hi)
         if apply:
+            if result.model_warning:  # thresholds fitted to another model's scores
+                raise RiskgateError(f"{result.model_warning}; nothing written")
             if not result.met:
                 raise RiskgateError("the targets cannot all be met on this history; nothing written "
                                     "(see the notes without --apply)")

@@ -5,7 +5,13 @@ They may arrive before the events they describe: rows whose event id is not in
 the store yet are loaded all the same, and counted. Loading the same file
 again adds nothing (``ingest.store.insert_labels`` skips a label already
 present for the same event, label and source). A bad row (wrong number of
-fields, empty event_id or label) is reported with its line and skipped.
+fields, empty event_id or label, an ``is_account_takeover`` value that is not
+a yes or a no) is reported with its line and skipped.
+
+``is_account_takeover`` is stored as ``true`` / ``false`` whichever common
+spelling the file uses (``TRUE_VALUES`` / ``FALSE_VALUES``: 1/0, yes/no, t/f, any case,
+blanks around): training and tuning read only those two words
+(``risk.feedback.LABELS_IN_FORCE_SQL``). Other labels are kept as written.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ from ingest.schema import LABEL_SCHEMA
 from ingest.sources.base import open_binary
 
 HEADER = ("event_id", "label", "value", "source")
+#: labels whose value is a yes or a no, stored as ``true`` / ``false``
+BOOLEAN_LABELS = ("is_account_takeover",)
+#: the spellings of a yes / a no that a boolean label may use (compared stripped and lower-cased)
+TRUE_VALUES = ("true", "1", "yes", "t")
+FALSE_VALUES = ("false", "0", "no", "f")
 BATCH_ROWS = 100_000
 MAX_LISTED_REJECTIONS = 1000  # the count is always complete; only the first ones are listed
 
@@ -103,6 +114,12 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 reason = "event_id is empty"
             elif not row[1].strip():
                 reason = "label is empty"
+            elif row[1].strip() in BOOLEAN_LABELS:
+                value = boolean_label_value(row[2])
+                if value is None:
+                    reason = f"{row[1].strip()} must be true or false (or 1/0, yes/no, t/f), got {row[2]!r}"
+                else:
+                    row[2] = value
             if reason:
                 result.rejected += 1
                 if len(result.rejections) < MAX_LISTED_REJECTIONS:
@@ -117,6 +134,12 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 cols = [[], [], [], []]
         if cols[0]:
             yield _table(cols)
+
+
+def boolean_label_value(text: str | None) -> str | None:
+    """``"true"`` / ``"false"`` for a spelling of yes / no in ``TRUE_VALUES`` / ``FALSE_VALUES``, else None."""
+    v = (text or "").strip().lower()
+    return "true" if v in TRUE_VALUES else "false" if v in FALSE_VALUES else None
 
 
 def _table(cols: list[list]) -> pa.Table:

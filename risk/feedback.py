@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from ingest.errors import RiskgateError
+from ingest.labels import FALSE_VALUES, TRUE_VALUES
 from ingest.store import Migration
 
 FEEDBACK_VALUES = ("Valid", "Invalid")
@@ -144,10 +145,20 @@ ATTACK_LABEL_SQL = f"label = 'attack_type' AND coalesce(value, '') NOT IN {_NOT_
 #: SQL of the data set's attacks: event_id, attack_type (one per event), for everything that counts attacks.
 ATTACK_TYPES_SQL = f"SELECT event_id, max(value) AS attack_type FROM labels WHERE {ATTACK_LABEL_SQL} GROUP BY event_id"
 
+def _sql_list(values) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+#: the spellings of a yes / no in an ``is_account_takeover`` label: ``labels load`` stores ``true`` / ``false``,
+#: but a store loaded before it normalised them (or written by other means) may hold ``1``, `` Yes``...
+_ATO_VALUE_SQL = "lower(trim(value))"
+ATO_TRUE_SQL = f"label = 'is_account_takeover' AND {_ATO_VALUE_SQL} IN {_sql_list(TRUE_VALUES)}"
+ATO_FALSE_SQL = f"label = 'is_account_takeover' AND {_ATO_VALUE_SQL} IN {_sql_list(FALSE_VALUES)}"
+
 _LABELS_SQL = f"""
 SELECT event_id,
-       bool_or(label = 'is_account_takeover' AND lower(value) = 'true') AS ato,
-       bool_or(label = 'is_account_takeover' AND lower(value) = 'false') AS not_ato,
+       bool_or({ATO_TRUE_SQL}) AS ato,
+       bool_or({ATO_FALSE_SQL}) AS not_ato,
        max(CASE WHEN {ATTACK_LABEL_SQL} THEN value END) AS attack_type
 FROM labels
 GROUP BY event_id

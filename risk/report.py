@@ -13,7 +13,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
-from risk.feedback import ATTACK_TYPES_SQL
+from risk.feedback import ATO_FALSE_SQL, ATTACK_TYPES_SQL
 from risk.levels import current_thresholds
 from risk.score import PERIOD_SQL, period_params
 
@@ -158,7 +158,7 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
            GROUP BY 1 ORDER BY 1"""
     )
     (legit,) = rows(
-        f""", l AS (SELECT event_id FROM labels WHERE label = 'is_account_takeover' AND lower(value) = 'false'
+        f""", l AS (SELECT event_id FROM labels WHERE {ATO_FALSE_SQL}
                    EXCEPT SELECT event_id FROM ({ATTACK_TYPES_SQL}))
            SELECT count(*),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NOT NULL),

@@ -27,6 +27,7 @@ taken as legitimate, and every result says so in its warnings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,8 +51,6 @@ CONFIDENCE = 0.95
 MIN_ATTACKS_PER_TYPE = 20
 #: A share target is estimated from fewer than this many legitimate sign-ins at the limit: warn.
 MIN_EVENTS_AT_LIMIT = 10
-#: Number of candidate thresholds ``tune`` tries per level (score quantiles).
-CANDIDATES = 400
 
 
 class TuningError(RiskgateError):
@@ -123,22 +122,53 @@ class History:
     legit: np.ndarray  # bool mask
     attack: np.ndarray  # bool mask
     warnings: list[str] = field(default_factory=list)
+    #: a warning when the scores are not all the active model's (``scoring_models_warning``), else None
+    model_warning: str | None = None
 
     @property
     def scores(self) -> np.ndarray:
         return self.df["score"].to_numpy(dtype=float)
 
 
+def scoring_models(con, *, since: datetime | None = None, until: datetime | None = None) -> dict[int | None, int]:
+    """How many assessed sign-ins of [since, until) each model version scored (None: not recorded)."""
+    rows = con.sql(
+        """SELECT a.model_version, count(*) FROM events e JOIN assessments a USING (event_id)
+           WHERE ($since IS NULL OR e.creation_date >= $since) AND ($until IS NULL OR e.creation_date < $until)
+           GROUP BY 1""",
+        params={"since": since, "until": until},
+    ).fetchall()
+    return {None if v is None else int(v): int(n) for v, n in rows}
+
+
+def scoring_models_warning(models: dict[int | None, int], active: int | None) -> str | None:
+    """Why thresholds fitted to this history would not fit the active model's scores, or None when every
+    sign-in was scored by the active model (or nothing records a model at all, with none active)."""
+    if not models or set(models) == {active}:
+        return None
+    name = lambda v: f"model v{v}" if v is not None else "an unrecorded model"  # noqa: E731
+    scored = ", ".join(f"{name(v)}: {counted(n, 'sign-in')}"
+                       for v, n in sorted(models.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+    what = f"several models ({scored})" if len(models) > 1 else f"{name(next(iter(models)))}"
+    active_text = f"the active model is v{active}" if active is not None else "no model is active"
+    return (f"the history was scored by {what}, but {active_text}: its thresholds would not fit the active "
+            "model's scores; run `riskgate score --rescore` over the period first")
+
+
 def history(con, since: datetime | None = None, until: datetime | None = None) -> History:
-    """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings)."""
+    """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings,
+    among them ``model_warning`` when the scores are not all the active model's)."""
+    from risk.model.registry import active_version
+
     check_period(since, until)
     df = labelled_scores(con, since=since, until=until, columns=HISTORY_COLUMNS)
     if len(df) == 0:
         raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")
+    model_warning = scoring_models_warning(scoring_models(con, since=since, until=until), active_version(con))
     y = df["y"].to_numpy(dtype=float)
     attack = y == 1
     legit = y == 0
-    warnings = []
+    warnings = [model_warning] if model_warning else []
     if not legit.any():
         legit = ~attack
         warnings.append(f"no sign-in is labelled legitimate: the {int(legit.sum()):,} unlabelled ones are taken as legitimate")
@@ -146,7 +176,7 @@ def history(con, since: datetime | None = None, until: datetime | None = None) -
         warnings.append("no sign-in is labelled an attack: attacks caught cannot be measured")
     elif attack.sum() < 30:
         warnings.append(f"only {counted(int(attack.sum()), 'labelled attack')}: rates are rough, see the intervals")
-    return History(df, legit, attack, warnings)
+    return History(df, legit, attack, warnings, model_warning)
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -405,8 +435,21 @@ def whatif(con, config=None, thresholds: Thresholds | None = None, *, since: dat
         "by_event_type": {str(k): outcome_counts(out_new, types == k) for k in sorted({str(x) for x in types})},
         "by_attack_type": {str(k): outcome_counts(out_new, h.attack & (atypes == k))
                            for k in sorted({x for x in atypes[h.attack] if x is not None})},
-        "warnings": h.warnings + _type_warnings(h),
+        "warnings": h.warnings + _type_warnings(h) + _scope_warnings(config, proposed.configs, len(scores)),
     }
+
+
+def _scope_warnings(config, configs: dict, events: int) -> list[str]:
+    """A proposal naming a pool / client that none of the assessed sign-ins belongs to changes nothing: say so
+    (``configs``: the (pool, client) pairs of the history, as ``Outcomes`` resolved them)."""
+    if config is None or (config.UserPoolId is None and config.ClientId is None):
+        return []
+    if any(config.UserPoolId in (None, pool) and config.ClientId in (None, client) for pool, client in configs):
+        return []
+    names = " / ".join(f"{k} {v}" for k, v in (("UserPoolId", config.UserPoolId), ("ClientId", config.ClientId))
+                       if v is not None)
+    return [f"the proposed configuration's {names} matches none of the {counted(events, 'assessed sign-in')}: "
+            "it changes nothing here (check the ids, or the period)"]
 
 
 def by_label(h: History, outcome: np.ndarray) -> dict:
@@ -480,6 +523,8 @@ class TuneResult:
     tradeoff: dict
     notes: list[str]
     applied_version: int | None = None
+    #: the history's ``model_warning``: its scores are not all the active model's, so ``apply`` refuses
+    model_warning: str | None = None
 
     def as_json(self) -> dict:
         return {"thresholds": self.thresholds.to_dict(), "current": {**self.current.to_dict(),
@@ -488,11 +533,13 @@ class TuneResult:
                 "applied_version": self.applied_version, "tradeoff": self.tradeoff}
 
 
-def _candidates(scores: np.ndarray) -> np.ndarray:
-    u = np.unique(scores)
-    if len(u) > CANDIDATES:
-        u = np.unique(np.quantile(u, np.linspace(0, 1, CANDIDATES)))
-    return np.unique(np.concatenate([u, [1.0]]))
+def _candidates(scores: np.ndarray, current: Thresholds) -> np.ndarray:
+    """Every threshold worth trying, ascending: each distinct score (a threshold between two scores rates the
+    same sign-ins as the higher one, so the exact boundary of every target is among them), the thresholds in
+    force (an equivalent proposal then keeps them) and 1.0."""
+    s = scores[np.isfinite(scores)]
+    c = np.unique(np.concatenate([s, [current.low, current.medium, current.high, 1.0]]))
+    return c[(c >= 0.0) & (c <= 1.0)]
 
 
 def tune(con, targets: Targets, *, since: datetime | None = None, until: datetime | None = None) -> TuneResult:
@@ -500,9 +547,9 @@ def tune(con, targets: Targets, *, since: datetime | None = None, until: datetim
 
     A level is constrained when a target depends on it (its own share target, or its action changes
     what the decision does). Constrained levels are chosen from High down, each the lowest candidate
-    threshold (score quantiles) at which every target still holds with the lower levels collapsed
-    onto it; a level no target constrains keeps its threshold in force, moved only to keep
-    Low <= Medium <= High. Nothing is written:
+    threshold (every distinct score, and the thresholds in force) at which every target still holds with
+    the lower levels collapsed onto it; a level no target constrains keeps its threshold in force, moved
+    only to keep Low <= Medium <= High. Nothing is written:
     ``apply`` stores the result as a new thresholds version.
     """
     from risk import levels
@@ -517,10 +564,11 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
     scores = h.scores
     nl = max(int(h.legit.sum()), 1)
     labelled = h.legit | h.attack
-
     base = oc.baseline
+    caps = targets.max_at_level
 
-    def ok(t: Thresholds, level: str) -> bool:
+    def ok(t: Thresholds) -> bool:
+        """Every target holds at ``t``: the outcome targets and the share target of every level."""
         o = oc.at(scores, t)
         by_risk = o > base
         if targets.max_challenged is not None and (by_risk & h.legit).sum() / nl > targets.max_challenged:
@@ -531,9 +579,9 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
             acted = by_risk & labelled
             if acted.sum() and (acted & h.attack).sum() / acted.sum() < targets.min_precision:
                 return False
-        cap = targets.max_at_level.get(level)
-        if cap is not None and ((scores >= getattr(t, level.lower())) & h.legit).sum() / nl > cap:
-            return False
+        for level, cap in caps.items():
+            if ((scores >= getattr(t, level.lower())) & h.legit).sum() / nl > cap:
+                return False
         return True
 
     outcome_targets = not (targets.max_challenged is None and targets.max_blocked is None
@@ -541,17 +589,62 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
 
     def constrains(level: str) -> bool:
         """A target depends on this level: its own share target, or its action changes some outcome."""
-        if level in targets.max_at_level:
+        if level in caps:
             return True
         i = _LEVEL_INDEX.index(level)
         return outcome_targets and bool((oc.by_level[:, i] != oc.by_level[:, i - 1]).any())
 
-    cands = _candidates(scores)
+    # the scored events in score order, to count the events in [x, upper) for every candidate x at once
+    finite = np.isfinite(scores)
+    ranked = np.flatnonzero(finite)[np.argsort(scores[finite], kind="stable")]
+    ranked_scores = scores[ranked]
+
+    def cumulative(mask: np.ndarray) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(mask[ranked], dtype=np.int64)))
+
+    legit_cum = cumulative(h.legit)
+    order = ("High", "Medium", "Low")
+
+    def feasible(xs: np.ndarray, k: int, at_upper: Thresholds, upper: float) -> np.ndarray:
+        """``ok(make(x))`` for every candidate ``x <= upper`` of level ``order[k]``, vectorised. Under
+        ``make(x)`` a sign-in below x has no risk level; one in [x, upper) has this level's outcome (a level
+        between it and the next constrained one changes no outcome and has no target); one at or above
+        ``upper`` has its outcome under ``at_upper`` (= ``make(upper)``), whatever x."""
+        xi = np.searchsorted(ranked_scores, xs, side="left")
+        ui = np.searchsorted(ranked_scores, upper, side="left")
+        good = np.ones(len(xs), dtype=bool)
+        if outcome_targets:
+            o_top = oc.at(scores, at_upper)
+            risk_top = (o_top > base) & (scores >= upper)
+            o_here = oc.by_level[:, _LEVEL_INDEX.index(order[k])]
+            risk_here = o_here > base
+
+            def count(fixed: np.ndarray, region: np.ndarray) -> np.ndarray:
+                c = cumulative(region)
+                return int(fixed.sum()) + (c[ui] - c[xi])
+
+            if targets.max_challenged is not None:
+                n = count(risk_top & h.legit, risk_here & h.legit)
+                good &= ~(n / nl > targets.max_challenged)
+            if targets.max_blocked is not None:
+                n = count((o_top == 2) & risk_top & h.legit, (o_here == 2) & risk_here & h.legit)
+                good &= ~(n / nl > targets.max_blocked)
+            if targets.min_precision is not None:
+                acted = count(risk_top & labelled, risk_here & labelled)
+                hits = count(risk_top & h.attack, risk_here & h.attack)
+                good &= ~((acted > 0) & (hits / np.maximum(acted, 1) < targets.min_precision))
+        for level, cap in caps.items():
+            if level in order[k:]:  # this level and the lower ones are at x
+                n = legit_cum[-1] - legit_cum[xi]
+            else:  # a higher level, as chosen
+                n = int(((scores >= getattr(at_upper, level.lower())) & h.legit).sum())
+            good &= np.asarray(n) / nl <= cap
+        return good
+
+    cands = _candidates(scores, current)
     notes: list[str] = []
-    met = True
     chosen: dict[str, float | None] = {}
     upper = 1.0
-    order = ("High", "Medium", "Low")
     for k, level in enumerate(order):
         if not constrains(level):
             chosen[level] = None
@@ -563,18 +656,19 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
             for j, other in enumerate(order):
                 if j < k:  # higher levels: as chosen, or (free) where they are in force, kept ordered
                     v = chosen[other]
-                    th[other] = v if v is not None else max(x, min(getattr(current, other.lower()), cap))
+                    floor = max([x, *(chosen[o] for o in order[j + 1:k] if chosen[o] is not None)])
+                    th[other] = v if v is not None else max(floor, min(getattr(current, other.lower()), cap))
                     cap = th[other]
                 else:  # this level and the lower ones collapse onto x (the most lenient for the lower ones)
                     th[other] = x
             return Thresholds(th["Low"], th["Medium"], th["High"])
 
-        feasible = [c for c in cands if c <= upper and ok(make(c), level)]
-        if feasible:
-            chosen[level] = float(min(feasible))
+        xs = cands[cands <= upper]
+        good = feasible(xs, k, make(upper), upper)
+        if good.any():
+            chosen[level] = float(xs[int(np.argmax(good))])
         else:
             chosen[level] = upper
-            met = False
             notes.append(f"{level}: no threshold meets the targets; set to {upper:g}")
         upper = chosen[level]
     for k, level in enumerate(order):
@@ -588,15 +682,15 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
             notes.append(f"{level}: no target depends on it; kept at {value:g}"
                          + ("" if value == getattr(current, level.lower()) else " (moved to keep the levels ordered)"))
     t = Thresholds(chosen["Low"], chosen["Medium"], chosen["High"])
-    if met and not all(ok(t, level) for level in LEVELS):
-        met = False
+    met = ok(t)
+    if not met and not any("no threshold meets the targets" in n for n in notes):
         notes.append("the combined thresholds do not meet every target")
-    if targets.max_challenged is not None and targets.max_challenged * nl < MIN_EVENTS_AT_LIMIT:
-        notes.append(f"only {nl:,} legitimate sign-ins: a challenge share of {targets.max_challenged:g} "
-                     f"rests on fewer than {MIN_EVENTS_AT_LIMIT} of them")
-    if targets.max_blocked is not None and targets.max_blocked * nl < MIN_EVENTS_AT_LIMIT:
-        notes.append(f"only {nl:,} legitimate sign-ins: a block share of {targets.max_blocked:g} "
-                     f"rests on fewer than {MIN_EVENTS_AT_LIMIT} of them")
+    few = [(targets.max_challenged, "a challenge share of {:g}"), (targets.max_blocked, "a block share of {:g}"),
+           *((caps.get(lvl), "a share of {:g} rated " + lvl + (" or above" if lvl != "High" else ""))
+             for lvl in LEVELS)]
+    few_warnings = [f"only {nl:,} legitimate sign-ins: {what.format(share)} rests on fewer than "
+                    f"{MIN_EVENTS_AT_LIMIT} of them" for share, what in few
+                    if share is not None and share * nl < MIN_EVENTS_AT_LIMIT]
     result = {
         "thresholds": t.to_dict(),
         "events": len(h.df),
@@ -605,33 +699,53 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
         "levels": _level_rows(h, t, oc.configs),
         "outcomes": outcome_summary(h, oc.at(scores, t), oc.baseline),
         "current_outcomes": outcome_summary(h, oc.at(scores, current), oc.baseline),
-        "warnings": h.warnings + _type_warnings(h),
+        "warnings": h.warnings + _type_warnings(h) + few_warnings,
     }
-    return TuneResult(t, current, current_v, targets, met, result, notes)
+    return TuneResult(t, current, current_v, targets, met, result, notes, model_warning=h.model_warning)
 
 
 def apply(con, result: TuneResult) -> int:
-    """Store the tuned thresholds as a new version; returns it."""
+    """Store the tuned thresholds as a new version; returns it. Refused (``TuningError``) when the history
+    was not scored by the active model alone (``TuneResult.model_warning``)."""
     from risk import levels
 
+    if result.model_warning:
+        raise TuningError(f"{result.model_warning}; nothing written")
     targets = ", ".join(f"{k}={v}" for k, v in result.targets.to_dict().items() if v not in (None, {}))
     result.applied_version = levels.set_thresholds(con, result.thresholds, source=f"riskgate tune ({targets})")
     return result.applied_version
 
 
 def load_thresholds(path: str) -> Thresholds:
-    """Thresholds from a JSON or YAML file: ``{"low": 0.2, "medium": 0.5, "high": 0.8}`` (any case of the keys)."""
+    """Thresholds from a JSON or YAML file: ``{"low": 0.2, "medium": 0.5, "high": 0.8}`` (any case of the keys).
+
+    A ``.json`` file, or any text that is JSON, is read as JSON; other text as YAML, where a number
+    written ``5e-05`` (a string to YAML 1.1) counts as the number it is."""
+    import json
+
     import yaml
 
     from risk.levels import ThresholdsError
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        with open(path, encoding="utf-8-sig") as fh:
+            text = fh.read()
     except OSError as exc:
         raise ThresholdsError(f"cannot read thresholds file: {exc.strerror}", source=path) from exc
-    except yaml.YAMLError as exc:
-        raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from exc
+    except UnicodeDecodeError as exc:
+        raise ThresholdsError(f"thresholds file is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                              source=path) from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        if str(path).lower().endswith(".json"):
+            raise ThresholdsError(f"thresholds file is not JSON: {exc}", source=path) from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from None
+        if isinstance(doc, dict):
+            doc = {k: _yaml_number(v) for k, v in doc.items()}
     if not isinstance(doc, dict):
         raise ThresholdsError("thresholds file must hold an object with low, medium and high", source=path)
     keys = {str(k).lower(): v for k, v in doc.items()}
@@ -646,3 +760,12 @@ def load_thresholds(path: str) -> Thresholds:
         )
     return Thresholds(keys["low"], keys["medium"], keys["high"])
 
+
+#: a decimal number, as YAML 1.2 and JSON write it (YAML 1.1 reads ``5e-05``, with no dot, as a string)
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _yaml_number(value):
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value

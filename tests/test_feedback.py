@@ -47,3 +47,15 @@ def test_bad_feedback_is_refused_with_what_was_wrong(con, args, message):
     with pytest.raises(FeedbackError, match=message):
         set_feedback(con, *args)
     assert latest_feedback(con).num_rows == 0
+
+
+def test_labels_in_force_read_every_spelling_of_yes_and_no_that_labels_load_accepts(con):
+    """A store may hold ``is_account_takeover`` values written before ``labels load`` normalised them."""
+    from ingest.store import insert_labels
+    from risk.feedback import LABELS_IN_FORCE_SQL
+
+    values = {"e0": " 1", "e1": "Yes", "e2": "F ", "e3": "T", "e4": "0", "e5": "maybe"}
+    insert_labels(con, pa.table({"event_id": list(values), "label": ["is_account_takeover"] * len(values),
+                                 "value": list(values.values()), "source": ["old"] * len(values)}))
+    got = dict(con.execute(f"SELECT event_id, y FROM ({LABELS_IN_FORCE_SQL})").fetchall())
+    assert got == {"e0": 1.0, "e1": 1.0, "e2": 0.0, "e3": 1.0, "e4": 0.0, "e5": None}

@@ -127,3 +127,31 @@ def test_cli_labels_load(con, tmp_path, monkeypatch):
     assert (doc["added"], doc["already_present"], doc["unknown_events"]) == (0, 2, 1)
     res = runner.invoke(app, ["labels", "load", str(tmp_path / "none.csv")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_is_account_takeover_spellings_are_stored_as_true_or_false_and_others_rejected(con, tmp_path):
+    f = write(tmp_path, "l.csv", HEADER
+              + "e1,is_account_takeover,1,a\n"
+              + "e2,is_account_takeover, TRUE ,b\n"
+              + "e3,is_account_takeover,no,c\n"
+              + "e1,is_account_takeover,F,d\n"
+              + "e2,is_account_takeover,yes,e\n"
+              + "e3,is_account_takeover,2,f\n"
+              + "e1,is_account_takeover,maybe,g\n"
+              + "e2,is_account_takeover,,h\n"
+              + "e3,attack_type, Stuffing ,i\n"
+              + "e3,is_attack_ip,1,j\n")
+    r = load_labels(con, f)
+    assert (r.read, r.added, r.rejected) == (10, 7, 3)
+    assert [(x.line, x.reason) for x in r.rejections] == [
+        (7, "is_account_takeover must be true or false (or 1/0, yes/no, t/f), got '2'"),
+        (8, "is_account_takeover must be true or false (or 1/0, yes/no, t/f), got 'maybe'"),
+        (9, "is_account_takeover must be true or false (or 1/0, yes/no, t/f), got ''"),
+    ]
+    assert labels(con) == [
+        ("e1", "is_account_takeover", "false", "d"), ("e1", "is_account_takeover", "true", "a"),
+        ("e2", "is_account_takeover", "true", "b"), ("e2", "is_account_takeover", "true", "e"),
+        ("e3", "attack_type", " Stuffing ", "i"),  # other labels are kept as written
+        ("e3", "is_account_takeover", "false", "c"), ("e3", "is_attack_ip", "1", "j"),
+    ]
+    assert load_labels(con, f).added == 0  # loading again adds nothing
