@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import string
 import threading
 import time as _time
 from collections.abc import Callable, Iterator
@@ -27,7 +29,7 @@ from typing import Any
 import duckdb
 import streamlit as st
 
-from ingest.errors import RiskgateError
+from ingest.errors import RiskgateError, StoreError
 from ingest.store import resolve_db_path
 
 CACHE_TTL_S = 30
@@ -100,8 +102,14 @@ class _RunStore:
             _gate.acquire_read(GATE_WAIT_S)
             try:
                 self.con = store.connect(path, read_only=True)
+                check_risk_tables(self.con, path)
             except BaseException:
-                _gate.release_read()
+                con, self.con = self.con, None
+                try:
+                    if con is not None:
+                        con.close()
+                finally:
+                    _gate.release_read()
                 raise
         return self.con
 
@@ -112,6 +120,25 @@ class _RunStore:
                 con.close()
             finally:
                 _gate.release_read()
+
+
+def check_risk_tables(con, path: str) -> None:
+    """Refuse, with what to do, a store whose risk tables were never created: one that only ``riskgate ingest``
+    wrote (a read-only open cannot create them; ``riskgate dashboard`` and any read-write command do)."""
+    from risk.store import risk_migrations
+
+    has_log = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations' "
+                          "AND schema_name = 'main'").fetchall()[0][0]
+    done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()} if has_log else set()
+    missing = [m.name for m in risk_migrations() if m.name not in done]
+    if missing:
+        raise StoreError(
+            "the store has no risk tables yet (configuration, thresholds, assessments: "
+            f"{len(missing)} of riskgate's schema changes not applied, e.g. a store only `riskgate ingest` wrote), "
+            "and the dashboard reads it read-only, so it cannot add them. Open it read-write once, e.g. "
+            f"`riskgate models --db {path}`, or start the dashboard with `riskgate dashboard --db {path}`, "
+            "which does it",
+            source=path)
 
 
 def _run_store() -> _RunStore:
@@ -277,7 +304,7 @@ def scope_sidebar() -> dict:
     if "scope_period" not in st.session_state:
         st.session_state["scope_period"] = (max(lo, hi - timedelta(days=DEFAULT_PERIOD_DAYS - 1)), hi)
     with st.sidebar:
-        st.caption(f"store `{db_path()}` · {b['events']:,} events")
+        st.caption(f"store {code(db_path())} · {b['events']:,} events")
         period = st.date_input("Period (UTC days)", key="scope_period", min_value=lo, max_value=max(hi, today),
                                help="First and last day, inclusive.")
         pool = st.selectbox("User pool", ["All pools", *b["pools"]], key="scope_pool")
@@ -303,11 +330,50 @@ def scope() -> dict:
 
 
 def describe_scope(s: dict) -> str:
+    """The scope as Markdown (pool and client ids are data: shown literally)."""
     days = ""
     if s["since"] and s["until"]:
         last = s["until"] - timedelta(days=1)
         days = f"{s['since']:%Y-%m-%d} to {last:%Y-%m-%d}"
-    return " · ".join(x for x in (days, s["pool"] or "all pools", s["client"] or "all clients") if x)
+    pool = code(s["pool"]) if s["pool"] else "all pools"
+    client = code(s["client"]) if s["client"] else "all clients"
+    return " · ".join(x for x in (days, pool, client) if x)
+
+
+# -- stored values in Markdown ----------------------------------------------------------------------
+#
+# Streamlit renders Markdown (GitHub-flavoured, with KaTeX math, emoji short codes, colour directives, and
+# images and links in headers and labels too). Values from the store (usernames, places, devices, paths, file
+# names: whatever the events said) must be shown as written, never interpreted: an image would make every
+# viewer's browser fetch an address of the sender's choosing. So a stored value goes into Markdown only
+# through ``code`` (an inline code span: literal, never auto-linked) or ``md`` (escaped text).
+
+_MD_PUNCTUATION = frozenset(string.punctuation)  # CommonMark: any ASCII punctuation may be backslash-escaped
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x85\u2028\u2029]")
+
+
+def _one_line(value) -> str:
+    return _LINE_BREAKS.sub(" ", str(value))
+
+
+def md(value) -> str:
+    """``value`` as Markdown text that shows exactly its characters: every ASCII punctuation character
+    (Markdown, HTML, LaTeX ``$``, directives ``:red[...]``, short codes ``:smile:``) backslash-escaped, line
+    breaks as spaces. For text the dashboard writes around values; GitHub-flavoured Markdown still turns a bare
+    ``www.`` / ``http://`` address or an email address into a link, so stored values go through ``code``."""
+    return "".join("\\" + c if c in _MD_PUNCTUATION else c for c in _one_line(value))
+
+
+def code(value, missing: str = "-") -> str:
+    """A stored value as an inline code span, shown literally whatever it holds (backticks included; no
+    link, image, math or emoji); ``missing`` (plain text) for None or an empty string."""
+    if value is None or value == "":
+        return missing
+    text = _one_line(value)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    # CommonMark strips one space from each end when both are spaces: pad so the value's own survive
+    pad = " " if text[0] == "`" or text[-1] == "`" or (text[0] == " " and text[-1] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def n(x) -> str:

@@ -479,17 +479,26 @@ def event_detail(con: duckdb.DuckDBPyConnection, event_id: str) -> dict | None:
 
 
 def previous_signins(con: duckdb.DuckDBPyConnection, event_id: str, n: int = 10) -> pd.DataFrame:
-    """The same user's ``n`` events just before this one (newest first), to compare place, network and device."""
+    """The same user's ``n`` events just before this one (newest first), to compare place, network and device.
+
+    The user is the username in its pool, as in Cognito (and ``risk.features``): an event without a
+    UserPoolId belongs to ``risk.config.unpooled_pool`` (none when the store knows several pools and
+    ``$RISKGATE_USER_POOL_ID`` is unset: the pool-less events of a username are then a user of their own).
+    """
+    from risk.config import unpooled_pool
+
     return _df(
         con,
-        f"""WITH this AS (SELECT username, creation_date, event_id FROM events WHERE event_id = $id LIMIT 1)
+        f"""WITH this AS (SELECT username, coalesce(user_pool_id, $unpooled::VARCHAR) AS pool, creation_date, event_id
+                          FROM events WHERE event_id = $id LIMIT 1)
             SELECT {_EVENT_LIST_COLS}
             FROM events e JOIN this t ON e.username = t.username
+                 AND coalesce(e.user_pool_id, $unpooled::VARCHAR) IS NOT DISTINCT FROM t.pool
                  AND (e.creation_date, e.event_id) < (t.creation_date, t.event_id)
             LEFT JOIN assessments a ON a.event_id = e.event_id
             ORDER BY e.creation_date DESC, e.event_id DESC
             LIMIT $n""",
-        {"id": event_id, "n": int(n)},
+        {"id": event_id, "n": int(n), "unpooled": unpooled_pool(con)},
     )
 
 
@@ -537,6 +546,12 @@ def quarantine_reasons(con: duckdb.DuckDBPyConnection, limit: int = 50) -> pd.Da
            FROM quarantine GROUP BY reason ORDER BY rows DESC, reason LIMIT ?""",
         [int(limit)],
     )
+
+
+def quarantine_totals(con: duckdb.DuckDBPyConnection) -> dict:
+    """The whole quarantine: ``{"rows": rows quarantined, "reasons": distinct reasons}``."""
+    rows, reasons = con.execute("SELECT count(*), count(DISTINCT reason) FROM quarantine").fetchall()[0]
+    return {"rows": int(rows), "reasons": int(reasons)}
 
 
 def quarantine_examples(con: duckdb.DuckDBPyConnection, reason: str, n: int = 5, raw_chars: int = 500) -> pd.DataFrame:
@@ -656,6 +671,38 @@ def form_document(
     return doc
 
 
+def config_scope_problems(config, pool: str, client: str | None) -> list[str]:
+    """Why a valid document cannot be saved where the Configuration page edits it (the pool ``pool``, or its app
+    client ``client``): the ids it names must be those of the page, or absent. Empty when it can."""
+    out = []
+    if config.UserPoolId is not None and config.UserPoolId != pool:
+        out.append(f"UserPoolId {config.UserPoolId!r} is not the pool this page edits ({pool!r}): choose that pool "
+                   "above, or remove UserPoolId from the document")
+    if config.ClientId is not None and config.ClientId != client:
+        if client is None:
+            out.append(f"ClientId {config.ClientId!r}: this page edits the pool's own configuration; to edit that "
+                       "client's, choose it as the app client above, or remove ClientId from the document")
+        else:
+            out.append(f"ClientId {config.ClientId!r} is not the app client this page edits ({client!r}): choose "
+                       "that client above, or remove ClientId from the document")
+    return out
+
+
+def config_save_plan(con: duckdb.DuckDBPyConnection, config, pool: str, client: str | None) -> dict:
+    """What saving ``config`` for the pool ``pool`` (``client`` None) or its app client ``client`` does, as
+    ``risk.config.set_configuration(con, config, user_pool_id=pool, client_id=client)`` does it (call
+    ``config_scope_problems`` first).
+
+    Returns ``{"reset": bool, "applies": str}``: whether it is a reset (a document of ids only, or none: the pool
+    goes back to the shipped defaults, a client back to the pool's configuration), and ``risk.config.summarize``
+    of what will then apply there.
+    """
+    from risk import config as rc
+
+    applies = rc.resolve_proposed(con, pool, client, config.with_scope(pool, client))
+    return {"reset": config.is_reset, "applies": rc.summarize(applies)}
+
+
 # -- tuning: the history prepared once, thresholds evaluated many times ------------------------
 
 
@@ -693,24 +740,31 @@ def tuning_snapshot(con: duckdb.DuckDBPyConnection, *, since=None, until=None) -
     return TuningSnapshot(h, oc, current, oc.at(h.scores, current), tuning.modes_of(con, oc.configs))
 
 
-def tradeoff_from(snap: TuningSnapshot, t) -> dict:
-    """``risk.tuning.tradeoff(con, t)`` on a prepared snapshot, plus ``current_outcomes`` at the thresholds in force."""
+def _now(snap: TuningSnapshot, current) -> np.ndarray:
+    """Each event's outcome at the thresholds in force: ``current`` when given (thresholds read after the snapshot
+    was prepared may differ from its own), else the snapshot's."""
+    return snap.now if current is None or current == snap.current else snap.outcome_at(current)
+
+
+def tradeoff_from(snap: TuningSnapshot, t, current=None) -> dict:
+    """``risk.tuning.tradeoff(con, t)`` on a prepared snapshot, plus ``current_outcomes`` at the thresholds in force
+    (``current``, default: those of the snapshot)."""
     from risk import tuning
 
     out = tuning.tradeoff_of(snap.history, snap.outcomes, t, snap.outcome_at(t))
-    out["current_outcomes"] = tuning.outcome_summary(snap.history, snap.now, snap.outcomes.baseline)
+    out["current_outcomes"] = tuning.outcome_summary(snap.history, _now(snap, current), snap.outcomes.baseline)
     return out
 
 
-def whatif_from(snap: TuningSnapshot, t) -> dict:
+def whatif_from(snap: TuningSnapshot, t, current=None) -> dict:
     """Allowed / challenged / blocked at ``t`` and at the thresholds in force (configuration in force), by label.
 
     The same counts as ``risk.tuning.whatif(con, None, t)``'s ``outcomes``, ``current``,
-    ``changed`` and ``by_label``.
+    ``changed`` and ``by_label``; the thresholds in force are ``current`` (default: those of the snapshot).
     """
     from risk import tuning
 
-    new, now = snap.outcome_at(t), snap.now
+    new, now = snap.outcome_at(t), _now(snap, current)
     every = np.ones(len(new), dtype=bool)
     return {"outcomes": tuning.outcome_counts(new, every), "current": tuning.outcome_counts(now, every),
             "changed": int((new != now).sum()), "by_label": tuning.by_label(snap.history, new), "modes": snap.modes}

@@ -229,9 +229,10 @@ def test_events_page_filters_by_cidr_and_explains_the_event(db):
     at.form_submit_button[0].click().run()
     assert "**2 events** match" in texts(at)
     at.selectbox(key="ev_pick").select("e03").run()
-    assert at.header[0].value.startswith("SignIn by alice at 2026-03-03 03:00:00")
+    assert at.header[0].value.startswith("SignIn by `alice` at 2026-03-03 03:00:00")  # a stored value: literal
     why = texts(at)
-    assert "**new_device** — First time the user signs in with this device fingerprint: yes" in why
+    assert (f"**{common.md('new_device')}** — "
+            + common.md("First time the user signs in with this device fingerprint: yes")) in why
     assert "known decision of e03" in why
     assert metrics(at)["Risk level"] == "High" and metrics(at)["Score"] == "0.950"
     previous = [d.value for d in at.dataframe if "event_id" in d.value.columns][-1]
@@ -261,7 +262,7 @@ def test_user_page_feedback_buttons_write_at_once(db):
     assert q(db, "SELECT count(*) FROM feedback") == [(0,)]
     at.button(key="fb_invalid_e03").click().run()
     assert q(db, "SELECT event_id, feedback_value, provider FROM feedback") == [("e03", "Invalid", "Admin")]
-    assert any("Invalid recorded for event e03" in s.value for s in at.success)
+    assert any("Invalid recorded for event `e03`" in s.value for s in at.success)
     assert "**Invalid** (Admin)" in texts(at)
     assert "none" in texts(at)  # the events without feedback
     con = risk.store.connect(db, read_only=True)
@@ -419,7 +420,7 @@ def test_mode_switch_needs_confirmation(db):
     assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
     at.button(key="cfg_mode_confirm").click().run()
     assert q(db, "SELECT kind, mode FROM risk_config_versions") == [("mode", "ENFORCED")]
-    assert metrics(at)[f"Mode of {known.POOL}"] == "ENFORCED"
+    assert metrics(at)[f"Mode of `{known.POOL}`"] == "ENFORCED"
 
 
 def test_jobs_page_lists_runs_and_quarantine_examples(db):

@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from dashboards import common
-from dashboards.common import q
+from dashboards.common import code, md, q
 from ingest.errors import ConfigurationError, RiskgateError
 from risk import config as rc
 from risk import insights
@@ -41,7 +41,8 @@ if msg:
 mode, mode_version = q(rc.get_mode, pool)
 st.subheader("AdvancedSecurityMode")
 m1, m2 = st.columns([2, 3])
-m1.metric(f"Mode of {pool}", str(mode), help=f"set by version {mode_version}" if mode_version else "default (never set)")
+m1.metric(f"Mode of {code(pool)}", str(mode),
+          help=f"set by version {mode_version}" if mode_version else "default (never set)")
 
 
 def _ask_mode() -> None:
@@ -54,9 +55,9 @@ def _confirm_mode() -> None:
         with common.write_store() as con:
             v = rc.set_mode(con, new, target_pool)
     except RiskgateError as exc:
-        st.session_state["cfg_msg"] = ("error", f"mode not changed: {exc}")
+        st.session_state["cfg_msg"] = ("error", f"mode not changed: {md(exc)}")
     else:
-        st.session_state["cfg_msg"] = ("success", f"version {v.version}: {v.summary}")
+        st.session_state["cfg_msg"] = ("success", f"version {v.version}: {md(v.summary)}")
 
 
 def _cancel(key: str) -> None:
@@ -71,7 +72,7 @@ with m2:
         effect = {"ENFORCED": "Blocks and MFA challenges will apply to real users.",
                   "AUDIT": "Risk is evaluated and recorded; nobody is blocked, challenged or emailed.",
                   "OFF": "No risk evaluation at all."}[pending[1]]
-        st.warning(f"Switch {pool} from {mode} to **{pending[1]}**? {effect}")
+        st.warning(f"Switch {code(pool)} from {mode} to **{pending[1]}**? {effect}")
         b1, b2 = st.columns(2)
         b1.button(f"Confirm: switch to {pending[1]}", key="cfg_mode_confirm", type="primary", on_click=_confirm_mode)
         b2.button("Cancel", key="cfg_mode_cancel", on_click=_cancel, args=("cfg_mode_pending",))
@@ -84,7 +85,7 @@ resolved = q(rc.resolve_detail, pool, client)
 origin = {"client": "the client's own configuration", "pool": "the pool's configuration",
           "defaults": "the shipped defaults"}[resolved.origin]
 st.subheader("Risk configuration")
-st.caption(f"What applies to {'client ' + client if client else 'the pool'}: {origin}, version {resolved.version}"
+st.caption(f"What applies to {'client ' + code(client) if client else 'the pool'}: {origin}, version {resolved.version}"
            + (f", last modified {resolved.last_modified:%Y-%m-%d %H:%M} UTC" if resolved.last_modified else ""))
 doc = rc.describe_resolved(resolved)["RiskConfiguration"]
 cfg = resolved.configuration
@@ -119,8 +120,18 @@ def _validate(document: dict | None, text: str | None = None) -> None:
     except ConfigurationError as exc:
         st.session_state.setdefault("cfg_errors", {})[scope_key] = {"raw" if text is not None else "general": [str(exc)]}
         return
+    field = "raw" if text is not None else "general"
+    scope_problems = insights.config_scope_problems(new, pool, client)  # the page's pool and client, not another
+    if scope_problems:
+        st.session_state.setdefault("cfg_errors", {})[scope_key] = {field: scope_problems}
+        return
+    try:
+        plan = insights.config_save_plan(common.read_store(), new, pool, client)  # what will be stored, really
+    except RiskgateError as exc:
+        st.session_state.setdefault("cfg_errors", {})[scope_key] = {field: [str(exc)]}
+        return
     st.session_state.setdefault("cfg_errors", {})[scope_key] = {}
-    st.session_state["cfg_pending"] = (scope_key, pool, client, new.to_document(), rc.summarize(new), rc.lint(new))
+    st.session_state["cfg_pending"] = (scope_key, pool, client, new.to_document(), plan, rc.lint(new))
 
 
 def _validate_form() -> None:
@@ -141,15 +152,15 @@ def _validate_raw() -> None:
 
 
 def _save() -> None:
-    key, target_pool, target_client, document, _summary, _warnings = st.session_state.pop("cfg_pending")
+    key, target_pool, target_client, document, _plan, _warnings = st.session_state.pop("cfg_pending")
     try:
         new = rc.validate_document(document)
         with common.write_store() as con:
             v = rc.set_configuration(con, new, user_pool_id=target_pool, client_id=target_client, source="dashboard")
     except RiskgateError as exc:
-        st.session_state["cfg_msg"] = ("error", f"configuration not saved: {exc}")
+        st.session_state["cfg_msg"] = ("error", f"configuration not saved: {md(exc)}")
     else:
-        st.session_state["cfg_msg"] = ("success", f"version {v.version}: {v.scope}: {v.summary}")
+        st.session_state["cfg_msg"] = ("success", f"version {v.version}: {md(v.scope)}: {md(v.summary)}")
 
 
 form_tab, raw_tab, history_tab = st.tabs(["Edit", "Document (JSON / YAML)", "History and diff"])
@@ -206,14 +217,23 @@ with raw_tab:
 
 pending = st.session_state.get("cfg_pending")
 if pending and pending[0] == scope_key:
-    _, _, _, _, summary, warnings = pending
+    _, _, _, _, plan, warnings = pending
+    target = f"app client {code(client)} of pool {code(pool)}" if client else f"pool {code(pool)}"
     with st.container(border=True):
-        st.markdown(f"**Valid.** Save as a new version for {'client ' + client if client else 'pool ' + pool}?")
-        st.markdown(f"`{summary}`")
+        if not plan["reset"]:
+            st.markdown(f"**Valid.** Save as a new version of the configuration of {target}?")
+        elif client:
+            st.markdown(f"**Valid, but it configures nothing:** saving it resets {target}: its own configuration "
+                        "is dropped and it uses the pool's again.")
+        else:
+            st.markdown(f"**Valid, but it configures nothing:** saving it resets {target} to the shipped default "
+                        "configuration.")
+        st.markdown(f"What will apply to {'the client' if client else 'the pool'}: {code(plan['applies'])}")
         for w in warnings:
-            st.warning(w)
+            st.warning(md(w))
         b1, b2 = st.columns(2)
-        b1.button("Confirm: save new version", key="cfg_save_confirm", type="primary", on_click=_save)
+        b1.button("Confirm: reset" if plan["reset"] else "Confirm: save new version", key="cfg_save_confirm",
+                  type="primary", on_click=_save)
         b2.button("Cancel", key="cfg_save_cancel", on_click=_cancel, args=("cfg_pending",))
 
 with history_tab:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import common
-from dashboards.common import q
+from dashboards.common import code, md, q
 from ingest.errors import counted
 from ingest.schema import EVENT_TYPES
 from risk import insights
@@ -43,11 +43,11 @@ with st.form("ev_filters"):
     r1[0].text_input("User", key="ev_user", help="Exact username, or a prefix ending in *.")
     r1[1].text_input("IP or CIDR", key="ev_ip", placeholder="203.0.113.0/24 or 2001:db8::/32")
     if (problem := _ip_problem()) is not None:
-        r1[1].error(problem)
+        r1[1].error(md(problem))
     r1[2].text_input("Country", key="ev_country", help="ISO code (DE) or name (Germany).")
     r1[3].text_input("ASN", key="ev_asn", placeholder="16509")
     if (problem_asn := _asn_problem()) is not None:
-        r1[3].error(problem_asn)
+        r1[3].error(md(problem_asn))
     r2 = st.columns(4)
     r2[0].selectbox("Level", [ANY, *insights.LEVEL_ORDER, insights.NO_RISK, insights.NOT_ASSESSED], key="ev_level")
     r2[1].selectbox("RiskDecision", [ANY, *insights.DECISIONS], key="ev_decision")
@@ -110,11 +110,12 @@ event_id = st.selectbox("Event (or click a row above)", ids, key="ev_pick", form
 
 d = q(insights.event_detail, event_id)
 if d is None:
-    st.warning(f"Event {event_id} is no longer in the store.")
+    st.warning(f"Event {code(event_id)} is no longer in the store.")
     st.stop()
 
-st.header(f"{d['event_type']} by {d['username']} at {d['creation_date']:%Y-%m-%d %H:%M:%S} UTC")
-if st.button(f"Open {d['username']}'s history", key="ev_open_user"):
+# every stored value below goes into Markdown through code() or md(): shown as written, never interpreted
+st.header(f"{md(d['event_type'])} by {code(d['username'])} at {d['creation_date']:%Y-%m-%d %H:%M:%S} UTC")
+if st.button(f"Open {code(d['username'])}'s history", key="ev_open_user"):
     st.session_state["user_name"] = d["username"]
     st.switch_page("views/user.py")
 
@@ -132,36 +133,38 @@ why, context = st.columns(2)
 with why:
     st.subheader("Why")
     if d["reasons"]:
-        st.markdown("\n".join(f"- **{r['code']}** — {r['words']}" for r in d["reasons"]))
+        st.markdown("\n".join(f"- **{md(r['code'])}** — {md(r['words'])}" for r in d["reasons"]))
     elif d["assessed"]:
         st.markdown("Below the Low threshold: no risk signal to explain.")
     if d["decision_reasons"]:
         st.markdown("**Decision**")
-        st.markdown("\n".join(f"- {r}" for r in d["decision_reasons"]))
+        st.markdown("\n".join(f"- {md(r)}" for r in d["decision_reasons"]))
     if d["assessed"]:
         st.caption(f"model v{d['model_version']} · thresholds v{d['thresholds_version']} · "
-                   f"configuration v{d['config_version']} · mode v{d['mode_version']} · action {d['event_action'] or '-'}"
-                   f" · IP exception {d['ip_exception'] or '-'}")
+                   f"configuration v{d['config_version']} · mode v{d['mode_version']} · action "
+                   f"{md(d['event_action'] or '-')} · IP exception {md(d['ip_exception'] or '-')}")
     fb = d["feedback"]
-    st.markdown(f"**Feedback:** {fb['value']} ({fb['provider']}, {fb['date']:%Y-%m-%d %H:%M})" if fb
+    st.markdown(f"**Feedback:** {md(fb['value'])} ({md(fb['provider'])}, {fb['date']:%Y-%m-%d %H:%M})" if fb
                 else "**Feedback:** none")
     if d["labels"]:
-        st.markdown("**Labels:** " + ", ".join(f"{k}={v} ({src})" for k, v, src in d["labels"]))
+        st.markdown("**Labels:** " + ", ".join(f"{code(k)}={code(v)} ({md(src)})" for k, v, src in d["labels"]))
 with context:
     st.subheader("Context data")
-    place = ", ".join(x for x in (d["city"], d["region"], d["country_name"]) if x) or "unknown"
+    place = ", ".join(code(x) for x in (d["city"], d["region"], d["country_name"]) if x) or "unknown"
     facts = {
-        "IP address": f"{d['client_ip'] or '-'} (from {d['client_ip_source'] or '-'}; IpAddress {d['ip_address'] or '-'})",
-        "Network": f"{d['ip_prefix'] or '-'} · AS{d['asn']} {d['as_org'] or ''}" if d["asn"] else (d["ip_prefix"] or "-"),
-        "Place": f"{place} ({d['geo_source'] or '-'}; time zone {d['time_zone'] or '-'})",
-        "Device": f"{d['device_name'] or '-'} · {d['device_type'] or '-'}",
-        "Fingerprint": f"{d['device_fingerprint'] or '-'} ({d['device_fingerprint_source'] or '-'})",
+        "IP address": f"{code(d['client_ip'])} (from {md(d['client_ip_source'] or '-')}; IpAddress "
+                      f"{code(d['ip_address'])})",
+        "Network": (f"{code(d['ip_prefix'])} · AS{d['asn']} {code(d['as_org'], '')}" if d["asn"]
+                    else code(d["ip_prefix"])),
+        "Place": f"{place} ({md(d['geo_source'] or '-')}; time zone {code(d['time_zone'])})",
+        "Device": f"{code(d['device_name'])} · {code(d['device_type'])}",
+        "Fingerprint": f"{code(d['device_fingerprint'])} ({md(d['device_fingerprint_source'] or '-')})",
         "Context data sent": "yes" if d["has_context_data"] else "no",
-        "Server": f"{d['server_name'] or '-'}{d['server_path'] or ''}",
-        "Response": d["event_response"],
-        "Challenges": ", ".join(f"{a}:{b}" for a, b in d["challenge_responses"]) or "-",
-        "Pool / client": f"{d['user_pool_id'] or '-'} / {d['client_id'] or '-'}",
-        "Source": f"{d['source_format']} {d['source_file']}:{d['source_line']}",
+        "Server": code(f"{d['server_name'] or ''}{d['server_path'] or ''}"),
+        "Response": md(d["event_response"]),
+        "Challenges": ", ".join(f"{code(a)}:{code(b)}" for a, b in d["challenge_responses"]) or "-",
+        "Pool / client": f"{code(d['user_pool_id'])} / {code(d['client_id'])}",
+        "Source": f"{md(d['source_format'])} {code(d['source_file'])}:{d['source_line']}",
     }
     st.markdown("\n".join(f"- **{k}:** {v}" for k, v in facts.items()))
     if d["http_headers"]:

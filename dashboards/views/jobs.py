@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards.common import q
+from dashboards.common import code, md, q
 from ingest.errors import counted
 from risk import insights
 
@@ -31,15 +31,17 @@ else:
     st.info("No scoring run yet (riskgate score).")
 
 st.subheader("Quarantine")
-reasons = q(insights.quarantine_reasons, 50)
-if not len(reasons):
+TOP_REASONS = 50
+totals = q(insights.quarantine_totals)
+if not totals["rows"]:
     st.info("Nothing quarantined.")
     st.stop()
-st.markdown(f"**{counted(int(reasons['rows'].sum()), 'row')}** quarantined for {counted(len(reasons), 'distinct reason')} "
-            "(the 50 most frequent shown).")
+reasons = q(insights.quarantine_reasons, TOP_REASONS)
+st.markdown(f"**{counted(totals['rows'], 'row')}** quarantined for {counted(totals['reasons'], 'distinct reason')}"
+            + (f" (the {TOP_REASONS} most frequent shown)." if totals["reasons"] > TOP_REASONS else "."))
 st.dataframe(reasons, hide_index=True, key="jobs_reasons")
 reason = st.selectbox("Examples of", reasons["reason"].tolist(), key="jobs_reason")
 examples = q(insights.quarantine_examples, reason, 5)
 for ex in examples.itertuples():
-    st.markdown(f"`{ex.file}` line {ex.line} ({ex.format})")
+    st.markdown(f"{code(ex.file)} line {ex.line} ({md(ex.format)})")
     st.code(ex.raw or "", language=None, wrap_lines=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import plotly.express as px
 import streamlit as st
 
@@ -11,6 +13,13 @@ from risk import insights
 
 LEVEL_COLOURS = {"High": "#d62728", "Medium": "#ff7f0e", "Low": "#e6c229", insights.NO_RISK: "#2ca02c",
                  insights.NO_LEVEL: "#7f7f7f", insights.NOT_ASSESSED: "#9e9e9e"}
+
+
+def _plotly_text(value):
+    """A stored value for a plotly text or hover label: ``&``, ``<`` and ``>`` escaped, so plotly shows it as written
+    (no tag such as ``<a href>`` can form; plotly decodes these entities, not ``&quot;``)."""
+    return html.escape(value, quote=False) if isinstance(value, str) else value
+
 
 s = common.scope()
 st.title("Overview")
@@ -65,7 +74,9 @@ st.subheader("Where sign-ins come from")
 places = q(insights.locations, **s)
 if len(places):
     outline = st.toggle("Country outlines (your browser loads them from cdn.plot.ly)", value=False, key="ov_outline")
-    places = places.assign(size=places["events"].clip(lower=1) ** 0.5)
+    # plotly reads a subset of HTML in texts and hover labels (<b>, <a href=...>): place names are data, so escape
+    places = places.assign(size=places["events"].clip(lower=1) ** 0.5,
+                           city=places["city"].map(_plotly_text), country=places["country"].map(_plotly_text))
     fig = px.scatter_geo(
         places, lat="latitude", lon="longitude", color="top_level", size="size",
         color_discrete_map=LEVEL_COLOURS, category_orders={"top_level": list(LEVEL_COLOURS)},

@@ -42,12 +42,17 @@ except TuningError as exc:
     st.stop()
 
 
+def _share_target(percent: float | None) -> float | None:
+    """A target typed in percent as a share; 0 % is a target (nothing at all), only an empty input is none."""
+    return None if percent is None else percent / 100
+
+
 def _suggest() -> None:
     """Set the sliders to what ``risk.tuning.tune`` proposes for the targets (on the prepared history)."""
     ss = st.session_state
     try:
-        targets = Targets(max_challenged=ss["tn_target_challenged"] / 100 if ss["tn_target_challenged"] else None,
-                          max_blocked=ss["tn_target_blocked"] / 100 if ss["tn_target_blocked"] else None)
+        targets = Targets(max_challenged=_share_target(ss.get("tn_target_challenged")),
+                          max_blocked=_share_target(ss.get("tn_target_blocked")))
         result = tune_of(snap.history, snap.outcomes, current, version, targets)  # thresholds and version of one read
     except RiskgateError as exc:
         ss["tn_msg"] = ("error", f"no suggestion: {exc}")
@@ -60,9 +65,9 @@ def _suggest() -> None:
 
 with st.expander("Suggest thresholds from targets (risk.tuning.tune)"):
     t1, t2, t3 = st.columns([2, 2, 1])
-    t1.number_input("At most % of legitimate sign-ins challenged or blocked", 0.0, 100.0, 1.0, 0.1,
+    t1.number_input("At most % of legitimate events challenged or blocked", 0.0, 100.0, 1.0, 0.1,
                     key="tn_target_challenged")
-    t2.number_input("At most % of legitimate sign-ins blocked", 0.0, 100.0, 0.1, 0.05, key="tn_target_blocked")
+    t2.number_input("At most % of legitimate events blocked", 0.0, 100.0, 0.1, 0.05, key="tn_target_blocked")
     t3.button("Suggest", key="tn_suggest", on_click=_suggest)
 
 st.markdown(f"**Thresholds in force** (version {version}): Low {current.low:g} · Medium {current.medium:g} · "
@@ -76,8 +81,10 @@ except levels.ThresholdsError as exc:
     st.error(str(exc))
     st.stop()
 
-trade = insights.tradeoff_from(snap, t)
-what = insights.whatif_from(snap, t)
+# "in force" is the thresholds read above (cached like every query, CACHE_TTL_S), not those the longer-lived
+# snapshot was prepared with: the header, the deltas and the "all, in force" row then agree
+trade = insights.tradeoff_from(snap, t, current)
+what = insights.whatif_from(snap, t, current)
 if trade["warnings"]:
     st.warning("\n".join(f"- {w}" for w in trade["warnings"]))
 
@@ -109,8 +116,8 @@ m[1].metric("Legitimate blocked", _share(o["legitimate_blocked"]), _delta("legit
 m[2].metric("Attacks stopped", _share(o["attacks_stopped"]), _delta("attacks_stopped"),
             help="Challenged with MFA or blocked.")
 m[3].metric("Precision", _share(o["precision"]), _delta("precision"),
-            help="Attacks among the labelled sign-ins the risk level challenges or blocks.")
-st.caption(f"{counted(trade['events'], 'assessed sign-in')}: {trade['legitimate']:,} legitimate, "
+            help="Attacks among the labelled events the risk level challenges or blocks.")
+st.caption(f"{counted(trade['events'], 'assessed event')} (every event type): {trade['legitimate']:,} legitimate, "
            f"{counted(trade['attacks'], 'attack')} "
            "(labels and feedback). 95 % intervals: " + " · ".join(
                f"{name} {_rate(o[key])}" for name, key in (("challenged or blocked", "legitimate_challenged_or_blocked"),
@@ -137,12 +144,12 @@ with left:
         st.info("No labelled attacks in the period.")
 with right:
     st.subheader("What if (allowed / challenged / blocked)")
-    rows = [{"sign-ins": "all, proposed", **{k: what["outcomes"][k] for k in ("Allow", "MfaChallenge", "Block")}},
-            {"sign-ins": "all, in force", **{k: what["current"][k] for k in ("Allow", "MfaChallenge", "Block")}}]
-    rows += [{"sign-ins": f"{label}, proposed", **{k: c[k] for k in ("Allow", "MfaChallenge", "Block")}}
+    rows = [{"events": "all, proposed", **{k: what["outcomes"][k] for k in ("Allow", "MfaChallenge", "Block")}},
+            {"events": "all, in force", **{k: what["current"][k] for k in ("Allow", "MfaChallenge", "Block")}}]
+    rows += [{"events": f"{label}, proposed", **{k: c[k] for k in ("Allow", "MfaChallenge", "Block")}}
              for label, c in what["by_label"].items()]
     st.dataframe(rows, hide_index=True, key="tn_whatif")
-    st.caption(f"{what['changed']:,} sign-ins would get another outcome. Modes in force: "
+    st.caption(f"{counted(what['changed'], 'event')} would get another outcome. Modes in force: "
                f"{', '.join(what['modes']) or '-'} (outcomes shown as ENFORCED would act).")
 
 st.subheader("ROC and precision-recall curves of the score")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import common
-from dashboards.common import q
+from dashboards.common import code, md, q
 from ingest.errors import RiskgateError, counted
 from risk import insights
 from risk.auth_events import UserNotFoundError, list_user_auth_events
@@ -26,9 +26,9 @@ def _feedback(event_id: str, value: str) -> None:
         with common.write_store() as con:
             set_feedback(con, event_id, value, "Admin")
     except RiskgateError as exc:
-        st.session_state["user_msg"] = ("error", f"feedback not recorded: {exc}")
+        st.session_state["user_msg"] = ("error", f"feedback not recorded: {md(exc)}")
     else:
-        st.session_state["user_msg"] = ("success", f"{value} recorded for event {event_id}.")
+        st.session_state["user_msg"] = ("success", f"{value} recorded for event {code(event_id)}.")
 
 
 def _pick_user() -> None:
@@ -51,18 +51,22 @@ if not username:
         st.selectbox("Riskiest users", ["", *top["username"].tolist()], key="user_pick", on_change=_pick_user)
     st.stop()
 
+pool = common.scope()["pool"]  # a username is one user per pool: with a pool chosen, that pool's user only
 tokens: list[str] = st.session_state.setdefault("user_tokens", [])
 try:
-    listing = q(list_user_auth_events, username, max_results=size, next_token=tokens[-1] if tokens else None)
+    listing = q(list_user_auth_events, username, max_results=size, next_token=tokens[-1] if tokens else None,
+                user_pool_id=pool)
 except UserNotFoundError as exc:
-    st.warning(str(exc))
+    st.warning(md(exc) + (f" (in pool {code(pool)}; choose all pools in the sidebar to look in every pool)"
+                          if pool else ""))
     similar = q(insights.known_users, username[:3], 10)
     if similar:
-        st.markdown("Users with a similar name: " + ", ".join(f"`{u}`" for u in similar))
+        st.markdown("Users with a similar name: " + ", ".join(code(u) for u in similar))
     st.stop()
 
 events = listing["AuthEvents"]
-st.caption(f"AdminListUserAuthEvents: newest first · page {len(tokens) + 1} · {counted(len(events), 'event')}")
+st.caption(f"AdminListUserAuthEvents: newest first · page {len(tokens) + 1} · {counted(len(events), 'event')}"
+           + (f" · pool {code(pool)} (and events without a pool id)" if pool else ""))
 if not events:
     st.info("No events on this page.")
 
@@ -77,18 +81,20 @@ for ev in events:
     ctx = ev.get("EventContextData") or {}
     fb = ev.get("EventFeedback")
     row = st.columns(WIDTHS, vertical_alignment="center")
-    row[0].markdown(f"{ev['CreationDate'][:19].replace('T', ' ')}  \n`{eid}`")
-    challenges = ", ".join(f"{c['ChallengeName']}:{c['ChallengeResponse']}" for c in ev.get("ChallengeResponses", []))
-    row[1].markdown(f"{ev['EventType']} · {ev['EventResponse']}" + (f"  \n{challenges}" if challenges else ""))
+    # stored values go into Markdown through code() / md(): shown as written, never interpreted
+    row[0].markdown(f"{md(ev['CreationDate'][:19].replace('T', ' '))}  \n{code(eid)}")
+    challenges = ", ".join(f"{code(c['ChallengeName'])}:{code(c['ChallengeResponse'])}"
+                           for c in ev.get("ChallengeResponses", []))
+    row[1].markdown(f"{md(ev['EventType'])} · {md(ev['EventResponse'])}" + (f"  \n{challenges}" if challenges else ""))
     if risk:
         level = risk.get("RiskLevel")
         cc = " · compromised credentials" if risk.get("CompromisedCredentialsDetected") else ""
-        row[2].markdown(f"{LEVEL_MARK.get(level, 'no risk')}  \n{risk.get('RiskDecision', '-')}{cc}")
+        row[2].markdown(f"{LEVEL_MARK.get(level, 'no risk')}  \n{md(risk.get('RiskDecision', '-'))}{cc}")
     else:
         row[2].markdown("not assessed")
-    place = ", ".join(x for x in (ctx.get("City"), ctx.get("Country")) if x)
-    row[3].markdown(f"{ctx.get('IpAddress', '-')} · {place or '-'}  \n{ctx.get('DeviceName', '-')}")
-    row[4].markdown(f"**{fb['FeedbackValue']}** ({fb['Provider']})" if fb else "none")
+    place = ", ".join(code(x) for x in (ctx.get("City"), ctx.get("Country")) if x)
+    row[3].markdown(f"{code(ctx.get('IpAddress'))} · {place or '-'}  \n{code(ctx.get('DeviceName'))}")
+    row[4].markdown(f"**{md(fb['FeedbackValue'])}** ({md(fb['Provider'])})" if fb else "none")
     row[5].button("Valid", key=f"fb_valid_{eid}", on_click=_feedback, args=(eid, "Valid"),
                   help="This was the user (AdminUpdateAuthEventFeedback Valid).")
     row[6].button("Invalid", key=f"fb_invalid_{eid}", on_click=_feedback, args=(eid, "Invalid"),
