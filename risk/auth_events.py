@@ -60,16 +60,24 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-#: rows of ``user_pool_id`` (the bound parameter, twice; NULL: every pool); a row without a pool id is the store's
-_IN_POOL = "(CAST(? AS VARCHAR) IS NULL OR user_pool_id = ? OR user_pool_id IS NULL)"
+#: rows of a pool (bound parameters: the pool, NULL for every pool; the pool of rows without a pool id,
+#: ``risk.config.unpooled_pool``; the pool again): a Cognito username is one user per pool
+_IN_POOL = "(CAST(? AS VARCHAR) IS NULL OR coalesce(user_pool_id, CAST(? AS VARCHAR)) = ?)"
+
+
+def _in_pool_params(con, user_pool_id: str | None) -> list:
+    from risk.config import unpooled_pool
+
+    return [user_pool_id, None if user_pool_id is None else unpooled_pool(con), user_pool_id]
 
 
 def user_known(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None) -> bool:
     """Whether the user has events or is in the users table (of ``user_pool_id``, when given)."""
+    pool = _in_pool_params(con, user_pool_id)
     return bool(con.execute(
         f"SELECT (SELECT count(*) FROM events WHERE username = ? AND {_IN_POOL})"
         f" + (SELECT count(*) FROM users WHERE username = ? AND {_IN_POOL})",
-        [username, user_pool_id, user_pool_id, username, user_pool_id, user_pool_id],
+        [username, *pool, username, *pool],
     ).fetchall()[0][0])
 
 
@@ -96,7 +104,8 @@ def list_user_auth_events(
     user_pool_id: str | None = None,
 ) -> dict:
     """AdminListUserAuthEvents: the user's events, newest first, a page at a time; only those of ``user_pool_id``
-    (and those without a pool id) when given, as Cognito's usernames are unique within a pool."""
+    when given (with those without a pool id when they belong to it: ``risk.config.unpooled_pool``), as Cognito's
+    usernames are unique within a pool."""
     if max_results is None or max_results == 0:
         limit = MAX_RESULTS
     elif not 0 <= max_results <= MAX_RESULTS:
@@ -124,7 +133,7 @@ def list_user_auth_events(
         ORDER BY e.creation_date DESC, e.event_id DESC
         LIMIT ?
         """.format(latest_feedback=LATEST_FEEDBACK_SQL, in_pool=_IN_POOL.replace("user_pool_id", "e.user_pool_id")),
-        [username, user_pool_id, user_pool_id, after_date, after_date, after_id, limit + 1],
+        [username, *_in_pool_params(con, user_pool_id), after_date, after_date, after_id, limit + 1],
     ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]

@@ -275,3 +275,14 @@ def test_the_summary_counts_a_name_in_two_pools_as_two_users_and_pool_less_rows_
     assert summary(con, unpooled_pool(con))["users_in_events"] == 2  # alice (with and without the id), bob
     add(con, [ev("a3", "alice", 3, user_pool_id="P2")])
     assert summary(con, unpooled_pool(con))["users_in_events"] == 4  # alice of P1, P2 and of no pool; bob
+
+
+def test_a_pools_listing_of_a_users_events_has_pool_less_events_only_when_they_are_its(con):
+    from risk.auth_events import list_user_auth_events
+
+    add(con, [ev("a1", "alice", 0, user_pool_id="P1"), ev("x1", "alice", 1, user_pool_id=None)])
+    ids = lambda pool: sorted(e["EventId"] for e in list_user_auth_events(con, "alice", user_pool_id=pool)["AuthEvents"])  # noqa: E731
+    assert ids("P1") == ["a1", "x1"]  # one pool: the pool-less event is P1's alice's
+    add(con, [ev("b1", "alice", 2, user_pool_id="P2")])
+    assert ids("P1") == ["a1"] and ids("P2") == ["b1"]  # two pools: it is neither's
+    assert ids(None) == ["a1", "b1", "x1"]
