@@ -10,17 +10,12 @@ where it fails.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests import dashboard_store as known
+from tests.dashboard_server import dashboard_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -41,47 +36,16 @@ if playwright_api is None:
     import playwright.sync_api as playwright_api
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`riskgate dashboard` on the known store, in its own process group (stopped as a group)."""
+    """`riskgate dashboard` on the known store."""
     d = tmp_path_factory.mktemp("browser")
     db = d / "known.duckdb"
     known.build(db)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RISKGATE_DASHBOARD_PASSWORD"}
     env["HOME"] = str(d)  # no user-level Streamlit settings or secrets
-    log = open(d / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "dashboard", "--db", str(db), "--port", str(port)],
-                            cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (d / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the dashboard did not start:\n" + (d / "server.log").read_text()
-            time.sleep(0.2)
+    with dashboard_server(db, d, env) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def _settle(page, title: str) -> None:

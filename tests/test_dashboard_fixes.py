@@ -12,13 +12,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +29,9 @@ from ingest.store import finish_run, insert_events, insert_labels, insert_quaran
 from risk import config as rc
 from risk import insights, levels, tuning
 from tests import dashboard_store as known
+from tests.dashboard_server import CHROMIUM, CHROMIUM_ARGS, browser_api, dashboard_server, settle
 from tests.storedb import q
+from tests.test_dashboard import app, texts
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboards" / "app.py")
@@ -63,18 +59,6 @@ def db(base_store, tmp_path, monkeypatch):
     st_config.set_option("server.address", "127.0.0.1")
     yield path
     st_config.set_option("server.address", old)
-
-
-def app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    if page:
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
 
 
 def _event(event_id: str, when: datetime, **fields) -> dict:
@@ -215,28 +199,6 @@ def test_overview_map_escapes_place_names_for_plotly(db):
 
 # -- 1, in a real browser: nothing fetched, nothing rendered -----------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _browser_api():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing in CI", pytrace=False)
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it")
-    if os.environ.get("CI") == "true":
-        import playwright.sync_api as api
-        return api
-    return pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Counter(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
 
@@ -263,39 +225,16 @@ def tracker():
         srv.server_close()
 
 
-def _settle(page, title: str) -> None:
-    page.locator("h1", has_text=title).first.wait_for(timeout=60_000)
-    page.wait_for_timeout(200)
-    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=60_000)
-    page.wait_for_timeout(600)
-
-
 def test_no_stored_value_is_rendered_or_fetched_in_chromium(db, tracker, tmp_path):
-    api = _browser_api()
+    api = browser_api()
     base, hits = tracker
     values = add_evil(db, base)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RISKGATE_DASHBOARD_PASSWORD", rc.POOL_ENV)}
     env["HOME"] = str(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "dashboard", "--db", str(db), "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     elsewhere: list[str] = []
     dialogs: list[str] = []
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.2)
+    with dashboard_server(db, tmp_path, env) as url:
         with api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -316,7 +255,7 @@ def test_no_stored_value_is_rendered_or_fetched_in_chromium(db, tracker, tmp_pat
                     }
 
                 page.goto(url)  # the overview and its map
-                _settle(page, "Overview")
+                settle(page, "Overview")
                 page.locator(".js-plotly-plot .scattergeo, .js-plotly-plot .scattergeolayer").first.wait_for(
                     state="attached", timeout=30_000)
                 page.wait_for_timeout(500)
@@ -324,37 +263,28 @@ def test_no_stored_value_is_rendered_or_fetched_in_chromium(db, tracker, tmp_pat
                 shown["map"] = page.locator(".js-plotly-plot").last.text_content()
 
                 page.goto(f"{url}/events")  # the newest event (the evil one) is shown at once
-                _settle(page, "Events")
+                settle(page, "Events")
                 page.locator("h2", has_text="SignIn by").first.wait_for(timeout=30_000)
                 shown["events"] = page.locator("[data-testid='stMain']").inner_text()
                 look("events")
 
                 page.goto(f"{url}/user")
-                _settle(page, "User")
+                settle(page, "User")
                 box = page.get_by_label("Username")
                 box.fill(values["username"])
                 box.press("Enter")
                 page.get_by_text("AdminListUserAuthEvents").first.wait_for(timeout=30_000)
-                _settle(page, "User")
+                settle(page, "User")
                 shown["user"] = page.locator("[data-testid='stMain']").inner_text()
                 look("user")
 
                 page.goto(f"{url}/jobs")
-                _settle(page, "Jobs")
+                settle(page, "Jobs")
                 shown["jobs"] = page.locator("[data-testid='stMain']").inner_text()
                 look("jobs")
                 page.wait_for_timeout(500)
             finally:
                 browser.close()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
     assert hits == [], f"the browser fetched addresses chosen by the events: {hits}"
     assert not [u for u in elsewhere if u.startswith(base)], elsewhere
     assert not dialogs, dialogs
