@@ -94,7 +94,8 @@ def overview_metrics(
         f"""SELECT count(*) AS events,
                    count(*) FILTER (WHERE e.event_type = 'SignIn') AS sign_ins,
                    count(*) FILTER (WHERE e.event_type = 'SignIn' AND e.event_response = 'Pass') AS sign_ins_passed,
-                   count(DISTINCT e.username) AS users,
+                   count(DISTINCT (coalesce(e.user_pool_id, $unpooled::VARCHAR), e.username))
+                     FILTER (WHERE e.username IS NOT NULL) AS users,
                    count(a.event_id) AS assessed,
                    count(*) FILTER (WHERE a.risk_level = 'High') AS high,
                    count(*) FILTER (WHERE a.risk_level = 'Medium') AS medium,
@@ -110,7 +111,7 @@ def overview_metrics(
                    count(*) FILTER (WHERE a.compromised_credentials_detected) AS compromised
             FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id
             WHERE {_SCOPE}""",
-        _scope(since, until, pool, client),
+        {**_scope(since, until, pool, client), "unpooled": _unpooled(con)},
     ).fetchall()[0]
     (events, sign_ins, passed, users, assessed, high, medium, low, no_risk, d_nr, d_ato, d_bl, o_al, o_mfa, o_bl,
      override, compromised) = (int(x) for x in row)
@@ -236,7 +237,8 @@ def top_risky(
     return _df(
         con,
         f"""WITH scoped AS (
-              SELECT {expr} AS k, e.username, e.country_iso, e.creation_date, e.as_org,
+              SELECT {expr} AS k, e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR) AS pool, e.country_iso,
+                     e.creation_date, e.as_org,
                      a.risk_level, a.outcome, a.score
               FROM events e JOIN assessments a ON a.event_id = e.event_id
               WHERE {_SCOPE} AND {expr} IS NOT NULL),
@@ -246,14 +248,21 @@ def top_risky(
                    count(*) FILTER (WHERE risk_level = 'Medium') AS medium,
                    count(*) FILTER (WHERE risk_level = 'Low') AS low,
                    count(*) FILTER (WHERE outcome = 'Block') AS blocked,
-                   max(score) AS max_score, count(DISTINCT username) AS users,
+                   max(score) AS max_score, count(DISTINCT (pool, username)) FILTER (WHERE username IS NOT NULL) AS users,
                    count(DISTINCT country_iso) AS countries, max(creation_date) AS last_seen
             FROM scoped SEMI JOIN risky USING (k)
             GROUP BY k
             ORDER BY high DESC, medium DESC, low DESC, max_score DESC, 1
             LIMIT $n""",
-        {**_scope(since, until, pool, client), "n": int(n)},
+        {**_scope(since, until, pool, client), "n": int(n), "unpooled": _unpooled(con)},
     )
+
+
+def _unpooled(con) -> str | None:
+    """The pool of events without a pool id (``risk.config.unpooled_pool``): a user is a username in its pool."""
+    from risk.config import unpooled_pool
+
+    return unpooled_pool(con)
 
 
 # -- events: search, detail, the user's previous sign-ins -------------------------------------

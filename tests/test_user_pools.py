@@ -286,3 +286,14 @@ def test_a_pools_listing_of_a_users_events_has_pool_less_events_only_when_they_a
     add(con, [ev("b1", "alice", 2, user_pool_id="P2")])
     assert ids("P1") == ["a1"] and ids("P2") == ["b1"]  # two pools: it is neither's
     assert ids(None) == ["a1", "b1", "x1"]
+
+
+def test_the_dashboards_counts_of_users_count_a_name_in_two_pools_twice(con):
+    from risk import insights
+
+    add(con, [ev("a1", "alice", 0, user_pool_id="P1"), ev("a2", "alice", 1, user_pool_id="P2")])
+    con.executemany("INSERT INTO assessments (event_id, score, risk_level, scored_at) VALUES (?, ?, ?, ?)",
+                    [("a1", 0.9, "High", T0), ("a2", 0.9, "High", T0)])
+    assert insights.overview_metrics(con)["users"] == 2
+    top = insights.top_risky(con, by="ip")
+    assert top["users"].tolist() == [2]
