@@ -496,3 +496,30 @@ def test_a_store_only_ingest_wrote_gets_a_clear_message(db, tmp_path, monkeypatc
     assert len(errors) == 1 and "Catalog Error" not in errors[0], errors
     assert f"riskgate models --db {path}" in errors[0] and "riskgate dashboard" in errors[0]
     assert not at.metric and not at.dataframe  # no page drawn
+
+
+def test_tuning_apply_is_refused_when_the_history_was_scored_by_another_model(db):
+    # a model trained after the history was scored (v2 active; the assessments are v1's): as `tune --apply`
+    con = risk.store.connect(db)
+    try:
+        con.execute("""INSERT INTO models (version, created_at, kind, features, sha256, model, active)
+                       VALUES (2, now(), 'RiskModel/supervised', '[]', 'x', ''::BLOB, true)""")
+    finally:
+        con.close()
+    at = app("tuning")
+    at.slider(key="tn_low").set_value(0.5).run()
+    at.button(key="tn_apply").click().run()
+    at.button(key="tn_confirm").click().run()
+    assert q(db, "SELECT count(*) FROM risk_thresholds") == [(0,)]
+    assert any("thresholds not stored" in e.value and "model v1" in e.value and "active model is v2" in e.value
+               for e in at.error), [e.value for e in at.error]
+
+
+def test_the_event_picker_says_not_assessed_or_no_risk_never_nan(db):
+    # a new event has no assessment (pandas gives NaN for its level); e01 was assessed below Low ("No risk")
+    add_rows(db, events=[_event("new-1", datetime(2026, 3, 6, 12, tzinfo=timezone.utc), client_ip=None)])
+    at = app("events")
+    options = at.selectbox(key="ev_pick").options
+    assert not [o for o in options if "nan" in o.split(" · ")], options
+    assert any(o.endswith("· - · not assessed") for o in options), options  # new-1: no IP, no score
+    assert any(o.endswith("· No risk") for o in options), options

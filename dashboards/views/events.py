@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboards import common
@@ -104,7 +105,12 @@ st.dataframe(
 ids = rows["event_id"].tolist()
 if st.session_state.get("ev_pick") not in ids:
     st.session_state["ev_pick"] = ids[0]
-labels = {r.event_id: f"{r.time:%Y-%m-%d %H:%M:%S} · {r.username} · {r.ip or '-'} · {r.level or 'not assessed'}"
+def _text(value, missing: str) -> str:
+    return missing if value is None or pd.isna(value) or value == "" else str(value)
+
+
+labels = {r.event_id: f"{r.time:%Y-%m-%d %H:%M:%S} · {_text(r.username, '-')} · {_text(r.ip, '-')} · "
+                      f"{_text(r.level, 'not assessed')}"
           for r in rows.itertuples()}
 event_id = st.selectbox("Event (or click a row above)", ids, key="ev_pick", format_func=lambda i: labels.get(i, i))
 

@@ -180,9 +180,18 @@ def _ask_apply() -> None:
 
 
 def _apply() -> None:
+    from risk import tuning as rt
+    from risk.model.registry import active_version
+
     proposed = levels.Thresholds(**st.session_state.pop("tn_pending"))
     try:
         with common.write_store() as con:
+            # as `riskgate tune --apply`: thresholds read off one model's scores do not fit another's (read now,
+            # not from the cached history: a model may have been trained since)
+            active = active_version(con)
+            stale = rt.scoring_models_warning(rt.scoring_models(con, since=s["since"], until=s["until"]), active)
+            if stale and active is not None:
+                raise TuningError(f"{stale}; nothing written")
             v = levels.set_thresholds(con, proposed, source="dashboard")
     except RiskgateError as exc:
         st.session_state["tn_msg"] = ("error", f"thresholds not stored: {exc}")
