@@ -171,10 +171,13 @@ def _require_user(con, username: str, pool: str) -> None:
 
 
 def _require_event(con, username: str, event_id: str, pool: str) -> None:
+    """The event must be the user's in this pool (one stored without a pool id: if it belongs to this pool,
+    ``risk.config.unpooled_pool``): a username is one user per pool."""
     from ingest.store import event_owner
+    from risk.config import unpooled_pool
 
     owner = event_owner(con, event_id)
-    if owner is None or owner[0] != username or owner[1] not in (pool, None):
+    if owner is None or owner[0] != username or (owner[1] if owner[1] is not None else unpooled_pool(con)) != pool:
         raise CognitoError("ResourceNotFoundException", f"Event {event_id} of user {username} not found.")
 
 

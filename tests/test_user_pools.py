@@ -297,3 +297,17 @@ def test_the_dashboards_counts_of_users_count_a_name_in_two_pools_twice(con):
     assert insights.overview_metrics(con)["users"] == 2
     top = insights.top_risky(con, by="ip")
     assert top["users"].tolist() == [2]
+
+
+def test_the_services_feedback_finds_a_pool_less_event_only_in_the_pool_it_belongs_to(con):
+    from service.cognito import CognitoError, _require_event
+
+    add(con, [ev("a1", "alice", 0, user_pool_id="P1"), ev("x1", "alice", 1, user_pool_id=None)])
+    _require_event(con, "alice", "x1", "P1")  # one pool: the pool-less event is P1's alice's
+    add(con, [ev("b1", "alice", 2, user_pool_id="P2")])
+    for pool in ("P1", "P2"):  # two pools: it is neither's
+        with pytest.raises(CognitoError, match="Event x1 of user alice not found"):
+            _require_event(con, "alice", "x1", pool)
+    _require_event(con, "alice", "b1", "P2")
+    with pytest.raises(CognitoError):
+        _require_event(con, "alice", "b1", "P1")
