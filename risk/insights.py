@@ -53,12 +53,14 @@ class InsightsError(RiskgateError):
 
 _SCOPE = """($since::TIMESTAMPTZ IS NULL OR e.creation_date >= $since::TIMESTAMPTZ)
         AND ($until::TIMESTAMPTZ IS NULL OR e.creation_date < $until::TIMESTAMPTZ)
-        AND ($pool::VARCHAR IS NULL OR e.user_pool_id = $pool::VARCHAR)
+        AND ($pool::VARCHAR IS NULL OR coalesce(e.user_pool_id, $unpooled::VARCHAR) = $pool::VARCHAR)
         AND ($client::VARCHAR IS NULL OR e.client_id = $client::VARCHAR)"""
 
 
-def _scope(since, until, pool, client) -> dict:
-    return {"since": since, "until": until, "pool": pool or None, "client": client or None}
+def _scope(con, since, until, pool, client) -> dict:
+    """The parameters of ``_SCOPE``: an event without a pool id is in the pool it belongs to (``_unpooled``)."""
+    return {"since": since, "until": until, "pool": pool or None, "client": client or None,
+            "unpooled": _unpooled(con)}
 
 
 def _df(con, sql: str, params: dict | list | None = None) -> pd.DataFrame:
@@ -111,7 +113,7 @@ def overview_metrics(
                    count(*) FILTER (WHERE a.compromised_credentials_detected) AS compromised
             FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id
             WHERE {_SCOPE}""",
-        {**_scope(since, until, pool, client), "unpooled": _unpooled(con)},
+        _scope(con, since, until, pool, client),
     ).fetchall()[0]
     (events, sign_ins, passed, users, assessed, high, medium, low, no_risk, d_nr, d_ato, d_bl, o_al, o_mfa, o_bl,
      override, compromised) = (int(x) for x in row)
@@ -169,7 +171,7 @@ def metric_series(
             FROM events e JOIN assessments a ON a.event_id = e.event_id
             WHERE {_SCOPE} AND {_METRIC_SQL[metric]}
             GROUP BY ALL ORDER BY 1, 2""",
-        {**_scope(since, until, pool, client), "bucket": bucket},
+        {**_scope(con, since, until, pool, client), "bucket": bucket},
     )
 
 
@@ -202,7 +204,7 @@ def locations(
             GROUP BY e.country_iso, e.city
             ORDER BY events DESC, e.country_iso, e.city
             LIMIT $limit""",
-        {**_scope(since, until, pool, client), "limit": int(limit)},
+        {**_scope(con, since, until, pool, client), "limit": int(limit)},
     )
 
 
@@ -254,7 +256,7 @@ def top_risky(
             GROUP BY k
             ORDER BY high DESC, medium DESC, low DESC, max_score DESC, 1
             LIMIT $n""",
-        {**_scope(since, until, pool, client), "n": int(n), "unpooled": _unpooled(con)},
+        {**_scope(con, since, until, pool, client), "n": int(n)},
     )
 
 
@@ -327,7 +329,7 @@ def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
     """WHERE clause, parameters, and (for an IPv6 CIDR) the matching addresses to semi-join."""
     f = f.cleaned()
     where = [_SCOPE]
-    params = _scope(f.since, f.until, f.pool, f.client)
+    params = _scope(con, f.since, f.until, f.pool, f.client)
     ips: pa.Table | None = None
     if f.username:
         if f.username.endswith("*"):
@@ -349,7 +351,7 @@ def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
             # IPv6 text is compressed and has no numeric column: test each distinct address once
             candidates = con.execute(
                 f"SELECT DISTINCT e.client_ip FROM events e WHERE {_SCOPE} AND e.ip_version = 6",
-                _scope(f.since, f.until, f.pool, f.client),
+                _scope(con, f.since, f.until, f.pool, f.client),
             ).fetchall()
             hits = []
             for (addr,) in candidates:

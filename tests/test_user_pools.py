@@ -311,3 +311,13 @@ def test_the_services_feedback_finds_a_pool_less_event_only_in_the_pool_it_belon
     _require_event(con, "alice", "b1", "P2")
     with pytest.raises(CognitoError):
         _require_event(con, "alice", "b1", "P1")
+
+
+def test_the_dashboards_pool_filter_keeps_pool_less_events_of_that_pool(con):
+    from risk import insights
+
+    add(con, [ev("a1", "alice", 0, user_pool_id="P1"), ev("x1", "alice", 1, user_pool_id=None)])
+    assert insights.overview_metrics(con, pool="P1")["events"] == 2  # one pool: the pool-less event is P1's
+    add(con, [ev("b1", "bob", 2, user_pool_id="P2")])
+    assert insights.overview_metrics(con, pool="P1")["events"] == 1  # two pools: it is neither's
+    assert insights.overview_metrics(con)["events"] == 3
