@@ -63,7 +63,7 @@ class TuningError(RiskgateError):
 _HISTORY_FIELDS = {
     **{c: f"e.{c}" for c in ("event_id", "username", "user_pool_id", "client_id", "event_type", "event_response",
                              "creation_date", "client_ip", "compromised_credentials")},
-    **{c: f"a.{c}" for c in ("score", "risk_level", "outcome")},
+    **{c: f"a.{c}" for c in ("score", "risk_level", "outcome", "model_version")},
     "has_mfa": """(list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
         OR coalesce(list_contains($kinds, u.preferred_mfa), false))""",
     "y": "lab.y",
@@ -96,7 +96,7 @@ WHERE ($since IS NULL OR e.creation_date >= $since)
 
 #: what tuning and what-if read of each sign-in (``History.df``)
 HISTORY_COLUMNS = ("user_pool_id", "client_id", "event_type", "client_ip", "compromised_credentials", "score",
-                   "has_mfa", "y", "attack_type")
+                   "has_mfa", "y", "attack_type", "model_version")
 
 
 def labelled_scores(con, *, since: datetime | None = None, until: datetime | None = None,
@@ -164,7 +164,10 @@ def history(con, since: datetime | None = None, until: datetime | None = None) -
     df = labelled_scores(con, since=since, until=until, columns=HISTORY_COLUMNS)
     if len(df) == 0:
         raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")
-    model_warning = scoring_models_warning(scoring_models(con, since=since, until=until), active_version(con))
+    # which model scored them, from the rows read (what ``scoring_models`` counts, without a second scan)
+    versions = df["model_version"]
+    models = {(None if pd.isna(v) else int(v)): int(n) for v, n in versions.value_counts(dropna=False).items()}
+    model_warning = scoring_models_warning(models, active_version(con))
     y = df["y"].to_numpy(dtype=float)
     attack = y == 1
     legit = y == 0

@@ -274,7 +274,7 @@ def test_the_history_reads_only_the_columns_asked_for_and_names_an_unknown_one(d
         h = tuning.history(con)
         with pytest.raises(tuning.TuningError, match="no column 'nope' in the history; it has event_id, username"):
             tuning.labelled_scores(con, columns=["score", "nope"])
-    assert len(full.columns) == 15 and list(some.columns) == ["event_id", "score", "y"]
+    assert len(full.columns) == 16 and list(some.columns) == ["event_id", "score", "y"]
     by_id = lambda df: df.sort_values("event_id").reset_index(drop=True)  # noqa: E731  (no order is promised)
     assert by_id(some).equals(by_id(full[["event_id", "score", "y"]]))
     # tuning and what-if keep only what they use: a period of a million events held 1.5 GiB with every column
