@@ -96,7 +96,7 @@ def overview_metrics(
         f"""SELECT count(*) AS events,
                    count(*) FILTER (WHERE e.event_type = 'SignIn') AS sign_ins,
                    count(*) FILTER (WHERE e.event_type = 'SignIn' AND e.event_response = 'Pass') AS sign_ins_passed,
-                   count(DISTINCT (coalesce(e.user_pool_id, $unpooled::VARCHAR), e.username))
+                   count(DISTINCT hash(e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR)))
                      FILTER (WHERE e.username IS NOT NULL) AS users,
                    count(a.event_id) AS assessed,
                    count(*) FILTER (WHERE a.risk_level = 'High') AS high,
@@ -239,8 +239,10 @@ def top_risky(
     return _df(
         con,
         f"""WITH scoped AS (
-              SELECT {expr} AS k, e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR) AS pool, e.country_iso,
-                     e.creation_date, e.as_org,
+              SELECT {expr} AS k, e.username,
+                     CASE WHEN e.username IS NOT NULL
+                          THEN hash(e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR)) END AS uid,
+                     e.country_iso, e.creation_date, e.as_org,
                      a.risk_level, a.outcome, a.score
               FROM events e JOIN assessments a ON a.event_id = e.event_id
               WHERE {_SCOPE} AND {expr} IS NOT NULL),
@@ -250,7 +252,7 @@ def top_risky(
                    count(*) FILTER (WHERE risk_level = 'Medium') AS medium,
                    count(*) FILTER (WHERE risk_level = 'Low') AS low,
                    count(*) FILTER (WHERE outcome = 'Block') AS blocked,
-                   max(score) AS max_score, count(DISTINCT (pool, username)) FILTER (WHERE username IS NOT NULL) AS users,
+                   max(score) AS max_score, count(DISTINCT uid) AS users,
                    count(DISTINCT country_iso) AS countries, max(creation_date) AS last_seen
             FROM scoped SEMI JOIN risky USING (k)
             GROUP BY k
