@@ -78,12 +78,13 @@ def _print_holdout_mode(metrics: dict, kind: str) -> None:
 
 
 def _print_metrics(metrics: dict, kind: str | None = None) -> None:
+    kind = kind or f"RiskModel/{metrics.get('mode')}"
     base = metrics.get("baseline", {})
     reason = _no_metrics_reason(metrics)
     if reason:
         why, hint = reason
         console.print(f"{why}: no metrics ({hint})", highlight=False)
-        _print_holdout_mode(metrics, kind or f"RiskModel/{metrics.get('mode')}")
+        _print_holdout_mode(metrics, kind)
         return
     console.print(f"held-out period from {metrics.get('holdout_since')}: {counted(metrics['events'], 'event')}, "
                   f"{metrics['labelled']:,} labelled, {counted(metrics['attacks'], 'attack')}", highlight=False)
@@ -104,7 +105,7 @@ def _print_metrics(metrics: dict, kind: str | None = None) -> None:
             t.add_row(name, f"{e['events']:,}", _fmt(e.get("tpr")), _fmt(b.get("tpr")), _fmt(e.get("roc_auc")),
                       _fmt(b.get("roc_auc")))
         console.print(t)
-    _print_holdout_mode(metrics, kind or f"RiskModel/{metrics.get('mode')}")
+    _print_holdout_mode(metrics, kind)
 
 
 @app.command()

@@ -82,12 +82,7 @@ def tune(
     lo, hi = parse_period(since, until)
     with store.connect(db) as con:
         result = tuning.tune(con, targets, since=lo, until=hi)
-        if apply:
-            if result.model_warning:  # thresholds fitted to another model's scores
-                raise RiskgateError(f"{result.model_warning}; nothing written")
-            if not result.met:
-                raise RiskgateError("the targets cannot all be met on this history; nothing written "
-                                    "(see the notes without --apply)")
+        if apply:  # refused, with the reason, for another model's scores or targets not met
             tuning.apply(con, result)
     if as_json:
         print(json.dumps(result.as_json(), default=_json_default))

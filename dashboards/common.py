@@ -125,11 +125,10 @@ class _RunStore:
 def check_risk_tables(con, path: str) -> None:
     """Refuse, with what to do, a store whose risk tables were never created: one that only ``riskgate ingest``
     wrote (a read-only open cannot create them; ``riskgate dashboard`` and any read-write command do)."""
+    from ingest.store import applied_migrations, has_table
     from risk.store import risk_migrations
 
-    has_log = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations' "
-                          "AND schema_name = 'main'").fetchall()[0][0]
-    done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()} if has_log else set()
+    done = set(applied_migrations(con)) if has_table(con, "schema_migrations") else set()
     missing = [m.name for m in risk_migrations() if m.name not in done]
     if missing:
         raise StoreError(

@@ -218,6 +218,12 @@ def _namespace(name: str) -> str:
     return "" if name[:1].isdigit() else name.split("_", 1)[0]
 
 
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the store's main schema has the table ``name`` (a read-only open cannot create a missing one)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
+                            [name]).fetchall()[0][0])
+
+
 def check_schema(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration], read_only: bool,
                  source: str | None = None) -> set[str]:
     """The names recorded in the store, after refusing a store this code cannot read safely (:class:`StoreError`):
@@ -231,8 +237,7 @@ def check_schema(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration]
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
             )
-        elif not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations' "
-                             "AND schema_name = 'main'").fetchall()[0][0]:
+        elif not has_table(con, "schema_migrations"):
             return set()
         done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
     except duckdb.Error as exc:  # a damaged file (truncated, say): one clear error, not a traceback

@@ -83,7 +83,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ingest.errors import ConfigurationError
-from ingest.store import Migration
+from ingest.store import Migration, has_table
 
 # -- Cognito enumerations ------------------------------------------------------
 
@@ -944,8 +944,7 @@ def _record(
 def known_pools(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Pools the store knows: any configuration or mode version, any stored event's UserPoolId, or any loaded
     user's."""
-    configured = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'risk_config_versions' "
-                             "AND schema_name = 'main'").fetchall()[0][0]  # none in a store only ingest opened
+    configured = has_table(con, "risk_config_versions")  # none in a store only ingest opened
     return [r[0] for r in con.execute(
         ("SELECT user_pool_id FROM risk_config_versions UNION " if configured else "")
         + """SELECT user_pool_id FROM events WHERE user_pool_id IS NOT NULL
@@ -970,10 +969,9 @@ def choose_pool(
             raise ConfigurationError(f"user pool id {chosen[:60]!r}… is too long: at most 55 characters allowed")
         return chosen
     pools = known_pools(con) if con is not None else []
-    if len(pools) == 1:
-        return pools[0]
-    if not pools:
-        return DEFAULT_POOL_ID
+    pool = unpooled_of(pools)  # the one rule for a pool nobody named (the variable is unset here)
+    if pool is not None:
+        return pool
     raise ConfigurationError(
         f"the store knows several pools ({', '.join(pools)}), from its events, users and configuration; "
         f"choose one with --user-pool-id or ${POOL_ENV}"
@@ -1002,13 +1000,14 @@ def unpooled_of(pools: Iterable[str]) -> str | None:
 def unpooled_users_problem(con: duckdb.DuckDBPyConnection) -> str | None:
     """Why users loaded without a pool id count for no user, or None: the store knows several pools and
     ``$RISKGATE_USER_POOL_ID`` is unset, so they belong to none (their MFA settings, email and status unused)."""
-    if unpooled_pool(con) is not None:
+    pools = known_pools(con)
+    if unpooled_of(pools) is not None:
         return None
     n = con.execute("SELECT count(*) FROM users WHERE pool_key = ''").fetchall()[0][0]
     if not n:
         return None
     return (f"{n:,} user(s) loaded without a pool id belong to no pool: the store knows several "
-            f"({', '.join(known_pools(con))}), so their MFA settings, email and status apply to nobody; "
+            f"({', '.join(pools)}), so their MFA settings, email and status apply to nobody; "
             f"load them again with --user-pool-id, or set ${POOL_ENV} to their pool")
 
 

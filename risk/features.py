@@ -96,7 +96,7 @@ import pyarrow as pa
 
 from ingest.errors import RiskgateError
 from risk import feedback
-from risk.config import unpooled_pool
+from risk.config import known_pools, unpooled_of
 from risk.score import check_period
 from risk.signals import FEATURE_COLUMNS
 
@@ -135,11 +135,12 @@ def hosting_asns() -> tuple[tuple[int, str, str], ...]:
     return tuple(out)
 
 
-def bind_unpooled(con) -> str | None:
+def bind_unpooled(con, pools=None) -> str | None:
     """Set :data:`UNPOOLED_VAR` on ``con`` (a connection or cursor: each has its own) for the feature SQL and
-    return it. A user is a username in a pool, as in Cognito: ``alice`` of one pool never shares history,
-    windows or counts with ``alice`` of another; events without a pool are the user of :func:`unpooled_pool`."""
-    pool = unpooled_pool(con)
+    return it: ``risk.config.unpooled_pool``, from ``pools`` when the caller has read the store's already. A
+    user is a username in a pool, as in Cognito: ``alice`` of one pool never shares history, windows or counts
+    with ``alice`` of another; events without a pool are the user of that pool."""
+    pool = unpooled_of(known_pools(con) if pools is None else pools)
     con.execute(f"SET VARIABLE {UNPOOLED_VAR} = ?", [pool])
     return pool
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from ingest.enrich import ipv4_number_sql
 from ingest.errors import RiskgateError
+from risk.config import unpooled_pool
 
 LEVEL_ORDER = ("High", "Medium", "Low")
 NO_RISK = "No risk"
@@ -58,9 +59,10 @@ _SCOPE = """($since::TIMESTAMPTZ IS NULL OR e.creation_date >= $since::TIMESTAMP
 
 
 def _scope(con, since, until, pool, client) -> dict:
-    """The parameters of ``_SCOPE``: an event without a pool id is in the pool it belongs to (``_unpooled``)."""
+    """The parameters of ``_SCOPE``: an event without a pool id is in the pool it belongs to
+    (``risk.config.unpooled_pool``)."""
     return {"since": since, "until": until, "pool": pool or None, "client": client or None,
-            "unpooled": _unpooled(con)}
+            "unpooled": unpooled_pool(con)}
 
 
 def _df(con, sql: str, params: dict | list | None = None) -> pd.DataFrame:
@@ -260,13 +262,6 @@ def top_risky(
             LIMIT $n""",
         {**_scope(con, since, until, pool, client), "n": int(n)},
     )
-
-
-def _unpooled(con) -> str | None:
-    """The pool of events without a pool id (``risk.config.unpooled_pool``): a user is a username in its pool."""
-    from risk.config import unpooled_pool
-
-    return unpooled_pool(con)
 
 
 # -- events: search, detail, the user's previous sign-ins -------------------------------------
@@ -498,8 +493,6 @@ def previous_signins(con: duckdb.DuckDBPyConnection, event_id: str, n: int = 10)
     UserPoolId belongs to ``risk.config.unpooled_pool`` (none when the store knows several pools and
     ``$RISKGATE_USER_POOL_ID`` is unset: the pool-less events of a username are then a user of their own).
     """
-    from risk.config import unpooled_pool
-
     return _df(
         con,
         f"""WITH this AS (SELECT username, coalesce(user_pool_id, $unpooled::VARCHAR) AS pool, creation_date, event_id

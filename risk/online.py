@@ -197,8 +197,8 @@ class OnlineFeatures:
                          (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
                          {_DAY.replace("creation_date", "e.creation_date")} AS d
                   FROM events e LEFT JOIN ({feedback.INVALID_EVENTS_SQL}) inv ON inv.event_id = e.event_id)"""
-        self.unpooled = bind_unpooled(con)
         self.pools = set(known_pools(con))
+        self.unpooled = bind_unpooled(con, self.pools)
         pool = f"coalesce(user_pool_id, getvariable('{UNPOOLED_VAR}'))"
         users: dict[tuple, _User] = {}
         for who, n, prev in con.execute(

@@ -678,8 +678,10 @@ def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
 
     blocked = events.filter(pc.is_in(events.column("event_id"), ids)).select(["user_pool_id", "username"])
     unpooled = unpooled_pool(con)
-    users = {(_pool_of(con, p), u) for p, u in zip(*(c.to_pylist() for c in blocked.columns))}
-    for pool, username in sorted(users):  # a username is one user per pool: only this pool's is reset
+    raw = set(zip(*(c.to_pylist() for c in blocked.columns)))
+    pool_of = {p: _pool_of(con, p) for p in {p for p, _u in raw}}  # once per pool id, not per event
+    # a username is one user per pool: only this pool's is reset
+    for pool, username in sorted({(pool_of[p], u) for p, u in raw}):
         set_user_status(con, username, "RESET_REQUIRED", pool, unpooled=unpooled)
 
 

@@ -709,11 +709,14 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
 
 def apply(con, result: TuneResult) -> int:
     """Store the tuned thresholds as a new version; returns it. Refused (``TuningError``) when the history
-    was not scored by the active model alone (``TuneResult.model_warning``)."""
+    was not scored by the active model alone (``TuneResult.model_warning``), or when the targets are not met."""
     from risk import levels
 
     if result.model_warning:
         raise TuningError(f"{result.model_warning}; nothing written")
+    if not result.met:
+        raise TuningError("the targets cannot all be met on this history; nothing written "
+                          "(see the notes without --apply)")
     targets = ", ".join(f"{k}={v}" for k, v in result.targets.to_dict().items() if v not in (None, {}))
     result.applied_version = levels.set_thresholds(con, result.thresholds, source=f"riskgate tune ({targets})")
     return result.applied_version

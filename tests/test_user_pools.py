@@ -13,7 +13,8 @@ from ingest.users import UserRecord, get_user, set_user_status, upsert_users
 from risk import config as rc
 from risk import credentials
 from risk import notify as rn
-from risk.features import compute_features, unpooled_pool
+from risk.config import unpooled_pool
+from risk.features import compute_features
 from risk.online import OnlineFeatures
 from risk.score import _mfa_state
 from risk.tuning import labelled_scores
