@@ -18,6 +18,7 @@ import risk.store
 from dashboards import common
 from risk import insights, levels, tuning
 from risk.auth_events import list_user_auth_events
+from risk.config import POOL_ENV
 from tests import dashboard_store as known
 from tests.storedb import q
 
@@ -34,11 +35,13 @@ def base_store(tmp_path_factory):
 
 @pytest.fixture
 def db(base_store, tmp_path, monkeypatch):
-    """A fresh copy of the known store; RISKGATE_DB points at it; no password; served on loopback."""
+    """A fresh copy of the known store; RISKGATE_DB points at it; no password, no pool variable; served on
+    loopback."""
     path = tmp_path / "known.duckdb"
     shutil.copy(base_store, path)
     monkeypatch.setenv("RISKGATE_DB", str(path))
     monkeypatch.delenv("RISKGATE_DASHBOARD_PASSWORD", raising=False)
+    monkeypatch.delenv(POOL_ENV, raising=False)
     monkeypatch.setattr(common, "PREFETCH", False)  # no background reads in these tests (one test turns it on)
     old = st_config.get_option("server.address")
     st_config.set_option("server.address", "127.0.0.1")
@@ -61,6 +64,19 @@ def metrics(at) -> dict:
 
 def texts(at) -> str:
     return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def assert_suggests(at, challenged: float, blocked: float, want) -> None:
+    """The Tuning page's Suggest, for targets in percent, sets the sliders to ``want`` (a ``tuning.tune``
+    result) and says whether its targets are met."""
+    at.number_input(key="tn_target_challenged").set_value(challenged).run()
+    at.number_input(key="tn_target_blocked").set_value(blocked).run()
+    at.button(key="tn_suggest").click().run()
+    assert not at.exception
+    assert {name: at.slider(key=f"tn_{name}").value for name in ("low", "medium", "high")} == {
+        name: round(value, 4) for name, value in want.thresholds.to_dict().items()}
+    shown = [m.value for m in list(at.success) + list(at.error)]
+    assert any(m.startswith("Targets met: " if want.met else "Targets not met: ") for m in shown), shown
 
 
 # -- risk.insights on the known store ------------------------------------------------------------
@@ -333,14 +349,7 @@ def test_tuning_suggests_what_tune_proposes(db):
         con.close()
     before = {name: at.slider(key=f"tn_{name}").value for name in ("low", "medium", "high")}
     assert before != {name: round(value, 4) for name, value in want.thresholds.to_dict().items()}  # it moves them
-    at.number_input(key="tn_target_challenged").set_value(20.0).run()
-    at.number_input(key="tn_target_blocked").set_value(10.0).run()
-    at.button(key="tn_suggest").click().run()
-    assert not at.exception
-    assert {name: at.slider(key=f"tn_{name}").value for name in ("low", "medium", "high")} == {
-        name: round(value, 4) for name, value in want.thresholds.to_dict().items()}
-    shown = [m.value for m in list(at.success) + list(at.error)]
-    assert any(m.startswith("Targets met: " if want.met else "Targets not met: ") for m in shown), shown
+    assert_suggests(at, 20.0, 10.0, want)
 
 
 def test_tuning_cancel_writes_nothing(db):

@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import streamlit as st
-from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 import risk.store
@@ -31,34 +29,11 @@ from risk import insights, levels, tuning
 from tests import dashboard_store as known
 from tests.dashboard_server import CHROMIUM, CHROMIUM_ARGS, browser_api, dashboard_server, settle
 from tests.storedb import q
-from tests.test_dashboard import app, texts
+from tests.test_dashboard import (  # noqa: F401 (base_store and db: the known store's fixtures)
+    APP, TIMEOUT, app, assert_suggests, base_store, db, texts)
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "dashboards" / "app.py")
-TIMEOUT = 30
 OTHER_POOL = "eu-west-1_O"
-
-
-@pytest.fixture(scope="module")
-def base_store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dashfix") / "known.duckdb"
-    known.build(path)
-    return path
-
-
-@pytest.fixture
-def db(base_store, tmp_path, monkeypatch):
-    """A fresh copy of the known store; RISKGATE_DB points at it; no password, no pool variable; loopback."""
-    path = tmp_path / "known.duckdb"
-    shutil.copy(base_store, path)
-    monkeypatch.setenv("RISKGATE_DB", str(path))
-    monkeypatch.delenv("RISKGATE_DASHBOARD_PASSWORD", raising=False)
-    monkeypatch.delenv(rc.POOL_ENV, raising=False)
-    monkeypatch.setattr(common, "PREFETCH", False)
-    old = st_config.get_option("server.address")
-    st_config.set_option("server.address", "127.0.0.1")
-    yield path
-    st_config.set_option("server.address", old)
 
 
 def _event(event_id: str, when: datetime, **fields) -> dict:
@@ -307,15 +282,7 @@ def test_tuning_suggest_takes_a_zero_percent_target(db):
     finally:
         con.close()
     assert want.thresholds != no_target.thresholds  # the known store tells them apart
-    at = app("tuning")
-    at.number_input(key="tn_target_challenged").set_value(100.0).run()
-    at.number_input(key="tn_target_blocked").set_value(0.0).run()
-    at.button(key="tn_suggest").click().run()
-    assert not at.exception
-    assert {name: at.slider(key=f"tn_{name}").value for name in ("low", "medium", "high")} == {
-        name: round(value, 4) for name, value in want.thresholds.to_dict().items()}
-    shown = [m.value for m in list(at.success) + list(at.error)]
-    assert any(m.startswith("Targets met: " if want.met else "Targets not met: ") for m in shown), shown
+    assert_suggests(app("tuning"), 100.0, 0.0, want)
 
 
 # -- 3. the configuration is saved where the page says, and the page says what is saved -------------------------
