@@ -162,3 +162,17 @@ def test_detect_format_variants(text, fmt, tmp_path):
     p = tmp_path / "x"
     p.write_text(text, encoding="utf-8")
     assert detect_format(str(p)) == fmt
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_detect_format_reads_a_first_record_longer_than_the_head(compressed, tmp_path):
+    # an event whose headers come before its Username and make its line longer than the first 64 KiB read
+    headers = [{"headerName": f"x-h{i}", "headerValue": "v" * 200} for i in range(400)]
+    record = {"ContextData": {"IpAddress": "192.0.2.1", "ServerName": "s", "ServerPath": "/",
+                              "HttpHeaders": headers},
+              "EventType": "SignIn", "Username": "alice", "CreationDate": "2026-01-01T00:00:00Z"}
+    line = (json.dumps(record) + "\n").encode()
+    assert len(line) > 65536 and line.index(b'"Username"') > 65536
+    p = tmp_path / ("big.jsonl.gz" if compressed else "big.jsonl")
+    p.write_bytes(gzip.compress(line * 2) if compressed else line * 2)
+    assert detect_format(str(p)) == "riskgate-jsonl"

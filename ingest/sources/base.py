@@ -199,10 +199,23 @@ def epoch_sql(seconds: str) -> str:
             f"WHEN {seconds} < 0 THEN '-infinity'::TIMESTAMPTZ END")
 
 
+#: How far :func:`read_head` reads on to finish the first line with content (an event with large headers).
+MAX_HEAD_LINE = 16 * 1024 * 1024
+
+
 def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:
+    """The first ``n`` bytes of the (decompressed) input, read on to the end of its first line with content
+    (at most :data:`MAX_HEAD_LINE` bytes) so that a format's sniff sees a whole first record even when it is
+    longer than ``n`` (one sign-in with many large HTTP headers)."""
     with open_binary(path) as fh:
         try:
-            return fh.read(n)
+            head = fh.read(n)
+            while len(head) < MAX_HEAD_LINE and b"\n" not in head.lstrip():
+                more = fh.read(n)
+                if not more:
+                    break
+                head += more
+            return head
         except (OSError, EOFError) as exc:
             raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
 
