@@ -48,6 +48,7 @@ import duckdb
 
 from ingest.errors import ConfigurationError, RiskgateError
 from ingest.store import Migration
+from risk.config import CONTROL_CHARS_RE
 
 # -- names and settings ----------------------------------------------------------------------
 
@@ -90,9 +91,6 @@ UNKNOWN = "unknown"
 _TOKEN_CONTEXT = b"riskgate-feedback-v1."
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + r")\}")
-#: C0 and C1 controls (CR and LF included) and the Unicode line/paragraph separators.
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]+")
-
 
 class NotifyError(RiskgateError):
     """A notification could not be rendered or delivered (recorded as failed; never stops scoring)."""
@@ -117,7 +115,7 @@ def _secret(secret: str | bytes | None) -> bytes:
 
 def _clean(value: Any) -> str:
     """One line of text: control characters (CR, LF, ...) become a space; surrounding blanks go."""
-    return _CONTROL_RE.sub(" ", "" if value is None else str(value)).strip()
+    return CONTROL_CHARS_RE.sub(" ", "" if value is None else str(value)).strip()
 
 
 def _field(obj: Any, *names: str) -> Any:
@@ -213,7 +211,7 @@ def verify_token(token: str, *, now: datetime | None = None, secret: str | bytes
 def public_url(base_url: str | None = None) -> str:
     base = base_url if base_url is not None else os.environ.get(PUBLIC_URL_ENV, "")
     parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL_RE.search(base):
+    if parts.scheme not in ("http", "https") or not parts.netloc or CONTROL_CHARS_RE.search(base):
         if not base:
             raise ConfigurationError(
                 f"{PUBLIC_URL_ENV} is not set: the one-click links need the public base URL of the riskgate "
