@@ -92,6 +92,7 @@ _TOKEN_CONTEXT = b"riskgate-feedback-v1."
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + r")\}")
 
+
 class NotifyError(RiskgateError):
     """A notification could not be rendered or delivered (recorded as failed; never stops scoring)."""
 
