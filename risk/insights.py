@@ -231,34 +231,38 @@ def top_risky(
     """The ``n`` users, IPs, networks (/24 or /48) or ASNs with the most risky events in the period.
 
     Ranked by High, then Medium, then Low events, then the highest score. Columns: the key
-    (username / ip / network / asn), as_org (not for users), events, risky, high, medium, low,
-    blocked, max_score, users (distinct users; for a user, 1), countries, last_seen.
+    (username / ip / network / asn), then for users their user_pool_id (a user is a username in
+    its pool: ``alice`` of two pools is two rows; a pool-less event is its pool's as in the
+    features, ``None`` when the store has several pools) and for the others as_org, then events,
+    risky, high, medium, low, blocked, max_score, users (distinct users; for a user, 1),
+    countries, last_seen.
     """
     if by not in _TOP_KEYS:
         raise InsightsError(f"by must be one of {', '.join(TOP_BY)}, got {by!r}")
     expr, name = _TOP_KEYS[by]
-    org = "" if by == "user" else ", mode(as_org) AS as_org"
+    key = "k, pool" if by == "user" else "k"  # a user is a username in its pool
+    second = "pool AS user_pool_id" if by == "user" else "mode(as_org) AS as_org"
     return _df(
         con,
         f"""WITH scoped AS (
-              SELECT {expr} AS k, e.username,
+              SELECT {expr} AS k, e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR) AS pool,
                      CASE WHEN e.username IS NOT NULL
                           THEN hash(e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR)) END AS uid,
                      e.country_iso, e.creation_date, e.as_org,
                      a.risk_level, a.outcome, a.score
               FROM events e JOIN assessments a ON a.event_id = e.event_id
               WHERE {_SCOPE} AND {expr} IS NOT NULL),
-            risky AS (SELECT DISTINCT k FROM scoped WHERE risk_level IS NOT NULL)
-            SELECT k AS {name}{org}, count(*) AS events, count(risk_level) AS risky,
+            risky AS (SELECT DISTINCT {key} FROM scoped WHERE risk_level IS NOT NULL)
+            SELECT k AS {name}, {second}, count(*) AS events, count(risk_level) AS risky,
                    count(*) FILTER (WHERE risk_level = 'High') AS high,
                    count(*) FILTER (WHERE risk_level = 'Medium') AS medium,
                    count(*) FILTER (WHERE risk_level = 'Low') AS low,
                    count(*) FILTER (WHERE outcome = 'Block') AS blocked,
                    max(score) AS max_score, count(DISTINCT uid) AS users,
                    count(DISTINCT country_iso) AS countries, max(creation_date) AS last_seen
-            FROM scoped SEMI JOIN risky USING (k)
-            GROUP BY k
-            ORDER BY high DESC, medium DESC, low DESC, max_score DESC, 1
+            FROM scoped SEMI JOIN risky USING ({key})
+            GROUP BY {key}
+            ORDER BY high DESC, medium DESC, low DESC, max_score DESC, 1, 2
             LIMIT $n""",
         {**_scope(con, since, until, pool, client), "n": int(n)},
     )

@@ -298,6 +298,9 @@ def test_the_dashboards_counts_of_users_count_a_name_in_two_pools_twice(con):
     assert insights.overview_metrics(con)["users"] == 2
     top = insights.top_risky(con, by="ip")
     assert top["users"].tolist() == [2]
+    top = insights.top_risky(con, by="user")  # a user is a username in its pool: alice twice
+    assert top[["username", "user_pool_id", "events", "users"]].values.tolist() == [
+        ["alice", "P1", 1, 1], ["alice", "P2", 1, 1]]
 
 
 def test_the_services_feedback_finds_a_pool_less_event_only_in_the_pool_it_belongs_to(con):
