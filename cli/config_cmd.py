@@ -87,7 +87,7 @@ def describe_cmd(
 ) -> None:
     """Print the configuration that applies, as DescribeRiskConfiguration returns it."""
     risk_config.check_client_arg(client_id)
-    con = store.connect(db)
+    con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         detail = risk_config.resolve_detail(con, user_pool_id, client_id)
     finally:
@@ -146,7 +146,7 @@ def history_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Every configuration and mode change, newest first: version, time, scope, what changed."""
-    con = store.connect(db)
+    con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         versions = risk_config.history(con, user_pool_id, client_id, limit=limit)
     finally:

@@ -123,7 +123,7 @@ def summary(db: DbOption = None, json_out: JsonFlag = False) -> None:
     """What is in the store: events by type and outcome, countries, networks, devices, labels, quarantine."""
     from risk.config import unpooled_pool
 
-    con = store.connect(db)
+    con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         s = store.summary(con, unpooled_pool(con))
         runs = store.recent_runs(con, 5)

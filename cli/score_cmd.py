@@ -103,7 +103,7 @@ def events(
     from risk import store
     from risk.auth_events import list_user_auth_events
 
-    con = store.connect(db)
+    con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         out = list_user_auth_events(con, username, max_results=max_results, next_token=next_token)
     finally:
@@ -125,7 +125,7 @@ def export(
     from risk.report import export_assessments
 
     lo, hi = parse_period(since, until)
-    con = store.connect(db)
+    con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         n = export_assessments(con, out, format, since=lo, until=hi)
     finally:
@@ -141,7 +141,7 @@ def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = 
     from risk.report import pipeline_summary
 
     lo, hi = parse_period(since, until)
-    con = store.connect(db)
+    con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         s = pipeline_summary(con, since=lo, until=hi)
     finally:

@@ -184,7 +184,7 @@ def models(
     from risk.model import registry
     from risk.model.registry import json_safe
 
-    con = store.connect(db)
+    con = store.connect(db, read_only=None if activate is None else False)  # a listing only reads
     try:
         if activate is not None:
             registry.activate(con, activate)

@@ -459,17 +459,26 @@ def _open_duckdb(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConn
             delay = min(delay * 2, 0.1)
 
 
+def writable(path: str) -> bool:
+    """Whether the store file at ``path`` can be written: the file itself and its folder (DuckDB's WAL and the
+    lease's files are made beside it). False on a read-only folder, file or mount, for root too."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    return os.access(folder, os.W_OK) and (not os.path.exists(path) or os.access(path, os.W_OK))
+
+
 def connect(
     db: str | os.PathLike | None = None,
     *,
-    read_only: bool = False,
+    read_only: bool | None = False,
     wait: float | None = None,
     migrations: Sequence[Migration] | None = None,
     settings: Sequence[str] = (),
 ) -> Store:
     """Open (creating and migrating on first use) the store at ``db``, waiting for this process's turn.
 
-    ``":memory:"`` gives a throw-away store for tests. ``wait`` (default
+    ``read_only=None`` is for commands that only read: read-only when the store exists and cannot be written
+    (:func:`writable`: a store on read-only media is still readable), else read-write as usual (created when
+    missing, migrated when older). ``":memory:"`` gives a throw-away store for tests. ``wait`` (default
     ``$RISKGATE_STORE_WAIT``, else 300 s) bounds the wait while another
     process holds the file. ``settings``: constant ``SET`` statements run
     each time the file is opened (again after a hand-over).
@@ -479,6 +488,8 @@ def connect(
         parent = Path(path).expanduser().resolve().parent
         if not parent.exists():
             raise StoreError(f"folder {parent} does not exist", source=path)
+    if read_only is None:
+        read_only = path != ":memory:" and os.path.exists(path) and not writable(path)
     return Store(path, read_only, lease.default_wait() if wait is None else wait,
                  MIGRATIONS if migrations is None else migrations, settings)
 

@@ -39,7 +39,7 @@ def risk_migrations() -> list[Migration]:
 
 
 def connect(
-    db: str | os.PathLike | None = None, *, read_only: bool = False, wait: float | None = None,
+    db: str | os.PathLike | None = None, *, read_only: bool | None = False, wait: float | None = None,
     settings: tuple[str, ...] = (),
 ) -> ingest_store.Store:
     """Open the store with every ingest and risk table migrated (see ``ingest.store.connect``)."""

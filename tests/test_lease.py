@@ -159,6 +159,20 @@ def test_the_store_can_be_read_while_riskgate_score_runs(tmp_path):
         assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM assessments").fetchall() == [(total, total)]
 
 
+def run_in_read_only_folder(folder: Path, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with ``folder`` read-only (0555 and its files 0444; for root, who writes through permissions,
+    a read-only bind mount in a mount namespace of its own)."""
+    for p in [folder, *folder.iterdir()]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    if os.geteuid() == 0:
+        import shlex
+
+        d = shlex.quote(str(folder))
+        cmd = ["unshare", "-m", "sh", "-c",
+               f"mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {shlex.join(cmd)}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
 def test_a_store_in_a_read_only_folder_can_still_be_read():
     """No lock files can be made there, and none are needed: nobody can write that store."""
     import shutil
@@ -172,18 +186,10 @@ def test_a_store_in_a_read_only_folder_can_still_be_read():
             con.execute("CREATE TABLE t AS SELECT 42 AS x")
         for side in folder.glob("s.duckdb.*"):
             side.unlink()
-        folder.chmod(0o555)
         code = ("import sys; sys.path.insert(0, sys.argv[2]); from ingest import store\n"
                 "with store.connect(sys.argv[1], read_only=True, wait=0) as con:\n"
                 "    print(con.execute('SELECT x FROM t').fetchall())")
-        cmd = [sys.executable, "-c", code, str(db), str(ROOT)]
-        if os.geteuid() == 0:  # root writes through permissions: make the folder a read-only mount instead
-            import shlex
-
-            d = shlex.quote(str(folder))
-            cmd = ["unshare", "-m", "sh", "-c",
-                   f"mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {shlex.join(cmd)}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+        done = run_in_read_only_folder(folder, [sys.executable, "-c", code, str(db), str(ROOT)])
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "[(42,)]"
         assert sorted(p.name for p in folder.iterdir()) == ["s.duckdb"]
@@ -226,3 +232,51 @@ def test_a_reader_holding_the_store_is_not_named_after_a_writer_that_is_gone(tmp
     with store.connect(db) as con:  # a writer that ends cleanly clears its name
         pass
     assert (tmp_path / "s.duckdb.lock").read_text() == ""
+
+
+def test_the_commands_that_only_read_work_on_a_store_in_a_read_only_folder(tmp_path):
+    """summary, events, export, report, config describe / history and models open such a store read-only (they
+    used to open every store read-write, which a read-only folder, file or mount refuses)."""
+    import json
+    import shutil
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    import cli
+
+    src = tmp_path / "e.jsonl"
+    src.write_text("".join(json.dumps(
+        {"EventId": f"e{i}", "Username": "alice", "EventType": "SignIn", "EventResponse": "Pass",
+         "CreationDate": f"2026-03-{i + 1:02d}T08:00:00Z",
+         "ContextData": {"IpAddress": "192.0.2.7", "ServerName": "a", "ServerPath": "/", "HttpHeaders": []}}) + "\n"
+        for i in range(12)))
+    folder = Path(tempfile.mkdtemp(prefix="riskgate-ro-"))
+    try:
+        db = folder / "s.duckdb"
+        runner = CliRunner()
+        for args in (["ingest", str(src)], ["train"], ["score"]):
+            done = runner.invoke(cli.app, [*args, "--db", str(db)])
+            assert done.exit_code == 0, done.output
+        for side in folder.glob("s.duckdb.*"):
+            side.unlink()
+        out = tmp_path / "out.csv"
+        commands = [["summary"], ["events", "alice"], ["export", "--out", str(out)], ["report"],
+                    ["config", "describe"], ["config", "history"], ["models"]]
+        code = ("import sys, json; sys.path.insert(0, sys.argv[2])\n"
+                "from typer.testing import CliRunner\n"
+                "import cli\n"
+                f"cmds = {commands!r}\n"
+                "res = [CliRunner().invoke(cli.app, [*c, '--db', sys.argv[1]]) for c in cmds]\n"
+                "print(json.dumps([[r.exit_code, r.stdout, r.stderr] for r in res]))")
+        done = run_in_read_only_folder(folder, [sys.executable, "-c", code, str(db), str(ROOT)], timeout=240)
+        assert done.returncode == 0, done.stderr
+        results = dict(zip((" ".join(c[:2]) for c in commands), json.loads(done.stdout.splitlines()[-1])))
+        assert {name: (rc, err) for name, (rc, _, err) in results.items() if rc} == {}
+        assert json.loads(results["events alice"][1])["AuthEvents"][0]["EventId"] == "e11"
+        assert "wrote 12 rows" in results["export --out"][1] and len(out.read_text().splitlines()) == 13
+        assert sorted(p.name for p in folder.iterdir()) == ["s.duckdb"]
+    finally:
+        for p in [folder, *folder.iterdir()]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(folder, ignore_errors=True)
