@@ -343,6 +343,17 @@ def empty_to_null(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array
     return pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
 
 
+def _as_text(col: pa.Array) -> pa.Array:
+    """A typed column as the text a CSV of it says (5, 1.5, true: Arrow's own CSV writing); other types (lists,
+    structs) as they are."""
+    if _kind(col.type) == "string":
+        return col
+    try:
+        return col.cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return col
+
+
 # ---------------------------------------------------------------------------
 # The column mapping
 # ---------------------------------------------------------------------------
@@ -665,6 +676,9 @@ class MappedConverter:
                     col = empty_to_null(col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col)
                 arrays.append(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
             cols["_x"] = pa.StructArray.from_arrays(arrays, names=self.extra_columns)
+            # the derived id hashes the extras as text: a Parquet file's typed 5 / 1.5 / true and the same rows
+            # written as CSV ("5", "1.5", "true") are the same events
+            cols["_xt"] = pa.StructArray.from_arrays([_as_text(a) for a in arrays], names=self.extra_columns)
         return pa.table(cols) if cols else pa.table({"_n": pa.nulls(n)}), fields, sources
 
     def _plan(self, inputs: pa.Table, fields: list[str]) -> _Plan:
@@ -696,12 +710,14 @@ class MappedConverter:
             content.append("http_headers")
         if "has_context_data" not in fields and "ip_address" in fields:
             out.append("ip_address IS NOT NULL AS has_context_data")
-        extra = "nullif(json_merge_patch('{}', to_json(_x)), '{}')" if "_x" in inputs.column_names else "NULL"
-        conv.append(f"CAST({extra} AS VARCHAR) AS extra")
+        has_x = "_x" in inputs.column_names
+        for struct, name in (("_x", "extra"), ("_xt", "_extra_text")):
+            extra = f"nullif(json_merge_patch('{{}}', to_json({struct})), '{{}}')" if has_x else "NULL"
+            conv.append(f"CAST({extra} AS VARCHAR) AS {name}")
         conv += [f"l{i}" for i in range(len(m.labels))]
         out += ["extra", "_raw"] + [f"l{i}" for i in range(len(m.labels))]
-        derived = ("'row-' || left(sha256(to_json({" + ", ".join(f"'{f}': {f}" for f in content + ["extra"])
-                   + "})), 32)")
+        derived = ("'row-' || left(sha256(to_json({" + ", ".join([f"'{f}': {f}" for f in content]
+                                                                + ["'extra': _extra_text"]) + "})), 32)")
         out.append(f"coalesce(event_id, {derived}) AS event_id" if "event_id" in fields else f"{derived} AS event_id")
         out.append("_line AS source_line")
         sql = f"WITH conv AS (SELECT {', '.join(conv)} FROM inputs_) SELECT {', '.join(out)} FROM conv"
