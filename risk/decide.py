@@ -6,15 +6,21 @@ phrases are the reference's.
 
 Mode
   ``OFF``: "no risk evaluation" -- nothing is evaluated, not even the IP-range
-  exceptions: RiskDecision and level absent (``None``), outcome Allow, no
-  challenge, no block, no notification. ``AUDIT``: "every event is evaluated
-  ... but no action is taken (the decision is recorded as what would have
-  happened)" -- every field below is computed exactly as in ENFORCED, but
-  ``enforced`` is False, ``blocked``, ``mfa_challenge`` and ``reset_required``
-  are False, and ``notification`` is None (``would_notify`` keeps the
-  template): Cognito's audit-only mode "gathers metrics on detected risks, but
-  doesn't take automatic action", and a notification is one of the automatic
-  responses. ``ENFORCED``: "actions apply".
+  exceptions: RiskDecision and level absent (``None``), no block, no
+  notification; the outcome is the user's own MFA challenge when they have MFA,
+  else Allow. ``AUDIT``: "every event is evaluated ... but no action is taken
+  (the decision is recorded as what would have happened)" -- every field below
+  is computed exactly as in ENFORCED, but ``enforced`` is False, ``blocked``
+  and ``reset_required`` are False, and ``notification`` is None
+  (``would_notify`` keeps the template): Cognito's audit-only mode "gathers
+  metrics on detected risks, but doesn't take automatic action", and a
+  notification is one of the automatic responses. ``ENFORCED``: "actions apply".
+
+  A user's own MFA is not a risk response: the pool challenges "users who have
+  MFA enabled for themselves" in every mode, so ``mfa_challenge`` is True for
+  them in OFF and AUDIT too (an application asking riskgate what to do must not
+  stop challenging them while the pool is audited); only an enforced block
+  stops them earlier.
 
 IP-range exceptions (checked first)
   Blocked range: "the request is blocked, RiskDecision Block, no risk level;
@@ -49,7 +55,11 @@ Compromised credentials
   PasswordChange, SignUp; ForgotPassword and ResendCode never). ``None`` means
   not checked (no password presented). Detected + ``BLOCK``: the request is
   blocked and, when enforced, the user must reset the password
-  (``reset_required``, UserStatus RESET_REQUIRED). Detected + ``NO_ACTION``:
+  (``reset_required``, UserStatus RESET_REQUIRED) -- when the password was the
+  user's: not for a failed attempt (``event_response`` ``Fail``: a wrong
+  password that happens to be a common one says nothing of the user's own, and
+  resetting would let anyone lock any account out by guessing ``123456``) nor
+  for a SignUp (blocked, so there is no user to reset). Detected + ``NO_ACTION``:
   only CompromisedCredentialsDetected is recorded. Without a
   CompromisedCredentialsRiskConfiguration a detection is recorded with
   NO_ACTION. The outcome is the more restrictive of account takeover and
@@ -214,8 +224,10 @@ def decide(
     configuration: RiskConfiguration,
     mode: AdvancedSecurityMode | str,
     user_has_mfa: bool,
+    event_response: str | None = None,
 ) -> Decision:
-    """Apply the configuration to one event (see the module docstring for the exact table)."""
+    """Apply the configuration to one event (see the module docstring for the exact table). ``event_response``:
+    ``Pass`` / ``Fail`` (None: not known, taken as ``Pass``)."""
     mode = AdvancedSecurityMode(mode)
     level = RiskLevel(risk_level) if risk_level is not None else None
     exc = ExceptionResult(exception) if exception is not None else ExceptionResult.NONE
@@ -223,19 +235,21 @@ def decide(
     has_mfa = bool(user_has_mfa)
     reasons: list[str] = []
 
+    own_mfa = "the user has MFA of their own: always challenged"
     if mode is AdvancedSecurityMode.OFF:
         return Decision(
             mode=mode, evaluated=False, enforced=False, risk_decision=None, risk_level=None, event_action=None,
-            notify=False, outcome=Outcome.ALLOW, mfa_challenge=False, blocked=False, override_block=False,
-            exception=exc, compromised_credentials_checked=False, compromised_credentials_detected=False,
-            compromised_credentials_action=None, reset_required=False, notification=None, would_notify=None,
-            reasons=("AdvancedSecurityMode OFF: no risk evaluation",),
+            notify=False, outcome=Outcome.MFA_CHALLENGE if has_mfa else Outcome.ALLOW, mfa_challenge=has_mfa,
+            blocked=False, override_block=False, exception=exc, compromised_credentials_checked=False,
+            compromised_credentials_detected=False, compromised_credentials_action=None, reset_required=False,
+            notification=None, would_notify=None,
+            reasons=("AdvancedSecurityMode OFF: no risk evaluation", *((own_mfa,) if has_mfa else ())),
         )
 
     enforced = mode is AdvancedSecurityMode.ENFORCED
     event_action: AccountTakeoverEventAction | None = None
     notify = False
-    cc_checked = cc_detected = cc_block = False
+    cc_checked = cc_detected = cc_block = cc_reset = False
     cc_action: CompromisedCredentialsEventAction | None = None
     override_block = False
 
@@ -249,7 +263,7 @@ def decide(
         outcome = Outcome.MFA_CHALLENGE if has_mfa else Outcome.ALLOW
         reasons.append("IP address in SkippedIPRangeList: no risk detection, no risk level")
         if has_mfa:
-            reasons.append("the user has MFA of their own: always challenged")
+            reasons.append(own_mfa)
     else:
         # account takeover
         if level is None:
@@ -269,7 +283,7 @@ def decide(
         elif event_action is AccountTakeoverEventAction.BLOCK:
             reasons.append("BLOCK: blocked")
         elif has_mfa:
-            reasons.append("the user has MFA of their own: always challenged")
+            reasons.append(own_mfa)
         elif event_action is AccountTakeoverEventAction.MFA_IF_CONFIGURED:
             reasons.append("MFA_IF_CONFIGURED and the user has no MFA: allowed")
 
@@ -290,10 +304,18 @@ def decide(
             if detected:
                 cc_detected = True
                 cc_block = cc_action is CompromisedCredentialsEventAction.BLOCK
-                reasons.append(
-                    f"compromised credentials detected: {cc_action}"
-                    + (" (blocked, password reset required)" if cc_block else " (recorded only)")
-                )
+                # the password is the user's only when it was accepted, and there is a user: not after a failed
+                # attempt (anyone could lock anyone out by guessing a common password), nor for a sign-up
+                cc_reset = cc_block and event_response != "Fail" and event_type is not EventType.SIGN_UP
+                if not cc_block:
+                    what = "recorded only"
+                elif cc_reset:
+                    what = "blocked, password reset required"
+                elif event_type is EventType.SIGN_UP:
+                    what = "blocked; the sign-up made no user, so there is no password to reset"
+                else:
+                    what = "blocked; the password failed, so it is not the user's: no reset"
+                reasons.append(f"compromised credentials detected: {cc_action} ({what})")
             else:
                 reasons.append("compromised credentials: checked, not detected")
         if cc_block and _SEVERITY[Outcome.BLOCK] > _SEVERITY[outcome]:
@@ -325,14 +347,15 @@ def decide(
         event_action=event_action,
         notify=notify,
         outcome=outcome,
-        mfa_challenge=enforced and outcome is Outcome.MFA_CHALLENGE,
+        # the user's own MFA is the pool's, not a risk response: challenged whatever the mode unless blocked
+        mfa_challenge=outcome is Outcome.MFA_CHALLENGE if enforced else has_mfa,
         blocked=enforced and outcome is Outcome.BLOCK,
         override_block=override_block,
         exception=exc,
         compromised_credentials_checked=cc_checked,
         compromised_credentials_detected=cc_detected,
         compromised_credentials_action=cc_action,
-        reset_required=enforced and cc_block,
+        reset_required=enforced and cc_reset,
         notification=would_notify if enforced else None,
         would_notify=would_notify,
         reasons=tuple(reasons),

@@ -317,6 +317,7 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     user, users = combos.factorize(ev["username"])
     compromised, compromised_values = combos.factorize(ev["compromised_credentials"])
     event_type, event_types = combos.factorize(ev["event_type"])
+    response, responses = combos.factorize(ev["event_response"])  # a failed attempt's password is not the user's
     exc = combos.exception_codes(ev["client_ip"], pool, pools, client, clients, ctx.exceptions)
     # a username is one user per pool: MFA is looked up per (pool, username)
     who, firsts = combos.combinations((pool, len(pools)), (user, len(users)))
@@ -327,7 +328,8 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     # decide() once per distinct combination of its inputs; each event takes its combination's row
     codes, firsts = combos.combinations((lv, len(levels.LEVEL_NAMES)), (exc, len(EXCEPTION_NAMES)),
                                         (compromised, len(compromised_values)), (event_type, len(event_types)),
-                                        (pool, len(pools)), (client, len(clients)), (has_mfa, 2))
+                                        (response, len(responses)), (pool, len(pools)), (client, len(clients)),
+                                        (has_mfa, 2))
     text = lambda v: None if v is None else str(v)  # noqa: E731
     decided = []
     for i in firsts.tolist():  # in code order
@@ -335,7 +337,8 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
         mode, mver = ctx.mode(pools[pool[i]])
         d = decide(risk_level=levels.LEVEL_NAMES[lv[i]], exception=EXCEPTION_NAMES[exc[i]],
                    compromised=compromised_values[compromised[i]], event_type=event_types[event_type[i]],
-                   configuration=cfg, mode=mode, user_has_mfa=bool(has_mfa[i]))
+                   configuration=cfg, mode=mode, user_has_mfa=bool(has_mfa[i]),
+                   event_response=responses[response[i]])
         decided.append((
             text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode), d.enforced,
             d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
@@ -375,8 +378,7 @@ def _assess_chunk(ctx: _Context, feats: pa.Table, events: pa.Table) -> pa.Table:
     # the event columns in the order of feats (events_to_assess gives them so; anything else is put in order)
     if not (events.num_rows == n and events.column("event_id").equals(feats.column("event_id"))):
         events = events.take(pc.index_in(feats.column("event_id"), value_set=events.column("event_id")))
-    ev = {c: events.column(c)
-          for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
+    ev = {c: events.column(c) for c in EVENT_COLUMNS_TO_ASSESS[1:]}
     a = _assess(ctx, feats, lambda idx: feats.take(pa.array(idx, pa.int64())), ev)
     decided, codes = a.decided, a.codes
     if n <= 64:  # a few rows: built directly (an Arrow take per column costs more than it saves)
@@ -418,8 +420,7 @@ def assess_rows(ctx: _Context, feats: list[dict], events: list[dict]) -> list[di
     ``feats``: the features per event (with event_id); ``events``: the event columns decide needs, by event.
     """
     by_id = {e["event_id"]: e for e in events}
-    ev = {c: [by_id[f["event_id"]][c] for f in feats]
-          for c in ("user_pool_id", "client_id", "username", "event_type", "client_ip", "compromised_credentials")}
+    ev = {c: [by_id[f["event_id"]][c] for f in feats] for c in EVENT_COLUMNS_TO_ASSESS[1:]}
     a = _assess(ctx, feats, lambda idx: [feats[i] for i in idx], ev)
     reasons: list[list] = [[] for _ in feats]
     for i, explained in zip(a.risky.tolist(), a.explained):
@@ -465,8 +466,8 @@ def _reasons_array(n: int, rows_with: np.ndarray, explained: list) -> pa.Array:
 
 
 #: the event columns ``assess_chunk`` needs
-EVENT_COLUMNS_TO_ASSESS = ("event_id", "user_pool_id", "client_id", "username", "event_type", "client_ip",
-                           "compromised_credentials")
+EVENT_COLUMNS_TO_ASSESS = ("event_id", "user_pool_id", "client_id", "username", "event_type", "event_response",
+                           "client_ip", "compromised_credentials")
 _EVENT_COLS = ", ".join(EVENT_COLUMNS_TO_ASSESS)
 
 

@@ -138,7 +138,8 @@ def _response(result, features: dict | None) -> dict:
     a = result.assessment
     enforced = bool(a["enforced"])
     outcome = a["outcome"]
-    action = outcome if enforced else "Allow"
+    # what to do now: the enforced outcome, and in AUDIT or OFF the user's own MFA (the pool's, no risk action)
+    action = "Block" if a["blocked"] else ("MfaChallenge" if a["mfa_challenge"] else "Allow")
     return {
         "EventId": a["event_id"],
         "Score": a["score"],

@@ -68,8 +68,9 @@ class Expected:
 
 
 def expected(level, action, notify, mode, mfa, exception, cc_result, cc_action, filter_match) -> Expected:
-    if mode == "OFF":  # "no risk evaluation"
-        return Expected(False, False, None, None, None, "Allow", False, False, False, False, False, False, None, None)
+    if mode == "OFF":  # "no risk evaluation"; the pool still challenges a user's own MFA
+        return Expected(False, False, None, None, None, "MfaChallenge" if mfa else "Allow", mfa, False, False, False,
+                        False, False, None, None)
     enforced = mode == "ENFORCED"
     if exception == "blocked":  # "blocked, RiskDecision Block, no risk level; counted as OverrideBlock"
         outcome, decision, out_level, out_action, override = "Block", "Block", None, None, True
@@ -100,7 +101,8 @@ def expected(level, action, notify, mode, mfa, exception, cc_result, cc_action, 
         risk_level=out_level,
         event_action=out_action,
         outcome=outcome,
-        mfa_challenge=enforced and outcome == "MfaChallenge",
+        # "users who have MFA enabled for themselves are always challenged": not a risk action, so in AUDIT too
+        mfa_challenge=outcome == "MfaChallenge" if enforced else mfa,
         blocked=enforced and outcome == "Block",
         override_block=override,
         cc_checked=cc_checked,
@@ -228,6 +230,8 @@ def test_audit_records_what_would_have_happened_and_sends_nothing():
     assert (d.outcome, d.would_block, d.would_notify) == (Outcome.BLOCK, True, NotificationTemplate.BLOCK_EMAIL)
     assert d.risk_decision is RiskDecision.BLOCK
     assert any("AUDIT" in r and "would have been blocked" in r for r in d.reasons)
+    d = run(risk_level="High", mode="AUDIT", user_has_mfa=True)  # the user's own MFA is no risk action: it stays
+    assert (d.blocked, d.mfa_challenge, d.notification, d.outcome) == (False, True, None, Outcome.MFA_CHALLENGE)
 
 
 @pytest.mark.parametrize("event_type, checked", [
@@ -236,7 +240,7 @@ def test_audit_records_what_would_have_happened_and_sends_nothing():
 def test_absent_event_filter_means_sign_in_password_change_sign_up(event_type, checked):
     d = run(compromised=True, event_type=event_type)
     assert d.compromised_credentials_checked is checked
-    assert d.blocked is checked and d.reset_required is checked
+    assert d.blocked is checked and d.reset_required is (checked and event_type != "SignUp")
 
 
 def test_without_account_takeover_configuration_levels_are_no_action():
@@ -313,3 +317,16 @@ def test_blocked_range_reason_and_override():
 )
 def test_has_mfa_configured(settings, preferred, expected):
     assert has_mfa_configured(settings, preferred) is expected
+
+
+@pytest.mark.parametrize("event_type, response, reset", [
+    ("SignIn", "Pass", True), ("SignIn", None, True), ("PasswordChange", "Pass", True),
+    ("SignIn", "Fail", False),  # a wrong guess that is a common password is not the user's password
+    ("PasswordChange", "Fail", False),
+    ("SignUp", "Pass", False),  # blocked: no user was made, so there is none to reset
+])
+def test_a_compromised_password_resets_the_user_only_when_it_was_the_users(event_type, response, reset):
+    d = run(compromised=True, event_type=event_type, event_response=response)
+    assert (d.blocked, d.compromised_credentials_detected, d.reset_required) == (True, True, reset)
+    assert any(("password reset required" in r) == reset for r in d.reasons if r.startswith("compromised"))
+    assert not run(compromised=True, event_type=event_type, event_response=response, mode="AUDIT").reset_required

@@ -308,7 +308,7 @@ def test_each_event_gets_what_decide_gives_for_its_own_inputs_across_clients_poo
     fields = ("risk_level", "risk_decision", "outcome", "event_action", "mode", "enforced", "mfa_challenge", "blocked",
               "override_block", "compromised_credentials_detected", "reset_required", "notification", "would_notify",
               "decision_reasons", "config_version", "mode_version")
-    rows = q(store, f"""SELECT e.user_pool_id, e.client_id, e.username, e.event_type, e.client_ip,
+    rows = q(store, f"""SELECT e.user_pool_id, e.client_id, e.username, e.event_type, e.event_response, e.client_ip,
                                e.compromised_credentials, a.score, a.ip_exception, {", ".join("a." + f for f in fields)}
                         FROM events e JOIN assessments a USING (event_id) ORDER BY e.event_id""")
     con = risk.store.connect(store, read_only=True)
@@ -335,23 +335,25 @@ def test_each_event_gets_what_decide_gives_for_its_own_inputs_across_clients_poo
         assert (row["score"], row["ip_exception"], *(row[f] for f in fields)) == stored[row["event_id"]]
     text = lambda v: None if v is None else str(v)  # noqa: E731
     seen = set()
-    for event_pool, client, user, event_type, ip, compromised, score, exception, *stored in rows:
+    for event_pool, client, user, event_type, response, ip, compromised, score, exception, *stored in rows:
         cfg, version = resolved[client if client == "apptwo" else None]
         expected_exception = str(check_ip(cfg, ip))
         d = decide(risk_level=levels.levels([score], thresholds)[0], exception=expected_exception,
                    compromised=compromised, event_type=event_type, configuration=cfg, mode=mode,
-                   user_has_mfa=mfa.get(user, False))
+                   user_has_mfa=mfa.get(user, False), event_response=response)
         expected = (text(d.risk_level), text(d.risk_decision), str(d.outcome), text(d.event_action), str(d.mode),
                     d.enforced, d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected,
                     d.reset_required, text(d.notification), text(d.would_notify), [str(r) for r in d.reasons],
                     version, mode_version)
         assert (exception, *stored) == (expected_exception, *expected), (user, client, ip)
-        seen.add((event_pool is None, client, exception, compromised, mfa.get(user, False), d.risk_decision))
+        seen.add((event_pool is None, client, exception, compromised, mfa.get(user, False), d.risk_decision,
+                  d.compromised_credentials_detected and d.blocked, d.reset_required))
     # the store gave every kind of input: both clients, events without a pool, each exception, breaches, MFA
     assert {s[0] for s in seen} == {True, False} and {s[1] for s in seen} >= {"apptwo"} and len({s[1] for s in seen}) >= 2
     assert {s[2] for s in seen} == {"none", "skipped", "blocked"}
     assert {s[3] for s in seen} >= {True, False} and {s[4] for s in seen} == {True, False}
     assert {str(s[5]) for s in seen} == {"NoRisk", "AccountTakeover", "Block"}
+    assert {(s[6], s[7]) for s in seen} >= {(True, True), (True, False)}  # blocked breaches reset only when passed
 
 
 def test_events_listing_pages_newest_first_with_risk_and_feedback(store):

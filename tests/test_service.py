@@ -41,6 +41,8 @@ def store(base, tmp_path):
 
 def test_evaluate_returns_the_assessment_and_stores_it(base, store):
     ev = rest_events(base)[0]
+    own_mfa = q(store, "SELECT len(mfa_settings) > 0 FROM users WHERE username = ?", [ev["Username"]])[0][0]
+    action = "MfaChallenge" if own_mfa else "Allow"  # AUDIT: no risk action; the pool's MFA still applies
     with Service(store) as svc:
         assert httpx.get(svc.url + "/healthz").json()["status"] == "ok"
         assert "/v1/evaluate" in httpx.get(svc.url + "/openapi.json").json()["paths"]
@@ -49,7 +51,7 @@ def test_evaluate_returns_the_assessment_and_stores_it(base, store):
         out = r.json()
         assert out["EventId"] == ev["EventId"] and 0.0 <= out["Score"] <= 1.0
         assert out["RiskDecision"] in ("NoRisk", "AccountTakeover", "Block")
-        assert out["Mode"] == "AUDIT" and out["Action"] == "Allow" and out["ChallengeMfa"] is False
+        assert (out["Mode"], out["Action"], out["ChallengeMfa"]) == ("AUDIT", action, own_mfa)
         assert isinstance(out["Reasons"], list) and out["DecisionReasons"]
         # the same EventId again is a retry: the stored answer, nothing added
         again = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30).json()
@@ -168,6 +170,31 @@ def test_the_password_is_never_stored_logged_or_echoed(base, store, caplog, capf
         data = f.read_bytes() if f.is_file() else b""
         assert password.encode() not in data, f.name
     assert q(store, "SELECT compromised FROM credential_checks WHERE event_id = ?", [ev["EventId"]]) == [(True,)]
+
+
+def test_a_failed_guess_of_a_breached_password_blocks_without_resetting_and_own_mfa_is_challenged_in_audit(base, store):
+    """A wrong password that is a breached one is not the user's: the attempt is blocked, the user is not made
+    RESET_REQUIRED (anyone could lock anyone out by guessing common passwords); the same password accepted is.
+    In AUDIT a user with MFA of their own is still told to be challenged: that is the pool's MFA, no risk action."""
+    events = rest_events(base)
+    users = q(store, "SELECT username FROM users WHERE len(mfa_settings) > 0 AND user_status = 'CONFIRMED' LIMIT 1")
+    mfa_user = users[0][0]
+    ev = {**events[0], "Username": mfa_user}
+    sql = "SELECT user_status FROM users WHERE username = ?"
+    with Service(store) as svc:
+        out = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30).json()
+        assert (out["Mode"], out["Action"], out["ChallengeMfa"]) == ("AUDIT", "MfaChallenge", True)
+    rg("mode", "ENFORCED", db=store)
+    password = "RISKGATE-TEST-" + uuid.uuid4().hex  # the test hook: always "compromised"
+    with Service(store) as svc:
+        failed = {**events[1], "Username": mfa_user, "EventResponse": "Fail", "Password": password}
+        out = httpx.post(svc.url + "/v1/evaluate", json=failed, headers=headers(), timeout=30).json()
+        assert (out["Action"], out["CompromisedCredentialsDetected"], out["ResetRequired"]) == ("Block", True, False)
+        assert svc.worker.call(lambda con: con.execute(sql, [mfa_user]).fetchall()).result(30) == [("CONFIRMED",)]
+        passed = {**events[2], "Username": mfa_user, "EventResponse": "Pass", "Password": password}
+        out = httpx.post(svc.url + "/v1/evaluate", json=passed, headers=headers(), timeout=30).json()
+        assert (out["Action"], out["ResetRequired"]) == ("Block", True)
+    assert q(store, sql, [mfa_user]) == [("RESET_REQUIRED",)]
 
 
 class _SlowHandler:
