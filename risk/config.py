@@ -603,9 +603,12 @@ class _StrictYamlLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
-    loader.flatten_mapping(node)
+    # the mapping's own keys, before merge keys (``<<: *anchor``) bring in theirs: an own key overriding a merged
+    # one is standard YAML, not a repeat
     seen: dict = {}
     for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(

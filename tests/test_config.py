@@ -325,6 +325,23 @@ def test_unreadable_documents(tmp_path, name, text, expected):
     assert str(path) in str(info.value)
 
 
+def test_yaml_merge_keys_with_an_own_key_overriding_a_merged_one_are_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("""UserPoolId: us-east-1_A
+AccountTakeoverRiskConfiguration:
+  Actions:
+    LowAction: &a {Notify: true, EventAction: NO_ACTION}
+    MediumAction: {<<: *a, EventAction: MFA_IF_CONFIGURED}
+    HighAction: {<<: *a, EventAction: BLOCK}
+""")
+    actions = rc.load_file(path).AccountTakeoverRiskConfiguration.Actions
+    assert [(str(a.EventAction), a.Notify) for a in (actions.LowAction, actions.MediumAction, actions.HighAction)] == [
+        ("NO_ACTION", True), ("MFA_IF_CONFIGURED", True), ("BLOCK", True)]
+    path.write_text("UserPoolId: p\nx: &a {k: 1}\ny: {<<: *a, k: 2, k: 3}\n")  # an own key twice is still refused
+    with pytest.raises(ConfigurationError, match="key 'k' is repeated"):
+        rc.load_file(path)
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigurationError, match="file not found"):
         rc.load_file(tmp_path / "nope.json")
