@@ -306,10 +306,6 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
     con = ctx.con
     scores = np.asarray(ctx.model.score_samples(X), dtype=float)
     lv = levels.checked_level_index(scores, ctx.thresholds)
-    # reasons for every event with a risk level (the model's exact contributions); an event
-    # below the Low threshold has nothing to explain and gets an empty list
-    risky = np.flatnonzero(lv)
-    explained = ctx.model.explain(subset(risky), top=TOP_REASONS) if len(risky) else []
 
     # each column as codes of its distinct values (risk.combos): the work per event is numpy's and Arrow's
     pool, pools = combos.pool_codes(ev["user_pool_id"], lambda p: _pool_of(con, p))
@@ -344,6 +340,12 @@ def _assess(ctx: _Context, X, subset: Callable, ev: dict) -> _Assessed:
             d.mfa_challenge, d.blocked, d.override_block, d.compromised_credentials_detected, d.reset_required,
             text(d.notification), text(d.would_notify), [str(r) for r in d.reasons], cver, mver,
         ))
+    # reasons for every event the decision gives a risk level (the model's exact contributions); an event below
+    # the Low threshold has nothing to explain, and one that no risk detection looked at (mode OFF, a skipped or
+    # blocked IP range) has no signals to show: both get an empty list
+    with_level = np.array([row[0] is not None for row in decided], dtype=bool)
+    risky = np.flatnonzero(with_level[np.asarray(codes, dtype=np.int64)])
+    explained = ctx.model.explain(subset(risky), top=TOP_REASONS) if len(risky) else []
     return _Assessed(scores, risky, explained, exc, codes, decided)
 
 

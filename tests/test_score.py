@@ -356,6 +356,27 @@ def test_each_event_gets_what_decide_gives_for_its_own_inputs_across_clients_poo
     assert {(s[6], s[7]) for s in seen} >= {(True, True), (True, False)}  # blocked breaches reset only when passed
 
 
+def test_events_no_risk_detection_looked_at_carry_no_signals(store, tmp_path):
+    """A skipped range gets "no risk detection" and mode OFF "no risk evaluation": their assessments keep the
+    model's score (what-if and tuning read it) but no signals explaining a level they do not have."""
+    rg("score", db=store)
+    ip, n = q(store, """SELECT e.client_ip, count(*) FILTER (WHERE a.risk_level IS NOT NULL) FROM events e
+                        JOIN assessments a USING (event_id) WHERE e.client_ip IS NOT NULL
+                        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""")[0]
+    assert n > 0
+    (tmp_path / "c.json").write_text(json.dumps({"RiskExceptionConfiguration": {"SkippedIPRangeList": [
+        f"{ip}/{32 if '.' in ip else 128}"]}}))
+    rg("config", "set", tmp_path / "c.json", db=store)
+    rg("score", "--rescore", db=store)
+    assert q(store, """SELECT ip_exception, risk_level IS NOT NULL, len(reasons) > 0, score IS NOT NULL, count(*) > 0
+                       FROM assessments GROUP BY ALL ORDER BY ALL""") == [("none", False, False, True, True), ("none", True, True, True, True),
+                          ("skipped", False, False, True, True)]
+    rg("mode", "OFF", db=store)
+    rg("score", "--rescore", db=store)
+    assert q(store, "SELECT count(*) FILTER (WHERE len(reasons) > 0), count(*) FILTER (WHERE score IS NULL) "
+                    "FROM assessments") == [(0, 0)]
+
+
 def test_events_listing_pages_newest_first_with_risk_and_feedback(store):
     rg("score", db=store)
     user, n = q(store, "SELECT username, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 1")[0]
