@@ -34,7 +34,11 @@ def feedback(
         return
     console.print(f"{event_id} ({info['username']}, {info['creation_date']:%Y-%m-%d %H:%M:%S} UTC, "
                   f"{info['client_ip'] or 'no IP'}): {latest['feedback_value']} (Admin)", highlight=False)
-    if latest["feedback_value"] == "Invalid":
+    if info["event_response"] != "Pass":  # the known history is successful events only (risk.features)
+        label = "a takeover" if latest["feedback_value"] == "Invalid" else "a legitimate"
+        console.print(f"A failed sign-in never counts as the user's known history; this makes it {label} label "
+                      "for `riskgate train`.", highlight=False)
+    elif latest["feedback_value"] == "Invalid":
         console.print("It no longer counts as the user's known history: its IP, network, device and location "
                       "stop lowering the risk of the user's later sign-ins; it is a takeover label for `riskgate train`.",
                       highlight=False)

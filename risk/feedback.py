@@ -110,19 +110,23 @@ def feedback_from_token(
 
 
 def event_summary(con: duckdb.DuckDBPyConnection, event_id: str) -> dict:
-    """What feedback on ``event_id`` touches: its user, time, IP, and how many later sign-ins are already assessed."""
+    """What feedback on ``event_id`` touches: its user, time, IP, response, and how many later events of the user
+    (the username in the event's pool, as the features count history) are already assessed."""
+    from risk.config import unpooled_pool
+
     rows = con.execute(
-        """SELECT e.username, e.creation_date, e.client_ip, e.device_name, e.country_iso,
+        """SELECT e.username, e.creation_date, e.client_ip, e.device_name, e.country_iso, e.event_response,
                   (SELECT count(*) FROM events l JOIN assessments a USING (event_id)
-                   WHERE l.username = e.username AND l.creation_date > e.creation_date)
-           FROM events e WHERE e.event_id = ?""",
-        [event_id],
+                   WHERE l.username = e.username AND l.creation_date > e.creation_date
+                     AND coalesce(l.user_pool_id, $unpooled) IS NOT DISTINCT FROM coalesce(e.user_pool_id, $unpooled))
+           FROM events e WHERE e.event_id = $event_id""",
+        {"event_id": event_id, "unpooled": unpooled_pool(con)},
     ).fetchall()
     if not rows:
         raise FeedbackError(f"no event with EventId {event_id!r} in the store")
-    username, created, ip, device, country, later = rows[0]
+    username, created, ip, device, country, response, later = rows[0]
     return {"event_id": event_id, "username": username, "creation_date": created, "client_ip": ip,
-            "device_name": device, "country_iso": country, "later_assessed": later}
+            "device_name": device, "country_iso": country, "event_response": response, "later_assessed": later}
 
 
 #: SQL of the feedback in force per event (for modules that read it set-wise, e.g. risk.features).

@@ -70,6 +70,23 @@ def test_feedback_says_how_many_later_assessments_it_makes_stale_and_how_to_redo
     assert "later event" not in rg("feedback", "e3", "valid", "--db", db).output  # nothing after it
 
 
+def test_feedback_counts_the_later_events_of_the_user_in_the_events_pool_and_says_a_failure_is_no_history(db):
+    with risk.store.connect(db) as con:  # alice of other pools signs in later: not the same user
+        add(con, [ev("p1", "alice", 30, user_pool_id="eu-west-1_OTHER"), ev("p2", "alice", 90, user_pool_id="eu-west-1_OTHER"),
+                  ev("q1", "alice", 95, user_pool_id="eu-west-1_THIRD"), ev("f1", "alice", 100, response="Fail")])
+        con.execute("INSERT INTO assessments (event_id) VALUES ('e2'), ('e3'), ('p1'), ('p2'), ('f1')")
+    res = rg("feedback", "e1", "invalid", "--db", db)
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "3 later events of the user were assessed" in out  # e2, e3, f1: pool-less (of no pool: there are two)
+    res = rg("feedback", "p1", "invalid", "--db", db)
+    assert "1 later event of the user was assessed" in " ".join(res.output.split())  # p2 only
+    for value, label in (("valid", "a legitimate"), ("invalid", "a takeover")):
+        out = " ".join(rg("feedback", "f1", value, "--db", db).output.split())
+        assert f"A failed sign-in never counts as the user's known history; this makes it {label} label" in out
+        assert "counts as the user's known history, and" not in out and "no longer counts" not in out
+
+
 def test_feedback_errors_are_clear(db):
     res = rg("feedback", "nope", "invalid", "--db", db)
     assert res.exit_code == 2 and "no event with EventId 'nope' in the store" in res.output
