@@ -142,7 +142,7 @@ def test_the_store_can_be_read_while_riskgate_score_runs(tmp_path):
 
     with risk_store.connect(db) as con:
         total = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
-    scoring = subprocess.Popen([RISKGATE_BIN, "score", "--chunk-rows", "100"], env=env,
+    scoring = subprocess.Popen([RISKGATE_BIN, "score", "--chunk-rows", "300"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     counts = []
     try:
