@@ -13,7 +13,7 @@ from tests.events_gen import many, write_jsonl
 from tests.geo_fixtures import build
 
 ROOT = Path(__file__).resolve().parent.parent
-N = 30_000
+N = 12_000
 
 
 def _env(tmp_path):
