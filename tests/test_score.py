@@ -150,10 +150,10 @@ def test_chunks_that_share_their_history_score_exactly_as_chunks_that_read_it_ea
     monkeypatch.setattr(features, "SharedHistory", Counted)
     other = tmp_path / "other.duckdb"
     shutil.copy(store, other)
-    rg("score", "--chunk-rows", 100, db=store)  # 17 chunks
+    rg("score", "--chunk-rows", 400, db=store)  # a few chunks, reading enough history before them to share it
     assert built == [1]
     monkeypatch.setattr(features, "SHARE_HISTORY_READS", float("inf"))  # each chunk reads its history itself
-    rg("score", "--chunk-rows", 100, db=other)
+    rg("score", "--chunk-rows", 400, db=other)
     assert built == [1]
     assert q(other, COMPARE) == q(store, COMPARE)
 
