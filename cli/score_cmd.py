@@ -74,7 +74,8 @@ def score(
     if problem:
         warn(problem)
     if notify:
-        console.print(f"notifications sent or queued: {result.notifications:,}", highlight=False)
+        earlier = f" ({result.notifications_earlier:,} owed by earlier runs)" if result.notifications_earlier else ""
+        console.print(f"notifications sent or queued: {result.notifications:,}{earlier}", highlight=False)
         if result.notifications_failed:
             warn(f"{counted(result.notifications_failed, 'notification')} failed (recorded in the store's "
                  "notifications table):")

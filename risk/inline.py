@@ -468,7 +468,7 @@ class InlineScorer:
                 feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
                 events = rs.events_to_assess(con, feats)
                 table, feature_rows = self._assessed(ctx, feats, events, requests)
-                rs._write(con, table)
+                rs._write(con, table, reserve=True)  # the notifications due: pending, the service's to deliver
                 rs._apply_resets(con, table, events)
                 due = self._due(rs.due_notifications(ctx, table))
         except BaseException:
@@ -538,7 +538,7 @@ class InlineScorer:
                 ingest_store.insert_events(con, good, self.run_id, known_new=True)
                 for rows, outcomes, _ in batches:
                     _record_checks(con, rows, outcomes)
-                rs._write(con, table, replace=False, transaction=False)
+                rs._write(con, table, replace=False, transaction=False, reserve=True)
                 rs._apply_resets(con, table, good)
                 con.execute("COMMIT")
             except BaseException:

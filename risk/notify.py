@@ -16,6 +16,12 @@
 * :func:`notify` does all of it for one event and records the outcome in the
   ``notifications`` table as ``sent``, ``outbox`` or ``failed`` with the
   reason. A delivery failure never raises.
+* A notification that scoring makes due is a ``pending`` row from the start
+  (:func:`reserve`, in the transaction of its assessment), claimed by the run
+  that delivers it; delivery completes it (:func:`complete`). What a run
+  killed or stopped leaves pending, and notifications that failed, are
+  claimed by a later run (:func:`claim_owed`). So nothing due is lost, and
+  nothing is sent twice about one event.
 
 Templates and configurations are taken as plain objects or mappings with the
 Cognito field names (``Subject``/``HtmlBody``/``TextBody``;
@@ -32,7 +38,9 @@ import json
 import os
 import re
 import smtplib
+import socket
 import ssl
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,7 +74,7 @@ PLACEHOLDERS = (
 )
 LINK_PLACEHOLDERS = ("one-click-link-valid", "one-click-link-invalid", "feedback-token")
 TEMPLATE_NAMES = ("BlockEmail", "NoActionEmail", "MfaEmail")
-STATUSES = ("sent", "outbox", "failed")
+STATUSES = ("pending", "sent", "outbox", "failed")
 
 FEEDBACK_SECRET_ENV = "RISKGATE_FEEDBACK_SECRET"
 FEEDBACK_TTL_ENV = "RISKGATE_FEEDBACK_TTL"  # seconds
@@ -105,7 +113,8 @@ def _secret(secret: str | bytes | None) -> bytes:
     if secret is None:
         secret = os.environ.get(FEEDBACK_SECRET_ENV, "")
     text = secret.decode("utf-8", errors="replace") if isinstance(secret, bytes) else secret
-    if len(text.strip()) < MIN_SECRET_CHARS:  # characters, not bytes (8 'é' are 16 bytes); blanks do not count
+    # characters, not bytes (8 'é' are 16 bytes); blanks do not count, wherever they are
+    if sum(not c.isspace() for c in text) < MIN_SECRET_CHARS:
         raise ConfigurationError(
             f"{FEEDBACK_SECRET_ENV} is not set (or shorter than {MIN_SECRET_CHARS} characters): it signs the "
             "feedback links in notification emails; set it to a long random value, e.g. "
@@ -339,8 +348,13 @@ def wire_address(text: str) -> str:
 
 def needs_smtputf8(msg: EmailMessage) -> bool:
     """Whether an address of ``msg`` has a non-ASCII local part (the message must then travel as UTF-8)."""
-    return any(not addr.isascii() for h in ("From", "To", "Reply-To")
-               for _name, addr in getaddresses(msg.get_all(h, [])))
+    return _utf8_address(msg) is not None
+
+
+def _utf8_address(msg: EmailMessage) -> str | None:
+    """The first address of ``msg`` (From, To, Reply-To) with a non-ASCII local part, if any."""
+    return next((addr for h in ("From", "To", "Reply-To") for _name, addr in getaddresses(msg.get_all(h, []))
+                 if not addr.isascii()), None)
 
 
 def build_message(rendered: RenderedEmail, *, sender: str, recipient: str, reply_to: str | None = None,
@@ -353,7 +367,8 @@ def build_message(rendered: RenderedEmail, *, sender: str, recipient: str, reply
     if reply_to:
         msg["Reply-To"] = single_address(reply_to, "ReplyTo")
     msg["Date"] = format_datetime(datetime.now(timezone.utc))
-    domain = getaddresses([sender])[0][1].rpartition("@")[2] or None
+    # the sender's domain as the wire has it (IDNA: exämple.com -> xn--exmple-cua.com); a header must be ASCII
+    domain = getaddresses([msg["From"]])[0][1].rpartition("@")[2] or None
     msg["Message-ID"] = make_msgid(domain=domain)
     if event_id:
         msg["X-Riskgate-Event-Id"] = _clean(event_id)
@@ -455,13 +470,25 @@ class SmtpTransport:
         try:
             with client:
                 if s.starttls:
-                    client.starttls(context=self._context())
+                    try:
+                        client.starttls(context=self._context())
+                    except smtplib.SMTPNotSupportedError as exc:
+                        raise NotifyError(f"SMTP server {where} does not offer STARTTLS, which "
+                                          f"{SMTP_STARTTLS_ENV}=true asks for: {_why(exc)}") from exc
                 if s.username:
-                    client.login(s.username, s.password or "")
-                client.send_message(msg)  # with SMTPUTF8 when an address needs it
-        except smtplib.SMTPNotSupportedError as exc:
-            raise NotifyError(f"SMTP server {where} does not offer SMTPUTF8, which the non-ASCII address "
-                              f"{msg['To']!s} needs: {_why(exc)}") from exc
+                    try:
+                        client.login(s.username, s.password or "")
+                    except smtplib.SMTPNotSupportedError as exc:
+                        raise NotifyError(f"SMTP server {where} does not offer AUTH (login), which {SMTP_USER_ENV} "
+                                          f"asks for: {_why(exc)}") from exc
+                try:
+                    client.send_message(msg)  # with SMTPUTF8 when an address needs it
+                except smtplib.SMTPNotSupportedError as exc:
+                    wide = _utf8_address(msg)
+                    if wide:
+                        raise NotifyError(f"SMTP server {where} does not offer SMTPUTF8, which the non-ASCII address "
+                                          f"{wide} needs: {_why(exc)}") from exc
+                    raise NotifyError(f"SMTP server {where} does not support what sending needs: {_why(exc)}") from exc
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (0, b""))
             raise NotifyError(f"SMTP server {where} refused the recipient: {code} {_text(text)}") from exc
@@ -534,6 +561,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                )""",
         ),
     ),
+    # A notification is a row from the moment it is due (status 'pending', in the transaction of the assessment
+    # that made it due), claimed by whoever will deliver it; delivery turns it into sent, outbox or failed.
+    Migration(
+        "risk_notify_0002_pending",
+        ("ALTER TABLE notifications ADD COLUMN IF NOT EXISTS claimed_by VARCHAR",),
+    ),
 )
 
 
@@ -545,7 +578,7 @@ class NotificationRecord:
     recipient: str | None
     template: str
     subject: str | None
-    status: str  # sent | outbox | failed
+    status: str  # pending | sent | outbox | failed
     reason: str | None
     transport: str | None
     location: str | None  # Message-ID (smtp) or .eml path (outbox)
@@ -576,12 +609,181 @@ def notifications_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> li
 
 
 def already_notified(con: duckdb.DuckDBPyConnection, event_id: str) -> bool:
-    """Whether an email was already sent (or written to the outbox) about this event, whatever its template: a
-    user hears about a sign-in at most once, also when rescoring it under another configuration decides anew."""
+    """Whether an email about this event was sent, written to the outbox, or is pending (reserved, to be sent by
+    whoever claimed it), whatever its template: a user hears about a sign-in at most once, also when rescoring it
+    under another configuration decides anew."""
     rows = con.execute(
-        "SELECT count(*) FROM notifications WHERE event_id = ? AND status IN ('sent', 'outbox')", [event_id],
+        f"SELECT count(*) FROM notifications WHERE event_id = ? AND status IN {_HELD_SQL}", [event_id],
     ).fetchall()
     return bool(rows[0][0])
+
+
+# -- pending notifications: reserved when due, delivered by whoever claimed them ----------------------------------
+#
+# A notification is a ``pending`` row from the moment it is due, written in the transaction of the assessment that
+# made it due, and ``claimed_by`` the delivering run: ``host:pid:start/name`` (start: the process's start time from
+# /proc, so that a reused pid is not mistaken for it). Nothing is reserved for an event that has a pending, sent or
+# outbox row: that is what keeps it to one email per event, also while another process's send is in flight.
+# A later run (``riskgate score --notify``, the service at start) claims what is owed: pending rows whose claimant
+# is gone (a run killed, a service stopped with notifications still queued) and events whose notifications all
+# failed, fewer than MAX_ATTEMPTS times, that their current assessment still makes due.
+
+#: failed attempts after which an event's notification is no longer tried again by later runs
+MAX_ATTEMPTS = 3
+#: how long after its first failed attempt a notification is still tried again: an email about a sign-in days
+#: old helps nobody (and an upgrade must not send a store's old failures)
+RETRY_WITHIN = timedelta(hours=24)
+_HELD_SQL = "('pending', 'sent', 'outbox')"
+_live: dict[str, int] = {}  # claimants of this process that are still going to deliver what they claimed
+_live_lock = threading.Lock()
+
+
+def _start_time(pid: int) -> str:
+    """The start time of process ``pid`` (clock ticks since boot, /proc/PID/stat field 22); '' when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold blanks and parentheses
+    return fields[19] if len(fields) > 19 else ""
+
+
+_process: tuple[int, str] | None = None
+
+
+def _this_process() -> str:
+    """``host:pid:start`` of this process (read once per process)."""
+    global _process
+    pid = os.getpid()
+    if _process is None or _process[0] != pid:  # a forked child is a process of its own
+        _process = (pid, f"{socket.gethostname()}:{pid}:{_start_time(pid)}")
+    return _process[1]
+
+
+def new_claimant(name: str) -> str:
+    """A claimant name of this process for one run (``name`` says what it is, e.g. ``score``)."""
+    return f"{_this_process()}/{name}-{uuid.uuid4().hex[:12]}"
+
+
+def service_claimant() -> str:
+    """The claimant of the service's notifications in this process (the inline scorer's writes reserve for it)."""
+    return f"{_this_process()}/service"
+
+
+def hold(claimant: str) -> None:
+    """Say that ``claimant`` (of this process) delivers what it claims until :func:`release`."""
+    with _live_lock:
+        _live[claimant] = _live.get(claimant, 0) + 1
+
+
+def release(claimant: str) -> None:
+    """``claimant`` delivers nothing more: what it still has pending is owed, for the next run to claim."""
+    with _live_lock:
+        n = _live.get(claimant, 0) - 1
+        if n > 0:
+            _live[claimant] = n
+        else:
+            _live.pop(claimant, None)
+
+
+def claimant_alive(claimant: str | None) -> bool:
+    """Whether ``claimant`` may still deliver what it claimed: in this process, while it holds it; else while its
+    process runs (another host's: assumed so, it cannot be told from here)."""
+    if not claimant:
+        return False
+    proc, _, _name = claimant.partition("/")
+    if proc == _this_process():
+        with _live_lock:
+            return claimant in _live
+    host, _, rest = proc.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process: it runs
+        pass
+    except OSError:
+        return False
+    return not start or _start_time(pid) in ("", start)
+
+
+def reserve(con: duckdb.DuckDBPyConnection, assessments: str, claimant: str) -> None:
+    """Make a ``pending`` row, claimed by ``claimant``, for each row of the table or view ``assessments`` (columns
+    ``event_id``, ``notification``) with a notification due, unless its event has a pending, sent or outbox row,
+    or ``claimant`` tried it already (a run tries an event once). Meant for the transaction that writes those
+    assessments."""
+    from ingest.store import quote_ident
+
+    con.execute(
+        f"""INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
+            SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
+            FROM {quote_ident(assessments)} a
+            WHERE a.notification IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM notifications n
+                              WHERE n.event_id = a.event_id AND (n.status IN {_HELD_SQL} OR n.claimed_by = ?))""",
+        [datetime.now(timezone.utc), claimant, claimant],
+    ).fetchall()
+
+
+def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: int = MAX_ATTEMPTS,
+               retry_within: timedelta = RETRY_WITHIN) -> int:
+    """Claim for ``claimant`` what earlier runs owe: pending rows whose claimant is gone, and a new pending row
+    for each event whose notifications all failed, fewer than ``max_attempts`` times, the first of them less
+    than ``retry_within`` ago, and whose assessment still has a notification due (with that template). Returns
+    how many rows it claimed."""
+    claimants = [r[0] for r in con.execute(
+        "SELECT DISTINCT claimed_by FROM notifications WHERE status = 'pending'").fetchall()]
+    gone = [c for c in claimants if c is not None and c != claimant and not claimant_alive(c)]
+    now = datetime.now(timezone.utc)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        taken = con.execute(
+            "UPDATE notifications SET claimed_by = ? WHERE status = 'pending' "
+            "AND (claimed_by IS NULL OR list_contains(CAST(? AS VARCHAR[]), claimed_by))",
+            [claimant, gone],
+        ).fetchall()[0][0]
+        retried = con.execute(
+            f"""INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
+                SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
+                FROM assessments a
+                JOIN (SELECT event_id, count(*) FILTER (WHERE status = 'failed') AS failed,
+                             count(*) FILTER (WHERE status IN {_HELD_SQL}) AS held,
+                             min(created_at) FILTER (WHERE status = 'failed') AS first_failed
+                      FROM notifications GROUP BY event_id) n USING (event_id)
+                WHERE a.notification IS NOT NULL AND n.held = 0 AND n.failed BETWEEN 1 AND ?
+                  AND n.first_failed >= ?""",
+            [now, claimant, max_attempts - 1, now - retry_within],
+        ).fetchall()[0][0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(taken) + int(retried)
+
+
+def claimed(con: duckdb.DuckDBPyConnection, claimant: str) -> list[tuple[str, str, str]]:
+    """(notification id, event id, template) of the pending rows ``claimant`` holds, oldest first."""
+    return [tuple(r) for r in con.execute(
+        "SELECT notification_id, event_id, template FROM notifications WHERE status = 'pending' AND claimed_by = ? "
+        "ORDER BY created_at, event_id", [claimant]).fetchall()]
+
+
+def complete(con: duckdb.DuckDBPyConnection, rec: NotificationRecord, claimant: str) -> None:
+    """Turn the pending row ``claimant`` holds for ``rec``'s event into ``rec``'s outcome (sent, outbox or failed);
+    record ``rec`` as a row of its own when there is none (e.g. its reservation was not written)."""
+    updated = con.execute(
+        """UPDATE notifications SET username = ?, recipient = ?, template = ?, subject = ?, status = ?, reason = ?,
+                  transport = ?, location = ?
+           WHERE status = 'pending' AND claimed_by = ? AND event_id = ?""",
+        [rec.username, rec.recipient, rec.template, rec.subject, rec.status, rec.reason, rec.transport, rec.location,
+         claimant, rec.event_id],
+    ).fetchall()[0][0]
+    if not updated:
+        record_notification(con, rec)
 
 
 def user_email(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None) -> str | None:
@@ -599,7 +801,8 @@ def user_email(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str 
 
 def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, template: Any | None, notify_config: Any,
            recipient: str | None = None, *, transport: Transport | None = None, base_url: str | None = None,
-           ttl: timedelta | None = None, record: bool = True) -> NotificationRecord:
+           ttl: timedelta | None = None, record: bool = True, notification_id: str | None = None
+           ) -> NotificationRecord:
     """Render ``template`` for ``event``, deliver it, and record the outcome. Never raises on a failed delivery.
 
     ``template_name`` is BlockEmail, NoActionEmail or MfaEmail; ``template`` None
@@ -608,9 +811,10 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
     SMTP or the outbox). The recipient is
     ``recipient`` or else the user's email in the users table. With ``record=False`` the
     outcome is only returned (the caller records it with :func:`record_notification`), and
-    ``con`` is not used when ``recipient`` is given (``""``: no address known).
+    ``con`` is not used when ``recipient`` is given (``""``: no address known). ``notification_id`` names the
+    record (the id of the pending row it completes: :func:`complete`); default a new one.
     """
-    nid = uuid.uuid4().hex
+    nid = notification_id or uuid.uuid4().hex
     event_id = _field(event, "event_id", "EventId")
     username = _field(event, "username", "UserName")
     subject: str | None = None

@@ -20,6 +20,9 @@ chunk's features are computed on a second cursor while a chunk is assessed
 called once per distinct combination in a chunk and joined back, not per event.
 Notifications due are recorded with the assessment; they are sent only when
 asked (``notify=True``): scoring history must not email users about old sign-ins.
+Then each is also a pending row of ``notifications``, written in the chunk's
+transaction and sent after it (``risk.notify``), and what earlier runs owe is
+sent first, so a run that dies loses none.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class ScoreResult:
     model_version: int | None = None
     thresholds_version: int | None = None
     notifications: int = 0  # sent or written to the outbox
+    #: of those, notifications earlier runs owed (left pending by a run killed or a service stopped, or failed)
+    notifications_earlier: int = 0
     #: notifications recorded as failed (table ``notifications``), by reason
     notification_failures: dict = field(default_factory=dict)
 
@@ -120,6 +125,7 @@ class ScoreResult:
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
             "notifications": self.notifications,
+            "notifications_earlier": self.notifications_earlier,
             "notifications_failed": self.notifications_failed,
             "notification_failures": self.notification_failures,
         }
@@ -486,7 +492,10 @@ def score_events(
     """Assess the events in [since, until) that have no assessment (all of them with ``rescore``).
 
     Enforced compromised-credential blocks set the user's status to RESET_REQUIRED. With ``notify``,
-    the notifications the decisions made due (ENFORCED only) are sent, each at most once per event.
+    the notifications the decisions made due (ENFORCED only) are sent, each at most once per event: each is a
+    pending row of ``notifications`` from the chunk's transaction on (``risk.notify.reserve``), sent after it.
+    What earlier runs owe is sent first (``risk.notify.claim_owed``: left pending by a run that was killed or a
+    service that stopped, or failed fewer than ``risk.notify.MAX_ATTEMPTS`` times).
     """
     from risk.model.registry import active_version
 
@@ -502,6 +511,7 @@ def score_events(
     run_id = uuid.uuid4().hex
     result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version)
     status = "failed"
+    claimant = _hold_claimant() if notify else None
     try:
         con.execute(
             """UPDATE score_runs SET status = 'interrupted' WHERE status = 'running'"""
@@ -510,6 +520,12 @@ def score_events(
             "INSERT INTO score_runs VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?)",
             [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version],
         ).fetchall()
+        if notify:  # what earlier runs owe first
+            from risk import notify as rn
+
+            rn.claim_owed(con, claimant)
+            result.notifications_earlier = _send_notifications(ctx, claimant, result.notification_failures)
+            result.notifications += result.notifications_earlier
         for k, (lo, hi) in enumerate(bounds):
             feats = prefetch.take(k)  # and the next chunk's start computing, beside this one's assessment
             if not rescore:
@@ -528,10 +544,10 @@ def score_events(
             table = table.append_column("run_id", _constant(run_id, pa.string(), table.num_rows))
             table = table.append_column(
                 "scored_at", _constant(datetime.now(timezone.utc), pa.timestamp("us", tz="UTC"), table.num_rows))
-            _write(con, table)
+            _write(con, table, reserve=notify, claimant=claimant)  # with --notify: the notifications due, pending
             _apply_resets(con, table, events)
             if notify:
-                result.notifications += _send_notifications(ctx, table, result.notification_failures)
+                result.notifications += _send_notifications(ctx, claimant, result.notification_failures)
             result.events_scored += table.num_rows
             result.chunks += 1
             for col, agg in (("risk_level", result.by_level), ("risk_decision", result.by_decision)):
@@ -547,6 +563,10 @@ def score_events(
         status = "completed"
     finally:
         prefetch.close()
+        if claimant is not None:  # what it could not send (interrupted) is owed: the next run claims it
+            from risk import notify as rn
+
+            rn.release(claimant)
         con.execute(
             "UPDATE score_runs SET finished_at = ?, status = ?, events_scored = ? WHERE run_id = ?",
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
@@ -692,23 +712,59 @@ _NOTIFY_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "client_
                    "creation_date", "device_name")
 
 
-def _send_notifications(ctx: "_Context", table: pa.Table, failures: dict) -> int:
-    """Send the emails due for this chunk (the decision's ``notification``), at most one per event ever; a failed
-    send is recorded with its reason, never raised, and counted in ``failures`` by reason. Returns how many were
-    sent or written to the outbox."""
+def _hold_claimant() -> str:
+    """A claimant for this run's notifications, held (``risk.notify.hold``) until the run releases it."""
+    from risk import notify as rn
+
+    claimant = rn.new_claimant("score")
+    rn.hold(claimant)
+    return claimant
+
+
+def _send_notifications(ctx: "_Context", claimant: str, failures: dict) -> int:
+    """Send the emails ``claimant`` has pending (reserved with the chunk's assessments, or claimed from earlier
+    runs), each completing its row; a failed send is recorded with its reason, never raised, and counted in
+    ``failures`` by reason. Returns how many were sent or written to the outbox."""
     from risk import notify as rn
 
     con = ctx.con
     sent = 0
-    for ev, name, template, notify_config in due_notifications(ctx, table):
-        if rn.already_notified(con, ev["event_id"]):
-            continue
-        rec = rn.notify(con, ev, name, template, notify_config)
+    for nid, ev, name, template, notify_config in claimed_notifications(ctx, claimant, failures):
+        rec = rn.notify(con, ev, name, template, notify_config, record=False, notification_id=nid)
+        rn.complete(con, rec, claimant)
         if rec.status == "failed":
             failures[rec.reason] = failures.get(rec.reason, 0) + 1
         else:
             sent += 1
     return sent
+
+
+def claimed_notifications(ctx: "_Context", claimant: str, failures: dict | None = None) -> list[tuple]:
+    """(notification id, event, template name, template, NotifyConfiguration) for each pending notification
+    ``claimant`` holds (``risk.notify.claimed``), with the configuration that now applies to its event. One whose
+    event is no longer stored is completed as failed here (and counted in ``failures`` by reason)."""
+    from risk import notify as rn
+
+    con = ctx.con
+    held = rn.claimed(con, claimant)
+    if not held:
+        return []
+    rows = ingest_store.rows_where_in(con, f"SELECT {', '.join(_NOTIFY_COLUMNS)} FROM events", "event_id",
+                                      sorted({e for _n, e, _t in held}))
+    due = {ev["event_id"]: (ev, name, template, cfg)
+           for ev, name, template, cfg in _due(ctx, [(e, t) for _n, e, t in held],
+                                               [dict(zip(_NOTIFY_COLUMNS, r)) for r in rows])}
+    out = []
+    for nid, event_id, name in held:
+        if event_id in due:
+            out.append((nid, *due[event_id]))
+            continue
+        reason = "the event is no longer stored"
+        rn.complete(con, rn.NotificationRecord(nid, event_id, None, None, name, None, "failed", reason, None, None,
+                                               datetime.now(timezone.utc)), claimant)
+        if failures is not None:
+            failures[reason] = failures.get(reason, 0) + 1
+    return out
 
 
 def due_notifications(ctx: "_Context", table: pa.Table, events: pa.Table | None = None) -> list[tuple[dict, str, object, object]]:
@@ -752,10 +808,14 @@ def _due(ctx: "_Context", pairs: list[tuple[str, str]], events: list[dict]) -> l
     return out
 
 
-def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True) -> None:
+def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True, *, reserve: bool = False,
+           claimant: str | None = None) -> None:
     """Replace the assessments of these events, in one transaction.
 
     ``replace=False``: the caller knows they have none; ``transaction=False``: inside the caller's transaction.
+    ``reserve``: the notifications the assessments make due become pending rows in that transaction
+    (``risk.notify.reserve``), claimed by ``claimant`` -- by default the service's (``risk.inline`` delivers
+    everything it makes due); batch scoring reserves only with --notify.
     """
     con.register("_rg_new_assessments", table)
     try:
@@ -769,6 +829,10 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True)
             con.execute(
                 "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
             ).fetchall()
+            if reserve and table.column("notification").null_count < table.num_rows:
+                from risk import notify as rn
+
+                rn.reserve(con, "_rg_new_assessments", claimant or rn.service_claimant())
             if transaction:
                 con.execute("COMMIT")
         except BaseException:

@@ -280,8 +280,8 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     from ingest.geo import GeoResolver
     from risk import store as risk_store
     from risk.credentials import CredentialChecker
-    from risk.inline import InlineScorer, deliver
-    from risk.notify import record_notification
+    from risk import notify as rn
+    from risk.inline import DueNotification, InlineScorer, deliver
 
     api_key = check_api_key(api_key)
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
@@ -297,19 +297,57 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None)),
                             checker=checker or CredentialChecker.from_env().open())
 
+    def notify_stop_wait() -> float:
+        """How long a stop waits for the email being sent: the SMTP timeout and some (at least 10 s)."""
+        try:
+            settings = rn.SmtpSettings.from_env()
+        except RiskgateError:
+            settings = None
+        return max(10.0, settings.timeout + 5.0) if settings is not None else 10.0
+
+    def owed_notifications(store, worker: StoreWorker, claimant: str) -> list:
+        """Claim what earlier runs owe (``risk.notify.claim_owed``: left pending by a service that stopped or a
+        run that was killed, or failed fewer than MAX_ATTEMPTS times), for the notifier to deliver."""
+        from risk import score as rs
+
+        rn.claim_owed(store, claimant)
+        return [DueNotification(ev, name, template, cfg,
+                                rn.user_email(store, ev["username"], ev["user_pool_id"]) if ev["username"] else None)
+                for _nid, ev, name, template, cfg in rs.claimed_notifications(worker.scorer.context, claimant)]
+
+    def submit_owed(fut, notifier: Notifier) -> None:
+        try:
+            notifier.submit(fut.result())
+        except Exception:  # noqa: BLE001 - e.g. no model yet: they stay owed, for the next run
+            log.warning("could not claim the notifications earlier runs owe", exc_info=True)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker = StoreWorker(open_store, make_scorer, **({"min_hold": min_hold} if min_hold is not None else {}))
-        notifier = Notifier(worker, lambda n: deliver(n, transport=transport), record_notification)
+        # every notification this service makes due is a pending row claimed by it (the inline scorer's writes:
+        # risk.score._write), completed by the notifier through the store thread
+        claimant = rn.service_claimant()
+        notifier = Notifier(worker, lambda n: deliver(n, transport=transport),
+                            lambda store, rec: rn.complete(store, rec, claimant), stop_wait=notify_stop_wait())
         worker.on_due = notifier.submit
-        await asyncio.get_running_loop().run_in_executor(None, worker.start)
+        rn.hold(claimant)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, worker.start)
+        except BaseException:
+            rn.release(claimant)
+            raise
         notifier.start()
         state["worker"], state["notifier"] = worker, notifier
+        # what earlier runs owe, before any request (the store thread takes jobs in order); not waited for
+        worker.call(lambda store: owed_notifications(store, worker, claimant)).add_done_callback(
+            lambda fut: submit_owed(fut, notifier))
         try:
             yield
         finally:
+            # what is still queued stays pending in the store: the next run (or start) delivers it
             await asyncio.get_running_loop().run_in_executor(None, notifier.stop)
             await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+            rn.release(claimant)
 
     app = FastAPI(title="riskgate", version="0.1.0", lifespan=lifespan,
                   description="Inline account-takeover risk decisions and Cognito's risk operations.")

@@ -30,7 +30,9 @@ write), that event is lost; a failed write is logged and counted
 
 :class:`Notifier` delivers the notifications the decisions made due from its
 own thread (a slow or dead SMTP server never delays an answer) and has the
-store thread record each outcome.
+store thread record each outcome. Each is a pending row of the store, written
+with its assessment (``risk.notify.reserve``), so a stop leaves what is still
+queued pending for the next run instead of losing it.
 """
 
 from __future__ import annotations
@@ -313,13 +315,21 @@ class StoreWorker:
 
 
 class Notifier:
-    """Delivers due notifications from its own thread; the store thread records each outcome."""
+    """Delivers due notifications from its own thread; the store thread records each outcome.
 
-    def __init__(self, worker: StoreWorker, deliver: Callable[[Any], Any], record: Callable[[Any, Any], None]):
+    Each notification it is given is already a pending row of the store (reserved with its assessment, or
+    claimed at start: ``risk.notify``), so stopping loses none: what is still queued stays pending, and the
+    next run (``riskgate score --notify``, or the service's next start) delivers it.
+    """
+
+    def __init__(self, worker: StoreWorker, deliver: Callable[[Any], Any], record: Callable[[Any, Any], None],
+                 *, stop_wait: float = 10.0):
         self.worker = worker
         self._deliver = deliver
         self._record = record
+        self.stop_wait = stop_wait
         self._q: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="riskgate-notify", daemon=True)
         self.delivered = 0
 
@@ -330,10 +340,13 @@ class Notifier:
         for n in due:
             self._q.put(n)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Deliver nothing more; wait (at most ``timeout``, default ``stop_wait`` seconds) for the delivery under
+        way, whose outcome is then recorded. The queue is left as it is (pending in the store)."""
         if self._thread.is_alive():
+            self._stopping.set()
             self._q.put(None)
-            self._thread.join(timeout)
+            self._thread.join(self.stop_wait if timeout is None else timeout)
 
     def pending(self) -> int:
         return self._q.qsize()
@@ -341,7 +354,7 @@ class Notifier:
     def _run(self) -> None:
         while True:
             n = self._q.get()
-            if n is None:
+            if n is None or self._stopping.is_set():
                 return
             try:
                 rec = self._deliver(n)
