@@ -468,8 +468,7 @@ class InlineScorer:
                 feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
                 events = rs.events_to_assess(con, feats)
                 table, feature_rows = self._assessed(ctx, feats, events, requests)
-                rs._write(con, table, reserve=True)  # the notifications due: pending, the service's to deliver
-                rs._apply_resets(con, table, events)
+                rs._write(con, table, reserve=True)  # the resets and notifications due, in its transaction
                 due = self._due(rs.due_notifications(ctx, table))
         except BaseException:
             # the events are stored, not answered: assessed again (each on its own, say), they are no retries
@@ -539,7 +538,6 @@ class InlineScorer:
                 for rows, outcomes, _ in batches:
                     _record_checks(con, rows, outcomes)
                 rs._write(con, table, replace=False, transaction=False, reserve=True)
-                rs._apply_resets(con, table, good)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

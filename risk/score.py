@@ -90,6 +90,20 @@ MIGRATIONS = (
                )""",
         ),
     ),
+    # A password reset is applied once per event, in the transaction that writes the event's assessment: a run
+    # interrupted after a chunk's commit has applied its resets, and rescoring an old sign-in does not make a
+    # user who has since reset their password RESET_REQUIRED again. A store's earlier resets count as applied.
+    Migration(
+        "risk_score_0002_resets_applied",
+        (
+            """CREATE TABLE IF NOT EXISTS resets_applied (
+                 event_id VARCHAR PRIMARY KEY,
+                 applied_at TIMESTAMPTZ
+               )""",
+            """INSERT INTO resets_applied SELECT DISTINCT event_id, scored_at FROM assessments
+               WHERE reset_required ON CONFLICT DO NOTHING""",
+        ),
+    ),
 )
 
 DEFAULT_CHUNK_ROWS = 250_000
@@ -545,7 +559,6 @@ def score_events(
             table = table.append_column(
                 "scored_at", _constant(datetime.now(timezone.utc), pa.timestamp("us", tz="UTC"), table.num_rows))
             _write(con, table, reserve=notify, claimant=claimant)  # with --notify: the notifications due, pending
-            _apply_resets(con, table, events)
             if notify:
                 result.notifications += _send_notifications(ctx, claimant, result.notification_failures)
             result.events_scored += table.num_rows
@@ -561,6 +574,10 @@ def score_events(
                 if ingest_store.yield_turn(con):
                     prefetch.restart()  # the store may have changed meanwhile: computed again
         status = "completed"
+    except BaseException as exc:
+        if _interrupted(exc):  # Ctrl-C, or DuckDB's own report of it: the next run completes this one
+            status = "interrupted"
+        raise
     finally:
         prefetch.close()
         if claimant is not None:  # what it could not send (interrupted) is owed: the next run claims it
@@ -572,6 +589,12 @@ def score_events(
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
         ).fetchall()
     return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is an interrupt: KeyboardInterrupt, or SIGINT as DuckDB reports it during a query."""
+    return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
+        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower())
 
 
 @contextmanager
@@ -692,20 +715,26 @@ def assessments_for(con, event_ids: list[str]) -> dict[str, dict]:
     return {r[0]: dict(zip(ASSESSMENT_COLUMNS, r)) for r in rows}
 
 
-def _apply_resets(con, table: pa.Table, events: pa.Table) -> None:
-    """Compromised credentials blocked while enforced: the user must reset the password (RESET_REQUIRED)."""
-    ids = table.filter(pc.fill_null(table.column("reset_required"), False)).column("event_id")
-    if len(ids) == 0:
-        return
+def _apply_resets(con, assessments: str) -> None:
+    """Compromised credentials blocked while enforced: the user must reset the password (RESET_REQUIRED), once
+    per event (``resets_applied``). ``assessments``: the registered table being written, whose events are stored;
+    called inside the transaction that writes it (:func:`_write`)."""
+    from ingest.store import quote_ident
     from ingest.users import set_user_status
 
-    blocked = events.filter(pc.is_in(events.column("event_id"), ids)).select(["user_pool_id", "username"])
+    new = f"""FROM {quote_ident(assessments)} a JOIN events e USING (event_id)
+              WHERE a.reset_required AND e.username IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM resets_applied r WHERE r.event_id = a.event_id)"""
+    raw = {(p, u) for p, u in con.execute(f"SELECT DISTINCT e.user_pool_id, e.username {new}").fetchall()}
+    if not raw:
+        return
     unpooled = unpooled_pool(con)
-    raw = set(zip(*(c.to_pylist() for c in blocked.columns)))
     pool_of = {p: _pool_of(con, p) for p in {p for p, _u in raw}}  # once per pool id, not per event
     # a username is one user per pool: only this pool's is reset
-    for pool, username in sorted({(pool_of[p], u) for p, u in raw}):
+    for pool, username in sorted({(pool_of[p], u) for p, u in raw}, key=lambda pu: (pu[0] or "", pu[1])):
         set_user_status(con, username, "RESET_REQUIRED", pool, unpooled=unpooled)
+    con.execute(f"INSERT INTO resets_applied SELECT DISTINCT a.event_id, ? {new}",
+                [datetime.now(timezone.utc)]).fetchall()
 
 
 _NOTIFY_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "client_ip", "city", "country_name",
@@ -810,7 +839,8 @@ def _due(ctx: "_Context", pairs: list[tuple[str, str]], events: list[dict]) -> l
 
 def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True, *, reserve: bool = False,
            claimant: str | None = None) -> None:
-    """Replace the assessments of these events, in one transaction.
+    """Replace the assessments of these events (stored already), in one transaction that also applies the
+    password resets they require (:func:`_apply_resets`, once per event).
 
     ``replace=False``: the caller knows they have none; ``transaction=False``: inside the caller's transaction.
     ``reserve``: the notifications the assessments make due become pending rows in that transaction
@@ -829,6 +859,8 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
             con.execute(
                 "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
             ).fetchall()
+            if pc.any(table.column("reset_required")).as_py():
+                _apply_resets(con, "_rg_new_assessments")
             if reserve and table.column("notification").null_count < table.num_rows:
                 from risk import notify as rn
 
@@ -837,7 +869,10 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
                 con.execute("COMMIT")
         except BaseException:
             if transaction:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:  # no transaction left to roll back (an interrupt that hit COMMIT itself)
+                    pass
             raise
     finally:
         con.unregister("_rg_new_assessments")

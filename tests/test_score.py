@@ -564,6 +564,8 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     rg("mode", "ENFORCED", db=db)
     unsent = tmp_path / "unsent.duckdb"
     shutil.copy(db, unsent)
+    stopped = tmp_path / "stopped.duckdb"
+    shutil.copy(db, stopped)
     out = json.loads(rg("score", "--notify", "--json", db=db).stdout)
     assert q(db, "SELECT user_status FROM users WHERE username = 'victim'") == [("RESET_REQUIRED",)]
     assert q(db, "SELECT risk_decision, blocked, reset_required FROM assessments a JOIN events e USING (event_id) "
@@ -575,6 +577,13 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     rg("score", "--rescore", "--notify", db=db)  # the same decisions again: nothing is sent twice
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == due
     assert q(db, "SELECT count(*) FROM assessments")[0][0] == 401
+    # the victim resets the password; rescoring the old sign-in does not make them reset it again
+    users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                     "victim,sub-v,CONFIRMED,true,,,victim@example.com\n")
+    rg("users", "load", users, db=db)
+    rg("score", "--rescore", db=db)
+    assert q(db, "SELECT user_status FROM users WHERE username = 'victim'") == [("CONFIRMED",)]
+    assert q(db, "SELECT count(*) FROM assessments WHERE reset_required")[0][0] == 1
     # decided anew under another configuration (every level blocks and notifies): an event already emailed about
     # gets no second email with the other template; only events due for the first time get one
     before = {r[0] for r in q(db, "SELECT event_id FROM notifications WHERE status = 'outbox'")}
@@ -595,6 +604,26 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     assert f"warning: {due:,} notification{'s' if due != 1 else ''} failed" in res.stderr
     assert "RISKGATE_FEEDBACK_SECRET is not set" in res.stderr
     assert q(unsent, "SELECT count(*) FROM notifications WHERE status = 'failed'")[0][0] == due
+
+    # a run stopped while it writes a chunk keeps none of it: its resets come with its assessments or not at all
+    from risk import score as scoring
+    from risk import store as rstore
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring, "_apply_resets", stop)
+    con = rstore.connect(stopped)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            scoring.score_events(con)
+    finally:
+        con.close()
+    assert q(stopped, "SELECT count(*) FROM assessments") == [(0,)]
+    assert q(stopped, "SELECT status FROM score_runs") == [("interrupted",)]
+    monkeypatch.undo()
+    rg("score", db=stopped)
+    assert q(stopped, "SELECT user_status FROM users WHERE username = 'victim'") == [("RESET_REQUIRED",)]
 
 
 def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_it(store, tmp_path, monkeypatch):
@@ -620,7 +649,7 @@ def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_i
     con.close()
     done = q(store, "SELECT count(*) FROM assessments")[0][0]
     assert 0 < done < q(store, "SELECT count(*) FROM events")[0][0]
-    assert q(store, "SELECT status FROM score_runs") == [("failed",)]
+    assert q(store, "SELECT status FROM score_runs") == [("interrupted",)]
     monkeypatch.setattr(scoring, "assess_chunk", real)
     rg("score", db=store)
     assert q(store, COMPARE) == q(full, COMPARE)
