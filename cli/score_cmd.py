@@ -85,9 +85,9 @@ def score(
         f"scored {counted(result.events_scored, 'event')} in {counted(result.chunks, 'chunk')} "
         f"(model v{result.model_version}, thresholds v{result.thresholds_version})", highlight=False)
     if result.by_level:
-        console.print("by level: " + ", ".join(f"{k if k != 'None' else 'no risk'} {v:,}" for k, v in sorted(result.by_level.items())),
+        console.print("by level: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_level.items())),
                       highlight=False)
-        console.print("by decision: " + ", ".join(f"{k if k != 'None' else 'not evaluated'} {v:,}"
+        console.print("by decision: " + ", ".join(f"{k} {v:,}"
                                                   for k, v in sorted(result.by_decision.items())),
                       highlight=False)
 

@@ -565,7 +565,7 @@ def score_events(
             result.chunks += 1
             for col, agg in (("risk_level", result.by_level), ("risk_decision", result.by_decision)):
                 for row in pc.value_counts(table.column(col)).to_pylist():
-                    key = str(row["values"])
+                    key = _NO_VALUE[col] if row["values"] is None else str(row["values"])
                     agg[key] = agg.get(key, 0) + int(row["counts"])
             if progress:
                 progress(result.events_scored, total)
@@ -589,6 +589,11 @@ def score_events(
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
         ).fetchall()
     return result
+
+
+#: what ``ScoreResult.by_level`` / ``by_decision`` call an event without a level / a decision (``riskgate report``'s
+#: words): no risk level (below Low, a skipped or blocked range), and not evaluated (mode OFF)
+_NO_VALUE = {"risk_level": "no risk", "risk_decision": "not evaluated"}
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -55,6 +55,8 @@ def test_every_event_gets_one_assessment_and_a_second_run_adds_none(store):
     out = json.loads(res.stdout)
     n = q(store, "SELECT count(*) FROM events")[0][0]
     assert out["events_scored"] == n > 1000
+    assert set(out["by_level"]) <= {"no risk", "Low", "Medium", "High"} and sum(out["by_level"].values()) == n
+    assert out["by_level"]["no risk"] > 0 and sum(out["by_decision"].values()) == n  # report's words, not "None"
     assert q(store, "SELECT count(*), count(DISTINCT event_id) FROM assessments") == [(n, n)]
     again = json.loads(rg("score", "--json", db=store).stdout)
     assert again["events_scored"] == 0
@@ -375,7 +377,8 @@ def test_events_no_risk_detection_looked_at_carry_no_signals(store, tmp_path):
                        FROM assessments GROUP BY ALL ORDER BY ALL""") == [("none", False, False, True, True), ("none", True, True, True, True),
                           ("skipped", False, False, True, True)]
     rg("mode", "OFF", db=store)
-    rg("score", "--rescore", db=store)
+    out = json.loads(rg("score", "--rescore", "--json", db=store).stdout)
+    assert out["by_decision"] == {"not evaluated": out["events_scored"]} == {"not evaluated": q(store, "SELECT count(*) FROM events")[0][0]}
     assert q(store, "SELECT count(*) FILTER (WHERE len(reasons) > 0), count(*) FILTER (WHERE score IS NULL) "
                     "FROM assessments") == [(0, 0)]
 
