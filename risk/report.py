@@ -115,6 +115,11 @@ def assessed_events(
     return con.sql(sql, params=period_params(since, until)).to_arrow_table()
 
 
+#: An MFA challenge the risk asked for: the event's level has an action that challenges (MFA_IF_CONFIGURED,
+#: MFA_REQUIRED). Any other challenge (no level, or a level whose action is NO_ACTION) is the user's own MFA.
+_RISK_CHALLENGE = "(a.risk_level IS NOT NULL AND coalesce(a.event_action IN ('MFA_IF_CONFIGURED', 'MFA_REQUIRED'), false))"
+
+
 def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
                      until: datetime | None = None) -> dict:
     """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked,
@@ -161,9 +166,9 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
         f""", l AS (SELECT event_id FROM labels WHERE {ATO_FALSE_SQL}
                    EXCEPT SELECT event_id FROM ({ATTACK_TYPES_SQL}))
            SELECT count(*),
-                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NOT NULL),
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_RISK_CHALLENGE}),
                   count(*) FILTER (WHERE a.outcome = 'Block'),
-                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND a.risk_level IS NULL)
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND NOT {_RISK_CHALLENGE})
            FROM l JOIN pa a ON a.event_id = l.event_id
            WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'"""
     )

@@ -383,6 +383,32 @@ def test_events_no_risk_detection_looked_at_carry_no_signals(store, tmp_path):
                     "FROM assessments") == [(0, 0)]
 
 
+def test_the_report_counts_a_challenge_for_risk_only_when_the_levels_action_challenges(store, tmp_path):
+    """A user with MFA of their own is challenged at every level; only a level whose action challenges
+    (MFA_IF_CONFIGURED, MFA_REQUIRED) makes it a challenge "for their risk"."""
+    from risk import levels
+    from risk import store as rstore
+
+    with rstore.connect(store) as con:  # nearly every event gets a level (Low): the legitimate ones included
+        levels.set_thresholds(con, levels.Thresholds(1e-9, 0.5, 0.9))
+    (tmp_path / "quiet.json").write_text(json.dumps({"AccountTakeoverRiskConfiguration": {"Actions": {
+        lvl: {"Notify": False, "EventAction": "NO_ACTION"} for lvl in ("LowAction", "MediumAction", "HighAction")}}}))
+    rg("config", "set", tmp_path / "quiet.json", db=store)
+    rg("score", db=store)
+    rep = json.loads(rg("report", "--json", db=store).stdout)
+    assert rep["legitimate_challenged"] == 0 and rep["legitimate_blocked"] == 0
+    leveled = q(store, """SELECT count(*) FROM assessments WHERE outcome = 'MfaChallenge' AND risk_level IS NOT NULL""")
+    assert leveled[0][0] > 0  # challenged events with a level exist: all of them the users' own MFA
+    (tmp_path / "mfa.json").write_text(json.dumps({"AccountTakeoverRiskConfiguration": {"Actions": {
+        lvl: {"Notify": False, "EventAction": "MFA_IF_CONFIGURED"} for lvl in ("LowAction", "MediumAction", "HighAction")}}}))
+    rg("config", "set", tmp_path / "mfa.json", db=store)
+    rg("score", "--rescore", db=store)
+    again = json.loads(rg("report", "--json", db=store).stdout)
+    assert again["legitimate_challenged"] > 0
+    assert (again["legitimate_challenged"] + again["legitimate_own_mfa_challenged"]
+            == rep["legitimate_own_mfa_challenged"])  # the same challenges, now asked for by the levels' action
+
+
 def test_events_listing_pages_newest_first_with_risk_and_feedback(store):
     rg("score", db=store)
     user, n = q(store, "SELECT username, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 1")[0]
