@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ingest.errors import RiskgateError, counted  # noqa: F401 (counted: for the commands)
+from ingest.errors import RiskgateError, counted, interrupted  # noqa: F401 (counted: for the commands)
 
 app = typer.Typer(
     name="riskgate",
@@ -63,23 +63,24 @@ def warn(message: str) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn library errors into a clean message and exit code 2 (no traceback)."""
+    """Turn library errors into a clean message and exit code 2 (no traceback); Ctrl-C, also when DuckDB reports it
+    as the error of the query it interrupted, into "interrupted" and exit code 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except RiskgateError as exc:
-            raise fail(str(exc)) from None
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
+            if interrupted(exc):
+                err_console.print("interrupted")
+                sys.exit(130)
+            if isinstance(exc, RiskgateError):
+                raise fail(str(exc)) from None
             # a read-only command on a store no command of this version has opened read-write yet (only
             # ingested, say): its tables are missing; say how to migrate it instead of a traceback
             if type(exc).__name__ == "CatalogException" and "does not exist" in str(exc):
                 raise fail(f"the store lacks a table this command reads ({str(exc).splitlines()[0]}): open it once "
                            "read-write to migrate it, e.g. `riskgate models --db PATH`") from None
             raise
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -122,16 +124,28 @@ def export(
     db: DbOption = None,
 ) -> None:
     """Write events joined with their assessments (score, level, decision, action, reasons, versions)."""
+    from ingest.store import resolve_db_path
     from risk import store
-    from risk.report import export_assessments
+    from risk.report import export_assessments, export_target
 
     lo, hi = parse_period(since, until)
+    export_target(out, resolve_db_path(db))  # a bad --out (the store itself, say) before the store is opened
+    to_stdout = _is_stdout(out)
     con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         n = export_assessments(con, out, format, since=lo, until=hi)
     finally:
         con.close()
-    console.print(f"wrote {counted(n, 'row')} to {out}", highlight=False)
+    # with --out /dev/stdout the line goes to stderr, not at the end of the export
+    (err_console if to_stdout else console).print(f"wrote {counted(n, 'row')} to {out}", highlight=False)
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is the file this process's standard output writes to (``/dev/stdout``, its pipe)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file yet; a stdout without a file (a test's)
+        return False
 
 
 @app.command()

@@ -6,6 +6,7 @@ Messages say what was expected, what was found, and where.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -57,3 +58,19 @@ def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = Ris
         raise error(f"folder {parent} does not exist", source=str(out))
     if not os.access(parent, os.W_OK):
         raise error(f"folder {parent} is not writable", source=str(out))
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from or while handling, is Ctrl-C: Python's KeyboardInterrupt, or
+    DuckDB's report of it. SIGINT during a query makes DuckDB end the query with a plain ``RuntimeError("Query
+    interrupted")`` in place of the KeyboardInterrupt; ``con.interrupt()`` with ``duckdb.InterruptException``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"):
+            return True
+        duckdb = sys.modules.get("duckdb")  # raised by DuckDB only when DuckDB is loaded: not imported for this
+        if duckdb is not None and isinstance(exc, getattr(duckdb, "InterruptException", ())):
+            return True
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
+    return False

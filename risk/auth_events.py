@@ -20,6 +20,10 @@ from ingest.schema import offset_text
 from risk.feedback import LATEST_FEEDBACK_SQL
 
 MAX_RESULTS = 60
+#: The longest ``NextToken`` accepted, far above the longest this module writes (base64 of the username -- at most
+#: 128 characters, ingest's limit, each written by ``json.dumps`` as at most 12 ASCII characters --, the time and an
+#: event id of at most 50): a longer one is refused before it is decoded.
+MAX_TOKEN_CHARS = 4096
 
 
 class UserNotFoundError(RiskgateError):
@@ -37,7 +41,12 @@ def _encode_token(username: str, created: datetime, event_id: str) -> str:
 
 def _decode_token(token: str, username: str) -> tuple[datetime, str]:
     """(time, event id) of the position a token of :func:`_encode_token` names; InvalidParameterError for anything
-    else (every part is checked: a forged token must not reach the query)."""
+    else (every part is checked: a forged token must not reach the query). A hostile token is refused the same way,
+    never an exception of its own: one over :data:`MAX_TOKEN_CHARS` before it is decoded, and one whose JSON nests
+    too deep for the parser (``json.loads`` raises RecursionError for ``[[[[...``)."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidParameterError(f"NextToken {token[:40]!r}... is not a valid token: it is {len(token):,} "
+                                    f"characters long, more than {MAX_TOKEN_CHARS:,}")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         parts = json.loads(raw)
@@ -48,7 +57,7 @@ def _decode_token(token: str, username: str) -> tuple[datetime, str]:
         if when.tzinfo is None:
             raise ValueError("a time without its offset")
         when.astimezone(timezone.utc)  # within the range of times (0001-01-01T00:00+01:00 is not)
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):  # ValueError: base64, UTF-8, JSON and time errors
         raise InvalidParameterError(f"NextToken {token[:40]!r} is not a valid token") from None
     if user != username:
         raise InvalidParameterError("NextToken belongs to another user's listing")

@@ -8,6 +8,9 @@ Parquet or JSON lines; reasons are a list of {code, value, contribution}
 from __future__ import annotations
 
 import os
+import stat
+from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -38,6 +41,141 @@ ORDER BY e.creation_date, e.event_id
 _ISO_TIMES = ", ".join(f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS {c}" for c in ("time", "scored_at"))
 
 
+#: The files of a store besides the store file itself (by suffix): DuckDB's write-ahead log and temporary folder,
+#: and the lock files of ``ingest.lease``. An export onto any of them would destroy or corrupt the store.
+_STORE_FILES = {"": "the store this command reads", ".wal": "the store's write-ahead log",
+                ".tmp": "the store's temporary folder", ".lock": "the store's lock file",
+                ".want": "the store's lock file"}
+#: The suffix of the file an export is written to before it is renamed to its name (so it appears only complete).
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where an export goes: ``path`` is the file written (the target of ``--out`` when that is a symbolic link);
+    ``in_place`` when it is an existing FIFO or character device (``/dev/stdout``), written directly rather than
+    through a temporary file renamed over it."""
+
+    path: str
+    in_place: bool
+
+    @property
+    def partial(self) -> str | None:
+        """The temporary file the export is written to first (None when written in place)."""
+        return None if self.in_place else self.path + PARTIAL_SUFFIX
+
+
+def _store_files(stores) -> list[tuple[str, str]]:
+    """(file name, what it is) of every store in ``stores`` and the files beside it, as given and resolved
+    (DuckDB and the lease name their files after the path as given, which may be a symbolic link)."""
+    out = []
+    for store in stores:
+        if store is None or os.fspath(store) in ("", ":memory:"):
+            continue
+        for base in dict.fromkeys((os.fspath(store), os.path.realpath(store))):
+            out.extend((base + suffix, what) for suffix, what in _STORE_FILES.items())
+    return out
+
+
+def _clash(path: str, stores) -> str | None:
+    """What of a store ``path`` is (the file or one of its side files, also through symbolic or hard links), or None."""
+    real = os.path.realpath(path)
+    for name, what in _store_files(stores):
+        try:
+            if os.path.realpath(name) == real or (os.path.exists(path) and os.path.samefile(path, name)):
+                return f"{what} ({name})"
+        except OSError:  # the side file does not exist: only its name can clash
+            continue
+    return None
+
+
+def export_target(out: str | os.PathLike, stores=()) -> ExportTarget:
+    """Check ``--out`` before anything is read, and say how the export is written (:class:`ExportTarget`).
+
+    Refused with a RiskgateError naming it: an empty name or one without a file part (``exports/``), a folder, a
+    missing or unwritable folder, a socket or block device, and the store being exported (any of ``stores``, the
+    paths of the stores read) or a file beside it (``.wal``, ``.lock``, ``.want``), also through a symbolic or hard
+    link, and a name whose temporary file (``<out>.partial``) would be one of those. A symbolic link is followed:
+    its target is written (atomically) and the link stays. An existing FIFO or character device is written in
+    place: no temporary file, no rename.
+    """
+    text = os.fsdecode(out)
+    if text == "":
+        raise RiskgateError("--out is empty: it must name the file to write")
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    if text.endswith(seps) or os.path.basename(text) in (".", ".."):
+        if os.path.isdir(text):
+            raise RiskgateError("is a folder; --out names the file to write", source=text)
+        raise RiskgateError("names no file (it ends in a folder); --out names the file to write", source=text)
+    try:
+        st = os.stat(text)  # following symbolic links
+    except FileNotFoundError:
+        st = None  # a new file (or a symbolic link to one)
+    except OSError as exc:  # a loop of symbolic links, a part of the path that is a file, no permission
+        raise RiskgateError(f"cannot be written: {exc.strerror}", source=text) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise RiskgateError("is a folder; --out names the file to write", source=text)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            kind = "a socket" if stat.S_ISSOCK(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode) else \
+                "not a regular file"
+            raise RiskgateError(f"is {kind}; --out names a file, a FIFO or a character device", source=text)
+        if not os.access(text, os.W_OK):
+            raise RiskgateError("is not writable", source=text)
+        target = ExportTarget(text, in_place=True)
+    else:
+        # a symbolic link (to an existing file or not): its target is written, atomically, and the link stays
+        path = os.path.realpath(text)
+        check_output_folder(path if os.path.islink(text) else text)  # the temporary file is made beside it
+        target = ExportTarget(path, in_place=False)
+    stores = [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
+    clash = _clash(target.path, stores)
+    if clash:
+        raise RiskgateError(f"is {clash}: writing the export there would destroy it; --out names another file",
+                            source=text)
+    clash = target.partial and _clash(target.partial, stores)
+    if clash:
+        raise RiskgateError(f"the export is written to {target.partial} first, which is {clash}: that would destroy "
+                            "it; --out names another file", source=text)
+    return target
+
+
+def _store_paths(con) -> list[str]:
+    """The files of the databases ``con`` reads: a riskgate Store's path (no query), else DuckDB's catalogue."""
+    path = getattr(con, "path", None)
+    if isinstance(path, str):
+        return [path]
+    return [r[0] for r in con.execute("SELECT path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()]
+
+
+def _write_batches(reader, fmt: str, sink) -> int:
+    """Write the batches of ``reader`` to ``sink`` (a file name, or a binary file object) as ``fmt``; the rows
+    written."""
+    n = 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(sink, reader.schema) as w:
+            for b in reader:
+                w.write_batch(b)
+                n += b.num_rows
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        with pcsv.CSVWriter(sink, reader.schema) as w:
+            for b in reader:
+                w.write_batch(b)
+                n += b.num_rows
+    else:
+        with open(sink, "wb") if isinstance(sink, str) else nullcontext(sink) as fh:
+            for b in reader:
+                col = b.column(0).to_pylist()
+                if col:
+                    fh.write(("\n".join(col) + "\n").encode("utf-8"))
+                n += len(col)
+    return n
+
+
 def export_assessments(
     con: duckdb.DuckDBPyConnection,
     out: str | os.PathLike,
@@ -47,12 +185,14 @@ def export_assessments(
     until: datetime | None = None,
     batch_rows: int = 100_000,
 ) -> int:
-    """Write events joined with their assessments to ``out``; return the number of rows written."""
+    """Write events joined with their assessments to ``out``; return the number of rows written.
+
+    ``out`` is checked first (:func:`export_target`: never the store itself or a file beside it). A file appears
+    only complete (written to ``<out>.partial``, then renamed; the target of a symbolic link); an existing FIFO
+    or character device is written directly."""
     if fmt not in EXPORT_FORMATS:
         raise RiskgateError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    check_output_folder(out)
-    if os.path.isdir(out):
-        raise RiskgateError("is a folder; --out names the file to write", source=str(out))
+    target = export_target(out, _store_paths(con))
     params = period_params(since, until)
     if fmt == "csv":
         sql = f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons, {_ISO_TIMES}) FROM ({_EXPORT_SELECT})"
@@ -60,35 +200,24 @@ def export_assessments(
         sql = f"SELECT to_json(x)::VARCHAR AS line FROM (SELECT * REPLACE ({_ISO_TIMES}) FROM ({_EXPORT_SELECT})) x"
     else:
         sql = _EXPORT_SELECT
-    tmp = f"{out}.partial"
     reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
-    n = 0
+    tmp = target.partial
     try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with pq.ParquetWriter(tmp, reader.schema) as w:
-                for b in reader:
-                    w.write_batch(b)
-                    n += b.num_rows
-        elif fmt == "csv":
-            import pyarrow.csv as pcsv
-
-            with pcsv.CSVWriter(tmp, reader.schema) as w:
-                for b in reader:
-                    w.write_batch(b)
-                    n += b.num_rows
+        if target.in_place:
+            with open(target.path, "wb") as fh:  # a FIFO: waits for its reader, as a shell's redirection does
+                n = _write_batches(reader, fmt, fh)
         else:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for b in reader:
-                    col = b.column(0).to_pylist()
-                    fh.write("\n".join(col))
-                    if col:
-                        fh.write("\n")
-                    n += len(col)
-        os.replace(tmp, out)
+            if os.path.lexists(tmp):  # left by an export that was killed: never written through (a link)
+                os.unlink(tmp)
+            n = _write_batches(reader, fmt, tmp)
+            os.replace(tmp, target.path)
+    except OSError as exc:
+        if exc.errno is None:  # not the system's: an error of the query, which Arrow's stream reports as OSError
+            raise
+        # a full disk, a reader of the FIFO that went away (EPIPE)
+        raise RiskgateError(f"cannot write the export: {exc.strerror}", source=os.fsdecode(out)) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
     return n
 

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import store as ingest_store
-from ingest.errors import ConfigurationError, RiskgateError
+from ingest.errors import ConfigurationError, RiskgateError, interrupted
 from ingest.store import Migration
 from risk import combos
 from risk.combos import EXCEPTION_NAMES
@@ -575,7 +575,7 @@ def score_events(
                     prefetch.restart()  # the store may have changed meanwhile: computed again
         status = "completed"
     except BaseException as exc:
-        if _interrupted(exc):  # Ctrl-C, or DuckDB's own report of it: the next run completes this one
+        if interrupted(exc):  # Ctrl-C, or DuckDB's own report of it: the next run completes this one
             status = "interrupted"
         raise
     finally:
@@ -594,12 +594,6 @@ def score_events(
 #: what ``ScoreResult.by_level`` / ``by_decision`` call an event without a level / a decision (``riskgate report``'s
 #: words): no risk level (below Low, a skipped or blocked range), and not evaluated (mode OFF)
 _NO_VALUE = {"risk_level": "no risk", "risk_decision": "not evaluated"}
-
-
-def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is an interrupt: KeyboardInterrupt, or SIGINT as DuckDB reports it during a query."""
-    return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
-        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower())
 
 
 @contextmanager
