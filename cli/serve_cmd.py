@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Annotated
@@ -24,7 +25,7 @@ def serve(
     import uvicorn
 
     from ingest.store import resolve_db_path
-    from service.app import API_KEY_ENV, asgi, check_api_key, create_app
+    from service.app import API_KEY_ENV, RedactedAccessLog, asgi, check_api_key, create_app
 
     key = check_api_key(os.environ.get(API_KEY_ENV))
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)
@@ -34,5 +35,7 @@ def serve(
     sys.setswitchinterval(0.0005)
     # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
     # client never reuses a connection the server is just closing
+    # a feedback link's token never reaches the access log (uvicorn configures its loggers, keeping this filter)
+    logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())
     uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",
                 timeout_keep_alive=75, timeout_graceful_shutdown=10)

@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -318,7 +319,9 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     def submit_owed(fut, notifier: Notifier) -> None:
         try:
             notifier.submit(fut.result())
-        except Exception:  # noqa: BLE001 - e.g. no model yet: they stay owed, for the next run
+        except RiskgateError as exc:  # e.g. no model yet: they stay owed, for the next run
+            log.warning("the notifications earlier runs owe wait for the next run: %s", exc)
+        except Exception:  # noqa: BLE001 - the same, with what went wrong
             log.warning("could not claim the notifications earlier runs owe", exc_info=True)
 
     @asynccontextmanager
@@ -517,6 +520,26 @@ def _add_schemas(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi
+
+
+_SECRET_QUERY_RE = re.compile(r"([?&]token=)[^&#\s]*")
+
+
+def redact_query(path: str) -> str:
+    """``path`` (with its query string) without a feedback link's token: replayable until it expires, it must not
+    reach the logs (``/v1/feedback?token=[redacted]&value=valid``)."""
+    return _SECRET_QUERY_RE.sub(r"\1[redacted]", path)
+
+
+class RedactedAccessLog(logging.Filter):
+    """A filter for uvicorn's access log (``uvicorn.access``: client, method, path with query, version, status):
+    the path is logged through :func:`redact_query`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_query(args[2]), *args[3:])
+        return True
 
 
 def asgi(app: FastAPI, limit: int = MAX_BODY_BYTES):

@@ -197,6 +197,36 @@ def test_a_failed_guess_of_a_breached_password_blocks_without_resetting_and_own_
     assert q(store, sql, [mfa_user]) == [("RESET_REQUIRED",)]
 
 
+def test_a_feedback_links_token_never_reaches_the_access_log(tmp_path):
+    """`riskgate serve` logs one line per request; a one-click link's token (replayable until it expires) is
+    logged as [redacted]."""
+    import os
+
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    env = {**os.environ, "RISKGATE_API_KEY": API_KEY, "RISKGATE_FEEDBACK_SECRET": "x" * 32}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "s.duckdb"), "--port",
+                             str(number)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    token = "eyJlIjoiZXYtMSJ9.c2VjcmV0LXNpZ25hdHVyZQ"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{number}/v1/feedback", params={"token": token, "value": "valid"})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.1)
+        assert r.status_code in (400, 403, 404)  # a forged token: refused
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert "GET /v1/feedback?token=[redacted]&value=valid" in out, out  # uvicorn's access log: on stdout
+    assert token not in out + err and token[:20] not in out + err
+
+
 class _SlowHandler:
     def __init__(self, delay: float):
         self.delay = delay
