@@ -281,7 +281,7 @@ def q(fn: Callable, *args, **kwargs) -> Any:
 
 
 def show_error(exc: BaseException) -> None:
-    st.error(str(exc), icon=":material/error:")
+    st.error(md(exc), icon=":material/error:")  # a message may quote a stored value: shown literally
 
 
 # -- the scope: period, pool, client --------------------------------------------------------------

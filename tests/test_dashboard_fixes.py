@@ -461,7 +461,7 @@ def test_a_store_only_ingest_wrote_gets_a_clear_message(db, tmp_path, monkeypatc
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "Catalog Error" not in errors[0], errors
-    assert f"riskgate models --db {path}" in errors[0] and "riskgate dashboard" in errors[0]
+    assert common.md(f"riskgate models --db {path}") in errors[0] and "riskgate dashboard" in errors[0]  # literal
     assert not at.metric and not at.dataframe  # no page drawn
 
 
@@ -490,3 +490,14 @@ def test_the_event_picker_says_not_assessed_or_no_risk_never_nan(db):
     assert not [o for o in options if "nan" in o.split(" · ")], options
     assert any(o.endswith("· - · not assessed") for o in options), options  # new-1: no IP, no score
     assert any(o.endswith("· No risk") for o in options), options
+
+
+def test_tuning_page_shows_a_labels_attack_type_literally_in_its_warnings(db):
+    values = add_evil(db, "http://127.0.0.1:9")
+    with risk.store.connect(db) as con:  # the evil event assessed, so its label is part of the tuning history
+        con.execute("INSERT INTO assessments (event_id, score, risk_level, model_version, scored_at) "
+                    "SELECT 'evil-1', 0.95, 'High', max(model_version), now() FROM assessments")
+    at = app("tuning")
+    assert not at.exception
+    warnings = [w.value for w in at.warning if "labelled attack" in w.value]
+    assert warnings and values["label"] not in warnings[0] and common.md(values["label"]) in warnings[0]

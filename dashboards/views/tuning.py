@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboards import common
-from dashboards.common import q
+from dashboards.common import md, q
 from ingest.errors import RiskgateError, counted
 from risk import insights, levels
 from risk.tuning import Targets, TuningError, tune_of
@@ -38,7 +38,7 @@ try:
     with st.spinner("Reading the assessed history …"):
         snap = common.tuning_snapshot(s["since"], s["until"])
 except TuningError as exc:
-    st.info(f"{exc}")
+    st.info(md(exc))
     st.stop()
 
 
@@ -78,7 +78,7 @@ for col, name in zip(cols, ("low", "medium", "high")):
 try:
     t = levels.Thresholds(st.session_state["tn_low"], st.session_state["tn_medium"], st.session_state["tn_high"])
 except levels.ThresholdsError as exc:
-    st.error(str(exc))
+    st.error(md(exc))
     st.stop()
 
 # "in force" is the thresholds read above (cached like every query, CACHE_TTL_S), not those the longer-lived
@@ -86,7 +86,7 @@ except levels.ThresholdsError as exc:
 trade = insights.tradeoff_from(snap, t, current)
 what = insights.whatif_from(snap, t, current)
 if trade["warnings"]:
-    st.warning("\n".join(f"- {w}" for w in trade["warnings"]))
+    st.warning("\n".join(f"- {md(w)}" for w in trade["warnings"]))  # they quote labels: shown literally
 
 
 def _rate(r: dict) -> str:
@@ -156,7 +156,7 @@ st.subheader("ROC and precision-recall curves of the score")
 try:
     cv = common.tuning_curves(s["since"], s["until"])
 except TuningError as exc:
-    st.info(str(exc))
+    st.info(md(exc))
     cv = None
 if cv is not None:
     marks = trade["levels"]
