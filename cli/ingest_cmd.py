@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
 from ingest import store
-from ingest.context import ProxyPolicy, default_policy
+from ingest.context import ProxyPolicy
 from ingest.enrich import Enricher
 from ingest.geo import GeoResolver
 from ingest.pipeline import BULK_SETTINGS, expand_folders, ingest_paths, prefer_jemalloc, total_size
@@ -45,7 +45,8 @@ def ingest(
     mapping: Annotated[str | None, typer.Option("--mapping", help="Column-mapping file (YAML/JSON) for csv and parquet inputs.")] = None,
     geoip_city: GeoCityOption = None,
     geoip_asn: GeoAsnOption = None,
-    trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="CIDR of a proxy whose forwarding headers are trusted (repeatable; default: $RISKGATE_TRUSTED_PROXIES, else private and loopback ranges).")] = None,
+    trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="CIDR of a proxy whose forwarding header is trusted (repeatable; default: $RISKGATE_TRUSTED_PROXIES, else private and loopback ranges).")] = None,
+    client_ip_header: Annotated[str | None, typer.Option("--client-ip-header", metavar="NAME", help="The forwarding header the trusted proxies write, the only one believed: X-Forwarded-For, Forwarded or X-Real-IP (default: $RISKGATE_CLIENT_IP_HEADER, else X-Forwarded-For).")] = None,
     batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Rows per batch (memory bound).")] = DEFAULT_BATCH_ROWS,
 ) -> None:
     """Load sign-in events into the store: detect the format, normalise, enrich, quarantine bad rows.
@@ -59,8 +60,8 @@ def ingest(
         raise InputFormatError(f"unknown format {format!r}; expected auto or one of: {', '.join(reader_names())}")
     if username and username_from_file_name:
         raise InputFormatError("give --username or --username-from-file-name, not both")
+    policy = ProxyPolicy.from_settings(trusted_proxy, client_ip_header)  # (refused here, before anything is read)
     paths = expand_folders(paths)
-    policy = ProxyPolicy.from_cidrs(trusted_proxy, where="--trusted-proxy") if trusted_proxy else default_policy()
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
     options = ReaderOptions(batch_rows=batch_rows, username=username, username_from_file_name=username_from_file_name,
                             user_pool_id=user_pool_id, mapping=mapping)

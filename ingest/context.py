@@ -8,9 +8,12 @@ forwarding headers may name the real client. They are trusted only that far:
 * Headers are looked at only when ``IpAddress`` itself lies in a *trusted proxy
   network* (configurable; default: loopback, private, CGNAT, link-local and
   unique-local ranges, which can never be an end user's public address).
-* ``Forwarded`` (RFC 7239) is used first, then ``X-Forwarded-For``, then
-  ``X-Real-IP``. A chain is walked from the right (the hop nearest to us),
-  skipping trusted proxies; the first untrusted address is the client.
+* Only the one header the trusted proxies write is read (``ProxyPolicy.header``:
+  ``X-Forwarded-For`` by default, or ``Forwarded`` (RFC 7239) or ``X-Real-IP``).
+  The others are ignored, whatever they say: a proxy passes a header it does not
+  write through untouched, so its value is whatever the end user typed.
+  Its chain is walked from the right (the hop nearest to us), skipping trusted
+  proxies; the first untrusted address is the client.
 * A malformed entry met on that walk stops it, and ``IpAddress`` is kept: a
   malformed or untrusted header never overrides ``IpAddress``.
 
@@ -41,6 +44,10 @@ DEFAULT_TRUSTED_PROXIES = (
     "fe80::/10",
 )
 TRUSTED_PROXIES_ENV = "RISKGATE_TRUSTED_PROXIES"
+#: the forwarding headers a proxy may write, as they are usually spelled; the trusted proxies write one of them
+CLIENT_IP_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+DEFAULT_CLIENT_IP_HEADER = "X-Forwarded-For"
+CLIENT_IP_HEADER_ENV = "RISKGATE_CLIENT_IP_HEADER"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -128,31 +135,57 @@ def ip_prefix(ip: IPAddress) -> str:
     return f"{ip_text(ipaddress.IPv6Address(int(ip) & ~((1 << 80) - 1)))}/48"
 
 
+def client_ip_header(name: str, *, where: str = "client IP header") -> str:
+    """The forwarding header ``name`` (any case) as :data:`CLIENT_IP_HEADERS` spells it; a ConfigurationError
+    naming ``where`` and the allowed values when it is not one of them."""
+    if isinstance(name, str):
+        for known in CLIENT_IP_HEADERS:
+            if name.strip().lower() == known.lower():
+                return known
+    raise ConfigurationError(f"{where}: {name!r} is not one of {', '.join(CLIENT_IP_HEADERS)} (the one forwarding "
+                             "header your trusted proxies write; the others are never believed)")
+
+
 @dataclass(frozen=True)
 class ProxyPolicy:
-    """Which networks are trusted proxies whose forwarding headers may be believed."""
+    """Which networks are trusted proxies, and the one forwarding header they write (the only one believed)."""
 
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default_factory=tuple)
+    header: str = DEFAULT_CLIENT_IP_HEADER  # one of CLIENT_IP_HEADERS, any case (kept as spelled there)
 
     @classmethod
-    def from_cidrs(cls, cidrs: list[str] | tuple[str, ...], *, where: str = "trusted proxies") -> "ProxyPolicy":
+    def from_cidrs(cls, cidrs: list[str] | tuple[str, ...], *, where: str = "trusted proxies",
+                   header: str = DEFAULT_CLIENT_IP_HEADER) -> "ProxyPolicy":
         nets = []
         for i, c in enumerate(cidrs):
             try:
                 nets.append(ipaddress.ip_network(c.strip(), strict=False))
             except ValueError as exc:
                 raise ConfigurationError(f"{where}[{i}]: {c!r} is not a valid CIDR ({exc})") from None
-        return cls(tuple(nets))
+        return cls(tuple(nets), header)
 
     @classmethod
     def default(cls) -> "ProxyPolicy":
-        """From ``RISKGATE_TRUSTED_PROXIES`` (comma-separated CIDRs; empty = trust none), else the defaults."""
-        env = os.environ.get(TRUSTED_PROXIES_ENV)
-        if env is not None:
-            return cls.from_cidrs([c for c in env.split(",") if c.strip()], where=TRUSTED_PROXIES_ENV)
-        return cls.from_cidrs(DEFAULT_TRUSTED_PROXIES)
+        """From ``RISKGATE_TRUSTED_PROXIES`` (comma-separated CIDRs; empty = trust none) and
+        ``RISKGATE_CLIENT_IP_HEADER``, else the defaults (read at each call; made once per distinct setting)."""
+        return _policy_from_env(os.environ.get(TRUSTED_PROXIES_ENV), os.environ.get(CLIENT_IP_HEADER_ENV))
+
+    @classmethod
+    def from_settings(cls, cidrs: list[str] | tuple[str, ...] | None = None, header: str | None = None, *,
+                      cidrs_where: str = "--trusted-proxy", header_where: str = "--client-ip-header") -> "ProxyPolicy":
+        """``cidrs`` and ``header`` where given (``cidrs_where``, ``header_where``: where they were given, for
+        the messages), else ``RISKGATE_TRUSTED_PROXIES`` and ``RISKGATE_CLIENT_IP_HEADER``, else the defaults.
+        A bad one is a ConfigurationError naming it; the header is checked first."""
+        if header is not None:
+            header = client_ip_header(header, where=header_where)
+        else:
+            header = _header_from_env(os.environ.get(CLIENT_IP_HEADER_ENV))
+        if cidrs:
+            return cls.from_cidrs(cidrs, where=cidrs_where, header=header)
+        return _proxies_from_env(os.environ.get(TRUSTED_PROXIES_ENV), header)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "header", client_ip_header(self.header))
         # integer intervals per version, for fast membership tests
         ranges = {4: [], 6: []}
         for n in self.networks:
@@ -204,8 +237,16 @@ def resolve_client_ip(
     x_real_ip: str | None,
     policy: ProxyPolicy,
 ) -> ClientIP:
-    """The end user's address for one request (see the module docstring for the rules)."""
-    if not (forwarded or x_forwarded_for or x_real_ip) and ip_address is not None and ":" in ip_address:
+    """The end user's address for one request, given every forwarding header's values (see the module docstring
+    for the rules): only the one ``policy.header`` names is read, the other two are ignored."""
+    value = {"Forwarded": forwarded, "X-Forwarded-For": x_forwarded_for, "X-Real-IP": x_real_ip}[policy.header]
+    return resolve_client_ip_from(ip_address, value, policy)
+
+
+def resolve_client_ip_from(ip_address: str | None, header_value: str | None, policy: ProxyPolicy) -> ClientIP:
+    """:func:`resolve_client_ip` given the values of ``policy.header`` alone (every one, in order, joined by ", ";
+    None when the request has none)."""
+    if not header_value and ip_address is not None and ":" in ip_address:
         plain = _plain_ipv6(ip_address)  # the common IPv6 request, without the general parsing
         if plain is not None:
             return plain
@@ -213,22 +254,17 @@ def resolve_client_ip(
     if given is None:
         return ClientIP(None, None, None, None, ip_address is None or not ip_address.strip())
     chosen, source = given, "IpAddress"
-    if policy.trusts(given):
-        for name, header in (("Forwarded", forwarded), ("X-Forwarded-For", x_forwarded_for), ("X-Real-IP", x_real_ip)):
-            if not header:
-                continue
-            if name == "Forwarded":
-                chain = _forwarded_fors(header)
-            elif name == "X-Forwarded-For":
-                chain = [p for p in header.split(",")]
-            else:
-                chain = [header]
-            if not chain:
-                continue
-            found = _walk(chain, policy)
-            if found is not None:
-                chosen, source = found, name
-            break  # the first header present decides, even when it is malformed
+    if header_value and policy.trusts(given):
+        name = policy.header
+        if name == "Forwarded":
+            chain = _forwarded_fors(header_value)
+        elif name == "X-Forwarded-For":
+            chain = header_value.split(",")
+        else:
+            chain = [header_value]
+        found = _walk(chain, policy) if chain else None  # malformed (or every hop trusted): IpAddress stays
+        if found is not None:
+            chosen, source = found, name
     return ClientIP(ip_text(chosen), source, chosen.version, ip_prefix(chosen), True)
 
 
@@ -236,7 +272,7 @@ _V6_ZERO_TAIL = bytes(10)
 
 
 def _plain_ipv6(text: str) -> ClientIP | None:
-    """``resolve_client_ip`` of an IpAddress in IPv6 hex-and-colons, no forwarding header: the address
+    """``resolve_client_ip`` of an IpAddress in IPv6 hex-and-colons, without the policy's header: the address
     itself, written by the C library (the same text ``ip_text`` and ``ip_prefix`` give); None for any
     other case (brackets, zones, IPv4-mapped, a first group of zero, invalid), left to the general path."""
     ip = _parse_hex_ipv6(text)
@@ -258,6 +294,21 @@ def _walk(chain: list[str], policy: ProxyPolicy) -> IPAddress | None:
     return None
 
 
-@lru_cache(maxsize=1)
+def _header_from_env(value: str | None) -> str:
+    return DEFAULT_CLIENT_IP_HEADER if value is None else client_ip_header(value, where=CLIENT_IP_HEADER_ENV)
+
+
+def _proxies_from_env(value: str | None, header: str) -> ProxyPolicy:
+    if value is None:
+        return ProxyPolicy.from_cidrs(DEFAULT_TRUSTED_PROXIES, header=header)
+    return ProxyPolicy.from_cidrs([c for c in value.split(",") if c.strip()], where=TRUSTED_PROXIES_ENV, header=header)
+
+
+@lru_cache(maxsize=8)
+def _policy_from_env(proxies: str | None, header: str | None) -> ProxyPolicy:
+    return _proxies_from_env(proxies, _header_from_env(header))
+
+
 def default_policy() -> ProxyPolicy:
+    """The policy the environment sets (:meth:`ProxyPolicy.default`)."""
     return ProxyPolicy.default()

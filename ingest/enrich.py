@@ -4,9 +4,9 @@ Set-wise over a whole batch: the header columns and fingerprints in Arrow
 compute and numpy on the flattened header lists (:func:`with_header_columns`,
 :func:`with_fingerprints`), the checks and joins in DuckDB SQL on Arrow tables;
 Python runs only once per *distinct* value (client-IP resolution per distinct
-address and forwarding headers where Arrow compute cannot resolve it, agent
-parsing per distinct agent, GeoIP per distinct address block or network,
-SHA-256 per distinct fingerprint source). The checks run on
+address and value of the one forwarding header believed, where Arrow compute
+cannot resolve it; agent parsing per distinct agent, GeoIP per distinct address
+block or network, SHA-256 per distinct fingerprint source). The checks run on
 the headers and resolved addresses alone (``_CHECKED_SQL``); the joins with the
 per-distinct-value tables only in the final projection (``_FINAL_SQL``).
 
@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.agent import AgentParser, parse_agent
-from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip
+from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip_from
 from ingest.geo import GeoResolver
 from ingest.store import SESSION_SETTINGS, scratch
 from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform, short_digest
@@ -59,7 +59,8 @@ MAX_HEADERS_TOTAL = 64 * 1024
 #: Cognito's event ids, and the longest username
 EVENT_ID_PATTERN = r"[\w+-]{1,50}"
 MAX_USERNAME = 128
-#: the forwarding headers consulted for the client address (every value of each, in order), and their columns
+#: the forwarding headers a proxy may write (every value of each, in order), and their columns; only the one the
+#: proxy policy names (``ProxyPolicy.header``) is consulted for the client address (its values also in ``h_fwd``)
 FORWARDING_HEADERS = {"forwarded": "h_forwarded", "x-forwarded-for": "h_xff", "x-real-ip": "h_xri"}
 #: the stable headers that, after the user agent, make a device fingerprint without EncodedData
 STABLE_HEADERS = ("accept-language", "accept", "accept-encoding", "sec-ch-ua", "sec-ch-ua-platform",
@@ -164,7 +165,8 @@ class Enricher:
     proxies: ProxyPolicy = field(default_factory=default_policy)
     agents: AgentParser = field(default_factory=AgentParser)
     con: duckdb.DuckDBPyConnection = field(default_factory=scratch)
-    #: client-IP resolutions kept across batches (addresses recur), by (IpAddress, Forwarded, XFF, X-Real-IP)
+    #: client-IP resolutions kept across batches (addresses recur), by (IpAddress, the policy's header's values),
+    #: for the one policy they were made with (another policy, another cache)
     max_ip_cache: int = 100_000
 
     def __post_init__(self) -> None:
@@ -172,7 +174,7 @@ class Enricher:
         self._owner = threading.get_ident()
         self._local = threading.local()  # the other threads' connections (cursors of ``con``)
         self._cursor_lock = threading.Lock()
-        self._ip_cache: dict[tuple, ClientIP] = {}
+        self._ip_cache: tuple[ProxyPolicy | None, dict[tuple, ClientIP]] = (None, {})
         # first-use costs paid beside the reading of the first batch (which releases the GIL while it parses)
         self._warming: threading.Thread | None = threading.Thread(
             target=_warm_up, args=(self.geo,), name="riskgate-warm-up", daemon=True)
@@ -247,10 +249,11 @@ class Enricher:
                                pa.array([source_file] * n, pa.string()))
         base = base.append_column("_i", pa.array(range(n), pa.int64()))
         con = self.connection()
-        hdr = with_fingerprints(with_header_columns(base, self.proxies.v4_ranges()))
+        policy = self.proxies  # (one policy for the whole batch)
+        hdr = with_fingerprints(with_header_columns(base, policy))
         del base
         with _registered(con, {"hdr_": hdr}):
-            ips = self._client_ips(con)
+            ips = self._client_ips(con, policy)
             agents = self._agents(con)
             geo = self._geo(hdr, ips)
         params = {
@@ -265,25 +268,27 @@ class Enricher:
 
     # -- per distinct value ------------------------------------------------------
 
-    def _client_ips(self, con) -> pa.Table:
-        # rows whose address was resolved without Python (with_header_columns: _fast_ip) never reach it
-        rows = con.sql(
-            "SELECT DISTINCT ip_address, h_forwarded, h_xff, h_xri FROM hdr_ WHERE _fast_ip IS NULL"
-        ).fetchall()
-        keys: dict[str, list] = {"ip_address": [], "h_forwarded": [], "h_xff": [], "h_xri": []}
+    def _client_ips(self, con, policy: ProxyPolicy) -> pa.Table:
+        # rows whose address was resolved without Python (with_header_columns: _fast_ip) never reach it; the others
+        # once per distinct IpAddress and value of the one forwarding header the policy believes (h_fwd)
+        rows = con.sql("SELECT DISTINCT ip_address, h_fwd FROM hdr_ WHERE _fast_ip IS NULL").fetchall()
+        keys: dict[str, list] = {"ip_address": [], "h_fwd": []}
         vals: dict[str, list] = {"client_ip": [], "client_ip_source": [], "ip_version": [], "ip_prefix": [],
                                  "ip_valid": []}
-        cache = self._ip_cache
+        owner, cache = self._ip_cache
+        if owner is not policy:  # resolutions made under another policy (trusted networks or header) do not hold
+            cache = {}
+            self._ip_cache = (policy, cache)
         for key in rows:
-            ip, fwd, xff, xri = key
+            ip, value = key
             r = cache.get(key)
             if r is None:
-                r = resolve_client_ip(ip, fwd, xff, xri, self.proxies)
+                r = resolve_client_ip_from(ip, value, policy)
                 if len(cache) >= self.max_ip_cache:
                     cache.clear()  # bounded: start again rather than grow
                 cache[key] = r
-            for k, v in zip(keys, (ip, fwd, xff, xri)):
-                keys[k].append(v)
+            keys["ip_address"].append(ip)
+            keys["h_fwd"].append(value)
             vals["client_ip"].append(r.ip)
             vals["client_ip_source"].append(r.source)
             vals["ip_version"].append(r.version)
@@ -456,22 +461,24 @@ def _canonical_ipv6(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return ok, prefix
 
 
-def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table:
+def with_header_columns(base: pa.Table, policy: ProxyPolicy) -> pa.Table:
     """``base`` (SOURCE_SCHEMA) with the columns read from its headers appended (the table ``hdr_``).
 
     * ``h_forwarded``, ``h_xff``, ``h_xri``: every non-null value of that header, in the order received,
-      joined by ", " (NULL when the header is absent or has no value);
+      joined by ", " (NULL when the header is absent or has no value); ``h_fwd``: the one of them that
+      ``policy.header`` names, the only one the client address is read from;
     * ``user_agent``: the first User-Agent value, else the source's own agent column;
     * one ``h_<name>`` per stable header (:data:`STABLE_HEADERS`): its first value;
     * ``h_count``, ``h_max_len`` (the longest value, bytes), ``h_total`` (names and values, bytes),
       ``h_long_name`` (the first header whose value is longer than MAX_HEADER_VALUE);
     * ``_fast_ip``, ``_fast_source``, ``_fast_version``, ``_fast_prefix``: the client address, where it came
       from, its IP version and its /24 or /48, for the common cases that need no Python (NULL otherwise;
-      ``ingest.context.resolve_client_ip`` gives the same): a canonical dotted quad ``IpAddress`` no
-      forwarding header can apply to (none, or ``IpAddress`` is not a trusted proxy); a trusted dotted-quad
-      proxy with no ``Forwarded`` header whose ``X-Forwarded-For`` is a chain of canonical dotted quads with
-      an untrusted one (the client: the last untrusted one); and an IPv6 ``IpAddress`` written as RFC 5952
-      says, without forwarding headers (:func:`_canonical_ipv6`).
+      ``ingest.context.resolve_client_ip`` gives the same): a canonical dotted quad ``IpAddress`` the
+      policy's header cannot apply to (none, or ``IpAddress`` is not a trusted proxy); a trusted dotted-quad
+      proxy whose ``X-Forwarded-For`` (when that is the policy's header) is a chain of canonical dotted quads
+      with an untrusted one (the client: the last untrusted one), or whose ``X-Real-IP`` (when that is) is one
+      untrusted canonical dotted quad; and an IPv6 ``IpAddress`` written as RFC 5952 says, without the
+      policy's header (:func:`_canonical_ipv6`). The other forwarding headers change nothing.
 
     Header names compare case-insensitively in ASCII (RFC 9110 field names are ASCII tokens).
     Vectorised over the batch's flattened header list (Arrow compute and numpy): no per-row Python, and no
@@ -532,6 +539,8 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
         return pa.array(out, pa.string())
 
     cols: dict[str, pa.Array] = {col: all_values(h) for h, col in FORWARDING_HEADERS.items()}
+    header = policy.header
+    cols["h_fwd"] = fwd = cols[FORWARDING_HEADERS[header.lower()]]
     source_agent = base.column("user_agent_source").combine_chunks() if n else pa.array([], pa.string())
     cols["user_agent"] = pc.coalesce(first_value("user-agent"), source_agent)
     for h in STABLE_HEADERS:
@@ -542,23 +551,27 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
     cols["h_long_name"] = long_name
     ip = base.column("ip_address")
     v4 = pc.fill_null(pc.match_substring_regex(ip, _V4_TEXT), False).to_numpy(zero_copy_only=False)
-    no_fwd = np.ones(n, bool)
-    for h in FORWARDING_HEADERS.values():
-        no_fwd &= pc.is_null(cols[h]).to_numpy(zero_copy_only=False)
+    # the header the trusted proxies write, the only one read (an empty value counts as none, as in Python)
+    no_fwd = pc.fill_null(pc.equal(fwd, ""), True).to_numpy(zero_copy_only=False)
     fast = v4 & no_fwd
-    from_xff = np.zeros(n, bool)
-    check = np.flatnonzero(v4 & ~no_fwd)  # behind a proxy? only a trusted one's headers count
+    from_fwd = np.zeros(n, bool)
+    check = np.flatnonzero(v4 & ~no_fwd)  # behind a proxy? only a trusted one's header counts
     if len(check):
+        v4_trusted = policy.v4_ranges()
         proxy_trusted = _trusted_v4(ip.take(pa.array(check)), v4_trusted)
         fast[check] = ~proxy_trusted
         # the usual proxied request: an X-Forwarded-For chain of canonical dotted quads (as many as there are
-        # hops), walked from the right past trusted proxies to the first untrusted address, the client
-        xff = cols["h_xff"].take(pa.array(check))
-        walk = proxy_trusted & pc.is_null(cols["h_forwarded"].take(pa.array(check))).to_numpy(zero_copy_only=False)
-        walk &= pc.is_valid(xff).to_numpy(zero_copy_only=False)
+        # hops), walked from the right past trusted proxies to the first untrusted address, the client; an
+        # X-Real-IP is a chain of one (a comma in it: not an address, left to Python)
+        chain_text = fwd.take(pa.array(check))
+        walk = proxy_trusted
+        if header == "X-Real-IP":
+            walk = walk & ~pc.fill_null(pc.match_substring(chain_text, ","), True).to_numpy(zero_copy_only=False)
+        elif header != "X-Forwarded-For":  # (Forwarded: Python reads it)
+            walk = np.zeros(len(check), bool)
         at = np.flatnonzero(walk)
         if len(at):
-            chains = pc.split_pattern(xff.take(pa.array(at)), ",")
+            chains = pc.split_pattern(chain_text.take(pa.array(at)), ",")
             hops = pc.utf8_trim(pc.list_flatten(chains), " ")
             owner = pc.list_parent_indices(chains).to_numpy()
             canonical = pc.fill_null(pc.match_substring_regex(hops, _V4_TEXT), False).to_numpy(
@@ -570,16 +583,16 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
             lengths = pc.list_value_length(chains).to_numpy(zero_copy_only=False)  # one hop at least each
             last = np.maximum.reduceat(np.where(untrusted, np.arange(len(hops)), -1), lengths.cumsum() - lengths)
             ok = all_canonical & (last >= 0)
-            from_xff[check[at[ok]]] = True
+            from_fwd[check[at[ok]]] = True
             client = np.zeros(n, np.int64)
             client[check[at[ok]]] = last[ok]
-            xff_client = hops.take(pa.array(client, mask=~from_xff))
+            fwd_client = hops.take(pa.array(client, mask=~from_fwd))
         else:
-            xff_client = pa.nulls(n, pa.string())
+            fwd_client = pa.nulls(n, pa.string())
     else:
-        xff_client = pa.nulls(n, pa.string())
-    fast_v4 = pc.if_else(pa.array(fast), ip, xff_client)
-    # an IPv6 IpAddress without forwarding headers, written canonically: the client address as it is
+        fwd_client = pa.nulls(n, pa.string())
+    fast_v4 = pc.if_else(pa.array(fast), ip, fwd_client)
+    # an IPv6 IpAddress without the policy's header, written canonically: the client address as it is
     v6 = np.flatnonzero(no_fwd & ~v4 & pc.fill_null(pc.match_substring(ip, ":"), False).to_numpy(
         zero_copy_only=False))
     v6_prefix = pa.nulls(n, pa.string())
@@ -592,9 +605,9 @@ def with_header_columns(base: pa.Table, v4_trusted: list[list[int]]) -> pa.Table
         v6_prefix = prefixes.take(pa.array(where, mask=~from_v6))
     cols["_fast_ip"] = pc.if_else(pa.array(from_v6), ip, fast_v4)
     cols["_fast_source"] = pc.if_else(pa.array(fast | from_v6), pa.scalar("IpAddress"), pc.if_else(
-        pa.array(from_xff), pa.scalar("X-Forwarded-For"), pa.scalar(None, pa.string())))
+        pa.array(from_fwd), pa.scalar(header), pa.scalar(None, pa.string())))
     cols["_fast_version"] = pc.if_else(pa.array(from_v6), pa.scalar(6, pa.int8()), pc.if_else(
-        pa.array(fast | from_xff), pa.scalar(4, pa.int8()), pa.scalar(None, pa.int8())))
+        pa.array(fast | from_fwd), pa.scalar(4, pa.int8()), pa.scalar(None, pa.int8())))
     cols["_fast_prefix"] = pc.if_else(pa.array(from_v6), v6_prefix,
                                       pc.replace_substring_regex(fast_v4, "[.][0-9]+$", ".0/24"))
     out = base
@@ -638,9 +651,7 @@ _CLIENT_IP_COLUMNS = """
 _CLIENT_IP_JOIN = """
 LEFT JOIN ips_ i ON h._fast_ip IS NULL
                 AND i.ip_address IS NOT DISTINCT FROM h.ip_address
-                AND i.h_forwarded IS NOT DISTINCT FROM h.h_forwarded
-                AND i.h_xff IS NOT DISTINCT FROM h.h_xff
-                AND i.h_xri IS NOT DISTINCT FROM h.h_xri
+                AND i.h_fwd IS NOT DISTINCT FROM h.h_fwd
 """
 
 # the checks of every row (``reason``: NULL when the row is good): on the headers and the resolved address only,

@@ -21,10 +21,9 @@ import math
 import re
 from datetime import datetime, timezone
 
-from ingest.context import resolve_client_ip
+from ingest.context import resolve_client_ip_from
 from ingest.enrich import (
     EVENT_ID_PATTERN,
-    FORWARDING_HEADERS,
     MAX_FUTURE,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
@@ -132,7 +131,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
         vals = [v for n, v in lower if n == name]
         return ", ".join(vals) if vals else None
 
-    ip = resolve_client_ip(ip_address, *(every(h) for h in FORWARDING_HEADERS), enricher.proxies)
+    policy = enricher.proxies  # only the forwarding header it names is read, as in ingest.enrich
+    ip = resolve_client_ip_from(ip_address, every(policy.header.lower()), policy)
     if not ip.ip_address_valid:
         return None
     user_agent = first("user-agent")

@@ -277,6 +277,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S, enricher=None, checker=None,
                transport=None, min_hold: float | None = None, store_wait: float | None = None) -> FastAPI:
     """The service over the store ``db``; the store is opened when the app starts (its lifespan)."""
+    from ingest.context import ProxyPolicy
     from ingest.enrich import Enricher
     from ingest.geo import GeoResolver
     from risk import store as risk_store
@@ -285,6 +286,9 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     from risk.inline import DueNotification, InlineScorer, deliver
 
     api_key = check_api_key(api_key)
+    # the trusted proxies and the one forwarding header they write ($RISKGATE_TRUSTED_PROXIES,
+    # $RISKGATE_CLIENT_IP_HEADER): a bad setting is refused here, before the store is opened
+    proxies = ProxyPolicy.default() if enricher is None else None
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
     state: dict[str, Any] = {}
 
@@ -295,7 +299,8 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         return risk_store.connect(db, wait=store_wait, settings=("SET threads = 1",))
 
     def make_scorer(store):
-        return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None)),
+        return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None),
+                                                                  proxies=proxies),
                             checker=checker or CredentialChecker.from_env().open())
 
     def notify_stop_wait() -> float:

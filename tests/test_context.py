@@ -1,41 +1,71 @@
+import re
+
 import pytest
 
 from ingest.context import ProxyPolicy, normalise_ip, resolve_client_ip
 from ingest.errors import ConfigurationError
 
-DEFAULT = ProxyPolicy.from_cidrs(["10.0.0.0/8", "127.0.0.0/8", "fc00::/7"])
+DEFAULT = ProxyPolicy.from_cidrs(["10.0.0.0/8", "127.0.0.0/8", "fc00::/7"])  # (header: X-Forwarded-For)
+FWD = ProxyPolicy.from_cidrs(["10.0.0.0/8", "127.0.0.0/8", "fc00::/7"], header="Forwarded")
+XRI = ProxyPolicy.from_cidrs(["10.0.0.0/8", "127.0.0.0/8", "fc00::/7"], header="X-Real-IP")
+POLICIES = {"X-Forwarded-For": DEFAULT, "Forwarded": FWD, "X-Real-IP": XRI}
 
 
 @pytest.mark.parametrize(
-    "ip, fwd, xff, xri, want, source",
+    "header, ip, fwd, xff, xri, want, source",
     [
         # a public IpAddress is the client: headers are never believed
-        ("81.2.69.160", None, "203.0.113.7", None, "81.2.69.160", "IpAddress"),
+        ("X-Forwarded-For", "81.2.69.160", None, "203.0.113.7", None, "81.2.69.160", "IpAddress"),
+        ("Forwarded", "81.2.69.160", "for=203.0.113.7", None, None, "81.2.69.160", "IpAddress"),
         # the app server forwarded its proxy's address: the chain names the client
-        ("10.0.0.5", None, "203.0.113.7", None, "203.0.113.7", "X-Forwarded-For"),
+        ("X-Forwarded-For", "10.0.0.5", None, "203.0.113.7", None, "203.0.113.7", "X-Forwarded-For"),
         # walk from the right, skipping trusted proxies; a spoofed left entry is ignored
-        ("10.0.0.5", None, "1.1.1.1, 203.0.113.7, 10.0.0.9", None, "203.0.113.7", "X-Forwarded-For"),
+        ("X-Forwarded-For", "10.0.0.5", None, "1.1.1.1, 203.0.113.7, 10.0.0.9", None, "203.0.113.7", "X-Forwarded-For"),
         # garbage on the walk keeps IpAddress
-        ("10.0.0.5", None, "203.0.113.7, not-an-ip", None, "10.0.0.5", "IpAddress"),
-        ("10.0.0.5", None, "' OR 1=1 --", None, "10.0.0.5", "IpAddress"),
+        ("X-Forwarded-For", "10.0.0.5", None, "203.0.113.7, not-an-ip", None, "10.0.0.5", "IpAddress"),
+        ("X-Forwarded-For", "10.0.0.5", None, "' OR 1=1 --", None, "10.0.0.5", "IpAddress"),
         # a chain of trusted proxies only keeps IpAddress
-        ("10.0.0.5", None, "10.1.1.1, 127.0.0.1", None, "10.0.0.5", "IpAddress"),
-        # RFC 7239 Forwarded, IPv6 with brackets and port; it wins over X-Forwarded-For
-        ("10.0.0.5", 'for="[2001:db8:cafe::17]:4711";proto=https', "198.51.100.1", None, "2001:db8:cafe::17", "Forwarded"),
-        ("10.0.0.5", "for=192.0.2.60;proto=http;by=203.0.113.43", None, None, "192.0.2.60", "Forwarded"),
-        ("10.0.0.5", "for=unknown", "198.51.100.1", None, "10.0.0.5", "IpAddress"),  # malformed first header decides
-        ("10.0.0.5", None, None, "198.51.100.2", "198.51.100.2", "X-Real-IP"),
-        ("10.0.0.5", None, "198.51.100.1:8080", None, "198.51.100.1", "X-Forwarded-For"),  # v4 with port
+        ("X-Forwarded-For", "10.0.0.5", None, "10.1.1.1, 127.0.0.1", None, "10.0.0.5", "IpAddress"),
+        # only the header the proxies write is read: a Forwarded (or X-Real-IP) the end user typed, which the
+        # proxy passed through, is ignored, beside X-Forwarded-For or alone
+        ("X-Forwarded-For", "10.0.0.5", "for=203.0.113.77", "81.2.69.160", None, "81.2.69.160", "X-Forwarded-For"),
+        ("X-Forwarded-For", "10.0.0.5", "for=203.0.113.77", None, "203.0.113.78", "10.0.0.5", "IpAddress"),
+        ("X-Forwarded-For", "10.0.0.5", "for=unknown", "198.51.100.1", None, "198.51.100.1", "X-Forwarded-For"),
+        ("X-Forwarded-For", "10.0.0.5", None, None, "198.51.100.2", "10.0.0.5", "IpAddress"),
+        ("X-Forwarded-For", "10.0.0.5", None, "198.51.100.1:8080", None, "198.51.100.1", "X-Forwarded-For"),  # port
+        # RFC 7239 Forwarded when the proxies write that: IPv6 with brackets and port; X-Forwarded-For ignored
+        ("Forwarded", "10.0.0.5", 'for="[2001:db8:cafe::17]:4711";proto=https', "198.51.100.1", None,
+         "2001:db8:cafe::17", "Forwarded"),
+        ("Forwarded", "10.0.0.5", "for=192.0.2.60;proto=http;by=203.0.113.43", None, None, "192.0.2.60", "Forwarded"),
+        ("Forwarded", "10.0.0.5", "for=203.0.113.9, for=10.0.0.8", None, None, "203.0.113.9", "Forwarded"),
+        ("Forwarded", "10.0.0.5", "for=unknown", "198.51.100.1", None, "10.0.0.5", "IpAddress"),  # malformed: kept
+        ("Forwarded", "10.0.0.5", None, "81.2.69.160", "198.51.100.2", "10.0.0.5", "IpAddress"),
+        # X-Real-IP when the proxies write that: one address, the others ignored
+        ("X-Real-IP", "10.0.0.5", "for=203.0.113.77", "81.2.69.160", "198.51.100.2", "198.51.100.2", "X-Real-IP"),
+        ("X-Real-IP", "10.0.0.5", None, "81.2.69.160", None, "10.0.0.5", "IpAddress"),
+        ("X-Real-IP", "10.0.0.5", None, None, "198.51.100.2, 198.51.100.3", "10.0.0.5", "IpAddress"),  # not one
+        ("X-Real-IP", "10.0.0.5", None, None, "10.0.0.6", "10.0.0.5", "IpAddress"),  # a trusted proxy: kept
         # IPv4-mapped IPv6 and IPv6 spelling are normalised
-        ("::ffff:81.2.69.160", None, None, None, "81.2.69.160", "IpAddress"),
-        ("2001:DB8:0:0::1", None, None, None, "2001:db8::1", "IpAddress"),
-        ("fd00::1", None, "2001:db8::99", None, "2001:db8::99", "X-Forwarded-For"),
+        ("X-Forwarded-For", "::ffff:81.2.69.160", None, None, None, "81.2.69.160", "IpAddress"),
+        ("X-Forwarded-For", "2001:DB8:0:0::1", None, None, None, "2001:db8::1", "IpAddress"),
+        ("X-Forwarded-For", "fd00::1", None, "2001:db8::99", None, "2001:db8::99", "X-Forwarded-For"),
+        ("X-Forwarded-For", "fd00::1", "for=\"[2001:db8::98]\"", None, None, "fd00::1", "IpAddress"),
     ],
 )
-def test_client_ip(ip, fwd, xff, xri, want, source):
-    r = resolve_client_ip(ip, fwd, xff, xri, DEFAULT)
+def test_client_ip(header, ip, fwd, xff, xri, want, source):
+    r = resolve_client_ip(ip, fwd, xff, xri, POLICIES[header])
     assert (r.ip, r.source) == (want, source)
     assert r.ip_address_valid
+
+
+def test_the_default_header_is_x_forwarded_for_and_names_compare_in_any_case():
+    assert ProxyPolicy().header == DEFAULT.header == "X-Forwarded-For"
+    for name, want in (("forwarded", "Forwarded"), ("X-REAL-IP", "X-Real-IP"),
+                       (" x-forwarded-for ", "X-Forwarded-For")):
+        assert ProxyPolicy(header=name).header == want
+    with pytest.raises(ConfigurationError, match=r"client IP header: 'X-Client-IP' is not one of X-Forwarded-For, "
+                                                 r"Forwarded, X-Real-IP"):
+        ProxyPolicy(header="X-Client-IP")
 
 
 def test_prefixes_are_slash_24_and_slash_48():
@@ -44,23 +74,57 @@ def test_prefixes_are_slash_24_and_slash_48():
 
 
 def test_invalid_ip_address_is_flagged_and_never_replaced_by_headers():
-    r = resolve_client_ip("999.1.1.1", None, "203.0.113.7", None, DEFAULT)
-    assert r.ip is None and not r.ip_address_valid
-    assert resolve_client_ip(None, None, "203.0.113.7", None, DEFAULT).ip is None  # no context data: nothing
+    for policy in POLICIES.values():
+        r = resolve_client_ip("999.1.1.1", "for=203.0.113.7", "203.0.113.7", "203.0.113.7", policy)
+        assert r.ip is None and not r.ip_address_valid
+        assert resolve_client_ip(None, "for=203.0.113.7", "203.0.113.7", "203.0.113.7", policy).ip is None
 
 
 def test_untrusted_policy_never_uses_headers():
-    none = ProxyPolicy.from_cidrs([])
-    assert resolve_client_ip("10.0.0.5", None, "203.0.113.7", None, none).ip == "10.0.0.5"
+    for header in POLICIES:
+        none = ProxyPolicy.from_cidrs([], header=header)
+        assert resolve_client_ip("10.0.0.5", "for=203.0.113.7", "203.0.113.7", "203.0.113.7", none).ip == "10.0.0.5"
 
 
 def test_policy_from_environment_and_bad_cidr(monkeypatch):
+    monkeypatch.delenv("RISKGATE_CLIENT_IP_HEADER", raising=False)
     monkeypatch.setenv("RISKGATE_TRUSTED_PROXIES", "192.0.2.0/24, 2001:db8::/32")
     p = ProxyPolicy.default()
+    assert p.header == "X-Forwarded-For"
     assert resolve_client_ip("192.0.2.10", None, "81.2.69.160", None, p).ip == "81.2.69.160"
     assert resolve_client_ip("10.0.0.5", None, "81.2.69.160", None, p).ip == "10.0.0.5"  # 10/8 no longer trusted
     with pytest.raises(ConfigurationError, match=r"--trusted-proxy\[1\]: '10.0.0.0/33'"):
         ProxyPolicy.from_cidrs(["10.0.0.0/8", "10.0.0.0/33"], where="--trusted-proxy")
+
+
+def test_the_header_from_the_environment(monkeypatch):
+    from ingest.context import DEFAULT_TRUSTED_PROXIES, default_policy
+
+    monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
+    monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", "forwarded")
+    p = ProxyPolicy.default()
+    assert p.header == "Forwarded" and default_policy() == p and p.trusts(DEFAULT.networks[0].network_address)
+    assert resolve_client_ip("10.0.0.5", "for=81.2.69.160", "203.0.113.7", None, p).ip == "81.2.69.160"
+    # read at each call (the service and every Enricher made after a change get what it now says)
+    monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", "X-Real-IP")
+    assert default_policy().header == "X-Real-IP"
+    # options win over the environment, each on its own
+    p = ProxyPolicy.from_settings(["192.0.2.0/24"], None)
+    assert (p.header, [str(n) for n in p.networks]) == ("X-Real-IP", ["192.0.2.0/24"])
+    p = ProxyPolicy.from_settings(None, "x-forwarded-for")
+    assert p.header == "X-Forwarded-For" and p.networks == ProxyPolicy.from_cidrs(DEFAULT_TRUSTED_PROXIES).networks
+
+
+@pytest.mark.parametrize("value", ["X-Client-IP", "", "X-Forwarded-For, Forwarded", "True-Client-IP", "none"])
+def test_a_bad_header_is_refused_naming_the_variable_and_the_allowed_values(monkeypatch, value):
+    monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", value)
+    want = re.escape(f"RISKGATE_CLIENT_IP_HEADER: {value!r} is not one of X-Forwarded-For, Forwarded, X-Real-IP")
+    with pytest.raises(ConfigurationError, match=want):
+        ProxyPolicy.default()
+    with pytest.raises(ConfigurationError, match=want):
+        ProxyPolicy.from_settings(["10.0.0.0/8"], None)  # (whatever the trusted proxies)
+    with pytest.raises(ConfigurationError, match=r"--client-ip-header: 'X-Client-IP' is not one of"):
+        ProxyPolicy.from_settings(None, "X-Client-IP")
 
 
 def test_normalise_ip():

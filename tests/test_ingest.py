@@ -21,6 +21,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
     monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
     monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
+    monkeypatch.delenv("RISKGATE_CLIENT_IP_HEADER", raising=False)
     db = tmp_path / "store.duckdb"
     monkeypatch.setenv("RISKGATE_DB", str(db))
     return tmp_path
@@ -244,20 +245,25 @@ def test_plain_ipv4_canonical_ipv6_and_forwarded_ipv4_clients_are_resolved_witho
     import ingest.enrich as enrich
 
     seen = []
-    real = enrich.resolve_client_ip
-    monkeypatch.setattr(enrich, "resolve_client_ip", lambda ip, *a: seen.append(ip) or real(ip, *a))
+    real = enrich.resolve_client_ip_from
+    monkeypatch.setattr(enrich, "resolve_client_ip_from", lambda ip, *a: seen.append(ip) or real(ip, *a))
     ctx = event(1)["ContextData"]
     f = env / "fast.jsonl"
 
-    def proxied(i, ip, xff):
+    def proxied(i, ip, xff, *others):
         return event(i, ContextData={**ctx, "IpAddress": ip, "HttpHeaders": ctx["HttpHeaders"] + [
+            {"headerName": n, "headerValue": v} for n, v in others] + [
             {"headerName": "X-Forwarded-For", "headerValue": xff}]})
 
     write_jsonl(f, [event(1), event(2, ContextData={**ctx, "IpAddress": "2001:db8:1::9"}),
                     proxied(3, "10.0.0.5", "81.2.69.160"), proxied(4, "10.0.0.6", "81.2.69.170, 10.1.1.1"),
-                    proxied(5, "10.0.0.7", "10.2.2.2"), proxied(6, "81.2.69.9", "203.0.113.7")])
+                    proxied(5, "10.0.0.7", "10.2.2.2"), proxied(6, "81.2.69.9", "203.0.113.7"),
+                    # a Forwarded the client typed (the proxy writes X-Forwarded-For): never read, nor a reason
+                    # to leave the row to Python
+                    proxied(7, "10.0.0.8", "81.2.69.171", ("Forwarded", "for=203.0.113.77"),
+                            ("X-Real-IP", "203.0.113.78"))])
     out, _ = ingest(f)
-    assert out["events_added"] == 6
+    assert out["events_added"] == 7
     # the plain IPv4 and IPv6 rows, the proxied rows with a client and the untrusted "proxy" never reached Python
     assert sorted(seen) == ["10.0.0.7"]
     assert rows(env / "store.duckdb", "SELECT client_ip, ip_prefix, client_ip_source FROM events ORDER BY event_id") == [
@@ -267,7 +273,66 @@ def test_plain_ipv4_canonical_ipv6_and_forwarded_ipv4_clients_are_resolved_witho
         ("81.2.69.170", "81.2.69.0/24", "X-Forwarded-For"),  # walked from the right past the trusted 10.1.1.1
         ("10.0.0.7", "10.0.0.0/24", "IpAddress"),  # every hop trusted: IpAddress stays
         ("81.2.69.9", "81.2.69.0/24", "IpAddress"),  # an untrusted IpAddress: its headers are not believed
+        ("81.2.69.171", "81.2.69.0/24", "X-Forwarded-For"),
     ]
+
+
+def _behind_the_load_balancer(i, *headers):
+    """A sign-in whose IpAddress is the load balancer's (10.0.13.22, a trusted proxy), with these headers."""
+    ctx = event(i)["ContextData"]
+    return event(i, ContextData={**ctx, "IpAddress": "10.0.13.22", "HttpHeaders": ctx["HttpHeaders"] + [
+        {"headerName": n, "headerValue": v} for n, v in headers]})
+
+
+#: the load balancer appended the real client (81.2.69.160) to X-Forwarded-For and passed through the
+#: Forwarded and X-Real-IP headers the client typed itself
+SPOOFED = [("Forwarded", "for=203.0.113.77"), ("X-Forwarded-For", "81.2.69.160"), ("X-Real-IP", "198.51.100.20")]
+
+
+def test_a_forwarding_header_the_client_typed_never_chooses_its_address(env):
+    f = env / "spoof.jsonl"
+    write_jsonl(f, [_behind_the_load_balancer(1, *SPOOFED),
+                    _behind_the_load_balancer(2, ("Forwarded", "for=203.0.113.77")),
+                    _behind_the_load_balancer(3, ("X-Real-IP", "198.51.100.20"))])
+    out, _ = ingest(f)
+    assert out["events_added"] == 3
+    assert rows(env / "store.duckdb", "SELECT event_id, client_ip, client_ip_source FROM events ORDER BY 1") == [
+        ("ev-0000001", "81.2.69.160", "X-Forwarded-For"),
+        ("ev-0000002", "10.0.13.22", "IpAddress"),
+        ("ev-0000003", "10.0.13.22", "IpAddress"),
+    ]
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+@pytest.mark.parametrize("header, client", [("Forwarded", "203.0.113.77"), ("x-real-ip", "198.51.100.20"),
+                                            ("X-Forwarded-For", "81.2.69.160")])
+def test_the_header_the_proxies_write_is_chosen_by_option_or_environment(env, monkeypatch, how, header, client):
+    f = env / "spoof.jsonl"
+    write_jsonl(f, [_behind_the_load_balancer(1, *SPOOFED)])
+    if how == "option":
+        other = "X-Forwarded-For" if header != "X-Forwarded-For" else "Forwarded"
+        monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", other)
+        out, _ = ingest(f, "--client-ip-header", header)  # (the option wins over the environment)
+    else:
+        monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", header)
+        out, _ = ingest(f, "--trusted-proxy", "10.0.0.0/8")  # (the header still from the environment)
+    assert out["events_added"] == 1
+    source = {"forwarded": "Forwarded", "x-real-ip": "X-Real-IP"}.get(header.lower(), "X-Forwarded-For")
+    assert rows(env / "store.duckdb", "SELECT client_ip, client_ip_source FROM events") == [(client, source)]
+
+
+def test_a_bad_client_ip_header_is_refused_before_anything_is_read(env, monkeypatch):
+    f = env / "spoof.jsonl"
+    write_jsonl(f, [_behind_the_load_balancer(1, *SPOOFED)])
+    res = runner.invoke(app, ["ingest", str(f), "--client-ip-header", "X-Client-IP"])
+    assert res.exit_code == 2
+    assert "--client-ip-header: 'X-Client-IP' is not one of X-Forwarded-For, Forwarded, X-Real-IP" in res.output
+    monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", "True-Client-IP")
+    res = runner.invoke(app, ["ingest", str(f), "--trusted-proxy", "10.0.0.0/8"])
+    assert res.exit_code == 2
+    assert ("RISKGATE_CLIENT_IP_HEADER: 'True-Client-IP' is not one of X-Forwarded-For, Forwarded, X-Real-IP"
+            in res.output)
+    assert not (env / "store.duckdb").exists()
 
 
 def test_ingest_runs_on_arrows_jemalloc_pool_unless_the_environment_chooses(tmp_path):

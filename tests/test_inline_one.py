@@ -59,6 +59,12 @@ TAKEN = {
         ("user-agent", UA), ("X-Forwarded-For", "1.120.0.9, 10.0.0.7"), ("x-forwarded-for", "10.0.0.8"))}),
     "trusted proxy, Forwarded": variant(ctx={"IpAddress": "127.0.0.1", "HttpHeaders": headers(
         ("Forwarded", 'for="[2001:db8:cafe::17]:4711"'), ("User-Agent", UA))}),
+    "trusted proxy, X-Real-IP": variant(ctx={"IpAddress": "10.0.0.5", "HttpHeaders": headers(
+        ("User-Agent", UA), ("x-real-ip", "1.120.0.10"))}),
+    # the proxy appended the client to X-Forwarded-For and passed the client's own Forwarded through
+    "trusted proxy, X-Forwarded-For and the client's Forwarded": variant(ctx={"IpAddress": "10.0.13.22",
+        "HttpHeaders": headers(("User-Agent", UA), ("Forwarded", "for=203.0.113.77"),
+                               ("X-Forwarded-For", "81.2.69.160"), ("X-Real-IP", "203.0.113.78"))}),
     "untrusted proxy header ignored": variant(ctx={"HttpHeaders": headers(("X-Forwarded-For", "1.120.0.9"))}),
     "malformed forwarding kept": variant(ctx={"IpAddress": "10.0.0.5", "HttpHeaders": headers(
         ("X-Forwarded-For", "garbage, 10.0.0.1"))}),
@@ -128,7 +134,11 @@ def test_the_cases_exercise_what_they_name(scorer):
                          source_line=1) for n, r in TAKEN.items()}
     assert rows["trusted proxy, X-Forwarded-For"]["client_ip"] == "1.120.0.9"
     assert rows["trusted proxy, X-Forwarded-For"]["client_ip_source"] == "X-Forwarded-For"
-    assert rows["trusted proxy, Forwarded"]["client_ip"] == "2001:db8:cafe::17"
+    # the proxies write X-Forwarded-For (the default): another forwarding header is never read
+    assert rows["trusted proxy, Forwarded"]["client_ip"] == "127.0.0.1"
+    assert rows["trusted proxy, X-Real-IP"]["client_ip"] == "10.0.0.5"
+    spoofed = rows["trusted proxy, X-Forwarded-For and the client's Forwarded"]
+    assert (spoofed["client_ip"], spoofed["client_ip_source"]) == ("81.2.69.160", "X-Forwarded-For")
     assert rows["untrusted proxy header ignored"]["client_ip"] == "81.2.69.160"
     assert rows["malformed forwarding kept"]["client_ip"] == "10.0.0.5"
     assert rows["ipv6"]["client_ip"] == "2a02:c7f::1" and rows["ipv6"]["ip_prefix"] == "2a02:c7f::/48"
@@ -156,3 +166,45 @@ def test_prepare_mixes_both_paths_and_keeps_request_order(scorer):
     assert sorted(rows) == [1, 3, 4]
     assert rows[3]["event_id"] == "mix-2" and json.loads(rows[3]["extra"]) == {"Extra": {"a": 1}}
     assert rows[4]["client_ip"] == "2a02:c7f::1"
+
+
+FORWARDING = [n for n in TAKEN if "proxy" in n or "forwarding" in n]
+#: the client each forwarding record names when the trusted proxies write that header (IpAddress without it)
+CLIENTS = {
+    "X-Forwarded-For": {"trusted proxy, X-Forwarded-For": "1.120.0.9", "trusted proxy, Forwarded": "127.0.0.1",
+                        "trusted proxy, X-Real-IP": "10.0.0.5",
+                        "trusted proxy, X-Forwarded-For and the client's Forwarded": "81.2.69.160"},
+    "Forwarded": {"trusted proxy, X-Forwarded-For": "10.0.0.5", "trusted proxy, Forwarded": "2001:db8:cafe::17",
+                  "trusted proxy, X-Real-IP": "10.0.0.5",
+                  "trusted proxy, X-Forwarded-For and the client's Forwarded": "203.0.113.77"},
+    "X-Real-IP": {"trusted proxy, X-Forwarded-For": "10.0.0.5", "trusted proxy, Forwarded": "127.0.0.1",
+                  "trusted proxy, X-Real-IP": "1.120.0.10",
+                  "trusted proxy, X-Forwarded-For and the client's Forwarded": "203.0.113.78"},
+}
+
+
+@pytest.fixture(scope="module", params=list(CLIENTS))
+def scorer_for_header(request, tmp_path_factory):
+    import risk.store
+    from ingest.context import DEFAULT_TRUSTED_PROXIES, ProxyPolicy
+
+    con = risk.store.connect(tmp_path_factory.mktemp("one-header") / "s.duckdb")
+    policy = ProxyPolicy.from_cidrs(DEFAULT_TRUSTED_PROXIES, header=request.param)
+    s = InlineScorer(con, enricher=Enricher(geo=GeoResolver.from_settings(None, None), proxies=policy))
+    yield request.param, s
+    s.close()
+    con.close()
+
+
+def test_with_each_header_the_python_path_reads_the_one_the_proxies_write_as_the_sql_path_does(scorer_for_header):
+    header, scorer = scorer_for_header
+    now = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    for name in FORWARDING:
+        fast = canonical(copy.deepcopy(TAKEN[name]), scorer.enricher, source_format=SOURCE_FORMAT,
+                         source_file=SOURCE_FILE, source_line=1, now=now)
+        assert fast is not None and fast == _sql_row(scorer, TAKEN[name]), (header, name)
+        if name in CLIENTS[header]:
+            want = CLIENTS[header][name]
+            assert fast["client_ip"] == want, (header, name)
+            assert fast["client_ip_source"] == (header if want != TAKEN[name]["ContextData"]["IpAddress"]
+                                                else "IpAddress")

@@ -86,6 +86,73 @@ def test_serve_refuses_to_start_without_an_api_key(monkeypatch, tmp_path):
     assert res.exit_code == 2 and "RISKGATE_API_KEY is not set" in res.output
 
 
+def _behind_the_load_balancer(ev: dict, suffix: str, **headers_by_name) -> dict:
+    """``ev`` as the load balancer (10.0.13.22, a trusted proxy) passes it on, with these forwarding headers
+    (and none of its own)."""
+    ctx = ev["ContextData"]
+    names = {"forwarded", "x-forwarded-for", "x-real-ip"}
+    kept = [h for h in ctx["HttpHeaders"] if h["headerName"].lower() not in names]
+    added = [{"headerName": n.replace("_", "-"), "headerValue": v} for n, v in headers_by_name.items()]
+    return {**ev, "EventId": ev["EventId"][:40] + suffix,
+            "ContextData": {**ctx, "IpAddress": "10.0.13.22", "HttpHeaders": kept + added}}
+
+
+@pytest.mark.parametrize("header", [None, "Forwarded", "x-real-ip"])
+def test_only_the_forwarding_header_the_proxies_write_chooses_the_address(base, store, monkeypatch, header):
+    """The reviewer's spoof: the load balancer appends the real client to X-Forwarded-For and passes the client's
+    own Forwarded and X-Real-IP through. Only the header $RISKGATE_CLIENT_IP_HEADER names (X-Forwarded-For by
+    default) is believed: an address in BlockedIPRangeList stays blocked whatever the others say."""
+    from risk import config as rc
+    from risk import store as rstore
+
+    blocked, spoof = "81.2.69.160", "203.0.113.77"
+    events = rest_events(base)
+    pool = events[0]["UserPoolId"]
+    con = rstore.connect(store)
+    try:
+        rc.set_configuration(con, rc.RiskConfiguration.model_validate({
+            "UserPoolId": pool, "RiskExceptionConfiguration": {"BlockedIPRangeList": [f"{blocked}/32"]}}))
+    finally:
+        con.close()
+    monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
+    if header is None:
+        monkeypatch.delenv("RISKGATE_CLIENT_IP_HEADER", raising=False)
+    else:
+        monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", header)
+    written = {None: "X-Forwarded-For", "Forwarded": "Forwarded", "x-real-ip": "X-Real-IP"}[header]
+    values = {"Forwarded": lambda ip: f"for={ip}", "X-Forwarded-For": lambda ip: f"{ip}, 10.0.0.9",
+              "X-Real-IP": lambda ip: ip}
+    # the real client (blocked) in the header the proxies write, a spoofed address in every other one
+    real = {n.replace("-", "_"): values[n](blocked if n == written else spoof) for n in values}
+    # and the other way round: the blocked address only in headers the proxies do not write
+    posing = {n.replace("-", "_"): values[n](spoof if n == written else blocked) for n in values}
+    ev = next(e for e in events if e["UserPoolId"] == pool and e["EventType"] == "SignIn")
+    with Service(store) as svc:
+        post = lambda body: httpx.post(svc.url + "/v1/evaluate", json=body, headers=headers(), timeout=30)  # noqa: E731
+        a = post(_behind_the_load_balancer(ev, "-real", **real))
+        b = post(_behind_the_load_balancer(ev, "-posing", **posing))
+    assert a.status_code == 200 and b.status_code == 200, (a.text, b.text)
+    assert (a.json()["RiskDecision"], a.json()["Outcome"]) == ("Block", "Block")
+    assert any("BlockedIPRangeList" in r for r in a.json()["DecisionReasons"]), a.json()
+    assert not any("BlockedIPRangeList" in r for r in b.json()["DecisionReasons"]), b.json()  # (scored instead)
+    ids = [ev["EventId"][:40] + "-real", ev["EventId"][:40] + "-posing"]
+    assert q(store, "SELECT event_id, client_ip, client_ip_source FROM events WHERE event_id IN (?, ?) ORDER BY 1",
+             ids) == sorted([(ids[0], blocked, written), (ids[1], spoof, written)])
+
+
+def test_serve_refuses_a_bad_client_ip_header_before_it_opens_the_store(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.setenv("RISKGATE_API_KEY", API_KEY)
+    monkeypatch.setenv("RISKGATE_CLIENT_IP_HEADER", "X-Client-IP")
+    res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "x.duckdb")])
+    assert res.exit_code == 2, res.output
+    assert "RISKGATE_CLIENT_IP_HEADER: 'X-Client-IP' is not one of X-Forwarded-For, Forwarded, X-Real-IP" in res.output
+    assert not (tmp_path / "x.duckdb").exists()
+
+
 def test_bad_input_is_refused_with_reasons(base, store):
     ev = rest_events(base)[0]
     with Service(store) as svc:
