@@ -6,7 +6,10 @@ the store yet are loaded all the same, and counted. Loading the same file
 again adds nothing (``ingest.store.insert_labels`` skips a label already
 present for the same event, label and source). A bad row (wrong number of
 fields, empty event_id or label, an ``is_account_takeover`` value that is not
-a yes or a no) is reported with its line and skipped.
+a yes or a no, a line longer than ``ingest.sources.base.MAX_RECORD_BYTES``
+characters) is reported with its line and skipped. Lines are read with that
+limit (:class:`BoundedLines`): a longer one is read past in pieces, never held
+whole (a small gzip file can hold a line of gigabytes).
 
 ``is_account_takeover`` is stored as ``true`` / ``false`` whichever common
 spelling the file uses (``TRUE_VALUES`` / ``FALSE_VALUES``: 1/0, yes/no, t/f, any case,
@@ -28,6 +31,7 @@ import pyarrow as pa
 from ingest import store
 from ingest.errors import InputFormatError
 from ingest.schema import LABEL_SCHEMA
+from ingest.sources import base
 from ingest.sources.base import open_binary
 
 HEADER = ("event_id", "label", "value", "source")
@@ -76,23 +80,87 @@ def _text_lines(path: str | Path) -> io.TextIOWrapper:
     return io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
 
 
+class LongLine(Exception):
+    """A line longer than the limit of :class:`BoundedLines`, read past (never held whole)."""
+
+    def __init__(self, length: int, limit: int):
+        super().__init__(f"{length:,} characters, more than {limit:,}")
+        self.length = length
+
+
+class BoundedLines:
+    """The lines of a text file (``newline=""``: line ends kept) for :func:`csv.reader`, each read with a limit:
+    a line longer than ``limit`` characters raises :class:`LongLine` once it has been read past in pieces, and
+    the next line follows (the csv reader starts a new row when asked again). ``skipped`` counts those lines
+    (the csv reader's ``line_num`` counts the others)."""
+
+    __slots__ = ("limit", "skipped", "_readline", "_size", "_usual")
+    PIECE = 1 << 20
+
+    def __init__(self, fh: io.TextIOBase, limit: int):
+        self.limit = limit
+        self.skipped = 0
+        self._readline = fh.readline
+        self._size = limit + 2  # (a line of ``limit`` characters and "\r\n" is not too long)
+        self._usual = limit  # the longest text taken without a second look (-1 after a piece cut after "\r")
+
+    def __iter__(self) -> BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        text = self._readline(self._size)
+        if len(text) <= self._usual:
+            if text:
+                return text
+            raise StopIteration
+        return self._unusual(text)
+
+    def _unusual(self, text: str) -> str:
+        if self._usual < 0:  # the line before was read past up to a "\r": a "\n" right after it is its end
+            self._usual = self.limit
+            if text == "\n":
+                return self.__next__()
+            if not text:
+                raise StopIteration
+            if len(text) <= self.limit:
+                return text
+        length = len(text.rstrip("\r\n"))
+        if length <= self.limit:
+            return text
+        self.skipped += 1
+        cut_at_cr = len(text) == self._size and text.endswith("\r")
+        while not text.endswith(("\n", "\r")):  # read past the rest of the line, a piece at a time
+            text = self._readline(self.PIECE)
+            if not text:
+                break
+            length += len(text.rstrip("\r\n"))
+            cut_at_cr = len(text) == self.PIECE and text.endswith("\r")
+        if cut_at_cr:
+            self._usual = -1
+        raise LongLine(length, self.limit)
+
+
 def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
     """Yield LABEL_SCHEMA tables of the good rows; count and record bad ones in ``result``."""
     source = str(path)
     with _text_lines(path) as fh:
-        reader = csv.reader(fh)
+        lines = BoundedLines(fh, base.MAX_RECORD_BYTES)
+        reader = csv.reader(lines)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise InputFormatError("is empty: expected the header " + ",".join(HEADER), source=source) from None
         except (UnicodeDecodeError, csv.Error) as exc:
             raise InputFormatError(f"cannot read the header: {exc}", source=source, line=1) from None
+        except LongLine as exc:
+            raise InputFormatError(f"cannot read the header: line 1 is too long: {exc}", source=source,
+                                   line=1) from None
         if tuple(header) != HEADER:
             raise InputFormatError(
                 f"the header must be {','.join(HEADER)}; found {','.join(header)}", source=source, line=1
             )
         cols: list[list] = [[], [], [], []]
-        prev = 1
+        prev = reader.line_num  # the header's last line
         while True:
             try:
                 row = next(reader)
@@ -102,13 +170,20 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 raise InputFormatError(f"not UTF-8 after line {prev}: {exc.reason}", source=source) from None
             except csv.Error as exc:
                 raise InputFormatError(f"malformed CSV after line {prev}: {exc}", source=source) from None
+            except LongLine as exc:  # a bad row like the others: reading goes on at the next line
+                row, too_long = None, exc
+            else:
+                too_long = None
             line = prev + 1
-            prev = reader.line_num
-            if not row or not any(x.strip() for x in row):
+            prev = reader.line_num + lines.skipped
+            if row is not None and not any(x.strip() for x in row):
                 continue
             result.read += 1
             reason = None
-            if len(row) != 4:
+            if too_long is not None:
+                reason = (f"line {prev} is too long: {too_long}; skipped"
+                          + ("" if prev == line else f" with its row from line {line}"))
+            elif len(row) != 4:
                 reason = f"expected 4 fields (event_id,label,value,source), found {len(row)}"
             elif not row[0].strip():
                 reason = "event_id is empty"

@@ -16,13 +16,17 @@ one; a field the input does not give (empty or absent) keeps its stored value.
 A bad entry (unknown ``UserStatus``, unknown MFA name, missing ``Username``, a
 value of the wrong type) is rejected with its position and reason, and the
 rest is loaded.
+
+The file is read whole, so at most ``MAX_USERS_FILE_BYTES`` of it once decompressed: beyond that it is refused
+before anything more is read (a small gzip file can hold gigabytes). A JSON document nested too deeply for
+Python's parser is refused too, naming where; nothing of a refused file is loaded.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +36,7 @@ import duckdb
 import pyarrow as pa
 
 from ingest.errors import InputFormatError, RiskgateError, malformed_json
-from ingest.sources.base import open_binary
+from ingest.sources.base import MAX_JSON_DEPTH, line_column, open_binary, too_deep_at
 
 #: UserStatus values (COGNITO_REFERENCE.md)
 USER_STATUSES = (
@@ -46,7 +50,10 @@ USER_STATUSES = (
 )
 MFA_SETTINGS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA")
 CSV_HEADER = ("username", "sub", "status", "enabled", "mfa_settings", "preferred_mfa", "email")
-MAX_USERS_FILE_BYTES = 2 * 1024**3  # ListUsers JSON is read whole; a bigger file is refused with a message
+#: A users file is read whole: one larger than this (decompressed) is refused with a message, and never read further.
+MAX_USERS_FILE_BYTES = 2 * 1024**3
+#: read in pieces of this size, so that a gzip file is decompressed no further than the limit
+_READ_PIECE = 1 << 20
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -233,7 +240,10 @@ def user_from_cognito(obj, user_pool_id: str | None = None) -> UserRecord:
 
 
 def _json_documents(text: str, source: str):
-    """Yield (document, line) of each JSON document in ``text`` (one, or several back to back)."""
+    """Yield (document, line) of each JSON document in ``text`` (one, or several back to back).
+
+    A document nesting arrays and objects too deeply for Python's parser (RecursionError, at about 1,000 levels)
+    is refused, naming where it nests more than ``MAX_JSON_DEPTH`` levels deep."""
     dec = json.JSONDecoder()
     pos, n = 0, len(text)
     while True:
@@ -248,8 +258,21 @@ def _json_documents(text: str, source: str):
             raise InputFormatError(
                 malformed_json(exc.msg, f"line {exc.lineno} column {exc.colno}"), source=source
             ) from None
+        except RecursionError:
+            raise _too_deep(f"the document of line {line}", source, text, pos) from None
         yield doc, line
         pos = end
+
+
+def _too_deep(what: str, source: str, text: str | None = None, pos: int = 0) -> InputFormatError:
+    """The refusal of JSON nested too deeply for Python's parser (or for repr / json.dumps of a value of it)."""
+    at = too_deep_at(text, pos) if text is not None else None
+    where = ""
+    if at is not None:
+        line, column = line_column(text, at)
+        where = f": more than {MAX_JSON_DEPTH:,} levels from line {line} column {column}"
+    return InputFormatError(f"{what} nests arrays and objects too deeply for the JSON parser{where}; "
+                            "expected ListUsers output", source=source)
 
 
 def parse_list_users(text: str, source: str, user_pool_id: str | None = None):
@@ -277,6 +300,8 @@ def parse_list_users(text: str, source: str, user_pool_id: str | None = None):
                 records.append(user_from_cognito(obj, user_pool_id))
             except UserDataError as exc:
                 rejected.append(Rejected(f"{where}, Users[{i}]", str(exc)))
+            except RecursionError:  # a value parsed at the parser's limit, then shown or kept (repr, json.dumps)
+                raise _too_deep(f"{where}, Users[{i}]", source) from None
     return records, rejected, read
 
 
@@ -285,11 +310,14 @@ def parse_list_users(text: str, source: str, user_pool_id: str | None = None):
 
 def parse_users_csv(text: str, source: str, user_pool_id: str | None = None):
     """Records and rejections from the users CSV (header ``CSV_HEADER``, any column order)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # the lines of the text as they are (not a StringIO: it would hold the text again, at 4 bytes a character)
+    reader = csv.reader(m.group() for m in _LINE.finditer(text))
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise InputFormatError("is empty: expected the header " + ",".join(CSV_HEADER), source=source) from None
+    except csv.Error as exc:
+        raise InputFormatError(f"cannot read the header: {exc}", source=source, line=1) from None
     missing = [c for c in CSV_HEADER if c not in header]
     unknown = [c for c in header if c not in CSV_HEADER]
     if missing or unknown:
@@ -303,8 +331,14 @@ def parse_users_csv(text: str, source: str, user_pool_id: str | None = None):
     records: list[UserRecord] = []
     rejected: list[Rejected] = []
     read = 0
-    prev_line = 1
-    for row in reader:
+    prev_line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a NUL byte
+            raise InputFormatError(f"malformed CSV after line {prev_line}: {exc}", source=source) from None
         line = prev_line + 1
         prev_line = reader.line_num
         if not any(x.strip() for x in row):
@@ -352,20 +386,43 @@ def read_users_file(path: str | Path, user_pool_id: str | None = None):
     source = str(path)
     p = Path(path)
     if p.exists() and p.is_file() and p.stat().st_size > MAX_USERS_FILE_BYTES:
-        raise InputFormatError(f"is larger than {MAX_USERS_FILE_BYTES // 1024**3} GiB; split it into pages",
-                               source=source)
-    with open_binary(path) as fh:
-        data = fh.read()
+        raise InputFormatError(f"is larger than {_size(MAX_USERS_FILE_BYTES)}; split it into pages", source=source)
+    data = _read_at_most(path, MAX_USERS_FILE_BYTES)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputFormatError(f"not UTF-8: invalid byte at position {exc.start}", source=source) from None
-    head = text.lstrip()
-    if not head:
+    del data
+    first = _CONTENT.search(text)
+    if first is None:
         raise InputFormatError("is empty: expected ListUsers JSON or a users CSV", source=source)
-    if head[0] in "{[":
+    if first.group() in "{[":
         return parse_list_users(text, source, user_pool_id)
     return parse_users_csv(text, source, user_pool_id)
+
+
+_CONTENT = re.compile(r"\S")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # a line and its end, as csv reads them
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024**3} GiB" if n % 1024**3 == 0 else f"{n:,} bytes"
+
+
+def _read_at_most(path: str | Path, limit: int) -> bytearray:
+    """The (decompressed) bytes of ``path``, read in pieces: InputFormatError as soon as there are more than
+    ``limit`` (a small gzip file can hold gigabytes of blanks), before anything more is read."""
+    data = bytearray()
+    with open_binary(path) as fh:
+        while True:
+            piece = fh.read(min(_READ_PIECE, limit + 1 - len(data)))
+            if not piece:
+                return data
+            data += piece
+            if len(data) > limit:
+                raise InputFormatError(
+                    f"holds more than {_size(limit)} once decompressed (a users file is read whole); "
+                    "split it into pages", source=str(path))
 
 
 # -- the users table -------------------------------------------------------------------------

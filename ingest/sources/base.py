@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,15 @@ DEFAULT_BATCH_ROWS = 122_880  # one DuckDB row group: each batch is written as w
 MAX_RAW_CHARS = 4096
 #: The column carrying each row's raw text beside the canonical columns (dropped before storing).
 RAW_COLUMN = "_raw"
+#: The longest line (or CSV record) a reader takes, in bytes. A longer line is quarantined with its line number and
+#: length, only its first MAX_RAW_CHARS bytes kept as raw text, and reading resumes after it: it is never held
+#: whole (a small gzip file can hold a line of gigabytes).
+MAX_RECORD_BYTES = 64 << 20
+#: The deepest nesting of arrays and objects a row may have where riskgate reads its JSON in Python (unknown fields
+#: kept in ``extra``, ``Labels``, AuthEvents items): Python's parser, ``json.dumps`` and ``repr`` recurse, and fail
+#: at about 1,000 levels (a RecursionError, which ended the whole run), sooner in a deeper call. A deeper row is
+#: quarantined ("nested too deeply").
+MAX_JSON_DEPTH = 512
 
 
 @dataclass
@@ -203,19 +213,31 @@ def epoch_sql(seconds: str) -> str:
 MAX_HEAD_LINE = 16 * 1024 * 1024
 
 
+_CONTENT = re.compile(rb"\S")
+
+
 def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:
     """The first ``n`` bytes of the (decompressed) input, read on to the end of its first line with content
     (at most :data:`MAX_HEAD_LINE` bytes) so that a format's sniff sees a whole first record even when it is
-    longer than ``n`` (one sign-in with many large HTTP headers)."""
+    longer than ``n`` (one sign-in with many large HTTP headers). Each byte is looked at once."""
     with open_binary(path) as fh:
         try:
-            head = fh.read(n)
-            while len(head) < MAX_HEAD_LINE and b"\n" not in head.lstrip():
+            head = bytearray(fh.read(n))
+            checked, start = 0, -1  # bytes already searched; the first byte with content (-1: none yet)
+            while True:
+                if start < 0:
+                    m = _CONTENT.search(head, checked)
+                    start = m.start() if m else -1
+                if start >= 0 and head.find(b"\n", max(start, checked)) >= 0:
+                    break
+                checked = len(head)
+                if len(head) >= MAX_HEAD_LINE:
+                    break
                 more = fh.read(n)
                 if not more:
                     break
                 head += more
-            return head
+            return bytes(head)
         except (OSError, EOFError) as exc:
             raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
 
@@ -231,10 +253,97 @@ def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> 
     return h.hexdigest()[:32]
 
 
-def clip_raw(raw: str) -> str:
-    if len(raw) <= MAX_RAW_CHARS:
+def clip_raw(raw: str, length: int | None = None) -> str:
+    """``raw`` cut to MAX_RAW_CHARS characters, saying how many more there were (``length``: the whole text's,
+    when ``raw`` is only its start)."""
+    length = len(raw) if length is None else length
+    if length <= MAX_RAW_CHARS:
         return raw
-    return raw[:MAX_RAW_CHARS] + f"... [{len(raw) - MAX_RAW_CHARS} more characters]"
+    return raw[:MAX_RAW_CHARS] + f"... [{length - MAX_RAW_CHARS} more characters]"
+
+
+def long_line_reason(line: int, length: int, kept: int) -> str:
+    """The quarantine reason of a line longer than :data:`MAX_RECORD_BYTES` (``kept``: the bytes kept as raw)."""
+    return (f"line {line} is too long: {length:,} bytes, more than {MAX_RECORD_BYTES:,}"
+            + (f" (only its first {kept:,} bytes are kept)" if kept < length else ""))
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+', re.S)  # a string, a run of openers or of closers
+
+
+def json_nesting(text: str) -> int:
+    """How deeply the arrays and objects of the JSON ``text`` nest (brackets inside strings do not count), without
+    parsing it: C-speed passes over the text (regular expressions, numpy), no recursion."""
+    if "[" not in text and "{" not in text:
+        return 0
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def too_deep_at(text: str, start: int = 0, limit: int | None = None) -> int | None:
+    """Where the JSON value at ``text[start]`` first nests deeper than ``limit`` (default :data:`MAX_JSON_DEPTH`)
+    levels: the index of the bracket that opens level ``limit + 1``; None when it never does. Reads only as far as
+    that bracket (or the end of the text), so it can look into a value that is too deep to parse."""
+    limit = MAX_JSON_DEPTH if limit is None else limit
+    depth = 0
+    for m in _JSON_TOKENS.finditer(text, start):
+        tok = m.group()
+        if tok[0] == '"':
+            continue
+        if tok[0] in "[{":
+            if depth + len(tok) > limit:
+                return m.start() + limit - depth
+            depth += len(tok)
+        else:
+            depth -= len(tok)
+            if depth <= 0:
+                return None
+    return None
+
+
+def json_value_end(text: str, start: int) -> int | None:
+    """The end of the array or object at ``text[start]``, found by its brackets alone (strings skipped), without
+    parsing it (a value too deep to parse); None when it does not end in ``text``."""
+    depth = 0
+    for m in _JSON_TOKENS.finditer(text, start):
+        tok = m.group()
+        if tok[0] == '"':
+            continue
+        if tok[0] in "[{":
+            depth += len(tok)
+        elif len(tok) >= depth:
+            return m.start() + depth
+        else:
+            depth -= len(tok)
+    return None
+
+
+def deeper_than(text: str, limit: int | None = None) -> int | None:
+    """Where the JSON ``text`` first nests arrays and objects more than ``limit`` (:data:`MAX_JSON_DEPTH`) levels
+    deep (the index of the bracket that opens one level more), or None. Counting its brackets is all it costs
+    when there are no more of them than ``limit`` (the usual row)."""
+    limit = MAX_JSON_DEPTH if limit is None else limit
+    if text.count("[") + text.count("{") <= limit or json_nesting(text) <= limit:
+        return None
+    at = too_deep_at(text, 0, limit)
+    return 0 if at is None else at
+
+
+def nested_too_deeply(where: str, limit: int | None = None) -> str:
+    """The quarantine reason of a row whose JSON nests more than ``limit`` levels deep at ``where`` (a column)."""
+    limit = MAX_JSON_DEPTH if limit is None else limit
+    return f"nested too deeply: more than {limit:,} levels of arrays and objects (at {where})"
+
+
+def line_column(text: str, at: int) -> tuple[int, int]:
+    """The 1-based line and column of ``text[at]``."""
+    return text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
 
 
 class QuarantineBuilder:
@@ -247,12 +356,13 @@ class QuarantineBuilder:
         self.reasons: list[str] = []
         self.raws: list[str] = []
 
-    def add(self, line: int, reason: str, raw: str | bytes) -> None:
+    def add(self, line: int, reason: str, raw: str | bytes, length: int | None = None) -> None:
+        """``length``: the length of the row's whole text when ``raw`` is only its start."""
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", "backslashreplace")
         self.lines.append(line)
         self.reasons.append(reason)
-        self.raws.append(clip_raw(raw))
+        self.raws.append(clip_raw(raw, length))
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -386,7 +496,8 @@ def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
 
     Splits blocks on newlines with numpy and wraps the bytes in Arrow arrays without copying;
     memory stays bounded by the block and batch sizes. A UTF-8 byte-order mark at the start of the
-    (decompressed) input is not part of its first line.
+    (decompressed) input is not part of its first line. A line longer than :data:`MAX_RECORD_BYTES` is a
+    quarantine entry (its number, its length, its first bytes): it is read past in pieces, never held whole.
     """
     with open_binary(path) as fh:
         line_no = 1
@@ -413,8 +524,7 @@ def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
                 cut = block.rfind(b"\n", 0, size)
                 if cut >= 0:
                     line_no += yield from _split_block(block, cut + 1, line_no)
-                where = f"past line {line_no - 1}" if line_no > 1 else "its first line"
-                raise InputFormatError(f"cannot read {where}: {exc}", source=str(path)) from exc
+                raise _cannot_read(path, line_no, exc) from exc
             if size == len(carry):  # end of input
                 if carry:
                     last = carry + b"\n"
@@ -422,10 +532,46 @@ def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
                 return
             cut = block.rfind(b"\n", 0, size)
             if cut < 0:
+                if size > MAX_RECORD_BYTES:  # a line longer than any record: read past it, keeping its start
+                    head, end = bytes(view[:min(size, MAX_RAW_CHARS)]), block[size - 1]
+                    del view, block
+                    length, carry = read_past_line(fh, path, line_no, size, end)
+                    yield LineBatch(pa.array([], pa.int64()), pa.array([], pa.large_string()),
+                                    [(line_no, long_line_reason(line_no, length, len(head)), head)])
+                    line_no += 1
+                    if carry is None:  # it was the last line
+                        return
+                    continue
                 carry = bytes(view[:size])
                 continue
             carry = bytes(view[cut + 1 : size])
             line_no += yield from _split_block(block, cut + 1, line_no)
+
+
+def _cannot_read(path: str | os.PathLike, line_no: int, exc: Exception) -> InputFormatError:
+    where = f"past line {line_no - 1}" if line_no > 1 else "its first line"
+    return InputFormatError(f"cannot read {where}: {exc}", source=str(path))
+
+
+def read_past_line(fh: BinaryIO, path: str | os.PathLike, line_no: int, length: int,
+                   last: int) -> tuple[int, bytes | None]:
+    """Read on to the end of the line whose first ``length`` bytes (no newline among them, the last one ``last``)
+    are read already, in pieces of READ_PIECE_BYTES: (the line's length without its line end, the bytes read after
+    its newline; None at the end of the input)."""
+    piece = bytearray(READ_PIECE_BYTES)
+    while True:
+        try:
+            got = fh.readinto(piece)
+        except (OSError, EOFError) as exc:
+            raise _cannot_read(path, line_no, exc) from exc
+        if not got:
+            return length - (last == 13), None
+        nl = piece.find(b"\n", 0, got)
+        if nl >= 0:
+            before = piece[nl - 1] if nl else last
+            return length + nl - (before == 13), bytes(piece[nl + 1 : got])
+        length += got
+        last = piece[got - 1]
 
 
 def _newlines(data: bytes | bytearray, size: int) -> np.ndarray:
@@ -463,6 +609,10 @@ def _split_block(data: bytes | bytearray, size: int, first_line: int) -> Iterato
     line_numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
     bad: list[tuple[int, str, bytes]] = []
     keep = content > 0
+    for i in np.flatnonzero(content > MAX_RECORD_BYTES):  # whole in this block, but longer than any record
+        head = bytes(body[starts[i] : starts[i] + min(int(content[i]), MAX_RAW_CHARS)])
+        bad.append((int(line_numbers[i]), long_line_reason(int(line_numbers[i]), int(content[i]), len(head)), head))
+        keep[i] = False
     short = np.flatnonzero(keep & (content < 8))
     for i in short:  # whitespace-only lines are blank too
         if not bytes(body[starts[i] : starts[i] + content[i]]).strip():

@@ -34,7 +34,11 @@ keeps EventRisk and EventFeedback whole, EventContextData's other fields
 (Timezone) and any field we do not know, under their own names.
 
 The format is small (at most 60 events a page), so items are checked one by one
-in Python; the file is still read in bounded pieces, never whole.
+in Python; the file is still read in bounded pieces, never whole: a document's
+items are read a batch at a time (a page of millions of ``[]`` items fits in a
+60 KB gzip file), a broken region is let go as it is read past, and an item
+nested more than ``MAX_JSON_DEPTH`` levels deep (Python's parser recurses) is
+quarantined alone.
 """
 
 from __future__ import annotations
@@ -52,7 +56,17 @@ import pyarrow as pa
 
 from ingest.errors import InputFormatError, malformed_json
 from ingest.schema import SOURCE_SCHEMA, short_digest
-from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, ReadBatch, ReaderOptions, open_binary
+from ingest.sources.base import (
+    MAX_RAW_CHARS,
+    RAW_COLUMN,
+    QuarantineBuilder,
+    ReadBatch,
+    ReaderOptions,
+    deeper_than,
+    json_value_end,
+    nested_too_deeply,
+    open_binary,
+)
 
 NAME = "cognito-auth-events"
 EXPECTED = "the JSON document that `aws cognito-idp admin-list-user-auth-events` prints ({\"AuthEvents\": [...]})"
@@ -83,16 +97,25 @@ class _Malformed(Exception):
 
 @dataclass
 class _Document:
-    start: int
+    start: int  # where this part of the document starts (a document with many items is read in parts)
     end: int
     items: list[tuple[int, int, object]] = field(default_factory=list)  # (start, end, value) of AuthEvents items
     has_auth_events: bool = False
     top: str = "object"  # the JSON type of the document
     error: _Malformed | None = None  # where the document stopped being JSON (items before it are kept)
+    resume: int | None = None  # the next item, when the part ended after as many items as it may hold
+    before: int = 0  # the items of the document's earlier parts
 
 
 def _ws(s: str, i: int) -> int:
     return _WS.match(s, i).end()
+
+
+class _TooDeep:
+    """A value nested too deeply for Python's parser (RecursionError), stepped over by its brackets."""
+
+    def __init__(self, kind: str):
+        self.kind = kind  # "an array" or "an object"
 
 
 def _value(s: str, i: int) -> tuple[object, int]:
@@ -102,54 +125,74 @@ def _value(s: str, i: int) -> tuple[object, int]:
         raise _Malformed(exc.value, "Expecting value") from None
     except JSONDecodeError as exc:
         raise _Malformed(exc.pos, exc.msg) from None
+    except RecursionError:  # one value too deep must not end the run: its row is quarantined (``_items``)
+        end = json_value_end(s, i)
+        if end is None:  # cut off (read on) or never closed
+            raise _Malformed(len(s), "Expecting ',' delimiter") from None
+        return _TooDeep("an array" if s[i] == "[" else "an object"), end
 
 
-def _walk(s: str, pos: int) -> _Document:
-    """Parse the JSON document at ``s[pos]``, noting where each AuthEvents item starts."""
-    doc = _Document(start=pos, end=pos)
-    if s[pos] != "{":
-        value, end = _value(s, pos)
-        doc.top = _json_type(value)
-        doc.end = end
-        return doc
-    i = _ws(s, pos + 1)
-    if i < len(s) and s[i] == "}":
-        doc.end = i + 1
-        return doc
+def _walk(s: str, pos: int, max_items: int, part: _Document | None = None) -> _Document:
+    """Parse the JSON document at ``s[pos]``, noting where each AuthEvents item starts. After ``max_items`` items
+    the part ends with ``resume`` set; ``_walk(s, doc.resume, max_items, doc)`` reads the next part (a document of
+    millions of items is never held whole: a small gzip file can hold one)."""
+    if part is not None:  # inside the AuthEvents array, at an item
+        doc = replace(part, start=pos, end=pos, items=[], error=None, resume=None,
+                      before=part.before + len(part.items))
+        i, in_items = pos, True
+    else:
+        doc = _Document(start=pos, end=pos)
+        if s[pos] != "{":
+            value, end = _value(s, pos)
+            doc.top = _json_type(value)
+            doc.end = end
+            return doc
+        i = _ws(s, pos + 1)
+        if i < len(s) and s[i] == "}":
+            doc.end = i + 1
+            return doc
+        in_items = False
     try:
         while True:
-            if i >= len(s) or s[i] != '"':
-                raise _Malformed(i, "Expecting property name enclosed in double quotes")
-            try:
-                key, i = scanstring(s, i + 1)
-            except JSONDecodeError as exc:
-                raise _Malformed(exc.pos, exc.msg) from None
-            i = _ws(s, i)
-            if i >= len(s) or s[i] != ":":
-                raise _Malformed(i, "Expecting ':' delimiter")
-            i = _ws(s, i + 1)
-            if key == "AuthEvents" and i < len(s) and s[i] == "[":
-                doc.has_auth_events = True
+            if not in_items:
+                if i >= len(s) or s[i] != '"':
+                    raise _Malformed(i, "Expecting property name enclosed in double quotes")
+                try:
+                    key, i = scanstring(s, i + 1)
+                except JSONDecodeError as exc:
+                    raise _Malformed(exc.pos, exc.msg) from None
+                i = _ws(s, i)
+                if i >= len(s) or s[i] != ":":
+                    raise _Malformed(i, "Expecting ':' delimiter")
                 i = _ws(s, i + 1)
-                if i < len(s) and s[i] == "]":
-                    i += 1
+                if key == "AuthEvents" and i < len(s) and s[i] == "[":
+                    doc.has_auth_events = True
+                    i = _ws(s, i + 1)
+                    if i < len(s) and s[i] == "]":
+                        i += 1
+                    else:
+                        in_items = True
                 else:
-                    while True:
-                        start = i
-                        value, i = _value(s, i)
-                        doc.items.append((start, i, value))
-                        i = _ws(s, i)
-                        if i < len(s) and s[i] == ",":
-                            i = _ws(s, i + 1)
-                            continue
-                        if i < len(s) and s[i] == "]":
-                            i += 1
-                            break
-                        raise _Malformed(i, "Expecting ',' delimiter")
-            else:
-                value, i = _value(s, i)
-                if key == "AuthEvents":
-                    doc.top = "AuthEvents is " + _json_type(value)
+                    value, i = _value(s, i)
+                    if key == "AuthEvents":
+                        doc.top = "AuthEvents is " + _json_type(value)
+            if in_items:
+                while True:
+                    if len(doc.items) >= max_items:
+                        doc.resume = i
+                        return doc
+                    start = i
+                    value, i = _value(s, i)
+                    doc.items.append((start, i, value))
+                    i = _ws(s, i)
+                    if i < len(s) and s[i] == ",":
+                        i = _ws(s, i + 1)
+                        continue
+                    if i < len(s) and s[i] == "]":
+                        i += 1
+                        break
+                    raise _Malformed(i, "Expecting ',' delimiter")
+                in_items = False
             i = _ws(s, i)
             if i < len(s) and s[i] == ",":
                 i = _ws(s, i + 1)
@@ -169,6 +212,8 @@ def _snippet(s: str, pos: int) -> str:
 
 
 def _json_type(v: object) -> str:
+    if isinstance(v, _TooDeep):
+        return v.kind
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -193,9 +238,10 @@ class _Text:
         self.eof = False
         self._cur = (0, 1)  # (position, its line): line lookups move forward from here
 
-    def more(self, n: int = _CHUNK) -> bool:
+    def more(self, n: int | None = None) -> bool:
         if self.eof:
             return False
+        n = _CHUNK if n is None else n
         data = self.fh.read(n)
         if not data:
             self.buf += self.dec.decode(b"", final=True)
@@ -383,52 +429,62 @@ class CognitoAuthEvents:
         q = QuarantineBuilder(NAME, path)
         pos = 0
         first = True
+        part: _Document | None = None  # a document with more items to read: its next part starts at part.resume
         text.more()
         text.buf = text.buf.removeprefix("\ufeff")
         while True:
-            pos = _ws(text.buf, pos)
-            if pos >= len(text.buf):
-                if text.more():
+            if part is not None:
+                pos = part.resume
+                if pos > _CHUNK:  # the items read already are let go
+                    text.drop_before(pos)
+                    pos = part.resume = 0
+            else:
+                pos = _ws(text.buf, pos)
+                if pos >= len(text.buf):
+                    if text.more():
+                        continue
+                    break
+                if pos > _CHUNK:
+                    text.drop_before(pos)
+                    pos = 0
+                ch = text.buf[pos]
+                if ch not in "{[":
+                    line = text.line_of(pos)
+                    if first:
+                        raise InputFormatError(f"is not JSON (it starts with {_snippet(text.buf, pos)!r}); "
+                                               f"expected {EXPECTED}", source=str(path), line=line)
+                    reason = (f"not JSON: expected another {{\"AuthEvents\": [...]}} document, found "
+                              f"{_snippet(text.buf, pos)!r}")
+                    pos, raw, length = self._resync(text, pos, pos + 1)
+                    q.add(line, reason, raw, length)
                     continue
-                break
-            if pos > _CHUNK:
-                text.drop_before(pos)
-                pos = 0
-            ch = text.buf[pos]
-            if ch not in "{[":
-                line = text.line_of(pos)
-                if first:
-                    raise InputFormatError(f"is not JSON (it starts with {_snippet(text.buf, pos)!r}); expected {EXPECTED}",
-                                           source=str(path), line=line)
-                end = self._resync(text, pos + 1)
-                q.add(line, f"not JSON: expected another {{\"AuthEvents\": [...]}} document, found "
-                            f"{_snippet(text.buf, pos)!r}", text.buf[pos:end].rstrip())
-                pos = end
-                continue
-            doc = _walk(text.buf, pos)
+            doc = _walk(text.buf, pos, max(1, options.batch_rows - len(rows) - len(q)), part)
             if (doc.error is not None and not text.eof and len(text.buf) - pos < MAX_DOCUMENT_CHARS
                     and _NEXT_DOC.search(text.buf, pos + 1) is None):
                 text.more(max(_CHUNK, len(text.buf) - pos))  # the document may only be cut off: read on
                 continue
-            if first and (doc.error is not None and not doc.items or not doc.has_auth_events and doc.error is None):
+            items = doc.before + len(doc.items)
+            if first and (doc.error is not None and not items or not doc.has_auth_events and doc.error is None):
                 what = (malformed_json(doc.error.msg, f"line {text.line_of(doc.error.pos)}") if doc.error
                         else f"the JSON is {doc.top}" if doc.top != "object" else "the object has no AuthEvents")
                 raise InputFormatError(f"is not AdminListUserAuthEvents output: {what}; expected {EXPECTED}",
                                        source=str(path), line=text.line_of(pos))
             first = False
             self._items(text, doc, rows, q, options)
-            if doc.error is not None:
+            part = None
+            if doc.resume is not None:
+                part = doc
+            elif doc.error is not None:
                 err_line = text.line_of(doc.error.pos)
                 where = doc.start
                 if doc.items:  # the rest starts after the last good item and its comma
                     where = _ws(text.buf, doc.items[-1][1])
                     where = _ws(text.buf, where + 1) if text.buf[where:where + 1] == "," else where
-                end = self._resync(text, max(doc.error.pos, where + 1))
-                q.add(text.line_of(where),
-                      malformed_json(doc.error.msg, f"line {err_line}")
-                      + (f" (after {len(doc.items)} good AuthEvents items of this document)" if doc.items else ""),
-                      text.buf[where:end].rstrip())
-                pos = end
+                line = text.line_of(where)
+                reason = (malformed_json(doc.error.msg, f"line {err_line}")
+                          + (f" (after {items} good AuthEvents items of this document)" if items else ""))
+                pos, raw, length = self._resync(text, where, max(doc.error.pos, where + 1))
+                q.add(line, reason, raw, length)
             else:
                 if not doc.has_auth_events:
                     q.add(text.line_of(doc.start),
@@ -455,6 +511,12 @@ class CognitoAuthEvents:
                 q.add(line, f"not UTF-8: invalid byte on line {bad_line}",
                       raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
                 continue
+            at = deeper_than(raw) if isinstance(item, (dict, list, _TooDeep)) else None
+            if at is not None or isinstance(item, _TooDeep):  # Python's parser, json.dumps and repr recurse
+                deep = start + (at or 0)
+                column = deep - (text.buf.rfind("\n", 0, deep) + 1) + 1
+                q.add(line, nested_too_deeply(f"line {text.line_of(deep)} column {column}"), raw)
+                continue
             problems = _check_item(item)
             if problems:
                 q.add(line, "; ".join(problems), raw)
@@ -462,14 +524,30 @@ class CognitoAuthEvents:
             rows.append(_row(item, options.username or "", options.user_pool_id, raw, line))  # type: ignore[arg-type]
 
     @staticmethod
-    def _resync(text: _Text, pos: int) -> int:
-        """Where reading can start again after a broken document: the next line that opens an object."""
+    def _resync(text: _Text, start: int, pos: int) -> tuple[int, str, int | None]:
+        """Where reading can start again after a broken document that starts at ``start`` (the next line, from
+        ``pos`` on, that opens an object or an array), the broken text and, when that is only its start, its
+        whole length. What it reads past beyond a chunk is let go as it goes: a broken region of gigabytes (a small
+        gzip file) is never held whole, only its first MAX_RAW_CHARS characters for the quarantine row."""
+        head, dropped = "", 0  # the start of what is let go (MAX_RAW_CHARS at most) and how much that is
         while True:
             m = _NEXT_DOC.search(text.buf, pos)
             if m:
-                return m.end()
+                end = m.end()
+                break
+            pos = max(pos, len(text.buf) - 1)  # search the text read next, from the newline that may precede it
+            if pos - start > _CHUNK:
+                head += text.buf[start:min(pos, start + MAX_RAW_CHARS - len(head))]
+                dropped += pos - start
+                text.drop_before(pos)
+                start, pos = 0, 0
             if not text.more():
-                return len(text.buf)
+                end = len(text.buf)
+                break
+        raw = text.buf[start:end].rstrip()
+        if not dropped:
+            return end, raw, None
+        return end, head + raw[:MAX_RAW_CHARS - len(head)], dropped + len(raw)
 
     @staticmethod
     def _batch(rows: list[dict], q: QuarantineBuilder) -> ReadBatch:

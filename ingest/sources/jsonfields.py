@@ -487,7 +487,10 @@ def malformed_reason(text: str) -> str:
 
 
 def extra_json(text: str, unknown_keys: list[str] | None) -> str | None:
-    """The record's fields the canonical event has no column for, as a JSON object (kept, not dropped)."""
+    """The record's fields the canonical event has no column for, as a JSON object (kept, not dropped).
+
+    Python's parser recurses: a record nested too deeply for it is quarantined before it gets here
+    (``ingest.sources.base.deeper_than``, in ``riskgate_jsonl.assemble``)."""
     if not unknown_keys:
         return None
     doc = json.loads(text)

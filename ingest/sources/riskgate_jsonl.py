@@ -30,13 +30,16 @@ import pyarrow as pa
 
 from ingest.errors import InputFormatError
 from ingest.schema import short_digest
+from ingest.sources import base
 from ingest.sources.base import (
     QuarantineBuilder,
     ReadBatch,
     ReaderOptions,
     LineBatch,
     Part,
+    deeper_than,
     iter_line_arrays,
+    nested_too_deeply,
     parsed_in_turn,
 )
 from ingest.sources.jsonfields import JsonField, extra_json, extract, malformed_reason, rename_struct_list
@@ -127,7 +130,9 @@ def _first_line(head: bytes) -> bytes:
 def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_id_prefix: str) -> ReadBatch:
     """Split an extracted batch into good rows and quarantine; derive missing ids; collect labels and extras.
 
-    The per-row Python work here touches only bad rows, rows with unknown keys and rows with labels.
+    The per-row Python work here touches only bad rows, rows with unknown keys and rows with labels. Those last
+    two are parsed in Python, which recurses: a row whose kept JSON nests too deeply (``MAX_JSON_DEPTH``) is
+    quarantined too.
     """
     good = t
     if t.column("reason").null_count != t.num_rows:  # (the usual batch has no bad row: no per-row Python)
@@ -145,20 +150,18 @@ def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_i
                 q.add(lines[i], r, raw)
         good = t.take(pa.array(good_idx, pa.int64()))
     good = _derive_ids(good, derive_id_prefix)
-    extra = pa.nulls(good.num_rows, pa.string())
-    if good.column("_unknown_keys").null_count != good.num_rows:
-        extras: list[str | None] = [None] * good.num_rows
-        raw_list = None
-        for i, keys in enumerate(good.column("_unknown_keys").to_pylist()):
-            if keys:
-                if raw_list is None:
-                    raw_list = good.column("_raw").to_pylist()
-                extras[i] = extra_json(raw_list[i], keys)
-        extra = pa.array(extras, pa.string())
+    extras, deep = _extras(good)
+    labels, deep_labels = _labels(good, deep) if "_labels" in good.column_names else (None, {})
+    deep |= deep_labels
+    if deep:  # quarantined instead (their labels are left out already)
+        raws, lines = good.column("_raw"), good.column("_line")
+        for i, reason in deep.items():
+            q.add(lines[i].as_py(), reason, raws[i].as_py().rstrip("\r\n"))
+        keep = [i for i in range(good.num_rows) if i not in deep]
+        good = good.take(pa.array(keep, pa.int64()))
+        extras = [extras[i] for i in keep] if extras is not None else None
+    extra = pa.array(extras, pa.string()) if extras is not None else pa.nulls(good.num_rows, pa.string())
     good = good.append_column("extra", extra)
-    labels = None
-    if "_labels" in good.column_names:
-        labels = _labels(good)
     if options.user_pool_id and "user_pool_id" in good.column_names:
         pools = good.column("user_pool_id").to_pylist()
         good = good.set_column(
@@ -168,6 +171,38 @@ def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_i
         )
     good = good.append_column("source_line", good.column("_line"))
     return ReadBatch(events=good, quarantine=q.table(), labels=labels if labels is not None and labels.num_rows else None)
+
+
+def _too_deep(value: str | None, raw: str, limit: int) -> str | None:
+    """The reason to quarantine a row whose kept JSON ``value`` (None: too deep for the parser) nests more than
+    ``limit`` levels, at the column of ``raw`` (the row) where the row does; None when it does not."""
+    if value is not None and (value.count("[") + value.count("{") <= limit or deeper_than(value, limit) is None):
+        return None
+    at = deeper_than(raw)
+    return nested_too_deeply(f"column {(at or 0) + 1}")
+
+
+def _extras(good: pa.Table) -> tuple[list[str | None] | None, dict[int, str]]:
+    """Each row's unknown fields as a JSON object (None: no row has any), and the rows nesting them too deeply."""
+    if good.column("_unknown_keys").null_count == good.num_rows:
+        return None, {}
+    extras: list[str | None] = [None] * good.num_rows
+    deep: dict[int, str] = {}
+    raw_list = None
+    for i, keys in enumerate(good.column("_unknown_keys").to_pylist()):
+        if keys:
+            if raw_list is None:
+                raw_list = good.column("_raw").to_pylist()
+            try:
+                extras[i] = extra_json(raw_list[i], keys)
+            except RecursionError:  # the line is too deep for the parser
+                extras[i] = None
+                deep[i] = _too_deep(None, raw_list[i], base.MAX_JSON_DEPTH)
+                continue
+            reason = _too_deep(extras[i], raw_list[i], base.MAX_JSON_DEPTH)  # the row's object and the extra's: level 1
+            if reason:
+                deep[i] = reason
+    return extras, deep
 
 
 def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
@@ -183,17 +218,24 @@ def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
     return t.set_column(t.column_names.index("event_id"), "event_id", pa.array(out, pa.string()))
 
 
-def _labels(good: pa.Table) -> pa.Table | None:
+def _labels(good: pa.Table, skip: dict[int, str]) -> tuple[pa.Table | None, dict[int, str]]:
+    """The labels of the rows (those in ``skip`` left out), and the rows whose Labels nest too deeply."""
     import json
 
     vals = good.column("_labels")
     if vals.null_count == good.num_rows:
-        return None
+        return None, {}
     ids = good.column("event_id").to_pylist()
     lines = good.column("_line").to_pylist()
+    raws = good.column("_raw")
     ev, lab, val, at = [], [], [], []
+    deep: dict[int, str] = {}
     for i, v in enumerate(vals.to_pylist()):
-        if not v:
+        if not v or i in skip:
+            continue
+        reason = _too_deep(v, raws[i].as_py(), base.MAX_JSON_DEPTH - 1)  # Labels is one level below the row's object
+        if reason:
+            deep[i] = reason
             continue
         for k, x in json.loads(v).items():
             ev.append(ids[i])
@@ -208,7 +250,7 @@ def _labels(good: pa.Table) -> pa.Table | None:
             "source": pa.array([NAME] * len(ev), pa.string()),
             "source_line": pa.array(at, pa.int64()),  # the row the label came with (``ingest.store.insert_labels``)
         }
-    )
+    ), deep
 
 
 READER = RiskgateJsonl()

@@ -61,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.schema import LABEL_SCHEMA, SOURCE_SCHEMA
 from ingest.store import scratch
+from ingest.sources import base
 from ingest.sources.base import (
     as_source_types,
     epoch_sql,
@@ -69,15 +70,16 @@ from ingest.sources.base import (
     QuarantineBuilder,
     ReadBatch,
     ReaderOptions,
+    long_line_reason,
     open_binary,
+    read_past_line,
 )
 
 # ---------------------------------------------------------------------------
 # CSV records with physical line numbers
 # ---------------------------------------------------------------------------
 
-#: A single record may not grow beyond this many bytes (an unclosed quote otherwise swallows the file).
-MAX_RECORD_BYTES = 64 << 20
+# A single record may not grow beyond ``base.MAX_RECORD_BYTES`` (an unclosed quote otherwise swallows the file).
 _FIRST_BLOCK = 1 << 20
 _MIN_BLOCK = 1 << 16
 _MAX_BLOCK = 32 << 20
@@ -174,10 +176,22 @@ def iter_csv_records(
             seps = nl[(np.searchsorted(qpos, nl) & 1) == 0] if len(qpos) else nl
             if not eof:
                 if not len(seps):
-                    if len(buf) > MAX_RECORD_BYTES:
+                    if len(buf) > base.MAX_RECORD_BYTES and (len(qpos) % 2 or header_pending):
                         raise InputFormatError(
-                            f"a quoted field opened on line {line_base} is not closed within "
-                            f"{MAX_RECORD_BYTES >> 20} MB", source=str(path))
+                            (f"a quoted field opened on line {line_base} is not closed within "
+                             if len(qpos) % 2 else f"line {line_base} has no end within ")
+                            + f"{base.MAX_RECORD_BYTES:,} bytes", source=str(path))
+                    if len(buf) > base.MAX_RECORD_BYTES:  # one line (no quote open) longer than any record
+                        head, size, last = bytes(buf[:min(len(buf), base.MAX_RAW_CHARS)]), len(buf), buf[-1]
+                        del buf, arr, data
+                        carry = b""
+                        length, rest = read_past_line(fh, path, line_base, size, last)
+                        yield CsvRecords(rows=pa.table({n: pa.array([], pa.string()) for n in names}),
+                                         lines=pa.array([], pa.int64()), raws=pa.array([], pa.string()),
+                                         bad=[(line_base, long_line_reason(line_base, length, len(head)), head)])
+                        line_base += 1
+                        carry, eof = rest or b"", rest is None
+                        continue
                     carry = buf
                     block_bytes = min(block_bytes * 2, _MAX_BLOCK)
                     continue
@@ -235,6 +249,9 @@ class _Block:
             self.reason[i] = f"expected {ncols} columns, found {int(counts[i])}"
         if eof and n and len(qpos) % 2 == 1:  # the last record opens a quote it never closes
             self.reason[n - 1] = "a quoted field is not closed before the end of the file"
+        for i in np.flatnonzero(ends - starts > base.MAX_RECORD_BYTES).tolist():  # whole here, longer than any record
+            length = int(ends[i] - starts[i])
+            self.reason[i] = long_line_reason(int(self.lines[i]), length, min(length, base.MAX_RAW_CHARS))
         self.keep = ~blank
         self.multiline = len(nl) != len(seps)
         if not _utf8_ok(block):
