@@ -126,10 +126,11 @@ def export(
     """Write events joined with their assessments (score, level, decision, action, reasons, versions)."""
     from ingest.store import resolve_db_path
     from risk import store
-    from risk.report import export_assessments, export_target
+    from risk.report import check_export_format, export_assessments, export_target
 
     lo, hi = parse_period(since, until)
-    export_target(out, resolve_db_path(db))  # a bad --out (the store itself, say) before the store is opened
+    check_export_format(format)  # a bad --format or --out (the store itself, say) before the store is opened
+    export_target(out, resolve_db_path(db))
     to_stdout = _is_stdout(out)
     con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:

@@ -176,6 +176,13 @@ def _write_batches(reader, fmt: str, sink) -> int:
     return n
 
 
+def check_export_format(fmt: str) -> str:
+    """``fmt`` when it is one of :data:`EXPORT_FORMATS`; else a RiskgateError naming ``--format`` and the choices."""
+    if fmt not in EXPORT_FORMATS:
+        raise RiskgateError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    return fmt
+
+
 def export_assessments(
     con: duckdb.DuckDBPyConnection,
     out: str | os.PathLike,
@@ -190,8 +197,7 @@ def export_assessments(
     ``out`` is checked first (:func:`export_target`: never the store itself or a file beside it). A file appears
     only complete (written to ``<out>.partial``, then renamed; the target of a symbolic link); an existing FIFO
     or character device is written directly."""
-    if fmt not in EXPORT_FORMATS:
-        raise RiskgateError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    check_export_format(fmt)
     target = export_target(out, _store_paths(con))
     params = period_params(since, until)
     if fmt == "csv":

@@ -122,6 +122,12 @@ def test_an_export_onto_a_store_that_does_not_exist_yet_is_refused_before_it_is_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_export_in_an_unknown_format_is_refused_before_the_store_is_opened(tmp_path):
+    res = export("--out", "x.xml", "--format", "xml", db="new.duckdb", cwd=tmp_path)
+    assert res.exit_code == 2 and "--format must be one of csv, parquet, jsonl, got 'xml'" in res.stderr, res.output
+    assert list(tmp_path.iterdir()) == []  # no store made and migrated for nothing
+
+
 # -- export: an --out that names no file ---------------------------------------------------------------------
 
 
