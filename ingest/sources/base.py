@@ -286,41 +286,38 @@ def json_nesting(text: str) -> int:
     return int(np.cumsum(steps).max())
 
 
-def too_deep_at(text: str, start: int = 0, limit: int | None = None) -> int | None:
-    """Where the JSON value at ``text[start]`` first nests deeper than ``limit`` (default :data:`MAX_JSON_DEPTH`)
-    levels: the index of the bracket that opens level ``limit + 1``; None when it never does. Reads only as far as
-    that bracket (or the end of the text), so it can look into a value that is too deep to parse."""
-    limit = MAX_JSON_DEPTH if limit is None else limit
+def _bracket_runs(text: str, start: int) -> Iterator[tuple[int, int, int]]:
+    """(index, depth before, depth after) of each run of opening or of closing brackets of the JSON value at
+    ``text[start]`` (strings skipped), up to and with the run that closes it; never recursing."""
     depth = 0
     for m in _JSON_TOKENS.finditer(text, start):
         tok = m.group()
         if tok[0] == '"':
             continue
-        if tok[0] in "[{":
-            if depth + len(tok) > limit:
-                return m.start() + limit - depth
-            depth += len(tok)
-        else:
-            depth -= len(tok)
-            if depth <= 0:
-                return None
+        after = depth + len(tok) if tok[0] in "[{" else depth - len(tok)
+        yield m.start(), depth, after
+        if after <= 0:
+            return
+        depth = after
+
+
+def too_deep_at(text: str, start: int = 0, limit: int | None = None) -> int | None:
+    """Where the JSON value at ``text[start]`` first nests deeper than ``limit`` (default :data:`MAX_JSON_DEPTH`)
+    levels: the index of the bracket that opens level ``limit + 1``; None when it never does. Reads only as far as
+    that bracket (or the end of the text), so it can look into a value that is too deep to parse."""
+    limit = MAX_JSON_DEPTH if limit is None else limit
+    for at, before, after in _bracket_runs(text, start):
+        if after > limit:
+            return at + limit - before
     return None
 
 
 def json_value_end(text: str, start: int) -> int | None:
     """The end of the array or object at ``text[start]``, found by its brackets alone (strings skipped), without
     parsing it (a value too deep to parse); None when it does not end in ``text``."""
-    depth = 0
-    for m in _JSON_TOKENS.finditer(text, start):
-        tok = m.group()
-        if tok[0] == '"':
-            continue
-        if tok[0] in "[{":
-            depth += len(tok)
-        elif len(tok) >= depth:
-            return m.start() + depth
-        else:
-            depth -= len(tok)
+    for at, before, after in _bracket_runs(text, start):
+        if after <= 0:
+            return at + before
     return None
 
 
