@@ -405,7 +405,9 @@ class InlineScorer:
             feature_rows = _feature_rows(feats.to_pylist())
         return table, feature_rows
 
-    def _due(self, due_rows: list) -> list[DueNotification]:
+    def due(self, due_rows: list) -> list[DueNotification]:
+        """:class:`DueNotification` of each (event, template name, template, NotifyConfiguration), with the user's
+        email from the store."""
         from risk import notify as rn
 
         return [DueNotification(ev, name, template, notify_config,
@@ -424,7 +426,7 @@ class InlineScorer:
             scored_at = datetime.now(timezone.utc)
             for a in assessed:
                 a["run_id"], a["scored_at"] = self.run_id, scored_at
-            due = self._due(rs.due_notifications_rows(ctx, assessed, rows))
+            due = self.due(rs.due_notifications_rows(ctx, assessed, rows))
         except BaseException:
             self.online.invalidate()  # it counted events that will not be stored
             self._online_checked = False
@@ -469,7 +471,7 @@ class InlineScorer:
                 events = rs.events_to_assess(con, feats)
                 table, feature_rows = self._assessed(ctx, feats, events, requests)
                 rs._write(con, table, reserve=True)  # the resets and notifications due, in its transaction
-                due = self._due(rs.due_notifications(ctx, table))
+                due = self.due(rs.due_notifications(ctx, table))
         except BaseException:
             # the events are stored, not answered: assessed again (each on its own, say), they are no retries
             self._unanswered.update(new)

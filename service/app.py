@@ -283,7 +283,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     from risk import store as risk_store
     from risk.credentials import CredentialChecker
     from risk import notify as rn
-    from risk.inline import DueNotification, InlineScorer, deliver
+    from risk.inline import InlineScorer, deliver
 
     api_key = check_api_key(api_key)
     # the trusted proxies and the one forwarding header they write ($RISKGATE_TRUSTED_PROXIES,
@@ -317,9 +317,8 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         from risk import score as rs
 
         rn.claim_owed(store, claimant)
-        return [DueNotification(ev, name, template, cfg,
-                                rn.user_email(store, ev["username"], ev["user_pool_id"]) if ev["username"] else None)
-                for _nid, ev, name, template, cfg in rs.claimed_notifications(worker.scorer.context, claimant)]
+        scorer = worker.scorer
+        return scorer.due([row[1:] for row in rs.claimed_notifications(scorer.context, claimant)])
 
     def submit_owed(fut, notifier: Notifier) -> None:
         try:
