@@ -634,6 +634,10 @@ MAX_ATTEMPTS = 3
 #: old helps nobody (and an upgrade must not send a store's old failures)
 RETRY_WITHIN = timedelta(hours=24)
 _HELD_SQL = "('pending', 'sent', 'outbox')"
+#: a pending row (parameters: created_at, claimed_by) for each assessment ``a`` of the table named after it
+_PENDING_FROM = """INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
+    SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
+    FROM"""
 _live: dict[str, int] = {}  # claimants of this process that are still going to deliver what they claimed
 _live_lock = threading.Lock()
 
@@ -719,9 +723,7 @@ def reserve(con: duckdb.DuckDBPyConnection, assessments: str, claimant: str) -> 
     from ingest.store import quote_ident
 
     con.execute(
-        f"""INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
-            SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
-            FROM {quote_ident(assessments)} a
+        f"""{_PENDING_FROM} {quote_ident(assessments)} a
             WHERE a.notification IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM notifications n
                               WHERE n.event_id = a.event_id AND (n.status IN {_HELD_SQL} OR n.claimed_by = ?))""",
@@ -747,9 +749,7 @@ def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: i
             [claimant, gone],
         ).fetchall()[0][0]
         retried = con.execute(
-            f"""INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
-                SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
-                FROM assessments a
+            f"""{_PENDING_FROM} assessments a
                 JOIN (SELECT event_id, count(*) FILTER (WHERE status = 'failed') AS failed,
                              count(*) FILTER (WHERE status IN {_HELD_SQL}) AS held,
                              min(created_at) FILTER (WHERE status = 'failed') AS first_failed
