@@ -694,8 +694,9 @@ class MappedConverter:
                 arrays.append(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
             cols["_x"] = pa.StructArray.from_arrays(arrays, names=self.extra_columns)
             # the derived id hashes the extras as text: a Parquet file's typed 5 / 1.5 / true and the same rows
-            # written as CSV ("5", "1.5", "true") are the same events
-            cols["_xt"] = pa.StructArray.from_arrays([_as_text(a) for a in arrays], names=self.extra_columns)
+            # written as CSV ("5", "1.5", "true") are the same events (a CSV's extras are text already)
+            if any(_kind(a.type) != "string" for a in arrays):
+                cols["_xt"] = pa.StructArray.from_arrays([_as_text(a) for a in arrays], names=self.extra_columns)
         return pa.table(cols) if cols else pa.table({"_n": pa.nulls(n)}), fields, sources
 
     def _plan(self, inputs: pa.Table, fields: list[str]) -> _Plan:
@@ -727,14 +728,15 @@ class MappedConverter:
             content.append("http_headers")
         if "has_context_data" not in fields and "ip_address" in fields:
             out.append("ip_address IS NOT NULL AS has_context_data")
-        has_x = "_x" in inputs.column_names
-        for struct, name in (("_x", "extra"), ("_xt", "_extra_text")):
-            extra = f"nullif(json_merge_patch('{{}}', to_json({struct})), '{{}}')" if has_x else "NULL"
+        structs = [(x, name) for x, name in (("_x", "extra"), ("_xt", "_extra_text")) if x in inputs.column_names]
+        for struct, name in structs or [(None, "extra")]:
+            extra = f"nullif(json_merge_patch('{{}}', to_json({struct})), '{{}}')" if struct else "NULL"
             conv.append(f"CAST({extra} AS VARCHAR) AS {name}")
+        extra_text = structs[-1][1] if structs else "extra"  # the extras as text: the typed ones' text, if any
         conv += [f"l{i}" for i in range(len(m.labels))]
         out += ["extra", "_raw"] + [f"l{i}" for i in range(len(m.labels))]
         derived = ("'row-' || left(sha256(to_json({" + ", ".join([f"'{f}': {f}" for f in content]
-                                                                + ["'extra': _extra_text"]) + "})), 32)")
+                                                                + [f"'extra': {extra_text}"]) + "})), 32)")
         out.append(f"coalesce(event_id, {derived}) AS event_id" if "event_id" in fields else f"{derived} AS event_id")
         out.append("_line AS source_line")
         sql = f"WITH conv AS (SELECT {', '.join(conv)} FROM inputs_) SELECT {', '.join(out)} FROM conv"
