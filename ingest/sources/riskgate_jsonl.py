@@ -176,7 +176,7 @@ def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_i
 def _too_deep(value: str | None, raw: str, limit: int) -> str | None:
     """The reason to quarantine a row whose kept JSON ``value`` (None: too deep for the parser) nests more than
     ``limit`` levels, at the column of ``raw`` (the row) where the row does; None when it does not."""
-    if value is not None and (value.count("[") + value.count("{") <= limit or deeper_than(value, limit) is None):
+    if value is not None and deeper_than(value, limit) is None:  # (deeper_than counts the brackets first)
         return None
     at = deeper_than(raw)
     return nested_too_deeply(f"column {(at or 0) + 1}")
