@@ -12,6 +12,8 @@ DEMO_DAYS ?= 60
 DEMO_INJECT ?= 500
 
 CHROMIUM := /usr/bin/chromium
+# test processes (pytest-xdist): the suite takes about half as long on two cores as in one process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean browser
 
@@ -47,7 +49,7 @@ browser:
 	  else echo "note: $(CHROMIUM) is missing (apt-get install chromium): the dashboard's browser test is skipped"; fi; }
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
