@@ -54,4 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     name = next((a for a in args if not a.startswith("-")), None)
     app = load([COMMANDS[name]] if name in COMMANDS else None)
-    app(args=args)
+    from cli.common import end_quietly_if_reader_gone
+
+    try:
+        app(args=args)
+    finally:  # what is still buffered for stdout: a reader that went away (``| head``) ends the command quietly
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            end_quietly_if_reader_gone(exc)
+            raise

@@ -7,7 +7,10 @@ errors (``RiskgateError``) become a one-line message and exit code 2.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import select
 import sys
 from typing import Annotated, Callable, TypeVar
 
@@ -24,11 +27,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class _Console(Console):
+    """Rich's console, ending with :data:`EXIT_READER_GONE` (Rich's own: 1) when stdout's reader went away."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _stdout_to_devnull()
+        raise SystemExit(EXIT_READER_GONE)
+
+
+#: The exit code of a command whose standard output's reader went away (``riskgate export --out /dev/stdout |
+#: head``): 128 + SIGPIPE, what a shell reports for ``cat`` or ``grep`` stopped the same way.
+EXIT_READER_GONE = 141
+
 # Text is printed as it is: a username, an IP field, a file name or a reason quoting a value may hold "[/]" or
 # ":a:", which Rich would otherwise read as markup (an error, or text lost) or an emoji. Styling goes through
 # :func:`styled`.
-console = Console(markup=False, emoji=False)
-err_console = Console(stderr=True, markup=False, emoji=False)
+console = _Console(markup=False, emoji=False)
+err_console = _Console(stderr=True, markup=False, emoji=False)
 
 
 def styled(label: str, style: str, rest: str = "") -> Text:
@@ -62,9 +80,46 @@ def warn(message: str) -> None:
     err_console.print(styled("warning:", "yellow", f" {message}"), highlight=False, soft_wrap=True)
 
 
+def _broken_pipe(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, a write to a pipe whose reader has gone (EPIPE)."""
+    return any(isinstance(e, OSError) and e.errno == errno.EPIPE for e in (exc, exc.__cause__))
+
+
+def stdout_reader_gone() -> bool:
+    """Whether this process's standard output is a pipe (or socket) whose reader has closed it: its write end
+    then polls as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no standard output, or one without a file
+        return False
+
+
+def end_quietly_if_reader_gone(exc: BaseException) -> None:
+    """When ``exc`` is a broken pipe and the reader of standard output went away, end as a Unix
+    filter does: nothing more on stdout or stderr, exit code :data:`EXIT_READER_GONE`. Whatever the command
+    committed before stays committed. A broken pipe elsewhere (a named FIFO's reader) is not this: it returns."""
+    if not _broken_pipe(exc) or not stdout_reader_gone():
+        return
+    _stdout_to_devnull()
+    sys.exit(EXIT_READER_GONE)
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at /dev/null: the interpreter's last flush would fail again and print "Exception
+    ignored ..." on stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def handle_errors(fn: F) -> F:
     """Turn library errors into a clean message and exit code 2 (no traceback); Ctrl-C, also when DuckDB reports it
-    as the error of the query it interrupted, into "interrupted" and exit code 130."""
+    as the error of the query it interrupted, into "interrupted" and exit code 130; a standard output whose reader
+    went away (piped into ``head``) into a quiet exit, code 141 (:func:`end_quietly_if_reader_gone`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -74,6 +129,7 @@ def handle_errors(fn: F) -> F:
             if interrupted(exc):
                 err_console.print("interrupted")
                 sys.exit(130)
+            end_quietly_if_reader_gone(exc)
             if isinstance(exc, RiskgateError):
                 raise fail(str(exc)) from None
             # a read-only command on a store no command of this version has opened read-write yet (only

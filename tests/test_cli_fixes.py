@@ -178,6 +178,45 @@ def test_an_export_into_a_fifo_writes_into_it_and_leaves_it_a_fifo(store, scored
     assert len(rows) == scored[1] > 0 and {"event_id", "score", "decision"} <= set(rows[0])
 
 
+def _reader_gone(args: list[str], store: Path) -> subprocess.CompletedProcess:
+    """``riskgate ARGS --db store`` with its standard output a pipe whose reader has already closed it (``| head``
+    that has read what it wanted), in its own process as a shell runs it."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run([sys.executable, "-m", "cli", *args, "--db", str(store)], stdout=w,
+                              stderr=subprocess.PIPE, cwd=ROOT, timeout=120, text=True)
+    finally:
+        os.close(w)
+
+
+@pytest.mark.parametrize("args", [["export", "--out", "/dev/stdout"], ["export", "--out", "/dev/stdout", "--format",
+                                  "jsonl"], ["summary"], ["report"], ["report", "--json"]])
+def test_a_standard_output_whose_reader_went_away_ends_the_command_quietly_with_141(store, args):
+    """``riskgate export --out /dev/stdout | head`` said "error: cannot write the export: Broken pipe" (exit 2), and
+    the other commands ended with Rich's or click's 1: now each ends as ``cat`` does, silent, 128 + SIGPIPE."""
+    res = _reader_gone(args, store)
+    assert (res.returncode, res.stderr) == (141, "")
+
+
+def test_a_named_fifo_whose_reader_went_away_is_still_an_error_of_the_export(store, tmp_path):
+    """Only standard output's reader going away is the quiet end of a filter; a FIFO given as ``--out`` whose
+    reader leaves is an export that did not complete, and says so."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def read_a_little_and_leave():
+        with open(fifo, "rb") as fh:
+            fh.read(10)
+
+    reader = threading.Thread(target=read_a_little_and_leave, daemon=True)
+    reader.start()
+    res = subprocess.run([sys.executable, "-m", "cli", "export", "--out", str(fifo), "--db", str(store)],
+                         capture_output=True, cwd=ROOT, timeout=120, text=True)
+    reader.join(30)
+    assert res.returncode == 2 and "cannot write the export: Broken pipe" in res.stderr, res.stderr
+
+
 def test_an_export_through_a_symbolic_link_writes_its_target_and_keeps_the_link(store, scored, tmp_path):
     (tmp_path / "links").mkdir()
     (tmp_path / "data").mkdir()
