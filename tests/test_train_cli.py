@@ -122,3 +122,42 @@ def test_a_held_out_period_of_legitimate_sign_ins_only_is_named_as_such(synth_st
     assert "labelled events are all legitimate: no metrics (load attack labels, mark attacks Invalid, or use " \
            "--inject-attacks)" in out, out
     assert "no labelled events" not in out
+
+
+def test_labels_the_trees_cannot_split_register_the_statistical_model_and_say_why(tmp_path):
+    """The no-split fallback through the command line: 100 users' first sign-ins, a week apart at the same hour,
+    each from its own address of one network with one browser, have identical features; a quarter of them labelled
+    attacks, the trees find no split, and ``riskgate train`` registers the unlabeled model and says why."""
+    from datetime import datetime, timedelta, timezone
+
+    from tests.events_gen import event, write_jsonl
+
+    t0 = datetime(2024, 12, 2, 10, 0, tzinfo=timezone.utc)  # the last of them in 2026-11, not in the future
+    events = [event(i, Username=f"u{i}", UserSub=f"sub-u{i}",
+                    CreationDate=(t0 + timedelta(weeks=i)).isoformat().replace("+00:00", "Z"),
+                    ContextData={**event(i)["ContextData"], "IpAddress": f"81.2.69.{i + 1}"}) for i in range(100)]
+    write_jsonl(tmp_path / "ev.jsonl", events)
+    (tmp_path / "labels.csv").write_text("event_id,label,value,source\n" + "".join(
+        f"{e['EventId']},is_account_takeover,{'true' if i % 4 == 0 else 'false'},test\n"
+        for i, e in enumerate(events)))
+    db = tmp_path / "rg.duckdb"
+    runner = CliRunner()
+    for args in (["ingest", str(tmp_path / "ev.jsonl")], ["labels", "load", str(tmp_path / "labels.csv")]):
+        r = runner.invoke(app, [*args, "--db", str(db)])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "trained RiskModel/unlabeled on 100 events (25 attacks, 75 legitimate labelled)" in out, out
+    assert ("note: the tree model found no split in the 100 labelled events (25 attacks, 75 legitimate) and would "
+            "give every event the same score: the statistical (unlabeled) score is used instead; label more events"
+            ) in out, out
+    r = runner.invoke(app, ["train", "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["version"] == 2 and doc["kind"] == "RiskModel/unlabeled"
+    assert doc["fallback"].startswith("the tree model found no split in the 100 labelled events")
+    assert doc["metrics"]["fallback"] == doc["fallback"]
+    with store.connect(db, read_only=True) as con:
+        assert con.execute("SELECT version, kind FROM models ORDER BY version").fetchall() == [
+            (1, "RiskModel/unlabeled"), (2, "RiskModel/unlabeled")]
