@@ -27,7 +27,10 @@ def serve(
     from ingest.store import resolve_db_path
     from service.app import API_KEY_ENV, RedactedAccessLog, asgi, check_api_key, create_app
 
+    from ingest.lease import hold_serving
+
     key = check_api_key(os.environ.get(API_KEY_ENV))
+    hold_serving(resolve_db_path(db), f"http://{host}:{port}")  # one service per store: held until the process ends
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)
     err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on http://{host}:{port}", highlight=False)
     # the event loop and the store thread share the GIL: a short switch interval lets the loop answer

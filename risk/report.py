@@ -45,7 +45,7 @@ _ISO_TIMES = ", ".join(f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%S.%f+00
 #: and the lock files of ``ingest.lease``. An export onto any of them would destroy or corrupt the store.
 _STORE_FILES = {"": "the store this command reads", ".wal": "the store's write-ahead log",
                 ".tmp": "the store's temporary folder", ".lock": "the store's lock file",
-                ".want": "the store's lock file"}
+                ".want": "the store's lock file", ".serve": "the store's lock file"}
 #: The suffix of the file an export is written to before it is renamed to its name (so it appears only complete).
 PARTIAL_SUFFIX = ".partial"
 
@@ -94,7 +94,7 @@ def export_target(out: str | os.PathLike, stores=()) -> ExportTarget:
 
     Refused with a RiskgateError naming it: an empty name or one without a file part (``exports/``), a folder, a
     missing or unwritable folder, a socket or block device, and the store being exported (any of ``stores``, the
-    paths of the stores read) or a file beside it (``.wal``, ``.lock``, ``.want``), also through a symbolic or hard
+    paths of the stores read) or a file beside it (``.wal``, ``.lock``, ``.want``, ``.serve``), also through a symbolic or hard
     link, and a name whose temporary file (``<out>.partial``) would be one of those. A symbolic link is followed:
     its target is written (atomically) and the link stays. An existing FIFO or character device is written in
     place: no temporary file, no rename.

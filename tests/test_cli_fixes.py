@@ -80,7 +80,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["s.duckdb", "./s.duckdb", "{abs}", "s.duckdb.wal", "s.duckdb.lock", "s.duckdb.want",
-                                  "symlink", "hardlink"])
+                                  "s.duckdb.serve", "symlink", "hardlink"])
 def test_an_export_onto_the_store_or_a_file_beside_it_is_refused_and_the_store_is_untouched(store, tmp_path, name):
     """It used to overwrite the store itself with the CSV ("wrote 654 rows"): the store was gone."""
     if name == "symlink":
