@@ -201,8 +201,8 @@ def hold_serving(db_path: str, address: str) -> int:
     serves (pid and ``address``) into it; return its descriptor. One service per store: the service keeps the
     users' recent history in memory and holds the store between requests, so a second one would hand the store
     back and forth with the first at every request (each answer then waits for the other's hand-over and a
-    reload of its state: 0.32 s instead of 4 ms, measured on the demo store) -- refused here with a StoreError naming the one
-    that serves."""
+    reload of its state: 0.32 s instead of 4 ms, measured on the demo store) -- refused here with a StoreError
+    naming the one that serves."""
     path = db_path + SERVE_SUFFIX
     fd = _open_side_file(path)
     try:
