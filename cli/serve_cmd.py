@@ -11,6 +11,9 @@ import typer
 
 from cli.common import DbOption, app, err_console, handle_errors
 
+#: ``service.http.HEAD_TIMEOUT_S`` (not imported here: that imports uvicorn, for every ``riskgate --help``)
+HEADER_TIMEOUT_S = 30.0
+
 
 @app.command()
 @handle_errors
@@ -20,14 +23,15 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8080,
     request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1, help="Seconds a request may wait for the store (another process's turn) before a 503 with Retry-After.")] = 30.0,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request (method, path, status; never bodies).")] = True,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds a request's line and headers may take to arrive (then 408 and the connection closed); they may take at most 64 KiB (then 431).")] = HEADER_TIMEOUT_S,
 ) -> None:
     """Serve POST /v1/evaluate (inline decisions) and Cognito's risk operations over HTTP; needs $RISKGATE_API_KEY."""
     import uvicorn
 
+    from ingest.lease import hold_serving
     from ingest.store import resolve_db_path
     from service.app import API_KEY_ENV, RedactedAccessLog, asgi, check_api_key, create_app
-
-    from ingest.lease import hold_serving
+    from service.http import BoundedHttpProtocol
 
     key = check_api_key(os.environ.get(API_KEY_ENV))
     hold_serving(resolve_db_path(db), f"http://{host}:{port}")  # one service per store: held until the process ends
@@ -36,9 +40,11 @@ def serve(
     # the event loop and the store thread share the GIL: a short switch interval lets the loop answer
     # while the store thread assesses (the default 5 ms would add up to 5 ms per hand-over of the GIL)
     sys.setswitchinterval(0.0005)
-    # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
-    # client never reuses a connection the server is just closing
     # a feedback link's token never reaches the access log (uvicorn configures its loggers, keeping this filter)
     logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())
+    # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
+    # client never reuses a connection the server is just closing; a request's head is bounded in size and time
+    # (service.http: uvicorn's httptools protocol has no bound of its own)
     uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",
+                http=BoundedHttpProtocol.configured(head_timeout=header_timeout),
                 timeout_keep_alive=75, timeout_graceful_shutdown=10)
