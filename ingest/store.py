@@ -710,13 +710,19 @@ def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0])
 
 
+def users_counted(pool: str, prefix: str = "") -> str:
+    """SQL counting the users of events: usernames in their pool, events without a pool id in the pool bound at
+    ``pool`` (a parameter, ``?`` or ``$name``); ``prefix`` qualifies the columns (``e.``). One spelling for
+    ``riskgate summary`` and the dashboard, which must give the same number."""
+    return (f"count(DISTINCT (coalesce({prefix}user_pool_id, CAST({pool} AS VARCHAR)), {prefix}username)) "
+            f"FILTER (WHERE {prefix}username IS NOT NULL)")
+
+
 def summary(con: duckdb.DuckDBPyConnection, unpooled: str | None = None) -> dict:
     """What is in the store: counts, period, and the main breakdowns (for `make demo` and `riskgate summary`).
     Users are usernames in their pool, events without a pool id in ``unpooled`` (``risk.config.unpooled_pool``)."""
     first, last, users = con.execute(
-        "SELECT min(creation_date), max(creation_date), "
-        "count(DISTINCT (coalesce(user_pool_id, CAST(? AS VARCHAR)), username)) FILTER (WHERE username IS NOT NULL) "
-        "FROM events", [unpooled]
+        f"SELECT min(creation_date), max(creation_date), {users_counted('?')} FROM events", [unpooled]
     ).fetchall()[0]
 
     def pairs(sql: str, params: Sequence = ()) -> list[tuple]:

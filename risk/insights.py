@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from ingest.enrich import ipv4_number_sql
 from ingest.errors import RiskgateError
+from ingest.store import users_counted
 from risk.config import unpooled_pool
 
 LEVEL_ORDER = ("High", "Medium", "Low")
@@ -98,8 +99,7 @@ def overview_metrics(
         f"""SELECT count(*) AS events,
                    count(*) FILTER (WHERE e.event_type = 'SignIn') AS sign_ins,
                    count(*) FILTER (WHERE e.event_type = 'SignIn' AND e.event_response = 'Pass') AS sign_ins_passed,
-                   count(DISTINCT hash(e.username, coalesce(e.user_pool_id, $unpooled::VARCHAR)))
-                     FILTER (WHERE e.username IS NOT NULL) AS users,
+                   {users_counted("$unpooled", "e.")} AS users,
                    count(a.event_id) AS assessed,
                    count(*) FILTER (WHERE a.risk_level = 'High') AS high,
                    count(*) FILTER (WHERE a.risk_level = 'Medium') AS medium,
