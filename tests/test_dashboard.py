@@ -334,7 +334,10 @@ def test_the_tuning_history_and_curves_are_prepared_in_the_background_after_a_pa
 
     monkeypatch.setattr(insights, "tuning_snapshot", not_again)
     monkeypatch.setattr(insights, "curves_from", not_again)
-    snap = common._snapshot(str(db), scope["since"], scope["until"])
+    try:
+        snap = common.tuning_snapshot(scope["since"], scope["until"])  # as a page asks (the store unchanged)
+    finally:
+        common.end_run()
     assert len(snap.history.df) == 10
     at.switch_page("views/tuning.py").run()
     assert not at.exception and metrics(at)["Attacks stopped"]

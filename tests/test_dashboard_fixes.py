@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import threading
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import risk.store
@@ -27,12 +24,10 @@ from ingest.store import finish_run, insert_events, insert_labels, insert_quaran
 from risk import config as rc
 from risk import insights, levels, tuning
 from tests import dashboard_store as known
-from tests.dashboard_server import CHROMIUM, CHROMIUM_ARGS, browser_api, dashboard_server, settle
 from tests.storedb import q
 from tests.test_dashboard import (  # noqa: F401 (base_store and db: the known store's fixtures)
     APP, TIMEOUT, app, assert_suggests, base_store, db, texts)
 
-ROOT = Path(__file__).resolve().parent.parent
 OTHER_POOL = "eu-west-1_O"
 
 
@@ -172,7 +167,7 @@ def test_overview_map_escapes_place_names_for_plotly(db):
     assert any("&lt;i&gt;Evilland&lt;/i&gt;" in json.dumps(tr.get("customdata")) for tr in traces)
 
 
-# -- 1, in a real browser: nothing fetched, nothing rendered -----------------------------------------------------
+# -- 1, in a real browser: what the evil values point to (the check: test_dashboard_browser.py) ------------------------
 
 class _Counter(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
@@ -200,75 +195,8 @@ def tracker():
         srv.server_close()
 
 
-def test_no_stored_value_is_rendered_or_fetched_in_chromium(db, tracker, tmp_path):
-    api = browser_api()
-    base, hits = tracker
-    values = add_evil(db, base)
-    env = {k: v for k, v in os.environ.items() if k not in ("RISKGATE_DASHBOARD_PASSWORD", rc.POOL_ENV)}
-    env["HOME"] = str(tmp_path)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    elsewhere: list[str] = []
-    dialogs: list[str] = []
-    with dashboard_server(db, tmp_path, env) as url:
-        with api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1600})
-                page.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:")
-                        else elsewhere.append(r.url))
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                found: dict = {}
-                shown: dict = {}
-
-                def look(where: str) -> None:
-                    main = page.locator("[data-testid='stMain']")
-                    found[where] = {
-                        "img": main.locator(f"img[src^='{base}']").count(),
-                        "a": page.locator(f"a[href^='{base}'], a[href^='javascript']").count(),
-                        "katex": main.locator(".katex").count(),
-                        "strong bold": main.locator("strong", has_text="bold").count(),
-                    }
-
-                page.goto(url)  # the overview and its map
-                settle(page, "Overview")
-                page.locator(".js-plotly-plot .scattergeo, .js-plotly-plot .scattergeolayer").first.wait_for(
-                    state="attached", timeout=30_000)
-                page.wait_for_timeout(500)
-                look("overview")
-                shown["map"] = page.locator(".js-plotly-plot").last.text_content()
-
-                page.goto(f"{url}/events")  # the newest event (the evil one) is shown at once
-                settle(page, "Events")
-                page.locator("h2", has_text="SignIn by").first.wait_for(timeout=30_000)
-                shown["events"] = page.locator("[data-testid='stMain']").inner_text()
-                look("events")
-
-                page.goto(f"{url}/user")
-                settle(page, "User")
-                box = page.get_by_label("Username")
-                box.fill(values["username"])
-                box.press("Enter")
-                page.get_by_text("AdminListUserAuthEvents").first.wait_for(timeout=30_000)
-                settle(page, "User")
-                shown["user"] = page.locator("[data-testid='stMain']").inner_text()
-                look("user")
-
-                page.goto(f"{url}/jobs")
-                settle(page, "Jobs")
-                shown["jobs"] = page.locator("[data-testid='stMain']").inner_text()
-                look("jobs")
-                page.wait_for_timeout(500)
-            finally:
-                browser.close()
-    assert hits == [], f"the browser fetched addresses chosen by the events: {hits}"
-    assert not [u for u in elsewhere if u.startswith(base)], elsewhere
-    assert not dialogs, dialogs
-    assert all(not any(v.values()) for v in found.values()), found
-    assert "<b>BOLDCITY</b>" in shown["map"] and '<a href="' in shown["map"]  # plotly shows the characters
-    for k in ("username", "city", "region", "server_path", "as_org", "label", "device_name"):
-        assert values[k] in shown["events"], k
-    assert values["device_name"] in shown["user"] and values["city"] in shown["user"]
-    assert values["file"] in shown["jobs"]
+# The check itself runs in tests/test_dashboard_browser.py, on the server and browser of its every-page check
+# (one dashboard process and one Chromium for both): test_every_page_renders_then_no_stored_value_is_rendered_...
 
 
 # -- 2. a 0 % target is a target --------------------------------------------------------------------------------
@@ -414,8 +342,7 @@ def test_tuning_page_compares_with_the_thresholds_in_force_it_shows(db):
         levels.set_thresholds(con, new, source="cli")  # outside the dashboard
     finally:
         con.close()
-    st.cache_data.clear()  # 30 s later: the queries are read again, the prepared history (kept longer) is not
-    at.run()
+    at.run()  # at once: the page reads the store's signature, which the write moved
     assert not at.exception
     assert "**Thresholds in force** (version 1): Low 0.05 · Medium 0.1 · High 0.15" in texts(at)
     proposed = levels.Thresholds(*(at.slider(key=f"tn_{n}").value for n in ("low", "medium", "high")))
