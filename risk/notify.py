@@ -20,8 +20,9 @@
   (:func:`reserve`, in the transaction of its assessment), claimed by the run
   that delivers it; delivery completes it (:func:`complete`). What a run
   killed or stopped leaves pending, and notifications that failed, are
-  claimed by a later run (:func:`claim_owed`). So nothing due is lost, and
-  nothing is sent twice about one event.
+  claimed by a later run (:func:`claim_owed`; the service also every few
+  minutes while it runs). So nothing due is lost, and nothing is sent twice
+  about one event. :func:`unsent` counts what is still to be sent.
 
 Templates and configurations are taken as plain objects or mappings with the
 Cognito field names (``Subject``/``HtmlBody``/``TextBody``;
@@ -624,9 +625,10 @@ def already_notified(con: duckdb.DuckDBPyConnection, event_id: str) -> bool:
 # made it due, and ``claimed_by`` the delivering run: ``host:pid:start/name`` (start: the process's start time from
 # /proc, so that a reused pid is not mistaken for it). Nothing is reserved for an event that has a pending, sent or
 # outbox row: that is what keeps it to one email per event, also while another process's send is in flight.
-# A later run (``riskgate score --notify``, the service at start) claims what is owed: pending rows whose claimant
-# is gone (a run killed, a service stopped with notifications still queued) and events whose notifications all
-# failed, fewer than MAX_ATTEMPTS times, that their current assessment still makes due.
+# A later run (``riskgate score --notify``, the service at start and then every few minutes) claims what is owed:
+# pending rows whose claimant is gone (a run killed, a service stopped with notifications still queued) and events
+# whose notifications all failed, fewer than MAX_ATTEMPTS times, that their current assessment still makes due.
+# :func:`unsent` counts what is pending and what is to be tried again (the service's /healthz).
 
 #: failed attempts after which an event's notification is no longer tried again by later runs
 MAX_ATTEMPTS = 3
@@ -634,6 +636,18 @@ MAX_ATTEMPTS = 3
 #: old helps nobody (and an upgrade must not send a store's old failures)
 RETRY_WITHIN = timedelta(hours=24)
 _HELD_SQL = "('pending', 'sent', 'outbox')"
+#: the assessments ``a`` of events whose notifications all failed, fewer than N times (parameter: N - 1), the
+#: first of them since a cutoff (parameters: the cutoff, before and after N - 1), and that still have a notification
+#: due: what :func:`claim_owed` tries again. Only events with a failed row since the cutoff are grouped (their
+#: other rows included), so the scan is bounded by the recent failures, not by the table's history.
+_RETRYABLE_FROM = f"""assessments a
+    JOIN (SELECT event_id, count(*) FILTER (WHERE status = 'failed') AS failed,
+                 count(*) FILTER (WHERE status IN {_HELD_SQL}) AS held,
+                 min(created_at) FILTER (WHERE status = 'failed') AS first_failed
+          FROM notifications
+          WHERE event_id IN (SELECT event_id FROM notifications WHERE status = 'failed' AND created_at >= ?)
+          GROUP BY event_id) n USING (event_id)
+    WHERE a.notification IS NOT NULL AND n.held = 0 AND n.failed BETWEEN 1 AND ? AND n.first_failed >= ?"""
 #: a pending row (parameters: created_at, claimed_by) for each assessment ``a`` of the table named after it
 _PENDING_FROM = """INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
     SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
@@ -748,21 +762,28 @@ def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: i
             "AND (claimed_by IS NULL OR list_contains(CAST(? AS VARCHAR[]), claimed_by))",
             [claimant, gone],
         ).fetchall()[0][0]
-        retried = con.execute(
-            f"""{_PENDING_FROM} assessments a
-                JOIN (SELECT event_id, count(*) FILTER (WHERE status = 'failed') AS failed,
-                             count(*) FILTER (WHERE status IN {_HELD_SQL}) AS held,
-                             min(created_at) FILTER (WHERE status = 'failed') AS first_failed
-                      FROM notifications GROUP BY event_id) n USING (event_id)
-                WHERE a.notification IS NOT NULL AND n.held = 0 AND n.failed BETWEEN 1 AND ?
-                  AND n.first_failed >= ?""",
-            [now, claimant, max_attempts - 1, now - retry_within],
-        ).fetchall()[0][0]
+        cutoff = now - retry_within
+        retried = con.execute(f"{_PENDING_FROM} {_RETRYABLE_FROM}",
+                              [now, claimant, cutoff, max_attempts - 1, cutoff]).fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return int(taken) + int(retried)
+
+
+def unsent(con: duckdb.DuckDBPyConnection, *, max_attempts: int = MAX_ATTEMPTS,
+           retry_within: timedelta = RETRY_WITHIN) -> dict[str, int]:
+    """The notifications the store holds unsent, in one query: ``pending``, the pending rows (reserved or claimed
+    and not delivered yet: queued, in flight, or left by a run that is gone), and ``to_retry``, the events whose
+    notifications all failed and that :func:`claim_owed` (with the same limits) would try again."""
+    cutoff = datetime.now(timezone.utc) - retry_within
+    pending, to_retry = con.execute(
+        f"""SELECT (SELECT count(*) FROM notifications WHERE status = 'pending'),
+                   (SELECT count(*) FROM {_RETRYABLE_FROM})""",
+        [cutoff, max_attempts - 1, cutoff],
+    ).fetchall()[0]
+    return {"pending": int(pending), "to_retry": int(to_retry)}
 
 
 def claimed(con: duckdb.DuckDBPyConnection, claimant: str) -> list[tuple[str, str, str]]:

@@ -7,7 +7,8 @@ run on the store thread of ``service.worker``.
 
 Routes:
 
-* ``GET /healthz`` -- liveness and queue figures; no key.
+* ``GET /healthz`` -- liveness, queue figures and the store's unsent
+  notifications; no key.
 * ``GET /openapi.json``, ``GET /docs`` -- the OpenAPI schema; no key.
 * ``POST /v1/evaluate`` -- the API key (``X-Api-Key: KEY`` or
   ``Authorization: Bearer KEY``); body: one riskgate JSON-lines event
@@ -40,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from ingest.errors import RiskgateError, StoreError
 from service import cognito
-from service.worker import Notifier, StoreWorker
+from service.worker import DEFAULT_RETRY_EVERY_S, Notifier, Owed, StoreWorker
 
 log = logging.getLogger("riskgate.service")
 
@@ -48,6 +49,9 @@ API_KEY_ENV = "RISKGATE_API_KEY"
 MAX_BODY_BYTES = 1 << 20
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 MIN_API_KEY_CHARS = 16
+#: how long ``/healthz`` waits for the store thread to count the store's unsent notifications (busy, or the store
+#: handed over to another process: they are reported as null rather than making the probe wait)
+HEALTHZ_STORE_WAIT_S = 0.25
 
 
 # -- the /v1/evaluate shapes -------------------------------------------------------------------
@@ -275,8 +279,10 @@ def check_api_key(api_key: str | None) -> str:
 
 def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = None,
                request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S, enricher=None, checker=None,
-               transport=None, min_hold: float | None = None, store_wait: float | None = None) -> FastAPI:
-    """The service over the store ``db``; the store is opened when the app starts (its lifespan)."""
+               transport=None, min_hold: float | None = None, store_wait: float | None = None,
+               notify_retry_every: float = DEFAULT_RETRY_EVERY_S) -> FastAPI:
+    """The service over the store ``db``; the store is opened when the app starts (its lifespan). What is owed
+    (``risk.notify.claim_owed``) is claimed and sent at start and then every ``notify_retry_every`` seconds."""
     from ingest.context import ProxyPolicy
     from ingest.enrich import Enricher
     from ingest.geo import GeoResolver
@@ -311,22 +317,17 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
             settings = None
         return max(10.0, settings.timeout + 5.0) if settings is not None else 10.0
 
-    def owed_notifications(store, worker: StoreWorker, claimant: str) -> list:
-        """Claim what earlier runs owe (``risk.notify.claim_owed``: left pending by a service that stopped or a
-        run that was killed, or failed fewer than MAX_ATTEMPTS times), for the notifier to deliver."""
+    def owed_notifications(store, worker: StoreWorker, claimant: str) -> list[Owed]:
+        """Claim for ``claimant`` what is owed (``risk.notify.claim_owed``: left pending by a service that stopped
+        or a run that was killed, or failed fewer than MAX_ATTEMPTS times), for the notifier to deliver; each is
+        completed as ``claimant``'s."""
         from risk import score as rs
 
         rn.claim_owed(store, claimant)
         scorer = worker.scorer
-        return scorer.due([row[1:] for row in rs.claimed_notifications(scorer.context, claimant)])
-
-    def submit_owed(fut, notifier: Notifier) -> None:
-        try:
-            notifier.submit(fut.result())
-        except RiskgateError as exc:  # e.g. no model yet: they stay owed, for the next run
-            log.warning("the notifications earlier runs owe wait for the next run: %s", exc)
-        except Exception:  # noqa: BLE001 - the same, with what went wrong
-            log.warning("could not claim the notifications earlier runs owe", exc_info=True)
+        rows = rs.claimed_notifications(scorer.context, claimant)
+        due = scorer.due([row[1:] for row in rows])  # one for each row, in order
+        return [Owed(row[0], n, lambda store, rec: rn.complete(store, rec, claimant)) for row, n in zip(rows, due)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -334,20 +335,31 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         # every notification this service makes due is a pending row claimed by it (the inline scorer's writes:
         # risk.score._write), completed by the notifier through the store thread
         claimant = rn.service_claimant()
+        # What is owed is claimed at start (before any request) as the service's own, so that what an earlier
+        # service of this process left pending under that name is sent too; later claims, while this service has
+        # its own notifications queued under that name, claim under a name of their own (held while it runs, so
+        # no claim takes from another) and deliver only what they claimed.
+        later = rn.new_claimant("service-owed")
+        claimants = iter((claimant,))
+
+        def owed(store) -> list[Owed]:
+            return owed_notifications(store, worker, next(claimants, later))
+
         notifier = Notifier(worker, lambda n: deliver(n, transport=transport),
-                            lambda store, rec: rn.complete(store, rec, claimant), stop_wait=notify_stop_wait())
+                            lambda store, rec: rn.complete(store, rec, claimant), stop_wait=notify_stop_wait(),
+                            owed=owed, retry_every=notify_retry_every)
         worker.on_due = notifier.submit
         rn.hold(claimant)
+        rn.hold(later)
         try:
             await asyncio.get_running_loop().run_in_executor(None, worker.start)
         except BaseException:
             rn.release(claimant)
+            rn.release(later)
             raise
+        # what is owed, before any request (the store thread takes jobs in order); not waited for
         notifier.start()
         state["worker"], state["notifier"] = worker, notifier
-        # what earlier runs owe, before any request (the store thread takes jobs in order); not waited for
-        worker.call(lambda store: owed_notifications(store, worker, claimant)).add_done_callback(
-            lambda fut: submit_owed(fut, notifier))
         try:
             yield
         finally:
@@ -355,6 +367,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
             await asyncio.get_running_loop().run_in_executor(None, notifier.stop)
             await asyncio.get_running_loop().run_in_executor(None, worker.stop)
             rn.release(claimant)
+            rn.release(later)
 
     app = FastAPI(title="riskgate", version="0.1.0", lifespan=lifespan,
                   description="Inline account-takeover risk decisions and Cognito's risk operations.")
@@ -369,16 +382,37 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
             return None, _error(503, f"the store was busy (another process's turn) for {request_timeout:g} s while "
                                      f"{what}; try again", headers={"Retry-After": "1"})
 
+    async def unsent_notifications(worker: StoreWorker | None) -> dict | None:
+        """``risk.notify.unsent`` read on the store thread; None when it cannot say within HEALTHZ_STORE_WAIT_S."""
+        if worker is None or not worker.alive:
+            return None
+        fut = worker.read(rn.unsent)
+        answer = asyncio.wrap_future(fut)
+        answer.add_done_callback(lambda f: f.cancelled() or f.exception())  # an error comes too late: not logged
+        await asyncio.wait([answer], timeout=HEALTHZ_STORE_WAIT_S)
+        if not answer.done():
+            fut.cancel()  # not started yet: never run
+            return None
+        if answer.cancelled() or answer.exception() is not None:  # stopping; the store closed meanwhile
+            return None
+        return answer.result()
+
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict:
-        """Liveness: the store thread's state and queue (no API key)."""
+        """Liveness: the store thread's state and queue, and the store's unsent notifications (no API key)."""
         worker: StoreWorker | None = state.get("worker")
         notifier: Notifier | None = state.get("notifier")
+        unsent = await unsent_notifications(worker)
         ok = worker is not None and worker.alive
         scorer = worker.scorer if worker is not None else None
         return {"status": "ok" if ok else "unavailable", "queued": worker.queued() if worker else 0,
                 "handovers": worker.handovers if worker else 0,
+                # queued in this service's memory, not yet being sent
                 "notifications_pending": notifier.pending() if notifier else 0,
+                # in the store: {"pending": rows not delivered yet (those queued here, the one being sent, those of
+                # runs that are gone, which the next claim takes), "to_retry": failed ones the next claim sends
+                # again}; null when the store thread could not say at once (busy, or the store handed over)
+                "notifications_unsent": unsent,
                 # how the answers were made: batches, events from the in-memory state, its loads, writes
                 "batches": worker.batches if worker else 0,
                 "events_from_memory": scorer.online_events if scorer is not None else 0,

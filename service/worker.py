@@ -32,7 +32,11 @@ write), that event is lost; a failed write is logged and counted
 own thread (a slow or dead SMTP server never delays an answer) and has the
 store thread record each outcome. Each is a pending row of the store, written
 with its assessment (``risk.notify.reserve``), so a stop leaves what is still
-queued pending for the next run instead of losing it.
+queued pending for the next run instead of losing it. At start, and then every
+``retry_every`` seconds (``DEFAULT_RETRY_EVERY_S``), it has the store thread
+claim what is owed (notifications that failed meanwhile, pending rows of runs
+that are gone) and delivers that too, through the same queue; a row it holds
+(queued or in flight) is never queued a second time.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
+
+from ingest.errors import RiskgateError
 
 log = logging.getLogger("riskgate.service")
 
@@ -54,11 +60,14 @@ DEFAULT_MAX_BATCH = 256
 #: write-behind: answered events are written at the latest after this many / seconds (at once when idle)
 DEFAULT_MAX_PENDING = 512
 DEFAULT_MAX_DELAY_S = 0.25
+#: how often the running service claims and sends what is owed (``risk.notify.claim_owed``, whose attempt and time
+#: limits apply): a notification that failed while it runs (SMTP down for a minute) is tried again this much later
+DEFAULT_RETRY_EVERY_S = 300.0
 
 
 @dataclass
 class _Job:
-    kind: str  # "evaluate" | "call" | "stop"
+    kind: str  # "evaluate" | "call" | "read" | "stop"
     payload: Any
     future: Future
 
@@ -127,6 +136,14 @@ class StoreWorker:
         self._q.put(_Job("call", fn, fut))
         return fut
 
+    def read(self, fn: Callable[[Any], Any]) -> Future:
+        """Queue ``fn(store)``, which only reads, to run on the store thread. Unlike :meth:`call` it does not wait
+        for the write-behind (it sees what is stored) nor tell the scorer the store changed, so that a frequent
+        caller (``/healthz``) costs the requests nothing. Cancelled, not run, when the worker stops first."""
+        fut: Future = Future()
+        self._q.put(_Job("read", fn, fut))
+        return fut
+
     def queued(self) -> int:
         return self._q.qsize() + len(self._pending)
 
@@ -175,6 +192,8 @@ class StoreWorker:
                 if job.kind == "call":
                     self._flush()  # a call sees every answered event stored
                     self._run_call(job)
+                elif job.kind == "read":
+                    self._run_read(job)
                 else:
                     self._run_evaluations(job)
                     if self._due_for_flush():
@@ -250,6 +269,14 @@ class StoreWorker:
             if changed is not None:
                 changed()  # the call may have written (feedback, configuration, users)
 
+    def _run_read(self, job: _Job) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(job.payload(self.store))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            job.future.set_exception(exc)
+
     def _run_evaluations(self, first: _Job) -> None:
         jobs = [first]
         while len(jobs) < self.max_batch:
@@ -314,52 +341,127 @@ class StoreWorker:
                 job.future.cancel()
 
 
+@dataclass(frozen=True)
+class Owed:
+    """A notification the store thread claimed for the notifier (:class:`Notifier` ``owed``): ``key`` names its
+    pending row, ``item`` is what ``deliver`` takes, and ``record(store, outcome)`` completes the row."""
+
+    key: Hashable
+    item: Any
+    record: Callable[[Any, Any], None]
+
+
 class Notifier:
     """Delivers due notifications from its own thread; the store thread records each outcome.
 
     Each notification it is given is already a pending row of the store (reserved with its assessment, or
-    claimed at start: ``risk.notify``), so stopping loses none: what is still queued stays pending, and the
+    claimed by ``owed``: ``risk.notify``), so stopping loses none: what is still queued stays pending, and the
     next run (``riskgate score --notify``, or the service's next start) delivers it.
+
+    ``owed(store)``, when given, runs on the store thread when the notifier starts (before any request: the store
+    thread takes jobs in order) and then every ``retry_every`` seconds, from a timer thread of its own (so also
+    while an email hangs; none starts while the previous one is still under way). It claims what is owed and
+    returns it as :class:`Owed`; those are queued like the others, except a row (``key``) that the notifier still
+    holds (queued, being sent, or sent and not recorded yet): no row is ever queued twice. A row whose delivery
+    raised stays held until the stop (the next run delivers it), so that this process never sends it twice.
     """
 
     def __init__(self, worker: StoreWorker, deliver: Callable[[Any], Any], record: Callable[[Any, Any], None],
-                 *, stop_wait: float = 10.0):
+                 *, stop_wait: float = 10.0, owed: Callable[[Any], list[Owed]] | None = None,
+                 retry_every: float = DEFAULT_RETRY_EVERY_S):
         self.worker = worker
         self._deliver = deliver
         self._record = record
         self.stop_wait = stop_wait
+        self._owed = owed
+        self.retry_every = retry_every
         self._q: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="riskgate-notify", daemon=True)
+        self._timer = threading.Thread(target=self._claim_every, name="riskgate-notify-owed", daemon=True)
         self.delivered = 0
+        self.claims = 0  # claims of what is owed that completed (each found nothing, or queued what it found)
+        self._held: set = set()  # keys of the Owed queued or being delivered: touched on the store thread only
+        self._claim: Future | None = None
 
     def start(self) -> None:
         self._thread.start()
+        if self._owed is not None:
+            self._claim_owed()  # queued on the store thread before any request
+            self._timer.start()
 
     def submit(self, due: list) -> None:
         for n in due:
             self._q.put(n)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Deliver nothing more; wait (at most ``timeout``, default ``stop_wait`` seconds) for the delivery under
-        way, whose outcome is then recorded. The queue is left as it is (pending in the store)."""
+        """Deliver nothing more and claim nothing more; wait (at most ``timeout``, default ``stop_wait`` seconds)
+        for the delivery under way, whose outcome is then recorded. The queue is left as it is (pending in the
+        store)."""
+        self._stopping.set()
+        if self._timer.is_alive():
+            self._timer.join(self.stop_wait)  # it wakes at once; a claim it queued completes on the store thread
         if self._thread.is_alive():
-            self._stopping.set()
             self._q.put(None)
             self._thread.join(self.stop_wait if timeout is None else timeout)
 
     def pending(self) -> int:
         return self._q.qsize()
 
+    # -- what is owed ---------------------------------------------------------------------------
+
+    def _claim_every(self) -> None:
+        while not self._stopping.wait(self.retry_every):
+            self._claim_owed()
+
+    def _claim_owed(self) -> None:
+        """Have the store thread claim what is owed, unless the previous claim is still under way."""
+        if self._claim is not None and not self._claim.done():
+            return
+        self._claim = self.worker.call(self._claim_on_store_thread)
+        self._claim.add_done_callback(self._claimed)
+
+    def _claim_on_store_thread(self, store) -> list[Owed]:
+        if self._stopping.is_set():  # run while the worker stops: nothing would deliver what it claims
+            return []
+        owed = [o for o in self._owed(store) if o.key not in self._held]
+        self._held.update(o.key for o in owed)
+        return owed
+
+    def _claimed(self, fut: Future) -> None:
+        try:
+            if not fut.cancelled():
+                owed = fut.result()
+                if owed:
+                    log.info("%d notification(s) owed (failed, or left pending by a run that is gone) to send",
+                             len(owed))
+                self.submit(owed)
+        except RiskgateError as exc:  # e.g. no model yet: they stay owed, for the next claim or run
+            log.warning("the notifications earlier runs owe wait for the next try: %s", exc)
+        except Exception:  # noqa: BLE001 - the same, with what went wrong
+            log.warning("could not claim the notifications earlier runs owe", exc_info=True)
+        finally:
+            self.claims += 1
+
+    def _record_owed(self, store, owed: Owed, rec) -> None:
+        owed.record(store, rec)
+        self._held.discard(owed.key)  # recorded: no longer pending, so no claim finds it again
+
+    # -- the thread -----------------------------------------------------------------------------
+
     def _run(self) -> None:
         while True:
             n = self._q.get()
             if n is None or self._stopping.is_set():
                 return
+            owed = n if isinstance(n, Owed) else None
             try:
-                rec = self._deliver(n)
+                rec = self._deliver(n if owed is None else owed.item)
             except Exception:  # noqa: BLE001 - delivery reports failures as records; anything else is logged
                 log.exception("delivering a notification failed")
                 continue
             self.delivered += 1
-            self.worker.call(lambda store, rec=rec: self._record(store, rec))
+            if owed is None:
+                self.worker.call(lambda store, rec=rec: self._record(store, rec))
+            else:
+                self.worker.call(lambda store, rec=rec, owed=owed: self._record_owed(store, owed, rec))
