@@ -34,8 +34,8 @@ def serve(
     from service.http import BoundedHttpProtocol
 
     key = check_api_key(os.environ.get(API_KEY_ENV))
+    application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)  # settings checked
     hold_serving(resolve_db_path(db), f"http://{host}:{port}")  # one service per store: held until the process ends
-    application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)
     err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on http://{host}:{port}", highlight=False)
     # the event loop and the store thread share the GIL: a short switch interval lets the loop answer
     # while the store thread assesses (the default 5 ms would add up to 5 ms per hand-over of the GIL)

@@ -43,7 +43,7 @@ import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -635,6 +635,30 @@ MAX_ATTEMPTS = 3
 #: how long after its first failed attempt a notification is still tried again: an email about a sign-in days
 #: old helps nobody (and an upgrade must not send a store's old failures)
 RETRY_WITHIN = timedelta(hours=24)
+#: how long after an event's k-th failed attempt the next one may be made (the last value for any later one): a
+#: run that claims what is owed every few minutes (the service) would otherwise spend every attempt within a short
+#: outage of the mail server
+RETRY_AFTER = (timedelta(minutes=5), timedelta(hours=1))
+#: the environment variable that sets those waits: seconds, comma-separated (``300,3600``; ``0``: none)
+RETRY_AFTER_ENV = "RISKGATE_NOTIFY_RETRY_AFTER"
+
+
+def retry_after_from_env() -> tuple[timedelta, ...]:
+    """The waits between the attempts of a failed notification: ``$RISKGATE_NOTIFY_RETRY_AFTER``, else
+    :data:`RETRY_AFTER`. A bad value is refused naming the variable."""
+    raw = os.environ.get(RETRY_AFTER_ENV, "").strip()
+    if not raw:
+        return RETRY_AFTER
+    waits = []
+    for part in raw.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not (value >= 0 and value != float("inf")):
+            raise NotifyError(f"{RETRY_AFTER_ENV} must be seconds, comma-separated (e.g. 300,3600), got {raw!r}")
+        waits.append(timedelta(seconds=value))
+    return tuple(waits)
 _HELD_SQL = "('pending', 'sent', 'outbox')"
 #: the assessments ``a`` of events whose notifications all failed, fewer than N times (parameter: N - 1), the
 #: first of them since a cutoff (parameters: the cutoff, before and after N - 1), and that still have a notification
@@ -643,11 +667,15 @@ _HELD_SQL = "('pending', 'sent', 'outbox')"
 _RETRYABLE_FROM = f"""assessments a
     JOIN (SELECT event_id, count(*) FILTER (WHERE status = 'failed') AS failed,
                  count(*) FILTER (WHERE status IN {_HELD_SQL}) AS held,
-                 min(created_at) FILTER (WHERE status = 'failed') AS first_failed
+                 min(created_at) FILTER (WHERE status = 'failed') AS first_failed,
+                 max(created_at) FILTER (WHERE status = 'failed') AS last_failed
           FROM notifications
           WHERE event_id IN (SELECT event_id FROM notifications WHERE status = 'failed' AND created_at >= ?)
           GROUP BY event_id) n USING (event_id)
     WHERE a.notification IS NOT NULL AND n.held = 0 AND n.failed BETWEEN 1 AND ? AND n.first_failed >= ?"""
+#: appended to :data:`_RETRYABLE_FROM` by a claim: the event's last failed attempt is old enough for the next one
+#: (parameter: the latest time allowed after 1, 2, ... failures, as a list; ``n.last_failed`` is that attempt's)
+_RETRY_DUE = " AND n.last_failed <= list_extract(CAST(? AS TIMESTAMPTZ[]), least(n.failed, ?))"
 #: a pending row (parameters: created_at, claimed_by) for each assessment ``a`` of the table named after it
 _PENDING_FROM = """INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
     SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
@@ -746,11 +774,15 @@ def reserve(con: duckdb.DuckDBPyConnection, assessments: str, claimant: str) -> 
 
 
 def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: int = MAX_ATTEMPTS,
-               retry_within: timedelta = RETRY_WITHIN) -> int:
+               retry_within: timedelta = RETRY_WITHIN, retry_after: Sequence[timedelta] | None = None) -> int:
     """Claim for ``claimant`` what earlier runs owe: pending rows whose claimant is gone, and a new pending row
     for each event whose notifications all failed, fewer than ``max_attempts`` times, the first of them less
-    than ``retry_within`` ago, and whose assessment still has a notification due (with that template). Returns
-    how many rows it claimed."""
+    than ``retry_within`` ago, the last of them at least ``retry_after[k - 1]`` ago after k failures (the last
+    value for more; default :func:`retry_after_from_env`), and whose assessment still has a notification due
+    (with that template). Returns how many rows it claimed."""
+    retry_after = retry_after_from_env() if retry_after is None else tuple(retry_after)
+    if not retry_after:
+        raise ValueError("retry_after needs at least one wait")
     claimants = [r[0] for r in con.execute(
         "SELECT DISTINCT claimed_by FROM notifications WHERE status = 'pending'").fetchall()]
     gone = [c for c in claimants if c is not None and c != claimant and not claimant_alive(c)]
@@ -763,8 +795,9 @@ def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: i
             [claimant, gone],
         ).fetchall()[0][0]
         cutoff = now - retry_within
-        retried = con.execute(f"{_PENDING_FROM} {_RETRYABLE_FROM}",
-                              [now, claimant, cutoff, max_attempts - 1, cutoff]).fetchall()[0][0]
+        retried = con.execute(f"{_PENDING_FROM} {_RETRYABLE_FROM} {_RETRY_DUE}",
+                              [now, claimant, cutoff, max_attempts - 1, cutoff,
+                               [now - wait for wait in retry_after], len(retry_after)]).fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -776,7 +809,8 @@ def unsent(con: duckdb.DuckDBPyConnection, *, max_attempts: int = MAX_ATTEMPTS,
            retry_within: timedelta = RETRY_WITHIN) -> dict[str, int]:
     """The notifications the store holds unsent, in one query: ``pending``, the pending rows (reserved or claimed
     and not delivered yet: queued, in flight, or left by a run that is gone), and ``to_retry``, the events whose
-    notifications all failed and that :func:`claim_owed` (with the same limits) would try again."""
+    notifications all failed and that :func:`claim_owed` (with the same limits) will try again, now or once the
+    wait after their last attempt (``RETRY_AFTER``) is over."""
     cutoff = datetime.now(timezone.utc) - retry_within
     pending, to_retry = con.execute(
         f"""SELECT (SELECT count(*) FROM notifications WHERE status = 'pending'),

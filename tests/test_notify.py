@@ -58,6 +58,8 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, SECRET)
     monkeypatch.setenv(nt.PUBLIC_URL_ENV, BASE)
     monkeypatch.setenv(nt.OUTBOX_ENV, str(tmp_path / "outbox"))
+    # a failed notification may be tried again at once (the waits between attempts have tests of their own)
+    monkeypatch.setenv(nt.RETRY_AFTER_ENV, "0")
 
 
 @pytest.fixture

@@ -250,6 +250,44 @@ def test_a_failed_notification_is_tried_again_only_within_a_day_of_its_first_att
         con.close()
 
 
+def test_a_failed_notification_is_tried_again_only_after_the_wait_for_its_attempt(tmp_path, monkeypatch):
+    """With the service claiming what is owed every few minutes, three attempts used to go within ten minutes of a
+    mail server's outage: the second attempt waits 5 minutes after the first, the third an hour after the second
+    (``RETRY_AFTER``), or what ``$RISKGATE_NOTIFY_RETRY_AFTER`` says."""
+    from risk import store as rstore
+
+    monkeypatch.delenv(nt.RETRY_AFTER_ENV)
+    assert nt.retry_after_from_env() == nt.RETRY_AFTER == (timedelta(minutes=5), timedelta(hours=1))
+    claimant = nt.new_claimant("test")
+    con = rstore.connect(tmp_path / "s.duckdb")
+    try:
+        now = datetime.now(timezone.utc)
+        # event -> the times of its failed attempts (minutes ago); the claim takes only those whose wait is over
+        failures = {"once-3m": [3], "once-6m": [6], "twice-30m": [40, 30], "twice-70m": [80, 70]}
+        con.execute("INSERT INTO assessments (event_id, notification) SELECT unnest(?), 'BlockEmail'",
+                    [list(failures)])
+        for event_id, ago in failures.items():
+            for i, minutes in enumerate(ago):
+                con.execute("INSERT INTO notifications (notification_id, event_id, template, status, reason, "
+                            "created_at) VALUES (?, ?, 'BlockEmail', 'failed', 'cannot connect', ?)",
+                            [f"{event_id}-{i}", event_id, now - timedelta(minutes=minutes)])
+        assert nt.unsent(con) == {"pending": 0, "to_retry": 4}  # all four will be tried again
+        nt.hold(claimant)  # it delivers what it claimed: the next claim leaves that to it
+        assert nt.claim_owed(con, claimant) == 2
+        assert sorted(e for _nid, e, _t in nt.claimed(con, claimant)) == ["once-6m", "twice-70m"]
+        monkeypatch.setenv(nt.RETRY_AFTER_ENV, "60,1200")  # 1 minute after the first, 20 after the second
+        other = nt.new_claimant("test")
+        assert nt.claim_owed(con, other) == 2
+        assert sorted(e for _nid, e, _t in nt.claimed(con, other)) == ["once-3m", "twice-30m"]
+        for bad in ("5m", "-1", "300,,60", "inf"):
+            monkeypatch.setenv(nt.RETRY_AFTER_ENV, bad)
+            with pytest.raises(nt.NotifyError, match=f"{nt.RETRY_AFTER_ENV} must be seconds"):
+                nt.claim_owed(con, other)
+    finally:
+        nt.release(claimant)
+        con.close()
+
+
 # -- the service -----------------------------------------------------------------------------------------------
 
 

@@ -153,6 +153,20 @@ def test_serve_refuses_a_bad_client_ip_header_before_it_opens_the_store(monkeypa
     assert not (tmp_path / "x.duckdb").exists()
 
 
+def test_serve_refuses_bad_notification_retry_waits_before_it_opens_the_store(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.setenv("RISKGATE_API_KEY", API_KEY)
+    monkeypatch.setenv("RISKGATE_NOTIFY_RETRY_AFTER", "5 minutes")
+    res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "x.duckdb")])
+    assert res.exit_code == 2, res.output
+    assert "RISKGATE_NOTIFY_RETRY_AFTER must be seconds, comma-separated (e.g. 300,3600), got '5 minutes'" \
+        in " ".join(res.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no lock file
+
+
 def test_bad_input_is_refused_with_reasons(base, store):
     ev = rest_events(base)[0]
     with Service(store) as svc:
