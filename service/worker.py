@@ -258,24 +258,20 @@ class StoreWorker:
         log.info("store taken back after a failed hand-over")
 
     def _run_call(self, job: _Job) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            job.future.set_result(job.payload(self.store))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            job.future.set_exception(exc)
-        finally:
+        if self._run_read(job):
             changed = getattr(self.scorer, "store_changed", None)
             if changed is not None:
                 changed()  # the call may have written (feedback, configuration, users)
 
-    def _run_read(self, job: _Job) -> None:
+    def _run_read(self, job: _Job) -> bool:
+        """Run the job's function on the store, its result or error to its future; False when it was cancelled."""
         if not job.future.set_running_or_notify_cancel():
-            return
+            return False
         try:
             job.future.set_result(job.payload(self.store))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             job.future.set_exception(exc)
+        return True
 
     def _run_evaluations(self, first: _Job) -> None:
         jobs = [first]
