@@ -8,7 +8,8 @@ answering nothing meanwhile), or trickle a head one byte a minute to hold a
 connection for ever. :class:`BoundedHttpProtocol` answers such a request with
 ``431 Request Header Fields Too Large`` (a head over :data:`MAX_HEAD_BYTES`) or
 ``408 Request Timeout`` (a head not complete ``head_timeout`` seconds after it
-began) and closes the connection; everything else is uvicorn's.
+began) and closes the connection, and closes one whose chunked body carries more than that of framing and
+trailer fields (which httptools buffers like headers); everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -21,19 +22,35 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 MAX_HEAD_BYTES = 64 * 1024
 #: Seconds a request's line and headers may take to arrive, from their first byte (`serve --header-timeout`).
 HEAD_TIMEOUT_S = 30.0
+#: Bytes of framing allowed per chunk of a chunked body (its size line and CRLFs), beyond MAX_HEAD_BYTES for the
+#: whole body's framing and trailer section
+CHUNK_FRAMING = 64
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a request whose head is too large or too slow (module docstring)."""
+    """uvicorn's httptools protocol, refusing a request whose head is too large or too slow (module docstring).
+
+    Bytes are counted per piece the socket delivers: a head's from the piece after the one it began in (so the
+    pieces it shares with the requests pipelined before it never count; at most one piece more than the limit is
+    read), and, while a body is read, what is not body (a chunked body's framing and its trailer section, which
+    httptools buffers like headers), up to the same limit plus :data:`CHUNK_FRAMING` bytes a chunk. A head's
+    refusal waits for the answers still owed to requests before it on the connection, reading nothing more
+    meanwhile; a body's closes the connection (the application already has that request).
+    """
 
     head_timeout: float = HEAD_TIMEOUT_S
     max_head_bytes: int = MAX_HEAD_BYTES
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = False
-        self._head_bytes = 0
+        self._phase = "idle"  # "head" (line and headers), "body" (to the message's end), "idle"
+        self._head_bytes = 0  # bytes of the head after the piece it began in
+        self._extra_bytes = 0  # bytes of the body's pieces that were not body (chunk framing, trailers)
+        self._chunks = 0
+        self._began_here = False  # the head began in the piece being read
+        self._body_here = 0  # body bytes of the piece being read
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str] | None = None  # waiting for the answers owed before it
 
     @classmethod
     def configured(cls, *, head_timeout: float = HEAD_TIMEOUT_S,
@@ -41,35 +58,71 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """This protocol with its limits set (uvicorn takes a class: ``uvicorn.run(..., http=...)``)."""
         return type(cls.__name__, (cls,), {"head_timeout": float(head_timeout), "max_head_bytes": int(max_head_bytes)})
 
-    # the head of each request, from its first byte (the parser's message begin) to the end of its headers
+    # the parser's callbacks: where a request is
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
+        self._phase = "head"
         self._head_bytes = 0
+        self._began_here = True
         self._cancel_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._phase = "body"
+        self._extra_bytes = 0
+        self._chunks = 0
         self._cancel_head_timer()
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._body_here += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._phase = "idle"
+        super().on_message_complete()
+
+    # the socket's pieces
+
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:  # refused: nothing more is read (the answers owed before it are sent)
+            return
+        phase = self._phase
+        self._began_here = False
+        self._body_here = 0
         super().data_received(data)
-        if self._in_head and not self.transport.is_closing():
-            # the whole piece counts (also the bytes before the request began): at most one piece more than the limit
+        if self.transport.is_closing():
+            return
+        if self._phase == "head" and not self._began_here:
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, f"the request line and headers exceed {self.max_head_bytes:,} bytes")
+        elif self._phase == "body" and phase == "body":  # the whole piece is this body's (no head, no next request)
+            self._extra_bytes += len(data) - self._body_here
+            if self._extra_bytes > self.max_head_bytes + CHUNK_FRAMING * self._chunks:
+                # its answer is under way (the application has the request): no refusal can go before it
+                self._log_refusal(f"the request's chunk framing and trailers exceed {self.max_head_bytes:,} bytes; "
+                                  "connection closed")
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal is not None and not self._answers_owed() and not self.transport.is_closing():
+            self._send_refusal(*self._refusal)
+
+    # refusing
+
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+        if self._phase == "head" and self._refusal is None and not self.transport.is_closing():
             self._refuse(408, f"the request line and headers did not arrive within {self.head_timeout:g} s")
 
     def _cancel_head_timer(self) -> None:
@@ -77,9 +130,25 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _refuse(self, status: int, message: str) -> None:
-        self._in_head = False
+    def _answers_owed(self) -> bool:
+        """Whether requests before the one whose head is refused (which has no cycle yet) still wait for their
+        answers on this connection."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def _log_refusal(self, message: str) -> None:
         self.logger.warning("refused a request from %s: %s", "%s:%d" % self.client if self.client else "?", message)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer the request whose head is being read with ``status`` and close, after the answers owed."""
+        self._refusal = (status, message)
+        self._cancel_head_timer()
+        self._log_refusal(message)
+        if self._answers_owed():
+            self.transport.pause_reading()  # on_response_complete sends the refusal once they are answered
+        else:
+            self._send_refusal(status, message)
+
+    def _send_refusal(self, status: int, message: str) -> None:
         body = message.encode("ascii")
         self.transport.write(b"".join([
             STATUS_LINE[status],
