@@ -568,6 +568,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "risk_notify_0002_pending",
         ("ALTER TABLE notifications ADD COLUMN IF NOT EXISTS claimed_by VARCHAR",),
     ),
+    # When a notification's delivery was attempted (its outcome recorded), apart from when it became due
+    # (``created_at``, a pending row's): the waits between the attempts of a failed one count from the attempt.
+    Migration(
+        "risk_notify_0003_attempted_at",
+        ("ALTER TABLE notifications ADD COLUMN IF NOT EXISTS attempted_at TIMESTAMPTZ",),
+    ),
 )
 
 
@@ -595,9 +601,11 @@ _RECORD_COLUMNS = tuple(NotificationRecord.__dataclass_fields__)
 
 
 def record_notification(con: duckdb.DuckDBPyConnection, rec: NotificationRecord) -> None:
+    """Store ``rec`` as a row of its own (a delivery attempted: ``attempted_at`` is its ``created_at``)."""
     con.execute(
-        f"INSERT INTO notifications ({', '.join(_RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})",
-        [getattr(rec, c) for c in _RECORD_COLUMNS],
+        f"INSERT INTO notifications ({', '.join(_RECORD_COLUMNS)}, attempted_at) "
+        f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))}, ?)",
+        [*(getattr(rec, c) for c in _RECORD_COLUMNS), rec.created_at if rec.status != "pending" else None],
     )
 
 
@@ -659,6 +667,8 @@ def retry_after_from_env() -> tuple[timedelta, ...]:
             raise NotifyError(f"{RETRY_AFTER_ENV} must be seconds, comma-separated (e.g. 300,3600), got {raw!r}")
         waits.append(timedelta(seconds=value))
     return tuple(waits)
+
+
 _HELD_SQL = "('pending', 'sent', 'outbox')"
 #: the assessments ``a`` of events whose notifications all failed, fewer than N times (parameter: N - 1), the
 #: first of them since a cutoff (parameters: the cutoff, before and after N - 1), and that still have a notification
@@ -667,10 +677,11 @@ _HELD_SQL = "('pending', 'sent', 'outbox')"
 _RETRYABLE_FROM = f"""assessments a
     JOIN (SELECT event_id, count(*) FILTER (WHERE status = 'failed') AS failed,
                  count(*) FILTER (WHERE status IN {_HELD_SQL}) AS held,
-                 min(created_at) FILTER (WHERE status = 'failed') AS first_failed,
-                 max(created_at) FILTER (WHERE status = 'failed') AS last_failed
+                 min(coalesce(attempted_at, created_at)) FILTER (WHERE status = 'failed') AS first_failed,
+                 max(coalesce(attempted_at, created_at)) FILTER (WHERE status = 'failed') AS last_failed
           FROM notifications
-          WHERE event_id IN (SELECT event_id FROM notifications WHERE status = 'failed' AND created_at >= ?)
+          WHERE event_id IN (SELECT event_id FROM notifications
+                             WHERE status = 'failed' AND coalesce(attempted_at, created_at) >= ?)
           GROUP BY event_id) n USING (event_id)
     WHERE a.notification IS NOT NULL AND n.held = 0 AND n.failed BETWEEN 1 AND ? AND n.first_failed >= ?"""
 #: appended to :data:`_RETRYABLE_FROM` by a claim: the event's last failed attempt is old enough for the next one
@@ -832,10 +843,10 @@ def complete(con: duckdb.DuckDBPyConnection, rec: NotificationRecord, claimant: 
     record ``rec`` as a row of its own when there is none (e.g. its reservation was not written)."""
     updated = con.execute(
         """UPDATE notifications SET username = ?, recipient = ?, template = ?, subject = ?, status = ?, reason = ?,
-                  transport = ?, location = ?
+                  transport = ?, location = ?, attempted_at = ?
            WHERE status = 'pending' AND claimed_by = ? AND event_id = ?""",
         [rec.username, rec.recipient, rec.template, rec.subject, rec.status, rec.reason, rec.transport, rec.location,
-         claimant, rec.event_id],
+         rec.created_at, claimant, rec.event_id],
     ).fetchall()[0][0]
     if not updated:
         record_notification(con, rec)

@@ -213,7 +213,7 @@ def test_a_store_migrated_by_an_older_riskgate_opens_and_its_failed_notification
     from risk.store import risk_migrations
 
     path = tmp_path / "old.duckdb"
-    older = [m for m in risk_migrations() if m.name != "risk_notify_0002_pending"]
+    older = [m for m in risk_migrations() if m.name not in ("risk_notify_0002_pending", "risk_notify_0003_attempted_at")]
     con = ingest_store.connect(path, migrations=(*ingest_store.MIGRATIONS, *older))
     try:
         con.execute("INSERT INTO notifications VALUES ('n1', 'ev-1', 'alice', 'alice@example.org', 'BlockEmail', "
@@ -285,6 +285,36 @@ def test_a_failed_notification_is_tried_again_only_after_the_wait_for_its_attemp
                 nt.claim_owed(con, other)
     finally:
         nt.release(claimant)
+        con.close()
+
+
+def test_the_wait_before_the_next_attempt_counts_from_the_failed_attempt_not_from_when_it_became_due(
+        tmp_path, monkeypatch):
+    """A notification due 10 minutes ago (it waited in a delivery queue behind others, each waiting for the SMTP
+    timeout) whose attempt failed just now was claimed again at once: the wait counted from the row's creation."""
+    from risk import store as rstore
+
+    monkeypatch.delenv(nt.RETRY_AFTER_ENV)
+    first, later = nt.new_claimant("score"), nt.new_claimant("service-owed")
+    con = rstore.connect(tmp_path / "s.duckdb")
+    nt.hold(first)
+    nt.hold(later)
+    try:
+        now = datetime.now(timezone.utc)
+        con.execute("INSERT INTO assessments (event_id, notification) VALUES ('ev-1', 'BlockEmail')")
+        con.execute("INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by) "
+                    "VALUES ('n1', 'ev-1', 'BlockEmail', 'pending', ?, ?)", [now - timedelta(minutes=10), first])
+        nt.complete(con, nt.NotificationRecord(
+            notification_id="n1", event_id="ev-1", username="alice", recipient="alice@example.org",
+            template="BlockEmail", subject="s", status="failed", reason="451 try again later", transport="smtp",
+            location=None, created_at=now), first)
+        assert con.execute("SELECT status, attempted_at FROM notifications").fetchall() == [("failed", now)]
+        assert nt.claim_owed(con, later) == 0  # the attempt was just now: 5 minutes to wait
+        con.execute("UPDATE notifications SET attempted_at = attempted_at - INTERVAL 6 MINUTE")
+        assert nt.claim_owed(con, later) == 1
+    finally:
+        nt.release(first)
+        nt.release(later)
         con.close()
 
 
