@@ -11,6 +11,7 @@ does ``cli.app``: the application with every command (for ``CliRunner``).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -54,13 +55,29 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     name = next((a for a in args if not a.startswith("-")), None)
     app = load([COMMANDS[name]] if name in COMMANDS else None)
-    from cli.common import end_quietly_if_reader_gone
+    from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_reader_gone, stdout_stat
 
+    before = stdout_stat()
     try:
         app(args=args)
+    except SystemExit as exc:
+        # typer's help and click end with 1 when stdout's reader went away (``riskgate --help | head``); Rich has
+        # then pointed stdout at /dev/null
+        if exc.code == 1 and (stdout_reader_gone() or (before is not None and stdout_stat() != before
+                                                         and stdout_stat() == _devnull_stat())):
+            raise SystemExit(EXIT_READER_GONE) from None
+        raise
     finally:  # what is still buffered for stdout: a reader that went away (``| head``) ends the command quietly
         try:
             sys.stdout.flush()
         except OSError as exc:
             end_quietly_if_reader_gone(exc)
             raise
+
+
+def _devnull_stat() -> tuple | None:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

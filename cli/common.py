@@ -54,8 +54,23 @@ def styled(label: str, style: str, rest: str = "") -> Text:
     return Text.assemble((label, style), rest)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("riskgate")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            v = "unknown (not installed)"
+        console.print(f"riskgate {v}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _commands() -> None:
+def _commands(
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                               help="Print riskgate's version and exit.")] = False,
+) -> None:
     # a group, also when only one command module is loaded (``cli.main``): typer would otherwise run a lone
     # command without its name
     pass
@@ -94,6 +109,15 @@ def stdout_reader_gone() -> bool:
         return any(ev & select.POLLERR for _, ev in poller.poll(0))
     except (OSError, ValueError, AttributeError):  # no standard output, or one without a file
         return False
+
+
+def stdout_stat() -> tuple | None:
+    """(device, inode) of the file this process's standard output writes to (None without one)."""
+    try:
+        st = os.fstat(sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def end_quietly_if_reader_gone(exc: BaseException) -> None:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cli
 from cli import app
@@ -91,3 +92,12 @@ def test_values_that_look_like_rich_markup_or_emoji_codes_are_printed_as_they_ar
         r = _riskgate("config", "validate", str(tmp_path / "c.json"))
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert shown in r.stderr and r.stderr.startswith("error: "), r.stderr
+
+
+def test_version_prints_the_installed_version_which_is_pyprojects():
+    import tomllib
+    from importlib.metadata import version
+
+    code, out, _mods = _imports("--version")
+    declared = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert code == 0 and out == f"riskgate {version('riskgate')}\n" == f"riskgate {declared['version']}\n"

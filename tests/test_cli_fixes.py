@@ -184,14 +184,16 @@ def _reader_gone(args: list[str], store: Path) -> subprocess.CompletedProcess:
     r, w = os.pipe()
     os.close(r)
     try:
-        return subprocess.run([sys.executable, "-m", "cli", *args, "--db", str(store)], stdout=w,
+        db = [] if args[-1] == "--help" else ["--db", str(store)]
+        return subprocess.run([sys.executable, "-m", "cli", *args, *db], stdout=w,
                               stderr=subprocess.PIPE, cwd=ROOT, timeout=120, text=True)
     finally:
         os.close(w)
 
 
 @pytest.mark.parametrize("args", [["export", "--out", "/dev/stdout"], ["export", "--out", "/dev/stdout", "--format",
-                                  "jsonl"], ["summary"], ["report"], ["report", "--json"]])
+                                  "jsonl"], ["summary"], ["report"], ["report", "--json"], ["--help"],
+                                  ["export", "--help"]])
 def test_a_standard_output_whose_reader_went_away_ends_the_command_quietly_with_141(store, args):
     """``riskgate export --out /dev/stdout | head`` said "error: cannot write the export: Broken pipe" (exit 2), and
     the other commands ended with Rich's or click's 1: now each ends as ``cat`` does, silent, 128 + SIGPIPE."""
