@@ -269,6 +269,9 @@ def _curves(db: str, signature: tuple, since, until) -> dict:
 PREFETCH = True
 _prefetch_lock = threading.Lock()
 _prefetched: dict = {}
+#: At most one background preparation of a period's history this often, however often the store changes (with
+#: `riskgate serve` beside it, it changes at every sign-in; the page itself still prepares it when opened)
+PREFETCH_EVERY_S = 60.0
 
 
 def prefetch_tuning(since=None, until=None) -> threading.Thread | None:
@@ -282,13 +285,16 @@ def prefetch_tuning(since=None, until=None) -> threading.Thread | None:
     if not PREFETCH:
         return None
     key = (db_path(), getattr(_local, "last_signature", None), since, until)
+    period = ("any state", db_path(), since, until)  # the period's last prefetch, whatever the store's state
     now = _time.monotonic()
     with _prefetch_lock:
         if now - _prefetched.get(key, float("-inf")) < CACHE_TTL_S * 5:
             return None
-        for old in [k for k, t in _prefetched.items() if now - t >= CACHE_TTL_S * 5]:
+        if now - _prefetched.get(period, float("-inf")) < PREFETCH_EVERY_S:
+            return None  # a store written all the time (the service beside it): at most one every so often
+        for old in [k for k, t in _prefetched.items() if now - t >= max(CACHE_TTL_S * 5, PREFETCH_EVERY_S)]:
             del _prefetched[old]
-        _prefetched[key] = now
+        _prefetched[key] = _prefetched[period] = now
 
     def work() -> None:
         try:

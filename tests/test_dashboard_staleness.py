@@ -102,6 +102,7 @@ def _prefetchers() -> list[threading.Thread]:
 def test_the_history_prepared_in_the_background_follows_the_store(db, monkeypatch):
     monkeypatch.setattr(common, "PREFETCH", True)
     monkeypatch.setattr(common, "_prefetched", {})
+    monkeypatch.setattr(common, "PREFETCH_EVERY_S", 0.0)
     for t in _prefetchers():
         t.join(timeout=30)
     calls = count_calls(monkeypatch, insights, "tuning_snapshot")
@@ -133,6 +134,35 @@ def test_the_history_prepared_in_the_background_follows_the_store(db, monkeypatc
     at.switch_page("views/tuning.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "10 assessed events (every event type): 6 legitimate, 4 attacks" in texts(at)
+
+
+def test_a_store_written_all_the_time_is_prepared_in_the_background_at_most_every_so_often(db, monkeypatch):
+    """With the service beside it the store changes at every sign-in: a page drawn after each change used to start
+    preparing the (seconds-long) Tuning history again each time."""
+    monkeypatch.setattr(common, "PREFETCH", True)
+    monkeypatch.setattr(common, "_prefetched", {})
+    monkeypatch.setattr(common, "PREFETCH_EVERY_S", 3600.0)
+    for t in _prefetchers():
+        t.join(timeout=30)
+    calls = count_calls(monkeypatch, insights, "tuning_snapshot")
+    at = app()
+    for t in _prefetchers():
+        t.join(timeout=30)
+    assert calls == {"tuning_snapshot": 1}
+    for value in ("Invalid", "Valid"):
+        con = risk.store.connect(db)
+        try:
+            feedback.set_feedback(con, "e06", value)
+        finally:
+            con.close()
+        at.run()
+        assert not _prefetchers()
+    assert calls == {"tuning_snapshot": 1}  # the store changed twice: not prepared again within the hour
+    monkeypatch.setattr(common, "PREFETCH_EVERY_S", 0.0)
+    at.run()
+    for t in _prefetchers():
+        t.join(timeout=30)
+    assert calls == {"tuning_snapshot": 2}
 
 
 # -- the signature itself: each kind of write moves it, reading does not -----------------------------------------
