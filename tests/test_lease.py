@@ -322,3 +322,34 @@ def test_a_second_serve_on_a_store_is_refused_naming_the_first_and_the_store_is_
     fd = hold_serving(str(db), "http://127.0.0.1:1")  # the kernel dropped the first one's hold
     os.close(fd)
     assert (tmp_path / ("s.duckdb" + SERVE_SUFFIX)).exists()
+
+
+def test_a_store_named_through_a_symbolic_link_shares_its_locks_with_the_real_path(tmp_path):
+    """The lock files were named after the path as given: a process opening the store through a link took no turn
+    with one opening it by its real path (it waited on DuckDB's own lock instead, unannounced), and a second
+    ``riskgate serve`` through a link was not refused."""
+    from ingest.lease import hold_serving, turn_for
+
+    db = tmp_path / "real" / "s.duckdb"
+    db.parent.mkdir()
+    store.connect(db).close()
+    (tmp_path / "link.duckdb").symlink_to(db)
+    link = str(tmp_path / "link.duckdb")
+    assert turn_for(link).lock_path == turn_for(str(db)).lock_path == str(db) + ".lock"
+    fd = hold_serving(str(db), "http://127.0.0.1:1")
+    try:
+        with pytest.raises(StoreError, match="already serves this store"):
+            hold_serving(link, "http://127.0.0.1:2")
+    finally:
+        os.close(fd)
+    holder = spawn(WRITER, db, 3)
+    try:
+        wait_for_line(holder, "holding")
+        con = store.connect(link, wait=30)  # the holder hands the store over: one lock, through the link too
+        try:
+            assert con.execute("SELECT count(*) > 0 FROM ticks").fetchall() == [(True,)]
+        finally:
+            con.close()
+    finally:
+        holder.kill()
+        holder.wait()
