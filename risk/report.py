@@ -66,8 +66,9 @@ class ExportTarget:
 
 
 def _store_files(stores) -> list[tuple[str, str]]:
-    """(file name, what it is) of every store in ``stores`` and the files beside it, as given and resolved
-    (DuckDB and the lease name their files after the path as given, which may be a symbolic link)."""
+    """(file name, what it is) of every store in ``stores`` and the files beside it, as given and resolved (the
+    lease and DuckDB 2 name them after the real file; a path as given may be a symbolic link, and files left
+    beside it by older versions are refused too)."""
     out = []
     for store in stores:
         if store is None or os.fspath(store) in ("", ":memory:"):
