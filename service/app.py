@@ -52,6 +52,9 @@ MIN_API_KEY_CHARS = 16
 #: how long ``/healthz`` waits for the store thread to count the store's unsent notifications (busy, or the store
 #: handed over to another process: they are reported as null rather than making the probe wait)
 HEALTHZ_STORE_WAIT_S = 0.25
+#: ``/healthz`` (no key) reads the store's unsent notifications at most this often, and answers with the last
+#: figures meanwhile: a flood of probes must not queue work for the store thread the sign-ins wait for
+HEALTHZ_UNSENT_EVERY_S = 2.0
 
 
 # -- the /v1/evaluate shapes -------------------------------------------------------------------
@@ -384,9 +387,20 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                                      f"{what}; try again", headers={"Retry-After": "1"})
 
     async def unsent_notifications(worker: StoreWorker | None) -> dict | None:
-        """``risk.notify.unsent`` read on the store thread; None when it cannot say within HEALTHZ_STORE_WAIT_S."""
+        """``risk.notify.unsent`` read on the store thread, at most every HEALTHZ_UNSENT_EVERY_S (the last figures
+        meanwhile); None when it cannot say within HEALTHZ_STORE_WAIT_S."""
         if worker is None or not worker.alive:
             return None
+        now = time.monotonic()
+        last = state.get("unsent")
+        if last is not None and now - last[0] < HEALTHZ_UNSENT_EVERY_S:
+            return last[1]
+        state["unsent"] = (now, last[1] if last is not None else None)  # probes meanwhile: no second read
+        value = await _read_unsent(worker)
+        state["unsent"] = (now, value)
+        return value
+
+    async def _read_unsent(worker: StoreWorker) -> dict | None:
         fut = worker.read(rn.unsent)
         answer = asyncio.wrap_future(fut)
         answer.add_done_callback(lambda f: f.cancelled() or f.exception())  # an error comes too late: not logged

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from email.policy import default as default_policy
 
 import httpx
+import pytest
 
 from risk import notify as nt
 from service import app as service_app
@@ -34,6 +35,12 @@ from tests.test_notify_reliability import (  # noqa: F401 - fixtures: the traine
 )
 
 QUICK = 0.05  # seconds between claims of what is owed
+
+
+@pytest.fixture(autouse=True)
+def fresh_healthz(monkeypatch):
+    """/healthz reads the store's figures at every probe here (its throttle has a test of its own)."""
+    monkeypatch.setattr(service_app, "HEALTHZ_UNSENT_EVERY_S", 0.0)
 
 
 def event_of(envelope) -> str:
@@ -220,3 +227,20 @@ def test_healthz_counts_the_stores_pending_and_to_retry_notifications_and_never_
         busy.result(10)
         assert healthz(svc)["notifications_unsent"] == {"pending": 1, "to_retry": 1}  # once it is free again
     assert server.refused == [retry]
+
+
+def test_a_flood_of_healthz_probes_reads_the_store_once_per_interval(db, monkeypatch):
+    """/healthz needs no key: each probe queued a read on the store thread the sign-ins wait for."""
+    monkeypatch.setattr(service_app, "HEALTHZ_UNSENT_EVERY_S", 60.0)
+    reads = []
+    real = nt.unsent
+
+    def counted(con, **kw):
+        reads.append(1)
+        return real(con, **kw)
+
+    monkeypatch.setattr(nt, "unsent", counted)
+    with Service(db, notify_retry_every=3600) as svc:
+        answers = [healthz(svc)["notifications_unsent"] for _ in range(30)]
+    assert len(reads) == 1
+    assert answers == [{"pending": 0, "to_retry": 0}] * 30
