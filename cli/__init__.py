@@ -55,21 +55,22 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     name = next((a for a in args if not a.startswith("-")), None)
     app = load([COMMANDS[name]] if name in COMMANDS else None)
-    from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_reader_gone, stdout_stat
+    from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_stat
 
     before = stdout_stat()
     try:
         app(args=args)
     except SystemExit as exc:
-        # typer's help and click end with 1 when stdout's reader went away (``riskgate --help | head``); Rich has
-        # then pointed stdout at /dev/null
-        if exc.code == 1 and (stdout_reader_gone() or (before is not None and stdout_stat() != before
-                                                         and stdout_stat() == _devnull_stat())):
+        # typer's help ends with 1 when stdout's reader went away (``riskgate --help | head``), once Rich has
+        # pointed stdout at /dev/null (and only then: a command's own exit 1, ``credentials check`` not finding the
+        # password, stays 1 whoever reads its output)
+        if exc.code == 1 and before is not None and before != _devnull_stat() and stdout_stat() == _devnull_stat():
             raise SystemExit(EXIT_READER_GONE) from None
         raise
     finally:  # what is still buffered for stdout: a reader that went away (``| head``) ends the command quietly
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:  # (none when it was closed: ``riskgate ... >&-``)
+                sys.stdout.flush()
         except OSError as exc:
             end_quietly_if_reader_gone(exc)
             raise

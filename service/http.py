@@ -30,12 +30,14 @@ CHUNK_FRAMING = 64
 class BoundedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request whose head is too large or too slow (module docstring).
 
-    Bytes are counted per piece the socket delivers: a head's from the piece after the one it began in (so the
-    pieces it shares with the requests pipelined before it never count; at most one piece more than the limit is
-    read), and, while a body is read, what is not body (a chunked body's framing and its trailer section, which
-    httptools buffers like headers), up to the same limit plus :data:`CHUNK_FRAMING` bytes a chunk. A head's
-    refusal waits for the answers still owed to requests before it on the connection, reading nothing more
-    meanwhile; a body's closes the connection (the application already has that request).
+    A head is measured as parsed (its URL and headers, refused at their end when over the limit) and, so that
+    a head that never ends is not buffered on, by the pieces the socket delivers after the one it began in (the
+    pieces it shares with the requests pipelined before it never count; at most two pieces more than the limit
+    are read). While a body is read, what is not body (a chunked body's framing and its trailer section, which
+    httptools buffers like headers), less :data:`CHUNK_FRAMING` bytes for each chunk of the same piece, may come
+    to the same limit. A head's refusal waits for the answers still owed to requests before it on the
+    connection, reading nothing more meanwhile; a body's closes the connection (the application already has
+    that request).
     """
 
     head_timeout: float = HEAD_TIMEOUT_S
@@ -46,9 +48,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._phase = "idle"  # "head" (line and headers), "body" (to the message's end), "idle"
         self._head_bytes = 0  # bytes of the head after the piece it began in
         self._extra_bytes = 0  # bytes of the body's pieces that were not body (chunk framing, trailers)
-        self._chunks = 0
+        self._head_size = 0  # the head's own bytes: its line (the URL) and headers, as parsed
         self._began_here = False  # the head began in the piece being read
         self._body_here = 0  # body bytes of the piece being read
+        self._chunks_here = 0  # chunks begun in the piece being read
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None  # waiting for the answers owed before it
 
@@ -58,33 +61,54 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """This protocol with its limits set (uvicorn takes a class: ``uvicorn.run(..., http=...)``)."""
         return type(cls.__name__, (cls,), {"head_timeout": float(head_timeout), "max_head_bytes": int(max_head_bytes)})
 
-    # the parser's callbacks: where a request is
+    # the parser's callbacks: where a request is (once a request is refused, the rest of its piece is not)
 
     def on_message_begin(self) -> None:
+        if self._refusal is not None:
+            return
         super().on_message_begin()
         self._phase = "head"
         self._head_bytes = 0
+        self._head_size = 0
         self._began_here = True
         self._cancel_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
 
+    def on_url(self, url: bytes) -> None:
+        if self._refusal is None:
+            self._head_size += len(url)
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._refusal is not None:
+            return
+        if self._phase == "head":  # (httptools gives a chunked body's trailer fields here too)
+            self._head_size += len(name) + len(value) + 4  # "name: value\r\n"
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self._refusal is not None:
+            return
+        if self._head_size > self.max_head_bytes:  # all of it in one or two pieces: refused before it is served
+            self._refuse(431, f"the request line and headers exceed {self.max_head_bytes:,} bytes")
+            return
         self._phase = "body"
         self._extra_bytes = 0
-        self._chunks = 0
         self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
-        self._chunks += 1
+        self._chunks_here += 1
 
     def on_body(self, body: bytes) -> None:
-        self._body_here += len(body)
-        super().on_body(body)
+        if self._refusal is None:
+            self._body_here += len(body)
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._phase = "idle"
-        super().on_message_complete()
+        if self._refusal is None:
+            self._phase = "idle"
+            super().on_message_complete()
 
     # the socket's pieces
 
@@ -93,17 +117,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         phase = self._phase
         self._began_here = False
-        self._body_here = 0
+        self._body_here = self._chunks_here = 0
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal is not None:
             return
         if self._phase == "head" and not self._began_here:
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, f"the request line and headers exceed {self.max_head_bytes:,} bytes")
         elif self._phase == "body" and phase == "body":  # the whole piece is this body's (no head, no next request)
-            self._extra_bytes += len(data) - self._body_here
-            if self._extra_bytes > self.max_head_bytes + CHUNK_FRAMING * self._chunks:
+            # what is not body, less a chunk's framing for each chunk of the piece (no credit carried over)
+            framing = len(data) - self._body_here - CHUNK_FRAMING * self._chunks_here
+            self._extra_bytes = max(0, self._extra_bytes + framing)
+            if self._extra_bytes > self.max_head_bytes:
                 # its answer is under way (the application has the request): no refusal can go before it
                 self._log_refusal(f"the request's chunk framing and trailers exceed {self.max_head_bytes:,} bytes; "
                                   "connection closed")

@@ -201,6 +201,26 @@ def test_a_standard_output_whose_reader_went_away_ends_the_command_quietly_with_
     assert (res.returncode, res.stderr) == (141, "")
 
 
+def test_a_commands_own_exit_code_stays_when_its_reader_leaves_after_reading_everything():
+    """``credentials check`` exits 1 for a password not in breach data; a reader that reads its whole answer and
+    leaves before it exits (``| grep -q``) made that 141."""
+    for _ in range(3):
+        r, w = os.pipe()
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "credentials", "check"],
+                                stdin=subprocess.PIPE, stdout=w, stderr=subprocess.PIPE, cwd=ROOT)
+        os.close(w)
+        proc.stdin.write(b"x7#kq!Zr9-unlikely-pw\n")
+        proc.stdin.close()
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            line += chunk
+        os.close(r)  # it has the whole answer: gone
+        assert proc.wait(60) == 1 and b"not found" in line, (line, proc.stderr.read())
+
+
 def test_a_named_fifo_whose_reader_went_away_is_still_an_error_of_the_export(store, tmp_path):
     """Only standard output's reader going away is the quiet end of a filter; a FIFO given as ``--out`` whose
     reader leaves is an export that did not complete, and says so."""

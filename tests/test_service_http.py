@@ -78,6 +78,15 @@ def test_a_head_over_64_kib_is_refused_with_431_at_once_and_the_service_answers_
     assert proc.poll() is None
 
 
+@pytest.mark.parametrize("size", [66_000, 200_000, 330_000])
+def test_a_head_over_64_kib_sent_in_one_write_is_refused_too(service, size):
+    """Counted by the pieces after the one a head began in, a head in one or two pieces (up to about 0.5 MB) was
+    served: it is measured as parsed too."""
+    port, _ = service
+    got = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+    assert _statuses(got) == [b"431"], got[:200]
+
+
 def test_a_head_that_trickles_is_closed_with_408_after_the_header_timeout(service):
     port, _ = service
     start = time.monotonic()
@@ -135,6 +144,13 @@ def test_a_chunked_body_with_a_trailer_over_64_kib_is_cut_off_and_ordinary_chunk
                           b"X-Trailer: ", *[b"a" * (1 << 20)] * 32)
     assert got == b"" and time.monotonic() - start < 10  # closed: the application had the request already
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200 and proc.poll() is None
+    # nor may a body of many one-byte chunks earn the trailer its framing allowance (1,040,000 chunks had let a
+    # 60 MB trailer through)
+    start = time.monotonic()
+    got = _exchange(port, b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"1\r\na\r\n" * 200_000 + b"0\r\nX-Trailer: ",
+                    *[b"a" * (1 << 20)] * 8)  # 8 MiB: under the 11.8 MB credit 200,000 chunks had earned
+    assert got == b"" and time.monotonic() - start < 10
     # 2,000 chunks of 100 bytes and a small trailer: answered (405: /healthz takes no POST), the connection kept
     chunked = b"".join(b"64\r\n" + b"b" * 100 + b"\r\n" for _ in range(2000)) + b"0\r\nX-Sum: 1\r\n\r\n"
     got = _exchange(port, b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
