@@ -99,32 +99,46 @@ def _prefetchers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "riskgate-tuning-prefetch"]
 
 
-def test_the_history_prepared_in_the_background_follows_the_store(db, monkeypatch):
-    monkeypatch.setattr(common, "PREFETCH", True)
-    monkeypatch.setattr(common, "_prefetched", {})
-    monkeypatch.setattr(common, "PREFETCH_EVERY_S", 0.0)
+def _settle() -> None:
+    """Wait for the background preparations under way."""
     for t in _prefetchers():
         t.join(timeout=30)
-    calls = count_calls(monkeypatch, insights, "tuning_snapshot")
-    at = app()  # the overview; once drawn, the history is prepared in the background
-    for t in _prefetchers():
-        t.join(timeout=30)
-    assert calls == {"tuning_snapshot": 1}
-    at.run()
-    for t in _prefetchers():
-        t.join(timeout=30)
-    assert calls == {"tuning_snapshot": 1}  # the store unchanged: not prepared again
 
-    con = risk.store.connect(db)  # another connection: feedback as `riskgate feedback` records it
+
+def _feedback(db, value: str) -> None:
+    """Feedback on e06 from another connection, as `riskgate feedback` records it."""
+    con = risk.store.connect(db)
     try:
-        feedback.set_feedback(con, "e06", "Invalid")
+        feedback.set_feedback(con, "e06", value)
     finally:
         con.close()
+
+
+def _overview_prefetched(monkeypatch, every_s: float):
+    """The overview drawn with the background preparation on (at most one every ``every_s`` seconds) and settled:
+    (the calls of ``insights.tuning_snapshot`` counted, the app test)."""
+    monkeypatch.setattr(common, "PREFETCH", True)
+    monkeypatch.setattr(common, "_prefetched", {})
+    monkeypatch.setattr(common, "PREFETCH_EVERY_S", every_s)
+    _settle()
+    calls = count_calls(monkeypatch, insights, "tuning_snapshot")
+    at = app()  # the overview; once drawn, the history is prepared in the background
+    _settle()
+    assert calls == {"tuning_snapshot": 1}
+    return calls, at
+
+
+def test_the_history_prepared_in_the_background_follows_the_store(db, monkeypatch):
+    calls, at = _overview_prefetched(monkeypatch, 0.0)
+    at.run()
+    _settle()
+    assert calls == {"tuning_snapshot": 1}  # the store unchanged: not prepared again
+
+    _feedback(db, "Invalid")
     at.run()
     workers = _prefetchers()
     assert workers, "the store changed: its history should be prepared again after the page"
-    for t in workers:
-        t.join(timeout=30)
+    _settle()
     assert calls == {"tuning_snapshot": 2}
 
     def not_again(*a, **k):
@@ -139,29 +153,15 @@ def test_the_history_prepared_in_the_background_follows_the_store(db, monkeypatc
 def test_a_store_written_all_the_time_is_prepared_in_the_background_at_most_every_so_often(db, monkeypatch):
     """With the service beside it the store changes at every sign-in: a page drawn after each change used to start
     preparing the (seconds-long) Tuning history again each time."""
-    monkeypatch.setattr(common, "PREFETCH", True)
-    monkeypatch.setattr(common, "_prefetched", {})
-    monkeypatch.setattr(common, "PREFETCH_EVERY_S", 3600.0)
-    for t in _prefetchers():
-        t.join(timeout=30)
-    calls = count_calls(monkeypatch, insights, "tuning_snapshot")
-    at = app()
-    for t in _prefetchers():
-        t.join(timeout=30)
-    assert calls == {"tuning_snapshot": 1}
+    calls, at = _overview_prefetched(monkeypatch, 3600.0)
     for value in ("Invalid", "Valid"):
-        con = risk.store.connect(db)
-        try:
-            feedback.set_feedback(con, "e06", value)
-        finally:
-            con.close()
+        _feedback(db, value)
         at.run()
         assert not _prefetchers()
     assert calls == {"tuning_snapshot": 1}  # the store changed twice: not prepared again within the hour
     monkeypatch.setattr(common, "PREFETCH_EVERY_S", 0.0)
     at.run()
-    for t in _prefetchers():
-        t.join(timeout=30)
+    _settle()
     assert calls == {"tuning_snapshot": 2}
 
 
