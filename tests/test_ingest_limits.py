@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from ingest import labels as labels_mod, store, users as users_mod
+from ingest import labels as labels_mod, users as users_mod
 from ingest.errors import InputFormatError
 from ingest.labels import load_labels
 from ingest.sources import base, cognito_auth_events as auth_events, rba_csv, tabular
@@ -24,6 +24,7 @@ from tests.test_ingest import env  # noqa: F401 (the fixture: the test GeoIP dat
 from tests.test_labels import con as labels_con  # noqa: F401 (a store with events e1, e2, e3)
 from tests.test_sources_cognito_auth_events import event, page
 from tests.test_sources_rba_csv import GOOD1, GOOD2, HEADER as RBA_HEADER
+from tests.test_users import con as users_con  # noqa: F401 (the fixture: an empty store)
 from tests.test_users import user
 
 runner = CliRunner()
@@ -166,13 +167,6 @@ def test_csv_inputs_quarantine_an_over_long_line_and_refuse_an_endless_quoted_fi
 
 
 # -- A. users load: at most MAX_USERS_FILE_BYTES decompressed, then refused -----------------------------------------
-
-@pytest.fixture
-def users_con(tmp_path):
-    c = store.connect(tmp_path / "u.duckdb")
-    yield c
-    c.close()
-
 
 def test_users_load_reads_no_more_than_its_limit_of_decompressed_bytes(users_con, tmp_path, monkeypatch):
     monkeypatch.setattr(users_mod, "MAX_USERS_FILE_BYTES", 10_000)
