@@ -95,10 +95,10 @@ def export_target(out: str | os.PathLike, stores=()) -> ExportTarget:
 
     Refused with a RiskgateError naming it: an empty name or one without a file part (``exports/``), a folder, a
     missing or unwritable folder, a socket or block device, and the store being exported (any of ``stores``, the
-    paths of the stores read) or a file beside it (``.wal``, ``.lock``, ``.want``, ``.serve``), also through a symbolic or hard
-    link, and a name whose temporary file (``<out>.partial``) would be one of those. A symbolic link is followed:
-    its target is written (atomically) and the link stays. An existing FIFO or character device is written in
-    place: no temporary file, no rename.
+    paths of the stores read) or a file beside it (``.wal``, ``.lock``, ``.want``, ``.serve``), also through a
+    symbolic or hard link, and a name whose temporary file (``<out>.partial``) would be one of those. A symbolic
+    link is followed: its target is written (atomically) and the link stays. An existing FIFO or character device
+    is written in place: no temporary file, no rename.
     """
     text = os.fsdecode(out)
     if text == "":

@@ -270,7 +270,7 @@ def long_line_reason(line: int, length: int, kept: int) -> str:
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+', re.S)  # a string, a run of openers or of closers
+_JSON_TOKENS = re.compile(_JSON_STRING.pattern + r"|[\[{]+|[\]}]+", re.S)  # a string, a run of openers or closers
 
 
 def json_nesting(text: str) -> int:
