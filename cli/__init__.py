@@ -11,7 +11,6 @@ does ``cli.app``: the application with every command (for ``CliRunner``).
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import sys
 
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     name = next((a for a in args if not a.startswith("-")), None)
     app = load([COMMANDS[name]] if name in COMMANDS else None)
-    from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_stat
+    from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_stat, stdout_to_devnull_since
 
     before = stdout_stat()
     try:
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         # typer's help ends with 1 when stdout's reader went away (``riskgate --help | head``), once Rich has
         # pointed stdout at /dev/null (and only then: a command's own exit 1, ``credentials check`` not finding the
         # password, stays 1 whoever reads its output)
-        if exc.code == 1 and before is not None and before != _devnull_stat() and stdout_stat() == _devnull_stat():
+        if exc.code == 1 and stdout_to_devnull_since(before):
             raise SystemExit(EXIT_READER_GONE) from None
         raise
     finally:  # what is still buffered for stdout: a reader that went away (``| head``) ends the command quietly
@@ -75,10 +74,3 @@ def main(argv: list[str] | None = None) -> None:
             end_quietly_if_reader_gone(exc)
             raise
 
-
-def _devnull_stat() -> tuple | None:
-    try:
-        st = os.stat(os.devnull)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)

@@ -120,6 +120,17 @@ def stdout_stat() -> tuple | None:
     return (st.st_dev, st.st_ino)
 
 
+def stdout_to_devnull_since(before: tuple | None) -> bool:
+    """Whether standard output, which wrote to the file ``before`` (:func:`stdout_stat`), has since been pointed at
+    /dev/null (as Rich does when its reader went away)."""
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return False
+    devnull = (st.st_dev, st.st_ino)
+    return before is not None and before != devnull and stdout_stat() == devnull
+
+
 def end_quietly_if_reader_gone(exc: BaseException) -> None:
     """When ``exc`` is a broken pipe and the reader of standard output went away, end as a Unix
     filter does: nothing more on stdout or stderr, exit code :data:`EXIT_READER_GONE`. Whatever the command
