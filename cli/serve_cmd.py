@@ -11,8 +11,10 @@ import typer
 
 from cli.common import DbOption, app, err_console, handle_errors
 
-#: ``service.http.HEAD_TIMEOUT_S`` (not imported here: that imports uvicorn, for every ``riskgate --help``)
+#: ``service.http.HEAD_TIMEOUT_S`` and ``BODY_TIMEOUT_S`` (not imported here: that imports uvicorn, for every
+#: ``riskgate --help``)
 HEADER_TIMEOUT_S = 30.0
+BODY_TIMEOUT_S = 30.0
 
 
 @app.command()
@@ -24,6 +26,7 @@ def serve(
     request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1, help="Seconds a request may wait for the store (another process's turn) before a 503 with Retry-After.")] = 30.0,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request (method, path, status; never bodies).")] = True,
     header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds a request's line and headers may take to arrive (then 408 and the connection closed); they may take at most 64 KiB (then 431).")] = HEADER_TIMEOUT_S,
+    body_timeout: Annotated[float, typer.Option("--body-timeout", min=0.1, help="Seconds a request's body may take to arrive after its headers (then 408 and the connection closed); it may take at most 1 MiB (then 413).")] = BODY_TIMEOUT_S,
 ) -> None:
     """Serve POST /v1/evaluate (inline decisions) and Cognito's risk operations over HTTP; needs $RISKGATE_API_KEY."""
     import uvicorn
@@ -44,7 +47,7 @@ def serve(
     logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())
     # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
     # client never reuses a connection the server is just closing; a request's head is bounded in size and time
-    # (service.http: uvicorn's httptools protocol has no bound of its own)
+    # and body in time (service.http: uvicorn's httptools protocol has no bound of its own)
     uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",
-                http=BoundedHttpProtocol.configured(head_timeout=header_timeout),
+                http=BoundedHttpProtocol.configured(head_timeout=header_timeout, body_timeout=body_timeout),
                 timeout_keep_alive=75, timeout_graceful_shutdown=10)

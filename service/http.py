@@ -1,4 +1,4 @@
-"""The HTTP connection of ``riskgate serve``: uvicorn's httptools protocol with a bound on a request's head.
+"""The HTTP connection of ``riskgate serve``: uvicorn's httptools protocol with bounds on a request's head and body.
 
 uvicorn's httptools protocol has no limit of its own on the request line and
 headers: a client (before any API key is checked) could send one header of
@@ -9,7 +9,10 @@ connection for ever. :class:`BoundedHttpProtocol` answers such a request with
 ``431 Request Header Fields Too Large`` (a head over :data:`MAX_HEAD_BYTES`) or
 ``408 Request Timeout`` (a head not complete ``head_timeout`` seconds after it
 began) and closes the connection, and closes one whose chunked body carries more than that of framing and
-trailer fields (which httptools buffers like headers); everything else is uvicorn's.
+trailer fields (which httptools buffers like headers). A body trickled a byte at a time held its connection
+for ever too (uvicorn has no timeout while a request's body arrives; its keep-alive timeout runs only between
+requests): a body not complete ``body_timeout`` seconds after its headers is answered ``408`` and its connection
+closed. Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 MAX_HEAD_BYTES = 64 * 1024
 #: Seconds a request's line and headers may take to arrive, from their first byte (`serve --header-timeout`).
 HEAD_TIMEOUT_S = 30.0
+#: Seconds a request's body may take to arrive, from the end of its headers (`serve --body-timeout`). Bodies are
+#: one event or one Cognito call (at most 1 MiB, ``service.app.MAX_BODY_BYTES``): a few kilobytes.
+BODY_TIMEOUT_S = 30.0
 #: Bytes of framing allowed per chunk of a chunked body (its size line and CRLFs), beyond MAX_HEAD_BYTES for the
 #: whole body's framing and trailer section
 CHUNK_FRAMING = 64
@@ -38,9 +44,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     to the same limit. A head's refusal waits for the answers still owed to requests before it on the
     connection, reading nothing more meanwhile; a body's closes the connection (the application already has
     that request).
+
+    A body's time counts while the service reads it: when uvicorn has paused reading (a request pipelined behind
+    one still being answered, or body the application has not taken yet), the wait is the service's, and the
+    body gets ``body_timeout`` seconds more. A body that is late while nothing was answered yet gets ``408``; once
+    an answer has begun (the application answered without reading it all) the connection is only closed.
     """
 
     head_timeout: float = HEAD_TIMEOUT_S
+    body_timeout: float = BODY_TIMEOUT_S
     max_head_bytes: int = MAX_HEAD_BYTES
 
     def __init__(self, *args, **kwargs) -> None:
@@ -52,14 +64,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._began_here = False  # the head began in the piece being read
         self._body_here = 0  # body bytes of the piece being read
         self._chunks_here = 0  # chunks begun in the piece being read
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the head's or the body's deadline (one phase at a time)
         self._refusal: tuple[int, str] | None = None  # waiting for the answers owed before it
 
     @classmethod
-    def configured(cls, *, head_timeout: float = HEAD_TIMEOUT_S,
+    def configured(cls, *, head_timeout: float = HEAD_TIMEOUT_S, body_timeout: float = BODY_TIMEOUT_S,
                    max_head_bytes: int = MAX_HEAD_BYTES) -> type[BoundedHttpProtocol]:
         """This protocol with its limits set (uvicorn takes a class: ``uvicorn.run(..., http=...)``)."""
-        return type(cls.__name__, (cls,), {"head_timeout": float(head_timeout), "max_head_bytes": int(max_head_bytes)})
+        return type(cls.__name__, (cls,), {"head_timeout": float(head_timeout), "body_timeout": float(body_timeout),
+                                           "max_head_bytes": int(max_head_bytes)})
 
     # the parser's callbacks: where a request is (once a request is refused, the rest of its piece is not)
 
@@ -71,8 +84,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_size = 0
         self._began_here = True
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
+        self._set_timer(self.head_timeout, self._head_too_slow)
 
     def on_url(self, url: bytes) -> None:
         if self._refusal is None:
@@ -94,7 +106,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         self._phase = "body"
         self._extra_bytes = 0
-        self._cancel_head_timer()
+        self._set_timer(self.body_timeout, self._body_too_slow)  # cancelled at once when there is no body
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -108,6 +120,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._refusal is None:
             self._phase = "idle"
+            self._cancel_timer()
             super().on_message_complete()
 
     # the socket's pieces
@@ -136,7 +149,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._cancel_timer()
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -147,14 +160,34 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     # refusing
 
     def _head_too_slow(self) -> None:
-        self._head_timer = None
+        self._timer = None
         if self._phase == "head" and self._refusal is None and not self.transport.is_closing():
             self._refuse(408, f"the request line and headers did not arrive within {self.head_timeout:g} s")
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        if self._phase != "body" or self._refusal is not None or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # uvicorn is not reading it: the wait is the service's, not the client's
+            self._set_timer(self.body_timeout, self._body_too_slow)
+            return
+        message = f"the request body did not arrive within {self.body_timeout:g} s of its headers"
+        self._refusal = (408, message)  # nothing more is read
+        if self.cycle is not None and not self.cycle.response_started:
+            self._log_refusal(message)
+            self._send_refusal(408, message)  # the application, waiting for the body, is told of a disconnect
+        else:
+            self._log_refusal(message + " (its answer already begun); connection closed")
+            self.transport.close()
+
+    def _set_timer(self, seconds: float, callback) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _answers_owed(self) -> bool:
         """Whether requests before the one whose head is refused (which has no cycle yet) still wait for their
@@ -167,7 +200,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, message: str) -> None:
         """Answer the request whose head is being read with ``status`` and close, after the answers owed."""
         self._refusal = (status, message)
-        self._cancel_head_timer()
+        self._cancel_timer()
         self._log_refusal(message)
         if self._answers_owed():
             self.transport.pause_reading()  # on_response_complete sends the refusal once they are answered

@@ -1,5 +1,6 @@
 """``riskgate serve``'s connections (service.http): a request's line and headers are bounded in size (431) and in
-time (408), before any API key is read; ordinary and pipelined requests are untouched. A real service process."""
+time (408), and its body in time (408), before any API key is read; ordinary and pipelined requests are untouched.
+A real service process (and, for a body the application answers without reading, a real uvicorn server)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -20,13 +22,14 @@ RISKGATE_BIN = str(Path(sys.executable).parent / "riskgate")
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """``riskgate serve`` on an empty store with ``--header-timeout 1``: (port, process)."""
+    """``riskgate serve`` on an empty store with ``--header-timeout 1 --body-timeout 1``: (port, process)."""
     db = tmp_path_factory.mktemp("http") / "s.duckdb"
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([RISKGATE_BIN, "serve", "--db", str(db), "--port", str(port), "--header-timeout", "1"],
+    proc = subprocess.Popen([RISKGATE_BIN, "serve", "--db", str(db), "--port", str(port), "--header-timeout", "1",
+                             "--body-timeout", "1"],
                             env={**os.environ, "RISKGATE_API_KEY": "k" * 32}, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -158,8 +161,126 @@ def test_a_chunked_body_with_a_trailer_over_64_kib_is_cut_off_and_ordinary_chunk
     assert _statuses(got) == [b"405", b"200"], got[:300]
 
 
-def test_the_command_line_default_is_the_protocols():
+def test_the_command_line_defaults_are_the_protocols():
+    from cli.serve_cmd import BODY_TIMEOUT_S as CLI_BODY
     from cli.serve_cmd import HEADER_TIMEOUT_S
-    from service.http import HEAD_TIMEOUT_S
+    from service.http import BODY_TIMEOUT_S, HEAD_TIMEOUT_S
 
-    assert HEADER_TIMEOUT_S == HEAD_TIMEOUT_S
+    assert HEADER_TIMEOUT_S == HEAD_TIMEOUT_S and CLI_BODY == BODY_TIMEOUT_S
+
+
+_EVALUATE = b"POST /v1/evaluate HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + b"k" * 32 + b"\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_that_trickles_is_answered_408_after_the_body_timeout(service, framing):
+    """A body sent a byte at a time held its connection for as long as the client went on (45 s and counting, one
+    byte every 2 s, before any key was checked): now 408 once --body-timeout has passed since the headers."""
+    port, proc = service
+    if framing == "chunked":
+        head, piece = _EVALUATE + b"Transfer-Encoding: chunked\r\n\r\n", b"1\r\n \r\n"
+    else:
+        head, piece = _EVALUATE + b"Content-Length: 1000\r\n\r\n", b" "
+    start = time.monotonic()
+    got = _exchange(port, head + piece, *[piece] * 20, pause=0.3)
+    took = time.monotonic() - start
+    assert _statuses(got) == [b"408"], got[:300]
+    assert b"did not arrive within 1 s of its headers" in got and b"connection: close" in got.lower()
+    assert 0.9 < took < 5, took  # the 20 pieces would have taken 6 s
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200 and proc.poll() is None
+
+
+def test_a_body_in_pieces_within_the_timeout_is_served_and_its_clock_starts_at_its_headers(service):
+    """The body's time counts from its own headers: a keep-alive connection idle longer than --body-timeout before
+    the request, then a body in three pieces over 0.6 s, is answered by the application (400: not an event)."""
+    port, _ = service
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(1.5)  # idle, no request begun
+        s.sendall(_EVALUATE + b"Content-Length: 5\r\nConnection: close\r\n\r\n{")
+        for piece in (b"  ", b" }"):
+            time.sleep(0.3)
+            s.sendall(piece)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert _statuses(got) in ([b"422"], [b"400"]), got[:600]
+
+
+@contextmanager
+def _uvicorn(app, **limits):
+    """A real uvicorn server on loopback serving the ASGI ``app`` with :class:`BoundedHttpProtocol` configured with
+    ``limits``, in a thread: yields its port. Keep-alive 60 s, so that it never closes a connection in a test."""
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from service.http import BoundedHttpProtocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                           http=BoundedHttpProtocol.configured(**limits), timeout_keep_alive=60))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+async def _answer_ok(send, body: bytes = b"ok") -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_body_still_trickling_after_an_early_answer_has_its_connection_closed():
+    """An application that answers before reading the body (here: at once): the trickle would have held the
+    connection, every byte putting off uvicorn's keep-alive timeout; it is closed after --body-timeout, the
+    answer intact."""
+
+    async def early(scope, receive, send):
+        await _answer_ok(send)
+
+    with _uvicorn(early, body_timeout=0.5) as port:
+        start = time.monotonic()
+        got = _exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", *[b"x"] * 30, pause=0.2)
+        took = time.monotonic() - start
+    assert _statuses(got) == [b"200"] and got.endswith(b"\r\n\r\nok"), got
+    assert 0.4 < took < 3, took  # the 30 pieces would have taken 6 s
+
+
+def test_a_pipelined_body_waiting_for_the_answer_before_it_is_not_timed_out():
+    """uvicorn stops reading while a request pipelined behind another waits for the other's answer: that wait is
+    the service's. The body sent meanwhile is read once the first is answered (1.5 s, three body timeouts later),
+    and both are answered in order; no 408 cuts in before the first answer."""
+    import asyncio
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/slow":
+            await asyncio.sleep(1.5)
+            return await _answer_ok(send, b"slow")
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        await _answer_ok(send, b"got " + body)
+
+    with _uvicorn(app, body_timeout=0.5) as port:
+        got = _exchange(port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+                        b"abc", pause=0.8)
+    assert _statuses(got) == [b"200", b"200"], got
+    assert got.index(b"slow") < got.index(b"got abc"), got
