@@ -622,3 +622,19 @@ def test_a_column_major_matrix_scores_and_explains_bit_for_bit_as_a_row_major_on
     assert M_rows.flags["C_CONTIGUOUS"] and M_cols.flags["F_CONTIGUOUS"] and len(X) > estimators.PREDICT_BLOCK
     np.testing.assert_array_equal(m._score_matrix(M_cols), m._score_matrix(M_rows))
     np.testing.assert_array_equal(m._contributions(M_cols[:3000]), m._contributions(M_rows[:3000]))
+    # what adds terms across a row (the surprise terms are row-major whatever the input's layout)
+    table, frame = pa.Table.from_pandas(X.iloc[:3000], preserve_index=False), X.iloc[:3000]
+    for a, b in zip(m.score_and_explain(table), m.score_and_explain(frame)):
+        np.testing.assert_array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+
+
+def test_a_stacked_model_explains_a_table_as_a_frame_and_one_row_as_in_a_chunk(data):
+    """With the statistical score stacked as an input, the contributions add the surprise terms across each row:
+    a column-major matrix (an Arrow table) gave other last bits, and one event alone other reason values than the
+    same event in a chunk."""
+    (X, y), (X2, _) = data
+    m = RiskModel(stack_statistical=True, random_state=0).fit(X, y)
+    table = pa.Table.from_pandas(X2.iloc[:500], preserve_index=False)
+    np.testing.assert_array_equal(m.contributions(table), m.contributions(X2.iloc[:500]))
+    chunk = m.explain(table)
+    assert [m.explain(table.slice(i, 1))[0] for i in range(0, 500, 7)] == chunk[::7]

@@ -270,8 +270,10 @@ class _Surprise:
 
     def matrix(self, M: np.ndarray) -> np.ndarray:
         if len(M) <= SMALL_ROWS:
-            return self._matrix_few(M)
-        out = np.empty_like(M)
+            return np.ascontiguousarray(self._matrix_few(M))
+        # row-major whatever M's layout (an Arrow table's matrix is column-major): callers add the terms across a
+        # row (``sum(axis=1)``), and numpy adds a column-major row in another order, so the last bits would differ
+        out = np.empty(M.shape)
         for j in range(M.shape[1]):
             col = M[:, j] * self.directions[j]
             u, ge, n = self.values[j], self.at_least[j], self.n[j]
