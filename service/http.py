@@ -45,9 +45,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     connection, reading nothing more meanwhile; a body's closes the connection (the application already has
     that request).
 
-    A body's time counts while the service reads it: when uvicorn has paused reading (a request pipelined behind
-    one still being answered, or body the application has not taken yet), the wait is the service's, and the
-    body gets ``body_timeout`` seconds more. A body that is late while nothing was answered yet gets ``408``; once
+    A body's time counts while the service reads it: when uvicorn has paused reading (body the application has not
+    taken yet), the request waits in the pipeline behind one still being answered, or its client waits for the
+    ``100 Continue`` its application sends when it starts, the wait is the service's, and the body gets
+    ``body_timeout`` seconds more. A body that is late while nothing was answered yet gets ``408``; once
     an answer has begun (the application answered without reading it all) the connection is only closed.
     """
 
@@ -168,7 +169,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self._phase != "body" or self._refusal is not None or self.transport.is_closing():
             return
-        if self.flow.read_paused:  # uvicorn is not reading it: the wait is the service's, not the client's
+        # the wait is the service's, not the client's, while uvicorn is not reading, while the request waits in the
+        # pipeline for the answers before it (reading may have resumed: an earlier request's application reads its
+        # own body), and while its client waits for the 100 Continue sent when the request's application starts
+        if self.flow.read_paused or self.pipeline or getattr(self.cycle, "waiting_for_100_continue", False):
             self._set_timer(self.body_timeout, self._body_too_slow)
             return
         message = f"the request body did not arrive within {self.body_timeout:g} s of its headers"

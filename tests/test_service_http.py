@@ -284,3 +284,59 @@ def test_a_pipelined_body_waiting_for_the_answer_before_it_is_not_timed_out():
                         b"abc", pause=0.8)
     assert _statuses(got) == [b"200", b"200"], got
     assert got.index(b"slow") < got.index(b"got abc"), got
+
+
+def _reading_app(slow: float):
+    """An application behind riskgate's body limit (``service.app.BodyLimit``, which reads every body first) that
+    answers ``<path>:<body>``, after ``slow`` seconds for ``/slow``; it records what it carried out."""
+    import asyncio
+
+    from service.app import BodyLimit
+
+    done: list[str] = []
+
+    async def inner(scope, receive, send):
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        if scope["path"] == "/slow":
+            await asyncio.sleep(slow)
+        done.append(scope["path"])
+        await _answer_ok(send, scope["path"].encode() + b":" + body)
+
+    return BodyLimit(inner), done
+
+
+def test_a_late_body_pipelined_behind_a_post_is_refused_only_after_the_posts_answer():
+    """The POST before it reads its own body, which resumes reading while the late request still waits in the
+    pipeline: its 408 went out in place of the POST's answer (the POST carried out, its answer lost). Now the POST
+    is answered first, then the late body gets its 408."""
+    app, done = _reading_app(slow=2.0)
+    with _uvicorn(app, body_timeout=0.5) as port:
+        got = _exchange(port, b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                              b"POST /late HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", *[b"x"] * 40, pause=0.1)
+    assert _statuses(got) == [b"200", b"408"], got
+    assert b"/slow:abc" in got and got.index(b"/slow:abc") < got.index(b"408"), got
+    assert done == ["/slow"]
+
+
+def test_a_pipelined_request_waiting_for_100_continue_is_not_timed_out():
+    """A client may wait for ``100 Continue`` before sending the body; uvicorn sends it when the request's
+    application starts, after the answer before it (2 s, four body timeouts): that wait is the service's."""
+    app, done = _reading_app(slow=2.0)
+    with _uvicorn(app, body_timeout=0.5) as port, socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                  b"POST /next HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+                  b"Connection: close\r\n\r\n")
+        got, sent = b"", False
+        while chunk := s.recv(65536):
+            got += chunk
+            if b"100 Continue" in got and not sent:
+                sent = True
+                s.sendall(b"xyz")
+    assert _statuses(got) == [b"200", b"100", b"200"], got
+    assert got.index(b"/slow:abc") < got.index(b"/next:xyz"), got
+    assert done == ["/slow", "/next"]
