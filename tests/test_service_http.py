@@ -238,6 +238,15 @@ def _uvicorn(app, **limits):
         thread.join(20)
 
 
+async def _read_body(receive) -> bytes:
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
+
+
 async def _answer_ok(send, body: bytes = b"ok") -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
@@ -270,12 +279,7 @@ def test_a_pipelined_body_waiting_for_the_answer_before_it_is_not_timed_out():
         if scope["path"] == "/slow":
             await asyncio.sleep(1.5)
             return await _answer_ok(send, b"slow")
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await _read_body(receive)
         await _answer_ok(send, b"got " + body)
 
     with _uvicorn(app, body_timeout=0.5) as port:
@@ -296,12 +300,7 @@ def _reading_app(slow: float):
     done: list[str] = []
 
     async def inner(scope, receive, send):
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await _read_body(receive)
         if scope["path"] == "/slow":
             await asyncio.sleep(slow)
         done.append(scope["path"])

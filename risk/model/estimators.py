@@ -155,7 +155,7 @@ def _matrix(X, columns: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
         # (Fortran-order) matrix: no copy. Writing each column into a row-major matrix strides through all of it
         # (0.51 s for 500,000 rows of 28 columns), and transposing into rows took 0.12-0.19 s of a chunk's
         # assessment. The trees predict as fast from either layout and bit for bit the same (each value is read,
-        # never summed across the row); the surprise terms are taken column by column anyway.
+        # never summed across the row); the surprise terms, which are, come out row-major (_Surprise.matrix).
         by_column = np.empty((len(columns), X.num_rows), dtype=float)
         for j, c in enumerate(columns):
             col = X.column(c)
