@@ -16,7 +16,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
-from risk.feedback import ATO_FALSE_SQL, ATTACK_TYPES_SQL
+from risk.feedback import ATTACK_TYPES_SQL, LABELS_IN_FORCE_SQL
 from risk.levels import current_thresholds
 from risk.score import PERIOD_SQL, period_params
 
@@ -266,7 +266,9 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     have MFA of their own are challenged at every sign-in and are counted apart.
 
     "Caught" means the outcome (enforced or, in AUDIT, would-be) is an MFA challenge or a block.
-    Labels: ``attack_type`` tags attacks; ``is_account_takeover`` = false marks legitimate events.
+    Labels: the labels in force (``risk.feedback.LABELS_IN_FORCE_SQL``, as tuning and training read them):
+    ``attack_type`` (or ``is_account_takeover`` = true) tags attacks, ``is_account_takeover`` = false marks
+    legitimate events, and an administrator's feedback outranks both (Invalid: an attack, Valid: legitimate).
     """
 
     period = period_params(since, until)
@@ -290,8 +292,10 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
         """SELECT coalesce(risk_decision, 'not evaluated'), outcome, count(*) FROM pa
            GROUP BY ALL ORDER BY 1, 2"""
     )
+    # the labels in force: feedback outranks the data set's labels (Invalid: an attack; Valid: legitimate), as for
+    # tuning and training (risk.feedback.LABELS_IN_FORCE_SQL)
     attacks = rows(
-        f""", t AS ({ATTACK_TYPES_SQL})
+        f""", t AS (SELECT event_id, attack_type FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 1)
            SELECT t.attack_type, count(*) AS attacks,
                   count(*) FILTER (WHERE a.outcome IN ('MfaChallenge', 'Block')) AS caught,
                   count(*) FILTER (WHERE a.outcome = 'Block') AS blocked
@@ -299,8 +303,7 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
            GROUP BY 1 ORDER BY 1"""
     )
     (legit,) = rows(
-        f""", l AS (SELECT event_id FROM labels WHERE {ATO_FALSE_SQL}
-                   EXCEPT SELECT event_id FROM ({ATTACK_TYPES_SQL}))
+        f""", l AS (SELECT event_id FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 0)
            SELECT count(*),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_RISK_CHALLENGE}),
                   count(*) FILTER (WHERE a.outcome = 'Block'),

@@ -123,6 +123,36 @@ def test_the_report_counts_attacks_as_training_and_tuning_do(store, tmp_path):
     assert types == dict.fromkeys(legit)
 
 
+def test_the_report_reads_feedback_as_tuning_does(store):
+    """An administrator's feedback outranks the data set's labels in the report too: a legitimate sign-in marked
+    Invalid is an attack (of its labelled type, else ``feedback_invalid``) and leaves the legitimate counts, an
+    attack marked Valid joins them. The report used to keep both where the labels put them."""
+    from risk import store as rstore
+    from risk.report import pipeline_summary
+
+    rg("score", db=store)
+    with rstore.connect(store, read_only=True) as con:
+        before = pipeline_summary(con)
+        legit = con.execute(
+            "SELECT l.event_id FROM labels l JOIN events e USING (event_id) WHERE l.label = 'is_account_takeover' "
+            "AND l.value = 'false' AND e.event_type = 'SignIn' AND e.event_response = 'Pass' "
+            "AND l.event_id NOT IN (SELECT event_id FROM labels WHERE label = 'attack_type') "
+            "ORDER BY 1 LIMIT 1").fetchall()[0][0]
+        attack, kind = con.execute(
+            "SELECT l.event_id, l.value FROM labels l JOIN events e USING (event_id) WHERE l.label = 'attack_type' "
+            "AND e.event_type = 'SignIn' AND e.event_response = 'Pass' ORDER BY 1 LIMIT 1").fetchall()[0]
+    rg("feedback", legit, "invalid", db=store)
+    rg("feedback", attack, "valid", db=store)
+    with rstore.connect(store, read_only=True) as con:
+        after = pipeline_summary(con)
+    assert after["legitimate_sign_ins"] == before["legitimate_sign_ins"]  # one out, one in
+    types = lambda s: {t: n for t, n, *_ in s["attacks_by_type"]}  # noqa: E731
+    expected = types(before)
+    expected[kind] -= 1
+    expected["feedback_invalid"] = expected.get("feedback_invalid", 0) + 1
+    assert types(after) == {t: n for t, n in expected.items() if n}
+
+
 def test_incremental_runs_equal_one_run_over_everything(store, tmp_path):
     other = tmp_path / "other.duckdb"
     shutil.copy(store, other)
