@@ -558,7 +558,11 @@ def score_events(
             table = table.append_column("run_id", _constant(run_id, pa.string(), table.num_rows))
             table = table.append_column(
                 "scored_at", _constant(datetime.now(timezone.utc), pa.timestamp("us", tz="UTC"), table.num_rows))
-            _write(con, table, reserve=notify, claimant=claimant)  # with --notify: the notifications due, pending
+            # with --notify: the notifications due, pending; and the run's count, so that a run killed later (its
+            # finally never runs) still says how many events it scored
+            _write(con, table, reserve=notify, claimant=claimant,
+                   also=("UPDATE score_runs SET events_scored = events_scored + ? WHERE run_id = ?",
+                         [table.num_rows, run_id]))
             if notify:
                 result.notifications += _send_notifications(ctx, claimant, result.notification_failures)
             result.events_scored += table.num_rows
@@ -837,14 +841,15 @@ def _due(ctx: "_Context", pairs: list[tuple[str, str]], events: list[dict]) -> l
 
 
 def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True, *, reserve: bool = False,
-           claimant: str | None = None) -> None:
+           claimant: str | None = None, also: tuple[str, list] | None = None) -> None:
     """Replace the assessments of these events (stored already), in one transaction that also applies the
     password resets they require (:func:`_apply_resets`, once per event).
 
     ``replace=False``: the caller knows they have none; ``transaction=False``: inside the caller's transaction.
     ``reserve``: the notifications the assessments make due become pending rows in that transaction
     (``risk.notify.reserve``), claimed by ``claimant`` -- by default the service's (``risk.inline`` delivers
-    everything it makes due); batch scoring reserves only with --notify.
+    everything it makes due); batch scoring reserves only with --notify. ``also``: one more statement (SQL and its
+    parameters) in the same transaction (batch scoring: the run's count of events scored).
     """
     con.register("_rg_new_assessments", table)
     try:
@@ -864,6 +869,8 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
                 from risk import notify as rn
 
                 rn.reserve(con, "_rg_new_assessments", claimant or rn.service_claimant())
+            if also is not None:
+                con.execute(*also).fetchall()
             if transaction:
                 con.execute("COMMIT")
         except BaseException:

@@ -883,3 +883,36 @@ def test_two_pools_users_of_one_name_are_scored_apart_end_to_end(store, tmp_path
     by_pool = {r[0]: r[1:] for r in rows}
     assert by_pool[p1][:2] == (True, True) and by_pool[p1][2] > 0  # every risky sign-in challenged: MFA set up
     assert by_pool[p2][:2] == (False, False) and by_pool[p2][2] > 0  # none in P2: her namesake's MFA is not hers
+
+
+def test_a_run_killed_after_a_chunk_says_how_many_events_it_scored(store):
+    """A run's count was written only when it ended: a run killed (SIGKILL, no ``finally``) after committing
+    chunks was recorded as having scored 0 events. The count now grows in each chunk's transaction."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os
+        import risk.score as rs
+        from risk import store
+        calls = []
+        real = rs.events_to_assess
+        def dying(con, feats):
+            calls.append(1)
+            if len(calls) == 3:  # two chunks written: gone, as under kill -9
+                os._exit(137)
+            return real(con, feats)
+        rs.events_to_assess = dying
+        with store.connect({str(store)!r}) as con:
+            rs.score_events(con, chunk_rows=100)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137, proc.stderr
+    [(status, counted, run_id)] = q(store, "SELECT status, events_scored, run_id FROM score_runs")
+    stored = q(store, "SELECT count(*) FROM assessments WHERE run_id = ?", [run_id])[0][0]
+    assert status == "running" and counted == stored and stored >= 200
+    rg("score", db=store)  # the next run completes it and records the earlier one as interrupted
+    rows = q(store, "SELECT status, events_scored FROM score_runs ORDER BY started_at")
+    assert rows[0] == ("interrupted", stored) and rows[1][0] == "completed"
+    assert rows[1][1] + stored == q(store, "SELECT count(*) FROM events")[0][0]
