@@ -2,7 +2,8 @@
 
 Newest first; ``MaxResults`` 0..60 where 0 (or absent) means 60; ``NextToken``
 is an opaque, URL-safe token naming the position after the last event
-returned, bound to the user (a token of another user is refused).
+returned, bound to the user: the username in its user pool (a token of another user, or of the same username
+in another pool, is refused).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from ingest.schema import offset_text
 from risk.feedback import LATEST_FEEDBACK_SQL
 
 MAX_RESULTS = 60
-#: The longest ``NextToken`` accepted, far above the longest this module writes (base64 of the username -- at most
-#: 128 characters, ingest's limit, each written by ``json.dumps`` as at most 12 ASCII characters --, the time and an
-#: event id of at most 50): a longer one is refused before it is decoded.
+#: The longest ``NextToken`` accepted, far above the longest this module writes (base64 of the user pool id -- at
+#: most 55 characters --, the username -- at most 128 characters, ingest's limit, each written by ``json.dumps`` as
+#: at most 12 ASCII characters --, the time and an event id of at most 50): a longer one is refused before it is
+#: decoded.
 MAX_TOKEN_CHARS = 4096
 
 
@@ -34,12 +36,15 @@ class InvalidParameterError(RiskgateError):
     """A parameter is out of range or a token is not one of ours."""
 
 
-def _encode_token(username: str, created: datetime, event_id: str) -> str:
-    raw = json.dumps([username, created.astimezone(timezone.utc).isoformat(), event_id], separators=(",", ":"))
+def _encode_token(pool: str | None, username: str, created: datetime, event_id: str) -> str:
+    """The position after (created, event_id) in the listing of ``username`` of ``pool`` (None: the listing of
+    every pool's, the CLI's): a username is one user per pool, as in Cognito."""
+    raw = json.dumps([pool or "", username, created.astimezone(timezone.utc).isoformat(), event_id],
+                     separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str, username: str) -> tuple[datetime, str]:
+def _decode_token(token: str, pool: str | None, username: str) -> tuple[datetime, str]:
     """(time, event id) of the position a token of :func:`_encode_token` names; InvalidParameterError for anything
     else (every part is checked: a forged token must not reach the query). A hostile token is refused the same way,
     never an exception of its own: one over :data:`MAX_TOKEN_CHARS` before it is decoded, and one whose JSON nests
@@ -50,16 +55,16 @@ def _decode_token(token: str, username: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         parts = json.loads(raw)
-        if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
-            raise ValueError("not three strings")
-        user, created, event_id = parts
+        if not (isinstance(parts, list) and len(parts) == 4 and all(isinstance(p, str) for p in parts)):
+            raise ValueError("not four strings")
+        token_pool, user, created, event_id = parts
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("a time without its offset")
         when.astimezone(timezone.utc)  # within the range of times (0001-01-01T00:00+01:00 is not)
     except (ValueError, TypeError, OverflowError, RecursionError):  # ValueError: base64, UTF-8, JSON and time errors
         raise InvalidParameterError(f"NextToken {token[:40]!r} is not a valid token") from None
-    if user != username:
+    if user != username or token_pool != (pool or ""):
         raise InvalidParameterError("NextToken belongs to another user's listing")
     return when, event_id
 
@@ -125,7 +130,7 @@ def list_user_auth_events(
         raise UserNotFoundError(f"user {username!r} not found: no events and not in the users table")
     after_date, after_id = (None, None)
     if next_token:
-        after_date, after_id = _decode_token(next_token, username)
+        after_date, after_id = _decode_token(next_token, user_pool_id, username)
     rows = con.execute(
         """
         WITH fb AS ({latest_feedback})
@@ -169,5 +174,5 @@ def list_user_auth_events(
         events.append(ev)
     out: dict = {"AuthEvents": events}
     if more and rows:
-        out["NextToken"] = _encode_token(username, rows[-1][2], rows[-1][0])
+        out["NextToken"] = _encode_token(user_pool_id, username, rows[-1][2], rows[-1][0])
     return out

@@ -306,15 +306,19 @@ def test_a_hostile_next_token_is_an_invalid_token_on_the_command_line(base, tmp_
 
 
 def test_the_longest_token_of_ours_is_accepted():
-    """The length limit is above every token the listing writes: a 128-character username of characters
-    ``json.dumps`` writes as 12 each, and a 50-character event id."""
-    from risk.auth_events import MAX_TOKEN_CHARS, _decode_token, _encode_token
+    """The length limit is above every token the listing writes: a 55-character user pool id, a 128-character
+    username of characters ``json.dumps`` writes as 12 each, and a 50-character event id."""
+    from risk.auth_events import MAX_TOKEN_CHARS, InvalidParameterError, _decode_token, _encode_token
 
-    user = "\U0001F600" * 128
+    user, pool = "\U0001F600" * 128, "eu-west-1_" + "p" * 45
     when = datetime(2026, 3, 1, 8, 15, 2, 120000, tzinfo=timezone.utc)
-    token = _encode_token(user, when, "e" * 50)
+    token = _encode_token(pool, user, when, "e" * 50)
     assert len(token) <= MAX_TOKEN_CHARS
-    assert _decode_token(token, user) == (when, "e" * 50)
+    assert _decode_token(token, pool, user) == (when, "e" * 50)
+    # bound to the user: the username in its pool (the same username of another pool is another user)
+    for other_pool, other_user in ((None, user), ("eu-west-1_Other", user), (pool, "someone")):
+        with pytest.raises(InvalidParameterError, match="another user's listing"):
+            _decode_token(token, other_pool, other_user)
     # the hostile tokens: one refused for its length, the others decoded (and refused for their depth)
     assert [k for k, t in sorted(HOSTILE_TOKENS.items()) if len(t) > MAX_TOKEN_CHARS] == ["overlong"]
 
