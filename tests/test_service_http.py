@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dashboard_server import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RISKGATE_BIN = str(Path(sys.executable).parent / "riskgate")
 
@@ -24,10 +26,7 @@ RISKGATE_BIN = str(Path(sys.executable).parent / "riskgate")
 def service(tmp_path_factory):
     """``riskgate serve`` on an empty store with ``--header-timeout 1 --body-timeout 1``: (port, process)."""
     db = tmp_path_factory.mktemp("http") / "s.duckdb"
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     proc = subprocess.Popen([RISKGATE_BIN, "serve", "--db", str(db), "--port", str(port), "--header-timeout", "1",
                              "--body-timeout", "1"],
                             env={**os.environ, "RISKGATE_API_KEY": "k" * 32}, cwd=ROOT,
@@ -219,10 +218,7 @@ def _uvicorn(app, **limits):
 
     from service.http import BoundedHttpProtocol
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            http=BoundedHttpProtocol.configured(**limits), timeout_keep_alive=60))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
