@@ -48,7 +48,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     A body's time counts while the service reads it: when uvicorn has paused reading (body the application has not
     taken yet), the request waits in the pipeline behind one still being answered, or its client waits for the
     ``100 Continue`` its application sends when it starts, the wait is the service's, and the body gets
-    ``body_timeout`` seconds more. A body that is late while nothing was answered yet gets ``408``; once
+    ``body_timeout`` seconds more, and at least that much after the wait ended. A body that is late while nothing was answered yet gets ``408``; once
     an answer has begun (the application answered without reading it all) the connection is only closed.
     """
 
@@ -66,6 +66,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_here = 0  # body bytes of the piece being read
         self._chunks_here = 0  # chunks begun in the piece being read
         self._timer: asyncio.TimerHandle | None = None  # the head's or the body's deadline (one phase at a time)
+        self._service_waited = False  # the body's last period ended in the service's wait (see _body_too_slow)
         self._refusal: tuple[int, str] | None = None  # waiting for the answers owed before it
 
     @classmethod
@@ -107,6 +108,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         self._phase = "body"
         self._extra_bytes = 0
+        self._service_waited = False
         self._set_timer(self.body_timeout, self._body_too_slow)  # cancelled at once when there is no body
         super().on_headers_complete()
 
@@ -171,8 +173,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         # the wait is the service's, not the client's, while uvicorn is not reading, while the request waits in the
         # pipeline for the answers before it (reading may have resumed: an earlier request's application reads its
-        # own body), and while its client waits for the 100 Continue sent when the request's application starts
-        if self.flow.read_paused or self.pipeline or getattr(self.cycle, "waiting_for_100_continue", False):
+        # own body), and while its client waits for the 100 Continue sent when the request's application starts.
+        # The wait may end anywhere in a period (a 100 Continue sent just before the timer fires): after a period
+        # that ended in it, the client gets one whole period more before its body is late.
+        waiting = self.flow.read_paused or self.pipeline or getattr(self.cycle, "waiting_for_100_continue", False)
+        if waiting or self._service_waited:
+            self._service_waited = bool(waiting)
             self._set_timer(self.body_timeout, self._body_too_slow)
             return
         message = f"the request body did not arrive within {self.body_timeout:g} s of its headers"

@@ -335,3 +335,23 @@ def test_a_pipelined_request_waiting_for_100_continue_is_not_timed_out():
     assert _statuses(got) == [b"200", b"100", b"200"], got
     assert got.index(b"/slow:abc") < got.index(b"/next:xyz"), got
     assert done == ["/slow", "/next"]
+
+
+def test_a_client_gets_a_whole_body_timeout_after_its_100_continue():
+    """The service's wait may end just before the body's timer fires: the 100 Continue here goes out 1.8 s after the
+    headers, 0.2 s before the timer's second firing. The client, answering it 0.5 s later, got a 408; it now has at
+    least a whole --body-timeout (1 s) from the end of the wait."""
+    app, done = _reading_app(slow=1.8)
+    with _uvicorn(app, body_timeout=1.0) as port, socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                  b"POST /next HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+                  b"Connection: close\r\n\r\n")
+        got, sent = b"", False
+        while chunk := s.recv(65536):
+            got += chunk
+            if b"100 Continue" in got and not sent:
+                sent = True
+                time.sleep(0.5)
+                s.sendall(b"xyz")
+    assert _statuses(got) == [b"200", b"100", b"200"], got
+    assert done == ["/slow", "/next"]
