@@ -708,8 +708,8 @@ def _start_time(pid: int) -> str:
 _process: tuple[int, str] | None = None
 
 
-def _this_process() -> str:
-    """``host:pid:start`` of this process (read once per process)."""
+def this_process() -> str:
+    """``host:pid:start`` of this process (read once per process), as :func:`process_alive` checks it."""
     global _process
     pid = os.getpid()
     if _process is None or _process[0] != pid:  # a forked child is a process of its own
@@ -719,12 +719,12 @@ def _this_process() -> str:
 
 def new_claimant(name: str) -> str:
     """A claimant name of this process for one run (``name`` says what it is, e.g. ``score``)."""
-    return f"{_this_process()}/{name}-{uuid.uuid4().hex[:12]}"
+    return f"{this_process()}/{name}-{uuid.uuid4().hex[:12]}"
 
 
 def service_claimant() -> str:
     """The claimant of the service's notifications in this process (the inline scorer's writes reserve for it)."""
-    return f"{_this_process()}/service"
+    return f"{this_process()}/service"
 
 
 def hold(claimant: str) -> None:
@@ -749,9 +749,18 @@ def claimant_alive(claimant: str | None) -> bool:
     if not claimant:
         return False
     proc, _, _name = claimant.partition("/")
-    if proc == _this_process():
+    if proc == this_process():
         with _live_lock:
             return claimant in _live
+    return process_alive(proc)
+
+
+def process_alive(proc: str | None) -> bool:
+    """Whether the process ``host:pid:start`` (:func:`this_process` of it) still runs: a process of this host
+    runs while its pid does with the same start time (a pid used again is another process); another host's is
+    assumed to run (it cannot be told from here)."""
+    if not proc:
+        return False
     host, _, rest = proc.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname():

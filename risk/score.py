@@ -104,6 +104,13 @@ MIGRATIONS = (
                WHERE reset_required ON CONFLICT DO NOTHING""",
         ),
     ),
+    # The process of a run (``host:pid:start``, risk.notify.this_process): a run starting records as interrupted
+    # only the running runs whose process is gone; one started while another still ran (the store is handed over
+    # between chunks) marked the live run interrupted. Runs recorded before have none: gone, as before.
+    Migration(
+        "risk_score_0003_run_process",
+        ("ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS process VARCHAR",),
+    ),
 )
 
 DEFAULT_CHUNK_ROWS = 250_000
@@ -527,12 +534,13 @@ def score_events(
     status = "failed"
     claimant = _hold_claimant() if notify else None
     try:
+        _mark_gone_runs(con)
         con.execute(
-            """UPDATE score_runs SET status = 'interrupted' WHERE status = 'running'"""
-        ).fetchall()
-        con.execute(
-            "INSERT INTO score_runs VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?)",
-            [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version],
+            """INSERT INTO score_runs (run_id, started_at, finished_at, status, since, until, rescore, events_scored,
+                                       model_version, thresholds_version, process)
+               VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?, ?)""",
+            [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version,
+             _run_process(run_id)],
         ).fetchall()
         if notify:  # what earlier runs owe first
             from risk import notify as rn
@@ -583,6 +591,7 @@ def score_events(
             status = "interrupted"
         raise
     finally:
+        _live_runs.discard(run_id)
         prefetch.close()
         if claimant is not None:  # what it could not send (interrupted) is owed: the next run claims it
             from risk import notify as rn
@@ -593,6 +602,32 @@ def score_events(
             [datetime.now(timezone.utc), status, result.events_scored, run_id],
         ).fetchall()
     return result
+
+
+_live_runs: set[str] = set()  # the runs of this process that have not ended
+
+
+def _run_process(run_id: str) -> str:
+    """What ``score_runs.process`` records for a run of this process (and remembers it as live)."""
+    from risk.notify import this_process
+
+    _live_runs.add(run_id)
+    return this_process()
+
+
+def _mark_gone_runs(con) -> None:
+    """Record as interrupted the runs still ``running`` whose process is gone (killed, or stopped before its
+    ``finally`` could say so): a run of another process that still runs (the store is handed over between
+    chunks) stays running, and so does a run of this process that has not ended."""
+    from risk.notify import process_alive, this_process
+
+    me = this_process()
+    gone = [run_id for run_id, proc in con.execute(
+                "SELECT run_id, process FROM score_runs WHERE status = 'running'").fetchall()
+            if not (run_id in _live_runs if proc == me else process_alive(proc))]
+    if gone:
+        con.execute("UPDATE score_runs SET status = 'interrupted' WHERE status = 'running' AND list_contains(?, run_id)",
+                    [gone]).fetchall()
 
 
 #: what ``ScoreResult.by_level`` / ``by_decision`` call an event without a level / a decision (``riskgate report``'s

@@ -109,7 +109,8 @@ def build(path) -> None:
                  [f"known decision of {eid}"], _t(6, 0)],
             )
         con.execute(
-            "INSERT INTO score_runs VALUES ('score-1', ?, ?, 'completed', NULL, NULL, false, 10, 1, 0)",
+            "INSERT INTO score_runs (run_id, started_at, finished_at, status, since, until, rescore, events_scored, "
+            "model_version, thresholds_version) VALUES ('score-1', ?, ?, 'completed', NULL, NULL, false, 10, 1, 0)",
             [_t(6, 0), _t(6, 1)],
         )
         insert_labels(con, pa.table({"event_id": [e for e, _, _ in LABELS], "label": [k for _, k, _ in LABELS],

@@ -916,3 +916,38 @@ def test_a_run_killed_after_a_chunk_says_how_many_events_it_scored(store):
     rows = q(store, "SELECT status, events_scored FROM score_runs ORDER BY started_at")
     assert rows[0] == ("interrupted", stored) and rows[1][0] == "completed"
     assert rows[1][1] + stored == q(store, "SELECT count(*) FROM events")[0][0]
+
+
+def test_a_run_starting_marks_interrupted_only_the_runs_whose_process_is_gone(store):
+    """A run starting marked every ``running`` run interrupted, also one still going in another process (the
+    store is handed over between chunks, so a second ``riskgate score`` can start while one runs). Runs record
+    their process; only those of a process that is gone (or that recorded none: older runs) are interrupted."""
+    import subprocess
+    import sys
+
+    from risk.notify import this_process
+
+    me = this_process()
+    host, pid, start = me.split(":")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        from risk.notify import _start_time
+
+        live = f"{host}:{other.pid}:{_start_time(other.pid)}"
+        runs = {"live-other": live, "reused-pid": f"{host}:{other.pid}:1", "older": None,
+                "this-process-ended": me, "other-host": f"elsewhere.example:{pid}:{start}"}
+        with risk.store.connect(store) as con:
+            for run_id, proc in runs.items():
+                con.execute("INSERT INTO score_runs (run_id, started_at, status, events_scored, process) "
+                            "VALUES (?, now(), 'running', 0, ?)", [run_id, proc])
+        rg("score", db=store)
+        status = dict(q(store, "SELECT run_id, status FROM score_runs"))
+        assert {k: status[k] for k in runs} == {"live-other": "running", "reused-pid": "interrupted",
+                                                "older": "interrupted", "this-process-ended": "interrupted",
+                                                "other-host": "running"}
+        assert sorted(status.values()).count("completed") == 1
+    finally:
+        other.kill()
+        other.wait()
+    rg("score", db=store)  # its process gone now, the next run records it as interrupted
+    assert dict(q(store, "SELECT run_id, status FROM score_runs"))["live-other"] == "interrupted"
