@@ -206,6 +206,10 @@ def _detected(result: Any) -> bool | None:
     raise TypeError(f"a compromised-credentials result must be None, a bool, or have .detected; got {result!r}")
 
 
+#: The decision reason of a user challenged by MFA of their own (also stored with each assessment).
+OWN_MFA_REASON = "the user has MFA of their own: always challenged"
+
+
 def _ato_outcome(action: AccountTakeoverEventAction | None, has_mfa: bool) -> Outcome:
     if action is AccountTakeoverEventAction.BLOCK:
         return Outcome.BLOCK
@@ -235,7 +239,7 @@ def decide(
     has_mfa = bool(user_has_mfa)
     reasons: list[str] = []
 
-    own_mfa = "the user has MFA of their own: always challenged"
+    own_mfa = OWN_MFA_REASON
     if mode is AdvancedSecurityMode.OFF:
         return Decision(
             mode=mode, evaluated=False, enforced=False, risk_decision=None, risk_level=None, event_action=None,

@@ -16,6 +16,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
+from risk.decide import OWN_MFA_REASON
 from risk.feedback import ATTACK_TYPES_SQL, LABELS_IN_FORCE_SQL
 from risk.levels import current_thresholds
 from risk.score import PERIOD_SQL, period_params
@@ -251,9 +252,11 @@ def assessed_events(
     return con.sql(sql, params=period_params(since, until)).to_arrow_table()
 
 
-#: An MFA challenge the risk asked for: the event's level has an action that challenges (MFA_IF_CONFIGURED,
-#: MFA_REQUIRED). Any other challenge (no level, or a level whose action is NO_ACTION) is the user's own MFA.
-_RISK_CHALLENGE = "(a.risk_level IS NOT NULL AND coalesce(a.event_action IN ('MFA_IF_CONFIGURED', 'MFA_REQUIRED'), false))"
+#: A level whose action asks for MFA (MFA_IF_CONFIGURED, MFA_REQUIRED).
+_MFA_ACTION = "(a.risk_level IS NOT NULL AND coalesce(a.event_action IN ('MFA_IF_CONFIGURED', 'MFA_REQUIRED'), false))"
+#: The user was challenged by MFA of their own (the decision says so: risk.decide.OWN_MFA_REASON, a parameter):
+#: challenged whatever the level, so the challenge is not the risk's doing.
+_OWN_MFA = "coalesce(list_contains(a.decision_reasons, ?), false)"
 
 
 def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
@@ -262,8 +265,11 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     for the events in [since, until) (by default all), with the thresholds versions the assessments were made
     with (``thresholds_versions``: (version, assessments) pairs) and the current one.
 
-    Legitimate sign-ins "challenged" are those challenged because of their risk level; users who
-    have MFA of their own are challenged at every sign-in and are counted apart.
+    Legitimate sign-ins "challenged" and "blocked" are those the risk level challenged or blocked, as
+    ``riskgate tune`` counts them (what the level adds to what the sign-in gets without one): users who have
+    MFA of their own are challenged at every sign-in, whatever the level (COGNITO_REFERENCE), and are counted
+    apart (``legitimate_own_mfa_challenged``; ``legitimate_own_mfa_at_mfa_level`` of them at a level whose
+    action asks for MFA); sign-ins blocked by a BlockedIPRangeList are ``legitimate_range_blocked``.
 
     "Caught" means the outcome (enforced or, in AUDIT, would-be) is an MFA challenge or a block.
     Labels: the labels in force (``risk.feedback.LABELS_IN_FORCE_SQL``, as tuning and training read them):
@@ -276,8 +282,8 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     scoped = f"""WITH pa AS (SELECT a.*, e.event_type, e.event_response FROM assessments a
                              JOIN events e ON e.event_id = a.event_id WHERE {PERIOD_SQL})"""
 
-    def rows(sql: str) -> list[tuple]:
-        return [tuple(r) for r in con.execute(f"{scoped} {sql}", period).fetchall()]
+    def rows(sql: str, params: tuple = ()) -> list[tuple]:
+        return [tuple(r) for r in con.execute(f"{scoped} {sql}", [*period, *params]).fetchall()]
 
     scored, unscored = con.execute(
         f"""SELECT count(a.event_id), count(*) - count(a.event_id)
@@ -305,11 +311,13 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     (legit,) = rows(
         f""", l AS (SELECT event_id FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 0)
            SELECT count(*),
-                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_RISK_CHALLENGE}),
-                  count(*) FILTER (WHERE a.outcome = 'Block'),
-                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND NOT {_RISK_CHALLENGE})
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND NOT {_OWN_MFA}),
+                  count(*) FILTER (WHERE a.outcome = 'Block' AND NOT coalesce(a.override_block, false)),
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_OWN_MFA}),
+                  count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_OWN_MFA} AND {_MFA_ACTION}),
+                  count(*) FILTER (WHERE a.outcome = 'Block' AND coalesce(a.override_block, false))
            FROM l JOIN pa a ON a.event_id = l.event_id
-           WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'"""
+           WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'""", (OWN_MFA_REASON,) * 3
     )
     # the thresholds the period's assessments were made with (a level and outcome are stored, not recomputed):
     # after ``riskgate tune --apply`` they may not be the current ones until ``riskgate score --rescore``
@@ -326,6 +334,8 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
         "legitimate_challenged": int(legit[1]),
         "legitimate_blocked": int(legit[2]),
         "legitimate_own_mfa_challenged": int(legit[3]),
+        "legitimate_own_mfa_at_mfa_level": int(legit[4]),
+        "legitimate_range_blocked": int(legit[5]),
         "thresholds_versions": thresholds_versions,
         "current_thresholds_version": current,
     }

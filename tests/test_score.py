@@ -413,9 +413,10 @@ def test_events_no_risk_detection_looked_at_carry_no_signals(store, tmp_path):
                     "FROM assessments") == [(0, 0)]
 
 
-def test_the_report_counts_a_challenge_for_risk_only_when_the_levels_action_challenges(store, tmp_path):
-    """A user with MFA of their own is challenged at every level; only a level whose action challenges
-    (MFA_IF_CONFIGURED, MFA_REQUIRED) makes it a challenge "for their risk"."""
+def test_the_report_never_counts_a_users_own_mfa_as_a_challenge_for_their_risk(store, tmp_path):
+    """A user with MFA of their own is challenged at every level, so a level whose action asks for MFA changes
+    nothing for them: as ``riskgate tune`` counts it, that challenge is not "for their risk" (the report counted
+    it so, and said 167 legitimate sign-ins challenged where tune said 0). The report counts them apart."""
     from risk import levels
     from risk import store as rstore
 
@@ -434,9 +435,19 @@ def test_the_report_counts_a_challenge_for_risk_only_when_the_levels_action_chal
     rg("config", "set", tmp_path / "mfa.json", db=store)
     rg("score", "--rescore", db=store)
     again = json.loads(rg("report", "--json", db=store).stdout)
-    assert again["legitimate_challenged"] > 0
-    assert (again["legitimate_challenged"] + again["legitimate_own_mfa_challenged"]
-            == rep["legitimate_own_mfa_challenged"])  # the same challenges, now asked for by the levels' action
+    assert rep["legitimate_own_mfa_at_mfa_level"] == 0  # NO_ACTION everywhere
+    from risk.feedback import LABELS_IN_FORCE_SQL
+
+    at_level = q(store, f"""SELECT count(*) FROM assessments a JOIN events e USING (event_id)
+                            WHERE a.outcome = 'MfaChallenge' AND a.event_action = 'MFA_IF_CONFIGURED'
+                              AND e.event_type = 'SignIn' AND e.event_response = 'Pass'
+                              AND event_id IN (SELECT event_id FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 0)""")[0][0]
+    assert at_level > 0 and again["legitimate_own_mfa_at_mfa_level"] == at_level
+    # the same challenges, all of them the users' own MFA: none for their risk, as tune counts them
+    assert again["legitimate_challenged"] == 0
+    assert again["legitimate_own_mfa_challenged"] == rep["legitimate_own_mfa_challenged"] > 0
+    text = rg("report", db=store).stdout
+    assert f"{at_level:,} of them at a level whose action asks for MFA" in " ".join(text.split())
 
 
 def test_events_listing_pages_newest_first_with_risk_and_feedback(store):
@@ -951,3 +962,27 @@ def test_a_run_starting_marks_interrupted_only_the_runs_whose_process_is_gone(st
         other.wait()
     rg("score", db=store)  # its process gone now, the next run records it as interrupted
     assert dict(q(store, "SELECT run_id, status FROM score_runs"))["live-other"] == "interrupted"
+
+
+def test_the_report_counts_sign_ins_blocked_by_a_blocked_range_apart_from_those_blocked_for_their_risk(store, tmp_path):
+    """A BlockedIPRangeList blocks whatever the risk: the report counted those legitimate sign-ins as blocked
+    "for their risk" (``riskgate tune`` leaves them out, no threshold changes them)."""
+    from risk.feedback import LABELS_IN_FORCE_SQL
+
+    legit = f"event_id IN (SELECT event_id FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 0)"
+    rg("score", db=store)
+    before = json.loads(rg("report", "--json", db=store).stdout)
+    ip, n = q(store, f"""SELECT client_ip, count(*) FROM events WHERE client_ip IS NOT NULL AND {legit}
+                         AND event_type = 'SignIn' AND event_response = 'Pass' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""")[0]
+    risk_blocked_there = q(store, f"""SELECT count(*) FROM events e JOIN assessments a USING (event_id)
+                                      WHERE e.client_ip = ? AND a.outcome = 'Block' AND {legit}
+                                        AND e.event_type = 'SignIn' AND e.event_response = 'Pass'""", [ip])[0][0]
+    assert n >= 5
+    (tmp_path / "c.json").write_text(json.dumps({"RiskExceptionConfiguration": {"BlockedIPRangeList": [
+        f"{ip}/{32 if '.' in ip else 128}"]}}))
+    rg("config", "set", tmp_path / "c.json", db=store)
+    rg("score", "--rescore", db=store)
+    after = json.loads(rg("report", "--json", db=store).stdout)
+    assert before["legitimate_range_blocked"] == 0 and after["legitimate_range_blocked"] == n
+    assert after["legitimate_blocked"] == before["legitimate_blocked"] - risk_blocked_there
+    assert f"{n:,} blocked by the BlockedIPRangeList" in " ".join(rg("report", db=store).stdout.split())
