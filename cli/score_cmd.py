@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 import typer
@@ -16,14 +17,23 @@ from cli.common import DbOption, JsonFlag, app, console, counted, err_console, h
 from ingest.errors import RiskgateError
 
 
+#: a fraction of a second finer than the store's microseconds: its first six digits and the rest
+_SUB_MICROSECOND = re.compile(r"([.,]\d{6})(\d+)")
+
+
 def parse_time(value: str | None, option: str) -> datetime | None:
-    """An ISO 8601 date or time; without an offset it is UTC."""
+    """An ISO 8601 date or time; without an offset it is UTC. A time finer than a microsecond (the store's
+    resolution) is rounded up to the next one: "at or after T" and "before T" then select exactly the stored
+    events they say (Python's parser drops the extra digits, which took in one microsecond too many)."""
     if value is None:
         return None
+    finer = _SUB_MICROSECOND.search(value)
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
         raise RiskgateError(f"{option}: {value!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or 2026-03-01T08:00:00Z)") from None
+    if finer and finer.group(2).strip("0"):
+        t += timedelta(microseconds=1)
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 

@@ -96,6 +96,25 @@ def test_the_report_and_export_lines_agree_with_their_counts(store, tmp_path):
     assert rg("export", "--out", tmp_path / "all.csv", db=store).stdout.startswith(f"wrote {n:,} rows to ")
 
 
+def test_a_time_finer_than_a_microsecond_selects_exactly_the_events_at_or_after_it(store, tmp_path):
+    """``--since`` / ``--until`` with more than six digits of a second: Python's parser dropped the extra digits,
+    so ``--since T.1234561`` took in the event stored at ``T.123456``, which is before it."""
+    rg("score", db=store)
+    t = q(store, "SELECT creation_date FROM events GROUP BY creation_date HAVING count(*) = 1 LIMIT 1")[0][0]
+    base = t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    after = q(store, "SELECT count(*) FROM events WHERE creation_date > ?", [t])[0][0]
+    for since, expected in ((base + "1Z", after), (base + "0Z", after + 1), (base + "000Z", after + 1)):
+        out = tmp_path / "x.csv"
+        assert " ".join(rg("export", "--out", out, "--since", since, db=store).stdout.split()) == \
+            f"wrote {expected:,} row{'s' if expected != 1 else ''} to {out}", since
+    # "before T.1234561" holds the event at T.123456, "before T.1234560" does not
+    until = q(store, "SELECT count(*) FROM events WHERE creation_date < ?", [t])[0][0]
+    for stamp, expected in ((base + "1Z", until + 1), (base + "0Z", until)):
+        out = tmp_path / "y.csv"
+        assert " ".join(rg("export", "--out", out, "--until", stamp, db=store).stdout.split()) == \
+            f"wrote {expected:,} rows to {out}", stamp
+
+
 def test_the_report_counts_attacks_as_training_and_tuning_do(store, tmp_path):
     """An attack_type of none / legitimate / benign / '' says "no attack" everywhere: the report used to list it
     as an attack type and drop those sign-ins from the legitimate ones."""
