@@ -136,7 +136,7 @@ def export(
     """Write events joined with their assessments (score, level, decision, action, reasons, versions)."""
     from ingest.store import resolve_db_path
     from risk import store
-    from risk.report import check_export_format, export_assessments, export_target
+    from risk.report import assessed_counts, check_export_format, export_assessments, export_target
 
     lo, hi = parse_period(since, until)
     check_export_format(format)  # a bad --format or --out (the store itself, say) before the store is opened
@@ -145,10 +145,13 @@ def export(
     con = store.connect(db, read_only=None)  # only reads: a store on read-only media too
     try:
         n = export_assessments(con, out, format, since=lo, until=hi)
+        _, unscored = assessed_counts(con, since=lo, until=hi)
     finally:
         con.close()
     # with --out /dev/stdout the line goes to stderr, not at the end of the export
     (err_console if to_stdout else console).print(f"wrote {counted(n, 'row')} to {out}", highlight=False)
+    if unscored:  # the export joins events with their assessments: say what it could not hold
+        warn(f"{counted(unscored, 'event')} in the period not yet assessed, not in the export: run `riskgate score` first")
 
 
 def _is_stdout(path: str) -> bool:

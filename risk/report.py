@@ -259,6 +259,16 @@ _MFA_ACTION = "(a.risk_level IS NOT NULL AND coalesce(a.event_action IN ('MFA_IF
 _OWN_MFA = "coalesce(list_contains(a.decision_reasons, ?), false)"
 
 
+def assessed_counts(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
+                    until: datetime | None = None) -> tuple[int, int]:
+    """(assessed, not yet assessed) events in [since, until)."""
+    scored, unscored = con.execute(
+        f"""SELECT count(a.event_id), count(*) - count(a.event_id)
+            FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id WHERE {PERIOD_SQL}""",
+        period_params(since, until)).fetchall()[0]
+    return int(scored), int(unscored)
+
+
 def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
                      until: datetime | None = None) -> dict:
     """Events by level and decision, attacks caught by type, legitimate sign-ins challenged and blocked,
@@ -285,10 +295,7 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     def rows(sql: str, params: tuple = ()) -> list[tuple]:
         return [tuple(r) for r in con.execute(f"{scoped} {sql}", [*period, *params]).fetchall()]
 
-    scored, unscored = con.execute(
-        f"""SELECT count(a.event_id), count(*) - count(a.event_id)
-            FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id WHERE {PERIOD_SQL}""", period
-    ).fetchall()[0]
+    scored, unscored = assessed_counts(con, since=since, until=until)
     by_level = rows(
         """SELECT coalesce(risk_level, 'no risk'), count(*) FROM pa GROUP BY 1
            ORDER BY CASE coalesce(risk_level, 'no risk') WHEN 'no risk' THEN 0 WHEN 'Low' THEN 1

@@ -96,6 +96,19 @@ def test_the_report_and_export_lines_agree_with_their_counts(store, tmp_path):
     assert rg("export", "--out", tmp_path / "all.csv", db=store).stdout.startswith(f"wrote {n:,} rows to ")
 
 
+def test_an_export_says_how_many_events_of_its_period_are_not_assessed_yet(store, tmp_path):
+    """The export joins events with their assessments: events not yet scored were left out in silence."""
+    cut = q(store, "SELECT creation_date FROM events ORDER BY creation_date LIMIT 1 OFFSET 1000")[0][0]
+    rg("score", "--until", cut.isoformat(), db=store)
+    n = q(store, "SELECT count(*) FROM events")[0][0]
+    res = rg("export", "--out", tmp_path / "x.csv", db=store)
+    assert res.stdout.startswith("wrote 1,000 rows to ")
+    assert " ".join(res.stderr.split()) == (f"warning: {n - 1000:,} events in the period not yet assessed, not in "
+                                            "the export: run `riskgate score` first")
+    res = rg("export", "--out", tmp_path / "y.csv", "--until", cut.isoformat(), db=store)
+    assert res.stdout.startswith("wrote 1,000 rows to ") and res.stderr == ""
+
+
 def test_a_time_finer_than_a_microsecond_selects_exactly_the_events_at_or_after_it(store, tmp_path):
     """``--since`` / ``--until`` with more than six digits of a second: Python's parser dropped the extra digits,
     so ``--since T.1234561`` took in the event stored at ``T.123456``, which is before it."""
