@@ -163,7 +163,13 @@ def history(con, since: datetime | None = None, until: datetime | None = None) -
     check_period(since, until)
     df = labelled_scores(con, since=since, until=until, columns=HISTORY_COLUMNS)
     if len(df) == 0:
-        raise TuningError("no assessed sign-ins in the period: run `riskgate score` first")
+        from risk.report import assessed_counts
+
+        unscored = assessed_counts(con, since=since, until=until)[1]
+        raise TuningError("no assessed sign-ins in the period: " + (
+            f"{counted(unscored, 'event')} not yet assessed, run `riskgate score` first" if unscored else
+            "the store holds no events in it" if since is not None or until is not None else
+            "the store holds no events (`riskgate ingest`)"))
     # which model scored them, from the rows read (what ``scoring_models`` counts, without a second scan)
     versions = df["model_version"]
     models = {(None if pd.isna(v) else int(v)): int(n) for v, n in versions.value_counts(dropna=False).items()}

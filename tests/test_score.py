@@ -1018,3 +1018,15 @@ def test_the_report_counts_sign_ins_blocked_by_a_blocked_range_apart_from_those_
     assert before["legitimate_range_blocked"] == 0 and after["legitimate_range_blocked"] == n
     assert after["legitimate_blocked"] == before["legitimate_blocked"] - risk_blocked_there
     assert f"{n:,} blocked by the BlockedIPRangeList" in " ".join(rg("report", db=store).stdout.split())
+
+
+def test_tune_over_a_period_without_events_says_so_rather_than_to_score_first(store):
+    """``tune`` over a period holding no events said "run `riskgate score` first", which would change nothing."""
+    n = q(store, "SELECT count(*) FROM events")[0][0]
+    res = runner.invoke(app, ["tune", "--max-high", "5%", "--db", str(store)])
+    assert res.exit_code == 2
+    assert " ".join(res.stderr.split()).endswith(f"{n:,} events not yet assessed, run `riskgate score` first")
+    rg("score", db=store)
+    res = runner.invoke(app, ["tune", "--max-high", "5%", "--since", "2090-01-01", "--db", str(store)])
+    assert res.exit_code == 2
+    assert " ".join(res.stderr.split()).endswith("no assessed sign-ins in the period: the store holds no events in it")
