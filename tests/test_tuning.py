@@ -264,7 +264,7 @@ def test_cli_tune_and_whatif(db, tmp_path):
 
 def test_no_assessed_events_is_a_clear_error(tmp_path):
     res = invoke("tune", "--max-blocked", "1%", "--db", tmp_path / "empty.duckdb")
-    assert res.exit_code == 2 and "run `riskgate score` first" in res.output
+    assert res.exit_code == 2 and "the store holds no events (`riskgate ingest`)" in res.output
 
 
 def test_the_history_reads_only_the_columns_asked_for_and_names_an_unknown_one(db):
