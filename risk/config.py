@@ -758,6 +758,12 @@ def lint(config: RiskConfiguration) -> list[str]:
                 + " but there is no NotifyConfiguration; the default templates and the notifier's own sender are used"
             )
         if ato.NotifyConfiguration is not None:
+            from risk.notify import NOTIFY_FROM_ENV
+
+            for field_name, fallback in (("From", f"the sender is ${NOTIFY_FROM_ENV}"), ("ReplyTo", "no Reply-To")):
+                if getattr(ato.NotifyConfiguration, field_name) == "":
+                    out.append(f"AccountTakeoverRiskConfiguration.NotifyConfiguration.{field_name} is empty: taken "
+                               f"as not set ({fallback}); leave it out to say so")
             for tname in ("BlockEmail", "NoActionEmail", "MfaEmail"):
                 tmpl = getattr(ato.NotifyConfiguration, tname)
                 if tmpl is None:

@@ -362,6 +362,13 @@ def test_lint_warns_about_probable_mistakes():
     assert rc.lint(rc.validate_document(subject_only)) == [
         "AccountTakeoverRiskConfiguration.NotifyConfiguration.MfaEmail: neither HtmlBody nor TextBody: every email "
         "with this template would fail to send"]
+    empty = copy.deepcopy(CLI_INPUT)  # an empty From or ReplyTo is not set: say so rather than take it in silence
+    empty[ATO]["NotifyConfiguration"].update({"From": "", "ReplyTo": ""})
+    assert rc.lint(rc.validate_document(empty)) == [
+        "AccountTakeoverRiskConfiguration.NotifyConfiguration.From is empty: taken as not set (the sender is "
+        "$RISKGATE_NOTIFY_FROM); leave it out to say so",
+        "AccountTakeoverRiskConfiguration.NotifyConfiguration.ReplyTo is empty: taken as not set (no Reply-To); "
+        "leave it out to say so"]
 
 
 # -- defaults ----------------------------------------------------------------------------------------
