@@ -598,7 +598,7 @@ def _line_for(lines: Mapping[tuple, int] | None, loc: tuple) -> int | None:
 # -- reading documents --------------------------------------------------------------
 
 
-class _StrictYamlLoader(yaml.SafeLoader):
+class StrictYamlLoader(yaml.SafeLoader):
     """SafeLoader that refuses repeated keys instead of keeping the last one."""
 
 
@@ -618,10 +618,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     return loader.construct_mapping(node, deep=deep)
 
 
-_StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
+def strict_json_pairs(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
@@ -660,12 +660,12 @@ def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) 
         fmt = "json" if text.lstrip().startswith("{") else "yaml"
     if fmt == "json":
         try:
-            return json.loads(text, object_pairs_hook=_json_pairs)
+            return json.loads(text, object_pairs_hook=strict_json_pairs)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
         except ConfigurationError as exc:  # a repeated key: JSON's parser gives no position, YAML's reader does
             try:
-                yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+                yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
             except yaml.MarkedYAMLError as yexc:
                 if yexc.problem and "is repeated" in yexc.problem and yexc.problem_mark is not None:
                     raise ConfigurationError(yexc.problem, source=source, line=yexc.problem_mark.line + 1) from None
@@ -673,7 +673,7 @@ def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) 
                 pass
             raise ConfigurationError(str(exc), source=source) from None
     try:
-        return yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc)

@@ -747,19 +747,33 @@ def load_thresholds(path: str) -> Thresholds:
     except UnicodeDecodeError as exc:
         raise ThresholdsError(f"thresholds file is not UTF-8 text: {exc.reason} at byte {exc.start}",
                               source=path) from None
+    from ingest.errors import ConfigurationError
+    from risk.config import StrictYamlLoader, strict_json_pairs  # a repeated key is refused, as in configurations
+
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=strict_json_pairs)
+    except ConfigurationError as exc:
+        raise ThresholdsError(f"thresholds file: {exc}", source=path) from None
     except ValueError as exc:
         if str(path).lower().endswith(".json"):
             raise ThresholdsError(f"thresholds file is not JSON: {exc}", source=path) from None
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            if exc.problem and "is repeated" in exc.problem and exc.problem_mark is not None:
+                raise ThresholdsError(f"thresholds file: {exc.problem}", source=path,
+                                      line=exc.problem_mark.line + 1) from None
+            raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from None
         except yaml.YAMLError as exc:
             raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from None
         if isinstance(doc, dict):
             doc = {k: _yaml_number(v) for k, v in doc.items()}
     if not isinstance(doc, dict):
         raise ThresholdsError("thresholds file must hold an object with low, medium and high", source=path)
+    lowered = [str(k).lower() for k in doc]
+    repeated = sorted({k for k in lowered if lowered.count(k) > 1})
+    if repeated:  # keys are read in any case: 'low' and 'LOW' are one key given twice
+        raise ThresholdsError(f"thresholds file gives {', '.join(repeated)} more than once", source=path)
     keys = {str(k).lower(): v for k, v in doc.items()}
     unknown = sorted(set(keys) - {"low", "medium", "high"})
     missing = [k for k in ("low", "medium", "high") if k not in keys]

@@ -314,3 +314,16 @@ def test_whatif_warns_when_the_proposals_pool_or_client_matches_no_assessed_sign
     cfg.write_text(json.dumps({"UserPoolId": "eu-west-1_Other", "AccountTakeoverRiskConfiguration": actions}))
     res = invoke("whatif", "--config", cfg, "--db", db)
     assert res.exit_code == 0 and "matches none of the 130 assessed sign-ins" in res.output
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("t.yaml", "low: 0.2\nmedium: 0.5\nhigh: 0.8\nlow: 0.3\n", "t.yaml:4: thresholds file: key 'low' is repeated (first at line 1)"),
+    ("t.json", '{"low": 0.2, "medium": 0.5, "high": 0.8, "low": 0.3}', "t.json: thresholds file: key 'low' is repeated in one object"),
+    ("u.yaml", "low: 0.2\nmedium: 0.5\nhigh: 0.8\nLOW: 0.3\n", "u.yaml: thresholds file gives low more than once"),
+])
+def test_a_thresholds_file_giving_a_key_twice_is_refused_naming_it(tmp_path, db, name, text, message):
+    """The last of two values was taken in silence (configuration files refuse repeated keys)."""
+    p = tmp_path / name
+    p.write_text(text)
+    res = invoke("whatif", "--thresholds", p, "--db", db)
+    assert res.exit_code == 2 and " ".join(res.output.split()).endswith(message), res.output
