@@ -325,3 +325,30 @@ def test_a_truncated_gzip_keeps_its_whole_lines_before_the_break_and_names_it(en
     assert rows(env / "store.duckdb", "SELECT min(event_id), max(event_id) FROM events") == [("t00000", f"t{kept - 1:05d}")]
     out, res = ingest(whole)
     assert res.exit_code == 0 and (out["events_added"], out["duplicates"]) == (3000 - kept, kept)
+
+
+# -- a riskgate JSON-lines file cut in its first record; another format given as riskgate-jsonl ----------------
+
+def test_json_lines_whose_first_record_was_cut_are_still_detected_as_riskgate_json_lines(env):
+    """A log cut in the middle of a record (rotation): detection looked at the first line only, took the file for
+    CSV and refused it ("the csv format needs a column-mapping file")."""
+    f = env / "rotated.jsonl"
+    f.write_text(E[40:] + "\n" + "\n".join(line(f"c{i}", f'"2026-03-01T09:0{i}:00Z"') for i in range(3)) + "\n")
+    out, res = ingest(f)
+    assert counts(out) == (4, 3, 0, 1)
+    assert quarantine(env) == [(1, "malformed JSON: Expecting value at column 1")]
+
+
+def test_another_format_given_as_riskgate_json_lines_is_refused_naming_it(env):
+    """``--format riskgate-jsonl`` on a Cognito user-activity export quarantined every line (a junk row each)."""
+    f = env / "activity.jsonl"
+    f.write_text("\n".join(json.dumps({**copy.deepcopy(ACTIVITY), "message": {**ACTIVITY["message"], "eventId": f"e-{i}"}})
+                           for i in range(5)) + "\n")
+    res = runner.invoke(app, ["ingest", str(f), "--format", "riskgate-jsonl"])
+    assert res.exit_code == 1  # as for any file that cannot be read (the others of the command are ingested)
+    assert " ".join(res.stderr.split()).endswith(
+        "activity.jsonl: is not riskgate JSON lines: no line of its first batch is an event, and it reads as "
+        "cognito-user-activity (give --format cognito-user-activity, or leave --format out)"), res.stderr
+    assert rows(env / "store.duckdb", "SELECT count(*) FROM quarantine") == [(0,)]
+    out, res = ingest(f)  # detected, it reads
+    assert counts(out) == (5, 5, 0, 0)

@@ -75,8 +75,12 @@ class RiskgateJsonl:
     description = "riskgate JSON lines: one Cognito-shaped event (with ContextData) per line"
 
     def sniff(self, head: bytes) -> bool:
-        first = _first_line(head)
-        return first.startswith(b"{") and (b'"EventType"' in first or b'"ContextData"' in first) and b'"Username"' in first
+        """The first line with content is an event; or, when it does not even begin an object (a log cut in the
+        middle of a record, at rotation), the next complete one is."""
+        lines = _content_lines(head)
+        if lines and not lines[0].startswith(b"{"):
+            lines = lines[1:]
+        return bool(lines) and _looks_like_event(lines[0])
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         return parsed_in_turn(self.read_parts(path, options))
@@ -94,6 +98,7 @@ class RiskgateJsonl:
         batch = self._batch(con, path, lb, options)
         if first and batch.events.num_rows == 0 and batch.quarantine.num_rows:
             _refuse_if_not_json_lines(path, batch)
+            _refuse_if_another_format(path)
         return batch
 
     def _batch(self, con, path: str, lb: LineBatch, options: ReaderOptions) -> ReadBatch:
@@ -120,11 +125,35 @@ def _refuse_if_not_json_lines(path: str, batch: ReadBatch) -> None:
         )
 
 
-def _first_line(head: bytes) -> bytes:
-    for line in head.splitlines():
-        if line.strip():
-            return line.strip()
-    return b""
+def _looks_like_event(line: bytes) -> bool:
+    return line.startswith(b"{") and (b'"EventType"' in line or b'"ContextData"' in line) and b'"Username"' in line
+
+
+def _content_lines(head: bytes, most: int = 2) -> list[bytes]:
+    """The first ``most`` lines with content of ``head``, stripped; a last line not ended in ``head`` only when it
+    is the first (``read_head`` always ends the first line with content; the next may be cut)."""
+    out = []
+    parts = head.split(b"\n")
+    for i, line in enumerate(parts):
+        if len(out) == most:
+            break
+        if line.strip() and (i < len(parts) - 1 or not out):
+            out.append(line.strip())
+    return out
+
+
+def _refuse_if_another_format(path: str) -> None:
+    """Given ``--format riskgate-jsonl``, a file of another format (every row of the first batch quarantined, and
+    another format recognises it) is refused as a whole, naming that format, instead of a quarantine row per line."""
+    from ingest.sources import detect_format
+
+    try:
+        other = detect_format(path)
+    except InputFormatError:
+        return
+    if other != NAME:
+        raise InputFormatError(f"is not riskgate JSON lines: no line of its first batch is an event, and it reads "
+                               f"as {other} (give --format {other}, or leave --format out)", source=path)
 
 
 def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_id_prefix: str) -> ReadBatch:
