@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from ingest import store
-from ingest.errors import InputFormatError
+from ingest.errors import ConfigurationError, InputFormatError
 from ingest.users import UserDataError, get_user, list_users, load_users, set_user_status
 
 runner = CliRunner()
@@ -240,3 +240,31 @@ def test_cli_users_load(tmp_path, monkeypatch):
     assert (doc["read"], doc["added"], doc["updated"], doc["rejected"]) == (2, 0, 1, 1)
     res = runner.invoke(app, ["users", "load", str(tmp_path / "missing.json")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_a_pool_id_the_configuration_would_refuse_is_refused_and_the_rest_loads(con, tmp_path):
+    """A 60-character pool id was loaded, which `riskgate mode` / `config` refuse (1..55 characters); and the store
+    then knew several pools, so users loaded without one applied to nobody (exploratory review)."""
+    page = {"Users": [user("a", UserPoolId="p" * 56), user("b", UserPoolId=7), user("c", UserPoolId="eu-west-1_X"),
+                      user("d")]}
+    r = load_users(con, write(tmp_path, "u.json", json.dumps(page)))
+    assert (r.read, r.added) == (4, 2)
+    assert [(x.position, x.reason) for x in r.rejected] == [
+        ("page 1 (line 1), Users[0]", "UserPoolId '" + "p" * 56 + "' is too long: at most 55 characters allowed"),
+        ("page 1 (line 1), Users[1]", "UserPoolId must be a string, got 7")]
+    assert con.execute("SELECT pool_key, username FROM users ORDER BY 2").fetchall() == [("eu-west-1_X", "c"), ("", "d")]
+    csv_file = write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\nzed,s,,,,,\n")
+    with pytest.raises(ConfigurationError, match="--user-pool-id '" + "p" * 60 + "' is too long: at most 55"):
+        load_users(con, csv_file, user_pool_id="p" * 60)
+    with pytest.raises(ConfigurationError, match="--user-pool-id '' is too short"):
+        load_users(con, csv_file, user_pool_id="")
+    assert con.execute("SELECT count(*) FROM users").fetchall() == [(2,)]
+
+
+def test_cli_users_load_refuses_a_bad_pool_id_before_the_store_is_touched(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "c.duckdb"))
+    f = write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\nzed,s,,,,,\n")
+    res = runner.invoke(app, ["users", "load", str(f), "--user-pool-id", "p" * 60])
+    assert res.exit_code == 2 and "--user-pool-id 'p" in res.stderr and "is too long: at most 55" in res.stderr
+    assert not (tmp_path / "c.duckdb").exists()
+
