@@ -45,6 +45,15 @@ def user_pool_id_problem(value: str) -> str | None:
     return None
 
 
+def username_problem(value: str | None) -> str | None:
+    """Why ``value`` cannot be a Username, or None: the whole reason, in the words ingest quarantines such a row
+    with (``ingest.enrich`` spells the same check in SQL), for ``riskgate users load``."""
+    if value is None or not value.strip():
+        return "Username is missing or empty"
+    if len(value) > MAX_USERNAME:
+        return f"Username is longer than {MAX_USERNAME} characters ({len(value)})"
+    return None
+
 HEADER = pa.struct([("header_name", pa.string()), ("header_value", pa.string())])
 CHALLENGE = pa.struct([("challenge_name", pa.string()), ("challenge_response", pa.string())])
 

@@ -13,7 +13,8 @@ Inputs ``riskgate users load`` reads:
 
 Loading upserts by username: loading again updates a user, never duplicates
 one; a field the input does not give (empty or absent) keeps its stored value.
-A bad entry (unknown ``UserStatus``, unknown MFA name, missing ``Username``, a ``UserPoolId`` the risk configuration would
+A bad entry (unknown ``UserStatus``, unknown MFA name, a ``Username`` missing or
+one ingest would quarantine, a ``UserPoolId`` the risk configuration would
 refuse, a value of the wrong type) is rejected with its position and reason,
 and the rest is loaded. A ``--user-pool-id`` the configuration would refuse is
 refused before anything is read.
@@ -37,7 +38,7 @@ import duckdb
 import pyarrow as pa
 
 from ingest.errors import ConfigurationError, InputFormatError, RiskgateError, malformed_json
-from ingest.schema import user_pool_id_problem
+from ingest.schema import user_pool_id_problem, username_problem
 from ingest.sources.base import MAX_JSON_DEPTH, line_column, open_binary, too_deep_at
 
 #: UserStatus values (COGNITO_REFERENCE.md)
@@ -135,6 +136,14 @@ def check_status(status: str) -> str:
     return status
 
 
+def check_username(name: str) -> str:
+    """A Username as ingest takes it (``ingest.schema.username_problem``: 1..128 characters, not blank)."""
+    problem = username_problem(name)
+    if problem:
+        raise UserDataError(problem)
+    return name
+
+
 def pool_id_refusal(value: str, what: str = "UserPoolId") -> str | None:
     """Why ``value`` cannot be a pool id, in words naming ``what`` and the value; None when it can (the risk
     configuration's rule: ``ingest.schema.user_pool_id_problem``)."""
@@ -190,6 +199,7 @@ def user_from_cognito(obj, user_pool_id: str | None = None) -> UserRecord:
         raise UserDataError("Username is missing")
     if not isinstance(name, str):
         raise UserDataError(f"Username must be a string, got {name!r}")
+    check_username(name)
     attrs: dict[str, str] = {}
     raw_attrs = obj.get("Attributes", obj.get("UserAttributes"))
     if raw_attrs is not None:
@@ -374,6 +384,7 @@ def parse_users_csv(text: str, source: str, user_pool_id: str | None = None):
 def _user_from_row(r: dict[str, str], user_pool_id: str | None) -> UserRecord:
     if not r["username"]:
         raise UserDataError("Username is missing")
+    check_username(r["username"])
     status = check_status(r["status"]) if r["status"] else None
     enabled = None
     if r["enabled"]:

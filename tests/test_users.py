@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
 
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
 from ingest import store
+from ingest.enrich import Enricher
 from ingest.errors import ConfigurationError, InputFormatError
+from ingest.schema import SOURCE_SCHEMA
 from ingest.users import UserDataError, get_user, list_users, load_users, set_user_status
 
 runner = CliRunner()
@@ -268,3 +273,20 @@ def test_cli_users_load_refuses_a_bad_pool_id_before_the_store_is_touched(tmp_pa
     assert res.exit_code == 2 and "--user-pool-id 'p" in res.stderr and "is too long: at most 55" in res.stderr
     assert not (tmp_path / "c.duckdb").exists()
 
+
+def test_a_username_ingest_would_quarantine_is_rejected_with_ingests_reason(con, tmp_path):
+    """`users load` took a 129-character Username that ingest quarantines (exploratory review)."""
+    long_name = "u" * 129
+    csv_file = write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                     f"{long_name},s,,,,,\n{'v' * 128},s,,,,,\n")
+    r = load_users(con, csv_file)
+    assert (r.read, r.added) == (2, 1)
+    assert [(x.position, x.reason) for x in r.rejected] == [("line 2", "Username is longer than 128 characters (129)")]
+    r = load_users(con, write(tmp_path, "u.json", json.dumps({"Users": [user(long_name)]})))
+    assert [x.reason for x in r.rejected] == ["Username is longer than 128 characters (129)"]
+    # the same words as ingest's quarantine
+    row = {c: None for c in SOURCE_SCHEMA.names} | {"event_id": "e1", "username": long_name, "event_type": "SignIn",
+                                                   "event_response": "Pass", "source_line": 1}
+    row["creation_date"] = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    _, bad = Enricher(geo=None).run(pa.Table.from_pylist([row], SOURCE_SCHEMA), "x", "x")
+    assert bad.column("reason").to_pylist() == [r.rejected[0].reason]
