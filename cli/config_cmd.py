@@ -71,9 +71,12 @@ def set_cmd(
     _warn(risk_config.lint(cfg))
     con = store.connect(db)
     try:
+        pool = risk_config.choose_pool(con, user_pool_id, cfg.UserPoolId)
+        unknown = risk_config.unknown_pool_warning(con, pool)
         version = risk_config.set_configuration(con, cfg, user_pool_id=user_pool_id, client_id=client_id, source=file)
     finally:
         con.close()
+    _warn([unknown] if unknown else [])
     _print_version(version, json_out)
 
 
@@ -130,9 +133,11 @@ def reset_cmd(
     """Pool: back to the defaults. With --client-id: the client inherits the pool's configuration again."""
     con = store.connect(db)
     try:
+        unknown = risk_config.unknown_pool_warning(con, risk_config.choose_pool(con, user_pool_id))
         version = risk_config.reset_configuration(con, user_pool_id, client_id, source="config reset")
     finally:
         con.close()
+    _warn([unknown] if unknown else [])
     _print_version(version, json_out)
 
 
@@ -188,9 +193,11 @@ def mode_cmd(
                 since = f"set at version {version}" if version else "default, never set"
                 console.print(f"pool {pool}: AdvancedSecurityMode {current} ({since})", highlight=False)
             return
+        unknown = risk_config.unknown_pool_warning(con, pool)
         version = risk_config.set_mode(con, mode, pool)
     finally:
         con.close()
+    _warn([unknown] if unknown else [])
     if json_out:
         _echo_json(version.to_dict())
     else:

@@ -61,6 +61,9 @@ def ingest(
     if username and username_from_file_name:
         raise InputFormatError("give --username or --username-from-file-name, not both")
     policy = ProxyPolicy.from_settings(trusted_proxy, client_ip_header)  # (refused here, before anything is read)
+    from risk.config import check_pool_arg
+
+    check_pool_arg(user_pool_id, "--user-pool-id")  # the configuration's rule: it could never be configured
     paths = expand_folders(paths)
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
     options = ReaderOptions(batch_rows=batch_rows, username=username, username_from_file_name=username_from_file_name,

@@ -35,8 +35,9 @@ def users_load(
     as_json: JsonFlag = False,
 ) -> None:
     """Upsert users: loading again updates, never duplicates; bad entries are reported and skipped."""
-    from risk.config import unpooled_users_problem
+    from risk.config import check_pool_arg, unpooled_users_problem
 
+    check_pool_arg(user_pool_id, "--user-pool-id")  # before the store is touched
     con = store.connect(db)
     try:
         result = load_users(con, file, user_pool_id)

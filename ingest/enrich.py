@@ -12,7 +12,8 @@ per-distinct-value tables only in the final projection (``_FINAL_SQL``).
 
 Checks (a row failing any goes to quarantine with every reason found):
 
-* event_id matches Cognito's ``[\\w+-]{1,50}``; username 1..128 characters;
+* event_id matches Cognito's ``[\\w+-]{1,50}``; username 1..128 characters; UserPoolId, when given,
+  1..55 characters (``ingest.schema.user_pool_id_problem``, the risk configuration's rule);
 * EventType is one of Cognito's five; EventResponse one of Pass/Fail/InProgress
   (``Success``/``Failure`` accepted and mapped to Pass/Fail);
 * creation time between 2000-01-01 and one day after now (UTC);
@@ -33,6 +34,7 @@ export: city, country) win field by field; the GeoIP lookup fills the rest.
 from __future__ import annotations
 
 import functools
+import json
 import operator
 import threading
 from contextlib import contextmanager
@@ -48,7 +50,16 @@ from ingest.agent import AgentParser, parse_agent
 from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client_ip_from
 from ingest.geo import GeoResolver
 from ingest.store import SESSION_SETTINGS, scratch
-from ingest.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, SOURCE_SCHEMA, conform, short_digest
+from ingest.schema import (
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    EVENT_TYPES,
+    MAX_USERNAME,
+    SOURCE_SCHEMA,
+    conform,
+    short_digest,
+    user_pool_id_problem,
+)
 from ingest.sources.base import RAW_COLUMN
 
 MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -56,9 +67,8 @@ MAX_FUTURE = timedelta(days=1)
 MAX_HEADER_VALUE = 16 * 1024
 MAX_HEADERS = 100
 MAX_HEADERS_TOTAL = 64 * 1024
-#: Cognito's event ids, and the longest username
+#: Cognito's event ids
 EVENT_ID_PATTERN = r"[\w+-]{1,50}"
-MAX_USERNAME = 128
 #: the forwarding headers a proxy may write (every value of each, in order), and their columns; only the one the
 #: proxy policy names (``ProxyPolicy.header``) is consulted for the client address (its values also in ``h_fwd``)
 FORWARDING_HEADERS = {"forwarded": "h_forwarded", "x-forwarded-for": "h_xff", "x-real-ip": "h_xri"}
@@ -263,6 +273,7 @@ class Enricher:
             "max_value": MAX_HEADER_VALUE,
             "max_headers": MAX_HEADERS,
             "max_total": MAX_HEADERS_TOTAL,
+            **_pool_problems(hdr.column("user_pool_id")),
         }
         return {"hdr_": hdr, "ips_": ips, "agents_": agents, "geo_": geo, "countries_": country_names()}, params, raw
 
@@ -366,6 +377,19 @@ class Enricher:
         for c, typ in _GEO_FIELDS.items():
             data["g_" + c] = pa.array(columns.get(c, []), typ).take(take)
         return pa.table(data)
+
+
+def _pool_problems(pools: pa.ChunkedArray) -> dict[str, list[str]]:
+    """The batch's pool ids a configuration would refuse (``ingest.schema.user_pool_id_problem``, checked once per
+    distinct id) and the reason of each, as ``_CHECKED_SQL``'s parameters ``bad_pools`` and ``pool_reasons``."""
+    bad: dict[str, str] = {}
+    for pool in pc.unique(pools).drop_null().to_pylist():
+        problem = user_pool_id_problem(pool)
+        if problem:
+            shown = json.dumps(pool, ensure_ascii=False) if len(pool) <= 80 else (
+                json.dumps(pool[:80] + "…", ensure_ascii=False) + f" ({len(pool):,} characters)")
+            bad[pool] = f"UserPoolId {shown} {problem}"
+    return {"bad_pools": list(bad), "pool_reasons": list(bad.values())}
 
 
 def ipv4_number_sql(column: str) -> str:
@@ -672,6 +696,8 @@ SELECT *,
          THEN 'EventId ' || to_json(left(event_id, 80))::VARCHAR || ' must be 1 to 50 characters of letters, digits, _, + or -' END,
     CASE WHEN username IS NULL OR trim(username) = '' THEN 'Username is missing or empty'
          WHEN length(username) > {MAX_USERNAME} THEN 'Username is longer than {MAX_USERNAME} characters (' || length(username) || ')' END,
+    CASE WHEN list_contains($bad_pools::VARCHAR[], user_pool_id)
+         THEN ($pool_reasons::VARCHAR[])[list_position($bad_pools::VARCHAR[], user_pool_id)] END,
     CASE WHEN event_type IS NULL THEN 'EventType is missing'
          WHEN NOT list_contains($types, event_type)
          THEN 'EventType ' || to_json(left(event_type, 80))::VARCHAR || ' is not one of ' || array_to_string($types, ', ') END,

@@ -28,13 +28,19 @@ from ingest.enrich import (
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
-    MAX_USERNAME,
     MIN_TIME,
     STABLE_HEADERS,
     Enricher,
 )
 from ingest.geo import EMPTY
-from ingest.schema import EVENT_COLUMNS, EVENT_RESPONSE_ALIASES, EVENT_TYPES, short_digest
+from ingest.schema import (
+    EVENT_COLUMNS,
+    EVENT_RESPONSE_ALIASES,
+    EVENT_TYPES,
+    MAX_USERNAME,
+    short_digest,
+    user_pool_id_problem,
+)
 from ingest.sources.riskgate_jsonl import FIELDS, KNOWN_KEYS
 
 _EVENT_ID = re.compile(EVENT_ID_PATTERN, re.ASCII)
@@ -83,6 +89,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     if event_id is None or not _EVENT_ID.fullmatch(event_id):
         return None
     if username is None or not username.strip() or len(username) > MAX_USERNAME:
+        return None
+    if "UserPoolId" in record and user_pool_id_problem(record["UserPoolId"]):
         return None
     if record.get("EventType") not in EVENT_TYPES or record.get("EventResponse") not in EVENT_RESPONSE_ALIASES:
         return None

@@ -25,6 +25,34 @@ EVENT_RESPONSE_ALIASES = {
 }
 CHALLENGE_NAMES = ("Password", "Mfa")
 CHALLENGE_RESPONSES = ("Success", "Failure")
+#: Cognito's limits of a UserPoolId and of a Username, in characters (COGNITO_REFERENCE.md)
+MAX_USER_POOL_ID = 55
+MAX_USERNAME = 128
+
+
+def user_pool_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a UserPoolId (1..``MAX_USER_POOL_ID`` characters), or None; the words that follow
+    the value ("'x…' is too long: ...").
+
+    The one rule wherever a pool id enters the store: a risk configuration's ``UserPoolId`` and ``--user-pool-id``
+    (``risk.config``), ``riskgate users load`` (the option and the file's ids), and ``riskgate ingest`` (its
+    option, and every reader's rows, checked in ``ingest.enrich``). A pool id the configuration would refuse
+    could never be configured, and would make the store know one pool more."""
+    if len(value) < 1:
+        return "is too short: 0 characters, at least 1 required"
+    if len(value) > MAX_USER_POOL_ID:
+        return f"is too long: at most {MAX_USER_POOL_ID} characters allowed"
+    return None
+
+
+def username_problem(value: str | None) -> str | None:
+    """Why ``value`` cannot be a Username, or None: the whole reason, in the words ingest quarantines such a row
+    with (``ingest.enrich`` spells the same check in SQL), for ``riskgate users load``."""
+    if value is None or not value.strip():
+        return "Username is missing or empty"
+    if len(value) > MAX_USERNAME:
+        return f"Username is longer than {MAX_USERNAME} characters ({len(value)})"
+    return None
 
 HEADER = pa.struct([("header_name", pa.string()), ("header_value", pa.string())])
 CHALLENGE = pa.struct([("challenge_name", pa.string()), ("challenge_response", pa.string())])

@@ -13,9 +13,11 @@ Inputs ``riskgate users load`` reads:
 
 Loading upserts by username: loading again updates a user, never duplicates
 one; a field the input does not give (empty or absent) keeps its stored value.
-A bad entry (unknown ``UserStatus``, unknown MFA name, missing ``Username``, a
-value of the wrong type) is rejected with its position and reason, and the
-rest is loaded.
+A bad entry (unknown ``UserStatus``, unknown MFA name, a ``Username`` missing or
+one ingest would quarantine, a ``UserPoolId`` the risk configuration would
+refuse, a value of the wrong type) is rejected with its position and reason,
+and the rest is loaded. A ``--user-pool-id`` the configuration would refuse is
+refused before anything is read.
 
 The file is read whole, so at most ``MAX_USERS_FILE_BYTES`` of it once decompressed: beyond that it is refused
 before anything more is read (a small gzip file can hold gigabytes). A JSON document nested too deeply for
@@ -35,7 +37,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ingest.errors import InputFormatError, RiskgateError, malformed_json
+from ingest.errors import ConfigurationError, InputFormatError, RiskgateError, malformed_json
+from ingest.schema import user_pool_id_problem, username_problem
 from ingest.sources.base import MAX_JSON_DEPTH, line_column, open_binary, too_deep_at
 
 #: UserStatus values (COGNITO_REFERENCE.md)
@@ -133,6 +136,24 @@ def check_status(status: str) -> str:
     return status
 
 
+def check_username(name: str) -> str:
+    """A Username as ingest takes it (``ingest.schema.username_problem``: 1..128 characters, not blank)."""
+    problem = username_problem(name)
+    if problem:
+        raise UserDataError(problem)
+    return name
+
+
+def pool_id_refusal(value: str, what: str = "UserPoolId") -> str | None:
+    """Why ``value`` cannot be a pool id, in words naming ``what`` and the value; None when it can (the risk
+    configuration's rule: ``ingest.schema.user_pool_id_problem``)."""
+    problem = user_pool_id_problem(value)
+    if problem is None:
+        return None
+    shown = repr(value) if len(value) <= 60 else repr(value[:60] + "…") + f" ({len(value):,} characters)"
+    return f"{what} {shown} {problem}"
+
+
 def check_mfa(name: str, what: str) -> str:
     if name not in MFA_SETTINGS:
         raise UserDataError(f"unknown MFA name in {what}: {name!r}; expected one of: {', '.join(MFA_SETTINGS)}")
@@ -178,6 +199,7 @@ def user_from_cognito(obj, user_pool_id: str | None = None) -> UserRecord:
         raise UserDataError("Username is missing")
     if not isinstance(name, str):
         raise UserDataError(f"Username must be a string, got {name!r}")
+    check_username(name)
     attrs: dict[str, str] = {}
     raw_attrs = obj.get("Attributes", obj.get("UserAttributes"))
     if raw_attrs is not None:
@@ -223,10 +245,16 @@ def user_from_cognito(obj, user_pool_id: str | None = None) -> UserRecord:
     else:
         check_mfa(preferred, "PreferredMfaSetting")
     mfa, preferred = _mfa(settings, preferred)
-    pool = obj.get("UserPoolId")
+    pool = obj.get("UserPoolId") if user_pool_id is None else user_pool_id
+    if pool is not None and not isinstance(pool, str):
+        raise UserDataError(f"UserPoolId must be a string, got {pool!r}")
+    if pool:
+        refusal = pool_id_refusal(pool)
+        if refusal:
+            raise UserDataError(refusal)
     return UserRecord(
         username=name,
-        user_pool_id=user_pool_id or (pool if isinstance(pool, str) and pool else None),
+        user_pool_id=pool or None,
         user_sub=attrs.get("sub"),
         user_status=status,
         enabled=enabled,
@@ -356,6 +384,7 @@ def parse_users_csv(text: str, source: str, user_pool_id: str | None = None):
 def _user_from_row(r: dict[str, str], user_pool_id: str | None) -> UserRecord:
     if not r["username"]:
         raise UserDataError("Username is missing")
+    check_username(r["username"])
     status = check_status(r["status"]) if r["status"] else None
     enabled = None
     if r["enabled"]:
@@ -382,7 +411,12 @@ def _user_from_row(r: dict[str, str], user_pool_id: str | None) -> UserRecord:
 
 
 def read_users_file(path: str | Path, user_pool_id: str | None = None):
-    """(records, rejections, entries read) of a ListUsers JSON or users CSV file (gzip accepted)."""
+    """(records, rejections, entries read) of a ListUsers JSON or users CSV file (gzip accepted).
+
+    A ``user_pool_id`` the risk configuration would refuse raises ConfigurationError before the file is read."""
+    refusal = pool_id_refusal(user_pool_id, "--user-pool-id") if user_pool_id is not None else None
+    if refusal:
+        raise ConfigurationError(refusal)
     source = str(path)
     p = Path(path)
     if p.exists() and p.is_file() and p.stat().st_size > MAX_USERS_FILE_BYTES:

@@ -83,6 +83,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ingest.errors import ConfigurationError
+from ingest.schema import MAX_USER_POOL_ID, user_pool_id_problem
 from ingest.store import Migration, has_table
 
 # -- Cognito enumerations ------------------------------------------------------
@@ -256,7 +257,14 @@ def _check_address(value: str) -> str:
     return value
 
 
-UserPoolIdStr = Annotated[StrictStr, Field(min_length=1, max_length=55)]
+def _check_pool_id(value: str) -> str:
+    problem = user_pool_id_problem(value)
+    if problem:
+        raise _custom(f"{_preview(value)} {problem}")
+    return value
+
+
+UserPoolIdStr = Annotated[StrictStr, AfterValidator(_check_pool_id)]
 ClientIdStr = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_check_client_id)]
 Cidr = Annotated[StrictStr, AfterValidator(check_cidr)]
 SubjectStr = Annotated[StrictStr, Field(min_length=1, max_length=140)]
@@ -973,12 +981,12 @@ def choose_pool(
             "remove one of them or make them agree"
         )
     if explicit is not None and not explicit.strip():  # an unset shell variable: never "whichever pool"
-        raise ConfigurationError(f"--user-pool-id {explicit!r} is empty: give a pool id of 1..55 characters")
-    chosen = explicit or document or os.environ.get(POOL_ENV)
-    if chosen:
-        if len(chosen) > 55:
-            raise ConfigurationError(f"user pool id {chosen[:60]!r}… is too long: at most 55 characters allowed")
-        return chosen
+        raise ConfigurationError(
+            f"--user-pool-id {explicit!r} is empty: give a pool id of 1..{MAX_USER_POOL_ID} characters")
+    for what, chosen in (("--user-pool-id", explicit), ("UserPoolId", document), (f"${POOL_ENV}", os.environ.get(POOL_ENV))):
+        if chosen:
+            check_pool_arg(chosen, what)
+            return chosen
     pools = known_pools(con) if con is not None else []
     pool = unpooled_of(pools)  # the one rule for a pool nobody named (the variable is unset here)
     if pool is not None:
@@ -987,6 +995,25 @@ def choose_pool(
         f"the store knows several pools ({', '.join(pools)}), from its events, users and configuration; "
         f"choose one with --user-pool-id or ${POOL_ENV}"
     )
+
+
+def unknown_pool_warning(con: duckdb.DuckDBPyConnection, pool: str) -> str | None:
+    """What to say before a configuration, reset or mode is recorded for ``pool`` when the store has never seen it
+    (no event, user or configuration of it: a typo, as the HTTP service's ResourceNotFoundException would say),
+    naming the pools it knows and, when the new pool makes rows without a pool id belong to no pool, that too;
+    None when the pool is known, or is ``default`` in a store that knows none."""
+    pools = known_pools(con)
+    if pool in pools or (not pools and pool == DEFAULT_POOL_ID):
+        return None
+    if not pools:
+        return (f"the store knows no pool yet (no events, users or configuration): {pool!r} is recorded as its "
+                "first; check it is your user pool's id")
+    text = (f"the store has never seen pool {pool!r} (no events, users or configuration of it); it knows "
+            f"{', '.join(pools)}; recorded all the same: check the id")
+    if unpooled_of(pools) is not None and unpooled_of([*pools, pool]) is None:
+        text += (f". The store now knows {len(pools) + 1} pools: its events and users without a pool id belong to "
+                 f"none of them (set ${POOL_ENV} to their pool)")
+    return text
 
 
 def unpooled_pool(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -1001,7 +1028,7 @@ def unpooled_of(pools: Iterable[str]) -> str | None:
     """:func:`unpooled_pool` for a store that knows ``pools`` (to tell whether events of a new pool change it)."""
     chosen = os.environ.get(POOL_ENV)
     if chosen:
-        return chosen if len(chosen) <= 55 else None
+        return chosen if user_pool_id_problem(chosen) is None else None
     pools = set(pools)
     if len(pools) == 1:
         return next(iter(pools))
@@ -1020,6 +1047,16 @@ def unpooled_users_problem(con: duckdb.DuckDBPyConnection) -> str | None:
     return (f"{n:,} user(s) loaded without a pool id belong to no pool: the store knows several "
             f"({', '.join(pools)}), so their MFA settings, email and status apply to nobody; "
             f"load them again with --user-pool-id, or set ${POOL_ENV} to their pool")
+
+
+def check_pool_arg(user_pool_id: str | None, what: str = "user pool id") -> None:
+    """A pool id given on the command line (``what``: "--user-pool-id") or by ``$RISKGATE_USER_POOL_ID``:
+    ConfigurationError when the configuration's UserPoolId rule refuses it (``ingest.schema.user_pool_id_problem``)."""
+    if user_pool_id is None:
+        return
+    problem = user_pool_id_problem(user_pool_id)
+    if problem:
+        raise ConfigurationError(f"{what} {_preview(user_pool_id)} {problem}")
 
 
 def check_client_arg(client_id: str | None) -> None:

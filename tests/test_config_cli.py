@@ -268,3 +268,31 @@ def test_commands_are_documented():
     help_text = runner.invoke(app, ["config", "--help"]).stdout
     for name in ("set", "describe", "validate", "reset", "history"):
         assert name in help_text
+
+
+def test_a_pool_the_store_has_never_seen_is_set_with_a_warning_naming_the_known_ones(cli, tmp_path, store_path):
+    """`mode ENFORCED --user-pool-id` with a typo (O for 0) was recorded without a word, and made the store know
+    two pools (exploratory review); the service answers such a pool with ResourceNotFoundException."""
+    cli("config", "set", write(tmp_path, DOC))
+    res = cli("mode", "ENFORCED", "--user-pool-id", "us-east-1_TE5T")
+    assert res.exit_code == 0 and "AUDIT -> ENFORCED" in res.stdout
+    assert ("the store has never seen pool 'us-east-1_TE5T' (no events, users or configuration of it); "
+            "it knows us-east-1_TEST; recorded all the same: check the id. The store now knows 2 pools") in res.stderr
+    res = cli("config", "set", write(tmp_path, {**DOC, "UserPoolId": "eu-west-1_B"}, "b.json"))
+    assert res.exit_code == 0 and "never seen pool 'eu-west-1_B'" in res.stderr
+    assert "it knows us-east-1_TE5T, us-east-1_TEST" in res.stderr and "now knows" not in res.stderr
+    res = cli("config", "reset", "--user-pool-id", "x")
+    assert res.exit_code == 0 and "never seen pool 'x'" in res.stderr
+    for args in (("mode", "OFF", "--user-pool-id", "us-east-1_TEST"), ("config", "set", write(tmp_path, DOC))):
+        res = cli(*args)
+        assert res.exit_code == 0 and "warning" not in res.stderr, args
+
+
+def test_a_pool_id_over_55_characters_is_refused_wherever_it_comes_from(cli, tmp_path, store_path, monkeypatch):
+    for args in (("mode", "OFF", "--user-pool-id", "p" * 56), ("config", "set", write(tmp_path, {**DOC, "UserPoolId": "p" * 56}))):
+        res = cli(*args)
+        assert res.exit_code == 2 and "is too long: at most 55 characters allowed" in res.stderr, args
+    monkeypatch.setenv(rc.POOL_ENV, "p" * 56)
+    res = cli("mode", "OFF")
+    assert res.exit_code == 2 and "$RISKGATE_USER_POOL_ID '" + "p" * 56 + "' is too long" in res.stderr
+    assert count_versions(store_path) == 0

@@ -370,3 +370,25 @@ def test_the_ingest_command_lets_duckdb_keep_and_reuse_freed_memory(env, monkeyp
     write_jsonl(src, many(3))
     assert ingest(src)[0]["events_added"] == 3
     assert used == [BULK_SETTINGS]
+
+
+def test_a_pool_id_the_configuration_would_refuse_is_quarantined_by_every_reader(env, tmp_path):
+    """A 1,000-character or empty UserPoolId was stored: `riskgate mode` / `config` refuse it (1..55 characters),
+    so its events could never be configured, and the store knew one pool more (exploratory review)."""
+    f = env / "pools.jsonl"
+    write_jsonl(f, [event(1, UserPoolId="x" * 1000), event(2, UserPoolId=""), event(3, UserPoolId="p" * 55)])
+    out, _ = ingest(f)
+    assert (out["rows_read"], out["events_added"], out["quarantined"]) == (3, 1, 2)
+    got = rows(env / "store.duckdb", "SELECT source_line, reason FROM quarantine ORDER BY source_line")
+    assert got == [(1, 'UserPoolId "' + "x" * 80 + '…" (1,000 characters) is too long: at most 55 characters allowed'),
+                   (2, 'UserPoolId "" is too short: 0 characters, at least 1 required')]
+    assert rows(env / "store.duckdb", "SELECT DISTINCT user_pool_id FROM events") == [("p" * 55,)]
+
+
+def test_a_bad_user_pool_id_option_is_refused_before_anything_is_read(env):
+    f = env / "one.jsonl"
+    write_jsonl(f, [event(1)])
+    res = runner.invoke(app, ["ingest", str(f), "--user-pool-id", "p" * 56])
+    assert res.exit_code == 2
+    assert "--user-pool-id '" + "p" * 56 + "' is too long: at most 55 characters allowed" in res.output
+    assert not (env / "store.duckdb").exists()

@@ -176,3 +176,21 @@ def test_detect_format_reads_a_first_record_longer_than_the_head(compressed, tmp
     p = tmp_path / ("big.jsonl.gz" if compressed else "big.jsonl")
     p.write_bytes(gzip.compress(line * 2) if compressed else line * 2)
     assert detect_format(str(p)) == "riskgate-jsonl"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_readers_rows_go_through_the_pool_id_check(fmt, tmp_path):
+    """The UserPoolId check (the risk configuration's rule) is enrich's, after every reader: a pool id a reader
+    gives its rows, from the input or from --user-pool-id, is checked the same way whatever the format."""
+    from ingest.enrich import Enricher
+
+    path, options = make_input(fmt, tmp_path)
+    enricher = Enricher(geo=None)
+    for batch in get_reader(fmt).read(path, options):
+        ev = batch.events
+        pool = pa.array(["q" * 56] * ev.num_rows, pa.string())
+        ev = (ev.set_column(ev.column_names.index("user_pool_id"), "user_pool_id", pool)
+              if "user_pool_id" in ev.column_names else ev.append_column("user_pool_id", pool))
+        good, bad = enricher.run(ev, fmt, path)
+        assert (good.num_rows, bad.num_rows) == (0, ev.num_rows)
+        assert all('UserPoolId "' + "q" * 56 + '" is too long: at most 55' in r for r in bad.column("reason").to_pylist())

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
 
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
 from ingest import store
-from ingest.errors import InputFormatError
+from ingest.enrich import Enricher
+from ingest.errors import ConfigurationError, InputFormatError
+from ingest.schema import SOURCE_SCHEMA
 from ingest.users import UserDataError, get_user, list_users, load_users, set_user_status
 
 runner = CliRunner()
@@ -240,3 +245,48 @@ def test_cli_users_load(tmp_path, monkeypatch):
     assert (doc["read"], doc["added"], doc["updated"], doc["rejected"]) == (2, 0, 1, 1)
     res = runner.invoke(app, ["users", "load", str(tmp_path / "missing.json")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_a_pool_id_the_configuration_would_refuse_is_refused_and_the_rest_loads(con, tmp_path):
+    """A 60-character pool id was loaded, which `riskgate mode` / `config` refuse (1..55 characters); and the store
+    then knew several pools, so users loaded without one applied to nobody (exploratory review)."""
+    page = {"Users": [user("a", UserPoolId="p" * 56), user("b", UserPoolId=7), user("c", UserPoolId="eu-west-1_X"),
+                      user("d")]}
+    r = load_users(con, write(tmp_path, "u.json", json.dumps(page)))
+    assert (r.read, r.added) == (4, 2)
+    assert [(x.position, x.reason) for x in r.rejected] == [
+        ("page 1 (line 1), Users[0]", "UserPoolId '" + "p" * 56 + "' is too long: at most 55 characters allowed"),
+        ("page 1 (line 1), Users[1]", "UserPoolId must be a string, got 7")]
+    assert con.execute("SELECT pool_key, username FROM users ORDER BY 2").fetchall() == [("eu-west-1_X", "c"), ("", "d")]
+    csv_file = write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\nzed,s,,,,,\n")
+    with pytest.raises(ConfigurationError, match="--user-pool-id '" + "p" * 60 + "' is too long: at most 55"):
+        load_users(con, csv_file, user_pool_id="p" * 60)
+    with pytest.raises(ConfigurationError, match="--user-pool-id '' is too short"):
+        load_users(con, csv_file, user_pool_id="")
+    assert con.execute("SELECT count(*) FROM users").fetchall() == [(2,)]
+
+
+def test_cli_users_load_refuses_a_bad_pool_id_before_the_store_is_touched(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "c.duckdb"))
+    f = write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\nzed,s,,,,,\n")
+    res = runner.invoke(app, ["users", "load", str(f), "--user-pool-id", "p" * 60])
+    assert res.exit_code == 2 and "--user-pool-id 'p" in res.stderr and "is too long: at most 55" in res.stderr
+    assert not (tmp_path / "c.duckdb").exists()
+
+
+def test_a_username_ingest_would_quarantine_is_rejected_with_ingests_reason(con, tmp_path):
+    """`users load` took a 129-character Username that ingest quarantines (exploratory review)."""
+    long_name = "u" * 129
+    csv_file = write(tmp_path, "u.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                     f"{long_name},s,,,,,\n{'v' * 128},s,,,,,\n")
+    r = load_users(con, csv_file)
+    assert (r.read, r.added) == (2, 1)
+    assert [(x.position, x.reason) for x in r.rejected] == [("line 2", "Username is longer than 128 characters (129)")]
+    r = load_users(con, write(tmp_path, "u.json", json.dumps({"Users": [user(long_name)]})))
+    assert [x.reason for x in r.rejected] == ["Username is longer than 128 characters (129)"]
+    # the same words as ingest's quarantine
+    row = {c: None for c in SOURCE_SCHEMA.names} | {"event_id": "e1", "username": long_name, "event_type": "SignIn",
+                                                   "event_response": "Pass", "source_line": 1}
+    row["creation_date"] = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    _, bad = Enricher(geo=None).run(pa.Table.from_pylist([row], SOURCE_SCHEMA), "x", "x")
+    assert bad.column("reason").to_pylist() == [r.rejected[0].reason]
