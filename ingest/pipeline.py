@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest import store
 from ingest.enrich import Enricher, Staged
@@ -241,9 +242,18 @@ class PreparedBatch:
     source_file: str = ""
 
 
-def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher) -> PreparedBatch:
-    """Everything of a batch that does not touch the store (runs ahead of the writer)."""
-    staged = enricher.stage(batch.events, fmt, path) if batch.events.num_rows else None
+def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool: str | None = None) -> PreparedBatch:
+    """Everything of a batch that does not touch the store (runs ahead of the writer). ``default_pool``
+    (``--user-pool-id``) is the pool of the events whose source gives none, whatever the format."""
+    events = batch.events
+    if default_pool and events.num_rows:
+        if "user_pool_id" not in events.column_names:  # a format without pools (rba-csv; csv/parquet unmapped)
+            events = events.append_column("user_pool_id", pa.repeat(pa.scalar(default_pool, pa.string()),
+                                                                     events.num_rows))
+        elif events.column("user_pool_id").null_count:
+            i = events.column_names.index("user_pool_id")
+            events = events.set_column(i, events.field(i), pc.fill_null(events.column(i), default_pool))
+    staged = enricher.stage(events, fmt, path) if events.num_rows else None
     bad = staged.bad if staged is not None else None
     q = batch.quarantine
     if bad is not None and bad.num_rows:
@@ -266,12 +276,12 @@ def _preparing(reader, path: str, fmt: str, options: ReaderOptions, enricher: En
     batch in turn, one ahead at most)."""
     if isinstance(reader, PartReader):
         def parse_and_prepare(part) -> PreparedBatch:
-            return _prepare_batch(part(enricher.connection()), fmt, path, enricher)
+            return _prepare_batch(part(enricher.connection()), fmt, path, enricher, options.user_pool_id)
 
         return in_pool(_jobs(reader.read_parts(path, options), parse_and_prepare), "read")
 
     def prepare(batch) -> PreparedBatch:
-        return _prepare_batch(batch, fmt, path, enricher)
+        return _prepare_batch(batch, fmt, path, enricher, options.user_pool_id)
 
     return in_pool(_jobs(reader.read(path, options), prepare), "read", workers=1, ahead=1, nice=0)
 

@@ -352,3 +352,17 @@ def test_another_format_given_as_riskgate_json_lines_is_refused_naming_it(env):
     assert rows(env / "store.duckdb", "SELECT count(*) FROM quarantine") == [(0,)]
     out, res = ingest(f)  # detected, it reads
     assert counts(out) == (5, 5, 0, 0)
+
+
+def test_the_default_pool_id_applies_to_every_format(env):
+    """``--user-pool-id`` is the pool of events whose source gives none: the RBA CSV and generic CSV/Parquet
+    readers left it out, and their events belonged to no pool."""
+    rba = env / "rba.csv"
+    rba.write_text("\n".join([RBA_HEADER, GOOD1, GOOD2]) + "\n")
+    mine = env / "mine.jsonl"
+    mine.write_text("\n".join([E, E.replace('"b1"', '"b2"').replace('"Username"', '"UserPoolId":"eu-west-1_Own","Username"')]) + "\n")
+    for f in (rba, mine):
+        out, res = ingest(f, "--user-pool-id", "eu-west-1_Default")
+        assert res.exit_code == 0 and out["events_added"] == 2, res.output
+    assert rows(env / "store.duckdb", "SELECT user_pool_id, count(*) FROM events GROUP BY 1 ORDER BY 1") == [
+        ("eu-west-1_Default", 3), ("eu-west-1_Own", 1)]
