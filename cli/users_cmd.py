@@ -68,7 +68,8 @@ def labels_load(
     db: DbOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Load labels; re-loading adds nothing; labels of events not (yet) in the store are kept and counted."""
+    """Load labels; re-loading adds nothing, another value replaces a label; labels of events not (yet) in the store
+    are kept and counted."""
     con = store.connect(db)
     try:
         r = load_labels(con, file)
@@ -78,7 +79,8 @@ def labels_load(
         typer.echo(json.dumps(r.as_dict()))
         return
     lines = [
-        f"labels read {r.read:,}  added {r.added:,}  already present {r.already_present:,}  rejected {r.rejected:,}",
+        f"labels read {r.read:,}  added {r.added:,}  updated {r.updated:,}  already present {r.already_present:,}  "
+        f"rejected {r.rejected:,}",
         f"  labels of {r.unknown_events:,} event ids not in the store (kept; events may come later)"
         if r.unknown_events else "  every labelled event is in the store",
     ]

@@ -2,9 +2,12 @@
 
 Labels live apart from events and are never a model input (ARCHITECTURE.md).
 They may arrive before the events they describe: rows whose event id is not in
-the store yet are loaded all the same, and counted. Loading the same file
-again adds nothing (``ingest.store.insert_labels`` skips a label already
-present for the same event, label and source). A bad row (wrong number of
+the store yet are loaded all the same, and counted. A label is one value per
+(event, label, source): loading the same file again adds nothing, and a row
+giving a stored label another value replaces it (counted as updated), so that
+a wrong label is corrected by loading the right one. A file that gives one
+label two values has all of those rows rejected, each with its line and the
+lines of the others. A bad row (wrong number of
 fields, empty event_id or label, an ``is_account_takeover`` value that is not
 a yes or a no, a line longer than ``ingest.sources.base.MAX_RECORD_BYTES``
 characters) is reported with its line and skipped. Lines are read with that
@@ -55,19 +58,21 @@ class LabelsLoadResult:
     source: str
     read: int = 0
     added: int = 0
+    updated: int = 0  # stored labels given another value (each counted once)
     rejected: int = 0
     unknown_events: int = 0  # distinct event ids of the file not (yet) in the events table
     rejections: list[RejectedLabel] = field(default_factory=list)
 
     @property
     def already_present(self) -> int:
-        return self.read - self.rejected - self.added
+        return self.read - self.rejected - self.added - self.updated
 
     def as_dict(self) -> dict:
         return {
             "source": self.source,
             "read": self.read,
             "added": self.added,
+            "updated": self.updated,
             "already_present": self.already_present,
             "rejected": self.rejected,
             "unknown_events": self.unknown_events,
@@ -159,7 +164,7 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
             raise InputFormatError(
                 f"the header must be {','.join(HEADER)}; found {','.join(header)}", source=source, line=1
             )
-        cols: list[list] = [[], [], [], []]
+        cols: list[list] = [[], [], [], [], []]
         prev = reader.line_num  # the header's last line
         while True:
             try:
@@ -204,9 +209,10 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
             cols[1].append(row[1].strip())
             cols[2].append(row[2] if row[2] != "" else None)
             cols[3].append(row[3].strip() or None)
+            cols[4].append(line)
             if len(cols[0]) >= batch_rows:
                 yield _table(cols)
-                cols = [[], [], [], []]
+                cols = [[], [], [], [], []]
         if cols[0]:
             yield _table(cols)
 
@@ -218,24 +224,42 @@ def boolean_label_value(text: str | None) -> str | None:
 
 
 def _table(cols: list[list]) -> pa.Table:
-    return pa.table(dict(zip(HEADER, cols)), schema=pa.schema([f.with_nullable(True) for f in LABEL_SCHEMA]))
+    """LABEL_SCHEMA's columns and ``source_line``, the row's line in the file."""
+    return pa.table(dict(zip((*HEADER, "source_line"), cols)),
+                    schema=pa.schema([*(f.with_nullable(True) for f in LABEL_SCHEMA), ("source_line", pa.int64())]))
+
+
+_KEY = "event_id, label, source"
+#: a label of the file (``r``) and a stored one (``l``) are the same label
+_SAME = "l.event_id = r.event_id AND l.label = r.label AND l.source IS NOT DISTINCT FROM r.source"
 
 
 def load_labels(con: duckdb.DuckDBPyConnection, path: str | Path, batch_rows: int = BATCH_ROWS) -> LabelsLoadResult:
     """Load a labels CSV into the labels table, in one transaction; count event ids the store does not know."""
     result = LabelsLoadResult(source=str(path))
-    con.execute("CREATE OR REPLACE TEMP TABLE _rg_label_ids (event_id VARCHAR)")
+    con.execute("""CREATE OR REPLACE TEMP TABLE _rg_label_rows
+                   (event_id VARCHAR, label VARCHAR, value VARCHAR, source VARCHAR, source_line BIGINT)""")
     con.execute("BEGIN TRANSACTION")
     try:
         for t in read_label_batches(path, result, batch_rows):
-            result.added += store.insert_labels(con, t)
             con.register("_rg_label_batch", t)
             try:
-                con.execute("INSERT INTO _rg_label_ids SELECT DISTINCT event_id FROM _rg_label_batch").fetchall()
+                con.execute("INSERT INTO _rg_label_rows SELECT * FROM _rg_label_batch").fetchall()
             finally:
                 con.unregister("_rg_label_batch")
+        _reject_contradictions(con, result)
+        # a stored label the file gives another value: replaced (every stored row of it, one value again)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _rg_label_changed AS
+                        SELECT DISTINCT {_KEY} FROM _rg_label_rows r
+                        WHERE EXISTS (SELECT 1 FROM labels l WHERE {_SAME} AND l.value IS DISTINCT FROM r.value)""")
+        result.updated = int(con.execute("SELECT count(*) FROM _rg_label_changed").fetchall()[0][0])
+        con.execute(f"DELETE FROM labels l USING _rg_label_changed r WHERE {_SAME}").fetchall()
+        inserted = con.execute(
+            f"""INSERT INTO labels SELECT DISTINCT event_id, label, value, source FROM _rg_label_rows r
+                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE {_SAME})""").fetchall()
+        result.added = (int(inserted[0][0]) if inserted else 0) - result.updated
         result.unknown_events = int(con.execute(
-            """SELECT count(*) FROM (SELECT DISTINCT event_id FROM _rg_label_ids) i
+            """SELECT count(DISTINCT event_id) FROM _rg_label_rows i
                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id)"""
         ).fetchall()[0][0])
         con.execute("COMMIT")
@@ -243,5 +267,32 @@ def load_labels(con: duckdb.DuckDBPyConnection, path: str | Path, batch_rows: in
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _rg_label_ids")
+        con.execute("DROP TABLE IF EXISTS _rg_label_rows")
+        con.execute("DROP TABLE IF EXISTS _rg_label_changed")
+    result.rejections.sort(key=lambda r: r.line)
     return result
+
+
+def _reject_contradictions(con: duckdb.DuckDBPyConnection, result: LabelsLoadResult) -> None:
+    """Reject (and drop from ``_rg_label_rows``) every row of a label the file gives more than one value."""
+    rows = con.execute(
+        f"""WITH bad AS (SELECT {_KEY} FROM _rg_label_rows GROUP BY ALL
+                         HAVING count(DISTINCT coalesce(value, chr(0))) > 1)
+            SELECT r.source_line, r.event_id, r.label, r.value,
+                   list(o.source_line ORDER BY o.source_line)
+            FROM _rg_label_rows r SEMI JOIN bad l ON {_SAME}
+            JOIN _rg_label_rows o ON o.event_id = r.event_id AND o.label = r.label
+                                 AND o.source IS NOT DISTINCT FROM r.source
+                                 AND o.value IS DISTINCT FROM r.value
+            GROUP BY ALL ORDER BY r.source_line""").fetchall()
+    for line, event_id, label, value, others in rows:
+        result.rejected += 1
+        if len(result.rejections) < MAX_LISTED_REJECTIONS:
+            where = ", ".join(map(str, others[:10])) + (", ..." if len(others) > 10 else "")
+            result.rejections.append(RejectedLabel(line, f"{label} of event {event_id} is {value!r} here and another "
+                                                         f"value on line{'s' if len(others) > 1 else ''} {where}: "
+                                                         "none of them loaded"))
+    if rows:
+        con.execute(f"""DELETE FROM _rg_label_rows r WHERE EXISTS (
+                            SELECT 1 FROM _rg_label_rows o WHERE o.event_id = r.event_id AND o.label = r.label
+                              AND o.source IS NOT DISTINCT FROM r.source AND o.value IS DISTINCT FROM r.value)""")

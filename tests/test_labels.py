@@ -119,7 +119,7 @@ def test_cli_labels_load(con, tmp_path, monkeypatch):
     f = write(tmp_path, "l.csv", HEADER + "e1,is_attack_ip,false,synth\nnope,is_attack_ip,true,synth\n,x,y,z\n")
     res = runner.invoke(app, ["labels", "load", str(f)])
     assert res.exit_code == 0, res.output
-    assert "labels read 3  added 2  already present 0  rejected 1" in res.stdout
+    assert "labels read 3  added 2  updated 0  already present 0  rejected 1" in res.stdout
     assert "labels of 1 event ids not in the store" in res.stdout
     assert "rejected line 4: event_id is empty" in res.stdout
     res = runner.invoke(app, ["labels", "load", str(f), "--json"])
@@ -155,3 +155,35 @@ def test_is_account_takeover_spellings_are_stored_as_true_or_false_and_others_re
         ("e3", "is_account_takeover", "false", "c"), ("e3", "is_attack_ip", "1", "j"),
     ]
     assert load_labels(con, f).added == 0  # loading again adds nothing
+
+
+def test_loading_a_label_again_with_another_value_corrects_it(con, tmp_path):
+    """A label loaded again with another value was skipped as "already present" (and any true wins when labels
+    are read), so a wrong takeover label could never be corrected by loading the right one."""
+    load_labels(con, write(tmp_path, "a.csv", HEADER + "e1,is_account_takeover,true,analyst\n"
+                           + "e2,attack_type,brute_force,analyst\n" + "e2,attack_type,brute_force,synth\n"))
+    r = load_labels(con, write(tmp_path, "b.csv", HEADER + "e1,is_account_takeover,no,analyst\n"
+                               + "e2,attack_type,brute_force,analyst\n" + "e3,attack_type,,analyst\n"
+                               + "e2,attack_type,password_spray,synth\n" + "e2,attack_type,password_spray,synth\n"))
+    assert (r.read, r.added, r.updated, r.already_present, r.rejected) == (5, 1, 2, 2, 0)
+    assert labels(con) == [("e1", "is_account_takeover", "false", "analyst"),
+                           ("e2", "attack_type", "brute_force", "analyst"),
+                           ("e2", "attack_type", "password_spray", "synth"),
+                           ("e3", "attack_type", None, "analyst")]
+    res = runner.invoke(app, ["labels", "load", str(tmp_path / "b.csv"), "--db", str(tmp_path / "l.duckdb")])
+    assert res.exit_code == 0 and "added 0  updated 0  already present 5  rejected 0" in res.output, res.output
+
+
+def test_a_file_giving_one_label_two_values_loads_neither_and_names_the_lines(con, tmp_path):
+    """Two values of one label in one file were both stored (and read as whichever wins)."""
+    load_labels(con, write(tmp_path, "a.csv", HEADER + "e1,is_account_takeover,false,analyst\n"))
+    r = load_labels(con, write(tmp_path, "b.csv", HEADER + "e1,is_account_takeover,true,analyst\n"
+                               + "e2,is_account_takeover,true,analyst\n" + "e1,is_account_takeover,0,analyst\n"
+                               + "e1,is_account_takeover,yes,analyst\n"))
+    assert (r.read, r.added, r.updated, r.rejected) == (4, 1, 0, 3)
+    assert [(x.line, x.reason) for x in r.rejections] == [
+        (2, "is_account_takeover of event e1 is 'true' here and another value on line 4: none of them loaded"),
+        (4, "is_account_takeover of event e1 is 'false' here and another value on lines 2, 5: none of them loaded"),
+        (5, "is_account_takeover of event e1 is 'true' here and another value on line 4: none of them loaded")]
+    assert labels(con) == [("e1", "is_account_takeover", "false", "analyst"),
+                           ("e2", "is_account_takeover", "true", "analyst")]
