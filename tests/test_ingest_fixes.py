@@ -20,6 +20,7 @@ from ingest.enrich import Enricher
 from ingest.one import canonical
 from ingest.sources import riskgate_jsonl
 from ingest.sources.base import LineBatch, ReaderOptions
+from risk.feedback import ATTACK_LABEL_SQL
 from tests.test_ingest import env  # noqa: F401 (the fixture: the test GeoIP databases, a store in tmp_path)
 from tests.storedb import q as rows
 from tests.test_sources_cognito_user_activity import RECORD as ACTIVITY
@@ -171,6 +172,41 @@ def test_a_duplicate_of_an_event_stored_by_an_earlier_ingest_adds_no_label(env):
     out, _ = ingest(later)
     assert counts(out) == (2, 1, 1, 0)
     assert labels(env / "store.duckdb") == LABELS[1:]
+
+
+def _with_labels(event_id: str, labels: str) -> str:
+    return E.replace('"b1"', f'"{event_id}"')[:-1] + f',"Labels":{labels}}}'
+
+
+@pytest.mark.parametrize("bad_row", [False, True])  # (a malformed row sends the batch the per-row way)
+def test_inline_labels_null_is_no_label_and_booleans_follow_labels_load(env, bad_row):
+    f = env / "lab.jsonl"
+    f.write_text("\n".join([
+        _with_labels("n1", '{"is_account_takeover":false,"attack_type":null}'),
+        _with_labels("n2", '{"is_account_takeover":null,"is_attack_ip":null}'),
+        _with_labels("n3", '{"is_account_takeover":" Yes ","attack_type":"brute_force"}'),
+        _with_labels("n4", '{"is_account_takeover":0,"is_attack_ip":true,"score":0.5}'),
+        _with_labels("x1", '{"is_account_takeover":false,"attack_type":false}'),
+        _with_labels("x2", '{"is_account_takeover":false,"attack_type":3}'),
+        _with_labels("x3", '{"is_account_takeover":"maybe"}'),
+        _with_labels("x4", '{"is_account_takeover":2,"attack_type":["a"]}'),
+    ] + (["{broken"] if bad_row else [])) + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (8 + bad_row, 4, 0, 4 + bad_row)
+    assert labels(env / "store.duckdb") == [
+        ("n1", "is_account_takeover", "false", "riskgate-jsonl"),
+        ("n3", "attack_type", "brute_force", "riskgate-jsonl"),
+        ("n3", "is_account_takeover", "true", "riskgate-jsonl"),
+        ("n4", "is_account_takeover", "false", "riskgate-jsonl"),
+        ("n4", "is_attack_ip", "true", "riskgate-jsonl"),
+        ("n4", "score", "0.5", "riskgate-jsonl")]
+    assert quarantine(env)[:4] == [
+        (5, "Labels.attack_type must be a string or null, got a boolean"),
+        (6, "Labels.attack_type must be a string or null, got 3"),
+        (7, 'Labels.is_account_takeover must be true or false (or 1/0, yes/no, t/f), got "maybe"'),
+        (8, "Labels.is_account_takeover must be true or false (or 1/0, yes/no, t/f), got 2; "
+            "Labels.attack_type must be a string or null, got an array")]
+    assert rows(env / "store.duckdb", f"SELECT count(*) FROM labels WHERE {ATTACK_LABEL_SQL}") == [(1,)]
 
 
 def test_rba_rows_quarantined_at_enrichment_add_no_label(env):
