@@ -361,3 +361,25 @@ def test_a_truncated_gzip_keeps_its_whole_lines_before_the_break_and_names_it(en
     assert rows(env / "store.duckdb", "SELECT min(event_id), max(event_id) FROM events") == [("t00000", f"t{kept - 1:05d}")]
     out, res = ingest(whole)
     assert res.exit_code == 0 and (out["events_added"], out["duplicates"]) == (3000 - kept, kept)
+
+
+# -- a column mapping's time format and enumerated constants are checked before anything is read ------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"time_format": "%Y-%m-%d %Q"}, "time_format: '%Y-%m-%d %Q' is not a strptime format DuckDB reads: "
+                                     "Unrecognized format for strftime/strptime: %Q"),
+    ({"constants": {"event_type": "Login"}}, "constants.event_type must be one of SignIn, SignUp, ForgotPassword, "
+                                             "PasswordChange, ResendCode, got 'Login'"),
+])
+def test_a_bad_time_format_or_event_type_constant_refuses_the_mapping_before_reading(env, change, message):
+    data = env / "t.csv"
+    data.write_text("user,ts,ok\na,2026-06-01 10:00:00,1\nb,2026-06-01 11:00:00,0\n")
+    mapping = env / "m.yaml"
+    mapping.write_text(yaml.safe_dump({"columns": {"username": "user", "creation_date": "ts", "event_response": "ok"},
+                                       "constants": {"event_type": "SignIn"}, "time_format": "%Y-%m-%d %H:%M:%S",
+                                       "values": {"event_response": {"1": "Pass", "0": "Fail"}}, **change}))
+    res = runner.invoke(app, ["ingest", str(data), "--mapping", str(mapping), "--json"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == f"error: {mapping}: invalid column mapping: {message}"
+    db = env / "store.duckdb"
+    assert not db.exists() or rows(db, "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM quarantine)") == [(0,)]

@@ -77,6 +77,16 @@ def test_mapping_reads_yaml_with_numeric_value_keys(tmp_path):
     ({"constants": {"event_type": "SignIn", "has_context_data": "maybe"}}, "constants.has_context_data must be true or false"),
     ({"csv": {"delimiter": ";;"}}, "csv.delimiter: must be a single character"),
     ({"time_format": "YYYY-MM-DD"}, "must be a strptime format"),
+    ({"time_format": "%Y-%m-%d %Q"}, "time_format: '%Y-%m-%d %Q' is not a strptime format DuckDB reads: "
+                                     "Unrecognized format for strftime/strptime: %Q"),
+    ({"time_format": "%Y-%m-%d %"}, "DuckDB reads: Trailing format character %"),
+    ({"constants": {"event_type": "Login"}},
+     "constants.event_type must be one of SignIn, SignUp, ForgotPassword, PasswordChange, ResendCode, got 'Login'"),
+    ({"columns": {"username": "user", "creation_date": "ts"}, "values": {},
+      "constants": {"event_type": "SignIn", "event_response": "OK"}},
+     "constants.event_response must be one of Pass, Fail, InProgress (or Success, Failure), got 'OK'"),
+    ({"values": {"event_response": {"1": "Pass", "0": "KO"}}},
+     "values.event_response.0 must be one of Pass, Fail, InProgress (or Success, Failure), got 'KO'"),
 ])
 def test_mapping_errors_name_what_is_wrong(tmp_path, change, message):
     path = mapping_file(tmp_path, {**MAPPING, **change})
