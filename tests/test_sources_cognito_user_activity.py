@@ -199,6 +199,19 @@ def test_cloudwatch_prefixed_lines_and_envelopes(tmp_path):
     assert sum(b.rows_read for b in batches) == 7
 
 
+@pytest.mark.parametrize("between", [" ", "\t", "  \t ", " \r "])
+def test_envelopes_with_blanks_between_them_on_one_line_are_split(tmp_path, between):
+    def envelope(event_id):
+        return json.dumps({"messageType": "DATA_MESSAGE", "logEvents": [
+            {"id": "1", "timestamp": 1, "message": line(eventId=event_id)}]})
+    lines = [line(eventId="first"), envelope("e1") + between + envelope("e2") + between + envelope("e3")]
+    batches, ev, q = read_all(write(tmp_path, lines))
+    assert q.num_rows == 0
+    assert list(zip(ev.column("event_id").to_pylist(), ev.column("source_line").to_pylist())) == [
+        ("first", 1), ("e1", 2), ("e2", 2), ("e3", 2)]
+    assert sum(b.rows_read for b in batches) == 4
+
+
 def test_gzip_input_and_batches(tmp_path):
     lines = [line(eventId=f"g-{i}") for i in range(11)] + ["oops"]
     plain = write(tmp_path, lines)

@@ -23,8 +23,9 @@ Also read: the same records as CloudWatch Logs delivers them,
 * a subscription / export envelope ``{"messageType":"DATA_MESSAGE", ..., "logEvents":
   [{"id":..,"timestamp":..,"message":"<the record as a JSON string>"}]}``: each
   log event is a row, all with the envelope's line number; several envelopes
-  written back to back on one line (Firehose) are split. ``CONTROL_MESSAGE``
-  envelopes (CloudWatch's health checks) hold no records and are skipped.
+  written back to back on one line (Firehose), or with blanks between them, are
+  split. ``CONTROL_MESSAGE`` envelopes (CloudWatch's health checks) hold no
+  records and are skipped.
 
 Mapping: message.eventId -> event_id (derived from the record when absent),
 userName -> username, userSub -> user_sub, userPoolId (or logSourceId.userPoolId,
@@ -113,7 +114,9 @@ SELECT _line, CASE WHEN left(ltrim(_t), 1) = '{{' THEN _t
 FROM (SELECT _line, rtrim(_text, chr(13) || chr(10)) AS _t FROM lines_)
 """
 
-# Lines holding CloudWatch envelopes -> one record per log event (envelopes back to back are split).
+# Lines holding CloudWatch envelopes -> one record per log event (envelopes back to back are split, also with
+# JSON whitespace between them: a JSON string holds no unescaped quote, so "{"messageType"" opens an envelope).
+_NEXT_ENVELOPE = '[}][ \\t\\r]*[{]"messageType"'
 _ENVELOPE_SQL = f"""
 WITH l AS (
   SELECT _line, rtrim(_text, chr(13) || chr(10)) AS _t FROM lines_
@@ -124,8 +127,8 @@ WITH l AS (
   FROM l
 ), s AS (
   SELECT _line,
-    CASE WHEN contains(_r0, '}}{{"messageType"')
-         THEN string_split(replace(_r0, '}}{{"messageType"', '}}' || chr(30) || '{{"messageType"'), chr(30))
+    CASE WHEN regexp_matches(_r0, '{_NEXT_ENVELOPE}')
+         THEN string_split(regexp_replace(_r0, '{_NEXT_ENVELOPE}', '}}' || chr(30) || '{{"messageType"', 'g'), chr(30))
          ELSE [_r0] END AS _parts
   FROM r
 ), p AS (
