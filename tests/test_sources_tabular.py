@@ -13,6 +13,7 @@ import pytest
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.sources.base import ReaderOptions
 from ingest.sources.tabular import CSV_READER, PARQUET_READER, iter_csv_records, load_mapping
+from tests.test_docs import README
 
 UTC = timezone.utc
 MAPPING = {
@@ -354,6 +355,7 @@ def test_not_parquet_and_gzipped_parquet_are_input_format_errors(tmp_path):
     gz.write_bytes(gzip.compress(parquet_file(tmp_path).read_bytes()))
     with pytest.raises(InputFormatError, match="gunzip it first"):
         list(PARQUET_READER.read(str(gz), ReaderOptions(mapping=m)))
+    assert "All but Parquet accept gzip" in README and "All accept gzip" not in README  # as the README says
 
 
 def test_parquet_column_of_an_unusable_type_is_named(tmp_path):
