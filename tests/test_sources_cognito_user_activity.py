@@ -170,6 +170,29 @@ def test_bad_lines_are_quarantined_with_line_and_reason(tmp_path):
     assert q.column("raw").to_pylist()[0] == "{not json"
 
 
+def _envelope_of(log_events) -> str:
+    return json.dumps({"messageType": "DATA_MESSAGE", "logEvents": log_events})
+
+
+@pytest.mark.parametrize("text, reason", [  # JSON's names of its types, never DuckDB's (varchar, ubigint)
+    ('"x"', "not a JSON object: the line is a JSON string"),
+    ("5", "not a JSON object: the line is a JSON number"),
+    ("-5.5", "not a JSON object: the line is a JSON number"),
+    ("true", "not a JSON object: the line is a JSON boolean"),
+    ("null", "not a JSON object: the line is a JSON null"),
+    (line(challenges=5), "message.challenges must be an array or a string, got a number"),
+    (line(challenges=False), "message.challenges must be an array or a string, got a boolean"),
+    (line(challenges={"a": 1}), "message.challenges must be an array or a string, got an object"),
+    (_envelope_of("none"), "CloudWatch envelope: logEvents must be an array, got a string"),
+    (_envelope_of(18446744073709551615), "CloudWatch envelope: logEvents must be an array, got a number"),
+    (_envelope_of(None), "CloudWatch envelope: logEvents must be an array, got null"),
+])
+def test_reasons_name_json_types_in_jsons_words(tmp_path, text, reason):
+    _, ev, q = read_all(write(tmp_path, [line(), text]))
+    assert ev.num_rows == 1
+    assert [(r["source_line"], r["reason"]) for r in q.to_pylist()] == [(2, reason)]
+
+
 def test_cloudwatch_prefixed_lines_and_envelopes(tmp_path):
     a, b, c = line(eventId="cw-a"), line(eventId="cw-b"), line(eventId="cw-c", userName="")
     envelope = {"messageType": "DATA_MESSAGE", "owner": "123", "logGroup": "g", "logStream": "s",

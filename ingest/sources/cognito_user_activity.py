@@ -66,7 +66,7 @@ from ingest.sources.base import (
     iter_line_arrays,
     parsed_in_turn,
 )
-from ingest.sources.jsonfields import JsonField, extract, malformed_reason
+from ingest.sources.jsonfields import JsonField, extract, json_type_word, malformed_reason
 
 NAME = "cognito-user-activity"
 JAVA_DATE = "%a %b %d %H:%M:%S %Z %Y"
@@ -144,7 +144,8 @@ WITH l AS (
 )
 SELECT _line, _k, 0 AS _j, _rec AS _raw, NULL AS _why FROM e WHERE NOT _env
 UNION ALL
-SELECT _line, _k, 0, _rec, 'CloudWatch envelope: logEvents must be an array, got ' || lower(json_type(_d, '$.logEvents'))
+SELECT _line, _k, 0, _rec,
+  'CloudWatch envelope: logEvents must be an array, got ' || {json_type_word("json_type(_d, '$.logEvents')")}
 FROM e WHERE _env AND NOT _control AND json_type(_d, '$.logEvents') <> 'ARRAY'
 UNION ALL
 SELECT _line, _k, _j,
@@ -248,7 +249,7 @@ def _finish_sql() -> str:
         {_bool_check("hasContextData")},
         {_bool_check("compromisedCredentialDetected")},
         CASE WHEN _ch_type NOT IN ('ARRAY', 'VARCHAR', 'NULL')
-             THEN 'message.challenges must be an array, got ' || lower(_ch_type)
+             THEN 'message.challenges must be an array or a string, got ' || {json_type_word('_ch_type')}
              WHEN list_bool_or(list_transform(_ch, lambda x: x.challenge_name IS NULL OR x.challenge_response IS NULL))
              THEN 'message.challenges items must be objects with string challengeName and challengeResponse' END
       ), '') AS reason
