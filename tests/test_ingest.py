@@ -101,6 +101,8 @@ BAD = [
         {"headerName": "User-Agent", "headerValue": 42}]})),
      "ContextData.HttpHeaders items must be objects with string headerName and headerValue"),
     ("a JSON array", "[1, 2, 3]", "not a JSON object: the line is a JSON array"),
+    ("a JSON string", '"x"', "not a JSON object: the line is a JSON string"),
+    ("a JSON number", "18446744073709551615", "not a JSON object: the line is a JSON number"),
     ("an infinite number", json.dumps(event(1, RoundTripTimeMs=7)).replace('"RoundTripTimeMs": 7', '"RoundTripTimeMs": 1e400'),
      "RoundTripTimeMs must be a finite number"),
 ]

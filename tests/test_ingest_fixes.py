@@ -20,6 +20,7 @@ from ingest.enrich import Enricher
 from ingest.one import canonical
 from ingest.sources import riskgate_jsonl
 from ingest.sources.base import LineBatch, ReaderOptions
+from risk.feedback import ATTACK_LABEL_SQL
 from tests.test_ingest import env  # noqa: F401 (the fixture: the test GeoIP databases, a store in tmp_path)
 from tests.storedb import q as rows
 from tests.test_sources_cognito_user_activity import RECORD as ACTIVITY
@@ -32,8 +33,6 @@ FUTURE = "CreationDate is in the future (an epoch number out of the range of tim
 PAST = "CreationDate is before 2000-01-01 (an epoch number out of the range of times)"
 FINITE = "RoundTripTimeMs must be a finite number"
 BOM = b"\xef\xbb\xbf"
-
-
 
 
 def ingest(*args):
@@ -171,6 +170,41 @@ def test_a_duplicate_of_an_event_stored_by_an_earlier_ingest_adds_no_label(env):
     out, _ = ingest(later)
     assert counts(out) == (2, 1, 1, 0)
     assert labels(env / "store.duckdb") == LABELS[1:]
+
+
+def _with_labels(event_id: str, labels: str) -> str:
+    return E.replace('"b1"', f'"{event_id}"')[:-1] + f',"Labels":{labels}}}'
+
+
+@pytest.mark.parametrize("bad_row", [False, True])  # (a malformed row sends the batch the per-row way)
+def test_inline_labels_null_is_no_label_and_booleans_follow_labels_load(env, bad_row):
+    f = env / "lab.jsonl"
+    f.write_text("\n".join([
+        _with_labels("n1", '{"is_account_takeover":false,"attack_type":null}'),
+        _with_labels("n2", '{"is_account_takeover":null,"is_attack_ip":null}'),
+        _with_labels("n3", '{"is_account_takeover":" Yes ","attack_type":"brute_force"}'),
+        _with_labels("n4", '{"is_account_takeover":0,"is_attack_ip":true,"score":0.5}'),
+        _with_labels("x1", '{"is_account_takeover":false,"attack_type":false}'),
+        _with_labels("x2", '{"is_account_takeover":false,"attack_type":3}'),
+        _with_labels("x3", '{"is_account_takeover":"maybe"}'),
+        _with_labels("x4", '{"is_account_takeover":2,"attack_type":["a"]}'),
+    ] + (["{broken"] if bad_row else [])) + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (8 + bad_row, 4, 0, 4 + bad_row)
+    assert labels(env / "store.duckdb") == [
+        ("n1", "is_account_takeover", "false", "riskgate-jsonl"),
+        ("n3", "attack_type", "brute_force", "riskgate-jsonl"),
+        ("n3", "is_account_takeover", "true", "riskgate-jsonl"),
+        ("n4", "is_account_takeover", "false", "riskgate-jsonl"),
+        ("n4", "is_attack_ip", "true", "riskgate-jsonl"),
+        ("n4", "score", "0.5", "riskgate-jsonl")]
+    assert quarantine(env)[:4] == [
+        (5, "Labels.attack_type must be a string or null, got a boolean"),
+        (6, "Labels.attack_type must be a string or null, got 3"),
+        (7, 'Labels.is_account_takeover must be true or false (or 1/0, yes/no, t/f), got "maybe"'),
+        (8, "Labels.is_account_takeover must be true or false (or 1/0, yes/no, t/f), got 2; "
+            "Labels.attack_type must be a string or null, got an array")]
+    assert rows(env / "store.duckdb", f"SELECT count(*) FROM labels WHERE {ATTACK_LABEL_SQL}") == [(1,)]
 
 
 def test_rba_rows_quarantined_at_enrichment_add_no_label(env):
@@ -366,3 +400,25 @@ def test_the_default_pool_id_applies_to_every_format(env):
         assert res.exit_code == 0 and out["events_added"] == 2, res.output
     assert rows(env / "store.duckdb", "SELECT user_pool_id, count(*) FROM events GROUP BY 1 ORDER BY 1") == [
         ("eu-west-1_Default", 3), ("eu-west-1_Own", 1)]
+
+
+# -- a column mapping's time format and enumerated constants are checked before anything is read ------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"time_format": "%Y-%m-%d %Q"}, "time_format: '%Y-%m-%d %Q' is not a strptime format DuckDB reads: "
+                                     "Unrecognized format for strftime/strptime: %Q"),
+    ({"constants": {"event_type": "Login"}}, "constants.event_type must be one of SignIn, SignUp, ForgotPassword, "
+                                             "PasswordChange, ResendCode, got 'Login'"),
+])
+def test_a_bad_time_format_or_event_type_constant_refuses_the_mapping_before_reading(env, change, message):
+    data = env / "t.csv"
+    data.write_text("user,ts,ok\na,2026-06-01 10:00:00,1\nb,2026-06-01 11:00:00,0\n")
+    mapping = env / "m.yaml"
+    mapping.write_text(yaml.safe_dump({"columns": {"username": "user", "creation_date": "ts", "event_response": "ok"},
+                                       "constants": {"event_type": "SignIn"}, "time_format": "%Y-%m-%d %H:%M:%S",
+                                       "values": {"event_response": {"1": "Pass", "0": "Fail"}}, **change}))
+    res = runner.invoke(app, ["ingest", str(data), "--mapping", str(mapping), "--json"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == f"error: {mapping}: invalid column mapping: {message}"
+    db = env / "store.duckdb"
+    assert not db.exists() or rows(db, "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM quarantine)") == [(0,)]

@@ -170,6 +170,35 @@ def test_malformed_json_keeps_good_items_and_the_following_pages(tmp_path):
         "raw": '{"EventId": "p2-b", "x": }\n]}'}
 
 
+def _cut(at: str, keep: int, indent: int | None = None) -> str:
+    """A page of c1 and c2, cut off ``keep`` characters after the start of ``at``."""
+    text = json.dumps(page(event(EventId="c1"), event(EventId="c2")), indent=indent)
+    return text[:text.index(at) + keep]
+
+
+CUT_OFF = "the document breaks off before line {}, which starts another one"
+_PRETTY = _cut('"c2"', 10, indent=4)  # as the AWS CLI prints: cut in the indentation of the line after EventId
+BROKEN_THEN_PAGE = [  # (the page cut off, the broken part quarantined, why: the parser's words if it stops there)
+    ("inside an item", _cut('{"EventId": "c2"', 1), "{", CUT_OFF.format(2)),
+    ("after an item's comma", _cut('{"EventId": "c2"', 0), ",", CUT_OFF.format(2)),
+    ("inside a string", _cut('"c2"', 2), '{"EventId": "c', "Invalid control character at line 1"),
+    ("pretty-printed", _PRETTY, _PRETTY[_PRETTY.index('{\n            "EventId": "c2"'):].strip(),
+     CUT_OFF.format(len(_PRETTY.splitlines()) + 1)),
+]
+
+
+@pytest.mark.parametrize("how, broken, raw, why", BROKEN_THEN_PAGE, ids=[b[0] for b in BROKEN_THEN_PAGE])
+def test_a_page_cut_off_loses_nothing_of_the_page_on_the_next_line(tmp_path, how, broken, raw, why):
+    after = json.dumps(page(event(EventId="n1"), event(EventId="n2")), indent=4 if how == "pretty-printed" else None)
+    text = broken + "\n" + after + "\n"
+    batches, ev, q = read_all(write(tmp_path, text))
+    assert ev.column("event_id").to_pylist() == ["c1", "n1", "n2"]
+    assert sum(b.rows_read for b in batches) == 4
+    assert [(r["source_line"], r["reason"], r["raw"]) for r in q.to_pylist()] == [(
+        text[:text.index(raw)].count("\n") + 1,
+        f"malformed JSON: {why} (after 1 good AuthEvents items of this document)", raw)]
+
+
 def test_non_utf8_bytes_quarantine_their_item(tmp_path):
     text = json.dumps(page(event(EventId="u1"), event(EventId="u2", EventContextData={"City": "SAOPAULO"}),
                            event(EventId="u3")), indent=2).encode()

@@ -170,6 +170,29 @@ def test_bad_lines_are_quarantined_with_line_and_reason(tmp_path):
     assert q.column("raw").to_pylist()[0] == "{not json"
 
 
+def _envelope_of(log_events) -> str:
+    return json.dumps({"messageType": "DATA_MESSAGE", "logEvents": log_events})
+
+
+@pytest.mark.parametrize("text, reason", [  # JSON's names of its types, never DuckDB's (varchar, ubigint)
+    ('"x"', "not a JSON object: the line is a JSON string"),
+    ("5", "not a JSON object: the line is a JSON number"),
+    ("-5.5", "not a JSON object: the line is a JSON number"),
+    ("true", "not a JSON object: the line is a JSON boolean"),
+    ("null", "not a JSON object: the line is a JSON null"),
+    (line(challenges=5), "message.challenges must be an array or a string, got a number"),
+    (line(challenges=False), "message.challenges must be an array or a string, got a boolean"),
+    (line(challenges={"a": 1}), "message.challenges must be an array or a string, got an object"),
+    (_envelope_of("none"), "CloudWatch envelope: logEvents must be an array, got a string"),
+    (_envelope_of(18446744073709551615), "CloudWatch envelope: logEvents must be an array, got a number"),
+    (_envelope_of(None), "CloudWatch envelope: logEvents must be an array, got null"),
+])
+def test_reasons_name_json_types_in_jsons_words(tmp_path, text, reason):
+    _, ev, q = read_all(write(tmp_path, [line(), text]))
+    assert ev.num_rows == 1
+    assert [(r["source_line"], r["reason"]) for r in q.to_pylist()] == [(2, reason)]
+
+
 def test_cloudwatch_prefixed_lines_and_envelopes(tmp_path):
     a, b, c = line(eventId="cw-a"), line(eventId="cw-b"), line(eventId="cw-c", userName="")
     envelope = {"messageType": "DATA_MESSAGE", "owner": "123", "logGroup": "g", "logStream": "s",
@@ -197,6 +220,19 @@ def test_cloudwatch_prefixed_lines_and_envelopes(tmp_path):
         (2, "message.userName is required", c),
     ]
     assert sum(b.rows_read for b in batches) == 7
+
+
+@pytest.mark.parametrize("between", [" ", "\t", "  \t ", " \r "])
+def test_envelopes_with_blanks_between_them_on_one_line_are_split(tmp_path, between):
+    def envelope(event_id):
+        return json.dumps({"messageType": "DATA_MESSAGE", "logEvents": [
+            {"id": "1", "timestamp": 1, "message": line(eventId=event_id)}]})
+    lines = [line(eventId="first"), envelope("e1") + between + envelope("e2") + between + envelope("e3")]
+    batches, ev, q = read_all(write(tmp_path, lines))
+    assert q.num_rows == 0
+    assert list(zip(ev.column("event_id").to_pylist(), ev.column("source_line").to_pylist())) == [
+        ("first", 1), ("e1", 2), ("e2", 2), ("e3", 2)]
+    assert sum(b.rows_read for b in batches) == 4
 
 
 def test_gzip_input_and_batches(tmp_path):

@@ -71,6 +71,18 @@ def test_good_rows_map_to_canonical_columns(tmp_path):
     assert ev.schema.field("creation_date").type == pa.timestamp("us", tz="UTC")
 
 
+def test_a_dash_or_nothing_is_an_unknown_place_and_asn(tmp_path):
+    dash_asn = GOOD2.replace(",14618,", ",-,")
+    no_asn = GOOD2.replace("11,", "12,", 1).replace(",14618,", ", ,")
+    dash_place = GOOD2.replace("11,", "13,", 1).replace("US,Virginia,Ashburn", "-,-, - ")
+    _, ev, q, _ = read_all(write(tmp_path, dash_asn, no_asn, dash_place))
+    assert q.num_rows == 0
+    assert [(r["event_id"], r["source_country"], r["source_region"], r["source_city"], r["source_asn"])
+            for r in ev.to_pylist()] == [
+        ("11", "US", "Virginia", "Ashburn", None), ("12", "US", "Virginia", "Ashburn", None),
+        ("13", None, None, None, 14618)]
+
+
 def test_labels_go_only_to_the_labels_table(tmp_path):
     _, ev, _, labels = read_all(write(tmp_path, GOOD1, GOOD2))
     assert sorted(labels.to_pylist(), key=lambda r: (r["event_id"], r["label"])) == [

@@ -13,6 +13,7 @@ import pytest
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.sources.base import ReaderOptions
 from ingest.sources.tabular import CSV_READER, PARQUET_READER, iter_csv_records, load_mapping
+from tests.test_docs import README
 
 UTC = timezone.utc
 MAPPING = {
@@ -77,6 +78,16 @@ def test_mapping_reads_yaml_with_numeric_value_keys(tmp_path):
     ({"constants": {"event_type": "SignIn", "has_context_data": "maybe"}}, "constants.has_context_data must be true or false"),
     ({"csv": {"delimiter": ";;"}}, "csv.delimiter: must be a single character"),
     ({"time_format": "YYYY-MM-DD"}, "must be a strptime format"),
+    ({"time_format": "%Y-%m-%d %Q"}, "time_format: '%Y-%m-%d %Q' is not a strptime format DuckDB reads: "
+                                     "Unrecognized format for strftime/strptime: %Q"),
+    ({"time_format": "%Y-%m-%d %"}, "DuckDB reads: Trailing format character %"),
+    ({"constants": {"event_type": "Login"}},
+     "constants.event_type must be one of SignIn, SignUp, ForgotPassword, PasswordChange, ResendCode, got 'Login'"),
+    ({"columns": {"username": "user", "creation_date": "ts"}, "values": {},
+      "constants": {"event_type": "SignIn", "event_response": "OK"}},
+     "constants.event_response must be one of Pass, Fail, InProgress (or Success, Failure), got 'OK'"),
+    ({"values": {"event_response": {"1": "Pass", "0": "KO"}}},
+     "values.event_response.0 must be one of Pass, Fail, InProgress (or Success, Failure), got 'KO'"),
 ])
 def test_mapping_errors_name_what_is_wrong(tmp_path, change, message):
     path = mapping_file(tmp_path, {**MAPPING, **change})
@@ -344,6 +355,7 @@ def test_not_parquet_and_gzipped_parquet_are_input_format_errors(tmp_path):
     gz.write_bytes(gzip.compress(parquet_file(tmp_path).read_bytes()))
     with pytest.raises(InputFormatError, match="gunzip it first"):
         list(PARQUET_READER.read(str(gz), ReaderOptions(mapping=m)))
+    assert "All but Parquet accept gzip" in README and "All accept gzip" not in README  # as the README says
 
 
 def test_parquet_column_of_an_unusable_type_is_named(tmp_path):

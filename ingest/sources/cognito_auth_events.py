@@ -463,8 +463,14 @@ class CognitoAuthEvents:
                     and _NEXT_DOC.search(text.buf, pos + 1) is None):
                 text.more(max(_CHUNK, len(text.buf) - pos))  # the document may only be cut off: read on
                 continue
+            cut = None  # a broken document's break: a line in it that starts another document
+            if doc.error is not None:  # (the parser may have read on into the next document before it failed)
+                cut = _NEXT_DOC.search(text.buf, doc.start + 1, doc.error.pos + 1)
+                if cut is not None:  # the items from that line on are the next document's
+                    doc.items = [it for it in doc.items if it[1] <= cut.start()]
             items = doc.before + len(doc.items)
-            if first and (doc.error is not None and not items or not doc.has_auth_events and doc.error is None):
+            if first and (doc.error is not None and not items and cut is None
+                          or not doc.has_auth_events and doc.error is None):
                 what = (malformed_json(doc.error.msg, f"line {text.line_of(doc.error.pos)}") if doc.error
                         else f"the JSON is {doc.top}" if doc.top != "object" else "the object has no AuthEvents")
                 raise InputFormatError(f"is not AdminListUserAuthEvents output: {what}; expected {EXPECTED}",
@@ -480,10 +486,17 @@ class CognitoAuthEvents:
                 if doc.items:  # the rest starts after the last good item and its comma
                     where = _ws(text.buf, doc.items[-1][1])
                     where = _ws(text.buf, where + 1) if text.buf[where:where + 1] == "," else where
+                if cut is not None:  # the broken part ends where the next document starts
+                    where = min(where, cut.start())
+                    if where == cut.start() and doc.items:  # (only the comma after the last item)
+                        where = doc.items[-1][1]
+                    reason = (f"malformed JSON: the document breaks off before line {text.line_of(cut.end())}, "
+                              "which starts another one")
+                else:
+                    reason = malformed_json(doc.error.msg, f"line {err_line}")
                 line = text.line_of(where)
-                reason = (malformed_json(doc.error.msg, f"line {err_line}")
-                          + (f" (after {items} good AuthEvents items of this document)" if items else ""))
-                pos, raw, length = self._resync(text, where, max(doc.error.pos, where + 1))
+                reason += f" (after {items} good AuthEvents items of this document)" if items else ""
+                pos, raw, length = self._resync(text, where, cut.start() if cut else max(doc.error.pos, where + 1))
                 q.add(line, reason, raw, length)
             else:
                 if not doc.has_auth_events:

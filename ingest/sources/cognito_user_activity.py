@@ -23,8 +23,9 @@ Also read: the same records as CloudWatch Logs delivers them,
 * a subscription / export envelope ``{"messageType":"DATA_MESSAGE", ..., "logEvents":
   [{"id":..,"timestamp":..,"message":"<the record as a JSON string>"}]}``: each
   log event is a row, all with the envelope's line number; several envelopes
-  written back to back on one line (Firehose) are split. ``CONTROL_MESSAGE``
-  envelopes (CloudWatch's health checks) hold no records and are skipped.
+  written back to back on one line (Firehose), or with blanks between them, are
+  split. ``CONTROL_MESSAGE`` envelopes (CloudWatch's health checks) hold no
+  records and are skipped.
 
 Mapping: message.eventId -> event_id (derived from the record when absent),
 userName -> username, userSub -> user_sub, userPoolId (or logSourceId.userPoolId,
@@ -65,7 +66,7 @@ from ingest.sources.base import (
     iter_line_arrays,
     parsed_in_turn,
 )
-from ingest.sources.jsonfields import JsonField, extract, malformed_reason
+from ingest.sources.jsonfields import JsonField, extract, json_type_word, malformed_reason
 
 NAME = "cognito-user-activity"
 JAVA_DATE = "%a %b %d %H:%M:%S %Z %Y"
@@ -113,7 +114,9 @@ SELECT _line, CASE WHEN left(ltrim(_t), 1) = '{{' THEN _t
 FROM (SELECT _line, rtrim(_text, chr(13) || chr(10)) AS _t FROM lines_)
 """
 
-# Lines holding CloudWatch envelopes -> one record per log event (envelopes back to back are split).
+# Lines holding CloudWatch envelopes -> one record per log event (envelopes back to back are split, also with
+# JSON whitespace between them: a JSON string holds no unescaped quote, so "{"messageType"" opens an envelope).
+_NEXT_ENVELOPE = '[}][ \\t\\r]*[{]"messageType"'
 _ENVELOPE_SQL = f"""
 WITH l AS (
   SELECT _line, rtrim(_text, chr(13) || chr(10)) AS _t FROM lines_
@@ -124,8 +127,8 @@ WITH l AS (
   FROM l
 ), s AS (
   SELECT _line,
-    CASE WHEN contains(_r0, '}}{{"messageType"')
-         THEN string_split(replace(_r0, '}}{{"messageType"', '}}' || chr(30) || '{{"messageType"'), chr(30))
+    CASE WHEN regexp_matches(_r0, '{_NEXT_ENVELOPE}')
+         THEN string_split(regexp_replace(_r0, '{_NEXT_ENVELOPE}', '}}' || chr(30) || '{{"messageType"', 'g'), chr(30))
          ELSE [_r0] END AS _parts
   FROM r
 ), p AS (
@@ -141,7 +144,8 @@ WITH l AS (
 )
 SELECT _line, _k, 0 AS _j, _rec AS _raw, NULL AS _why FROM e WHERE NOT _env
 UNION ALL
-SELECT _line, _k, 0, _rec, 'CloudWatch envelope: logEvents must be an array, got ' || lower(json_type(_d, '$.logEvents'))
+SELECT _line, _k, 0, _rec,
+  'CloudWatch envelope: logEvents must be an array, got ' || {json_type_word("json_type(_d, '$.logEvents')")}
 FROM e WHERE _env AND NOT _control AND json_type(_d, '$.logEvents') <> 'ARRAY'
 UNION ALL
 SELECT _line, _k, _j,
@@ -245,7 +249,7 @@ def _finish_sql() -> str:
         {_bool_check("hasContextData")},
         {_bool_check("compromisedCredentialDetected")},
         CASE WHEN _ch_type NOT IN ('ARRAY', 'VARCHAR', 'NULL')
-             THEN 'message.challenges must be an array, got ' || lower(_ch_type)
+             THEN 'message.challenges must be an array or a string, got ' || {json_type_word('_ch_type')}
              WHEN list_bool_or(list_transform(_ch, lambda x: x.challenge_name IS NULL OR x.challenge_response IS NULL))
              THEN 'message.challenges items must be objects with string challengeName and challengeResponse' END
       ), '') AS reason

@@ -74,11 +74,19 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _type_word(t: str) -> str:
+def json_type_name(t: str) -> str:
+    """SQL of the JSON type, in JSON's own words (string, number, boolean, null, array, object), of the DuckDB
+    ``json_type()`` name in the SQL expression ``t`` (VARCHAR, BIGINT, UBIGINT, DOUBLE, BOOLEAN, NULL, ...)."""
     return (
-        f"CASE {t} WHEN 'VARCHAR' THEN 'a string' WHEN 'BOOLEAN' THEN 'a boolean' "
-        f"WHEN 'ARRAY' THEN 'an array' WHEN 'OBJECT' THEN 'an object' ELSE 'a number' END"
+        f"CASE {t} WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'NULL' THEN 'null' "
+        f"WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' ELSE 'number' END"
     )
+
+
+def json_type_word(t: str) -> str:
+    """:func:`json_type_name` with its article, for "must be ..., got a string" (null has none)."""
+    return (f"CASE {t} WHEN 'NULL' THEN 'null' WHEN 'ARRAY' THEN 'an array' WHEN 'OBJECT' THEN 'an object' "
+            f"ELSE 'a ' || {json_type_name(t)} END")
 
 
 def time_expr(value_sql: str, type_sql: str) -> str:
@@ -207,7 +215,7 @@ def extract(
         t = f"_t[{i}]"
         checks.append(
             f"CASE WHEN {t} <> 'NULL' AND {t} NOT IN ({allowed}) "
-            f"THEN {sql_string(f.name + ' must be ' + _KIND_WORDS[f.kind] + ', got ')} || {_type_word(t)} END"
+            f"THEN {sql_string(f.name + ' must be ' + _KIND_WORDS[f.kind] + ', got ')} || {json_type_word(t)} END"
         )
         missing = f"({t} IS NULL OR {t} = 'NULL'" + (f" OR {_access(f)}::VARCHAR = ''" if f.empty_is_null else "") + ")"
         if f.required:
@@ -283,7 +291,7 @@ def extract(
     SELECT
       CASE WHEN NOT _bad THEN NULL
            WHEN _root IS NULL THEN 'malformed JSON'
-           WHEN _root <> 'OBJECT' THEN 'not a JSON object: the line is a JSON ' || lower(_root)
+           WHEN _root <> 'OBJECT' THEN 'not a JSON object: the line is a JSON ' || {json_type_name('_root')}
            ELSE nullif(concat_ws('; ', {", ".join(checks)}), '') END AS reason,
       CASE WHEN len(_keys) = {present} THEN NULL
            WHEN NOT list_has_all([{known}], _keys)

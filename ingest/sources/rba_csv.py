@@ -89,7 +89,7 @@ def _sql(has_unknown: bool) -> str:
         try_strptime(trim(ts), ['%Y-%m-%d %H:%M:%S.%f', '%Y-%m-%d %H:%M:%S',
                                 '%Y-%m-%dT%H:%M:%S.%f', '%Y-%m-%dT%H:%M:%S']) AS _ts,
         TRY_CAST(nullif(trim(rtt), '') AS DOUBLE) AS _rtt,
-        TRY_CAST(nullif(trim(asn), '') AS BIGINT) AS _asn,
+        TRY_CAST(CASE WHEN trim(asn) NOT IN ('', '-') THEN trim(asn) END AS BIGINT) AS _asn,
         lower(trim(ok)) AS _ok
       FROM rows_
     )
@@ -119,7 +119,7 @@ def _sql(has_unknown: bool) -> str:
         CASE WHEN trim(ts) = '' THEN 'Login Timestamp is required'
              WHEN _ts IS NULL THEN 'Login Timestamp must be a time like 2020-02-03 12:43:30.772, got ' || to_json(ts) END,
         CASE WHEN _rtt IS NULL AND trim(rtt) <> '' THEN 'Round-Trip Time [ms] must be a number, got ' || to_json(rtt) END,
-        CASE WHEN _asn IS NULL AND trim(asn) <> '' THEN 'ASN must be an integer, got ' || to_json(asn) END,
+        CASE WHEN _asn IS NULL AND trim(asn) NOT IN ('', '-') THEN 'ASN must be an integer, got ' || to_json(asn) END,
         CASE WHEN _ok NOT IN ('true', 'false') THEN 'Login Successful must be True or False, got ' || to_json(ok) END,
         {bool_check("attack_ip", "Is Attack IP", False)},
         {bool_check("ato", "Is Account Takeover", False)}

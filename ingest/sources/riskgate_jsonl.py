@@ -17,7 +17,9 @@ Required: Username, EventType, EventResponse, CreationDate (ISO 8601, or epoch
 seconds/milliseconds). EventId is optional: without it the id is derived from
 the line's content. When ContextData is present, its IpAddress, ServerName,
 ServerPath and HttpHeaders are required, as in the Cognito API. ``Labels`` (an
-object of label name to value) goes to the labels table, never to the event.
+object of label name to value) goes to the labels table, never to the event
+(:func:`label_values`: a ``null`` label is none, ``is_account_takeover`` a yes or
+a no, ``attack_type`` a string).
 Unknown top-level fields are kept in the event's ``extra`` column.
 """
 
@@ -29,6 +31,7 @@ from functools import partial
 import pyarrow as pa
 
 from ingest.errors import InputFormatError
+from ingest.labels import BOOLEAN_LABELS, boolean_label_value
 from ingest.schema import short_digest
 from ingest.sources import base
 from ingest.sources.base import (
@@ -180,8 +183,8 @@ def assemble(t: pa.Table, q: QuarantineBuilder, options: ReaderOptions, derive_i
         good = t.take(pa.array(good_idx, pa.int64()))
     good = _derive_ids(good, derive_id_prefix)
     extras, deep = _extras(good)
-    labels, deep_labels = _labels(good, deep) if "_labels" in good.column_names else (None, {})
-    deep |= deep_labels
+    labels, bad_labels = _labels(good, deep) if "_labels" in good.column_names else (None, {})
+    deep |= bad_labels
     if deep:  # quarantined instead (their labels are left out already)
         raws, lines = good.column("_raw"), good.column("_line")
         for i, reason in deep.items():
@@ -248,7 +251,8 @@ def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
 
 
 def _labels(good: pa.Table, skip: dict[int, str]) -> tuple[pa.Table | None, dict[int, str]]:
-    """The labels of the rows (those in ``skip`` left out), and the rows whose Labels nest too deeply."""
+    """The labels of the rows (those in ``skip`` left out), and the rows to quarantine for their Labels: nested
+    too deeply, or a label value :func:`label_values` refuses."""
     import json
 
     vals = good.column("_labels")
@@ -258,18 +262,22 @@ def _labels(good: pa.Table, skip: dict[int, str]) -> tuple[pa.Table | None, dict
     lines = good.column("_line").to_pylist()
     raws = good.column("_raw")
     ev, lab, val, at = [], [], [], []
-    deep: dict[int, str] = {}
+    bad: dict[int, str] = {}
     for i, v in enumerate(vals.to_pylist()):
         if not v or i in skip:
             continue
         reason = _too_deep(v, raws[i].as_py(), base.MAX_JSON_DEPTH - 1)  # Labels is one level below the row's object
         if reason:
-            deep[i] = reason
+            bad[i] = reason
             continue
-        for k, x in json.loads(v).items():
+        pairs, reason = label_values(json.loads(v))
+        if reason:
+            bad[i] = reason
+            continue
+        for k, x in pairs:
             ev.append(ids[i])
-            lab.append(str(k))
-            val.append(json.dumps(x) if not isinstance(x, str) else x)
+            lab.append(k)
+            val.append(x)
             at.append(lines[i])
     return pa.table(
         {
@@ -279,7 +287,49 @@ def _labels(good: pa.Table, skip: dict[int, str]) -> tuple[pa.Table | None, dict
             "source": pa.array([NAME] * len(ev), pa.string()),
             "source_line": pa.array(at, pa.int64()),  # the row the label came with (``ingest.store.insert_labels``)
         }
-    ), deep
+    ), bad
+
+
+def label_values(labels: dict) -> tuple[list[tuple[str, str]], str | None]:
+    """A ``Labels`` object's labels as (name, stored text) pairs, or the reason to quarantine its row.
+
+    The rules of ``riskgate labels load`` (``ingest.labels``): a JSON ``null`` is no label (nothing stored);
+    ``is_account_takeover`` is stored as ``true`` / ``false`` from ``true``/``false`` or a spelling that
+    command accepts (``1``/``0``, ``"yes"``/``"no"``, ...), anything else refuses the row; ``attack_type``
+    names an attack (``risk.feedback.ATTACK_LABEL_SQL``), so it must be a string; any other label is kept as
+    written (a string as itself, another value as its JSON text).
+    """
+    import json
+
+    pairs, reasons = [], []
+    for k, x in labels.items():
+        if x is None:
+            continue
+        if k in BOOLEAN_LABELS:
+            text = json.dumps(x) if isinstance(x, (bool, int, float)) else x if isinstance(x, str) else None
+            value = boolean_label_value(text) if text is not None else None
+            if value is None:
+                reasons.append(f"Labels.{k} must be true or false (or 1/0, yes/no, t/f), got {_shown(x)}")
+            else:
+                pairs.append((k, value))
+        elif k == "attack_type" and not isinstance(x, str):
+            reasons.append(f"Labels.{k} must be a string or null, got {_shown(x)}")
+        else:
+            pairs.append((str(k), x if isinstance(x, str) else json.dumps(x)))
+    return pairs, "; ".join(reasons) or None
+
+
+def _shown(value) -> str:
+    """A label's value in a quarantine reason: a string or number as JSON writes it (cut at 100 characters),
+    another value by its JSON type."""
+    import json
+
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (str, int, float)):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 100 else text[:100] + "…"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 READER = RiskgateJsonl()

@@ -59,7 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.errors import ConfigurationError, InputFormatError
-from ingest.schema import LABEL_SCHEMA, SOURCE_SCHEMA
+from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
 from ingest.store import scratch
 from ingest.sources import base
 from ingest.sources.base import (
@@ -386,6 +386,26 @@ _BOOL_FIELDS = ("has_context_data", "compromised_credentials")
 _TRUE = ("true", "1", "yes", "y", "t")
 _FALSE = ("false", "0", "no", "n", "f")
 Scalar = str | int | float | bool
+#: fields whose constant (or value to use) must be one of a set: (the set, how messages list it), as the checks
+#: every format shares want them (``ingest.enrich``)
+_ENUMERATED = {
+    "event_type": (EVENT_TYPES, ", ".join(EVENT_TYPES)),
+    "event_response": (tuple(EVENT_RESPONSE_ALIASES), ", ".join(EVENT_RESPONSES) + " (or Success, Failure)"),
+}
+
+
+def strptime_format_problem(fmt: str) -> str | None:
+    """Why DuckDB's strptime refuses the format ``fmt`` (e.g. "Unrecognized format for strftime/strptime: %Q"),
+    or None: it is tried on an in-memory connection, so a mapping names a bad format before any row is read."""
+    con = duckdb.connect()
+    try:
+        con.execute("SELECT try_strptime('', $fmt)", {"fmt": fmt})
+    except duckdb.InvalidInputException as exc:
+        msg = str(exc).removeprefix("Invalid Input Error: ")
+        return msg.split(f"specifier {fmt}: ", 1)[-1]
+    finally:
+        con.close()
+    return None
 
 
 def _scalar_text(v: Scalar) -> str:
@@ -471,6 +491,10 @@ class ColumnMapping(BaseModel):
     def _format(cls, v: str | None) -> str | None:
         if v is not None and "%" not in v:
             raise ValueError(f"must be a strptime format such as '%Y-%m-%d %H:%M:%S', got {v!r}")
+        if v is not None:
+            problem = strptime_format_problem(v)
+            if problem:
+                raise ValueError(f"{v!r} is not a strptime format DuckDB reads: {problem}")
         return v
 
     @model_validator(mode="after")
@@ -486,9 +510,16 @@ class ColumnMapping(BaseModel):
                 raise ValueError(f"constants.{k} must be true or false, got {v!r}")
             if k in ("rtt_ms", "source_asn") and (isinstance(v, bool) or not isinstance(v, int | float)):
                 raise ValueError(f"constants.{k} must be a number, got {v!r}")
+            if k in _ENUMERATED and v not in _ENUMERATED[k][0]:
+                raise ValueError(f"constants.{k} must be one of {_ENUMERATED[k][1]}, got {v!r}")
         loose = [k for k in self.values if k not in self.columns]
         if loose:
             raise ValueError("values given for fields not mapped to a column: " + ", ".join(loose))
+        for k, table in self.values.items():  # a value to use outside the enumeration would refuse every such row
+            bad = {x: y for x, y in table.items() if k in _ENUMERATED and y not in _ENUMERATED[k][0]}
+            if bad:
+                x, y = next(iter(bad.items()))
+                raise ValueError(f"values.{k}.{x} must be one of {_ENUMERATED[k][1]}, got {y!r}")
         missing = [k for k in MAPPING_REQUIRED if k not in self.columns and k not in self.constants]
         if missing:
             raise ValueError(
