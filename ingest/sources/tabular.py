@@ -59,6 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.errors import ConfigurationError, InputFormatError
+from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
 from ingest.store import scratch
 from ingest.sources import base
@@ -811,9 +812,32 @@ class MappedConverter:
                         parts.append(f"{where} {_EXPECT[f]}: got {value!r}")
                 q.add(out.column("source_line")[r].as_py(), "; ".join(parts), out.column(RAW_COLUMN)[r].as_py() or "")
             out = out.filter(pc.invert(bad_mask))
+        out = self._check_boolean_labels(out, q)
         labels = self._labels(out)
         out = out.drop_columns(err_cols + [f"l{i}" for i in range(len(self.mapping.labels))])
         return ReadBatch(events=as_source_types(out), quarantine=q.table(), labels=labels)
+
+    def _check_boolean_labels(self, out: pa.Table, q: QuarantineBuilder) -> pa.Table:
+        """A boolean label (``is_account_takeover``) stored as ``true`` / ``false`` from any spelling ``riskgate labels
+        load`` accepts (``ingest.labels.boolean_label_value``); a row with any other value is quarantined naming
+        the label and its column (it was stored as written, and "maybe" is neither a takeover nor not one)."""
+        for i, (name, column) in enumerate(self.mapping.labels.items()):
+            if name not in BOOLEAN_LABELS or not out.num_rows:
+                continue
+            text = out.column(f"l{i}")
+            norm = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+            is_true, is_false = pc.is_in(norm, pa.array(TRUE_VALUES)), pc.is_in(norm, pa.array(FALSE_VALUES))
+            bad = pc.and_(pc.is_valid(text), pc.invert(pc.or_(is_true, is_false)))
+            if pc.any(bad).as_py():
+                for r in pc.indices_nonzero(bad).to_pylist():
+                    q.add(out.column("source_line")[r].as_py(),
+                          f"label {name} (column {column!r}) must be true or false (or 1/0, yes/no, t/f): "
+                          f"got {text[r].as_py()!r}", out.column(RAW_COLUMN)[r].as_py() or "")
+                out = out.filter(pc.invert(bad))
+                is_true, text = pc.filter(is_true, pc.invert(bad)), out.column(f"l{i}")
+            out = out.set_column(out.column_names.index(f"l{i}"), f"l{i}",
+                                 pc.if_else(pc.is_valid(text), pc.if_else(is_true, "true", "false"), text))
+        return out
 
     def _labels(self, out: pa.Table) -> pa.Table | None:
         if not self.mapping.labels or not out.num_rows:
