@@ -53,8 +53,12 @@ def __getattr__(name: str):
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     name = next((a for a in args if not a.startswith("-")), None)
-    app = load([COMMANDS[name]] if name in COMMANDS else None)
-    from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_stat, stdout_to_devnull_since
+    try:  # the imports take a moment: Ctrl-C then ends as it does later, not with a traceback
+        app = load([COMMANDS[name]] if name in COMMANDS else None)
+        from cli.common import EXIT_READER_GONE, end_quietly_if_reader_gone, stdout_stat, stdout_to_devnull_since
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
     before = stdout_stat()
     try:

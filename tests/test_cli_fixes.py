@@ -433,3 +433,17 @@ def test_an_error_raised_from_an_interrupt_is_still_an_interrupt(capsys):
 
     assert interrupted(RuntimeError("Query interrupted")) and not interrupted(RuntimeError("something else"))
     assert not interrupted(ValueError("Query interrupted"))
+
+
+def test_ctrl_c_while_the_command_is_still_being_imported_ends_quietly_with_130(monkeypatch, capsys):
+    """A Ctrl-C in the first moments (the command's modules importing, before its own error handling) printed a
+    traceback; now it ends as a later one does."""
+    import cli
+
+    def interrupted_import(modules=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load", interrupted_import)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["score", "--db", "x.duckdb"])
+    assert done.value.code == 130 and capsys.readouterr().err == "interrupted\n"
