@@ -80,7 +80,7 @@ def labels_load(
         return
     lines = [
         f"labels read {r.read:,}  added {r.added:,}  updated {r.updated:,}  already present {r.already_present:,}  "
-        f"rejected {r.rejected:,}",
+        f"rejected {r.rejected:,}" + (f"  blank (no label) {r.blank:,}" if r.blank else ""),
         f"  labels of {r.unknown_events:,} event ids not in the store (kept; events may come later)"
         if r.unknown_events else "  every labelled event is in the store",
     ]

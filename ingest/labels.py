@@ -7,7 +7,8 @@ the store yet are loaded all the same, and counted. A label is one value per
 giving a stored label another value replaces it (counted as updated), so that
 a wrong label is corrected by loading the right one. A file that gives one
 label two values has all of those rows rejected, each with its line and the
-lines of the others. A bad row (wrong number of
+lines of the others. A row with an empty value is no label (nothing stored or
+replaced: a blank spreadsheet cell must not erase a label), counted as blank. A bad row (wrong number of
 fields, empty event_id or label, an ``is_account_takeover`` value that is not
 a yes or a no, a line longer than ``ingest.sources.base.MAX_RECORD_BYTES``
 characters) is reported with its line and skipped. Lines are read with that
@@ -59,13 +60,14 @@ class LabelsLoadResult:
     read: int = 0
     added: int = 0
     updated: int = 0  # stored labels given another value (each counted once)
+    blank: int = 0  # rows with an empty value: no label, nothing stored or replaced
     rejected: int = 0
     unknown_events: int = 0  # distinct event ids of the file not (yet) in the events table
     rejections: list[RejectedLabel] = field(default_factory=list)
 
     @property
     def already_present(self) -> int:
-        return self.read - self.rejected - self.added - self.updated
+        return self.read - self.rejected - self.added - self.updated - self.blank
 
     def as_dict(self) -> dict:
         return {
@@ -73,6 +75,7 @@ class LabelsLoadResult:
             "read": self.read,
             "added": self.added,
             "updated": self.updated,
+            "blank": self.blank,
             "already_present": self.already_present,
             "rejected": self.rejected,
             "unknown_events": self.unknown_events,
@@ -194,6 +197,9 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 reason = "event_id is empty"
             elif not row[1].strip():
                 reason = "label is empty"
+            elif not row[2].strip():  # a blank cell is no label, as a JSON null is: nothing stored or replaced
+                result.blank += 1
+                continue
             elif row[1].strip() in BOOLEAN_LABELS:
                 value = boolean_label_value(row[2])
                 if value is None:
@@ -207,7 +213,7 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 continue
             cols[0].append(row[0].strip())
             cols[1].append(row[1].strip())
-            cols[2].append(row[2] if row[2] != "" else None)
+            cols[2].append(row[2])
             cols[3].append(row[3].strip() or None)
             cols[4].append(line)
             if len(cols[0]) >= batch_rows:
@@ -230,6 +236,8 @@ def _table(cols: list[list]) -> pa.Table:
 
 
 _KEY = "event_id, label, source"
+#: how many lines of how many other values a rejection of a label given several values can name (it names 10)
+_SHOWN_LINES = 11
 #: a label of the file (``r``) and a stored one (``l``) are the same label
 _SAME = "l.event_id = r.event_id AND l.label = r.label AND l.source IS NOT DISTINCT FROM r.source"
 
@@ -274,25 +282,41 @@ def load_labels(con: duckdb.DuckDBPyConnection, path: str | Path, batch_rows: in
 
 
 def _reject_contradictions(con: duckdb.DuckDBPyConnection, result: LabelsLoadResult) -> None:
-    """Reject (and drop from ``_rg_label_rows``) every row of a label the file gives more than one value."""
-    rows = con.execute(
-        f"""WITH bad AS (SELECT {_KEY} FROM _rg_label_rows GROUP BY ALL
-                         HAVING count(DISTINCT coalesce(value, chr(0))) > 1)
-            SELECT r.source_line, r.event_id, r.label, r.value,
-                   list(o.source_line ORDER BY o.source_line)
-            FROM _rg_label_rows r SEMI JOIN bad l ON {_SAME}
-            JOIN _rg_label_rows o ON o.event_id = r.event_id AND o.label = r.label
-                                 AND o.source IS NOT DISTINCT FROM r.source
-                                 AND o.value IS DISTINCT FROM r.value
-            GROUP BY ALL ORDER BY r.source_line""").fetchall()
-    for line, event_id, label, value, others in rows:
-        result.rejected += 1
-        if len(result.rejections) < MAX_LISTED_REJECTIONS:
-            where = ", ".join(map(str, others[:10])) + (", ..." if len(others) > 10 else "")
+    """Reject (and drop from ``_rg_label_rows``) every row of a label the file gives more than one value.
+
+    Linear in the rows (a file repeating one label 40,000 times with two values must not join each row with every
+    other): the rows of such labels are numbered by window functions, and each rejected row names the first lines
+    of the label's other values from a short list kept per label (the first ``_SHOWN_LINES`` lines of each of its
+    first ``_SHOWN_LINES`` values)."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _rg_label_bad_rows AS
+        SELECT *, count(*) OVER (PARTITION BY {_KEY}) - count(*) OVER (PARTITION BY {_KEY}, value) AS others,
+               row_number() OVER (PARTITION BY {_KEY}, value ORDER BY source_line) AS k,
+               dense_rank() OVER (PARTITION BY {_KEY} ORDER BY first_line) AS value_rank
+        FROM (SELECT *, min(source_line) OVER (PARTITION BY {_KEY}, value) AS first_line
+              FROM _rg_label_rows SEMI JOIN (SELECT {_KEY} FROM _rg_label_rows GROUP BY ALL
+                                             HAVING count(DISTINCT coalesce(value, chr(0))) > 1) b
+                   ON b.event_id = _rg_label_rows.event_id AND b.label = _rg_label_rows.label
+                  AND b.source IS NOT DISTINCT FROM _rg_label_rows.source)""")
+    try:
+        n = int(con.execute("SELECT count(*) FROM _rg_label_bad_rows").fetchall()[0][0])
+        if not n:
+            return
+        result.rejected += n
+        room = max(0, MAX_LISTED_REJECTIONS - len(result.rejections))
+        rows = con.execute(
+            f"""WITH shown AS (SELECT {_KEY}, list({{'v': value, 'line': source_line}} ORDER BY source_line) AS firsts
+                               FROM _rg_label_bad_rows WHERE k <= {_SHOWN_LINES} AND value_rank <= {_SHOWN_LINES}
+                               GROUP BY ALL)
+                SELECT r.source_line, r.event_id, r.label, r.value, r.others,
+                       list_transform(list_filter(l.firsts, lambda x: x.v IS DISTINCT FROM r.value), lambda x: x.line)
+                FROM (SELECT * FROM _rg_label_bad_rows ORDER BY source_line LIMIT ?) r
+                JOIN shown l ON {_SAME} ORDER BY r.source_line""", [room]).fetchall()
+        for line, event_id, label, value, others, lines in rows:
+            where = ", ".join(map(str, lines[:10])) + (", ..." if others > min(len(lines), 10) else "")
             result.rejections.append(RejectedLabel(line, f"{label} of event {event_id} is {value!r} here and another "
-                                                         f"value on line{'s' if len(others) > 1 else ''} {where}: "
+                                                         f"value on line{'s' if others > 1 else ''} {where}: "
                                                          "none of them loaded"))
-    if rows:
-        con.execute(f"""DELETE FROM _rg_label_rows r WHERE EXISTS (
-                            SELECT 1 FROM _rg_label_rows o WHERE o.event_id = r.event_id AND o.label = r.label
-                              AND o.source IS NOT DISTINCT FROM r.source AND o.value IS DISTINCT FROM r.value)""")
+        con.execute(f"DELETE FROM _rg_label_rows r USING (SELECT DISTINCT {_KEY} FROM _rg_label_bad_rows) l "
+                    f"WHERE {_SAME}").fetchall()  # (each row joined with its label once, not with its every row)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _rg_label_bad_rows")

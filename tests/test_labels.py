@@ -142,11 +142,10 @@ def test_is_account_takeover_spellings_are_stored_as_true_or_false_and_others_re
               + "e3,attack_type, Stuffing ,i\n"
               + "e3,is_attack_ip,1,j\n")
     r = load_labels(con, f)
-    assert (r.read, r.added, r.rejected) == (10, 7, 3)
+    assert (r.read, r.added, r.rejected, r.blank) == (10, 7, 2, 1)  # an empty value is no label
     assert [(x.line, x.reason) for x in r.rejections] == [
         (7, "is_account_takeover must be true or false (or 1/0, yes/no, t/f), got '2'"),
         (8, "is_account_takeover must be true or false (or 1/0, yes/no, t/f), got 'maybe'"),
-        (9, "is_account_takeover must be true or false (or 1/0, yes/no, t/f), got ''"),
     ]
     assert labels(con) == [
         ("e1", "is_account_takeover", "false", "d"), ("e1", "is_account_takeover", "true", "a"),
@@ -165,13 +164,16 @@ def test_loading_a_label_again_with_another_value_corrects_it(con, tmp_path):
     r = load_labels(con, write(tmp_path, "b.csv", HEADER + "e1,is_account_takeover,no,analyst\n"
                                + "e2,attack_type,brute_force,analyst\n" + "e3,attack_type,,analyst\n"
                                + "e2,attack_type,password_spray,synth\n" + "e2,attack_type,password_spray,synth\n"))
-    assert (r.read, r.added, r.updated, r.already_present, r.rejected) == (5, 1, 2, 2, 0)
+    assert (r.read, r.added, r.updated, r.already_present, r.rejected, r.blank) == (5, 0, 2, 2, 0, 1)
     assert labels(con) == [("e1", "is_account_takeover", "false", "analyst"),
                            ("e2", "attack_type", "brute_force", "analyst"),
-                           ("e2", "attack_type", "password_spray", "synth"),
-                           ("e3", "attack_type", None, "analyst")]
+                           ("e2", "attack_type", "password_spray", "synth")]
     res = runner.invoke(app, ["labels", "load", str(tmp_path / "b.csv"), "--db", str(tmp_path / "l.duckdb")])
-    assert res.exit_code == 0 and "added 0  updated 0  already present 5  rejected 0" in res.output, res.output
+    assert res.exit_code == 0 and "added 0  updated 0  already present 4  rejected 0  blank (no label) 1" in res.output
+    # a blank cell is no label: it neither erases nor replaces the stored one
+    r = load_labels(con, write(tmp_path, "c.csv", HEADER + "e2,attack_type,,analyst\ne1,is_account_takeover, ,analyst\n"))
+    assert (r.read, r.added, r.updated, r.rejected, r.blank) == (2, 0, 0, 0, 2)
+    assert ("e2", "attack_type", "brute_force", "analyst") in labels(con) and len(labels(con)) == 3
 
 
 def test_a_file_giving_one_label_two_values_loads_neither_and_names_the_lines(con, tmp_path):
