@@ -229,12 +229,13 @@ def report(db: DbOption = None, since: SinceOption = None, until: UntilOption = 
     if s["legitimate_sign_ins"]:
         n = s["legitimate_sign_ins"]
         own, at_level = s["legitimate_own_mfa_challenged"], s["legitimate_own_mfa_at_mfa_level"]
-        ranges = s["legitimate_range_blocked"]
+        ranges, creds = s["legitimate_range_blocked"], s["legitimate_credentials_blocked"]
         console.print(
             f"legitimate successful sign-ins {n:,}: challenged {s['legitimate_challenged']:,} "
             f"({s['legitimate_challenged'] / n:.2%}) and blocked {s['legitimate_blocked']:,} "
             f"({s['legitimate_blocked'] / n:.2%}) for their risk; {own:,} challenged because the user has MFA of "
             f"their own (always, as in Cognito)" + (f", {at_level:,} of them at a level whose action asks for MFA"
                                                     if at_level else "")
-            + (f"; {ranges:,} blocked by the BlockedIPRangeList" if ranges else ""),
+            + (f"; {ranges:,} blocked by the BlockedIPRangeList" if ranges else "")
+            + (f"; {creds:,} blocked for compromised credentials" if creds else ""),
             highlight=False)

@@ -208,6 +208,8 @@ def _detected(result: Any) -> bool | None:
 
 #: The decision reason of a user challenged by MFA of their own (also stored with each assessment).
 OWN_MFA_REASON = "the user has MFA of their own: always challenged"
+#: How the decision reason of a sign-in blocked for compromised credentials begins (whatever its level).
+CREDENTIALS_BLOCK_REASON = f"compromised credentials detected: {CompromisedCredentialsEventAction.BLOCK}"
 
 
 def _ato_outcome(action: AccountTakeoverEventAction | None, has_mfa: bool) -> Outcome:

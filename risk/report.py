@@ -16,7 +16,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
-from risk.decide import OWN_MFA_REASON
+from risk.decide import CREDENTIALS_BLOCK_REASON, OWN_MFA_REASON
 from risk.feedback import ATTACK_TYPES_SQL, LABELS_IN_FORCE_SQL
 from risk.levels import current_thresholds
 from risk.score import PERIOD_SQL, period_params
@@ -257,6 +257,10 @@ _MFA_ACTION = "(a.risk_level IS NOT NULL AND coalesce(a.event_action IN ('MFA_IF
 #: The user was challenged by MFA of their own (the decision says so: risk.decide.OWN_MFA_REASON, a parameter):
 #: challenged whatever the level, so the challenge is not the risk's doing.
 _OWN_MFA = "coalesce(list_contains(a.decision_reasons, ?), false)"
+#: Blocked for compromised credentials (risk.decide.CREDENTIALS_BLOCK_REASON, a parameter): whatever the level.
+_CREDENTIALS_BLOCK = "coalesce(len(list_filter(a.decision_reasons, lambda r: starts_with(r, ?))) > 0, false)"
+#: Blocked whatever the level: by a BlockedIPRangeList, or for compromised credentials (parameter as above).
+_BLOCKED_ANYWAY = f"(coalesce(a.override_block, false) OR {_CREDENTIALS_BLOCK})"
 
 
 def assessed_counts(con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
@@ -279,7 +283,8 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
     ``riskgate tune`` counts them (what the level adds to what the sign-in gets without one): users who have
     MFA of their own are challenged at every sign-in, whatever the level (COGNITO_REFERENCE), and are counted
     apart (``legitimate_own_mfa_challenged``; ``legitimate_own_mfa_at_mfa_level`` of them at a level whose
-    action asks for MFA); sign-ins blocked by a BlockedIPRangeList are ``legitimate_range_blocked``.
+    action asks for MFA); sign-ins blocked by a BlockedIPRangeList are ``legitimate_range_blocked``, and those
+    blocked for compromised credentials (not by a range) ``legitimate_credentials_blocked``.
 
     "Caught" means the outcome (enforced or, in AUDIT, would-be) is an MFA challenge or a block.
     Labels: the labels in force (``risk.feedback.LABELS_IN_FORCE_SQL``, as tuning and training read them):
@@ -319,12 +324,15 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
         f""", l AS (SELECT event_id FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 0)
            SELECT count(*),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND NOT {_OWN_MFA}),
-                  count(*) FILTER (WHERE a.outcome = 'Block' AND NOT coalesce(a.override_block, false)),
+                  count(*) FILTER (WHERE a.outcome = 'Block' AND NOT {_BLOCKED_ANYWAY}),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_OWN_MFA}),
                   count(*) FILTER (WHERE a.outcome = 'MfaChallenge' AND {_OWN_MFA} AND {_MFA_ACTION}),
-                  count(*) FILTER (WHERE a.outcome = 'Block' AND coalesce(a.override_block, false))
+                  count(*) FILTER (WHERE a.outcome = 'Block' AND coalesce(a.override_block, false)),
+                  count(*) FILTER (WHERE a.outcome = 'Block' AND NOT coalesce(a.override_block, false)
+                                   AND {_CREDENTIALS_BLOCK})
            FROM l JOIN pa a ON a.event_id = l.event_id
-           WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'""", (OWN_MFA_REASON,) * 3
+           WHERE a.event_type = 'SignIn' AND a.event_response = 'Pass'""",
+        (OWN_MFA_REASON, CREDENTIALS_BLOCK_REASON, *(OWN_MFA_REASON,) * 2, CREDENTIALS_BLOCK_REASON)
     )
     # the thresholds the period's assessments were made with (a level and outcome are stored, not recomputed):
     # after ``riskgate tune --apply`` they may not be the current ones until ``riskgate score --rescore``
@@ -343,6 +351,7 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
         "legitimate_own_mfa_challenged": int(legit[3]),
         "legitimate_own_mfa_at_mfa_level": int(legit[4]),
         "legitimate_range_blocked": int(legit[5]),
+        "legitimate_credentials_blocked": int(legit[6]),
         "thresholds_versions": thresholds_versions,
         "current_thresholds_version": current,
     }

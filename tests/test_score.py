@@ -1030,3 +1030,27 @@ def test_tune_over_a_period_without_events_says_so_rather_than_to_score_first(st
     res = runner.invoke(app, ["tune", "--max-high", "5%", "--since", "2090-01-01", "--db", str(store)])
     assert res.exit_code == 2
     assert " ".join(res.stderr.split()).endswith("no assessed sign-ins in the period: the store holds no events in it")
+
+
+def test_the_report_counts_legitimate_sign_ins_blocked_for_compromised_credentials_apart(store, tmp_path):
+    """A compromised-credentials BLOCK blocks whatever the level (``tune`` leaves it out of "for their risk"); the
+    report counted those legitimate sign-ins as blocked for their risk."""
+    from risk.feedback import LABELS_IN_FORCE_SQL
+
+    legit = f"event_id IN (SELECT event_id FROM ({LABELS_IN_FORCE_SQL}) WHERE y = 0)"
+    rg("score", db=store)
+    before = json.loads(rg("report", "--json", db=store).stdout)
+    with risk.store.connect(store) as con:
+        con.execute(f"""UPDATE events SET compromised_credentials = true WHERE event_id IN (
+                          SELECT event_id FROM events WHERE {legit} AND event_type = 'SignIn' AND event_response = 'Pass'
+                          ORDER BY event_id LIMIT 40)""")
+    was_blocked = q(store, """SELECT count(*) FROM events e JOIN assessments a USING (event_id)
+                              WHERE e.compromised_credentials AND a.outcome = 'Block'""")[0][0]
+    (tmp_path / "c.json").write_text(json.dumps({"CompromisedCredentialsRiskConfiguration": {
+        "Actions": {"EventAction": "BLOCK"}}}))
+    rg("config", "set", tmp_path / "c.json", db=store)
+    rg("score", "--rescore", db=store)
+    after = json.loads(rg("report", "--json", db=store).stdout)
+    assert before["legitimate_credentials_blocked"] == 0 and after["legitimate_credentials_blocked"] == 40
+    assert after["legitimate_blocked"] == before["legitimate_blocked"] - was_blocked
+    assert "40 blocked for compromised credentials" in " ".join(rg("report", db=store).stdout.split())
