@@ -33,7 +33,10 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     except ValueError:
         raise RiskgateError(f"{option}: {value!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or 2026-03-01T08:00:00Z)") from None
     if finer and finer.group(2).strip("0"):
-        t += timedelta(microseconds=1)
+        try:
+            t += timedelta(microseconds=1)
+        except OverflowError:  # after the last microsecond of 9999-12-31: a time no stored event can follow
+            raise RiskgateError(f"{option}: {value!r} is after the latest time a store holds (9999-12-31)") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 

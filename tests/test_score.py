@@ -120,6 +120,10 @@ def test_a_time_finer_than_a_microsecond_selects_exactly_the_events_at_or_after_
         out = tmp_path / "x.csv"
         assert " ".join(rg("export", "--out", out, "--since", since, db=store).stdout.split()) == \
             f"wrote {expected:,} row{'s' if expected != 1 else ''} to {out}", since
+    res = runner.invoke(app, ["export", "--out", str(tmp_path / "z.csv"), "--until", "9999-12-31T23:59:59.9999999",
+                              "--db", str(store)])
+    assert res.exit_code == 2 and " ".join(res.stderr.split()) == (
+        "error: --until: '9999-12-31T23:59:59.9999999' is after the latest time a store holds (9999-12-31)")
     # "before T.1234561" holds the event at T.123456, "before T.1234560" does not
     until = q(store, "SELECT count(*) FROM events WHERE creation_date < ?", [t])[0][0]
     for stamp, expected in ((base + "1Z", until + 1), (base + "0Z", until)):
