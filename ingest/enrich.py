@@ -54,6 +54,7 @@ from ingest.schema import (
     EVENT_COLUMNS,
     EVENT_SCHEMA,
     EVENT_TYPES,
+    BLANK_SQL,
     MAX_USERNAME,
     SOURCE_SCHEMA,
     conform,
@@ -694,7 +695,7 @@ SELECT *,
     CASE WHEN event_id IS NULL THEN 'EventId is missing'
          WHEN NOT regexp_full_match(event_id, '{EVENT_ID_PATTERN}')
          THEN 'EventId ' || to_json(left(event_id, 80))::VARCHAR || ' must be 1 to 50 characters of letters, digits, _, + or -' END,
-    CASE WHEN username IS NULL OR trim(username) = '' THEN 'Username is missing or empty'
+    CASE WHEN username IS NULL OR regexp_full_match(username, '{BLANK_SQL}') THEN 'Username is missing or empty'
          WHEN length(username) > {MAX_USERNAME} THEN 'Username is longer than {MAX_USERNAME} characters (' || length(username) || ')' END,
     CASE WHEN list_contains($bad_pools::VARCHAR[], user_pool_id)
          THEN ($pool_reasons::VARCHAR[])[list_position($bad_pools::VARCHAR[], user_pool_id)] END,

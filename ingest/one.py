@@ -37,9 +37,9 @@ from ingest.schema import (
     EVENT_COLUMNS,
     EVENT_RESPONSE_ALIASES,
     EVENT_TYPES,
-    MAX_USERNAME,
     short_digest,
     user_pool_id_problem,
+    username_problem,
 )
 from ingest.sources.riskgate_jsonl import FIELDS, KNOWN_KEYS
 
@@ -88,9 +88,9 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     event_id, username = record.get("EventId"), record.get("Username")
     if event_id is None or not _EVENT_ID.fullmatch(event_id):
         return None
-    if username is None or not username.strip() or len(username) > MAX_USERNAME:
+    if username_problem(username):  # the batch's rule (ingest.enrich)
         return None
-    if "UserPoolId" in record and user_pool_id_problem(record["UserPoolId"]):
+    if record.get("UserPoolId") and user_pool_id_problem(record["UserPoolId"]):  # "" is no pool, as in a batch
         return None
     if record.get("EventType") not in EVENT_TYPES or record.get("EventResponse") not in EVENT_RESPONSE_ALIASES:
         return None
@@ -156,7 +156,7 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
         fingerprint = fp_source = None
     row = {
         "event_id": event_id,
-        "user_pool_id": record.get("UserPoolId"),
+        "user_pool_id": record.get("UserPoolId") or None,
         "client_id": record.get("ClientId"),
         "username": username,
         "user_sub": record.get("UserSub"),

@@ -244,8 +244,13 @@ class PreparedBatch:
 
 def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool: str | None = None) -> PreparedBatch:
     """Everything of a batch that does not touch the store (runs ahead of the writer). ``default_pool``
-    (``--user-pool-id``) is the pool of the events whose source gives none, whatever the format."""
+    (``--user-pool-id``) is the pool of the events whose source gives none (or an empty one), whatever the format."""
     events = batch.events
+    if "user_pool_id" in events.column_names and events.num_rows:  # an empty pool id is none, in every format
+        i = events.column_names.index("user_pool_id")
+        col = events.column(i)
+        if pc.any(pc.equal(col, "")).as_py():
+            events = events.set_column(i, events.field(i), pc.if_else(pc.equal(col, ""), None, col))
     if default_pool and events.num_rows:
         if "user_pool_id" not in events.column_names:  # a format without pools (rba-csv; csv/parquet unmapped)
             events = events.append_column("user_pool_id", pa.repeat(pa.scalar(default_pool, pa.string()),

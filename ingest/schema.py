@@ -28,6 +28,9 @@ CHALLENGE_RESPONSES = ("Success", "Failure")
 #: Cognito's limits of a UserPoolId and of a Username, in characters (COGNITO_REFERENCE.md)
 MAX_USER_POOL_ID = 55
 MAX_USERNAME = 128
+#: what counts as blank in a Username (``ingest.enrich`` checks the same in SQL: ``BLANK_SQL``)
+BLANK = " \t\n\r\f\v"
+BLANK_SQL = "[ \\t\\n\\r\\f\\v]*"
 
 
 def user_pool_id_problem(value: str) -> str | None:
@@ -40,6 +43,8 @@ def user_pool_id_problem(value: str) -> str | None:
     could never be configured, and would make the store know one pool more."""
     if len(value) < 1:
         return "is too short: 0 characters, at least 1 required"
+    if not value.strip():  # as --user-pool-id "  " (an unset shell variable quoted) is refused
+        return "is blank: give a pool id of 1..55 characters"
     if len(value) > MAX_USER_POOL_ID:
         return f"is too long: at most {MAX_USER_POOL_ID} characters allowed"
     return None
@@ -48,7 +53,7 @@ def user_pool_id_problem(value: str) -> str | None:
 def username_problem(value: str | None) -> str | None:
     """Why ``value`` cannot be a Username, or None: the whole reason, in the words ingest quarantines such a row
     with (``ingest.enrich`` spells the same check in SQL), for ``riskgate users load``."""
-    if value is None or not value.strip():
+    if value is None or not value.strip(BLANK):
         return "Username is missing or empty"
     if len(value) > MAX_USERNAME:
         return f"Username is longer than {MAX_USERNAME} characters ({len(value)})"

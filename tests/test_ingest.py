@@ -375,16 +375,18 @@ def test_the_ingest_command_lets_duckdb_keep_and_reuse_freed_memory(env, monkeyp
 
 
 def test_a_pool_id_the_configuration_would_refuse_is_quarantined_by_every_reader(env, tmp_path):
-    """A 1,000-character or empty UserPoolId was stored: `riskgate mode` / `config` refuse it (1..55 characters),
-    so its events could never be configured, and the store knew one pool more (exploratory review)."""
+    """A 1,000-character or blank UserPoolId was stored: `riskgate mode` / `config` refuse it (1..55 characters),
+    so its events could never be configured, and the store knew one pool more (exploratory review). An empty one
+    is no pool id, in every path (with --user-pool-id it is that pool, as an absent one)."""
     f = env / "pools.jsonl"
-    write_jsonl(f, [event(1, UserPoolId="x" * 1000), event(2, UserPoolId=""), event(3, UserPoolId="p" * 55)])
+    write_jsonl(f, [event(1, UserPoolId="x" * 1000), event(2, UserPoolId="  "), event(3, UserPoolId="p" * 55),
+                    event(4, UserPoolId="")])
     out, _ = ingest(f)
-    assert (out["rows_read"], out["events_added"], out["quarantined"]) == (3, 1, 2)
+    assert (out["rows_read"], out["events_added"], out["quarantined"]) == (4, 2, 2)
     got = rows(env / "store.duckdb", "SELECT source_line, reason FROM quarantine ORDER BY source_line")
     assert got == [(1, 'UserPoolId "' + "x" * 80 + '…" (1,000 characters) is too long: at most 55 characters allowed'),
-                   (2, 'UserPoolId "" is too short: 0 characters, at least 1 required')]
-    assert rows(env / "store.duckdb", "SELECT DISTINCT user_pool_id FROM events") == [("p" * 55,)]
+                   (2, 'UserPoolId "  " is blank: give a pool id of 1..55 characters')]
+    assert rows(env / "store.duckdb", "SELECT user_pool_id FROM events ORDER BY source_line") == [("p" * 55,), (None,)]
 
 
 def test_a_bad_user_pool_id_option_is_refused_before_anything_is_read(env):
@@ -394,3 +396,35 @@ def test_a_bad_user_pool_id_option_is_refused_before_anything_is_read(env):
     assert res.exit_code == 2
     assert "--user-pool-id '" + "p" * 56 + "' is too long: at most 55 characters allowed" in res.output
     assert not (env / "store.duckdb").exists()
+
+
+def test_a_blank_user_pool_id_option_is_refused_by_ingest_and_users_load(env, tmp_path):
+    """`--user-pool-id "  "` (an unset variable, quoted) stored a pool "  " that `mode` and `config` refuse."""
+    f = env / "one.jsonl"
+    write_jsonl(f, [event(1)])
+    users = tmp_path / "u.csv"
+    users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\nalice,s,CONFIRMED,true,,,\n")
+    for args in (["ingest", str(f)], ["users", "load", str(users), "--db", str(env / "store.duckdb")]):
+        res = runner.invoke(app, [*args, "--user-pool-id", "  "])
+        assert res.exit_code == 2 and "--user-pool-id '  ' is blank" in res.output, res.output
+    assert not (env / "store.duckdb").exists() or rows(env / "store.duckdb", "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_a_username_of_blanks_is_one_rule_for_ingest_the_service_and_users_load(env, tmp_path):
+    """A Username of a tab was ingested (SQL's trim keeps tabs) while `users load` refused it (Python's strip)."""
+    from ingest.one import canonical
+    from ingest.enrich import Enricher
+    from ingest.schema import username_problem
+
+    f = env / "blank.jsonl"
+    write_jsonl(f, [event(1, Username="\t"), event(2, Username=" \n "), event(3, Username="\tbob")])
+    out, _ = ingest(f)
+    assert (out["events_added"], out["quarantined"]) == (1, 2)
+    assert rows(env / "store.duckdb", "SELECT DISTINCT reason FROM quarantine") == [("Username is missing or empty",)]
+    assert username_problem("\t") == username_problem(" \n ") == "Username is missing or empty"
+    assert username_problem("\tbob") is None
+    from ingest.geo import GeoResolver
+
+    enricher = Enricher(geo=GeoResolver.from_settings(None, None))
+    assert [canonical(event(1, Username=name), enricher, source_format="riskgate-jsonl", source_file="x",
+                      source_line=1) is None for name in ("\t", " \n ", "\tbob")] == [True, True, False]
