@@ -65,6 +65,7 @@ from ingest.sources.base import (
     PartReader,
     ReaderOptions,
     clip_raw,
+    is_password_key,
     quarantine_table,
     with_quarantine_ids,
 )
@@ -251,6 +252,7 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool:
         col = events.column(i)
         if pc.any(pc.equal(col, "")).as_py():
             events = events.set_column(i, events.field(i), pc.if_else(pc.equal(col, ""), None, col))
+    events = _without_passwords(events)
     if default_pool and events.num_rows:
         if "user_pool_id" not in events.column_names:  # a format without pools (rba-csv; csv/parquet unmapped)
             events = events.append_column("user_pool_id", pa.repeat(pa.scalar(default_pool, pa.string()),
@@ -272,6 +274,34 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool:
     q = with_quarantine_ids(q)
     return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, batch.labels_with_lines(),
                          path)
+
+
+def _without_passwords(events: pa.Table) -> pa.Table:
+    """``events`` with every member named password (any case, at any depth) left out of their ``extra`` JSON: an
+    input shaped like ``/v1/evaluate``'s body (or an export with such a column) may carry the user's password,
+    and an unknown field is otherwise kept. Only rows whose extra mentions one are parsed."""
+    import json
+
+    if "extra" not in events.column_names or not events.num_rows:
+        return events
+    extra = events.column("extra")
+    hits = pc.match_substring(extra, "password", ignore_case=True)
+    if not pc.any(hits).as_py():
+        return events
+
+    def drop(value):
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if not is_password_key(k)}
+        if isinstance(value, list):
+            return [drop(v) for v in value]
+        return value
+
+    texts = extra.to_pylist()
+    for i in pc.indices_nonzero(pc.fill_null(hits, False)).to_pylist():
+        kept = drop(json.loads(texts[i]))
+        texts[i] = json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if kept else None
+    j = events.column_names.index("extra")
+    return events.set_column(j, events.field(j), pa.array(texts, events.field(j).type))
 
 
 def _preparing(reader, path: str, fmt: str, options: ReaderOptions, enricher: Enricher) -> Iterator[PreparedBatch]:

@@ -422,3 +422,22 @@ def test_a_bad_time_format_or_event_type_constant_refuses_the_mapping_before_rea
     assert res.stderr.strip() == f"error: {mapping}: invalid column mapping: {message}"
     db = env / "store.duckdb"
     assert not db.exists() or rows(db, "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM quarantine)") == [(0,)]
+
+
+def test_a_password_in_an_ingested_row_is_never_stored(env):
+    """A row shaped like /v1/evaluate's body (``Password`` included) kept the password in the event's extra JSON,
+    and in the quarantine row's raw text when the row was bad."""
+    secret = "S3cretPlainMarker!42"
+    good = E.replace('"Username"', f'"Password":"{secret}","Note":"kept","Username"')
+    nested = line("b2", '"2026-03-01T09:00:00Z"').replace('"Username"', f'"Meta":{{"PASSWORD":"{secret}","k":1}},"Username"')
+    bad = line("b3", '"not a time"').replace('"Username"', f'"password":"{secret}","Username"')
+    f = env / "pw.jsonl"
+    f.write_text("\n".join([good, nested, bad]) + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (3, 2, 0, 1)
+    db = env / "store.duckdb"
+    assert rows(db, "SELECT event_id, extra FROM events ORDER BY event_id") == [
+        ("b1", '{"Note":"kept"}'), ("b2", '{"Meta":{"k":1}}')]
+    [(raw,)] = rows(db, "SELECT raw FROM quarantine")
+    assert secret not in raw and '"password":"[redacted]"' in raw
+    assert secret.encode() not in (env / "store.duckdb").read_bytes()

@@ -388,3 +388,27 @@ def test_sniffs():
     assert not CSV_READER.sniff(b'{"a": 1, "b": 2}\n')
     assert not CSV_READER.sniff(b"PAR1\x00\x00,")
     assert not CSV_READER.sniff(b"just words\n")
+
+
+def test_a_password_column_is_never_kept_in_extra_nor_in_a_quarantined_rows_raw_text(tmp_path):
+    """An unmapped column is kept in the event's extra JSON, and a bad row's line as its raw text: a Password
+    column of an export kept the users' passwords in the store."""
+    from ingest import pipeline, store as istore
+    from ingest.enrich import Enricher
+    from ingest.geo import GeoResolver
+
+    text = ("user,ts,client_ip,ua,ok,label_col,Password\n"
+            "alice,2024-01-02 03:04:05,10.0.0.1,x,1,false,hunter2secret\n"
+            'bob,not a time,10.0.0.2,x,1,false,"p,w secret2"\n')
+    f = write(tmp_path, text)
+    db = tmp_path / "s.duckdb"
+    con = istore.connect(db)
+    try:
+        pipeline.ingest_paths(con, [str(f)], fmt="csv", options=ReaderOptions(mapping=mapping_file(tmp_path)),
+                              enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
+        assert con.execute("SELECT username, extra FROM events").fetchall() == [("alice", None)]
+        [(raw,)] = con.execute("SELECT raw FROM quarantine").fetchall()
+    finally:
+        con.close()
+    assert raw == "bob,not a time,10.0.0.2,x,1,false,[redacted]"
+    assert b"secret" not in db.read_bytes()

@@ -253,9 +253,29 @@ def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> 
     return h.hexdigest()[:32]
 
 
+#: a JSON member named password (any case) with its value: a string (also one cut off by the end of the text),
+#: or a scalar
+_PASSWORD_MEMBER = re.compile(r'("(?i:password)"\s*:\s*)(?:"(?:[^"\\]|\\.)*(?:"|$)|[^,}\]\s]+)')
+REDACTED = "[redacted]"
+
+
+def is_password_key(name: object) -> bool:
+    """Whether a field is a password (``Password``, any case): never stored, in ``extra`` or anywhere else."""
+    return isinstance(name, str) and name.strip().lower() == "password"
+
+
+def redact_passwords(text: str) -> str:
+    """``text`` with the value of every JSON member named password replaced by ``"[redacted]"`` (a row kept as
+    raw text, in quarantine: an input shaped like ``/v1/evaluate``'s body may carry the user's password)."""
+    if "assword" not in text and "ASSWORD" not in text.upper():
+        return text
+    return _PASSWORD_MEMBER.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+
+
 def clip_raw(raw: str, length: int | None = None) -> str:
-    """``raw`` cut to MAX_RAW_CHARS characters, saying how many more there were (``length``: the whole text's,
-    when ``raw`` is only its start)."""
+    """``raw`` (passwords redacted: :func:`redact_passwords`) cut to MAX_RAW_CHARS characters, saying how many
+    more there were (``length``: the whole text's, when ``raw`` is only its start)."""
+    raw = redact_passwords(raw)
     length = len(raw) if length is None else length
     if length <= MAX_RAW_CHARS:
         return raw

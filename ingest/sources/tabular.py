@@ -68,9 +68,11 @@ from ingest.sources.base import (
     epoch_sql,
     GZIP_MAGIC,
     RAW_COLUMN,
+    REDACTED,
     QuarantineBuilder,
     ReadBatch,
     ReaderOptions,
+    is_password_key,
     long_line_reason,
     open_binary,
     read_past_line,
@@ -905,17 +907,40 @@ class GenericCsv:
         dialect = mapping.csv
         names = csv_header(path, delimiter=dialect.delimiter, quotechar=dialect.quote_char)
         conv = MappedConverter(mapping, pa.schema([(n, pa.string()) for n in names]), self.name, path)
+        secret = [i for i, n in enumerate(names) if is_password_key(n)]  # never kept, not even as raw text
         con = scratch()
         try:
             for chunk in iter_csv_records(path, len(names), options.batch_rows, delimiter=dialect.delimiter,
                                           quotechar=dialect.quote_char):
                 q = QuarantineBuilder(self.name, path)
+                raws = chunk.raws
+                if secret:
+                    raws = pa.array([_redact_fields(r, secret, dialect) for r in raws.to_pylist()], pa.string())
                 for line, reason, raw in chunk.bad:
-                    q.add(line, reason, raw)
+                    q.add(line, reason, _redact_fields(raw, secret, dialect) if secret else raw)
                 rows = chunk.rows.rename_columns(names)
-                yield conv.convert(con, rows, chunk.lines, chunk.raws, q)
+                yield conv.convert(con, rows, chunk.lines, raws, q)
         finally:
             con.close()
+
+
+def _redact_fields(raw, positions: list[int], dialect) -> str:
+    """A CSV line with the fields at ``positions`` (password columns) replaced by ``[redacted]``; a line that does
+    not parse as CSV is withheld whole."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    if raw is None:
+        return raw
+    try:
+        fields = next(csv.reader([raw], delimiter=dialect.delimiter, quotechar=dialect.quote_char or '"'))
+    except (csv.Error, StopIteration):
+        return "[withheld: the file has a password column]"
+    for i in positions:
+        if i < len(fields):
+            fields[i] = REDACTED
+    out = io.StringIO()
+    csv.writer(out, delimiter=dialect.delimiter, quotechar=dialect.quote_char or '"', lineterminator="").writerow(fields)
+    return out.getvalue()
 
 
 class GenericParquet:
