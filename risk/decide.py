@@ -298,12 +298,12 @@ def decide(
         ccc = configuration.CompromisedCredentialsRiskConfiguration
         filters = tuple(ccc.EventFilter) if ccc is not None and ccc.EventFilter is not None else _ALL_FILTERS
         in_filter = event_type in {EVENT_FILTER_EVENT_TYPES[f] for f in filters}
-        if detected is None:
-            reasons.append("compromised credentials: not checked (no password presented)")
-        elif not in_filter:
+        if not in_filter:  # first: whether a password came or not, the filter alone says why it was not checked
             reasons.append(
                 f"compromised credentials: not checked for {event_type} (EventFilter: {', '.join(filters)})"
             )
+        elif detected is None:
+            reasons.append("compromised credentials: not checked (no password presented)")
         else:
             cc_checked = True
             cc_action = ccc.Actions.EventAction if ccc is not None else CompromisedCredentialsEventAction.NO_ACTION

@@ -243,6 +243,15 @@ def test_absent_event_filter_means_sign_in_password_change_sign_up(event_type, c
     assert d.blocked is checked and d.reset_required is (checked and event_type != "SignUp")
 
 
+@pytest.mark.parametrize("compromised", [None, True, False])
+def test_an_event_type_outside_the_event_filter_says_so_whether_a_password_came_or_not(compromised):
+    """The service checks no password for a type outside EventFilter and passed None: the reason then said "no
+    password presented" although one was, while batch scoring named the filter."""
+    d = run(compromised=compromised, event_type="ForgotPassword")
+    assert "compromised credentials: not checked for ForgotPassword (EventFilter: SIGN_IN, PASSWORD_CHANGE, SIGN_UP)" \
+        in d.reasons and not d.compromised_credentials_checked
+
+
 def test_without_account_takeover_configuration_levels_are_no_action():
     cfg = rc.validate_document({})
     d = run(risk_level="High", configuration=cfg)
