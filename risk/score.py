@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 import numpy as np
@@ -111,7 +111,16 @@ MIGRATIONS = (
         "risk_score_0003_run_process",
         ("ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS process VARCHAR",),
     ),
+    # When a run last made progress (started, or committed a chunk): a run of another host (whose process cannot be
+    # looked at from here: a container has a hostname of its own) is gone once it made none for RUN_STALE_AFTER.
+    Migration(
+        "risk_score_0004_run_progress",
+        ("ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS progress_at TIMESTAMPTZ",),
+    ),
 )
+
+#: How long a running run of another host may make no progress before a run starting here records it as interrupted.
+RUN_STALE_AFTER = timedelta(hours=1)
 
 DEFAULT_CHUNK_ROWS = 250_000
 TOP_REASONS = 3
@@ -535,12 +544,13 @@ def score_events(
     claimant = _hold_claimant() if notify else None
     try:
         _mark_gone_runs(con)
+        started = datetime.now(timezone.utc)
         con.execute(
             """INSERT INTO score_runs (run_id, started_at, finished_at, status, since, until, rescore, events_scored,
-                                       model_version, thresholds_version, process)
-               VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?, ?)""",
-            [run_id, datetime.now(timezone.utc), since, until, rescore, ctx.model_version, ctx.thresholds_version,
-             _run_process(run_id)],
+                                       model_version, thresholds_version, process, progress_at)
+               VALUES (?, ?, NULL, 'running', ?, ?, ?, 0, ?, ?, ?, ?)""",
+            [run_id, started, since, until, rescore, ctx.model_version, ctx.thresholds_version,
+             _run_process(run_id), started],
         ).fetchall()
         if notify:  # what earlier runs owe first
             from risk import notify as rn
@@ -569,8 +579,8 @@ def score_events(
             # with --notify: the notifications due, pending; and the run's count, so that a run killed later (its
             # finally never runs) still says how many events it scored
             _write(con, table, reserve=notify, claimant=claimant,
-                   also=("UPDATE score_runs SET events_scored = events_scored + ? WHERE run_id = ?",
-                         [table.num_rows, run_id]))
+                   also=("UPDATE score_runs SET events_scored = events_scored + ?, progress_at = ? WHERE run_id = ?",
+                         [table.num_rows, datetime.now(timezone.utc), run_id]))
             if notify:
                 result.notifications += _send_notifications(ctx, claimant, result.notification_failures)
             result.events_scored += table.num_rows
@@ -619,12 +629,23 @@ def _mark_gone_runs(con) -> None:
     """Record as interrupted the runs still ``running`` whose process is gone (killed, or stopped before its
     ``finally`` could say so): a run of another process that still runs (the store is handed over between
     chunks) stays running, and so does a run of this process that has not ended."""
+    import socket
+
     from risk.notify import process_alive, this_process
 
     me = this_process()
-    gone = [run_id for run_id, proc in con.execute(
-                "SELECT run_id, process FROM score_runs WHERE status = 'running'").fetchall()
-            if not (run_id in _live_runs if proc == me else process_alive(proc))]
+    stale = datetime.now(timezone.utc) - RUN_STALE_AFTER
+
+    def alive(run_id: str, proc: str | None, progress: datetime | None) -> bool:
+        if proc == me:
+            return run_id in _live_runs
+        if proc and proc.partition(":")[0] != socket.gethostname():  # its process cannot be looked at from here
+            return progress is not None and progress >= stale
+        return process_alive(proc)
+
+    gone = [run_id for run_id, proc, progress in con.execute(
+                "SELECT run_id, process, coalesce(progress_at, started_at) FROM score_runs WHERE status = 'running'"
+            ).fetchall() if not alive(run_id, proc, progress)]
     if gone:
         con.execute("UPDATE score_runs SET status = 'interrupted' WHERE status = 'running' AND list_contains(?, run_id)",
                     [gone]).fetchall()

@@ -982,16 +982,19 @@ def test_a_run_starting_marks_interrupted_only_the_runs_whose_process_is_gone(st
 
         live = f"{host}:{other.pid}:{_start_time(other.pid)}"
         runs = {"live-other": live, "reused-pid": f"{host}:{other.pid}:1", "older": None,
-                "this-process-ended": me, "other-host": f"elsewhere.example:{pid}:{start}"}
+                "this-process-ended": me, "other-host": f"elsewhere.example:{pid}:{start}",
+                "other-host-silent": f"pod-7f9c:{pid}:{start}"}
         with risk.store.connect(store) as con:
             for run_id, proc in runs.items():
-                con.execute("INSERT INTO score_runs (run_id, started_at, status, events_scored, process) "
-                            "VALUES (?, now(), 'running', 0, ?)", [run_id, proc])
+                # another host's run is judged by its progress: none for over an hour (RUN_STALE_AFTER), it is gone
+                con.execute("INSERT INTO score_runs (run_id, started_at, status, events_scored, process, progress_at) "
+                            "VALUES (?, now(), 'running', 0, ?, now() - CAST(? AS INTERVAL))",
+                            [run_id, proc, "2 hours" if run_id == "other-host-silent" else "1 minute"])
         rg("score", db=store)
         status = dict(q(store, "SELECT run_id, status FROM score_runs"))
         assert {k: status[k] for k in runs} == {"live-other": "running", "reused-pid": "interrupted",
                                                 "older": "interrupted", "this-process-ended": "interrupted",
-                                                "other-host": "running"}
+                                                "other-host": "running", "other-host-silent": "interrupted"}
         assert sorted(status.values()).count("completed") == 1
     finally:
         other.kill()
