@@ -11,7 +11,6 @@ does ``cli.app``: the application with every command (for ``CliRunner``).
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import sys
 
 #: the module (``cli/<module>.py``) that registers each top-level command or command group
@@ -32,6 +31,8 @@ COMMANDS = {
 
 def command_modules() -> list[str]:
     """Every ``*_cmd`` module of this package, by name."""
+    import pkgutil  # (here: ``main``'s handling of Ctrl-C begins after this module's own imports)
+
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd"))
 
 
