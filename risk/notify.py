@@ -92,6 +92,9 @@ SMTP_TIMEOUT_ENV = "RISKGATE_SMTP_TIMEOUT"
 SMTP_CA_FILE_ENV = "RISKGATE_SMTP_CA_FILE"
 
 DEFAULT_FEEDBACK_TTL = timedelta(days=7)
+#: the longest lifetime ``RISKGATE_FEEDBACK_TTL`` may give a feedback token: a link in an email about a sign-in is
+#: of no use a year on, and a lifetime must leave the expiry a date
+MAX_FEEDBACK_TTL = timedelta(days=365)
 DEFAULT_OUTBOX = "outbox"
 DEFAULT_SMTP_TIMEOUT = 10.0
 MIN_SECRET_CHARS = 16
@@ -162,17 +165,30 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _ttl_from_env() -> timedelta:
-    raw = os.environ.get(FEEDBACK_TTL_ENV)
+def feedback_ttl_from_env() -> timedelta:
+    """The feedback tokens' lifetime: ``$RISKGATE_FEEDBACK_TTL`` seconds (1 to :data:`MAX_FEEDBACK_TTL`, 365
+    days), else :data:`DEFAULT_FEEDBACK_TTL`. A bad value is refused naming the variable (a token's expiry must
+    be a date: 99999999999999 s had made every run with notifications end in an OverflowError)."""
+    raw = os.environ.get(FEEDBACK_TTL_ENV, "").strip()
     if not raw:
         return DEFAULT_FEEDBACK_TTL
-    try:
-        seconds = int(raw)
-    except ValueError:
-        seconds = 0
-    if seconds <= 0:
-        raise ConfigurationError(f"{FEEDBACK_TTL_ENV} must be a number of seconds > 0, got {raw!r}")
+    limit = int(MAX_FEEDBACK_TTL.total_seconds())
+    seconds = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else 0
+    if not 0 < seconds <= limit:
+        raise ConfigurationError(f"{FEEDBACK_TTL_ENV} must be a whole number of seconds from 1 to {limit} "
+                                 f"({MAX_FEEDBACK_TTL.days} days), got {raw!r}")
     return timedelta(seconds=seconds)
+
+
+_ttl_from_env = feedback_ttl_from_env
+
+
+def check_settings() -> None:
+    """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``
+    and ``$RISKGATE_NOTIFY_RETRY_AFTER``. ``riskgate score --notify`` and ``riskgate serve`` call it before they
+    start, so that no run is refused halfway through its notifications."""
+    feedback_ttl_from_env()
+    retry_after_from_env()
 
 
 def _sign(payload: str, secret: bytes) -> str:

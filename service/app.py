@@ -298,7 +298,8 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     # the trusted proxies and the one forwarding header they write ($RISKGATE_TRUSTED_PROXIES,
     # $RISKGATE_CLIENT_IP_HEADER): a bad setting is refused here, before the store is opened
     proxies = ProxyPolicy.default() if enricher is None else None
-    rn.retry_after_from_env()  # $RISKGATE_NOTIFY_RETRY_AFTER: a bad value is refused here too, not at each claim
+    # $RISKGATE_FEEDBACK_TTL, $RISKGATE_NOTIFY_RETRY_AFTER: a bad value is refused here, not at each notification
+    rn.check_settings()
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
     state: dict[str, Any] = {}
 

@@ -222,6 +222,15 @@ def test_ttl_from_environment(monkeypatch):
     monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, "soon")
     with pytest.raises(ConfigurationError, match="RISKGATE_FEEDBACK_TTL"):
         nt.make_token("ev", "alice")
+    # at most 365 days: a lifetime must leave the expiry a date (99999999999999 s was an OverflowError)
+    monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, "31536000")
+    assert nt.verify_token(nt.make_token("ev", "alice", now=NOW), now=NOW).expires_at == NOW + timedelta(days=365)
+    for bad in ("31536001", "99999999999999", "9" * 5000, "0", "-60", "1e3", "60.5"):
+        monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, bad)
+        with pytest.raises(ConfigurationError) as exc:
+            nt.make_token("ev", "alice")
+        assert str(exc.value) == ("RISKGATE_FEEDBACK_TTL must be a whole number of seconds from 1 to 31536000 "
+                                  f"(365 days), got {bad!r}")
 
 
 # -- delivery through a real SMTP server on loopback -----------------------------------------------------------------

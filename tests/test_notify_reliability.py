@@ -318,6 +318,26 @@ def test_the_wait_before_the_next_attempt_counts_from_the_failed_attempt_not_fro
         con.close()
 
 
+def test_a_feedback_ttl_too_long_for_a_date_is_refused_before_score_notify_scores(db, monkeypatch):
+    """RISKGATE_FEEDBACK_TTL=99999999999999 made `riskgate score --notify` end in an OverflowError traceback after
+    its first chunk's notifications were made pending, and every later run the same way. It is refused as a bad
+    RISKGATE_NOTIFY_RETRY_AFTER is: one line naming the variable, exit 2, before anything is scored."""
+    (period,) = periods(db, 3)
+    cmd = [sys.executable, "-m", "cli", "score", "--notify", "--since", period[0], "--until", period[1],
+           "--db", str(db)]
+    for bad in ("99999999999999", "31536001"):
+        monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, bad)
+        done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=180)
+        assert (done.returncode, done.stderr) == (2, "error: RISKGATE_FEEDBACK_TTL must be a whole number of "
+                                                     f"seconds from 1 to 31536000 (365 days), got '{bad}'\n")
+    assert q(db, "SELECT count(*) FROM notifications") == [(0,)]
+    assert q(db, "SELECT count(*) FROM score_runs") == [(0,)]
+    monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, "31536000")  # the longest: 365 days
+    out = score_notify("--since", period[0], "--until", period[1], db=db)
+    assert (out["events_scored"], out["notifications"], out["notifications_failed"]) == (3, 3, 0)
+    assert sorted(statuses(db)) == due_in(db, period)
+
+
 # -- the service -----------------------------------------------------------------------------------------------
 
 
