@@ -980,7 +980,9 @@ class CredentialChecker:
                 try:
                     min_count = int(raw)
                 except ValueError:
-                    raise ConfigurationError(f"{MIN_COUNT_ENV} must be a whole number >= 1, got {raw!r}") from None
+                    min_count = 0
+                if min_count < 1:
+                    raise ConfigurationError(f"{MIN_COUNT_ENV} must be a whole number >= 1, got {raw!r}")
             else:
                 min_count = DEFAULT_MIN_COUNT
         return cls(min_count=min_count, pwned=pwned, **kwargs)

@@ -300,6 +300,10 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     proxies = ProxyPolicy.default() if enricher is None else None
     # $RISKGATE_FEEDBACK_TTL, $RISKGATE_NOTIFY_RETRY_AFTER: a bad value is refused here, not at each notification
     rn.check_settings()
+    # the breach data ($RISKGATE_PWNED_PATH missing or not sorted by hash, $RISKGATE_PWNED_MIN_COUNT below 1) is
+    # opened here, once, so that a bad setting is refused in one line before the service starts, as
+    # `riskgate credentials check` refuses it (opened by the store thread, it was a traceback and exit code 3)
+    checker = checker or CredentialChecker.from_env().open()
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
     state: dict[str, Any] = {}
 
@@ -312,7 +316,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     def make_scorer(store):
         return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None),
                                                                   proxies=proxies),
-                            checker=checker or CredentialChecker.from_env().open())
+                            checker=checker)
 
     def notify_stop_wait() -> float:
         """How long a stop waits for the email being sent: the SMTP timeout and some (at least 10 s)."""

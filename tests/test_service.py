@@ -167,6 +167,44 @@ def test_serve_refuses_bad_notification_retry_waits_before_it_opens_the_store(mo
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no lock file
 
 
+def _bycount(tmp_path) -> str:
+    """Pwned Passwords lines ordered by count (the download that cannot be searched by hash)."""
+    import hashlib
+
+    rows = [(hashlib.sha1(f"pw-{i}".encode()).hexdigest().upper(), 1000 - i) for i in range(300)]
+    path = tmp_path / "pwned-passwords-sha1-ordered-by-count-v8.txt"
+    path.write_text("".join(f"{h}:{c}\r\n" for h, c in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (("RISKGATE_PWNED_PATH", "{tmp}/nonexistent.txt"),
+     "error: {tmp}/nonexistent.txt: no such file or folder (Pwned Passwords data)"),
+    (("RISKGATE_PWNED_PATH", "{bycount}"), "error: {bycount}: is not sorted by hash (lines near byte "),
+    (("RISKGATE_PWNED_MIN_COUNT", "0"), "error: RISKGATE_PWNED_MIN_COUNT must be a whole number >= 1, got '0'"),
+    (("RISKGATE_FEEDBACK_TTL", "99999999999999"), "error: RISKGATE_FEEDBACK_TTL must be a whole number of seconds "
+                                                  "from 1 to 31536000 (365 days), got '99999999999999'"),
+])
+def test_serve_refuses_a_bad_breach_data_or_token_setting_in_one_line_before_it_starts(tmp_path, setting, message):
+    """A real `riskgate serve` with a bad Pwned Passwords setting died after starting with a 30-line traceback
+    and exit code 3 (once SIGABRT); with a feedback-token lifetime too long for a date it started and crashed at
+    its first notification. Each is refused as `riskgate credentials check` (or `score --notify`) refuses it: one
+    line on stderr naming what is wrong, exit code 2, no store opened."""
+    import os
+
+    names = {"tmp": str(tmp_path), "bycount": _bycount(tmp_path) if "{bycount}" in setting[1] else ""}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKGATE_")}
+    env.update({"RISKGATE_API_KEY": API_KEY, setting[0]: setting[1].format(**names)})
+    cmd = [sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0"]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the service started with {setting}: {exc.stderr}") from None
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message.format(**names)) and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "x.duckdb").exists()
+
+
 def test_bad_input_is_refused_with_reasons(base, store):
     ev = rest_events(base)[0]
     with Service(store) as svc:
