@@ -485,7 +485,7 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise NotifyError(f"cannot connect to SMTP server {where}: {_why(exc)}") from exc
         try:
-            with client:
+            try:
                 if s.starttls:
                     try:
                         client.starttls(context=self._context())
@@ -506,6 +506,8 @@ class SmtpTransport:
                         raise NotifyError(f"SMTP server {where} does not offer SMTPUTF8, which the non-ASCII address "
                                           f"{wide} needs: {_why(exc)}") from exc
                     raise NotifyError(f"SMTP server {where} does not support what sending needs: {_why(exc)}") from exc
+            finally:
+                _quit_quietly(client)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (0, b""))
             raise NotifyError(f"SMTP server {where} refused the recipient: {code} {_text(text)}") from exc
@@ -514,6 +516,19 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise NotifyError(f"sending through SMTP server {where} failed: {_why(exc)}") from exc
         return "sent", str(msg["Message-ID"])
+
+
+def _quit_quietly(client: smtplib.SMTP) -> None:
+    """Say QUIT and close, whatever the answer. Once the server has answered 250 to the message's DATA it has
+    taken the message: a QUIT answered otherwise than 221, or a connection dropped or timed out meanwhile, must
+    not make it a failure (the next run would send it again: a second email). ``smtplib.SMTP.__exit__`` raises
+    then."""
+    try:
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        pass
+    finally:
+        client.close()
 
 
 def _text(value: bytes | str) -> str:

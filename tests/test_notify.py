@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import shutil
 import socket
@@ -17,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pathlib import Path
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from ingest.errors import ConfigurationError
 from risk import notify as nt
@@ -338,6 +339,54 @@ def test_a_refusing_server_gives_a_recorded_failure(con, smtp_server, handler, e
     assert rec.status == "failed" and expected in rec.reason
     stored = nt.notifications_for_event(con, "ev-0001")
     assert [(r.status, r.reason) for r in stored] == [("failed", rec.reason)]
+
+
+class _OddQuit(SMTP):
+    """An SMTP server that takes the message (250 to DATA) and then answers QUIT otherwise than 221: with
+    ``500 5.5.1 not now`` (``quit="500"``), by closing the connection without a word (``"drop"``), or not at all
+    (``"hang"``)."""
+
+    quit = "500"
+
+    async def smtp_QUIT(self, arg):
+        if self.quit == "hang":
+            await asyncio.sleep(30)
+        if self.quit == "500":
+            await self.push("500 5.5.1 not now")
+        self._handler_coroutine.cancel()
+        self.transport.close()
+
+
+def odd_quit_server(handler, quit: str) -> Controller:
+    """A started loopback controller of :class:`_OddQuit` (stop it when done); its port is ``.port``."""
+
+    class OddController(Controller):
+        def factory(self):
+            server = _OddQuit(self.handler, **self.SMTP_kwargs)
+            server.quit = quit
+            return server
+
+    controller = OddController(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return controller
+
+
+@pytest.mark.parametrize("quit", ["500", "drop", "hang"])
+def test_a_message_the_server_took_is_sent_whatever_it_answers_to_quit(con, quit):
+    """A server that answered 250 to DATA has the message: a QUIT answered with 500 (or a connection closed or
+    silent then) was a recorded failure, and every later run sent the email again (a user got 3 copies)."""
+    handler = Recorder()
+    controller = odd_quit_server(handler, quit)
+    try:
+        rec = nt.notify(con, EVENT, "BlockEmail", TEMPLATE, CONFIG,
+                        transport=nt.SmtpTransport(nt.SmtpSettings(host="127.0.0.1", port=controller.port,
+                                                                   timeout=1)))
+    finally:
+        controller.stop()
+    assert (rec.status, rec.reason) == ("sent", None)
+    _env, msg = arrived(handler)
+    assert msg["Message-ID"] == rec.location
+    assert [(r.status, r.reason) for r in nt.notifications_for_event(con, "ev-0001")] == [("sent", None)]
 
 
 def test_a_server_that_is_down_gives_a_recorded_failure_quickly(con):

@@ -338,6 +338,25 @@ def test_a_feedback_ttl_too_long_for_a_date_is_refused_before_score_notify_score
     assert sorted(statuses(db)) == due_in(db, period)
 
 
+def test_score_notify_sends_once_to_a_server_that_answers_quit_with_an_error(db, monkeypatch):
+    """An SMTP server that takes each message (250 to DATA) and answers QUIT with 500: every email was recorded
+    failed and sent again by the next two runs (3 copies each). It was sent: each event is emailed once."""
+    (period,) = periods(db, 3)
+    recorder = Recorder()
+    controller = test_notify.odd_quit_server(recorder, "500")
+    monkeypatch.setenv(nt.SMTP_HOST_ENV, "127.0.0.1")
+    monkeypatch.setenv(nt.SMTP_PORT_ENV, str(controller.port))
+    try:
+        out = score_notify("--since", period[0], "--until", period[1], db=db)
+        assert (out["notifications"], out["notifications_failed"]) == (3, 0), out
+        again = score_notify("--since", FUTURE, db=db)  # a later run: nothing owed
+        assert (again["notifications"], again["notifications_failed"]) == (0, 0), again
+    finally:
+        controller.stop()
+    assert recorder.event_ids() == due_in(db, period)
+    assert statuses(db) == {e: ["sent"] for e in due_in(db, period)}
+
+
 # -- the service -----------------------------------------------------------------------------------------------
 
 
