@@ -543,7 +543,9 @@ def _why(exc: BaseException) -> str:
 
 
 class OutboxTransport:
-    """Writes each message as ``<time>-<notification id>.eml`` into a folder (created when missing)."""
+    """Writes each message as ``<time>-<notification id>.eml`` into a folder (created when missing, mode 0700).
+    A message holds a feedback token (replayable until it expires): its file is readable by its owner only
+    (mode 0600)."""
 
     name = "outbox"
 
@@ -552,12 +554,16 @@ class OutboxTransport:
 
     def send(self, msg: EmailMessage, notification_id: str) -> tuple[str, str]:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing folder is left as it is
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             path = self.folder / f"{stamp}-{notification_id}.eml"
             tmp = path.with_suffix(".eml.tmp")
             policy = SMTP_POLICY.clone(utf8=True) if needs_smtputf8(msg) else SMTP_POLICY  # as SMTPUTF8 would
-            tmp.write_bytes(msg.as_bytes(policy=policy))
+            data = msg.as_bytes(policy=policy)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)  # also a file left by an earlier attempt
+                fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
             raise NotifyError(f"cannot write to outbox {self.folder}: {exc.strerror or exc}") from exc

@@ -456,6 +456,29 @@ def test_outbox_when_no_smtp_server_is_configured(con, tmp_path):
     assert "192.0.2.1" in msg.get_body(("plain",)).get_content()
 
 
+def test_outbox_files_hold_a_token_and_are_readable_by_their_owner_only(con, tmp_path, monkeypatch):
+    """An .eml holds a feedback token (replayable until it expires): it was written 0644 under the usual umask.
+    Each is 0600; a folder riskgate creates is 0700, one that exists is left as it is."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        rec = nt.notify(con, EVENT, "MfaEmail", TEMPLATE, CONFIG)
+        assert rec.status == "outbox", rec.reason
+        assert stat.S_IMODE(os.stat(rec.location).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "outbox").st_mode) == 0o700
+        assert nt.FEEDBACK_PATH + "?token=" in Path(rec.location).read_text()
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o755)
+        monkeypatch.setenv(nt.OUTBOX_ENV, str(shared))
+        rec = nt.notify(con, {**EVENT, "event_id": "ev-0002"}, "MfaEmail", TEMPLATE, CONFIG)
+        assert stat.S_IMODE(os.stat(rec.location).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
+    finally:
+        os.umask(old)
+
+
 def test_unwritable_outbox_is_a_recorded_failure(con, tmp_path, monkeypatch):
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
