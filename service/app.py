@@ -30,10 +30,10 @@ import hmac
 import json
 import logging
 import os
-import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -580,13 +580,25 @@ def _add_schemas(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-_SECRET_QUERY_RE = re.compile(r"([?&]token=)[^&#\s]*")
+#: the query parameter that carries a feedback link's token (``GET /v1/feedback?token=...``)
+SECRET_QUERY_KEY = "token"
 
 
 def redact_query(path: str) -> str:
     """``path`` (with its query string) without a feedback link's token: replayable until it expires, it must not
-    reach the logs (``/v1/feedback?token=[redacted]&value=valid``)."""
-    return _SECRET_QUERY_RE.sub(r"\1[redacted]", path)
+    reach the logs (``/v1/feedback?token=[redacted]&value=valid``). A parameter is the token when its name is
+    ``token`` once decoded as the route decodes it (``urllib.parse.parse_qsl``, Starlette's: ``tok%65n`` is
+    ``token`` too, and was logged in clear)."""
+    head, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pieces = []
+    for piece in query.split("&"):
+        name, eq, _value = piece.partition("=")
+        if eq and unquote(name.replace("+", " ")) == SECRET_QUERY_KEY:
+            piece = f"{name}=[redacted]"
+        pieces.append(piece)
+    return f"{head}?{'&'.join(pieces)}"
 
 
 class RedactedAccessLog(logging.Filter):

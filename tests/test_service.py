@@ -25,6 +25,7 @@ from tests.service_support import (
     rg,
     trained_base,
 )
+from tests.dashboard_server import free_port
 from tests.storedb import q
 
 
@@ -344,6 +345,44 @@ def test_a_feedback_links_token_never_reaches_the_access_log(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert "GET /v1/feedback?token=[redacted]&value=valid" in out, out  # uvicorn's access log: on stdout
     assert token not in out + err and token[:20] not in out + err
+
+
+def test_a_feedback_token_under_a_percent_encoded_key_never_reaches_the_access_log(tmp_path):
+    """`tok%65n=` is `token=` to the feedback route (the query is decoded): such a request was served with the
+    token and logged with the token in clear. The key is read decoded, as the route reads it."""
+    import os
+
+    from risk.notify import make_token
+
+    number = free_port()
+    secret = "x" * 32
+    env = {**os.environ, "RISKGATE_API_KEY": API_KEY, "RISKGATE_FEEDBACK_SECRET": secret}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "s.duckdb"), "--port",
+                             str(number)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    keys = ("token", "tok%65n", "%74%6F%6B%65%6E", "%74oken")
+    tokens = {key: make_token(f"ev-{i}", "alice", secret=secret) for i, key in enumerate(keys)}  # real, signed
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{number}/healthz")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.1)
+        answers = {}
+        for key, token in tokens.items():
+            r = httpx.get(f"http://127.0.0.1:{number}/v1/feedback?{key}={token}&value=valid")
+            answers[key] = (r.status_code, r.text)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    # the route reads each key as the token: its signed event is named (an event the store lacks)
+    assert answers == {key: (400, f"<p>This link cannot be used: no event with EventId &#x27;ev-{i}&#x27; in the "
+                                  "store.</p>") for i, key in enumerate(keys)}
+    for key, token in tokens.items():
+        assert f"GET /v1/feedback?{key}=[redacted]&value=valid" in out, out
+        assert token not in out + err and token.split(".")[1] not in out + err
 
 
 class _SlowHandler:
