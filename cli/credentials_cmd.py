@@ -82,20 +82,30 @@ def check(
 
 
 def _print_report(report: ScanReport, verb: str) -> None:
+    found = "problems" if report.layout == "index" else "unusable lines"
     console.print(
         f"{verb} {report.source} ({report.layout}): {report.lines_read:,} lines read, {report.hashes:,} hashes, "
-        f"{report.padding_skipped:,} padding lines skipped, {report.issue_count:,} unusable lines",
+        f"{report.padding_skipped:,} padding lines skipped, {report.issue_count:,} {found}",
         highlight=False, markup=False, soft_wrap=True,
     )
+    if report.skipped_at_build:
+        console.print(f"  {report.skipped_at_build:,} lines of its source were skipped when it was built (not a "
+                      "problem of the index; `riskgate credentials verify SOURCE` lists them)",
+                      highlight=False, markup=False, soft_wrap=True)
     if report.range_files:
         console.print(f"  {report.range_files:,} range files of 1,048,576", highlight=False, markup=False, soft_wrap=True)
     if report.out:
         console.print(f"  wrote {report.out}: {report.records:,} records ({report.merged:,} merged) in {report.seconds:.1f} s",
                       highlight=False, markup=False, soft_wrap=True)
-    for issue in report.issues[:SHOW_ISSUES]:
+    shown = report.issues[:SHOW_ISSUES]
+    for issue in shown:
         err_console.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
-    if report.issue_count > SHOW_ISSUES:
-        err_console.print(f"  ... and {report.issue_count - SHOW_ISSUES:,} more (--json lists up to 1,000)", highlight=False, markup=False, soft_wrap=True)
+    rest = report.issue_count - len(shown)
+    if rest > 0:  # never announce more than are listed: --json lists what the report kept (up to 1,000)
+        listed = len(report.issues) - len(shown)
+        where = ("--json lists them" if listed >= rest else f"--json lists {listed:,} of them" if listed
+                 else "not listed")
+        err_console.print(f"  ... and {rest:,} more ({where})", highlight=False, markup=False, soft_wrap=True)
 
 
 @credentials_app.command("build")

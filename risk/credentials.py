@@ -180,6 +180,9 @@ class ScanReport:
     range_files: int = 0
     issue_count: int = 0
     issues: list[PwnedIssue] = field(default_factory=list)
+    #: of a built index (``verify``): the lines of its source its build could not use (the header keeps their
+    #: number, not the lines: verifying the source lists them). Information, not a defect of the index.
+    skipped_at_build: int = 0
     out: str | None = None
     seconds: float = 0.0
 
@@ -202,6 +205,7 @@ class ScanReport:
             "issues": [
                 {"source": i.source, "line": i.line, "reason": i.reason, "text": i.text} for i in self.issues
             ],
+            "skipped_at_build": self.skipped_at_build,
             "out": self.out,
             "seconds": round(self.seconds, 3),
         }
@@ -487,7 +491,8 @@ def _verify_index(path: Path, report: ScanReport, on_issue: Callable[[PwnedIssue
                                        f"version {INDEX_VERSION}", source=src)
             report.records = report.hashes = records
             report.lines_read = lines
-            report.issue_count = issues  # the lines the build could not use (not listed: verify the source for them)
+            # the lines the build could not use: not a defect of the index, and not listed (verify the source)
+            report.skipped_at_build = issues
             problems, table = _index_problems(mm, size, records, table_sum)
             for p in problems:
                 issue(p)
@@ -980,7 +985,9 @@ class CredentialChecker:
                 try:
                     min_count = int(raw)
                 except ValueError:
-                    raise ConfigurationError(f"{MIN_COUNT_ENV} must be a whole number >= 1, got {raw!r}") from None
+                    min_count = 0
+                if min_count < 1:
+                    raise ConfigurationError(f"{MIN_COUNT_ENV} must be a whole number >= 1, got {raw!r}")
             else:
                 min_count = DEFAULT_MIN_COUNT
         return cls(min_count=min_count, pwned=pwned, **kwargs)

@@ -92,6 +92,9 @@ SMTP_TIMEOUT_ENV = "RISKGATE_SMTP_TIMEOUT"
 SMTP_CA_FILE_ENV = "RISKGATE_SMTP_CA_FILE"
 
 DEFAULT_FEEDBACK_TTL = timedelta(days=7)
+#: the longest lifetime ``RISKGATE_FEEDBACK_TTL`` may give a feedback token: a link in an email about a sign-in is
+#: of no use a year on, and a lifetime must leave the expiry a date
+MAX_FEEDBACK_TTL = timedelta(days=365)
 DEFAULT_OUTBOX = "outbox"
 DEFAULT_SMTP_TIMEOUT = 10.0
 MIN_SECRET_CHARS = 16
@@ -162,17 +165,30 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _ttl_from_env() -> timedelta:
-    raw = os.environ.get(FEEDBACK_TTL_ENV)
+def feedback_ttl_from_env() -> timedelta:
+    """The feedback tokens' lifetime: ``$RISKGATE_FEEDBACK_TTL`` seconds (1 to :data:`MAX_FEEDBACK_TTL`, 365
+    days), else :data:`DEFAULT_FEEDBACK_TTL`. A bad value is refused naming the variable (a token's expiry must
+    be a date: 99999999999999 s had made every run with notifications end in an OverflowError)."""
+    raw = os.environ.get(FEEDBACK_TTL_ENV, "").strip()
     if not raw:
         return DEFAULT_FEEDBACK_TTL
-    try:
-        seconds = int(raw)
-    except ValueError:
-        seconds = 0
-    if seconds <= 0:
-        raise ConfigurationError(f"{FEEDBACK_TTL_ENV} must be a number of seconds > 0, got {raw!r}")
+    limit = int(MAX_FEEDBACK_TTL.total_seconds())
+    seconds = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else 0
+    if not 0 < seconds <= limit:
+        raise ConfigurationError(f"{FEEDBACK_TTL_ENV} must be a whole number of seconds from 1 to {limit} "
+                                 f"({MAX_FEEDBACK_TTL.days} days), got {raw!r}")
     return timedelta(seconds=seconds)
+
+
+_ttl_from_env = feedback_ttl_from_env
+
+
+def check_settings() -> None:
+    """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``
+    and ``$RISKGATE_NOTIFY_RETRY_AFTER``. ``riskgate score --notify`` and ``riskgate serve`` call it before they
+    start, so that no run is refused halfway through its notifications."""
+    feedback_ttl_from_env()
+    retry_after_from_env()
 
 
 def _sign(payload: str, secret: bytes) -> str:
@@ -469,7 +485,7 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise NotifyError(f"cannot connect to SMTP server {where}: {_why(exc)}") from exc
         try:
-            with client:
+            try:
                 if s.starttls:
                     try:
                         client.starttls(context=self._context())
@@ -490,6 +506,8 @@ class SmtpTransport:
                         raise NotifyError(f"SMTP server {where} does not offer SMTPUTF8, which the non-ASCII address "
                                           f"{wide} needs: {_why(exc)}") from exc
                     raise NotifyError(f"SMTP server {where} does not support what sending needs: {_why(exc)}") from exc
+            finally:
+                _quit_quietly(client)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (0, b""))
             raise NotifyError(f"SMTP server {where} refused the recipient: {code} {_text(text)}") from exc
@@ -498,6 +516,19 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise NotifyError(f"sending through SMTP server {where} failed: {_why(exc)}") from exc
         return "sent", str(msg["Message-ID"])
+
+
+def _quit_quietly(client: smtplib.SMTP) -> None:
+    """Say QUIT and close, whatever the answer. Once the server has answered 250 to the message's DATA it has
+    taken the message: a QUIT answered otherwise than 221, or a connection dropped or timed out meanwhile, must
+    not make it a failure (the next run would send it again: a second email). ``smtplib.SMTP.__exit__`` raises
+    then."""
+    try:
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        pass
+    finally:
+        client.close()
 
 
 def _text(value: bytes | str) -> str:
@@ -512,7 +543,9 @@ def _why(exc: BaseException) -> str:
 
 
 class OutboxTransport:
-    """Writes each message as ``<time>-<notification id>.eml`` into a folder (created when missing)."""
+    """Writes each message as ``<time>-<notification id>.eml`` into a folder (created when missing, mode 0700).
+    A message holds a feedback token (replayable until it expires): its file is readable by its owner only
+    (mode 0600)."""
 
     name = "outbox"
 
@@ -521,12 +554,16 @@ class OutboxTransport:
 
     def send(self, msg: EmailMessage, notification_id: str) -> tuple[str, str]:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing folder is left as it is
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             path = self.folder / f"{stamp}-{notification_id}.eml"
             tmp = path.with_suffix(".eml.tmp")
             policy = SMTP_POLICY.clone(utf8=True) if needs_smtputf8(msg) else SMTP_POLICY  # as SMTPUTF8 would
-            tmp.write_bytes(msg.as_bytes(policy=policy))
+            data = msg.as_bytes(policy=policy)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)  # also a file left by an earlier attempt
+                fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
             raise NotifyError(f"cannot write to outbox {self.folder}: {exc.strerror or exc}") from exc

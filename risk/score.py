@@ -529,6 +529,10 @@ def score_events(
     """
     from risk.model.registry import active_version
 
+    if notify:  # a bad notification setting ($RISKGATE_FEEDBACK_TTL, ...) is refused before anything is scored
+        from risk import notify as rn
+
+        rn.check_settings()
     bounds, total = chunk_bounds(con, since, until, rescore=rescore, chunk_rows=chunk_rows)
     prefetch = _FeaturePrefetch(con, bounds)
     try:

@@ -30,10 +30,10 @@ import hmac
 import json
 import logging
 import os
-import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -298,7 +298,12 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     # the trusted proxies and the one forwarding header they write ($RISKGATE_TRUSTED_PROXIES,
     # $RISKGATE_CLIENT_IP_HEADER): a bad setting is refused here, before the store is opened
     proxies = ProxyPolicy.default() if enricher is None else None
-    rn.retry_after_from_env()  # $RISKGATE_NOTIFY_RETRY_AFTER: a bad value is refused here too, not at each claim
+    # $RISKGATE_FEEDBACK_TTL, $RISKGATE_NOTIFY_RETRY_AFTER: a bad value is refused here, not at each notification
+    rn.check_settings()
+    # the breach data ($RISKGATE_PWNED_PATH missing or not sorted by hash, $RISKGATE_PWNED_MIN_COUNT below 1) is
+    # opened here, once, so that a bad setting is refused in one line before the service starts, as
+    # `riskgate credentials check` refuses it (opened by the store thread, it was a traceback and exit code 3)
+    checker = checker or CredentialChecker.from_env().open()
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
     state: dict[str, Any] = {}
 
@@ -311,7 +316,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     def make_scorer(store):
         return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None),
                                                                   proxies=proxies),
-                            checker=checker or CredentialChecker.from_env().open())
+                            checker=checker)
 
     def notify_stop_wait() -> float:
         """How long a stop waits for the email being sent: the SMTP timeout and some (at least 10 s)."""
@@ -575,13 +580,25 @@ def _add_schemas(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-_SECRET_QUERY_RE = re.compile(r"([?&]token=)[^&#\s]*")
+#: the query parameter that carries a feedback link's token (``GET /v1/feedback?token=...``)
+SECRET_QUERY_KEY = "token"
 
 
 def redact_query(path: str) -> str:
     """``path`` (with its query string) without a feedback link's token: replayable until it expires, it must not
-    reach the logs (``/v1/feedback?token=[redacted]&value=valid``)."""
-    return _SECRET_QUERY_RE.sub(r"\1[redacted]", path)
+    reach the logs (``/v1/feedback?token=[redacted]&value=valid``). A parameter is the token when its name is
+    ``token`` once decoded as the route decodes it (``urllib.parse.parse_qsl``, Starlette's: ``tok%65n`` is
+    ``token`` too, and was logged in clear)."""
+    head, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pieces = []
+    for piece in query.split("&"):
+        name, eq, _value = piece.partition("=")
+        if eq and unquote(name.replace("+", " ")) == SECRET_QUERY_KEY:
+            piece = f"{name}=[redacted]"
+        pieces.append(piece)
+    return f"{head}?{'&'.join(pieces)}"
 
 
 class RedactedAccessLog(logging.Filter):

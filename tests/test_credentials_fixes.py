@@ -381,3 +381,49 @@ def test_cli_verify_json_of_an_index(tmp_path):
     report = json.loads(res.output)
     assert report["layout"] == "index" and report["issue_count"] >= 1
     assert any("not at the header's" in i["reason"] for i in report["issues"])
+
+
+# -- verify of an index: lines its build skipped are information; never more announced than listed ---------------
+
+
+def _with_bad_lines(tmp_path: Path, bad: int) -> Path:
+    """A sorted source of 5,000 hashes in which ``bad`` lines (every 5,000 // bad-th) are cut short."""
+    lines = [f"{h}:{i + 1}" for i, h in enumerate(sorted(sha1(str(i)) for i in range(5000)))]
+    step = 5000 // bad
+    for k in range(0, step * bad, step):
+        lines[k] = lines[k][:30]
+    return write_lines(tmp_path / "few_bad.txt", lines)
+
+
+def test_verify_of_an_intact_index_built_from_a_source_with_bad_lines_passes_and_says_so(tmp_path):
+    """It exited 1 saying "25 unusable lines", listed none, and announced "... and 5 more (--json lists up to
+    1,000)" while --json listed none. The 25 lines were skipped by the build: no defect of the index."""
+    src = _with_bad_lines(tmp_path, 25)
+    out = tmp_path / "few_bad.rgpw"
+    assert runner.invoke(app, ["credentials", "build", str(src), "--out", str(out)]).exit_code == 0
+    res = runner.invoke(app, ["credentials", "verify", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [
+        f"verified {out} (index): 5,000 lines read, 4,975 hashes, 0 padding lines skipped, 0 problems",
+        "  25 lines of its source were skipped when it was built (not a problem of the index; `riskgate "
+        "credentials verify SOURCE` lists them)"]
+    res = runner.invoke(app, ["credentials", "verify", str(out), "--json"])
+    assert res.exit_code == 0
+    report = json.loads(res.output)
+    assert (report["issue_count"], report["issues"], report["skipped_at_build"]) == (0, [], 25)
+    # the source's lines are listed by verifying the source: 20 shown, the other 5 by --json
+    res = runner.invoke(app, ["credentials", "verify", str(src)])
+    assert res.exit_code == 1
+    assert sum(line.startswith(f"  {src}:") for line in res.output.splitlines()) == 20
+    assert res.output.splitlines()[-1] == "  ... and 5 more (--json lists them)"
+    report = json.loads(runner.invoke(app, ["credentials", "verify", str(src), "--json"]).output)
+    assert (report["issue_count"], len(report["issues"]), report["skipped_at_build"]) == (25, 25, 0)
+
+
+def test_verify_announces_only_as_many_more_issues_as_json_lists(tmp_path):
+    src = _with_bad_lines(tmp_path, 1250)  # more than the 1,000 a report keeps
+    res = runner.invoke(app, ["credentials", "verify", str(src)])
+    assert res.exit_code == 1
+    assert res.output.splitlines()[-1] == "  ... and 1,230 more (--json lists 980 of them)"
+    report = json.loads(runner.invoke(app, ["credentials", "verify", str(src), "--json"]).output)
+    assert (report["issue_count"], len(report["issues"])) == (1250, 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import shutil
 import socket
@@ -17,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pathlib import Path
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from ingest.errors import ConfigurationError
 from risk import notify as nt
@@ -222,6 +223,15 @@ def test_ttl_from_environment(monkeypatch):
     monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, "soon")
     with pytest.raises(ConfigurationError, match="RISKGATE_FEEDBACK_TTL"):
         nt.make_token("ev", "alice")
+    # at most 365 days: a lifetime must leave the expiry a date (99999999999999 s was an OverflowError)
+    monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, "31536000")
+    assert nt.verify_token(nt.make_token("ev", "alice", now=NOW), now=NOW).expires_at == NOW + timedelta(days=365)
+    for bad in ("31536001", "99999999999999", "9" * 5000, "0", "-60", "1e3", "60.5"):
+        monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, bad)
+        with pytest.raises(ConfigurationError) as exc:
+            nt.make_token("ev", "alice")
+        assert str(exc.value) == ("RISKGATE_FEEDBACK_TTL must be a whole number of seconds from 1 to 31536000 "
+                                  f"(365 days), got {bad!r}")
 
 
 # -- delivery through a real SMTP server on loopback -----------------------------------------------------------------
@@ -331,6 +341,54 @@ def test_a_refusing_server_gives_a_recorded_failure(con, smtp_server, handler, e
     assert [(r.status, r.reason) for r in stored] == [("failed", rec.reason)]
 
 
+class _OddQuit(SMTP):
+    """An SMTP server that takes the message (250 to DATA) and then answers QUIT otherwise than 221: with
+    ``500 5.5.1 not now`` (``quit="500"``), by closing the connection without a word (``"drop"``), or not at all
+    (``"hang"``)."""
+
+    quit = "500"
+
+    async def smtp_QUIT(self, arg):
+        if self.quit == "hang":
+            await asyncio.sleep(30)
+        if self.quit == "500":
+            await self.push("500 5.5.1 not now")
+        self._handler_coroutine.cancel()
+        self.transport.close()
+
+
+def odd_quit_server(handler, quit: str) -> Controller:
+    """A started loopback controller of :class:`_OddQuit` (stop it when done); its port is ``.port``."""
+
+    class OddController(Controller):
+        def factory(self):
+            server = _OddQuit(self.handler, **self.SMTP_kwargs)
+            server.quit = quit
+            return server
+
+    controller = OddController(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return controller
+
+
+@pytest.mark.parametrize("quit", ["500", "drop", "hang"])
+def test_a_message_the_server_took_is_sent_whatever_it_answers_to_quit(con, quit):
+    """A server that answered 250 to DATA has the message: a QUIT answered with 500 (or a connection closed or
+    silent then) was a recorded failure, and every later run sent the email again (a user got 3 copies)."""
+    handler = Recorder()
+    controller = odd_quit_server(handler, quit)
+    try:
+        rec = nt.notify(con, EVENT, "BlockEmail", TEMPLATE, CONFIG,
+                        transport=nt.SmtpTransport(nt.SmtpSettings(host="127.0.0.1", port=controller.port,
+                                                                   timeout=1)))
+    finally:
+        controller.stop()
+    assert (rec.status, rec.reason) == ("sent", None)
+    _env, msg = arrived(handler)
+    assert msg["Message-ID"] == rec.location
+    assert [(r.status, r.reason) for r in nt.notifications_for_event(con, "ev-0001")] == [("sent", None)]
+
+
 def test_a_server_that_is_down_gives_a_recorded_failure_quickly(con):
     port = free_port()  # nothing listens there
     start = time.monotonic()
@@ -396,6 +454,29 @@ def test_outbox_when_no_smtp_server_is_configured(con, tmp_path):
     msg = email.message_from_bytes(files[0].read_bytes(), policy=default_policy)
     assert msg["To"] == "alice@example.org" and msg["Subject"] == "Sign-in for alice from Seattle"
     assert "192.0.2.1" in msg.get_body(("plain",)).get_content()
+
+
+def test_outbox_files_hold_a_token_and_are_readable_by_their_owner_only(con, tmp_path, monkeypatch):
+    """An .eml holds a feedback token (replayable until it expires): it was written 0644 under the usual umask.
+    Each is 0600; a folder riskgate creates is 0700, one that exists is left as it is."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        rec = nt.notify(con, EVENT, "MfaEmail", TEMPLATE, CONFIG)
+        assert rec.status == "outbox", rec.reason
+        assert stat.S_IMODE(os.stat(rec.location).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "outbox").st_mode) == 0o700
+        assert nt.FEEDBACK_PATH + "?token=" in Path(rec.location).read_text()
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o755)
+        monkeypatch.setenv(nt.OUTBOX_ENV, str(shared))
+        rec = nt.notify(con, {**EVENT, "event_id": "ev-0002"}, "MfaEmail", TEMPLATE, CONFIG)
+        assert stat.S_IMODE(os.stat(rec.location).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
+    finally:
+        os.umask(old)
 
 
 def test_unwritable_outbox_is_a_recorded_failure(con, tmp_path, monkeypatch):

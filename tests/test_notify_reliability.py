@@ -318,6 +318,45 @@ def test_the_wait_before_the_next_attempt_counts_from_the_failed_attempt_not_fro
         con.close()
 
 
+def test_a_feedback_ttl_too_long_for_a_date_is_refused_before_score_notify_scores(db, monkeypatch):
+    """RISKGATE_FEEDBACK_TTL=99999999999999 made `riskgate score --notify` end in an OverflowError traceback after
+    its first chunk's notifications were made pending, and every later run the same way. It is refused as a bad
+    RISKGATE_NOTIFY_RETRY_AFTER is: one line naming the variable, exit 2, before anything is scored."""
+    (period,) = periods(db, 3)
+    cmd = [sys.executable, "-m", "cli", "score", "--notify", "--since", period[0], "--until", period[1],
+           "--db", str(db)]
+    for bad in ("99999999999999", "31536001"):
+        monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, bad)
+        done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=180)
+        assert (done.returncode, done.stderr) == (2, "error: RISKGATE_FEEDBACK_TTL must be a whole number of "
+                                                     f"seconds from 1 to 31536000 (365 days), got '{bad}'\n")
+    assert q(db, "SELECT count(*) FROM notifications") == [(0,)]
+    assert q(db, "SELECT count(*) FROM score_runs") == [(0,)]
+    monkeypatch.setenv(nt.FEEDBACK_TTL_ENV, "31536000")  # the longest: 365 days
+    out = score_notify("--since", period[0], "--until", period[1], db=db)
+    assert (out["events_scored"], out["notifications"], out["notifications_failed"]) == (3, 3, 0)
+    assert sorted(statuses(db)) == due_in(db, period)
+
+
+def test_score_notify_sends_once_to_a_server_that_answers_quit_with_an_error(db, monkeypatch):
+    """An SMTP server that takes each message (250 to DATA) and answers QUIT with 500: every email was recorded
+    failed and sent again by the next two runs (3 copies each). It was sent: each event is emailed once."""
+    (period,) = periods(db, 3)
+    recorder = Recorder()
+    controller = test_notify.odd_quit_server(recorder, "500")
+    monkeypatch.setenv(nt.SMTP_HOST_ENV, "127.0.0.1")
+    monkeypatch.setenv(nt.SMTP_PORT_ENV, str(controller.port))
+    try:
+        out = score_notify("--since", period[0], "--until", period[1], db=db)
+        assert (out["notifications"], out["notifications_failed"]) == (3, 0), out
+        again = score_notify("--since", FUTURE, db=db)  # a later run: nothing owed
+        assert (again["notifications"], again["notifications_failed"]) == (0, 0), again
+    finally:
+        controller.stop()
+    assert recorder.event_ids() == due_in(db, period)
+    assert statuses(db) == {e: ["sent"] for e in due_in(db, period)}
+
+
 # -- the service -----------------------------------------------------------------------------------------------
 
 

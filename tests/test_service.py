@@ -25,6 +25,7 @@ from tests.service_support import (
     rg,
     trained_base,
 )
+from tests.dashboard_server import free_port
 from tests.storedb import q
 
 
@@ -167,6 +168,44 @@ def test_serve_refuses_bad_notification_retry_waits_before_it_opens_the_store(mo
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no lock file
 
 
+def _bycount(tmp_path) -> str:
+    """Pwned Passwords lines ordered by count (the download that cannot be searched by hash)."""
+    import hashlib
+
+    rows = [(hashlib.sha1(f"pw-{i}".encode()).hexdigest().upper(), 1000 - i) for i in range(300)]
+    path = tmp_path / "pwned-passwords-sha1-ordered-by-count-v8.txt"
+    path.write_text("".join(f"{h}:{c}\r\n" for h, c in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (("RISKGATE_PWNED_PATH", "{tmp}/nonexistent.txt"),
+     "error: {tmp}/nonexistent.txt: no such file or folder (Pwned Passwords data)"),
+    (("RISKGATE_PWNED_PATH", "{bycount}"), "error: {bycount}: is not sorted by hash (lines near byte "),
+    (("RISKGATE_PWNED_MIN_COUNT", "0"), "error: RISKGATE_PWNED_MIN_COUNT must be a whole number >= 1, got '0'"),
+    (("RISKGATE_FEEDBACK_TTL", "99999999999999"), "error: RISKGATE_FEEDBACK_TTL must be a whole number of seconds "
+                                                  "from 1 to 31536000 (365 days), got '99999999999999'"),
+])
+def test_serve_refuses_a_bad_breach_data_or_token_setting_in_one_line_before_it_starts(tmp_path, setting, message):
+    """A real `riskgate serve` with a bad Pwned Passwords setting died after starting with a 30-line traceback
+    and exit code 3 (once SIGABRT); with a feedback-token lifetime too long for a date it started and crashed at
+    its first notification. Each is refused as `riskgate credentials check` (or `score --notify`) refuses it: one
+    line on stderr naming what is wrong, exit code 2, no store opened."""
+    import os
+
+    names = {"tmp": str(tmp_path), "bycount": _bycount(tmp_path) if "{bycount}" in setting[1] else ""}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKGATE_")}
+    env.update({"RISKGATE_API_KEY": API_KEY, setting[0]: setting[1].format(**names)})
+    cmd = [sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0"]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the service started with {setting}: {exc.stderr}") from None
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message.format(**names)) and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "x.duckdb").exists()
+
+
 def test_bad_input_is_refused_with_reasons(base, store):
     ev = rest_events(base)[0]
     with Service(store) as svc:
@@ -306,6 +345,44 @@ def test_a_feedback_links_token_never_reaches_the_access_log(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert "GET /v1/feedback?token=[redacted]&value=valid" in out, out  # uvicorn's access log: on stdout
     assert token not in out + err and token[:20] not in out + err
+
+
+def test_a_feedback_token_under_a_percent_encoded_key_never_reaches_the_access_log(tmp_path):
+    """`tok%65n=` is `token=` to the feedback route (the query is decoded): such a request was served with the
+    token and logged with the token in clear. The key is read decoded, as the route reads it."""
+    import os
+
+    from risk.notify import make_token
+
+    number = free_port()
+    secret = "x" * 32
+    env = {**os.environ, "RISKGATE_API_KEY": API_KEY, "RISKGATE_FEEDBACK_SECRET": secret}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "s.duckdb"), "--port",
+                             str(number)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    keys = ("token", "tok%65n", "%74%6F%6B%65%6E", "%74oken")
+    tokens = {key: make_token(f"ev-{i}", "alice", secret=secret) for i, key in enumerate(keys)}  # real, signed
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{number}/healthz")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.1)
+        answers = {}
+        for key, token in tokens.items():
+            r = httpx.get(f"http://127.0.0.1:{number}/v1/feedback?{key}={token}&value=valid")
+            answers[key] = (r.status_code, r.text)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    # the route reads each key as the token: its signed event is named (an event the store lacks)
+    assert answers == {key: (400, f"<p>This link cannot be used: no event with EventId &#x27;ev-{i}&#x27; in the "
+                                  "store.</p>") for i, key in enumerate(keys)}
+    for key, token in tokens.items():
+        assert f"GET /v1/feedback?{key}=[redacted]&value=valid" in out, out
+        assert token not in out + err and token.split(".")[1] not in out + err
 
 
 class _SlowHandler:
