@@ -152,9 +152,10 @@ def test_a_boolean_label_is_stored_as_true_or_false_and_another_value_quarantine
     """A mapped is_account_takeover was stored as written: "YES" was no takeover to training, "maybe" was kept."""
     text = ("user,ts,client_ip,ua,ok,label_col,note\n"
             "a,2024-01-02 03:04:05,10.0.0.1,x,1,YES,\n" "b,2024-01-02 03:04:06,10.0.0.1,x,1, 0 ,\n"
-            "c,2024-01-02 03:04:07,10.0.0.1,x,1,maybe,\n" "d,2024-01-02 03:04:08,10.0.0.1,x,1,,\n")
+            "c,2024-01-02 03:04:07,10.0.0.1,x,1,maybe,\n" "d,2024-01-02 03:04:08,10.0.0.1,x,1,,\n"
+            "e,2024-01-02 03:04:09,10.0.0.1,x,1,  ,\n")
     _, ev, q, labels = read_all(CSV_READER, write(tmp_path, text), mapping=mapping_file(tmp_path))
-    assert ev.column("username").to_pylist() == ["a", "b", "d"]
+    assert ev.column("username").to_pylist() == ["a", "b", "d", "e"]
     assert q.select(["source_line", "reason"]).to_pylist() == [{"source_line": 4, "reason": (
         "label is_account_takeover (column 'label_col') must be true or false (or 1/0, yes/no, t/f): got 'maybe'")}]
     users = dict(zip(ev.column("event_id").to_pylist(), ev.column("username").to_pylist()))

@@ -826,8 +826,9 @@ class MappedConverter:
         for i, (name, column) in enumerate(self.mapping.labels.items()):
             if name not in BOOLEAN_LABELS or not out.num_rows:
                 continue
-            text = out.column(f"l{i}")
-            norm = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+            norm = pc.utf8_lower(pc.utf8_trim_whitespace(out.column(f"l{i}")))
+            text = pc.if_else(pc.equal(norm, ""), None, out.column(f"l{i}"))  # blanks are no label, as an empty cell
+            out = out.set_column(out.column_names.index(f"l{i}"), f"l{i}", text)
             is_true, is_false = pc.is_in(norm, pa.array(TRUE_VALUES)), pc.is_in(norm, pa.array(FALSE_VALUES))
             bad = pc.and_(pc.is_valid(text), pc.invert(pc.or_(is_true, is_false)))
             if pc.any(bad).as_py():
