@@ -441,3 +441,12 @@ def test_a_password_in_an_ingested_row_is_never_stored(env):
     [(raw,)] = rows(db, "SELECT raw FROM quarantine")
     assert secret not in raw and '"password":"[redacted]"' in raw
     assert secret.encode() not in (env / "store.duckdb").read_bytes()
+
+
+def test_label_values_follow_labels_loads_rules():
+    """null and blank strings are no label (as a blank cell of a labels file); yes/no spellings are true/false."""
+    pairs, reason = riskgate_jsonl.label_values(
+        {"attack_type": "", "is_account_takeover": " ", "note": None, "is_attack_ip": 1, "x": "kept"})
+    assert (pairs, reason) == ([("is_attack_ip", "1"), ("x", "kept")], None)
+    assert riskgate_jsonl.label_values({"is_account_takeover": "YES"}) == ([("is_account_takeover", "true")], None)
+    assert riskgate_jsonl.label_values({"attack_type": False})[1] == "Labels.attack_type must be a string or null, got a boolean"

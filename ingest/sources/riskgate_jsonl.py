@@ -293,7 +293,8 @@ def _labels(good: pa.Table, skip: dict[int, str]) -> tuple[pa.Table | None, dict
 def label_values(labels: dict) -> tuple[list[tuple[str, str]], str | None]:
     """A ``Labels`` object's labels as (name, stored text) pairs, or the reason to quarantine its row.
 
-    The rules of ``riskgate labels load`` (``ingest.labels``): a JSON ``null`` is no label (nothing stored);
+    The rules of ``riskgate labels load`` (``ingest.labels``): a JSON ``null`` or a blank string is no label
+    (nothing stored);
     ``is_account_takeover`` is stored as ``true`` / ``false`` from ``true``/``false`` or a spelling that
     command accepts (``1``/``0``, ``"yes"``/``"no"``, ...), anything else refuses the row; ``attack_type``
     names an attack (``risk.feedback.ATTACK_LABEL_SQL``), so it must be a string; any other label is kept as
@@ -303,7 +304,7 @@ def label_values(labels: dict) -> tuple[list[tuple[str, str]], str | None]:
 
     pairs, reasons = [], []
     for k, x in labels.items():
-        if x is None:
+        if x is None or (isinstance(x, str) and not x.strip()):  # as a blank cell of a labels file: no label
             continue
         if k in BOOLEAN_LABELS:
             text = json.dumps(x) if isinstance(x, (bool, int, float)) else x if isinstance(x, str) else None
