@@ -184,11 +184,13 @@ _ttl_from_env = feedback_ttl_from_env
 
 
 def check_settings() -> None:
-    """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``
-    and ``$RISKGATE_NOTIFY_RETRY_AFTER``. ``riskgate score --notify`` and ``riskgate serve`` call it before they
-    start, so that no run is refused halfway through its notifications."""
+    """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``,
+    ``$RISKGATE_NOTIFY_RETRY_AFTER`` and the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
+    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``). ``riskgate score --notify`` and ``riskgate
+    serve`` call it before they start, so that no run is refused halfway through its notifications."""
     feedback_ttl_from_env()
     retry_after_from_env()
+    SmtpSettings.from_env()
 
 
 def _sign(payload: str, secret: bytes) -> str:
@@ -455,6 +457,8 @@ class SmtpSettings:
             try:
                 values["timeout"] = float(raw_timeout)
             except ValueError:
+                values["timeout"] = float("nan")
+            if not 0 < values["timeout"] < float("inf"):  # (NaN too) a socket timeout must be positive and finite
                 raise ConfigurationError(f"{SMTP_TIMEOUT_ENV} must be seconds, got {raw_timeout!r}") from None
         values["ca_file"] = os.environ.get(SMTP_CA_FILE_ENV) or None
         values.update(overrides)

@@ -185,8 +185,11 @@ def _bycount(tmp_path) -> str:
     (("RISKGATE_PWNED_MIN_COUNT", "0"), "error: RISKGATE_PWNED_MIN_COUNT must be a whole number >= 1, got '0'"),
     (("RISKGATE_FEEDBACK_TTL", "99999999999999"), "error: RISKGATE_FEEDBACK_TTL must be a whole number of seconds "
                                                   "from 1 to 31536000 (365 days), got '99999999999999'"),
+    (("RISKGATE_SMTP_PORT", "smtp"), "error: RISKGATE_SMTP_PORT must be a port number, got 'smtp'"),
+    (("RISKGATE_SMTP_TIMEOUT", "soon"), "error: RISKGATE_SMTP_TIMEOUT must be seconds, got 'soon'"),
+    (("RISKGATE_SMTP_TIMEOUT", "-5"), "error: RISKGATE_SMTP_TIMEOUT must be seconds, got '-5'"),
 ])
-def test_serve_refuses_a_bad_breach_data_or_token_setting_in_one_line_before_it_starts(tmp_path, setting, message):
+def test_serve_refuses_a_bad_breach_data_token_or_smtp_setting_in_one_line_before_it_starts(tmp_path, setting, message):
     """A real `riskgate serve` with a bad Pwned Passwords setting died after starting with a 30-line traceback
     and exit code 3 (once SIGABRT); with a feedback-token lifetime too long for a date it started and crashed at
     its first notification. Each is refused as `riskgate credentials check` (or `score --notify`) refuses it: one
@@ -196,6 +199,8 @@ def test_serve_refuses_a_bad_breach_data_or_token_setting_in_one_line_before_it_
     names = {"tmp": str(tmp_path), "bycount": _bycount(tmp_path) if "{bycount}" in setting[1] else ""}
     env = {k: v for k, v in os.environ.items() if not k.startswith("RISKGATE_")}
     env.update({"RISKGATE_API_KEY": API_KEY, setting[0]: setting[1].format(**names)})
+    if setting[0].startswith("RISKGATE_SMTP_"):  # (checked when a server is set: else emails go to the outbox)
+        env["RISKGATE_SMTP_HOST"] = "127.0.0.1"
     cmd = [sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0"]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
