@@ -225,7 +225,7 @@ def test_rba_rows_quarantined_at_enrichment_add_no_label(env):
     ("empty.jsonl", b""),
     ("blank.jsonl", b"  \n\n\t\r\n"),
     ("bom.jsonl", BOM + b"\n"),
-    ("empty.jsonl.gz", gzip.compress(b"")),
+    ("empty.jsonl.gz", gzip.compress(b"", mtime=0)),
 ])
 @pytest.mark.parametrize("fmt", ["riskgate-jsonl", "cognito-user-activity"])
 def test_an_empty_file_given_as_a_line_format_is_one_error_and_exit_1(env, name, data, fmt):
