@@ -106,5 +106,21 @@ class Service:
         self.stop()
 
 
+def wait_until_serving(port: int, proc, timeout: float = 60.0) -> None:
+    """Wait until the ``riskgate serve`` process ``proc`` answers ``/healthz`` on ``port`` (fails when it exits
+    first, with its stderr, or after ``timeout`` seconds)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz")
+            return
+        except httpx.TransportError:
+            exited = proc.poll() is not None
+            assert time.monotonic() < deadline and not exited, proc.stderr.read() if exited and proc.stderr else ""
+            time.sleep(0.1)
+
+
 def headers(key: str = API_KEY) -> dict:
     return {"X-Api-Key": key}

@@ -290,6 +290,7 @@ def test_a_second_serve_on_a_store_is_refused_naming_the_first_and_the_store_is_
     import httpx
 
     from ingest.lease import SERVE_SUFFIX, hold_serving
+    from tests.service_support import wait_until_serving
 
     db = tmp_path / "s.duckdb"
     sock = socket.socket()
@@ -300,14 +301,8 @@ def test_a_second_serve_on_a_store_is_refused_naming_the_first_and_the_store_is_
     first = subprocess.Popen([RISKGATE_BIN, "serve", "--db", str(db), "--port", str(port)], env=env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # serving: it answers
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
-                time.sleep(0.1)
+        wait_until_serving(port, first)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200  # serving: it answers
         second = subprocess.run([RISKGATE_BIN, "serve", "--db", str(db), "--port", "0"], env=env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second.stderr

@@ -24,6 +24,7 @@ from tests.service_support import (
     rest_events,
     rg,
     trained_base,
+    wait_until_serving,
 )
 from tests.dashboard_server import free_port
 from tests.storedb import q
@@ -327,23 +328,14 @@ def test_a_feedback_links_token_never_reaches_the_access_log(tmp_path):
     logged as [redacted]."""
     import os
 
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    number = port.getsockname()[1]
-    port.close()
+    number = free_port()
     env = {**os.environ, "RISKGATE_API_KEY": API_KEY, "RISKGATE_FEEDBACK_SECRET": "x" * 32}
     proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "s.duckdb"), "--port",
                              str(number)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     token = "eyJlIjoiZXYtMSJ9.c2VjcmV0LXNpZ25hdHVyZQ"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{number}/v1/feedback", params={"token": token, "value": "valid"})
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
-                time.sleep(0.1)
+        wait_until_serving(number, proc)
+        r = httpx.get(f"http://127.0.0.1:{number}/v1/feedback", params={"token": token, "value": "valid"})
         assert r.status_code in (400, 403, 404)  # a forged token: refused
     finally:
         proc.terminate()
@@ -367,14 +359,7 @@ def test_a_feedback_token_under_a_percent_encoded_key_never_reaches_the_access_l
     keys = ("token", "tok%65n", "%74%6F%6B%65%6E", "%74oken")
     tokens = {key: make_token(f"ev-{i}", "alice", secret=secret) for i, key in enumerate(keys)}  # real, signed
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{number}/healthz")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
-                time.sleep(0.1)
+        wait_until_serving(number, proc)
         answers = {}
         for key, token in tokens.items():
             r = httpx.get(f"http://127.0.0.1:{number}/v1/feedback?{key}={token}&value=valid")

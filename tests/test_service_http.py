@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.dashboard_server import free_port
+from tests.service_support import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 RISKGATE_BIN = str(Path(sys.executable).parent / "riskgate")
@@ -31,14 +32,7 @@ def service(tmp_path_factory):
                              "--body-timeout", "1"],
                             env={**os.environ, "RISKGATE_API_KEY": "k" * 32}, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz")
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-            time.sleep(0.1)
+    wait_until_serving(port, proc)
     yield port, proc
     proc.terminate()
     proc.wait(30)
