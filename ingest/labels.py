@@ -293,10 +293,8 @@ def _reject_contradictions(con: duckdb.DuckDBPyConnection, result: LabelsLoadRes
                row_number() OVER (PARTITION BY {_KEY}, value ORDER BY source_line) AS k,
                dense_rank() OVER (PARTITION BY {_KEY} ORDER BY first_line) AS value_rank
         FROM (SELECT *, min(source_line) OVER (PARTITION BY {_KEY}, value) AS first_line
-              FROM _rg_label_rows SEMI JOIN (SELECT {_KEY} FROM _rg_label_rows GROUP BY ALL
-                                             HAVING count(DISTINCT coalesce(value, chr(0))) > 1) b
-                   ON b.event_id = _rg_label_rows.event_id AND b.label = _rg_label_rows.label
-                  AND b.source IS NOT DISTINCT FROM _rg_label_rows.source)""")
+              FROM _rg_label_rows r SEMI JOIN (SELECT {_KEY} FROM _rg_label_rows GROUP BY ALL
+                                               HAVING count(DISTINCT coalesce(value, chr(0))) > 1) l ON {_SAME})""")
     try:
         n = int(con.execute("SELECT count(*) FROM _rg_label_bad_rows").fetchall()[0][0])
         if not n:

@@ -246,20 +246,7 @@ class PreparedBatch:
 def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool: str | None = None) -> PreparedBatch:
     """Everything of a batch that does not touch the store (runs ahead of the writer). ``default_pool``
     (``--user-pool-id``) is the pool of the events whose source gives none (or an empty one), whatever the format."""
-    events = batch.events
-    if "user_pool_id" in events.column_names and events.num_rows:  # an empty pool id is none, in every format
-        i = events.column_names.index("user_pool_id")
-        col = events.column(i)
-        if pc.any(pc.equal(col, "")).as_py():
-            events = events.set_column(i, events.field(i), pc.if_else(pc.equal(col, ""), None, col))
-    events = _without_passwords(events)
-    if default_pool and events.num_rows:
-        if "user_pool_id" not in events.column_names:  # a format without pools (rba-csv; csv/parquet unmapped)
-            events = events.append_column("user_pool_id", pa.repeat(pa.scalar(default_pool, pa.string()),
-                                                                     events.num_rows))
-        elif events.column("user_pool_id").null_count:
-            i = events.column_names.index("user_pool_id")
-            events = events.set_column(i, events.field(i), pc.fill_null(events.column(i), default_pool))
+    events = _without_passwords(_with_pools(batch.events, default_pool))
     staged = enricher.stage(events, fmt, path) if events.num_rows else None
     bad = staged.bad if staged is not None else None
     q = batch.quarantine
@@ -274,6 +261,25 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool:
     q = with_quarantine_ids(q)
     return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, batch.labels_with_lines(),
                          path)
+
+
+def _with_pools(events: pa.Table, default_pool: str | None) -> pa.Table:
+    """``events`` with an empty pool id as none, in every format, and ``default_pool`` (``--user-pool-id``) as the
+    pool of those whose source gives none (also a format without pools: rba-csv, csv/parquet unmapped)."""
+    if not events.num_rows:
+        return events
+    if "user_pool_id" not in events.column_names:
+        if not default_pool:
+            return events
+        return events.append_column("user_pool_id", pa.repeat(pa.scalar(default_pool, pa.string()), events.num_rows))
+    i = events.column_names.index("user_pool_id")
+    col = pool = events.column(i)
+    empty = pc.equal(pool, "")
+    if pc.any(empty).as_py():
+        pool = pc.if_else(empty, None, pool)
+    if default_pool and pool.null_count:
+        pool = pc.fill_null(pool, default_pool)
+    return events if pool is col else events.set_column(i, events.field(i), pool)
 
 
 def _without_passwords(events: pa.Table) -> pa.Table:

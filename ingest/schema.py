@@ -44,7 +44,7 @@ def user_pool_id_problem(value: str) -> str | None:
     if len(value) < 1:
         return "is too short: 0 characters, at least 1 required"
     if not value.strip():  # as --user-pool-id "  " (an unset shell variable quoted) is refused
-        return "is blank: give a pool id of 1..55 characters"
+        return f"is blank: give a pool id of 1..{MAX_USER_POOL_ID} characters"
     if len(value) > MAX_USER_POOL_ID:
         return f"is too long: at most {MAX_USER_POOL_ID} characters allowed"
     return None
