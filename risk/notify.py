@@ -180,9 +180,6 @@ def feedback_ttl_from_env() -> timedelta:
     return timedelta(seconds=seconds)
 
 
-_ttl_from_env = feedback_ttl_from_env
-
-
 def check_settings() -> None:
     """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``,
     ``$RISKGATE_NOTIFY_RETRY_AFTER`` and the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
@@ -203,7 +200,7 @@ def make_token(event_id: str, username: str, *, ttl: timedelta | None = None, no
     key = _secret(secret)
     if not event_id or not username:
         raise ConfigurationError("a feedback token needs an event id and a username")
-    ttl = ttl if ttl is not None else _ttl_from_env()
+    ttl = ttl if ttl is not None else feedback_ttl_from_env()
     now = now or datetime.now(timezone.utc)
     expires = int((now + ttl).timestamp())
     body = json.dumps({"e": str(event_id), "u": str(username), "x": expires}, separators=(",", ":"), sort_keys=True)
