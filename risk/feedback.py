@@ -74,6 +74,40 @@ def set_feedback(
     ).fetchall()
 
 
+def check_feedback_token(
+    con: duckdb.DuckDBPyConnection,
+    token: str,
+    value: str,
+    *,
+    username: str | None = None,
+    event_id: str | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """What :func:`feedback_from_token` would record, checked and not recorded: the event id, its user, the value
+    in Cognito's spelling, and the event's time and client IP (None when the store lacks them). Raises as it does.
+
+    The one-click links' page shows this first and records only when the user confirms (a POST): mail scanners
+    and link previews fetch every link of an email, and a GET that recorded would answer for the user.
+    """
+    from risk.notify import verify_token
+
+    value = feedback_value(value)
+    claims = verify_token(token, now=now)
+    if username is not None and username != claims.username:
+        raise FeedbackError("the feedback token was issued for another user")
+    if event_id is not None and event_id != claims.event_id:
+        raise FeedbackError("the feedback token was issued for another event")
+    rows = con.execute("SELECT username, creation_date, client_ip FROM events WHERE event_id = ?",
+                       [claims.event_id]).fetchall()
+    if not rows:
+        raise FeedbackError(f"no event with EventId {claims.event_id!r} in the store")
+    owner, created, ip = rows[0]
+    if owner != claims.username:
+        raise FeedbackError("the feedback token's user does not own its event")
+    return {"event_id": claims.event_id, "username": claims.username, "feedback_value": value,
+            "creation_date": created, "client_ip": ip}
+
+
 def feedback_from_token(
     con: duckdb.DuckDBPyConnection,
     token: str,
@@ -92,21 +126,11 @@ def feedback_from_token(
     recorded. Raises ``FeedbackError`` (or ``risk.notify.FeedbackTokenError``,
     a subclass of ``RiskgateError``) for a bad, expired or foreign token.
     """
-    from risk.notify import verify_token
-
-    value = feedback_value(value)
-    claims = verify_token(token, now=now)
-    if username is not None and username != claims.username:
-        raise FeedbackError("the feedback token was issued for another user")
-    if event_id is not None and event_id != claims.event_id:
-        raise FeedbackError("the feedback token was issued for another event")
-    owner = con.execute("SELECT username FROM events WHERE event_id = ?", [claims.event_id]).fetchall()
-    if owner and owner[0][0] != claims.username:
-        raise FeedbackError("the feedback token's user does not own its event")
+    checked = check_feedback_token(con, token, value, username=username, event_id=event_id, now=now)
     when = now or datetime.now(timezone.utc)
-    set_feedback(con, claims.event_id, value, "User", when=when)
-    return {"event_id": claims.event_id, "username": claims.username, "feedback_value": value,
-            "provider": "User", "feedback_date": when}
+    set_feedback(con, checked["event_id"], checked["feedback_value"], "User", when=when)
+    return {"event_id": checked["event_id"], "username": checked["username"],
+            "feedback_value": checked["feedback_value"], "provider": "User", "feedback_date": when}
 
 
 def event_summary(con: duckdb.DuckDBPyConnection, event_id: str) -> dict:

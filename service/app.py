@@ -20,7 +20,10 @@ Routes:
   SigV4 (access key id ``$RISKGATE_AWS_ACCESS_KEY_ID``, secret = the API key)
   or carrying ``X-Api-Key``.
 * ``GET /v1/feedback?token=...&value=valid|invalid`` -- the one-click links of
-  the notification emails; the signed token is the authorisation.
+  the notification emails: a page naming the sign-in, with one button that
+  sends ``POST /v1/feedback`` (form fields ``token``, ``value``), which
+  records the answer; the signed token is the authorisation. A GET records
+  nothing: mail scanners and link previews fetch every link of an email.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
+from datetime import timezone
 from typing import Any
 from urllib.parse import unquote
 
@@ -521,17 +525,38 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
 
     @app.get("/v1/feedback", tags=["feedback"], response_class=HTMLResponse)
     async def one_click_feedback(token: str, value: str):
-        """The one-click links of notification emails: ``value`` valid (it was me) or invalid (it was not)."""
+        """The one-click links of notification emails (``value`` valid: it was me; invalid: it was not): a page that
+        names the sign-in and asks the user to confirm with one button (``POST /v1/feedback``). Nothing is recorded
+        on a GET: mail scanners and link previews fetch every link of an email, and would answer for the user."""
+        from risk.feedback import check_feedback_token
+
+        try:
+            checked, err = await run(state["worker"].call(lambda store: check_feedback_token(store, token, value)),
+                                     "reading the feedback link")
+        except RiskgateError as exc:  # a bad, expired or foreign token; a bad value; an unknown event
+            return _feedback_page(f"<p>This link cannot be used: {_html(str(exc))}.</p>", 400)
+        if err is not None:
+            return err
+        return _feedback_page(_confirm_form(checked, token))
+
+    @app.post("/v1/feedback", tags=["feedback"], response_class=HTMLResponse)
+    async def one_click_feedback_confirmed(request: Request):
+        """The confirmation of a one-click link's page: a form body (``token``, ``value``) records the user's
+        feedback (Provider ``User``), as ``UpdateAuthEventFeedback`` does."""
         from risk.feedback import feedback_from_token
 
+        fields, problem = _form_fields(await request.body(), request.headers.get("content-type", ""))
+        if problem:
+            return _feedback_page(f"<p>This answer cannot be used: {_html(problem)}.</p>", 400)
+        token, value = fields["token"], fields["value"]
         try:
             _, err = await run(state["worker"].call(lambda store: feedback_from_token(store, token, value)),
                                "recording feedback")
-        except RiskgateError as exc:  # a bad, expired or foreign token; a bad value; an unknown event
-            return HTMLResponse(f"<p>This link cannot be used: {_html(str(exc))}.</p>", status_code=400)
+        except RiskgateError as exc:
+            return _feedback_page(f"<p>This answer cannot be used: {_html(str(exc))}.</p>", 400)
         if err is not None:
             return err
-        return HTMLResponse("<p>Thank you: your answer was recorded.</p>")
+        return _feedback_page("<p>Thank you: your answer was recorded.</p>")
 
     @app.exception_handler(RiskgateError)
     async def _riskgate_error(request: Request, exc: RiskgateError):
@@ -559,6 +584,67 @@ def _html(text: str) -> str:
     import html
 
     return html.escape(text, quote=True)
+
+
+#: Headers of the feedback pages: the token is in the page's address and form, so no referrer, no cache, no frame
+#: (a framing page could trick the click) and no script or outside resource at all.
+FEEDBACK_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+}
+#: what the confirmation button of each value says
+FEEDBACK_CHOICES = {"Valid": "Yes, this was me", "Invalid": "No, this was not me"}
+
+
+def _feedback_page(body: str, status: int = 200) -> HTMLResponse:
+    page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<title>Sign-in feedback</title></head>"
+            f"<body style=\"font-family: sans-serif; max-width: 36em; margin: 2em auto\">{body}</body></html>")
+    return HTMLResponse(page, status_code=status, headers=FEEDBACK_PAGE_HEADERS)
+
+
+def _confirm_form(checked: dict, token: str) -> str:
+    """The page of a one-click link: which sign-in, the answer the link gives, one button that sends it."""
+    when = checked["creation_date"]
+    where = checked["client_ip"]
+    about = f"the sign-in of {_html(checked['username'])}"
+    if when is not None:
+        about += f" at {_html(when.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))} UTC"
+    if where:
+        about += f" from {_html(where)}"
+    value = checked["feedback_value"]
+    # "feedback", relative: the same route under whatever prefix the public address adds, without the query
+    return (f"<p>You are answering about {about}.</p>"
+            "<form method=\"post\" action=\"feedback\">"
+            f"<input type=\"hidden\" name=\"token\" value=\"{_html(token)}\">"
+            f"<input type=\"hidden\" name=\"value\" value=\"{_html(value)}\">"
+            f"<button type=\"submit\">{_html(FEEDBACK_CHOICES[value])}</button></form>")
+
+
+def _form_fields(body: bytes, content_type: str) -> tuple[dict[str, str], str | None]:
+    """``token`` and ``value`` of a confirmation (an HTML form's urlencoded body); (fields, None) or ({}, problem)."""
+    from urllib.parse import parse_qsl
+
+    if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return {}, "expected a form (application/x-www-form-urlencoded) with token and value"
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return {}, f"the form could not be read ({exc})"
+    fields: dict[str, str] = {}
+    for name, val in pairs:
+        if name in fields:
+            return {}, f"the form gives {name} twice"
+        fields[name] = val
+    missing = [n for n in ("token", "value") if n not in fields]
+    if missing:
+        return {}, f"the form lacks {' and '.join(missing)}"
+    return fields, None
 
 
 def _add_schemas(app: FastAPI) -> None:

@@ -18,26 +18,16 @@ import pytest
 
 from risk import config as rc
 from tests import dashboard_store as known
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
 from tests.dashboard_server import dashboard_server, settle
 from tests.test_dashboard_fixes import add_evil, tracker  # noqa: F401 (tracker: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGES = [("", "Overview"), ("events", "Events"), ("user", "User"), ("tuning", "Tuning"),
          ("configuration", "Configuration"), ("jobs", "Jobs")]
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} is missing in CI: make test (the Makefile's browser target) installs "
-                    "Debian's chromium", pytrace=False)
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it", allow_module_level=True)
-
-playwright_api = pytest.importorskip("playwright.sync_api") if os.environ.get("CI") != "true" else None
-if playwright_api is None:
-    import playwright.sync_api as playwright_api
+playwright_api = playwright_or_skip()
 
 
 @pytest.fixture

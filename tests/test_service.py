@@ -368,8 +368,9 @@ def test_a_feedback_token_under_a_percent_encoded_key_never_reaches_the_access_l
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     # the route reads each key as the token: its signed event is named (an event the store lacks)
-    assert answers == {key: (400, f"<p>This link cannot be used: no event with EventId &#x27;ev-{i}&#x27; in the "
-                                  "store.</p>") for i, key in enumerate(keys)}
+    assert {key: (status, text.count(f"<p>This link cannot be used: no event with EventId &#x27;ev-{i}&#x27; in the "
+                                     "store.</p>")) for i, (key, (status, text)) in enumerate(answers.items())} == {
+        key: (400, 1) for key in keys}
     for key, token in tokens.items():
         assert f"GET /v1/feedback?{key}=[redacted]&value=valid" in out, out
         assert token not in out + err and token.split(".")[1] not in out + err

@@ -179,10 +179,14 @@ def test_feedback_from_the_admin_and_from_the_user(svc, pool, monkeypatch):
     with pytest.raises(ClientError) as e:
         c.admin_update_auth_event_feedback(UserPoolId=pool, Username="nobody-at-all", EventId=e1, FeedbackValue="Valid")
     assert code(e) == "UserNotFoundException"
-    # the one-click link of the emails
-    r = httpx.get(svc.url + "/v1/feedback", params={"token": make_token(e1, user), "value": "valid"})
+    # the one-click link of the emails: its page (GET) records nothing, its button (POST) does
+    link_token = make_token(e1, user)
+    r = httpx.get(svc.url + "/v1/feedback", params={"token": link_token, "value": "valid"})
+    assert r.status_code == 200 and "recorded" not in r.text and "Yes, this was me" in r.text, r.text
+    r = httpx.post(svc.url + "/v1/feedback", data={"token": link_token, "value": "valid"})
     assert r.status_code == 200 and "recorded" in r.text
     assert httpx.get(svc.url + "/v1/feedback", params={"token": "x.y", "value": "valid"}).status_code == 400
+    assert httpx.post(svc.url + "/v1/feedback", data={"token": "x.y", "value": "valid"}).status_code == 400
 
 
 def test_authentication_and_protocol_errors(svc, pool):
