@@ -612,6 +612,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "risk_notify_0003_attempted_at",
         ("ALTER TABLE notifications ADD COLUMN IF NOT EXISTS attempted_at TIMESTAMPTZ",),
     ),
+    # When a pending row was last claimed (reserved, or taken over from a claimant that is gone): the claimant of
+    # another host (whose process cannot be looked at from here: a container has a hostname of its own, a new one
+    # when it is started again) is gone once its newest claim is older than OTHER_HOST_STALE_AFTER.
+    Migration(
+        "risk_notify_0004_claimed_at",
+        ("ALTER TABLE notifications ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMPTZ",),
+    ),
 )
 
 
@@ -725,9 +732,10 @@ _RETRYABLE_FROM = f"""assessments a
 #: appended to :data:`_RETRYABLE_FROM` by a claim: the event's last failed attempt is old enough for the next one
 #: (parameter: the latest time allowed after 1, 2, ... failures, as a list; ``n.last_failed`` is that attempt's)
 _RETRY_DUE = " AND n.last_failed <= list_extract(CAST(? AS TIMESTAMPTZ[]), least(n.failed, ?))"
-#: a pending row (parameters: created_at, claimed_by) for each assessment ``a`` of the table named after it
-_PENDING_FROM = """INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by)
-    SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?
+#: a pending row (parameters: created_at, claimed_by, claimed_at) for each assessment ``a`` of the table named after it
+_PENDING_FROM = """INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by,
+                                           claimed_at)
+    SELECT replace(CAST(gen_random_uuid() AS VARCHAR), '-', ''), a.event_id, a.notification, 'pending', ?, ?, ?
     FROM"""
 _live: dict[str, int] = {}  # claimants of this process that are still going to deliver what they claimed
 _live_lock = threading.Lock()
@@ -781,28 +789,35 @@ def release(claimant: str) -> None:
             _live.pop(claimant, None)
 
 
-def claimant_alive(claimant: str | None) -> bool:
+def claimant_alive(claimant: str | None, seen_at: datetime | None = None) -> bool:
     """Whether ``claimant`` may still deliver what it claimed: in this process, while it holds it; else while its
-    process runs (another host's: assumed so, it cannot be told from here)."""
+    process runs (another host's: :func:`process_alive`, by ``seen_at``, its newest claim)."""
     if not claimant:
         return False
     proc, _, _name = claimant.partition("/")
     if proc == this_process():
         with _live_lock:
             return claimant in _live
-    return process_alive(proc)
+    return process_alive(proc, seen_at)
 
 
-def process_alive(proc: str | None) -> bool:
+#: How long a process of another host may show no sign of life (a score run's progress, a notification claimed)
+#: before it is taken as gone: it cannot be looked at from here, and a container has a hostname of its own (a new
+#: one each time it is started again), so a killed one would otherwise hold what it held for good.
+OTHER_HOST_STALE_AFTER = timedelta(hours=1)
+
+
+def process_alive(proc: str | None, seen_at: datetime | None = None) -> bool:
     """Whether the process ``host:pid:start`` (:func:`this_process` of it) still runs: a process of this host
-    runs while its pid does with the same start time (a pid used again is another process); another host's is
-    assumed to run (it cannot be told from here)."""
+    runs while its pid does with the same start time (a pid used again is another process); another host's, which
+    cannot be looked at, while its last sign of life ``seen_at`` is less than :data:`OTHER_HOST_STALE_AFTER` old
+    (always, when ``seen_at`` is not known)."""
     if not proc:
         return False
     host, _, rest = proc.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname():
-        return True
+        return seen_at is None or seen_at >= datetime.now(timezone.utc) - OTHER_HOST_STALE_AFTER
     try:
         pid = int(pid_text)
         os.kill(pid, 0)
@@ -827,7 +842,7 @@ def reserve(con: duckdb.DuckDBPyConnection, assessments: str, claimant: str) -> 
             WHERE a.notification IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM notifications n
                               WHERE n.event_id = a.event_id AND (n.status IN {_HELD_SQL} OR n.claimed_by = ?))""",
-        [datetime.now(timezone.utc), claimant, claimant],
+        [now := datetime.now(timezone.utc), claimant, now, claimant],
     ).fetchall()
 
 
@@ -841,20 +856,21 @@ def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: i
     retry_after = retry_after_from_env() if retry_after is None else tuple(retry_after)
     if not retry_after:
         raise ValueError("retry_after needs at least one wait")
-    claimants = [r[0] for r in con.execute(
-        "SELECT DISTINCT claimed_by FROM notifications WHERE status = 'pending'").fetchall()]
-    gone = [c for c in claimants if c is not None and c != claimant and not claimant_alive(c)]
+    claimants = con.execute(
+        "SELECT claimed_by, max(coalesce(claimed_at, created_at)) FROM notifications WHERE status = 'pending' "
+        "GROUP BY claimed_by").fetchall()
+    gone = [c for c, seen in claimants if c is not None and c != claimant and not claimant_alive(c, seen)]
     now = datetime.now(timezone.utc)
     con.execute("BEGIN TRANSACTION")
     try:
         taken = con.execute(
-            "UPDATE notifications SET claimed_by = ? WHERE status = 'pending' "
+            "UPDATE notifications SET claimed_by = ?, claimed_at = ? WHERE status = 'pending' "
             "AND (claimed_by IS NULL OR list_contains(CAST(? AS VARCHAR[]), claimed_by))",
-            [claimant, gone],
+            [claimant, now, gone],
         ).fetchall()[0][0]
         cutoff = now - retry_within
         retried = con.execute(f"{_PENDING_FROM} {_RETRYABLE_FROM} {_RETRY_DUE}",
-                              [now, claimant, cutoff, max_attempts - 1, cutoff,
+                              [now, claimant, now, cutoff, max_attempts - 1, cutoff,
                                [now - wait for wait in retry_after], len(retry_after)]).fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import duckdb
 import numpy as np
@@ -112,15 +112,13 @@ MIGRATIONS = (
         ("ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS process VARCHAR",),
     ),
     # When a run last made progress (started, or committed a chunk): a run of another host (whose process cannot be
-    # looked at from here: a container has a hostname of its own) is gone once it made none for RUN_STALE_AFTER.
+    # looked at from here: a container has a hostname of its own) is gone once it made none for risk.notify.OTHER_HOST_STALE_AFTER.
     Migration(
         "risk_score_0004_run_progress",
         ("ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS progress_at TIMESTAMPTZ",),
     ),
 )
 
-#: How long a running run of another host may make no progress before a run starting here records it as interrupted.
-RUN_STALE_AFTER = timedelta(hours=1)
 
 DEFAULT_CHUNK_ROWS = 250_000
 TOP_REASONS = 3
@@ -633,19 +631,14 @@ def _mark_gone_runs(con) -> None:
     """Record as interrupted the runs still ``running`` whose process is gone (killed, or stopped before its
     ``finally`` could say so): a run of another process that still runs (the store is handed over between
     chunks) stays running, and so does a run of this process that has not ended."""
-    import socket
-
     from risk.notify import process_alive, this_process
 
     me = this_process()
-    stale = datetime.now(timezone.utc) - RUN_STALE_AFTER
 
-    def alive(run_id: str, proc: str | None, progress: datetime | None) -> bool:
+    def alive(run_id: str, proc: str | None, progress: datetime) -> bool:
         if proc == me:
             return run_id in _live_runs
-        if proc and proc.partition(":")[0] != socket.gethostname():  # its process cannot be looked at from here
-            return progress is not None and progress >= stale
-        return process_alive(proc)
+        return process_alive(proc, progress)  # another host's: while it made progress lately
 
     gone = [run_id for run_id, proc, progress in con.execute(
                 "SELECT run_id, process, coalesce(progress_at, started_at) FROM score_runs WHERE status = 'running'"

@@ -213,7 +213,8 @@ def test_a_store_migrated_by_an_older_riskgate_opens_and_its_failed_notification
     from risk.store import risk_migrations
 
     path = tmp_path / "old.duckdb"
-    older = [m for m in risk_migrations() if m.name not in ("risk_notify_0002_pending", "risk_notify_0003_attempted_at")]
+    older = [m for m in risk_migrations()
+             if m.name not in ("risk_notify_0002_pending", "risk_notify_0003_attempted_at", "risk_notify_0004_claimed_at")]
     con = ingest_store.connect(path, migrations=(*ingest_store.MIGRATIONS, *older))
     try:
         con.execute("INSERT INTO notifications VALUES ('n1', 'ev-1', 'alice', 'alice@example.org', 'BlockEmail', "
@@ -224,7 +225,7 @@ def test_a_store_migrated_by_an_older_riskgate_opens_and_its_failed_notification
         con.close()
     con = rstore.connect(path)
     try:
-        assert "risk_notify_0002_pending" in ingest_store.applied_migrations(con)
+        assert {"risk_notify_0002_pending", "risk_notify_0004_claimed_at"} <= set(ingest_store.applied_migrations(con))
         assert [r.status for r in nt.notifications_for_event(con, "ev-1")] == ["failed"]
         assert not nt.already_notified(con, "ev-1") and nt.already_notified(con, "ev-2")
     finally:
@@ -484,3 +485,41 @@ def test_blanks_inside_the_feedback_secret_do_not_count(monkeypatch):
             nt.make_token("ev", "alice")
     monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, "abcd efgh ijkl mnop")  # 16 characters besides the blanks
     assert nt.verify_token(nt.make_token("ev", "alice")).event_id == "ev"
+
+
+def test_pending_notifications_of_another_hosts_claimant_are_taken_once_its_claims_are_an_hour_old(tmp_path):
+    """A claimant of another host cannot be looked at from here (a container has a hostname of its own, a new one
+    when it is started again): its pending rows were never claimed again, so the emails of a killed container were
+    never sent. Now they are once its newest claim is older than OTHER_HOST_STALE_AFTER (rows of older stores,
+    without ``claimed_at``: by when they became due); a live one's, claimed lately, stay its own."""
+    from risk import store as rstore
+
+    now = datetime.now(timezone.utc)
+    hour = nt.OTHER_HOST_STALE_AFTER
+    rows = [  # event, claimant, created_at, claimed_at
+        ("killed-1", "pod-a1b2:7:123/score-1", now - 3 * hour, now - 2 * hour),
+        ("killed-2", "pod-a1b2:7:123/score-1", now - 3 * hour, None),
+        ("lately-retaken", "pod-c3d4:9:456/service", now - 5 * hour, now - timedelta(minutes=5)),
+        ("lately-retaken-old", "pod-c3d4:9:456/service", now - 5 * hour, now - 2 * hour),
+        ("older-store", "pod-e5f6:3:789/score-2", now - 2 * hour, None),
+        ("older-store-live", "pod-0a0b:4:111/score-3", now - timedelta(minutes=10), None),
+    ]
+    con = rstore.connect(tmp_path / "s.duckdb")
+    try:
+        for i, (event_id, who, created, claimed) in enumerate(rows):
+            con.execute("INSERT INTO notifications (notification_id, event_id, template, status, created_at, "
+                        "claimed_by, claimed_at) VALUES (?, ?, 'BlockEmail', 'pending', ?, ?, ?)",
+                        [f"n{i}", event_id, created, who, claimed])
+        claimant = nt.new_claimant("test")
+        before = datetime.now(timezone.utc)
+        assert nt.claim_owed(con, claimant) == 3
+        assert sorted(e for _nid, e, _t in nt.claimed(con, claimant)) == ["killed-1", "killed-2", "older-store"]
+        # a claimant's rows go together (its newest claim is recent: pod-c3d4 is alive), and a claim is dated, so
+        # that a run of yet another host does not take them from the one that just took them over (seen from there,
+        # this is another host: its claimant is renamed so here)
+        assert con.execute("SELECT count(*) FROM notifications WHERE claimed_by = ? AND claimed_at >= ?",
+                           [claimant, before]).fetchall() == [(3,)]
+        con.execute("UPDATE notifications SET claimed_by = 'pod-9z9z:5:222/score-4' WHERE claimed_by = ?", [claimant])
+        assert nt.claim_owed(con, nt.new_claimant("third")) == 0
+    finally:
+        con.close()

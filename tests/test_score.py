@@ -986,7 +986,7 @@ def test_a_run_starting_marks_interrupted_only_the_runs_whose_process_is_gone(st
                 "other-host-silent": f"pod-7f9c:{pid}:{start}"}
         with risk.store.connect(store) as con:
             for run_id, proc in runs.items():
-                # another host's run is judged by its progress: none for over an hour (RUN_STALE_AFTER), it is gone
+                # another host's run is judged by its progress: none for over an hour (risk.notify.OTHER_HOST_STALE_AFTER), it is gone
                 con.execute("INSERT INTO score_runs (run_id, started_at, status, events_scored, process, progress_at) "
                             "VALUES (?, now(), 'running', 0, ?, now() - CAST(? AS INTERVAL))",
                             [run_id, proc, "2 hours" if run_id == "other-host-silent" else "1 minute"])
