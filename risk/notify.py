@@ -861,8 +861,13 @@ def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: i
         "GROUP BY claimed_by").fetchall()
     gone = [c for c, seen in claimants if c is not None and c != claimant and not claimant_alive(c, seen)]
     now = datetime.now(timezone.utc)
+    with _live_lock:
+        mine = list(_live)  # this process's claimants that still deliver: a sign of life for other hosts to see
     con.execute("BEGIN TRANSACTION")
     try:
+        if mine:  # (the service claims what is owed every few minutes: its queued rows never look abandoned)
+            con.execute("UPDATE notifications SET claimed_at = ? WHERE status = 'pending' "
+                        "AND list_contains(CAST(? AS VARCHAR[]), claimed_by)", [now, mine]).fetchall()
         taken = con.execute(
             "UPDATE notifications SET claimed_by = ?, claimed_at = ? WHERE status = 'pending' "
             "AND (claimed_by IS NULL OR list_contains(CAST(? AS VARCHAR[]), claimed_by))",

@@ -521,5 +521,18 @@ def test_pending_notifications_of_another_hosts_claimant_are_taken_once_its_clai
                            [claimant, before]).fetchall() == [(3,)]
         con.execute("UPDATE notifications SET claimed_by = 'pod-9z9z:5:222/score-4' WHERE claimed_by = ?", [claimant])
         assert nt.claim_owed(con, nt.new_claimant("third")) == 0
+        # a claimant of this process that still delivers (the service's queue) renews its claims whenever this
+        # process claims what is owed (the service does every few minutes): seen from elsewhere, it is alive
+        queue = nt.new_claimant("service")
+        con.execute("INSERT INTO notifications (notification_id, event_id, template, status, created_at, claimed_by, "
+                    "claimed_at) VALUES ('q1', 'queued', 'BlockEmail', 'pending', ?, ?, ?)", [now - 3 * hour, queue,
+                                                                                             now - 2 * hour])
+        nt.hold(queue)
+        try:
+            assert nt.claim_owed(con, nt.new_claimant("service-owed")) == 0
+        finally:
+            nt.release(queue)
+        assert con.execute("SELECT claimed_by = ?, claimed_at >= ? FROM notifications WHERE event_id = 'queued'",
+                           [queue, before]).fetchall() == [(True, True)]
     finally:
         con.close()
