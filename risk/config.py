@@ -1016,6 +1016,22 @@ def unknown_pool_warning(con: duckdb.DuckDBPyConnection, pool: str) -> str | Non
     return text
 
 
+def served_pool_problem(pools: Iterable[str], pool: str) -> str | None:
+    """Why the HTTP service refuses ``pool`` (an event's UserPoolId, a SetRiskConfiguration's) in a store that
+    knows ``pools``, or None: a service has no one to warn, and one request naming a pool the store has never seen
+    (a typo) would make it know two, so that its events and users without a pool id belong to none (their MFA
+    then counts for nobody). Known: the store's pools and ``$RISKGATE_USER_POOL_ID``; a store that knows no pool
+    takes its first. A new pool is added by the CLI (``riskgate config set``, ``mode``, ``ingest``), which warns."""
+    known = set(pools)
+    chosen = os.environ.get(POOL_ENV)
+    if chosen:
+        known.add(chosen)
+    if not known or pool in known:
+        return None
+    return (f"User pool {pool} does not exist in this store (it knows {', '.join(sorted(known))}); a new pool is "
+            "added with `riskgate config set --user-pool-id` (or `riskgate mode`, `riskgate ingest` of its events)")
+
+
 def unpooled_pool(con: duckdb.DuckDBPyConnection) -> str | None:
     """The pool an event (or a loaded user) without a UserPoolId belongs to: the one scoring decides such an
     event under (:func:`choose_pool`: ``$RISKGATE_USER_POOL_ID``, else the store's only pool, else ``default``);

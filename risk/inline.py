@@ -158,6 +158,7 @@ class InlineScorer:
         self.write_seconds: deque = deque(maxlen=10_000)  # how long the last writes took
         self.fast_rows = 0  # records canonicalised in Python (the rest by the reader's SQL)
         self.online_events = 0  # events whose features came from the in-memory state (the rest from SQL)
+        self._pools: set[str] = set()  # pools the store was seen to know (read again for a pool not among them)
 
     # -- what a run reads once --------------------------------------------------------------
 
@@ -331,7 +332,7 @@ class InlineScorer:
                 return split(out), []
             ids = [r["event_id"] for r in rows]
             existing = self._existing(ids)
-            refused = self._reused_ids(rows, existing)
+            refused = {**self._unknown_pools(rows), **self._reused_ids(rows, existing)}
             if refused:  # an EventId that stands for another sign-in: refused, never answered with its assessment
                 for row in rows:
                     if row["source_line"] in refused:
@@ -362,6 +363,27 @@ class InlineScorer:
         if self._unanswered:
             self._unanswered.difference_update(r["event_id"] for r in rows)
         return split(out), due
+
+    def _unknown_pools(self, rows: list[dict]) -> dict[int, str]:
+        """Requests (by line) naming a pool the store does not know, with the reason (``risk.config.
+        served_pool_problem``: one request must not make users without a pool id belong to none). In a store that
+        knows no pool, the first request's pool is taken, and another one in the same batch refused."""
+        from risk.config import known_pools, served_pool_problem
+
+        named = {r["user_pool_id"] for r in rows if r["user_pool_id"] is not None}
+        if named <= self._pools:
+            return {}
+        self._pools = set(known_pools(self.con))  # another process may have added one
+        refused, taken = {}, set(self._pools)
+        for row in rows:
+            pool = row["user_pool_id"]
+            problem = None if pool is None else served_pool_problem(taken, pool)
+            if problem:
+                refused[row["source_line"]] = problem
+            elif pool is not None:
+                taken.add(pool)
+        self._pools = taken  # a pool taken here is known from now on, though its events may not be written yet
+        return refused
 
     def _reused_ids(self, rows: list[dict], existing: set[str]) -> dict[int, str]:
         """Requests (by line) whose EventId is stored, waiting to be written or earlier in the batch for a different

@@ -198,12 +198,15 @@ def _describe(con, pool: str, client: str | None) -> dict:
 
 def set_risk_configuration(con, params: dict) -> dict:
     from ingest.errors import ConfigurationError
-    from risk.config import set_configuration, validate_document
+    from risk.config import known_pools, served_pool_problem, set_configuration, validate_document
 
     _only(params, ("UserPoolId", "ClientId", "CompromisedCredentialsRiskConfiguration",
                    "AccountTakeoverRiskConfiguration", "RiskExceptionConfiguration"))
     pool = _pool(params)
     client = _str(params, "ClientId", required=False)
+    problem = served_pool_problem(known_pools(con), pool)
+    if problem:
+        raise CognitoError("ResourceNotFoundException", problem)
     try:
         cfg = validate_document(params, source="SetRiskConfiguration")
         set_configuration(con, cfg, user_pool_id=pool, client_id=client, source="SetRiskConfiguration (HTTP)")
