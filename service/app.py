@@ -492,10 +492,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                 headers = {k.lower(): v for k, v in request.headers.items()}
                 cognito.verify_sigv4(request.method, request.url.path, request.url.query, headers, body,
                                      access_key_id=access_key_id, secret=api_key)
-            try:
-                params = json.loads(body) if body.strip() else {}
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise cognito.CognitoError("SerializationException", f"the body is not JSON: {exc}") from None
+            params = _cognito_params(body)
             if not isinstance(params, dict):
                 raise cognito.CognitoError("SerializationException", "the body must be a JSON object")
             fn = cognito.OPERATIONS[op]
@@ -573,6 +570,30 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
 
     _add_schemas(app)
     return app
+
+
+def _cognito_params(body: bytes) -> Any:
+    """The JSON of a Cognito request's body (``{}`` when empty); SerializationException when it is not JSON, or
+    nests arrays and objects more than ``ingest.sources.base.MAX_JSON_DEPTH`` levels deep (Python's parser
+    recurses: about 1,000 levels, 2 KB sent without a key, were a RecursionError, a 500 and a traceback logged)."""
+    from ingest.sources.base import MAX_JSON_DEPTH, deeper_than, line_column
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise cognito.CognitoError("SerializationException", f"the body is not JSON: {exc}") from None
+    if not text.strip():
+        return {}
+    at = deeper_than(text)
+    if at is not None:
+        line, col = line_column(text, at)
+        raise cognito.CognitoError(
+            "SerializationException", f"the body nests arrays and objects more than {MAX_JSON_DEPTH:,} levels deep "
+                                      f"(line {line} column {col})")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise cognito.CognitoError("SerializationException", f"the body is not JSON: {exc}") from None
 
 
 def _cognito_error(exc: cognito.CognitoError) -> JSONResponse:

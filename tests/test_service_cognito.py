@@ -207,6 +207,14 @@ def test_authentication_and_protocol_errors(svc, pool):
     assert r.status_code == 400 and r.json()["__type"] == "UnknownOperationException"
     r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"}, content="{nope")
     assert r.status_code == 400 and r.json()["__type"] == "SerializationException"
+    # nesting beyond what Python's parser can recurse through: a SerializationException, not a 500 (the feedback
+    # operation needs no key); also nested inside a parameter's value
+    for t, body in (("UpdateAuthEventFeedback", "[" * 1000 + "]" * 1000),
+                    ("DescribeRiskConfiguration", '{"UserPoolId": ' + "[" * 980 + "]" * 980 + "}"),
+                    ("DescribeRiskConfiguration", "{" * 600 + "}" * 600)):
+        r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + t}, content=body)
+        assert r.status_code == 400 and r.json()["__type"] == "SerializationException", (t, r.text)
+        assert "more than 512 levels deep (line 1 column " in r.json()["message"], r.text
     r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"},
                    content=json.dumps({"UserPoolId": pool, "Colour": "blue"}))
     assert r.json()["__type"] == "InvalidParameterException" and "Colour" in r.json()["message"]
