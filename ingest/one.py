@@ -34,6 +34,7 @@ from ingest.enrich import (
 )
 from ingest.geo import EMPTY
 from ingest.schema import (
+    BLANK,
     EVENT_COLUMNS,
     EVENT_RESPONSE_ALIASES,
     EVENT_TYPES,
@@ -118,8 +119,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
             return None
         ip_address, server_name, server_path = ctx["IpAddress"], ctx["ServerName"], ctx["ServerPath"]
         encoded = ctx.get("EncodedData")
-        if not all(isinstance(v, str) for v in (ip_address, server_name, server_path)):
-            return None
+        if not all(isinstance(v, str) for v in (ip_address, server_name, server_path)) or not ip_address.strip(BLANK):
+            return None  # (a blank IpAddress: the reader's "is required when ContextData is present")
         if encoded is not None and not isinstance(encoded, str):
             return None
         headers = _pairs(ctx["HttpHeaders"], "headerName", "headerValue")

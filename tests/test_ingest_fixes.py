@@ -465,6 +465,19 @@ def test_an_event_id_derived_from_a_line_never_hashes_its_password(env):
     assert short_digest(without) != suffix
 
 
+@pytest.mark.parametrize("address", ["", "   ", "\t"])
+def test_context_data_with_a_blank_ip_address_is_quarantined(env, address):
+    """ContextData requires its IpAddress: a blank one was stored as context data without an address, which no
+    BlockedIPRangeList / SkippedIPRangeList entry can ever match (an application's bug would switch them off)."""
+    with_context = E.replace("}", ',"ContextData":{"IpAddress":' + json.dumps(address)
+                             + ',"ServerName":"a","ServerPath":"/","HttpHeaders":[]}}')
+    f = env / "blank-ip.jsonl"
+    f.write_text(with_context + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (1, 0, 0, 1)
+    assert out["reasons"] == {"ContextData.IpAddress is required when ContextData is present": 1}
+
+
 def test_label_values_follow_labels_loads_rules():
     """null and blank strings are no label (as a blank cell of a labels file); yes/no spellings are true/false."""
     pairs, reason = riskgate_jsonl.label_values(

@@ -229,6 +229,10 @@ def test_bad_input_is_refused_with_reasons(base, store):
         assert r.status_code == 422 and "EventType \"LogIn\" is not one of" in r.json()["detail"][0]["msg"]
         r = post(json={**ev, "ContextData": {**ev["ContextData"], "IpAddress": "999.1.1.1"}})
         assert r.status_code == 422 and "is not an IPv4 or IPv6 address" in r.json()["detail"][0]["msg"]
+        for blank in ("", " \t"):  # context data without an address: no IP-range exception could ever match it
+            r = post(json={**ev, "ContextData": {**ev["ContextData"], "IpAddress": blank}})
+            assert r.status_code == 422 and r.json()["detail"][0]["msg"] == (
+                "ContextData.IpAddress is required when ContextData is present"), r.text
         # 10 MB: refused before parsing, with a declared length and chunked
         big = b'{"Username": "' + b"a" * (10 * 1024 * 1024) + b'"}'
         r = post(content=big)

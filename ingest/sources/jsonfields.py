@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.errors import malformed_json
+from ingest.schema import BLANK, BLANK_SQL
 from ingest.sources.base import epoch_sql
 
 # JSON types DuckDB's json_type() reports, by the kind a field expects
@@ -66,6 +67,7 @@ class JsonField:
     required: bool = False
     required_if: str | None = None  # name of an object field whose presence makes this one required
     empty_is_null: bool = False  # the string "" means absent (user-activity export)
+    blank_is_missing: bool = False  # a string of blanks (or "") counts as missing for required / required_if
     item: list | dict | None = None  # json_transform shape of an array's items, e.g. [{"a": "VARCHAR"}]
 
 
@@ -217,7 +219,11 @@ def extract(
             f"CASE WHEN {t} <> 'NULL' AND {t} NOT IN ({allowed}) "
             f"THEN {sql_string(f.name + ' must be ' + _KIND_WORDS[f.kind] + ', got ')} || {json_type_word(t)} END"
         )
-        missing = f"({t} IS NULL OR {t} = 'NULL'" + (f" OR {_access(f)}::VARCHAR = ''" if f.empty_is_null else "") + ")"
+        blank = f"({t} = 'VARCHAR' AND regexp_full_match({_access(f)}::VARCHAR, '{BLANK_SQL}'))"
+        missing = (f"({t} IS NULL OR {t} = 'NULL'" + (f" OR {_access(f)}::VARCHAR = ''" if f.empty_is_null else "")
+                   + (f" OR {blank}" if f.blank_is_missing else "") + ")")
+        if f.blank_is_missing:  # a string the types allow: the row is bad all the same
+            extra_bad.append(f"coalesce({blank}, false)")
         if f.required:
             checks.append(f"CASE WHEN {missing} THEN {sql_string(f.name + ' is required')} END")
             if f.empty_is_null:
@@ -430,6 +436,9 @@ def _extract_fast(con: duckdb.DuckDBPyConnection, texts: pa.Array | pa.ChunkedAr
             parent = value(next(g.path for g in fields if g.name == f.required_if))
             if pc.any(pc.and_(pc.is_valid(parent), pc.is_null(v))).as_py():
                 return None
+        if f.blank_is_missing and pa.types.is_string(v.type) and pc.any(
+                pc.equal(pc.utf8_trim(v, BLANK), "")).as_py():
+            return None  # the SQL way names it
         if f.kind == "number" and pc.any(pc.invert(pc.is_finite(v))).as_py():  # NaN, Infinity: the SQL way says so
             return None
         if f.kind == "array":  # items: objects whose keys all hold strings

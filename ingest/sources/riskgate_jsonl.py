@@ -61,7 +61,9 @@ FIELDS = [
     JsonField("ChallengeResponses", "$.ChallengeResponses", "array", "challenge_responses",
               item=[{"ChallengeName": "VARCHAR", "ChallengeResponse": "VARCHAR"}]),
     JsonField("ContextData", "$.ContextData", "object", None),
-    JsonField("ContextData.IpAddress", "$.ContextData.IpAddress", "string", "ip_address", required_if="ContextData"),
+    # blank is missing: an empty address would be context data no IP-range exception can ever match
+    JsonField("ContextData.IpAddress", "$.ContextData.IpAddress", "string", "ip_address", required_if="ContextData",
+              blank_is_missing=True),
     JsonField("ContextData.ServerName", "$.ContextData.ServerName", "string", "server_name", required_if="ContextData"),
     JsonField("ContextData.ServerPath", "$.ContextData.ServerPath", "string", "server_path", required_if="ContextData"),
     JsonField("ContextData.HttpHeaders", "$.ContextData.HttpHeaders", "array", "http_headers",
