@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -39,7 +40,10 @@ def serve(
     key = check_api_key(os.environ.get(API_KEY_ENV))
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)  # settings checked
     hold_serving(resolve_db_path(db), f"http://{host}:{port}")  # one service per store: held until the process ends
-    err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on http://{host}:{port}", highlight=False)
+    sock = listening_socket(host, port)  # before saying so: a port in use is one line and exit 2
+    address = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}"
+    err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on {address}", highlight=False,
+                      soft_wrap=True)  # one line, whatever the width: a log line
     # the event loop and the store thread share the GIL: a short switch interval lets the loop answer
     # while the store thread assesses (the default 5 ms would add up to 5 ms per hand-over of the GIL)
     sys.setswitchinterval(0.0005)
@@ -48,6 +52,33 @@ def serve(
     # keep idle connections longer than the usual client pools and load balancers (60 s) do, so that a
     # client never reuses a connection the server is just closing; a request's head is bounded in size and time
     # and body in time (service.http: uvicorn's httptools protocol has no bound of its own)
-    uvicorn.run(asgi(application), host=host, port=port, access_log=access_log, log_level="info",
-                http=BoundedHttpProtocol.configured(head_timeout=header_timeout, body_timeout=body_timeout),
-                timeout_keep_alive=75, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(asgi(application), access_log=access_log, log_level="info",
+                            http=BoundedHttpProtocol.configured(head_timeout=header_timeout, body_timeout=body_timeout),
+                            timeout_keep_alive=75, timeout_graceful_shutdown=10)
+    # uvicorn.Server, not uvicorn.run: that swallows the Ctrl-C uvicorn raises again once it has shut down (exit 0);
+    # here it ends as every command's does ("interrupted", exit 130), after the graceful shutdown
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listening_socket(host: str, port: int):
+    """A TCP socket bound to ``host``:``port`` (0: any free port), as uvicorn would bind it; a clear error when it
+    cannot be (the port in use, an address this machine does not have or cannot resolve)."""
+    import socket
+
+    from ingest.errors import RiskgateError
+
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise RiskgateError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+    except OSError as exc:
+        sock.close()
+        raise RiskgateError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                            + (" (another process listens there)" if exc.errno == errno.EADDRINUSE else "")) from None
+    sock.set_inheritable(True)
+    return sock

@@ -165,7 +165,9 @@ class StoreWorker:
             if warm is not None:
                 try:
                     warm()  # ready only once the first request would not wait for the model and the state
-                except Exception:  # noqa: BLE001 - e.g. no model yet: each request will say so
+                except RiskgateError as exc:  # e.g. no model yet: each request will say so
+                    log.warning("could not prepare the scorer before the first request: %s", exc)
+                except Exception:  # noqa: BLE001 - a fault of ours: the details
                     log.warning("could not prepare the scorer before the first request", exc_info=True)
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             self.open_error = exc

@@ -545,3 +545,53 @@ def test_a_hand_over_that_cannot_take_the_store_back_recovers_once_it_is_free(ba
         assert r.status_code == 200
         assert client.get(svc.url + "/healthz").json()["status"] == "ok"
     assert q(store, "SELECT count(*) FROM events WHERE event_id IN (?, ?)", [e["EventId"] for e in events]) == [(2,)]
+
+
+def _serve(tmp_path, *args, **popen):
+    import os
+
+    env = {**os.environ, "RISKGATE_API_KEY": API_KEY}
+    cmd = [sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "s.duckdb"), *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2_before_saying_it_listens(tmp_path):
+    """It printed "listening on" first, then uvicorn's error and exit 3 after 8 lines."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _serve(tmp_path, "--port", str(port))
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (another process listens there)\n"
+    proc = _serve(tmp_path, "--host", "256.1.1.1")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and err.startswith("error: cannot listen on 256.1.1.1:8080: ") and err.count("\n") == 1
+
+
+def test_serve_says_the_port_it_got_and_ctrl_c_is_interrupted_130_without_a_traceback(tmp_path):
+    """--port 0 said port 0; Ctrl-C exited 0 (uvicorn.run swallows it) without the "interrupted" of every other
+    command; a store without a model logged a traceback at start (each request says "no trained model")."""
+    import re
+    import signal
+
+    proc = _serve(tmp_path, "--port", "0")
+    try:
+        line = proc.stderr.readline()
+        found = re.fullmatch(r"riskgate serve: store .*s\.duckdb, listening on http://127\.0\.0\.1:(\d+)\n", line)
+        assert found, line
+        port = int(found.group(1))
+        assert port > 0
+        wait_until_serving(port, proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/evaluate", headers=headers(), json={"Username": "a"}, timeout=30)
+        assert r.status_code in (422, 503), r.text
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith("interrupted"), err
+    assert "Traceback" not in err, err
+    assert "could not prepare the scorer before the first request: no trained model in the store" in err, err
