@@ -490,7 +490,7 @@ class Targets:
     ``max_challenged`` / ``max_blocked``: shares of legitimate sign-ins the decision would
     challenge with MFA or block (``max_challenged``: any friction) / block, because of their risk level (not those challenged anyway, having
     MFA of their own, or blocked anyway, from a blocked IP range); ``min_precision``: among labelled sign-ins that are challenged or
-    blocked, the share of attacks; ``max_at_level``: per level (Low/Medium/High), the share of
+    blocked, the share of attacks (not met when none is: unmeasured); ``max_at_level``: per level (Low/Medium/High), the share of
     legitimate sign-ins rated at or above it.
     """
 
@@ -586,7 +586,9 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
             return False
         if targets.min_precision is not None:
             acted = by_risk & labelled
-            if acted.sum() and (acted & h.attack).sum() / acted.sum() < targets.min_precision:
+            # unmeasured (no labelled sign-in acted on) is not met: it would hold at every threshold, down to
+            # the most aggressive one, on a history that says nothing about it
+            if not acted.sum() or (acted & h.attack).sum() / acted.sum() < targets.min_precision:
                 return False
         for level, cap in caps.items():
             if ((scores >= getattr(t, level.lower())) & h.legit).sum() / nl > cap:
@@ -641,7 +643,7 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
             if targets.min_precision is not None:
                 acted = count(risk_top & labelled, risk_here & labelled)
                 hits = count(risk_top & h.attack, risk_here & h.attack)
-                good &= ~((acted > 0) & (hits / np.maximum(acted, 1) < targets.min_precision))
+                good &= (acted > 0) & ~(hits / np.maximum(acted, 1) < targets.min_precision)
         for level, cap in caps.items():
             if level in order[k:]:  # this level and the lower ones are at x
                 n = legit_cum[-1] - legit_cum[xi]
@@ -694,6 +696,9 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
     met = ok(t)
     if not met and not any("no threshold meets the targets" in n for n in notes):
         notes.append("the combined thresholds do not meet every target")
+    if targets.min_precision is not None and not ((oc.at(scores, t) > base) & labelled).any():
+        notes.append("min_precision cannot be measured: no labelled sign-in is challenged or blocked for its risk at "
+                     "these thresholds (label attacks, or widen the period), so it is not met")
     few = [(targets.max_challenged, "a challenge share of {:g}"), (targets.max_blocked, "a block share of {:g}"),
            *((caps.get(lvl), "a share of {:g} rated " + lvl + (" or above" if lvl != "High" else ""))
              for lvl in LEVELS)]

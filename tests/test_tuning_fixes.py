@@ -114,7 +114,7 @@ def _holds(h, oc, t, targets):
         return False
     if targets.min_precision is not None:
         acted = by_risk & (h.legit | h.attack)
-        if acted.sum() and (acted & h.attack).sum() / acted.sum() < targets.min_precision:
+        if not acted.sum() or (acted & h.attack).sum() / acted.sum() < targets.min_precision:
             return False
     return all(((s >= getattr(t, lvl.lower())) & h.legit).sum() / nl <= cap for lvl, cap in targets.max_at_level.items())
 
@@ -327,3 +327,19 @@ def test_a_thresholds_file_giving_a_key_twice_is_refused_naming_it(tmp_path, db,
     p.write_text(text)
     res = invoke("whatif", "--thresholds", p, "--db", db)
     assert res.exit_code == 2 and " ".join(res.output.split()).endswith(message), res.output
+
+
+def test_a_precision_target_nothing_measures_is_not_met_and_moves_nothing_down():
+    """A period of legitimate sign-ins only: the precision risk acts on was 0 of 0, taken as met at every candidate,
+    so the lowest one was chosen (every level at 0.2: MFA_REQUIRED for any score over 0.2) and --apply wrote it."""
+    h, oc = _fake([0.05, 0.1, 0.15, 0.2], [0, 0, 0, 0], [[0, 1, 1, 2]] * 4)
+    current = Thresholds(0.2, 0.5, 0.8)
+    r = tuning.tune_of(h, oc, current, 0, tuning.Targets(min_precision=0.99))
+    assert not r.met
+    assert r.thresholds.high == 1.0, r.thresholds
+    assert any(n.startswith("min_precision cannot be measured") for n in r.notes), r.notes
+    # with one attack acted on, alone, it is measured and met
+    h, oc = _fake([0.05, 0.1, 0.15, 0.9], [0, 0, 0, 1], [[0, 1, 1, 2]] * 4)
+    r = tuning.tune_of(h, oc, current, 0, tuning.Targets(min_precision=0.99))
+    assert r.met and 0.15 < r.thresholds.high <= 0.9, (r.thresholds, r.notes)  # acting on the attack alone
+    assert not any(n.startswith("min_precision cannot be measured") for n in r.notes), r.notes
