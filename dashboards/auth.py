@@ -116,3 +116,23 @@ def require_login() -> None:
             f"Set {PASSWORD_ENV} (or configure Streamlit's [auth] login), or listen on 127.0.0.1."
         )
         st.stop()
+    if not is_loopback(request_host(st.context.headers.get("Host"))):
+        # a web page can rebind its own domain to 127.0.0.1 (DNS rebinding): the browser then sends that page's
+        # name as Host, and the page could read the store and press the buttons; a loopback name it cannot send
+        st.error(
+            "Without authentication this dashboard answers only to a loopback address in the browser "
+            "(http://127.0.0.1:PORT, http://localhost:PORT, http://[::1]:PORT) and shows nothing here. "
+            f"Open it by such an address, or set {PASSWORD_ENV}."
+        )
+        st.stop()
+
+
+def request_host(host: str | None) -> str | None:
+    """The host of an HTTP ``Host`` header (``127.0.0.1:8501`` -> ``127.0.0.1``, ``[::1]:8501`` -> ``::1``); None
+    for no header at all (no HTTP request: Streamlit's AppTest), which is taken as loopback."""
+    if host is None:
+        return "127.0.0.1"
+    host = host.strip()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host

@@ -75,7 +75,9 @@ def test_every_page_renders_then_no_stored_value_is_rendered_or_fetched_in_chrom
     elsewhere: list[str] = []
     dialogs: list[str] = []
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # a name of a web page that rebinds it to this machine (DNS rebinding), simulated by the browser's resolver
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
@@ -87,6 +89,7 @@ def test_every_page_renders_then_no_stored_value_is_rendered_or_fetched_in_chrom
             values = add_evil(db, base)  # another process's write, between two page loads
             page.set_viewport_size({"width": 1400, "height": 1600})
             found, shown = _evil_pages(page, url, base, values)
+            rebound = _rebound_page(page, url)
         finally:
             browser.close()
     assert not errors, errors
@@ -94,6 +97,10 @@ def test_every_page_renders_then_no_stored_value_is_rendered_or_fetched_in_chrom
     assert hits == [], f"the browser fetched addresses chosen by the events: {hits}"
     assert not [u for u in elsewhere if u.startswith(base)], elsewhere
     assert not dialogs, dialogs
+    # without a password, a page whose address is not a loopback one shows nothing of the store
+    assert "answers only to a loopback address in the browser" in rebound, rebound
+    assert "known.duckdb" not in rebound and "AdminListUserAuthEvents" not in rebound, rebound
+    assert values["username"] not in rebound and "alice" not in rebound
     assert all(not any(v.values()) for v in found.values()), found
     assert "<b>BOLDCITY</b>" in shown["map"] and '<a href="' in shown["map"]  # plotly shows the characters
     for k in ("username", "city", "region", "server_path", "as_org", "label", "device_name"):
@@ -126,6 +133,17 @@ def _every_page(page, url: str) -> None:
         page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 80, 1000), 8000)})
         page.wait_for_timeout(300)
         page.screenshot(path=str(ARTIFACTS / f"{path or 'overview'}.png"), full_page=True)
+
+
+REBOUND = "rebind.riskgate.test"
+
+
+def _rebound_page(page, url: str) -> str:
+    """The text of the dashboard's User page opened under another name that resolves to 127.0.0.1."""
+    page.goto(url.replace("127.0.0.1", REBOUND) + "/user")
+    page.get_by_text("answers only to a loopback address").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    return page.locator("body").inner_text()
 
 
 def _evil_pages(page, url: str, base: str, values: dict) -> tuple[dict, dict]:
