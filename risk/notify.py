@@ -442,7 +442,7 @@ class SmtpSettings:
         values: dict[str, Any] = {}
         raw_port = os.environ.get(SMTP_PORT_ENV, "").strip()
         if raw_port:
-            if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+            if not (raw_port.isascii() and raw_port.isdigit()) or not 0 < int(raw_port) < 65536:
                 raise ConfigurationError(f"{SMTP_PORT_ENV} must be a port number, got {raw_port!r}")
             values["port"] = int(raw_port)
         values["starttls"] = _env_bool(SMTP_STARTTLS_ENV)

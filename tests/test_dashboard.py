@@ -261,6 +261,15 @@ def test_events_page_filters_by_cidr_and_explains_the_event(db):
     at.form_submit_button[0].click().run()
     assert any("not an IP address or a CIDR" in e.value for e in at.error)
     assert not at.dataframe  # nothing listed while a filter is wrong
+    at.text_input(key="ev_ip").input("")
+    for bad in ("²", "AS١٢", "4294967296"):  # digits to str.isdigit, not to int() / not 32 bits: a traceback
+        at.text_input(key="ev_asn").input(bad)
+        at.form_submit_button[0].click().run()
+        assert not at.exception, (bad, at.exception)
+        assert any("is not an AS number" in e.value for e in at.error), bad
+    at.text_input(key="ev_asn").input("AS4294967295")
+    at.form_submit_button[0].click().run()
+    assert not at.exception and not at.error and "**0 events** match" in texts(at)
 
 
 def test_user_page_counts_one_event_in_the_singular(db):

@@ -507,9 +507,10 @@ def test_smtp_settings_from_environment(monkeypatch):
     with pytest.raises(ConfigurationError, match="RISKGATE_SMTP_SSL must be true or false"):
         nt.SmtpSettings.from_env()
     monkeypatch.setenv(nt.SMTP_SSL_ENV, "0")
-    monkeypatch.setenv(nt.SMTP_PORT_ENV, "99999")
-    with pytest.raises(ConfigurationError, match="RISKGATE_SMTP_PORT"):
-        nt.SmtpSettings.from_env()
+    for bad in ("99999", "²5", "٢٥"):  # "²5" is digits to str.isdigit, and int() refused it: a ValueError
+        monkeypatch.setenv(nt.SMTP_PORT_ENV, bad)
+        with pytest.raises(ConfigurationError, match="RISKGATE_SMTP_PORT must be a port number"):
+            nt.SmtpSettings.from_env()
 
 
 @pytest.fixture(scope="module")

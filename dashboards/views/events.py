@@ -34,7 +34,8 @@ def _ip_problem() -> str | None:
 
 def _asn_problem() -> str | None:
     text = (st.session_state.get("ev_asn") or "").strip().upper().removeprefix("AS")
-    if text and not text.isdigit():
+    # ASCII digits only (str.isdigit takes "²", which int() refuses), and 32 bits, as AS numbers are
+    if text and not (text.isascii() and text.isdigit() and int(text) < 2 ** 32):
         return f"{st.session_state['ev_asn']!r} is not an AS number (write 16509 or AS16509)"
     return None
 
