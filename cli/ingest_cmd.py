@@ -138,7 +138,9 @@ def summary(db: DbOption = None, json_out: JsonFlag = False) -> None:
         return
     console.print(styled("store", "bold", f" {store.resolve_db_path(db)}"), highlight=False)
     console.print(
-        f"events {s['events']:,} from {counted(s['users_in_events'], 'user')}, {s['first_event']} .. {s['last_event']}; "
+        f"events {s['events']:,}"
+        + (f" from {counted(s['users_in_events'], 'user')}, {s['first_event']} .. {s['last_event']}" if s["events"] else "")
+        + "; "
         f"users loaded {s['users_loaded']:,}; labels {s['labels']:,}; quarantined rows {s['quarantined']:,}",
         highlight=False,
     )

@@ -223,6 +223,8 @@ def test_empty_file_and_wrong_format_are_one_clear_error_each_and_the_run_goes_o
 
 
 def test_text_output_names_counts_and_reasons(env):
+    res = runner.invoke(app, ["summary"])  # an empty store: no "None .. None"
+    assert res.exit_code == 0 and "events 0; users loaded 0; labels 0; quarantined rows 0" in res.stdout, res.stdout
     f = env / "mixed.jsonl"
     write_jsonl(f, [event(1), "nope", json.dumps(event(2, EventType="LogIn")), json.dumps(event(3, EventType="LogIn"))])
     res = runner.invoke(app, ["ingest", str(f)])
