@@ -638,3 +638,16 @@ def test_a_stacked_model_explains_a_table_as_a_frame_and_one_row_as_in_a_chunk(d
     np.testing.assert_array_equal(m.contributions(table), m.contributions(X2.iloc[:500]))
     chunk = m.explain(table)
     assert [m.explain(table.slice(i, 1))[0] for i in range(0, 500, 7)] == chunk[::7]
+
+
+def test_too_few_labels_of_a_kind_say_why_the_model_is_unlabeled():
+    """5 attacks and 5 legitimate labels registered a RiskModel/unlabeled without a word: it says why now."""
+    X = familiar(400)
+    y = np.full(400, np.nan)
+    y[:5], y[5:10] = 1, 0
+    m = RiskModel().fit(X, y)
+    assert m.mode_ == "unlabeled"
+    assert m.fallback_ == ("the labelled events (5 attacks, 5 legitimate) are fewer than the 20 of each kind the "
+                           "tree model needs: the statistical (unlabeled) score is used instead; label more events "
+                           "(or add attacks with --inject-attacks)")
+    assert RiskModel().fit(X).fallback_ is None  # no labels at all: nothing to explain

@@ -158,8 +158,9 @@ def test_held_out_metrics_name_the_mode_of_the_model_evaluated(db):
         con.close()
     res = rg("train", "--db", db)
     assert "trained RiskModel/supervised" in res.output
-    assert ("note: the held-out metrics are of a RiskModel/unlabeled fitted on the earlier part (the earlier part "
-            "held 0 attacks and") in text(res)
+    assert ("note: the held-out metrics are of a RiskModel/unlabeled fitted on the earlier part (the labelled "
+            "events (0 attacks, ") in text(res)
+    assert "are fewer than the 20 of each kind the tree model needs" in text(res)
     assert "the registered model, fitted on the whole window, is RiskModel/supervised" in text(res)
     con = store.connect(db)
     try:

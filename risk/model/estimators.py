@@ -571,6 +571,11 @@ class RiskModel(_ScoreClassifier):
                 else:
                     self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
                         raw, labels[cal_rows])
+        elif n_pos or n_neg:  # labels, too few of one kind: said, not silently unlabeled
+            self.fallback_ = (
+                f"the labelled events ({n_pos:,} attack{'s' if n_pos != 1 else ''}, {n_neg:,} legitimate) are fewer "
+                f"than the {self.min_labels:,} of each kind the tree model needs: the statistical (unlabeled) score "
+                "is used instead; label more events (or add attacks with --inject-attacks)")
         if not supervised:
             self.mode_ = "unlabeled"
             self.classifier_ = None
