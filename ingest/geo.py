@@ -168,7 +168,8 @@ _readers_lock = threading.Lock()
 
 
 def open_reader(path: str, kind: str) -> maxminddb.Reader:
-    """The process-wide reader of ``path`` (opened once), checked to be a ``kind`` database."""
+    """The process-wide reader of ``path`` (opened once), checked to be a ``kind`` database at every call: a file
+    opened as the City database and then given as the ASN one too was taken without a word (every ASN lost)."""
     with _readers_lock:
         reader = _readers.get(path)
         if reader is None:
@@ -176,13 +177,13 @@ def open_reader(path: str, kind: str) -> maxminddb.Reader:
                 reader = maxminddb.open_database(path)
             except (OSError, maxminddb.InvalidDatabaseError, ValueError) as exc:
                 raise GeoIPError(f"not a readable MaxMind DB file: {exc}", source=path) from exc
-            dbtype = reader.metadata().database_type
-            wanted = ("City",) if kind == "city" else ("ASN", "ISP")
-            if not any(w.lower() in dbtype.lower() for w in wanted):
-                reader.close()
-                raise GeoIPError(f"is a {dbtype} database, expected a {kind.upper()} database", source=path)
             _readers[path] = reader
-        return reader
+    dbtype = reader.metadata().database_type
+    wanted = ("City",) if kind == "city" else ("ASN", "ISP")
+    if not any(w.lower() in dbtype.lower() for w in wanted):
+        raise GeoIPError(f"is a {dbtype} database, expected {'a City' if kind == 'city' else 'an ASN'} database",
+                         source=path)
+    return reader
 
 
 _tzf = None

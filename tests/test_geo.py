@@ -40,8 +40,16 @@ def test_reader_opened_once_per_process(dbs):
 
 def test_wrong_kind_of_database_is_refused(tmp_path):
     city, asn = build(tmp_path)
-    with pytest.raises(GeoIPError, match="expected a CITY database"):
+    with pytest.raises(GeoIPError, match="expected a City database"):
         geo.GeoResolver(str(asn), None)
+    # also once the file is open as the other kind: the check ran only when a file was first opened, so a City
+    # database given as the ASN one too was taken (every ASN lost, exit 0)
+    geo.GeoResolver(str(city), None)
+    with pytest.raises(GeoIPError, match=r"is a \S*City\S* database, expected an ASN database"):
+        geo.GeoResolver(str(city), str(city))
+    geo.GeoResolver(None, str(asn))
+    with pytest.raises(GeoIPError, match="expected a City database"):
+        geo.GeoResolver(str(asn), str(asn))
 
 
 def test_missing_and_corrupt_files_are_clear_errors(tmp_path, monkeypatch):
