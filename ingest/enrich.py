@@ -54,6 +54,7 @@ from ingest.schema import (
     EVENT_COLUMNS,
     EVENT_SCHEMA,
     EVENT_TYPES,
+    BLANK,
     BLANK_SQL,
     MAX_USERNAME,
     SOURCE_SCHEMA,
@@ -567,7 +568,11 @@ def with_header_columns(base: pa.Table, policy: ProxyPolicy) -> pa.Table:
     header = policy.header
     cols["h_fwd"] = fwd = cols[FORWARDING_HEADERS[header.lower()]]
     source_agent = base.column("user_agent_source").combine_chunks() if n else pa.array([], pa.string())
-    cols["user_agent"] = pc.coalesce(first_value("user-agent"), source_agent)
+    header_agent = first_value("user-agent")
+    # a blank User-Agent is none: no agent to parse, and no fingerprint every such sign-in of anyone would share
+    header_agent = pc.if_else(pc.equal(pc.utf8_trim(header_agent, BLANK), ""), pa.scalar(None, pa.string()),
+                              header_agent)
+    cols["user_agent"] = pc.coalesce(header_agent, source_agent)
     for h in STABLE_HEADERS:
         cols[_stable_column(h)] = first_value(h)
     cols["h_count"] = pa.array(count, pa.int64())

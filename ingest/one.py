@@ -145,6 +145,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     if not ip.ip_address_valid:
         return None
     user_agent = first("user-agent")
+    if user_agent is not None and not user_agent.strip(BLANK):
+        user_agent = None  # blank is none, as ingest.enrich has it
     enricher.ready()  # (its warm-up thread sets up the agent parser and time-zone finder too)
     agent = enricher.agents.parse_many([user_agent])[0]
     g = enricher.geo.lookup(ip.ip) if enricher.geo is not None else EMPTY

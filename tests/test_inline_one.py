@@ -55,6 +55,9 @@ TAKEN = {
     "encoded data": variant(ctx={"EncodedData": "eyJkZXZpY2UiOiJhYmMifQ=="}),
     "no context data": variant(ContextData=_DROP),
     "no agent": variant(ctx={"HttpHeaders": []}),
+    # blank agents are none (no fingerprint every such sign-in of anyone would share)
+    "empty agent": variant(ctx={"HttpHeaders": headers(("User-Agent", ""), ("Accept-Language", "en-GB"))}),
+    "blank agent": variant(ctx={"HttpHeaders": headers(("User-Agent", " \t"), ("Accept-Language", "en-GB"))}),
     "trusted proxy, X-Forwarded-For": variant(ctx={"IpAddress": "10.0.0.5", "HttpHeaders": headers(
         ("user-agent", UA), ("X-Forwarded-For", "1.120.0.9, 10.0.0.7"), ("x-forwarded-for", "10.0.0.8"))}),
     "trusted proxy, Forwarded": variant(ctx={"IpAddress": "127.0.0.1", "HttpHeaders": headers(
@@ -145,6 +148,9 @@ def test_the_cases_exercise_what_they_name(scorer):
     assert rows["encoded data"]["device_fingerprint"].startswith("ed-")
     assert rows["plain"]["device_fingerprint"].startswith("hd-") and rows["plain"]["country_iso"]
     assert rows["no context data"]["has_context_data"] is False and rows["no agent"]["user_agent"] is None
+    for name in ("empty agent", "blank agent"):  # none: neither an agent nor a fingerprint (README: "none without")
+        assert (rows[name]["user_agent"], rows[name]["device_fingerprint"], rows[name]["device_name"]) == (
+            None, None, "Other, Other"), name
     assert rows["offset time"]["creation_date"] == datetime(2026, 3, 1, 8, 15, 2, tzinfo=timezone.utc)
     assert rows["Success/Failure responses"]["event_response"] == "Fail"
 
