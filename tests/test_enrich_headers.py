@@ -21,7 +21,7 @@ from ingest.enrich import (
     with_fingerprints,
     with_header_columns,
 )
-from ingest.schema import SOURCE_SCHEMA, conform
+from ingest.schema import BLANK_SQL, SOURCE_SCHEMA, conform
 
 _V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 
@@ -41,7 +41,9 @@ def _columns(header: str) -> str:
     return ",\n  ".join(
         [f"{_all_values(h)} AS {col}" for h, col in FORWARDING_HEADERS.items()]
         + [f"{_all_values(header.lower())} AS h_fwd"]  # the one the proxies write (the policy's header)
-        + [f"coalesce({_first_value('user-agent')}, user_agent_source) AS user_agent"]
+        # a blank User-Agent is none
+        + [f"coalesce(CASE WHEN regexp_full_match({_first_value('user-agent')}, '{BLANK_SQL}') THEN NULL "
+           f"ELSE {_first_value('user-agent')} END, user_agent_source) AS user_agent"]
         + [f"{_first_value(h)} AS {_stable_column(h)}" for h in STABLE_HEADERS])
 
 
