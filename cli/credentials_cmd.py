@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonFlag, app, console, err_console, fail, handle_errors, warn
+from cli.common import JsonFlag, app, console, counted, err_console, fail, handle_errors, warn
 from risk.credentials import (
     PWNED_PATH_ENV,
     CredentialChecker,
@@ -82,10 +82,14 @@ def check(
 
 
 def _print_report(report: ScanReport, verb: str) -> None:
-    found = "problems" if report.layout == "index" else "unusable lines"
+    if report.layout == "index":
+        found = f"{report.issue_count:,} problems"
+    else:  # a line's problems, and those of the whole apart (an incomplete range folder is no unusable line)
+        whole = report.issue_count - report.unusable_lines
+        found = f"{report.unusable_lines:,} unusable lines" + (f", {counted(whole, 'other problem')}" if whole else "")
     console.print(
         f"{verb} {report.source} ({report.layout}): {report.lines_read:,} lines read, {report.hashes:,} hashes, "
-        f"{report.padding_skipped:,} padding lines skipped, {report.issue_count:,} {found}",
+        f"{report.padding_skipped:,} padding lines skipped, {found}",
         highlight=False, markup=False, soft_wrap=True,
     )
     if report.skipped_at_build:

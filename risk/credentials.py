@@ -178,7 +178,8 @@ class ScanReport:
     records: int = 0  # records written (build only): hashes less merged keys
     merged: int = 0  # lines sharing a 64-bit key with the line before (duplicates), merged
     range_files: int = 0
-    issue_count: int = 0
+    issue_count: int = 0  # every problem, those of a line and those of the whole (an incomplete range folder)
+    unusable_lines: int = 0  # the problems of a line: lines skipped
     issues: list[PwnedIssue] = field(default_factory=list)
     #: of a built index (``verify``): the lines of its source its build could not use (the header keeps their
     #: number, not the lines: verifying the source lists them). Information, not a defect of the index.
@@ -188,6 +189,8 @@ class ScanReport:
 
     def add_issue(self, issue: PwnedIssue) -> None:
         self.issue_count += 1
+        if issue.line is not None:
+            self.unusable_lines += 1
         if len(self.issues) < MAX_ISSUES_KEPT:
             self.issues.append(issue)
 
@@ -202,6 +205,7 @@ class ScanReport:
             "merged": self.merged,
             "range_files": self.range_files,
             "issue_count": self.issue_count,
+            "unusable_lines": self.unusable_lines,
             "issues": [
                 {"source": i.source, "line": i.line, "reason": i.reason, "text": i.text} for i in self.issues
             ],
@@ -344,6 +348,11 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
             out_of_order += 1
             issue(src, lineno, "out of hash order, skipped", raw)
             if out_of_order >= MAX_OUT_OF_ORDER:
+                if report.layout == "range-folder":  # counted over the files read so far
+                    raise InputFormatError(
+                        f"{out_of_order} lines out of hash order in the range files read so far (the last: line "
+                        f"{lineno} of {Path(src).name}): the range files are not sorted by hash (download them "
+                        "again)", source=str(Path(src).parent))
                 raise InputFormatError(
                     f"{out_of_order} lines out of hash order by line {lineno}: this file is not sorted by "
                     "hash (use the 'ordered by hash' download or a folder of range files)",
@@ -595,7 +604,7 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
                 records += 1
             if not records:
                 raise InputFormatError(
-                    f"no usable SHA1:COUNT line ({report.lines_read:,} lines read, {report.issue_count:,} unusable, "
+                    f"no usable SHA1:COUNT line ({report.lines_read:,} lines read, {report.unusable_lines:,} unusable, "
                     f"{report.padding_skipped:,} count-0 padding): no index written; is this a Pwned Passwords "
                     "download?", source=str(path))
             summed.update(buf)
@@ -611,7 +620,7 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
             table = index.tobytes()
             f.seek(0)
             header = _HEADER.pack(INDEX_MAGIC, INDEX_VERSION, KEY_BYTES, records, report.lines_read,
-                                  report.issue_count, _digest8(table).digest(), summed.digest())
+                                  report.unusable_lines, _digest8(table).digest(), summed.digest())
             f.write(header.ljust(HEADER_BYTES, b"\0"))
             f.write(table)
         os.replace(tmp, out_path)

@@ -268,6 +268,24 @@ def test_an_incomplete_range_folder_is_refused_unless_allowed(tmp_path):
     assert res.exit_code == 0 and message in res.output
     with cred.open_pwned(out) as idx:
         assert idx.records == 15 and idx.lookup(bytes.fromhex(digest)) == 2
+    # the incomplete folder is a problem of the whole, not an unusable line, nor a line its build skipped
+    assert "0 unusable lines, 1 other problem" in res.output, res.output
+    res = runner.invoke(app, ["credentials", "verify", str(out), "--json"])
+    assert json.loads(res.stdout)["skipped_at_build"] == 0, res.output
+
+
+def test_range_files_out_of_hash_order_are_named_as_range_files(tmp_path, monkeypatch):
+    """1,200 range files each with its two lines in the wrong order: it said "FILE: 1000 lines out of hash order by
+    line 2: this file is not sorted by hash (use ... a folder of range files)" of a folder of range files."""
+    monkeypatch.setattr(cred, "MAX_OUT_OF_ORDER", 10)
+    folder = tmp_path / "ranges"
+    folder.mkdir()
+    for k in range(20):
+        write_lines(folder / f"{k:05X}.txt", ["F" * 35 + ":3", "0" * 35 + ":2"])
+    with pytest.raises(InputFormatError) as e:
+        cred.verify(folder)
+    assert str(e.value).startswith(f"{folder}: 10 lines out of hash order in the range files read so far (the last: "
+                                   "line 2 of 00009.txt): the range files are not sorted by hash"), str(e.value)
 
 
 def test_a_complete_range_folder_needs_no_option(tmp_path, monkeypatch):
