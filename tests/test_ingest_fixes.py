@@ -443,28 +443,6 @@ def test_a_password_in_an_ingested_row_is_never_stored(env):
     assert secret.encode() not in (env / "store.duckdb").read_bytes()
 
 
-def test_an_event_id_derived_from_a_line_never_hashes_its_password(env):
-    """A line without EventId gets an id derived from its text: with a Password member, the id was a fast unsalted
-    SHA-256 over a text holding the password (whoever knows the rest of the line can test guesses against it).
-    The id is derived from the line with the password redacted: lines differing only in it are the same event."""
-    from ingest.schema import short_digest
-    from ingest.sources.base import redact_passwords
-
-    base = E.replace('"EventId":"b1",', "")
-    first = base.replace('"Username"', '"Password":"first-guess-1","Username"')
-    second = base.replace('"Username"', '"Password":"second-guess-2","Username"')
-    f = env / "noid.jsonl"
-    f.write_text(first + "\n" + second + "\n")
-    out, _ = ingest(f)
-    assert counts(out) == (2, 1, 1, 0)
-    [(event_id,)] = rows(env / "store.duckdb", "SELECT event_id FROM events")
-    suffix = event_id.rsplit("-", 1)[1]
-    assert suffix == short_digest(redact_passwords(first)) == short_digest(redact_passwords(second))
-    assert suffix not in (short_digest(first), short_digest(second))
-    without = base  # the same line without the member at all is another text, so another event
-    assert short_digest(without) != suffix
-
-
 @pytest.mark.parametrize("address", ["", "   ", "\t"])
 def test_context_data_with_a_blank_ip_address_is_quarantined(env, address):
     """ContextData requires its IpAddress: a blank one was stored as context data without an address, which no

@@ -413,25 +413,3 @@ def test_a_password_column_is_never_kept_in_extra_nor_in_a_quarantined_rows_raw_
         con.close()
     assert raw == "bob,not a time,10.0.0.2,x,1,false,[redacted]"
     assert b"secret" not in db.read_bytes()
-
-
-def test_a_password_column_is_no_part_of_a_derived_event_id(tmp_path):
-    """Rows without an event id get one derived from their fields and kept columns: with a Password column among
-    them, the id hashed the password. Two files differing only in it give the same events."""
-    from ingest import pipeline, store as istore
-    from ingest.enrich import Enricher
-    from ingest.geo import GeoResolver
-
-    ids = []
-    for n, password in enumerate(("hunter2secret", "other-secret")):
-        f = write(tmp_path, "user,ts,client_ip,ua,ok,label_col,Password\n"
-                            f"alice,2024-01-02 03:04:05,10.0.0.1,x,1,false,{password}\n", name=f"p{n}.csv")
-        db = tmp_path / f"s{n}.duckdb"
-        con = istore.connect(db)
-        try:
-            pipeline.ingest_paths(con, [str(f)], fmt="csv", options=ReaderOptions(mapping=mapping_file(tmp_path)),
-                                  enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
-            ids += [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
-        finally:
-            con.close()
-    assert len(ids) == 2 and ids[0] == ids[1] and ids[0].startswith("row-"), ids

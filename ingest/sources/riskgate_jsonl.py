@@ -240,14 +240,13 @@ def _extras(good: pa.Table) -> tuple[list[str | None] | None, dict[int, str]]:
 
 
 def _derive_ids(t: pa.Table, prefix: str) -> pa.Table:
-    """Sources without an EventId get one derived from the row's content (the raw line, its passwords redacted: a
-    fast unsalted hash over a line holding a password would let whoever knows the rest of the line test guesses)."""
+    """Sources without an EventId get one derived from the row's content (the raw line)."""
     ids = t.column("event_id")
     if ids.null_count == 0:
         return t
     raws = t.column("_raw").to_pylist()
     out = [
-        i if i is not None else prefix + "-" + short_digest(base.redact_passwords(raws[k].rstrip("\r\n")))
+        i if i is not None else prefix + "-" + short_digest(raws[k].rstrip("\r\n"))
         for k, i in enumerate(ids.to_pylist())
     ]
     return t.set_column(t.column_names.index("event_id"), "event_id", pa.array(out, pa.string()))

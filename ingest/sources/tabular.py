@@ -691,9 +691,7 @@ class MappedConverter:
                 raise InputFormatError(
                     f"column {c!r} (for {f}) has type {schema.field(c).type}, which cannot be read as {SOURCE_SCHEMA.field(f).type}",
                     source=path)
-        # a password column is never kept (ingest.pipeline leaves it out of extra) nor part of a derived event id
-        self.extra_columns = ([n for n in schema.names if n not in used and not is_password_key(n)]
-                              if mapping.keep_unmapped else [])
+        self.extra_columns = [n for n in schema.names if n not in used] if mapping.keep_unmapped else []
         self.schema = schema
         self._plans: dict[tuple, _Plan] = {}
 
