@@ -32,16 +32,17 @@ def serve(
     """Serve POST /v1/evaluate (inline decisions) and Cognito's risk operations over HTTP; needs $RISKGATE_API_KEY."""
     import uvicorn
 
-    from ingest.lease import hold_serving
+    from ingest.lease import hold_serving, note_serving_address
     from ingest.store import resolve_db_path
     from service.app import API_KEY_ENV, RedactedAccessLog, asgi, check_api_key, create_app
     from service.http import BoundedHttpProtocol
 
     key = check_api_key(os.environ.get(API_KEY_ENV))
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)  # settings checked
-    hold_serving(resolve_db_path(db), f"http://{host}:{port}")  # one service per store: held until the process ends
+    lease = hold_serving(resolve_db_path(db), f"http://{host}:{port}")  # one service per store, held until it ends
     sock = listening_socket(host, port)  # before saying so: a port in use is one line and exit 2
     address = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}"
+    note_serving_address(lease, address)  # the lease names the port obtained (--port 0), not the one asked
     err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on {address}", highlight=False,
                       soft_wrap=True)  # one line, whatever the width: a log line
     # the event loop and the store thread share the GIL: a short switch interval lets the loop answer
@@ -67,10 +68,10 @@ def listening_socket(host: str, port: int):
 
     from ingest.errors import RiskgateError
 
-    try:
-        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                            flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
+    try:  # as uvicorn binds: IPv6 when the host has a colon, else IPv4 (``localhost``: 127.0.0.1)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        where = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][4]
+        sock = socket.socket(family, socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise RiskgateError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
     try:

@@ -202,6 +202,12 @@ def turn_for(db_path: str) -> Turn:
 SERVE_SUFFIX = ".serve"
 
 
+def note_serving_address(fd: int, address: str) -> None:
+    """Say in the lease ``fd`` (:func:`hold_serving`'s) the address the service got, once it listens."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} at {address}".encode("utf-8", "replace"), 0)
+
+
 def hold_serving(db_path: str, address: str) -> int:
     """Take ``<db>.serve`` for this process's lifetime (the kernel drops it when the process ends) and write who
     serves (pid and ``address``) into it; return its descriptor. One service per store: the service keeps the
