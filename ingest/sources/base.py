@@ -219,9 +219,10 @@ class _GzipOwning(gzip.GzipFile):
                     break
                 size += got
         except (OSError, EOFError, zlib.error) as exc:
+            broken = _damaged(exc)
             if not size:
-                raise
-            self._broken = exc
+                raise broken from (exc if broken is not exc else None)
+            self._broken = broken
         return size
 
     def read(self, size: int | None = -1) -> bytes:
@@ -242,16 +243,31 @@ class _GzipOwning(gzip.GzipFile):
                 chunks.append(chunk)
                 got += len(chunk)
         except (OSError, EOFError, zlib.error) as exc:
+            broken = _damaged(exc)
             if not got:
-                raise
-            self._broken = exc
+                raise broken from (exc if broken is not exc else None)
+            self._broken = broken
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except zlib.error as exc:
+            raise _damaged(exc) from exc
 
     def close(self) -> None:
         try:
             super().close()
         finally:
             self._owned.close()
+
+
+def _damaged(exc: BaseException) -> BaseException:
+    """zlib's error for damaged compressed data as the OSError the readers report as a damaged input (it ended
+    the whole run, with a traceback); any other error as it is."""
+    if isinstance(exc, zlib.error):
+        return gzip.BadGzipFile(f"damaged compressed data: {exc}")
+    return exc
 
 
 #: Epoch seconds of larger magnitude are no time a TIMESTAMPTZ can hold (DuckDB's end in the year 294,247).
