@@ -191,7 +191,8 @@ class _GzipOwning(gzip.GzipFile):
     ``GzipFile.read`` and ``readinto`` fill a large request with several reads of the decompressor (one
     compressed piece each), and one that raises loses what the others had decompressed: up to a whole request of
     whole lines before the break. Here each read of the decompressor is one call (it raises only when it has
-    nothing to give), and what the calls before it gave is kept.
+    nothing to give), and what the calls before it gave is kept. (For damaged data, what zlib decompressed in the
+    one call that met the damage is lost: it gives nothing with its error.) zlib's error is an OSError here.
     """
 
     def __init__(self, fh: BinaryIO):
@@ -219,10 +220,11 @@ class _GzipOwning(gzip.GzipFile):
                     break
                 size += got
         except (OSError, EOFError, zlib.error) as exc:
-            broken = _damaged(exc)
             if not size:
-                raise broken from (exc if broken is not exc else None)
-            self._broken = broken
+                if isinstance(exc, zlib.error):
+                    raise _damaged(exc) from exc
+                raise
+            self._broken = _damaged(exc)
         return size
 
     def read(self, size: int | None = -1) -> bytes:
@@ -243,10 +245,11 @@ class _GzipOwning(gzip.GzipFile):
                 chunks.append(chunk)
                 got += len(chunk)
         except (OSError, EOFError, zlib.error) as exc:
-            broken = _damaged(exc)
             if not got:
-                raise broken from (exc if broken is not exc else None)
-            self._broken = broken
+                if isinstance(exc, zlib.error):
+                    raise _damaged(exc) from exc
+                raise
+            self._broken = _damaged(exc)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def read1(self, size: int = -1) -> bytes:
