@@ -7,8 +7,12 @@ unless they hold an escape. None of that may change a stored value, a reason or 
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import random
 import threading
+import zlib
 
 import duckdb
 import pytest
@@ -17,7 +21,9 @@ from ingest import pipeline, store
 from ingest.enrich import Enricher
 from ingest.geo import GeoResolver
 from ingest.sources import base
+from ingest.errors import InputFormatError
 from ingest.sources.base import ReaderOptions, iter_line_arrays
+from ingest.sources.tabular import csv_header, iter_csv_records
 from tests.events_gen import UA, event, many
 from tests.geo_fixtures import build
 
@@ -161,6 +167,116 @@ def test_a_plain_file_and_its_gzip_give_the_same_lines(tmp_path, monkeypatch, bl
     assert seen == sorted(seen) and seen[-1] == len(data)
     assert [len(b.texts) for b in direct][:-1] == [37] * (len(direct) - 1)
 
+
+
+def gzip_whole_lines(data: bytes) -> bytes:
+    """What Python's gzip module decompresses from ``data`` (a .gz perhaps cut short) before the break, up to its
+    last newline: ``read1`` does one read of the decompressor a call, so nothing is lost when the next raises."""
+    out = bytearray()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
+        try:
+            while chunk := g.read1(1 << 16):
+                out += chunk
+        except EOFError:  # cut short
+            assert bytes(out) == zlib.decompressobj(31).decompress(data)  # (all that zlib itself gives)
+        except zlib.error:  # damaged (what zlib decompressed in the call that found the damage is lost)
+            pass
+    return bytes(out[: out.rfind(b"\n") + 1])
+
+
+def cut_points(data: bytes, n: int = 9) -> list[int]:
+    """``n`` lengths spread over ``data`` (past its gzip header) at which to cut it."""
+    return [len(data) * (2 * k + 1) // (2 * n) for k in range(n)]
+
+
+def random_lines(count: int, seed: int) -> list[bytes]:
+    rnd = random.Random(seed)  # lines of random lengths that do not compress to nothing
+    return [b'{"n": %d, "pad": "%s"}' % (i, rnd.randbytes(rnd.randrange(1, 600)).hex().encode()) for i in range(count)]
+
+
+@pytest.mark.parametrize("block", [1000, 100_000, 1 << 24])
+def test_a_gzip_cut_short_gives_every_whole_line_before_the_break_and_names_the_last(tmp_path, monkeypatch, block):
+    """A .gz cut anywhere: every whole line gzip decompresses before the break is a line (read in pieces, the
+    piece that reached the break lost all it had decompressed: up to 64 KiB of whole lines), the unfinished
+    line is not, and the error names the last line read."""
+    data = gzip.compress(b"\n".join(random_lines(3000, block)) + b"\n", mtime=0)
+    monkeypatch.setattr(base, "LINE_BLOCK_BYTES", block)
+    f = tmp_path / "cut.jsonl.gz"
+    for cut in cut_points(data):
+        f.write_bytes(data[:cut])
+        whole = gzip_whole_lines(data[:cut]).count(b"\n")
+        got: list[int] = []
+        with pytest.raises(InputFormatError) as err:
+            for lb in iter_line_arrays(f, 500):
+                got.extend(lb.lines.to_pylist())
+        assert got == list(range(1, whole + 1)), cut
+        assert str(err.value).startswith(f"{f}: cannot read past line {whole}: Compressed file ended"), cut
+
+
+def test_a_gzip_csv_cut_short_gives_every_whole_record_before_the_break_and_names_the_last_line(tmp_path):
+    """The same for CSV (rba-csv and generic CSV read their records so): cut in half, nothing was kept (its first
+    read, of 1 MiB, reached the break), and the error named the line after the last one read."""
+    rnd = random.Random(5)
+    rows = [b"%d,%s" % (i, rnd.randbytes(rnd.randrange(1, 600)).hex().encode()) for i in range(3000)]
+    data = gzip.compress(b"n,pad\n" + b"\n".join(rows) + b"\n", mtime=0)
+    f = tmp_path / "cut.csv.gz"
+    for cut in cut_points(data):
+        f.write_bytes(data[:cut])
+        whole = gzip_whole_lines(data[:cut]).count(b"\n")
+        assert csv_header(f) == ["n", "pad"]
+        got: list[int] = []
+        with pytest.raises(InputFormatError) as err:
+            for recs in iter_csv_records(f, 2, 500):
+                assert not recs.bad
+                got.extend(recs.lines.to_pylist())
+        assert got == list(range(2, whole + 1)), cut
+        assert str(err.value).startswith(f"{f}: cannot read past line {whole}: Compressed file ended"), cut
+
+
+def test_a_gzip_damaged_part_way_is_an_error_naming_the_last_line_read_not_a_crash(tmp_path):
+    """A .gz damaged in the middle (not cut short): zlib's error (not an OSError) went past every reader's handling
+    of a damaged input and ended the whole run with a traceback. (zlib gives nothing of what it decompressed in
+    the call that finds the damage: the lines before it in that compressed piece are lost.)"""
+    lines = random_lines(3000, 9)
+    packer = zlib.compressobj(wbits=31)  # gzip, flushed whole after 1,500 lines and part of one more
+    data = packer.compress(b"\n".join(lines[:1501])[:-20]) + packer.flush(zlib.Z_FULL_FLUSH)
+    data += b"\x07" + bytes(100)  # then a block of the invalid type 3 (and its final one)
+    f = tmp_path / "damaged.jsonl.gz"
+    f.write_bytes(data)
+    got: list[int] = []
+    damaged = r"cannot read past line \d+: damaged compressed data: .*invalid block"
+    with pytest.raises(InputFormatError, match=damaged) as err:
+        for lb in iter_line_arrays(f, 500):
+            got.extend(lb.lines.to_pylist())
+    assert got == list(range(1, len(got) + 1)) and f": cannot read past line {len(got)}: " in str(err.value)
+    assert 1400 < len(got) <= 1500
+
+
+def test_a_cut_gzip_read_in_any_way_gives_all_it_decompressed_then_the_error(tmp_path):
+    """Through ``open_binary``: ``read`` and ``readinto`` of any size, after ``readline`` and ``peek`` left bytes
+    waiting in the gzip file's buffer, give every byte gzip decompresses before the break; then the error."""
+    data = gzip.compress(b"\n".join(random_lines(2000, 3)) + b"\n", mtime=0)
+    f = tmp_path / "cut.gz"
+    for cut in cut_points(data, 5):
+        f.write_bytes(data[:cut])
+        want = zlib.decompressobj(31).decompress(data[:cut])
+        for size in (1000, 1 << 16, 1 << 20, -1):
+            with base.open_binary(f) as fh:
+                got = bytearray(fh.readline()) + fh.peek(10)[:0]
+                with pytest.raises(EOFError, match="Compressed file ended"):
+                    while True:
+                        if size > 0 and len(got) % 2:
+                            piece = bytearray(size)
+                            n = fh.readinto(piece)
+                            assert n  # (no end of input before the error)
+                            got += piece[:n]
+                        else:
+                            chunk = fh.read(size)
+                            assert chunk
+                            got += chunk
+                assert got == want, (cut, size)
+                with pytest.raises(EOFError):  # and again
+                    fh.read(10)
 
 #: how ingest reads a plain reader's batches (one thread, one ahead), and a PartReader's (the pool's defaults)
 ONE_THREAD = {"workers": 1, "ahead": 1, "nice": 0}

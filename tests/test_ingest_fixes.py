@@ -361,6 +361,31 @@ def test_a_truncated_gzip_keeps_its_whole_lines_before_the_break_and_names_it(en
     assert res.exit_code == 0 and (out["events_added"], out["duplicates"]) == (3000 - kept, kept)
 
 
+
+@pytest.mark.parametrize("fmt, name", [("riskgate-jsonl", "s.jsonl"), ("cognito-user-activity", "ua.jsonl"),
+                                       ("rba-csv", "r.csv"), ("csv", "g.csv")])
+def test_a_gzip_cut_anywhere_keeps_every_whole_line_gzip_reads_before_the_break(env, fmt, name):
+    """In every format read as lines, a .gz cut at any point keeps as many rows as Python's gzip module
+    decompresses whole lines before the break (the header apart), and the error names the last of them. (Cut in
+    half, a riskgate-jsonl file kept 121 of its 176 whole lines, an RBA CSV none.)"""
+    from ingest.synth import SynthConfig, synthesize
+    from tests.test_ingest_batches import cut_points, gzip_whole_lines
+
+    src = env / name
+    synthesize(SynthConfig(users=40, days=10, seed=3), fmt, src)
+    data = gzip.compress(src.read_bytes(), mtime=0)
+    given = ["--format", fmt] + (["--mapping", str(src.with_suffix(".mapping.yaml"))] if fmt == "csv" else [])
+    header = 1 if name.endswith(".csv") else 0
+    for i, cut in enumerate(cut_points(data, 4)):
+        f = env / f"cut{i}.{name}.gz"
+        f.write_bytes(data[:cut])
+        whole = gzip_whole_lines(data[:cut]).count(b"\n")
+        res = runner.invoke(app, ["ingest", str(f), "--json", *given])
+        assert res.exit_code == 1, res.output
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        assert out["rows_read"] == whole - header == out["events_added"] + out["duplicates"], (cut, out)
+        assert f"cannot read past line {whole}: Compressed file ended" in " ".join(res.stderr.split()), cut
+
 # -- a riskgate JSON-lines file cut in its first record; another format given as riskgate-jsonl ----------------
 
 def test_json_lines_whose_first_record_was_cut_are_still_detected_as_riskgate_json_lines(env):

@@ -16,6 +16,8 @@ import hashlib
 import io
 import os
 import re
+import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,17 +184,93 @@ def open_binary(path: str | os.PathLike) -> BinaryIO:
 
 
 class _GzipOwning(gzip.GzipFile):
-    """A GzipFile that also closes the file it reads from."""
+    """A GzipFile that also closes the file it reads from, and that gives every byte decompressed before a break
+    in the stream (a file cut short, damaged data) before raising the error: the ``read`` or ``readinto`` that
+    reaches the break returns what it got, and the next one raises the error.
+
+    ``GzipFile.read`` and ``readinto`` fill a large request with several reads of the decompressor (one
+    compressed piece each), and one that raises loses what the others had decompressed: up to a whole request of
+    whole lines before the break. Here each read of the decompressor is one call (it raises only when it has
+    nothing to give), and what the calls before it gave is kept. (For damaged data, what zlib decompressed in the
+    one call that met the damage is lost: it gives nothing with its error.) zlib's error is an OSError here.
+    """
 
     def __init__(self, fh: BinaryIO):
         super().__init__(fileobj=fh, mode="rb")
         self._owned = fh
+        self._broken: BaseException | None = None  # the error met after bytes were read: raised by the next read
+
+    def _waiting(self) -> int:
+        """Bytes decompressed already and waiting in GzipFile's buffer (left by ``peek``, ``readline``, ``read1``)."""
+        return self._buffer.raw.tell() - self._buffer.tell()
+
+    def readinto(self, b) -> int:
+        self._check_not_closed()
+        if self._broken is not None:
+            raise self._broken
+        view = memoryview(b).cast("B")
+        want = len(view)
+        waiting = self._waiting()
+        size = self._buffer.readinto(view[:min(waiting, want)]) if waiting else 0  # (no read of the decompressor)
+        readinto = self._buffer.raw.readinto
+        try:
+            while size < want:
+                got = readinto(view[size:])
+                if not got:
+                    break
+                size += got
+        except (OSError, EOFError, zlib.error) as exc:
+            if not size:
+                if isinstance(exc, zlib.error):
+                    raise _damaged(exc) from exc
+                raise
+            self._broken = _damaged(exc)
+        return size
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_not_closed()
+        if self._broken is not None:
+            raise self._broken
+        if size is None or size < 0:
+            size = sys.maxsize
+        waiting = self._waiting()
+        chunks = [self._buffer.read(min(waiting, size))] if waiting else []  # (no read of the decompressor)
+        got = len(chunks[0]) if chunks else 0
+        read = self._buffer.raw.read
+        try:
+            while got < size:
+                chunk = read(min(size - got, 1 << 20))  # (one compressed piece gives far less)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            if not got:
+                if isinstance(exc, zlib.error):
+                    raise _damaged(exc) from exc
+                raise
+            self._broken = _damaged(exc)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except zlib.error as exc:
+            raise _damaged(exc) from exc
 
     def close(self) -> None:
         try:
             super().close()
         finally:
             self._owned.close()
+
+
+def _damaged(exc: BaseException) -> BaseException:
+    """zlib's error for damaged compressed data as the OSError the readers report as a damaged input (it ended
+    the whole run, with a traceback); any other error as it is."""
+    if isinstance(exc, zlib.error):
+        return gzip.BadGzipFile(f"damaged compressed data: {exc}")
+    return exc
 
 
 #: Epoch seconds of larger magnitude are no time a TIMESTAMPTZ can hold (DuckDB's end in the year 294,247).
@@ -529,8 +607,8 @@ def _iter_block_line_arrays(path: str | os.PathLike) -> Iterator[LineBatch]:
             size = len(carry)
             try:
                 while size < len(block):
-                    # in pieces: a damaged gzip stream raises in the call that reaches the break, and what that
-                    # call had decompressed is lost with it
+                    # in pieces; a damaged gzip stream gives all it had decompressed before the break, and
+                    # raises in the next call (_GzipOwning)
                     got = fh.readinto(view[size:size + READ_PIECE_BYTES])
                     if not got:
                         break

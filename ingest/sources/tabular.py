@@ -168,7 +168,7 @@ def iter_csv_records(
             try:
                 data = fh.read(block_bytes)
             except (OSError, EOFError) as exc:
-                raise InputFormatError(f"cannot read past line {line_base}: {exc}", source=str(path)) from exc
+                raise base._cannot_read(path, line_base, exc) from exc  # (line_base: the first line not read whole)
             eof = not data
             buf = carry + data if carry else data
             if not buf:
