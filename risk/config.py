@@ -295,6 +295,47 @@ class NotifyConfigurationType(_Shape):
     MfaEmail: NotifyEmailType | None = None
 
 
+def _member(enum: type[StrEnum], value: Any) -> Any:
+    """``value`` as a member of ``enum`` when it is one of its values (as validation takes it), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        return None
+
+
+def _with_problems(cls: type[BaseModel], data: Any, handler, problems: list[InitErrorDetails]):
+    """Validate ``data`` with ``handler``; with ``problems`` (found on the input by a wrap validator), raise them
+    together with the ones validation finds, in one ValidationError."""
+    if not problems:
+        return handler(data)
+    try:
+        handler(data)
+    except ValidationError as exc:
+        problems = _reraise_details(exc) + problems
+    problems.sort(key=lambda p: _document_order(data, p["loc"]))
+    raise ValidationError.from_exception_data(cls.__name__, problems)
+
+
+def _document_order(data: Any, loc: Sequence[Any]) -> tuple[int, ...]:
+    """Where ``loc`` is in ``data`` as read (keys in the order written, items by index; an absent key after the
+    present ones): problems are listed in the order of the document."""
+    out = []
+    for part in loc:
+        if isinstance(data, Mapping):
+            keys = list(data)
+            out.append(keys.index(part) if part in keys else len(keys))
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int):
+            out.append(part)
+            data = data[part] if 0 <= part < len(data) else None
+        else:
+            out.append(0)
+            data = None
+    return tuple(out)
+
+
 class AccountTakeoverActionType(_Shape):
     Notify: StrictBool
     EventAction: AccountTakeoverEventAction
@@ -308,30 +349,40 @@ class AccountTakeoverActionsType(_Shape):
     def for_level(self, level: RiskLevel) -> AccountTakeoverActionType | None:
         return getattr(self, LEVEL_FIELDS[RiskLevel(level)])
 
-    @model_validator(mode="after")
-    def _monotonic(self) -> AccountTakeoverActionsType:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _monotonic(cls, data: Any, handler):
+        """A higher level no less restrictive than a lower one; checked on the input, so that the order is
+        reported together with the levels' own problems (a non-boolean Notify, say), not only once they are fixed.
+        A level whose EventAction is itself wrong (reported as such) is left out of the comparison: the nearest
+        lower level with a valid action is compared instead."""
+        if isinstance(data, cls) or not isinstance(data, Mapping):
+            return handler(data)
         problems = []
-        levels = list(LEVEL_FIELDS.values())
-        for lower, higher in zip(levels, levels[1:]):
-            lo, hi = getattr(self, lower), getattr(self, higher)
-            lo_action = lo.EventAction if lo else AccountTakeoverEventAction.NO_ACTION
-            hi_action = hi.EventAction if hi else AccountTakeoverEventAction.NO_ACTION
-            if ACTION_ORDER[hi_action] < ACTION_ORDER[lo_action]:
-                what = f"'{hi_action}'" if hi else "absent (NO_ACTION)"
+        lower: tuple[str, AccountTakeoverEventAction] | None = None  # the nearest lower level with a known action
+        for name in LEVEL_FIELDS.values():
+            level = data.get(name)
+            if level is None:
+                action, present = AccountTakeoverEventAction.NO_ACTION, False
+            elif isinstance(level, Mapping) and (found := _member(AccountTakeoverEventAction, level.get("EventAction"))):
+                action, present = found, True
+            else:  # not an object, or no valid EventAction: its own problem, not an order to judge
+                continue
+            if lower is not None and ACTION_ORDER[action] < ACTION_ORDER[lower[1]]:
+                what = f"'{action}'" if present else "absent (NO_ACTION)"
                 problems.append(
                     InitErrorDetails(
                         type=_custom(
-                            f"{what} is less restrictive than {lower}.EventAction '{lo_action}'; a higher risk "
+                            f"{what} is less restrictive than {lower[0]}.EventAction '{lower[1]}'; a higher risk "
                             "level may not get a less restrictive action "
                             "(NO_ACTION < MFA_IF_CONFIGURED < MFA_REQUIRED < BLOCK)"
                         ),
-                        loc=(higher, "EventAction") if hi else (higher,),
-                        input=str(hi_action) if hi else None,
+                        loc=(name, "EventAction") if present else (name,),
+                        input=str(action) if present else None,
                     )
                 )
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
+            lower = (name, action)
+        return _with_problems(cls, data, handler, problems)
 
 
 class AccountTakeoverRiskConfigurationType(_Shape):
@@ -347,32 +398,36 @@ class CompromisedCredentialsRiskConfigurationType(_Shape):
     EventFilter: list[EventFilterType] | None = None
     Actions: CompromisedCredentialsActionsType
 
-    @model_validator(mode="after")
-    def _filter(self) -> CompromisedCredentialsRiskConfigurationType:
-        if self.EventFilter is None:
-            return self
-        if not self.EventFilter:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=_custom("empty; leave EventFilter out to check all events (SIGN_IN, PASSWORD_CHANGE, SIGN_UP)"),
-                        loc=("EventFilter",),
-                        input=[],
-                    )
-                ],
-            )
-        seen: set = set()
+    @model_validator(mode="wrap")
+    @classmethod
+    def _filter(cls, data: Any, handler):
+        """EventFilter not empty and not repeating; checked on the input, so that these are reported together
+        with the section's other problems (an invalid EventAction, an unknown filter value). A value that is not
+        a filter at all is reported as such, never also as repeated."""
+        if isinstance(data, cls) or not isinstance(data, Mapping):
+            return handler(data)
+        values = data.get("EventFilter")
         problems = []
-        for i, value in enumerate(self.EventFilter):
-            if value in seen:
-                problems.append(
-                    InitErrorDetails(type=_custom(f"'{value}' is repeated"), loc=("EventFilter", i), input=str(value))
+        if isinstance(values, list) and not values:
+            problems.append(
+                InitErrorDetails(
+                    type=_custom("empty; leave EventFilter out to check all events (SIGN_IN, PASSWORD_CHANGE, SIGN_UP)"),
+                    loc=("EventFilter",),
+                    input=[],
                 )
-            seen.add(value)
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
+            )
+        elif isinstance(values, list):
+            seen: set = set()
+            for i, value in enumerate(values):
+                member = _member(EventFilterType, value)
+                if member is None:
+                    continue
+                if member in seen:
+                    problems.append(
+                        InitErrorDetails(type=_custom(f"'{member}' is repeated"), loc=("EventFilter", i), input=str(member))
+                    )
+                seen.add(member)
+        return _with_problems(cls, data, handler, problems)
 
     def event_types(self) -> frozenset[EventType]:
         """The event types checked for compromised credentials (absent filter = all three)."""
@@ -400,13 +455,7 @@ class RiskExceptionConfigurationType(_Shape):
                             input=f"<list of {len(value)}>",
                         )
                     )
-        if not too_many:
-            return handler(data)
-        try:
-            handler(data)
-        except ValidationError as exc:
-            too_many.extend(_reraise_details(exc))
-        raise ValidationError.from_exception_data(cls.__name__, too_many)
+        return _with_problems(cls, data, handler, too_many)
 
 
 class RiskConfiguration(_Shape):
@@ -581,11 +630,16 @@ def _problem_message(err: Mapping[str, Any]) -> str:
 
 
 def problems_from_validation(
-    exc: ValidationError, *, prefix: Sequence[Any] = (), lines: Mapping[tuple, int] | None = None
+    exc: ValidationError, *, prefix: Sequence[Any] = (), lines: Mapping[tuple, int] | None = None,
+    data: Any = None,
 ) -> list[ConfigProblem]:
+    """The problems of a validation, in the order of the document ``data`` when given (else validation's)."""
     out = []
     seen = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    if data is not None:
+        errors = sorted(errors, key=lambda e: _document_order(data, e["loc"]))
+    for err in errors:
         loc = tuple(err["loc"])
         problem = ConfigProblem(format_path(loc), _problem_message(err), _line_for(lines, tuple(prefix) + loc))
         if (problem.path, problem.message) not in seen:
@@ -701,33 +755,36 @@ def validate_document(
     (``{"RiskConfiguration": {...}}``); ``LastModifiedDate`` is ignored.
     """
     prefix: tuple = ()
+    problems: list[ConfigProblem] = []
     if isinstance(data, Mapping) and "RiskConfiguration" in data:
-        others = [k for k in data if k != "RiskConfiguration"]
-        if others:
-            raise RiskConfigurationError(
-                [
-                    ConfigProblem(
-                        str(k),
-                        "unknown field beside the RiskConfiguration wrapper (put every field inside it)",
-                        _line_for(lines, (k,)),
-                    )
-                    for k in others
-                ],
-                source=source,
+        problems = [  # reported with the document's own problems, all at once
+            ConfigProblem(
+                str(k),
+                "unknown field beside the RiskConfiguration wrapper (put every field inside it)",
+                _line_for(lines, (k,)),
             )
+            for k in data
+            if k != "RiskConfiguration"
+        ]
         data, prefix = data["RiskConfiguration"], ("RiskConfiguration",)
     if data is None:
-        raise RiskConfigurationError([ConfigProblem("", "the document is empty")], source=source)
+        raise RiskConfigurationError(
+            [*problems, ConfigProblem(format_path(prefix), "the document is empty", _line_for(lines, prefix))],
+            source=source)
     if not isinstance(data, Mapping):
         raise RiskConfigurationError(
-            [ConfigProblem(format_path(prefix), f"expected an object (mapping), got {_type_name(data)} {_preview(data)}")],
+            [*problems, ConfigProblem(format_path(prefix),
+                                      f"expected an object (mapping), got {_type_name(data)} {_preview(data)}")],
             source=source,
         )
     data = {k: v for k, v in data.items() if k not in OUTPUT_ONLY_KEYS}
     try:
-        return RiskConfiguration.model_validate(data)
+        config = RiskConfiguration.model_validate(data)
     except ValidationError as exc:
-        raise RiskConfigurationError(problems_from_validation(exc, prefix=prefix, lines=lines), source=source) from None
+        problems += problems_from_validation(exc, prefix=prefix, lines=lines, data=data)
+    if problems:
+        raise RiskConfigurationError(problems, source=source)
+    return config
 
 
 def load_text(text: str, *, source: str | None = None, fmt: str | None = None) -> RiskConfiguration:
