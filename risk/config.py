@@ -82,6 +82,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ingest.documents import load_json, load_yaml
 from ingest.errors import ConfigurationError
 from ingest.schema import MAX_USER_POOL_ID, user_pool_id_problem
 from ingest.store import Migration, has_table
@@ -683,59 +684,87 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+class RepeatedKeyError(ConfigurationError):
+    """A JSON object gives one key twice (:func:`strict_json_pairs`)."""
+
+
 def strict_json_pairs(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise ConfigurationError(f"key {key!r} is repeated in one object")
+            raise RepeatedKeyError(f"key {key!r} is repeated in one object")
         out[key] = value
     return out
 
 
 def _line_index(text: str) -> dict[tuple, int]:
-    """Field path -> 1-based line of its value, for messages (best effort; empty when the text does not compose)."""
+    """Field path -> 1-based line of its value, for messages (best effort; empty when the text does not parse).
+
+    Read from the YAML parser's events (JSON is read as YAML), which does not recurse: a document nesting
+    hundreds of levels (up to ``MAX_JSON_DEPTH``, what :func:`parse_text` takes) is indexed like any other."""
+    index: dict[tuple, int] = {}
+    # one frame per open sequence or mapping: [path (None: under a complex key, not indexed), next item number,
+    # whether a mapping's key comes next, the key of the value that comes next]
+    stack: list[list] = []
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                stack.pop()
+                continue
+            if not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent,
+                                      yaml.MappingStartEvent)):
+                continue
+            line = event.start_mark.line + 1
+            path: tuple | None = ()
+            if stack:
+                top = stack[-1]
+                if top[0] is None:
+                    path = None
+                elif isinstance(top[1], int):  # a sequence's item
+                    path = top[0] + (top[1],)
+                    top[1] += 1
+                elif top[2]:  # a mapping's key: its line stands for its value's
+                    top[2] = False
+                    top[3] = event.value if isinstance(event, yaml.ScalarEvent) else None
+                    if top[3] is not None:
+                        index.setdefault(top[0] + (top[3],), line)
+                    path = None
+                else:
+                    top[2] = True
+                    path = top[0] + (top[3],) if top[3] is not None else None
+            if path is not None:
+                index.setdefault(path, line)
+            if isinstance(event, yaml.SequenceStartEvent):
+                stack.append([path, 0, False, None])
+            elif isinstance(event, yaml.MappingStartEvent):
+                stack.append([path, None, True, None])
     except yaml.YAMLError:
         return {}
-    index: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
-        index.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode):
-                    index.setdefault(path + (k.value,), k.start_mark.line + 1)
-                    walk(v, path + (k.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, path + (i,))
-
-    if root is not None:
-        walk(root, ())
     return index
 
 
 def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) -> Any:
-    """JSON or YAML text -> plain data. ``fmt`` is ``json``, ``yaml`` or None (JSON when it starts with '{')."""
+    """JSON or YAML text -> plain data. ``fmt`` is ``json``, ``yaml`` or None (JSON when it starts with '{').
+
+    A document nesting more than ``MAX_JSON_DEPTH`` levels is refused, naming where (``ingest.documents``)."""
     if fmt is None:
         fmt = "json" if text.lstrip().startswith("{") else "yaml"
     if fmt == "json":
         try:
-            return json.loads(text, object_pairs_hook=strict_json_pairs)
+            return load_json(text, source=source, object_pairs_hook=strict_json_pairs)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
-        except ConfigurationError as exc:  # a repeated key: JSON's parser gives no position, YAML's reader does
+        except RepeatedKeyError as exc:  # JSON's parser gives no position, YAML's reader does
             try:
                 yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
             except yaml.MarkedYAMLError as yexc:
                 if yexc.problem and "is repeated" in yexc.problem and yexc.problem_mark is not None:
                     raise ConfigurationError(yexc.problem, source=source, line=yexc.problem_mark.line + 1) from None
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 pass
             raise ConfigurationError(str(exc), source=source) from None
     try:
-        return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+        return load_yaml(text, loader=StrictYamlLoader, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc)
