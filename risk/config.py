@@ -82,6 +82,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ingest.documents import load_json, load_yaml
 from ingest.errors import ConfigurationError
 from ingest.schema import MAX_USER_POOL_ID, user_pool_id_problem
 from ingest.store import Migration, has_table
@@ -295,6 +296,47 @@ class NotifyConfigurationType(_Shape):
     MfaEmail: NotifyEmailType | None = None
 
 
+def _member(enum: type[StrEnum], value: Any) -> Any:
+    """``value`` as a member of ``enum`` when it is one of its values (as validation takes it), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        return None
+
+
+def _with_problems(cls: type[BaseModel], data: Any, handler, problems: list[InitErrorDetails]):
+    """Validate ``data`` with ``handler``; with ``problems`` (found on the input by a wrap validator), raise them
+    together with the ones validation finds, in one ValidationError."""
+    if not problems:
+        return handler(data)
+    try:
+        handler(data)
+    except ValidationError as exc:
+        problems = _reraise_details(exc) + problems
+    problems.sort(key=lambda p: _document_order(data, p["loc"]))
+    raise ValidationError.from_exception_data(cls.__name__, problems)
+
+
+def _document_order(data: Any, loc: Sequence[Any]) -> tuple[int, ...]:
+    """Where ``loc`` is in ``data`` as read (keys in the order written, items by index; an absent key after the
+    present ones): problems are listed in the order of the document."""
+    out = []
+    for part in loc:
+        if isinstance(data, Mapping):
+            keys = list(data)
+            out.append(keys.index(part) if part in keys else len(keys))
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int):
+            out.append(part)
+            data = data[part] if 0 <= part < len(data) else None
+        else:
+            out.append(0)
+            data = None
+    return tuple(out)
+
+
 class AccountTakeoverActionType(_Shape):
     Notify: StrictBool
     EventAction: AccountTakeoverEventAction
@@ -308,30 +350,40 @@ class AccountTakeoverActionsType(_Shape):
     def for_level(self, level: RiskLevel) -> AccountTakeoverActionType | None:
         return getattr(self, LEVEL_FIELDS[RiskLevel(level)])
 
-    @model_validator(mode="after")
-    def _monotonic(self) -> AccountTakeoverActionsType:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _monotonic(cls, data: Any, handler):
+        """A higher level no less restrictive than a lower one; checked on the input, so that the order is
+        reported together with the levels' own problems (a non-boolean Notify, say), not only once they are fixed.
+        A level whose EventAction is itself wrong (reported as such) is left out of the comparison: the nearest
+        lower level with a valid action is compared instead."""
+        if isinstance(data, cls) or not isinstance(data, Mapping):
+            return handler(data)
         problems = []
-        levels = list(LEVEL_FIELDS.values())
-        for lower, higher in zip(levels, levels[1:]):
-            lo, hi = getattr(self, lower), getattr(self, higher)
-            lo_action = lo.EventAction if lo else AccountTakeoverEventAction.NO_ACTION
-            hi_action = hi.EventAction if hi else AccountTakeoverEventAction.NO_ACTION
-            if ACTION_ORDER[hi_action] < ACTION_ORDER[lo_action]:
-                what = f"'{hi_action}'" if hi else "absent (NO_ACTION)"
+        lower: tuple[str, AccountTakeoverEventAction] | None = None  # the nearest lower level with a known action
+        for name in LEVEL_FIELDS.values():
+            level = data.get(name)
+            if level is None:
+                action, present = AccountTakeoverEventAction.NO_ACTION, False
+            elif isinstance(level, Mapping) and (found := _member(AccountTakeoverEventAction, level.get("EventAction"))):
+                action, present = found, True
+            else:  # not an object, or no valid EventAction: its own problem, not an order to judge
+                continue
+            if lower is not None and ACTION_ORDER[action] < ACTION_ORDER[lower[1]]:
+                what = f"'{action}'" if present else "absent (NO_ACTION)"
                 problems.append(
                     InitErrorDetails(
                         type=_custom(
-                            f"{what} is less restrictive than {lower}.EventAction '{lo_action}'; a higher risk "
+                            f"{what} is less restrictive than {lower[0]}.EventAction '{lower[1]}'; a higher risk "
                             "level may not get a less restrictive action "
                             "(NO_ACTION < MFA_IF_CONFIGURED < MFA_REQUIRED < BLOCK)"
                         ),
-                        loc=(higher, "EventAction") if hi else (higher,),
-                        input=str(hi_action) if hi else None,
+                        loc=(name, "EventAction") if present else (name,),
+                        input=str(action) if present else None,
                     )
                 )
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
+            lower = (name, action)
+        return _with_problems(cls, data, handler, problems)
 
 
 class AccountTakeoverRiskConfigurationType(_Shape):
@@ -347,32 +399,36 @@ class CompromisedCredentialsRiskConfigurationType(_Shape):
     EventFilter: list[EventFilterType] | None = None
     Actions: CompromisedCredentialsActionsType
 
-    @model_validator(mode="after")
-    def _filter(self) -> CompromisedCredentialsRiskConfigurationType:
-        if self.EventFilter is None:
-            return self
-        if not self.EventFilter:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=_custom("empty; leave EventFilter out to check all events (SIGN_IN, PASSWORD_CHANGE, SIGN_UP)"),
-                        loc=("EventFilter",),
-                        input=[],
-                    )
-                ],
-            )
-        seen: set = set()
+    @model_validator(mode="wrap")
+    @classmethod
+    def _filter(cls, data: Any, handler):
+        """EventFilter not empty and not repeating; checked on the input, so that these are reported together
+        with the section's other problems (an invalid EventAction, an unknown filter value). A value that is not
+        a filter at all is reported as such, never also as repeated."""
+        if isinstance(data, cls) or not isinstance(data, Mapping):
+            return handler(data)
+        values = data.get("EventFilter")
         problems = []
-        for i, value in enumerate(self.EventFilter):
-            if value in seen:
-                problems.append(
-                    InitErrorDetails(type=_custom(f"'{value}' is repeated"), loc=("EventFilter", i), input=str(value))
+        if isinstance(values, list) and not values:
+            problems.append(
+                InitErrorDetails(
+                    type=_custom("empty; leave EventFilter out to check all events (SIGN_IN, PASSWORD_CHANGE, SIGN_UP)"),
+                    loc=("EventFilter",),
+                    input=[],
                 )
-            seen.add(value)
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
+            )
+        elif isinstance(values, list):
+            seen: set = set()
+            for i, value in enumerate(values):
+                member = _member(EventFilterType, value)
+                if member is None:
+                    continue
+                if member in seen:
+                    problems.append(
+                        InitErrorDetails(type=_custom(f"'{member}' is repeated"), loc=("EventFilter", i), input=str(member))
+                    )
+                seen.add(member)
+        return _with_problems(cls, data, handler, problems)
 
     def event_types(self) -> frozenset[EventType]:
         """The event types checked for compromised credentials (absent filter = all three)."""
@@ -400,13 +456,7 @@ class RiskExceptionConfigurationType(_Shape):
                             input=f"<list of {len(value)}>",
                         )
                     )
-        if not too_many:
-            return handler(data)
-        try:
-            handler(data)
-        except ValidationError as exc:
-            too_many.extend(_reraise_details(exc))
-        raise ValidationError.from_exception_data(cls.__name__, too_many)
+        return _with_problems(cls, data, handler, too_many)
 
 
 class RiskConfiguration(_Shape):
@@ -581,11 +631,16 @@ def _problem_message(err: Mapping[str, Any]) -> str:
 
 
 def problems_from_validation(
-    exc: ValidationError, *, prefix: Sequence[Any] = (), lines: Mapping[tuple, int] | None = None
+    exc: ValidationError, *, prefix: Sequence[Any] = (), lines: Mapping[tuple, int] | None = None,
+    data: Any = None,
 ) -> list[ConfigProblem]:
+    """The problems of a validation, in the order of the document ``data`` when given (else validation's)."""
     out = []
     seen = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    if data is not None:
+        errors = sorted(errors, key=lambda e: _document_order(data, e["loc"]))
+    for err in errors:
         loc = tuple(err["loc"])
         problem = ConfigProblem(format_path(loc), _problem_message(err), _line_for(lines, tuple(prefix) + loc))
         if (problem.path, problem.message) not in seen:
@@ -629,59 +684,87 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+class RepeatedKeyError(ConfigurationError):
+    """A JSON object gives one key twice (:func:`strict_json_pairs`)."""
+
+
 def strict_json_pairs(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise ConfigurationError(f"key {key!r} is repeated in one object")
+            raise RepeatedKeyError(f"key {key!r} is repeated in one object")
         out[key] = value
     return out
 
 
 def _line_index(text: str) -> dict[tuple, int]:
-    """Field path -> 1-based line of its value, for messages (best effort; empty when the text does not compose)."""
+    """Field path -> 1-based line of its value, for messages (best effort; empty when the text does not parse).
+
+    Read from the YAML parser's events (JSON is read as YAML), which does not recurse: a document nesting
+    hundreds of levels (up to ``MAX_JSON_DEPTH``, what :func:`parse_text` takes) is indexed like any other."""
+    index: dict[tuple, int] = {}
+    # one frame per open sequence or mapping: [path (None: under a complex key, not indexed), next item number,
+    # whether a mapping's key comes next, the key of the value that comes next]
+    stack: list[list] = []
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                stack.pop()
+                continue
+            if not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent,
+                                      yaml.MappingStartEvent)):
+                continue
+            line = event.start_mark.line + 1
+            path: tuple | None = ()
+            if stack:
+                top = stack[-1]
+                if top[0] is None:
+                    path = None
+                elif isinstance(top[1], int):  # a sequence's item
+                    path = top[0] + (top[1],)
+                    top[1] += 1
+                elif top[2]:  # a mapping's key: its line stands for its value's
+                    top[2] = False
+                    top[3] = event.value if isinstance(event, yaml.ScalarEvent) else None
+                    if top[3] is not None:
+                        index.setdefault(top[0] + (top[3],), line)
+                    path = None
+                else:
+                    top[2] = True
+                    path = top[0] + (top[3],) if top[3] is not None else None
+            if path is not None:
+                index.setdefault(path, line)
+            if isinstance(event, yaml.SequenceStartEvent):
+                stack.append([path, 0, False, None])
+            elif isinstance(event, yaml.MappingStartEvent):
+                stack.append([path, None, True, None])
     except yaml.YAMLError:
         return {}
-    index: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
-        index.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode):
-                    index.setdefault(path + (k.value,), k.start_mark.line + 1)
-                    walk(v, path + (k.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, path + (i,))
-
-    if root is not None:
-        walk(root, ())
     return index
 
 
 def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) -> Any:
-    """JSON or YAML text -> plain data. ``fmt`` is ``json``, ``yaml`` or None (JSON when it starts with '{')."""
+    """JSON or YAML text -> plain data. ``fmt`` is ``json``, ``yaml`` or None (JSON when it starts with '{').
+
+    A document nesting more than ``MAX_JSON_DEPTH`` levels is refused, naming where (``ingest.documents``)."""
     if fmt is None:
         fmt = "json" if text.lstrip().startswith("{") else "yaml"
     if fmt == "json":
         try:
-            return json.loads(text, object_pairs_hook=strict_json_pairs)
+            return load_json(text, source=source, object_pairs_hook=strict_json_pairs)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
-        except ConfigurationError as exc:  # a repeated key: JSON's parser gives no position, YAML's reader does
+        except RepeatedKeyError as exc:  # JSON's parser gives no position, YAML's reader does
             try:
                 yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
             except yaml.MarkedYAMLError as yexc:
                 if yexc.problem and "is repeated" in yexc.problem and yexc.problem_mark is not None:
                     raise ConfigurationError(yexc.problem, source=source, line=yexc.problem_mark.line + 1) from None
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 pass
             raise ConfigurationError(str(exc), source=source) from None
     try:
-        return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+        return load_yaml(text, loader=StrictYamlLoader, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc)
@@ -701,33 +784,36 @@ def validate_document(
     (``{"RiskConfiguration": {...}}``); ``LastModifiedDate`` is ignored.
     """
     prefix: tuple = ()
+    problems: list[ConfigProblem] = []
     if isinstance(data, Mapping) and "RiskConfiguration" in data:
-        others = [k for k in data if k != "RiskConfiguration"]
-        if others:
-            raise RiskConfigurationError(
-                [
-                    ConfigProblem(
-                        str(k),
-                        "unknown field beside the RiskConfiguration wrapper (put every field inside it)",
-                        _line_for(lines, (k,)),
-                    )
-                    for k in others
-                ],
-                source=source,
+        problems = [  # reported with the document's own problems, all at once
+            ConfigProblem(
+                str(k),
+                "unknown field beside the RiskConfiguration wrapper (put every field inside it)",
+                _line_for(lines, (k,)),
             )
+            for k in data
+            if k != "RiskConfiguration"
+        ]
         data, prefix = data["RiskConfiguration"], ("RiskConfiguration",)
     if data is None:
-        raise RiskConfigurationError([ConfigProblem("", "the document is empty")], source=source)
+        raise RiskConfigurationError(
+            [*problems, ConfigProblem(format_path(prefix), "the document is empty", _line_for(lines, prefix))],
+            source=source)
     if not isinstance(data, Mapping):
         raise RiskConfigurationError(
-            [ConfigProblem(format_path(prefix), f"expected an object (mapping), got {_type_name(data)} {_preview(data)}")],
+            [*problems, ConfigProblem(format_path(prefix),
+                                      f"expected an object (mapping), got {_type_name(data)} {_preview(data)}")],
             source=source,
         )
     data = {k: v for k, v in data.items() if k not in OUTPUT_ONLY_KEYS}
     try:
-        return RiskConfiguration.model_validate(data)
+        config = RiskConfiguration.model_validate(data)
     except ValidationError as exc:
-        raise RiskConfigurationError(problems_from_validation(exc, prefix=prefix, lines=lines), source=source) from None
+        problems += problems_from_validation(exc, prefix=prefix, lines=lines, data=data)
+    if problems:
+        raise RiskConfigurationError(problems, source=source)
+    return config
 
 
 def load_text(text: str, *, source: str | None = None, fmt: str | None = None) -> RiskConfiguration:

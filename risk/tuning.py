@@ -737,9 +737,8 @@ def load_thresholds(path: str) -> Thresholds:
     """Thresholds from a JSON or YAML file: ``{"low": 0.2, "medium": 0.5, "high": 0.8}`` (any case of the keys).
 
     A ``.json`` file, or any text that is JSON, is read as JSON; other text as YAML, where a number
-    written ``5e-05`` (a string to YAML 1.1) counts as the number it is."""
-    import json
-
+    written ``5e-05`` (a string to YAML 1.1) counts as the number it is. A file nesting more than
+    ``MAX_JSON_DEPTH`` levels is refused naming where (``ingest.documents``)."""
     import yaml
 
     from risk.levels import ThresholdsError
@@ -752,18 +751,22 @@ def load_thresholds(path: str) -> Thresholds:
     except UnicodeDecodeError as exc:
         raise ThresholdsError(f"thresholds file is not UTF-8 text: {exc.reason} at byte {exc.start}",
                               source=path) from None
+    from ingest.documents import load_json, load_yaml  # nesting too deep: one error naming where
     from ingest.errors import ConfigurationError
     from risk.config import StrictYamlLoader, strict_json_pairs  # a repeated key is refused, as in configurations
 
     try:
-        doc = json.loads(text, object_pairs_hook=strict_json_pairs)
+        doc = load_json(text, source=path, what="thresholds file", error=ThresholdsError,
+                        object_pairs_hook=strict_json_pairs)
+    except ThresholdsError:
+        raise
     except ConfigurationError as exc:
         raise ThresholdsError(f"thresholds file: {exc}", source=path) from None
     except ValueError as exc:
         if str(path).lower().endswith(".json"):
             raise ThresholdsError(f"thresholds file is not JSON: {exc}", source=path) from None
         try:
-            doc = yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+            doc = load_yaml(text, loader=StrictYamlLoader, source=path, what="thresholds file", error=ThresholdsError)
         except yaml.MarkedYAMLError as exc:
             if exc.problem and "is repeated" in exc.problem and exc.problem_mark is not None:
                 raise ThresholdsError(f"thresholds file: {exc.problem}", source=path,

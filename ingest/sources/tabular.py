@@ -58,6 +58,7 @@ import pyarrow.csv as pacsv
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ingest.documents import load_yaml
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
@@ -554,7 +555,7 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read the mapping file: {exc}", source=str(path)) from exc
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text, source=str(path), what="the mapping file")  # nesting too deep: one error naming where
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"not valid YAML or JSON: {exc}", source=str(path)) from exc
     if not isinstance(doc, dict):
