@@ -220,12 +220,17 @@ class _GzipOwning(gzip.GzipFile):
                     break
                 size += got
         except (OSError, EOFError, zlib.error) as exc:
-            if not size:
-                if isinstance(exc, zlib.error):
-                    raise _damaged(exc) from exc
-                raise
-            self._broken = _damaged(exc)
+            self._break(exc, size)
         return size
+
+    def _break(self, exc: BaseException, got: int) -> None:
+        """The stream broke after ``got`` bytes of this call: raise at once when it gave none, else keep the error
+        for the next call (what was read before the break is returned first)."""
+        if not got:
+            if isinstance(exc, zlib.error):
+                raise _damaged(exc) from exc
+            raise exc
+        self._broken = _damaged(exc)
 
     def read(self, size: int | None = -1) -> bytes:
         self._check_not_closed()
@@ -245,11 +250,7 @@ class _GzipOwning(gzip.GzipFile):
                 chunks.append(chunk)
                 got += len(chunk)
         except (OSError, EOFError, zlib.error) as exc:
-            if not got:
-                if isinstance(exc, zlib.error):
-                    raise _damaged(exc) from exc
-                raise
-            self._broken = _damaged(exc)
+            self._break(exc, got)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def read1(self, size: int = -1) -> bytes:
