@@ -180,14 +180,68 @@ def feedback_ttl_from_env() -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def check_settings() -> None:
+def check_settings(con: duckdb.DuckDBPyConnection | None = None) -> None:
     """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``,
     ``$RISKGATE_NOTIFY_RETRY_AFTER`` and the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
-    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``). ``riskgate score --notify`` and ``riskgate
-    serve`` call it before they start, so that no run is refused halfway through its notifications."""
+    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``); with the store ``con``, also what the
+    configurations in effect need (:func:`delivery_problems`: a sender, the feedback links' secret and URL).
+    ``riskgate score --notify`` and ``riskgate serve`` call it before they start, so that no run is refused
+    halfway through its notifications."""
     feedback_ttl_from_env()
     retry_after_from_env()
     SmtpSettings.from_env()
+    if con is not None and (problems := delivery_problems(con)):
+        raise ConfigurationError("; ".join(problems))
+
+
+def delivery_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """What would make every email of the configurations in effect fail, whoever it is for: for each pool in
+    ENFORCED mode (the only one that notifies) and each of its configurations (the pool's, and each client's of its
+    own) with ``Notify`` true for some level, a sender (``NotifyConfiguration.From``, else ``$RISKGATE_NOTIFY_FROM``)
+    and, when one of its templates has feedback links (its own or the default ones), ``$RISKGATE_FEEDBACK_SECRET``
+    and ``$RISKGATE_PUBLIC_URL``. An empty list when nothing is missing. (Such a failure used up one of the
+    MAX_ATTEMPTS of each email due in every run, so that, once the setting was fixed, none was ever sent.)"""
+    from ingest.store import has_table
+    from risk.config import (LEVEL_FIELDS, AdvancedSecurityMode, address_problem, get_mode, known_pools, resolve,
+                             template_for, unpooled_of)
+
+    pools = known_pools(con)
+    unpooled = unpooled_of(pools)
+    if unpooled is not None and unpooled not in pools:
+        pools.append(unpooled)
+    configured = has_table(con, "risk_config_versions")
+    no_sender: list[str] = []
+    with_links: list[str] = []
+    for pool in pools:
+        if get_mode(con, pool)[0] != AdvancedSecurityMode.ENFORCED:
+            continue
+        clients = [r[0] for r in con.execute(
+            "SELECT DISTINCT client_id FROM risk_config_versions WHERE user_pool_id = ? AND client_id IS NOT NULL "
+            "ORDER BY 1", [pool]).fetchall()] if configured else []
+        for client in (None, *clients):
+            config = resolve(con, pool, client)[0]
+            ato = config.AccountTakeoverRiskConfiguration
+            if ato is None or not any((a := getattr(ato.Actions, name)) and a.Notify for name in LEVEL_FIELDS.values()):
+                continue
+            scope = f"pool {pool}" + (f" client {client}" if client else "")
+            nc = ato.NotifyConfiguration
+            if not (nc is not None and nc.From) and not os.environ.get(NOTIFY_FROM_ENV, "").strip():
+                no_sender.append(scope)
+            if any(uses_links(template_for(config, name)) for name in TEMPLATE_NAMES):
+                with_links.append(scope)
+    problems = []
+    if no_sender:
+        problems.append(f"the configuration of {', '.join(no_sender)} notifies (ENFORCED) but its "
+                        f"NotifyConfiguration has no From and ${NOTIFY_FROM_ENV} is not set: set one of them")
+    elif (sender := os.environ.get(NOTIFY_FROM_ENV, "").strip()) and (problem := address_problem(sender)):
+        problems.append(f"${NOTIFY_FROM_ENV} {sender!r} {problem}")
+    if with_links:
+        for check in (lambda: _secret(None), public_url):
+            try:
+                check()
+            except ConfigurationError as exc:
+                problems.append(f"{exc} (the emails of {', '.join(with_links)} carry feedback links)")
+    return problems
 
 
 def _sign(payload: str, secret: bytes) -> str:

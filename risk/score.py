@@ -530,7 +530,7 @@ def score_events(
     if notify:  # a bad notification setting ($RISKGATE_FEEDBACK_TTL, ...) is refused before anything is scored
         from risk import notify as rn
 
-        rn.check_settings()
+        rn.check_settings(con)
     bounds, total = chunk_bounds(con, since, until, rescore=rescore, chunk_rows=chunk_rows)
     prefetch = _FeaturePrefetch(con, bounds)
     try:

@@ -318,6 +318,11 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         return risk_store.connect(db, wait=store_wait, settings=("SET threads = 1",))
 
     def make_scorer(store):
+        # what would make every email of the configurations in effect fail (no sender, no secret for the feedback
+        # links): said at start; not refused, as `score --notify` refuses it, since a configuration set while the
+        # service runs can make it true or false
+        for problem in rn.delivery_problems(store):
+            log.warning("notifications will fail: %s", problem)
         return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None),
                                                                   proxies=proxies),
                             checker=checker)

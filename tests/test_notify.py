@@ -574,3 +574,47 @@ def test_single_address():
     for bad in ("", "not an address", "a@example.com, b@example.com", "a@example.com\nBcc: x@example.com"):
         with pytest.raises(NotifyError):
             nt.single_address(bad, "From")
+
+
+def test_delivery_problems_name_what_every_email_of_the_configurations_in_effect_would_lack(tmp_path, monkeypatch):
+    """`score --notify` refuses before scoring what would make every email fail (and use up its attempts)."""
+    from risk import config as rc
+
+    for name in ("RISKGATE_FEEDBACK_SECRET", "RISKGATE_PUBLIC_URL", "RISKGATE_NOTIFY_FROM", "RISKGATE_USER_POOL_ID"):
+        monkeypatch.delenv(name, raising=False)
+    con = connect(tmp_path / "s.duckdb")
+    try:
+        assert nt.delivery_problems(con) == []  # AUDIT (the default mode) never notifies
+        rc.set_mode(con, "ENFORCED", "eu-west-1_Pool")
+        problems = nt.delivery_problems(con)  # the defaults: From set, templates with links
+        assert len(problems) == 2, problems
+        assert "RISKGATE_FEEDBACK_SECRET is not set" in problems[0] and "pool eu-west-1_Pool" in problems[0]
+        assert "RISKGATE_PUBLIC_URL is not set" in problems[1]
+        with pytest.raises(ConfigurationError, match="RISKGATE_FEEDBACK_SECRET is not set.*; RISKGATE_PUBLIC_URL"):
+            nt.check_settings(con)
+        monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", SECRET)
+        monkeypatch.setenv("RISKGATE_PUBLIC_URL", BASE)
+        assert nt.delivery_problems(con) == []
+        # a client of its own whose templates have no links and no From: a sender is needed, the links are not
+        doc = {"AccountTakeoverRiskConfiguration": {
+            "Actions": {"HighAction": {"Notify": True, "EventAction": "BLOCK"}},
+            "NotifyConfiguration": {"SourceArn": "arn:aws:ses:us-east-1:000000000000:identity/example.com",
+                                    **{t: {"Subject": "s", "TextBody": "{username}"} for t in nt.TEMPLATE_NAMES}}}}
+        rc.set_configuration(con, rc.RiskConfiguration.model_validate(doc), user_pool_id="eu-west-1_Pool",
+                             client_id="client1")
+        monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET")
+        problems = nt.delivery_problems(con)
+        assert problems[0].startswith("the configuration of pool eu-west-1_Pool client client1 notifies")
+        assert "has no From and $RISKGATE_NOTIFY_FROM is not set" in problems[0]
+        assert "client1" not in problems[1] and "RISKGATE_FEEDBACK_SECRET" in problems[1]
+        monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "not an address")
+        assert "$RISKGATE_NOTIFY_FROM 'not an address'" in nt.delivery_problems(con)[0]
+        monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "security@example.com")
+        monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", SECRET)
+        assert nt.delivery_problems(con) == []
+        rc.set_mode(con, "AUDIT", "eu-west-1_Pool")
+        monkeypatch.delenv("RISKGATE_NOTIFY_FROM")
+        monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET")
+        assert nt.delivery_problems(con) == []
+    finally:
+        con.close()

@@ -703,13 +703,18 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     assert q(db, "SELECT count(*) FROM notifications WHERE status = 'outbox' AND event_id IN "
                  "(SELECT event_id FROM notifications GROUP BY event_id HAVING count(*) > 1)")[0][0] == 0
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == len(before | now_due)
-    # failed sends are reported as failed, by reason, not as sent (no secret to sign the feedback links)
+    # no secret to sign the feedback links: refused before anything is scored (every email would fail, and use up
+    # one of its attempts in every run, so that none was ever sent once the secret was set)
     monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET")
+    runs = q(unsent, "SELECT count(*) FROM score_runs")
     res = runner.invoke(app, ["score", "--notify", "--db", str(unsent)])
-    assert res.exit_code == 0 and "notifications sent or queued: 0" in res.stdout
-    assert f"warning: {due:,} notification{'s' if due != 1 else ''} failed" in res.stderr
-    assert "RISKGATE_FEEDBACK_SECRET is not set" in res.stderr
-    assert q(unsent, "SELECT count(*) FROM notifications WHERE status = 'failed'")[0][0] == due
+    assert res.exit_code == 2, res.output
+    assert "RISKGATE_FEEDBACK_SECRET is not set" in res.stderr and "carry feedback links" in res.stderr
+    assert q(unsent, "SELECT count(*) FROM notifications") == [(0,)]
+    assert q(unsent, "SELECT count(*) FROM score_runs") == runs
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "s" * 32)
+    rg("score", "--notify", db=unsent)
+    assert q(unsent, "SELECT count(*) FROM notifications WHERE status = 'outbox'")[0][0] == due
 
     # a run stopped while it writes a chunk keeps none of it: its resets come with its assessments or not at all
     from risk import score as scoring

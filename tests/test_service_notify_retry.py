@@ -244,3 +244,22 @@ def test_a_flood_of_healthz_probes_reads_the_store_once_per_interval(db, monkeyp
         answers = [healthz(svc)["notifications_unsent"] for _ in range(30)]
     assert len(reads) == 1
     assert answers == [{"pending": 0, "to_retry": 0}] * 30
+
+
+def test_the_service_says_at_start_what_every_email_would_lack(db, smtp, monkeypatch, caplog):
+    """No secret for the feedback links (ENFORCED, Notify): every email would fail; a warning at start names it (a
+    service is not refused, as `score --notify` is: a configuration set while it runs can change it)."""
+    import logging
+
+    monkeypatch.delenv(nt.FEEDBACK_SECRET_ENV)
+    with caplog.at_level(logging.WARNING, logger="riskgate.service"):
+        with Service(db, notify_retry_every=60):
+            pass
+    said = [r.getMessage() for r in caplog.records if r.name == "riskgate.service"]
+    assert any(m.startswith("notifications will fail: RISKGATE_FEEDBACK_SECRET is not set") for m in said), said
+    caplog.clear()
+    monkeypatch.setenv(nt.FEEDBACK_SECRET_ENV, "s" * 32)
+    with caplog.at_level(logging.WARNING, logger="riskgate.service"):
+        with Service(db, notify_retry_every=60):
+            pass
+    assert not [r for r in caplog.records if "notifications will fail" in r.getMessage()]
