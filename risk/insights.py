@@ -40,6 +40,8 @@ LEVEL_ORDER = ("High", "Medium", "Low")
 NO_RISK = "No risk"
 NO_LEVEL = "No level"
 NOT_ASSESSED = "Not assessed"
+#: assessed in a pool whose AdvancedSecurityMode was OFF: no risk evaluation, so no level (not "no risk")
+NOT_EVALUATED = "Not evaluated"
 DECISIONS = ("NoRisk", "AccountTakeover", "Block")
 OUTCOMES = ("Allow", "MfaChallenge", "Block")
 METRICS = ("AccountTakeoverRisk", "CompromisedCredentialRisk", "OverrideBlock", "Risk", "NoRisk")
@@ -93,7 +95,8 @@ def overview_metrics(
     """Counts of the period: events, sign-ins, levels, decisions, outcomes, OverrideBlock, compromised credentials.
 
     ``by_level`` counts every event once: High / Medium / Low, ``No risk`` (assessed
-    without a level) and ``Not assessed`` (no assessment yet).
+    without a level), ``Not evaluated`` (assessed in mode OFF: no risk evaluation) and ``Not assessed`` (no
+    assessment yet).
     """
     row = con.execute(
         f"""SELECT count(*) AS events,
@@ -104,7 +107,9 @@ def overview_metrics(
                    count(*) FILTER (WHERE a.risk_level = 'High') AS high,
                    count(*) FILTER (WHERE a.risk_level = 'Medium') AS medium,
                    count(*) FILTER (WHERE a.risk_level = 'Low') AS low,
-                   count(*) FILTER (WHERE a.event_id IS NOT NULL AND a.risk_level IS NULL) AS no_risk,
+                   count(*) FILTER (WHERE a.event_id IS NOT NULL AND a.risk_level IS NULL
+                                      AND a.mode IS DISTINCT FROM 'OFF') AS no_risk,
+                   count(*) FILTER (WHERE a.mode = 'OFF') AS not_evaluated,
                    count(*) FILTER (WHERE a.risk_decision = 'NoRisk') AS d_norisk,
                    count(*) FILTER (WHERE a.risk_decision = 'AccountTakeover') AS d_ato,
                    count(*) FILTER (WHERE a.risk_decision = 'Block') AS d_block,
@@ -117,8 +122,8 @@ def overview_metrics(
             WHERE {_SCOPE}""",
         _scope(con, since, until, pool, client),
     ).fetchall()[0]
-    (events, sign_ins, passed, users, assessed, high, medium, low, no_risk, d_nr, d_ato, d_bl, o_al, o_mfa, o_bl,
-     override, compromised) = (int(x) for x in row)
+    (events, sign_ins, passed, users, assessed, high, medium, low, no_risk, not_evaluated, d_nr, d_ato, d_bl, o_al,
+     o_mfa, o_bl, override, compromised) = (int(x) for x in row)
     return {
         "events": events,
         "sign_ins": sign_ins,
@@ -126,7 +131,8 @@ def overview_metrics(
         "users": users,
         "assessed": assessed,
         "risky": high + medium + low,
-        "by_level": {"High": high, "Medium": medium, "Low": low, NO_RISK: no_risk, NOT_ASSESSED: events - assessed},
+        "by_level": {"High": high, "Medium": medium, "Low": low, NO_RISK: no_risk,
+                     NOT_EVALUATED: not_evaluated, NOT_ASSESSED: events - assessed},
         "by_decision": {"NoRisk": d_nr, "AccountTakeover": d_ato, "Block": d_bl},
         "by_outcome": {"Allow": o_al, "MfaChallenge": o_mfa, "Block": o_bl},
         "override_block": override,
@@ -277,7 +283,7 @@ class EventFilters:
 
     ``username`` is exact, or a prefix when it ends with ``*``; ``ip`` is an address or a
     CIDR (IPv4 or IPv6); ``country`` an ISO code or a country name (either case); ``level``
-    is High / Medium / Low / ``No risk``; ``decision`` a RiskDecision; ``outcome`` Allow /
+    is High / Medium / Low / ``No risk`` / ``Not evaluated`` (mode OFF) / ``Not assessed``; ``decision`` a RiskDecision; ``outcome`` Allow /
     MfaChallenge / Block.
     """
 
@@ -371,14 +377,17 @@ def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
         params["asn"] = int(f.asn)
     if f.level:
         if f.level == NO_RISK:
-            where.append("a.event_id IS NOT NULL AND a.risk_level IS NULL")
+            where.append("a.event_id IS NOT NULL AND a.risk_level IS NULL AND a.mode IS DISTINCT FROM 'OFF'")
+        elif f.level == NOT_EVALUATED:
+            where.append("a.mode = 'OFF'")
         elif f.level == NOT_ASSESSED:
             where.append("a.event_id IS NULL")
         elif f.level in LEVEL_ORDER:
             where.append("a.risk_level = $level")
             params["level"] = f.level
         else:
-            raise InsightsError(f"level must be one of High, Medium, Low, {NO_RISK}, {NOT_ASSESSED}; got {f.level!r}")
+            raise InsightsError(f"level must be one of High, Medium, Low, {NO_RISK}, {NOT_EVALUATED}, {NOT_ASSESSED}; "
+                                f"got {f.level!r}")
     if f.decision:
         where.append("a.risk_decision = $decision")
         params["decision"] = f.decision
@@ -393,7 +402,8 @@ def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
 
 _EVENT_LIST_COLS = """e.event_id, e.creation_date AS time, e.username, e.event_type, e.event_response AS response,
        e.client_ip AS ip, e.country_iso AS country, e.city, e.asn, e.as_org, e.device_name,
-       a.score, coalesce(a.risk_level, CASE WHEN a.event_id IS NULL THEN NULL ELSE 'No risk' END) AS level,
+       a.score, coalesce(a.risk_level, CASE WHEN a.event_id IS NULL THEN NULL WHEN a.mode = 'OFF' THEN 'Not evaluated'
+                                            ELSE 'No risk' END) AS level,
        a.risk_decision AS decision, a.outcome"""
 
 

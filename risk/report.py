@@ -230,6 +230,10 @@ def export_assessments(
     return n
 
 
+#: an assessment's level as ``report`` counts it: mode OFF is "not evaluated" (no risk evaluation), else no level is
+#: "no risk" (below the Low threshold, a skipped or blocked range)
+_LEVEL_SQL = "CASE WHEN mode = 'OFF' THEN 'not evaluated' ELSE coalesce(risk_level, 'no risk') END"
+
 _ASSESSED_SQL = """
 WITH t AS ({attacks})
 SELECT x.*, e.latitude, e.longitude, e.ip_prefix, e.browser_family, e.os_family, e.has_context_data,
@@ -302,8 +306,8 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
 
     scored, unscored = assessed_counts(con, since=since, until=until)
     by_level = rows(
-        """SELECT coalesce(risk_level, 'no risk'), count(*) FROM pa GROUP BY 1
-           ORDER BY CASE coalesce(risk_level, 'no risk') WHEN 'no risk' THEN 0 WHEN 'Low' THEN 1
+        f"""SELECT {_LEVEL_SQL}, count(*) FROM pa GROUP BY 1
+           ORDER BY CASE {_LEVEL_SQL} WHEN 'not evaluated' THEN -1 WHEN 'no risk' THEN 0 WHEN 'Low' THEN 1
                     WHEN 'Medium' THEN 2 ELSE 3 END"""
     )
     by_decision = rows(

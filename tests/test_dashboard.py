@@ -92,7 +92,7 @@ def con(db):
 def test_overview_metrics_count_the_known_store(con):
     m = insights.overview_metrics(con)
     assert (m["events"], m["sign_ins"], m["assessed"], m["risky"]) == (11, 9, 10, 4)
-    assert m["by_level"] == {"High": 2, "Medium": 1, "Low": 1, "No risk": 6, "Not assessed": 1}
+    assert m["by_level"] == {"High": 2, "Medium": 1, "Low": 1, "No risk": 6, "Not evaluated": 0, "Not assessed": 1}
     assert m["by_decision"] == {"NoRisk": 4, "AccountTakeover": 3, "Block": 3}
     assert m["by_outcome"] == {"Allow": 5, "MfaChallenge": 2, "Block": 3}
     assert (m["override_block"], m["compromised_credentials"]) == (1, 1)
@@ -228,7 +228,7 @@ def test_overview_shows_the_periods_counts_and_follows_the_client_filter(db):
             m["OverrideBlock"], m["Compromised credentials"]) == ("9", "4", "2", "2", "3", "1", "1")
     levels_table = at.dataframe[0].value
     assert dict(zip(levels_table["level"], levels_table["events"])) == {
-        "High": 2, "Medium": 1, "Low": 1, "No risk": 6, "Not assessed": 1}
+        "High": 2, "Medium": 1, "Low": 1, "No risk": 6, "Not evaluated": 0, "Not assessed": 1}
     top_users = [d.value for d in at.dataframe if "username" in d.value.columns][0]
     assert top_users["username"].tolist() == ["alice", "carol", "bob"]
     at.sidebar.selectbox(key="scope_client").select("app2").run()

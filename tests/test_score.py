@@ -445,6 +445,19 @@ def test_events_no_risk_detection_looked_at_carry_no_signals(store, tmp_path):
     rg("mode", "OFF", db=store)
     out = json.loads(rg("score", "--rescore", "--json", db=store).stdout)
     assert out["by_decision"] == {"not evaluated": out["events_scored"]} == {"not evaluated": q(store, "SELECT count(*) FROM events")[0][0]}
+    # nor a level: "not evaluated", not "no risk", in every count of levels (score, report, the dashboard's)
+    assert out["by_level"] == {"not evaluated": out["events_scored"]}
+    rep = json.loads(rg("report", "--json", db=store).stdout)
+    assert [list(r) for r in rep["by_level"]] == [["not evaluated", out["events_scored"]]], rep["by_level"]
+    from risk import insights
+    from risk import store as rstore
+
+    with rstore.connect(store) as con:
+        levels_seen = insights.overview_metrics(con)["by_level"]
+        assert levels_seen[insights.NOT_EVALUATED] == out["events_scored"] and levels_seen[insights.NO_RISK] == 0
+        found, total = insights.search_events(con, insights.EventFilters(level=insights.NOT_EVALUATED), limit=5)
+        assert total == out["events_scored"] and set(found["level"]) == {insights.NOT_EVALUATED}
+        assert insights.search_events(con, insights.EventFilters(level=insights.NO_RISK), limit=5)[1] == 0
     assert q(store, "SELECT count(*) FILTER (WHERE len(reasons) > 0), count(*) FILTER (WHERE score IS NULL) "
                     "FROM assessments") == [(0, 0)]
 

@@ -51,7 +51,8 @@ with st.form("ev_filters"):
     if (problem_asn := _asn_problem()) is not None:
         r1[3].error(md(problem_asn))
     r2 = st.columns(4)
-    r2[0].selectbox("Level", [ANY, *insights.LEVEL_ORDER, insights.NO_RISK, insights.NOT_ASSESSED], key="ev_level")
+    r2[0].selectbox("Level", [ANY, *insights.LEVEL_ORDER, insights.NO_RISK, insights.NOT_EVALUATED,
+                                   insights.NOT_ASSESSED], key="ev_level")
     r2[1].selectbox("RiskDecision", [ANY, *insights.DECISIONS], key="ev_decision")
     r2[2].selectbox("Outcome", [ANY, *insights.OUTCOMES], key="ev_outcome")
     r2[3].selectbox("Event type", [ANY, *EVENT_TYPES], key="ev_type")
@@ -128,7 +129,7 @@ if st.button(f"Open {code(d['username'])}'s history", key="ev_open_user"):
 
 c = st.columns(5)
 if d["assessed"]:
-    c[0].metric("Risk level", d["risk_level"] or insights.NO_RISK)
+    c[0].metric("Risk level", d["risk_level"] or (insights.NOT_EVALUATED if d["mode"] == "OFF" else insights.NO_RISK))
     c[1].metric("Score", f"{d['score']:.3f}")
     c[2].metric("RiskDecision", d["risk_decision"] or "-")
     c[3].metric("Outcome", d["outcome"] or "-", help="In AUDIT: what would have happened.")

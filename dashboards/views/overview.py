@@ -12,7 +12,8 @@ from dashboards.common import n, q
 from risk import insights
 
 LEVEL_COLOURS = {"High": "#d62728", "Medium": "#ff7f0e", "Low": "#e6c229", insights.NO_RISK: "#2ca02c",
-                 insights.NO_LEVEL: "#7f7f7f", insights.NOT_ASSESSED: "#9e9e9e"}
+                 insights.NO_LEVEL: "#7f7f7f", insights.NOT_EVALUATED: "#bdbdbd",
+                 insights.NOT_ASSESSED: "#9e9e9e"}
 
 
 def _plotly_text(value):
