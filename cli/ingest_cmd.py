@@ -64,6 +64,10 @@ def ingest(
     from risk.config import check_pool_arg
 
     check_pool_arg(user_pool_id, "--user-pool-id")  # the configuration's rule: it could never be configured
+    if mapping:  # read (and refused) before the store is made or anything is read
+        from ingest.sources.tabular import load_mapping
+
+        load_mapping(mapping, format)
     paths = expand_folders(paths)
     enricher = Enricher(geo=GeoResolver.from_settings(geoip_city, geoip_asn), proxies=policy)
     options = ReaderOptions(batch_rows=batch_rows, username=username, username_from_file_name=username_from_file_name,

@@ -88,6 +88,19 @@ def load_json(
     raise error(too_deep_message(*where, what), source=source) from None
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[str, int | None]:
+    """What is wrong with YAML text, in one line (PyYAML's own message spans several, quoting the text twice), and
+    the line where (None when PyYAML does not say): ``while parsing a flow mapping: expected ',' or '}', but got
+    '<stream end>' (column 1)`` and 2."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        text = ": ".join(part for part in (exc.context, exc.problem) if part) or "not valid"
+        if mark is not None:
+            return f"{text} (column {mark.column + 1})", mark.line + 1
+        return text, None
+    return " ".join(str(exc).split()), None
+
+
 def load_yaml(
     text: str,
     *,

@@ -82,7 +82,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ingest.documents import load_json, load_yaml
+from ingest.documents import load_json, load_yaml, yaml_problem
 from ingest.errors import ConfigurationError
 from ingest.schema import MAX_USER_POOL_ID, user_pool_id_problem
 from ingest.store import Migration, has_table
@@ -765,14 +765,9 @@ def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) 
             raise ConfigurationError(str(exc), source=source) from None
     try:
         return load_yaml(text, loader=StrictYamlLoader, source=source)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or str(exc)
-        raise ConfigurationError(
-            f"not valid YAML: {problem}", source=source, line=mark.line + 1 if mark else None
-        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"not valid YAML: {exc}", source=source) from None
+        problem, line = yaml_problem(exc)
+        raise ConfigurationError(f"not valid YAML: {problem}", source=source, line=line) from None
 
 
 def validate_document(

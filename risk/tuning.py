@@ -751,7 +751,7 @@ def load_thresholds(path: str) -> Thresholds:
     except UnicodeDecodeError as exc:
         raise ThresholdsError(f"thresholds file is not UTF-8 text: {exc.reason} at byte {exc.start}",
                               source=path) from None
-    from ingest.documents import load_json, load_yaml  # nesting too deep: one error naming where
+    from ingest.documents import load_json, load_yaml, yaml_problem  # nesting too deep: one error naming where
     from ingest.errors import ConfigurationError
     from risk.config import StrictYamlLoader, strict_json_pairs  # a repeated key is refused, as in configurations
 
@@ -767,13 +767,13 @@ def load_thresholds(path: str) -> Thresholds:
             raise ThresholdsError(f"thresholds file is not JSON: {exc}", source=path) from None
         try:
             doc = load_yaml(text, loader=StrictYamlLoader, source=path, what="thresholds file", error=ThresholdsError)
-        except yaml.MarkedYAMLError as exc:
-            if exc.problem and "is repeated" in exc.problem and exc.problem_mark is not None:
+        except yaml.YAMLError as exc:
+            if isinstance(exc, yaml.MarkedYAMLError) and exc.problem and "is repeated" in exc.problem \
+                    and exc.problem_mark is not None:
                 raise ThresholdsError(f"thresholds file: {exc.problem}", source=path,
                                       line=exc.problem_mark.line + 1) from None
-            raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from None
-        except yaml.YAMLError as exc:
-            raise ThresholdsError(f"thresholds file is not JSON or YAML: {exc}", source=path) from None
+            problem, line = yaml_problem(exc)
+            raise ThresholdsError(f"thresholds file is not JSON or YAML: {problem}", source=path, line=line) from None
         if isinstance(doc, dict):
             doc = {k: _yaml_number(v) for k, v in doc.items()}
     if not isinstance(doc, dict):

@@ -311,7 +311,9 @@ def test_problems_carry_the_line_of_the_field(tmp_path):
          "a.json:3: key 'BlockedIPRangeList' is repeated (first at line 2)"),
         ("a.yaml", "UserPoolId: p\nUserPoolId: q\n", "key 'UserPoolId' is repeated (first at line 1)"),
         ("a.json", '{"UserPoolId": "p",\n}', "not valid JSON"),
-        ("a.yaml", "UserPoolId: [p\n", "not valid YAML"),
+        ("a.yaml", "UserPoolId: [p\n", "a.yaml:2: not valid YAML: while parsing a flow sequence: expected ',' or ']', "
+                                      "but got '<stream end>' (column 1)"),
+        ("a.yaml", "a: b: c\n", "a.yaml:1: not valid YAML: mapping values are not allowed here (column 5)"),
         ("a.yaml", "", "the document is empty"),
         ("a.yaml", "- UserPoolId: p\n", "expected an object (mapping), got a list"),
     ],

@@ -449,6 +449,25 @@ def test_a_bad_time_format_or_event_type_constant_refuses_the_mapping_before_rea
     assert not db.exists() or rows(db, "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM quarantine)") == [(0,)]
 
 
+@pytest.mark.parametrize("text, message", [
+    (None, "cannot read the mapping file"),
+    ("{columns: [user\n", "2: not valid YAML or JSON: while parsing a flow sequence: expected ',' or ']', but got "
+                           "'<stream end>' (column 1)"),
+    ("- a\n", "a mapping file must be an object"),
+])
+def test_a_mapping_file_that_cannot_be_read_is_refused_in_one_line_before_the_store_is_made(env, text, message):
+    data = env / "t.csv"
+    data.write_text("user,ts,ok\na,2026-06-01 10:00:00,1\n")
+    mapping = env / "m.yaml"
+    if text is not None:
+        mapping.write_text(text)
+    res = runner.invoke(app, ["ingest", str(data), "--mapping", str(mapping)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(f"error: {mapping}:") and message in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr  # one line: PyYAML's own message spans five, quoting the text
+    assert not (env / "store.duckdb").exists()
+
+
 def test_a_password_in_an_ingested_row_is_never_stored(env):
     """A row shaped like /v1/evaluate's body (``Password`` included) kept the password in the event's extra JSON,
     and in the quarantine row's raw text when the row was bad."""

@@ -271,6 +271,15 @@ def test_a_thresholds_file_that_is_not_utf8_is_a_one_line_error(tmp_path, db):
     assert res.exit_code == 2 and "not UTF-8" in res.output and "Traceback" not in res.output
 
 
+def test_a_thresholds_file_that_is_not_yaml_is_a_one_line_error_naming_the_line(tmp_path, db):
+    p = tmp_path / "t.yaml"
+    p.write_text("low: 0.2\nmedium: [0.5\n")
+    res = invoke("whatif", "--thresholds", p, "--db", db)
+    assert res.exit_code == 2, res.output
+    assert res.stderr == (f"error: {p}:3: thresholds file is not JSON or YAML: while parsing a flow sequence: "
+                          "expected ',' or ']', but got '<stream end>' (column 1)\n")
+
+
 # -- 7. targets resting on few legitimate sign-ins ------------------------------------------------------------------
 
 

@@ -58,7 +58,7 @@ import pyarrow.csv as pacsv
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingest.documents import load_yaml
+from ingest.documents import load_yaml, yaml_problem
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
@@ -557,7 +557,8 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
     try:
         doc = load_yaml(text, source=str(path), what="the mapping file")  # nesting too deep: one error naming where
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"not valid YAML or JSON: {exc}", source=str(path)) from exc
+        problem, line = yaml_problem(exc)
+        raise ConfigurationError(f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
     if not isinstance(doc, dict):
         raise ConfigurationError("a mapping file must be an object with at least 'columns'", source=str(path))
     try:
