@@ -487,6 +487,29 @@ def test_a_password_in_an_ingested_row_is_never_stored(env):
     assert secret.encode() not in (env / "store.duckdb").read_bytes()
 
 
+def test_a_password_under_an_escaped_name_or_as_an_object_is_redacted_in_quarantine_too(env):
+    """The raw text of a quarantined row kept the password when its member's name was written with a JSON escape
+    (``Pass\\u0077ord``: JSON reads it as Password) or its value was an object or array."""
+    secrets = ["escaped-secret-1", "obj-secret-2", "list-secret-3", "cut-secret-4"]
+    bad = [line("q1", '"not a time"').replace('"Username"', f'"Pass\\u0077ord":"{secrets[0]}","Username"'),
+           line("q2", '"not a time"').replace('"Username"', f'"Password":{{"value":"{secrets[1]}","n":[1,"}}"]}},'
+                                                            '"Username"'),
+           line("q3", '"not a time"').replace('"Username"', f'"x":{{"PASSWORD":["{secrets[2]}",{{"a":1}}]}},"Username"'),
+           '{"EventId":"q4","Username":"alice","password":{"v":"' + secrets[3]]
+    f = env / "pw2.jsonl"
+    f.write_text("\n".join(bad) + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (4, 0, 0, 4)
+    db = env / "store.duckdb"
+    raws = [r[0] for r in rows(db, "SELECT raw FROM quarantine ORDER BY source_line")]
+    assert raws[0].startswith('{"EventId":"q1","Pass\\u0077ord":"[redacted]","Username":"alice"')
+    assert raws[1].startswith('{"EventId":"q2","Password":"[redacted]","Username":"alice"')
+    assert raws[2].startswith('{"EventId":"q3","x":{"PASSWORD":"[redacted]"},"Username":"alice"')
+    assert raws[3] == '{"EventId":"q4","Username":"alice","password":"[redacted]"'
+    for secret in secrets:
+        assert secret.encode() not in db.read_bytes()
+
+
 @pytest.mark.parametrize("address", ["", "   ", "\t"])
 def test_context_data_with_a_blank_ip_address_is_quarantined(env, address):
     """ContextData requires its IpAddress: a blank one was stored as context data without an address, which no

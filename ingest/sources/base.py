@@ -14,6 +14,7 @@ import contextvars
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import sys
@@ -332,9 +333,11 @@ def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> 
     return h.hexdigest()[:32]
 
 
-#: a JSON member named password (any case) with its value: a string (also one cut off by the end of the text),
-#: or a scalar
-_PASSWORD_MEMBER = re.compile(r'("(?i:password)"\s*:\s*)(?:"(?:[^"\\]|\\.)*(?:"|$)|[^,}\]\s]+)')
+#: a JSON member's name (a string followed by a colon) and the blanks after the colon
+_MEMBER_NAME = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*')
+#: a JSON string (also one cut off by the end of the text), or a scalar up to the next separator
+_STRING_VALUE = re.compile(r'"(?:[^"\\]|\\.)*(?:"|$)')
+_SCALAR_VALUE = re.compile(r'[^,}\]\s]+')
 REDACTED = "[redacted]"
 
 
@@ -343,10 +346,57 @@ def is_password_key(name: object) -> bool:
     return isinstance(name, str) and name.strip().lower() == "password"
 
 
+def _member_key(escaped: str) -> str | None:
+    """A member's name as JSON reads it (``Pass\\u0077ord`` is ``Password``); None when it is not valid JSON."""
+    if "\\" not in escaped:
+        return escaped
+    try:
+        return json.loads(f'"{escaped}"')
+    except ValueError:
+        return None
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the JSON value starting at ``start`` ends: a string, an object or array (to its closing bracket, strings
+    inside skipped), or a scalar; the end of the text when it is cut off first."""
+    if start >= len(text):
+        return start
+    if text[start] == '"':
+        return _STRING_VALUE.match(text, start).end()
+    if text[start] in "{[":
+        depth, i = 0, start
+        while i < len(text):
+            c = text[i]
+            if c == '"':
+                i = _STRING_VALUE.match(text, i).end()
+                continue
+            if c in "{[":
+                depth += 1
+            elif c in "}]":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return len(text)
+    m = _SCALAR_VALUE.match(text, start)
+    return m.end() if m else start
+
+
 def redact_passwords(text: str) -> str:
     """``text`` with the value of every JSON member named password replaced by ``"[redacted]"`` (a row kept as
-    raw text, in quarantine: an input shaped like ``/v1/evaluate``'s body may carry the user's password)."""
-    return _PASSWORD_MEMBER.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    raw text, in quarantine: an input shaped like ``/v1/evaluate``'s body may carry the user's password): the name
+    in any case and as JSON reads it (escapes such as ``\\u0077`` decoded), the value whatever it is (a string, a
+    number, an object or array whole), also in text that is not valid JSON or is cut off."""
+    if '"' not in text:
+        return text
+    out, pos = [], 0
+    for m in _MEMBER_NAME.finditer(text):
+        if m.start() < pos or not is_password_key(_member_key(m.group(1))):
+            continue  # (a name inside a value already redacted, or not a password)
+        end = _value_end(text, m.end())
+        out += [text[pos:m.end()], f'"{REDACTED}"']
+        pos = end
+    return "".join(out) + text[pos:] if out else text
 
 
 def clip_raw(raw: str, length: int | None = None) -> str:
