@@ -65,6 +65,47 @@ def test_mapping_reads_yaml_with_numeric_value_keys(tmp_path):
     assert m.time_zone == "UTC" and m.keep_unmapped and m.csv.delimiter == ","
 
 
+def test_mapping_yaml_scalars_are_the_text_written(tmp_path):
+    """YAML 1.1 had read Norway's code NO as false (its location then dropped), 0123 as octal 83, and the value keys
+    yes/no as booleans that no cell matched: a mapping's plain scalars are text (numbers and booleans read from it)."""
+    m = load_mapping(mapping_file(tmp_path, text=(
+        "columns: {username: u, creation_date: t, event_response: r}\n"
+        "constants: {event_type: SignIn, source_country: NO, server_name: 0123, source_asn: 2119, rtt_ms: 1.5e2,\n"
+        "            has_context_data: yes}\n"
+        "values: {event_response: {yes: Pass, no: Fail, 1: Pass, 0: Fail, on: Pass, off: Fail}}\n"
+        "keep_unmapped: off\n"
+        "csv: {quote_char: ~}\n")), "csv")
+    assert m.constants == {"event_type": "SignIn", "source_country": "NO", "server_name": "0123",
+                           "source_asn": "2119", "rtt_ms": "1.5e2", "has_context_data": "yes"}
+    assert m.values == {"event_response": {"yes": "Pass", "no": "Fail", "1": "Pass", "0": "Fail", "on": "Pass",
+                                           "off": "Fail"}}
+    assert m.keep_unmapped is False and m.csv.quote_char is None
+    data = write(tmp_path, "u,t,r\nola,2026-03-01T08:00:00Z,yes\nkari,2026-03-01T09:00:00Z,off\n")
+    _, events, quarantine, _ = read_all(CSV_READER, data, mapping=mapping_file(tmp_path, text=(
+        "columns: {username: u, creation_date: t, event_response: r}\n"
+        "constants: {event_type: SignIn, source_country: NO, source_asn: 2119}\n"
+        "values: {event_response: {yes: Pass, off: Fail}}\n"), name="m2.yaml"))
+    assert quarantine.num_rows == 0
+    assert events.select(["username", "event_response", "source_country", "source_asn"]).to_pylist() == [
+        {"username": "ola", "event_response": "Pass", "source_country": "NO", "source_asn": 2119},
+        {"username": "kari", "event_response": "Fail", "source_country": "NO", "source_asn": 2119}]
+
+
+@pytest.mark.parametrize("constant, message", [
+    ("rtt_ms: .inf", "constants.rtt_ms must be a finite number, got '.inf'"),
+    ("rtt_ms: fast", "constants.rtt_ms must be a finite number, got 'fast'"),
+    ("source_asn: AS2119", "constants.source_asn must be an integer (AS number), got 'AS2119'"),
+    ("source_asn: -1", "constants.source_asn must be an integer (AS number), got '-1'"),
+    ("has_context_data: maybe", "constants.has_context_data must be true or false, got 'maybe'"),
+])
+def test_mapping_constants_that_are_not_what_their_field_holds_are_refused(tmp_path, constant, message):
+    path = mapping_file(tmp_path, text=("columns: {username: u, creation_date: t, event_response: r}\n"
+                                        f"constants: {{event_type: SignIn, {constant}}}\n"))
+    with pytest.raises(ConfigurationError, match="invalid column mapping") as exc:
+        load_mapping(path, "csv")
+    assert message in str(exc.value)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"columns": {**MAPPING["columns"], "user_name": "x", "ip": "y"}},
      "unknown canonical fields 'user_name', 'ip'; expected one of: event_id, user_pool_id"),

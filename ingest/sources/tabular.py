@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import zoneinfo
 from collections.abc import Iterator
@@ -412,6 +413,17 @@ def strptime_format_problem(fmt: str) -> str | None:
     return None
 
 
+def _finite_number(v: Scalar) -> float | None:
+    """``v`` as a finite number (a number, or text that is one), else None (a boolean is no number)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def _scalar_text(v: Scalar) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -512,8 +524,11 @@ class ColumnMapping(BaseModel):
         for k, v in self.constants.items():
             if k in _BOOL_FIELDS and _scalar_text(v).lower() not in _TRUE + _FALSE:
                 raise ValueError(f"constants.{k} must be true or false, got {v!r}")
-            if k in ("rtt_ms", "source_asn") and (isinstance(v, bool) or not isinstance(v, int | float)):
-                raise ValueError(f"constants.{k} must be a number, got {v!r}")
+            if k == "rtt_ms" and _finite_number(v) is None:
+                raise ValueError(f"constants.{k} must be a finite number, got {v!r}")
+            if k == "source_asn" and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                          or isinstance(v, str) and v.strip().isascii() and v.strip().isdigit()):
+                raise ValueError(f"constants.{k} must be an integer (AS number), got {v!r}")
             if k in _ENUMERATED and v not in _ENUMERATED[k][0]:
                 raise ValueError(f"constants.{k} must be one of {_ENUMERATED[k][1]}, got {v!r}")
         loose = [k for k in self.values if k not in self.columns]
@@ -543,6 +558,20 @@ class ColumnMapping(BaseModel):
         return used
 
 
+class MappingLoader(yaml.SafeLoader):
+    """A mapping file as its writer means it: every plain scalar is text but null (``~``, ``null``, nothing).
+    YAML 1.1, PyYAML's, reads ``NO``, ``yes``, ``on``, ``off`` as booleans and ``0123`` as the octal number 83:
+    Norway's country code became ``false``, a server name ``0123`` became ``83``, and the value keys ``yes``/``no``
+    of a column holding yes/no never matched. A number or boolean setting (``keep_unmapped``, a constant's
+    ``source_asn``) is read from its text by the mapping's validation."""
+
+
+MappingLoader.yaml_implicit_resolvers = {
+    first: kept for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    if (kept := [(tag, rx) for tag, rx in resolvers if tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")])
+}
+
+
 def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
     """Read and validate a mapping file (YAML or JSON); ConfigurationError saying what is wrong and where."""
     if not path:
@@ -555,7 +584,7 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read the mapping file: {exc}", source=str(path)) from exc
     try:
-        doc = load_yaml(text, source=str(path), what="the mapping file")  # nesting too deep: one error naming where
+        doc = load_yaml(text, loader=MappingLoader, source=str(path), what="the mapping file")  # nesting too deep: one error naming where
     except yaml.YAMLError as exc:
         problem, line = yaml_problem(exc)
         raise ConfigurationError(f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
