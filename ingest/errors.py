@@ -58,6 +58,15 @@ def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = Ris
         raise error(f"folder {parent} does not exist", source=str(out))
     if not os.access(parent, os.W_OK):
         raise error(f"folder {parent} is not writable", source=str(out))
+    # os.access asks the permission bits, which root passes: a read-only mount, /proc or /sys refuse a file all
+    # the same, after the work is done (an export had created the store it was to read); a file is tried
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=".riskgate-probe-"):
+            pass
+    except OSError as exc:
+        raise error(f"folder {parent} is not writable: {exc.strerror}", source=str(out)) from None
 
 
 def interrupted(exc: BaseException | None) -> bool:

@@ -42,6 +42,17 @@ ORDER BY e.creation_date, e.event_id
 _ISO_TIMES = ", ".join(f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS {c}" for c in ("time", "scored_at"))
 
 
+#: The text columns of a CSV export, a cell of which a spreadsheet would run as a formula when it starts with
+#: ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (OWASP's "CSV injection"): such a cell gets a leading
+#: ``'``, which spreadsheets show as text. A username is whatever was typed at a sign-in form, and the analyst who
+#: opens the export in a spreadsheet is the target. JSON lines and Parquet keep every value as it is.
+_CSV_TEXT_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "event_type", "event_response",
+                     "ip_address", "country", "city", "as_org", "device_name", "level", "decision", "action",
+                     "outcome", "mode")
+_CSV_TEXT = ", ".join(f"CASE WHEN regexp_matches({c}, '^[-=+@\\t\\r]') THEN chr(39) || {c} ELSE {c} END AS {c}"
+                      for c in _CSV_TEXT_COLUMNS)
+
+
 #: The files of a store besides the store file itself (by suffix): DuckDB's write-ahead log and temporary folder,
 #: and the lock files of ``ingest.lease``. An export onto any of them would destroy or corrupt the store.
 _STORE_FILES = {"": "the store this command reads", ".wal": "the store's write-ahead log",
@@ -203,7 +214,8 @@ def export_assessments(
     target = export_target(out, _store_paths(con))
     params = period_params(since, until)
     if fmt == "csv":
-        sql = f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons, {_ISO_TIMES}) FROM ({_EXPORT_SELECT})"
+        sql = (f"SELECT * REPLACE (to_json(reasons)::VARCHAR AS reasons, {_ISO_TIMES}, {_CSV_TEXT}) "
+               f"FROM ({_EXPORT_SELECT})")
     elif fmt == "jsonl":
         sql = f"SELECT to_json(x)::VARCHAR AS line FROM (SELECT * REPLACE ({_ISO_TIMES}) FROM ({_EXPORT_SELECT})) x"
     else:
@@ -218,6 +230,8 @@ def export_assessments(
             if os.path.lexists(tmp):  # left by an export that was killed: never written through (a link)
                 os.unlink(tmp)
             n = _write_batches(reader, fmt, tmp)
+            if os.path.exists(target.path):  # a file replaced keeps its mode (a private export stays private)
+                os.chmod(tmp, stat.S_IMODE(os.stat(target.path).st_mode))
             os.replace(tmp, target.path)
     except OSError as exc:
         if exc.errno is None:  # not the system's: an error of the query, which Arrow's stream reports as OSError

