@@ -129,7 +129,9 @@ def list_user_auth_events(
     if not user_known(con, username, user_pool_id):
         raise UserNotFoundError(f"user {username!r} not found: no events and not in the users table")
     after_date, after_id = (None, None)
-    if next_token:
+    if next_token is not None:  # an empty one is no token (Cognito's are at least 1 character), not "from the top"
+        if not next_token:
+            raise InvalidParameterError("NextToken is empty: give the NextToken of the previous page, or none")
         after_date, after_id = _decode_token(next_token, user_pool_id, username)
     rows = con.execute(
         """

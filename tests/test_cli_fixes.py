@@ -305,6 +305,16 @@ def test_a_hostile_next_token_is_an_invalid_token_on_the_command_line(base, tmp_
     assert isinstance(res.exception, SystemExit)
 
 
+def test_an_empty_next_token_is_refused_not_read_as_the_first_page(base, tmp_path):
+    """``--next-token ''`` (an unset shell variable) listed the first page again as if no token had been given;
+    Cognito's tokens are at least one character."""
+    db = copy_store(base, tmp_path / "e.duckdb")
+    user = q(db, "SELECT any_value(username) FROM events")[0][0]
+    res = runner.invoke(app, ["events", user, "--next-token", "", "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == "error: NextToken is empty: give the NextToken of the previous page, or none\n"
+
+
 def test_the_longest_token_of_ours_is_accepted():
     """The length limit is above every token the listing writes: a 55-character user pool id, a 128-character
     username of characters ``json.dumps`` writes as 12 each, and a 50-character event id."""
