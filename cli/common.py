@@ -90,6 +90,24 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _usage_error(exc) -> None:
+    """A refused option or argument (click's UsageError: ``--max-results abc``, an unknown option, a missing
+    argument) as every other refusal is: one line on stderr, ``error: ...`` and the command's ``--help`` to see
+    (typer printed the usage, a hint and a boxed panel: five or six lines). The exit code stays click's, 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed: nothing to add
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    err_console.print(styled("error:", "bold red", f" {message}{hint}"), highlight=False, soft_wrap=True)
+
+
+# typer (pinned in pyproject.toml) prints click's usage errors with this function of its rich_utils
+import typer.rich_utils  # noqa: E402
+
+typer.rich_utils.rich_format_error = _usage_error
+
+
 def warn(message: str) -> None:
     """A warning on stderr (the command goes on), printed literally."""
     err_console.print(styled("warning:", "yellow", f" {message}"), highlight=False, soft_wrap=True)

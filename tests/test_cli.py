@@ -101,3 +101,23 @@ def test_version_prints_the_installed_version_which_is_pyprojects():
     code, out, _mods = _imports("--version")
     declared = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
     assert code == 0 and out == f"riskgate {version('riskgate')}\n" == f"riskgate {declared['version']}\n"
+
+
+def test_a_refused_option_or_argument_is_one_line_on_stderr_and_exit_2(tmp_path):
+    """typer printed click's usage errors as the usage, a hint and a boxed panel (five or six lines); the README
+    says a refused option is one line on stderr, exit code 2, as every other refusal is. Run as a user runs it."""
+    db = str(tmp_path / "s.duckdb")
+    cases = {
+        ("events", "alice", "--max-results", "abc", "--db", db):
+            "error: Invalid value for '--max-results': Input should be a valid integer, unable to parse string as "
+            "an integer (see `riskgate events --help`)",
+        ("export", "--out", str(tmp_path / "x.csv"), "--bogus"):
+            "error: No such option: --bogus (Possible options: --out) (see `riskgate export --help`)",
+        ("events",): "error: Missing argument 'username'. (see `riskgate events --help`)",
+        ("nosuch",): "error: No such command 'nosuch'. (see `riskgate --help`)",
+    }
+    for argv, line in cases.items():
+        r = subprocess.run([sys.executable, "-c", "import sys, cli; sys.argv[0] = 'riskgate'; cli.main()", *argv],
+                           capture_output=True, text=True, timeout=120, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", line + "\n"), argv
+    assert not list(tmp_path.iterdir())  # refused before any store was made
