@@ -67,6 +67,7 @@ from ingest.sources.base import (
     clip_raw,
     is_password_key,
     quarantine_table,
+    redact_passwords,
     with_quarantine_ids,
 )
 
@@ -159,6 +160,7 @@ def ingest_paths(
     run_id = uuid.uuid4().hex
     result = IngestResult(run_id=run_id)
     store.mark_interrupted_runs(con)
+    id_key = store.store_key(con, EVENT_ID_KEY)  # (made on first use: before the run, in its own statement)
     store.start_run(con, run_id, [str(p) for p in paths], fmt)
     status = "failed"
     # the writer's share of the cores while the reading thread (its own DuckDB databases, ``store.scratch``)
@@ -166,7 +168,7 @@ def ingest_paths(
     with store.halved_threads(con) as writer_threads:
         try:
             for path in paths:
-                _ingest_file(con, str(path), fmt, options, enricher, result, progress, writer_threads)
+                _ingest_file(con, str(path), fmt, options, enricher, result, progress, writer_threads, id_key)
             status = "completed" if not result.errors else "completed_with_errors"
         finally:
             store.finish_run(
@@ -191,6 +193,7 @@ def _ingest_file(
     result: IngestResult,
     progress: ProgressFn | None,
     writer_threads: int,
+    id_key: bytes,
 ) -> None:
     entry = {"path": path, "format": None, "rows_read": 0, "events_added": 0, "duplicates": 0,
              "quarantined": 0, "error": None}
@@ -202,7 +205,7 @@ def _ingest_file(
         rows = 0
         token = BYTES_READ_OBSERVER.set((lambda done: progress(path, done, rows)) if progress else None)
         try:
-            prepared = _preparing(reader, path, name, options, enricher)
+            prepared = _preparing(reader, path, name, options, enricher, id_key)
             try:
                 for batch in prepared:
                     counts = _write_batch(con, batch, result.run_id)
@@ -243,10 +246,14 @@ class PreparedBatch:
     source_file: str = ""
 
 
-def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool: str | None = None) -> PreparedBatch:
+def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool: str | None = None,
+                   id_key: bytes | None = None) -> PreparedBatch:
     """Everything of a batch that does not touch the store (runs ahead of the writer). ``default_pool``
-    (``--user-pool-id``) is the pool of the events whose source gives none (or an empty one), whatever the format."""
-    events = _without_passwords(_with_pools(batch.events, default_pool))
+    (``--user-pool-id``) is the pool of the events whose source gives none (or an empty one), whatever the format;
+    ``id_key`` the store's key for the ids derived from rows that carry a password (:func:`_keyed_ids`)."""
+    events, with_password = _without_passwords(_with_pools(batch.events, default_pool))
+    if id_key is not None:
+        events = _keyed_ids(events, with_password, id_key)
     staged = enricher.stage(events, fmt, path) if events.num_rows else None
     bad = staged.bad if staged is not None else None
     q = batch.quarantine
@@ -282,18 +289,19 @@ def _with_pools(events: pa.Table, default_pool: str | None) -> pa.Table:
     return events if pool is col else events.set_column(i, events.field(i), pool)
 
 
-def _without_passwords(events: pa.Table) -> pa.Table:
+def _without_passwords(events: pa.Table) -> tuple[pa.Table, set[int]]:
     """``events`` with every member named password (any case, at any depth) left out of their ``extra`` JSON: an
     input shaped like ``/v1/evaluate``'s body (or an export with such a column) may carry the user's password,
-    and an unknown field is otherwise kept. Only rows whose extra mentions one are parsed."""
+    and an unknown field is otherwise kept. Only rows whose extra mentions one are parsed. Also the rows whose
+    extra held one."""
     import json
 
     if "extra" not in events.column_names or not events.num_rows:
-        return events
+        return events, set()
     extra = events.column("extra")
     hits = pc.match_substring(extra, "password", ignore_case=True)
     if not pc.any(hits).as_py():
-        return events
+        return events, set()
 
     def drop(value):
         if isinstance(value, dict):
@@ -303,26 +311,79 @@ def _without_passwords(events: pa.Table) -> pa.Table:
         return value
 
     texts = extra.to_pylist()
+    held = set()
     for i in pc.indices_nonzero(pc.fill_null(hits, False)).to_pylist():
-        kept = drop(json.loads(texts[i]))
+        value = json.loads(texts[i])
+        kept = drop(value)
+        if kept != value:
+            held.add(i)
         texts[i] = json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if kept else None
     j = events.column_names.index("extra")
-    return events.set_column(j, events.field(j), pa.array(texts, events.field(j).type))
+    return events.set_column(j, events.field(j), pa.array(texts, events.field(j).type)), held
 
 
-def _preparing(reader, path: str, fmt: str, options: ReaderOptions, enricher: Enricher) -> Iterator[PreparedBatch]:
+#: the name of the store's key for derived event ids (``ingest.store.store_key``)
+EVENT_ID_KEY = "event-ids"
+#: an id a reader derived from a row's content: its prefix, and the first 32 hex digits of a SHA-256
+_DERIVED_ID = r"^(rg|ae|ua|row)-[0-9a-f]{32}$"
+
+
+def _keyed_ids(events: pa.Table, with_password: set[int], key: bytes) -> pa.Table:
+    """``events`` with the id a reader derived (a row without EventId: ``rg-``, ``ae-``, ``ua-``, ``row-`` and a
+    SHA-256 of the row's content) replaced by an HMAC of it under the store's ``key`` when the row carries a
+    password (in its extra, ``with_password``, or as a JSON member of its raw text, escaped name included).
+
+    The SHA-256 of a line holding the password was an offline oracle for it: whoever saw the id (``riskgate
+    events``, an export, a notification's ``{event-id}``) and knew the rest of the line could test guesses. Keyed,
+    the id stays one per row in this store (ingesting the row again adds nothing; attempts that differ only in
+    the password stay apart: brute force is counted) and tells nothing without the store's key. An EventId given
+    in that very shape on a row with a password is taken for a derived one."""
+    import hashlib
+    import hmac
+
+    if "event_id" not in events.column_names or not events.num_rows:
+        return events
+    ids = events.column("event_id")
+    derived = pc.fill_null(pc.match_substring_regex(ids, _DERIVED_ID), False)
+    if not pc.any(derived).as_py():
+        return events
+    rows = set(with_password)
+    if RAW_COLUMN in events.column_names:  # a password member of the raw JSON (the extras may not hold it all)
+        raw = events.column(RAW_COLUMN)
+        maybe = pc.and_(derived, pc.fill_null(pc.and_(
+            pc.match_substring(raw, '"'),
+            pc.or_(pc.match_substring(raw, "password", ignore_case=True), pc.match_substring(raw, "\\u"))), False))
+        if pc.any(maybe).as_py():
+            texts = raw.to_pylist()
+            rows.update(i for i in pc.indices_nonzero(maybe).to_pylist()
+                        if texts[i] and redact_passwords(texts[i]) != texts[i])
+    flags = derived.to_pylist()
+    rows = sorted(i for i in rows if flags[i])
+    if not rows:
+        return events
+    out = ids.to_pylist()
+    for i in rows:
+        prefix, _, digest = out[i].partition("-")
+        out[i] = prefix + "-" + hmac.new(key, b"riskgate-event-id\x00" + digest.encode("ascii"),
+                                         hashlib.sha256).hexdigest()[:32]
+    j = events.column_names.index("event_id")
+    return events.set_column(j, events.field(j), pa.array(out, events.field(j).type))
+
+
+def _preparing(reader, path: str, fmt: str, options: ReaderOptions, enricher: Enricher,
+               id_key: bytes | None = None) -> Iterator[PreparedBatch]:
     """The prepared batches of ``path`` in order, computed ahead of the writer (:func:`in_pool`): by two
     threads for a :class:`~ingest.sources.base.PartReader` (each parses the parts it takes, on its own
     connection to the enricher's database), by one thread for other readers (reading and preparing each
     batch in turn, one ahead at most)."""
     if isinstance(reader, PartReader):
         def parse_and_prepare(part) -> PreparedBatch:
-            return _prepare_batch(part(enricher.connection()), fmt, path, enricher, options.user_pool_id)
+            return _prepare_batch(part(enricher.connection()), fmt, path, enricher, options.user_pool_id, id_key)
 
         return in_pool(_jobs(reader.read_parts(path, options), parse_and_prepare), "read")
 
     def prepare(batch) -> PreparedBatch:
-        return _prepare_batch(batch, fmt, path, enricher, options.user_pool_id)
+        return _prepare_batch(batch, fmt, path, enricher, options.user_pool_id, id_key)
 
     return in_pool(_jobs(reader.read(path, options), prepare), "read", workers=1, ahead=1, nice=0)
 

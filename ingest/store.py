@@ -151,6 +151,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE users_per_pool RENAME TO users",
         ),
     ),
+    # Random keys of the store, made on first use (``store_key``): the key of the ids derived from rows that carry
+    # a password (``ingest.pipeline._keyed_ids``).
+    Migration(
+        "0003_store_keys",
+        ("CREATE TABLE IF NOT EXISTS store_keys (name VARCHAR PRIMARY KEY, key BLOB NOT NULL)",),
+    ),
 )
 
 
@@ -464,6 +470,16 @@ def writable(path: str) -> bool:
     lease's files are made beside it). False on a read-only folder, file or mount, for root too."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     return os.access(folder, os.W_OK) and (not os.path.exists(path) or os.access(path, os.W_OK))
+
+
+def store_key(con: duckdb.DuckDBPyConnection, name: str) -> bytes:
+    """The store's random 32-byte key ``name``, made on first use (by the first process to use it: another's
+    insert at the same moment wins, and both then read the same key). It never leaves the store."""
+    rows = con.execute("SELECT key FROM store_keys WHERE name = ?", [name]).fetchall()
+    if not rows:
+        con.execute("INSERT INTO store_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [name, os.urandom(32)])
+        rows = con.execute("SELECT key FROM store_keys WHERE name = ?", [name]).fetchall()
+    return bytes(rows[0][0])
 
 
 def connect(

@@ -510,6 +510,54 @@ def test_a_password_under_an_escaped_name_or_as_an_object_is_redacted_in_quarant
         assert secret.encode() not in db.read_bytes()
 
 
+def test_an_id_derived_from_a_row_with_a_password_is_keyed_by_the_store(env):
+    """A row without EventId gets an id from its content; with a password in it, the SHA-256 of that content was
+    an offline oracle for the password (whoever saw the id and knew the rest of the row could test guesses). The
+    id is now an HMAC under the store's own key: one per row in a store (ingesting again adds nothing; attempts
+    differing only in the password stay two), different in another store, and a row without a password keeps its
+    plain SHA-256 id. For every format that derives ids: riskgate JSON lines, AdminListUserAuthEvents output,
+    generic CSV."""
+    import hashlib
+
+    def sha(text: str, prefix: str = "rg-") -> str:
+        return prefix + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    base = '{"Username":"eve","EventType":"SignIn","EventResponse":"Fail","CreationDate":"2026-03-01T08:00:00Z"'
+    lines = [base + ',"Password":"Tr0ub4dor&3"}', base + ',"Password":"hunter2"}', base + ',"Pass\\u0077ord":"x1"}',
+             base + ',"ContextData":{"IpAddress":"10.0.0.1","ServerName":"a","ServerPath":"/","HttpHeaders":[],'
+                    '"password":"in-context"}}',
+             base.replace("08:00", "08:05") + "}"]
+    jl = env / "p.jsonl"
+    jl.write_text("\n".join(lines) + "\n")
+    ae = env / "p.json"
+    item = {"EventType": "SignIn", "CreationDate": "2026-03-01T09:00:00Z", "EventResponse": "Fail"}
+    ae.write_text(json.dumps({"AuthEvents": [{**item, "Password": "pw-one"}, {**item, "Password": "pw-two"}, item]}))
+    csvf = env / "p.csv"
+    csvf.write_text("user,ts,ok,password\nzed,2026-03-01T10:00:00Z,0,pw-a\nzed,2026-03-01T10:00:00Z,0,pw-b\n")
+    mapping = env / "m.yaml"
+    mapping.write_text("columns: {username: user, creation_date: ts, event_response: ok}\n"
+                       "constants: {event_type: SignIn}\nvalues: {event_response: {'0': Fail}}\n")
+    seen = []
+    for name in ("one.duckdb", "two.duckdb"):
+        db = env / name
+        for args in ((jl,), (ae, "--username", "ann"), (csvf, "--mapping", mapping)):
+            out, _ = ingest(*args, "--db", db)
+            assert out["events_added"] == out["rows_read"] and out["quarantined"] == 0, (args, out)
+            again, _ = ingest(*args, "--db", db)
+            assert again["duplicates"] == again["rows_read"] and again["events_added"] == 0
+        ids = dict(rows(db, "SELECT username || ' ' || strftime(creation_date, '%H:%M') || ' ' || coalesce(extra, ''), "
+                            "list(event_id ORDER BY event_id) FROM events GROUP BY 1"))
+        assert [(k.split()[0], len(v)) for k, v in sorted(ids.items())] == [("ann", 3), ("eve", 4), ("eve", 1),
+                                                                            ("zed", 2)], ids
+        all_ids = {i for v in ids.values() for i in v}
+        assert sha(lines[4]) in all_ids  # no password: the plain SHA-256, as before
+        assert not all_ids & {sha(x) for x in lines[:4]}  # with a password: not the SHA-256 of the line
+        assert all(x.startswith(("rg-", "ae-", "row-")) and len(x.split("-", 1)[1]) == 32 for x in all_ids)
+        assert b"Tr0ub4dor&3" not in db.read_bytes() and b"pw-one" not in db.read_bytes()
+        seen.append(all_ids)
+    assert len(seen[0] & seen[1]) == 2  # in another store only the rows without a password keep their ids
+
+
 @pytest.mark.parametrize("address", ["", "   ", "\t"])
 def test_context_data_with_a_blank_ip_address_is_quarantined(env, address):
     """ContextData requires its IpAddress: a blank one was stored as context data without an address, which no

@@ -8,7 +8,7 @@ from ingest.errors import StoreError
 def test_first_use_creates_and_records_migrations_once(tmp_path):
     db = tmp_path / "s.duckdb"
     con = store.connect(db)
-    assert store.applied_migrations(con) == ["0001_ingest_tables", "0002_users_per_pool"]
+    assert store.applied_migrations(con) == ["0001_ingest_tables", "0002_users_per_pool", "0003_store_keys"]
     for t in ("events", "quarantine", "users", "labels", "ingest_runs"):
         assert store.count(con, t) == 0
     con.close()
