@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from ingest.errors import InputFormatError
 from ingest.schema import LABEL_SCHEMA
 from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, as_source_types, ReadBatch, ReaderOptions
-from ingest.sources.tabular import csv_header, iter_csv_records
+from ingest.sources.tabular import csv_header, first_line, iter_csv_records
 from ingest.store import scratch
 
 NAME = "rba-csv"
@@ -133,8 +133,7 @@ class RbaCsv:
     description = "the public RBA benchmark CSV (das-group rba-dataset): logins with account-takeover labels"
 
     def sniff(self, head: bytes) -> bool:
-        first = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
-        return first == HEADER.encode()
+        return first_line(head) == HEADER.encode()
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         names = csv_header(path)

