@@ -105,3 +105,59 @@ def test_cr_line_ends_split_the_same_across_read_blocks(tmp_path, monkeypatch):
     assert got[0] == {"c0": "0", "c1": "v0\rw0", "c2": "0"}  # a CR inside quotes is the value's
     assert lines[:4] == [2, 4, 5, 6]
     assert lines[-1] == 37
+
+
+# -- 2. non-finite round-trip times are quarantined in every format -------------------------------------------
+
+
+def test_a_csv_round_trip_time_that_is_not_finite_quarantines_its_row(env):
+    f = env / "rtt.csv"
+    f.write_text("user,ts,client_ip,ok,rtt\n"
+                 "a,2026-03-01T08:00:00Z,1.2.3.4,1,nan\n"
+                 "b,2026-03-01T08:00:01Z,1.2.3.4,0,1e400\n"
+                 "c,2026-03-01T08:00:02Z,1.2.3.4,0,-inf\n"
+                 "d,2026-03-01T08:00:03Z,1.2.3.4,1,312.5\n"
+                 "e,2026-03-01T08:00:04Z,1.2.3.4,1,fast\n")
+    out = ingest(f, "--mapping", mapping(env, columns={"rtt_ms": "rtt"}))
+    assert counts(out) == (5, 1, 0, 4)
+    assert db(env, "SELECT username, rtt_ms FROM events") == [("d", 312.5)]
+    assert db(env, "SELECT source_line, reason FROM quarantine ORDER BY source_line") == [
+        (2, "rtt_ms (column 'rtt') must be a finite number: got 'nan'"),
+        (3, "rtt_ms (column 'rtt') must be a finite number: got '1e400'"),
+        (4, "rtt_ms (column 'rtt') must be a finite number: got '-inf'"),
+        (6, "rtt_ms (column 'rtt') must be a number: got 'fast'")]
+
+
+def test_a_parquet_round_trip_time_that_is_not_finite_quarantines_its_row(env):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = env / "rtt.parquet"
+    pq.write_table(pa.table({"user": ["p", "q", "r"], "ts": ["2026-03-01T08:00:00Z"] * 3,
+                             "client_ip": ["1.2.3.4"] * 3, "ok": ["1", "0", "1"],
+                             "rtt": [float("nan"), float("-inf"), 12.5]}), f)
+    out = ingest(f, "--mapping", mapping(env, columns={"rtt_ms": "rtt"}))
+    assert counts(out) == (3, 1, 0, 2)
+    assert db(env, "SELECT username, rtt_ms FROM events") == [("r", 12.5)]
+    assert db(env, "SELECT source_line, reason FROM quarantine ORDER BY source_line") == [
+        (1, "rtt_ms (column 'rtt') must be a finite number: got nan"),
+        (2, "rtt_ms (column 'rtt') must be a finite number: got -inf")]
+
+
+def test_an_rba_round_trip_time_that_is_not_finite_quarantines_its_row(env):
+    def with_rtt(row: str, index: int, rtt: str) -> str:
+        cells = row.split(",")
+        cells[0], cells[3] = str(index), rtt
+        return ",".join(cells)
+
+    f = env / "rba.csv"
+    f.write_text("\n".join([RBA_HEADER, with_rtt(GOOD2, 1, "NaN"), with_rtt(GOOD2, 2, "1e400"),
+                            with_rtt(GOOD2, 3, "-Infinity"), with_rtt(GOOD2, 4, "512.5")]) + "\n")
+    out = ingest(f)
+    assert counts(out) == (4, 1, 0, 3)
+    assert db(env, "SELECT event_id, rtt_ms FROM events") == [("4", 512.5)]
+    assert db(env, "SELECT source_line, reason FROM quarantine ORDER BY source_line") == [
+        (2, 'Round-Trip Time [ms] must be a finite number, got "NaN"'),
+        (3, 'Round-Trip Time [ms] must be a finite number, got "1e400"'),
+        (4, 'Round-Trip Time [ms] must be a finite number, got "-Infinity"')]
+    assert db(env, "SELECT count(*) FROM labels") == [(2,)]  # the one event's two labels; none of the others

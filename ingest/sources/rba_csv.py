@@ -118,7 +118,8 @@ def _sql(has_unknown: bool) -> str:
         CASE WHEN uid = '' THEN 'User ID is required' END,
         CASE WHEN trim(ts) = '' THEN 'Login Timestamp is required'
              WHEN _ts IS NULL THEN 'Login Timestamp must be a time like 2020-02-03 12:43:30.772, got ' || to_json(ts) END,
-        CASE WHEN _rtt IS NULL AND trim(rtt) <> '' THEN 'Round-Trip Time [ms] must be a number, got ' || to_json(rtt) END,
+        CASE WHEN _rtt IS NULL AND trim(rtt) <> '' THEN 'Round-Trip Time [ms] must be a number, got ' || to_json(rtt)
+             WHEN NOT isfinite(_rtt) THEN 'Round-Trip Time [ms] must be a finite number, got ' || to_json(rtt) END,
         CASE WHEN _asn IS NULL AND trim(asn) NOT IN ('', '-') THEN 'ASN must be an integer, got ' || to_json(asn) END,
         CASE WHEN _ok NOT IN ('true', 'false') THEN 'Login Successful must be True or False, got ' || to_json(ok) END,
         {bool_check("attack_ip", "Is Attack IP", False)},

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import zoneinfo
@@ -680,9 +681,9 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
         else:
             expr = f"TRY_CAST(regexp_replace(trim(CAST({s} AS VARCHAR)), '^(AS|as)', '') AS BIGINT)"
         return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
-    if field == "rtt_ms":
+    if field == "rtt_ms":  # NaN, Infinity and 1e400 (read as infinity) too are no round-trip time
         expr = f"CAST({v} AS DOUBLE)" if kind in ("int", "float") else f"TRY_CAST(trim(CAST({s} AS VARCHAR)) AS DOUBLE)"
-        return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
+        return expr, f"({s} IS NOT NULL AND coalesce(NOT isfinite({expr}), true))"
     raise AssertionError(field)
 
 
@@ -834,6 +835,8 @@ class MappedConverter:
                         parts.append(f"{where} is required but empty")
                     elif f == "creation_date" and self.mapping.time_format:
                         parts.append(f"{where} is not a time in format {self.mapping.time_format!r}: got {value!r}")
+                    elif f == "rtt_ms" and _not_finite(value):
+                        parts.append(f"{where} must be a finite number: got {value!r}")
                     elif f == "creation_date":
                         parts.append(f"{where} is not an ISO 8601 time or epoch seconds/milliseconds: got {value!r}")
                     else:
@@ -887,6 +890,14 @@ class MappedConverter:
             }, schema=LABEL_SCHEMA.append(pa.field("source_line", pa.int64()))))
         t = pa.concat_tables(parts)
         return t if t.num_rows else None
+
+
+def _not_finite(value: object) -> bool:
+    """Whether ``value`` (a cell) is a number, but NaN or infinite (``1e400`` included)."""
+    try:
+        return not math.isfinite(float(value.strip() if isinstance(value, str) else value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _map_values(col: pa.ChunkedArray, table: dict[str, Scalar]) -> pa.ChunkedArray:
