@@ -161,3 +161,66 @@ def test_an_rba_round_trip_time_that_is_not_finite_quarantines_its_row(env):
         (3, 'Round-Trip Time [ms] must be a finite number, got "1e400"'),
         (4, 'Round-Trip Time [ms] must be a finite number, got "-Infinity"')]
     assert db(env, "SELECT count(*) FROM labels") == [(2,)]  # the one event's two labels; none of the others
+
+
+# -- 3. quarantined rows that share file, line and raw text are each kept -------------------------------------
+
+BAD_ITEM = {"EventType": "Bad", "CreationDate": "2026-03-01T08:00:00Z", "EventResponse": "Pass"}
+BAD_TYPE = 'EventType "Bad" is not one of SignIn, SignUp, ForgotPassword, PasswordChange, ResendCode'
+
+
+def stored_quarantine(env):
+    return db(env, "SELECT source_line, reason, raw FROM quarantine ORDER BY source_line, reason")
+
+
+def test_two_equal_bad_auth_events_items_on_one_line_are_two_quarantine_rows(env):
+    f = env / "f5.json"
+    f.write_text(json.dumps({"AuthEvents": [BAD_ITEM, BAD_ITEM]}) + "\n")
+    out = ingest(f, "--username", "t")
+    assert counts(out) == (2, 0, 0, 2)
+    raw = json.dumps(BAD_ITEM)
+    assert stored_quarantine(env) == [(1, BAD_TYPE, raw), (1, BAD_TYPE, raw)]
+    assert db(env, "SELECT quarantined FROM ingest_runs") == [(2,)]
+    again = ingest(f, "--username", "t")  # nothing twice
+    assert counts(again) == (2, 0, 0, 2)
+    assert db(env, "SELECT count(*) FROM quarantine") == [(2,)]
+
+
+def test_equal_bad_items_of_a_line_split_between_batches_keep_their_ids(env):
+    f = env / "page.json"
+    f.write_text(json.dumps({"AuthEvents": [BAD_ITEM] * 5}) + "\n")
+    assert counts(ingest(f, "--username", "t", "--batch-rows", "2")) == (5, 0, 0, 5)
+    assert db(env, "SELECT count(*), count(DISTINCT quarantine_id) FROM quarantine") == [(5, 5)]
+    assert counts(ingest(f, "--username", "t", "--batch-rows", "3")) == (5, 0, 0, 5)
+    assert counts(ingest(f, "--username", "t")) == (5, 0, 0, 5)
+    assert db(env, "SELECT count(*) FROM quarantine") == [(5,)]  # other batches, the same ids
+
+
+def test_cloudwatch_envelopes_on_one_line_with_equal_bad_log_events_keep_every_row(env):
+    from tests.test_sources_cognito_user_activity import line as activity_line
+
+    def envelope(event_id):
+        return json.dumps({"messageType": "DATA_MESSAGE", "logEvents": [
+            {"id": "1", "timestamp": 1, "message": "not json"},
+            {"id": "2", "timestamp": 1, "message": activity_line(eventId=event_id)},
+            {"id": "3", "timestamp": 1, "message": "not json"}]})
+
+    f = env / "cw.jsonl"
+    f.write_text(envelope("cw-a") + envelope("cw-b") + "\n")
+    out = ingest(f, "--format", "cognito-user-activity")
+    assert counts(out) == (6, 2, 0, 4)
+    got = stored_quarantine(env)
+    assert len(got) == 4 and {(ln, raw) for ln, _, raw in got} == {(1, "not json")}
+    assert db(env, "SELECT count(DISTINCT quarantine_id) FROM quarantine") == [(4,)]
+    assert counts(ingest(f, "--format", "cognito-user-activity")) == (6, 0, 2, 4)
+    assert db(env, "SELECT count(*) FROM quarantine") == [(4,)]
+
+
+def test_the_first_of_equal_rows_keeps_the_id_riskgate_gave_it_before():
+    from ingest.sources.base import QuarantineIds, quarantine_id, quarantine_table
+
+    t = quarantine_table("cognito-auth-events", "/x/f5.json.gz", [1, 1, 2], ["r", "r", "r"], ["raw", "raw", "raw"])
+    ids = QuarantineIds()(t).column("quarantine_id").to_pylist()
+    assert ids[0] == quarantine_id("cognito-auth-events", "f5.json", 1, "raw")  # the id of stores made before
+    assert ids[2] == quarantine_id("cognito-auth-events", "f5.json", 2, "raw")
+    assert len(set(ids)) == 3
