@@ -224,3 +224,72 @@ def test_the_first_of_equal_rows_keeps_the_id_riskgate_gave_it_before():
     assert ids[0] == quarantine_id("cognito-auth-events", "f5.json", 1, "raw")  # the id of stores made before
     assert ids[2] == quarantine_id("cognito-auth-events", "f5.json", 2, "raw")
     assert len(set(ids)) == 3
+
+
+# -- 4. ChallengeResponses values are Cognito's ---------------------------------------------------------------
+
+SMS = 'ChallengeResponses[0].ChallengeName "Sms" is not one of Password, Mfa'
+MAYBE_AT_1 = 'ChallengeResponses[1].ChallengeResponse "Maybe" is not one of Success, Failure'
+GOOD_JSONL = {"Username": "u", "EventType": "SignIn", "EventResponse": "Pass", "CreationDate": "2026-03-01T08:00:00Z"}
+
+
+def test_a_challenge_value_out_of_cognitos_quarantines_a_riskgate_json_line(env):
+    f = env / "c.jsonl"
+    ok = [{"ChallengeName": "Password", "ChallengeResponse": "Success"}, {"ChallengeName": "Mfa",
+                                                                          "ChallengeResponse": "Failure"}]
+    f.write_text("\n".join(json.dumps({**GOOD_JSONL, "EventId": i, "ChallengeResponses": ch}) for i, ch in [
+        ("c1", [{"ChallengeName": "Sms", "ChallengeResponse": "Maybe"}]),
+        ("c2", [ok[0], {"ChallengeName": "Mfa", "ChallengeResponse": "Maybe"}]),
+        ("c3", ok)]) + "\n")
+    out = ingest(f)
+    assert counts(out) == (3, 1, 0, 2)
+    assert db(env, "SELECT source_line, reason FROM quarantine ORDER BY source_line") == [
+        (1, SMS + '; ChallengeResponses[0].ChallengeResponse "Maybe" is not one of Success, Failure'),
+        (2, MAYBE_AT_1)]
+    res = runner.invoke(app, ["events", "u"])
+    assert res.exit_code == 0, res.output
+    assert [e["EventId"] for e in json.loads(res.stdout)["AuthEvents"]] == ["c3"]
+
+
+def test_a_challenge_value_out_of_cognitos_quarantines_an_auth_events_item(env):
+    f = env / "t.json"
+    good = {"EventId": "ae1", "EventType": "SignIn", "CreationDate": "2026-03-01T08:00:00Z", "EventResponse": "Pass",
+            "ChallengeResponses": [{"ChallengeName": "Password", "ChallengeResponse": "Success"}]}
+    bad = {**good, "EventId": "ae2", "ChallengeResponses": [{"ChallengeName": "Sms", "ChallengeResponse": "Success"}]}
+    f.write_text(json.dumps({"AuthEvents": [good, bad]}, indent=2) + "\n")
+    out = ingest(f, "--username", "t")
+    assert counts(out) == (2, 1, 0, 1)
+    assert db(env, "SELECT reason FROM quarantine") == [(SMS,)]
+
+
+def test_a_challenge_value_out_of_cognitos_quarantines_a_user_activity_record(env):
+    from tests.test_sources_cognito_user_activity import line as activity_line
+
+    f = env / "ua.jsonl"
+    f.write_text("\n".join([
+        activity_line(eventId="ua-1"),
+        activity_line(eventId="ua-2", challenges=[{"challengeName": "Password", "challengeResponse": "Success"},
+                                                 {"challengeName": "Mfa", "challengeResponse": "Maybe"}]),
+        activity_line(eventId="ua-3", challenges="Password:Success, Sms:Success")]) + "\n")
+    out = ingest(f)
+    assert counts(out) == (3, 1, 0, 2)
+    assert db(env, "SELECT source_line, reason FROM quarantine ORDER BY source_line") == [
+        (2, MAYBE_AT_1), (3, 'ChallengeResponses[1].ChallengeName "Sms" is not one of Password, Mfa')]
+
+
+def test_the_service_refuses_a_challenge_value_out_of_cognitos(tmp_path_factory, tmp_path):
+    import httpx
+
+    from tests.service_support import Service, copy_store, headers, rest_events, trained_base
+
+    base = trained_base(tmp_path_factory)
+    store = copy_store(base, tmp_path / "s.duckdb")
+    ev = rest_events(base)[0]
+    with Service(store) as svc:
+        r = httpx.post(svc.url + "/v1/evaluate", headers=headers(), timeout=30, json={
+            **ev, "ChallengeResponses": [{"ChallengeName": "Sms", "ChallengeResponse": "Success"}]})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == [{"loc": "", "msg": SMS, "type": "quarantined"}]
+        r = httpx.post(svc.url + "/v1/evaluate", headers=headers(), timeout=30, json={
+            **ev, "ChallengeResponses": [{"ChallengeName": "Password", "ChallengeResponse": "Success"}]})
+        assert r.status_code == 200, r.text
