@@ -17,6 +17,8 @@ Checks (a row failing any goes to quarantine with every reason found):
 * EventType is one of Cognito's five; EventResponse one of Pass/Fail/InProgress
   (``Success``/``Failure`` accepted and mapped to Pass/Fail);
 * creation time between 2000-01-01 and one day after now (UTC);
+* each ChallengeResponses item's ChallengeName is Password or Mfa and its ChallengeResponse Success or Failure
+  (the reason names the item's position and the value);
 * ContextData.IpAddress, when given, is an IPv4 or IPv6 address;
 * no header value over 16 KiB, at most 100 headers and 64 KiB in all.
 
@@ -51,6 +53,8 @@ from ingest.context import ClientIP, ProxyPolicy, default_policy, resolve_client
 from ingest.geo import GeoResolver
 from ingest.store import SESSION_SETTINGS, scratch
 from ingest.schema import (
+    CHALLENGE_NAMES,
+    CHALLENGE_RESPONSES,
     EVENT_COLUMNS,
     EVENT_SCHEMA,
     EVENT_TYPES,
@@ -686,6 +690,23 @@ LEFT JOIN ips_ i ON h._fast_ip IS NULL
 
 # the checks of every row (``reason``: NULL when the row is good): on the headers and the resolved address only,
 # so the rows to quarantine are found without the joins of the final projection
+def _one_of(column: str, values: tuple[str, ...], where: str) -> str:
+    """SQL: the reason when ``column`` (of a ChallengeResponses item ``x``, at 1-based index ``i``) is not one of
+    ``values`` (NULL when it is)."""
+    listed = ", ".join(values)
+    sql_list = "[" + ", ".join(f"'{v}'" for v in values) + "]"
+    at = f"'ChallengeResponses[' || (i - 1) || '].{where}'"
+    return (f"CASE WHEN x.{column} IS NULL THEN {at} || ' is missing' "
+            f"WHEN NOT list_contains({sql_list}, x.{column}) "
+            f"THEN {at} || ' ' || to_json(left(x.{column}, 80))::VARCHAR || ' is not one of {listed}' END")
+
+
+#: every ChallengeResponses item's ChallengeName and ChallengeResponse is one of Cognito's (COGNITO_REFERENCE.md)
+_CHALLENGES_CHECK = (
+    "nullif(array_to_string(flatten(list_transform(challenge_responses, lambda x, i: ["
+    + _one_of("challenge_name", CHALLENGE_NAMES, "ChallengeName") + ", "
+    + _one_of("challenge_response", CHALLENGE_RESPONSES, "ChallengeResponse") + "])), '; '), '')")
+
 _CHECKED_SQL = f"""
 WITH c AS (SELECT h.*, {_CLIENT_IP_COLUMNS} FROM hdr_ h {_CLIENT_IP_JOIN}),
 r AS (
@@ -716,6 +737,7 @@ SELECT *,
               || ' (an epoch number out of the range of times)'
          WHEN creation_date < $min_time THEN 'CreationDate ' || strftime(creation_date, '%Y-%m-%dT%H:%M:%SZ') || ' is before 2000-01-01'
          WHEN creation_date > $max_time THEN 'CreationDate ' || strftime(creation_date, '%Y-%m-%dT%H:%M:%SZ') || ' is in the future' END,
+    {_CHALLENGES_CHECK},
     CASE WHEN NOT ip_valid THEN 'IpAddress ' || to_json(left(ip_address, 80))::VARCHAR || ' is not an IPv4 or IPv6 address' END,
     CASE WHEN h_long_name IS NOT NULL THEN 'header ' || to_json(left(h_long_name, 80))::VARCHAR || ' is ' || h_max_len || ' bytes, more than ' || $max_value END,
     CASE WHEN h_count > $max_headers THEN 'ContextData.HttpHeaders has ' || h_count || ' headers, more than ' || $max_headers END,

@@ -35,6 +35,8 @@ from ingest.enrich import (
 from ingest.geo import EMPTY
 from ingest.schema import (
     BLANK,
+    CHALLENGE_NAMES,
+    CHALLENGE_RESPONSES,
     EVENT_COLUMNS,
     EVENT_RESPONSE_ALIASES,
     EVENT_TYPES,
@@ -102,8 +104,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     challenges = None
     if "ChallengeResponses" in record:
         challenges = _pairs(record["ChallengeResponses"], "ChallengeName", "ChallengeResponse")
-        if challenges is None:
-            return None
+        if challenges is None or any(a not in CHALLENGE_NAMES or b not in CHALLENGE_RESPONSES for a, b in challenges):
+            return None  # (a value out of Cognito's: the batch's "ChallengeResponses[0].ChallengeName ... is not one of")
     rtt = record.get("RoundTripTimeMs")
     if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, (int, float)) or not math.isfinite(rtt)):
         return None  # (NaN, Infinity, 1e400: the reader's "RoundTripTimeMs must be a finite number")

@@ -63,12 +63,12 @@ from ingest.sources.base import (
     BYTES_READ_OBSERVER,
     RAW_COLUMN,
     PartReader,
+    QuarantineIds,
     ReaderOptions,
     clip_raw,
     is_password_key,
     quarantine_table,
     redact_passwords,
-    with_quarantine_ids,
 )
 
 
@@ -206,8 +206,11 @@ def _ingest_file(
         token = BYTES_READ_OBSERVER.set((lambda done: progress(path, done, rows)) if progress else None)
         try:
             prepared = _preparing(reader, path, name, options, enricher, id_key)
+            quarantine_ids = QuarantineIds()
             try:
                 for batch in prepared:
+                    # the ids of an input's quarantined rows depend on the rows before them: given in order here
+                    batch.quarantine = quarantine_ids(batch.quarantine)
                     counts = _write_batch(con, batch, result.run_id)
                     rows += counts["rows_read"]
                     for k in ("rows_read", "events_added", "duplicates", "quarantined"):
@@ -241,7 +244,7 @@ class PreparedBatch:
     the insert), quarantine rows with ids, labels."""
 
     staged: Staged | None
-    quarantine: pa.Table  # QUARANTINE_SCHEMA + quarantine_id
+    quarantine: pa.Table  # QUARANTINE_SCHEMA (+ quarantine_id, given by the writer's loop in the input's order)
     labels: pa.Table | None  # LABEL_SCHEMA (+ source_line): stored only for the events the batch adds
     source_file: str = ""
 
@@ -265,7 +268,6 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool:
     if q.num_rows:
         q = q.set_column(0, "source_format", pa.array([fmt] * q.num_rows, pa.string()))
         q = q.set_column(1, "source_file", pa.array([path] * q.num_rows, pa.string()))
-    q = with_quarantine_ids(q)
     return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, batch.labels_with_lines(),
                          path)
 
@@ -407,7 +409,7 @@ def _close(it) -> None:
 
 
 def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
-    """Write one prepared batch in one transaction; its counts."""
+    """Write one prepared batch (its quarantine rows with their ids) in one transaction; its counts."""
     staged, q = batch.staged, batch.quarantine
     good_rows = staged.good_rows if staged is not None else 0
     con.execute("BEGIN TRANSACTION")

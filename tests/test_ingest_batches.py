@@ -49,8 +49,9 @@ def mixed_lines() -> list[bytes]:
         json.dumps(event(1006, ContextData=_ctx(1006, HttpHeaders=[
             {"headerName": "User-Agent", "headerValue": ESCAPED_UA}, {"headerName": 'Na"me', "headerValue": "a\nb"},
             {"headerName": "Accept-Language", "headerValue": ""}]))).encode(),
-        json.dumps(event(1007, ChallengeResponses=[{"ChallengeName": "Pass\\/word", "ChallengeResponse": "Success"}]),
-                   ensure_ascii=False).encode(),
+        # escapes in a value (one of Cognito's: another is quarantined)
+        json.dumps(event(1007, ChallengeResponses=[{"ChallengeName": "Password", "ChallengeResponse": "Success"}]),
+                   ensure_ascii=False).replace('"Password"', '"P\\u0061ss\\u0077ord"').encode(),
         json.dumps(event(1008, Extra={"k": [1, 2]})).encode(),  # unknown key, kept in extra
         b'{"EventId": "dk-1", "Username": "u", "Username": "v", "EventType": "SignIn", "EventResponse": "Pass", '
         b'"CreationDate": "2026-01-01T00:00:00Z"}',  # duplicate key
@@ -109,7 +110,7 @@ def test_batch_and_block_sizes_change_nothing_stored(tmp_path, monkeypatch):
     assert headers["ev-0001006"] == [{"header_name": "User-Agent", "header_value": ESCAPED_UA},
                                      {"header_name": 'Na"me', "header_value": "a\nb"},
                                      {"header_name": "Accept-Language", "header_value": ""}]
-    assert challenges["ev-0001007"] == [{"challenge_name": "Pass\\/word", "challenge_response": "Success"}]
+    assert challenges["ev-0001007"] == [{"challenge_name": "Password", "challenge_response": "Success"}]
     assert len(headers["ev-0001005"][1]["header_value"]) == 9_000
 
 

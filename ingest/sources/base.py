@@ -322,12 +322,15 @@ def read_head(path: str | os.PathLike, n: int = 65536) -> bytes:
             raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
 
 
-def quarantine_id(source_format: str, source_file: str, line: int, raw: str) -> str:
-    """Stable id of a quarantined row: the same row of the same input (by file name, gzip or not) is recorded once."""
+def quarantine_id(source_format: str, source_file: str, line: int, raw: str, occurrence: int = 0) -> str:
+    """Stable id of a quarantined row: the same row of the same input (by file name, gzip or not) is recorded once.
+    ``occurrence``: how many rows of the input with the same line and raw text come before this one (two equal bad
+    AuthEvents items on one line, CloudWatch envelopes on one line holding the same bad log event): each is a row
+    of its own. The first one's id is the id riskgate gave such a row before it counted them."""
     h = hashlib.sha256()
     name = os.path.basename(source_file)
     name = name[:-3] if name.endswith(".gz") else name
-    for part in (source_format, name, str(line), raw):
+    for part in (source_format, name, str(line), raw) + ((str(occurrence),) if occurrence else ()):
         h.update(part.encode("utf-8", "surrogateescape"))
         h.update(b"\x00")
     return h.hexdigest()[:32]
@@ -547,17 +550,39 @@ def quarantine_table(
     return t
 
 
-def with_quarantine_ids(t: pa.Table) -> pa.Table:
-    ids = [
-        quarantine_id(f, s, ln, r)
-        for f, s, ln, r in zip(
-            t.column("source_format").to_pylist(),
-            t.column("source_file").to_pylist(),
-            t.column("source_line").to_pylist(),
-            t.column("raw").to_pylist(),
-        )
-    ]
+def with_quarantine_ids(t: pa.Table, seen: dict[tuple, int] | None = None) -> pa.Table:
+    """``t`` (QUARANTINE_SCHEMA) with each row's :func:`quarantine_id`: rows of the same file, line and raw text
+    are told apart by their order. ``seen`` counts such rows given ids before ``t`` (and is updated), for an
+    input whose line continues from one batch into the next (:class:`QuarantineIds`)."""
+    seen = {} if seen is None else seen
+    ids = []
+    for key in zip(
+        t.column("source_format").to_pylist(),
+        t.column("source_file").to_pylist(),
+        t.column("source_line").to_pylist(),
+        t.column("raw").to_pylist(),
+    ):
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
+        ids.append(quarantine_id(*key, occurrence))
     return t.append_column("quarantine_id", pa.array(ids, pa.string()))
+
+
+class QuarantineIds:
+    """Gives the quarantined rows of one input their ids, batch after batch in the input's order
+    (:func:`with_quarantine_ids`): the n-th row of a line with a given raw text gets the same id whatever the
+    batches (``--batch-rows``), so that ingesting the input again adds none of them twice. Only the counts of
+    the last line given ids are kept (a batch ends within a line at most: an AuthEvents page on one line)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple, int] = {}
+
+    def __call__(self, t: pa.Table) -> pa.Table:
+        out = with_quarantine_ids(t, self.seen)
+        if self.seen:
+            last = max(key[2] for key in self.seen)
+            self.seen = {key: n for key, n in self.seen.items() if key[2] == last}
+        return out
 
 
 #: read blocks of 16 MiB: small enough that the allocator reuses freed blocks (fewer fresh pages to fault in:

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from ingest.errors import InputFormatError
 from ingest.schema import LABEL_SCHEMA
 from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, as_source_types, ReadBatch, ReaderOptions
-from ingest.sources.tabular import csv_header, iter_csv_records
+from ingest.sources.tabular import csv_header, first_line, iter_csv_records
 from ingest.store import scratch
 
 NAME = "rba-csv"
@@ -118,7 +118,8 @@ def _sql(has_unknown: bool) -> str:
         CASE WHEN uid = '' THEN 'User ID is required' END,
         CASE WHEN trim(ts) = '' THEN 'Login Timestamp is required'
              WHEN _ts IS NULL THEN 'Login Timestamp must be a time like 2020-02-03 12:43:30.772, got ' || to_json(ts) END,
-        CASE WHEN _rtt IS NULL AND trim(rtt) <> '' THEN 'Round-Trip Time [ms] must be a number, got ' || to_json(rtt) END,
+        CASE WHEN _rtt IS NULL AND trim(rtt) <> '' THEN 'Round-Trip Time [ms] must be a number, got ' || to_json(rtt)
+             WHEN NOT isfinite(_rtt) THEN 'Round-Trip Time [ms] must be a finite number, got ' || to_json(rtt) END,
         CASE WHEN _asn IS NULL AND trim(asn) NOT IN ('', '-') THEN 'ASN must be an integer, got ' || to_json(asn) END,
         CASE WHEN _ok NOT IN ('true', 'false') THEN 'Login Successful must be True or False, got ' || to_json(ok) END,
         {bool_check("attack_ip", "Is Attack IP", False)},
@@ -133,8 +134,7 @@ class RbaCsv:
     description = "the public RBA benchmark CSV (das-group rba-dataset): logins with account-takeover labels"
 
     def sniff(self, head: bytes) -> bool:
-        first = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
-        return first == HEADER.encode()
+        return first_line(head) == HEADER.encode()
 
     def read(self, path: str, options: ReaderOptions) -> Iterator[ReadBatch]:
         names = csv_header(path)

@@ -32,8 +32,9 @@ digits of SHA-256 over the row's canonical values, so ingesting the same rows
 again adds nothing.
 
 The CSV record reader (:func:`iter_csv_records`) is shared with ``rba-csv``:
-it splits the bytes into records itself (numpy over each block: a newline ends
-a record when it is outside quotes), so every row keeps its physical line
+it splits the bytes into records itself (numpy over each block: a line end --
+LF, CRLF or a lone CR, as old Mac files end their lines -- ends a record when
+it is outside quotes), so every row keeps its physical line
 number and raw text even when quoted fields hold newlines; pyarrow then parses
 the well-formed records in bulk. Rows with the wrong number of fields, an
 unclosed quote or bytes that are not UTF-8 go to quarantine with their line.
@@ -45,6 +46,7 @@ import csv
 import io
 import math
 import os
+import re
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,9 +142,31 @@ def _first_record_end(head: bytes, quotechar: str | None) -> int:
         ch = head[i:i + 1]
         if q is not None and ch == q:
             inside = not inside
-        elif b == 10 and not inside:
+        elif b in (10, 13) and not inside:  # LF, or the CR of a CRLF or of an old Mac line end
             return i
     return len(head)
+
+
+def first_line(head: bytes) -> bytes:
+    """The first line of ``head`` (a byte-order mark left out), whatever ends it: LF, CRLF or a lone CR."""
+    return re.split(rb"\r\n?|\n", head.removeprefix(b"\xef\xbb\xbf"), maxsplit=1)[0]
+
+
+def line_ends(arr: np.ndarray, eof: bool) -> np.ndarray:
+    """The index of every line end in ``arr`` (bytes), in order: each LF, and each CR not followed by an LF (old
+    Mac files end their lines with CR alone; a CRLF's line end is its LF). A CR that is the last byte of ``arr`` is
+    a line end only at the end of the input (``eof``): otherwise the next read says whether an LF follows it."""
+    nl = np.flatnonzero(arr == 10)
+    cr = np.flatnonzero(arr == 13)
+    if not len(cr):
+        return nl
+    after = cr + 1
+    lone = np.full(len(cr), eof)
+    inside = after < len(arr)
+    lone[inside] = arr[after[inside]] != 10
+    if not lone.any():  # CRLF line ends (or none at all)
+        return nl
+    return np.union1d(nl, cr[lone])
 
 
 def iter_csv_records(
@@ -176,7 +200,7 @@ def iter_csv_records(
             if not buf:
                 break
             arr = np.frombuffer(buf, dtype=np.uint8)
-            nl = np.flatnonzero(arr == 10)
+            nl = line_ends(arr, eof)
             qpos = np.flatnonzero(arr == qc) if qc is not None else np.empty(0, np.int64)
             seps = nl[(np.searchsorted(qpos, nl) & 1) == 0] if len(qpos) else nl
             if not eof:
@@ -233,11 +257,11 @@ class _Block:
         n = len(starts)
         nexts = np.concatenate((starts[1:], [cut])).astype(np.int64)
         ends = nexts.copy()
-        # a record's content ends before its newline (and a carriage return before that)
+        # a record's content ends before its line end (an LF and a carriage return before it, or a lone CR)
         has_nl = np.zeros(n, dtype=bool)
         if n:
             has_nl[:-1] = True
-            has_nl[-1] = cut > 0 and block[cut - 1] == 10
+            has_nl[-1] = cut > 0 and block[cut - 1] in (10, 13)
         ends[has_nl] -= 1
         cr = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
         ends[cr] -= 1
@@ -685,9 +709,9 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
         else:
             expr = f"TRY_CAST(regexp_replace(trim(CAST({s} AS VARCHAR)), '^(AS|as)', '') AS BIGINT)"
         return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
-    if field == "rtt_ms":
+    if field == "rtt_ms":  # NaN, Infinity and 1e400 (read as infinity) too are no round-trip time
         expr = f"CAST({v} AS DOUBLE)" if kind in ("int", "float") else f"TRY_CAST(trim(CAST({s} AS VARCHAR)) AS DOUBLE)"
-        return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
+        return expr, f"({s} IS NOT NULL AND coalesce(NOT isfinite({expr}), true))"
     raise AssertionError(field)
 
 
@@ -839,6 +863,8 @@ class MappedConverter:
                         parts.append(f"{where} is required but empty")
                     elif f == "creation_date" and self.mapping.time_format:
                         parts.append(f"{where} is not a time in format {self.mapping.time_format!r}: got {value!r}")
+                    elif f == "rtt_ms" and _not_finite(value):
+                        parts.append(f"{where} must be a finite number: got {value!r}")
                     elif f == "creation_date":
                         parts.append(f"{where} is not an ISO 8601 time or epoch seconds/milliseconds: got {value!r}")
                     else:
@@ -894,6 +920,14 @@ class MappedConverter:
         return t if t.num_rows else None
 
 
+def _not_finite(value: object) -> bool:
+    """Whether ``value`` (a cell) is a number, but NaN or infinite (``1e400`` included)."""
+    try:
+        return not math.isfinite(float(value.strip() if isinstance(value, str) else value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 def _map_values(col: pa.ChunkedArray, table: dict[str, Scalar]) -> pa.ChunkedArray:
     """Replace values found in ``table`` (compared as text); other values pass through unchanged."""
     text = col if _kind(col.type) == "string" else col.cast(pa.string())
@@ -925,7 +959,7 @@ class GenericCsv:
     def sniff(self, head: bytes) -> bool:
         if not head.strip() or b"\x00" in head or head[:2] == GZIP_MAGIC:
             return False
-        line = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
+        line = first_line(head)
         if line.lstrip()[:1] in (b"{", b"[", b"<"):
             return False
         try:
