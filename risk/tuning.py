@@ -157,15 +157,15 @@ def scoring_models_warning(models: dict[int | None, int], active: int | None) ->
 
 def history(con, since: datetime | None = None, until: datetime | None = None) -> History:
     """The assessed history of [since, until) with its labels in force (legitimate / attack masks and warnings,
-    among them ``model_warning`` when the scores are not all the active model's)."""
+    among them ``model_warning`` when the scores are not all the active model's, and one when events of the
+    period are not yet assessed: the history leaves them out)."""
     from risk.model.registry import active_version
+    from risk.report import assessed_counts
 
     check_period(since, until)
     df = labelled_scores(con, since=since, until=until, columns=HISTORY_COLUMNS)
+    unscored = assessed_counts(con, since=since, until=until)[1]  # events the history leaves out
     if len(df) == 0:
-        from risk.report import assessed_counts
-
-        unscored = assessed_counts(con, since=since, until=until)[1]
         raise TuningError("no assessed sign-ins in the period: " + (
             f"{counted(unscored, 'event')} not yet assessed, run `riskgate score` first" if unscored else
             "the store holds no events in it" if since is not None or until is not None else
@@ -178,6 +178,9 @@ def history(con, since: datetime | None = None, until: datetime | None = None) -
     attack = y == 1
     legit = y == 0
     warnings = [model_warning] if model_warning else []
+    if unscored:  # as report and export say it: what is left out, and how to bring it in
+        warnings.append(f"{counted(unscored, 'event')} in the period not yet assessed, not in the history: "
+                        "run `riskgate score` first")
     if not legit.any():
         legit = ~attack
         warnings.append(f"no sign-in is labelled legitimate: the {int(legit.sum()):,} unlabelled ones are taken as legitimate")

@@ -352,3 +352,31 @@ def test_a_precision_target_nothing_measures_is_not_met_and_moves_nothing_down()
     r = tuning.tune_of(h, oc, current, 0, tuning.Targets(min_precision=0.99))
     assert r.met and 0.15 < r.thresholds.high <= 0.9, (r.thresholds, r.notes)  # acting on the attack alone
     assert not any(n.startswith("min_precision cannot be measured") for n in r.notes), r.notes
+
+
+# -- 10. events not yet assessed are said to be left out, as report and export say ------------------------------
+
+
+def test_tune_and_whatif_warn_about_events_of_the_period_not_yet_assessed(db):
+    """Tune and whatif read assessed sign-ins only: two events ingested after scoring were left out in silence."""
+    want = "2 events in the period not yet assessed, not in the history: run `riskgate score` first"
+    with store.connect(db) as con:
+        assert not any("not yet assessed" in w for w in tuning.history(con).warnings)  # all 130 assessed
+        ingest_store.insert_events(con, conform(pa.table({
+            "event_id": ["late1", "late2"], "user_pool_id": ["us-east-1_Test01"] * 2, "username": ["alice"] * 2,
+            "event_type": ["SignIn"] * 2, "event_response": ["Pass"] * 2,
+            "creation_date": pa.array([T0 + timedelta(days=1), T0 + timedelta(days=2)], pa.timestamp("us", tz="UTC")),
+        }), EVENT_SCHEMA), "late")
+        assert tuning.history(con).warnings[0] == want
+        assert want in tuning.tune(con, tuning.Targets(max_blocked=0.05)).tradeoff["warnings"]
+        assert want in tuning.whatif(con)["warnings"]
+        # a period holding one of them counts that one; a period holding none says nothing
+        one = tuning.history(con, until=T0 + timedelta(days=1, hours=1)).warnings
+        assert one[0] == "1 event in the period not yet assessed, not in the history: run `riskgate score` first"
+        assert not any("not yet assessed" in w for w in tuning.history(con, until=T0 + timedelta(days=1)).warnings)
+    for args in (["tune", "--max-blocked", "5%"], ["whatif"]):
+        res = invoke(*args, "--db", db)
+        assert res.exit_code == 0 and f"warning: {want}" in " ".join(res.output.split()), res.output
+        res = invoke(*args, "--json", "--db", db)
+        out = json.loads(res.output)
+        assert want in (out["tradeoff"] if args[0] == "tune" else out)["warnings"]
