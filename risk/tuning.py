@@ -708,14 +708,25 @@ def tune_of(h: History, oc: Outcomes, current: Thresholds, current_v: int, targe
     few_warnings = [f"only {nl:,} legitimate sign-ins: {what.format(share)} rests on fewer than "
                     f"{MIN_EVENTS_AT_LIMIT} of them" for share, what in few
                     if share is not None and share * nl < MIN_EVENTS_AT_LIMIT]
+    outcomes = outcome_summary(h, oc.at(scores, t), oc.baseline)
+    now = outcome_summary(h, oc.at(scores, current), oc.baseline)
+    spent = outcomes["legitimate_challenged_or_blocked"]["count"] - now["legitimate_challenged_or_blocked"]["count"]
+    if h.attack.any() and spent > 0 and all(outcomes[k]["count"] <= now[k]["count"]
+                                            for k in ("attacks_stopped", "attacks_blocked")):
+        # the targets allow the lower thresholds, and tune proposes them (room for attacks no label names), but
+        # they buy nothing that the labels show: say so rather than spend the budget in silence
+        notes.append(f"the proposal stops no labelled attack more than the thresholds in force "
+                     f"({outcomes['attacks_stopped']['count']:,} of {int(h.attack.sum()):,}) and challenges or "
+                     f"blocks {spent:,} more legitimate sign-in{'s' if spent != 1 else ''} for their risk: it buys "
+                     "room for attacks no label names only; keep the thresholds in force if the labels cover yours")
     result = {
         "thresholds": t.to_dict(),
         "events": len(h.df),
         "legitimate": int(h.legit.sum()),
         "attacks": int(h.attack.sum()),
         "levels": _level_rows(h, t, oc.configs),
-        "outcomes": outcome_summary(h, oc.at(scores, t), oc.baseline),
-        "current_outcomes": outcome_summary(h, oc.at(scores, current), oc.baseline),
+        "outcomes": outcomes,
+        "current_outcomes": now,
         "warnings": h.warnings + _type_warnings(h) + few_warnings,
     }
     return TuneResult(t, current, current_v, targets, met, result, notes, model_warning=h.model_warning)

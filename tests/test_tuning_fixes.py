@@ -380,3 +380,26 @@ def test_tune_and_whatif_warn_about_events_of_the_period_not_yet_assessed(db):
         res = invoke(*args, "--json", "--db", db)
         out = json.loads(res.output)
         assert want in (out["tradeoff"] if args[0] == "tune" else out)["warnings"]
+
+
+def test_tune_says_when_its_proposal_spends_budget_on_no_labelled_attack_more(tmp_path):
+    """The thresholds in force stopped every labelled attack and no legitimate sign-in; tune used the whole budget
+    all the same (the targets allow it, and it leaves room for attacks no label names) and said nothing of it: a
+    report after `--apply` showed legitimate sign-ins blocked for no attack more. It says so now."""
+    legit = [i / 100 for i in range(90)]  # 0.00 .. 0.89
+    path = build_scores(tmp_path / "s.duckdb", legit, [0.91, 0.95, 0.99])
+    with store.connect(path) as con:
+        levels.set_thresholds(con, Thresholds(0.2, 0.5, 0.9))
+        r = tuning.tune(con, tuning.Targets(max_challenged=0.10))
+        assert r.met and r.thresholds.high < 0.9, r.thresholds
+        spent = r.tradeoff["outcomes"]["legitimate_challenged_or_blocked"]["count"]
+        assert r.tradeoff["current_outcomes"]["legitimate_challenged_or_blocked"]["count"] == 0 and spent > 0
+        assert (f"the proposal stops no labelled attack more than the thresholds in force (3 of 3) and challenges "
+                f"or blocks {spent} more legitimate sign-ins for their risk") in " ".join(r.notes), r.notes
+    # an attack the thresholds in force miss (0.85) and the proposal stops: the budget buys it, nothing to say
+    with store.connect(build_scores(tmp_path / "s2.duckdb", [x for x in legit if x != 0.85],
+                                    [0.85, 0.91, 0.95, 0.99])) as con:
+        levels.set_thresholds(con, Thresholds(0.2, 0.5, 0.9))
+        r = tuning.tune(con, tuning.Targets(max_challenged=0.10))
+        assert r.met and r.thresholds.high <= 0.85
+        assert not any(n.startswith("the proposal stops no labelled attack more") for n in r.notes), r.notes
