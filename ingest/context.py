@@ -52,6 +52,16 @@ CLIENT_IP_HEADER_ENV = "RISKGATE_CLIENT_IP_HEADER"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_MAPPED_NET = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def unmapped(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped IPv6 network (``::ffff:10.0.0.0/120``) as the IPv4 network it maps; any other unchanged."""
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED_NET):
+        return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
+
+
 def parse_ip(text: str | None) -> IPAddress | None:
     """An address from text, or None. Accepts brackets, ports and IPv4-mapped IPv6."""
     if text is None:
@@ -66,8 +76,10 @@ def parse_ip(text: str | None) -> IPAddress | None:
         s = s[1:end]
     elif s.count(":") == 1 and "." in s:  # v4:port
         s = s.split(":", 1)[0]
-    if "%" in s:  # zone index
+    if "%" in s:  # a zone index (fe80::1%eth0): IPv6's only, an IPv4 address has none (RFC 4007)
         s = s.split("%", 1)[0]
+        if ":" not in s:
+            return None
     ip = _parse_hex_ipv6(s) if ":" in s else None
     if ip is None:
         try:
@@ -159,7 +171,9 @@ class ProxyPolicy:
         nets = []
         for i, c in enumerate(cidrs):
             try:
-                nets.append(ipaddress.ip_network(c.strip(), strict=False))
+                # an IPv4-mapped range (::ffff:10.0.0.0/104) is the IPv4 one: addresses are read unmapped
+                # (parse_ip), as the IP-range exceptions read their ranges
+                nets.append(unmapped(ipaddress.ip_network(c.strip(), strict=False)))
             except ValueError as exc:
                 raise ConfigurationError(f"{where}[{i}]: {c!r} is not a valid CIDR ({exc})") from None
         return cls(tuple(nets), header)

@@ -871,7 +871,7 @@ def lint(config: RiskConfiguration) -> list[str]:
                         )
     rec = config.RiskExceptionConfiguration
     if rec is not None and rec.BlockedIPRangeList and rec.SkippedIPRangeList:
-        from risk.exceptions import unmapped  # an IPv4-mapped range matches as the IPv4 one (risk.exceptions)
+        from ingest.context import unmapped  # an IPv4-mapped range matches as the IPv4 one (risk.exceptions)
 
         blocked = [(c, unmapped(ipaddress.ip_network(c))) for c in rec.BlockedIPRangeList]
         for c in rec.SkippedIPRangeList:

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.context import unmapped
 from risk.config import RiskConfiguration, RiskExceptionConfigurationType, check_cidr
 
 KEY_BYTES = 17
@@ -46,7 +47,6 @@ _TAG6 = b"\x06"
 _ZERO12 = bytes(12)
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 _INVALID_KEY = bytes(KEY_BYTES)
-_MAPPED_NET = ipaddress.ip_network("::ffff:0:0/96")
 
 
 class ExceptionResult(StrEnum):
@@ -85,13 +85,6 @@ def address_key(text: str | None) -> bytes | None:
     if addr.version == 4:
         return _TAG4 + _ZERO12 + addr.packed
     return _TAG6 + addr.packed
-
-
-def unmapped(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """An IPv4-mapped IPv6 network (``::ffff:10.0.0.0/120``) as the IPv4 network it maps; any other unchanged."""
-    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED_NET):
-        return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
-    return net
 
 
 def _network_interval(cidr: str) -> tuple[int, int]:

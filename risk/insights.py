@@ -324,7 +324,7 @@ def parse_ip_filter(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     except ValueError as exc:
         raise InsightsError(f"{text!r} is not an IP address or a CIDR such as 203.0.113.0/24 or 2001:db8::/32 "
                             f"({exc})") from None
-    from risk.exceptions import unmapped
+    from ingest.context import unmapped
 
     return unmapped(net)
 

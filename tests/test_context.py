@@ -214,3 +214,15 @@ def test_an_ipv6_ip_address_without_forwarding_headers_resolves_as_the_reference
         ip = ipaddress.ip_address(expected)
         assert r.source == "IpAddress" and r.version == ip.version and r.ip_address_valid, text
         assert r.prefix == str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False)), text
+
+
+def test_an_ipv4_mapped_trusted_proxy_range_trusts_the_ipv4_proxies_and_an_ipv4_zone_is_no_address():
+    """``--trusted-proxy ::ffff:203.0.113.0/120`` was accepted and matched no proxy (addresses are read unmapped),
+    so the forwarding header was never read; and ``1.1.1.1%eth0`` was read as 1.1.1.1 (zones are IPv6's)."""
+    mapped = ProxyPolicy.from_cidrs(["::ffff:203.0.113.0/120"])
+    assert [str(n) for n in mapped.networks] == ["203.0.113.0/24"]
+    assert resolve_client_ip("203.0.113.5", None, "81.2.69.160", None, mapped).ip == "81.2.69.160"
+    assert resolve_client_ip("::ffff:203.0.113.5", None, "81.2.69.160", None, mapped).ip == "81.2.69.160"
+    r = resolve_client_ip("1.1.1.1%eth0", None, None, None, DEFAULT)
+    assert r.ip is None and not r.ip_address_valid
+    assert normalise_ip("fe80::1%eth0") == "fe80::1"  # an IPv6 zone stays allowed (and is left out)

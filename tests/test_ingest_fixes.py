@@ -558,6 +558,19 @@ def test_an_id_derived_from_a_row_with_a_password_is_keyed_by_the_store(env):
     assert len(seen[0] & seen[1]) == 2  # in another store only the rows without a password keep their ids
 
 
+def test_an_ipv4_mapped_trusted_proxy_range_is_used_by_ingest_and_an_ipv4_zone_is_quarantined(env):
+    ctx = ',"ContextData":{"IpAddress":%s,"ServerName":"a","ServerPath":"/","HttpHeaders":[%s]}}'
+    xff = '{"headerName":"X-Forwarded-For","headerValue":"81.2.69.160"}'
+    f = env / "proxy.jsonl"
+    f.write_text(E.replace("}", ctx % ('"203.0.113.5"', xff)) + "\n"
+                 + E.replace('"b1"', '"b2"').replace("}", ctx % ('"1.1.1.1%eth0"', "")) + "\n")
+    out, _ = ingest(f, "--trusted-proxy", "::ffff:203.0.113.0/120")
+    assert counts(out) == (2, 1, 0, 1)
+    db = env / "store.duckdb"
+    assert rows(db, "SELECT reason FROM quarantine") == [('IpAddress "1.1.1.1%eth0" is not an IPv4 or IPv6 address',)]
+    assert rows(db, "SELECT event_id, client_ip, ip_address FROM events") == [("b1", "81.2.69.160", "203.0.113.5")]
+
+
 @pytest.mark.parametrize("address", ["", "   ", "\t"])
 def test_context_data_with_a_blank_ip_address_is_quarantined(env, address):
     """ContextData requires its IpAddress: a blank one was stored as context data without an address, which no
