@@ -216,6 +216,14 @@ def test_empty_file_and_wrong_format_are_one_clear_error_each_and_the_run_goes_o
     txt.write_text("hello\nworld\n")
     res = runner.invoke(app, ["ingest", str(txt), "--json"])
     assert res.exit_code == 1 and "notes.txt: format not recognised" in res.stderr
+    import bz2
+    import lzma
+
+    for name, data, what in (("e.jsonl.bz2", bz2.compress(b'{"a":1}\n'), "bzip2"),
+                             ("e.jsonl.xz", lzma.compress(b'{"a":1}\n'), "xz")):
+        (env / name).write_bytes(data)
+        res = runner.invoke(app, ["ingest", str(env / name), "--json"])
+        assert res.exit_code == 1 and f"{name}: is compressed with {what}, which riskgate does not read" in res.stderr
     res = runner.invoke(app, ["ingest", str(env / "missing.jsonl")])
     assert res.exit_code == 1 and "missing.jsonl: no such file" in res.stderr
     res = runner.invoke(app, ["ingest", str(good), "--format", "xml"])

@@ -53,6 +53,15 @@ def detect_format(path: str) -> str:
         reader = _load(name)
         if reader is not None and reader.sniff(head):
             return name
+    packed = next((what for magic, what in _OTHER_COMPRESSIONS if head.startswith(magic)), None)
+    if packed is not None:  # riskgate reads gzip only: say so rather than "not recognised"
+        raise InputFormatError(f"is compressed with {packed}, which riskgate does not read: decompress it (or "
+                               "compress it with gzip, which riskgate reads as it goes)", source=str(path))
     raise InputFormatError(
         "format not recognised; give --format with one of: " + ", ".join(reader_names()), source=str(path)
     )
+
+
+#: the first bytes of compressed files riskgate does not read, and what they are
+_OTHER_COMPRESSIONS = ((b"BZh", "bzip2"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"),
+                       (b"PK\x03\x04", "zip"), (b"\x04\x22\x4d\x18", "lz4"))
