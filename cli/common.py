@@ -102,10 +102,12 @@ def _usage_error(exc) -> None:
     err_console.print(styled("error:", "bold red", f" {message}{hint}"), highlight=False, soft_wrap=True)
 
 
-# typer (pinned in pyproject.toml) prints click's usage errors with this function of its rich_utils
-import typer.rich_utils  # noqa: E402
+def one_line_usage_errors() -> None:
+    """Make typer (pinned in pyproject.toml) print click's usage errors with :func:`_usage_error`: it prints them
+    with this function of its ``rich_utils`` (``riskgate``'s ``main`` calls this before it runs a command)."""
+    import typer.rich_utils
 
-typer.rich_utils.rich_format_error = _usage_error
+    typer.rich_utils.rich_format_error = _usage_error
 
 
 def warn(message: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -60,8 +61,6 @@ def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = Ris
         raise error(f"folder {parent} is not writable", source=str(out))
     # os.access asks the permission bits, which root passes: a read-only mount, /proc or /sys refuse a file all
     # the same, after the work is done (an export had created the store it was to read); a file is tried
-    import tempfile
-
     try:
         with tempfile.TemporaryFile(dir=parent, prefix=".riskgate-probe-"):
             pass

@@ -211,6 +211,7 @@ def delivery_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
         pools.append(unpooled)
     configured = has_table(con, "risk_config_versions")
     no_sender: list[str] = []
+    env_sender: list[str] = []  # the notifying configurations whose sender is $RISKGATE_NOTIFY_FROM
     with_links: list[str] = []
     for pool in pools:
         if get_mode(con, pool)[0] != AdvancedSecurityMode.ENFORCED:
@@ -225,16 +226,16 @@ def delivery_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
                 continue
             scope = f"pool {pool}" + (f" client {client}" if client else "")
             nc = ato.NotifyConfiguration
-            if not (nc is not None and nc.From) and not os.environ.get(NOTIFY_FROM_ENV, "").strip():
-                no_sender.append(scope)
+            if not (nc is not None and nc.From):
+                (env_sender if os.environ.get(NOTIFY_FROM_ENV, "").strip() else no_sender).append(scope)
             if any(uses_links(template_for(config, name)) for name in TEMPLATE_NAMES):
                 with_links.append(scope)
     problems = []
     if no_sender:
         problems.append(f"the configuration of {', '.join(no_sender)} notifies (ENFORCED) but its "
                         f"NotifyConfiguration has no From and ${NOTIFY_FROM_ENV} is not set: set one of them")
-    elif (sender := os.environ.get(NOTIFY_FROM_ENV, "").strip()) and (problem := address_problem(sender)):
-        problems.append(f"${NOTIFY_FROM_ENV} {sender!r} {problem}")
+    if env_sender and (problem := address_problem(sender := os.environ.get(NOTIFY_FROM_ENV, "").strip())):
+        problems.append(f"${NOTIFY_FROM_ENV} {sender!r} {problem} (the sender of {', '.join(env_sender)})")
     if with_links:
         for check in (lambda: _secret(None), public_url):
             try:

@@ -43,13 +43,16 @@ _ISO_TIMES = ", ".join(f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%S.%f+00
 
 
 #: The text columns of a CSV export, a cell of which a spreadsheet would run as a formula when it starts with
-#: ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (OWASP's "CSV injection"): such a cell gets a leading
-#: ``'``, which spreadsheets show as text. A username is whatever was typed at a sign-in form, and the analyst who
+#: ``=``, ``+``, ``-``, ``@`` (after blanks too), a tab, a carriage return or a line feed (OWASP's "CSV
+#: injection"): such a cell gets a leading ``'``, which spreadsheets show as text. A username is whatever was typed at a sign-in form, and the analyst who
 #: opens the export in a spreadsheet is the target. JSON lines and Parquet keep every value as it is.
 _CSV_TEXT_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "event_type", "event_response",
                      "ip_address", "country", "city", "as_org", "device_name", "level", "decision", "action",
                      "outcome", "mode")
-_CSV_TEXT = ", ".join(f"CASE WHEN regexp_matches({c}, '^[-=+@\\t\\r]') THEN chr(39) || {c} ELSE {c} END AS {c}"
+#: a cell a spreadsheet may run: = + - @ (also full-width, which input methods and some spreadsheets turn into them)
+#: after any blanks, or a tab, carriage return or line feed first
+_CSV_FORMULA = "^(?:[\\t\\r\\n]|\\s*[-=+@\uff0b\uff0d\uff1d\uff20])"
+_CSV_TEXT = ", ".join(f"CASE WHEN regexp_matches({c}, '{_CSV_FORMULA}') THEN chr(39) || {c} ELSE {c} END AS {c}"
                       for c in _CSV_TEXT_COLUMNS)
 
 

@@ -510,6 +510,38 @@ def test_a_password_under_an_escaped_name_or_as_an_object_is_redacted_in_quarant
         assert secret.encode() not in db.read_bytes()
 
 
+def test_a_raw_text_cut_off_after_a_backslash_or_full_of_escaped_quotes_is_redacted_and_quarantined(env):
+    """The password scanner crashed (AttributeError: the whole ingest failed) on a line ending in a backslash
+    inside a string, and took time quadratic in a line of escaped quotes (a User-Agent is whatever the client sends:
+    seconds to hours per line). One pass now, string by string."""
+    from ingest.sources.base import redact_passwords
+
+    cut = ('{"Username":"alice","EventType":"SignIn","EventResponse":"Pass","CreationDate":"2026-01-01T00:00:00Z",'
+           '"Password":"hunter2\\')
+    hostile = line("h1", '"not a time"').replace('"Username"', '"Note":"' + '\\"' * 100_000 + '","Username"')
+    f = env / "cut.jsonl"
+    f.write_text("\n".join([E, cut, hostile]) + "\n")
+    out, res = ingest(f)
+    assert res.exit_code == 0 and counts(out) == (3, 1, 0, 2), res.output
+    raws = [r[0] for r in rows(env / "store.duckdb", "SELECT raw FROM quarantine ORDER BY source_line")]
+    assert raws[0].endswith('"Password":"[redacted]"') and "hunter2" not in raws[0]
+    assert raws[1].startswith('{"EventId":"h1","Note":"\\"\\"')
+    assert redact_passwords('{"password":{"a":"b\\') == '{"password":"[redacted]"'
+    assert redact_passwords('{"k":"a\\\n","password":"s"}') == '{"k":"a\\\n","password":"[redacted]"}'
+
+
+def test_the_labels_of_a_row_whose_id_is_keyed_stay_with_it(env):
+    """The keyed id replaced the reader's id after the labels were made with it: the label of every row carrying a
+    password (credential stuffing's rows) was lost."""
+    base = '{"Username":"eve","EventType":"SignIn","EventResponse":"Fail","CreationDate":"2026-03-01T08:0%dZ"%s}'
+    f = env / "lab.jsonl"
+    f.write_text(base % (0, ',"Labels":{"is_account_takeover":true}') + "\n"
+                 + base % (1, ',"Password":"hunter2","Labels":{"is_account_takeover":true}') + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (2, 2, 0, 0)
+    assert rows(env / "store.duckdb", "SELECT count(*) FROM labels l JOIN events e USING (event_id)") == [(2,)]
+
+
 def test_an_id_derived_from_a_row_with_a_password_is_keyed_by_the_store(env):
     """A row without EventId gets an id from its content; with a password in it, the SHA-256 of that content was
     an offline oracle for the password (whoever saw the id and knew the rest of the row could test guesses). The

