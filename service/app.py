@@ -276,8 +276,12 @@ def check_api_key(api_key: str | None) -> str:
         raise RiskgateError(f"{API_KEY_ENV} is not set: every data route of the service requires an API key; set it "
                             "to a long random value, e.g. `export RISKGATE_API_KEY=$(python -c 'import secrets; "
                             "print(secrets.token_urlsafe(32))')`")
-    if len(api_key) < MIN_API_KEY_CHARS:
-        raise RiskgateError(f"{API_KEY_ENV} is shorter than {MIN_API_KEY_CHARS} characters; use a long random value")
+    if sum(not c.isspace() for c in api_key) < MIN_API_KEY_CHARS:  # blanks do not count (16 spaces were a key)
+        raise RiskgateError(f"{API_KEY_ENV} is shorter than {MIN_API_KEY_CHARS} characters (not counting blanks); "
+                            "use a long random value")
+    if api_key != api_key.strip():  # HTTP drops them from X-Api-Key: only a SigV4 signature could ever match
+        raise RiskgateError(f"{API_KEY_ENV} begins or ends with blanks, which an X-Api-Key header cannot carry; "
+                            "remove them")
     return api_key
 
 
@@ -596,9 +600,15 @@ def _cognito_params(body: bytes) -> Any:
             "SerializationException", f"the body nests arrays and objects more than {MAX_JSON_DEPTH:,} levels deep "
                                       f"(line {line} column {col})")
     try:
-        return json.loads(text)
+        params = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise cognito.CognitoError("SerializationException", f"the body is not JSON: {exc}") from None
+    try:  # a lone surrogate ("\ud800") is valid JSON but no text: no store, log or answer could hold it
+        json.dumps(params, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise cognito.CognitoError("SerializationException", "the body is not JSON text: a string holds a lone "
+                                   "surrogate escape (\\ud800-\\udfff not part of a pair)") from None
+    return params
 
 
 def _cognito_error(exc: cognito.CognitoError) -> JSONResponse:

@@ -289,8 +289,12 @@ def update_auth_event_feedback(con, params: dict) -> dict:
         claims = verify_token(token)
     except FeedbackTokenError as exc:
         raise CognitoError("NotAuthorizedException", f"FeedbackToken refused: {exc}") from None
-    except ConfigurationError as exc:
-        raise CognitoError("InternalErrorException", str(exc), 500) from None
+    except ConfigurationError as exc:  # no secret to check tokens with: refused, not a fault (500) told to anyone
+        import logging
+
+        logging.getLogger("riskgate.service").warning("UpdateAuthEventFeedback refused: %s", exc)
+        raise CognitoError("NotAuthorizedException", "FeedbackToken refused: this service does not accept "
+                                                     "feedback tokens (its feedback secret is not set)") from None
     if claims.event_id != event_id or claims.username != username:
         raise CognitoError("NotAuthorizedException", "FeedbackToken was issued for another event or user")
     _require_pool(con, pool)

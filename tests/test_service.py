@@ -86,6 +86,14 @@ def test_serve_refuses_to_start_without_an_api_key(monkeypatch, tmp_path):
     monkeypatch.delenv("RISKGATE_API_KEY", raising=False)
     res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "x.duckdb")])
     assert res.exit_code == 2 and "RISKGATE_API_KEY is not set" in res.output
+    # 16 blanks were a key (only a SigV4 signature could match it: HTTP drops the blanks of X-Api-Key)
+    for key, said in ((" " * 16, "is shorter than 16 characters (not counting blanks)"),
+                      (" " * 8 + "k" * 15, "is shorter than 16 characters (not counting blanks)"),
+                      (" " + "k" * 32, "begins or ends with blanks")):
+        monkeypatch.setenv("RISKGATE_API_KEY", key)
+        res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "x.duckdb")])
+        assert res.exit_code == 2 and said in res.output, (key, res.output)
+    assert not list(tmp_path.iterdir())
 
 
 def _behind_the_load_balancer(ev: dict, suffix: str, **headers_by_name) -> dict:

@@ -267,3 +267,24 @@ def test_a_username_is_one_user_per_pool(tmp_path_factory):
         assert con.execute("SELECT event_id, feedback_value FROM feedback").fetchall() == [("other-0", "Invalid")]
     finally:
         con.close()
+
+
+def test_a_lone_surrogate_or_no_feedback_secret_is_a_refusal_not_a_fault(svc, pool, monkeypatch):
+    """``"\\ud800"`` is valid JSON but no text: the store refused it and the operation answered 500 (with no key
+    needed for UpdateAuthEventFeedback, where the error message itself then failed and the connection dropped).
+    And UpdateAuthEventFeedback without RISKGATE_FEEDBACK_SECRET answered 500, telling anyone the setting."""
+    h = {"Content-Type": "application/x-amz-json-1.1", "X-Api-Key": API_KEY}
+    target = "AWSCognitoIdentityProviderService."
+    for op, body in (("AdminListUserAuthEvents", '{"UserPoolId": "%s", "Username": "\\ud800"}' % pool),
+                     ("UpdateAuthEventFeedback", '{"UserPoolId": "%s", "Foo\\udc00": 1}' % pool),
+                     ("SetRiskConfiguration", '{"UserPoolId": "%s", "\\ud800": 1}' % pool)):
+        r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + op}, content=body)
+        assert (r.status_code, r.json()["__type"]) == (400, "SerializationException"), (op, r.text)
+        assert "lone surrogate" in r.json()["message"]
+    monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET", raising=False)
+    with pytest.raises(ClientError) as e:
+        boto3.client("cognito-idp", endpoint_url=svc.url, region_name=REGION, aws_access_key_id="x",
+                     aws_secret_access_key="y", config=Config(retries={"max_attempts": 1})).update_auth_event_feedback(
+            UserPoolId=pool, Username="alice", EventId="e1", FeedbackToken="x.y", FeedbackValue="Valid")
+    assert code(e) == "NotAuthorizedException" and e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "RISKGATE_FEEDBACK_SECRET" not in e.value.response["Error"]["Message"]
