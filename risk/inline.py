@@ -366,15 +366,25 @@ class InlineScorer:
 
     def _unknown_pools(self, rows: list[dict]) -> dict[int, str]:
         """Requests (by line) naming a pool the store does not know, with the reason (``risk.config.
-        served_pool_problem``: one request must not make users without a pool id belong to none). In a store that
-        knows no pool, the first request's pool is taken, and another one in the same batch refused."""
+        served_pool_problem``: one request must not make users without a pool id belong to none), and requests
+        naming none in a store of several pools (``$RISKGATE_USER_POOL_ID`` unset: no pool to decide under). In a
+        store that knows no pool, the first request's pool is taken, and another one in the same batch refused."""
         from risk.config import known_pools, served_pool_problem
 
+        refused: dict[int, str] = {}
+        if any(r["user_pool_id"] is None for r in rows):  # a store of several pools cannot say which one is meant
+            from ingest.errors import ConfigurationError
+            from risk.score import _pool_of
+
+            try:
+                _pool_of(self.con, None)
+            except ConfigurationError as exc:
+                refused = {r["source_line"]: str(exc) for r in rows if r["user_pool_id"] is None}
         named = {r["user_pool_id"] for r in rows if r["user_pool_id"] is not None}
         if named <= self._pools:
-            return {}
+            return refused
         self._pools = set(known_pools(self.con))  # another process may have added one
-        refused, taken = {}, set(self._pools)
+        taken = set(self._pools)
         for row in rows:
             pool = row["user_pool_id"]
             problem = None if pool is None else served_pool_problem(taken, pool)

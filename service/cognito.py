@@ -66,6 +66,10 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
+#: the service name of a Cognito request's SigV4 credential scope (``.../us-east-1/cognito-idp/aws4_request``)
+SIGNING_SERVICE = "cognito-idp"
+
+
 def verify_sigv4(method: str, path: str, query: str, headers: dict[str, str], body: bytes, *,
                  access_key_id: str, secret: str, now: datetime | None = None) -> None:
     """Check an AWS Signature Version 4 ``Authorization`` header; raise CognitoError when it does not hold.
@@ -83,6 +87,9 @@ def verify_sigv4(method: str, path: str, query: str, headers: dict[str, str], bo
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise CognitoError("IncompleteSignatureException", "the Credential of the Authorization header is malformed", 403)
     key_id, date, region, service, _ = parts
+    if service != SIGNING_SERVICE:  # as AWS: a signature scoped to another service (s3, ...) is not this one's
+        raise CognitoError("InvalidSignatureException", f"the credential scope's service is {service!r}; this "
+                                                        f"service signs as {SIGNING_SERVICE!r}", 403)
     if not hmac.compare_digest(key_id.encode(), access_key_id.encode()):
         raise CognitoError("UnrecognizedClientException",
                            f"the security token included in the request is invalid (unknown access key id; "

@@ -196,6 +196,21 @@ def test_authentication_and_protocol_errors(svc, pool):
     with pytest.raises(ClientError) as e:
         client(svc, key_id="AKIDEXAMPLE").describe_risk_configuration(UserPoolId=pool)
     assert code(e) == "UnrecognizedClientException"
+    # signed right, with the key, but scoped to another service (s3): refused, as AWS refuses it
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = json.dumps({"UserPoolId": pool})
+    for service, status in (("s3", 403), ("cognito-idp", 200)):
+        req = AWSRequest("POST", svc.url + "/", data=body, headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "AWSCognitoIdentityProviderService.DescribeRiskConfiguration"})
+        SigV4Auth(Credentials("riskgate", API_KEY), service, REGION).add_auth(req)
+        r = httpx.post(svc.url + "/", content=body, headers=dict(req.headers.items()))
+        assert r.status_code == status, (service, r.text)
+        if status == 403:
+            assert r.json()["__type"] == "InvalidSignatureException" and "'s3'" in r.json()["message"]
     target = "AWSCognitoIdentityProviderService."
     h = {"Content-Type": "application/x-amz-json-1.1", "X-Api-Key": API_KEY}
     r = httpx.post(svc.url + "/", headers={**h, "X-Amz-Target": target + "DescribeRiskConfiguration"},

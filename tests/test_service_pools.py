@@ -102,3 +102,22 @@ def test_the_pool_of_the_environment_and_a_stores_first_pool_are_served(monkeypa
         "User pool eu-west-1_B does not exist in this store (it knows eu-west-1_A)")
     monkeypatch.setenv(rc.POOL_ENV, "eu-west-1_B")
     assert rc.served_pool_problem(["eu-west-1_A"], "eu-west-1_B") is None
+
+
+def test_an_event_without_a_pool_in_a_store_of_several_pools_is_an_invalid_event(svc, tmp_path_factory):
+    """The store knows two pools and $RISKGATE_USER_POOL_ID is unset: an event without a UserPoolId has no pool to
+    be decided under. It was a 400 (the README says refused events are 422, with the reason); now 422, and an event
+    of the same batch naming its pool is served."""
+    from risk import config as rc
+
+    pool = svc.worker.call(rc.known_pools).result(30)[0]
+    svc.worker.call(lambda con: rc.set_mode(con, "AUDIT", "us-east-1_Second")).result(30)
+    event = _mfa_user_event(svc, tmp_path_factory)
+    r = httpx.post(svc.url + "/v1/evaluate", json={**event, "EventId": "nopool-1"}, headers=headers(), timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["msg"].startswith(
+        f"events without a UserPoolId cannot be assessed: the store knows several pools ({pool}, us-east-1_Second)")
+    r = httpx.post(svc.url + "/v1/evaluate", json={**event, "EventId": "pool-1", "UserPoolId": pool},
+                   headers=headers(), timeout=30)
+    assert r.status_code == 200, r.text
+    assert _store(svc, "SELECT count(*) FROM events WHERE event_id = 'nopool-1'") == [(0,)]
