@@ -105,7 +105,8 @@ def canonical(record: dict, enricher: Enricher, *, source_format: str, source_fi
     if "ChallengeResponses" in record:
         challenges = _pairs(record["ChallengeResponses"], "ChallengeName", "ChallengeResponse")
         if challenges is None or any(a not in CHALLENGE_NAMES or b not in CHALLENGE_RESPONSES for a, b in challenges):
-            return None  # (a value out of Cognito's: the batch's "ChallengeResponses[0].ChallengeName ... is not one of")
+            # (a value out of Cognito's: the batch's "ChallengeResponses[0].ChallengeName ... is not one of")
+            return None
     rtt = record.get("RoundTripTimeMs")
     if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, (int, float)) or not math.isfinite(rtt)):
         return None  # (NaN, Infinity, 1e400: the reader's "RoundTripTimeMs must be a finite number")

@@ -283,8 +283,8 @@ class EventFilters:
 
     ``username`` is exact, or a prefix when it ends with ``*``; ``ip`` is an address or a
     CIDR (IPv4 or IPv6); ``country`` an ISO code or a country name (either case); ``level``
-    is High / Medium / Low / ``No risk`` / ``Not evaluated`` (mode OFF) / ``Not assessed``; ``decision`` a RiskDecision; ``outcome`` Allow /
-    MfaChallenge / Block.
+    is High / Medium / Low / ``No risk`` / ``Not evaluated`` (mode OFF) / ``Not assessed``; ``decision`` a
+    RiskDecision; ``outcome`` Allow / MfaChallenge / Block.
     """
 
     username: str | None = None

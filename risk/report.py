@@ -44,8 +44,9 @@ _ISO_TIMES = ", ".join(f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%S.%f+00
 
 #: The text columns of a CSV export, a cell of which a spreadsheet would run as a formula when it starts with
 #: ``=``, ``+``, ``-``, ``@`` (after blanks too), a tab, a carriage return or a line feed (OWASP's "CSV
-#: injection"): such a cell gets a leading ``'``, which spreadsheets show as text. A username is whatever was typed at a sign-in form, and the analyst who
-#: opens the export in a spreadsheet is the target. JSON lines and Parquet keep every value as it is.
+#: injection"): such a cell gets a leading ``'``, which spreadsheets show as text. A username is whatever was typed
+#: at a sign-in form, and the analyst who opens the export in a spreadsheet is the target. JSON lines and Parquet
+#: keep every value as it is.
 _CSV_TEXT_COLUMNS = ("event_id", "username", "user_pool_id", "client_id", "event_type", "event_response",
                      "ip_address", "country", "city", "as_org", "device_name", "level", "decision", "action",
                      "outcome", "mode")

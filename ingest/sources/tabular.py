@@ -608,7 +608,8 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read the mapping file: {exc}", source=str(path)) from exc
     try:
-        doc = load_yaml(text, loader=MappingLoader, source=str(path), what="the mapping file")  # nesting too deep: one error naming where
+        # nesting too deep: one error naming where
+        doc = load_yaml(text, loader=MappingLoader, source=str(path), what="the mapping file")
     except yaml.YAMLError as exc:
         problem, line = yaml_problem(exc)
         raise ConfigurationError(f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
