@@ -58,7 +58,7 @@ def _suggest() -> None:
         ss["tn_msg"] = ("error", f"no suggestion: {exc}")
         return
     for name, value in result.thresholds.to_dict().items():
-        ss[f"tn_{name}"] = round(value, 4)
+        ss[f"tn_{name}"] = value  # exact: rounded, the sliders had missed the targets the suggestion met
     ss["tn_msg"] = ("success" if result.met else "error",
                     ("Targets met: " if result.met else "Targets not met: ") + "; ".join(result.notes or ["-"]))
 
