@@ -8,6 +8,7 @@ exists and is migrated (the pages open it read-only), and runs
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,29 @@ def dashboard(
     env = {**os.environ, "RISKGATE_DB": path}
     shown = f"[{host}]" if ":" in host else host
     console.print(f"riskgate dashboard on http://{shown}:{port}/ over {path} (Ctrl-C stops it)", highlight=False)
-    code = subprocess.call(streamlit_command(host, port), env=env)
+    code = run_forwarding_signals(streamlit_command(host, port), env)
     if code:
-        raise typer.Exit(code)
+        raise typer.Exit(128 - code if code < 0 else code)  # (killed by a signal: the shell's 128 + its number)
+
+
+def run_forwarding_signals(command: list[str], env: dict) -> int:
+    """Run ``command`` until it ends, passing SIGTERM and SIGHUP sent to this process on to it (``kill``, systemd,
+    a container's stop: Streamlit was left serving, re-parented to pid 1), and a Ctrl-C that reached this process
+    alone (``kill -INT``) too; its exit code (negative: the signal that ended it)."""
+    proc = subprocess.Popen(command, env=env)
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, lambda signum, _frame: proc.send_signal(signum)) for s in forwarded}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        if proc.poll() is None:  # (a Ctrl-C at the terminal reached it too: the same signal again is harmless)
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -377,17 +377,30 @@ def _cfg_key(at, suffix):
                 if w.key and w.key.startswith(f"cfg_{known.POOL}|") and w.key.endswith(suffix))
 
 
+def _shown(markdown: str) -> str:
+    """The text a Markdown body escaped with ``common.md`` shows (its backslash escapes undone)."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def test_configuration_invalid_value_shows_the_error_beside_the_field_and_changes_nothing(db):
     at = app("configuration")
     at.text_area(key=_cfg_key(at, "_blocked")).input("10.0.0.1/24")
     at.form_submit_button[0].click().run()
-    assert any("BlockedIPRangeList[0]" in e.value and "10.0.0.0/24" in e.value for e in at.error)
+    assert any("BlockedIPRangeList[0]" in _shown(e.value) and "10.0.0.0/24" in _shown(e.value) for e in at.error)
     assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
     at.selectbox(key=_cfg_key(at, "_ato_High")).select("NO_ACTION")
     at.text_area(key=_cfg_key(at, "_blocked")).input("10.0.0.0/24")
     at.form_submit_button[0].click().run()
-    assert any("less restrictive" in e.value for e in at.error)
-    assert not any("BlockedIPRangeList" in e.value for e in at.error)
+    assert any("less restrictive" in _shown(e.value) for e in at.error)
+    assert not any("BlockedIPRangeList" in _shown(e.value) for e in at.error)
+    assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
+    # the error quotes what was typed: shown literally, never as Markdown (an image would be fetched)
+    at.text_area(key=_cfg_key(at, "_blocked")).input("![x](http://127.0.0.1:9/raw.png)")
+    at.form_submit_button[0].click().run()
+    quoted = [e.value for e in at.error if "raw.png" in _shown(e.value)]
+    assert quoted and all("\\!\\[x\\]\\(http" in v for v in quoted), quoted
     assert q(db, "SELECT count(*) FROM risk_config_versions") == [(0,)]
 
 

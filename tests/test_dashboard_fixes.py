@@ -428,3 +428,50 @@ def test_tuning_page_shows_a_labels_attack_type_literally_in_its_warnings(db):
     assert not at.exception
     warnings = [w.value for w in at.warning if "labelled attack" in w.value]
     assert warnings and values["label"] not in warnings[0] and common.md(values["label"]) in warnings[0]
+
+
+def test_a_sigterm_to_riskgate_dashboard_stops_streamlit_too(tmp_path):
+    """``kill PID`` (systemd, a container's stop) ended `riskgate dashboard` and left its Streamlit child serving
+    the store, re-parented to pid 1: the signal is passed on, and the port is free once it ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.dashboard_server import free_port
+    from tests.service_support import rg
+
+    db = tmp_path / "s.duckdb"
+    rg("models", db=db)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RISKGATE_DASHBOARD_PASSWORD"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "dashboard", "--db", str(db), "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read() == b"ok"
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 90
+        while not answers():
+            assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)  # this process alone, not its group
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while answers():
+            assert time.monotonic() < deadline, "Streamlit still serves after riskgate dashboard ended"
+            time.sleep(0.2)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass

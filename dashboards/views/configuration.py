@@ -94,7 +94,7 @@ errors: dict = st.session_state.get("cfg_errors", {}).get(scope_key, {})
 
 def _field_errors(name: str, where=st) -> None:
     for message in errors.get(name, []):
-        where.error(message, icon=":material/error:")
+        where.error(md(message), icon=":material/error:")  # it quotes the document: shown literally
 
 
 def _k(name: str) -> str:
