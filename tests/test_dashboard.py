@@ -528,12 +528,12 @@ def test_dashboard_command_refuses_a_public_address_without_authentication(tmp_p
 
 
 def test_dashboard_command_runs_streamlit_with_the_store(tmp_path, monkeypatch):
-    import subprocess
-
     from cli import app as cli_app
 
+    from cli import dashboard_cmd
+
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(dashboard_cmd, "run_forwarding_signals", lambda cmd, env: calls.append((cmd, env)) or 0)
     monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", "pw")
     res = CliRunner().invoke(cli_app, ["dashboard", "--host", "0.0.0.0", "--port", "8765",
                                        "--db", str(tmp_path / "s.duckdb")])
