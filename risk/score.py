@@ -613,9 +613,11 @@ def score_events(
             from risk import notify as rn
 
             rn.release(claimant)
+        # (events_scored is counted by each chunk's own transaction: a Ctrl-C between a chunk's commit and this
+        # process's count of it had this line write one chunk too few)
         con.execute(
-            "UPDATE score_runs SET finished_at = ?, status = ?, events_scored = ? WHERE run_id = ?",
-            [datetime.now(timezone.utc), status, result.events_scored, run_id],
+            "UPDATE score_runs SET finished_at = ?, status = ? WHERE run_id = ?",
+            [datetime.now(timezone.utc), status, run_id],
         ).fetchall()
     return result
 
@@ -696,11 +698,12 @@ class _FeaturePrefetch:
         self.ahead: dict[int, object] = {}
         self.share: bool | None = None  # whether the chunks share their history (decided on the first chunk)
         self.shared = None  # risk.features.SharedHistory, made again when the store changed (a hand-over)
+        self.cursor = None  # the cursor computing a chunk ahead (stopped by close() when the run ends early)
 
     def _compute(self, k: int) -> pa.Table:
         from risk.features import SharedHistory, compute_features, worth_sharing
 
-        cur = self.con.cursor()
+        cur = self.cursor = self.con.cursor()
         try:
             if self.share is None:
                 self.share = worth_sharing(cur, [lo for lo, _hi in self.bounds])
@@ -709,6 +712,7 @@ class _FeaturePrefetch:
             lo, hi = self.bounds[k]
             return compute_features(cur, since=lo, until=hi, shared=self.shared)
         finally:
+            self.cursor = None
             cur.close()
 
     def start(self, k: int) -> None:
@@ -719,7 +723,7 @@ class _FeaturePrefetch:
     def take(self, k: int) -> pa.Table:
         self.start(k)
         fut = self.ahead.pop(k)
-        feats = fut.result()
+        feats = _result(fut)
         self.start(k + 1)
         return feats
 
@@ -730,7 +734,7 @@ class _FeaturePrefetch:
     def pause(self) -> None:
         """Wait for what is running (its result is kept until :meth:`restart` drops it)."""
         for fut in self.ahead.values():
-            fut.exception()
+            _result(fut, exception=True)
 
     def restart(self) -> None:
         """Forget what was computed ahead (the next :meth:`take` computes it again)."""
@@ -739,7 +743,30 @@ class _FeaturePrefetch:
     def close(self) -> None:
         for fut in self.ahead.values():
             fut.cancel()
+        if self.running():  # (an error or Ctrl-C while a chunk ahead is computed: its query is stopped)
+            cur = self.cursor
+            if cur is not None:
+                try:
+                    cur.interrupt()
+                except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to stop
+                    pass
         self.pool.shutdown(wait=True)
+
+
+def _result(fut, *, exception: bool = False):
+    """``fut.result()`` (``fut.exception()`` with ``exception``), left by Ctrl-C without keeping the future's lock.
+
+    CPython can deliver a KeyboardInterrupt between a ``with`` block's ``__enter__`` and its body (bpo-29988),
+    which then never runs ``__exit__``: in ``Future.result`` that left the future's condition held by this
+    thread, the feature thread then waited for it forever to set its result, and ``riskgate score`` hung after
+    Ctrl-C holding the store (1 run in about 110 interrupted)."""
+    try:
+        return fut.exception() if exception else fut.result()
+    except BaseException:
+        condition = fut._condition  # noqa: SLF001 - the lock the interrupted ``with`` may have left held
+        while condition._is_owned():  # noqa: SLF001
+            condition.release()
+        raise
 
 
 def events_to_assess(con, feats: pa.Table) -> pa.Table:

@@ -815,6 +815,54 @@ def test_a_run_that_dies_mid_way_keeps_whole_chunks_and_the_next_run_completes_i
     assert q(store, COMPARE) == q(full, COMPARE)
 
 
+def test_a_run_interrupted_just_after_a_chunk_is_written_records_every_event_it_scored(store, monkeypatch):
+    """A Ctrl-C between a chunk's commit and the run's count of it: the run's events_scored was written from the
+    count, one chunk short of the assessments the run had committed."""
+    from risk import score as scoring
+    from risk import store as rstore
+
+    real = scoring._write
+    calls = []
+
+    def write_then_die(*a, **k):
+        real(*a, **k)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second chunk is committed, the count not yet taken
+    monkeypatch.setattr(scoring, "_write", write_then_die)
+    con = rstore.connect(store)
+    with pytest.raises(KeyboardInterrupt):
+        scoring.score_events(con, chunk_rows=400)
+    con.close()
+    assert q(store, """SELECT r.status, r.events_scored, (SELECT count(*) FROM assessments a WHERE a.run_id = r.run_id)
+                       FROM score_runs r""") == [("interrupted", 800, 800)]
+
+
+def test_ctrl_c_that_leaves_a_futures_lock_held_does_not_hang_the_feature_thread():
+    """CPython can skip a ``with`` block's ``__exit__`` when Ctrl-C lands right after its ``__enter__``
+    (bpo-29988): inside ``Future.result`` that left the future's lock held, and the feature thread, setting its
+    result, waited for it forever (``riskgate score`` hung after Ctrl-C, holding the store). ``_result`` lets go of
+    it. Reproduced with a real future whose ``result`` takes the lock and is interrupted there."""
+    import threading
+    from concurrent.futures import Future
+
+    from risk.score import _result
+
+    fut = Future()
+
+    def interrupted_inside_with(timeout=None):
+        fut._condition.acquire()  # __enter__ ran ...
+        raise KeyboardInterrupt  # ... and the interrupt skipped __exit__
+
+    fut.result = interrupted_inside_with
+    with pytest.raises(KeyboardInterrupt):
+        _result(fut)
+    setter = threading.Thread(target=fut.set_result, args=(42,), daemon=True)
+    setter.start()
+    setter.join(10)
+    assert not setter.is_alive() and fut.done()
+
+
 def test_the_store_has_half_its_threads_and_the_model_one_while_a_chunk_is_assessed_beside_the_next_ones_features(
         store, tmp_path, monkeypatch):
     """While the next chunk's features are computed beside an assessment, the store's DuckDB has half its
