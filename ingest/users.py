@@ -13,6 +13,10 @@ Inputs ``riskgate users load`` reads:
 
 Loading upserts by username: loading again updates a user, never duplicates
 one; a field the input does not give (empty or absent) keeps its stored value.
+The MFA state is one value: an entry that states it (a ``UserMFASettingList``,
+an empty one included, a ``PreferredMfaSetting`` or an SMS ``MFAOptions``
+entry; a CSV row always does, empty cells meaning no MFA) replaces the stored
+settings and preferred method together; one that does not keeps both.
 A bad entry (unknown ``UserStatus``, unknown MFA name, a ``Username`` missing or
 one ingest would quarantine, a ``UserPoolId`` the risk configuration would
 refuse, a value of the wrong type) is rejected with its position and reason,
@@ -62,6 +66,8 @@ _FALSE = ("false", "0", "no")
 
 USER_COLUMNS = ("username", "user_pool_id", "user_sub", "user_status", "enabled", "mfa_settings", "preferred_mfa",
                 "email", "created_at", "modified_at", "attributes")
+#: a user's MFA state: stated (``mfa_settings`` not NULL, an empty list being "no MFA") or not, always as a whole
+MFA_COLUMNS = ("mfa_settings", "preferred_mfa")
 _USERS_SCHEMA = pa.schema([
     ("username", pa.string()),
     ("user_pool_id", pa.string()),
@@ -483,7 +489,11 @@ _UPSERT = (
     "INSERT INTO users (" + ", ".join(USER_COLUMNS) + ", pool_key) SELECT " + ", ".join(USER_COLUMNS)
     + ", coalesce(user_pool_id, '') FROM _rg_new_users "
     "ON CONFLICT (pool_key, username) DO UPDATE SET "
-    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS if c not in ("username", "user_pool_id"))
+    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS
+                if c not in ("username", "user_pool_id", *MFA_COLUMNS))
+    # the MFA state is replaced whole by a record that states it (an empty list included: no MFA), else kept whole
+    + "".join(f", {c} = CASE WHEN excluded.mfa_settings IS NOT NULL THEN excluded.{c} ELSE users.{c} END"
+              for c in MFA_COLUMNS)
 )
 
 
@@ -494,9 +504,12 @@ def users_by_pool_sql(unpooled: str) -> str:
     id belongs to ``unpooled`` -- an SQL expression (a bound parameter: ``?`` or ``$name``) for the pool that
     events without a pool id belong to (``risk.config.unpooled_pool``). When both rows exist, the pool's own
     values come first and the other fills what it lacks (a RESET_REQUIRED row made for a user not loaded yet,
-    then the user loaded without a pool id: status from the first, MFA and email from the second); ``pool_key``
+    then the user loaded without a pool id: status from the first, MFA and email from the second); the MFA state
+    (``MFA_COLUMNS``) is one value, the pool row's when it states one, else the other's; ``pool_key``
     is the row a change goes to (the pool's own when there is one)."""
-    cols = ",\n                   ".join(f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
+    cols = ",\n                   ".join(
+        f"CASE WHEN x.mfa_settings IS NOT NULL THEN x.{c} ELSE n.{c} END AS {c}" if c in MFA_COLUMNS
+        else f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
     return f"""(WITH rg_u AS (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
                              FROM users)
                 SELECT coalesce(x.pool, n.pool) AS pool,

@@ -290,3 +290,71 @@ def test_a_username_ingest_would_quarantine_is_rejected_with_ingests_reason(con,
     row["creation_date"] = datetime(2026, 3, 1, tzinfo=timezone.utc)
     _, bad = Enricher(geo=None).run(pa.Table.from_pylist([row], SOURCE_SCHEMA), "x", "x")
     assert bad.column("reason").to_pylist() == [r.rejected[0].reason]
+
+
+# -- a load that states the user's MFA replaces it whole, and scoring sees it ------------------------------------
+
+
+def _mfa_reasons(db) -> dict[str, set[bool]]:
+    """Per user: whether each of their assessed events was challenged because the user has MFA of their own."""
+    import duckdb
+
+    c = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = c.execute("SELECT e.username, list_contains(a.decision_reasons, "
+                         "'the user has MFA of their own: always challenged') FROM assessments a "
+                         "JOIN events e USING (event_id)").fetchall()
+    finally:
+        c.close()
+    out: dict[str, set[bool]] = {}
+    for name, own in rows:
+        out.setdefault(name, set()).add(own)
+    return out
+
+
+def test_a_load_stating_no_mfa_clears_it_and_the_next_score_sees_no_mfa(tmp_path, monkeypatch):
+    """`users load` of an entry with an empty UserMFASettingList (or a CSV row with empty MFA cells) kept the stored
+    PreferredMfaSetting, which counted as MFA: the user's every sign-in stayed an MFA challenge. Loaded again for the
+    pool, the pool row's missing preferred method was taken from the row loaded without a pool."""
+    from risk import config as rc
+    from tests.events_gen import many, write_jsonl
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    db = tmp_path / "s.duckdb"
+    write_jsonl(tmp_path / "e.jsonl", many(200))  # user0 .. user49 of us-east-1_TEST, 4 sign-ins each
+
+    def run(*args):
+        res = runner.invoke(app, [*map(str, args), "--db", str(db)])
+        assert res.exit_code == 0, res.output
+        return res
+
+    totp = {"mfa": ["SOFTWARE_TOKEN_MFA"], "preferred": "SOFTWARE_TOKEN_MFA"}
+    run("ingest", tmp_path / "e.jsonl")
+    run("users", "load", write(tmp_path, "mfa.json", json.dumps({"Users": [
+        user("user0", **totp), user("user1", **totp), user("user2", **totp), user("user3", **totp),
+        user("user4", mfa=["SMS_MFA"], preferred="SMS_MFA")]})))
+    run("train", "--no-labels")
+    run("score")
+    before = _mfa_reasons(db)
+    assert [before[f"user{i}"] for i in range(6)] == [{True}] * 5 + [{False}]
+    # user0: ListUsers/AdminGetUser JSON stating no MFA; user1: a CSV row with empty MFA cells;
+    # user2: an entry that says nothing of MFA (kept); user3: loaded for its pool with no MFA; user4: not loaded again
+    run("users", "load", write(tmp_path, "nomfa.json", json.dumps({"Users": [
+        {"Username": "user0", "Enabled": True, "UserStatus": "CONFIRMED", "MFAOptions": [],
+         "UserMFASettingList": []},
+        {"Username": "user2", "UserStatus": "CONFIRMED"}]})))
+    run("users", "load", write(tmp_path, "nomfa.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                               "user1,,CONFIRMED,true,,,\n"))
+    run("users", "load", write(tmp_path, "pool.json", json.dumps({"Users": [user("user3", mfa=[])]})),
+        "--user-pool-id", "us-east-1_TEST")
+    con = store.connect(db)
+    try:
+        assert [(u["mfa_settings"], u["preferred_mfa"]) for u in (get_user(con, f"user{i}", unpooled="us-east-1_TEST")
+                                                              for i in range(4))] == [
+            ([], None), ([], None), (["SOFTWARE_TOKEN_MFA"], "SOFTWARE_TOKEN_MFA"), ([], None)]
+        assert get_user(con, "user3", "us-east-1_TEST", unpooled="us-east-1_TEST")["mfa_enabled"] is False
+    finally:
+        con.close()
+    run("score", "--rescore")
+    after = _mfa_reasons(db)
+    assert [after[f"user{i}"] for i in range(6)] == [{False}, {False}, {True}, {False}, {True}, {False}]
