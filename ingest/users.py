@@ -25,7 +25,9 @@ refused before anything is read.
 
 The file is read whole, so at most ``MAX_USERS_FILE_BYTES`` of it once decompressed: beyond that it is refused
 before anything more is read (a small gzip file can hold gigabytes). A JSON document nested too deeply for
-Python's parser is refused too, naming where; nothing of a refused file is loaded.
+Python's parser is refused too, naming where, and one holding a number longer than it reads (4,300 digits);
+nothing of a refused file is loaded. A date out of the years 1..9999 (an epoch number too large, NaN, ...) is a
+bad entry.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -183,14 +186,26 @@ def _time(value, what: str) -> datetime | None:
     if isinstance(value, bool):
         raise UserDataError(f"{what} must be a date, got {value!r}")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+        try:  # NaN, infinities and numbers beyond the years 1..9999 (ValueError, OverflowError, OSError EOVERFLOW)
+            return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise UserDataError(f"{what} is out of range: {_shown_number(value)} is not a date of the years "
+                                "1..9999 in epoch seconds or milliseconds") from None
     if isinstance(value, str):
         try:
             t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise UserDataError(f"{what} is not an ISO 8601 date: {value!r}") from None
-        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        try:  # in UTC, as stored: 0001-01-01T00:00+01:00 is of the year 0
+            return t.astimezone(timezone.utc) if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        except OverflowError:
+            raise UserDataError(f"{what} is out of range: {value!r} is not of the years 1..9999 in UTC") from None
     raise UserDataError(f"{what} must be a date, got {type(value).__name__}")
+
+
+def _shown_number(value: int | float) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"a number of {len(text):,} digits"
 
 
 # -- ListUsers JSON ---------------------------------------------------------------
@@ -294,6 +309,10 @@ def _json_documents(text: str, source: str):
             ) from None
         except RecursionError:
             raise _too_deep(f"the document of line {line}", source, text, pos) from None
+        except ValueError:  # not a JSONDecodeError: a number of more digits than Python converts
+            raise InputFormatError(f"the document of line {line} holds a number of more than "
+                                   f"{sys.get_int_max_str_digits():,} digits, which Python's JSON parser does not "
+                                   "read; expected ListUsers output", source=source) from None
         yield doc, line
         pos = end
 
