@@ -123,7 +123,8 @@ def build_cmd(
     """Turn a Pwned Passwords download into the compact lookup index (streams; bounded memory).
 
     Malformed lines are reported with file and line number and skipped; the rest is kept.
-    Data with no usable hash, or a range folder missing files (without --allow-partial), is refused.
+    Data with no usable hash, data not sorted by hash (a line out of order that is not one damaged line between
+    lines in order), or a range folder missing files (without --allow-partial), is refused: no index is written.
     """
     report = build(path, out, allow_partial=allow_partial)
     if json_out:

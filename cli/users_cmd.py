@@ -40,8 +40,13 @@ def users_load(
     check_pool_arg(user_pool_id, "--user-pool-id")  # before the store is touched
     con = store.connect(db)
     try:
+        # users of a pool the store did not know make it know several: the users (and events) loaded without a pool
+        # id then belong to none, which this load says as score would; loading them without one says so whenever
+        before = unpooled_users_problem(con) if user_pool_id is not None else None
         result = load_users(con, file, user_pool_id)
-        problem = unpooled_users_problem(con) if user_pool_id is None else None
+        problem = unpooled_users_problem(con)
+        if user_pool_id is not None and before is not None:
+            problem = None  # not this load's doing (loading a pool's own users leaves it as it was)
     finally:
         con.close()
     if as_json:

@@ -13,6 +13,10 @@ Inputs ``riskgate users load`` reads:
 
 Loading upserts by username: loading again updates a user, never duplicates
 one; a field the input does not give (empty or absent) keeps its stored value.
+The MFA state is one value: an entry that states it (a ``UserMFASettingList``,
+an empty one included, a ``PreferredMfaSetting`` or an SMS ``MFAOptions``
+entry; a CSV row always does, empty cells meaning no MFA) replaces the stored
+settings and preferred method together; one that does not keeps both.
 A bad entry (unknown ``UserStatus``, unknown MFA name, a ``Username`` missing or
 one ingest would quarantine, a ``UserPoolId`` the risk configuration would
 refuse, a value of the wrong type) is rejected with its position and reason,
@@ -21,7 +25,9 @@ refused before anything is read.
 
 The file is read whole, so at most ``MAX_USERS_FILE_BYTES`` of it once decompressed: beyond that it is refused
 before anything more is read (a small gzip file can hold gigabytes). A JSON document nested too deeply for
-Python's parser is refused too, naming where; nothing of a refused file is loaded.
+Python's parser is refused too, naming where, and one holding a number longer than it reads (4,300 digits);
+nothing of a refused file is loaded. A date out of the years 1..9999 (an epoch number too large, NaN, ...) is a
+bad entry.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -62,6 +69,8 @@ _FALSE = ("false", "0", "no")
 
 USER_COLUMNS = ("username", "user_pool_id", "user_sub", "user_status", "enabled", "mfa_settings", "preferred_mfa",
                 "email", "created_at", "modified_at", "attributes")
+#: a user's MFA state: stated (``mfa_settings`` not NULL, an empty list being "no MFA") or not, always as a whole
+MFA_COLUMNS = ("mfa_settings", "preferred_mfa")
 _USERS_SCHEMA = pa.schema([
     ("username", pa.string()),
     ("user_pool_id", pa.string()),
@@ -177,14 +186,26 @@ def _time(value, what: str) -> datetime | None:
     if isinstance(value, bool):
         raise UserDataError(f"{what} must be a date, got {value!r}")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+        try:  # NaN, infinities and numbers beyond the years 1..9999 (ValueError, OverflowError, OSError EOVERFLOW)
+            return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise UserDataError(f"{what} is out of range: {_shown_number(value)} is not a date of the years "
+                                "1..9999 in epoch seconds or milliseconds") from None
     if isinstance(value, str):
         try:
             t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise UserDataError(f"{what} is not an ISO 8601 date: {value!r}") from None
-        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        try:  # in UTC, as stored: 0001-01-01T00:00+01:00 is of the year 0
+            return t.astimezone(timezone.utc) if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        except OverflowError:
+            raise UserDataError(f"{what} is out of range: {value!r} is not of the years 1..9999 in UTC") from None
     raise UserDataError(f"{what} must be a date, got {type(value).__name__}")
+
+
+def _shown_number(value: int | float) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"a number of {len(text):,} digits"
 
 
 # -- ListUsers JSON ---------------------------------------------------------------
@@ -288,6 +309,10 @@ def _json_documents(text: str, source: str):
             ) from None
         except RecursionError:
             raise _too_deep(f"the document of line {line}", source, text, pos) from None
+        except ValueError:  # not a JSONDecodeError: a number of more digits than Python converts
+            raise InputFormatError(f"the document of line {line} holds a number of more than "
+                                   f"{sys.get_int_max_str_digits():,} digits, which Python's JSON parser does not "
+                                   "read; expected ListUsers output", source=source) from None
         yield doc, line
         pos = end
 
@@ -483,7 +508,11 @@ _UPSERT = (
     "INSERT INTO users (" + ", ".join(USER_COLUMNS) + ", pool_key) SELECT " + ", ".join(USER_COLUMNS)
     + ", coalesce(user_pool_id, '') FROM _rg_new_users "
     "ON CONFLICT (pool_key, username) DO UPDATE SET "
-    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS if c not in ("username", "user_pool_id"))
+    + ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USER_COLUMNS
+                if c not in ("username", "user_pool_id", *MFA_COLUMNS))
+    # the MFA state is replaced whole by a record that states it (an empty list included: no MFA), else kept whole
+    + "".join(f", {c} = CASE WHEN excluded.mfa_settings IS NOT NULL THEN excluded.{c} ELSE users.{c} END"
+              for c in MFA_COLUMNS)
 )
 
 
@@ -494,9 +523,12 @@ def users_by_pool_sql(unpooled: str) -> str:
     id belongs to ``unpooled`` -- an SQL expression (a bound parameter: ``?`` or ``$name``) for the pool that
     events without a pool id belong to (``risk.config.unpooled_pool``). When both rows exist, the pool's own
     values come first and the other fills what it lacks (a RESET_REQUIRED row made for a user not loaded yet,
-    then the user loaded without a pool id: status from the first, MFA and email from the second); ``pool_key``
+    then the user loaded without a pool id: status from the first, MFA and email from the second); the MFA state
+    (``MFA_COLUMNS``) is one value, the pool row's when it states one, else the other's; ``pool_key``
     is the row a change goes to (the pool's own when there is one)."""
-    cols = ",\n                   ".join(f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
+    cols = ",\n                   ".join(
+        f"CASE WHEN x.mfa_settings IS NOT NULL THEN x.{c} ELSE n.{c} END AS {c}" if c in MFA_COLUMNS
+        else f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
     return f"""(WITH rg_u AS (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
                              FROM users)
                 SELECT coalesce(x.pool, n.pool) AS pool,

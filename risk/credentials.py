@@ -292,14 +292,15 @@ def _partial_message(missing: int, first: str | None) -> str:
 
 
 def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanReport,
-              issue: Callable[..., None]) -> Iterator[tuple[bytes, int]]:
+              issue: Callable[..., None], refuse_unsorted: bool = False) -> Iterator[tuple[bytes, int]]:
     """Put parsed lines ``(hash, count, source, line, raw)`` through the hash-order checks; yield ``(hash, count)``.
 
     Each line is judged with the last line kept before it and the two lines after it. A line out of
     order while its neighbours are in order with each other is an isolated damaged line: reported
     (with its line number) and skipped, and the lines around it are kept. Lines out of order with
     their neighbours too are evidence that the data is not sorted by hash: after MAX_OUT_OF_ORDER
-    of them it is refused. Duplicates of a hash count as the largest of their counts (a count-0
+    of them it is refused, and at the first one with ``refuse_unsorted`` (a build: the lines skipped
+    would be answered "not found"). Duplicates of a hash count as the largest of their counts (a count-0
     padding line never hides a real count); each is reported. Count-0 lines are then skipped.
     """
     prev = None  # the hash of the last line kept
@@ -344,6 +345,15 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
             issue(src, lineno, "out of hash order while the lines around it are in order: a damaged line, skipped",
                   raw)
             continue
+        if verdict == 2 and refuse_unsorted:
+            not_one = "is out of hash order, and not as one damaged line between lines in order"
+            if report.layout == "range-folder":
+                raise InputFormatError(
+                    f"line {lineno} of {Path(src).name} {not_one}: the range files are not sorted by hash (download "
+                    "them again); no index written", source=str(Path(src).parent))
+            raise InputFormatError(
+                f"line {lineno} {not_one}: this file is not sorted by hash (use the 'ordered by hash' download or a "
+                "folder of range files); no index written", source=src)
         if verdict == 2:
             out_of_order += 1
             issue(src, lineno, "out of hash order, skipped", raw)
@@ -372,13 +382,16 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
 
 
 def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None = None,
-         report: ScanReport | None = None, allow_partial: bool = False) -> Iterator[tuple[bytes, int]]:
+         report: ScanReport | None = None, allow_partial: bool = False,
+         refuse_unsorted: bool = False) -> Iterator[tuple[bytes, int]]:
     """Yield ``(sha1_hex_upper, count)`` for every usable line of a Pwned Passwords download, in hash order.
 
     ``path`` is the single file sorted by hash or a folder of range files.
     Count-0 padding lines are skipped; malformed and out-of-order lines are
     reported (file, line, reason) and skipped; duplicates keep their largest
-    count. A range folder missing some of its 1,048,576 files is refused unless
+    count. Data not sorted by hash is refused (InputFormatError) after
+    ``MAX_OUT_OF_ORDER`` lines out of order, or with ``refuse_unsorted`` at the
+    first one that is not an isolated damaged line. A range folder missing some of its 1,048,576 files is refused unless
     ``allow_partial`` (then it is reported). Streams: memory stays bounded.
     """
     p = Path(path)
@@ -418,7 +431,7 @@ def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None 
                             continue
                         yield pre + parsed[0], parsed[1], src, lineno, raw
 
-        yield from _in_order(lines(), report, issue)
+        yield from _in_order(lines(), report, issue, refuse_unsorted)
         return
     if _sniff_file(p) == INDEX_MAGIC:
         raise InputFormatError("is already a riskgate index (made by `riskgate credentials build`)", source=str(path))
@@ -435,7 +448,7 @@ def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None 
                     continue
                 yield parsed[0], parsed[1], src, lineno, raw
 
-    yield from _in_order(lines(), report, issue)
+    yield from _in_order(lines(), report, issue, refuse_unsorted)
 
 
 def _digest8(data: bytes = b""):
@@ -554,8 +567,11 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
 
     Streams the input once; memory is bounded (the 512 KiB bucket table and
     write buffers). The index is written beside ``out`` and renamed into place
-    only when complete. Data with no usable hash gives no index (an error);
-    an incomplete range folder is refused unless ``allow_partial``.
+    only when complete. Data with no usable hash gives no index (an error), nor
+    does data not sorted by hash (a line out of order that is not one damaged
+    line between lines in order, whatever the number of lines: the lines skipped
+    would be answered "not found"); an incomplete range folder is refused unless
+    ``allow_partial``.
     """
     start = time.monotonic()
     out_path = Path(out) if out else default_index_path(path)
@@ -580,7 +596,7 @@ def build(path: str | os.PathLike, out: str | os.PathLike | None = None,
             buf = bytearray()
             prev_key = b""
             prev_count = 0
-            for h, count in scan(path, on_issue, report, allow_partial=allow_partial):
+            for h, count in scan(path, on_issue, report, allow_partial=allow_partial, refuse_unsorted=True):
                 key = h[:key_hex]
                 if key == prev_key:  # two hashes sharing their first 64 bits: keep the larger count
                     report.merged += 1

@@ -183,9 +183,14 @@ MFA_KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
 
 
 def has_mfa_configured(mfa_settings: Sequence[str] | None, preferred: str | None = None) -> bool:
-    """Whether a user has MFA of their own (UserMFASettingList / PreferredMfaSetting: SMS_MFA, SOFTWARE_TOKEN_MFA)."""
+    """Whether a user has MFA of their own (UserMFASettingList / PreferredMfaSetting: SMS_MFA, SOFTWARE_TOKEN_MFA).
+
+    A preferred method that is not among stated settings (an empty list included) is none, as in Cognito; it
+    counts only when the settings are unknown (None)."""
     known = set(MFA_KINDS)
-    return any(s in known for s in (mfa_settings or ())) or (preferred in known)
+    if mfa_settings is not None:
+        return any(s in known for s in mfa_settings)
+    return preferred in known
 
 
 def _detected(result: Any) -> bool | None:

@@ -65,7 +65,7 @@ _HISTORY_FIELDS = {
                              "creation_date", "client_ip", "compromised_credentials")},
     **{c: f"a.{c}" for c in ("score", "risk_level", "outcome", "model_version")},
     "has_mfa": """(list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
-        OR coalesce(list_contains($kinds, u.preferred_mfa), false))""",
+        OR (u.mfa_settings IS NULL AND coalesce(list_contains($kinds, u.preferred_mfa), false)))""",
     "y": "lab.y",
     "attack_type": "lab.attack_type",
 }

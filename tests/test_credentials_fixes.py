@@ -445,3 +445,84 @@ def test_verify_announces_only_as_many_more_issues_as_json_lists(tmp_path):
     assert res.output.splitlines()[-1] == "  ... and 1,230 more (--json lists 980 of them)"
     report = json.loads(runner.invoke(app, ["credentials", "verify", str(src), "--json"]).output)
     assert (report["issue_count"], len(report["issues"])) == (1250, 1000)
+
+
+# -- 6. build refuses data not sorted by hash, whatever its number of lines ---------------------------------------
+
+
+def pw_rows(n: int) -> list[tuple[str, int]]:
+    """The Pwned Passwords lines of pw0 .. pw{n-1}, each seen i + 1 times, in hash order."""
+    return sorted((sha1(f"pw{i}"), i + 1) for i in range(n))
+
+
+@pytest.mark.parametrize("name, order", [
+    ("shuffled-900", lambda d: [d[(i * 7919) % len(d)] for i in range(len(d))]),  # 7919 is prime: a permutation
+    ("reversed-5", lambda d: d[:5][::-1]),
+    ("by-count-50", lambda d: sorted(d[:50], key=lambda r: -r[1])),
+], ids=["shuffled-900", "reversed-5", "by-count-50"])
+def test_build_refuses_a_file_not_sorted_by_hash_and_writes_no_index(tmp_path, name, order):
+    """900 hashes in shuffled order built "7 hashes ... 893 unusable lines / wrote ...: 7 records", exit 0 (a 5-line
+    reversed file likewise): it refused only at 1,000 lines out of order, and the index answered "not found" for the
+    hashes it had skipped."""
+    data = order(pw_rows(900))
+    src = write_sorted(tmp_path / f"{name}.txt", data)
+    out = tmp_path / "x.rgpw"
+    with pytest.raises(InputFormatError, match=r"is out of hash order, and not as one damaged line between lines in "
+                                               r"order: this file is not sorted by hash .*; no index written$"):
+        cred.build(src, out)
+    assert not out.exists() and not list(tmp_path.glob("x.rgpw.tmp*"))
+    res = runner.invoke(app, ["credentials", "build", str(src), "--out", str(out)])
+    assert res.exit_code == 2 and "this file is not sorted by hash" in res.output and not out.exists()
+    # the same hashes in hash order are built whole, and every one is found
+    res = runner.invoke(app, ["credentials", "build", str(write_sorted(tmp_path / "ok.txt", sorted(data))),
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with cred.open_pwned(out) as idx:
+        assert idx.records == len(data)
+        assert [idx.lookup(bytes.fromhex(h)) for h, _ in data] == [c for _, c in data]
+
+
+def test_reversed_five_line_file_names_its_first_line(tmp_path):
+    src = write_sorted(tmp_path / "rev.txt", pw_rows(5)[::-1])
+    with pytest.raises(InputFormatError) as e:
+        cred.build(src, tmp_path / "x.rgpw")
+    assert str(e.value) == (f"{src}: line 1 is out of hash order, and not as one damaged line between lines in order: "
+                            "this file is not sorted by hash (use the 'ordered by hash' download or a folder of range "
+                            "files); no index written")
+    # verify still lists each line it cannot use (and exits 1)
+    report = cred.verify(src)
+    assert report.hashes + report.unusable_lines == 5 and report.unusable_lines >= 3
+
+
+def test_build_still_takes_what_the_readme_accepts(tmp_path):
+    """Duplicates (largest count), CRLF, lowercase hex, count-0 padding and one isolated damaged line are kept
+    apart from the damaged line, which is reported and skipped."""
+    data = pw_rows(60)
+    lines = [f"{h.lower() if i % 2 else h}:{c}" for i, (h, c) in enumerate(data)]
+    lines.insert(10, f"{data[9][0]}:1000")  # a duplicate of line 10 with a larger count
+    lines.insert(21, f"{data[19][0]}:0")  # a count-0 padding line of a real hash: its count is kept
+    lines.insert(40, "F" * 40 + ":3")  # one damaged line, isolated
+    src = write_lines(tmp_path / "p.txt", lines)
+    report = cred.build(src, tmp_path / "p.rgpw")
+    assert (report.lines_read, report.records, report.merged, report.unusable_lines) == (63, 60, 2, 3)
+    assert [(i.line, i.reason.split(":")[0]) for i in report.issues] == [
+        (11, "duplicate of the hash on line 10"), (22, "duplicate of the hash on line 21"),
+        (41, "out of hash order while the lines around it are in order")]
+    with cred.open_pwned(tmp_path / "p.rgpw") as idx:
+        assert [idx.lookup(bytes.fromhex(h)) for h, _ in data] == [1000 if i == 9 else c for i, (h, c) in
+                                                                   enumerate(data)]
+        assert idx.lookup(bytes.fromhex("F" * 40)) is None
+
+
+def test_build_refuses_range_files_not_sorted_by_hash_even_partial(tmp_path):
+    folder = range_folder(tmp_path, ["00000", "00001", "00002"])
+    lines = (folder / "00001.txt").read_text().split()
+    write_lines(folder / "00001.txt", lines[::-1])
+    with pytest.raises(InputFormatError) as e:
+        cred.build(folder, tmp_path / "r.rgpw", allow_partial=True)
+    assert str(e.value) == (f"{folder}: line 1 of 00001.txt is out of hash order, and not as one damaged line "
+                            "between lines in order: the range files are not sorted by hash (download them again); "
+                            "no index written")
+    assert not (tmp_path / "r.rgpw").exists()
+    write_lines(folder / "00001.txt", lines)
+    assert cred.build(folder, tmp_path / "r.rgpw", allow_partial=True).records == 15

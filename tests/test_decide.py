@@ -320,7 +320,8 @@ def test_blocked_range_reason_and_override():
         (["SMS_MFA"], "SMS_MFA", True),
         ([], None, False),
         (None, None, False),
-        ([], "SOFTWARE_TOKEN_MFA", True),
+        ([], "SOFTWARE_TOKEN_MFA", False),  # a preferred method not among the settings is none, as in Cognito
+        (None, "SOFTWARE_TOKEN_MFA", True),  # settings unknown: the preferred method tells
         (["NOPE"], None, False),
     ],
 )

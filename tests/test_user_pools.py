@@ -325,3 +325,46 @@ def test_the_dashboards_pool_filter_keeps_pool_less_events_of_that_pool(con):
     add(con, [ev("b1", "bob", 2, user_pool_id="P2")])
     assert insights.overview_metrics(con, pool="P1")["events"] == 1  # two pools: it is neither's
     assert insights.overview_metrics(con)["events"] == 3
+
+
+def test_loading_users_of_a_new_pool_says_that_the_pool_less_users_now_belong_to_none(tmp_path, monkeypatch):
+    """`users load --user-pool-id` of a second pool printed only its counts, exit 0: the users loaded without a pool
+    id silently became nobody's (their MFA unused), and only the next `score` said so."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    db = tmp_path / "one.duckdb"
+    c = risk.store.connect(db)
+    add(c, [ev("a", "alice", 0, user_pool_id="P1"), ev("b", "bob", 1, user_pool_id="P1")])
+    c.close()
+    pool_less = tmp_path / "u.csv"
+    pool_less.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                         "alice,s-1,CONFIRMED,true,SMS_MFA,SMS_MFA,a@example.org\n"
+                         "bob,s-2,CONFIRMED,true,,,b@example.org\n")
+    other = tmp_path / "other.csv"
+    other.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\ncarol,s-3,CONFIRMED,true,,,\n")
+
+    def load(*args):
+        res = CliRunner().invoke(app, ["users", "load", *map(str, args), "--db", str(db)])
+        assert res.exit_code == 0, res.output
+        return res
+
+    assert load(pool_less).stderr == ""  # one pool: they are P1's
+    assert load(other, "--user-pool-id", "P1").stderr == ""  # still one pool
+    res = load(other, "--user-pool-id", "P2")
+    assert res.stdout == "users read 1  added 1  updated 0  rejected 0\n"
+    expected = ("warning: 2 user(s) loaded without a pool id belong to no pool: the store knows several (P1, P2), so "
+                "their MFA settings, email and status apply to nobody; load them again with --user-pool-id, or set "
+                "$RISKGATE_USER_POOL_ID to their pool")
+    assert " ".join(res.stderr.split()) == expected
+    c = risk.store.connect(db)
+    try:
+        assert rc.unpooled_users_problem(c) == expected.removeprefix("warning: ")  # what score says
+    finally:
+        c.close()
+    # loading that pool's users again changes nothing of it: no warning repeated; with a pool id set, none at all
+    assert load(other, "--user-pool-id", "P2").stderr == ""
+    monkeypatch.setenv(rc.POOL_ENV, "P1")
+    assert load(other, "--user-pool-id", "P3").stderr == ""

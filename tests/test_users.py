@@ -290,3 +290,122 @@ def test_a_username_ingest_would_quarantine_is_rejected_with_ingests_reason(con,
     row["creation_date"] = datetime(2026, 3, 1, tzinfo=timezone.utc)
     _, bad = Enricher(geo=None).run(pa.Table.from_pylist([row], SOURCE_SCHEMA), "x", "x")
     assert bad.column("reason").to_pylist() == [r.rejected[0].reason]
+
+
+# -- a load that states the user's MFA replaces it whole, and scoring sees it ------------------------------------
+
+
+def _mfa_reasons(db) -> dict[str, set[bool]]:
+    """Per user: whether each of their assessed events was challenged because the user has MFA of their own."""
+    import duckdb
+
+    c = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = c.execute("SELECT e.username, list_contains(a.decision_reasons, "
+                         "'the user has MFA of their own: always challenged') FROM assessments a "
+                         "JOIN events e USING (event_id)").fetchall()
+    finally:
+        c.close()
+    out: dict[str, set[bool]] = {}
+    for name, own in rows:
+        out.setdefault(name, set()).add(own)
+    return out
+
+
+def test_a_load_stating_no_mfa_clears_it_and_the_next_score_sees_no_mfa(tmp_path, monkeypatch):
+    """`users load` of an entry with an empty UserMFASettingList (or a CSV row with empty MFA cells) kept the stored
+    PreferredMfaSetting, which counted as MFA: the user's every sign-in stayed an MFA challenge. Loaded again for the
+    pool, the pool row's missing preferred method was taken from the row loaded without a pool."""
+    from risk import config as rc
+    from tests.events_gen import many, write_jsonl
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    db = tmp_path / "s.duckdb"
+    write_jsonl(tmp_path / "e.jsonl", many(200))  # user0 .. user49 of us-east-1_TEST, 4 sign-ins each
+
+    def run(*args):
+        res = runner.invoke(app, [*map(str, args), "--db", str(db)])
+        assert res.exit_code == 0, res.output
+        return res
+
+    totp = {"mfa": ["SOFTWARE_TOKEN_MFA"], "preferred": "SOFTWARE_TOKEN_MFA"}
+    run("ingest", tmp_path / "e.jsonl")
+    run("users", "load", write(tmp_path, "mfa.json", json.dumps({"Users": [
+        user("user0", **totp), user("user1", **totp), user("user2", **totp), user("user3", **totp),
+        user("user4", mfa=["SMS_MFA"], preferred="SMS_MFA")]})))
+    run("train", "--no-labels")
+    run("score")
+    before = _mfa_reasons(db)
+    assert [before[f"user{i}"] for i in range(6)] == [{True}] * 5 + [{False}]
+    # user0: ListUsers/AdminGetUser JSON stating no MFA; user1: a CSV row with empty MFA cells;
+    # user2: an entry that says nothing of MFA (kept); user3: loaded for its pool with no MFA; user4: not loaded again
+    run("users", "load", write(tmp_path, "nomfa.json", json.dumps({"Users": [
+        {"Username": "user0", "Enabled": True, "UserStatus": "CONFIRMED", "MFAOptions": [],
+         "UserMFASettingList": []},
+        {"Username": "user2", "UserStatus": "CONFIRMED"}]})))
+    run("users", "load", write(tmp_path, "nomfa.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                               "user1,,CONFIRMED,true,,,\n"))
+    run("users", "load", write(tmp_path, "pool.json", json.dumps({"Users": [user("user3", mfa=[])]})),
+        "--user-pool-id", "us-east-1_TEST")
+    con = store.connect(db)
+    try:
+        assert [(u["mfa_settings"], u["preferred_mfa"]) for u in (get_user(con, f"user{i}", unpooled="us-east-1_TEST")
+                                                              for i in range(4))] == [
+            ([], None), ([], None), (["SOFTWARE_TOKEN_MFA"], "SOFTWARE_TOKEN_MFA"), ([], None)]
+        assert get_user(con, "user3", "us-east-1_TEST", unpooled="us-east-1_TEST")["mfa_enabled"] is False
+    finally:
+        con.close()
+    run("score", "--rescore")
+    after = _mfa_reasons(db)
+    assert [after[f"user{i}"] for i in range(6)] == [{False}, {False}, {True}, {False}, {True}, {False}]
+
+
+# -- a date out of range is a bad entry, not a crash ---------------------------------------------------------------
+
+
+def test_a_date_out_of_range_is_rejected_with_its_position_and_the_rest_loads(con, tmp_path):
+    """An epoch UserCreateDate of 1e20 raised OSError (EOVERFLOW) out of `users load`, -1e12 and 99999999999999999
+    ValueError, NaN ValueError and Infinity OverflowError: a traceback, and nothing of the file loaded."""
+    text = ('{"Users": [{"Username": "ok1", "UserCreateDate": 1721236555.5},\n'
+            '{"Username": "t1", "UserCreateDate": 1e20}, {"Username": "t2", "UserCreateDate": -1e12},\n'
+            '{"Username": "t3", "UserCreateDate": 99999999999999999}, {"Username": "t4", "UserCreateDate": NaN},\n'
+            '{"Username": "t5", "UserLastModifiedDate": Infinity}, {"Username": "t6", "UserCreateDate": -Infinity},\n'
+            '{"Username": "t7", "UserCreateDate": "0001-01-01T00:00:00+01:00"},\n'
+            '{"Username": "t8", "UserCreateDate": ' + "9" * 600 + '},\n'
+            '{"Username": "ok2", "UserCreateDate": 1721236555123, "UserLastModifiedDate": "9999-12-31T23:59:59Z"}]}')
+    r = load_users(con, write(tmp_path, "dates.json", text))
+    assert (r.read, r.added, r.updated) == (10, 2, 0)
+    epoch = "is not a date of the years 1..9999 in epoch seconds or milliseconds"
+    where = "page 1 (line 1), Users"
+    assert [(x.position, x.reason) for x in r.rejected] == [
+        (f"{where}[1]", f"UserCreateDate is out of range: 1e+20 {epoch}"),
+        (f"{where}[2]", f"UserCreateDate is out of range: -1000000000000.0 {epoch}"),
+        (f"{where}[3]", f"UserCreateDate is out of range: 99999999999999999 {epoch}"),
+        (f"{where}[4]", f"UserCreateDate is out of range: nan {epoch}"),
+        (f"{where}[5]", f"UserLastModifiedDate is out of range: inf {epoch}"),
+        (f"{where}[6]", f"UserCreateDate is out of range: -inf {epoch}"),
+        (f"{where}[7]", "UserCreateDate is out of range: '0001-01-01T00:00:00+01:00' is not of the years 1..9999 in UTC"),
+        (f"{where}[8]", f"UserCreateDate is out of range: a number of 600 digits {epoch}"),
+    ]
+    assert get_user(con, "ok1")["created_at"] == datetime(2024, 7, 17, 17, 15, 55, 500000, tzinfo=timezone.utc)
+    ok2 = get_user(con, "ok2")
+    assert ok2["created_at"] == datetime(2024, 7, 17, 17, 15, 55, 123000, tzinfo=timezone.utc)
+    assert ok2["modified_at"] == datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    # through the command: exit 0, the entries named
+    db = tmp_path / "c.duckdb"
+    res = runner.invoke(app, ["users", "load", str(tmp_path / "dates.json"), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "users read 10  added 2  updated 0  rejected 8" in res.stdout
+    assert f"rejected {where}[1]: UserCreateDate is out of range: 1e+20 {epoch}" in res.stdout
+
+
+def test_a_number_too_long_for_the_parser_refuses_the_file_with_a_message(con, tmp_path):
+    """A 5,000-digit number raised ValueError ("Exceeds the limit (4300 digits)") out of `users load`."""
+    f = write(tmp_path, "long.json", '{"Users": [{"Username": "a"}]}\n{"Users": [{"Username": "b", '
+                                     '"UserCreateDate": ' + "9" * 5000 + "}]}")
+    with pytest.raises(InputFormatError, match=r"long\.json: the document of line 2 holds a number of more than "
+                                               r"4,300 digits, which Python's JSON parser does not read"):
+        load_users(con, f)
+    assert store.count(con, "users") == 0
+    res = runner.invoke(app, ["users", "load", str(f), "--db", str(tmp_path / "c.duckdb")])
+    assert res.exit_code == 2 and "holds a number of more than 4,300 digits" in res.output
