@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -722,8 +723,8 @@ class _FeaturePrefetch:
 
     def take(self, k: int) -> pa.Table:
         self.start(k)
-        fut = self.ahead.pop(k)
-        feats = _result(fut)
+        feats = _result(self.ahead[k])  # (kept in ``ahead`` while awaited: a Ctrl-C meanwhile stops it in close())
+        del self.ahead[k]
         self.start(k + 1)
         return feats
 
@@ -741,15 +742,26 @@ class _FeaturePrefetch:
         self.ahead.clear()
 
     def close(self) -> None:
+        """Stop what is computed (an error or Ctrl-C mid-run: its query is interrupted, again until it ends, since
+        DuckDB drops an interrupt that comes between two queries) and end the thread."""
         for fut in self.ahead.values():
+            _let_go(fut)  # (a Ctrl-C in done() or cancel() may leave the lock held as in result(): _result)
             fut.cancel()
-        if self.running():  # (an error or Ctrl-C while a chunk ahead is computed: its query is stopped)
-            cur = self.cursor
-            if cur is not None:
+            _let_go(fut)
+        for fut in self.ahead.values():
+            while not fut.done():
+                cur = self.cursor
+                if cur is not None:
+                    try:
+                        cur.interrupt()
+                    except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to stop
+                        pass
                 try:
-                    cur.interrupt()
-                except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to stop
+                    fut.exception(timeout=0.05)
+                except (TimeoutError, CancelledError):
                     pass
+                finally:
+                    _let_go(fut)
         self.pool.shutdown(wait=True)
 
 
@@ -763,10 +775,15 @@ def _result(fut, *, exception: bool = False):
     try:
         return fut.exception() if exception else fut.result()
     except BaseException:
-        condition = fut._condition  # noqa: SLF001 - the lock the interrupted ``with`` may have left held
-        while condition._is_owned():  # noqa: SLF001
-            condition.release()
+        _let_go(fut)
         raise
+
+
+def _let_go(fut) -> None:
+    """Release ``fut``'s lock if this thread holds it (left so by an interrupted ``with``: :func:`_result`)."""
+    condition = fut._condition  # noqa: SLF001 - the lock the interrupted ``with`` may have left held
+    while condition._is_owned():  # noqa: SLF001
+        condition.release()
 
 
 def events_to_assess(con, feats: pa.Table) -> pa.Table:

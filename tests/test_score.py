@@ -863,6 +863,40 @@ def test_ctrl_c_that_leaves_a_futures_lock_held_does_not_hang_the_feature_thread
     assert not setter.is_alive() and fut.done()
 
 
+def test_ctrl_c_while_a_chunks_features_are_awaited_stops_their_query(monkeypatch):
+    """A Ctrl-C while the run waited for a chunk's features (chunk 0 always, and whenever features are slower than
+    assessing) left that chunk out of what close() stopped: the run held the store until the query ended. The
+    query is interrupted now, again until it ends. A real DuckDB query that would run for minutes."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import duckdb
+
+    from risk.score import _FeaturePrefetch
+
+    con = duckdb.connect()
+    prefetch = _FeaturePrefetch(con, [(None, None)])
+
+    def slow(k):
+        cur = prefetch.cursor = con.cursor()
+        try:
+            return cur.sql("SELECT sum(i * i % 7) FROM range(200000000000) t(i)").fetchall()
+        finally:
+            prefetch.cursor = None
+            cur.close()
+
+    monkeypatch.setattr(prefetch, "_compute", slow)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C, while take() waits
+    with pytest.raises(KeyboardInterrupt):
+        prefetch.take(0)
+    started = time.monotonic()
+    prefetch.close()
+    assert time.monotonic() - started < 10
+    con.close()
+
+
 def test_the_store_has_half_its_threads_and_the_model_one_while_a_chunk_is_assessed_beside_the_next_ones_features(
         store, tmp_path, monkeypatch):
     """While the next chunk's features are computed beside an assessment, the store's DuckDB has half its
