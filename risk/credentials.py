@@ -341,6 +341,8 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
         b = pending.pop(0)
         h, count, src, lineno, raw = b
         verdict = judge(h, pending[0][0] if pending else None, pending[1][0] if len(pending) > 1 else None)
+        if verdict == 1 and refuse_unsorted and not pending:
+            verdict = 2  # a last line out of order is not between lines in order ([B, A]: A was skipped as damaged)
         if verdict == 1:
             issue(src, lineno, "out of hash order while the lines around it are in order: a damaged line, skipped",
                   raw)
@@ -391,7 +393,8 @@ def scan(path: str | os.PathLike, on_issue: Callable[[PwnedIssue], None] | None 
     reported (file, line, reason) and skipped; duplicates keep their largest
     count. Data not sorted by hash is refused (InputFormatError) after
     ``MAX_OUT_OF_ORDER`` lines out of order, or with ``refuse_unsorted`` at the
-    first one that is not an isolated damaged line. A range folder missing some of its 1,048,576 files is refused unless
+    first one that is not an isolated damaged line (a last line out of order
+    included). A range folder missing some of its 1,048,576 files is refused unless
     ``allow_partial`` (then it is reported). Streams: memory stays bounded.
     """
     p = Path(path)

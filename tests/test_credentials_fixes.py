@@ -459,7 +459,9 @@ def pw_rows(n: int) -> list[tuple[str, int]]:
     ("shuffled-900", lambda d: [d[(i * 7919) % len(d)] for i in range(len(d))]),  # 7919 is prime: a permutation
     ("reversed-5", lambda d: d[:5][::-1]),
     ("by-count-50", lambda d: sorted(d[:50], key=lambda r: -r[1])),
-], ids=["shuffled-900", "reversed-5", "by-count-50"])
+    ("reversed-2", lambda d: d[:2][::-1]),  # its last line was taken for a damaged line between lines in order
+    ("last-two-swapped", lambda d: d[:58] + [d[59], d[58]]),
+], ids=["shuffled-900", "reversed-5", "by-count-50", "reversed-2", "last-two-swapped"])
 def test_build_refuses_a_file_not_sorted_by_hash_and_writes_no_index(tmp_path, name, order):
     """900 hashes in shuffled order built "7 hashes ... 893 unusable lines / wrote ...: 7 records", exit 0 (a 5-line
     reversed file likewise): it refused only at 1,000 lines out of order, and the index answered "not found" for the
