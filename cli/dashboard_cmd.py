@@ -81,9 +81,13 @@ def run_forwarding_signals(command: list[str], env: dict) -> int:
             proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # it did not stop in time, or a second Ctrl-C: it is not left behind
             proc.kill()
             proc.wait()
+        raise
+    except BaseException:
+        proc.kill()
+        proc.wait()
         raise
     finally:
         for s, handler in previous.items():

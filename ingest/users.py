@@ -9,7 +9,8 @@ Inputs ``riskgate users load`` reads:
   (``AdminGetUser`` fields, which riskgate's own users files carry) and from the
   legacy ``MFAOptions`` (an SMS entry means ``SMS_MFA``). A gzip file is fine.
 * CSV with the header ``username,sub,status,enabled,mfa_settings,preferred_mfa,email``
-  (``mfa_settings`` separated by ``;``, ``enabled`` true/false, empty = unknown).
+  (``mfa_settings`` separated by ``;``, ``enabled`` true/false; an empty cell is unknown, but for the MFA cells:
+  empty there is no MFA, see below).
 
 Loading upserts by username: loading again updates a user, never duplicates
 one; a field the input does not give (empty or absent) keeps its stored value.
