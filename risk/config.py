@@ -350,6 +350,10 @@ class AccountTakeoverActionsType(_Shape):
     def for_level(self, level: RiskLevel) -> AccountTakeoverActionType | None:
         return getattr(self, LEVEL_FIELDS[RiskLevel(level)])
 
+    def notifying(self) -> list[str]:
+        """The levels' fields (``LowAction``, ...) whose Notify is true, low to high."""
+        return [name for name in LEVEL_FIELDS.values() if (a := getattr(self, name)) and a.Notify]
+
     @model_validator(mode="wrap")
     @classmethod
     def _monotonic(cls, data: Any, handler):
@@ -839,7 +843,7 @@ def lint(config: RiskConfiguration) -> list[str]:
     out = []
     ato = config.AccountTakeoverRiskConfiguration
     if ato is not None:
-        notifying = [name for name in LEVEL_FIELDS.values() if (a := getattr(ato.Actions, name)) and a.Notify]
+        notifying = ato.Actions.notifying()
         if notifying and ato.NotifyConfiguration is None:
             out.append(
                 "AccountTakeoverRiskConfiguration: Notify is true for "

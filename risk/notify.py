@@ -202,8 +202,8 @@ def delivery_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
     and ``$RISKGATE_PUBLIC_URL``. An empty list when nothing is missing. (Such a failure used up one of the
     MAX_ATTEMPTS of each email due in every run, so that, once the setting was fixed, none was ever sent.)"""
     from ingest.store import has_table
-    from risk.config import (LEVEL_FIELDS, AdvancedSecurityMode, address_problem, get_mode, known_pools, resolve,
-                             template_for, unpooled_of)
+    from risk.config import (AdvancedSecurityMode, address_problem, get_mode, known_pools, resolve, template_for,
+                             unpooled_of)
 
     pools = known_pools(con)
     unpooled = unpooled_of(pools)
@@ -222,11 +222,10 @@ def delivery_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
         for client in (None, *clients):
             config = resolve(con, pool, client)[0]
             ato = config.AccountTakeoverRiskConfiguration
-            if ato is None or not any((a := getattr(ato.Actions, name)) and a.Notify for name in LEVEL_FIELDS.values()):
+            if ato is None or not ato.Actions.notifying():
                 continue
             scope = f"pool {pool}" + (f" client {client}" if client else "")
-            nc = ato.NotifyConfiguration
-            if not (nc is not None and nc.From):
+            if not _configured_sender(ato.NotifyConfiguration):
                 (env_sender if os.environ.get(NOTIFY_FROM_ENV, "").strip() else no_sender).append(scope)
             if any(uses_links(template_for(config, name)) for name in TEMPLATE_NAMES):
                 with_links.append(scope)
@@ -243,6 +242,11 @@ def delivery_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
             except ConfigurationError as exc:
                 problems.append(f"{exc} (the emails of {', '.join(with_links)} carry feedback links)")
     return problems
+
+
+def _configured_sender(notify_config: Any) -> str | None:
+    """The NotifyConfiguration's From (an object or a mapping; None or empty: none, ``$RISKGATE_NOTIFY_FROM`` then)."""
+    return _field(notify_config, "From", "from_", "from_address") if notify_config is not None else None
 
 
 def _sign(payload: str, secret: bytes) -> str:
@@ -1020,8 +1024,7 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
             recipient = user_email(con, str(username), _field(event, "user_pool_id", "UserPoolId"))
         if not recipient:
             raise NotifyError("no email address for user")
-        sender = _field(notify_config, "From", "from_", "from_address") if notify_config is not None else None
-        sender = sender or os.environ.get(NOTIFY_FROM_ENV)
+        sender = _configured_sender(notify_config) or os.environ.get(NOTIFY_FROM_ENV)
         if not sender:
             raise NotifyError(f"NotifyConfiguration has no From address (nor is {NOTIFY_FROM_ENV} set)")
         reply_to = _field(notify_config, "ReplyTo", "reply_to") if notify_config is not None else None
