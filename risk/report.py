@@ -19,7 +19,7 @@ from ingest.errors import RiskgateError, check_output_folder
 from risk.decide import CREDENTIALS_BLOCK_REASON, OWN_MFA_REASON
 from risk.feedback import ATTACK_TYPES_SQL, LABELS_IN_FORCE_SQL
 from risk.levels import current_thresholds
-from risk.score import PERIOD_SQL, period_params
+from risk.score import NO_LEVEL_WORDS, PERIOD_SQL, period_params
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
@@ -248,9 +248,10 @@ def export_assessments(
     return n
 
 
-#: an assessment's level as ``report`` counts it: mode OFF is "not evaluated" (no risk evaluation), else no level is
-#: "no risk" (below the Low threshold, a skipped or blocked range)
-_LEVEL_SQL = "CASE WHEN mode = 'OFF' THEN 'not evaluated' ELSE coalesce(risk_level, 'no risk') END"
+#: an assessment's level as ``report`` counts it, in ``score``'s words: mode OFF is "not evaluated" (no risk
+#: evaluation), else no level is "no risk" (below the Low threshold, a skipped or blocked range)
+_NOT_EVALUATED, _NO_RISK = NO_LEVEL_WORDS["risk_decision"], NO_LEVEL_WORDS["risk_level"]
+_LEVEL_SQL = f"CASE WHEN mode = 'OFF' THEN '{_NOT_EVALUATED}' ELSE coalesce(risk_level, '{_NO_RISK}') END"
 
 _ASSESSED_SQL = """
 WITH t AS ({attacks})
@@ -324,12 +325,12 @@ def pipeline_summary(con: duckdb.DuckDBPyConnection, *, since: datetime | None =
 
     scored, unscored = assessed_counts(con, since=since, until=until)
     by_level = rows(
-        f"""SELECT {_LEVEL_SQL}, count(*) FROM pa GROUP BY 1
-           ORDER BY CASE {_LEVEL_SQL} WHEN 'not evaluated' THEN -1 WHEN 'no risk' THEN 0 WHEN 'Low' THEN 1
+        f"""SELECT {_LEVEL_SQL} AS level, count(*) FROM pa GROUP BY 1
+           ORDER BY CASE level WHEN '{_NOT_EVALUATED}' THEN -1 WHEN '{_NO_RISK}' THEN 0 WHEN 'Low' THEN 1
                     WHEN 'Medium' THEN 2 ELSE 3 END"""
     )
     by_decision = rows(
-        """SELECT coalesce(risk_decision, 'not evaluated'), outcome, count(*) FROM pa
+        f"""SELECT coalesce(risk_decision, '{_NOT_EVALUATED}'), outcome, count(*) FROM pa
            GROUP BY ALL ORDER BY 1, 2"""
     )
     # the labels in force: feedback outranks the data set's labels (Invalid: an attack; Valid: legitimate), as for

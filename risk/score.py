@@ -589,9 +589,9 @@ def score_events(
             result.events_scored += table.num_rows
             result.chunks += 1
             off = pc.equal(table.column("mode"), "OFF")
-            levels_seen = pc.if_else(off, pa.scalar(_NOT_EVALUATED), table.column("risk_level"))
-            for column, key_none, agg in ((levels_seen, _NO_VALUE["risk_level"], result.by_level),
-                                          (table.column("risk_decision"), _NO_VALUE["risk_decision"],
+            levels_seen = pc.if_else(off, pa.scalar(NO_LEVEL_WORDS["risk_decision"]), table.column("risk_level"))
+            for column, key_none, agg in ((levels_seen, NO_LEVEL_WORDS["risk_level"], result.by_level),
+                                          (table.column("risk_decision"), NO_LEVEL_WORDS["risk_decision"],
                                            result.by_decision)):
                 for row in pc.value_counts(column).to_pylist():
                     key = key_none if row["values"] is None else str(row["values"])
@@ -657,8 +657,7 @@ def _mark_gone_runs(con) -> None:
 
 #: what ``ScoreResult.by_level`` / ``by_decision`` call an event without a level / a decision (``riskgate report``'s
 #: words): no risk level (below Low, a skipped or blocked range), and not evaluated (mode OFF: also its level)
-_NOT_EVALUATED = "not evaluated"
-_NO_VALUE = {"risk_level": "no risk", "risk_decision": _NOT_EVALUATED}
+NO_LEVEL_WORDS = {"risk_level": "no risk", "risk_decision": "not evaluated"}
 
 
 @contextmanager
