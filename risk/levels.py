@@ -81,9 +81,16 @@ MIGRATIONS: tuple[Migration, ...] = (
 def set_thresholds(
     con: duckdb.DuckDBPyConnection, t: Thresholds, *, source: str | None = None, now: datetime | None = None
 ) -> int:
-    """Store ``t`` as a new version and return its number (previous maximum + 1)."""
+    """Store ``t`` as a new version and return its number (previous maximum + 1).
+
+    Thresholds equal to those in force (the defaults, version 0, when none is stored) are not stored again:
+    their version is returned, and nothing is written (a second identical version would only make the
+    history and the assessments' ``thresholds_version`` say that something changed)."""
     if not isinstance(t, Thresholds):
         raise ThresholdsError(f"expected a Thresholds, got {type(t).__name__}")
+    in_force, version = current_thresholds(con)
+    if t.to_dict() == in_force.to_dict():
+        return version
     rows = con.execute(
         """INSERT INTO risk_thresholds (version, changed_at, low, medium, high, source)
            SELECT coalesce(max(version), 0) + 1, ?, ?, ?, ?, ? FROM risk_thresholds

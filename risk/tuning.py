@@ -535,6 +535,8 @@ class TuneResult:
     tradeoff: dict
     notes: list[str]
     applied_version: int | None = None
+    #: whether ``apply`` stored a new version (False when the proposal equals the thresholds in force)
+    written: bool = False
     #: the history's ``model_warning``: its scores are not all the active model's, so ``apply`` refuses
     model_warning: str | None = None
 
@@ -542,7 +544,7 @@ class TuneResult:
         return {"thresholds": self.thresholds.to_dict(), "current": {**self.current.to_dict(),
                                                                      "version": self.current_version},
                 "targets": self.targets.to_dict(), "met": self.met, "notes": self.notes,
-                "applied_version": self.applied_version, "tradeoff": self.tradeoff}
+                "applied_version": self.applied_version, "written": self.written, "tradeoff": self.tradeoff}
 
 
 def _candidates(scores: np.ndarray, current: Thresholds) -> np.ndarray:
@@ -744,6 +746,7 @@ def apply(con, result: TuneResult) -> int:
                           "(see the notes without --apply)")
     targets = ", ".join(f"{k}={v}" for k, v in result.targets.to_dict().items() if v not in (None, {}))
     result.applied_version = levels.set_thresholds(con, result.thresholds, source=f"riskgate tune ({targets})")
+    result.written = result.applied_version != result.current_version  # equal to those in force: not stored again
     return result.applied_version
 
 

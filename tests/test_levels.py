@@ -61,6 +61,16 @@ def test_defaults_until_set_then_each_change_is_a_new_version(con):
         thresholds_at(con, 7)
 
 
+def test_thresholds_equal_to_those_in_force_are_not_stored_again(con):
+    assert set_thresholds(con, DEFAULT_THRESHOLDS, source="same as the defaults") == 0
+    assert history(con) == []
+    assert set_thresholds(con, Thresholds(0.1, 0.3, 0.6)) == 1
+    assert set_thresholds(con, Thresholds(0.1, 0.3, 0.6), source="again") == 1
+    assert [r["version"] for r in history(con)] == [1]
+    assert set_thresholds(con, DEFAULT_THRESHOLDS) == 2, "back to the defaults is a change"
+    assert set_thresholds(con, Thresholds(0.1, 0.3, 0.6000001)) == 3
+
+
 def test_versions_survive_reopening(tmp_path):
     path = tmp_path / "s.duckdb"
     c = risk.store.connect(path)

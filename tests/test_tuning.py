@@ -244,6 +244,12 @@ def test_cli_tune_and_whatif(db, tmp_path):
     assert out["thresholds"]["high"] == 0.94 and out["met"] and out["applied_version"] is None
     res = invoke("tune", "--max-blocked", "0.05", "--apply", "--db", db)
     assert res.exit_code == 0 and "written as thresholds version 1" in res.output
+    res = invoke("tune", "--max-blocked", "0.05", "--apply", "--db", db)  # the same proposal: already in force
+    assert res.exit_code == 0 and "nothing written: the proposal is thresholds version 1, already in force" in res.output
+    res = invoke("tune", "--max-blocked", "0.05", "--apply", "--json", "--db", db)
+    assert (json.loads(res.output)["applied_version"], json.loads(res.output)["written"]) == (1, False)
+    with store.connect(db) as con:
+        assert [r["version"] for r in levels.history(con)] == [1]
     res = invoke("tune", "--max-blocked", "half", "--db", db)
     assert res.exit_code == 2 and "--max-blocked" in res.output
     res = invoke("tune", "--db", db)

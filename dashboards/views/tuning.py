@@ -32,7 +32,7 @@ for name in ("low", "medium", "high"):
 
 msg = st.session_state.pop("tn_msg", None)
 if msg:
-    (st.success if msg[0] == "success" else st.error)(msg[1])
+    {"success": st.success, "info": st.info}.get(msg[0], st.error)(msg[1])
 
 try:
     with st.spinner("Reading the assessed history …"):
@@ -192,10 +192,15 @@ def _apply() -> None:
             stale = rt.scoring_models_warning(rt.scoring_models(con, since=s["since"], until=s["until"]), active)
             if stale and active is not None:
                 raise TuningError(f"{stale}; nothing written")
+            before = levels.current_thresholds(con)[1]
             v = levels.set_thresholds(con, proposed, source="dashboard")
     except RiskgateError as exc:
         st.session_state["tn_msg"] = ("error", f"thresholds not stored: {exc}")
     else:
+        if v == before:  # equal to those in force: not stored again
+            st.session_state["tn_msg"] = ("info", f"nothing stored: Low {proposed.low:g}, Medium {proposed.medium:g}, "
+                                          f"High {proposed.high:g} are thresholds version {v}, already in force")
+            return
         st.session_state["tn_msg"] = ("success", f"thresholds version {v} stored: Low {proposed.low:g}, Medium "
                                       f"{proposed.medium:g}, High {proposed.high:g}; the next scoring run uses them")
 
