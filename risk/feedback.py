@@ -164,11 +164,12 @@ LATEST_FEEDBACK_SQL = """
 INVALID_EVENTS_SQL = f"SELECT event_id FROM ({LATEST_FEEDBACK_SQL}) WHERE feedback_value = 'Invalid'"
 
 
-#: An ``attack_type`` label with one of these values (or empty) says "no attack".
+#: An ``attack_type`` label with one of these values (in any case, blanks around it ignored; or empty) says
+#: "no attack": ``None`` (a pandas or Python export of a missing value) is no attack type.
 _NOT_AN_ATTACK = "('', 'none', 'legitimate', 'benign')"
 
 #: SQL condition on a ``labels`` row: an ``attack_type`` label naming an attack.
-ATTACK_LABEL_SQL = f"label = 'attack_type' AND coalesce(value, '') NOT IN {_NOT_AN_ATTACK}"
+ATTACK_LABEL_SQL = f"label = 'attack_type' AND lower(trim(coalesce(value, ''))) NOT IN {_NOT_AN_ATTACK}"
 
 #: SQL of the data set's attacks: event_id, attack_type (one per event), for everything that counts attacks.
 ATTACK_TYPES_SQL = f"SELECT event_id, max(value) AS attack_type FROM labels WHERE {ATTACK_LABEL_SQL} GROUP BY event_id"
