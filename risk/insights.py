@@ -400,10 +400,10 @@ def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
     return " AND ".join(where), params, ips
 
 
-_EVENT_LIST_COLS = """e.event_id, e.creation_date AS time, e.username, e.event_type, e.event_response AS response,
+_EVENT_LIST_COLS = f"""e.event_id, e.creation_date AS time, e.username, e.event_type, e.event_response AS response,
        e.client_ip AS ip, e.country_iso AS country, e.city, e.asn, e.as_org, e.device_name,
-       a.score, coalesce(a.risk_level, CASE WHEN a.event_id IS NULL THEN NULL WHEN a.mode = 'OFF' THEN 'Not evaluated'
-                                            ELSE 'No risk' END) AS level,
+       a.score, coalesce(a.risk_level, CASE WHEN a.event_id IS NULL THEN NULL WHEN a.mode = 'OFF' THEN '{NOT_EVALUATED}'
+                                            ELSE '{NO_RISK}' END) AS level,
        a.risk_decision AS decision, a.outcome"""
 
 
