@@ -20,9 +20,12 @@ Known history
     The user's known history is their successful events (``event_response =
     'Pass'``, any event type: each one needed the user's credentials or a code
     sent to them) whose feedback in force (``risk.feedback``) is not
-    ``Invalid``. Novelty, history size, travel, the hour of week and the
-    Freeman user frequencies use it. Failures count for the failure windows;
-    every event counts for "distinct users tried from an IP".
+    ``Invalid`` and that the inline service did not prevent (answered
+    ``Block``; unless the feedback in force is ``Valid``). Novelty, history
+    size, travel, the hour of week and the Freeman user frequencies use it.
+    Failures (``Fail``, and the prevented sign-ins) count for the failure
+    windows; every event counts for "distinct users tried from an IP"
+    (``risk.feedback.known_sql`` / ``failed_sql``).
     Feedback is read as it is now: marking an old event Invalid changes the
     features of the events after it the next time they are computed.
 
@@ -249,12 +252,12 @@ def _ev_sql(source: str) -> str:
   SELECT e.event_id, e.username, e.creation_date, e.event_type, e.event_response,
       e.client_ip, e.ip_prefix, e.asn, e.country_iso, e.city, e.device_fingerprint, e.user_agent,
       e.latitude, e.longitude, e.has_context_data,
-      (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
-      (e.event_response = 'Fail') AS failed,
+      {feedback.known_sql("e", "fl")} AS known,
+      {feedback.failed_sql("e", "fl")} AS failed,
       hash(e.username, coalesce(e.user_pool_id, getvariable('{UNPOOLED_VAR}'))) AS uid,
       {_DAY} AS d,
       {key_cols}
-  FROM {source} e LEFT JOIN inv ON inv.event_id = e.event_id
+  FROM {source} e LEFT JOIN fl ON fl.event_id = e.event_id
 """
 
 
@@ -349,7 +352,7 @@ def _build_sql(filters: str, cached_globals: bool = False, shared: bool = False)
     out_cols = ",\n      ".join(f"CAST({cols[c]} AS DOUBLE) AS {c}" for c in FEATURE_COLUMNS)
 
     return f"""
-WITH inv AS ({feedback.INVALID_EVENTS_SQL}),
+WITH fl AS ({feedback.HISTORY_FLAGS_SQL}),
 ev AS ({_ev_sql(_SCOPED_SOURCE if cached_globals else "events")}),
 w AS (SELECT *, row_number() OVER (ORDER BY creation_date, event_id) AS rk
       FROM ev WHERE creation_date >= ? AND creation_date <= ?),
@@ -402,8 +405,10 @@ def _output_schema() -> pa.Schema:
 
 
 def store_signature(con) -> tuple:
-    """(events, feedback rows) stored: what state kept beside the store compares to notice that the store changed."""
-    return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback)").fetchall()[0])
+    """(events, feedback rows, prevented events) stored: what state kept beside the store compares to notice that
+    the store changed."""
+    return tuple(con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM feedback), "
+                             "(SELECT count(*) FROM prevented_events)").fetchall()[0])
 
 
 class GlobalCounts:
@@ -444,7 +449,7 @@ class GlobalCounts:
         for name in (*GLOBAL_KEYS, "total"):
             col = "0::UBIGINT" if name == "total" else f"k_{name}"
             h, d, c = (np.asarray(a) for a in con.execute(
-                f"""WITH inv AS ({feedback.INVALID_EVENTS_SQL}), ev AS ({_ev_sql("events")})
+                f"""WITH fl AS ({feedback.HISTORY_FLAGS_SQL}), ev AS ({_ev_sql("events")})
                     SELECT h, d, sum(c) OVER (PARTITION BY h ORDER BY d ROWS UNBOUNDED PRECEDING) AS cum
                     FROM (SELECT {col} AS h, d, count(*) FILTER (WHERE known) AS c FROM ev
                           WHERE {col} IS NOT NULL GROUP BY ALL)
@@ -472,7 +477,7 @@ class GlobalCounts:
         con.register("_rg_feat_gk", pa.table({"event_id": pa.array(list(dict.fromkeys(event_ids)), pa.string())}))
         try:
             cur = con.execute(
-                f"""WITH inv AS ({feedback.INVALID_EVENTS_SQL}),
+                f"""WITH fl AS ({feedback.HISTORY_FLAGS_SQL}),
                     ev AS ({_ev_sql("(SELECT * FROM events SEMI JOIN _rg_feat_gk USING (event_id))")})
                     SELECT event_id, d, known, {", ".join("k_" + k for k in GLOBAL_KEYS)} FROM ev""")
             names = [c[0] for c in cur.description]
@@ -530,7 +535,7 @@ class SharedHistory:
     def __init__(self, con):
         self.signature = store_signature(con)
         self.unpooled = bind_unpooled(con)  # whose user pool-less events are: part of what "the same" means
-        head = f"WITH inv AS ({feedback.INVALID_EVENTS_SQL}), ev AS ({_ev_sql('events')})"
+        head = f"WITH fl AS ({feedback.HISTORY_FLAGS_SQL}), ev AS ({_ev_sql('events')})"
         per_day = " UNION ALL ".join(
             [f"SELECT '{k}' AS name, k_{k} AS k, d, count(*) FILTER (WHERE known) AS c FROM ev "
              f"WHERE k_{k} IS NOT NULL GROUP BY ALL" for k in GLOBAL_KEYS]

@@ -5,6 +5,18 @@ latest one per event (by ``feedback_date``, then insertion order) is the one
 in force. ``Invalid`` means "this was not me": the event then stops counting
 as part of the user's known history in ``risk.features`` (a later sign-in
 from the same IP or device is new again). SQL for ``feedback`` lives here.
+
+The ``prevented_events`` table holds the sign-ins the inline service blocked
+(its answer's ``Action`` was ``Block``: the application refused them). Such a
+sign-in did not happen: it joins no user's known history and counts as a
+failed attempt, whatever response the application reported (it reports
+``Pass`` once the password is right, before it asks). Otherwise every block
+would teach the user's history the attacker's IP, network and device, and
+the attacker's next try would pass. Feedback ``Valid`` ("this was me") on it
+makes it the user's sign-in again. Batch scoring records none: the stored
+events it assesses have already happened, their response says how.
+:func:`known_sql` and :func:`failed_sql` are the one definition every reader
+of the history uses (``risk.features``, ``risk.online``).
 """
 
 from __future__ import annotations
@@ -40,6 +52,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                  seq BIGINT DEFAULT nextval('feedback_seq')
                )""",
         ),
+    ),
+    Migration(
+        "risk_feedback_0002_prevented_events",
+        ("""CREATE TABLE IF NOT EXISTS prevented_events (
+                 event_id VARCHAR PRIMARY KEY,
+                 prevented_at TIMESTAMPTZ NOT NULL
+               )""",),
     ),
 )
 
@@ -160,8 +179,46 @@ LATEST_FEEDBACK_SQL = """
     QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY feedback_date DESC, seq DESC) = 1
 """
 
-#: SQL of the event ids whose feedback in force is Invalid.
-INVALID_EVENTS_SQL = f"SELECT event_id FROM ({LATEST_FEEDBACK_SQL}) WHERE feedback_value = 'Invalid'"
+#: SQL of what, besides its response, says whether an event is part of its user's known history: per event with
+#: feedback in force or prevented by the service, ``invalid`` / ``valid`` (the feedback in force) and
+#: ``prevented``. Readers LEFT JOIN it on event_id and use :func:`known_sql` / :func:`failed_sql`.
+HISTORY_FLAGS_SQL = f"""
+SELECT event_id, bool_or(feedback_value = 'Invalid') AS invalid, bool_or(feedback_value = 'Valid') AS valid,
+       bool_or(prevented) AS prevented
+FROM (SELECT event_id, feedback_value, false AS prevented FROM ({LATEST_FEEDBACK_SQL})
+      UNION ALL SELECT event_id, NULL, true FROM prevented_events)
+GROUP BY event_id"""
+
+
+def known_sql(event: str = "e", flags: str = "fl") -> str:
+    """SQL: the event joins its user's known history -- a success (``Pass``) that the feedback in force does not
+    call Invalid and the service did not prevent (unless the feedback in force calls it Valid)."""
+    return (f"({event}.event_response = 'Pass' AND {flags}.invalid IS NOT TRUE "
+            f"AND ({flags}.prevented IS NOT TRUE OR {flags}.valid IS TRUE))")
+
+
+def failed_sql(event: str = "e", flags: str = "fl") -> str:
+    """SQL: the event counts as a failed attempt -- a ``Fail``, or a sign-in the service prevented that the feedback
+    in force does not call Valid."""
+    return f"({event}.event_response = 'Fail' OR ({flags}.prevented IS TRUE AND {flags}.valid IS NOT TRUE))"
+
+
+def is_known(event_response: str | None, prevented: bool = False) -> bool:
+    """:func:`known_sql` for a new event, which has no feedback yet."""
+    return event_response == "Pass" and not prevented
+
+
+def is_failed(event_response: str | None, prevented: bool = False) -> bool:
+    """:func:`failed_sql` for a new event, which has no feedback yet."""
+    return event_response == "Fail" or prevented
+
+
+def record_prevented(con: duckdb.DuckDBPyConnection, table: str, when: datetime) -> None:
+    """Record as prevented the events of the registered ``table`` (an assessments table) whose ``blocked`` is true:
+    the service's answer was Block (see the module docstring). Part of the caller's transaction."""
+    con.execute(f"""INSERT INTO prevented_events (event_id, prevented_at)
+                    SELECT DISTINCT event_id, ?::TIMESTAMPTZ FROM {table} WHERE blocked
+                    ON CONFLICT DO NOTHING""", [when]).fetchall()
 
 
 #: An ``attack_type`` label with one of these values (in any case, blanks around it ignored; or empty) says

@@ -352,10 +352,9 @@ class InlineScorer:
             self.online.invalidate()  # it may have counted some of the events, which will not be stored
             self._online_checked = False
             raise
-        if online is not None:
-            assessed, feature_rows, due = self._assess_online(rows, online, outcomes, requests)
-        else:
-            assessed, feature_rows, due = self._assess_stored(rows, existing, outcomes, requests)
+        done = self._assess_online(rows, online, outcomes, requests) if online is not None else None
+        # (None from memory: a prevented event the state no longer remembers; the store then says it all)
+        assessed, feature_rows, due = done or self._assess_stored(rows, existing, outcomes, requests)
         for row in rows:
             i, line = row["event_id"], row["source_line"]
             out[line - 1] = InlineResult(assessed[i], duplicate=i in existing and i not in self._unanswered,
@@ -452,9 +451,12 @@ class InlineScorer:
         from risk import score as rs
 
         ctx = self.context
-        self.online_events += len(rows)
         try:
             assessed = rs.assess_rows(ctx, feats, rows)
+            if any(a["blocked"] for a in assessed) and not self._prevented_online(ctx, feats, assessed, rows):
+                self.online.invalidate()  # it counted the events as their responses say: not what is stored
+                self._online_checked = False
+                return None
             scored_at = datetime.now(timezone.utc)
             for a in assessed:
                 a["run_id"], a["scored_at"] = self.run_id, scored_at
@@ -463,6 +465,7 @@ class InlineScorer:
             self.online.invalidate()  # it counted events that will not be stored
             self._online_checked = False
             raise
+        self.online_events += len(rows)
         feature_rows = _feature_rows(feats) if any(r.want_features for r in requests) else {}
         self._pending.append((rows, outcomes, assessed))
         self._pending_ids.update(a["event_id"] for a in assessed)
@@ -498,12 +501,23 @@ class InlineScorer:
             assessed = rs.assessments_for(con, ids)
             todo = [i for i in dict.fromkeys(ids) if i not in assessed]
             feature_rows, due = {}, []
-            if todo:
+            by_id = {r["event_id"]: r for r in rows}
+            while todo:  # in time order: each event assessed on what was decided before it (prevented events)
                 feats = compute_features(con, event_ids=todo, global_counts=self.global_counts)
                 events = rs.events_to_assess(con, feats)
-                table, feature_rows = self._assessed(ctx, feats, events, requests)
-                rs._write(con, table, reserve=True)  # the resets and notifications due, in its transaction
-                due = self.due(rs.due_notifications(ctx, table))
+                table, computed = self._assessed(ctx, feats, events, requests)
+                order = table.column("event_id").to_pylist()
+                blocked = table.column("blocked").to_pylist()
+                k = next((j for j in range(len(order)) if blocked[j] and _counted_otherwise(by_id[order[j]])
+                          and any(_depends_on(by_id[e], by_id[order[j]]) for e in order[j + 1:])), None)
+                todo = [] if k is None else order[k + 1:]
+                table = table if k is None else table.slice(0, k + 1)
+                # the resets, notifications due and prevented events, in its transaction
+                rs._write(con, table, reserve=True, prevented=True)
+                due += self.due(rs.due_notifications(ctx, table))
+                feature_rows.update({i: f for i, f in computed.items() if i not in todo})
+                if todo:
+                    self.global_counts.ensure(con)  # the prevented event is not known: everyone's counts again
         except BaseException:
             # the events are stored, not answered: assessed again (each on its own, say), they are no retries
             self._unanswered.update(new)
@@ -571,7 +585,7 @@ class InlineScorer:
                 ingest_store.insert_events(con, good, self.run_id, known_new=True)
                 for rows, outcomes, _ in batches:
                     _record_checks(con, rows, outcomes)
-                rs._write(con, table, replace=False, transaction=False, reserve=True)
+                rs._write(con, table, replace=False, transaction=False, reserve=True, prevented=True)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -618,11 +632,69 @@ class InlineScorer:
             return None
         out = []
         for r in events:
-            f = self.online.features(r, r["event_response"] == "Pass")
-            f.update(event_id=r["event_id"], username=r["username"], creation_date=r["creation_date"],
-                     event_type=r["event_type"], event_response=r["event_response"])
-            out.append(f)
+            out.append(_with_ids(self.online.features(r), r))  # counted in as a new event (risk.feedback.is_known)
         return out
+
+    def _prevented_online(self, ctx, feats: list[dict], assessed: list[dict], rows: list[dict]) -> bool:
+        """Count the events answered Block as prevented (``risk.feedback``: no known history, a failed attempt) in
+        the in-memory state, which counted them as their response said, and compute again (features and
+        assessment, in place) the later events of the batch that depend on them; in time order, so that each
+        event is assessed on what was decided before it. False when the state no longer remembers such an event
+        (the batch spans more than ``risk.online.REORDER_US`` of event time): the caller assesses it from the
+        store instead."""
+        from risk import feedback
+        from risk import score as rs
+
+        by_id = {r["event_id"]: r for r in rows}
+        k = 0
+        while True:
+            k = next((j for j in range(k, len(assessed)) if assessed[j]["blocked"]
+                      and _counted_otherwise(by_id[assessed[j]["event_id"]])), None)
+            if k is None:
+                return True
+            ev = by_id[assessed[k]["event_id"]]
+            later = [by_id[f["event_id"]] for f in feats[k + 1:]]
+            compute = {e["event_id"] for e in later if _depends_on(e, ev)}
+            fresh = self.online.recount(ev, known=feedback.is_known(ev["event_response"], prevented=True),
+                                        failed=feedback.is_failed(ev["event_response"], prevented=True),
+                                        compute=compute)
+            if fresh is None:
+                return False
+            idx = [j for j in range(k + 1, len(feats)) if feats[j]["event_id"] in compute]
+            if idx:
+                for j in idx:
+                    feats[j] = _with_ids(fresh[feats[j]["event_id"]], by_id[feats[j]["event_id"]])
+                for j, a in zip(idx, rs.assess_rows(ctx, [feats[j] for j in idx], rows)):
+                    assessed[j] = a
+            k += 1
+
+
+def _with_ids(features: dict, row: dict) -> dict:
+    """An event's features with the event columns the assessment reads beside them."""
+    features.update(event_id=row["event_id"], username=row["username"], creation_date=row["creation_date"],
+                    event_type=row["event_type"], event_response=row["event_response"])
+    return features
+
+
+def _counted_otherwise(row: dict) -> bool:
+    """Whether a new event, once prevented, counts otherwise in the history than its response alone says."""
+    from risk import feedback
+
+    r = row["event_response"]
+    return (feedback.is_known(r), feedback.is_failed(r)) != (feedback.is_known(r, True), feedback.is_failed(r, True))
+
+
+def _depends_on(later: dict, ev: dict) -> bool:
+    """Whether the features of ``later`` (an event after ``ev``) can depend on whether ``ev`` is known or failed:
+    the same user (their history and failures), IP or prefix (the failure windows), or a later UTC day
+    (everyone's counts before the day)."""
+    from risk.online import epoch_us
+
+    day = epoch_us(ev["creation_date"]) // 86_400_000_000
+    return (later["username"] == ev["username"]  # (in any pool: one without a pool id may be the same user)
+            or (ev["client_ip"] is not None and later["client_ip"] == ev["client_ip"])
+            or (ev["ip_prefix"] is not None and later["ip_prefix"] == ev["ip_prefix"])
+            or epoch_us(later["creation_date"]) // 86_400_000_000 > day)
 
 
 def _record_checks(con, rows: list[dict], outcomes: list, skip=frozenset()) -> None:

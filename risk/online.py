@@ -71,6 +71,9 @@ _COUNTED = tuple(dict.fromkeys(USER_KEYS + NOVELTY_KEYS))
 REORDER_US = 60 * 1_000_000
 #: at most this many recent events are kept to be taken back and counted again around a late one
 MAX_REORDER_EVENTS = 20_000
+#: what the state remembers of a recent event, to count it again (and compute its features anew: ``recount``)
+_REMEMBERED = ("event_id", "username", "user_pool_id", "event_response", "client_ip", "ip_prefix", "asn",
+               "country_iso", "city", "device_fingerprint", "latitude", "longitude", "user_agent", "has_context_data")
 
 
 def epoch_us(t: datetime) -> int:
@@ -194,9 +197,9 @@ class OnlineFeatures:
     def load(self, con) -> None:
         """Read the whole state from the store (a handful of aggregate queries)."""
         ev = f"""(SELECT e.*, epoch_us(e.creation_date) AS t_us,
-                         (e.event_response = 'Pass' AND inv.event_id IS NULL) AS known,
+                         {feedback.known_sql("e", "fl")} AS known, {feedback.failed_sql("e", "fl")} AS failed,
                          {_DAY.replace("creation_date", "e.creation_date")} AS d
-                  FROM events e LEFT JOIN ({feedback.INVALID_EVENTS_SQL}) inv ON inv.event_id = e.event_id)"""
+                  FROM events e LEFT JOIN ({feedback.HISTORY_FLAGS_SQL}) fl ON fl.event_id = e.event_id)"""
         self.pools = set(known_pools(con))
         self.unpooled = bind_unpooled(con, self.pools)
         pool = f"coalesce(user_pool_id, getvariable('{UNPOOLED_VAR}'))"
@@ -234,10 +237,9 @@ class OnlineFeatures:
         if self.last is not None:
             since = self.last[0] - _DAY_US - REORDER_US
             for t_us, who, ip, prefix, failed in con.execute(
-                    f"""SELECT epoch_us(creation_date) AS t,
-                               CASE WHEN username IS NOT NULL THEN ({pool}, username) END,
-                               client_ip, ip_prefix, event_response = 'Fail'
-                       FROM events WHERE epoch_us(creation_date) >= ? ORDER BY creation_date, event_id""",
+                    f"""SELECT t_us, CASE WHEN username IS NOT NULL THEN ({pool}, username) END,
+                               client_ip, ip_prefix, failed
+                       FROM {ev} WHERE t_us >= ? ORDER BY creation_date, event_id""",
                     [since]).fetchall():
                 self._add_recent(int(t_us), who, ip, prefix, bool(failed))
         self.loads += 1
@@ -261,7 +263,7 @@ class OnlineFeatures:
         if new and unpooled_of(self.pools | new) != self.unpooled:
             return False
         # the latest event it cannot take back: the one counted before the oldest it remembers
-        floor = self._log[0][5]["last"] if self._log else self.last
+        floor = self._log[0][6]["last"] if self._log else self.last
         prev = None
         for ev in events:
             if ev.get("username") is None or ev.get("creation_date") is None:
@@ -272,27 +274,55 @@ class OnlineFeatures:
             prev = key
         return True
 
-    def features(self, ev: dict, known: bool) -> dict[str, float | None]:
+    def features(self, ev: dict, known: bool | None = None, failed: bool | None = None) -> dict[str, float | None]:
         """The features of ``ev`` (a canonical event) given the state, then ``ev`` counted in.
 
-        ``known``: whether it joins the user's known history (a success not
-        marked Invalid). An event that arrives after later ones (requests
-        overtaking each other) gets the features it would have had in time
+        ``known``: whether it joins the user's known history; ``failed``: whether it counts as a failed attempt
+        (default: as ``risk.feedback`` says of a new event, from its response). An event that arrives after
+        later ones (requests overtaking each other) gets the features it would have had in time
         order: the later events are taken back, it is computed and counted,
         and they are counted again (their own answers are not changed).
         """
         t = epoch_us(ev["creation_date"])
         keys = keys_of(ev)
         key = (t, ev["event_id"])
+        later = self._take_back(key)
+        out = self._compute(ev, t, keys)
+        self._add(ev, t, keys, feedback.is_known(ev.get("event_response")) if known is None else known,
+                  feedback.is_failed(ev.get("event_response")) if failed is None else failed)
+        for _key, again, t2, keys2, known2, failed2, _undo in reversed(later):
+            self._add(again, t2, keys2, known2, failed2)
+        return out
+
+    def _take_back(self, key: tuple) -> list:
+        """Take back the events counted after ``key`` (t_us, event_id), latest first; returns their log entries."""
         later = []
         while self._log and self._log[-1][0] > key:
             entry = self._log.pop()
             self._undo(entry)
             later.append(entry)
-        out = self._compute(ev, t, keys)
-        self._add(ev, t, keys, known)
-        for _key, again, t2, keys2, known2, _undo in reversed(later):
-            self._add(again, t2, keys2, known2)
+        return later
+
+    def recount(self, event: dict, *, known: bool, failed: bool, compute: set[str]) -> dict[str, dict] | None:
+        """Count ``event`` (counted last time with other flags) again as ``known`` / ``failed``, and every event
+        counted after it again in order; the events whose ids are in ``compute`` get their features computed
+        anew on the way (they may depend on it). Returns those features by event id, or None when the state no
+        longer remembers ``event`` (it was counted more than ``REORDER_US`` of event time before the latest):
+        then nothing was changed."""
+        key = (epoch_us(event["creation_date"]), event["event_id"])
+        at = next((j for j in range(len(self._log) - 1, -1, -1) if self._log[j][0] == key), None)
+        if at is None:
+            return None
+        later = self._take_back(key)
+        entry = self._log.pop()
+        self._undo(entry)
+        _key, again, t, keys, _known, _failed, _undo = entry
+        self._add(again, t, keys, known, failed)
+        out = {}
+        for _key2, again2, t2, keys2, known2, failed2, _undo2 in reversed(later):
+            if again2["event_id"] in compute:
+                out[again2["event_id"]] = self._compute(again2, t2, keys2)
+            self._add(again2, t2, keys2, known2, failed2)
         return out
 
     def _who(self, ev: dict) -> tuple | None:
@@ -437,9 +467,8 @@ class OnlineFeatures:
                 u = self.users[who] = _User()
             u.fails.append(t)
 
-    def _add(self, ev: dict, t: int, keys: dict, known: bool) -> None:
+    def _add(self, ev: dict, t: int, keys: dict, known: bool, failed: bool) -> None:
         who = self._who(ev)
-        failed = ev.get("event_response") == "Fail"
         ip, prefix = ev.get("client_ip"), ev.get("ip_prefix")
         self._add_recent(t, who, ip, prefix, failed)
         undo: dict = {"last": self.last, "recent": (ip, prefix, failed and who is not None)}
@@ -476,15 +505,14 @@ class OnlineFeatures:
                     g[2] += 1
             undo["glob"] = old_glob
         # remembered for a while, to be taken back if an earlier event arrives late
-        again = {c: ev.get(c) for c in ("event_id", "username", "user_pool_id", "event_response", "client_ip",
-                                         "ip_prefix", "latitude", "longitude")}
-        self._log.append((self.last, again, t, keys, known, undo))
+        again = {c: ev.get(c) for c in _REMEMBERED}
+        self._log.append((self.last, again, t, keys, known, failed, undo))
         while self._log and (len(self._log) > MAX_REORDER_EVENTS or self._log[0][2] < t - REORDER_US):
             self._log.popleft()
 
     def _undo(self, entry) -> None:
         """Take back the latest event counted (``_add`` in reverse)."""
-        _key, ev, t, keys, known, undo = entry
+        _key, ev, t, keys, known, _failed, undo = entry
         ip, prefix, failed_user = undo["recent"]
         for table, k in ((self.recent_ip, ip), (self.recent_prefix, prefix)):
             if k is not None:

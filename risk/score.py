@@ -942,7 +942,7 @@ def _due(ctx: "_Context", pairs: list[tuple[str, str]], events: list[dict]) -> l
 
 
 def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True, *, reserve: bool = False,
-           claimant: str | None = None, also: tuple[str, list] | None = None) -> None:
+           claimant: str | None = None, also: tuple[str, list] | None = None, prevented: bool = False) -> None:
     """Replace the assessments of these events (stored already), in one transaction that also applies the
     password resets they require (:func:`_apply_resets`, once per event).
 
@@ -950,7 +950,9 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
     ``reserve``: the notifications the assessments make due become pending rows in that transaction
     (``risk.notify.reserve``), claimed by ``claimant`` -- by default the service's (``risk.inline`` delivers
     everything it makes due); batch scoring reserves only with --notify. ``also``: one more statement (SQL and its
-    parameters) in the same transaction (batch scoring: the run's count of events scored).
+    parameters) in the same transaction (batch scoring: the run's count of events scored). ``prevented``: the
+    blocked events were refused by the application (the inline service's answers), recorded as such
+    (``risk.feedback.record_prevented``): they join no user's known history.
     """
     con.register("_rg_new_assessments", table)
     try:
@@ -966,6 +968,10 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
             ).fetchall()
             if pc.any(table.column("reset_required")).as_py():
                 _apply_resets(con, "_rg_new_assessments")
+            if prevented and pc.any(table.column("blocked")).as_py():
+                from risk import feedback
+
+                feedback.record_prevented(con, "_rg_new_assessments", datetime.now(timezone.utc))
             if reserve and table.column("notification").null_count < table.num_rows:
                 from risk import notify as rn
 
