@@ -498,6 +498,9 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         try:
             op = cognito.operation_for(request.headers.get("x-amz-target"))
             if op not in cognito.PUBLIC_OPERATIONS and not _key_ok(request.headers.get("x-api-key"), api_key):
+                if request.headers.get("x-api-key") is not None and request.headers.get("authorization") is None:
+                    raise cognito.CognitoError("UnrecognizedClientException",
+                                               "the X-Api-Key is not this service's API key", 403)
                 headers = {k.lower(): v for k, v in request.headers.items()}
                 cognito.verify_sigv4(request.method, request.url.path, request.url.query, headers, body,
                                      access_key_id=access_key_id, secret=api_key)

@@ -236,6 +236,11 @@ def test_authentication_and_protocol_errors(svc, pool):
     r = httpx.post(svc.url + "/", headers={"X-Amz-Target": target + "DescribeRiskConfiguration"},
                    content=json.dumps({"UserPoolId": pool}))
     assert r.status_code == 403 and r.json()["__type"] == "MissingAuthenticationTokenException"
+    # a wrong key is named as such (it said "carries no X-Api-Key")
+    r = httpx.post(svc.url + "/", headers={"X-Amz-Target": target + "DescribeRiskConfiguration", "X-Api-Key": "nope"},
+                   content=json.dumps({"UserPoolId": pool}))
+    assert r.status_code == 403 and r.json() == {"__type": "UnrecognizedClientException",
+                                                 "message": "the X-Api-Key is not this service's API key"}
 
 
 def test_a_username_is_one_user_per_pool(tmp_path_factory):
