@@ -38,6 +38,7 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +61,9 @@ USER_STATUSES = (
     "FORCE_CHANGE_PASSWORD",
 )
 MFA_SETTINGS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA")
+#: The MFA kinds that count as a user's own MFA (:func:`has_mfa_configured`): those a load accepts and Cognito's
+#: EMAIL_OTP, which a load refuses but a store may hold
+MFA_KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
 CSV_HEADER = ("username", "sub", "status", "enabled", "mfa_settings", "preferred_mfa", "email")
 #: A users file is read whole: one larger than this (decompressed) is refused with a message, and never read further.
 MAX_USERS_FILE_BYTES = 2 * 1024**3
@@ -515,6 +519,40 @@ _UPSERT = (
     + "".join(f", {c} = CASE WHEN excluded.mfa_settings IS NOT NULL THEN excluded.{c} ELSE users.{c} END"
               for c in MFA_COLUMNS)
 )
+
+
+def has_mfa_configured(mfa_settings: Sequence[str] | None, preferred: str | None = None, *,
+                       kinds: Sequence[str] = MFA_KINDS) -> bool:
+    """Whether a user has MFA of their own, from the stored ``mfa_settings`` (UserMFASettingList) and
+    ``preferred_mfa`` (PreferredMfaSetting): the one rule of scoring and tuning (``risk.decide``,
+    ``risk.score``, ``risk.tuning``), :func:`get_user` and :func:`list_users`. :func:`has_mfa_configured_sql` is
+    the same rule in SQL, which every query of the users table uses; a test runs both over one table.
+
+    Stated settings tell, an empty list included: a preferred method not among them is no MFA, as in Cognito.
+    Settings not stated (NULL) leave the preferred method alone to tell. Only ``kinds`` count:
+
+    ==================================  =====================  =======
+    ``mfa_settings``                    ``preferred_mfa``      has MFA
+    ==================================  =====================  =======
+    NULL (not stated)                   NULL                   no
+    NULL (not stated)                   one of ``kinds``       yes
+    NULL (not stated)                   any other              no
+    a list holding one of ``kinds``     any (NULL included)    yes
+    a list holding none ([] included)   any (NULL included)    no
+    ==================================  =====================  =======
+    """
+    stated = mfa_settings if mfa_settings is not None else ([] if preferred is None else [preferred])
+    return any(s in kinds for s in stated)
+
+
+def has_mfa_configured_sql(kinds: str, table: str | None = None) -> str:
+    """:func:`has_mfa_configured` as an SQL expression, BOOLEAN and never NULL, over the columns ``mfa_settings``
+    and ``preferred_mfa`` (of ``table``, an alias, when given). ``kinds`` is an SQL expression used once: a bound
+    parameter (``?`` or ``$name``) for the kinds that count, ``list(MFA_KINDS)``."""
+    t = f"{table}." if table else ""
+    stated = (f"coalesce({t}mfa_settings, CASE WHEN {t}preferred_mfa IS NULL THEN []::VARCHAR[] "
+              f"ELSE [{t}preferred_mfa] END)")
+    return f"coalesce(list_has_any({stated}, CAST({kinds} AS VARCHAR[])), false)"
 
 
 def users_by_pool_sql(unpooled: str) -> str:

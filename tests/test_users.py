@@ -360,6 +360,66 @@ def test_a_load_stating_no_mfa_clears_it_and_the_next_score_sees_no_mfa(tmp_path
     assert [after[f"user{i}"] for i in range(6)] == [{False}, {False}, {True}, {False}, {True}, {False}]
 
 
+# -- "has MFA" is one rule: in Python, in SQL, and for every reader of the users table ------------------------------
+
+#: the kinds of MFA that count (ingest.users.MFA_KINDS)
+KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
+#: (mfa_settings, preferred_mfa, kinds that count, has MFA): the truth table of ingest.users.has_mfa_configured
+MFA_TABLE = [
+    (None, None, KINDS, False),
+    (None, "SMS_MFA", KINDS, True),  # settings not stated: the preferred method tells
+    (None, "SOFTWARE_TOKEN_MFA", KINDS, True),
+    (None, "VOICE_MFA", KINDS, False),  # not a kind that counts
+    ([], None, KINDS, False),
+    ([], "SMS_MFA", KINDS, False),  # stated: a preferred method not among the settings is none, as in Cognito
+    (["SMS_MFA"], None, KINDS, True),
+    (["SMS_MFA"], "SMS_MFA", KINDS, True),
+    (["SOFTWARE_TOKEN_MFA"], "SMS_MFA", KINDS, True),  # the settings tell, whatever the preferred method
+    (["EMAIL_OTP"], None, KINDS, True),
+    (["VOICE_MFA"], None, KINDS, False),
+    (["VOICE_MFA"], "SMS_MFA", KINDS, False),
+    ([None], "SMS_MFA", KINDS, False),
+    (["VOICE_MFA", None, "SOFTWARE_TOKEN_MFA"], None, KINDS, True),
+    (None, "SMS_MFA", ("SOFTWARE_TOKEN_MFA",), False),
+    (["SMS_MFA"], None, ("SOFTWARE_TOKEN_MFA",), False),
+    (["SMS_MFA", "SOFTWARE_TOKEN_MFA"], "SMS_MFA", ("SOFTWARE_TOKEN_MFA",), True),
+    (["SMS_MFA"], "SMS_MFA", (), False),
+]
+
+
+@pytest.mark.parametrize("settings, preferred, kinds, expected", MFA_TABLE)
+def test_has_mfa_is_one_truth_table_in_python_and_in_sql(settings, preferred, kinds, expected):
+    """ingest.users.has_mfa_configured and the SQL expression of has_mfa_configured_sql (on a real DuckDB, with
+    either kind of bound parameter and a table alias or none) give the table's answer."""
+    import duckdb
+
+    from ingest.users import has_mfa_configured, has_mfa_configured_sql
+
+    row = "SELECT CAST($s AS VARCHAR[]) AS mfa_settings, CAST($p AS VARCHAR) AS preferred_mfa"
+    c = duckdb.connect()
+    try:
+        named = c.execute(f"SELECT {has_mfa_configured_sql('$kinds', 'u')} FROM ({row}) u",
+                          {"kinds": list(kinds), "s": settings, "p": preferred}).fetchall()
+        positional = c.execute(f"SELECT {has_mfa_configured_sql('?')} FROM (SELECT CAST(? AS VARCHAR[]) AS "
+                               "mfa_settings, CAST(? AS VARCHAR) AS preferred_mfa)",
+                               [list(kinds), settings, preferred]).fetchall()
+    finally:
+        c.close()
+    assert has_mfa_configured(settings, preferred, kinds=kinds) is expected
+    assert named == positional == [(expected,)]
+
+
+def test_decide_scores_by_the_users_rule():
+    """risk.decide's has_mfa_configured and MFA_KINDS are ingest.users' (one rule), counting the kinds of the table."""
+    import risk.decide
+    from ingest import users
+
+    assert risk.decide.has_mfa_configured is users.has_mfa_configured
+    assert risk.decide.MFA_KINDS == users.MFA_KINDS == KINDS
+    assert [users.has_mfa_configured(s, p) for s, p, k, _e in MFA_TABLE if k == KINDS] == [
+        e for _s, _p, k, e in MFA_TABLE if k == KINDS]
+
+
 # -- a date out of range is a bad entry, not a crash ---------------------------------------------------------------
 
 
