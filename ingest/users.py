@@ -74,7 +74,8 @@ _FALSE = ("false", "0", "no")
 
 USER_COLUMNS = ("username", "user_pool_id", "user_sub", "user_status", "enabled", "mfa_settings", "preferred_mfa",
                 "email", "created_at", "modified_at", "attributes")
-#: a user's MFA state: stated (``mfa_settings`` not NULL, an empty list being "no MFA") or not, always as a whole
+#: a user's MFA state: stated (``mfa_settings`` not NULL, an empty list being "no MFA") or not, always as a whole;
+#: a load never writes a preferred method without a list, but a row holding one states it (:func:`has_mfa_configured`)
 MFA_COLUMNS = ("mfa_settings", "preferred_mfa")
 _USERS_SCHEMA = pa.schema([
     ("username", pa.string()),
@@ -563,10 +564,12 @@ def users_by_pool_sql(unpooled: str) -> str:
     events without a pool id belong to (``risk.config.unpooled_pool``). When both rows exist, the pool's own
     values come first and the other fills what it lacks (a RESET_REQUIRED row made for a user not loaded yet,
     then the user loaded without a pool id: status from the first, MFA and email from the second); the MFA state
-    (``MFA_COLUMNS``) is one value, the pool row's when it states one, else the other's; ``pool_key``
+    (``MFA_COLUMNS``) is one value, the pool row's when it states one (either column set: a preferred method with
+    no list is one, as :func:`has_mfa_configured` reads it), else the other's; ``pool_key``
     is the row a change goes to (the pool's own when there is one)."""
     cols = ",\n                   ".join(
-        f"CASE WHEN x.mfa_settings IS NOT NULL THEN x.{c} ELSE n.{c} END AS {c}" if c in MFA_COLUMNS
+        f"CASE WHEN x.mfa_settings IS NOT NULL OR x.preferred_mfa IS NOT NULL THEN x.{c} ELSE n.{c} END AS {c}"
+        if c in MFA_COLUMNS
         else f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
     return f"""(WITH rg_u AS (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
                              FROM users)
