@@ -621,11 +621,13 @@ def _row(names: list[str], row: tuple) -> dict:
     d = dict(zip(names, row))
     d["mfa_settings"] = list(d["mfa_settings"] or [])
     d["attributes"] = json.loads(d["attributes"]) if d["attributes"] else {}
-    d["mfa_enabled"] = len(d["mfa_settings"]) > 0
+    d["mfa_enabled"] = bool(d["mfa_enabled"])
     return d
 
 
-_SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
+#: a user's columns and ``mfa_enabled`` (:func:`has_mfa_configured_sql`; its ``?`` bound to ``list(MFA_KINDS)``)
+_USER_FIELDS = ", ".join(USER_COLUMNS) + f", {has_mfa_configured_sql('?')} AS mfa_enabled"
+_SELECT = f"SELECT {_USER_FIELDS} FROM users"
 
 
 def _user_select(columns: str) -> str:
@@ -635,9 +637,10 @@ def _user_select(columns: str) -> str:
 def get_user(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None, *,
              unpooled: str | None = None) -> dict | None:
     """The stored user of ``user_pool_id`` (None: of ``unpooled``, the pool of events without a pool id) by
-    :func:`users_by_pool_sql`'s rule (columns of the table, ``attributes`` as a dict, ``mfa_enabled``), or None."""
+    :func:`users_by_pool_sql`'s rule (columns of the table, ``attributes`` as a dict, ``mfa_enabled`` by
+    :func:`has_mfa_configured`), or None."""
     pool = unpooled if user_pool_id is None else user_pool_id
-    cur = con.execute(_user_select(", ".join(USER_COLUMNS)), [unpooled, username, pool])
+    cur = con.execute(_user_select(_USER_FIELDS), [list(MFA_KINDS), unpooled, username, pool])
     names = [d[0] for d in cur.description]
     rows = cur.fetchall()
     return _row(names, rows[0]) if rows else None
@@ -677,14 +680,15 @@ def list_users(
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict]:
-    """Users ordered by username, optionally filtered by status, MFA and Enabled."""
-    where, params = [], []
+    """Users ordered by username, optionally filtered by status, MFA (``mfa_enabled``: :func:`has_mfa_configured`)
+    and Enabled."""
+    where, params = [], [list(MFA_KINDS)]  # the kinds of _SELECT's mfa_enabled first
     if status is not None:
         where.append("user_status = ?")
         params.append(check_status(status))
     if mfa_enabled is not None:
-        where.append("(coalesce(len(mfa_settings), 0) > 0) = ?")
-        params.append(mfa_enabled)
+        where.append(f"{has_mfa_configured_sql('?')} = ?")
+        params += [list(MFA_KINDS), mfa_enabled]
     if enabled is not None:
         where.append("enabled = ?")
         params.append(enabled)
