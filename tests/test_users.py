@@ -420,17 +420,18 @@ def test_decide_scores_by_the_users_rule():
         e for _s, _p, k, e in MFA_TABLE if k == KINDS]
 
 
-def _mfa_users(con, rows) -> dict[str, bool]:
-    """Users u00, u01, ... of pool P1 with the MFA columns of ``rows`` ((mfa_settings, preferred_mfa, has MFA)),
-    written as they are (a load would make a preferred method one of the settings), each with one assessed
-    sign-in; returns the answers, by username."""
+def _mfa_users(con, rows, pool: str | None) -> dict[str, bool]:
+    """Users u00, u01, ... with the MFA columns of ``rows`` ((mfa_settings, preferred_mfa, has MFA)), written as
+    they are (a load would make a preferred method one of the settings), as users of ``pool`` (P1 or None: loaded
+    without a pool id), each with one assessed sign-in of pool P1; returns the answers, by username."""
     from datetime import timedelta
 
     from tests.test_features import T0, add, ev
 
     names = [f"u{i:02}" for i in range(len(rows))]
     con.executemany("INSERT INTO users (username, user_pool_id, mfa_settings, preferred_mfa, pool_key) "
-                    "VALUES (?, 'P1', ?, ?, 'P1')", [(n, s, p) for n, (s, p, _e) in zip(names, rows)])
+                    "VALUES (?, ?, ?, ?, coalesce(?, ''))",
+                    [(n, pool, s, p, pool) for n, (s, p, _e) in zip(names, rows)])
     add(con, [ev(f"e{n}", n, i, user_pool_id="P1") for i, n in enumerate(names)])
     con.executemany("INSERT INTO assessments (event_id, score, scored_at) VALUES (?, 0.5, ?)",
                     [(f"e{n}", T0 + timedelta(seconds=i)) for i, n in enumerate(names)])
@@ -444,22 +445,25 @@ def _every_reader(con) -> dict[str, dict[str, bool]]:
     from risk.score import _mfa_state
     from risk.tuning import labelled_scores
 
+    unpooled = unpooled_pool(con)
     names = [u["username"] for u in list_users(con)]
     on, off = ({u["username"] for u in list_users(con, mfa_enabled=flag)} for flag in (True, False))
     history = labelled_scores(con, columns=["username", "has_mfa"])
     return {
-        "get_user": {n: get_user(con, n, "P1")["mfa_enabled"] for n in names},
+        "get_user": {n: get_user(con, n, "P1", unpooled=unpooled)["mfa_enabled"] for n in names},
         "list_users": {u["username"]: u["mfa_enabled"] for u in list_users(con)},
         "list_users(mfa_enabled=...)": {n: (n in on) if (n in on) != (n in off) else None for n in names},
-        "scoring": {n: m for (_pool, n), m in _mfa_state(con, None, unpooled_pool(con)).items()},
+        "scoring": {n: m for (_pool, n), m in _mfa_state(con, None, unpooled).items()},
         "tuning": dict(zip(history["username"], history["has_mfa"].tolist())),
     }
 
 
-def test_a_user_without_a_list_but_with_a_preferred_method_has_mfa_wherever_asked(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pool", [None, "P1"])
+def test_a_user_without_a_list_but_with_a_preferred_method_has_mfa_wherever_asked(tmp_path, monkeypatch, pool):
     """The known case: a row with no MFA list (NULL) but a preferred method (SMS) was listed as without MFA
     (get_user/list_users mfa_enabled False, and not in list_users(mfa_enabled=True)) while scoring and tuning
-    took it as with MFA; a row with an empty list and a preferred method is without MFA everywhere."""
+    took it as with MFA (loaded without a pool id; a pool's row lost its preferred method to the pool-less row's
+    state, so it had no MFA anywhere); a row with an empty list and a preferred method is without MFA everywhere."""
     import risk.store
     from risk import config as rc
 
@@ -467,7 +471,7 @@ def test_a_user_without_a_list_but_with_a_preferred_method_has_mfa_wherever_aske
     con = risk.store.connect(tmp_path / "s.duckdb")
     try:
         _mfa_users(con, [(None, "SMS_MFA", True), ([], "SMS_MFA", False), (["SOFTWARE_TOKEN_MFA"], None, True),
-                         (None, None, False)])
+                         (None, None, False)], pool)
         said = _every_reader(con)
     finally:
         con.close()
@@ -475,16 +479,17 @@ def test_a_user_without_a_list_but_with_a_preferred_method_has_mfa_wherever_aske
     assert said == {reader: want for reader in said}
 
 
-def test_every_reader_of_the_users_table_follows_the_truth_table(tmp_path, monkeypatch):
-    """Each row of MFA_TABLE (the kinds that count) as a stored user: listing, filtering, scoring and tuning all
-    give the table's answer."""
+@pytest.mark.parametrize("pool", [None, "P1"])
+def test_every_reader_of_the_users_table_follows_the_truth_table(tmp_path, monkeypatch, pool):
+    """Each row of MFA_TABLE (the kinds that count) as a stored user, loaded without a pool id or for the pool:
+    listing, filtering, scoring and tuning all give the table's answer."""
     import risk.store
     from risk import config as rc
 
     monkeypatch.delenv(rc.POOL_ENV, raising=False)
     con = risk.store.connect(tmp_path / "s.duckdb")
     try:
-        want = _mfa_users(con, [(s, p, e) for s, p, k, e in MFA_TABLE if k == KINDS])
+        want = _mfa_users(con, [(s, p, e) for s, p, k, e in MFA_TABLE if k == KINDS], pool)
         said = _every_reader(con)
     finally:
         con.close()
@@ -507,10 +512,9 @@ def test_a_user_without_a_list_but_with_a_preferred_method_is_scored_and_listed_
 
     run("ingest", tmp_path / "e.jsonl")
     con = store.connect(db)
-    try:  # rows as an older store may hold them (a load makes a preferred method one of the settings)
+    try:  # rows of users loaded without a pool id, as no load writes them (it makes a preferred method a setting)
         con.execute("INSERT INTO users (username, user_pool_id, mfa_settings, preferred_mfa, pool_key) VALUES "
-                    "('user0', 'us-east-1_TEST', NULL, 'SMS_MFA', 'us-east-1_TEST'), "
-                    "('user1', 'us-east-1_TEST', [], 'SMS_MFA', 'us-east-1_TEST')")
+                    "('user0', NULL, NULL, 'SMS_MFA', ''), ('user1', NULL, [], 'SMS_MFA', '')")
     finally:
         con.close()
     run("train", "--no-labels")
@@ -518,7 +522,8 @@ def test_a_user_without_a_list_but_with_a_preferred_method_is_scored_and_listed_
     scored = _mfa_reasons(db)
     con = store.connect(db)
     try:
-        listed = {n: get_user(con, n, "us-east-1_TEST")["mfa_enabled"] for n in ("user0", "user1")}
+        listed = {n: get_user(con, n, "us-east-1_TEST", unpooled="us-east-1_TEST")["mfa_enabled"]
+                  for n in ("user0", "user1")}
         with_mfa = [u["username"] for u in list_users(con, mfa_enabled=True)]
         without = [u["username"] for u in list_users(con, mfa_enabled=False)]
     finally:
