@@ -38,6 +38,7 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +61,9 @@ USER_STATUSES = (
     "FORCE_CHANGE_PASSWORD",
 )
 MFA_SETTINGS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA")
+#: The MFA kinds that count as a user's own MFA (:func:`has_mfa_configured`): those a load accepts and Cognito's
+#: EMAIL_OTP, which a load refuses but a store may hold
+MFA_KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
 CSV_HEADER = ("username", "sub", "status", "enabled", "mfa_settings", "preferred_mfa", "email")
 #: A users file is read whole: one larger than this (decompressed) is refused with a message, and never read further.
 MAX_USERS_FILE_BYTES = 2 * 1024**3
@@ -70,7 +74,8 @@ _FALSE = ("false", "0", "no")
 
 USER_COLUMNS = ("username", "user_pool_id", "user_sub", "user_status", "enabled", "mfa_settings", "preferred_mfa",
                 "email", "created_at", "modified_at", "attributes")
-#: a user's MFA state: stated (``mfa_settings`` not NULL, an empty list being "no MFA") or not, always as a whole
+#: a user's MFA state: stated (``mfa_settings`` not NULL, an empty list being "no MFA") or not, always as a whole;
+#: a load never writes a preferred method without a list, but a row holding one states it (:func:`has_mfa_configured`)
 MFA_COLUMNS = ("mfa_settings", "preferred_mfa")
 _USERS_SCHEMA = pa.schema([
     ("username", pa.string()),
@@ -517,6 +522,40 @@ _UPSERT = (
 )
 
 
+def has_mfa_configured(mfa_settings: Sequence[str] | None, preferred: str | None = None, *,
+                       kinds: Sequence[str] = MFA_KINDS) -> bool:
+    """Whether a user has MFA of their own, from the stored ``mfa_settings`` (UserMFASettingList) and
+    ``preferred_mfa`` (PreferredMfaSetting): the one rule of scoring and tuning (``risk.decide``,
+    ``risk.score``, ``risk.tuning``), :func:`get_user` and :func:`list_users`. :func:`has_mfa_configured_sql` is
+    the same rule in SQL, which every query of the users table uses; a test runs both over one table.
+
+    Stated settings tell, an empty list included: a preferred method not among them is no MFA, as in Cognito.
+    Settings not stated (NULL) leave the preferred method alone to tell. Only ``kinds`` count:
+
+    ==================================  =====================  =======
+    ``mfa_settings``                    ``preferred_mfa``      has MFA
+    ==================================  =====================  =======
+    NULL (not stated)                   NULL                   no
+    NULL (not stated)                   one of ``kinds``       yes
+    NULL (not stated)                   any other              no
+    a list holding one of ``kinds``     any (NULL included)    yes
+    a list holding none ([] included)   any (NULL included)    no
+    ==================================  =====================  =======
+    """
+    stated = mfa_settings if mfa_settings is not None else ([] if preferred is None else [preferred])
+    return any(s in kinds for s in stated)
+
+
+def has_mfa_configured_sql(kinds: str, table: str | None = None) -> str:
+    """:func:`has_mfa_configured` as an SQL expression, BOOLEAN and never NULL, over the columns ``mfa_settings``
+    and ``preferred_mfa`` (of ``table``, an alias, when given). ``kinds`` is an SQL expression used once: a bound
+    parameter (``?`` or ``$name``) for the kinds that count, ``list(MFA_KINDS)``."""
+    t = f"{table}." if table else ""
+    stated = (f"coalesce({t}mfa_settings, CASE WHEN {t}preferred_mfa IS NULL THEN []::VARCHAR[] "
+              f"ELSE [{t}preferred_mfa] END)")
+    return f"coalesce(list_has_any({stated}, CAST({kinds} AS VARCHAR[])), false)"
+
+
 def users_by_pool_sql(unpooled: str) -> str:
     """The users as events see them, one row per (``pool``, ``username``) with the table's columns after.
 
@@ -525,10 +564,12 @@ def users_by_pool_sql(unpooled: str) -> str:
     events without a pool id belong to (``risk.config.unpooled_pool``). When both rows exist, the pool's own
     values come first and the other fills what it lacks (a RESET_REQUIRED row made for a user not loaded yet,
     then the user loaded without a pool id: status from the first, MFA and email from the second); the MFA state
-    (``MFA_COLUMNS``) is one value, the pool row's when it states one, else the other's; ``pool_key``
+    (``MFA_COLUMNS``) is one value, the pool row's when it states one (either column set: a preferred method with
+    no list is one, as :func:`has_mfa_configured` reads it), else the other's; ``pool_key``
     is the row a change goes to (the pool's own when there is one)."""
     cols = ",\n                   ".join(
-        f"CASE WHEN x.mfa_settings IS NOT NULL THEN x.{c} ELSE n.{c} END AS {c}" if c in MFA_COLUMNS
+        f"CASE WHEN x.mfa_settings IS NOT NULL OR x.preferred_mfa IS NOT NULL THEN x.{c} ELSE n.{c} END AS {c}"
+        if c in MFA_COLUMNS
         else f"coalesce(x.{c}, n.{c}) AS {c}" for c in (*USER_COLUMNS, "pool_key"))
     return f"""(WITH rg_u AS (SELECT CASE WHEN pool_key = '' THEN CAST({unpooled} AS VARCHAR) ELSE pool_key END AS pool, *
                              FROM users)
@@ -580,11 +621,13 @@ def _row(names: list[str], row: tuple) -> dict:
     d = dict(zip(names, row))
     d["mfa_settings"] = list(d["mfa_settings"] or [])
     d["attributes"] = json.loads(d["attributes"]) if d["attributes"] else {}
-    d["mfa_enabled"] = len(d["mfa_settings"]) > 0
+    d["mfa_enabled"] = bool(d["mfa_enabled"])
     return d
 
 
-_SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
+#: a user's columns and ``mfa_enabled`` (:func:`has_mfa_configured_sql`; its ``?`` bound to ``list(MFA_KINDS)``)
+_USER_FIELDS = ", ".join(USER_COLUMNS) + f", {has_mfa_configured_sql('?')} AS mfa_enabled"
+_SELECT = f"SELECT {_USER_FIELDS} FROM users"
 
 
 def _user_select(columns: str) -> str:
@@ -594,9 +637,10 @@ def _user_select(columns: str) -> str:
 def get_user(con: duckdb.DuckDBPyConnection, username: str, user_pool_id: str | None = None, *,
              unpooled: str | None = None) -> dict | None:
     """The stored user of ``user_pool_id`` (None: of ``unpooled``, the pool of events without a pool id) by
-    :func:`users_by_pool_sql`'s rule (columns of the table, ``attributes`` as a dict, ``mfa_enabled``), or None."""
+    :func:`users_by_pool_sql`'s rule (columns of the table, ``attributes`` as a dict, ``mfa_enabled`` by
+    :func:`has_mfa_configured`), or None."""
     pool = unpooled if user_pool_id is None else user_pool_id
-    cur = con.execute(_user_select(", ".join(USER_COLUMNS)), [unpooled, username, pool])
+    cur = con.execute(_user_select(_USER_FIELDS), [list(MFA_KINDS), unpooled, username, pool])
     names = [d[0] for d in cur.description]
     rows = cur.fetchall()
     return _row(names, rows[0]) if rows else None
@@ -636,14 +680,15 @@ def list_users(
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict]:
-    """Users ordered by username, optionally filtered by status, MFA and Enabled."""
-    where, params = [], []
+    """Users ordered by username, optionally filtered by status, MFA (``mfa_enabled``: :func:`has_mfa_configured`)
+    and Enabled."""
+    where, params = [], [list(MFA_KINDS)]  # the kinds of _SELECT's mfa_enabled first
     if status is not None:
         where.append("user_status = ?")
         params.append(check_status(status))
     if mfa_enabled is not None:
-        where.append("(coalesce(len(mfa_settings), 0) > 0) = ?")
-        params.append(mfa_enabled)
+        where.append(f"{has_mfa_configured_sql('?')} = ?")
+        params += [list(MFA_KINDS), mfa_enabled]
     if enabled is not None:
         where.append("enabled = ?")
         params.append(enabled)

@@ -84,11 +84,13 @@ Notification
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+# whether a user has MFA of their own (``user_has_mfa``) is one rule, kept with the users table it reads:
+# ingest.users.has_mfa_configured (its truth table), in SQL ingest.users.has_mfa_configured_sql
+from ingest.users import MFA_KINDS, has_mfa_configured  # noqa: F401 (MFA_KINDS: re-exported)
 from risk.config import (
     AccountTakeoverEventAction,
     AdvancedSecurityMode,
@@ -176,21 +178,6 @@ class Decision:
         out = asdict(self)
         out["reasons"] = list(self.reasons)
         return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in out.items()}
-
-
-#: The MFA kinds that count as a user's own MFA (UserMFASettingList / PreferredMfaSetting).
-MFA_KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
-
-
-def has_mfa_configured(mfa_settings: Sequence[str] | None, preferred: str | None = None) -> bool:
-    """Whether a user has MFA of their own (UserMFASettingList / PreferredMfaSetting: SMS_MFA, SOFTWARE_TOKEN_MFA).
-
-    A preferred method that is not among stated settings (an empty list included) is none, as in Cognito; it
-    counts only when the settings are unknown (None)."""
-    known = set(MFA_KINDS)
-    if mfa_settings is not None:
-        return any(s in known for s in mfa_settings)
-    return preferred in known
 
 
 def _detected(result: Any) -> bool | None:

@@ -221,14 +221,15 @@ def chunk_bounds(con, since, until, *, rescore: bool = True, chunk_rows: int = D
 
 def _mfa_state(con, users: list[tuple] | None, unpooled: str | None) -> dict[tuple, bool]:
     """Whether each of ``users`` ((pool, username); every user: None) that is in the users table has MFA
-    configured; users loaded without a pool id are of ``unpooled`` (``ingest.users.users_by_pool_sql``)."""
-    from ingest.users import users_by_pool_sql
-    from risk.decide import has_mfa_configured
+    configured (``ingest.users.has_mfa_configured``, in SQL as every reader of the users table has it); users
+    loaded without a pool id are of ``unpooled`` (``ingest.users.users_by_pool_sql``)."""
+    from ingest.users import MFA_KINDS, has_mfa_configured_sql, users_by_pool_sql
 
-    select = f"SELECT pool, username, mfa_settings, preferred_mfa FROM {users_by_pool_sql('?')}"
-    rows = con.execute(select, [unpooled]).fetchall() if users is None else ingest_store.rows_where_in(
-        con, select, "username", [u for _p, u in users], [unpooled])
-    return {(pool, u): has_mfa_configured(m, p) for pool, u, m, p in rows}
+    select = f"SELECT pool, username, {has_mfa_configured_sql('?')} FROM {users_by_pool_sql('?')}"
+    params = [list(MFA_KINDS), unpooled]
+    rows = con.execute(select, params).fetchall() if users is None else ingest_store.rows_where_in(
+        con, select, "username", [u for _p, u in users], params)
+    return {(pool, u): bool(has_mfa) for pool, u, has_mfa in rows}
 
 
 class _Context:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.errors import RiskgateError, counted
-from ingest.users import users_by_pool_sql
+from ingest.users import MFA_KINDS, has_mfa_configured_sql, users_by_pool_sql
 from risk import combos
 from risk.feedback import LABELS_IN_FORCE_SQL
 from risk.levels import LEVELS, Thresholds, level_index
@@ -64,8 +64,7 @@ _HISTORY_FIELDS = {
     **{c: f"e.{c}" for c in ("event_id", "username", "user_pool_id", "client_id", "event_type", "event_response",
                              "creation_date", "client_ip", "compromised_credentials")},
     **{c: f"a.{c}" for c in ("score", "risk_level", "outcome", "model_version")},
-    "has_mfa": """(list_has_any(coalesce(u.mfa_settings, []::VARCHAR[]), $kinds)
-        OR (u.mfa_settings IS NULL AND coalesce(list_contains($kinds, u.preferred_mfa), false)))""",
+    "has_mfa": has_mfa_configured_sql("$kinds", "u"),  # the user's row, or none: no MFA
     "y": "lab.y",
     "attack_type": "lab.attack_type",
 }
@@ -104,8 +103,6 @@ def labelled_scores(con, *, since: datetime | None = None, until: datetime | Non
     """One row per assessed sign-in in [since, until): event and user fields, ``score``, the stored level
     and outcome, ``has_mfa``, ``y`` (1 attack, 0 legitimate, NaN unknown) and ``attack_type``; only
     ``columns`` of them when given (the query then reads only what they need)."""
-    from risk.decide import MFA_KINDS
-
     columns = list(_HISTORY_FIELDS) if columns is None else list(columns)
     params = {"since": since, "until": until,
               **({"kinds": list(MFA_KINDS), "unpooled": unpooled_pool(con)} if "has_mfa" in columns else {})}

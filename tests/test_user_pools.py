@@ -196,6 +196,25 @@ def test_tuning_reads_each_sign_in_once_with_its_pools_mfa(con):
     assert df["has_mfa"].tolist() == [False, True]
 
 
+def test_a_pools_row_with_a_preferred_method_but_no_list_keeps_its_own_mfa_state(con):
+    """A pool's row with no MFA list (NULL) but a preferred method states its MFA, as has_mfa_configured reads
+    it (the preferred method tells); the pool-less row's state was taken instead, or none without such a row, so
+    scoring and tuning said no MFA for it while the same row loaded without a pool id had MFA."""
+    add(con, [ev(f"e{i}", name, i, user_pool_id="P1") for i, name in enumerate(("alice", "bob", "carol"))])
+    con.executemany("INSERT INTO assessments (event_id, score, scored_at) VALUES (?, 0.5, ?)",
+                    [(f"e{i}", T0 + timedelta(seconds=i)) for i in range(3)])
+    con.execute("INSERT INTO users (username, user_pool_id, mfa_settings, preferred_mfa, pool_key) VALUES "
+                "('alice', 'P1', NULL, 'SMS_MFA', 'P1'), "  # no pool-less row
+                "('bob', 'P1', NULL, 'SMS_MFA', 'P1'), ('bob', NULL, [], NULL, ''), "  # the pool's row comes first
+                "('carol', NULL, NULL, 'SMS_MFA', '')")  # loaded without a pool id: always read so
+    unpooled = unpooled_pool(con)
+    assert unpooled == "P1"
+    assert [(u["mfa_settings"], u["preferred_mfa"]) for u in (get_user(con, n, "P1", unpooled=unpooled)
+                                                          for n in ("alice", "bob", "carol"))] == [([], "SMS_MFA")] * 3
+    assert _mfa_state(con, None, unpooled) == {("P1", "alice"): True, ("P1", "bob"): True, ("P1", "carol"): True}
+    assert labelled_scores(con, columns=["has_mfa"])["has_mfa"].tolist() == [True] * 3
+
+
 def test_a_store_of_the_old_shape_is_migrated_with_its_users(tmp_path):
     path = tmp_path / "old.duckdb"
     risk.store.connect(path).close()

@@ -360,6 +360,179 @@ def test_a_load_stating_no_mfa_clears_it_and_the_next_score_sees_no_mfa(tmp_path
     assert [after[f"user{i}"] for i in range(6)] == [{False}, {False}, {True}, {False}, {True}, {False}]
 
 
+# -- "has MFA" is one rule: in Python, in SQL, and for every reader of the users table ------------------------------
+
+#: the kinds of MFA that count (ingest.users.MFA_KINDS)
+KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
+#: (mfa_settings, preferred_mfa, kinds that count, has MFA): the truth table of ingest.users.has_mfa_configured
+MFA_TABLE = [
+    (None, None, KINDS, False),
+    (None, "SMS_MFA", KINDS, True),  # settings not stated: the preferred method tells
+    (None, "SOFTWARE_TOKEN_MFA", KINDS, True),
+    (None, "VOICE_MFA", KINDS, False),  # not a kind that counts
+    ([], None, KINDS, False),
+    ([], "SMS_MFA", KINDS, False),  # stated: a preferred method not among the settings is none, as in Cognito
+    (["SMS_MFA"], None, KINDS, True),
+    (["SMS_MFA"], "SMS_MFA", KINDS, True),
+    (["SOFTWARE_TOKEN_MFA"], "SMS_MFA", KINDS, True),  # the settings tell, whatever the preferred method
+    (["EMAIL_OTP"], None, KINDS, True),
+    (["VOICE_MFA"], None, KINDS, False),
+    (["VOICE_MFA"], "SMS_MFA", KINDS, False),
+    ([None], "SMS_MFA", KINDS, False),
+    (["VOICE_MFA", None, "SOFTWARE_TOKEN_MFA"], None, KINDS, True),
+    (None, "SMS_MFA", ("SOFTWARE_TOKEN_MFA",), False),
+    (["SMS_MFA"], None, ("SOFTWARE_TOKEN_MFA",), False),
+    (["SMS_MFA", "SOFTWARE_TOKEN_MFA"], "SMS_MFA", ("SOFTWARE_TOKEN_MFA",), True),
+    (["SMS_MFA"], "SMS_MFA", (), False),
+]
+
+
+@pytest.mark.parametrize("settings, preferred, kinds, expected", MFA_TABLE)
+def test_has_mfa_is_one_truth_table_in_python_and_in_sql(settings, preferred, kinds, expected):
+    """ingest.users.has_mfa_configured and the SQL expression of has_mfa_configured_sql (on a real DuckDB, with
+    either kind of bound parameter and a table alias or none) give the table's answer."""
+    import duckdb
+
+    from ingest.users import has_mfa_configured, has_mfa_configured_sql
+
+    row = "SELECT CAST($s AS VARCHAR[]) AS mfa_settings, CAST($p AS VARCHAR) AS preferred_mfa"
+    c = duckdb.connect()
+    try:
+        named = c.execute(f"SELECT {has_mfa_configured_sql('$kinds', 'u')} FROM ({row}) u",
+                          {"kinds": list(kinds), "s": settings, "p": preferred}).fetchall()
+        positional = c.execute(f"SELECT {has_mfa_configured_sql('?')} FROM (SELECT CAST(? AS VARCHAR[]) AS "
+                               "mfa_settings, CAST(? AS VARCHAR) AS preferred_mfa)",
+                               [list(kinds), settings, preferred]).fetchall()
+    finally:
+        c.close()
+    assert has_mfa_configured(settings, preferred, kinds=kinds) is expected
+    assert named == positional == [(expected,)]
+
+
+def test_decide_scores_by_the_users_rule():
+    """risk.decide's has_mfa_configured and MFA_KINDS are ingest.users' (one rule), counting the kinds of the table."""
+    import risk.decide
+    from ingest import users
+
+    assert risk.decide.has_mfa_configured is users.has_mfa_configured
+    assert risk.decide.MFA_KINDS == users.MFA_KINDS == KINDS
+    assert [users.has_mfa_configured(s, p) for s, p, k, _e in MFA_TABLE if k == KINDS] == [
+        e for _s, _p, k, e in MFA_TABLE if k == KINDS]
+
+
+def _mfa_users(con, rows, pool: str | None) -> dict[str, bool]:
+    """Users u00, u01, ... with the MFA columns of ``rows`` ((mfa_settings, preferred_mfa, has MFA)), written as
+    they are (a load would make a preferred method one of the settings), as users of ``pool`` (P1 or None: loaded
+    without a pool id), each with one assessed sign-in of pool P1; returns the answers, by username."""
+    from datetime import timedelta
+
+    from tests.test_features import T0, add, ev
+
+    names = [f"u{i:02}" for i in range(len(rows))]
+    con.executemany("INSERT INTO users (username, user_pool_id, mfa_settings, preferred_mfa, pool_key) "
+                    "VALUES (?, ?, ?, ?, coalesce(?, ''))",
+                    [(n, pool, s, p, pool) for n, (s, p, _e) in zip(names, rows)])
+    add(con, [ev(f"e{n}", n, i, user_pool_id="P1") for i, n in enumerate(names)])
+    con.executemany("INSERT INTO assessments (event_id, score, scored_at) VALUES (?, 0.5, ?)",
+                    [(f"e{n}", T0 + timedelta(seconds=i)) for i, n in enumerate(names)])
+    return {n: e for n, (_s, _p, e) in zip(names, rows)}
+
+
+def _every_reader(con) -> dict[str, dict[str, bool]]:
+    """What get_user, list_users (its rows and its filter), scoring (risk.score._mfa_state) and tuning's history
+    (has_mfa) say of each user's MFA."""
+    from risk.config import unpooled_pool
+    from risk.score import _mfa_state
+    from risk.tuning import labelled_scores
+
+    unpooled = unpooled_pool(con)
+    names = [u["username"] for u in list_users(con)]
+    on, off = ({u["username"] for u in list_users(con, mfa_enabled=flag)} for flag in (True, False))
+    history = labelled_scores(con, columns=["username", "has_mfa"])
+    return {
+        "get_user": {n: get_user(con, n, "P1", unpooled=unpooled)["mfa_enabled"] for n in names},
+        "list_users": {u["username"]: u["mfa_enabled"] for u in list_users(con)},
+        "list_users(mfa_enabled=...)": {n: (n in on) if (n in on) != (n in off) else None for n in names},
+        "scoring": {n: m for (_pool, n), m in _mfa_state(con, None, unpooled).items()},
+        "tuning": dict(zip(history["username"], history["has_mfa"].tolist())),
+    }
+
+
+@pytest.mark.parametrize("pool", [None, "P1"])
+def test_a_user_without_a_list_but_with_a_preferred_method_has_mfa_wherever_asked(tmp_path, monkeypatch, pool):
+    """The known case: a row with no MFA list (NULL) but a preferred method (SMS) was listed as without MFA
+    (get_user/list_users mfa_enabled False, and not in list_users(mfa_enabled=True)) while scoring and tuning
+    took it as with MFA (loaded without a pool id; a pool's row lost its preferred method to the pool-less row's
+    state, so it had no MFA anywhere); a row with an empty list and a preferred method is without MFA everywhere."""
+    import risk.store
+    from risk import config as rc
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    con = risk.store.connect(tmp_path / "s.duckdb")
+    try:
+        _mfa_users(con, [(None, "SMS_MFA", True), ([], "SMS_MFA", False), (["SOFTWARE_TOKEN_MFA"], None, True),
+                         (None, None, False)], pool)
+        said = _every_reader(con)
+    finally:
+        con.close()
+    want = {"u00": True, "u01": False, "u02": True, "u03": False}
+    assert said == {reader: want for reader in said}
+
+
+@pytest.mark.parametrize("pool", [None, "P1"])
+def test_every_reader_of_the_users_table_follows_the_truth_table(tmp_path, monkeypatch, pool):
+    """Each row of MFA_TABLE (the kinds that count) as a stored user, loaded without a pool id or for the pool:
+    listing, filtering, scoring and tuning all give the table's answer."""
+    import risk.store
+    from risk import config as rc
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    con = risk.store.connect(tmp_path / "s.duckdb")
+    try:
+        want = _mfa_users(con, [(s, p, e) for s, p, k, e in MFA_TABLE if k == KINDS], pool)
+        said = _every_reader(con)
+    finally:
+        con.close()
+    assert said == {reader: want for reader in said}
+
+
+def test_a_user_without_a_list_but_with_a_preferred_method_is_scored_and_listed_with_mfa(tmp_path, monkeypatch):
+    """End to end through the commands: `score` challenges the NULL-list + SMS user for MFA of their own, and
+    get_user/list_users say that user has MFA; the []-list + SMS user is neither challenged nor listed with MFA."""
+    from risk import config as rc
+    from tests.events_gen import many, write_jsonl
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    db = tmp_path / "s.duckdb"
+    write_jsonl(tmp_path / "e.jsonl", many(200))  # user0 .. user49 of us-east-1_TEST, 4 sign-ins each
+
+    def run(*args):
+        res = runner.invoke(app, [*map(str, args), "--db", str(db)])
+        assert res.exit_code == 0, res.output
+
+    run("ingest", tmp_path / "e.jsonl")
+    con = store.connect(db)
+    try:  # rows of users loaded without a pool id, as no load writes them (it makes a preferred method a setting)
+        con.execute("INSERT INTO users (username, user_pool_id, mfa_settings, preferred_mfa, pool_key) VALUES "
+                    "('user0', NULL, NULL, 'SMS_MFA', ''), ('user1', NULL, [], 'SMS_MFA', '')")
+    finally:
+        con.close()
+    run("train", "--no-labels")
+    run("score")
+    scored = _mfa_reasons(db)
+    con = store.connect(db)
+    try:
+        listed = {n: get_user(con, n, "us-east-1_TEST", unpooled="us-east-1_TEST")["mfa_enabled"]
+                  for n in ("user0", "user1")}
+        with_mfa = [u["username"] for u in list_users(con, mfa_enabled=True)]
+        without = [u["username"] for u in list_users(con, mfa_enabled=False)]
+    finally:
+        con.close()
+    assert (scored["user0"], scored["user1"], scored["user2"]) == ({True}, {False}, {False})
+    assert listed == {"user0": True, "user1": False}
+    assert (with_mfa, without) == (["user0"], ["user1"])
+
+
 # -- a date out of range is a bad entry, not a crash ---------------------------------------------------------------
 
 
