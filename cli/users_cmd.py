@@ -57,6 +57,50 @@ def users_load(
         warn(problem)
 
 
+@users_app.command("list")
+@handle_errors
+def users_list(
+    user_pool_id: Annotated[str | None, typer.Option("--user-pool-id", help="Only this pool's users.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only users of this UserStatus (e.g. RESET_REQUIRED).")] = None,
+    mfa: Annotated[bool | None, typer.Option("--mfa/--no-mfa", help="Only users with / without MFA of their own.")] = None,
+    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Only enabled / disabled users.")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {\"Users\": [...]} as ListUsers gives them (with "
+                                          "UserPoolId), which `users load` reads back.")] = False,
+) -> None:
+    """List the users as scoring sees them: status, Enabled, MFA of their own, email."""
+    from ingest.users import as_list_users_entry, check_status, pool_users
+    from risk import store as rstore
+    from risk.config import check_pool_arg, unpooled_pool
+
+    check_pool_arg(user_pool_id, "--user-pool-id")
+    if status is not None:
+        check_status(status)
+    con = rstore.connect(db, read_only=None)
+    try:
+        users = pool_users(con, unpooled_pool(con), user_pool_id=user_pool_id, status=status, mfa_enabled=mfa,
+                           enabled=enabled)
+    finally:
+        con.close()
+    if as_json:
+        typer.echo(json.dumps({"Users": [as_list_users_entry(u) for u in users]}, indent=1))
+        return
+    from rich.table import Table
+
+    from cli.common import console
+
+    t = Table(show_edge=False)
+    for c in ("username", "pool", "status", "enabled", "MFA", "email"):
+        t.add_column(c)
+    yes_no = {True: "yes", False: "no", None: "-"}
+    for u in users:
+        kinds = ", ".join(u["mfa_settings"] or ([u["preferred_mfa"]] if u["preferred_mfa"] else []))
+        t.add_row(u["username"], u["pool"] or "-", u["user_status"] or "-", yes_no[u["enabled"]],
+                  ("yes" if u["mfa_enabled"] else "no") + (f" ({kinds})" if kinds else ""), u["email"] or "-")
+    console.print(t)
+    console.print(f"{len(users):,} user{'s' if len(users) != 1 else ''}", highlight=False)
+
+
 def describe_users(r: LoadResult) -> str:
     lines = [f"users read {r.read:,}  added {r.added:,}  updated {r.updated:,}  rejected {len(r.rejected):,}"]
     for rej in r.rejected[:SHOWN_REJECTIONS]:

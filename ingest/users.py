@@ -671,6 +671,65 @@ def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str, 
     return None
 
 
+def pool_users(
+    con: duckdb.DuckDBPyConnection,
+    unpooled: str | None,
+    *,
+    user_pool_id: str | None = None,
+    status: str | None = None,
+    mfa_enabled: bool | None = None,
+    enabled: bool | None = None,
+) -> list[dict]:
+    """The users as scoring sees them (:func:`users_by_pool_sql`: one per pool and username, those loaded without a
+    pool id in ``unpooled``), ordered by pool and username, optionally of one pool and filtered by status, MFA
+    (:func:`has_mfa_configured`) and Enabled. Each row: ``pool`` and :data:`USER_COLUMNS` as stored (the MFA list
+    NULL when none is stated), ``attributes`` as a dict, ``mfa_enabled``."""
+    where, params = [], [list(MFA_KINDS), unpooled]
+    if user_pool_id is not None:
+        where.append("pool = ?")
+        params.append(user_pool_id)
+    if status is not None:
+        where.append("user_status = ?")
+        params.append(check_status(status))
+    if mfa_enabled is not None:
+        where.append("mfa_enabled = ?")
+        params.append(mfa_enabled)
+    if enabled is not None:
+        where.append("enabled IS NOT DISTINCT FROM ?")
+        params.append(enabled)
+    cols = ", ".join(c for c in USER_COLUMNS if c != "user_pool_id")
+    cur = con.execute(
+        f"""SELECT * FROM (SELECT pool, {cols}, {has_mfa_configured_sql('?')} AS mfa_enabled
+                           FROM {users_by_pool_sql('?')})
+            {"WHERE " + " AND ".join(where) if where else ""} ORDER BY pool NULLS FIRST, username""", params)
+    names = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        d = dict(zip(names, row))
+        d["attributes"] = json.loads(d["attributes"]) if d["attributes"] else {}
+        out.append(d)
+    return out
+
+
+def as_list_users_entry(user: dict) -> dict:
+    """A row of :func:`pool_users` as a ``ListUsers`` user object (with its ``UserPoolId``), which ``users load``
+    reads back: what is not stored is left out."""
+    attrs = dict(user["attributes"] or {})
+    for name, col in (("sub", "user_sub"), ("email", "email")):
+        if user[col] is not None:
+            attrs.setdefault(name, user[col])
+    entry = {"Username": user["username"], "UserPoolId": user["pool"],
+             "Attributes": [{"Name": k, "Value": v} for k, v in attrs.items()],
+             "UserCreateDate": user["created_at"], "UserLastModifiedDate": user["modified_at"],
+             "Enabled": user["enabled"], "UserStatus": user["user_status"],
+             "UserMFASettingList": None if user["mfa_settings"] is None else list(user["mfa_settings"]),
+             "PreferredMfaSetting": user["preferred_mfa"]}
+    for k in ("UserCreateDate", "UserLastModifiedDate"):
+        if entry[k] is not None:
+            entry[k] = entry[k].astimezone(timezone.utc).isoformat()
+    return {k: v for k, v in entry.items() if v is not None}
+
+
 def list_users(
     con: duckdb.DuckDBPyConnection,
     *,
