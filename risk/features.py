@@ -499,6 +499,18 @@ class GlobalCounts:
                 self._added += 1
         self.signature = store_signature(con)
 
+    def uncount(self, con, event_ids: Sequence[str]) -> None:
+        """Take back events :meth:`add` counted as known that no longer are (the service prevented them:
+        ``risk.feedback``), then remember the store's new state."""
+        for row in self._target_keys(con, event_ids):
+            for name in (*GLOBAL_KEYS, "total"):
+                h = 0 if name == "total" else row["k_" + name]
+                if h is None:
+                    continue
+                days = self._overlay.setdefault((name, int(h)), {})
+                days[row["d"]] = days.get(row["d"], 0) - 1
+        self.signature = store_signature(con)
+
     def table_for(self, con, event_ids: Sequence[str]) -> pa.Table:
         """``_rg_feat_global`` rows (name, k, d, c = count before day d) for the keys of these events."""
         names, ks, ds, cs = [], [], [], []

@@ -347,12 +347,15 @@ class InlineScorer:
             for r in requests:
                 r.password = None
         try:
-            online = self._online_features(rows) if not existing and len(set(ids)) == len(ids) else None
-        except BaseException:
-            self.online.invalidate()  # it may have counted some of the events, which will not be stored
-            self._online_checked = False
-            raise
-        done = self._assess_online(rows, online, outcomes, requests) if online is not None else None
+            try:
+                online = self._online_features(rows) if not existing and len(set(ids)) == len(ids) else None
+            except BaseException:
+                self.online.invalidate()  # it may have counted some of the events, which will not be stored
+                self._online_checked = False
+                raise
+            done = self._assess_online(rows, online, outcomes, requests) if online is not None else None
+        finally:
+            self.online.unpin()
         # (None from memory: a prevented event the state no longer remembers; the store then says it all)
         assessed, feature_rows, due = done or self._assess_stored(rows, existing, outcomes, requests)
         for row in rows:
@@ -474,6 +477,7 @@ class InlineScorer:
 
     def _assess_stored(self, rows: list[dict], existing, outcomes, requests):
         """Any other batch: stored first, then features from the store (SQL), assessed and written."""
+        from risk import feedback
         from risk import score as rs
         from risk.config import unpooled_pool
         from risk.features import compute_features
@@ -516,8 +520,11 @@ class InlineScorer:
                 rs._write(con, table, reserve=True, prevented=True)
                 due += self.due(rs.due_notifications(ctx, table))
                 feature_rows.update({i: f for i, f in computed.items() if i not in todo})
-                if todo:
-                    self.global_counts.ensure(con)  # the prevented event is not known: everyone's counts again
+                if todo:  # everyone's counts without the prevented event, which add() counted as known
+                    if order[k] in new and feedback.is_known(by_id[order[k]]["event_response"]):
+                        self.global_counts.uncount(con, [order[k]])
+                    else:
+                        self.global_counts.ensure(con)
         except BaseException:
             # the events are stored, not answered: assessed again (each on its own, say), they are no retries
             self._unanswered.update(new)
@@ -630,6 +637,10 @@ class InlineScorer:
         events = sorted(rows, key=lambda r: (r["creation_date"], r["event_id"]))
         if not self.online.can_serve(events):
             return None
+        if events:  # kept until the batch is decided (finish unpins): a prevented event is counted again
+            from risk.online import epoch_us
+
+            self.online.pin((epoch_us(events[0]["creation_date"]), events[0]["event_id"]))
         out = []
         for r in events:
             out.append(_with_ids(self.online.features(r), r))  # counted in as a new event (risk.feedback.is_known)

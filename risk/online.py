@@ -157,7 +157,8 @@ class OnlineFeatures:
         # array from the load and a set of those counted since, to tell "surely new" without a scan
         self._ids = np.empty(0, dtype=np.uint64)
         self._ids_new: set[int] = set()
-        self._log: deque = deque()  # the latest events counted: (key, event, t, keys, known, undo)
+        self._log: deque = deque()  # the latest events counted: (key, event, t, keys, known, failed, undo)
+        self._pin: tuple[int, str] | None = None  # events counted from this key on are kept (:meth:`pin`)
 
     # -- keeping in step with the store -----------------------------------------------------
 
@@ -294,6 +295,15 @@ class OnlineFeatures:
             self._add(again, t2, keys2, known2, failed2)
         return out
 
+    def pin(self, key: tuple[int, str]) -> None:
+        """Keep every event counted from ``key`` (t_us, event_id) on, and the recent events their windows read,
+        however much later the events counted after them are, until :meth:`unpin`: the events of a batch being
+        decided can then be counted again (:meth:`recount`) even when the batch spans more than ``REORDER_US``."""
+        self._pin = key
+
+    def unpin(self) -> None:
+        self._pin = None
+
     def _take_back(self, key: tuple) -> list:
         """Take back the events counted after ``key`` (t_us, event_id), latest first; returns their log entries."""
         later = []
@@ -379,20 +389,21 @@ class OnlineFeatures:
         out["hours_since_last_success"] = hours
         out["unusual_hour"] = math.log((n_u + 168) / (168 * (cu("how") + 1)))
 
-        uf1, uf24 = self._user_windows(u, t)
+        kept = t if self._pin is None else min(t, self._pin[0])  # what the windows may forget is before kept's
+        uf1, uf24 = self._user_windows(u, t, kept)
         out["user_failures_1h"], out["user_failures_24h"] = float(uf1), float(uf24)
         ip, prefix = ev.get("client_ip"), ev.get("ip_prefix")
         if ip is None:
             for c in ("ip_failures_1h", "ip_failures_24h", "ip_users_1h", "ip_users_24h"):
                 out[c] = None
         else:
-            f1, f24, n1, n24 = self._windows(self.recent_ip.get(ip), t)
+            f1, f24, n1, n24 = self._windows(self.recent_ip.get(ip), t, kept)
             out["ip_failures_1h"], out["ip_failures_24h"] = float(f1), float(f24)
             out["ip_users_1h"], out["ip_users_24h"] = float(n1), float(n24)
         if prefix is None:
             out["prefix_failures_24h"] = out["prefix_users_24h"] = None
         else:
-            _f1, f24, _n1, n24 = self._windows(self.recent_prefix.get(prefix), t)
+            _f1, f24, _n1, n24 = self._windows(self.recent_prefix.get(prefix), t, kept)
             out["prefix_failures_24h"], out["prefix_users_24h"] = float(f24), float(n24)
         asn = ev.get("asn")
         out["hosting_network"] = None if asn is None else (1.0 if int(asn) in self.hosting else 0.0)
@@ -418,11 +429,11 @@ class OnlineFeatures:
         return {c: out[c] for c in FEATURE_COLUMNS}
 
     @staticmethod
-    def _user_windows(u: _User | None, t: int) -> tuple[int, int]:
+    def _user_windows(u: _User | None, t: int, kept: int) -> tuple[int, int]:
         if u is None:
             return 0, 0
         q = u.fails
-        while q and q[0] < t - _DAY_US - REORDER_US:
+        while q and q[0] < kept - _DAY_US - REORDER_US:
             q.popleft()
         f1 = f24 = 0
         for ft in q:
@@ -434,10 +445,10 @@ class OnlineFeatures:
         return f1, f24
 
     @staticmethod
-    def _windows(q: deque | None, t: int) -> tuple[int, int, int, int]:
+    def _windows(q: deque | None, t: int, kept: int) -> tuple[int, int, int, int]:
         if not q:
             return 0, 0, 0, 0
-        while q and q[0][0] < t - _DAY_US - REORDER_US:
+        while q and q[0][0] < kept - _DAY_US - REORDER_US:
             q.popleft()
         f1 = f24 = 0
         u1: set = set()
@@ -507,7 +518,8 @@ class OnlineFeatures:
         # remembered for a while, to be taken back if an earlier event arrives late
         again = {c: ev.get(c) for c in _REMEMBERED}
         self._log.append((self.last, again, t, keys, known, failed, undo))
-        while self._log and (len(self._log) > MAX_REORDER_EVENTS or self._log[0][2] < t - REORDER_US):
+        while self._log and (self._pin is None or self._log[0][0] < self._pin) and (
+                len(self._log) > MAX_REORDER_EVENTS or self._log[0][2] < t - REORDER_US):
             self._log.popleft()
 
     def _undo(self, entry) -> None:
