@@ -61,7 +61,7 @@ import pyarrow.csv as pacsv
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingest.documents import load_yaml, yaml_problem
+from ingest.documents import StrictYamlLoader, load_yaml, repeated_key, yaml_problem
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
@@ -582,12 +582,16 @@ class ColumnMapping(BaseModel):
         return used
 
 
-class MappingLoader(yaml.SafeLoader):
+class MappingLoader(StrictYamlLoader):
     """A mapping file as its writer means it: every plain scalar is text but null (``~``, ``null``, nothing).
     YAML 1.1, PyYAML's, reads ``NO``, ``yes``, ``on``, ``off`` as booleans and ``0123`` as the octal number 83:
     Norway's country code became ``false``, a server name ``0123`` became ``83``, and the value keys ``yes``/``no``
     of a column holding yes/no never matched. A number or boolean setting (``keep_unmapped``, a constant's
-    ``source_asn``) is read from its text by the mapping's validation."""
+    ``source_asn``) is read from its text by the mapping's validation.
+
+    A key given twice in one object (a field mapped twice, two ``constants:`` blocks; JSON too, read as YAML) is
+    refused naming it and its line, as in risk configurations (``ingest.documents.StrictYamlLoader``): the last
+    one had been taken in silence."""
 
 
 MappingLoader.yaml_implicit_resolvers = {
@@ -611,6 +615,10 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
         # nesting too deep: one error naming where
         doc = load_yaml(text, loader=MappingLoader, source=str(path), what="the mapping file")
     except yaml.YAMLError as exc:
+        repeated = repeated_key(exc)
+        if repeated:
+            raise ConfigurationError(f"invalid column mapping: {repeated[0]}", source=str(path),
+                                     line=repeated[1]) from None
         problem, line = yaml_problem(exc)
         raise ConfigurationError(f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
     if not isinstance(doc, dict):
