@@ -9,7 +9,7 @@ a wrong label is corrected by loading the right one. A file that gives one
 label two values has all of those rows rejected, each with its line and the
 lines of the others. A row with an empty value is no label (nothing stored or
 replaced: a blank spreadsheet cell must not erase a label), counted as blank. A bad row (wrong number of
-fields, empty event_id or label, an ``is_account_takeover`` value that is not
+fields, empty event_id or label, a label named password, an ``is_account_takeover`` value that is not
 a yes or a no, a line longer than ``ingest.sources.base.MAX_RECORD_BYTES``
 characters) is reported with its line and skipped. Lines are read with that
 limit (:class:`BoundedLines`): a longer one is read past in pieces, never held
@@ -197,6 +197,8 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 reason = "event_id is empty"
             elif not row[1].strip():
                 reason = "label is empty"
+            elif base.is_password_key(row[1]):  # never stored (README: a password is never stored by ingest)
+                reason = f"a label named {row[1].strip()!r} is not stored: a password is never stored"
             elif not row[2].strip():  # a blank cell is no label, as a JSON null is: nothing stored or replaced
                 result.blank += 1
                 continue

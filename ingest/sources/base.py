@@ -349,6 +349,16 @@ def is_password_key(name: object) -> bool:
     return isinstance(name, str) and name.strip().lower() == "password"
 
 
+def without_passwords(value: Any) -> Any:
+    """A JSON value with every member named password (:func:`is_password_key`) left out, at any depth: an event's
+    ``extra`` (``ingest.pipeline``), a label's object or array value (``riskgate_jsonl.label_values``)."""
+    if isinstance(value, dict):
+        return {k: without_passwords(v) for k, v in value.items() if not is_password_key(k)}
+    if isinstance(value, list):
+        return [without_passwords(v) for v in value]
+    return value
+
+
 def _member_key(token: str) -> str | None:
     """A member's name as JSON reads it (``"Pass\\u0077ord"`` is ``Password``); None when it is not valid JSON."""
     if "\\" not in token:

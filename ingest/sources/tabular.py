@@ -539,6 +539,16 @@ class ColumnMapping(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> ColumnMapping:
+        # a password is never stored (README): not as a label of that name, nor a password column read for a field,
+        # a header or a label (a column named password is otherwise left out, even of a quarantined row's text)
+        named = [f"labels.{k}" for k in self.labels if is_password_key(k)]
+        if named:
+            raise ValueError(", ".join(named) + ": a label named password is never stored")
+        reading = [f"{part}.{k} ({c!r})" for part, table in (("columns", self.columns), ("headers", self.headers),
+                                                               ("labels", self.labels))
+                   for k, c in table.items() if is_password_key(c)]
+        if reading:
+            raise ValueError("a password column is never stored, not read for " + ", ".join(reading))
         both = sorted(set(self.columns) & set(self.constants))
         if both:
             raise ValueError("mapped both to a column and to a constant: " + ", ".join(both))
