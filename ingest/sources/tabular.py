@@ -691,13 +691,15 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
             if mapping.time_format:
                 fmt_tz = "%z" in mapping.time_format or "%Z" in mapping.time_format
                 x = f"try_strptime(trim({s}), $fmt)"
-                expr = f"CAST({x} AS TIMESTAMPTZ)" if fmt_tz else f"timezone($tz, {x})"
+                # (an offset beyond ±23:59 is no time: base.bad_offset_sql)
+                expr = (f"CASE WHEN NOT {base.bad_offset_sql(f'trim({s})')} THEN CAST({x} AS TIMESTAMPTZ) END"
+                        if fmt_tz else f"timezone($tz, {x})")
             else:
                 t = f"trim({s})"
                 expr = (f"CASE WHEN regexp_full_match({t}, '-?\\d{{9,16}}(\\.\\d+)?') "
                         f"THEN {_EPOCH.format(v=f'TRY_CAST({t} AS DOUBLE)')} "
                         f"WHEN regexp_matches({t}, ':\\d{{2}}(\\.\\d+)?\\s*(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$') "
-                        f"THEN TRY_CAST({t} AS TIMESTAMPTZ) "
+                        f"THEN CASE WHEN NOT {base.bad_offset_sql(t)} THEN TRY_CAST({t} AS TIMESTAMPTZ) END "
                         f"ELSE timezone($tz, TRY_CAST({t} AS TIMESTAMP)) END")
         elif kind in ("int", "float"):
             expr = _EPOCH.format(v=f"CAST({v} AS DOUBLE)")
