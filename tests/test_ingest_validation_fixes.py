@@ -113,6 +113,73 @@ def test_the_readme_says_an_offset_beyond_23_59_is_no_time():
     assert "a time with a UTC offset beyond ±23:59" in " ".join(README.split())
 
 
+# -- ASN: 0..4294967295 ------------------------------------------------------------------------------------------
+
+
+def test_rba_asns_that_are_no_as_number_quarantine_their_row(tmp_path):
+    row = "{i},2020-02-03 12:00:00,u,,1.2.3.4,NO,-,-,{asn},ua,b,o,d,True,False,False"
+    p = rba_write(tmp_path, GOOD1, row.format(i=20, asn=-5), row.format(i=21, asn=4294967296),
+                  row.format(i=22, asn=99999999999999999999), row.format(i=23, asn=4294967295),
+                  row.format(i=24, asn=0), row.format(i=25, asn="AS1x"))
+    _, ev, q, _ = rba_read_all(p)
+    assert [(r["event_id"], r["source_asn"]) for r in ev.to_pylist()] == [("10", 29695), ("23", 4294967295),
+                                                                          ("24", 0)]
+    assert {r["source_line"]: r["reason"] for r in q.to_pylist()} == {
+        3: 'ASN must be an AS number (0 to 4294967295), got "-5"',
+        4: 'ASN must be an AS number (0 to 4294967295), got "4294967296"',
+        5: 'ASN must be an AS number (0 to 4294967295), got "99999999999999999999"',
+        8: 'ASN must be an integer, got "AS1x"'}
+
+
+def test_rba_asn_out_of_range_no_longer_overrides_the_lookups(env):
+    from tests.test_sources_rba_csv import HEADER
+
+    f = env / "rb.csv"
+    f.write_text(HEADER + "\n2,2026-06-01 08:30:09,u1,,81.2.69.160,,,,4294967296,,,,,true,false,false\n"
+                 "3,2026-06-01 08:30:10,u1,,81.2.69.160,,,,-5,,,,,true,false,false\n")
+    out, _ = ingest(f)
+    assert counts(out) == (2, 0, 0, 2)
+    assert rows(env / "store.duckdb", "SELECT count(*) FROM events WHERE source_asn < 0 OR asn > 4294967295") == [(0,)]
+
+
+def test_a_mapped_asn_column_out_of_range_quarantines_the_row(tmp_path):
+    from tests.test_sources_tabular import mapping_file
+
+    m = mapping_file(tmp_path, {"columns": {"username": "u", "creation_date": "t", "event_response": "r",
+                                            "source_asn": "a"}, "constants": {"event_type": "SignIn"}})
+    data = tab_write(tmp_path, "u,t,r,a\na,2026-03-01T08:00:00Z,Pass,-5\nb,2026-03-01T08:00:00Z,Pass,4294967296\n"
+                               "c,2026-03-01T08:00:00Z,Pass,AS4294967295\nd,2026-03-01T08:00:00Z,Pass,0\n")
+    _, events, quarantine, _ = tab_read_all(CSV_READER, data, mapping=m)
+    assert events.select(["username", "source_asn"]).to_pylist() == [
+        {"username": "c", "source_asn": 4294967295}, {"username": "d", "source_asn": 0}]
+    assert [(r["source_line"], r["reason"]) for r in quarantine.to_pylist()] == [
+        (2, "source_asn (column 'a') must be an integer (AS number): got '-5'"),
+        (3, "source_asn (column 'a') must be an integer (AS number): got '4294967296'")]
+
+
+@pytest.mark.parametrize("value", ["4294967296", "-5", "9" * 5000])
+def test_a_mapping_constant_asn_out_of_range_is_refused(tmp_path, value):
+    path = tmp_path / "m.yaml"
+    path.write_text("columns: {username: u, creation_date: t, event_response: r}\n"
+                    f"constants: {{event_type: SignIn, source_asn: '{value}'}}\n")
+    with pytest.raises(ConfigurationError) as info:
+        load_mapping(str(path), "csv")
+    assert f"constants.source_asn must be an integer (AS number), got '{value}'" in str(info.value)
+
+
+def test_a_mapping_constant_asn_of_32_bits_is_taken(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("columns: {username: u, creation_date: t, event_response: r}\n"
+                    "constants: {event_type: SignIn, source_asn: 4294967295}\n")
+    assert load_mapping(str(path), "csv").constants["source_asn"] == "4294967295"
+
+
+def test_the_readme_says_what_an_as_number_is():
+    text = " ".join(README.split())
+    assert "an ASN that is not an AS number (an integer from 0 to 4294967295)" in text
+    assert "a source's ASN (RBA's `ASN`, a mapping's `source_asn`) an AS number" in text
+
+
 # -- --username-from-file-name: the suffixes in any case (tests/test_sources_cognito_auth_events.py) -------------
 
 

@@ -65,6 +65,7 @@ from ingest.documents import StrictYamlLoader, load_yaml, repeated_key, yaml_pro
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
+from ingest.schema import MAX_ASN, as_number_sql
 from ingest.store import scratch
 from ingest.sources import base
 from ingest.sources.base import (
@@ -560,8 +561,9 @@ class ColumnMapping(BaseModel):
                 raise ValueError(f"constants.{k} must be true or false, got {v!r}")
             if k == "rtt_ms" and ((x := _number(v)) is None or not math.isfinite(x)):
                 raise ValueError(f"constants.{k} must be a finite number, got {v!r}")
-            if k == "source_asn" and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                          or isinstance(v, str) and v.strip().isascii() and v.strip().isdigit()):
+            if k == "source_asn" and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ASN
+                                          or isinstance(v, str) and v.strip().isascii() and v.strip().isdigit()
+                                          and len(v.strip()) <= 10 and int(v.strip()) <= MAX_ASN):
                 raise ValueError(f"constants.{k} must be an integer (AS number), got {v!r}")
             if k in _ENUMERATED and v not in _ENUMERATED[k][0]:
                 raise ValueError(f"constants.{k} must be one of {_ENUMERATED[k][1]}, got {v!r}")
@@ -729,6 +731,7 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
             expr = f"CASE WHEN {v} = trunc({v}) THEN CAST({v} AS BIGINT) END"
         else:
             expr = f"TRY_CAST(regexp_replace(trim(CAST({s} AS VARCHAR)), '^(AS|as)', '') AS BIGINT)"
+        expr = as_number_sql(f"({expr})")  # 0..MAX_ASN, as a constant's (-5 had overridden the lookup's ASN)
         return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
     if field == "rtt_ms":  # NaN, Infinity and 1e400 (read as infinity) too are no round-trip time
         expr = f"CAST({v} AS DOUBLE)" if kind in ("int", "float") else f"TRY_CAST(trim(CAST({s} AS VARCHAR)) AS DOUBLE)"
