@@ -10,6 +10,10 @@ RecursionError and its traceback. A document nesting more than ``MAX_JSON_DEPTH`
 ``ingest.sources.base``) is refused with one error naming where it first does (line and column); so is a document
 less deep that the YAML reader still cannot compose (it recurses twice a level, so that is about 480 levels).
 No configuration document needs more than a handful of levels.
+
+A key given twice in one object is refused too, naming the key and its line (:class:`StrictYamlLoader`,
+:func:`strict_json_pairs`, :func:`repeated_key`): a reader that kept the last value silently took the second
+``username:`` of a column mapping, or the second ``constants:`` block, for the first.
 """
 
 from __future__ import annotations
@@ -118,3 +122,74 @@ def load_yaml(
         return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader (sub)class
     except RecursionError:
         raise error(too_deep_message(line or None, column, what, "YAML", depth), source=source) from None
+
+
+# -- a key given twice --------------------------------------------------------------
+
+
+class RepeatedKeyYAMLError(yaml.constructor.ConstructorError):
+    """:class:`StrictYamlLoader` met a key given twice in one mapping; ``problem`` says which, and
+    ``problem_mark`` where the second one is."""
+
+
+class StrictYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated keys instead of keeping the last one (:class:`RepeatedKeyYAMLError`).
+
+    Every reader of a configuration file uses it or a subclass: the risk configuration, thresholds and a column
+    mapping (``ingest.sources.tabular.MappingLoader``)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    # the mapping's own keys, before merge keys (``<<: *anchor``) bring in theirs: an own key overriding a merged
+    # one is standard YAML, not a repeat
+    seen: dict = {}
+    for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: SafeLoader's own error says so
+            break
+        if first is not None:
+            raise RepeatedKeyYAMLError(
+                None, None, f"key {key!r} is repeated (first at line {first})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class RepeatedKeyError(ConfigurationError):
+    """A JSON object gives one key twice (:func:`strict_json_pairs`)."""
+
+
+def strict_json_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` for ``json.loads`` / :func:`load_json` that refuses a key given twice in one object
+    (:class:`RepeatedKeyError`; Python's parser gives no position: :func:`repeated_key` finds it)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise RepeatedKeyError(f"key {key!r} is repeated in one object")
+        out[key] = value
+    return out
+
+
+def repeated_key(exc: BaseException | None = None, text: str | None = None,
+                 loader: type[yaml.SafeLoader] = StrictYamlLoader) -> tuple[str, int | None] | None:
+    """(message, line) of a repeated key: ``("key 'username' is repeated (first at line 2)", 5)``.
+
+    From ``exc`` when it is the strict YAML loader's refusal; else, given ``text`` (JSON, whose parser names no
+    line, read again as YAML), where ``loader`` finds the repeat; None when neither says a key is repeated."""
+    if isinstance(exc, RepeatedKeyYAMLError) and exc.problem:
+        return exc.problem, (exc.problem_mark.line + 1 if exc.problem_mark is not None else None)
+    if text is not None:
+        try:
+            yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+        except RepeatedKeyYAMLError as again:
+            return repeated_key(again)
+        except (yaml.YAMLError, RecursionError):
+            pass
+    return None

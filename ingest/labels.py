@@ -9,8 +9,8 @@ a wrong label is corrected by loading the right one. A file that gives one
 label two values has all of those rows rejected, each with its line and the
 lines of the others. A row with an empty value is no label (nothing stored or
 replaced: a blank spreadsheet cell must not erase a label), counted as blank. A bad row (wrong number of
-fields, empty event_id or label, an ``is_account_takeover`` value that is not
-a yes or a no, a line longer than ``ingest.sources.base.MAX_RECORD_BYTES``
+fields, empty event_id or label, a label named password, an ``is_account_takeover`` value that is not
+a yes or a no, a byte that is not UTF-8, a line longer than ``ingest.sources.base.MAX_RECORD_BYTES``
 characters) is reported with its line and skipped. Lines are read with that
 limit (:class:`BoundedLines`): a longer one is read past in pieces, never held
 whole (a small gzip file can hold a line of gigabytes).
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +85,15 @@ class LabelsLoadResult:
 
 
 def _text_lines(path: str | Path) -> io.TextIOWrapper:
+    """The file as text; a byte that is not UTF-8 is read as a lone surrogate (``surrogateescape``), for
+    :class:`BoundedLines` to find on its line: the decoder works ahead of the lines, in blocks, and failing there
+    refused the whole file naming a line before the bad one (the header, for a file of a few lines)."""
     fh = open_binary(path)
-    return io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+#: a byte that is not UTF-8, as ``surrogateescape`` decodes it
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 class LongLine(Exception):
@@ -100,14 +108,21 @@ class BoundedLines:
     """The lines of a text file (``newline=""``: line ends kept) for :func:`csv.reader`, each read with a limit:
     a line longer than ``limit`` characters raises :class:`LongLine` once it has been read past in pieces, and
     the next line follows (the csv reader starts a new row when asked again). ``skipped`` counts those lines
-    (the csv reader's ``line_num`` counts the others)."""
+    (the csv reader's ``line_num`` counts the others).
 
-    __slots__ = ("limit", "skipped", "_readline", "_size", "_usual")
+    ``invalid`` is (line, position) of the first byte that is not UTF-8 (:func:`_text_lines`) on the lines
+    given since it was last set to None: the line's number in the file and the byte's position on it (from 0, as
+    ingest's "invalid byte at position N"); ``line_num`` (the csv reader's, set by the caller) counts the lines
+    given before."""
+
+    __slots__ = ("limit", "skipped", "invalid", "line_num", "_readline", "_size", "_usual")
     PIECE = 1 << 20
 
     def __init__(self, fh: io.TextIOBase, limit: int):
         self.limit = limit
         self.skipped = 0
+        self.invalid: tuple[int, int] | None = None
+        self.line_num: Callable[[], int] = lambda: 0
         self._readline = fh.readline
         self._size = limit + 2  # (a line of ``limit`` characters and "\r\n" is not too long)
         self._usual = limit  # the longest text taken without a second look (-1 after a piece cut after "\r")
@@ -119,9 +134,16 @@ class BoundedLines:
         text = self._readline(self._size)
         if len(text) <= self._usual:
             if text:
-                return text
+                return text if text.isascii() else self._look(text)
             raise StopIteration
         return self._unusual(text)
+
+    def _look(self, text: str) -> str:
+        """``text``, the line about to be given, noting where its first byte that is not UTF-8 is (``invalid``)."""
+        if self.invalid is None and (bad := _UNDECODED.search(text)) is not None:
+            self.invalid = (self.line_num() + 1 + self.skipped,
+                            len(text[:bad.start()].encode("utf-8", "surrogateescape")))
+        return text
 
     def _unusual(self, text: str) -> str:
         if self._usual < 0:  # the line before was read past up to a "\r": a "\n" right after it is its end
@@ -131,10 +153,10 @@ class BoundedLines:
             if not text:
                 raise StopIteration
             if len(text) <= self.limit:
-                return text
+                return text if text.isascii() else self._look(text)
         length = len(text.rstrip("\r\n"))
         if length <= self.limit:
-            return text
+            return text if text.isascii() else self._look(text)
         self.skipped += 1
         cut_at_cr = len(text) == self._size and text.endswith("\r")
         while not text.endswith(("\n", "\r")):  # read past the rest of the line, a piece at a time
@@ -154,15 +176,20 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
     with _text_lines(path) as fh:
         lines = BoundedLines(fh, base.MAX_RECORD_BYTES)
         reader = csv.reader(lines)
+        lines.line_num = lambda: reader.line_num  # (where a byte that is not UTF-8 is)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise InputFormatError("is empty: expected the header " + ",".join(HEADER), source=source) from None
-        except (UnicodeDecodeError, csv.Error) as exc:
+        except csv.Error as exc:
             raise InputFormatError(f"cannot read the header: {exc}", source=source, line=1) from None
         except LongLine as exc:
             raise InputFormatError(f"cannot read the header: line 1 is too long: {exc}", source=source,
                                    line=1) from None
+        if lines.invalid is not None:
+            at, position = lines.invalid
+            raise InputFormatError(f"cannot read the header: not UTF-8: invalid byte at position {position}",
+                                   source=source, line=at)
         if tuple(header) != HEADER:
             raise InputFormatError(
                 f"the header must be {','.join(HEADER)}; found {','.join(header)}", source=source, line=1
@@ -174,8 +201,6 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 row = next(reader)
             except StopIteration:
                 break
-            except UnicodeDecodeError as exc:
-                raise InputFormatError(f"not UTF-8 after line {prev}: {exc.reason}", source=source) from None
             except csv.Error as exc:
                 raise InputFormatError(f"malformed CSV after line {prev}: {exc}", source=source) from None
             except LongLine as exc:  # a bad row like the others: reading goes on at the next line
@@ -184,19 +209,27 @@ def read_label_batches(path: str | Path, result: LabelsLoadResult, batch_rows: i
                 too_long = None
             line = prev + 1
             prev = reader.line_num + lines.skipped
-            if row is not None and not any(x.strip() for x in row):
+            invalid = lines.invalid
+            if invalid is not None:
+                lines.invalid = None
+            elif row is not None and not any(x.strip() for x in row):
                 continue
             result.read += 1
             reason = None
             if too_long is not None:
                 reason = (f"line {prev} is too long: {too_long}; skipped"
                           + ("" if prev == line else f" with its row from line {line}"))
+            elif invalid is not None:  # as ingest quarantines such a row; the rest is read
+                reason = f"not UTF-8: invalid byte at position {invalid[1]}" + (
+                    "" if invalid[0] == line else f" of line {invalid[0]}")
             elif len(row) != 4:
                 reason = f"expected 4 fields (event_id,label,value,source), found {len(row)}"
             elif not row[0].strip():
                 reason = "event_id is empty"
             elif not row[1].strip():
                 reason = "label is empty"
+            elif base.is_password_key(row[1]):  # never stored (README: a password is never stored by ingest)
+                reason = f"a label named {row[1].strip()!r} is not stored: a password is never stored"
             elif not row[2].strip():  # a blank cell is no label, as a JSON null is: nothing stored or replaced
                 result.blank += 1
                 continue

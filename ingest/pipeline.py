@@ -69,6 +69,7 @@ from ingest.sources.base import (
     is_password_key,
     quarantine_table,
     redact_passwords,
+    without_passwords,
 )
 
 
@@ -255,7 +256,7 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool:
     (``--user-pool-id``) is the pool of the events whose source gives none (or an empty one), whatever the format;
     ``id_key`` the store's key for the ids derived from rows that carry a password (:func:`_keyed_ids`)."""
     events, with_password = _without_passwords(_with_pools(batch.events, default_pool))
-    labels = batch.labels_with_lines()
+    labels = _without_password_labels(batch.labels_with_lines())
     if id_key is not None:
         events, renamed = _keyed_ids(events, with_password, id_key)
         if renamed and labels is not None and labels.num_rows:  # a row's labels follow its id
@@ -309,23 +310,31 @@ def _without_passwords(events: pa.Table) -> tuple[pa.Table, set[int]]:
     if not pc.any(hits).as_py():
         return events, set()
 
-    def drop(value):
-        if isinstance(value, dict):
-            return {k: drop(v) for k, v in value.items() if not is_password_key(k)}
-        if isinstance(value, list):
-            return [drop(v) for v in value]
-        return value
-
     texts = extra.to_pylist()
     held = set()
     for i in pc.indices_nonzero(pc.fill_null(hits, False)).to_pylist():
         value = json.loads(texts[i])
-        kept = drop(value)
+        kept = without_passwords(value)
         if kept != value:
             held.add(i)
         texts[i] = json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if kept else None
     j = events.column_names.index("extra")
     return events.set_column(j, events.field(j), pa.array(texts, events.field(j).type)), held
+
+
+def _without_password_labels(labels: pa.Table | None) -> pa.Table | None:
+    """``labels`` but those named password (any case, blanks around: ``is_password_key``), whichever reader made
+    them (riskgate JSON lines' ``"Labels": {"password": …}``): a password is never stored, in the labels table
+    either. The label is left out as such a member of ``extra`` is; its event is stored."""
+    if labels is None or not labels.num_rows:
+        return labels
+    names = labels.column("label")
+    hits = pc.fill_null(pc.match_substring(names, "password", ignore_case=True), False)
+    if not pc.any(hits).as_py():
+        return labels
+    texts = names.to_pylist()
+    keep = [not (hit and is_password_key(texts[i])) for i, hit in enumerate(hits.to_pylist())]
+    return labels.filter(pa.array(keep, pa.bool_()))
 
 
 #: the name of the store's key for derived event ids (``ingest.store.store_key``)

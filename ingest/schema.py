@@ -28,9 +28,25 @@ CHALLENGE_RESPONSES = ("Success", "Failure")
 #: Cognito's limits of a UserPoolId and of a Username, in characters (COGNITO_REFERENCE.md)
 MAX_USER_POOL_ID = 55
 MAX_USERNAME = 128
-#: what counts as blank in a Username (``ingest.enrich`` checks the same in SQL: ``BLANK_SQL``)
-BLANK = " \t\n\r\f\v"
-BLANK_SQL = "[ \\t\\n\\r\\f\\v]*"
+#: the largest AS number (32 bits, RFC 6793): a source's ASN (rba-csv's ASN column, a mapping's ``source_asn``
+#: column or constant) outside 0..MAX_ASN is no AS number (:func:`as_number_sql`), and its row is quarantined
+#: (the mapping refused): it would have stood for the address's ASN over the GeoIP lookup's
+MAX_ASN = 2**32 - 1
+
+
+def as_number_sql(value: str) -> str:
+    """SQL: the BIGINT ``value`` when it is an AS number (0..``MAX_ASN``), else NULL."""
+    return f"CASE WHEN {value} BETWEEN 0 AND {MAX_ASN} THEN {value} END"
+
+
+#: what counts as blank in a Username (``ingest.enrich`` checks the same in SQL: ``BLANK_SQL``), an IpAddress or a
+#: User-Agent: every character ``str.isspace`` takes, ASCII's (spaces, tabs, line breaks) and Unicode's (a
+#: no-break space U+00A0, an em space U+2003, the ideographic space U+3000, ...). A Username of only U+00A0 and
+#: U+2003 was taken for a user
+BLANK = ("\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+         "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+#: a text of only :data:`BLANK` characters (or none), as a DuckDB (RE2) regular expression
+BLANK_SQL = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in BLANK) + "]*"
 
 
 def user_pool_id_problem(value: str) -> str | None:

@@ -82,7 +82,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ingest.documents import load_json, load_yaml, yaml_problem
+from ingest.documents import (
+    RepeatedKeyError,
+    StrictYamlLoader,
+    load_json,
+    load_yaml,
+    repeated_key,
+    strict_json_pairs,
+    yaml_problem,
+)
 from ingest.errors import ConfigurationError
 from ingest.schema import MAX_USER_POOL_ID, user_pool_id_problem
 from ingest.store import Migration, has_table
@@ -665,42 +673,6 @@ def _line_for(lines: Mapping[tuple, int] | None, loc: tuple) -> int | None:
 # -- reading documents --------------------------------------------------------------
 
 
-class StrictYamlLoader(yaml.SafeLoader):
-    """SafeLoader that refuses repeated keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
-    # the mapping's own keys, before merge keys (``<<: *anchor``) bring in theirs: an own key overriding a merged
-    # one is standard YAML, not a repeat
-    seen: dict = {}
-    for key_node, _value in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is repeated (first at line {seen[key]})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class RepeatedKeyError(ConfigurationError):
-    """A JSON object gives one key twice (:func:`strict_json_pairs`)."""
-
-
-def strict_json_pairs(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise RepeatedKeyError(f"key {key!r} is repeated in one object")
-        out[key] = value
-    return out
-
-
 def _line_index(text: str) -> dict[tuple, int]:
     """Field path -> 1-based line of its value, for messages (best effort; empty when the text does not parse).
 
@@ -759,17 +731,14 @@ def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) 
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
         except RepeatedKeyError as exc:  # JSON's parser gives no position, YAML's reader does
-            try:
-                yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
-            except yaml.MarkedYAMLError as yexc:
-                if yexc.problem and "is repeated" in yexc.problem and yexc.problem_mark is not None:
-                    raise ConfigurationError(yexc.problem, source=source, line=yexc.problem_mark.line + 1) from None
-            except (yaml.YAMLError, RecursionError):
-                pass
-            raise ConfigurationError(str(exc), source=source) from None
+            problem, line = repeated_key(text=text) or (str(exc), None)
+            raise ConfigurationError(problem, source=source, line=line) from None
     try:
         return load_yaml(text, loader=StrictYamlLoader, source=source)
     except yaml.YAMLError as exc:
+        repeated = repeated_key(exc)
+        if repeated:
+            raise ConfigurationError(repeated[0], source=source, line=repeated[1]) from None
         problem, line = yaml_problem(exc)
         raise ConfigurationError(f"not valid YAML: {problem}", source=source, line=line) from None
 

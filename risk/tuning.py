@@ -765,15 +765,26 @@ def load_thresholds(path: str) -> Thresholds:
     except UnicodeDecodeError as exc:
         raise ThresholdsError(f"thresholds file is not UTF-8 text: {exc.reason} at byte {exc.start}",
                               source=path) from None
-    from ingest.documents import load_json, load_yaml, yaml_problem  # nesting too deep: one error naming where
+    # nesting too deep: one error naming where; a repeated key is refused, as in configurations and mappings
+    from ingest.documents import (
+        RepeatedKeyError,
+        StrictYamlLoader,
+        load_json,
+        load_yaml,
+        repeated_key,
+        strict_json_pairs,
+        yaml_problem,
+    )
     from ingest.errors import ConfigurationError
-    from risk.config import StrictYamlLoader, strict_json_pairs  # a repeated key is refused, as in configurations
 
     try:
         doc = load_json(text, source=path, what="thresholds file", error=ThresholdsError,
                         object_pairs_hook=strict_json_pairs)
     except ThresholdsError:
         raise
+    except RepeatedKeyError as exc:  # JSON's parser names no line: the YAML reader finds it
+        problem, line = repeated_key(text=text) or (str(exc), None)
+        raise ThresholdsError(f"thresholds file: {problem}", source=path, line=line) from None
     except ConfigurationError as exc:
         raise ThresholdsError(f"thresholds file: {exc}", source=path) from None
     except ValueError as exc:
@@ -782,10 +793,9 @@ def load_thresholds(path: str) -> Thresholds:
         try:
             doc = load_yaml(text, loader=StrictYamlLoader, source=path, what="thresholds file", error=ThresholdsError)
         except yaml.YAMLError as exc:
-            if isinstance(exc, yaml.MarkedYAMLError) and exc.problem and "is repeated" in exc.problem \
-                    and exc.problem_mark is not None:
-                raise ThresholdsError(f"thresholds file: {exc.problem}", source=path,
-                                      line=exc.problem_mark.line + 1) from None
+            repeated = repeated_key(exc)
+            if repeated:
+                raise ThresholdsError(f"thresholds file: {repeated[0]}", source=path, line=repeated[1]) from None
             problem, line = yaml_problem(exc)
             raise ThresholdsError(f"thresholds file is not JSON or YAML: {problem}", source=path, line=line) from None
         if isinstance(doc, dict):

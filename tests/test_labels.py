@@ -189,3 +189,47 @@ def test_a_file_giving_one_label_two_values_loads_neither_and_names_the_lines(co
         (5, "is_account_takeover of event e1 is 'true' here and another value on line 4: none of them loaded")]
     assert labels(con) == [("e1", "is_account_takeover", "false", "analyst"),
                            ("e2", "is_account_takeover", "true", "analyst")]
+
+
+def write_bytes(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_a_row_that_is_not_utf8_is_rejected_by_its_line_and_the_rest_loaded(con, tmp_path):
+    """The text decoder works ahead of the lines, in blocks: one byte that is not UTF-8 refused the whole file,
+    naming the header for a small file ("cannot read the header") and a line 40 before the bad one for a larger."""
+    r = load_labels(con, write_bytes(tmp_path, "a.csv", (HEADER + "e1,attack_type,caf\xe9,s\ne2,attack_type,ok,s\n")
+                                     .encode("latin-1")))
+    assert (r.read, r.added, r.rejected) == (2, 1, 1)
+    assert [(x.line, x.reason) for x in r.rejections] == [(2, "not UTF-8: invalid byte at position 18")]
+    assert labels(con) == [("e2", "attack_type", "ok", "s")]
+
+
+def test_a_bad_byte_far_into_a_file_is_named_on_its_own_line(con, tmp_path):
+    good = "".join(f"g{i},note,v,s\n" for i in range(20_000))
+    data = (HEADER + good).encode() + b"bad,note,caf\xe9,s\n" + "".join(f"h{i},note,\u20ac,s\r\n" for i in range(10)).encode()
+    r = load_labels(con, write_bytes(tmp_path, "big.csv", data))
+    assert (r.read, r.added, r.rejected) == (20_011, 20_010, 1)
+    assert [(x.line, x.reason) for x in r.rejections] == [(20_002, "not UTF-8: invalid byte at position 12")]
+    assert con.execute("SELECT count(*) FROM labels WHERE value = '\u20ac'").fetchall() == [(10,)]
+
+
+def test_a_bad_byte_on_a_later_line_of_a_quoted_value_names_that_line_too(con, tmp_path):
+    data = b'\xef\xbb\xbfevent_id,label,value,source\r\ne1,note,"one\r\ntw\xc3o",s\r\ne2,note,"x\ny",s\r\n'
+    r = load_labels(con, write_bytes(tmp_path, "m.csv", data))
+    assert [(x.line, x.reason) for x in r.rejections] == [(2, "not UTF-8: invalid byte at position 2 of line 3")]
+    assert labels(con) == [("e2", "note", "x\ny", "s")]
+
+
+def test_a_header_that_is_not_utf8_refuses_the_file_naming_where(con, tmp_path):
+    with pytest.raises(InputFormatError) as info:
+        load_labels(con, write_bytes(tmp_path, "h.csv", b"event_id,label,va\xfflue,source\ne1,note,x,s\n"))
+    assert str(info.value) == f"{tmp_path / 'h.csv'}:1: cannot read the header: not UTF-8: invalid byte at position 17"
+
+
+def test_the_readme_says_a_row_that_is_not_utf8_is_a_bad_row():
+    from tests.test_docs import README
+
+    assert "A row with a byte that is not UTF-8 is a bad row" in " ".join(README.split())

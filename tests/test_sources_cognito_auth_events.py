@@ -116,15 +116,16 @@ def test_without_username_is_an_input_format_error(tmp_path):
 
 
 @pytest.mark.parametrize("name, user", [("alice.json", "alice"), ("chidi.bell.json.gz", "chidi.bell"),
-                                        ("bob.jsonl", "bob"), ("carol", "carol"), ("dave.gz", "dave")])
+                                        ("bob.jsonl", "bob"), ("carol", "carol"), ("dave.gz", "dave"),
+                                        ("BOB.JSON", "BOB"), ("Erin.Json.GZ", "Erin"), ("frank.JSONL", "frank")])
 def test_each_file_named_after_its_user(tmp_path, name, user):
     data = json.dumps(page(event(EventId=None), event(EventId=None, CreationDate="2024-07-17T17:00:00Z"))).encode()
-    p = write(tmp_path, gzip.compress(data) if name.endswith(".gz") else data, name=name)
+    p = write(tmp_path, gzip.compress(data) if name.lower().endswith(".gz") else data, name=name)
     assert auth_events.username_of_file(str(p)) == user
     _, ev, q = read_all(p, username=None, username_from_file_name=True)
     assert ev.column("username").to_pylist() == [user, user] and q.num_rows == 0
     # the same ids as the same file read with --username: the ids are derived from the user and the item
-    named = write(tmp_path, gzip.compress(data) if name.endswith(".gz") else data, name="x" + name)
+    named = write(tmp_path, gzip.compress(data) if name.lower().endswith(".gz") else data, name="x" + name)
     assert read_all(named, username=user)[1].column("event_id").to_pylist() == ev.column("event_id").to_pylist()
 
 

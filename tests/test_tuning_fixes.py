@@ -327,7 +327,7 @@ def test_whatif_warns_when_the_proposals_pool_or_client_matches_no_assessed_sign
 
 @pytest.mark.parametrize("name, text, message", [
     ("t.yaml", "low: 0.2\nmedium: 0.5\nhigh: 0.8\nlow: 0.3\n", "t.yaml:4: thresholds file: key 'low' is repeated (first at line 1)"),
-    ("t.json", '{"low": 0.2, "medium": 0.5, "high": 0.8, "low": 0.3}', "t.json: thresholds file: key 'low' is repeated in one object"),
+    ("t.json", '{"low": 0.2, "medium": 0.5, "high": 0.8, "low": 0.3}', "t.json:1: thresholds file: key 'low' is repeated (first at line 1)"),
     ("u.yaml", "low: 0.2\nmedium: 0.5\nhigh: 0.8\nLOW: 0.3\n", "u.yaml: thresholds file gives low more than once"),
 ])
 def test_a_thresholds_file_giving_a_key_twice_is_refused_naming_it(tmp_path, db, name, text, message):

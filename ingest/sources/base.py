@@ -289,6 +289,20 @@ def epoch_sql(seconds: str) -> str:
             f"WHEN {seconds} < 0 THEN '-infinity'::TIMESTAMPTZ END")
 
 
+#: The end of a time whose UTC offset is out of range, after the time's last ``:NN`` (and fraction): hours over
+#: 23, minutes or seconds over 59 (``+24:00``, ``-2400``, ``+05:60``, ``+00:99``). DuckDB's cast to TIMESTAMPTZ
+#: reads such an offset as it adds up (``2026-06-01T08:30:09+24:00`` was stored as 08:30 the day before);
+#: Python's ``datetime.fromisoformat`` refuses it (at most ±23:59:59), as the readers that parse in Python do.
+BAD_OFFSET_PATTERN = (r":[0-9]{2}([.,][0-9]*)?\s*[+-]((2[4-9]|[3-9][0-9])(:?[0-9]{2}){0,2}"
+                      r"|[0-9]{2}:?[6-9][0-9](:?[0-9]{2})?|[0-9]{2}:?[0-9]{2}:?[6-9][0-9])\s*$")
+
+
+def bad_offset_sql(text: str) -> str:
+    """SQL: whether the time ``text`` (a VARCHAR SQL expression) ends in a UTC offset beyond ±23:59
+    (:data:`BAD_OFFSET_PATTERN`); such a text is no time, for every reader that casts text to TIMESTAMPTZ."""
+    return f"coalesce(regexp_matches({text}, '{BAD_OFFSET_PATTERN}'), false)"
+
+
 #: How far :func:`read_head` reads on to finish the first line with content (an event with large headers).
 MAX_HEAD_LINE = 16 * 1024 * 1024
 
@@ -347,6 +361,16 @@ REDACTED = "[redacted]"
 def is_password_key(name: object) -> bool:
     """Whether a field is a password (``Password``, any case): never stored, in ``extra`` or anywhere else."""
     return isinstance(name, str) and name.strip().lower() == "password"
+
+
+def without_passwords(value: Any) -> Any:
+    """A JSON value with every member named password (:func:`is_password_key`) left out, at any depth: an event's
+    ``extra`` (``ingest.pipeline``), a label's object or array value (``riskgate_jsonl.label_values``)."""
+    if isinstance(value, dict):
+        return {k: without_passwords(v) for k, v in value.items() if not is_password_key(k)}
+    if isinstance(value, list):
+        return [without_passwords(v) for v in value]
+    return value
 
 
 def _member_key(token: str) -> str | None:

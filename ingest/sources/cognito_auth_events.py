@@ -393,11 +393,12 @@ def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> di
 def username_of_file(path: str) -> str:
     """The user a file of AdminListUserAuthEvents output is named after: its name without ``.gz`` and then
     ``.json`` or ``.jsonl`` (``chidi.bell.json.gz`` -> ``chidi.bell``), as ``riskgate synth`` writes them and
-    ``aws cognito-idp admin-list-user-auth-events --username alice > alice.json`` does."""
+    ``aws cognito-idp admin-list-user-auth-events --username alice > alice.json`` does. The suffixes in any case
+    (``BOB.JSON`` -> ``BOB``: it was user ``BOB.JSON``); the name keeps its own."""
     name = os.path.basename(path)
-    name = name[:-3] if name.endswith(".gz") else name
+    name = name[:-3] if name.lower().endswith(".gz") else name
     for ext in (".json", ".jsonl"):
-        if name.endswith(ext):
+        if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break
     if not name:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ingest.errors import malformed_json
 from ingest.schema import BLANK, BLANK_SQL
-from ingest.sources.base import epoch_sql
+from ingest.sources.base import bad_offset_sql, epoch_sql
 
 # JSON types DuckDB's json_type() reports, by the kind a field expects
 _KIND_TYPES = {
@@ -92,12 +92,13 @@ def json_type_word(t: str) -> str:
 
 
 def time_expr(value_sql: str, type_sql: str) -> str:
-    """A TIMESTAMPTZ from an ISO string, or epoch seconds / milliseconds as number or digit string."""
+    """A TIMESTAMPTZ from an ISO string, or epoch seconds / milliseconds as number or digit string; NULL for a
+    UTC offset beyond ±23:59 (``base.bad_offset_sql``: DuckDB's cast read ``+24:00`` as a day)."""
     number = f"TRY_CAST({value_sql} AS DOUBLE)"
     epoch = (f"CASE WHEN {number} > 1e11 THEN {epoch_sql(f'({number} / 1000.0)')} "
              f"ELSE {epoch_sql(number)} END")
     return f"""CASE WHEN {type_sql} IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN {epoch}
-      ELSE coalesce(TRY_CAST({value_sql} AS TIMESTAMPTZ),
+      ELSE coalesce(CASE WHEN NOT {bad_offset_sql(value_sql)} THEN TRY_CAST({value_sql} AS TIMESTAMPTZ) END,
                     CASE WHEN regexp_full_match({value_sql}, '[0-9]{{9,16}}([.][0-9]+)?') THEN {epoch} END) END"""
 
 

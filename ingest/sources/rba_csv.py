@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.errors import InputFormatError
-from ingest.schema import LABEL_SCHEMA
+from ingest.schema import LABEL_SCHEMA, MAX_ASN, as_number_sql
 from ingest.sources.base import RAW_COLUMN, QuarantineBuilder, as_source_types, ReadBatch, ReaderOptions
 from ingest.sources.tabular import csv_header, first_line, iter_csv_records
 from ingest.store import scratch
@@ -89,9 +89,11 @@ def _sql(has_unknown: bool) -> str:
         try_strptime(trim(ts), ['%Y-%m-%d %H:%M:%S.%f', '%Y-%m-%d %H:%M:%S',
                                 '%Y-%m-%dT%H:%M:%S.%f', '%Y-%m-%dT%H:%M:%S']) AS _ts,
         TRY_CAST(nullif(trim(rtt), '') AS DOUBLE) AS _rtt,
-        TRY_CAST(CASE WHEN trim(asn) NOT IN ('', '-') THEN trim(asn) END AS BIGINT) AS _asn,
+        TRY_CAST(CASE WHEN trim(asn) NOT IN ('', '-') THEN trim(asn) END AS BIGINT) AS _int_asn,
         lower(trim(ok)) AS _ok
       FROM rows_
+    ), w AS (
+      SELECT *, {as_number_sql("_int_asn")} AS _asn FROM v
     )
     SELECT
       trim(idx) AS event_id,
@@ -120,12 +122,15 @@ def _sql(has_unknown: bool) -> str:
              WHEN _ts IS NULL THEN 'Login Timestamp must be a time like 2020-02-03 12:43:30.772, got ' || to_json(ts) END,
         CASE WHEN _rtt IS NULL AND trim(rtt) <> '' THEN 'Round-Trip Time [ms] must be a number, got ' || to_json(rtt)
              WHEN NOT isfinite(_rtt) THEN 'Round-Trip Time [ms] must be a finite number, got ' || to_json(rtt) END,
-        CASE WHEN _asn IS NULL AND trim(asn) NOT IN ('', '-') THEN 'ASN must be an integer, got ' || to_json(asn) END,
+        CASE WHEN _asn IS NULL AND trim(asn) NOT IN ('', '-')  -- (an integer out of 0..MAX_ASN: no AS number)
+             THEN CASE WHEN _int_asn IS NOT NULL OR regexp_full_match(trim(asn), '[+-]?[0-9]+')
+                       THEN 'ASN must be an AS number (0 to {MAX_ASN}), got ' ELSE 'ASN must be an integer, got ' END
+                  || to_json(asn) END,
         CASE WHEN _ok NOT IN ('true', 'false') THEN 'Login Successful must be True or False, got ' || to_json(ok) END,
         {bool_check("attack_ip", "Is Attack IP", False)},
         {bool_check("ato", "Is Account Takeover", False)}
       ), '') AS reason
-    FROM v
+    FROM w
     """
 
 

@@ -300,7 +300,8 @@ def label_values(labels: dict) -> tuple[list[tuple[str, str]], str | None]:
     ``is_account_takeover`` is stored as ``true`` / ``false`` from ``true``/``false`` or a spelling that
     command accepts (``1``/``0``, ``"yes"``/``"no"``, ...), anything else refuses the row; ``attack_type``
     names an attack (``risk.feedback.ATTACK_LABEL_SQL``), so it must be a string; any other label is kept as
-    written (a string as itself, another value as its JSON text).
+    written (a string as itself, another value as its JSON text, without its members named password, at any
+    depth: a password is never stored).
     """
     import json
 
@@ -317,8 +318,9 @@ def label_values(labels: dict) -> tuple[list[tuple[str, str]], str | None]:
                 pairs.append((k, value))
         elif k == "attack_type" and not isinstance(x, str):
             reasons.append(f"Labels.{k} must be a string or null, got {_shown(x)}")
-        else:
-            pairs.append((str(k), x if isinstance(x, str) else json.dumps(x)))
+        else:  # an object or array without its members named password (``ingest.pipeline`` leaves out a label
+            # named password, whichever reader made it)
+            pairs.append((str(k), x if isinstance(x, str) else json.dumps(base.without_passwords(x))))
     return pairs, "; ".join(reasons) or None
 
 

@@ -61,10 +61,11 @@ import pyarrow.csv as pacsv
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingest.documents import load_yaml, yaml_problem
+from ingest.documents import StrictYamlLoader, load_yaml, repeated_key, yaml_problem
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
+from ingest.schema import MAX_ASN, as_number_sql
 from ingest.store import scratch
 from ingest.sources import base
 from ingest.sources.base import (
@@ -539,6 +540,16 @@ class ColumnMapping(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> ColumnMapping:
+        # a password is never stored (README): not as a label of that name, nor a password column read for a field,
+        # a header or a label (a column named password is otherwise left out, even of a quarantined row's text)
+        named = [f"labels.{k}" for k in self.labels if is_password_key(k)]
+        if named:
+            raise ValueError(", ".join(named) + ": a label named password is never stored")
+        reading = [f"{part}.{k} ({c!r})" for part, table in (("columns", self.columns), ("headers", self.headers),
+                                                               ("labels", self.labels))
+                   for k, c in table.items() if is_password_key(c)]
+        if reading:
+            raise ValueError("a password column is never stored, not read for " + ", ".join(reading))
         both = sorted(set(self.columns) & set(self.constants))
         if both:
             raise ValueError("mapped both to a column and to a constant: " + ", ".join(both))
@@ -550,8 +561,9 @@ class ColumnMapping(BaseModel):
                 raise ValueError(f"constants.{k} must be true or false, got {v!r}")
             if k == "rtt_ms" and ((x := _number(v)) is None or not math.isfinite(x)):
                 raise ValueError(f"constants.{k} must be a finite number, got {v!r}")
-            if k == "source_asn" and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                          or isinstance(v, str) and v.strip().isascii() and v.strip().isdigit()):
+            if k == "source_asn" and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ASN
+                                          or isinstance(v, str) and v.strip().isascii() and v.strip().isdigit()
+                                          and len(v.strip()) <= 10 and int(v.strip()) <= MAX_ASN):
                 raise ValueError(f"constants.{k} must be an integer (AS number), got {v!r}")
             if k in _ENUMERATED and v not in _ENUMERATED[k][0]:
                 raise ValueError(f"constants.{k} must be one of {_ENUMERATED[k][1]}, got {v!r}")
@@ -582,12 +594,16 @@ class ColumnMapping(BaseModel):
         return used
 
 
-class MappingLoader(yaml.SafeLoader):
+class MappingLoader(StrictYamlLoader):
     """A mapping file as its writer means it: every plain scalar is text but null (``~``, ``null``, nothing).
     YAML 1.1, PyYAML's, reads ``NO``, ``yes``, ``on``, ``off`` as booleans and ``0123`` as the octal number 83:
     Norway's country code became ``false``, a server name ``0123`` became ``83``, and the value keys ``yes``/``no``
     of a column holding yes/no never matched. A number or boolean setting (``keep_unmapped``, a constant's
-    ``source_asn``) is read from its text by the mapping's validation."""
+    ``source_asn``) is read from its text by the mapping's validation.
+
+    A key given twice in one object (a field mapped twice, two ``constants:`` blocks; JSON too, read as YAML) is
+    refused naming it and its line, as in risk configurations (``ingest.documents.StrictYamlLoader``): the last
+    one had been taken in silence."""
 
 
 MappingLoader.yaml_implicit_resolvers = {
@@ -611,6 +627,10 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
         # nesting too deep: one error naming where
         doc = load_yaml(text, loader=MappingLoader, source=str(path), what="the mapping file")
     except yaml.YAMLError as exc:
+        repeated = repeated_key(exc)
+        if repeated:
+            raise ConfigurationError(f"invalid column mapping: {repeated[0]}", source=str(path),
+                                     line=repeated[1]) from None
         problem, line = yaml_problem(exc)
         raise ConfigurationError(f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
     if not isinstance(doc, dict):
@@ -673,13 +693,15 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
             if mapping.time_format:
                 fmt_tz = "%z" in mapping.time_format or "%Z" in mapping.time_format
                 x = f"try_strptime(trim({s}), $fmt)"
-                expr = f"CAST({x} AS TIMESTAMPTZ)" if fmt_tz else f"timezone($tz, {x})"
+                # (an offset beyond ±23:59 is no time: base.bad_offset_sql)
+                expr = (f"CASE WHEN NOT {base.bad_offset_sql(f'trim({s})')} THEN CAST({x} AS TIMESTAMPTZ) END"
+                        if fmt_tz else f"timezone($tz, {x})")
             else:
                 t = f"trim({s})"
                 expr = (f"CASE WHEN regexp_full_match({t}, '-?\\d{{9,16}}(\\.\\d+)?') "
                         f"THEN {_EPOCH.format(v=f'TRY_CAST({t} AS DOUBLE)')} "
                         f"WHEN regexp_matches({t}, ':\\d{{2}}(\\.\\d+)?\\s*(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$') "
-                        f"THEN TRY_CAST({t} AS TIMESTAMPTZ) "
+                        f"THEN CASE WHEN NOT {base.bad_offset_sql(t)} THEN TRY_CAST({t} AS TIMESTAMPTZ) END "
                         f"ELSE timezone($tz, TRY_CAST({t} AS TIMESTAMP)) END")
         elif kind in ("int", "float"):
             expr = _EPOCH.format(v=f"CAST({v} AS DOUBLE)")
@@ -709,6 +731,7 @@ def _field_sql(field: str, kind: str, v: str, mapping: ColumnMapping) -> tuple[s
             expr = f"CASE WHEN {v} = trunc({v}) THEN CAST({v} AS BIGINT) END"
         else:
             expr = f"TRY_CAST(regexp_replace(trim(CAST({s} AS VARCHAR)), '^(AS|as)', '') AS BIGINT)"
+        expr = as_number_sql(f"({expr})")  # 0..MAX_ASN, as a constant's (-5 had overridden the lookup's ASN)
         return expr, f"({s} IS NOT NULL AND ({expr}) IS NULL)"
     if field == "rtt_ms":  # NaN, Infinity and 1e400 (read as infinity) too are no round-trip time
         expr = f"CAST({v} AS DOUBLE)" if kind in ("int", "float") else f"TRY_CAST(trim(CAST({s} AS VARCHAR)) AS DOUBLE)"
