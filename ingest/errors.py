@@ -71,7 +71,8 @@ def check_output_folder(out: str | os.PathLike, error: type[RiskgateError] = Ris
 def interrupted(exc: BaseException | None) -> bool:
     """Whether ``exc``, or an error it was raised from or while handling, is Ctrl-C: Python's KeyboardInterrupt, or
     DuckDB's report of it. SIGINT during a query makes DuckDB end the query with a plain ``RuntimeError("Query
-    interrupted")`` in place of the KeyboardInterrupt; ``con.interrupt()`` with ``duckdb.InterruptException``."""
+    interrupted")`` in place of the KeyboardInterrupt; ``con.interrupt()`` with ``duckdb.InterruptException``; one
+    that reaches Python code DuckDB calls (a registered Arrow table) as an error naming the KeyboardInterrupt."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -79,6 +80,11 @@ def interrupted(exc: BaseException | None) -> bool:
             return True
         duckdb = sys.modules.get("duckdb")  # raised by DuckDB only when DuckDB is loaded: not imported for this
         if duckdb is not None and isinstance(exc, getattr(duckdb, "InterruptException", ())):
+            return True
+        # a KeyboardInterrupt raised in Python while DuckDB scanned a registered Python object (an Arrow table)
+        # comes back as "Invalid Input Error: counting the rows of the object registered as 'x' failed:
+        # KeyboardInterrupt: "
+        if duckdb is not None and isinstance(exc, duckdb.Error) and "failed: KeyboardInterrupt" in str(exc):
             return True
         exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
     return False

@@ -305,7 +305,7 @@ def load_labels(con: duckdb.DuckDBPyConnection, path: str | Path, batch_rows: in
         ).fetchall()[0][0])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        store.rollback(con)
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS _rg_label_rows")

@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 
 from ingest import store
 from ingest.enrich import Enricher, Staged
-from ingest.errors import InputFormatError, RiskgateError
+from ingest.errors import InputFormatError, RiskgateError, interrupted
 from ingest.sources import detect_format, get_reader
 from ingest.sources.base import (
     BYTES_READ_OBSERVER,
@@ -209,16 +209,19 @@ def _ingest_file(
             prepared = _preparing(reader, path, name, options, enricher, id_key)
             quarantine_ids = QuarantineIds()
             try:
-                for batch in prepared:
-                    # the ids of an input's quarantined rows depend on the rows before them: given in order here
-                    batch.quarantine = quarantine_ids(batch.quarantine)
-                    counts = _write_batch(con, batch, result.run_id)
+                def stored(counts: dict) -> None:  # a batch's counts, once it is committed
+                    nonlocal rows
                     rows += counts["rows_read"]
                     for k in ("rows_read", "events_added", "duplicates", "quarantined"):
                         entry[k] += counts[k]
                         setattr(result, k, getattr(result, k) + counts[k])
                     result.labels_added += counts["labels_added"]
                     result.reasons.update(counts["reasons"])
+
+                for batch in prepared:
+                    # the ids of an input's quarantined rows depend on the rows before them: given in order here
+                    batch.quarantine = quarantine_ids(batch.quarantine)
+                    _write_batch(con, batch, result.run_id, stored)
                     if progress:
                         progress(path, -1, rows)
                     del batch  # not kept alive while the next one is awaited (memory)
@@ -234,6 +237,8 @@ def _ingest_file(
     except RiskgateError:
         raise
     except (OSError, EOFError, UnicodeError, ValueError, pa.ArrowException, duckdb.Error) as exc:
+        if interrupted(exc):  # Ctrl-C, as DuckDB reports it: the run is interrupted, the input is not at fault
+            raise
         msg = f"{path}: while reading as {entry['format'] or fmt}: {type(exc).__name__}: {exc}"
         entry["error"] = msg
         result.errors.append(msg)
@@ -427,10 +432,13 @@ def _close(it) -> None:
         close()
 
 
-def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
-    """Write one prepared batch (its quarantine rows with their ids) in one transaction; its counts."""
+def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict], None]) -> None:
+    """Write one prepared batch (its quarantine rows with their ids) in one transaction, then hand its counts
+    to ``stored`` -- also when an interrupt reaches the COMMIT after it went through (``store.rollback``), so
+    that the run's counts say what is stored."""
     staged, q = batch.staged, batch.quarantine
     good_rows = staged.good_rows if staged is not None else 0
+    counts = None
     con.execute("BEGIN TRANSACTION")
     try:
         added = 0
@@ -443,18 +451,20 @@ def _write_batch(con, batch: PreparedBatch, run_id: str) -> dict:
         # a row that did not become an event here (quarantined, a duplicate) adds no label
         labels = (store.insert_labels(con, batch.labels, added_by_run=run_id, source_file=batch.source_file)
                   if batch.labels is not None and added else 0)
+        counts = {
+            "rows_read": good_rows + q.num_rows,
+            "events_added": added,
+            "duplicates": good_rows - added,
+            "quarantined": q.num_rows,
+            "labels_added": labels,
+            "reasons": Counter(reason_key(r) for r in q.column("reason").to_pylist()),
+        }
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        if not store.rollback(con) and counts is not None:  # committed after all
+            stored(counts)
         raise
-    return {
-        "rows_read": good_rows + q.num_rows,
-        "events_added": added,
-        "duplicates": good_rows - added,
-        "quarantined": q.num_rows,
-        "labels_added": labels,
-        "reasons": Counter(reason_key(r) for r in q.column("reason").to_pylist()),
-    }
+    stored(counts)
 
 
 _DONE = object()

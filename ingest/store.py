@@ -283,10 +283,26 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: Iterable[Migration], sou
             )
             con.execute("COMMIT")
         except duckdb.Error as exc:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise StoreError(f"migration {m.name} failed: {exc}") from exc
         applied.append(m.name)
     return applied
+
+
+def rollback(con) -> bool:
+    """Roll back the connection's transaction after an error; False when none was active any more.
+
+    Ctrl-C (a KeyboardInterrupt, or DuckDB's interrupt of the statement) can arrive while ``COMMIT`` runs, after
+    the transaction has committed: rolling back then raised "cannot rollback - no transaction is active", which
+    took the interrupt's place (an ingest interrupted so exited 1 blaming its input, and did not count the batch
+    it had stored). The caller re-raises its own error; False tells it that what it wrote is stored."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException as exc:
+        if "no transaction is active" in str(exc):
+            return False
+        raise
+    return True
 
 
 class Store:

@@ -602,7 +602,9 @@ def upsert_users(con: duckdb.DuckDBPyConnection, records: list[UserRecord]) -> t
             con.execute(_UPSERT).fetchall()
             con.execute("COMMIT")
         except duckdb.Error:
-            con.execute("ROLLBACK")
+            from ingest.store import rollback
+
+            rollback(con)
             raise
     finally:
         con.unregister("_rg_new_users")

@@ -494,7 +494,7 @@ class InlineScorer:
             _record_checks(con, rows, outcomes, skip=existing)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            ingest_store.rollback(con)
             raise
         new = [i for i in dict.fromkeys(ids) if i not in existing]
         try:
@@ -595,7 +595,7 @@ class InlineScorer:
                 rs._write(con, table, replace=False, transaction=False, reserve=True, prevented=True)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                ingest_store.rollback(con)
                 raise
             self.online.noted(con)
             self.write_seconds.append(time.perf_counter() - t0)

@@ -56,7 +56,7 @@ from urllib.parse import urlencode, urlsplit
 import duckdb
 
 from ingest.errors import ConfigurationError, RiskgateError
-from ingest.store import Migration
+from ingest.store import Migration, rollback
 from risk.config import CONTROL_CHARS_RE
 
 # -- names and settings ----------------------------------------------------------------------
@@ -938,7 +938,7 @@ def claim_owed(con: duckdb.DuckDBPyConnection, claimant: str, *, max_attempts: i
                                [now - wait for wait in retry_after], len(retry_after)]).fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return int(taken) + int(retried)
 

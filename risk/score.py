@@ -983,10 +983,7 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
                 con.execute("COMMIT")
         except BaseException:
             if transaction:
-                try:
-                    con.execute("ROLLBACK")
-                except duckdb.Error:  # no transaction left to roll back (an interrupt that hit COMMIT itself)
-                    pass
+                ingest_store.rollback(con)  # (none left: an interrupt that hit COMMIT itself)
             raise
     finally:
         con.unregister("_rg_new_assessments")

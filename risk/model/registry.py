@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from ingest.store import Migration
+from ingest.store import Migration, rollback
 from risk.model.errors import ModelError, NoModelError
 
 
@@ -126,7 +126,7 @@ def save_model(con: duckdb.DuckDBPyConnection, model, metadata: ModelMetadata | 
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return version
 
@@ -196,5 +196,5 @@ def activate(con: duckdb.DuckDBPyConnection, version: int) -> None:
         con.execute("UPDATE models SET active = (version = ?)", [version])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
