@@ -60,10 +60,11 @@ USER_STATUSES = (
     "RESET_REQUIRED",
     "FORCE_CHANGE_PASSWORD",
 )
-MFA_SETTINGS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA")
-#: The MFA kinds that count as a user's own MFA (:func:`has_mfa_configured`): those a load accepts and Cognito's
-#: EMAIL_OTP, which a load refuses but a store may hold
-MFA_KINDS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
+#: the MFA kinds of UserMFASettingList / PreferredMfaSetting: SMS, a software token, and Cognito's email codes
+#: (EMAIL_OTP, since 2024; COGNITO_REFERENCE.md lists the first two)
+MFA_SETTINGS = ("SMS_MFA", "SOFTWARE_TOKEN_MFA", "EMAIL_OTP")
+#: The MFA kinds that count as a user's own MFA (:func:`has_mfa_configured`): every kind a load accepts
+MFA_KINDS = MFA_SETTINGS
 CSV_HEADER = ("username", "sub", "status", "enabled", "mfa_settings", "preferred_mfa", "email")
 #: A users file is read whole: one larger than this (decompressed) is refused with a message, and never read further.
 MAX_USERS_FILE_BYTES = 2 * 1024**3

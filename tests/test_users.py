@@ -101,11 +101,24 @@ def test_loading_again_updates_and_never_duplicates(con, tmp_path):
     assert get_user(con, "n")["user_status"] == "CONFIRMED"
 
 
+def test_email_otp_is_mfa_a_load_takes(con, tmp_path):
+    """Cognito's email MFA (EMAIL_OTP) was refused, the whole user with it: scored as without MFA (blocked at
+    MFA_REQUIRED) though she has it."""
+    r = load_users(con, write(tmp_path, "e.json", json.dumps({"Users": [user("em", mfa=["EMAIL_OTP"],
+                                                                             preferred="EMAIL_OTP")]})))
+    assert (r.added, r.rejected) == (1, [])
+    got = get_user(con, "em")
+    assert (got["mfa_settings"], got["preferred_mfa"], got["mfa_enabled"]) == (["EMAIL_OTP"], "EMAIL_OTP", True)
+    r = load_users(con, write(tmp_path, "e.csv", "username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                                                 "ec,s,CONFIRMED,true,EMAIL_OTP;SMS_MFA,EMAIL_OTP,\n"))
+    assert (r.added, r.rejected) == (1, []) and get_user(con, "ec")["mfa_settings"] == ["SMS_MFA", "EMAIL_OTP"]
+
+
 def test_bad_entries_are_rejected_with_position_and_reason_and_the_rest_loads(con, tmp_path):
     page = {"Users": [
         user("ok1"),
         user("x", status="ACTIVE"),
-        user("y", mfa=["EMAIL_OTP"]),
+        user("y", mfa=["VOICE_MFA"]),
         {"Attributes": []},
         user("w", enabled="yes"),
         user("v", options=[{"DeliveryMedium": "EMAIL", "AttributeName": "email"}]),
@@ -117,8 +130,8 @@ def test_bad_entries_are_rejected_with_position_and_reason_and_the_rest_loads(co
     assert got == {
         "page 2 (line 2), Users[1]": "UserStatus 'ACTIVE' is not one of: UNCONFIRMED, CONFIRMED, ARCHIVED, COMPROMISED, "
                                      "UNKNOWN, RESET_REQUIRED, FORCE_CHANGE_PASSWORD",
-        "page 2 (line 2), Users[2]": "unknown MFA name in UserMFASettingList: 'EMAIL_OTP'; expected one of: SMS_MFA, "
-                                     "SOFTWARE_TOKEN_MFA",
+        "page 2 (line 2), Users[2]": "unknown MFA name in UserMFASettingList: 'VOICE_MFA'; expected one of: SMS_MFA, "
+                                     "SOFTWARE_TOKEN_MFA, EMAIL_OTP",
         "page 2 (line 2), Users[3]": "Username is missing",
         "page 2 (line 2), Users[4]": "Enabled must be true or false, got 'yes'",
         "page 2 (line 2), Users[5]": "unknown MFA name in MFAOptions[0].DeliveryMedium: 'EMAIL'; expected 'SMS'",
@@ -160,7 +173,7 @@ def test_csv_users(con, tmp_path):
         ("line 6", "UserStatus 'SUSPENDED' is not one of: UNCONFIRMED, CONFIRMED, ARCHIVED, COMPROMISED, UNKNOWN, "
                    "RESET_REQUIRED, FORCE_CHANGE_PASSWORD"),
         ("line 7", "enabled must be true or false, got 'maybe'"),
-        ("line 8", "unknown MFA name in mfa_settings: 'VOICE_MFA'; expected one of: SMS_MFA, SOFTWARE_TOKEN_MFA"),
+        ("line 8", "unknown MFA name in mfa_settings: 'VOICE_MFA'; expected one of: SMS_MFA, SOFTWARE_TOKEN_MFA, EMAIL_OTP"),
         ("line 9", "expected 7 fields, found 4"),
     }
     a = get_user(con, "alice")
