@@ -83,11 +83,11 @@ def score(
         problem = unpooled_users_problem(con)
     finally:
         con.close()
-    if json_out:
-        print(json.dumps(result.as_json()))
-        return
-    if problem:
+    if problem:  # on stderr, with --json too (and in the object): the users' MFA applies to nobody
         warn(problem)
+    if json_out:
+        print(json.dumps({**result.as_json(), "warnings": [problem] if problem else []}))
+        return
     if notify:
         earlier = f" ({result.notifications_earlier:,} owed by earlier runs)" if result.notifications_earlier else ""
         console.print(f"notifications sent or queued: {result.notifications:,}{earlier}", highlight=False)

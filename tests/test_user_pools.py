@@ -287,6 +287,26 @@ def test_the_commands_say_when_loaded_users_belong_to_no_pool(tmp_path, monkeypa
     assert res.exit_code == 0 and "warning" not in res.output
 
 
+def test_score_json_says_too_that_loaded_users_belong_to_no_pool(tmp_path_factory, monkeypatch):
+    """A mistyped pool made the store know two pools: `score --json` gave no sign that the users' MFA applied to
+    nobody (the text output warned)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.service_support import copy_store, trained_base
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    db = copy_store(trained_base(tmp_path_factory), tmp_path_factory.mktemp("typo") / "s.duckdb")
+    assert CliRunner().invoke(app, ["mode", "AUDIT", "--user-pool-id", "us-east-1_Typo", "--db", str(db)]).exit_code == 0
+    res = CliRunner().invoke(app, ["score", "--json", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert len(out["warnings"]) == 1 and "loaded without a pool id belong to no pool" in out["warnings"][0]
+    assert "loaded without a pool id belong to no pool" in res.stderr
+
+
 def test_the_summary_counts_a_name_in_two_pools_as_two_users_and_pool_less_rows_as_the_pools(con):
     from ingest.store import summary
 
