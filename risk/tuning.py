@@ -816,7 +816,10 @@ def load_thresholds(path: str) -> Thresholds:
             + (f"; missing: {', '.join(missing)}" if missing else ""),
             source=path,
         )
-    return Thresholds(keys["low"], keys["medium"], keys["high"])
+    try:
+        return Thresholds(keys["low"], keys["medium"], keys["high"])
+    except ThresholdsError as exc:  # out of range, not a number, not in order: which file says so
+        raise ThresholdsError(str(exc), source=path) from None
 
 
 #: a decimal number, as YAML 1.2 and JSON write it (YAML 1.1 reads ``5e-05``, with no dot, as a string)

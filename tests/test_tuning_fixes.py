@@ -251,6 +251,9 @@ def test_thresholds_files_read_json_as_json_and_yaml_numbers_as_numbers(tmp_path
     p.write_text("low: 'x'\nmedium: 0.5\nhigh: 0.9\n")
     with pytest.raises(ThresholdsError, match="threshold low must be a number in \\[0, 1\\], got 'x'"):
         tuning.load_thresholds(str(p))
+    p.write_text("low: 0.9\nmedium: 0.5\nhigh: 0.95\n")  # the error names the file (it did not)
+    res = invoke("whatif", "--thresholds", p, "--db", db)
+    assert res.exit_code == 2 and f"error: {p}: thresholds must be ordered low <= medium <= high" in res.output
     p = tmp_path / "bad.json"
     p.write_text("low: 0.1\n")
     with pytest.raises(ThresholdsError, match="not JSON"):
