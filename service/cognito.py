@@ -35,7 +35,6 @@ SERVICE = "cognito-idp"
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 PUBLIC_OPERATIONS = frozenset({"UpdateAuthEventFeedback"})
 
-_POOL_RE = re.compile(r"[\w-]+_[0-9a-zA-Z]+")
 
 
 class CognitoError(Exception):
@@ -142,9 +141,15 @@ def _lower(name: str) -> str:
 
 
 def _pool(params: dict) -> str:
+    """The request's UserPoolId, by the rule of every other way in (``ingest.schema.user_pool_id_problem``:
+    1..55 characters, not blank). AWS's own pattern (``region_id``) is not asked for: a pool the CLI configured,
+    or that events brought in (``mypool``), was refused here though the store knew it."""
+    from ingest.schema import user_pool_id_problem
+
     pool = _str(params, "UserPoolId", max_len=55)
-    if not _POOL_RE.fullmatch(pool) and pool != "default":
-        raise invalid(f"UserPoolId {pool!r} does not match the pattern [\\w-]+_[0-9a-zA-Z]+")
+    problem = user_pool_id_problem(pool)
+    if problem:
+        raise invalid(f"UserPoolId {pool!r} {problem}")
     return pool
 
 

@@ -308,3 +308,32 @@ def test_a_lone_surrogate_or_no_feedback_secret_is_a_refusal_not_a_fault(svc, po
             UserPoolId=pool, Username="alice", EventId="e1", FeedbackToken="x.y", FeedbackValue="Valid")
     assert code(e) == "NotAuthorizedException" and e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert "RISKGATE_FEEDBACK_SECRET" not in e.value.response["Error"]["Message"]
+
+
+def test_a_pool_id_the_store_knows_is_taken_whatever_its_shape(tmp_path):
+    """The CLI configured `mypool` (1..55 characters, as every way in checks); DescribeRiskConfiguration refused
+    it for not matching AWS's region_id pattern."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from risk import store as rstore
+    from service import cognito
+    from service.cognito import CognitoError
+
+    db = tmp_path / "s.duckdb"
+    doc = tmp_path / "c.json"
+    doc.write_text(json.dumps({"UserPoolId": "mypool", "AccountTakeoverRiskConfiguration": {"Actions": {
+        "LowAction": {"EventAction": "NO_ACTION", "Notify": False},
+        "MediumAction": {"EventAction": "MFA_IF_CONFIGURED", "Notify": False},
+        "HighAction": {"EventAction": "BLOCK", "Notify": False}}}}))
+    assert CliRunner().invoke(app, ["config", "set", str(doc), "--db", str(db)]).exit_code == 0
+    con = rstore.connect(db)
+    try:
+        got = cognito.describe_risk_configuration(con, {"UserPoolId": "mypool"})["RiskConfiguration"]
+        assert got["UserPoolId"] == "mypool"
+        assert got["AccountTakeoverRiskConfiguration"]["Actions"]["HighAction"]["EventAction"] == "BLOCK"
+        for bad, why in (("x" * 56, "1 to 55 characters"), ("  ", "is blank")):
+            with pytest.raises(CognitoError, match=why):
+                cognito.describe_risk_configuration(con, {"UserPoolId": bad})
+    finally:
+        con.close()
