@@ -171,6 +171,10 @@ def ingest_paths(
             for path in paths:
                 _ingest_file(con, str(path), fmt, options, enricher, result, progress, writer_threads, id_key)
             status = "completed" if not result.errors else "completed_with_errors"
+        except BaseException as exc:
+            if interrupted(exc):
+                status = "interrupted"
+            raise
         finally:
             store.finish_run(
                 con,
@@ -221,7 +225,7 @@ def _ingest_file(
                 for batch in prepared:
                     # the ids of an input's quarantined rows depend on the rows before them: given in order here
                     batch.quarantine = quarantine_ids(batch.quarantine)
-                    _write_batch(con, batch, result.run_id, stored)
+                    _write_batch(con, batch, result.run_id, stored, result.rows_read)
                     if progress:
                         progress(path, -1, rows)
                     del batch  # not kept alive while the next one is awaited (memory)
@@ -432,10 +436,12 @@ def _close(it) -> None:
         close()
 
 
-def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict], None]) -> None:
-    """Write one prepared batch (its quarantine rows with their ids) in one transaction, then hand its counts
-    to ``stored`` -- also when an interrupt reaches the COMMIT after it went through (``store.rollback``), so
-    that the run's counts say what is stored."""
+def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict], None], read_before: int) -> None:
+    """Write one prepared batch (its quarantine rows with their ids) in one transaction, with the run's count of
+    rows read so far (``ingest_runs.rows_read``), then hand its counts to ``stored`` -- also when an interrupt
+    reaches the COMMIT after it went through, so that the run's counts say what is stored. ``read_before``: the
+    run's rows read before this batch (when no transaction is left to roll back, the count in the store tells
+    whether the COMMIT went through or failed: DuckDB ends the transaction of a COMMIT it refuses too)."""
     staged, q = batch.staged, batch.quarantine
     good_rows = staged.good_rows if staged is not None else 0
     counts = None
@@ -459,12 +465,20 @@ def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict]
             "labels_added": labels,
             "reasons": Counter(reason_key(r) for r in q.column("reason").to_pylist()),
         }
+        con.execute("UPDATE ingest_runs SET rows_read = ? WHERE run_id = ?",
+                    [read_before + counts["rows_read"], run_id]).fetchall()
         con.execute("COMMIT")
     except BaseException:
-        if not store.rollback(con) and counts is not None:  # committed after all
-            stored(counts)
+        if not store.rollback(con) and counts is not None and _rows_read(con, run_id) == read_before + counts["rows_read"]:
+            stored(counts)  # committed after all
         raise
     stored(counts)
+
+
+def _rows_read(con, run_id: str) -> int | None:
+    """The run's rows read as its committed batches counted them."""
+    rows = con.execute("SELECT rows_read FROM ingest_runs WHERE run_id = ?", [run_id]).fetchall()
+    return rows[0][0] if rows else None
 
 
 _DONE = object()

@@ -30,6 +30,26 @@ def _events(n: int) -> bytes:
         for i in range(n)).encode()
 
 
+class _RefusedCommit:
+    """The store's connection, but DuckDB refuses the ``nth`` COMMIT (a constraint another writer broke): the
+    transaction ends without committing and the COMMIT raises."""
+
+    def __init__(self, con, nth: int):
+        self._con, self._left = con, nth
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+    def execute(self, sql, *args, **kwargs):
+        if isinstance(sql, str) and sql.strip() == "COMMIT":
+            self._left -= 1
+            if self._left == 0:
+                self._con.execute("ROLLBACK")
+                raise duckdb.TransactionException("TransactionContext Error: Failed to commit: PRIMARY KEY or "
+                                                  "UNIQUE constraint violation")
+        return self._con.execute(sql, *args, **kwargs)
+
+
 class _Interrupting:
     """The store's connection, but the ``nth`` statement matching ``when`` runs and then Ctrl-C arrives (or
     ``error`` is raised in its place, before it runs)."""
@@ -70,7 +90,7 @@ def _run(tmp_path, when, nth, error=None):
 def test_an_interrupt_after_the_commit_went_through_counts_the_batch_and_stays_an_interrupt(tmp_path):
     exc, stored, run = _run(tmp_path, lambda sql: sql.strip() == "COMMIT", 3)
     assert isinstance(exc, KeyboardInterrupt), repr(exc)  # not "cannot rollback - no transaction is active"
-    assert stored == 30 and run == [("failed", 30, 30)]  # the third batch is stored, and counted
+    assert stored == 30 and run == [("interrupted", 30, 30)]  # the third batch is stored, and counted
 
 
 def test_duckdb_reporting_a_keyboard_interrupt_in_a_scan_is_an_interrupt_not_a_bad_input(tmp_path):
@@ -78,7 +98,7 @@ def test_duckdb_reporting_a_keyboard_interrupt_in_a_scan_is_an_interrupt_not_a_b
         "Invalid Input Error: counting the rows of the object registered as 'agents_' failed: KeyboardInterrupt: ")
     assert interrupted(report)
     exc, stored, run = _run(tmp_path, lambda sql: "INSERT INTO events" in sql, 2, report)
-    assert exc is report and stored == 10 and run == [("failed", 10, 10)]
+    assert exc is report and stored == 10 and run == [("interrupted", 10, 10)]
 
 
 def test_rollback_says_whether_a_transaction_was_there(tmp_path):
@@ -88,3 +108,20 @@ def test_rollback_says_whether_a_transaction_was_there(tmp_path):
     con.execute("INSERT INTO t VALUES (1)")
     assert store.rollback(con) is True and con.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
     assert store.rollback(con) is False  # nothing to roll back (a COMMIT that went through)
+
+
+def test_a_commit_duckdb_refuses_is_not_counted(tmp_path):
+    """A review found the first version of the fix counting a batch whose COMMIT failed (no transaction is left
+    to roll back then either): the run's rows read, kept in each batch's transaction, tell the two apart."""
+    src = tmp_path / "ev.jsonl"
+    src.write_bytes(_events(50))
+    con = store.connect(tmp_path / "s.duckdb")
+    try:
+        result = pipeline.ingest_paths(_RefusedCommit(con, 3), [str(src)], options=ReaderOptions(batch_rows=10),
+                                       enricher=Enricher(geo=GeoResolver.from_settings(None, None)))
+        stored = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        run = con.execute("SELECT status, rows_read, events_added FROM ingest_runs").fetchall()
+    finally:
+        con.close()
+    assert (result.rows_read, result.events_added, stored) == (20, 20, 20)
+    assert run == [("completed_with_errors", 20, 20)] and "Failed to commit" in result.errors[0]
