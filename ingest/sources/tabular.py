@@ -1011,6 +1011,8 @@ class MappedConverter:
             col = batch.column(c)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
+            if f == "creation_date" and pa.types.is_timestamp(col.type) and col.type.unit == "ns":
+                col = _microseconds(col)
             if f in m.values:
                 col = _map_values(col, m.values[f])
             cols[f"f{len(fields)}"] = col
@@ -1169,6 +1171,13 @@ class MappedConverter:
             }, schema=LABEL_SCHEMA.append(pa.field("source_line", pa.int64()))))
         t = pa.concat_tables(parts)
         return t if t.num_rows else None
+
+
+def _microseconds(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A nanosecond timestamp column (pandas writes them) in microseconds, the store's precision, any finer part
+    dropped: .123456789 is .123456, as a time written as text with nine digits is read (DuckDB's, riskgate JSON
+    lines'); a strict cast refused the whole file for one such value."""
+    return pc.cast(col, options=pc.CastOptions(pa.timestamp("us", col.type.tz), allow_time_truncate=True))
 
 
 def _map_values(col: pa.ChunkedArray, table: dict[str, Scalar]) -> pa.ChunkedArray:
