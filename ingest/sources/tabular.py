@@ -131,11 +131,30 @@ def csv_header(path: str | os.PathLike, *, delimiter: str = ",", quotechar: str 
     if not names or names == [""]:
         raise InputFormatError("the first line is blank: expected a CSV header line naming the columns",
                                source=str(path), line=1)
+    names = name_unnamed_columns(names)
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InputFormatError("the header names a column more than once: " + ", ".join(repr(d) for d in dup),
                                source=str(path), line=1)
     return names
+
+
+def name_unnamed_columns(names: list[str]) -> list[str]:
+    """``names`` with each empty one (``user,ts,,note``, a header ending in a delimiter) named as DuckDB's
+    ``read_csv`` names it: ``column`` + its position counted from 0 (``column2``), ``_1``, ``_2``, ... added while
+    that name is taken. A column without a name went to ``extra`` as ``["x"]``, a JSON array, not an object."""
+    taken = set(names)
+    out = []
+    for i, name in enumerate(names):
+        if name == "":
+            name = base_name = f"column{i}"
+            k = 0
+            while name in taken:
+                k += 1
+                name = f"{base_name}_{k}"
+            taken.add(name)
+        out.append(name)
+    return out
 
 
 def _first_record_end(head: bytes, quotechar: str | None, delimiter: str) -> int:
@@ -1284,12 +1303,19 @@ class GenericParquet:
             pf = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFormatError(f"is not a Parquet file ({exc})", source=path) from exc
-        conv = MappedConverter(mapping, pf.schema_arrow, self.name, path)
+        schema = pf.schema_arrow
+        names = name_unnamed_columns(schema.names)
+        renamed = names != schema.names
+        if renamed:
+            schema = pa.schema([f.with_name(n) for f, n in zip(schema, names)], metadata=schema.metadata)
+        conv = MappedConverter(mapping, schema, self.name, path)
         con = scratch()
         try:
             row = 1
             for rb in pf.iter_batches(batch_size=options.batch_rows):
                 batch = pa.Table.from_batches([rb])
+                if renamed:
+                    batch = batch.rename_columns(names)
                 n = batch.num_rows
                 lines = pa.array(np.arange(row, row + n, dtype=np.int64))
                 row += n
