@@ -289,3 +289,23 @@ def test_the_records_are_those_of_a_naive_reading_of_the_rule(tmp_path, monkeypa
             got += [(line, raw, "row") for line, raw in zip(c.lines.to_pylist(), c.raws.to_pylist())]
             got += [(line, raw.decode(), "alone" if "not closed" in why else "bad") for line, why, raw in c.bad]
         assert sorted(got) == _naive_records(text, ncols), text
+
+
+def test_many_lines_read_alone_are_each_read_again_a_bounded_number_of_times(tmp_path, monkeypatch):
+    """Every other line opens a quote that the next one closes as no row: each is read alone, the next read again
+    once or so (reading again through lines an earlier pass read alone, 1,000 of them took 26,000 readings)."""
+    calls = []
+    toggles = tabular._Quotes.toggles
+
+    def counted(self, k=0, agree=None):
+        calls.append(k)
+        return toggles(self, k, agree)
+
+    monkeypatch.setattr(tabular._Quotes, "toggles", counted)
+    rows = [f'a{i},{T.format(i % 10)},Pass,"note' if i % 2 == 0 else f'b{i}",{T.format(i % 10)},Pass,n'
+            for i in range(2000)]
+    ev, q = read(tmp_path, "user,ts,ok,note\n" + "\n".join(rows) + "\n")
+    assert ev.num_rows == 1000 and q.num_rows == 1000
+    assert ev.column("username").to_pylist()[:2] == ['b1"', 'b3"']
+    assert q.column("source_line").to_pylist() == list(range(2, 2002, 2))
+    assert len(calls) <= 3 * 1000

@@ -274,13 +274,13 @@ class _Quotes:
         runs: list[tuple[int, int]] = []
         while k < n:  # outside a quoted field, the next quote is k
             if not self.at_start[k]:  # quotes inside an unquoted field: characters of it, up to the next field start
-                i = int(np.searchsorted(self.field_starts, k))
+                i = int(self.field_starts.searchsorted(k))
                 nk = int(self.field_starts[i]) if i < len(self.field_starts) else n
                 if agree is not None and (r := _first_in(agree[0], k, nk)) is not None:
                     return runs, r
                 k = nk
                 continue
-            i = int(np.searchsorted(breaks[k & 1], k))
+            i = int(breaks[k & 1].searchsorted(k))
             j = int(breaks[k & 1][i]) if i < len(breaks[k & 1]) else n  # quotes k .. j-1 toggle
             if agree is not None and (r := _first_in(agree[1 + (k & 1)], k, min(j + 1, n))) is not None:
                 runs.append((k, r))  # (outside at k, k+2, ...: the quotes of k's parity)
@@ -292,7 +292,7 @@ class _Quotes:
                 k = j + 1
             else:  # a quote that closes a quoted field with more characters after it (`"ab"c`): they are the
                 runs.append((j, j + 1))  # field's, up to its end, quotes among them
-                nk = int(np.searchsorted(qpos, self._field_end(int(qpos[j]))))
+                nk = int(qpos.searchsorted(self._field_end(int(qpos[j]))))
                 if agree is not None and (r := _first_in(agree[0], j + 1, nk)) is not None:
                     return runs, r
                 k = nk
@@ -303,7 +303,7 @@ class _Quotes:
         if self._stops is None:
             a = self.arr
             self._stops = np.flatnonzero((a == self.d) | (a == 10) | (a == 13))
-        i = int(np.searchsorted(self._stops, p, "right"))
+        i = int(self._stops.searchsorted(p, "right"))
         return int(self._stops[i]) if i < len(self._stops) else len(self.arr)
 
     def toggling(self) -> np.ndarray:
@@ -319,7 +319,7 @@ class _Quotes:
 
 def _first_in(sorted_idx: np.ndarray, lo: int, hi: int) -> int | None:
     """The first value of ``sorted_idx`` in [lo, hi), or None."""
-    i = int(np.searchsorted(sorted_idx, lo))
+    i = int(sorted_idx.searchsorted(lo))
     return int(sorted_idx[i]) if i < len(sorted_idx) and sorted_idx[i] < hi else None
 
 
@@ -388,36 +388,44 @@ def _split(arr: np.ndarray, nl: np.ndarray, qpos: np.ndarray, d: int, ncols: int
             break
         if mask is None:
             mask = np.ones(len(qpos), dtype=bool)
-        # the quotes this reading reaches outside a quoted field, where another one that reaches them so too reads
-        # on the same: not right after another quote (_Quotes.toggles), nor on a line read alone
+        # the quotes this reading reaches outside a quoted field, where another reading that reaches them so too
+        # reads on the same: not right after another quote (_Quotes.toggles), nor on a line read alone but its first
+        # quote (reached outside a quoted field, the line starts a record there too: read alone again)
         before = np.cumsum(mask) - mask
         same = ((before & 1) == 0) & ~quotes.paired
         prior = np.array(sorted(forced), dtype=np.int64)
-        for f in prior.tolist():
-            i = int(np.searchsorted(nl, f))
-            same[np.searchsorted(qpos, f):np.searchsorted(qpos, nl[i] if i < len(nl) else len(arr))] = False
+        prior_q = qpos.searchsorted(prior)  # the index of each such line's first quote
+        if len(prior):
+            line_end = nl.searchsorted(prior)
+            end_q = qpos.searchsorted(np.append(nl, len(arr))[line_end])
+            edges = np.zeros(len(qpos) + 1, dtype=np.int64)
+            np.add.at(edges, prior_q + 1, 1)
+            np.add.at(edges, np.maximum(end_q, prior_q + 1), -1)
+            same &= np.cumsum(edges[:-1]) == 0
         agree_all = np.flatnonzero(same)
         agree = (agree_all, agree_all[(agree_all & 1) == 0], agree_all[(agree_all & 1) == 1])
+        bs, be = starts[bad], ends[bad]
+        line_end = np.append(nl, len(arr))[nl.searchsorted(bs)]  # the end of each bad record's first line
+        reasons = [UNCLOSED_AT_END if u else _unclosed_reason(c, ncols) for c, u in zip(counts[bad].tolist(),
+                                                                                        unclosed[bad].tolist())]
         done = -1  # this pass read again up to here: a bad record before it waits for the next pass
-        for s, e, columns, at_end in zip(starts[bad].tolist(), ends[bad].tolist(), counts[bad].tolist(),
-                                         unclosed[bad].tolist()):
+        for s, e, why, lo, stop, k0 in zip(bs.tolist(), be.tolist(), reasons, qpos.searchsorted(bs).tolist(),
+                                           line_end.tolist(), qpos.searchsorted(line_end + 1).tolist()):
             if s < done:
                 continue
-            forced[s] = UNCLOSED_AT_END if at_end else _unclosed_reason(columns, ncols)
-            lo = int(np.searchsorted(qpos, s))
-            i = int(np.searchsorted(nl, s))
-            line_end = int(nl[i]) if i < len(nl) else len(arr)
-            if line_end >= e:  # one line, the file's last: no line after it to read again
-                mask[lo:int(np.searchsorted(qpos, e))] = False
+            forced[s] = why
+            if stop >= e:  # one line, the file's last: no line after it to read again
+                mask[lo:int(qpos.searchsorted(e))] = False
                 done = e
                 continue
-            runs, r = quotes.toggles(int(np.searchsorted(qpos, line_end + 1)), agree)
+            runs, r = quotes.toggles(k0, agree)
             mask[lo:r] = False  # (the bad line's quotes toggle nothing: its line end ends it)
             for a, b in runs:
                 mask[a:b] = True
             done = int(qpos[r]) if r < len(qpos) else len(arr) + 1
-            for f in prior[np.searchsorted(prior, s, "right"):np.searchsorted(prior, done)].tolist():
-                del forced[f]  # lines read alone by an earlier pass, read again: the next pass says which still are
+            # lines read alone by an earlier pass whose quotes this one read again: the next pass says which still are
+            for f in prior[int(prior.searchsorted(s, "right")):int(prior_q.searchsorted(r))].tolist():
+                del forced[f]
     return _Split(toggles=toggles, seps=seps, forced=forced, open_end=open_end, dpos=dpos)
 
 
@@ -532,10 +540,13 @@ class _Block:
         wrong = np.flatnonzero(~blank & (counts != ncols))
         for i in wrong.tolist():
             self.reason[i] = f"expected {ncols} columns, found {int(counts[i])}"
-        for start, why in forced.items():  # a line that opens a quoted field never closed as a row's (_split)
-            i = int(np.searchsorted(starts, start))
-            if i < n and starts[i] == start:
-                self.reason[i] = why
+        if forced and n:  # a line that opens a quoted field never closed as a row's (_split)
+            at = np.fromiter(forced, dtype=np.int64, count=len(forced))
+            idx = starts.searchsorted(at)
+            here = idx < n
+            here[here] = starts[idx[here]] == at[here]
+            for i, start in zip(idx[here].tolist(), at[here].tolist()):
+                self.reason[i] = forced[start]
         for i in np.flatnonzero(ends - starts > base.MAX_RECORD_BYTES).tolist():  # whole here, longer than any record
             length = int(ends[i] - starts[i])
             self.reason[i] = long_line_reason(int(self.lines[i]), length, min(length, base.MAX_RAW_CHARS))
