@@ -309,3 +309,10 @@ def test_many_lines_read_alone_are_each_read_again_a_bounded_number_of_times(tmp
     assert ev.column("username").to_pylist()[:2] == ['b1"', 'b3"']
     assert q.column("source_line").to_pylist() == list(range(2, 2002, 2))
     assert len(calls) <= 3 * 1000
+
+
+def test_a_delimiter_beyond_ascii_does_not_break_the_quote_reading(tmp_path):
+    p = tmp_path / "euro.csv"
+    p.write_text('u€t\na€b\n"c€d\n', encoding="utf-8")
+    chunks = list(iter_csv_records(str(p), 2, 10, delimiter="€"))  # (raised IndexError in _Quotes)
+    assert sum(c.rows.num_rows + len(c.bad) for c in chunks) == 2

@@ -222,7 +222,7 @@ class _Quotes:
         if not n:
             return
         ends_field = np.zeros(256, dtype=bool)  # the bytes that end a field: the delimiter, LF, CR
-        ends_field[[d, 10, 13]] = True
+        ends_field[[b for b in (d, 10, 13) if b < 256]] = True  # (a delimiter beyond ASCII is never one byte)
         at_start = ends_field[arr[qpos - 1]]  # (quote 0 at position 0 reads the last byte: set below)
         last = int(qpos[-1]) == len(arr) - 1
         at_end = ends_field[arr[qpos[:-1] + 1] if last else arr[qpos + 1]]
