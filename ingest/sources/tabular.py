@@ -349,10 +349,13 @@ def _split(arr: np.ndarray, nl: np.ndarray, qpos: np.ndarray, d: int, ncols: int
     A record whose quoted field runs past a line end must make a row of ``ncols`` columns, and no quoted field may
     be open at the end of the file: otherwise the quote that opened it was no quote of a field but a stray ``"``
     at the start of a value, and reading it as one would swallow the lines after it into a row that is none (or,
-    at the end of the file, into nothing). Such a record's first line becomes a bad record of its
-    own (``forced``), and the next line is read as the start of a new record, so each line after it ends up a row
-    (or a bad record) of its own. Records whole in the buffer only (all at ``eof``); with ``header``, the first
-    record is the header, never such a record."""
+    at the end of the file, into nothing). Such a record's first line becomes a bad record of its own
+    (``forced``), and the next line is read as the start of a new record, so each line after it ends up in a row
+    or a bad record. Only records whole in the buffer are checked (all at ``eof``); with ``header``, the first
+    record is the header, never such a record.
+
+    Reading again from the next line, only as far as it differs: to a quote both readings reach outside a quoted
+    field (:meth:`_Quotes.toggles`). Bad records inside a part read again wait for the next pass."""
     quotes = _Quotes(arr, qpos, d, field_start)
     mask = None if quotes.regular() else quotes.mask(quotes.toggles()[0])
     forced: dict[int, str] = {}
@@ -399,8 +402,9 @@ def _split(arr: np.ndarray, nl: np.ndarray, qpos: np.ndarray, d: int, ncols: int
             line_end = nl.searchsorted(prior)
             end_q = qpos.searchsorted(np.append(nl, len(arr))[line_end])
             edges = np.zeros(len(qpos) + 1, dtype=np.int64)
-            np.add.at(edges, prior_q + 1, 1)
-            np.add.at(edges, np.maximum(end_q, prior_q + 1), -1)
+            first = np.minimum(prior_q + 1, len(qpos))
+            np.add.at(edges, first, 1)
+            np.add.at(edges, np.maximum(end_q, first), -1)
             same &= np.cumsum(edges[:-1]) == 0
         agree_all = np.flatnonzero(same)
         agree = (agree_all, agree_all[(agree_all & 1) == 0], agree_all[(agree_all & 1) == 1])
