@@ -278,10 +278,10 @@ def test_quoted_newline_blank_line_non_utf8_and_unclosed_quote(tmp_path):
             b"y\xff,2024-01-02T03:04:05Z,Pass,ua\n"         # 5 not UTF-8
             b"z,2024-01-02T03:04:05Z,Pass,ua\n"             # 6
             b'w,2024-01-02T03:04:05Z,Pass,"never closed\n'  # 7
-            b"v,2024-01-02T03:04:05Z,Pass,ua\n")            # 8 (inside the open quote)
+            b"v,2024-01-02T03:04:05Z,Pass,ua\n")            # 8 a row: line 7's quote is never closed
     _, ev, q, _ = read_all(CSV_READER, write(tmp_path, data), mapping=mapping_file(tmp_path, doc))
-    assert ev.column("username").to_pylist() == ["x", "z"]
-    assert ev.column("source_line").to_pylist() == [2, 6]
+    assert ev.column("username").to_pylist() == ["x", "z", "v"]
+    assert ev.column("source_line").to_pylist() == [2, 6, 8]
     assert ev.column("user_agent_source").to_pylist()[0] == "two\nlines"
     assert [(r["source_line"], r["reason"]) for r in q.to_pylist()] == [
         (5, "not UTF-8: invalid byte at position 1"),

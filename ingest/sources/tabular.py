@@ -34,10 +34,13 @@ again adds nothing.
 The CSV record reader (:func:`iter_csv_records`) is shared with ``rba-csv``:
 it splits the bytes into records itself (numpy over each block: a line end --
 LF, CRLF or a lone CR, as old Mac files end their lines -- ends a record when
-it is outside quotes), so every row keeps its physical line
-number and raw text even when quoted fields hold newlines; pyarrow then parses
-the well-formed records in bulk. Rows with the wrong number of fields, an
-unclosed quote or bytes that are not UTF-8 go to quarantine with their line.
+it is outside a quoted field; a quote opens one only at the start of a field,
+as in RFC 4180, Python's csv module, pyarrow and DuckDB: :class:`_Quotes`), so
+every row keeps its physical line number and raw text even when quoted fields
+hold newlines; pyarrow then parses the well-formed records in bulk. Rows with
+the wrong number of fields or bytes that are not UTF-8 go to quarantine with
+their line; so does a line whose quoted field is never closed as a row's, alone,
+the lines after it read again (:func:`_split`).
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def csv_header(path: str | os.PathLike, *, delimiter: str = ",", quotechar: str 
             raise InputFormatError(f"cannot read: {exc}", source=str(path)) from exc
     if not head.strip():
         raise InputFormatError("is empty: expected a CSV header line naming the columns", source=str(path))
-    end = _first_record_end(head, quotechar)
+    end = _first_record_end(head, quotechar, delimiter)
     try:
         text = head[:end].decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -129,6 +132,7 @@ def csv_header(path: str | os.PathLike, *, delimiter: str = ",", quotechar: str 
     if not names or names == [""]:
         raise InputFormatError("the first line is blank: expected a CSV header line naming the columns",
                                source=str(path), line=1)
+    names = name_unnamed_columns(names)
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InputFormatError("the header names a column more than once: " + ", ".join(repr(d) for d in dup),
@@ -136,16 +140,41 @@ def csv_header(path: str | os.PathLike, *, delimiter: str = ",", quotechar: str 
     return names
 
 
-def _first_record_end(head: bytes, quotechar: str | None) -> int:
-    inside = False
-    q = quotechar.encode() if quotechar else None
-    for i, b in enumerate(head):
-        ch = head[i:i + 1]
-        if q is not None and ch == q:
-            inside = not inside
-        elif b in (10, 13) and not inside:  # LF, or the CR of a CRLF or of an old Mac line end
-            return i
-    return len(head)
+def name_unnamed_columns(names: list[str]) -> list[str]:
+    """``names`` with each empty one (``user,ts,,note``, a header ending in a delimiter) named as DuckDB's
+    ``read_csv`` names it: ``column`` + its position counted from 0 (``column2``), ``_1``, ``_2``, ... added while
+    that name is taken. A column without a name went to ``extra`` as ``["x"]``, a JSON array, not an object."""
+    taken = set(names)
+    out = []
+    for i, name in enumerate(names):
+        if name == "":
+            name = base_name = f"column{i}"
+            k = 0
+            while name in taken:
+                k += 1
+                name = f"{base_name}_{k}"
+            taken.add(name)
+        out.append(name)
+    return out
+
+
+def _first_record_end(head: bytes, quotechar: str | None, delimiter: str) -> int:
+    """Where the first record of ``head`` ends (its line end outside a quoted field), quotes read as the record
+    reader reads them (:class:`_Quotes`)."""
+    arr = np.frombuffer(head, dtype=np.uint8)
+    nl = line_ends(arr, True)
+    if quotechar is not None:
+        toggles = _Quotes(arr, np.flatnonzero(arr == ord(quotechar)), ord(delimiter), _bom_end(head)).toggling()
+        nl = nl[(np.searchsorted(toggles, nl) & 1) == 0]
+    if not len(nl):
+        return len(head)
+    end = int(nl[0])
+    return end - 1 if end and head[end - 1] == 13 else end  # (a CRLF: before its CR)
+
+
+def _bom_end(buf: bytes) -> int:
+    """3 when ``buf`` starts with a UTF-8 byte-order mark (the first field starts after it), else -1."""
+    return 3 if buf.startswith(b"\xef\xbb\xbf") else -1
 
 
 def first_line(head: bytes) -> bytes:
@@ -168,6 +197,241 @@ def line_ends(arr: np.ndarray, eof: bool) -> np.ndarray:
     if not lone.any():  # CRLF line ends (or none at all)
         return nl
     return np.union1d(nl, cr[lone])
+
+
+class _Quotes:
+    """Which quote characters of a buffer open or close a quoted field, read as Python's csv module, pyarrow and
+    DuckDB's read_csv read them (RFC 4180): a quote opens a quoted field only at the start of a field (of a record,
+    or after a delimiter); inside one, two quotes in a row are a quote character and a single quote closes it (any
+    characters after the closing quote belong to the field, up to the next delimiter or line end, quotes among them:
+    ``"ab"c"d`` is ``abc"d``); a quote anywhere else is a character of its field (``5" screen``, ``Kyiv"``).
+
+    Each quote read that way as opening or closing a field *toggles* "inside a quoted field": a record separator is
+    a line end with an even number of toggles before it. In a file that quotes whole fields only, every quote
+    toggles (a doubled quote closes and opens again); the quotes are checked for that all at once (numpy), and only
+    from a quote that breaks it (``5"``) is the buffer read quote by quote, to the next one that breaks it: a
+    well-quoted buffer costs a few array operations over its quote characters, not a pass over its bytes."""
+
+    def __init__(self, arr: np.ndarray, qpos: np.ndarray, d: int, field_start: int = -1):
+        """``arr``: the buffer's bytes, starting at the start of a record; ``qpos``: the positions of its quote
+        characters; ``d``: the delimiter; ``field_start``: another position where a field starts (after a UTF-8
+        byte-order mark)."""
+        self.arr, self.qpos, self.d = arr, qpos, d
+        n = self.n = len(qpos)
+        self._stops: np.ndarray | None = None
+        self._breaks: tuple[np.ndarray, np.ndarray] | None = None
+        if not n:
+            return
+        ends_field = np.zeros(256, dtype=bool)  # the bytes that end a field: the delimiter, LF, CR
+        ends_field[[b for b in (d, 10, 13) if b < 256]] = True  # (a delimiter beyond ASCII is never one byte)
+        at_start = ends_field[arr[qpos - 1]]  # (quote 0 at position 0 reads the last byte: set below)
+        last = int(qpos[-1]) == len(arr) - 1
+        at_end = ends_field[arr[qpos[:-1] + 1] if last else arr[qpos + 1]]
+        if last:
+            at_end = np.append(at_end, True)
+        if qpos[0] == 0:
+            at_start[0] = True
+        i = int(np.searchsorted(qpos, field_start)) if field_start >= 0 else n
+        if i < n and qpos[i] == field_start:
+            at_start[i] = True
+        self.pair = np.diff(qpos) == 1  # pair[k]: quote k+1 follows quote k at once ("" inside a field: one quote)
+        self.opens, self.closes = at_start.copy(), at_end
+        self.opens[1:] |= self.pair
+        self.closes[:-1] |= self.pair
+        self.at_start = at_start
+
+    def regular(self) -> bool:
+        """Whether every quote toggles, read from the first (as in a file that quotes whole fields only)."""
+        return not self.n or bool(self.at_start[0] and self.opens[2::2].all() and self.closes[1::2].all())
+
+    def _prepare(self) -> None:
+        """What reading quote by quote needs (not a regular buffer's reading)."""
+        if self._breaks is not None or not self.n:
+            return
+        even = (np.arange(self.n) & 1) == 0
+        # reading from an even (odd) quote outside a quoted field, the quotes that do not toggle as they alternate:
+        # one there to open a field that cannot, or there to close one that cannot
+        self._breaks = (np.flatnonzero(np.where(even, ~self.opens, ~self.closes)),
+                        np.flatnonzero(np.where(even, ~self.closes, ~self.opens)))
+        self.field_starts = np.flatnonzero(self.at_start)
+        self._paired = np.concatenate(([False], self.pair))
+
+    @property
+    def paired(self) -> np.ndarray:
+        """Whether each quote follows another at once: whether it toggles depends on that one."""
+        self._prepare()
+        return self._paired
+
+    def toggles(self, k: int = 0, agree: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                ) -> tuple[list[tuple[int, int]], int]:
+        """The quotes that toggle, reading from quote ``k`` outside a quoted field: ranges [lo, hi) of quote
+        indices, and the index where reading stopped (``n``: at the end). With ``agree`` (the indices of the
+        quotes another reading reaches outside a quoted field: all, even, odd), reading stops at the first quote
+        this one too reaches outside a quoted field, and not right after another quote (whether it opens a field
+        depends on that one): from there on the two readings are the same."""
+        n, qpos = self.n, self.qpos
+        self._prepare()
+        breaks = self._breaks
+        runs: list[tuple[int, int]] = []
+        while k < n:  # outside a quoted field, the next quote is k
+            if not self.at_start[k]:  # quotes inside an unquoted field: characters of it, up to the next field start
+                i = int(self.field_starts.searchsorted(k))
+                nk = int(self.field_starts[i]) if i < len(self.field_starts) else n
+                if agree is not None and (r := _first_in(agree[0], k, nk)) is not None:
+                    return runs, r
+                k = nk
+                continue
+            i = int(breaks[k & 1].searchsorted(k))
+            j = int(breaks[k & 1][i]) if i < len(breaks[k & 1]) else n  # quotes k .. j-1 toggle
+            if agree is not None and (r := _first_in(agree[1 + (k & 1)], k, min(j + 1, n))) is not None:
+                runs.append((k, r))  # (outside at k, k+2, ...: the quotes of k's parity)
+                return runs, r
+            runs.append((k, j))
+            if j == n:
+                break
+            if (j - k) & 1 == 0:  # outside a quoted field, a quote in the middle of one: a character
+                k = j + 1
+            else:  # a quote that closes a quoted field with more characters after it (`"ab"c`): they are the
+                runs.append((j, j + 1))  # field's, up to its end, quotes among them
+                nk = int(qpos.searchsorted(self._field_end(int(qpos[j]))))
+                if agree is not None and (r := _first_in(agree[0], j + 1, nk)) is not None:
+                    return runs, r
+                k = nk
+        return runs, n
+
+    def _field_end(self, p: int) -> int:
+        """The position of the first delimiter or line end after ``p`` (the buffer's size if none)."""
+        if self._stops is None:
+            a = self.arr
+            self._stops = np.flatnonzero((a == self.d) | (a == 10) | (a == 13))
+        i = int(self._stops.searchsorted(p, "right"))
+        return int(self._stops[i]) if i < len(self._stops) else len(self.arr)
+
+    def toggling(self) -> np.ndarray:
+        """The positions of the quotes that toggle, reading the whole buffer."""
+        return self.qpos if self.regular() else self.qpos[self.mask(self.toggles()[0])]
+
+    def mask(self, runs: list[tuple[int, int]]) -> np.ndarray:
+        m = np.zeros(self.n, dtype=bool)
+        for lo, hi in runs:
+            m[lo:hi] = True
+        return m
+
+
+def _first_in(sorted_idx: np.ndarray, lo: int, hi: int) -> int | None:
+    """The first value of ``sorted_idx`` in [lo, hi), or None."""
+    i = int(sorted_idx.searchsorted(lo))
+    return int(sorted_idx[i]) if i < len(sorted_idx) and sorted_idx[i] < hi else None
+
+
+@dataclass
+class _Split:
+    """How a buffer's bytes split into records."""
+
+    toggles: np.ndarray  # the positions of the quotes that open or close a quoted field
+    seps: np.ndarray  # the line ends that end a record (outside a quoted field)
+    forced: dict[int, str]  # start -> reason of the lines read as bad records of their own (see _split)
+    open_end: bool  # whether the buffer ends inside a quoted field
+    dpos: np.ndarray | None  # the delimiters' positions, when they were needed
+
+
+def _unclosed_reason(columns: int, ncols: int) -> str:
+    return (f"a quoted field is not closed on this line (read on to its closing quote, the row has {columns} "
+            f"columns, expected {ncols})")
+
+
+UNCLOSED_AT_END = "a quoted field is not closed before the end of the file"
+
+
+def _split(arr: np.ndarray, nl: np.ndarray, qpos: np.ndarray, d: int, ncols: int, *, eof: bool,
+           header: bool = False, field_start: int = -1) -> _Split:
+    """Split ``arr`` (whole records from its start; ``nl`` its line ends, ``qpos`` its quotes) into records.
+
+    A record whose quoted field runs past a line end must make a row of ``ncols`` columns, and no quoted field may
+    be open at the end of the file: otherwise the quote that opened it was no quote of a field but a stray ``"``
+    at the start of a value, and reading it as one would swallow the lines after it into a row that is none (or,
+    at the end of the file, into nothing). Such a record's first line becomes a bad record of its own
+    (``forced``), and the next line is read as the start of a new record, so each line after it ends up in a row
+    or a bad record. Only records whole in the buffer are checked (all at ``eof``); with ``header``, the first
+    record is the header, never such a record.
+
+    Reading again from the next line, only as far as it differs: to a quote both readings reach outside a quoted
+    field (:meth:`_Quotes.toggles`). Bad records inside a part read again wait for the next pass."""
+    quotes = _Quotes(arr, qpos, d, field_start)
+    mask = None if quotes.regular() else quotes.mask(quotes.toggles()[0])
+    forced: dict[int, str] = {}
+    dpos = None
+    while True:
+        toggles = qpos if mask is None else qpos[mask]
+        if len(toggles):
+            inside = (np.searchsorted(toggles, nl) & 1) == 1
+            seps, inside_nl = nl[~inside], nl[inside]
+        else:
+            seps, inside_nl = nl, nl[:0]
+        open_end = bool(len(toggles) & 1)
+        if not len(inside_nl) and not (eof and open_end):
+            break
+        # the records holding a line end inside a quoted field; record i ends at seps[i], record len(seps) is the
+        # rest of the buffer (whole only at the end of the file)
+        rec = np.unique(np.searchsorted(seps, inside_nl))
+        if not eof:
+            rec = rec[rec < len(seps)]
+        elif open_end and (not len(rec) or rec[-1] != len(seps)):
+            rec = np.append(rec, len(seps))
+        starts = np.concatenate(([0], seps + 1))[rec]
+        ends = np.append(seps, len(arr))[rec]
+        if dpos is None:
+            dpos = np.flatnonzero(arr == d)
+        outside = dpos[(np.searchsorted(toggles, dpos) & 1) == 0] if len(toggles) else dpos
+        counts = np.searchsorted(outside, ends) - np.searchsorted(outside, starts) + 1
+        unclosed = (rec == len(seps)) & eof & open_end
+        bad = (counts != ncols) | unclosed
+        if header:
+            bad &= starts > 0
+        if not bad.any():
+            break
+        if mask is None:
+            mask = np.ones(len(qpos), dtype=bool)
+        # the quotes this reading reaches outside a quoted field, where another reading that reaches them so too
+        # reads on the same: not right after another quote (_Quotes.toggles), nor on a line read alone but its first
+        # quote (reached outside a quoted field, the line starts a record there too: read alone again)
+        before = np.cumsum(mask) - mask
+        same = ((before & 1) == 0) & ~quotes.paired
+        prior = np.array(sorted(forced), dtype=np.int64)
+        prior_q = qpos.searchsorted(prior)  # the index of each such line's first quote
+        if len(prior):
+            line_end = nl.searchsorted(prior)
+            end_q = qpos.searchsorted(np.append(nl, len(arr))[line_end])
+            edges = np.zeros(len(qpos) + 1, dtype=np.int64)
+            first = np.minimum(prior_q + 1, len(qpos))
+            np.add.at(edges, first, 1)
+            np.add.at(edges, np.maximum(end_q, first), -1)
+            same &= np.cumsum(edges[:-1]) == 0
+        agree_all = np.flatnonzero(same)
+        agree = (agree_all, agree_all[(agree_all & 1) == 0], agree_all[(agree_all & 1) == 1])
+        bs, be = starts[bad], ends[bad]
+        line_end = np.append(nl, len(arr))[nl.searchsorted(bs)]  # the end of each bad record's first line
+        reasons = [UNCLOSED_AT_END if u else _unclosed_reason(c, ncols) for c, u in zip(counts[bad].tolist(),
+                                                                                        unclosed[bad].tolist())]
+        done = -1  # this pass read again up to here: a bad record before it waits for the next pass
+        for s, e, why, lo, stop, k0 in zip(bs.tolist(), be.tolist(), reasons, qpos.searchsorted(bs).tolist(),
+                                           line_end.tolist(), qpos.searchsorted(line_end + 1).tolist()):
+            if s < done:
+                continue
+            forced[s] = why
+            if stop >= e:  # one line, the file's last: no line after it to read again
+                mask[lo:int(qpos.searchsorted(e))] = False
+                done = e
+                continue
+            runs, r = quotes.toggles(k0, agree)
+            mask[lo:r] = False  # (the bad line's quotes toggle nothing: its line end ends it)
+            for a, b in runs:
+                mask[a:b] = True
+            done = int(qpos[r]) if r < len(qpos) else len(arr) + 1
+            # lines read alone by an earlier pass whose quotes this one read again: the next pass says which still are
+            for f in prior[int(prior.searchsorted(s, "right")):int(prior_q.searchsorted(r))].tolist():
+                del forced[f]
+    return _Split(toggles=toggles, seps=seps, forced=forced, open_end=open_end, dpos=dpos)
 
 
 def iter_csv_records(
@@ -203,13 +467,15 @@ def iter_csv_records(
             arr = np.frombuffer(buf, dtype=np.uint8)
             nl = line_ends(arr, eof)
             qpos = np.flatnonzero(arr == qc) if qc is not None else np.empty(0, np.int64)
-            seps = nl[(np.searchsorted(qpos, nl) & 1) == 0] if len(qpos) else nl
+            split = _split(arr, nl, qpos, d, ncols, eof=eof, header=header_pending,
+                           field_start=_bom_end(buf) if line_base == 1 else -1)
+            seps = split.seps
             if not eof:
                 if not len(seps):
-                    if len(buf) > base.MAX_RECORD_BYTES and (len(qpos) % 2 or header_pending):
+                    if len(buf) > base.MAX_RECORD_BYTES and (split.open_end or header_pending):
                         raise InputFormatError(
                             (f"a quoted field opened on line {line_base} is not closed within "
-                             if len(qpos) % 2 else f"line {line_base} has no end within ")
+                             if split.open_end else f"line {line_base} has no end within ")
                             + f"{base.MAX_RECORD_BYTES:,} bytes", source=str(path))
                     if len(buf) > base.MAX_RECORD_BYTES:  # one line (no quote open) longer than any record
                         head, size, last = bytes(buf[:min(len(buf), base.MAX_RAW_CHARS)]), len(buf), buf[-1]
@@ -232,8 +498,9 @@ def iter_csv_records(
             block = buf[:cut] if cut < len(buf) else buf
             nl_b = nl[nl < cut]
             seps_b = seps[seps < cut]
-            q_b = qpos[qpos < cut]
-            recs = _Block(block, arr[:cut], seps_b, nl_b, q_b, line_base, ncols, d, eof)
+            toggles = split.toggles[split.toggles < cut]
+            dpos = split.dpos[split.dpos < cut] if split.dpos is not None else None
+            recs = _Block(block, arr[:cut], seps_b, nl_b, toggles, dpos, split.forced, line_base, ncols, d)
             line_base += len(nl_b)
             if header_pending:
                 recs.drop_first()
@@ -247,8 +514,8 @@ def iter_csv_records(
 class _Block:
     """The records of one block of whole records."""
 
-    def __init__(self, block: bytes, arr: np.ndarray, seps: np.ndarray, nl: np.ndarray, qpos: np.ndarray,
-                 line_base: int, ncols: int, d: int, eof: bool):
+    def __init__(self, block: bytes, arr: np.ndarray, seps: np.ndarray, nl: np.ndarray, toggles: np.ndarray,
+                 dpos: np.ndarray | None, forced: dict[int, str], line_base: int, ncols: int, d: int):
         cut = len(block)
         self.block = block
         self.cut = cut
@@ -269,16 +536,22 @@ class _Block:
         self.starts, self.nexts, self.ends = starts, nexts, ends
         self.lines = line_base + np.searchsorted(nl, starts)
         blank = ends == starts
-        dpos = np.flatnonzero(arr == d)
-        if len(qpos) and len(dpos):
-            dpos = dpos[(np.searchsorted(qpos, dpos) & 1) == 0]
+        if dpos is None:
+            dpos = np.flatnonzero(arr == d)
+        if len(toggles) and len(dpos):
+            dpos = dpos[(np.searchsorted(toggles, dpos) & 1) == 0]
         counts = np.bincount(np.searchsorted(starts, dpos, "right") - 1, minlength=n) + 1 if n else np.zeros(0, int)
         self.reason: dict[int, str] = {}
         wrong = np.flatnonzero(~blank & (counts != ncols))
         for i in wrong.tolist():
             self.reason[i] = f"expected {ncols} columns, found {int(counts[i])}"
-        if eof and n and len(qpos) % 2 == 1:  # the last record opens a quote it never closes
-            self.reason[n - 1] = "a quoted field is not closed before the end of the file"
+        if forced and n:  # a line that opens a quoted field never closed as a row's (_split)
+            at = np.fromiter(forced, dtype=np.int64, count=len(forced))
+            idx = starts.searchsorted(at)
+            here = idx < n
+            here[here] = starts[idx[here]] == at[here]
+            for i, start in zip(idx[here].tolist(), at[here].tolist()):
+                self.reason[i] = forced[start]
         for i in np.flatnonzero(ends - starts > base.MAX_RECORD_BYTES).tolist():  # whole here, longer than any record
             length = int(ends[i] - starts[i])
             self.reason[i] = long_line_reason(int(self.lines[i]), length, min(length, base.MAX_RAW_CHARS))
@@ -357,16 +630,27 @@ class _Block:
         return self._parse_slowly(good, names, delimiter, quotechar)
 
     def _parse_slowly(self, good: np.ndarray, names: list[str], delimiter: str, quotechar: str | None):
-        """Record by record with Python's csv module: only for blocks pyarrow read differently than we split."""
+        """Record by record with Python's csv module: only for blocks pyarrow read differently than we split. A record
+        that does not read as exactly one row of the file's columns is a bad record whole (never its first row kept
+        and the others dropped)."""
         cols: list[list[str]] = [[] for _ in names]
         kept, bad = [], []
         for i in good.tolist():
             raw = self.block[self.starts[i]:self.ends[i]]
-            fields = next(csv.reader(io.StringIO(raw.decode("utf-8"), newline=""), delimiter=delimiter,
-                                     quotechar=quotechar or '"',
-                                     quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE), [])
+            line = int(self.lines[i])
+            try:
+                rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline=""), delimiter=delimiter,
+                                       quotechar=quotechar or '"',
+                                       quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE))
+            except csv.Error as exc:
+                bad.append((line, f"not CSV: {exc}", raw))
+                continue
+            if len(rows) != 1:
+                bad.append((line, f"reads as {len(rows)} rows, not one", raw))
+                continue
+            fields = rows[0]
             if len(fields) != len(names):
-                bad.append((int(self.lines[i]), f"expected {len(names)} columns, found {len(fields)}", raw))
+                bad.append((line, f"expected {len(names)} columns, found {len(fields)}", raw))
                 continue
             kept.append(i)
             for c, v in zip(cols, fields):
@@ -784,6 +1068,8 @@ class MappedConverter:
             col = batch.column(c)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
+            if f == "creation_date" and pa.types.is_timestamp(col.type) and col.type.unit == "ns":
+                col = _microseconds(col)
             if f in m.values:
                 col = _map_values(col, m.values[f])
             cols[f"f{len(fields)}"] = col
@@ -944,6 +1230,13 @@ class MappedConverter:
         return t if t.num_rows else None
 
 
+def _microseconds(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A nanosecond timestamp column (pandas writes them) in microseconds, the store's precision, any finer part
+    dropped: .123456789 is .123456, as a time written as text with nine digits is read (DuckDB's, riskgate JSON
+    lines'); a strict cast refused the whole file for one such value."""
+    return pc.cast(col, options=pc.CastOptions(pa.timestamp("us", col.type.tz), allow_time_truncate=True))
+
+
 def _map_values(col: pa.ChunkedArray, table: dict[str, Scalar]) -> pa.ChunkedArray:
     """Replace values found in ``table`` (compared as text); other values pass through unchanged."""
     text = col if _kind(col.type) == "string" else col.cast(pa.string())
@@ -1048,12 +1341,19 @@ class GenericParquet:
             pf = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFormatError(f"is not a Parquet file ({exc})", source=path) from exc
-        conv = MappedConverter(mapping, pf.schema_arrow, self.name, path)
+        schema = pf.schema_arrow
+        names = name_unnamed_columns(schema.names)
+        renamed = names != schema.names
+        if renamed:
+            schema = pa.schema([f.with_name(n) for f, n in zip(schema, names)], metadata=schema.metadata)
+        conv = MappedConverter(mapping, schema, self.name, path)
         con = scratch()
         try:
             row = 1
             for rb in pf.iter_batches(batch_size=options.batch_rows):
                 batch = pa.Table.from_batches([rb])
+                if renamed:
+                    batch = batch.rename_columns(names)
                 n = batch.num_rows
                 lines = pa.array(np.arange(row, row + n, dtype=np.int64))
                 row += n
