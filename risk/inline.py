@@ -356,7 +356,7 @@ class InlineScorer:
             done = self._assess_online(rows, online, outcomes, requests) if online is not None else None
         finally:
             self.online.unpin()
-        # (None from memory: a prevented event the state no longer remembers; the store then says it all)
+        # (None from memory: a prevented event the state could not count again; the store then says it all)
         assessed, feature_rows, due = done or self._assess_stored(rows, existing, outcomes, requests)
         for row in rows:
             i, line = row["event_id"], row["source_line"]
@@ -651,8 +651,8 @@ class InlineScorer:
         the in-memory state, which counted them as their response said, and compute again (features and
         assessment, in place) the later events of the batch that depend on them; in time order, so that each
         event is assessed on what was decided before it. False when the state no longer remembers such an event
-        (the batch spans more than ``risk.online.REORDER_US`` of event time): the caller assesses it from the
-        store instead."""
+        (it keeps the batch's events until it is decided, ``OnlineFeatures.pin``: not expected): the caller
+        assesses the batch from the store instead."""
         from risk import feedback
         from risk import score as rs
 
