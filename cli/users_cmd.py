@@ -131,7 +131,8 @@ def labels_load(
         f"labels read {r.read:,}  added {r.added:,}  updated {r.updated:,}  already present {r.already_present:,}  "
         f"rejected {r.rejected:,}" + (f"  blank (no label) {r.blank:,}" if r.blank else ""),
         f"  labels of {r.unknown_events:,} event ids not in the store (kept; events may come later)"
-        if r.unknown_events else "  every labelled event is in the store",
+        if r.unknown_events else ("  every labelled event is in the store" if r.added + r.updated + r.already_present
+                                  else "  no label loaded"),
     ]
     for rej in r.rejections[:SHOWN_REJECTIONS]:
         lines.append(f"  rejected line {rej.line}: {rej.reason}")

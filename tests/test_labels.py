@@ -127,6 +127,11 @@ def test_cli_labels_load(con, tmp_path, monkeypatch):
     assert (doc["added"], doc["already_present"], doc["unknown_events"]) == (0, 2, 1)
     res = runner.invoke(app, ["labels", "load", str(tmp_path / "none.csv")])
     assert res.exit_code == 2 and "no such file" in res.output
+    # every row rejected: it said "every labelled event is in the store"
+    bad = write(tmp_path, "bad.csv", HEADER + ",x,y,z\ne9,is_account_takeover,perhaps,synth\n")
+    res = runner.invoke(app, ["labels", "load", str(bad)])
+    assert "rejected 2" in res.stdout and "  no label loaded" in res.stdout
+    assert "every labelled event is in the store" not in res.stdout
 
 
 def test_is_account_takeover_spellings_are_stored_as_true_or_false_and_others_rejected(con, tmp_path):
