@@ -526,9 +526,9 @@ _UPSERT = (
 def has_mfa_configured(mfa_settings: Sequence[str] | None, preferred: str | None = None, *,
                        kinds: Sequence[str] = MFA_KINDS) -> bool:
     """Whether a user has MFA of their own, from the stored ``mfa_settings`` (UserMFASettingList) and
-    ``preferred_mfa`` (PreferredMfaSetting): the one rule of scoring and tuning (``risk.decide``,
-    ``risk.score``, ``risk.tuning``), :func:`get_user` and :func:`list_users`. :func:`has_mfa_configured_sql` is
-    the same rule in SQL, which every query of the users table uses; a test runs both over one table.
+    ``preferred_mfa`` (PreferredMfaSetting): the rule written out, with its truth table. Scoring and tuning
+    (``risk.score``, ``risk.tuning``), :func:`get_user`, :func:`list_users` and :func:`pool_users` read it as
+    :func:`has_mfa_configured_sql`, the same rule in SQL; a test runs both over one table.
 
     Stated settings tell, an empty list included: a preferred method not among them is no MFA, as in Cognito.
     Settings not stated (NULL) leave the preferred method alone to tell. Only ``kinds`` count:
@@ -674,6 +674,19 @@ def set_user_status(con: duckdb.DuckDBPyConnection, username: str, status: str, 
     return None
 
 
+def _user_filters(*, pool: str | None = None, status: str | None = None, mfa_enabled: bool | None = None,
+                  enabled: bool | None = None) -> tuple[str, list]:
+    """The WHERE clause ('' for none) and its parameters of :func:`pool_users` and :func:`list_users`, over a
+    selection naming its MFA state ``mfa_enabled`` (an alias, which DuckDB's WHERE may name)."""
+    where, params = [], []
+    for cond, value in (("pool = ?", pool), ("user_status = ?", None if status is None else check_status(status)),
+                        ("mfa_enabled = ?", mfa_enabled), ("enabled = ?", enabled)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 def pool_users(
     con: duckdb.DuckDBPyConnection,
     unpooled: str | None,
@@ -687,24 +700,11 @@ def pool_users(
     pool id in ``unpooled``), ordered by pool and username, optionally of one pool and filtered by status, MFA
     (:func:`has_mfa_configured`) and Enabled. Each row: ``pool`` and :data:`USER_COLUMNS` as stored (the MFA list
     NULL when none is stated), ``attributes`` as a dict, ``mfa_enabled``."""
-    where, params = [], [list(MFA_KINDS), unpooled]
-    if user_pool_id is not None:
-        where.append("pool = ?")
-        params.append(user_pool_id)
-    if status is not None:
-        where.append("user_status = ?")
-        params.append(check_status(status))
-    if mfa_enabled is not None:
-        where.append("mfa_enabled = ?")
-        params.append(mfa_enabled)
-    if enabled is not None:
-        where.append("enabled IS NOT DISTINCT FROM ?")
-        params.append(enabled)
+    where, params = _user_filters(pool=user_pool_id, status=status, mfa_enabled=mfa_enabled, enabled=enabled)
     cols = ", ".join(c for c in USER_COLUMNS if c != "user_pool_id")
     cur = con.execute(
-        f"""SELECT * FROM (SELECT pool, {cols}, {has_mfa_configured_sql('?')} AS mfa_enabled
-                           FROM {users_by_pool_sql('?')})
-            {"WHERE " + " AND ".join(where) if where else ""} ORDER BY pool NULLS FIRST, username""", params)
+        f"""SELECT pool, {cols}, {has_mfa_configured_sql('?')} AS mfa_enabled FROM {users_by_pool_sql('?')}
+            {where} ORDER BY pool NULLS FIRST, username""", [list(MFA_KINDS), unpooled, *params])
     names = [d[0] for d in cur.description]
     out = []
     for row in cur.fetchall():
@@ -744,17 +744,9 @@ def list_users(
 ) -> list[dict]:
     """Users ordered by username, optionally filtered by status, MFA (``mfa_enabled``: :func:`has_mfa_configured`)
     and Enabled."""
-    where, params = [], [list(MFA_KINDS)]  # the kinds of _SELECT's mfa_enabled first
-    if status is not None:
-        where.append("user_status = ?")
-        params.append(check_status(status))
-    if mfa_enabled is not None:
-        where.append(f"{has_mfa_configured_sql('?')} = ?")
-        params += [list(MFA_KINDS), mfa_enabled]
-    if enabled is not None:
-        where.append("enabled = ?")
-        params.append(enabled)
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY username, pool_key"
+    where, params = _user_filters(status=status, mfa_enabled=mfa_enabled, enabled=enabled)
+    params = [list(MFA_KINDS), *params]  # the kinds of _SELECT's mfa_enabled first
+    sql = _SELECT + where + " ORDER BY username, pool_key"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params += [int(limit), int(offset)]
