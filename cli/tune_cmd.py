@@ -122,11 +122,11 @@ def _print_tune(r) -> None:
         console.print(f"note: {note}", highlight=False)
     for w in t["warnings"]:
         warn(w)
-    if r.applied_version is not None and not r.written:
+    if r.written:
+        console.print(f"written as thresholds version {r.applied_version}", highlight=False)
+    elif r.applied_version is not None:
         console.print(f"nothing written: the proposal is thresholds version {r.applied_version}, already in force",
                       highlight=False)
-    elif r.applied_version is not None:
-        console.print(f"written as thresholds version {r.applied_version}", highlight=False)
     else:
         console.print("nothing written: add --apply to make these the thresholds in force", highlight=False)
 

@@ -532,10 +532,13 @@ class TuneResult:
     tradeoff: dict
     notes: list[str]
     applied_version: int | None = None
-    #: whether ``apply`` stored a new version (False when the proposal equals the thresholds in force)
-    written: bool = False
     #: the history's ``model_warning``: its scores are not all the active model's, so ``apply`` refuses
     model_warning: str | None = None
+
+    @property
+    def written(self) -> bool:
+        """Whether ``apply`` stored a new version (not when the proposal equals the thresholds in force)."""
+        return self.applied_version is not None and self.applied_version != self.current_version
 
     def as_json(self) -> dict:
         return {"thresholds": self.thresholds.to_dict(), "current": {**self.current.to_dict(),
@@ -743,7 +746,6 @@ def apply(con, result: TuneResult) -> int:
                           "(see the notes without --apply)")
     targets = ", ".join(f"{k}={v}" for k, v in result.targets.to_dict().items() if v not in (None, {}))
     result.applied_version = levels.set_thresholds(con, result.thresholds, source=f"riskgate tune ({targets})")
-    result.written = result.applied_version != result.current_version  # equal to those in force: not stored again
     return result.applied_version
 
 
