@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DbOption, JsonFlag, app, handle_errors, warn
+from cli.common import DbOption, JsonFlag, app, console, handle_errors, warn
 from ingest import store
 from ingest.labels import load_labels
 from ingest.users import LoadResult, load_users
@@ -86,8 +86,6 @@ def users_list(
         typer.echo(json.dumps({"Users": [as_list_users_entry(u) for u in users]}, indent=1))
         return
     from rich.table import Table
-
-    from cli.common import console
 
     t = Table(show_edge=False)
     for c in ("username", "pool", "status", "enabled", "MFA", "email"):

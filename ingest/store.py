@@ -295,7 +295,9 @@ def rollback(con) -> bool:
     Ctrl-C (a KeyboardInterrupt, or DuckDB's interrupt of the statement) can arrive while ``COMMIT`` runs, after
     the transaction has committed: rolling back then raised "cannot rollback - no transaction is active", which
     took the interrupt's place (an ingest interrupted so exited 1 blaming its input, and did not count the batch
-    it had stored). The caller re-raises its own error; False tells it that what it wrote is stored."""
+    it had stored). The caller re-raises its own error. False says only that no transaction was left: the COMMIT
+    went through, or DuckDB refused it and ended the transaction itself; a caller that must know which reads
+    the store (``ingest.pipeline._write_batch``: the run's rows read, written in the batch's transaction)."""
     try:
         con.execute("ROLLBACK")
     except duckdb.TransactionException as exc:
