@@ -30,11 +30,11 @@ TARGET_PREFIX = "AWSCognitoIdentityProviderService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 ACCESS_KEY_ENV = "RISKGATE_AWS_ACCESS_KEY_ID"
 DEFAULT_ACCESS_KEY_ID = "riskgate"
+#: the service name of a Cognito request's SigV4 credential scope (``.../us-east-1/cognito-idp/aws4_request``)
 SERVICE = "cognito-idp"
 #: How far a request's X-Amz-Date may be from now (as AWS allows).
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 PUBLIC_OPERATIONS = frozenset({"UpdateAuthEventFeedback"})
-
 
 
 class CognitoError(Exception):
@@ -65,10 +65,6 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
-#: the service name of a Cognito request's SigV4 credential scope (``.../us-east-1/cognito-idp/aws4_request``)
-SIGNING_SERVICE = "cognito-idp"
-
-
 def verify_sigv4(method: str, path: str, query: str, headers: dict[str, str], body: bytes, *,
                  access_key_id: str, secret: str, now: datetime | None = None) -> None:
     """Check an AWS Signature Version 4 ``Authorization`` header; raise CognitoError when it does not hold.
@@ -86,9 +82,9 @@ def verify_sigv4(method: str, path: str, query: str, headers: dict[str, str], bo
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise CognitoError("IncompleteSignatureException", "the Credential of the Authorization header is malformed", 403)
     key_id, date, region, service, _ = parts
-    if service != SIGNING_SERVICE:  # as AWS: a signature scoped to another service (s3, ...) is not this one's
+    if service != SERVICE:  # as AWS: a signature scoped to another service (s3, ...) is not this one's
         raise CognitoError("InvalidSignatureException", f"the credential scope's service is {service!r}; this "
-                                                        f"service signs as {SIGNING_SERVICE!r}", 403)
+                                                        f"service signs as {SERVICE!r}", 403)
     if not hmac.compare_digest(key_id.encode(), access_key_id.encode()):
         raise CognitoError("UnrecognizedClientException",
                            f"the security token included in the request is invalid (unknown access key id; "
