@@ -118,6 +118,8 @@ def test_mapping_constants_that_are_not_what_their_field_holds_are_refused(tmp_p
       "constants": {"event_type": "SignIn", "creation_date": "2024-01-01"}}, "must come from a column, not a constant: creation_date"),
     ({"constants": {"event_type": "SignIn", "has_context_data": "maybe"}}, "constants.has_context_data must be true or false"),
     ({"csv": {"delimiter": ";;"}}, "csv.delimiter: must be a single character"),
+    ({"csv": {"delimiter": "§"}}, "csv.delimiter: must be an ASCII character (one byte in UTF-8), got '§'"),
+    ({"csv": {"quote_char": "«"}}, "csv.quote_char: must be an ASCII character (one byte in UTF-8), got '«'"),
     ({"time_format": "YYYY-MM-DD"}, "must be a strptime format"),
     ({"time_format": "%Y-%m-%d %Q"}, "time_format: '%Y-%m-%d %Q' is not a strptime format DuckDB reads: "
                                      "Unrecognized format for strftime/strptime: %Q"),

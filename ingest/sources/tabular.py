@@ -751,6 +751,8 @@ class CsvDialect(BaseModel):
     def _one_char(cls, v: str | None) -> str | None:
         if v is not None and (len(v) != 1 or v in "\r\n"):
             raise ValueError(f"must be a single character other than a newline, got {v!r}")
+        if v is not None and not v.isascii():  # the reader splits bytes: such a character is several of them
+            raise ValueError(f"must be an ASCII character (one byte in UTF-8), got {v!r}")
         return v
 
     @model_validator(mode="after")
