@@ -189,7 +189,8 @@ def locations(
     """Sign-in places of the period (by country and city, with coordinates) and their risk.
 
     Columns: country_iso, country, city, latitude, longitude, events, risky, high, medium, low,
-    blocked, top_level (the highest level seen there, ``No risk`` when none), risky_share.
+    blocked, top_level (the highest level seen there; when none: ``No risk`` if an event there was evaluated,
+    else ``Not evaluated`` if one was assessed in mode OFF, else ``Not assessed``), risky_share.
     Places without coordinates are left out; the busiest ``limit`` places are returned.
     """
     return _df(
@@ -205,7 +206,10 @@ def locations(
                    CASE WHEN count(*) FILTER (WHERE a.risk_level = 'High') > 0 THEN 'High'
                         WHEN count(*) FILTER (WHERE a.risk_level = 'Medium') > 0 THEN 'Medium'
                         WHEN count(*) FILTER (WHERE a.risk_level = 'Low') > 0 THEN 'Low'
-                        ELSE '{NO_RISK}' END AS top_level,
+                        WHEN count(*) FILTER (WHERE a.event_id IS NOT NULL AND a.mode IS DISTINCT FROM 'OFF') > 0
+                        THEN '{NO_RISK}'
+                        WHEN count(a.event_id) > 0 THEN '{NOT_EVALUATED}'
+                        ELSE '{NOT_ASSESSED}' END AS top_level,
                    count(a.risk_level) / count(*) AS risky_share
             FROM events e LEFT JOIN assessments a ON a.event_id = e.event_id
             WHERE {_SCOPE} AND e.latitude IS NOT NULL AND e.longitude IS NOT NULL

@@ -188,6 +188,18 @@ def test_top_risky_locations_and_jobs(con):
     assert insights.ingest_runs(con)["events_added"].tolist() == [11]
 
 
+def test_a_place_with_no_assessed_event_is_not_assessed_on_the_map(db):
+    """Amsterdam's events: e09 assessed without a level, e10 never assessed: "No risk" while e09 is assessed,
+    "Not assessed" (not "No risk"'s green) once no event there is."""
+    rw = risk.store.connect(db)
+    try:
+        assert insights.locations(rw).set_index("city").loc["Amsterdam", "top_level"] == insights.NO_RISK
+        rw.execute("DELETE FROM assessments WHERE event_id = 'e09'")
+        assert insights.locations(rw).set_index("city").loc["Amsterdam", "top_level"] == insights.NOT_ASSESSED
+    finally:
+        rw.close()
+
+
 def test_tuning_snapshot_gives_what_risk_tuning_gives(con):
     snap = insights.tuning_snapshot(con)
     for t in (levels.DEFAULT_THRESHOLDS, levels.Thresholds(0.5, 0.5, 0.5), levels.Thresholds(0.02, 0.7, 0.93)):
