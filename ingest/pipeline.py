@@ -350,9 +350,9 @@ def _without_password_labels(labels: pa.Table | None) -> pa.Table | None:
 EVENT_ID_KEY = "event-ids"
 #: an id a reader derived from a row's content: its prefix, and the first 32 hex digits of a SHA-256
 _DERIVED_ID = r"^(rg|ae|ua|row)-[0-9a-f]{32}$"
-#: a JSON member named password (blanks around it, any case) or whose name has an escape (``Pass\u0077ord``):
-#: the raw texts worth scanning for one (``redact_passwords``)
-_PASSWORD_NAME = r'(?i)"\s*password\s*"\s*:|"[^"]*\\u[^"]*"\s*:'
+#: a JSON member named password (blanks around it, any case) or whose name has an escape (``Pass\u0077ord``), also
+#: inside a string that is JSON text (``"{\\"password\\":…}"``): the raw texts worth scanning for one (``redact_passwords``)
+_PASSWORD_NAME = r'(?i)"\s*password\s*"\s*:|"[^"]*\\u[^"]*"\s*:|\\"\s*password\s*\\+"'
 
 
 def _keyed_ids(events: pa.Table, with_password: set[int], key: bytes) -> tuple[pa.Table, dict[str, str]]:

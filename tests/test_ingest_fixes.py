@@ -530,6 +530,52 @@ def test_a_raw_text_cut_off_after_a_backslash_or_full_of_escaped_quotes_is_redac
     assert redact_passwords('{"k":"a\\\n","password":"s"}') == '{"k":"a\\\n","password":"[redacted]"}'
 
 
+def test_a_password_in_a_string_that_is_json_text_is_never_stored(env):
+    """A field holding JSON as text (a logged request body: ``"body": "{\\"password\\": …}"``) kept the password in
+    clear, in the event's extra and in a quarantined row's raw text, and the id derived from such a row was the
+    SHA-256 of a line holding it. Such a string is read as JSON (strings in it that are JSON too, escaped names)."""
+    import hashlib
+
+    secrets = ["in-body-1", "escaped-2", "deeper-3", "raw-4", "raw-escaped-5", "raw-deeper-6"]
+
+    def body(a, b, c):  # JSON text with a password, and a string in it that is JSON text with two more
+        deeper = json.dumps({"k": [json.dumps({"PASSWORD": c})]}).replace('"k"', '"Pass\\u0077ord":"' + b + '","k"')
+        return json.dumps({"user": "alice", "password": a, "x": deeper})
+
+    event = {"Username": "alice", "EventType": "SignIn", "EventResponse": "Fail",
+             "CreationDate": "2026-03-01T08:00:00Z", "body": body(*secrets[:3]), "plain": '{"k": 1}'}
+    good = json.dumps(event, separators=(",", ":"))
+    bad = json.dumps({**event, "EventId": "q1", "CreationDate": "not a time", "body": body(*secrets[3:])},
+                     separators=(",", ":"))
+    f = env / "body.jsonl"
+    f.write_text(good + "\n" + bad + "\n")
+    out, _ = ingest(f)
+    assert counts(out) == (2, 1, 0, 1)
+    db = env / "store.duckdb"
+    [(event_id, extra)] = rows(db, "SELECT event_id, extra FROM events")
+    kept = json.loads(extra)
+    assert json.loads(kept["body"]) == {"user": "alice", "x": '{"k":["{}"]}'}
+    assert kept["plain"] == '{"k": 1}'  # JSON text without a password: left as written
+    assert event_id != "rg-" + hashlib.sha256(good.encode()).hexdigest()[:32]  # keyed: the row carried a password
+    [(raw,)] = rows(db, "SELECT raw FROM quarantine")
+    inner = json.loads(json.loads(raw)["body"])
+    assert inner["password"] == "[redacted]" and inner["user"] == "alice"
+    assert json.loads(inner["x"]) == {"Password": "[redacted]", "k": ['{"PASSWORD": "[redacted]"}']}
+    for secret in secrets:
+        assert secret.encode() not in db.read_bytes(), secret
+
+
+def test_redacting_json_text_inside_a_string_keeps_everything_else_as_written():
+    from ingest.sources.base import redact_passwords
+
+    same = '{"a":"{\\"k\\": \\"v\\"}","b":"say \\"password\\" please","c":"{\\"password\\" broken"}'
+    assert redact_passwords(same) == same  # no member named password in a JSON text: nothing changes
+    assert (redact_passwords('{"a":"{\\"user\\": \\"x\\", \\"password\\": \\"s\\"}","b":1}')
+            == '{"a":"{\\"user\\": \\"x\\", \\"password\\": \\"[redacted]\\"}","b":1}')
+    # a text cut off inside such a string stays cut off, its password redacted
+    assert redact_passwords('{"a":"{\\"password\\": \\"sec') == '{"a":"{\\"password\\": \\"[redacted]\\"'
+
+
 def test_the_labels_of_a_row_whose_id_is_keyed_stay_with_it(env):
     """The keyed id replaced the reader's id after the labels were made with it: the label of every row carrying a
     password (credential stuffing's rows) was lost."""

@@ -365,11 +365,20 @@ def is_password_key(name: object) -> bool:
 
 def without_passwords(value: Any) -> Any:
     """A JSON value with every member named password (:func:`is_password_key`) left out, at any depth: an event's
-    ``extra`` (``ingest.pipeline``), a label's object or array value (``riskgate_jsonl.label_values``)."""
+    ``extra`` (``ingest.pipeline``), a label's object or array value (``riskgate_jsonl.label_values``). A string
+    that is itself a JSON object or array (a logged request body: ``"{\"password\":\"…\"}"``) is read as
+    one and written again without them (compactly, and only when it held one)."""
     if isinstance(value, dict):
         return {k: without_passwords(v) for k, v in value.items() if not is_password_key(k)}
     if isinstance(value, list):
         return [without_passwords(v) for v in value]
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return value
+        kept = without_passwords(inner)
+        return value if kept == inner else json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
     return value
 
 
@@ -417,15 +426,46 @@ def redact_passwords(text: str) -> str:
     while (m := _TOKEN.search(text, pos)) is not None:
         pos = m.end()
         token = m.group()
-        if token[0] != '"' or not token.endswith('"') or len(token) < 2:
+        if token[0] != '"':
             continue
-        colon = _COLON.match(text, pos)
-        if colon is None or not is_password_key(_member_key(token)):
-            continue  # a string value, or a member not named password
+        colon = _COLON.match(text, pos) if token.endswith('"') and len(token) >= 2 else None
+        if colon is None:  # a string value (maybe cut off): itself JSON text with a password member (a request body)?
+            inner = _json_text_redacted(token)
+            if inner is not None:
+                out += [text[kept:m.start()], inner]
+                kept = pos
+            continue
+        if not is_password_key(_member_key(token)):
+            continue  # a member not named password
         end = _value_end(text, colon.end())
         out += [text[kept:colon.end()], f'"{REDACTED}"']
         kept = pos = end
     return "".join(out) + text[kept:] if out else text
+
+
+#: a string value worth decoding: it holds an escaped quote followed, after escapes, by a name (``\"password\"``,
+#: ``\"Pass\\u0077ord\"``) and a colon
+_ESCAPED_MEMBER = re.compile(r'\\+"(?:[^"]*\\u|\s*password\s*\\+")', re.I)
+
+
+def _json_text_redacted(token: str) -> str | None:
+    """A string token (quotes included) whose text is JSON with a password member, that member's value redacted
+    (:func:`redact_passwords`, at any depth of such strings), as a JSON string again; None when it holds none."""
+    if "\\" not in token or not _ESCAPED_MEMBER.search(token):
+        return None
+    for cut in (False, True):  # closed, or cut off with the text
+        try:
+            text = json.loads(token + '"' if cut else token)
+            break
+        except ValueError:
+            continue
+    else:
+        return None
+    redacted = redact_passwords(text)
+    if redacted == text:
+        return None
+    out = json.dumps(redacted, ensure_ascii=False)
+    return out[:-1] if cut else out  # a token cut off stays cut off
 
 
 def clip_raw(raw: str, length: int | None = None) -> str:
