@@ -165,6 +165,8 @@ def metric_series(
     """One Cognito metric over time: columns ``time``, ``group`` (the risk level or the event type), ``count``.
 
     ``by`` is ``risk_level`` (``No level`` for events without one) or ``event_type`` (Cognito's Operation).
+    Events assessed in mode OFF count in no metric: no risk evaluation took place (Cognito produces metrics in
+    AUDIT and ENFORCED).
     """
     if metric not in _METRIC_SQL:
         raise InsightsError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -177,7 +179,7 @@ def metric_series(
         con,
         f"""SELECT date_trunc($bucket, e.creation_date) AS time, {group} AS "group", count(*) AS count
             FROM events e JOIN assessments a ON a.event_id = e.event_id
-            WHERE {_SCOPE} AND {_METRIC_SQL[metric]}
+            WHERE {_SCOPE} AND a.mode IS DISTINCT FROM 'OFF' AND {_METRIC_SQL[metric]}
             GROUP BY ALL ORDER BY 1, 2""",
         {**_scope(con, since, until, pool, client), "bucket": bucket},
     )

@@ -459,6 +459,8 @@ def test_events_no_risk_detection_looked_at_carry_no_signals(store, tmp_path):
         found, total = insights.search_events(con, insights.EventFilters(level=insights.NOT_EVALUATED), limit=5)
         assert total == out["events_scored"] and set(found["level"]) == {insights.NOT_EVALUATED}
         assert insights.search_events(con, insights.EventFilters(level=insights.NO_RISK), limit=5)[1] == 0
+        # nor in Cognito's metrics (the dashboard's chart counted every one as NoRisk)
+        assert all(insights.metric_series(con, m).empty for m in insights.METRICS)
         # nor on the map of places: a city of mode-OFF events was drawn in "No risk"'s green
         places = insights.locations(con)
         assert len(places) > 0 and set(places["top_level"]) == {insights.NOT_EVALUATED}
