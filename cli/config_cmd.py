@@ -28,15 +28,14 @@ ClientIdOption = Annotated[
     str | None,
     typer.Option("--client-id", help="App client id: its own configuration (default: the pool-level one).", show_default=False),
 ]
-PoolOption = Annotated[
-    str | None,
-    typer.Option(
-        "--user-pool-id",
-        help=f"User pool id (default: the document's UserPoolId, else ${risk_config.POOL_ENV}, else the only pool "
-        "the store knows, else 'default').",
-        show_default=False,
-    ),
-]
+def _pool_option(default: str):
+    return typer.Option("--user-pool-id", help=f"User pool id (default: {default}${risk_config.POOL_ENV}, else the only "
+                        "pool the store knows, else 'default').", show_default=False)
+
+
+#: for the commands that read a document (set, validate: the document's UserPoolId comes first) and the others
+PoolOption = Annotated[str | None, _pool_option("the document's UserPoolId, else ")]
+StorePoolOption = Annotated[str | None, _pool_option("")]
 FileArgument = Annotated[str, typer.Argument(help="JSON or YAML document (as for set-risk-configuration --cli-input-json).", show_default=False)]
 
 
@@ -84,7 +83,7 @@ def set_cmd(
 @handle_errors
 def describe_cmd(
     client_id: ClientIdOption = None,
-    user_pool_id: PoolOption = None,
+    user_pool_id: StorePoolOption = None,
     db: DbOption = None,
     as_yaml: Annotated[bool, typer.Option("--yaml", help="Print YAML instead of JSON.")] = False,
 ) -> None:
@@ -126,7 +125,7 @@ def validate_cmd(file: FileArgument, json_out: JsonFlag = False) -> None:
 @handle_errors
 def reset_cmd(
     client_id: ClientIdOption = None,
-    user_pool_id: PoolOption = None,
+    user_pool_id: StorePoolOption = None,
     db: DbOption = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -177,7 +176,7 @@ def mode_cmd(
         str | None,
         typer.Argument(help="OFF, AUDIT or ENFORCED; leave out to show the current mode.", show_default=False),
     ] = None,
-    user_pool_id: PoolOption = None,
+    user_pool_id: StorePoolOption = None,
     db: DbOption = None,
     json_out: JsonFlag = False,
 ) -> None:

@@ -270,6 +270,18 @@ def test_commands_are_documented():
         assert name in help_text
 
 
+def test_only_the_commands_reading_a_document_say_its_user_pool_id_comes_first():
+    """`mode`, `config describe` and `config reset` read no document, yet their --user-pool-id help said the default
+    was "the document's UserPoolId"."""
+    runner = CliRunner(env={"COLUMNS": "200"})
+    for args, says in ((["mode"], False), (["config", "describe"], False), (["config", "reset"], False),
+                       (["config", "set"], True), (["config", "validate"], True)):
+        text = " ".join(runner.invoke(app, [*args, "--help"]).stdout.split())
+        if "--user-pool-id" in text:
+            assert ("the document's UserPoolId" in text) is says, args
+            assert "$RISKGATE_USER_POOL_ID, else the only pool the store knows" in text, args
+
+
 def test_a_pool_the_store_has_never_seen_is_set_with_a_warning_naming_the_known_ones(cli, tmp_path, store_path):
     """`mode ENFORCED --user-pool-id` with a typo (O for 0) was recorded without a word, and made the store know
     two pools (exploratory review); the service answers such a pool with ResourceNotFoundException."""

@@ -763,7 +763,7 @@ class CsvDialect(BaseModel):
 
 
 class ColumnMapping(BaseModel):
-    """Which of a generic file's columns fills which canonical field (README: "Column mapping")."""
+    """Which of a generic file's columns fills which canonical field (README: "Generic CSV and Parquet … and the column mapping")."""
 
     model_config = ConfigDict(extra="forbid")
     columns: dict[str, str] = Field(default_factory=dict)
@@ -903,7 +903,7 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
     if not path:
         raise ConfigurationError(
             f"the {fmt} format needs a column-mapping file: pass --mapping FILE (YAML or JSON) naming which "
-            "column holds username, event_type, event_response and creation_date (README: 'Column mapping')")
+            "column holds username, event_type, event_response and creation_date (README: 'Generic CSV and Parquet … and the column mapping')")
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
