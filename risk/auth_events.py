@@ -119,7 +119,8 @@ def list_user_auth_events(
 ) -> dict:
     """AdminListUserAuthEvents: the user's events, newest first, a page at a time; only those of ``user_pool_id``
     when given (with those without a pool id when they belong to it: ``risk.config.unpooled_pool``), as Cognito's
-    usernames are unique within a pool."""
+    usernames are unique within a pool. A sign-in the service prevented (answered ``Block``: ``risk.feedback``) is
+    listed with EventResponse ``Fail``, whatever the application reported: it did not happen."""
     if max_results is None or max_results == 0:
         limit = MAX_RESULTS
     elif not 0 <= max_results <= MAX_RESULTS:
@@ -136,7 +137,8 @@ def list_user_auth_events(
     rows = con.execute(
         """
         WITH fb AS ({latest_feedback})
-        SELECT e.event_id, e.event_type, e.creation_date, e.event_response, e.challenge_responses,
+        SELECT e.event_id, e.event_type, e.creation_date,
+               CASE WHEN p.event_id IS NULL THEN e.event_response ELSE 'Fail' END, e.challenge_responses,
                a.risk_decision, a.risk_level, coalesce(a.compromised_credentials_detected, e.compromised_credentials),
                a.event_id IS NOT NULL AS assessed,
                e.client_ip, e.device_name, e.time_zone, e.city, e.country_name, e.has_context_data,
@@ -144,6 +146,7 @@ def list_user_auth_events(
         FROM events e
         LEFT JOIN assessments a ON a.event_id = e.event_id
         LEFT JOIN fb f ON f.event_id = e.event_id
+        LEFT JOIN prevented_events p ON p.event_id = e.event_id
         WHERE e.username = ? AND {in_pool}
           AND (CAST(? AS TIMESTAMPTZ) IS NULL OR (e.creation_date, e.event_id) < (CAST(? AS TIMESTAMPTZ), ?))
         ORDER BY e.creation_date DESC, e.event_id DESC

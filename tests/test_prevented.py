@@ -84,6 +84,17 @@ def test_a_blocked_sign_in_is_no_history_and_a_failure_for_the_retry_over_http(b
     assert (f2["new_ip"], f2["new_device"], f2["history_size"]) == (1.0, f1["new_device"], f1["history_size"])
     assert (f2["user_failures_1h"], f2["ip_failures_1h"]) == (f1["user_failures_1h"] + 1, f1["ip_failures_1h"] + 1)
     assert q(db, "SELECT event_id FROM prevented_events ORDER BY 1") == [("blk-1",), ("blk-2",)]
+    # AdminListUserAuthEvents lists them as the failed attempts they were (the application reported Pass)
+    from risk.auth_events import list_user_auth_events
+
+    con = rstore.connect(db, read_only=True)
+    try:
+        listed = {e["EventId"]: e for e in list_user_auth_events(con, user, user_pool_id=pool)["AuthEvents"]}
+    finally:
+        con.close()
+    assert [(listed[i]["EventResponse"], listed[i]["EventRisk"]["RiskDecision"]) for i in ("blk-1", "blk-2")] == [
+        ("Fail", "Block")] * 2
+    assert q(db, "SELECT DISTINCT event_response FROM events WHERE event_id LIKE 'blk-%'") == [("Pass",)]  # as sent
     # the store says the same (batch rescoring reads it): every feature equal to the service's
     sql = _sql_features(db, ["blk-1", "blk-2"])
     for o, eid in zip(out, ("blk-1", "blk-2")):
