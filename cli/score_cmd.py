@@ -23,20 +23,16 @@ _SUB_MICROSECOND = re.compile(r"([.,]\d{6})(\d+)")
 
 def parse_time(value: str | None, option: str) -> datetime | None:
     """An ISO 8601 date or time; without an offset it is UTC. A time finer than a microsecond (the store's
-    resolution) is rounded up to the next one: "at or after T" and "before T" then select exactly the stored
-    events they say (Python's parser drops the extra digits, which took in one microsecond too many)."""
+    resolution) is read to the microsecond as ingest reads an event's time (its finer digits dropped): a bound
+    copied from an event's time (``.1234567``) then compares equal to that event, stored at ``.123456`` -- "at or
+    after T" holds it and "before T" does not. (Rounding the bound up had left such an event out of ``--since T``
+    and in ``--until T``.)"""
     if value is None:
         return None
-    finer = _SUB_MICROSECOND.search(value)
     try:
-        t = datetime.fromisoformat(value)
+        t = datetime.fromisoformat(_SUB_MICROSECOND.sub(r"\1", value))
     except ValueError:
         raise RiskgateError(f"{option}: {value!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or 2026-03-01T08:00:00Z)") from None
-    if finer and finer.group(2).strip("0"):
-        try:
-            t += timedelta(microseconds=1)
-        except OverflowError:  # after the last microsecond of 9999-12-31: a time no stored event can follow
-            raise RiskgateError(f"{option}: {value!r} is after the latest time a store holds (9999-12-31)") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
