@@ -6,7 +6,7 @@ import json
 import os
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Annotated
 
 import typer
@@ -64,9 +64,14 @@ def score(
     from risk import score as scoring
     from risk import store
 
+    from risk.config import unpooled_users_problem
+
     lo, hi = parse_period(since, until)
     con = store.connect(db)
     try:
+        problem = unpooled_users_problem(con)  # said first: also when the run then fails
+        if problem:  # on stderr, with --json too (and in the object): the users' MFA applies to nobody
+            warn(problem)
         with Progress(TextColumn("[bold]score[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err_console, disable=json_out or not err_console.is_terminal, transient=True) as bar:
             task = bar.add_task("", total=None)
@@ -74,15 +79,19 @@ def score(
                 con, since=lo, until=hi, rescore=rescore,
                 chunk_rows=chunk_rows, notify=notify, progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        from risk.config import unpooled_users_problem
-
-        problem = unpooled_users_problem(con)
     finally:
         con.close()
-    if problem:  # on stderr, with --json too (and in the object): the users' MFA applies to nobody
-        warn(problem)
+    warnings = [problem] if problem else []
+    if result.stale_assessed:
+        n = result.stale_assessed
+        late = (f"{counted(n, 'event')} assessed before {'were' if n != 1 else 'was'} assessed without the events "
+                f"ingested late that this run scored (from {result.stale_since:%Y-%m-%dT%H:%M:%S}Z on): "
+                f"`riskgate score --rescore --since {result.stale_since:%Y-%m-%dT%H:%M:%S}Z` assesses "
+                f"{'them' if n != 1 else 'it'} again with them, as one run over everything would")
+        warn(late)
+        warnings.append(late)
     if json_out:
-        print(json.dumps({**result.as_json(), "warnings": [problem] if problem else []}))
+        print(json.dumps({**result.as_json(), "warnings": warnings}))
         return
     if notify:
         earlier = f" ({result.notifications_earlier:,} owed by earlier runs)" if result.notifications_earlier else ""

@@ -139,6 +139,10 @@ class ScoreResult:
     notifications_earlier: int = 0
     #: notifications recorded as failed (table ``notifications``), by reason
     notification_failures: dict = field(default_factory=dict)
+    #: events assessed before this run that come after the earliest event it assessed for the first time (a late
+    #: event: ingested after later ones were scored): their features did not count it (``stale_since``: that time)
+    stale_assessed: int = 0
+    stale_since: datetime | None = None
 
     @property
     def notifications_failed(self) -> int:
@@ -157,6 +161,8 @@ class ScoreResult:
             "notifications_earlier": self.notifications_earlier,
             "notifications_failed": self.notifications_failed,
             "notification_failures": self.notification_failures,
+            "stale_assessed": self.stale_assessed,
+            "stale_since": None if self.stale_since is None else self.stale_since.isoformat(),
         }
 
 
@@ -217,6 +223,15 @@ def chunk_bounds(con, since, until, *, rescore: bool = True, chunk_rows: int = D
         nxt = bounds[i + 1][0] if i + 1 < len(bounds) else until
         out.append((lo, nxt))
     return out, total
+
+
+def _stale_after(con, first: datetime) -> int:
+    """How many events assessed before come after ``first``, the earliest event a run assesses for the first
+    time: when it was ingested late, those were assessed without it, so their features -- the user's history, the
+    windows of the address and network, everyone's counts -- did not count it, as one run over everything would
+    have. (Restricted by time first: the events after ``first`` are usually the few newest.)"""
+    return int(con.execute("SELECT count(*) FROM assessments a JOIN events e USING (event_id) WHERE e.creation_date > ?",
+                           [first]).fetchall()[0][0])
 
 
 def _mfa_state(con, users: list[tuple] | None, unpooled: str | None) -> dict[tuple, bool]:
@@ -534,6 +549,10 @@ def score_events(
 
         rn.check_settings(con)
     bounds, total = chunk_bounds(con, since, until, rescore=rescore, chunk_rows=chunk_rows)
+    if total and con.execute(f"SELECT count(*) > 0 {_targets_sql(rescore)} AND e.user_pool_id IS NULL",
+                             period_params(since, until)).fetchall()[0][0]:
+        _pool_of(con, None)  # events without a pool in a store of several: refused before any chunk is written
+    stale = _stale_after(con, bounds[0][0]) if total and not rescore else 0
     prefetch = _FeaturePrefetch(con, bounds)
     try:
         if active_version(con) is not None:
@@ -543,7 +562,8 @@ def score_events(
         prefetch.close()
         raise
     run_id = uuid.uuid4().hex
-    result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version)
+    result = ScoreResult(run_id=run_id, model_version=ctx.model_version, thresholds_version=ctx.thresholds_version,
+                         stale_assessed=stale, stale_since=bounds[0][0] if stale else None)
     status = "failed"
     claimant = _hold_claimant() if notify else None
     try:
