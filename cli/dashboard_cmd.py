@@ -33,6 +33,9 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
         "--client.toolbarMode", "viewer",
+        # no banner: on 0.0.0.0 it looked up the machine's public address at http://checkip.amazonaws.com (an
+        # "External URL") and its local one by a UDP socket towards 8.8.8.8; riskgate prints its own URL line
+        "--logger.hideWelcomeMessage", "true",
     ]
 
 

@@ -555,6 +555,7 @@ def test_dashboard_command_runs_streamlit_with_the_store(tmp_path, monkeypatch):
     opts = dict(zip(cmd[5::2], cmd[6::2]))
     assert opts["--server.address"] == "0.0.0.0" and opts["--server.port"] == "8765"
     assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"
+    assert opts["--logger.hideWelcomeMessage"] == "true"  # (its External URL was looked up on the internet)
     assert env["RISKGATE_DB"] == str(tmp_path / "s.duckdb")
     assert (tmp_path / "s.duckdb").exists()  # created and migrated before the pages read it
 
