@@ -2,7 +2,7 @@
 
 Thin: checks that the address is safe to listen on, makes sure the store
 exists and is migrated (the pages open it read-only), and runs
-``streamlit run`` with the store in ``RISKGATE_DB``.
+``streamlit run`` (through ``dashboards.launch``) with the store in ``RISKGATE_DB``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from cli.common import DbOption, app, console, fail, handle_errors
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The ``streamlit run`` command line for the dashboard on ``host:port``."""
+    """The ``streamlit run`` command line for the dashboard on ``host:port`` (through ``dashboards.launch``:
+    Streamlit's own, with its look-up of the machine's public address off)."""
     import dashboards
 
     entry = Path(dashboards.__file__).resolve().parent / "app.py"
     return [
-        sys.executable, "-m", "streamlit", "run", str(entry),
+        sys.executable, "-m", "dashboards.launch", "run", str(entry),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",

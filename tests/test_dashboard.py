@@ -551,7 +551,7 @@ def test_dashboard_command_runs_streamlit_with_the_store(tmp_path, monkeypatch):
                                        "--db", str(tmp_path / "s.duckdb")])
     assert res.exit_code == 0, res.output
     (cmd, env), = calls
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
+    assert cmd[1:4] == ["-m", "dashboards.launch", "run"] and cmd[4].endswith("dashboards/app.py")
     opts = dict(zip(cmd[5::2], cmd[6::2]))
     assert opts["--server.address"] == "0.0.0.0" and opts["--server.port"] == "8765"
     assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"

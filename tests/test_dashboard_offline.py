@@ -10,9 +10,11 @@ stubbed: Streamlit runs as it does for a user, and the test fails on any look-up
 from __future__ import annotations
 
 import ast
+import base64
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,7 +87,7 @@ def beyond_loopback(log: Path) -> list[str]:
 
 
 def watched(log: Path) -> list[str]:
-    """What each watched process ran (``cli dashboard``, ``streamlit run``), in the order they started."""
+    """What each watched process ran (``cli dashboard``, ``dashboards.launch run``), in the order they started."""
     found = []
     for line in log.read_text(encoding="utf-8").splitlines():
         _pid, event, rest = line.split(" ", 2)
@@ -97,16 +99,20 @@ def watched(log: Path) -> list[str]:
 
 
 @contextmanager
-def run_dashboard(tmp_path: Path, *args: str, password: str = "correct horse battery staple"):
-    """`riskgate dashboard ARGS` with every socket of its processes watched, once it answers; yields (port, stop,
-    log): stop() ends it (SIGTERM to riskgate, passed on to Streamlit) and returns what it printed, ``log`` is
-    the file of look-ups and connections."""
+def run_dashboard(tmp_path: Path, *args: str, password: str | None = None):
+    """`riskgate dashboard ARGS` (with ``RISKGATE_DASHBOARD_PASSWORD`` set to ``password``, if any) with every
+    socket of its processes watched, once it answers; yields (port, stop, log): stop() ends it (SIGTERM to
+    riskgate, passed on to Streamlit) and returns what it printed, ``log`` is the file of look-ups and
+    connections."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     log = tmp_path / "sockets.log"
-    env = {**os.environ, "RG_SOCKET_LOG": str(log), "RISKGATE_DASHBOARD_PASSWORD": password,
-           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {k: v for k, v in os.environ.items() if k != "RISKGATE_DASHBOARD_PASSWORD"}
+    env.update({"RG_SOCKET_LOG": str(log),
+                "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    if password is not None:
+        env["RISKGATE_DASHBOARD_PASSWORD"] = password
     port = free_port()
     out = open(tmp_path / "dashboard.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "cli", "dashboard", "--db", str(tmp_path / "s.duckdb"),
@@ -166,9 +172,42 @@ def test_the_dashboard_on_every_interface_makes_no_outbound_request(tmp_path):
     """On 0.0.0.0, Streamlit's start-up banner looked up the machine's public address at
     http://checkip.amazonaws.com ("Did not auto detect external IP." without a network) and its local one by
     a UDP socket towards 8.8.8.8: riskgate prints its own URL line and Streamlit's banner is off."""
-    with run_dashboard(tmp_path, "--host", "0.0.0.0") as (_port, stop, log):
+    with run_dashboard(tmp_path, "--host", "0.0.0.0", password="correct horse battery staple") as (_, stop, log):
         printed = stop()
     assert beyond_loopback(log) == [], log.read_text()
     assert "riskgate dashboard on http://0.0.0.0:" in printed
     assert "external IP" not in printed and "External URL" not in printed, printed
-    assert watched(log) == ["cli dashboard", "streamlit run"], log.read_text()  # both processes were watched
+    assert watched(log) == ["cli dashboard", "dashboards.launch run"], log.read_text()  # both processes watched
+
+
+def websocket_status(port: int, origin: str) -> int:
+    """The HTTP status Streamlit answers a WebSocket opening (its ``/_stcore/stream``) sent from a page of
+    ``origin``, as a browser sends it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                   f"Origin: {origin}\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_a_web_page_cannot_make_the_dashboard_look_up_its_public_address(tmp_path):
+    """A WebSocket opened by a page of another site (any page the browser has open can try) made Streamlit,
+    before refusing it, look up the machine's public address at http://checkip.amazonaws.com, again at each
+    try while the look-up fails, blocking the server for up to two seconds each time. The dashboard on
+    loopback, as started by default: the refusal stays, the look-up goes."""
+    with run_dashboard(tmp_path) as (port, stop, log):
+        for origin in ("http://evil.example", "https://dash.example", "http://evil.example"):
+            assert websocket_status(port, origin) == 403  # refused: not the dashboard's own origin
+        assert websocket_status(port, f"http://127.0.0.1:{port}") == 101  # the dashboard's own page is let in
+        printed = stop()
+    # (a UDP socket's connect() sends nothing: it is how Streamlit learns the local address it also lets in)
+    assert [line for line in beyond_loopback(log) if " SOCK_DGRAM " not in line] == [], log.read_text()
+    assert "external IP" not in printed, printed
+    assert watched(log) == ["cli dashboard", "dashboards.launch run"], log.read_text()
