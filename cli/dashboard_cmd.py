@@ -1,6 +1,7 @@
 """``riskgate dashboard``: the Streamlit dashboard over the store (``dashboards/app.py``).
 
-Thin: checks that the address is safe to listen on, makes sure the store
+Thin: checks that the password, if any, is long enough and that the address
+is safe to listen on, makes sure the store
 exists and is migrated (the pages open it read-only), and runs
 ``streamlit run`` (through ``dashboards.launch``) with the store in ``RISKGATE_DB``.
 """
@@ -45,7 +46,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
 def dashboard(
     db: DbOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but a loopback address needs "
-                                      "authentication: RISKGATE_DASHBOARD_PASSWORD or Streamlit's OIDC login.")]
+                                      "authentication: RISKGATE_DASHBOARD_PASSWORD (16 characters or more) or "
+                                      "Streamlit's OIDC login.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8501,
 ) -> None:
@@ -54,6 +56,8 @@ def dashboard(
     from ingest.store import resolve_db_path
     from risk import store
 
+    if os.environ.get(auth.PASSWORD_ENV):
+        auth.check_password(os.environ[auth.PASSWORD_ENV])  # (a ConfigurationError: one line, exit code 2)
     if not auth.is_loopback(host) and not os.environ.get(auth.PASSWORD_ENV) and not auth.oidc_configured_in_files():
         raise fail(
             f"refusing to listen on {host} without authentication: set {auth.PASSWORD_ENV}, or configure "
