@@ -1,8 +1,9 @@
 """``riskgate dashboard``: the Streamlit dashboard over the store (``dashboards/app.py``).
 
-Thin: checks that the address is safe to listen on, makes sure the store
+Thin: checks that the password, if any, is long enough and that the address
+is safe to listen on, makes sure the store
 exists and is migrated (the pages open it read-only), and runs
-``streamlit run`` with the store in ``RISKGATE_DB``.
+``streamlit run`` (through ``dashboards.launch``) with the store in ``RISKGATE_DB``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from cli.common import DbOption, app, console, fail, handle_errors
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The ``streamlit run`` command line for the dashboard on ``host:port``."""
+    """The ``streamlit run`` command line for the dashboard on ``host:port`` (through ``dashboards.launch``:
+    Streamlit's own, with its look-up of the machine's public address off)."""
     import dashboards
 
     entry = Path(dashboards.__file__).resolve().parent / "app.py"
     return [
-        sys.executable, "-m", "streamlit", "run", str(entry),
+        sys.executable, "-m", "dashboards.launch", "run", str(entry),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
@@ -33,6 +35,9 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
         "--client.toolbarMode", "viewer",
+        # no banner: on 0.0.0.0 it looked up the machine's public address at http://checkip.amazonaws.com (an
+        # "External URL") and its local one by a UDP socket towards 8.8.8.8; riskgate prints its own URL line
+        "--logger.hideWelcomeMessage", "true",
     ]
 
 
@@ -41,7 +46,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
 def dashboard(
     db: DbOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but a loopback address needs "
-                                      "authentication: RISKGATE_DASHBOARD_PASSWORD or Streamlit's OIDC login.")]
+                                      "authentication: RISKGATE_DASHBOARD_PASSWORD (16 characters or more) or "
+                                      "Streamlit's OIDC login.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8501,
 ) -> None:
@@ -50,6 +56,8 @@ def dashboard(
     from ingest.store import resolve_db_path
     from risk import store
 
+    if os.environ.get(auth.PASSWORD_ENV):
+        auth.check_password(os.environ[auth.PASSWORD_ENV])  # (a ConfigurationError: one line, exit code 2)
     if not auth.is_loopback(host) and not os.environ.get(auth.PASSWORD_ENV) and not auth.oidc_configured_in_files():
         raise fail(
             f"refusing to listen on {host} without authentication: set {auth.PASSWORD_ENV}, or configure "

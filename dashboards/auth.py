@@ -2,7 +2,9 @@
 
 * ``RISKGATE_DASHBOARD_PASSWORD`` set: every page shows only a password form
   until the password is entered (compared in constant time); the session
-  then stays signed in until it ends or "Sign out" is pressed.
+  then stays signed in until it ends or "Sign out" is pressed. The password
+  must be as long as the service's API key (:func:`check_password`), or the
+  pages show nothing.
 * Streamlit's own OIDC login configured (an ``[auth]`` section in
   ``.streamlit/secrets.toml``): ``st.login`` first.
 * Neither: allowed only when the server listens on a loopback address.
@@ -22,7 +24,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from ingest.errors import ConfigurationError
+
 PASSWORD_ENV = "RISKGATE_DASHBOARD_PASSWORD"
+#: as ``service.app.MIN_API_KEY_CHARS`` and ``risk.notify.MIN_SECRET_CHARS``: characters, blanks not counted
+MIN_PASSWORD_CHARS = 16
 _SESSION_KEY = "_rg_authenticated"
 _FAILED_DELAY_S = 1.0
 
@@ -69,6 +75,18 @@ def _oidc_configured() -> bool:
     return _oidc_section_ok(auth)
 
 
+def check_password(password: str) -> str:
+    """``password`` (``RISKGATE_DASHBOARD_PASSWORD``'s value), or a ConfigurationError saying what it must be: at
+    least 16 characters besides blanks, and no blank at either end (the rules of the service's API key)."""
+    if sum(not c.isspace() for c in password) < MIN_PASSWORD_CHARS:  # blanks do not count (16 spaces were one)
+        raise ConfigurationError(f"{PASSWORD_ENV} is shorter than {MIN_PASSWORD_CHARS} characters (not counting "
+                                 "blanks); use a long passphrase")
+    if password != password.strip():  # invisible where it is set, easily lost where it is typed or pasted
+        raise ConfigurationError(f"{PASSWORD_ENV} begins or ends with blanks, which are easily lost when it is "
+                                 "typed or pasted; remove them")
+    return password
+
+
 def password_ok(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
@@ -92,6 +110,11 @@ def _sign_out() -> None:
 def require_login() -> None:
     """Stop the script run unless this visitor may see the store's data."""
     if os.environ.get(PASSWORD_ENV):
+        try:
+            check_password(os.environ[PASSWORD_ENV])
+        except ConfigurationError as exc:  # (`riskgate dashboard` refuses it: an app started some other way)
+            st.error(f"This dashboard shows nothing: {exc}.")
+            st.stop()
         if st.session_state.get(_SESSION_KEY):
             st.sidebar.button("Sign out", on_click=_sign_out, key="_rg_sign_out")
             return

@@ -546,17 +546,70 @@ def test_dashboard_command_runs_streamlit_with_the_store(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(dashboard_cmd, "run_forwarding_signals", lambda cmd, env: calls.append((cmd, env)) or 0)
-    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", "pw")
+    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", "abcd efgh ijkl mnop")  # 16 characters besides the blanks
     res = CliRunner().invoke(cli_app, ["dashboard", "--host", "0.0.0.0", "--port", "8765",
                                        "--db", str(tmp_path / "s.duckdb")])
     assert res.exit_code == 0, res.output
     (cmd, env), = calls
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
+    assert cmd[1:4] == ["-m", "dashboards.launch", "run"] and cmd[4].endswith("dashboards/app.py")
     opts = dict(zip(cmd[5::2], cmd[6::2]))
     assert opts["--server.address"] == "0.0.0.0" and opts["--server.port"] == "8765"
     assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"
+    assert opts["--logger.hideWelcomeMessage"] == "true"  # (its External URL was looked up on the internet)
     assert env["RISKGATE_DB"] == str(tmp_path / "s.duckdb")
     assert (tmp_path / "s.duckdb").exists()  # created and migrated before the pages read it
+
+
+SHORT_OR_BLANK_ENDED = [
+    ("pw5ch", "is shorter than 16 characters (not counting blanks)"),
+    (" " * 20, "is shorter than 16 characters (not counting blanks)"),
+    ("a long passphrase", "is shorter than 16 characters (not counting blanks)"),  # 15 besides the blanks
+    ("é" * 15, "is shorter than 16 characters (not counting blanks)"),  # characters, not bytes (30)
+    (" correct horse battery staple", "begins or ends with blanks"),
+    ("correct horse battery staple\t", "begins or ends with blanks"),
+]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+@pytest.mark.parametrize("password, said", SHORT_OR_BLANK_ENDED)
+def test_dashboard_command_refuses_a_short_password_before_streamlit_starts(tmp_path, monkeypatch, host, password,
+                                                                            said):
+    """A 5-character password opened the dashboard on 0.0.0.0: the password must be as long as the service's
+    API key (16 characters besides blanks, none at an end), wherever the dashboard listens."""
+    from cli import app as cli_app
+    from cli import dashboard_cmd
+
+    calls = []
+    monkeypatch.setattr(dashboard_cmd, "run_forwarding_signals", lambda cmd, env: calls.append(cmd) or 0)
+    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", password)
+    res = CliRunner().invoke(cli_app, ["dashboard", "--host", host, "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines() == [f"error: RISKGATE_DASHBOARD_PASSWORD {said}" + (
+        "; use a long passphrase" if "shorter" in said else ", which are easily lost when it is typed or pasted; "
+        "remove them")]
+    assert calls == [] and not (tmp_path / "s.duckdb").exists()  # Streamlit never started, no store made
+
+
+@pytest.mark.parametrize("password", ["abcd efgh ijkl mnop", "correct horse battery staple", "é" * 16])
+def test_dashboard_command_takes_a_long_enough_password(tmp_path, monkeypatch, password):
+    from cli import app as cli_app
+    from cli import dashboard_cmd
+
+    calls = []
+    monkeypatch.setattr(dashboard_cmd, "run_forwarding_signals", lambda cmd, env: calls.append(cmd) or 0)
+    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", password)
+    res = CliRunner().invoke(cli_app, ["dashboard", "--host", "0.0.0.0", "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("password, said", SHORT_OR_BLANK_ENDED[::2])
+def test_an_app_started_another_way_with_a_short_password_shows_nothing(db, monkeypatch, password, said):
+    """`streamlit run dashboards/app.py` with a password `riskgate dashboard` refuses: no password form, no data."""
+    monkeypatch.setenv("RISKGATE_DASHBOARD_PASSWORD", password)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert any(f"RISKGATE_DASHBOARD_PASSWORD {said}" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.text_input and not at.metric and not at.dataframe and not at.sidebar.selectbox
 
 
 def test_the_first_page_starts_importing_what_later_pages_import_late(db, monkeypatch, tmp_path):

@@ -47,3 +47,13 @@ def test_environment_variables_used_in_code_are_documented():
             used |= set(re.findall(r'"(RISKGATE_[A-Z_]+)"', f.read_text()))
     missing = sorted(v for v in used if v not in README)
     assert not missing, f"environment variables not in README.md: {missing}"
+
+
+def test_the_readmes_dashboard_passwords_are_ones_riskgate_dashboard_takes():
+    """The README's example was 'a long passphrase': 15 characters besides the blanks, refused."""
+    from dashboards.auth import check_password
+
+    examples = re.findall(r"RISKGATE_DASHBOARD_PASSWORD='([^']*)'", README)
+    assert examples
+    for example in examples:
+        check_password(example)
