@@ -294,6 +294,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                notify_retry_every: float = DEFAULT_RETRY_EVERY_S) -> FastAPI:
     """The service over the store ``db``; the store is opened when the app starts (its lifespan). What is owed
     (``risk.notify.claim_owed``) is claimed and sent at start and then every ``notify_retry_every`` seconds."""
+    from ingest import lease
     from ingest.context import ProxyPolicy
     from ingest.enrich import Enricher
     from ingest.geo import GeoResolver
@@ -312,6 +313,8 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     # opened here, once, so that a bad setting is refused in one line before the service starts, as
     # `riskgate credentials check` refuses it (opened by the store thread, it was a traceback and exit code 3)
     checker = checker or CredentialChecker.from_env().open()
+    # $RISKGATE_STORE_WAIT: a bad value is refused here, as every command refuses it, not by the store thread
+    store_wait = lease.default_wait() if store_wait is None else store_wait
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
     state: dict[str, Any] = {}
 

@@ -197,12 +197,15 @@ def _bycount(tmp_path) -> str:
     (("RISKGATE_SMTP_PORT", "smtp"), "error: RISKGATE_SMTP_PORT must be a port number, got 'smtp'"),
     (("RISKGATE_SMTP_TIMEOUT", "soon"), "error: RISKGATE_SMTP_TIMEOUT must be seconds, got 'soon'"),
     (("RISKGATE_SMTP_TIMEOUT", "-5"), "error: RISKGATE_SMTP_TIMEOUT must be seconds, got '-5'"),
+    (("RISKGATE_STORE_WAIT", "abc"), "error: RISKGATE_STORE_WAIT must be a number of seconds, got 'abc'"),
+    (("RISKGATE_STORE_WAIT", "-1"), "error: RISKGATE_STORE_WAIT must not be negative, got '-1'"),
 ])
 def test_serve_refuses_a_bad_breach_data_token_or_smtp_setting_in_one_line_before_it_starts(tmp_path, setting, message):
     """A real `riskgate serve` with a bad Pwned Passwords setting died after starting with a 30-line traceback
     and exit code 3 (once SIGABRT); with a feedback-token lifetime too long for a date it started and crashed at
     its first notification. Each is refused as `riskgate credentials check` (or `score --notify`) refuses it: one
-    line on stderr naming what is wrong, exit code 2, no store opened."""
+    line on stderr naming what is wrong, exit code 2, no store opened. So is a bad RISKGATE_STORE_WAIT, as every
+    other command refuses it (it said it listened, then logged a traceback and ended with exit code 3)."""
     import os
 
     names = {"tmp": str(tmp_path), "bycount": _bycount(tmp_path) if "{bycount}" in setting[1] else ""}
