@@ -34,8 +34,8 @@ def serve(
 
     from ingest.lease import hold_serving, note_serving_address
     from ingest.store import resolve_db_path
-    from service.app import API_KEY_ENV, RedactedAccessLog, asgi, check_api_key, create_app
-    from service.http import BoundedHttpProtocol
+    from service.app import API_KEY_ENV, RedactedAccessLog, asgi, check_api_key, create_app, start, stop
+    from service.http import AnnouncingServer, BoundedHttpProtocol
 
     key = check_api_key(os.environ.get(API_KEY_ENV))
     application = create_app(resolve_db_path(db), key, request_timeout=request_timeout)  # settings checked
@@ -43,8 +43,14 @@ def serve(
     sock = listening_socket(host, port)  # before saying so: a port in use is one line and exit 2
     address = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}"
     note_serving_address(lease, address)  # the lease names the port obtained (--port 0), not the one asked
-    err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on {address}", highlight=False,
-                      soft_wrap=True)  # one line, whatever the width: a log line
+    # the store opened and its state loaded before uvicorn runs: a store another process holds past
+    # $RISKGATE_STORE_WAIT is one line and exit 2 (in the application's startup, it was uvicorn's traceback and 3)
+    start(application)
+
+    def announce() -> None:  # once the port accepts and the application is ready (not before: clients were refused)
+        err_console.print(f"riskgate serve: store {resolve_db_path(db)}, listening on {address}", highlight=False,
+                          soft_wrap=True)  # one line, whatever the width: a log line
+
     # the event loop and the store thread share the GIL: a short switch interval lets the loop answer
     # while the store thread assesses (the default 5 ms would add up to 5 ms per hand-over of the GIL)
     sys.setswitchinterval(0.0005)
@@ -56,9 +62,12 @@ def serve(
     config = uvicorn.Config(asgi(application), access_log=access_log, log_level="info",
                             http=BoundedHttpProtocol.configured(head_timeout=header_timeout, body_timeout=body_timeout),
                             timeout_keep_alive=75, timeout_graceful_shutdown=10)
-    # uvicorn.Server, not uvicorn.run: that swallows the Ctrl-C uvicorn raises again once it has shut down (exit 0);
+    # a uvicorn.Server (which says when it has started), not uvicorn.run: that swallows the Ctrl-C uvicorn raises again once it has shut down (exit 0);
     # here it ends as every command's does ("interrupted", exit 130), after the graceful shutdown
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        AnnouncingServer(config, on_started=announce).run(sockets=[sock])
+    finally:
+        stop(application)  # (the application's shutdown has stopped it, unless uvicorn ended before its startup)
 
 
 def listening_socket(host: str, port: int):

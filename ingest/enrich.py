@@ -56,6 +56,8 @@ from ingest.schema import (
     CHALLENGE_NAMES,
     CHALLENGE_RESPONSES,
     EVENT_COLUMNS,
+    EVENT_ID_PATTERN,
+    EVENT_ID_RULE,
     EVENT_SCHEMA,
     EVENT_TYPES,
     BLANK,
@@ -73,8 +75,6 @@ MAX_FUTURE = timedelta(days=1)
 MAX_HEADER_VALUE = 16 * 1024
 MAX_HEADERS = 100
 MAX_HEADERS_TOTAL = 64 * 1024
-#: Cognito's event ids
-EVENT_ID_PATTERN = r"[\w+-]{1,50}"
 #: the forwarding headers a proxy may write (every value of each, in order), and their columns; only the one the
 #: proxy policy names (``ProxyPolicy.header``) is consulted for the client address (its values also in ``h_fwd``)
 FORWARDING_HEADERS = {"forwarded": "h_forwarded", "x-forwarded-for": "h_xff", "x-real-ip": "h_xri"}
@@ -720,7 +720,7 @@ SELECT *,
   nullif(concat_ws('; ',
     CASE WHEN event_id IS NULL THEN 'EventId is missing'
          WHEN NOT regexp_full_match(event_id, '{EVENT_ID_PATTERN}')
-         THEN 'EventId ' || to_json(left(event_id, 80))::VARCHAR || ' must be 1 to 50 characters of letters, digits, _, + or -' END,
+         THEN 'EventId ' || to_json(left(event_id, 80))::VARCHAR || ' {EVENT_ID_RULE}' END,
     CASE WHEN username IS NULL OR regexp_full_match(username, '{BLANK_SQL}') THEN 'Username is missing or empty'
          WHEN length(username) > {MAX_USERNAME} THEN 'Username is longer than {MAX_USERNAME} characters (' || length(username) || ')' END,
     CASE WHEN list_contains($bad_pools::VARCHAR[], user_pool_id)

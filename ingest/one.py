@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 
 from ingest.context import resolve_client_ip_from
 from ingest.enrich import (
-    EVENT_ID_PATTERN,
     MAX_FUTURE,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
@@ -38,6 +37,7 @@ from ingest.schema import (
     CHALLENGE_NAMES,
     CHALLENGE_RESPONSES,
     EVENT_COLUMNS,
+    EVENT_ID_PATTERN,
     EVENT_RESPONSE_ALIASES,
     EVENT_TYPES,
     short_digest,

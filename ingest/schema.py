@@ -9,6 +9,8 @@ API's PascalCase fields where one exists.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 
 import pyarrow as pa
 
@@ -28,6 +30,12 @@ CHALLENGE_RESPONSES = ("Success", "Failure")
 #: Cognito's limits of a UserPoolId and of a Username, in characters (COGNITO_REFERENCE.md)
 MAX_USER_POOL_ID = 55
 MAX_USERNAME = 128
+#: Cognito's event ids (COGNITO_REFERENCE.md: 1..50 characters of ``[\w+-]``), for Python (``re.ASCII``) and for
+#: DuckDB (RE2, whose ``\w`` is ASCII too: ``ingest.enrich``)
+EVENT_ID_PATTERN = r"[\w+-]{1,50}"
+#: what an event id must be, in the words of every refusal
+EVENT_ID_RULE = "must be 1 to 50 characters of letters, digits, _, + or -"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN, re.ASCII)
 #: the largest AS number (32 bits, RFC 6793): a source's ASN (rba-csv's ASN column, a mapping's ``source_asn``
 #: column or constant) outside 0..MAX_ASN is no AS number (:func:`as_number_sql`), and its row is quarantined
 #: (the mapping refused): it would have stood for the address's ASN over the GeoIP lookup's
@@ -64,6 +72,15 @@ def user_pool_id_problem(value: str) -> str | None:
     if len(value) > MAX_USER_POOL_ID:
         return f"is too long: at most {MAX_USER_POOL_ID} characters allowed"
     return None
+
+
+def event_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an EventId, or None: the whole reason, in the words ingest quarantines such a row
+    with (``ingest.enrich`` checks :data:`EVENT_ID_PATTERN` in SQL), for the feedback operations and
+    ``riskgate feedback``: no stored event can have such an id."""
+    if _EVENT_ID.fullmatch(value):
+        return None
+    return f"EventId {json.dumps(value[:80], ensure_ascii=False)} {EVENT_ID_RULE}"
 
 
 def username_problem(value: str | None) -> str | None:

@@ -79,7 +79,13 @@ def set_feedback(
     *,
     when: datetime | None = None,
 ) -> None:
-    """Record ``value`` (exactly Valid | Invalid, as Cognito's API) for ``event_id`` from ``provider`` (Admin | User)."""
+    """Record ``value`` (exactly Valid | Invalid, as Cognito's API) for ``event_id`` from ``provider`` (Admin | User).
+    An id no event can have (``ingest.schema.event_id_problem``) is refused as such."""
+    from ingest.schema import event_id_problem
+
+    problem = event_id_problem(event_id)
+    if problem:
+        raise FeedbackError(problem)
     if value not in FEEDBACK_VALUES:
         raise FeedbackError(f"FeedbackValue must be one of {', '.join(FEEDBACK_VALUES)}, got {value!r}")
     if provider not in PROVIDERS:

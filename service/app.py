@@ -292,8 +292,12 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S, enricher=None, checker=None,
                transport=None, min_hold: float | None = None, store_wait: float | None = None,
                notify_retry_every: float = DEFAULT_RETRY_EVERY_S) -> FastAPI:
-    """The service over the store ``db``; the store is opened when the app starts (its lifespan). What is owed
-    (``risk.notify.claim_owed``) is claimed and sent at start and then every ``notify_retry_every`` seconds."""
+    """The service over the store ``db``; the store is opened when the app starts (its lifespan), or before, by
+    :func:`start` (``riskgate serve``). What is owed (``risk.notify.claim_owed``) is claimed and sent at start and
+    then every ``notify_retry_every`` seconds."""
+    import threading
+
+    from ingest import lease
     from ingest.context import ProxyPolicy
     from ingest.enrich import Enricher
     from ingest.geo import GeoResolver
@@ -312,6 +316,8 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
     # opened here, once, so that a bad setting is refused in one line before the service starts, as
     # `riskgate credentials check` refuses it (opened by the store thread, it was a traceback and exit code 3)
     checker = checker or CredentialChecker.from_env().open()
+    # $RISKGATE_STORE_WAIT: a bad value is refused here, as every command refuses it, not by the store thread
+    store_wait = lease.default_wait() if store_wait is None else store_wait
     access_key_id = aws_access_key_id or os.environ.get(cognito.ACCESS_KEY_ENV) or cognito.DEFAULT_ACCESS_KEY_ID
     state: dict[str, Any] = {}
 
@@ -351,49 +357,71 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         due = scorer.due([row[1:] for row in rows])  # one for each row, in order
         return [Owed(row[0], n, lambda store, rec: rn.complete(store, rec, claimant)) for row, n in zip(rows, due)]
 
+    starting = threading.Lock()
+
+    def start() -> None:
+        """Start the store thread (the store opened, the scorer's state loaded) and the notifier, which has what is
+        owed claimed before any request (the store thread takes jobs in order); a no-op while they run. A store
+        held elsewhere past the wait is a StoreError, raised here."""
+        with starting:
+            if state.get("running"):
+                return
+            worker = StoreWorker(open_store, make_scorer, **({"min_hold": min_hold} if min_hold is not None else {}))
+            # every notification this service makes due is a pending row claimed by it (the inline scorer's
+            # writes: risk.score._write), completed by the notifier through the store thread
+            claimant = rn.service_claimant()
+            # What is owed is claimed at start (before any request) as the service's own, so that what an earlier
+            # service of this process left pending under that name is sent too; later claims, while this service
+            # has its own notifications queued under that name, claim under a name of their own (held while it
+            # runs, so no claim takes from another) and deliver only what they claimed.
+            later = rn.new_claimant("service-owed")
+            claimants = iter((claimant,))
+
+            def owed(store) -> list[Owed]:
+                return owed_notifications(store, worker, next(claimants, later))
+
+            notifier = Notifier(worker, lambda n: deliver(n, transport=transport),
+                                lambda store, rec: rn.complete(store, rec, claimant), stop_wait=notify_stop_wait(),
+                                owed=owed, retry_every=notify_retry_every)
+            worker.on_due = notifier.submit
+            rn.hold(claimant)
+            rn.hold(later)
+            try:
+                worker.start()
+            except BaseException:
+                rn.release(claimant)
+                rn.release(later)
+                raise
+            notifier.start()  # what is owed, before any request; not waited for
+            state.update(worker=worker, notifier=notifier, claimants=(claimant, later), running=True)
+
+    def stop() -> None:
+        """Stop the notifier and the store thread; a no-op when they do not run. What is still queued stays
+        pending in the store: the next run (or start) delivers it."""
+        with starting:
+            if not state.get("running"):
+                return
+            state["running"] = False
+            try:
+                state["notifier"].stop()
+                state["worker"].stop()
+            finally:
+                for claimant in state["claimants"]:
+                    rn.release(claimant)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        worker = StoreWorker(open_store, make_scorer, **({"min_hold": min_hold} if min_hold is not None else {}))
-        # every notification this service makes due is a pending row claimed by it (the inline scorer's writes:
-        # risk.score._write), completed by the notifier through the store thread
-        claimant = rn.service_claimant()
-        # What is owed is claimed at start (before any request) as the service's own, so that what an earlier
-        # service of this process left pending under that name is sent too; later claims, while this service has
-        # its own notifications queued under that name, claim under a name of their own (held while it runs, so
-        # no claim takes from another) and deliver only what they claimed.
-        later = rn.new_claimant("service-owed")
-        claimants = iter((claimant,))
-
-        def owed(store) -> list[Owed]:
-            return owed_notifications(store, worker, next(claimants, later))
-
-        notifier = Notifier(worker, lambda n: deliver(n, transport=transport),
-                            lambda store, rec: rn.complete(store, rec, claimant), stop_wait=notify_stop_wait(),
-                            owed=owed, retry_every=notify_retry_every)
-        worker.on_due = notifier.submit
-        rn.hold(claimant)
-        rn.hold(later)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, worker.start)
-        except BaseException:
-            rn.release(claimant)
-            rn.release(later)
-            raise
-        # what is owed, before any request (the store thread takes jobs in order); not waited for
-        notifier.start()
-        state["worker"], state["notifier"] = worker, notifier
+        # (at once when `riskgate serve` has started them already, before the server: service.app.start)
+        await asyncio.get_running_loop().run_in_executor(None, start)
         try:
             yield
         finally:
-            # what is still queued stays pending in the store: the next run (or start) delivers it
-            await asyncio.get_running_loop().run_in_executor(None, notifier.stop)
-            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
-            rn.release(claimant)
-            rn.release(later)
+            await asyncio.get_running_loop().run_in_executor(None, stop)
 
     app = FastAPI(title="riskgate", version="0.1.0", lifespan=lifespan,
                   description="Inline account-takeover risk decisions and Cognito's risk operations.")
     app.state.riskgate = state
+    app.state.riskgate_start, app.state.riskgate_stop = start, stop
 
     async def run(fut, what: str):
         """Await a store-thread job; (result, None) or (None, error response)."""
@@ -582,6 +610,19 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
 
     _add_schemas(app)
     return app
+
+
+def start(app: FastAPI) -> None:
+    """Start ``app``'s store thread and notifier now, as its lifespan would first do (the lifespan then finds them
+    running): the store opened and its state loaded before a server is started, so that a store another process
+    holds past ``$RISKGATE_STORE_WAIT`` is a StoreError here (``riskgate serve``: one line and exit code 2), and
+    the server's port accepts once they are ready."""
+    app.state.riskgate_start()
+
+
+def stop(app: FastAPI) -> None:
+    """Stop what :func:`start` started (a no-op when it is not running: the lifespan's end stops it too)."""
+    app.state.riskgate_stop()
 
 
 def _cognito_params(body: bytes) -> Any:

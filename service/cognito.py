@@ -149,6 +149,19 @@ def _pool(params: dict) -> str:
     return pool
 
 
+def _event_id(params: dict) -> str:
+    """The request's EventId, by the rule ingest and ``/v1/evaluate`` hold every event id to
+    (``ingest.schema.event_id_problem``: Cognito's 1..50 characters of ``[\\w+-]``): an id no stored event can have
+    is a bad parameter, not an event not found."""
+    from ingest.schema import event_id_problem
+
+    event_id = _str(params, "EventId", max_len=50)
+    problem = event_id_problem(event_id)
+    if problem:
+        raise invalid(problem)
+    return event_id
+
+
 def _only(params: dict, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -273,7 +286,7 @@ def admin_update_auth_event_feedback(con, params: dict) -> dict:
     _only(params, ("UserPoolId", "Username", "EventId", "FeedbackValue"))
     pool = _pool(params)
     username = _str(params, "Username", max_len=128)
-    event_id = _str(params, "EventId", max_len=50)
+    event_id = _event_id(params)
     value = _feedback_value(params)
     _require_pool(con, pool)
     _require_user(con, username, pool)
@@ -290,7 +303,7 @@ def update_auth_event_feedback(con, params: dict) -> dict:
     _only(params, ("UserPoolId", "Username", "EventId", "FeedbackToken", "FeedbackValue"))
     pool = _pool(params)
     username = _str(params, "Username", max_len=128)
-    event_id = _str(params, "EventId", max_len=50)
+    event_id = _event_id(params)
     token = _str(params, "FeedbackToken")
     value = _feedback_value(params)
     try:  # the token is the authorisation: checked before anything about the store is told

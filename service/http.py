@@ -13,12 +13,17 @@ trailer fields (which httptools buffers like headers). A body trickled a byte at
 for ever too (uvicorn has no timeout while a request's body arrives; its keep-alive timeout runs only between
 requests): a body not complete ``body_timeout`` seconds after its headers is answered ``408`` and its connection
 closed. Everything else is uvicorn's.
+
+:class:`AnnouncingServer` is uvicorn's server telling ``riskgate serve`` when it has started (the application's
+startup done, its sockets accepting connections), for the line that says where it listens.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 #: The most bytes a request's line and headers may take (Node.js allows 16 KiB, nginx 32 KiB by default).
@@ -228,3 +233,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             body,
         ]))
         self.transport.close()
+
+
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, calling ``on_started()`` once it has started: the application's startup complete (the
+    lifespan: the store open, its state loaded) and every socket listening, so that a client connecting when it is
+    told may connect (uvicorn has no hook of its own for that moment; it is the end of ``Server.startup``)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.on_started()

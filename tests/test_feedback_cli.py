@@ -96,6 +96,16 @@ def test_feedback_errors_are_clear(db):
         assert feedback.latest_feedback(con).num_rows == 0
 
 
+@pytest.mark.parametrize("event_id", ["a b", "a/b", "\u00fc"])
+def test_an_event_id_no_event_can_have_is_refused_as_ingest_refuses_it(db, event_id):
+    """As AdminUpdateAuthEventFeedback refuses it: the id is not Cognito's (1..50 characters of [\\w+-]), rather
+    than "no event with EventId ... in the store"."""
+    res = rg("feedback", event_id, "invalid", "--db", db)
+    assert res.exit_code == 2, res.output
+    assert res.output == (f"error: EventId {json.dumps(event_id, ensure_ascii=False)} must be 1 to 50 characters of "
+                          "letters, digits, _, + or -\n")
+
+
 def test_the_users_token_records_provider_user(db):
     token = make_token("e2", "alice")
     with risk.store.connect(db) as con:

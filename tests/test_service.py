@@ -197,12 +197,15 @@ def _bycount(tmp_path) -> str:
     (("RISKGATE_SMTP_PORT", "smtp"), "error: RISKGATE_SMTP_PORT must be a port number, got 'smtp'"),
     (("RISKGATE_SMTP_TIMEOUT", "soon"), "error: RISKGATE_SMTP_TIMEOUT must be seconds, got 'soon'"),
     (("RISKGATE_SMTP_TIMEOUT", "-5"), "error: RISKGATE_SMTP_TIMEOUT must be seconds, got '-5'"),
+    (("RISKGATE_STORE_WAIT", "abc"), "error: RISKGATE_STORE_WAIT must be a number of seconds, got 'abc'"),
+    (("RISKGATE_STORE_WAIT", "-1"), "error: RISKGATE_STORE_WAIT must not be negative, got '-1'"),
 ])
 def test_serve_refuses_a_bad_breach_data_token_or_smtp_setting_in_one_line_before_it_starts(tmp_path, setting, message):
     """A real `riskgate serve` with a bad Pwned Passwords setting died after starting with a 30-line traceback
     and exit code 3 (once SIGABRT); with a feedback-token lifetime too long for a date it started and crashed at
     its first notification. Each is refused as `riskgate credentials check` (or `score --notify`) refuses it: one
-    line on stderr naming what is wrong, exit code 2, no store opened."""
+    line on stderr naming what is wrong, exit code 2, no store opened. So is a bad RISKGATE_STORE_WAIT, as every
+    other command refuses it (it said it listened, then logged a traceback and ended with exit code 3)."""
     import os
 
     names = {"tmp": str(tmp_path), "bycount": _bycount(tmp_path) if "{bycount}" in setting[1] else ""}
@@ -578,27 +581,85 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2_before_saying_it_listens(
     assert proc.returncode == 2 and err.startswith("error: cannot listen on 256.1.1.1:8080: ") and err.count("\n") == 1
 
 
+def _port_it_says_it_listens_on(proc, seen: list | None = None) -> int:
+    """The port of the line ``riskgate serve`` (``_serve``'s, on s.duckdb) prints on stderr once it listens; the
+    lines before it (uvicorn's, the warnings of its start) and it are appended to ``seen``."""
+    import re
+
+    seen = [] if seen is None else seen
+    for line in proc.stderr:
+        seen.append(line)
+        found = re.fullmatch(r"riskgate serve: store .*s\.duckdb, listening on http://127\.0\.0\.1:(\d+)\n", line)
+        if found:
+            return int(found.group(1))
+    raise AssertionError(f"it never said it listens:\n{''.join(seen)}")
+
+
+def test_serve_says_it_listens_only_once_its_port_accepts_and_the_store_is_ready(base, store):
+    """The line came before uvicorn had started, the store opened or its state loaded: a client that connected
+    when it appeared was refused for about 3.7 s. Connected at once, it is answered, by a service whose store is
+    open."""
+    proc = _serve(store.parent, "--port", "0")
+    try:
+        port = _port_it_says_it_listens_on(proc)
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)  # no retry: refused would fail here
+        assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+
+
+HOLDERS = {
+    # a notebook's plain DuckDB connection: DuckDB's own lock names the process
+    "duckdb": "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('holding', flush=True); sys.stdin.read()",
+    # another riskgate process: its turn on the store (ingest.lease) names it
+    "riskgate": "from ingest import store; import sys; con = store.connect(sys.argv[1]); print('holding', flush=True); "
+                "sys.stdin.read()",
+}
+
+
+@pytest.mark.parametrize("holder", sorted(HOLDERS))
+def test_serve_on_a_store_held_past_the_wait_is_one_line_naming_the_holder_and_exit_2(tmp_path, holder):
+    """It said it listened, then logged a 40-line traceback ("Application startup failed") and ended with exit code
+    3; every other command says in one line who holds the store, and exits 2."""
+    import os
+    from pathlib import Path
+
+    db = tmp_path / "s.duckdb"
+    hold = subprocess.Popen([sys.executable, "-c", HOLDERS[holder], str(db)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert hold.stdout.readline() == "holding\n"
+        env = {**os.environ, "RISKGATE_API_KEY": API_KEY, "RISKGATE_STORE_WAIT": "1"}
+        done = subprocess.run([sys.executable, "-m", "cli", "serve", "--db", str(db), "--port", "0"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        hold.stdin.close()
+        hold.wait(30)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: {db}: ") and done.stderr.count("\n") == 1, done.stderr
+    assert f"(PID {hold.pid})" in done.stderr or f"in use by pid {hold.pid} (" in done.stderr, done.stderr
+
+
 def test_serve_says_the_port_it_got_and_ctrl_c_is_interrupted_130_without_a_traceback(tmp_path):
     """--port 0 said port 0; Ctrl-C exited 0 (uvicorn.run swallows it) without the "interrupted" of every other
     command; a store without a model logged a traceback at start (each request says "no trained model")."""
-    import re
     import signal
 
     proc = _serve(tmp_path, "--port", "0")
+    before = []
     try:
-        line = proc.stderr.readline()
-        found = re.fullmatch(r"riskgate serve: store .*s\.duckdb, listening on http://127\.0\.0\.1:(\d+)\n", line)
-        assert found, line
-        port = int(found.group(1))
+        port = _port_it_says_it_listens_on(proc, before)
         assert port > 0
         wait_until_serving(port, proc)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/evaluate", headers=headers(), json={"Username": "a"}, timeout=30)
         assert r.status_code in (422, 503), r.text
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
+        _out, after = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = "".join(before) + after
     assert proc.returncode == 130, err
     assert err.rstrip().endswith("interrupted"), err
     assert "Traceback" not in err, err

@@ -189,6 +189,32 @@ def test_feedback_from_the_admin_and_from_the_user(svc, pool, monkeypatch):
     assert httpx.post(svc.url + "/v1/feedback", data={"token": "x.y", "value": "valid"}).status_code == 400
 
 
+@pytest.mark.parametrize("event_id", ["a b", "a/b", "\u00fc", "x" * 51])
+def test_an_event_id_off_cognitos_pattern_is_an_invalid_parameter_of_both_feedback_operations(svc, pool, monkeypatch,
+                                                                                               event_id):
+    """Cognito's EventId is 1..50 characters of [\\w+-]; only the length was checked, so "a b" was looked up and
+    not found (ResourceNotFoundException), where ingest and /v1/evaluate refuse such an id. Refused as a parameter,
+    in ingest's words (the user's call: also with a token issued for that id)."""
+    from risk.notify import make_token
+
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "f" * 32)
+    user = svc.worker.call(lambda con: con.execute("SELECT min(username) FROM events").fetchall()[0][0]).result(30)
+    public = boto3.client("cognito-idp", endpoint_url=svc.url, region_name=REGION, aws_access_key_id="anyone",
+                          aws_secret_access_key="anything", config=Config(retries={"max_attempts": 1}))
+    said = (f"EventId must be 1 to 50 characters, got {len(event_id)}" if len(event_id) > 50 else
+            f"EventId {json.dumps(event_id, ensure_ascii=False)} must be 1 to 50 characters of letters, digits, _, "
+            "+ or -")
+    calls = {"AdminUpdateAuthEventFeedback": lambda: client(svc).admin_update_auth_event_feedback(
+                 UserPoolId=pool, Username=user, EventId=event_id, FeedbackValue="Valid"),
+             "UpdateAuthEventFeedback": lambda: public.update_auth_event_feedback(
+                 UserPoolId=pool, Username=user, EventId=event_id, FeedbackToken=make_token(event_id, user),
+                 FeedbackValue="Valid")}
+    for op, call in calls.items():
+        with pytest.raises(ClientError) as e:
+            call()
+        assert (code(e), e.value.response["Error"]["Message"]) == ("InvalidParameterException", said), op
+
+
 def test_authentication_and_protocol_errors(svc, pool):
     with pytest.raises(ClientError) as e:
         client(svc, secret="not-the-key").describe_risk_configuration(UserPoolId=pool)
