@@ -52,7 +52,8 @@ def ingest(
     """Load sign-in events into the store: detect the format, normalise, enrich, quarantine bad rows.
 
     Prints rows read, events added, duplicates skipped and rows quarantined with the most
-    frequent reasons; rows_read == events_added + duplicates + quarantined.
+    frequent reasons; rows_read == events_added + duplicates + quarantined. Feedback the
+    inputs carry (Cognito's EventFeedback) is recorded as feedback given, with each batch.
     """
     from ingest.errors import InputFormatError
 
@@ -73,7 +74,10 @@ def ingest(
     options = ReaderOptions(batch_rows=batch_rows, username=username, username_from_file_name=username_from_file_name,
                             user_pool_id=user_pool_id, mapping=mapping)
     prefer_jemalloc()
-    con = store.connect(db, settings=BULK_SETTINGS)
+    from risk import store as risk_store
+    from risk.feedback import record_imported
+
+    con = risk_store.connect(db, settings=BULK_SETTINGS)  # (risk's tables too: the feedback read is recorded)
     try:
         size = total_size(paths)
         show = (not json_out) and size >= PROGRESS_MIN_BYTES and err_console.is_terminal
@@ -98,7 +102,8 @@ def ingest(
                     state["last"] = done
                 bar.update(task, completed=state["base"] + state["last"], rows=rows, description=escape(path))
 
-            result = ingest_paths(con, paths, fmt=format, options=options, enricher=enricher, progress=progress)
+            result = ingest_paths(con, paths, fmt=format, options=options, enricher=enricher, progress=progress,
+                                  record_feedback=record_imported)
     finally:
         con.close()
     for e in result.errors:
@@ -114,6 +119,8 @@ def ingest(
         )
         if result.labels_added:
             console.print(f"labels added {result.labels_added:,}", highlight=False)
+        if result.feedback_added:
+            console.print(f"feedback recorded {result.feedback_added:,}", highlight=False)
         if result.reasons:
             t = Table(title="most frequent quarantine reasons", show_edge=False)
             t.add_column("rows", justify="right")

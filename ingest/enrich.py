@@ -41,7 +41,7 @@ import operator
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import duckdb
 import numpy as np
@@ -60,6 +60,8 @@ from ingest.schema import (
     EVENT_ID_RULE,
     EVENT_SCHEMA,
     EVENT_TYPES,
+    MAX_FUTURE,
+    MIN_TIME,
     BLANK,
     BLANK_SQL,
     MAX_USERNAME,
@@ -70,8 +72,6 @@ from ingest.schema import (
 )
 from ingest.sources.base import RAW_COLUMN
 
-MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
-MAX_FUTURE = timedelta(days=1)
 MAX_HEADER_VALUE = 16 * 1024
 MAX_HEADERS = 100
 MAX_HEADERS_TOTAL = 64 * 1024

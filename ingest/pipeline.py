@@ -27,6 +27,17 @@ gets its own number back at the end). An error while reading or enriching
 surfaces in the main thread at the batch where it happened, after every
 earlier batch was written, just as without a thread.
 
+Feedback a source carries (Cognito's EventFeedback in AdminListUserAuthEvents
+output, the user-activity export's ``eventFeedback*``: ``ReadBatch.feedback``)
+is the feedback given on the event. Ingest owns no feedback table (``risk``
+does, and ingest knows nothing of ``risk``): the caller passes a
+:data:`FeedbackSink` (``riskgate ingest`` passes
+``risk.feedback.record_imported``), which each batch's transaction calls with
+the feedback of the batch's rows that are stored -- added, or duplicates of a
+stored event (a page listed again after the feedback changed says so) --, so
+that an event and its feedback are committed together. Without a sink the
+feedback stays only in the events' ``extra``, as the source wrote it.
+
 The last step of the enrichment (``ingest.enrich.Staged.select_sql``: the
 joins with the per-distinct-value tables, fingerprints, geo columns) runs
 inside the store's INSERT, in the writing thread: the wide rows never come
@@ -58,6 +69,7 @@ import pyarrow.compute as pc
 from ingest import store
 from ingest.enrich import Enricher, Staged
 from ingest.errors import InputFormatError, RiskgateError, interrupted
+from ingest.schema import FEEDBACK_SCHEMA
 from ingest.sources import detect_format, get_reader
 from ingest.sources.base import (
     BYTES_READ_OBSERVER,
@@ -81,6 +93,7 @@ class IngestResult:
     duplicates: int = 0
     quarantined: int = 0
     labels_added: int = 0
+    feedback_added: int = 0  # rows recorded by the FeedbackSink
     reasons: Counter = field(default_factory=Counter)
     files: list[dict] = field(default_factory=list)  # per file: path, format, counts, error
     errors: list[str] = field(default_factory=list)  # files that could not be read
@@ -93,6 +106,7 @@ class IngestResult:
             "quarantined": self.quarantined,
             "reasons": dict(self.reasons.most_common(top_reasons)),
             "labels_added": self.labels_added,
+            "feedback_added": self.feedback_added,
             "run_id": self.run_id,
             "files": self.files,
             "errors": self.errors,
@@ -109,6 +123,9 @@ def reason_key(reason: str) -> str:
 
 
 ProgressFn = Callable[[str, int, int], None]  # (file, bytes done, rows so far)
+#: Records a batch's feedback (FEEDBACK_SCHEMA: the stored rows' event ids and the feedback they carry) on the
+#: store's connection, inside the batch's transaction; returns how many feedback rows it recorded.
+FeedbackSink = Callable[[duckdb.DuckDBPyConnection, pa.Table], int]
 
 #: the environment variable with which Arrow's user chooses its memory pool (then left as it is)
 ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
@@ -156,7 +173,10 @@ def ingest_paths(
     options: ReaderOptions | None = None,
     enricher: Enricher,
     progress: ProgressFn | None = None,
+    record_feedback: FeedbackSink | None = None,
 ) -> IngestResult:
+    """Ingest ``paths`` into the store ``con`` (the module docstring); ``record_feedback`` records the feedback
+    the inputs carry (none: it is not recorded)."""
     options = options or ReaderOptions()
     run_id = uuid.uuid4().hex
     result = IngestResult(run_id=run_id)
@@ -169,7 +189,8 @@ def ingest_paths(
     with store.halved_threads(con) as writer_threads:
         try:
             for path in paths:
-                _ingest_file(con, str(path), fmt, options, enricher, result, progress, writer_threads, id_key)
+                _ingest_file(con, str(path), fmt, options, enricher, result, progress, writer_threads, id_key,
+                             record_feedback)
             status = "completed" if not result.errors else "completed_with_errors"
         except BaseException as exc:
             if interrupted(exc):
@@ -199,6 +220,7 @@ def _ingest_file(
     progress: ProgressFn | None,
     writer_threads: int,
     id_key: bytes,
+    record_feedback: FeedbackSink | None = None,
 ) -> None:
     entry = {"path": path, "format": None, "rows_read": 0, "events_added": 0, "duplicates": 0,
              "quarantined": 0, "error": None}
@@ -220,12 +242,13 @@ def _ingest_file(
                         entry[k] += counts[k]
                         setattr(result, k, getattr(result, k) + counts[k])
                     result.labels_added += counts["labels_added"]
+                    result.feedback_added += counts["feedback_added"]
                     result.reasons.update(counts["reasons"])
 
                 for batch in prepared:
                     # the ids of an input's quarantined rows depend on the rows before them: given in order here
                     batch.quarantine = quarantine_ids(batch.quarantine)
-                    _write_batch(con, batch, result.run_id, stored, result.rows_read)
+                    _write_batch(con, batch, result.run_id, stored, result.rows_read, record_feedback)
                     if progress:
                         progress(path, -1, rows)
                     del batch  # not kept alive while the next one is awaited (memory)
@@ -257,6 +280,7 @@ class PreparedBatch:
     quarantine: pa.Table  # QUARANTINE_SCHEMA (+ quarantine_id, given by the writer's loop in the input's order)
     labels: pa.Table | None  # LABEL_SCHEMA (+ source_line): stored only for the events the batch adds
     source_file: str = ""
+    feedback: pa.Table | None = None  # FEEDBACK_SCHEMA: of the rows that are stored (added or duplicates)
 
 
 def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool: str | None = None,
@@ -283,7 +307,27 @@ def _prepare_batch(batch, fmt: str, path: str, enricher: Enricher, default_pool:
     if q.num_rows:
         q = q.set_column(0, "source_format", pa.array([fmt] * q.num_rows, pa.string()))
         q = q.set_column(1, "source_file", pa.array([path] * q.num_rows, pa.string()))
-    return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, labels, path)
+    feedback = _stored_feedback(events, batch.feedback, staged.bad_i if staged is not None else None)
+    return PreparedBatch(staged if staged is not None and staged.good_rows else None, q, labels, path, feedback)
+
+
+def _stored_feedback(events: pa.Table, feedback: pa.Table | None, bad_i: pa.Table | None) -> pa.Table | None:
+    """FEEDBACK_SCHEMA: the feedback (``ReadBatch.feedback``, row for row with ``events``) of the rows that carry
+    one and are not quarantined by the enrichment (``bad_i``: their row numbers), with the rows' final event ids
+    (``_keyed_ids``); None when there is none."""
+    if feedback is None or not events.num_rows:
+        return None
+    if feedback.num_rows != events.num_rows:
+        raise ValueError(f"a reader gave feedback for {feedback.num_rows} rows with {events.num_rows} events")
+    keep = pc.is_valid(feedback.column("feedback_value"))
+    if bad_i is not None and bad_i.num_rows:
+        rows = pa.array(range(events.num_rows), pa.int64())
+        keep = pc.and_(keep, pc.invert(pc.is_in(rows, value_set=bad_i.column("_i").combine_chunks())))
+    if not pc.any(keep).as_py():
+        return None
+    out = pa.table([events.column("event_id").cast(pa.string()),
+                    *(feedback.column(name) for name in FEEDBACK_SCHEMA.names[1:])], schema=FEEDBACK_SCHEMA)
+    return out.filter(keep)
 
 
 def _with_pools(events: pa.Table, default_pool: str | None) -> pa.Table:
@@ -436,10 +480,12 @@ def _close(it) -> None:
         close()
 
 
-def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict], None], read_before: int) -> None:
-    """Write one prepared batch (its quarantine rows with their ids) in one transaction, with the run's count of
-    rows read so far (``ingest_runs.rows_read``), then hand its counts to ``stored`` -- also when an interrupt
-    reaches the COMMIT after it went through, so that the run's counts say what is stored. ``read_before``: the
+def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict], None], read_before: int,
+                 record_feedback: FeedbackSink | None = None) -> None:
+    """Write one prepared batch (its quarantine rows with their ids; its feedback through ``record_feedback``, once
+    its rows are in ``events``) in one transaction, with the run's count of rows read so far
+    (``ingest_runs.rows_read``), then hand its counts to ``stored`` -- also when an interrupt reaches the COMMIT
+    after it went through, so that the run's counts say what is stored. ``read_before``: the
     run's rows read before this batch (when no transaction is left to roll back, the count in the store tells
     whether the COMMIT went through or failed: DuckDB ends the transaction of a COMMIT it refuses too)."""
     staged, q = batch.staged, batch.quarantine
@@ -457,12 +503,15 @@ def _write_batch(con, batch: PreparedBatch, run_id: str, stored: Callable[[dict]
         # a row that did not become an event here (quarantined, a duplicate) adds no label
         labels = (store.insert_labels(con, batch.labels, added_by_run=run_id, source_file=batch.source_file)
                   if batch.labels is not None and added else 0)
+        feedback = (record_feedback(con, batch.feedback)
+                    if record_feedback is not None and batch.feedback is not None and good_rows else 0)
         counts = {
             "rows_read": good_rows + q.num_rows,
             "events_added": added,
             "duplicates": good_rows - added,
             "quarantined": q.num_rows,
             "labels_added": labels,
+            "feedback_added": feedback,
             "reasons": Counter(reason_key(r) for r in q.column("reason").to_pylist()),
         }
         con.execute("UPDATE ingest_runs SET rows_read = ? WHERE run_id = ?",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
@@ -27,6 +28,14 @@ EVENT_RESPONSE_ALIASES = {
 }
 CHALLENGE_NAMES = ("Password", "Mfa")
 CHALLENGE_RESPONSES = ("Success", "Failure")
+#: EventFeedback's FeedbackValue and the Provider of the feedback riskgate keeps (AdminUpdateAuthEventFeedback:
+#: ``Admin``, UpdateAuthEventFeedback: ``User``), as Cognito spells them (``risk.feedback`` records them).
+FEEDBACK_VALUES = ("Valid", "Invalid")
+FEEDBACK_PROVIDERS = ("Admin", "User")
+#: The times an event (its CreationDate) or a feedback read from a source (its FeedbackDate) may have: not
+#: before 2000-01-01, at most a day ahead of the clock (``ingest.enrich`` checks events; the readers feedback).
+MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE = timedelta(days=1)
 #: Cognito's limits of a UserPoolId and of a Username, in characters (COGNITO_REFERENCE.md)
 MAX_USER_POOL_ID = 55
 MAX_USERNAME = 128
@@ -164,6 +173,21 @@ EVENT_COLUMNS = [f.name for f in EVENT_SCHEMA]
 
 #: Columns every reader must fill for a row to be an event.
 REQUIRED = ("event_id", "username", "event_type", "event_response", "creation_date")
+
+#: The feedback a source row carries (Cognito's EventFeedback: AdminListUserAuthEvents output, the user-activity
+#: export's ``eventFeedback*``), as a reader gives it beside its events (``ReadBatch.feedback``, row for row; a
+#: row without feedback has none of the three): ``feedback_value`` and ``provider`` in Cognito's spelling
+#: (:data:`FEEDBACK_VALUES`, :data:`FEEDBACK_PROVIDERS`), ``feedback_date`` the FeedbackDate, else the event's
+#: CreationDate. Ingest owns no feedback table: ``riskgate ingest`` hands each batch's to ``risk.feedback``.
+SOURCE_FEEDBACK_SCHEMA = pa.schema(
+    [
+        pa.field("feedback_value", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("feedback_date", pa.timestamp("us", tz="UTC")),
+    ]
+)
+#: The feedback of a batch's stored rows, as ingest hands it on (``ingest.pipeline.FeedbackSink``).
+FEEDBACK_SCHEMA = pa.schema([pa.field("event_id", pa.string(), nullable=False), *SOURCE_FEEDBACK_SCHEMA])
 
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -6,6 +6,14 @@ in force. ``Invalid`` means "this was not me": the event then stops counting
 as part of the user's known history in ``risk.features`` (a later sign-in
 from the same IP or device is new again). SQL for ``feedback`` lives here.
 
+Feedback comes from an administrator (``riskgate feedback``, the service's
+AdminUpdateAuthEventFeedback, the dashboard: Provider ``Admin``), from the
+user (a notification link's token: ``User``), and from the exports
+``riskgate ingest`` reads (:func:`record_imported`: the EventFeedback of
+AdminListUserAuthEvents output, the user-activity export's ``eventFeedback*``,
+with their own provider and date). All are rows of the one table, and the
+latest by date is in force whichever way it came.
+
 The ``prevented_events`` table holds the sign-ins the inline service blocked
 (its answer's ``Action`` was ``Block``: the application refused them). Such a
 sign-in did not happen: it joins no user's known history and counts as a
@@ -29,10 +37,10 @@ import pyarrow as pa
 
 from ingest.errors import RiskgateError
 from ingest.labels import FALSE_VALUES, TRUE_VALUES
+from ingest.schema import FEEDBACK_PROVIDERS, FEEDBACK_VALUES
 from ingest.store import Migration
 
-FEEDBACK_VALUES = ("Valid", "Invalid")
-PROVIDERS = ("Admin", "User")
+PROVIDERS = FEEDBACK_PROVIDERS
 
 
 class FeedbackError(RiskgateError):
@@ -97,6 +105,44 @@ def set_feedback(
         "INSERT INTO feedback (event_id, feedback_value, provider, feedback_date) VALUES (?, ?, ?, ?)",
         [event_id, value, provider, when or datetime.now(timezone.utc)],
     ).fetchall()
+
+
+def record_imported(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
+    """Record the feedback an ingested export carries (``ingest.schema.FEEDBACK_SCHEMA``: event_id, feedback_value,
+    provider, feedback_date), set-wise; return how many rows were recorded. ``riskgate ingest`` passes it to
+    ``ingest.pipeline.ingest_paths`` (``FeedbackSink``): it runs in each batch's transaction, after the batch's
+    events are stored, with the feedback of the batch's rows that are stored (added, or duplicates of a stored
+    event).
+
+    Each row is feedback given, with its own provider and date, recorded unless the event already has that very
+    feedback (same value, provider and date): ingesting the same export again adds nothing, and an export whose
+    feedback changed since adds the newer one. Nothing is overwritten; the latest by date is in force, as
+    always, so an export never outranks feedback given after its FeedbackDate, in riskgate or in Cognito. Rows
+    of events not in the store, or whose value or provider is not Cognito's (the readers quarantine those), are
+    left out.
+    """
+    if table is None or not table.num_rows:
+        return 0
+    con.register("_rg_imported_feedback", table)
+    try:
+        res = con.execute(
+            """INSERT INTO feedback (event_id, feedback_value, provider, feedback_date)
+               SELECT DISTINCT n.event_id, n.feedback_value, n.provider, n.feedback_date
+               FROM _rg_imported_feedback n
+               -- the stored events among the batch's (the store's ids probed against the batch's, not hashed)
+               JOIN (SELECT DISTINCT event_id FROM events
+                     WHERE event_id IN (SELECT event_id FROM _rg_imported_feedback)) e ON e.event_id = n.event_id
+               WHERE list_contains($values, n.feedback_value) AND list_contains($providers, n.provider)
+                 AND n.feedback_date IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM feedback f
+                                 WHERE f.event_id = n.event_id AND f.feedback_value = n.feedback_value
+                                   AND f.provider = n.provider AND f.feedback_date = n.feedback_date)
+               ORDER BY n.feedback_date""",
+            {"values": list(FEEDBACK_VALUES), "providers": list(PROVIDERS)},
+        ).fetchall()
+    finally:
+        con.unregister("_rg_imported_feedback")
+    return int(res[0][0]) if res else 0
 
 
 def check_feedback_token(

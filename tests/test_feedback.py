@@ -59,3 +59,27 @@ def test_labels_in_force_read_every_spelling_of_yes_and_no_that_labels_load_acce
                                  "value": list(values.values()), "source": ["old"] * len(values)}))
     got = dict(con.execute(f"SELECT event_id, y FROM ({LABELS_IN_FORCE_SQL})").fetchall())
     assert got == {"e0": 1.0, "e1": 1.0, "e2": 0.0, "e3": 1.0, "e4": 0.0, "e5": None}
+
+
+def test_record_imported_adds_what_is_new_and_leaves_out_what_cannot_be_feedback(con):
+    """An export's feedback (ingest's FeedbackSink): that very feedback once, on stored events, in Cognito's
+    spelling; the latest by date in force, whichever way it came."""
+    from ingest.schema import FEEDBACK_SCHEMA
+    from risk.feedback import record_imported
+
+    def table(*rows):
+        return pa.Table.from_pylist([dict(zip(FEEDBACK_SCHEMA.names, r)) for r in rows], schema=FEEDBACK_SCHEMA)
+
+    day = timedelta(days=1)
+    given = table(("e1", "Invalid", "Admin", T0 + day), ("e1", "Invalid", "Admin", T0 + day),  # a repeat
+                  ("nope", "Invalid", "Admin", T0), ("e2", "invalid", "Admin", T0), ("e2", "Valid", "Robot", T0),
+                  ("e0", "Valid", "User", T0))
+    assert record_imported(con, given) == 2
+    assert record_imported(con, given) == 0  # the same export again
+    assert record_imported(con, table()) == 0
+    set_feedback(con, "e1", "Valid", "Admin", when=T0 + 3 * day)  # given in riskgate later
+    assert record_imported(con, table(("e1", "Invalid", "User", T0 + 2 * day))) == 1  # kept, not in force
+    rows = latest_feedback(con).to_pylist()
+    assert [(r["event_id"], r["feedback_value"], r["provider"]) for r in rows] == [
+        ("e0", "Valid", "User"), ("e1", "Valid", "Admin")]
+    assert con.execute("SELECT count(*) FROM feedback").fetchall()[0][0] == 4

@@ -325,7 +325,7 @@ def test_an_error_in_the_writer_stops_the_reading_thread(tmp_path, monkeypatch):
     city, asn = build(tmp_path)
     calls = []
 
-    def failing_write(con, batch, run_id, stored, read_before):
+    def failing_write(con, batch, run_id, stored, read_before, record_feedback=None):
         calls.append(batch)
         raise duckdb.IOException("disk full")
 
@@ -403,7 +403,7 @@ def test_the_two_stages_share_the_cores_and_the_store_gets_its_threads_back(tmp_
         scratch.close()
         fresh.close()
 
-        def failing_write(con, batch, run_id, stored, read_before):
+        def failing_write(con, batch, run_id, stored, read_before, record_feedback=None):
             raise RuntimeError("the writer broke")
 
         monkeypatch.setattr(pipeline, "_write_batch", failing_write)

@@ -274,3 +274,45 @@ def test_sniff():
     assert READER.sniff(b'{"AuthEvents": [], "NextToken": "x"}')
     assert not READER.sniff(b'{"Username": "a", "AuthEvents": []}')
     assert not READER.sniff(b"index,Login Timestamp\n")
+
+
+def test_event_feedback_is_given_beside_the_events_row_for_row(tmp_path):
+    """``ReadBatch.feedback``: Cognito's spelling whatever the case, FeedbackDate else the event's CreationDate."""
+    doc = page(event(EventId="none"),
+               event(EventId="dated", EventFeedback={"FeedbackValue": "Invalid", "Provider": "Admin",
+                                                     "FeedbackDate": "2024-07-18T08:00:00Z"}),
+               event(EventId="undated", EventFeedback={"FeedbackValue": "valid", "Provider": "USER"}),
+               event(EventId="null", EventFeedback=None))
+    batches, ev, q = read_all(write(tmp_path, json.dumps(doc)))
+    assert q.num_rows == 0 and len(batches) == 1
+    fb = batches[0].feedback
+    assert fb.schema.field("feedback_date").type == pa.timestamp("us", tz="UTC")
+    got = dict(zip(ev.column("event_id").to_pylist(),
+                   [(r["feedback_value"], r["provider"], r["feedback_date"]) for r in fb.to_pylist()]))
+    assert got == {"none": (None, None, None), "null": (None, None, None),
+                   "dated": ("Invalid", "Admin", datetime(2024, 7, 18, 8, tzinfo=UTC)),
+                   "undated": ("Valid", "User", datetime(2024, 7, 17, 17, 25, 55, 123000, tzinfo=UTC))}
+    batches, _, _ = read_all(write(tmp_path, json.dumps(page(event())), "plain.json"))
+    assert batches[0].feedback is None  # no item carries feedback
+
+
+def test_event_feedback_that_cannot_be_recorded_quarantines_its_item(tmp_path):
+    doc = page(event(EventId="ok", EventFeedback={"FeedbackValue": "Invalid", "Provider": "Admin"}),
+               event(EventId="e1", EventFeedback={"FeedbackValue": "Maybe", "Provider": "Admin"}),
+               event(EventId="e2", EventFeedback={"FeedbackValue": True, "Provider": "Robot"}),
+               event(EventId="e3", EventFeedback={"Provider": "Admin", "FeedbackDate": 1e20}),
+               event(EventId="e4", EventFeedback={"FeedbackValue": "Valid", "Provider": "User",
+                                                  "FeedbackDate": "1999-12-31T23:59:59Z"}),
+               event(EventId="e5", EventFeedback={}))
+    batches, ev, q = read_all(write(tmp_path, json.dumps(doc, indent=2)))
+    assert ev.column("event_id").to_pylist() == ["ok"] and batches[0].feedback.num_rows == 1
+    assert q.column("reason").to_pylist() == [
+        'EventFeedback.FeedbackValue must be Valid or Invalid, got "Maybe"',
+        'EventFeedback.FeedbackValue must be Valid or Invalid, got a boolean true; '
+        'EventFeedback.Provider must be Admin or User, got "Robot"',
+        "EventFeedback.FeedbackValue is required (Valid or Invalid); "
+        "EventFeedback.FeedbackDate must be an ISO 8601 time or epoch seconds, got 1e+20",
+        "EventFeedback.FeedbackDate 1999-12-31T23:59:59Z is before 2000-01-01",
+        "EventFeedback.FeedbackValue is required (Valid or Invalid); "
+        "EventFeedback.Provider is required (Admin or User)",
+    ]

@@ -94,7 +94,8 @@ def test_quirks_empty_strings_java_dates_and_unknown_fields(tmp_path):
     lines = [
         line({"eventTimestamp": ""}, eventId="e-2"),                              # creationDate (Java) instead
         line(eventId="e-3", ipAddress="", hasContextData="", city="", compromisedCredentialDetected="true"),
-        line({"extraTop": {"a": 1}}, eventId="e-4", newField="x", riskLevel="High", eventFeedbackValue="Valid"),
+        line({"extraTop": {"a": 1}}, eventId="e-4", newField="x", riskLevel="High", eventFeedbackValue="Valid",
+             eventFeedbackProvider="Admin"),
         line({"eventTimestamp": None}, eventId="e-5", creationDate="2024-07-17T17:25:55Z"),
         line({"logSourceId": {"userPoolId": "pool-src"}}, eventId="e-6", userPoolId=""),
     ]
@@ -106,7 +107,8 @@ def test_quirks_empty_strings_java_dates_and_unknown_fields(tmp_path):
     assert r["e-3"]["compromised_credentials"] is True
     assert json.loads(r["e-4"]["extra"]) == {"extraTop": {"a": 1}, "version": "1", "riskLevel": "High",
                                               "riskDecision": "PASS", "requestId": "req-1",
-                                              "eventFeedbackValue": "Valid", "newField": "x"}
+                                              "eventFeedbackValue": "Valid", "eventFeedbackProvider": "Admin",
+                                              "newField": "x"}
     assert r["e-5"]["creation_date"] == datetime(2024, 7, 17, 17, 25, 55, tzinfo=UTC)
     assert r["e-6"]["user_pool_id"] == "pool-src"
 
@@ -288,3 +290,49 @@ def test_a_firehose_stream_that_starts_with_a_control_message_is_recognised(tmp_
     assert detect_format(str(path)) == "cognito-user-activity"
     with pytest.raises(InputFormatError, match="format not recognised"):  # nothing but a control message
         detect_format(str(write(tmp_path, [json.dumps(control)], name="only-control.jsonl")))
+
+
+def test_event_feedback_is_given_beside_the_events_row_for_row(tmp_path):
+    """``ReadBatch.feedback``: Cognito's spelling whatever the case; eventFeedbackDate as epoch milliseconds,
+    ISO 8601 or a Java date, else ("") the event's time."""
+    lines = [line(eventId="none"),
+             line(eventId="ms", eventFeedbackValue="Invalid", eventFeedbackProvider="Admin",
+                  eventFeedbackDate="1721237200000"),
+             line(eventId="java", eventFeedbackValue="VALID", eventFeedbackProvider="user",
+                  eventFeedbackDate="Thu Jul 18 08:00:00 UTC 2024"),
+             line(eventId="iso", eventFeedbackValue="invalid", eventFeedbackProvider="Admin",
+                  eventFeedbackDate="2024-07-18T09:00:00Z"),
+             line(eventId="undated", eventFeedbackValue="Valid", eventFeedbackProvider="Admin")]
+    batches, ev, q = read_all(write(tmp_path, lines))
+    assert q.num_rows == 0 and len(batches) == 1
+    fb = batches[0].feedback
+    assert fb.schema.field("feedback_date").type == pa.timestamp("us", tz="UTC")
+    got = dict(zip(ev.column("event_id").to_pylist(),
+                   [(r["feedback_value"], r["provider"], r["feedback_date"]) for r in fb.to_pylist()]))
+    assert got == {"none": (None, None, None),
+                   "ms": ("Invalid", "Admin", datetime(2024, 7, 17, 17, 26, 40, tzinfo=UTC)),
+                   "java": ("Valid", "User", datetime(2024, 7, 18, 8, tzinfo=UTC)),
+                   "iso": ("Invalid", "Admin", datetime(2024, 7, 18, 9, tzinfo=UTC)),
+                   "undated": ("Valid", "Admin", datetime(2023, 6, 20, 21, 42, 10, 677000, tzinfo=UTC))}
+    batches, _, _ = read_all(write(tmp_path, [line()], "plain.jsonl"))
+    assert batches[0].feedback is None  # no record carries feedback
+
+
+def test_event_feedback_that_cannot_be_recorded_quarantines_its_record(tmp_path):
+    lines = [line(eventId="ok", eventFeedbackValue="Invalid", eventFeedbackProvider="Admin"),
+             line(eventId="e1", eventFeedbackValue="Maybe", eventFeedbackProvider="Admin"),
+             line(eventId="e2", eventFeedbackValue=1, eventFeedbackProvider="Robot"),
+             line(eventId="e3", eventFeedbackValue="Valid", eventFeedbackProvider="Admin",
+                  eventFeedbackDate="Thu Jul 18 08:00:00 UTC 2099"),
+             line(eventId="e4", eventFeedbackDate="1721237200000")]
+    batches, ev, q = read_all(write(tmp_path, lines))
+    assert ev.column("event_id").to_pylist() == ["ok"] and batches[0].feedback.num_rows == 1
+    assert q.column("reason").to_pylist() == [
+        'message.eventFeedbackValue must be "Valid" or "Invalid", got "Maybe"',
+        'message.eventFeedbackValue must be a string, got a number; '
+        'message.eventFeedbackProvider must be "Admin" or "User", got "Robot"',
+        "message.eventFeedbackDate 2099-07-18T08:00:00Z is in the future",
+        'message.eventFeedbackValue is required when the record has feedback (eventFeedbackProvider or '
+        'eventFeedbackDate): "Valid" or "Invalid"; message.eventFeedbackProvider is required when the record has '
+        'feedback (eventFeedbackValue or eventFeedbackDate): "Admin" or "User"',
+    ]

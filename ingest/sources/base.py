@@ -74,6 +74,10 @@ class ReadBatch:
     #: when its row became the event (``ingest.store.insert_labels``). A reader may give ``labels`` with a
     #: ``source_line`` column instead: it is moved here.
     label_lines: pa.ChunkedArray | pa.Array | None = None
+    #: the feedback each row of ``events`` carries (SOURCE_FEEDBACK_SCHEMA), row for row: null where a row carries
+    #: none; None when no row does (a format without feedback). The reader checks it: a row whose feedback cannot
+    #: be read is quarantined, as for any other field.
+    feedback: pa.Table | None = None
 
     def __post_init__(self) -> None:
         if self.labels is not None and "source_line" in self.labels.column_names:

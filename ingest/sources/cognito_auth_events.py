@@ -33,6 +33,17 @@ EventRisk.CompromisedCredentialsDetected -> compromised_credentials. ``extra``
 keeps EventRisk and EventFeedback whole, EventContextData's other fields
 (Timezone) and any field we do not know, under their own names.
 
+EventFeedback (the feedback in force when the page was listed) is also given
+beside the events (``ReadBatch.feedback``), for ``riskgate ingest`` to record
+as the feedback given: FeedbackValue ``Valid`` or ``Invalid`` and Provider
+``Admin`` or ``User`` (both required, as in the API; any case, recorded in
+Cognito's), FeedbackDate an ISO 8601 time or epoch seconds (optional in the
+API: without it, the event's CreationDate, the earliest the feedback can have
+been given, so that it never outranks feedback given later). An item whose
+EventFeedback breaks one of these rules is quarantined, the reason naming the
+field, like any other bad field: its sign-in is then no part of the user's
+known history, which is also what an unread ``Invalid`` would have meant.
+
 The format is small (at most 60 events a page), so items are checked one by one
 in Python; the file is still read in bounded pieces, never whole: a document's
 items are read a batch at a time (a page of millions of ``[]`` items fits in a
@@ -55,7 +66,15 @@ from json.decoder import JSONDecodeError, scanstring
 import pyarrow as pa
 
 from ingest.errors import InputFormatError, malformed_json
-from ingest.schema import SOURCE_SCHEMA, short_digest
+from ingest.schema import (
+    FEEDBACK_PROVIDERS,
+    FEEDBACK_VALUES,
+    MAX_FUTURE,
+    MIN_TIME,
+    SOURCE_FEEDBACK_SCHEMA,
+    SOURCE_SCHEMA,
+    short_digest,
+)
 from ingest.sources.base import (
     MAX_RAW_CHARS,
     RAW_COLUMN,
@@ -290,8 +309,42 @@ def _parse_time(v: object) -> datetime | None:
     return None
 
 
-def _check_item(item: object) -> list[str]:
-    """Type and presence problems of one AuthEvents item, each naming the field and what it holds."""
+def _spelled(value: object, allowed: tuple[str, ...]) -> str | None:
+    """``value`` in the spelling of the one of ``allowed`` it is in any case (``invalid`` -> ``Invalid``), else None."""
+    if isinstance(value, str):
+        for a in allowed:
+            if value.lower() == a.lower():
+                return a
+    return None
+
+
+def _check_feedback(fb: dict, max_time: datetime) -> list[str]:
+    """The problems of an EventFeedback object (the module docstring's rules), each naming the field."""
+    bad = []
+    for key, allowed in (("FeedbackValue", FEEDBACK_VALUES), ("Provider", FEEDBACK_PROVIDERS)):
+        v = fb.get(key)
+        want = " or ".join(allowed)
+        if v is None:
+            bad.append(f"EventFeedback.{key} is required ({want})")
+        elif _spelled(v, allowed) is None:
+            got = json.dumps(v, ensure_ascii=False)[:40]
+            bad.append(f"EventFeedback.{key} must be {want}, got "
+                       + (got if isinstance(v, str) else f"{_json_type(v)} {got}"))
+    date = fb.get("FeedbackDate")
+    if date is not None:
+        when = _parse_time(date)
+        if when is None:
+            bad.append(f"EventFeedback.FeedbackDate must be an ISO 8601 time or epoch seconds, got "
+                       f"{json.dumps(date)[:60]}")
+        elif when < MIN_TIME or when > max_time:
+            bad.append(f"EventFeedback.FeedbackDate {when:%Y-%m-%dT%H:%M:%SZ} is "
+                       + ("in the future" if when > max_time else "before 2000-01-01"))
+    return bad
+
+
+def _check_item(item: object, max_time: datetime | None = None) -> list[str]:
+    """Type and presence problems of one AuthEvents item, each naming the field and what it holds. ``max_time``:
+    the latest FeedbackDate taken (default: a day from now)."""
     if not isinstance(item, dict):
         return [f"an AuthEvents item must be an object, got {_json_type(item)}"]
     bad: list[str] = []
@@ -343,11 +396,7 @@ def _check_item(item: object) -> list[str]:
             want_str(ctx, k, f"EventContextData.{k}")
     fb = want_obj("EventFeedback")
     if fb is not None:
-        want_str(fb, "FeedbackValue", "EventFeedback.FeedbackValue")
-        want_str(fb, "Provider", "EventFeedback.Provider")
-        if fb.get("FeedbackDate") is not None and _parse_time(fb["FeedbackDate"]) is None:
-            bad.append(f"EventFeedback.FeedbackDate must be an ISO 8601 time or epoch seconds, got "
-                       f"{json.dumps(fb['FeedbackDate'])[:60]}")
+        bad.extend(_check_feedback(fb, max_time or datetime.now(timezone.utc) + MAX_FUTURE))
     return bad
 
 
@@ -368,13 +417,21 @@ def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> di
     event_id = item.get("EventId") or "ae-" + short_digest(
         username + "\x1f" + json.dumps(item, sort_keys=True, ensure_ascii=False))
     ctx = ctx if isinstance(ctx, dict) else {}
+    created = _parse_time(item["CreationDate"])
+    fb = item.get("EventFeedback")
+    if isinstance(fb, dict):  # (checked: _check_feedback) the columns of SOURCE_FEEDBACK_SCHEMA, for _batch
+        feedback = {"feedback_value": _spelled(fb["FeedbackValue"], FEEDBACK_VALUES),
+                    "provider": _spelled(fb["Provider"], FEEDBACK_PROVIDERS),
+                    "feedback_date": created if fb.get("FeedbackDate") is None else _parse_time(fb["FeedbackDate"])}
+    else:
+        feedback = {}
     return {
         "event_id": event_id,
         "user_pool_id": pool,
         "username": username,
         "event_type": item["EventType"],
         "event_response": item["EventResponse"],
-        "creation_date": _parse_time(item["CreationDate"]),
+        "creation_date": created,
         "challenge_responses": None if item.get("ChallengeResponses") is None else [
             {"challenge_name": c["ChallengeName"], "challenge_response": c["ChallengeResponse"]}
             for c in item["ChallengeResponses"]],
@@ -387,6 +444,7 @@ def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> di
         "extra": json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None,
         RAW_COLUMN: raw,
         "source_line": line,
+        **feedback,
     }
 
 
@@ -516,6 +574,7 @@ class CognitoAuthEvents:
 
     def _items(self, text: _Text, doc: _Document, rows: list[dict], q: QuarantineBuilder,
                options: ReaderOptions) -> None:
+        max_time = datetime.now(timezone.utc) + MAX_FUTURE  # the latest FeedbackDate taken
         for start, end, item in doc.items:
             raw = text.buf[start:end]
             line = text.line_of(start)
@@ -531,7 +590,7 @@ class CognitoAuthEvents:
                 column = deep - (text.buf.rfind("\n", 0, deep) + 1) + 1
                 q.add(line, nested_too_deeply(f"line {text.line_of(deep)} column {column}"), raw)
                 continue
-            problems = _check_item(item)
+            problems = _check_item(item, max_time)
             if problems:
                 q.add(line, "; ".join(problems), raw)
                 continue
@@ -566,7 +625,9 @@ class CognitoAuthEvents:
     @staticmethod
     def _batch(rows: list[dict], q: QuarantineBuilder) -> ReadBatch:
         events = pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
-        return ReadBatch(events=events, quarantine=q.table())
+        feedback = (pa.Table.from_pylist(rows, schema=SOURCE_FEEDBACK_SCHEMA)
+                    if any("feedback_value" in r for r in rows) else None)
+        return ReadBatch(events=events, quarantine=q.table(), feedback=feedback)
 
 
 READER = CognitoAuthEvents()

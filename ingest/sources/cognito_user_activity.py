@@ -39,6 +39,15 @@ string). Every other non-empty field of ``message`` (riskLevel, riskDecision,
 eventFeedback*, requestId, idpName, version, new ones) and any unknown top-level
 field goes to ``extra``.
 
+Feedback: a record with a non-empty ``eventFeedbackValue``,
+``eventFeedbackProvider`` or ``eventFeedbackDate`` carries the feedback in
+force when it was written, given beside the events (``ReadBatch.feedback``)
+for ``riskgate ingest`` to record: the value ``Valid`` or ``Invalid`` and the
+provider ``Admin`` or ``User`` (both required then; any case, recorded in
+Cognito's), the date as epoch milliseconds, ISO 8601 or a Java date, else
+(``""``) the event's time. A record breaking one of these rules is
+quarantined with a reason naming the field, as in ``cognito_auth_events``.
+
 Set-wise in DuckDB (``ingest.sources.jsonfields.extract`` plus two statements
 of our own); Python touches only quarantined rows.
 """
@@ -48,6 +57,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from functools import partial
 
 import duckdb
@@ -55,6 +65,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.errors import InputFormatError
+from ingest.schema import FEEDBACK_PROVIDERS, FEEDBACK_VALUES, MAX_FUTURE, MIN_TIME, SOURCE_FEEDBACK_SCHEMA
 from ingest.sources.base import (
     RAW_COLUMN,
     LineBatch,
@@ -66,7 +77,7 @@ from ingest.sources.base import (
     iter_line_arrays,
     parsed_in_turn,
 )
-from ingest.sources.jsonfields import JsonField, extract, json_type_word, malformed_reason
+from ingest.sources.jsonfields import JsonField, extract, json_type_word, malformed_reason, sql_string, time_expr
 
 NAME = "cognito-user-activity"
 JAVA_DATE = "%a %b %d %H:%M:%S %Z %Y"
@@ -181,6 +192,49 @@ def _bool_check(field: str) -> str:
             f"THEN 'message.{field} must be \"true\" or \"false\", got ' || to_json({v}) END")
 
 
+#: the feedback fields: (name in the record, output column, the values it may take in Cognito's spelling)
+_FEEDBACK = (("eventFeedbackValue", "_fb_value", FEEDBACK_VALUES),
+             ("eventFeedbackProvider", "_fb_provider", FEEDBACK_PROVIDERS))
+#: the columns the finishing step gives the feedback in, and their SOURCE_FEEDBACK_SCHEMA names
+FEEDBACK_COLUMNS = {"_fb_value": "feedback_value", "_fb_provider": "provider", "_fb_date": "feedback_date"}
+
+
+def _feedback_text(field: str) -> str:
+    """SQL: a feedback field's string (NULL when absent, "" or not a string: :func:`_feedback_checks`)."""
+    return f"CASE WHEN json_type({_P[field]}) = 'VARCHAR' THEN nullif(json_extract_string({_P[field]}, '$'), '') END"
+
+
+def _feedback_checks() -> list[str]:
+    """SQL reasons of the feedback fields (the module docstring's rules); columns of the ``f`` step."""
+    out = []
+    for field, col, allowed in _FEEDBACK:
+        want = " or ".join(f'"{a}"' for a in allowed)
+        others = " or ".join(f for f in ("eventFeedbackValue", "eventFeedbackProvider", "eventFeedbackDate")
+                             if f != field)
+        out.append(f"""CASE WHEN json_type({_P[field]}) NOT IN ('VARCHAR', 'NULL')
+               THEN 'message.{field} must be a string, got ' || {json_type_word(f"json_type({_P[field]})")}
+             WHEN _fb AND {col} IS NULL AND _t_{field} IS NULL
+               THEN {sql_string(f"message.{field} is required when the record has feedback ({others}): {want}")}
+             WHEN _fb AND {col} IS NULL
+               THEN {sql_string(f"message.{field} must be {want}, got ")} || to_json(_t_{field}) END""")
+    d = _P["eventFeedbackDate"]
+    out.append(f"""CASE WHEN json_type({d}) NOT IN ('VARCHAR', 'NULL')
+               THEN 'message.eventFeedbackDate must be a string, got ' || {json_type_word(f"json_type({d})")}
+             WHEN _t_eventFeedbackDate IS NOT NULL AND _fbd IS NULL
+               THEN 'message.eventFeedbackDate must be epoch milliseconds, an ISO 8601 time or a date like '
+                    || '"Wed Jul 17 17:25:55 UTC 2024", got ' || to_json(_t_eventFeedbackDate)
+             WHEN _fbd < $min_time OR _fbd > $max_time
+               THEN 'message.eventFeedbackDate ' || strftime(_fbd, '%Y-%m-%dT%H:%M:%SZ') || ' is '
+                    || CASE WHEN _fbd > $max_time THEN 'in the future' ELSE 'before 2000-01-01' END END""")
+    return out
+
+
+def _spelling_sql(text: str, allowed: tuple[str, ...]) -> str:
+    """SQL: ``text`` as the one of ``allowed`` it is in any case, in its spelling; else NULL."""
+    whens = " ".join(f"WHEN {sql_string(a.lower())} THEN {sql_string(a)}" for a in allowed)
+    return f"CASE lower({text}) {whens} END"
+
+
 def _finish_sql() -> str:
     drop_mapped = json.dumps({k: None for k in MAPPED + KNOWN_EXTRA})
     known_obj = ", ".join(f"'{k}', CASE WHEN {_P[k]}::VARCHAR = '\"\"' THEN NULL ELSE {_P[k]} END" for k in KNOWN_EXTRA)
@@ -193,6 +247,11 @@ def _finish_sql() -> str:
         return (f"coalesce(CASE WHEN json_type({c}, '$.{camel}') = 'VARCHAR' THEN json_extract_string({c}, '$.{camel}') END, "
                 f"CASE WHEN json_type({c}, '$.{pascal}') = 'VARCHAR' THEN json_extract_string({c}, '$.{pascal}') END)")
 
+    feedback_texts = ",\n        ".join(
+        f"{_feedback_text(k)} AS _t_{k}" for k in ("eventFeedbackValue", "eventFeedbackProvider", "eventFeedbackDate"))
+    spelled = ",\n        ".join(f"{_spelling_sql('_t_' + k, allowed)} AS {col}" for k, col, allowed in _FEEDBACK)
+    fb_time = time_expr("_t_eventFeedbackDate", "'VARCHAR'")
+    feedback_checks = ",\n        ".join(_feedback_checks())
     return f"""
     WITH k AS (
       SELECT *, json_extract(_raw, [{paths}]) AS _p FROM good_
@@ -220,10 +279,18 @@ def _finish_sql() -> str:
       FROM k
     ), x AS (
       SELECT *,
+        {feedback_texts},
         CASE WHEN _left = '{{}}' THEN _known
              ELSE json_merge_patch(to_json(map_from_entries(list_filter(map_entries(TRY_CAST(_left AS MAP(VARCHAR, JSON))),
                     lambda e: e.value::VARCHAR NOT IN ('""', 'null')))), _known) END AS _mx
       FROM c
+    ), f AS (
+      SELECT *,
+        (_t_eventFeedbackValue IS NOT NULL OR _t_eventFeedbackProvider IS NOT NULL
+         OR _t_eventFeedbackDate IS NOT NULL) AS _fb,
+        {spelled},
+        CAST(coalesce({fb_time}, try_strptime(trim(_t_eventFeedbackDate), '{JAVA_DATE}')) AS TIMESTAMPTZ) AS _fbd
+      FROM x
     )
     SELECT
       CASE WHEN event_id IS NULL THEN 'ua-' || left(sha256(_raw), 32) ELSE event_id END AS event_id,
@@ -237,6 +304,9 @@ def _finish_sql() -> str:
       CAST(nullif(CASE WHEN _tx IS NULL THEN _mx ELSE json_merge_patch(_tx, coalesce(_mx, '{{}}')) END, '{{}}')
            AS VARCHAR) AS extra,
       _line AS source_line,
+      CASE WHEN _fb THEN _fb_value END AS _fb_value,
+      CASE WHEN _fb THEN _fb_provider END AS _fb_provider,
+      CASE WHEN _fb THEN coalesce(_fbd, CAST(_time AS TIMESTAMPTZ)) END AS _fb_date,
       nullif(concat_ws('; ',
         CASE WHEN _time IS NULL THEN
           CASE WHEN {_text("ets")} IS NULL AND {_text("cd")} IS NULL
@@ -251,9 +321,10 @@ def _finish_sql() -> str:
         CASE WHEN _ch_type NOT IN ('ARRAY', 'VARCHAR', 'NULL')
              THEN 'message.challenges must be an array or a string, got ' || {json_type_word('_ch_type')}
              WHEN list_bool_or(list_transform(_ch, lambda x: x.challenge_name IS NULL OR x.challenge_response IS NULL))
-             THEN 'message.challenges items must be objects with string challengeName and challengeResponse' END
+             THEN 'message.challenges items must be objects with string challengeName and challengeResponse' END,
+        {feedback_checks}
       ), '') AS reason
-    FROM x
+    FROM f
     """
 
 
@@ -327,7 +398,8 @@ class CognitoUserActivity:
             t = t.filter(pc.invert(bad))
         keep = ["_line", RAW_COLUMN, "_unknown_keys"] + [f.column for f in FIELDS if f.column]
         good = t.select(keep)
-        out = _sql(con, _FINISH_SQL, params={"pool": options.user_pool_id}, good_=good)
+        out = _sql(con, _FINISH_SQL, good_=good, params={
+            "pool": options.user_pool_id, "min_time": MIN_TIME, "max_time": datetime.now(timezone.utc) + MAX_FUTURE})
         # the raw text comes back from the input, in the same order (no copy through SQL)
         out = out.append_column(RAW_COLUMN, good.column(RAW_COLUMN))
         bad = pc.is_valid(out.column("reason"))
@@ -335,7 +407,12 @@ class CognitoUserActivity:
             _quarantine(q, out.filter(bad).rename_columns(
                 ["_line" if c == "source_line" else c for c in out.column_names]), "reason")
             out = out.filter(pc.invert(bad))
-        return ReadBatch(events=as_source_types(out.drop_columns(["reason"])), quarantine=q.table())
+        feedback = None
+        if out.column("_fb_value").null_count < out.num_rows:  # some record carries feedback
+            feedback = pa.table({name: out.column(c).cast(SOURCE_FEEDBACK_SCHEMA.field(name).type)
+                                 for c, name in FEEDBACK_COLUMNS.items()})
+        events = as_source_types(out.drop_columns(["reason", *FEEDBACK_COLUMNS]))
+        return ReadBatch(events=events, quarantine=q.table(), feedback=feedback)
 
 
 _NOT_THIS_FORMAT = ("malformed JSON", "not a JSON object", "message is required", "not UTF-8")
