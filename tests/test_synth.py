@@ -594,3 +594,32 @@ def test_synth_auth_events_folder_ingests_with_usernames_from_the_file_names(tmp
     assert per_user == {Path(f).stem: len(json.loads(Path(f).read_text())["AuthEvents"]) for f in files}
     doc = json.loads(runner.invoke(app, ["labels", "load", f"{out}.labels.csv", "--json"]).stdout)
     assert doc["unknown_events"] == 0 and doc["added"] == doc["read"] > 0
+
+
+# -- outputs: a .gz name compresses or is refused ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, out", [("parquet", "x.parquet.gz"), ("cognito-auth-events", "events.gz")])
+def test_a_gz_name_the_format_would_not_compress_is_refused_before_anything_is_written(tmp_path, fmt, out):
+    """``--format parquet --out x.parquet.gz`` wrote plain Parquet under the .gz name (which `ingest` takes for
+    gzip), and ``cognito-auth-events`` a folder named ``events.gz``; ``--out``'s help says a .gz name compresses."""
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--format", fmt, "--out",
+                              str(tmp_path / out)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.count("\n") == 1 and "cannot be gzip-compressed" in res.stderr and "without .gz" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["riskgate-jsonl", "cognito-user-activity", "rba-csv", "csv"])
+def test_a_gz_name_compresses_every_format_that_writes_lines(tmp_path, fmt):
+    out = tmp_path / "x.gz"
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--format", fmt, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert gzip.decompress(out.read_bytes()).count(b"\n") > 10
+
+
+def test_an_existing_folder_is_refused_as_the_out_of_a_format_that_writes_a_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "is a folder" in res.stderr, res.output
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and list((tmp_path / "d").iterdir()) == []

@@ -23,7 +23,7 @@ from ingest.synth.config import ATTACK_TYPES, SynthConfig, expected_events_per_u
 from ingest.synth.population import uuids
 from ingest.synth.render import Renderer, View
 from ingest.synth.world import DAY_MS, World, build, rng_for
-from ingest.synth.writers import WRITERS, LabelsWriter, side_paths, write_users
+from ingest.synth.writers import WRITERS, LabelsWriter, check_out, side_paths, write_users
 
 #: legitimate events drawn per chunk, about (the chunk is whole days, one to seven)
 CHUNK_EVENTS = 200_000
@@ -81,6 +81,7 @@ def synthesize(config: SynthConfig, fmt: str, out: str | Path, *, catalogue_path
         raise ConfigurationError(f"--format must be one of: {', '.join(WRITERS)}; got {fmt!r}")
     out = Path(out)
     check_output_folder(out, ConfigurationError)
+    check_out(out, fmt)
     started = time.perf_counter()
     cat = catalogue.load(catalogue_path)
     world = build(config, cat)

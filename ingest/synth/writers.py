@@ -4,7 +4,8 @@ Writers receive time-ordered views of events, a bounded block at a time, and
 stream them out (all but ``cognito-auth-events``, whose per-user documents are
 newest-first and so are held per user until the end; it is meant for small
 data sets). Output ending in ``.gz`` is gzip-compressed with a zero mtime, so
-the same seed gives the same bytes.
+the same seed gives the same bytes; a format that cannot be (Parquet, a folder)
+is refused such a name (:func:`check_out`).
 
 Beside the output (``<stem>`` is its name without ``.gz`` and the format's
 extension; for ``cognito-auth-events`` the folder's name):
@@ -97,6 +98,10 @@ class Writer:
 
     name = ""
     description = ""
+    #: whether an ``--out`` ending in ``.gz`` is written gzip-compressed, as ``--out``'s help promises ...
+    gzip_by_name = False
+    #: ... and if not, why (such a name is refused before anything is written)
+    no_gzip = ""
 
     def __post_init__(self) -> None:
         """Open the output (subclasses); called by the dataclass ``__init__``."""
@@ -117,6 +122,8 @@ class Writer:
 
 
 class _LineWriter(Writer):
+    gzip_by_name = True
+
     def __post_init__(self) -> None:
         self.fh = open_text(self.out)
         self.files.append(self.out)
@@ -232,6 +239,7 @@ class AuthEventsWriter(Writer):
 
     name = "cognito-auth-events"
     description = "one AdminListUserAuthEvents JSON document per user, as the AWS CLI prints it, in a folder"
+    no_gzip = "it writes a folder of uncompressed <username>.json files"
 
     def __post_init__(self) -> None:
         if self.out.exists() and not self.out.is_dir():
@@ -365,6 +373,7 @@ class CsvWriter(_LineWriter):
 class ParquetWriter(Writer):
     name = "parquet"
     description = "generic Parquet (with a column-mapping file beside it)"
+    no_gzip = "Parquet compresses its own pages, and `riskgate ingest` reads no gzip-compressed Parquet"
 
     def __post_init__(self) -> None:
         import pyarrow as pa
@@ -475,6 +484,18 @@ def write_users(path: Path, world: World, rba_names: bool = False) -> None:
         fh.write('{"Users": [\n')
         fh.write(",\n".join(json.dumps(u, ensure_ascii=False) for u in users))
         fh.write("\n]}\n")
+
+
+def check_out(out: Path, fmt: str) -> None:
+    """Refuse, before anything is written, an ``--out`` that ``fmt`` cannot write as named: a ``.gz`` name it would
+    not compress (plain Parquet under ``x.parquet.gz`` said it was gzip), or an existing folder for a format that
+    writes a file."""
+    writer = WRITERS[fmt]
+    if out.name.endswith(".gz") and not writer.gzip_by_name:
+        raise ConfigurationError(f"--format {fmt} cannot be gzip-compressed ({writer.no_gzip}); name --out "
+                                 "without .gz", source=str(out))
+    if writer is not AuthEventsWriter and out.is_dir():
+        raise ConfigurationError(f"is a folder; --format {fmt} writes a file: --out names it", source=str(out))
 
 
 def side_paths(out: Path, fmt: str) -> tuple[Path, Path]:
