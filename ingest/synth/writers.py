@@ -5,7 +5,9 @@ stream them out (all but ``cognito-auth-events``, whose per-user documents are
 newest-first and so are held per user until the end; it is meant for small
 data sets). Output ending in ``.gz`` is gzip-compressed with a zero mtime, so
 the same seed gives the same bytes; a format that cannot be (Parquet, a folder)
-is refused such a name (:func:`check_out`).
+is refused such a name (:func:`check_out`). Every file is written as
+``<name>.partial`` and renamed when the whole run is done
+(:class:`ingest.outputs.PartialOutputs`).
 
 Beside the output (``<stem>`` is its name without ``.gz`` and the format's
 extension; for ``cognito-auth-events`` the folder's name):
@@ -30,6 +32,7 @@ from typing import IO
 import numpy as np
 
 from ingest.errors import ConfigurationError
+from ingest.outputs import PartialOutputs
 from ingest.synth import events as ev
 from ingest.synth.config import ATTACK_TYPES
 from ingest.synth.population import USER_POOL_ID
@@ -60,17 +63,19 @@ def stem_of(out: Path) -> Path:
     return out.with_name(name)
 
 
-def open_text(path: Path) -> "IO[str] | _GzipText":
-    """A text file for writing, gzip when the name ends in ``.gz`` (mtime 0: reproducible bytes)."""
+def open_text(path: Path, outputs: PartialOutputs) -> "IO[str] | _GzipText":
+    """The text file ``path`` for writing (as ``outputs`` says: under its partial name until the run is done), gzip
+    when the name ends in ``.gz`` (mtime 0: reproducible bytes)."""
+    where = outputs.path(path)
     if path.name.endswith(".gz"):
-        return _GzipText(path)
-    return open(path, "w", encoding="utf-8", newline="\n")
+        return _GzipText(where)
+    return open(where, "w", encoding="utf-8", newline="\n")
 
 
 class _GzipText:
     """Text written through gzip with no name and no time in its header; closing closes the file too."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str | Path):
         self.raw = open(path, "wb")
         self.gz = gzip.GzipFile(filename="", fileobj=self.raw, mode="wb", mtime=0, compresslevel=6)
         self.text = io.TextIOWrapper(self.gz, encoding="utf-8", newline="\n")
@@ -89,10 +94,12 @@ def _bools(a: np.ndarray, true: str = "true", false: str = "false") -> np.ndarra
 
 @dataclass
 class Writer:
-    """Base: ``write`` a view, ``close`` and say which files were written."""
+    """Base: ``write`` a view, ``close`` and say which files were written (their names: ``outputs`` says where
+    they are written until the run is done)."""
 
     out: Path
     world: World
+    outputs: PartialOutputs
     files: list[Path] = field(default_factory=list)
     rows: int = 0
 
@@ -125,7 +132,7 @@ class _LineWriter(Writer):
     gzip_by_name = True
 
     def __post_init__(self) -> None:
-        self.fh = open_text(self.out)
+        self.fh = open_text(self.out, self.outputs)
         self.files.append(self.out)
 
     def lines(self, view: View) -> list[str]:
@@ -248,7 +255,7 @@ class AuthEventsWriter(Writer):
         if self.out.is_dir() and any(self.out.iterdir()):
             raise ConfigurationError("cognito-auth-events writes one file per user into a new or empty folder; "
                                      "this folder is not empty", source=str(self.out))
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(self.outputs.path(self.out, folder=True))
         self.by_user: dict[int, list[dict]] = {}
         self.chal = [[{"ChallengeName": n, "ChallengeResponse": r} for n, r in p] for p in ev.CHALLENGES]
 
@@ -274,7 +281,7 @@ class AuthEventsWriter(Writer):
     def close(self) -> list[Path]:
         names = self.world.pop.usernames
         for u in sorted(self.by_user):
-            path = self.out / f"{names[u]}.json"
+            path = self.folder / f"{names[u]}.json"
             with open(path, "w", encoding="utf-8", newline="\n") as fh:
                 json.dump({"AuthEvents": self.by_user[u][::-1]}, fh, indent=4, ensure_ascii=False)
                 fh.write("\n")
@@ -354,7 +361,7 @@ class CsvWriter(_LineWriter):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.fh.write(",".join(TABULAR_COLUMNS) + "\n")
-        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files)
+        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files, self.outputs)
 
     def lines(self, v: View) -> list[str]:
         b = v.b
@@ -381,9 +388,9 @@ class ParquetWriter(Writer):
 
         self._pa = pa
         self.schema = pa.schema([(c, pa.string()) for c in TABULAR_COLUMNS])
-        self.pw = pq.ParquetWriter(str(self.out), self.schema, compression="zstd")
+        self.pw = pq.ParquetWriter(self.outputs.path(self.out), self.schema, compression="zstd")
         self.files.append(self.out)
-        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files)
+        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files, self.outputs)
 
     def write(self, v: View) -> None:
         b = v.b
@@ -403,13 +410,13 @@ class ParquetWriter(Writer):
         return self.files
 
 
-def write_mapping(path: Path, files: list[Path]) -> None:
+def write_mapping(path: Path, files: list[Path], outputs: PartialOutputs) -> None:
     """The column mapping of the csv / parquet output (the generic readers' ``--mapping``)."""
     lines = ["# column mapping of a riskgate synth csv/parquet file: canonical field -> column",
              "columns:"]
     lines += [f"  {k}: {v}" for k, v in TABULAR_MAPPING.items()]
     lines.append("# creation_date is ISO 8601 with Z; no time_format needed")
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+    with open(outputs.path(path), "w", encoding="utf-8", newline="\n") as fh:
         fh.write("\n".join(lines) + "\n")
     files.append(path)
 
@@ -423,9 +430,9 @@ WRITERS: dict[str, type[Writer]] = {
 class LabelsWriter:
     """``<stem>.labels.csv``: is_account_takeover and is_attack_ip for every event, attack_type for attacks."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, outputs: PartialOutputs):
         self.path = path
-        self.fh = open_text(path)
+        self.fh = open_text(path, outputs)
         self.fh.write("event_id,label,value,source\n")
         self.rows = 0
         self._types = np.array([""] + [f"\n{{}},attack_type,{a},{LABEL_SOURCE}" for a in ATTACK_TYPES], dtype=object)
@@ -477,10 +484,10 @@ def users_document(world: World, rba_names: bool = False) -> dict:
     return {"Users": users}
 
 
-def write_users(path: Path, world: World, rba_names: bool = False) -> None:
+def write_users(path: Path, world: World, outputs: PartialOutputs, rba_names: bool = False) -> None:
     """One ``ListUsers`` page holding every user, one user per line."""
     users = users_document(world, rba_names)["Users"]
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+    with open(outputs.path(path), "w", encoding="utf-8", newline="\n") as fh:
         fh.write('{"Users": [\n')
         fh.write(",\n".join(json.dumps(u, ensure_ascii=False) for u in users))
         fh.write("\n]}\n")
