@@ -271,11 +271,16 @@ def _reader_leaves_mid_write(args: list[str], db: Path) -> subprocess.CompletedP
     return subprocess.CompletedProcess(args, proc.wait(60), None, stderr)
 
 
-@pytest.mark.parametrize("args", [["users", "list", "--json"], ["users", "list"], ["config", "history", "--json"],
-                                  ["config", "history"], ["events", "{user}", "--max-results", "60"],
-                                  ["labels", "load", "{d}/labels.csv", "--json"],
-                                  ["users", "load", "{d}/users.csv", "--json"],
-                                  ["export", "--out", "/dev/stdout", "--format", "jsonl"]])
+#: commands whose output is longer than a one-page pipe, through each way of printing: typer.echo (users list --json,
+#: config history --json, config describe, labels load and users load --json), Rich (users list, config history),
+#: print (events), and the export's own file
+LONG_OUTPUTS = [["users", "list", "--json"], ["users", "list"], ["config", "history", "--json"], ["config", "history"],
+                ["config", "describe"], ["events", "{user}", "--max-results", "60"],
+                ["labels", "load", "{d}/labels.csv", "--json"], ["users", "load", "{d}/users.csv", "--json"],
+                ["export", "--out", "/dev/stdout", "--format", "jsonl"]]
+
+
+@pytest.mark.parametrize("args", LONG_OUTPUTS, ids=[" ".join(a) for a in LONG_OUTPUTS])
 def test_a_reader_that_leaves_in_the_middle_of_a_write_ends_the_command_with_141(talkative, args):
     """``riskgate users list --json | head -c 1`` ended with 0, silent, having written a part of its answer: with
     ``PYTHONUNBUFFERED`` a write (``typer.echo`` of the whole JSON, Rich's of a whole table) went straight to the
