@@ -57,13 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     try:  # the imports take a moment: Ctrl-C then ends as it does later, not with a traceback
         app = load([COMMANDS[name]] if name in COMMANDS else None)
         from cli.common import (EXIT_READER_GONE, end_quietly_if_reader_gone, one_line_usage_errors, stdout_stat,
-                                stdout_to_devnull_since)
+                                stdout_to_devnull_since, whole_writes_to_stdout)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
 
     before = stdout_stat()
     one_line_usage_errors()
+    whole_writes_to_stdout()
     try:
         app(args=args)
     except SystemExit as exc:

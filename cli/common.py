@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import os
 import select
 import sys
@@ -159,6 +160,27 @@ def end_quietly_if_reader_gone(exc: BaseException) -> None:
         return
     _stdout_to_devnull()
     sys.exit(EXIT_READER_GONE)
+
+
+def whole_writes_to_stdout() -> None:
+    """Make each write to standard output write all of its text or fail (``riskgate``'s ``main`` calls this before
+    it runs a command), whatever prints it: ``typer.echo``, ``print``, Rich's console.
+
+    Unbuffered (``PYTHONUNBUFFERED``, ``python -u``), ``sys.stdout`` hands a write straight to the file, and a pipe
+    whose reader leaves in the middle of it (``riskgate users list --json | head -c 1`` of a 1 MB answer) takes a
+    part: CPython's text layer does not look at how much its unbuffered file wrote, so the rest was lost without an
+    error and the command ended with 0 instead of :data:`EXIT_READER_GONE`. A buffered writer writes the rest, or
+    fails with the broken pipe (which :func:`handle_errors` and ``main`` end quietly with 141); line buffered, each
+    line still reaches the reader as soon as it is printed, as unbuffered output did."""
+    out = sys.stdout
+    if out is None or not isinstance(getattr(out, "buffer", None), io.RawIOBase):  # none, or buffered already
+        return
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return
+    out.flush()
+    sys.stdout = open(fd, "w", buffering=1, encoding=out.encoding, errors=out.errors, closefd=False)  # 1: by line
 
 
 def _stdout_to_devnull() -> None:

@@ -15,7 +15,8 @@ from ingest.synth import DEFAULT_START, SynthConfig, SynthReport, formats, parse
 @handle_errors
 def synth(
     out: Annotated[
-        str, typer.Option("--out", help="Output file (a folder for cognito-auth-events); a .gz name compresses.")
+        str, typer.Option("--out", help="Output file (a folder for cognito-auth-events); a .gz name compresses "
+                          "(parquet and cognito-auth-events refuse one).")
     ],
     users: Annotated[int, typer.Option("--users", help="Number of users.")] = 1000,
     days: Annotated[int, typer.Option("--days", help="Number of days of activity.")] = 30,

@@ -292,16 +292,18 @@ def _partial_message(missing: int, first: str | None) -> str:
 
 
 def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanReport,
-              issue: Callable[..., None], refuse_unsorted: bool = False) -> Iterator[tuple[bytes, int]]:
+              issue: Callable[..., None], refuse_unsorted: bool = False,
+              refused: str = "no index written") -> Iterator[tuple[bytes, int]]:
     """Put parsed lines ``(hash, count, source, line, raw)`` through the hash-order checks; yield ``(hash, count)``.
 
     Each line is judged with the last line kept before it and the two lines after it. A line out of
     order while its neighbours are in order with each other is an isolated damaged line: reported
     (with its line number) and skipped, and the lines around it are kept. Lines out of order with
     their neighbours too are evidence that the data is not sorted by hash: after MAX_OUT_OF_ORDER
-    of them it is refused, and at the first one with ``refuse_unsorted`` (a build: the lines skipped
-    would be answered "not found"). Duplicates of a hash count as the largest of their counts (a count-0
-    padding line never hides a real count); each is reported. Count-0 lines are then skipped.
+    of them it is refused, and at the first one with ``refuse_unsorted`` (a build, a check: the lines
+    skipped would be answered "not found"; ``refused`` ends the message). Duplicates of a hash count as the
+    largest of their counts (a count-0 padding line never hides a real count); each is reported. Count-0
+    lines are then skipped.
     """
     prev = None  # the hash of the last line kept
     held = None  # [hash, count, source, line] of the last line kept, yielded once the next hash differs
@@ -352,10 +354,10 @@ def _in_order(items: Iterator[tuple[bytes, int, str, int, bytes]], report: ScanR
             if report.layout == "range-folder":
                 raise InputFormatError(
                     f"line {lineno} of {Path(src).name} {not_one}: the range files are not sorted by hash (download "
-                    "them again); no index written", source=str(Path(src).parent))
+                    f"them again); {refused}", source=str(Path(src).parent))
             raise InputFormatError(
                 f"line {lineno} {not_one}: this file is not sorted by hash (use the 'ordered by hash' download or a "
-                "folder of range files); no index written", source=src)
+                f"folder of range files); {refused}", source=src)
         if verdict == 2:
             out_of_order += 1
             issue(src, lineno, "out of hash order, skipped", raw)
@@ -739,13 +741,20 @@ class PwnedSortedFile:
 
     Only the few lines the search lands on are read. A malformed line it lands
     on is passed over to the next good line; ``\\r\\n`` endings are fine.
-    Opening it samples the first lines and a few spread through the file and
-    refuses a file that is not sorted by hash (the "ordered by count" download).
+    Opening it refuses a file that is not sorted by hash (the "ordered by count"
+    download), whose passwords a search would answer "not found": its first
+    :attr:`ORDER_HEAD_BYTES` (all of it, when no larger) are read line by line
+    and judged as ``build`` judges them, and lines at :attr:`ORDER_PROBES`
+    places spread through the rest are sampled.
     """
 
     layout = "sorted-file"
     #: Places spread through the file whose lines are checked for hash order on opening.
     ORDER_PROBES = 16
+    #: The head of the file whose every line is checked for hash order on opening (about 23,000 lines, 0.1 s): the
+    #: whole of a small file, where a few samples could happen to be in order (6 lines ordered by count were
+    #: taken), and the most common passwords of the "ordered by count" download, which are in no hash order.
+    ORDER_HEAD_BYTES = 1 << 20
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -811,11 +820,15 @@ class PwnedSortedFile:
         return out
 
     def _check_order(self) -> None:
-        """Refuse a file whose sampled lines (the first ones, a few spread through it) are not in hash order.
+        """Refuse a file whose head (:attr:`ORDER_HEAD_BYTES`: every line, as ``build`` would) or sampled lines (a
+        few spread through it) are not in hash order.
 
-        Lines are taken three at a time and their middle hash compared, so one damaged line
+        Sampled lines are taken three at a time and their middle hash compared, so one damaged line
         (out of order with both neighbours) does not make a sorted file look unsorted.
         """
+        self._check_head_order()
+        if self._size <= self.ORDER_HEAD_BYTES:
+            return
         windows = []
         first = self._good_lines(0, 12)
         for i in range(len(first) - 2):
@@ -834,6 +847,27 @@ class PwnedSortedFile:
                     "or build an index from one with `riskgate credentials build`",
                     source=str(self.path),
                 )
+
+    def _check_head_order(self) -> None:
+        """Judge every line of the first :attr:`ORDER_HEAD_BYTES` as ``build`` does (:func:`_in_order`): refused at
+        the first line out of hash order that is not one damaged line between lines in order."""
+        f = self._f
+        f.seek(0)
+        src = str(self.path)
+
+        def lines() -> Iterator[tuple[bytes, int, str, int, bytes]]:
+            for lineno, raw in enumerate(iter(lambda: f.readline(_MAX_LINE), b""), 1):
+                parsed = _parse(raw, 40)
+                if not isinstance(parsed, str):
+                    yield parsed[0], parsed[1], src, lineno, raw
+
+        refused = ("it cannot be searched (the 'ordered by count' download?), nor an index built from it with "
+                   "`riskgate credentials build`")
+        # the lines are read ahead of those judged: past the head, the lines judged had the lines after them
+        for _ in _in_order(lines(), ScanReport(src, layout=self.layout), lambda *a, **k: None, refuse_unsorted=True,
+                           refused=refused):
+            if f.tell() > self.ORDER_HEAD_BYTES:
+                break
 
     def lookup(self, digest: bytes) -> int | None:
         """The count for a 20-byte SHA-1 digest (the largest, when the hash is on several lines), or None."""

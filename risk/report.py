@@ -16,6 +16,7 @@ from datetime import datetime
 import duckdb
 
 from ingest.errors import RiskgateError, check_output_folder
+from ingest.outputs import PARTIAL_SUFFIX, PartialOutputs
 from risk.decide import CREDENTIALS_BLOCK_REASON, OWN_MFA_REASON
 from risk.feedback import ATTACK_TYPES_SQL, LABELS_IN_FORCE_SQL
 from risk.levels import current_thresholds
@@ -62,8 +63,6 @@ _CSV_TEXT = ", ".join(f"CASE WHEN regexp_matches({c}, '{_CSV_FORMULA}') THEN chr
 _STORE_FILES = {"": "the store this command reads", ".wal": "the store's write-ahead log",
                 ".tmp": "the store's temporary folder", ".lock": "the store's lock file",
                 ".want": "the store's lock file", ".serve": "the store's lock file"}
-#: The suffix of the file an export is written to before it is renamed to its name (so it appears only complete).
-PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass(frozen=True)
@@ -225,26 +224,19 @@ def export_assessments(
     else:
         sql = _EXPORT_SELECT
     reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
-    tmp = target.partial
     try:
         if target.in_place:
             with open(target.path, "wb") as fh:  # a FIFO: waits for its reader, as a shell's redirection does
                 n = _write_batches(reader, fmt, fh)
         else:
-            if os.path.lexists(tmp):  # left by an export that was killed: never written through (a link)
-                os.unlink(tmp)
-            n = _write_batches(reader, fmt, tmp)
-            if os.path.exists(target.path):  # a file replaced keeps its mode (a private export stays private)
-                os.chmod(tmp, stat.S_IMODE(os.stat(target.path).st_mode))
-            os.replace(tmp, target.path)
+            with PartialOutputs() as outputs:  # target.partial, renamed to target.path once written
+                n = _write_batches(reader, fmt, outputs.path(target.path))
+                outputs.commit()
     except OSError as exc:
         if exc.errno is None:  # not the system's: an error of the query, which Arrow's stream reports as OSError
             raise
         # a full disk, a reader of the FIFO that went away (EPIPE)
         raise RiskgateError(f"cannot write the export: {exc.strerror}", source=os.fsdecode(out)) from exc
-    finally:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
     return n
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import termios
 import threading
 import time
 from datetime import datetime, timezone
@@ -219,6 +221,74 @@ def test_a_commands_own_exit_code_stays_when_its_reader_leaves_after_reading_eve
             line += chunk
         os.close(r)  # it has the whole answer: gone
         assert proc.wait(60) == 1 and b"not found" in line, (line, proc.stderr.read())
+
+
+@pytest.fixture(scope="module")
+def talkative(scored, tmp_path_factory):
+    """A scored store with 60 configuration versions (``config history`` prints more than a pipe holds), and files
+    of users and labels that ``users load`` and ``labels load`` reject entry by entry."""
+    from risk import config as risk_config
+    from risk import store as rstore
+
+    d = tmp_path_factory.mktemp("talkative")
+    db = d / "t.duckdb"
+    shutil.copy(scored[0], db)
+    con = rstore.connect(str(db))
+    try:
+        for i in range(60):
+            risk_config.set_mode(con, ("AUDIT", "ENFORCED")[i % 2])
+    finally:
+        con.close()
+    (d / "labels.csv").write_text("event_id,label,value,source\n" + "".join(f"e{i},colour,blue\n"
+                                                                          for i in range(300)))
+    (d / "users.csv").write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                                 + "".join(f"u{i},s{i},NOT_A_STATUS,yes,,,\n" for i in range(300)))
+    user = q(db, "SELECT username FROM events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[0][0]
+    return db, d, user
+
+
+def _reader_leaves_mid_write(args: list[str], db: Path) -> subprocess.CompletedProcess:
+    """``riskgate ARGS --db db`` writing into a one-page pipe whose reader leaves once the pipe is full: the
+    command is then inside a write (``| head -c 1`` of a long answer). Unbuffered (``PYTHONUNBUFFERED=1``), as
+    the tester ran it."""
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+        capacity = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+        proc = subprocess.Popen([sys.executable, "-m", "cli", *args, "--db", str(db)], stdout=w,
+                                stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(w)
+    try:
+        deadline = time.monotonic() + 120
+        while int.from_bytes(fcntl.ioctl(r, termios.FIONREAD, b"\0" * 4), sys.byteorder) < capacity:
+            assert proc.poll() is None, f"the command ended before it filled the pipe: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.close(r)
+    stderr = proc.stderr.read().decode()
+    return subprocess.CompletedProcess(args, proc.wait(60), None, stderr)
+
+
+#: commands whose output is longer than a one-page pipe, through each way of printing: typer.echo (users list --json,
+#: config history --json, config describe, labels load and users load --json), Rich (users list, config history),
+#: print (events), and the export's own file
+LONG_OUTPUTS = [["users", "list", "--json"], ["users", "list"], ["config", "history", "--json"], ["config", "history"],
+                ["config", "describe"], ["events", "{user}", "--max-results", "60"],
+                ["labels", "load", "{d}/labels.csv", "--json"], ["users", "load", "{d}/users.csv", "--json"],
+                ["export", "--out", "/dev/stdout", "--format", "jsonl"]]
+
+
+@pytest.mark.parametrize("args", LONG_OUTPUTS, ids=[" ".join(a) for a in LONG_OUTPUTS])
+def test_a_reader_that_leaves_in_the_middle_of_a_write_ends_the_command_with_141(talkative, args):
+    """``riskgate users list --json | head -c 1`` ended with 0, silent, having written a part of its answer: with
+    ``PYTHONUNBUFFERED`` a write (``typer.echo`` of the whole JSON, Rich's of a whole table) went straight to the
+    pipe, which took what it held, and the rest was dropped without an error. Whatever prints it, a write now
+    writes everything or ends the command as ``cat`` does."""
+    db, d, user = talkative
+    res = _reader_leaves_mid_write([a.format(d=d, user=user) for a in args], db)
+    assert (res.returncode, res.stderr) == (141, "")
 
 
 def test_a_named_fifo_whose_reader_went_away_is_still_an_error_of_the_export(store, tmp_path):

@@ -528,3 +528,76 @@ def test_build_refuses_range_files_not_sorted_by_hash_even_partial(tmp_path):
     assert not (tmp_path / "r.rgpw").exists()
     write_lines(folder / "00001.txt", lines)
     assert cred.build(folder, tmp_path / "r.rgpw", allow_partial=True).records == 15
+
+
+# -- check refuses any text file it could not answer for: every line of a short one, the head of a long one ---------
+
+
+#: the six most common passwords of a breach, largest count first: the "ordered by count" download in small
+TOP_SIX = {"123456": 37_359_195, "password": 9_545_824, "123456789": 15_108_458, "qwerty": 3_946_737,
+           "12345678": 2_938_756, "iloveyou": 1_645_337}
+
+
+def test_check_refuses_a_short_file_ordered_by_count_for_every_password_in_it(tmp_path):
+    """Six lines, largest count first: `check` sampled their order, found the samples in order, and answered "not
+    found in breach data" (exit 1) for five passwords that are in the file; `build` refused the same file."""
+    src = write_sorted(tmp_path / "top.txt", sorted(((sha1(p), c) for p, c in TOP_SIX.items()), key=lambda r: -r[1]))
+    for password in TOP_SIX:
+        res = check_cli("--pwned", str(src), "--no-common-list", password=password)
+        assert res.exit_code == 2, (password, res.output)
+        assert "top.txt: line 2 is out of hash order" in res.stderr and "cannot be searched" in res.stderr
+        assert res.stderr.count("\n") == 1
+    res = runner.invoke(app, ["credentials", "build", str(src), "--out", str(tmp_path / "x.rgpw")])
+    assert res.exit_code == 2 and "not sorted by hash" in res.output
+
+
+@pytest.mark.parametrize("name, order", [
+    ("shuffled-900", lambda d: [d[(i * 7919) % len(d)] for i in range(len(d))]),
+    ("reversed-5", lambda d: d[:5][::-1]),
+    ("by-count-50", lambda d: sorted(d[:50], key=lambda r: -r[1])),
+    ("reversed-2", lambda d: d[:2][::-1]),
+    ("last-two-swapped", lambda d: d[:58] + [d[59], d[58]]),
+    ("pairs-swapped", lambda d: [d[i ^ 1] for i in range(len(d))]),
+], ids=["shuffled-900", "reversed-5", "by-count-50", "reversed-2", "last-two-swapped", "pairs-swapped"])
+def test_check_refuses_what_build_refuses_however_short_the_file(tmp_path, name, order):
+    src = write_sorted(tmp_path / f"{name}.txt", order(pw_rows(900)))
+    with pytest.raises(InputFormatError, match="is out of hash order, and not as one damaged line between lines in "
+                                               "order: this file is not sorted by hash"):
+        cred.open_pwned(src)
+    with pytest.raises(InputFormatError, match="not sorted by hash"):
+        cred.build(src, tmp_path / "x.rgpw")
+
+
+def _hibp_like(n: int) -> list[tuple[str, int]]:
+    """n hashes of a long-tailed breach, ordered by count as the download is (a count's hashes in hash order)."""
+    return sorted(((sha1(f"pw{i}"), max(1, 5_000_000 // (i + 1) ** 2)) for i in range(n)), key=lambda r: (-r[1], r[0]))
+
+
+@pytest.mark.parametrize("shape", ["hibp-like", "pairs-swapped"])
+def test_check_refuses_a_long_file_ordered_by_count_from_its_head(tmp_path, shape):
+    """Longer than the head checked line by line: its most common passwords, in no hash order, come first. Lines
+    swapped two by two (ordered by count, counts falling, hashes nearly in order) passed every sample of the old
+    check (three lines at a time, their middle compared) anywhere in the file."""
+    n = 40_000
+    if shape == "hibp-like":
+        data = _hibp_like(n)
+    else:
+        by_hash = [h for h, _ in pw_rows(n)]
+        data = [(by_hash[i ^ 1], n - i) for i in range(n)]
+    src = write_sorted(tmp_path / f"{shape}.txt", data)
+    assert src.stat().st_size > cred.PwnedSortedFile.ORDER_HEAD_BYTES
+    with pytest.raises(InputFormatError, match="line [12] is out of hash order.*cannot be searched"):
+        cred.open_pwned(src)
+
+
+def test_check_still_searches_a_sorted_file_with_one_damaged_line_in_its_head_or_past_it(tmp_path):
+    data = pw_rows(40_000)
+    lines = [f"{h}:{c}" for h, c in data]
+    lines[100] = "F" * 40 + ":3"  # isolated out-of-order lines, reported by verify and skipped by build
+    lines[30_000] = "0" * 40 + ":3"
+    lines[20_000] = "not a line"
+    src = write_lines(tmp_path / "p.txt", lines)
+    assert src.stat().st_size > cred.PwnedSortedFile.ORDER_HEAD_BYTES
+    with cred.open_pwned(src) as lookup:  # opened: not refused
+        assert [lookup.lookup(bytes.fromhex(data[i][0])) for i in (0, 20_001, 39_999)] == \
+            [data[i][1] for i in (0, 20_001, 39_999)]

@@ -57,3 +57,16 @@ def test_the_readmes_dashboard_passwords_are_ones_riskgate_dashboard_takes():
     assert examples
     for example in examples:
         check_password(example)
+
+
+def test_the_readme_names_the_commands_that_take_no_db():
+    """The README said "Every command takes `--db PATH`": ``synth``, ``credentials check|build|verify`` and ``config
+    validate`` take none (they never open the store). The sentence names exactly the commands without it."""
+    without = sorted(" ".join(path) for path, cmd in COMMANDS if not any("--db" in p.opts for p in cmd.params))
+    m = re.search(r"takes `--db PATH`[^:]*: all but (.+?), which never open it", README, re.S)
+    assert m, "the README does not say which commands take no --db"
+    named = []
+    for item in re.findall(r"`([^`]+)`", m.group(1)):
+        *group, last = item.split()
+        named += [" ".join([*group, alt]) for alt in last.split("|")]
+    assert sorted(named) == without

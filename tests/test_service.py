@@ -190,7 +190,8 @@ def _bycount(tmp_path) -> str:
 @pytest.mark.parametrize("setting, message", [
     (("RISKGATE_PWNED_PATH", "{tmp}/nonexistent.txt"),
      "error: {tmp}/nonexistent.txt: no such file or folder (Pwned Passwords data)"),
-    (("RISKGATE_PWNED_PATH", "{bycount}"), "error: {bycount}: is not sorted by hash (lines near byte "),
+    (("RISKGATE_PWNED_PATH", "{bycount}"), "error: {bycount}: line 3 is out of hash order, and not as one damaged line "
+                                            "between lines in order: this file is not sorted by hash"),
     (("RISKGATE_PWNED_MIN_COUNT", "0"), "error: RISKGATE_PWNED_MIN_COUNT must be a whole number >= 1, got '0'"),
     (("RISKGATE_FEEDBACK_TTL", "99999999999999"), "error: RISKGATE_FEEDBACK_TTL must be a whole number of seconds "
                                                   "from 1 to 31536000 (365 days), got '99999999999999'"),

@@ -10,8 +10,10 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -594,3 +596,113 @@ def test_synth_auth_events_folder_ingests_with_usernames_from_the_file_names(tmp
     assert per_user == {Path(f).stem: len(json.loads(Path(f).read_text())["AuthEvents"]) for f in files}
     doc = json.loads(runner.invoke(app, ["labels", "load", f"{out}.labels.csv", "--json"]).stdout)
     assert doc["unknown_events"] == 0 and doc["added"] == doc["read"] > 0
+
+
+# -- outputs: a .gz name compresses or is refused ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, out", [("parquet", "x.parquet.gz"), ("cognito-auth-events", "events.gz")])
+def test_a_gz_name_the_format_would_not_compress_is_refused_before_anything_is_written(tmp_path, fmt, out):
+    """``--format parquet --out x.parquet.gz`` wrote plain Parquet under the .gz name (which `ingest` takes for
+    gzip), and ``cognito-auth-events`` a folder named ``events.gz``; ``--out``'s help says a .gz name compresses."""
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--format", fmt, "--out",
+                              str(tmp_path / out)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.count("\n") == 1 and "cannot be gzip-compressed" in res.stderr and "without .gz" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["riskgate-jsonl", "cognito-user-activity", "rba-csv", "csv"])
+def test_a_gz_name_compresses_every_format_that_writes_lines(tmp_path, fmt):
+    out = tmp_path / "x.gz"
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--format", fmt, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert gzip.decompress(out.read_bytes()).count(b"\n") > 10
+
+
+def test_an_existing_folder_is_refused_as_the_out_of_a_format_that_writes_a_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "is a folder" in res.stderr, res.output
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and list((tmp_path / "d").iterdir()) == []
+
+
+# -- outputs: each file appears at its name only when the whole run is done ----------------------------------------
+
+
+def test_an_interrupted_synth_leaves_no_file_at_its_names(tmp_path):
+    """Ctrl-C a few seconds into a big run ended with "interrupted" and 130 but left the truncated events file, the
+    labels of what it had written and the users at their names, looking finished: a later ingest took them.
+    Each is written as <name>.partial and renamed when the whole run is done; Ctrl-C removes them."""
+    keep = tmp_path / "old.labels.csv"  # a finished data set's file beside it stays as it was
+    keep.write_text("event_id,label,value,source\n")
+    out = tmp_path / "big.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "synth", "--users", "5000", "--days", "30", "--out",
+                             str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        # the events file, by either name, holds a megabyte: the run is writing
+        while not any(p.stat().st_size > 1 << 20 for p in tmp_path.glob("big.jsonl*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        seen = sorted(p.name for p in tmp_path.iterdir())
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, stderr, stdout) == (130, "interrupted\n", ""), seen
+    assert "big.jsonl.partial" in seen and "big.jsonl" not in seen  # it was writing the partial file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.labels.csv"]
+    assert keep.read_text() == "event_id,label,value,source\n"
+
+
+@pytest.mark.parametrize("fmt, out", [("riskgate-jsonl", "s.jsonl.gz"), ("parquet", "s.parquet"),
+                                      ("csv", "s.csv"), ("cognito-auth-events", "s")])
+def test_a_synth_that_fails_half_way_says_so_in_one_line_and_leaves_no_file_at_its_names(tmp_path, fmt, out):
+    """A file-size limit (as a full disk would) stops the run half-way: it used to end in a traceback with every
+    file so far at its name, the last truncated."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    res = subprocess.run([sys.executable, "-m", "cli", "synth", "--users", "40", "--days", "60", "--format", fmt,
+                          "--out", str(tmp_path / out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         preexec_fn=limit)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "cannot write the data set: File too large" in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_partial_file_left_by_a_killed_run_is_replaced_and_the_same_seed_writes_the_same_bytes(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "s.jsonl.partial").write_text("left by a run that was killed\n")
+    (tmp_path / "b" / "s.users.json.partial").symlink_to(tmp_path / "elsewhere")  # never written through
+    for name in ("a", "b"):
+        synthesize(SynthConfig(users=40, days=3, seed=6), "riskgate-jsonl", tmp_path / name / "s.jsonl")
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert sorted(os.listdir(tmp_path / "b")) == ["s.jsonl", "s.labels.csv", "s.users.json"]
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_out_that_is_a_symbolic_link_writes_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "s.jsonl").symlink_to(tmp_path / "data" / "s.jsonl")
+    synthesize(SynthConfig(users=20, days=2, seed=1), "riskgate-jsonl", tmp_path / "s.jsonl")
+    assert (tmp_path / "s.jsonl").is_symlink() and (tmp_path / "data" / "s.jsonl").read_text().count("\n") > 10
+    assert sorted(os.listdir(tmp_path / "data")) == ["s.jsonl"]
+
+
+def test_a_partial_folder_holding_files_is_refused_and_left_as_it_was(tmp_path):
+    """The cognito-auth-events folder is written as <folder>.partial too: one holding files is not this run's to
+    delete."""
+    (tmp_path / "ae.partial").mkdir()
+    (tmp_path / "ae.partial" / "mine.txt").write_text("x")
+    res = runner.invoke(app, ["synth", "--users", "20", "--days", "2", "--format", "cognito-auth-events", "--out",
+                              str(tmp_path / "ae")])
+    assert res.exit_code == 2 and "is written as" in res.stderr and "remove it" in res.stderr, res.output
+    assert sorted(os.listdir(tmp_path)) == ["ae.partial"] and os.listdir(tmp_path / "ae.partial") == ["mine.txt"]

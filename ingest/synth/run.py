@@ -4,6 +4,11 @@ Memory stays bounded: legitimate events are drawn a few days at a time; events
 are written once no later chunk can produce an earlier one (a local day runs
 from UTC-12 to UTC+14, so a chunk's events are final 15 hours before its last
 day ends in UTC), merged with the attacks of the same span.
+
+Every file is written as ``<name>.partial`` and renamed to its name only when
+the whole run has succeeded: an interrupted or failed run leaves nothing at the
+names that a later ``riskgate ingest`` or ``labels load`` could take for a
+finished data set (:class:`ingest.outputs.PartialOutputs`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.errors import ConfigurationError, check_output_folder
+from ingest.errors import ConfigurationError, RiskgateError, check_output_folder
+from ingest.outputs import PartialOutputs
 from ingest.schema import EVENT_RESPONSES, EVENT_TYPES
 from ingest.synth import activity, attacks, catalogue
 from ingest.synth import events as ev
@@ -23,7 +29,7 @@ from ingest.synth.config import ATTACK_TYPES, SynthConfig, expected_events_per_u
 from ingest.synth.population import uuids
 from ingest.synth.render import Renderer, View
 from ingest.synth.world import DAY_MS, World, build, rng_for
-from ingest.synth.writers import WRITERS, LabelsWriter, side_paths, write_users
+from ingest.synth.writers import WRITERS, LabelsWriter, check_out, side_paths, write_users
 
 #: legitimate events drawn per chunk, about (the chunk is whole days, one to seven)
 CHUNK_EVENTS = 200_000
@@ -81,6 +87,7 @@ def synthesize(config: SynthConfig, fmt: str, out: str | Path, *, catalogue_path
         raise ConfigurationError(f"--format must be one of: {', '.join(WRITERS)}; got {fmt!r}")
     out = Path(out)
     check_output_folder(out, ConfigurationError)
+    check_out(out, fmt)
     started = time.perf_counter()
     cat = catalogue.load(catalogue_path)
     world = build(config, cat)
@@ -90,8 +97,7 @@ def synthesize(config: SynthConfig, fmt: str, out: str | Path, *, catalogue_path
     atk_keys = np.unique(atk_keys[atk_v4])
 
     users_path, labels_path = side_paths(out, fmt)
-    writer = WRITERS[fmt](out, world)
-    labels = LabelsWriter(labels_path)
+    outputs = PartialOutputs()  # every file under its partial name until the whole run is done
     renderer = Renderer(world)
     id_rng = rng_for(config.seed, 4)
     counts: Counter = Counter()
@@ -119,8 +125,8 @@ def synthesize(config: SynthConfig, fmt: str, out: str | Path, *, catalogue_path
         atk_events.update(a.tolist())
         atk_takeovers.update(b.attack[b.ato].tolist())
 
-    try:
-        write_users(users_path, world, rba_names=fmt == "rba-csv")
+    def write_all() -> list[Path]:
+        write_users(users_path, world, outputs, rba_names=fmt == "rba-csv")
         per_day = max(1.0, expected_events_per_user_day(config.params) * config.users)
         chunk_days = int(min(7, max(1, CHUNK_EVENTS // per_day)))
         pending = ev.empty()
@@ -139,9 +145,23 @@ def synthesize(config: SynthConfig, fmt: str, out: str | Path, *, catalogue_path
             k = len(pending) if last else int(np.searchsorted(pending.t, watermark, side="left"))
             emit(pending.take(np.arange(k)))
             pending = pending.take(np.arange(k, len(pending)))
-        files = writer.close()
-    finally:
-        labels.close()
+        return writer.close()
+
+    try:
+        with outputs:  # left without commit (an error, Ctrl-C): the partial files are removed
+            writer = WRITERS[fmt](out, world, outputs)
+            labels = LabelsWriter(labels_path, outputs)
+            try:
+                files = write_all()
+            finally:
+                labels.close()
+            outputs.commit()
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        # a full disk, a file-size limit: what was written is removed, nothing is left at the names
+        raise RiskgateError(f"cannot write the data set: {exc.strerror} (nothing is left at --out or beside it)",
+                            source=str(out)) from exc
 
     report = SynthReport(
         format=fmt, out=str(out), files=[str(f) for f in files], users_file=str(users_path),

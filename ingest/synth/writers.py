@@ -4,7 +4,10 @@ Writers receive time-ordered views of events, a bounded block at a time, and
 stream them out (all but ``cognito-auth-events``, whose per-user documents are
 newest-first and so are held per user until the end; it is meant for small
 data sets). Output ending in ``.gz`` is gzip-compressed with a zero mtime, so
-the same seed gives the same bytes.
+the same seed gives the same bytes; a format that cannot be (Parquet, a folder)
+is refused such a name (:func:`check_out`). Every file is written as
+``<name>.partial`` and renamed when the whole run is done
+(:class:`ingest.outputs.PartialOutputs`).
 
 Beside the output (``<stem>`` is its name without ``.gz`` and the format's
 extension; for ``cognito-auth-events`` the folder's name):
@@ -29,6 +32,7 @@ from typing import IO
 import numpy as np
 
 from ingest.errors import ConfigurationError
+from ingest.outputs import PartialOutputs
 from ingest.synth import events as ev
 from ingest.synth.config import ATTACK_TYPES
 from ingest.synth.population import USER_POOL_ID
@@ -59,17 +63,19 @@ def stem_of(out: Path) -> Path:
     return out.with_name(name)
 
 
-def open_text(path: Path) -> "IO[str] | _GzipText":
-    """A text file for writing, gzip when the name ends in ``.gz`` (mtime 0: reproducible bytes)."""
+def open_text(path: Path, outputs: PartialOutputs) -> "IO[str] | _GzipText":
+    """The text file ``path`` for writing (as ``outputs`` says: under its partial name until the run is done), gzip
+    when the name ends in ``.gz`` (mtime 0: reproducible bytes)."""
+    where = outputs.path(path)
     if path.name.endswith(".gz"):
-        return _GzipText(path)
-    return open(path, "w", encoding="utf-8", newline="\n")
+        return _GzipText(where)
+    return open(where, "w", encoding="utf-8", newline="\n")
 
 
 class _GzipText:
     """Text written through gzip with no name and no time in its header; closing closes the file too."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str | Path):
         self.raw = open(path, "wb")
         self.gz = gzip.GzipFile(filename="", fileobj=self.raw, mode="wb", mtime=0, compresslevel=6)
         self.text = io.TextIOWrapper(self.gz, encoding="utf-8", newline="\n")
@@ -88,15 +94,21 @@ def _bools(a: np.ndarray, true: str = "true", false: str = "false") -> np.ndarra
 
 @dataclass
 class Writer:
-    """Base: ``write`` a view, ``close`` and say which files were written."""
+    """Base: ``write`` a view, ``close`` and say which files were written (their names: ``outputs`` says where
+    they are written until the run is done)."""
 
     out: Path
     world: World
+    outputs: PartialOutputs
     files: list[Path] = field(default_factory=list)
     rows: int = 0
 
     name = ""
     description = ""
+    #: whether an ``--out`` ending in ``.gz`` is written gzip-compressed, as ``--out``'s help promises ...
+    gzip_by_name = False
+    #: ... and if not, why (such a name is refused before anything is written)
+    no_gzip = ""
 
     def __post_init__(self) -> None:
         """Open the output (subclasses); called by the dataclass ``__init__``."""
@@ -117,8 +129,10 @@ class Writer:
 
 
 class _LineWriter(Writer):
+    gzip_by_name = True
+
     def __post_init__(self) -> None:
-        self.fh = open_text(self.out)
+        self.fh = open_text(self.out, self.outputs)
         self.files.append(self.out)
 
     def lines(self, view: View) -> list[str]:
@@ -232,6 +246,7 @@ class AuthEventsWriter(Writer):
 
     name = "cognito-auth-events"
     description = "one AdminListUserAuthEvents JSON document per user, as the AWS CLI prints it, in a folder"
+    no_gzip = "it writes a folder of uncompressed <username>.json files"
 
     def __post_init__(self) -> None:
         if self.out.exists() and not self.out.is_dir():
@@ -240,7 +255,7 @@ class AuthEventsWriter(Writer):
         if self.out.is_dir() and any(self.out.iterdir()):
             raise ConfigurationError("cognito-auth-events writes one file per user into a new or empty folder; "
                                      "this folder is not empty", source=str(self.out))
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(self.outputs.path(self.out, folder=True))
         self.by_user: dict[int, list[dict]] = {}
         self.chal = [[{"ChallengeName": n, "ChallengeResponse": r} for n, r in p] for p in ev.CHALLENGES]
 
@@ -266,7 +281,7 @@ class AuthEventsWriter(Writer):
     def close(self) -> list[Path]:
         names = self.world.pop.usernames
         for u in sorted(self.by_user):
-            path = self.out / f"{names[u]}.json"
+            path = self.folder / f"{names[u]}.json"
             with open(path, "w", encoding="utf-8", newline="\n") as fh:
                 json.dump({"AuthEvents": self.by_user[u][::-1]}, fh, indent=4, ensure_ascii=False)
                 fh.write("\n")
@@ -346,7 +361,7 @@ class CsvWriter(_LineWriter):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.fh.write(",".join(TABULAR_COLUMNS) + "\n")
-        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files)
+        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files, self.outputs)
 
     def lines(self, v: View) -> list[str]:
         b = v.b
@@ -365,6 +380,7 @@ class CsvWriter(_LineWriter):
 class ParquetWriter(Writer):
     name = "parquet"
     description = "generic Parquet (with a column-mapping file beside it)"
+    no_gzip = "Parquet compresses its own pages, and `riskgate ingest` reads no gzip-compressed Parquet"
 
     def __post_init__(self) -> None:
         import pyarrow as pa
@@ -372,9 +388,9 @@ class ParquetWriter(Writer):
 
         self._pa = pa
         self.schema = pa.schema([(c, pa.string()) for c in TABULAR_COLUMNS])
-        self.pw = pq.ParquetWriter(str(self.out), self.schema, compression="zstd")
+        self.pw = pq.ParquetWriter(self.outputs.path(self.out), self.schema, compression="zstd")
         self.files.append(self.out)
-        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files)
+        write_mapping(stem_of(self.out).with_name(stem_of(self.out).name + ".mapping.yaml"), self.files, self.outputs)
 
     def write(self, v: View) -> None:
         b = v.b
@@ -394,13 +410,13 @@ class ParquetWriter(Writer):
         return self.files
 
 
-def write_mapping(path: Path, files: list[Path]) -> None:
+def write_mapping(path: Path, files: list[Path], outputs: PartialOutputs) -> None:
     """The column mapping of the csv / parquet output (the generic readers' ``--mapping``)."""
     lines = ["# column mapping of a riskgate synth csv/parquet file: canonical field -> column",
              "columns:"]
     lines += [f"  {k}: {v}" for k, v in TABULAR_MAPPING.items()]
     lines.append("# creation_date is ISO 8601 with Z; no time_format needed")
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+    with open(outputs.path(path), "w", encoding="utf-8", newline="\n") as fh:
         fh.write("\n".join(lines) + "\n")
     files.append(path)
 
@@ -414,9 +430,9 @@ WRITERS: dict[str, type[Writer]] = {
 class LabelsWriter:
     """``<stem>.labels.csv``: is_account_takeover and is_attack_ip for every event, attack_type for attacks."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, outputs: PartialOutputs):
         self.path = path
-        self.fh = open_text(path)
+        self.fh = open_text(path, outputs)
         self.fh.write("event_id,label,value,source\n")
         self.rows = 0
         self._types = np.array([""] + [f"\n{{}},attack_type,{a},{LABEL_SOURCE}" for a in ATTACK_TYPES], dtype=object)
@@ -468,13 +484,25 @@ def users_document(world: World, rba_names: bool = False) -> dict:
     return {"Users": users}
 
 
-def write_users(path: Path, world: World, rba_names: bool = False) -> None:
+def write_users(path: Path, world: World, outputs: PartialOutputs, rba_names: bool = False) -> None:
     """One ``ListUsers`` page holding every user, one user per line."""
     users = users_document(world, rba_names)["Users"]
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+    with open(outputs.path(path), "w", encoding="utf-8", newline="\n") as fh:
         fh.write('{"Users": [\n')
         fh.write(",\n".join(json.dumps(u, ensure_ascii=False) for u in users))
         fh.write("\n]}\n")
+
+
+def check_out(out: Path, fmt: str) -> None:
+    """Refuse, before anything is written, an ``--out`` that ``fmt`` cannot write as named: a ``.gz`` name it would
+    not compress (plain Parquet under ``x.parquet.gz`` said it was gzip), or an existing folder for a format that
+    writes a file."""
+    writer = WRITERS[fmt]
+    if out.name.endswith(".gz") and not writer.gzip_by_name:
+        raise ConfigurationError(f"--format {fmt} cannot be gzip-compressed ({writer.no_gzip}); name --out "
+                                 "without .gz", source=str(out))
+    if writer is not AuthEventsWriter and out.is_dir():
+        raise ConfigurationError(f"is a folder; --format {fmt} writes a file: --out names it", source=str(out))
 
 
 def side_paths(out: Path, fmt: str) -> tuple[Path, Path]:
