@@ -893,7 +893,7 @@ def reserve(con: duckdb.DuckDBPyConnection, assessments: str, claimant: str) -> 
     """Make a ``pending`` row, claimed by ``claimant``, for each row of the table or view ``assessments`` (columns
     ``event_id``, ``notification``) with a notification due, unless its event has a pending, sent or outbox row,
     or ``claimant`` tried it already (a run tries an event once). Meant for the transaction that writes those
-    assessments."""
+    assessments (``risk.score._write``, which gives it the first assessments only: a rescore makes nothing due)."""
     from ingest.store import quote_ident
 
     con.execute(
