@@ -100,6 +100,8 @@ DEFAULT_SMTP_TIMEOUT = 10.0
 MIN_SECRET_CHARS = 16
 FEEDBACK_PATH = "/v1/feedback"
 UNKNOWN = "unknown"
+#: the reason of a notification whose user has no email address in the users table
+NO_ADDRESS = "no email address for user"
 _TOKEN_CONTEXT = b"riskgate-feedback-v1."
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + r")\}")
@@ -721,6 +723,29 @@ def notifications_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> li
     return [NotificationRecord(*row) for row in rows]
 
 
+def failed_attempts(con: duckdb.DuckDBPyConnection, event_id: str) -> int:
+    """How many attempts to send an email about this event failed (its ``failed`` rows)."""
+    return int(con.execute("SELECT count(*) FROM notifications WHERE event_id = ? AND status = 'failed'",
+                           [event_id]).fetchall()[0][0])
+
+
+def reason_for_log(rec: NotificationRecord) -> str:
+    """``rec``'s reason fit for a log line: the recipient's address (personal data; a server's refusal or an
+    address check may quote it) is replaced by ``[recipient]``. Nothing else of the message is in a reason: no
+    token, link or secret."""
+    reason = rec.reason or ""
+    if rec.recipient:
+        forms = {rec.recipient, *(addr for _name, addr in getaddresses([rec.recipient]) if addr)}
+        for form in list(forms):
+            try:
+                forms.add(wire_address(form))  # (a server quotes the domain as the wire has it)
+            except (ValueError, UnicodeError):
+                pass
+        for form in sorted((f for f in forms if f.strip()), key=len, reverse=True):
+            reason = re.sub(re.escape(form), "[recipient]", reason, flags=re.IGNORECASE)
+    return reason
+
+
 def already_notified(con: duckdb.DuckDBPyConnection, event_id: str) -> bool:
     """Whether an email about this event was sent, written to the outbox, or is pending (reserved, to be sent by
     whoever claimed it), whatever its template: a user hears about a sign-in at most once, also when rescoring it
@@ -1023,7 +1048,7 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
         if recipient is None and username and con is not None:
             recipient = user_email(con, str(username), _field(event, "user_pool_id", "UserPoolId"))
         if not recipient:
-            raise NotifyError("no email address for user")
+            raise NotifyError(NO_ADDRESS)
         sender = _configured_sender(notify_config) or os.environ.get(NOTIFY_FROM_ENV)
         if not sender:
             raise NotifyError(f"NotifyConfiguration has no From address (nor is {NOTIFY_FROM_ENV} set)")

@@ -10,16 +10,24 @@ Real parts throughout: aiosmtpd on loopback, DuckDB files, the service under uvi
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 
 from risk import notify as nt
-from tests.service_support import Service, copy_store, headers, rest_events, rg
+from tests import test_notify
+from tests.service_support import API_KEY, Service, copy_store, headers, rest_events, rg
 from tests.storedb import q
-from tests.test_notify_reliability import Recorder, base, env, smtp, statuses  # noqa: F401 - fixtures
+from tests.test_notify_reliability import Recorder, base, db, env, smtp, statuses  # noqa: F401 - fixtures
 
-__all__ = ["base", "env", "smtp"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _set(db, *, mode: str, thresholds: tuple[float, float, float]) -> None:
@@ -100,3 +108,129 @@ def test_a_rescore_emails_nobody_about_sign_ins_assessed_before(base, tmp_path, 
     # and a run that only sends what is owed owes nothing about them
     out = json.loads(rg("score", "--notify", "--json", "--since", "2100-01-01T00:00:00Z", db=db).stdout)
     assert out["notifications"] == 0 and recorder.event_ids() == [ev2["EventId"]]
+
+
+# -- 2. the service logs each failed attempt and each email sent after one ------------------------------------------
+
+
+class BusyOnce(Recorder):
+    """Refuses each recipient once (450, quoting the address, as servers do), then takes the message."""
+
+    def __init__(self):
+        super().__init__()
+        self.refused: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address not in self.refused:
+            self.refused.append(address)
+            return f"450 4.2.1 <{address}>: mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def _recipient(db, username: str) -> str:
+    (email_address,) = q(db, "SELECT email FROM users WHERE username = ?", [username])[0]
+    assert email_address
+    return email_address
+
+
+def test_the_service_logs_a_failed_attempt_and_the_retry_that_sent_it(base, db, smtp, caplog):
+    """With the SMTP server refusing, the notifications table said `failed` and the service's log nothing; the later
+    successful retry was not logged either. Now each failed attempt is a WARNING (template, event id, attempt,
+    reason, never the recipient's address even when the server quotes it), and the email sent on a later attempt
+    is an INFO line, through the service's logger."""
+    import logging
+
+    server = BusyOnce()
+    port = smtp(server)
+    ev = rest_events(base)[0]
+    address = _recipient(db, ev["Username"])
+    with caplog.at_level(logging.INFO, logger="riskgate.service"):
+        with Service(db, notify_retry_every=0.05) as svc:
+            r = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30)
+            template = r.json()["Notification"]
+            assert r.status_code == 200 and template, r.text
+            deadline = time.monotonic() + 30
+            while len(server.envelopes) < 1 or not any("sent on attempt" in m.getMessage() for m in caplog.records):
+                assert time.monotonic() < deadline, [m.getMessage() for m in caplog.records]
+                time.sleep(0.05)
+    said = [(m.levelname, m.getMessage()) for m in caplog.records if m.name == "riskgate.service"
+            and "notification " in m.getMessage() and ev["EventId"] in m.getMessage()]
+    assert said == [
+        ("WARNING", f"notification {template} about event {ev['EventId']} failed (attempt 1 of {nt.MAX_ATTEMPTS}; "
+                    f"tried again later): SMTP server 127.0.0.1:{port} refused the recipient: 450 4.2.1 "
+                    "<[recipient]>: mailbox busy, try again later"),
+        ("INFO", f"notification {template} about event {ev['EventId']} sent on attempt 2 (after 1 failed)"),
+    ], said
+    assert server.refused == [address] and address not in caplog.text and "token=" not in caplog.text
+
+
+def _serve(db, env: dict) -> tuple[subprocess.Popen, str]:
+    """A real `riskgate serve` on a free port of 127.0.0.1 (its stderr read by the caller), and its URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(db), "--port", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+    if not match:
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read())
+    url = match.group(1)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=5).json()["status"] == "ok":
+                return proc, url
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+
+
+def _until_unsent(url: str, figures: dict, timeout: float = 60.0) -> None:
+    """Wait until the service's /healthz counts ``figures`` unsent notifications in its store."""
+    deadline = time.monotonic() + timeout
+    while (seen := httpx.get(url + "/healthz", timeout=5).json()["notifications_unsent"]) != figures:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def test_riskgate_serve_writes_failed_and_retried_notifications_on_stderr(base, db, smtp):
+    """The tester's run, with a real `riskgate serve`: SMTP down, a sign-in answered with a notification, and
+    stdout and stderr said nothing (nor, once the server was back, about the retry that sent it: INFO lines of the
+    service's logger reached no handler)."""
+    ev = rest_events(base)[0]
+    address = _recipient(db, ev["Username"])
+    down = test_notify.free_port()  # nothing listens there: "Connection refused"
+    env = {**os.environ, "RISKGATE_API_KEY": API_KEY, nt.SMTP_HOST_ENV: "127.0.0.1", nt.SMTP_PORT_ENV: str(down)}
+    proc, url = _serve(db, env)
+    try:
+        r = httpx.post(url + "/v1/evaluate", json=ev, headers=headers(), timeout=30)
+        assert r.status_code == 200 and r.json()["Notification"], r.text
+        _until_unsent(url, {"pending": 0, "to_retry": 1})  # attempted, failed, recorded
+    finally:
+        err = _stop(proc)
+    assert statuses(db) == {ev["EventId"]: ["failed"]}, err
+    template = r.json()["Notification"]
+    assert (f"WARNING:  notification {template} about event {ev['EventId']} failed (attempt 1 of {nt.MAX_ATTEMPTS}; "
+            f"tried again later): cannot connect to SMTP server 127.0.0.1:{down}: [Errno 111] Connection refused") \
+        in err, err
+
+    recorder = Recorder()
+    port = smtp(recorder)  # the server is back (elsewhere): the next start sends what failed
+    proc, url = _serve(db, {**env, nt.SMTP_PORT_ENV: str(port)})
+    try:
+        _until_unsent(url, {"pending": 0, "to_retry": 0})  # tried again at start, sent, recorded
+    finally:
+        err = _stop(proc)
+    assert recorder.event_ids() == [ev["EventId"]]
+    assert f"INFO:     notification {template} about event {ev['EventId']} sent on attempt 2 (after 1 failed)" in err, err
+    assert address not in err
