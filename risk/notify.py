@@ -185,7 +185,7 @@ def feedback_ttl_from_env() -> timedelta:
 def check_settings(con: duckdb.DuckDBPyConnection | None = None) -> None:
     """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``,
     ``$RISKGATE_NOTIFY_RETRY_AFTER`` and the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
-    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``); with the store ``con``, also what the
+    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``, a login with neither but to a loopback relay); with the store ``con``, also what the
     configurations in effect need (:func:`delivery_problems`: a sender, the feedback links' secret and URL).
     ``riskgate score --notify`` and ``riskgate serve`` call it before they start, so that no run is refused
     halfway through its notifications."""
@@ -523,7 +523,26 @@ class SmtpSettings:
         settings = cls(host=host, **values)
         if settings.ssl and settings.starttls:
             raise ConfigurationError(f"set {SMTP_SSL_ENV} or {SMTP_STARTTLS_ENV}, not both")
+        if settings.username and not (settings.ssl or settings.starttls) and not is_loopback_host(settings.host):
+            raise ConfigurationError(
+                f"{SMTP_USER_ENV} is set and neither {SMTP_SSL_ENV} nor {SMTP_STARTTLS_ENV}: the SMTP login "
+                f"(user and password) would travel unencrypted to {settings.host!r}; set {SMTP_SSL_ENV}=true or "
+                f"{SMTP_STARTTLS_ENV}=true (only a relay on a loopback address, such as 127.0.0.1, may go without)")
         return settings
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine without a lookup: a loopback address (127.0.0.0/8, ::1, also in
+    brackets) or ``localhost`` (RFC 6761: ``*.localhost`` too). A name that may resolve elsewhere is not."""
+    import ipaddress
+
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
 
 
 class SmtpTransport:

@@ -20,7 +20,12 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import pytest
+from aiosmtpd.smtp import AuthResult
+from typer.testing import CliRunner
 
+from cli import app as cli_app
+from ingest.errors import ConfigurationError
 from risk import notify as nt
 from tests import test_notify
 from tests.service_support import API_KEY, Service, copy_store, headers, rest_events, rg
@@ -234,3 +239,73 @@ def test_riskgate_serve_writes_failed_and_retried_notifications_on_stderr(base, 
     assert recorder.event_ids() == [ev["EventId"]]
     assert f"INFO:     notification {template} about event {ev['EventId']} sent on attempt 2 (after 1 failed)" in err, err
     assert address not in err
+
+
+# -- 3. an SMTP login never travels unencrypted beyond this machine --------------------------------------------------
+
+
+def test_an_smtp_login_without_tls_is_refused_unless_the_relay_is_on_loopback(monkeypatch):
+    monkeypatch.setenv(nt.SMTP_USER_ENV, "relay")
+    monkeypatch.setenv(nt.SMTP_PASSWORD_ENV, "s3cret-relay")
+    for host in ("mail.example.com", "192.0.2.25", "[2001:db8::25]", "localhost.example.com"):
+        monkeypatch.setenv(nt.SMTP_HOST_ENV, host)
+        with pytest.raises(ConfigurationError) as caught:
+            nt.check_settings()
+        said = str(caught.value)
+        assert said.startswith("RISKGATE_SMTP_USER is set and neither RISKGATE_SMTP_SSL nor RISKGATE_SMTP_STARTTLS: "
+                               f"the SMTP login (user and password) would travel unencrypted to {host!r}"), said
+        assert "\n" not in said and "s3cret-relay" not in said
+        for tls in (nt.SMTP_SSL_ENV, nt.SMTP_STARTTLS_ENV):  # either encrypts the login
+            monkeypatch.setenv(tls, "true")
+            nt.check_settings()
+            monkeypatch.delenv(tls)
+    for host in ("127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost", "LocalHost.", "relay.localhost"):
+        monkeypatch.setenv(nt.SMTP_HOST_ENV, host)
+        nt.check_settings()  # a local relay: the login never leaves the machine
+    monkeypatch.delenv(nt.SMTP_USER_ENV)
+    monkeypatch.setenv(nt.SMTP_HOST_ENV, "mail.example.com")
+    nt.check_settings()  # no login: nothing secret on the wire
+
+
+class Logins:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        self.seen.append((mechanism, auth_data.login, session.ssl is not None))
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"relay", b"s3cret-relay"), handled=False)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_relay_on_loopback_may_take_the_login_without_tls(tmp_path, smtp, monkeypatch):
+    """The tester's repro (a relay on 127.0.0.1 that offers AUTH without TLS): allowed, as a local relay."""
+    recorder, logins = Recorder(), Logins()
+    smtp(recorder, authenticator=logins, auth_required=True, auth_require_tls=False)
+    monkeypatch.setenv(nt.SMTP_USER_ENV, "relay")
+    monkeypatch.setenv(nt.SMTP_PASSWORD_ENV, "s3cret-relay")
+    nt.check_settings()
+    rec = nt.notify(None, {"event_id": "ev-1", "username": "alice"}, "BlockEmail",
+                    {"Subject": "Sign-in", "TextBody": "Hello {username}"}, {"From": "security@example.com"},
+                    "alice@example.org", record=False)
+    assert rec.status == "sent", rec.reason
+    assert logins.seen == [("PLAIN", b"relay", False)] and len(recorder.envelopes) == 1
+
+
+def test_score_notify_and_serve_refuse_an_smtp_login_without_tls_in_one_line(base, db, tmp_path, monkeypatch):
+    monkeypatch.setenv(nt.SMTP_HOST_ENV, "smtp.example.com")  # refused before anything connects to it
+    monkeypatch.setenv(nt.SMTP_USER_ENV, "relay")
+    monkeypatch.setenv(nt.SMTP_PASSWORD_ENV, "s3cret-relay")
+    runs = q(db, "SELECT count(*) FROM score_runs")
+    res = CliRunner().invoke(cli_app, ["score", "--notify", "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: RISKGATE_SMTP_USER is set and neither RISKGATE_SMTP_SSL nor "
+                                 "RISKGATE_SMTP_STARTTLS"), res.stderr
+    assert "s3cret-relay" not in res.output
+    assert q(db, "SELECT count(*) FROM score_runs") == runs and q(db, "SELECT count(*) FROM notifications") == [(0,)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "RISKGATE_API_KEY": API_KEY}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: RISKGATE_SMTP_USER is set and neither RISKGATE_SMTP_SSL nor "
+                                  "RISKGATE_SMTP_STARTTLS") and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "x.duckdb").exists()
