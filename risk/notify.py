@@ -184,14 +184,17 @@ def feedback_ttl_from_env() -> timedelta:
 
 def check_settings(con: duckdb.DuckDBPyConnection | None = None) -> None:
     """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``,
-    ``$RISKGATE_NOTIFY_RETRY_AFTER`` and the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
-    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``, a login with neither but to a loopback relay); with the store ``con``, also what the
+    ``$RISKGATE_NOTIFY_RETRY_AFTER``, the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
+    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``, a login with neither but to a loopback relay) and
+    ``$RISKGATE_PUBLIC_URL`` when set (:func:`public_url`); with the store ``con``, also what the
     configurations in effect need (:func:`delivery_problems`: a sender, the feedback links' secret and URL).
     ``riskgate score --notify`` and ``riskgate serve`` call it before they start, so that no run is refused
     halfway through its notifications."""
     feedback_ttl_from_env()
     retry_after_from_env()
     SmtpSettings.from_env()
+    if os.environ.get(PUBLIC_URL_ENV):  # set and bad: every link would be dead, whichever configuration needs one
+        public_url()
     if con is not None and (problems := delivery_problems(con)):
         raise ConfigurationError("; ".join(problems))
 
@@ -295,7 +298,15 @@ def verify_token(token: str, *, now: datetime | None = None, secret: str | bytes
     return FeedbackClaims(event_id, username, expires_at)
 
 
+#: what a URL may not hold (RFC 3986): blanks, quotes, angle brackets and the like
+_NOT_IN_URL_RE = re.compile(r'[\s"<>\\^`{|}]')
+
+
 def public_url(base_url: str | None = None) -> str:
+    """The public base URL of the service (``$RISKGATE_PUBLIC_URL`` unless ``base_url``), without its trailing
+    slash: an http(s) URL with a host and nothing after its path, since the feedback route (``/v1/feedback?...``)
+    is appended to it. A query or fragment (the route would end up inside it: every link dead), user info, a bad
+    port or characters no URL holds are refused naming the variable."""
     base = base_url if base_url is not None else os.environ.get(PUBLIC_URL_ENV, "")
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc or CONTROL_CHARS_RE.search(base):
@@ -305,6 +316,20 @@ def public_url(base_url: str | None = None) -> str:
                 "service, e.g. https://risk.example.com"
             )
         raise ConfigurationError(f"{PUBLIC_URL_ENV} must be an http(s) URL, got {base!r}")
+    if "@" in parts.netloc:  # (not echoed: it may hold a password)
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} must not hold user info (user@ or user:password@ before the "
+                                 "host): the links are sent to every user; give the service's public base URL only")
+    if "?" in base or "#" in base:
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} must not have a query (?...) or fragment (#...): the links "
+                                 f"append {FEEDBACK_PATH}?token=... to it, which would end up inside it; give the "
+                                 f"base URL only, e.g. https://risk.example.com/riskgate, got {base!r}")
+    if _NOT_IN_URL_RE.search(base):
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} holds characters a URL may not (blanks, quotes, <, >, \\, ^, `, "
+                                 f"{{, |, }}; percent-encode them), got {base!r}")
+    try:
+        parts.port  # noqa: B018 - ValueError for a port that is not one
+    except ValueError:
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} has a bad port, got {base!r}") from None
     return base.rstrip("/")
 
 

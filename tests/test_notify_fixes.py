@@ -309,3 +309,56 @@ def test_score_notify_and_serve_refuse_an_smtp_login_without_tls_in_one_line(bas
     assert done.stderr.startswith("error: RISKGATE_SMTP_USER is set and neither RISKGATE_SMTP_SSL nor "
                                   "RISKGATE_SMTP_STARTTLS") and done.stderr.count("\n") == 1, done.stderr
     assert not (tmp_path / "x.duckdb").exists()
+
+
+# -- 4. a public URL whose links could never reach the feedback route is refused -----------------------------------
+
+
+@pytest.mark.parametrize("url, said", [
+    ('http://127.0.0.1:8781/x?a=1"><b>', "must not have a query (?...) or fragment (#...)"),
+    ("https://risk.example.com/?", "must not have a query (?...) or fragment (#...)"),
+    ("https://risk.example.com/rg#top", "must not have a query (?...) or fragment (#...)"),
+    ("https://admin:hunter2@risk.example.com", "must not hold user info"),
+    ('https://risk.example.com/x"><b>', "holds characters a URL may not"),
+    ("https://risk.example.com/my links", "holds characters a URL may not"),
+    ("https://risk.example.com:99999", "has a bad port"),
+])
+def test_a_public_url_with_a_query_fragment_or_user_info_is_refused(url, said, monkeypatch):
+    """Such a URL was accepted and every link became `URL/v1/feedback?token=...`: the route inside the query (or
+    fragment), dead. It is refused naming the variable, by `score --notify` and `serve` alike (check_settings)."""
+    monkeypatch.setenv(nt.PUBLIC_URL_ENV, url)
+    for check in (nt.public_url, nt.check_settings):
+        with pytest.raises(ConfigurationError) as caught:
+            check()
+        assert str(caught.value).startswith(f"{nt.PUBLIC_URL_ENV} {said}"), str(caught.value)
+        assert "hunter2" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match=nt.PUBLIC_URL_ENV):
+        nt.feedback_links("tok")
+
+
+def test_a_public_url_with_a_path_port_or_ipv6_host_still_makes_links(monkeypatch):
+    for url, base in (("https://risk.example.com/", "https://risk.example.com"),
+                      ("http://127.0.0.1:8781/riskgate/", "http://127.0.0.1:8781/riskgate"),
+                      ("http://[::1]:8080", "http://[::1]:8080"),
+                      ("https://risk.example.com/a%20b", "https://risk.example.com/a%20b")):
+        monkeypatch.setenv(nt.PUBLIC_URL_ENV, url)
+        nt.check_settings()
+        assert nt.feedback_links("tok")[0] == f"{base}/v1/feedback?token=tok&value=valid"
+
+
+def test_score_notify_and_serve_refuse_the_testers_public_url(db, tmp_path, monkeypatch):
+    """`score --notify` (outbox) exited 0 with every link dead; `serve` started. Both refuse it now, in one line."""
+    url = 'http://127.0.0.1:8781/x?a=1"><b>'
+    monkeypatch.setenv(nt.PUBLIC_URL_ENV, url)
+    runs = q(db, "SELECT count(*) FROM score_runs")
+    res = CliRunner().invoke(cli_app, ["score", "--notify", "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(f"error: {nt.PUBLIC_URL_ENV} must not have a query"), res.stderr
+    assert q(db, "SELECT count(*) FROM score_runs") == runs and not (tmp_path / "outbox").exists()
+    cmd = [sys.executable, "-m", "cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "RISKGATE_API_KEY": API_KEY}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: {nt.PUBLIC_URL_ENV} must not have a query") \
+        and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "x.duckdb").exists()
