@@ -354,6 +354,12 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         # service runs can make it true or false
         for problem in rn.delivery_problems(store):
             log.warning("notifications will fail: %s", problem)
+        # users loaded without a pool id in a store of several pools (an ingest of another pool's events made it
+        # so): their email (and MFA, status) applies to nobody, so every email to them fails; `score` says it too
+        from risk.config import unpooled_users_problem
+
+        if problem := unpooled_users_problem(store):
+            log.warning("%s", problem)
         return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None),
                                                                   proxies=proxies),
                             checker=checker)

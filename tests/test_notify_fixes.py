@@ -1,8 +1,13 @@
 """Notifications: who is emailed about what, what the service says about it, and the settings refused.
 
-* An email is due only from an event's first assessment (the decision actually taken about the sign-in): a later
-  ``riskgate score --rescore --notify`` under ENFORCED emailed "we blocked a sign-in" about sign-ins the service
-  had allowed (in AUDIT, or at no risk).
+1. An email is due only from an event's first assessment (the decision actually taken about the sign-in): a later
+   ``riskgate score --rescore --notify`` under ENFORCED emailed "we blocked a sign-in" about sign-ins the service
+   had allowed (in AUDIT, or at no risk).
+2. The service logs each failed attempt (WARNING) and each email sent after one (INFO), on stderr.
+3. An SMTP login without SSL or STARTTLS is refused unless the relay is on loopback.
+4. A public URL with a query, fragment or user info (every link dead) is refused.
+5. An ingest whose events make the store know a second pool, leaving users loaded without a pool id in none (every
+   email to them fails), says so; so does the service, at start and with each such failure.
 
 Real parts throughout: aiosmtpd on loopback, DuckDB files, the service under uvicorn on 127.0.0.1, the CLI.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -362,3 +368,83 @@ def test_score_notify_and_serve_refuse_the_testers_public_url(db, tmp_path, monk
     assert done.stderr.startswith(f"error: {nt.PUBLIC_URL_ENV} must not have a query") \
         and done.stderr.count("\n") == 1, done.stderr
     assert not (tmp_path / "x.duckdb").exists()
+
+
+# -- 5. one event of a second pool: users loaded without a pool id belong to none, and every email fails ------------
+
+
+def _other_pool_event(tmp_path, pool: str, n: int = 1) -> Path:
+    path = tmp_path / f"{pool}.jsonl"
+    path.write_text(json.dumps({
+        "EventId": f"other-pool-{pool}-{n}", "UserPoolId": pool, "Username": "someone", "EventType": "SignIn",
+        "EventResponse": "Pass", "CreationDate": "2026-11-29T13:05:00Z",
+        "ContextData": {"IpAddress": "8.8.4.4", "ServerName": "a", "ServerPath": "/",
+                        "HttpHeaders": [{"headerName": "User-Agent", "headerValue": "curl/8"}]}}) + "\n")
+    return path
+
+
+def _ingest(path, db, *extra) -> tuple[dict, str]:
+    res = CliRunner().invoke(cli_app, ["ingest", str(path), "--json", "--db", str(db), *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout), " ".join(res.stderr.split())
+
+
+def test_ingest_warns_when_another_pools_events_leave_users_loaded_without_a_pool_id_in_none(db, tmp_path,
+                                                                                           monkeypatch):
+    """The tester's run: users loaded from ListUsers JSON without --user-pool-id (the store's only pool's), then one
+    event of another pool ingested: `ingest` said nothing, and every notification failed from then on ("no email
+    address for user"). It now says so, on stderr and in its --json output, naming the way out."""
+    from risk import config as rc
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    (pool,) = [r[0] for r in q(db, "SELECT DISTINCT user_pool_id FROM events")]
+    unpooled = q(db, "SELECT count(*) FROM users WHERE pool_key = ''")[0][0]
+    assert unpooled > 0
+    out, err = _ingest(_other_pool_event(tmp_path, pool, 1), db)  # the store's own pool: nothing to say
+    assert "warnings" not in out and err == ""
+    named = shutil.copy(db, tmp_path / "named.duckdb")
+    monkeypatch.setenv(rc.POOL_ENV, pool)  # the pool-less users' pool is named: they stay its users
+    out, err = _ingest(_other_pool_event(tmp_path, "us-east-1_Named"), named)
+    assert "warnings" not in out and err == ""
+    monkeypatch.delenv(rc.POOL_ENV)
+    pools = ", ".join(sorted([pool, "us-east-1_OtherPool"]))
+    out, err = _ingest(_other_pool_event(tmp_path, "us-east-1_OtherPool"), db)
+    said = (f"this ingest added events of pool us-east-1_OtherPool, so the store knows several pools: {unpooled:,} "
+            f"user(s) loaded without a pool id belong to no pool: the store knows several ({pools}), so their MFA "
+            "settings, email and status apply to nobody (no notification email reaches them: each fails with 'no "
+            "email address for user'); load them again with `riskgate users load FILE --user-pool-id POOL`, or set "
+            "$RISKGATE_USER_POOL_ID to their pool")
+    assert out["events_added"] == 1 and out["warnings"] == [said], out
+    assert err == f"warning: {said}"
+    out, err = _ingest(_other_pool_event(tmp_path, "us-east-1_Third"), db)  # several already: not this one's doing
+    assert "warnings" not in out and err == ""
+
+
+def test_serve_says_at_start_and_at_each_failed_email_that_users_belong_to_no_pool(base, db, tmp_path, smtp,
+                                                                                  caplog, monkeypatch):
+    """`riskgate serve` on such a store said nothing, neither at start nor per failed email (only /healthz's
+    to_retry grew): it logs the warning `score` prints at start, and with each email failing for want of an
+    address."""
+    import logging
+
+    from risk import config as rc
+
+    monkeypatch.delenv(rc.POOL_ENV, raising=False)
+    _ingest(_other_pool_event(tmp_path, "us-east-1_OtherPool"), db)
+    smtp(Recorder())
+    ev = rest_events(base)[0]
+    with caplog.at_level(logging.INFO, logger="riskgate.service"):
+        with Service(db, notify_retry_every=600) as svc:
+            r = httpx.post(svc.url + "/v1/evaluate", json=ev, headers=headers(), timeout=30)
+            template = r.json()["Notification"]
+            assert r.status_code == 200 and template, r.text
+            deadline = time.monotonic() + 30
+            while not any("failed (attempt" in m.getMessage() for m in caplog.records):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    said = [m.getMessage() for m in caplog.records if m.name == "riskgate.service" and m.levelname == "WARNING"]
+    problem = next((m for m in said if "loaded without a pool id belong to no pool" in m), None)
+    assert problem and "us-east-1_OtherPool" in problem and "--user-pool-id" in problem, said
+    assert said.index(problem) < len(said) - 1  # at start, before the email failed
+    assert said[-1] == (f"notification {template} about event {ev['EventId']} failed (attempt 1 of "
+                        f"{nt.MAX_ATTEMPTS}; tried again later): no email address for user ({problem})"), said
