@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled
+from cli.common import DbOption, JsonFlag, app, console, counted, err_console, handle_errors, styled, warn
 from ingest import store
 from ingest.context import ProxyPolicy
 from ingest.enrich import Enricher
@@ -62,7 +62,7 @@ def ingest(
     if username and username_from_file_name:
         raise InputFormatError("give --username or --username-from-file-name, not both")
     policy = ProxyPolicy.from_settings(trusted_proxy, client_ip_header)  # (refused here, before anything is read)
-    from risk.config import check_pool_arg
+    from risk.config import check_pool_arg, known_pools, unpooled_users_problem
 
     check_pool_arg(user_pool_id, "--user-pool-id")  # the configuration's rule: it could never be configured
     if mapping:  # read (and refused) before the store is made or anything is read
@@ -78,7 +78,10 @@ def ingest(
     from risk.feedback import record_imported
 
     con = risk_store.connect(db, settings=BULK_SETTINGS)  # (risk's tables too: the feedback read is recorded)
+    warnings: list[str] = []
     try:
+        pools_before = set(known_pools(con))
+        unpooled_before = unpooled_users_problem(con)
         size = total_size(paths)
         show = (not json_out) and size >= PROGRESS_MIN_BYTES and err_console.is_terminal
         with Progress(
@@ -104,13 +107,22 @@ def ingest(
 
             result = ingest_paths(con, paths, fmt=format, options=options, enricher=enricher, progress=progress,
                                   record_feedback=record_imported)
+        # events of a pool the store did not know, in a store of one pool, make the users (and events) loaded without
+        # a pool id belong to none: their MFA settings, status and email (every notification) apply to nobody
+        if unpooled_before is None and (problem := unpooled_users_problem(con)):
+            new = sorted(set(known_pools(con)) - pools_before)
+            warnings.append(f"this ingest added events of pool {', '.join(new)}, so the store knows several pools: "
+                            + problem)
     finally:
         con.close()
     for e in result.errors:
         err_console.print(styled("error:", "bold red", f" {e}"), highlight=False, soft_wrap=True)
+    for text in warnings:  # on stderr, with --json too (and in the object)
+        warn(text)
     if json_out:
         out = result.as_json()
-        print(json.dumps({k: out[k] for k in ("rows_read", "events_added", "duplicates", "quarantined", "reasons")}))
+        keys = ("rows_read", "events_added", "duplicates", "quarantined", "reasons")
+        print(json.dumps({**{k: out[k] for k in keys}, **({"warnings": warnings} if warnings else {})}))
     else:
         console.print(
             f"rows read {result.rows_read:,}  events added {result.events_added:,}  "

@@ -57,7 +57,7 @@ def score(
     until: UntilOption = None,
     rescore: Annotated[bool, typer.Option("--rescore", help="Assess again events that already have an assessment.")] = False,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Events per chunk: bounds memory, and how long another process waiting for the store waits.")] = 250_000,
-    notify: Annotated[bool, typer.Option("--notify", help="Send the notifications the decisions make due (ENFORCED mode; SMTP or outbox, see README). Off by default: scoring history must not email users about old sign-ins.")] = False,
+    notify: Annotated[bool, typer.Option("--notify", help="Send the notifications the decisions make due (ENFORCED mode; an event's first assessment only: --rescore emails nobody about an event assessed before; SMTP or outbox, see README). Off by default: scoring history must not email users about old sign-ins.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Assess unscored events in time order: score, level, decision, action and reasons, per event."""

@@ -62,12 +62,28 @@ def serve(
     config = uvicorn.Config(asgi(application), access_log=access_log, log_level="info",
                             http=BoundedHttpProtocol.configured(head_timeout=header_timeout, body_timeout=body_timeout),
                             timeout_keep_alive=75, timeout_graceful_shutdown=10)
+    service_log_to_stderr()  # (after uvicorn's own logging set-up, which leaves other loggers as they are)
     # a uvicorn.Server (which says when it has started), not uvicorn.run: that swallows the Ctrl-C uvicorn raises again once it has shut down (exit 0);
     # here it ends as every command's does ("interrupted", exit 130), after the graceful shutdown
     try:
         AnnouncingServer(config, on_started=announce).run(sockets=[sock])
     finally:
         stop(application)  # (the application's shutdown has stopped it, unless uvicorn ended before its startup)
+
+
+def service_log_to_stderr() -> None:
+    """The service's own log (the ``riskgate`` loggers: a notification that failed or was sent on a later attempt,
+    a scorer that could not be prepared, hand-overs of the store) on stderr from INFO on, as uvicorn writes its
+    lines (``WARNING:  ...``). Without it only warnings reached stderr, without their level, and INFO lines none."""
+    from uvicorn.logging import DefaultFormatter
+
+    logger = logging.getLogger("riskgate")
+    if not any(getattr(h, "_riskgate_serve", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        handler._riskgate_serve = True  # noqa: SLF001 - once per process
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def listening_socket(host: str, port: int):

@@ -1115,8 +1115,9 @@ def unpooled_users_problem(con: duckdb.DuckDBPyConnection) -> str | None:
     if not n:
         return None
     return (f"{n:,} user(s) loaded without a pool id belong to no pool: the store knows several "
-            f"({', '.join(pools)}), so their MFA settings, email and status apply to nobody; "
-            f"load them again with --user-pool-id, or set ${POOL_ENV} to their pool")
+            f"({', '.join(pools)}), so their MFA settings, email and status apply to nobody (no notification email "
+            f"reaches them: each fails with 'no email address for user'); load them again with `riskgate users load "
+            f"FILE --user-pool-id POOL`, or set ${POOL_ENV} to their pool")
 
 
 def check_pool_arg(user_pool_id: str | None, what: str = "user pool id") -> None:

@@ -517,8 +517,9 @@ class InlineScorer:
                 todo = [] if k is None else order[k + 1:]
                 table = table if k is None else table.slice(0, k + 1)
                 # the resets, notifications due and prevented events, in its transaction
-                rs._write(con, table, reserve=True, prevented=True)
-                due += self.due(rs.due_notifications(ctx, table))
+                # (an email is due from an event's first assessment only: what _write says was one)
+                first = rs._write(con, table, reserve=True, prevented=True)
+                due += self.due(rs.due_notifications(ctx, first))
                 feature_rows.update({i: f for i, f in computed.items() if i not in todo})
                 if todo:  # everyone's counts without the prevented event, which add() counted as known
                     if order[k] in new and feedback.is_known(by_id[order[k]]["event_response"]):

@@ -100,6 +100,8 @@ DEFAULT_SMTP_TIMEOUT = 10.0
 MIN_SECRET_CHARS = 16
 FEEDBACK_PATH = "/v1/feedback"
 UNKNOWN = "unknown"
+#: the reason of a notification whose user has no email address in the users table
+NO_ADDRESS = "no email address for user"
 _TOKEN_CONTEXT = b"riskgate-feedback-v1."
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + r")\}")
@@ -182,14 +184,17 @@ def feedback_ttl_from_env() -> timedelta:
 
 def check_settings(con: duckdb.DuckDBPyConnection | None = None) -> None:
     """Refuse, naming the variable, a bad setting that every notification would need: ``$RISKGATE_FEEDBACK_TTL``,
-    ``$RISKGATE_NOTIFY_RETRY_AFTER`` and the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
-    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``); with the store ``con``, also what the
+    ``$RISKGATE_NOTIFY_RETRY_AFTER``, the SMTP server's (``$RISKGATE_SMTP_PORT``, ``$RISKGATE_SMTP_TIMEOUT``,
+    both ``$RISKGATE_SMTP_SSL`` and ``$RISKGATE_SMTP_STARTTLS``, a login with neither but to a loopback relay) and
+    ``$RISKGATE_PUBLIC_URL`` when set (:func:`public_url`); with the store ``con``, also what the
     configurations in effect need (:func:`delivery_problems`: a sender, the feedback links' secret and URL).
     ``riskgate score --notify`` and ``riskgate serve`` call it before they start, so that no run is refused
     halfway through its notifications."""
     feedback_ttl_from_env()
     retry_after_from_env()
     SmtpSettings.from_env()
+    if os.environ.get(PUBLIC_URL_ENV):  # set and bad: every link would be dead, whichever configuration needs one
+        public_url()
     if con is not None and (problems := delivery_problems(con)):
         raise ConfigurationError("; ".join(problems))
 
@@ -293,7 +298,15 @@ def verify_token(token: str, *, now: datetime | None = None, secret: str | bytes
     return FeedbackClaims(event_id, username, expires_at)
 
 
+#: what a URL may not hold (RFC 3986): blanks, quotes, angle brackets and the like
+_NOT_IN_URL_RE = re.compile(r'[\s"<>\\^`{|}]')
+
+
 def public_url(base_url: str | None = None) -> str:
+    """The public base URL of the service (``$RISKGATE_PUBLIC_URL`` unless ``base_url``), without its trailing
+    slash: an http(s) URL with a host and nothing after its path, since the feedback route (``/v1/feedback?...``)
+    is appended to it. A query or fragment (the route would end up inside it: every link dead), user info, a bad
+    port or characters no URL holds are refused naming the variable."""
     base = base_url if base_url is not None else os.environ.get(PUBLIC_URL_ENV, "")
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc or CONTROL_CHARS_RE.search(base):
@@ -303,6 +316,20 @@ def public_url(base_url: str | None = None) -> str:
                 "service, e.g. https://risk.example.com"
             )
         raise ConfigurationError(f"{PUBLIC_URL_ENV} must be an http(s) URL, got {base!r}")
+    if "@" in parts.netloc:  # (not echoed: it may hold a password)
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} must not hold user info (user@ or user:password@ before the "
+                                 "host): the links are sent to every user; give the service's public base URL only")
+    if "?" in base or "#" in base:
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} must not have a query (?...) or fragment (#...): the links "
+                                 f"append {FEEDBACK_PATH}?token=... to it, which would end up inside it; give the "
+                                 f"base URL only, e.g. https://risk.example.com/riskgate, got {base!r}")
+    if _NOT_IN_URL_RE.search(base):
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} holds characters a URL may not (blanks, quotes, <, >, \\, ^, `, "
+                                 f"{{, |, }}; percent-encode them), got {base!r}")
+    try:
+        parts.port  # noqa: B018 - ValueError for a port that is not one
+    except ValueError:
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} has a bad port, got {base!r}") from None
     return base.rstrip("/")
 
 
@@ -521,7 +548,26 @@ class SmtpSettings:
         settings = cls(host=host, **values)
         if settings.ssl and settings.starttls:
             raise ConfigurationError(f"set {SMTP_SSL_ENV} or {SMTP_STARTTLS_ENV}, not both")
+        if settings.username and not (settings.ssl or settings.starttls) and not is_loopback_host(settings.host):
+            raise ConfigurationError(
+                f"{SMTP_USER_ENV} is set and neither {SMTP_SSL_ENV} nor {SMTP_STARTTLS_ENV}: the SMTP login "
+                f"(user and password) would travel unencrypted to {settings.host!r}; set {SMTP_SSL_ENV}=true or "
+                f"{SMTP_STARTTLS_ENV}=true (only a relay on a loopback address, such as 127.0.0.1, may go without)")
         return settings
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine without a lookup: a loopback address (127.0.0.0/8, ::1, also in
+    brackets) or ``localhost`` (RFC 6761: ``*.localhost`` too). A name that may resolve elsewhere is not."""
+    import ipaddress
+
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
 
 
 class SmtpTransport:
@@ -721,6 +767,29 @@ def notifications_for_event(con: duckdb.DuckDBPyConnection, event_id: str) -> li
     return [NotificationRecord(*row) for row in rows]
 
 
+def failed_attempts(con: duckdb.DuckDBPyConnection, event_id: str) -> int:
+    """How many attempts to send an email about this event failed (its ``failed`` rows)."""
+    return int(con.execute("SELECT count(*) FROM notifications WHERE event_id = ? AND status = 'failed'",
+                           [event_id]).fetchall()[0][0])
+
+
+def reason_for_log(rec: NotificationRecord) -> str:
+    """``rec``'s reason fit for a log line: the recipient's address (personal data; a server's refusal or an
+    address check may quote it) is replaced by ``[recipient]``. Nothing else of the message is in a reason: no
+    token, link or secret."""
+    reason = rec.reason or ""
+    if rec.recipient:
+        forms = {rec.recipient, *(addr for _name, addr in getaddresses([rec.recipient]) if addr)}
+        for form in list(forms):
+            try:
+                forms.add(wire_address(form))  # (a server quotes the domain as the wire has it)
+            except (ValueError, UnicodeError):
+                pass
+        for form in sorted((f for f in forms if f.strip()), key=len, reverse=True):
+            reason = re.sub(re.escape(form), "[recipient]", reason, flags=re.IGNORECASE)
+    return reason
+
+
 def already_notified(con: duckdb.DuckDBPyConnection, event_id: str) -> bool:
     """Whether an email about this event was sent, written to the outbox, or is pending (reserved, to be sent by
     whoever claimed it), whatever its template: a user hears about a sign-in at most once, also when rescoring it
@@ -893,7 +962,7 @@ def reserve(con: duckdb.DuckDBPyConnection, assessments: str, claimant: str) -> 
     """Make a ``pending`` row, claimed by ``claimant``, for each row of the table or view ``assessments`` (columns
     ``event_id``, ``notification``) with a notification due, unless its event has a pending, sent or outbox row,
     or ``claimant`` tried it already (a run tries an event once). Meant for the transaction that writes those
-    assessments."""
+    assessments (``risk.score._write``, which gives it the first assessments only: a rescore makes nothing due)."""
     from ingest.store import quote_ident
 
     con.execute(
@@ -1023,7 +1092,7 @@ def notify(con: duckdb.DuckDBPyConnection, event: Any, template_name: str, templ
         if recipient is None and username and con is not None:
             recipient = user_email(con, str(username), _field(event, "user_pool_id", "UserPoolId"))
         if not recipient:
-            raise NotifyError("no email address for user")
+            raise NotifyError(NO_ADDRESS)
         sender = _configured_sender(notify_config) or os.environ.get(NOTIFY_FROM_ENV)
         if not sender:
             raise NotifyError(f"NotifyConfiguration has no From address (nor is {NOTIFY_FROM_ENV} set)")

@@ -22,7 +22,10 @@ Notifications due are recorded with the assessment; they are sent only when
 asked (``notify=True``): scoring history must not email users about old sign-ins.
 Then each is also a pending row of ``notifications``, written in the chunk's
 transaction and sent after it (``risk.notify``), and what earlier runs owe is
-sent first, so a run that dies loses none.
+sent first, so a run that dies loses none. An email is due only from an
+event's first assessment (``_write``): ``rescore`` decides anew and records
+what the new decision would send (``would_notify``), but sends nothing about an
+event assessed before.
 """
 
 from __future__ import annotations
@@ -539,6 +542,8 @@ def score_events(
     Enforced compromised-credential blocks set the user's status to RESET_REQUIRED. With ``notify``,
     the notifications the decisions made due (ENFORCED only) are sent, each at most once per event: each is a
     pending row of ``notifications`` from the chunk's transaction on (``risk.notify.reserve``), sent after it.
+    Only an event's first assessment makes one due (:func:`_write`): events assessed before (by the service or
+    an earlier run) are decided anew with ``rescore``, and no email goes out about them.
     What earlier runs owe is sent first (``risk.notify.claim_owed``: left pending by a run that was killed or a
     service that stopped, or failed fewer than ``risk.notify.MAX_ATTEMPTS`` times).
     """
@@ -963,12 +968,21 @@ def _due(ctx: "_Context", pairs: list[tuple[str, str]], events: list[dict]) -> l
 
 
 def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True, *, reserve: bool = False,
-           claimant: str | None = None, also: tuple[str, list] | None = None, prevented: bool = False) -> None:
+           claimant: str | None = None, also: tuple[str, list] | None = None, prevented: bool = False) -> pa.Table:
     """Replace the assessments of these events (stored already), in one transaction that also applies the
     password resets they require (:func:`_apply_resets`, once per event).
 
+    This is the one place notifications become due, and only from an event's first assessment: the decision
+    actually taken about the sign-in (the service's answer, or the first batch scoring of an event ingested
+    since). An event assessed again (``riskgate score --rescore``, perhaps under another mode, configuration or
+    model) keeps the ``notification`` of the assessment it replaces; what the new decision would send is its
+    ``would_notify`` (and a decision reason says it was not sent), and nothing is reserved for it: a rescore
+    never emails a user about a sign-in decided before (an AUDIT-era sign-in, or one the service allowed,
+    would otherwise get a "we blocked a sign-in" email about a sign-in that went through). Returns the first
+    assessments among ``table`` (all of it with ``replace=False``).
+
     ``replace=False``: the caller knows they have none; ``transaction=False``: inside the caller's transaction.
-    ``reserve``: the notifications the assessments make due become pending rows in that transaction
+    ``reserve``: the notifications the first assessments make due become pending rows in that transaction
     (``risk.notify.reserve``), claimed by ``claimant`` -- by default the service's (``risk.inline`` delivers
     everything it makes due); batch scoring reserves only with --notify. ``also``: one more statement (SQL and its
     parameters) in the same transaction (batch scoring: the run's count of events scored). ``prevented``: the
@@ -976,27 +990,41 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
     (``risk.feedback.record_prevented``): they join no user's known history.
     """
     con.register("_rg_new_assessments", table)
+    first = table
     try:
         if transaction:
             con.execute("BEGIN TRANSACTION")
         try:
-            if replace:
+            prior = con.sql(
+                "DELETE FROM assessments WHERE event_id IN (SELECT event_id FROM _rg_new_assessments) "
+                "RETURNING event_id, notification, scored_at"
+            ).to_arrow_table() if replace else None
+            if prior is not None and prior.num_rows:
+                con.register("_rg_prior_assessments", prior)
+                try:
+                    con.execute(_INSERT_AGAIN, [_AGAIN_REASON]).fetchall()
+                finally:
+                    con.unregister("_rg_prior_assessments")
+                first = table.filter(pc.invert(pc.is_in(table.column("event_id"),
+                                                        value_set=prior.column("event_id"))))
+            else:
                 con.execute(
-                    "DELETE FROM assessments WHERE event_id IN (SELECT event_id FROM _rg_new_assessments)"
+                    "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
                 ).fetchall()
-            con.execute(
-                "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
-            ).fetchall()
             if pc.any(table.column("reset_required")).as_py():
                 _apply_resets(con, "_rg_new_assessments")
             if prevented and pc.any(table.column("blocked")).as_py():
                 from risk import feedback
 
                 feedback.record_prevented(con, "_rg_new_assessments", datetime.now(timezone.utc))
-            if reserve and table.column("notification").null_count < table.num_rows:
+            if reserve and first.column("notification").null_count < first.num_rows:
                 from risk import notify as rn
 
-                rn.reserve(con, "_rg_new_assessments", claimant or rn.service_claimant())
+                con.register("_rg_first_assessments", first)
+                try:
+                    rn.reserve(con, "_rg_first_assessments", claimant or rn.service_claimant())
+                finally:
+                    con.unregister("_rg_first_assessments")
             if also is not None:
                 con.execute(*also).fetchall()
             if transaction:
@@ -1007,3 +1035,23 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
             raise
     finally:
         con.unregister("_rg_new_assessments")
+    return first
+
+
+#: the decision reason of an event assessed again whose new decision would send an email the first did not make
+#: due (its template is appended): it is not sent (:func:`_write`)
+_AGAIN_REASON = " not sent: assessed again; an email is due only from a sign-in's first assessment"
+#: the new assessments (``_rg_new_assessments``) of events that had one (``_rg_prior_assessments``: event_id,
+#: notification, scored_at, as deleted): each keeps the notification of its first assessment (parameter:
+#: :data:`_AGAIN_REASON`)
+_INSERT_AGAIN = """INSERT INTO assessments BY NAME
+    SELECT n.* REPLACE (
+             p.notification AS notification,
+             CASE WHEN n.notification IS NOT NULL AND n.notification IS DISTINCT FROM p.notification
+                  THEN list_append(n.decision_reasons, n.notification || ?)
+                  ELSE n.decision_reasons END AS decision_reasons)
+    FROM _rg_new_assessments n
+    JOIN (SELECT event_id, first(notification ORDER BY scored_at) AS notification
+          FROM _rg_prior_assessments GROUP BY event_id) p USING (event_id)
+    UNION ALL BY NAME
+    SELECT n.* FROM _rg_new_assessments n ANTI JOIN _rg_prior_assessments p USING (event_id)"""

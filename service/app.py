@@ -288,6 +288,32 @@ def check_api_key(api_key: str | None) -> str:
 # -- the application -------------------------------------------------------------------------------
 
 
+def record_delivery(store, rec, claimant: str) -> None:
+    """Complete ``claimant``'s pending row with the outcome ``rec`` (``risk.notify.complete``) and say it in the
+    service's log: each failed attempt as a WARNING naming the template, the event, the attempt and the reason
+    (never the recipient's address, which a reason may quote, nor anything of the message: no token or link), and
+    an email sent after failed attempts as INFO. Runs on the store thread. A user without an email address in a
+    store whose users loaded without a pool id belong to no pool is told why (``unpooled_users_problem``)."""
+    from risk import notify as rn
+
+    rn.complete(store, rec, claimant)
+    failed = rn.failed_attempts(store, rec.event_id) if rec.event_id else int(rec.status == "failed")
+    if rec.status == "failed":
+        reason = rn.reason_for_log(rec)
+        if rec.reason == rn.NO_ADDRESS:
+            from risk.config import unpooled_users_problem
+
+            problem = unpooled_users_problem(store)
+            if problem:
+                reason += f" ({problem})"
+        then = "tried again later" if failed < rn.MAX_ATTEMPTS else "not tried again"
+        log.warning("notification %s about event %s failed (attempt %d of %d; %s): %s", rec.template, rec.event_id,
+                    failed, rn.MAX_ATTEMPTS, then, reason)
+    elif failed:
+        log.info("notification %s about event %s %s on attempt %d (after %d failed)", rec.template, rec.event_id,
+                 "sent" if rec.status == "sent" else "written to the outbox", failed + 1, failed)
+
+
 def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = None,
                request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S, enricher=None, checker=None,
                transport=None, min_hold: float | None = None, store_wait: float | None = None,
@@ -333,6 +359,12 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         # service runs can make it true or false
         for problem in rn.delivery_problems(store):
             log.warning("notifications will fail: %s", problem)
+        # users loaded without a pool id in a store of several pools (an ingest of another pool's events made it
+        # so): their email (and MFA, status) applies to nobody, so every email to them fails; `score` says it too
+        from risk.config import unpooled_users_problem
+
+        if problem := unpooled_users_problem(store):
+            log.warning("%s", problem)
         return InlineScorer(store, enricher=enricher or Enricher(geo=GeoResolver.from_settings(None, None),
                                                                   proxies=proxies),
                             checker=checker)
@@ -355,7 +387,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
         scorer = worker.scorer
         rows = rs.claimed_notifications(scorer.context, claimant)
         due = scorer.due([row[1:] for row in rows])  # one for each row, in order
-        return [Owed(row[0], n, lambda store, rec: rn.complete(store, rec, claimant)) for row, n in zip(rows, due)]
+        return [Owed(row[0], n, lambda store, rec: record_delivery(store, rec, claimant)) for row, n in zip(rows, due)]
 
     starting = threading.Lock()
 
@@ -381,7 +413,7 @@ def create_app(db: str | None, api_key: str, *, aws_access_key_id: str | None = 
                 return owed_notifications(store, worker, next(claimants, later))
 
             notifier = Notifier(worker, lambda n: deliver(n, transport=transport),
-                                lambda store, rec: rn.complete(store, rec, claimant), stop_wait=notify_stop_wait(),
+                                lambda store, rec: record_delivery(store, rec, claimant), stop_wait=notify_stop_wait(),
                                 owed=owed, retry_every=notify_retry_every)
             worker.on_due = notifier.submit
             rn.hold(claimant)

@@ -742,19 +742,21 @@ def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tm
     rg("score", "--rescore", db=db)
     assert q(db, "SELECT user_status FROM users WHERE username = 'victim'") == [("CONFIRMED",)]
     assert q(db, "SELECT count(*) FROM assessments WHERE reset_required")[0][0] == 1
-    # decided anew under another configuration (every level blocks and notifies): an event already emailed about
-    # gets no second email with the other template; only events due for the first time get one
+    # decided anew under another configuration (every level blocks and notifies): no email at all, neither a second
+    # one with the other template about an event already emailed about, nor a first one about an event whose first
+    # assessment made none due (an email is due only from an event's first assessment: the decision actually taken)
     before = {r[0] for r in q(db, "SELECT event_id FROM notifications WHERE status = 'outbox'")}
+    first = q(db, "SELECT event_id, notification FROM assessments ORDER BY 1")
     (tmp_path / "block.json").write_text(json.dumps({"AccountTakeoverRiskConfiguration": {"Actions": {
         lvl: {"Notify": True, "EventAction": "BLOCK"} for lvl in ("LowAction", "MediumAction", "HighAction")}}}))
     rg("config", "set", tmp_path / "block.json", db=db)
-    rg("score", "--rescore", "--notify", db=db)
-    now_due = {r[0] for r in q(db, "SELECT event_id FROM assessments WHERE notification IS NOT NULL")}
-    assert q(db, "SELECT count(*) FROM assessments a JOIN notifications n USING (event_id) "
-                 "WHERE a.notification <> n.template")[0][0] > 0, "some events are now due with another template"
-    assert q(db, "SELECT count(*) FROM notifications WHERE status = 'outbox' AND event_id IN "
-                 "(SELECT event_id FROM notifications GROUP BY event_id HAVING count(*) > 1)")[0][0] == 0
-    assert len(list((tmp_path / "outbox").glob("*.eml"))) == len(before | now_due)
+    out = json.loads(rg("score", "--rescore", "--notify", "--json", db=db).stdout)
+    assert (out["events_scored"], out["notifications"]) == (401, 0)
+    assert q(db, "SELECT event_id, notification FROM assessments ORDER BY 1") == first  # the first assessments'
+    assert q(db, "SELECT count(*) FROM assessments WHERE would_notify <> notification")[0][0] > 0, \
+        "some events would now be emailed about with another template"
+    assert {r[0] for r in q(db, "SELECT event_id FROM notifications")} == before
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == len(before) == due
     # no secret to sign the feedback links: refused before anything is scored (every email would fail, and use up
     # one of its attempts in every run, so that none was ever sent once the secret was set)
     monkeypatch.delenv("RISKGATE_FEEDBACK_SECRET")

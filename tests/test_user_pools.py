@@ -395,8 +395,9 @@ def test_loading_users_of_a_new_pool_says_that_the_pool_less_users_now_belong_to
     res = load(other, "--user-pool-id", "P2")
     assert res.stdout == "users read 1  added 1  updated 0  rejected 0\n"
     expected = ("warning: 2 user(s) loaded without a pool id belong to no pool: the store knows several (P1, P2), so "
-                "their MFA settings, email and status apply to nobody; load them again with --user-pool-id, or set "
-                "$RISKGATE_USER_POOL_ID to their pool")
+                "their MFA settings, email and status apply to nobody (no notification email reaches them: each fails "
+                "with 'no email address for user'); load them again with `riskgate users load FILE --user-pool-id "
+                "POOL`, or set $RISKGATE_USER_POOL_ID to their pool")
     assert " ".join(res.stderr.split()) == expected
     c = risk.store.connect(db)
     try:
