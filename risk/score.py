@@ -229,11 +229,12 @@ def chunk_bounds(con, since, until, *, rescore: bool = True, chunk_rows: int = D
 
 
 def _stale_after(con, first: datetime) -> int:
-    """How many events assessed before come after ``first``, the earliest event a run assesses for the first
-    time: when it was ingested late, those were assessed without it, so their features -- the user's history, the
+    """How many events assessed before come at or after ``first``, the earliest event a run assesses for the first
+    time (one at the same instant may follow it in the order of (creation_date, event_id) the history uses): when
+    it was ingested late, those were assessed without it, so their features -- the user's history, the
     windows of the address and network, everyone's counts -- did not count it, as one run over everything would
     have. (Restricted by time first: the events after ``first`` are usually the few newest.)"""
-    return int(con.execute("SELECT count(*) FROM assessments a JOIN events e USING (event_id) WHERE e.creation_date > ?",
+    return int(con.execute("SELECT count(*) FROM assessments a JOIN events e USING (event_id) WHERE e.creation_date >= ?",
                            [first]).fetchall()[0][0])
 
 

@@ -1250,3 +1250,21 @@ def test_events_without_a_pool_in_a_store_of_several_are_refused_before_any_chun
     assert "belong to no pool" in err and "events without a UserPoolId cannot be assessed" in err
     assert err.index("belong to no pool") < err.index("cannot be assessed")
     assert q(store, "SELECT count(*) FROM assessments") == [(0,)]
+
+
+def test_an_event_assessed_at_the_same_instant_as_a_late_one_counts_as_stale(store, tmp_path):
+    """History orders events by (creation_date, event_id): ``zz-a`` ingested late comes before ``zz-b`` of the same
+    instant, already assessed without it. It was not counted (only later instants were), and nothing was said."""
+    rg("score", db=store)
+    user, pool = q(store, "SELECT username, user_pool_id FROM events GROUP BY ALL ORDER BY count(*) DESC LIMIT 1")[0]
+    t = q(store, "SELECT max(creation_date) FROM events")[0][0].astimezone(timezone.utc) + timedelta(hours=1)
+
+    def line(eid):
+        return json.dumps({"EventId": eid, "UserPoolId": pool, "Username": user, "EventType": "SignIn",
+                           "EventResponse": "Pass", "CreationDate": f"{t:%Y-%m-%dT%H:%M:%S}Z"})
+
+    for eid in ("zz-b", "zz-a"):
+        (tmp_path / f"{eid}.jsonl").write_text(line(eid) + "\n")
+        rg("ingest", tmp_path / f"{eid}.jsonl", db=store)
+        out = json.loads(rg("score", "--json", db=store).stdout)
+    assert (out["events_scored"], out["stale_assessed"]) == (1, 1) and len(out["warnings"]) == 1, out
