@@ -18,7 +18,7 @@ import duckdb
 
 from ingest.errors import RiskgateError
 from ingest.schema import offset_text
-from risk.feedback import LATEST_FEEDBACK_SQL
+from risk.feedback import LATEST_FEEDBACK_SQL, shown_response_sql
 
 MAX_RESULTS = 60
 #: The longest ``NextToken`` accepted, far above the longest this module writes (base64 of the user pool id -- at
@@ -138,7 +138,7 @@ def list_user_auth_events(
         """
         WITH fb AS ({latest_feedback})
         SELECT e.event_id, e.event_type, e.creation_date,
-               CASE WHEN p.event_id IS NULL THEN e.event_response ELSE 'Fail' END, e.challenge_responses,
+               {shown_response}, e.challenge_responses,
                a.risk_decision, a.risk_level, coalesce(a.compromised_credentials_detected, e.compromised_credentials),
                a.event_id IS NOT NULL AS assessed,
                e.client_ip, e.device_name, e.time_zone, e.city, e.country_name, e.has_context_data,
@@ -146,12 +146,12 @@ def list_user_auth_events(
         FROM events e
         LEFT JOIN assessments a ON a.event_id = e.event_id
         LEFT JOIN fb f ON f.event_id = e.event_id
-        LEFT JOIN prevented_events p ON p.event_id = e.event_id
         WHERE e.username = ? AND {in_pool}
           AND (CAST(? AS TIMESTAMPTZ) IS NULL OR (e.creation_date, e.event_id) < (CAST(? AS TIMESTAMPTZ), ?))
         ORDER BY e.creation_date DESC, e.event_id DESC
         LIMIT ?
-        """.format(latest_feedback=LATEST_FEEDBACK_SQL, in_pool=_IN_POOL.replace("user_pool_id", "e.user_pool_id")),
+        """.format(latest_feedback=LATEST_FEEDBACK_SQL, in_pool=_IN_POOL.replace("user_pool_id", "e.user_pool_id"),
+                   shown_response=shown_response_sql("e")),
         [username, *_in_pool_params(con, user_pool_id), after_date, after_date, after_id, limit + 1],
     ).fetchall()
     more = len(rows) > limit

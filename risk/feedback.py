@@ -255,6 +255,13 @@ def failed_sql(event: str = "e", flags: str = "fl") -> str:
     return f"({event}.event_response = 'Fail' OR ({flags}.prevented IS TRUE AND {flags}.valid IS NOT TRUE))"
 
 
+def shown_response_sql(event: str = "e") -> str:
+    """SQL: the EventResponse an event is shown with (AdminListUserAuthEvents, the dashboard): ``Fail`` for a
+    sign-in the service prevented (it did not happen, whatever the application reported), else the stored one."""
+    return (f"(CASE WHEN {event}.event_id IN (SELECT event_id FROM prevented_events) THEN 'Fail' "
+            f"ELSE {event}.event_response END)")
+
+
 def is_known(event_response: str | None, prevented: bool = False) -> bool:
     """:func:`known_sql` for a new event, which has no feedback yet."""
     return event_response == "Pass" and not prevented

@@ -35,6 +35,7 @@ from ingest.enrich import ipv4_number_sql
 from ingest.errors import RiskgateError
 from ingest.store import users_counted
 from risk.config import unpooled_pool
+from risk.feedback import shown_response_sql
 
 LEVEL_ORDER = ("High", "Medium", "Low")
 NO_RISK = "No risk"
@@ -101,7 +102,7 @@ def overview_metrics(
     row = con.execute(
         f"""SELECT count(*) AS events,
                    count(*) FILTER (WHERE e.event_type = 'SignIn') AS sign_ins,
-                   count(*) FILTER (WHERE e.event_type = 'SignIn' AND e.event_response = 'Pass') AS sign_ins_passed,
+                   count(*) FILTER (WHERE e.event_type = 'SignIn' AND {shown_response_sql('e')} = 'Pass') AS sign_ins_passed,
                    {users_counted("$unpooled", "e.")} AS users,
                    count(a.event_id) AS assessed,
                    count(*) FILTER (WHERE a.risk_level = 'High') AS high,
@@ -406,7 +407,7 @@ def _event_where(con, f: EventFilters) -> tuple[str, dict, pa.Table | None]:
     return " AND ".join(where), params, ips
 
 
-_EVENT_LIST_COLS = f"""e.event_id, e.creation_date AS time, e.username, e.event_type, e.event_response AS response,
+_EVENT_LIST_COLS = f"""e.event_id, e.creation_date AS time, e.username, e.event_type, {shown_response_sql('e')} AS response,
        e.client_ip AS ip, e.country_iso AS country, e.city, e.asn, e.as_org, e.device_name,
        a.score, coalesce(a.risk_level, CASE WHEN a.event_id IS NULL THEN NULL WHEN a.mode = 'OFF' THEN '{NOT_EVALUATED}'
                                             ELSE '{NO_RISK}' END) AS level,
@@ -464,7 +465,8 @@ def reason_in_words(code: str, value, contribution) -> str:
 def event_detail(con: duckdb.DuckDBPyConnection, event_id: str) -> dict | None:
     """One event with its context data, its assessment, its reasons in words, feedback and labels (None if unknown)."""
     cur = con.execute(
-        """SELECT e.event_id, e.user_pool_id, e.client_id, e.username, e.user_sub, e.event_type, e.event_response,
+        f"""SELECT e.event_id, e.user_pool_id, e.client_id, e.username, e.user_sub, e.event_type,
+                  {shown_response_sql('e')} AS event_response,
                   e.creation_date, e.challenge_responses, e.ip_address, e.client_ip, e.client_ip_source, e.ip_prefix,
                   e.server_name, e.server_path, e.http_headers, e.encoded_data IS NOT NULL AS has_encoded_data,
                   e.has_context_data, e.user_agent, e.browser_family, e.browser_version, e.os_family, e.os_version,

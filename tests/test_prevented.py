@@ -87,13 +87,22 @@ def test_a_blocked_sign_in_is_no_history_and_a_failure_for_the_retry_over_http(b
     # AdminListUserAuthEvents lists them as the failed attempts they were (the application reported Pass)
     from risk.auth_events import list_user_auth_events
 
+    from risk import insights
+
     con = rstore.connect(db, read_only=True)
     try:
         listed = {e["EventId"]: e for e in list_user_auth_events(con, user, user_pool_id=pool)["AuthEvents"]}
+        # the dashboard's views say the same: its event list and detail, and "sign-ins passed" leaves them out
+        found, _ = insights.search_events(con, insights.EventFilters(username=user), limit=10_000)
+        shown = dict(zip(found["event_id"], found["response"]))
+        detail = insights.event_detail(con, "blk-1")["event_response"]
+        passed = insights.overview_metrics(con)["sign_ins_passed"]
+        all_passed = q(db, "SELECT count(*) FROM events WHERE event_type = 'SignIn' AND event_response = 'Pass'")[0][0]
     finally:
         con.close()
     assert [(listed[i]["EventResponse"], listed[i]["EventRisk"]["RiskDecision"]) for i in ("blk-1", "blk-2")] == [
         ("Fail", "Block")] * 2
+    assert (shown["blk-1"], shown["blk-2"], detail, passed) == ("Fail", "Fail", "Fail", all_passed - 2)
     assert q(db, "SELECT DISTINCT event_response FROM events WHERE event_id LIKE 'blk-%'") == [("Pass",)]  # as sent
     # the store says the same (batch rescoring reads it): every feature equal to the service's
     sql = _sql_features(db, ["blk-1", "blk-2"])
