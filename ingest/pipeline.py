@@ -359,7 +359,8 @@ def _without_passwords(events: pa.Table) -> tuple[pa.Table, set[int]]:
     if "extra" not in events.column_names or not events.num_rows:
         return events, set()
     extra = events.column("extra")
-    hits = pc.match_substring(extra, "password", ignore_case=True)
+    # the word, or a JSON escape that may spell it inside a string of JSON text (``\\u0070assword``)
+    hits = pc.match_substring_regex(extra, r"(?i)password|\\u")
     if not pc.any(hits).as_py():
         return events, set()
 
@@ -396,7 +397,7 @@ EVENT_ID_KEY = "event-ids"
 _DERIVED_ID = r"^(rg|ae|ua|row)-[0-9a-f]{32}$"
 #: a JSON member named password (blanks around it, any case) or whose name has an escape (``Pass\u0077ord``), also
 #: inside a string that is JSON text (``"{\\"password\\":…}"``): the raw texts worth scanning for one (``redact_passwords``)
-_PASSWORD_NAME = r'(?i)"\s*password\s*"\s*:|"[^"]*\\u[^"]*"\s*:|\\"\s*password\s*\\+"'
+_PASSWORD_NAME = r'(?i)"\s*password\s*"\s*:|"[^"]*\\u[^"]*"\s*:|\\"\s*password|\\u0022\s*password'
 
 
 def _keyed_ids(events: pa.Table, with_password: set[int], key: bytes) -> tuple[pa.Table, dict[str, str]]:

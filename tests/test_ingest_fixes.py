@@ -565,6 +565,47 @@ def test_a_password_in_a_string_that_is_json_text_is_never_stored(env):
         assert secret.encode() not in db.read_bytes(), secret
 
 
+def test_every_spelling_of_a_password_in_json_text_is_redacted_and_no_such_text_breaks_the_ingest(env):
+    r"""A review of the first version: a password in JSON text under an escaped name (``\u0070assword``), quoted with
+    ``\u0022``, with an escaped blank in its name, in a member's name, cut off after a backslash or inside ``\u00``, or
+    in a label's string value was kept in clear; JSON text nested 3,000 deep (a label, or an extra mentioning a
+    password) crashed the whole ingest (RecursionError); a lone surrogate in such text refused the whole file; and a
+    line of backslashes took time quadratic in its length (a minute for 160 KB)."""
+    good = {"EventId": "g1", "Username": "a", "EventType": "SignIn", "EventResponse": "Pass",
+            "CreationDate": "2026-03-01T08:00:00Z"}
+    q = '{"EventId":"u%d","Username":"a","EventType":"SignIn","EventResponse":"Pass","CreationDate":"bad",'
+    secrets = ["esc-secret", "secret-u22", "secret-tab", "secret-name", "secret-cut", "secret-cutu", "label-secret",
+               "deep-secret", "hunter2"]
+    lines = [json.dumps(good),
+             json.dumps(dict(good, EventId="x1", body='{"\\u0070assword": "esc-secret"}')),
+             json.dumps(dict(good, EventId="x2", note="password reset", body="[" * 3000 + "]" * 3000,
+                             Labels={"req": json.dumps({"password": "label-secret"}),
+                                     "deep": {"x": "[" * 3000 + "]" * 3000}})),
+             json.dumps(dict(good, EventId="x3", body="[" * 3000 + '{"password": "deep-secret"}' + "]" * 3000)),
+             q % 1 + '"body":"{\\u0022password\\u0022:\\u0022secret-u22\\u0022}"}',
+             q % 2 + '"body":"{\\"password\\\\t\\": \\"secret-tab\\"}"}',
+             q % 3 + '"{\\"password\\": \\"secret-name\\"}": 1}',
+             q % 6 + '"body":"{\\"password\\":\\"hunter2\\",\\"x\\":\\"\\ud800\\"}"}',
+             json.dumps(dict(good, EventId="u7", CreationDate="bad", a="\\" * 200_000 + '"x')),
+             q % 4 + '"body":"{\\"password\\": \\"secret-cut\\',
+             q % 5 + '"body":"{\\"password\\": \\"secret-cutu\\u00']
+    f = env / "spellings.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    out, res = ingest(f)
+    assert res.exit_code == 0 and counts(out) == (11, 4, 0, 7), res.output
+    db = env / "store.duckdb"
+    extras = dict(rows(db, "SELECT event_id, extra FROM events"))
+    assert json.loads(extras["x1"]) == {"body": "{}"}
+    assert json.loads(extras["x3"]) == {"body": "[redacted]"}  # too deep to look into, and it names a password
+    assert json.loads(extras["x2"])["body"] == "[" * 3000 + "]" * 3000  # too deep, but no password: as written
+    assert dict(rows(db, "SELECT label, value FROM labels"))["req"] == "{}"
+    raws = [r[0] for r in rows(db, "SELECT raw FROM quarantine ORDER BY source_line")]
+    assert len(raws) == 7 and sum("[redacted]" in r for r in raws) == 6, raws
+    data = db.read_bytes()
+    for secret in secrets:
+        assert secret.encode() not in data, secret
+
+
 def test_redacting_json_text_inside_a_string_keeps_everything_else_as_written():
     from ingest.sources.base import redact_passwords
 

@@ -369,21 +369,45 @@ def is_password_key(name: object) -> bool:
 
 def without_passwords(value: Any) -> Any:
     """A JSON value with every member named password (:func:`is_password_key`) left out, at any depth: an event's
-    ``extra`` (``ingest.pipeline``), a label's object or array value (``riskgate_jsonl.label_values``). A string
-    that is itself a JSON object or array (a logged request body: ``"{\"password\":\"…\"}"``) is read as
-    one and written again without them (compactly, and only when it held one)."""
+    ``extra`` (``ingest.pipeline``), a label's value (``riskgate_jsonl.label_values``). A string that is itself a
+    JSON object or array (a logged request body: ``"{\"password\":\"…\"}"``), as a value or as a member's name,
+    is read as one and written again without them (compactly, and only when it held one: :func:`_text_without`)."""
     if isinstance(value, dict):
-        return {k: without_passwords(v) for k, v in value.items() if not is_password_key(k)}
+        return {_text_without(k): without_passwords(v) for k, v in value.items() if not is_password_key(k)}
     if isinstance(value, list):
         return [without_passwords(v) for v in value]
-    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-        try:
-            inner = json.loads(value)
-        except ValueError:
-            return value
+    return _text_without(value) if isinstance(value, str) else value
+
+
+def _dumps(value: Any, **kw) -> str:
+    """``json.dumps`` keeping characters as they are, but a lone surrogate (``\ud800``, which UTF-8 cannot
+    hold) escaped."""
+    out = json.dumps(value, ensure_ascii=False, **kw)
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        out = json.dumps(value, **kw)
+    return out
+
+
+def _text_without(text: str) -> str:
+    """``text``, or, when it is JSON text (an object or array) with a member named password, that JSON written again
+    without it. JSON text nested too deep to read (Python's parser recurses) that mentions a password is
+    :data:`REDACTED` whole: what cannot be looked into is not kept."""
+    if text.lstrip()[:1] not in ("{", "[") or not _MAY_NAME_PASSWORD.search(text):
+        return text
+    try:
+        inner = json.loads(text)
         kept = without_passwords(inner)
-        return value if kept == inner else json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
-    return value
+    except ValueError:
+        return text
+    except RecursionError:
+        return REDACTED
+    return text if kept == inner else _dumps(kept, separators=(",", ":"))
+
+
+#: text that may hold a member named password: the word in any case, or a JSON escape (``\u0070assword``)
+_MAY_NAME_PASSWORD = re.compile(r"(?i)password|\\u")
 
 
 def _member_key(token: str) -> str | None:
@@ -433,42 +457,46 @@ def redact_passwords(text: str) -> str:
         if token[0] != '"':
             continue
         colon = _COLON.match(text, pos) if token.endswith('"') and len(token) >= 2 else None
-        if colon is None:  # a string value (maybe cut off): itself JSON text with a password member (a request body)?
+        if colon is None or not is_password_key(_member_key(token)):
+            # a string value (maybe cut off) or another member's name: itself JSON text with a password member?
             inner = _json_text_redacted(token)
             if inner is not None:
                 out += [text[kept:m.start()], inner]
                 kept = pos
             continue
-        if not is_password_key(_member_key(token)):
-            continue  # a member not named password
         end = _value_end(text, colon.end())
         out += [text[kept:colon.end()], f'"{REDACTED}"']
         kept = pos = end
     return "".join(out) + text[kept:] if out else text
 
 
-#: a string value worth decoding: it holds an escaped quote followed, after escapes, by a name (``\"password\"``,
-#: ``\"Pass\\u0077ord\"``) and a colon
-_ESCAPED_MEMBER = re.compile(r'\\+"(?:[^"]*\\u|\s*password\s*\\+")', re.I)
-
-
 def _json_text_redacted(token: str) -> str | None:
-    """A string token (quotes included) whose text is JSON with a password member, that member's value redacted
-    (:func:`redact_passwords`, at any depth of such strings), as a JSON string again; None when it holds none."""
-    if "\\" not in token or not _ESCAPED_MEMBER.search(token):
+    """A string token (quotes included, maybe cut off) whose text is JSON with a password member, that member's value
+    redacted (:func:`redact_passwords`, at any depth of such strings), as a JSON string again; None when it holds
+    none. Linear in the token: only a token with an escape and the word password (or a ``\\u`` escape, which may
+    spell it) is decoded, and each level of such strings inside it is shorter."""
+    if "\\" not in token or not _MAY_NAME_PASSWORD.search(token):
         return None
-    for cut in (False, True):  # closed, or cut off with the text
+    text, cut = None, False
+    if token.endswith('"') and len(token) >= 2:
         try:
-            text = json.loads(token + '"' if cut else token)
-            break
+            text = json.loads(token)
         except ValueError:
-            continue
-    else:
-        return None
+            pass
+    if text is None:  # cut off with the raw text, maybe inside an escape (``\\``, ``\\u00``): what decodes
+        cut = True
+        for drop in range(6):
+            try:
+                text = json.loads(token[:len(token) - drop] + '"')
+                break
+            except ValueError:
+                continue
+        else:
+            return None
     redacted = redact_passwords(text)
     if redacted == text:
         return None
-    out = json.dumps(redacted, ensure_ascii=False)
+    out = _dumps(redacted)
     return out[:-1] if cut else out  # a token cut off stays cut off
 
 

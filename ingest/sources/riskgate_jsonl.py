@@ -320,7 +320,9 @@ def label_values(labels: dict) -> tuple[list[tuple[str, str]], str | None]:
             reasons.append(f"Labels.{k} must be a string or null, got {_shown(x)}")
         else:  # an object or array without its members named password (``ingest.pipeline`` leaves out a label
             # named password, whichever reader made it)
-            pairs.append((str(k), x if isinstance(x, str) else json.dumps(base.without_passwords(x))))
+            # (a string that is JSON text is looked into too)
+            pairs.append((str(k), base.without_passwords(x) if isinstance(x, str)
+                           else json.dumps(base.without_passwords(x))))
     return pairs, "; ".join(reasons) or None
 
 
