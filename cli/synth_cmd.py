@@ -25,7 +25,8 @@ def synth(
     ] = "riskgate-jsonl",
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed writes the same bytes.")] = 0,
     start: Annotated[
-        str | None, typer.Option("--start", help=f"First day, YYYY-MM-DD (default {DEFAULT_START.isoformat()}).")
+        str | None, typer.Option("--start", help=f"First day, YYYY-MM-DD (default {DEFAULT_START.isoformat()}): the users' local day, so events may begin "
+        "hours before its midnight UTC.")
     ] = None,
     with_attacks: Annotated[
         bool, typer.Option("--attacks/--no-attacks", help="Include labelled attacks (a few per cent of events).")
