@@ -63,7 +63,6 @@ def score(
     """Assess unscored events in time order: score, level, decision, action and reasons, per event."""
     from risk import score as scoring
     from risk import store
-
     from risk.config import unpooled_users_problem
 
     lo, hi = parse_period(since, until)
