@@ -11,6 +11,7 @@ import math
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -706,3 +707,43 @@ def test_a_partial_folder_holding_files_is_refused_and_left_as_it_was(tmp_path):
                               str(tmp_path / "ae")])
     assert res.exit_code == 2 and "is written as" in res.stderr and "remove it" in res.stderr, res.output
     assert sorted(os.listdir(tmp_path)) == ["ae.partial"] and os.listdir(tmp_path / "ae.partial") == ["mine.txt"]
+
+
+def test_a_second_run_writing_the_same_out_is_refused_while_the_first_writes_it(tmp_path):
+    """Each run removed the other's partial file as a killed run's and renamed a half-written one into place (two
+    `synth --out c.jsonl` at once: a truncated c.jsonl, an empty labels file, and the successful run said so). A
+    partial output is locked while its run writes it; a second run is refused, the first completes."""
+    from ingest.outputs import PartialOutputs
+
+    with PartialOutputs() as first:
+        tmp = first.path(tmp_path / "c.jsonl")
+        with open(tmp, "w") as f:
+            f.write("half\n")
+        res = runner.invoke(app, ["synth", "--users", "5", "--days", "1", "--out", str(tmp_path / "c.jsonl")])
+        assert res.exit_code == 2 and "another run is writing it now" in res.stderr, res.output
+        assert open(tmp).read() == "half\n"  # untouched
+        with open(tmp, "a") as f:
+            f.write("done\n")
+        first.commit()
+    assert (tmp_path / "c.jsonl").read_text() == "half\ndone\n"
+    assert sorted(os.listdir(tmp_path)) == ["c.jsonl"]  # the refused run left nothing
+    synthesize(SynthConfig(users=5, days=1, seed=1), "riskgate-jsonl", tmp_path / "c.jsonl")  # unlocked: it may
+
+
+def test_an_out_that_is_a_fifo_is_written_in_place(tmp_path):
+    """`synth --out FIFO` replaced the FIFO with a regular file (written as FIFO.partial, renamed over it), and its
+    reader got nothing: written in place, as export writes one."""
+    import threading
+
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    synthesize(SynthConfig(users=10, days=2, seed=1), "riskgate-jsonl", fifo)
+    reader.join(timeout=10)
+    if reader.is_alive():  # nothing was written to the FIFO: let the reader go
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+    assert got and got[0].count("\n") > 10 and all(json.loads(x)["Username"] for x in got[0].splitlines())
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
