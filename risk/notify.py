@@ -308,8 +308,11 @@ def public_url(base_url: str | None = None) -> str:
     is appended to it. A query or fragment (the route would end up inside it: every link dead), user info, a bad
     port or characters no URL holds are refused naming the variable."""
     base = base_url if base_url is not None else os.environ.get(PUBLIC_URL_ENV, "")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc or CONTROL_CHARS_RE.search(base):
+    try:
+        parts = urlsplit(base)
+    except ValueError:  # an unbalanced IPv6 bracket (``http://[::1``)
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or CONTROL_CHARS_RE.search(base):
         if not base:
             raise ConfigurationError(
                 f"{PUBLIC_URL_ENV} is not set: the one-click links need the public base URL of the riskgate "
@@ -785,6 +788,8 @@ def reason_for_log(rec: NotificationRecord) -> str:
                 forms.add(wire_address(form))  # (a server quotes the domain as the wire has it)
             except (ValueError, UnicodeError):
                 pass
+        # as an address check quotes it ({text!r}: a tab or line break escaped), without its quotes
+        forms |= {repr(form)[1:-1] for form in forms}
         for form in sorted((f for f in forms if f.strip()), key=len, reverse=True):
             reason = re.sub(re.escape(form), "[recipient]", reason, flags=re.IGNORECASE)
     return reason

@@ -330,6 +330,8 @@ def test_score_notify_and_serve_refuse_an_smtp_login_without_tls_in_one_line(bas
     ('https://risk.example.com/x"><b>', "holds characters a URL may not"),
     ("https://risk.example.com/my links", "holds characters a URL may not"),
     ("https://risk.example.com:99999", "has a bad port"),
+    ("http://[::1", "must be an http(s) URL"),  # (a review: urlsplit's ValueError was a traceback, exit 1)
+    ("https://:80", "must be an http(s) URL"),  # no host
 ])
 def test_a_public_url_with_a_query_fragment_or_user_info_is_refused(url, said, monkeypatch):
     """Such a URL was accepted and every link became `URL/v1/feedback?token=...`: the route inside the query (or
@@ -450,3 +452,17 @@ def test_serve_says_at_start_and_at_each_failed_email_that_users_belong_to_no_po
     assert said.index(problem) < len(said) - 1  # at start, before the email failed
     assert said[-1] == (f"notification {template} about event {ev['EventId']} failed (attempt 1 of "
                         f"{nt.MAX_ATTEMPTS}; tried again later): no email address for user ({problem})"), said
+
+
+def test_a_recipient_quoted_with_escapes_by_the_address_check_is_still_redacted_for_the_log():
+    """The address check quotes a bad address as Python writes it (a tab as ``\\t``); the log's redaction looked
+    for the address as it is and let it through (a review: ``recipient "zed.o'neil\\tprivate@example.com" ...``)."""
+    from datetime import datetime, timezone
+
+    bad = "zed.o'neil\tprivate@example.com"
+    with pytest.raises(nt.NotifyError) as caught:
+        nt.single_address(bad, "recipient")
+    rec = nt.NotificationRecord("n1", "e1", "zed", bad, "BlockEmail", None, "failed", str(caught.value), "smtp", None,
+                                datetime.now(timezone.utc))
+    shown = nt.reason_for_log(rec)
+    assert "private@example.com" not in shown and "[recipient]" in shown, shown
