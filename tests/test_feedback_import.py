@@ -223,3 +223,19 @@ def test_feedback_that_cannot_be_read_quarantines_its_row_naming_the_field(env):
         'EventFeedback.Provider must be Admin or User, got "Console"']
     assert feedback_rows(env) == []
     assert q(env / "store.duckdb", "SELECT event_id FROM events ORDER BY event_id") == [("a1",), ("u1",)]
+
+
+def test_an_item_without_event_id_listed_again_with_feedback_is_the_same_event(env):
+    """The id derived from an item without EventId hashed its EventFeedback too: the item listed again after the
+    user or an administrator gave feedback became a second event, which the feedback was about, and the first stayed
+    in the user's history (a review)."""
+    item = {k: v for k, v in auth_event("x", 10, AWAY).items() if k != "EventId"}
+    first, again = env / "first.json", env / "again.json"
+    first.write_text(json.dumps({"AuthEvents": [item]}))
+    again.write_text(json.dumps({"AuthEvents": [{**item, "EventFeedback": {
+        "FeedbackValue": "Invalid", "Provider": "Admin", "FeedbackDate": "2026-03-03T00:00:00Z"}}]}))
+    assert "events added 1" in ingest(first, "--username", "alice")
+    out = ingest(again, "--username", "alice")
+    assert "events added 0 duplicates skipped 1" in out and "feedback recorded 1" in out, out
+    [(event_id,)] = q(env / "store.duckdb", "SELECT event_id FROM events")
+    assert feedback_rows(env) == [(event_id, "Invalid", "Admin", datetime(2026, 3, 3, tzinfo=UTC))]

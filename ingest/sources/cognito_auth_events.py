@@ -414,8 +414,10 @@ def _row(item: dict, username: str, pool: str | None, raw: str, line: int) -> di
     for k, v in item.items():
         if k not in KNOWN_ITEM_KEYS:
             extra[k] = v
-    event_id = item.get("EventId") or "ae-" + short_digest(
-        username + "\x1f" + json.dumps(item, sort_keys=True, ensure_ascii=False))
+    # (an id derived from the item leaves out its EventFeedback, which changes once feedback is given: the event
+    # listed again with it is the same event, which the feedback is about)
+    event_id = item.get("EventId") or "ae-" + short_digest(username + "\x1f" + json.dumps(
+        {k: v for k, v in item.items() if k != "EventFeedback"}, sort_keys=True, ensure_ascii=False))
     ctx = ctx if isinstance(ctx, dict) else {}
     created = _parse_time(item["CreationDate"])
     fb = item.get("EventFeedback")
