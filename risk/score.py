@@ -979,8 +979,10 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
     model) keeps the ``notification`` of the assessment it replaces; what the new decision would send is its
     ``would_notify`` (and a decision reason says it was not sent), and nothing is reserved for it: a rescore
     never emails a user about a sign-in decided before (an AUDIT-era sign-in, or one the service allowed,
-    would otherwise get a "we blocked a sign-in" email about a sign-in that went through). Returns the first
-    assessments among ``table`` (all of it with ``replace=False``).
+    would otherwise get a "we blocked a sign-in" email about a sign-in that went through). Password resets
+    likewise (:func:`_apply_resets`): an event assessed again keeps its first assessment's ``reset_required`` (a
+    decision reason says when the new decision would have required one). Returns the first assessments among
+    ``table`` (all of it with ``replace=False``).
 
     ``replace=False``: the caller knows they have none; ``transaction=False``: inside the caller's transaction.
     ``reserve``: the notifications the first assessments make due become pending rows in that transaction
@@ -998,12 +1000,12 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
         try:
             prior = con.sql(
                 "DELETE FROM assessments WHERE event_id IN (SELECT event_id FROM _rg_new_assessments) "
-                "RETURNING event_id, notification, scored_at"
+                "RETURNING event_id, notification, reset_required, scored_at"
             ).to_arrow_table() if replace else None
             if prior is not None and prior.num_rows:
                 con.register("_rg_prior_assessments", prior)
                 try:
-                    con.execute(_INSERT_AGAIN, [_AGAIN_REASON]).fetchall()
+                    con.execute(_INSERT_AGAIN, [_AGAIN_REASON, _RESET_AGAIN_REASON]).fetchall()
                 finally:
                     con.unregister("_rg_prior_assessments")
                 first = table.filter(pc.invert(pc.is_in(table.column("event_id"),
@@ -1012,8 +1014,12 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
                 con.execute(
                     "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
                 ).fetchall()
-            if pc.any(table.column("reset_required")).as_py():
-                _apply_resets(con, "_rg_new_assessments")
+            if pc.any(first.column("reset_required")).as_py():  # (an event assessed again keeps its first's)
+                con.register("_rg_first_resets", first)
+                try:
+                    _apply_resets(con, "_rg_first_resets")
+                finally:
+                    con.unregister("_rg_first_resets")
             if prevented and pc.any(table.column("blocked")).as_py():
                 from risk import feedback
 
@@ -1043,16 +1049,24 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
 #: due (its template is appended): it is not sent (:func:`_write`)
 _AGAIN_REASON = " not sent: assessed again; an email is due only from a sign-in's first assessment"
 #: the new assessments (``_rg_new_assessments``) of events that had one (``_rg_prior_assessments``: event_id,
-#: notification, scored_at, as deleted): each keeps the notification of its first assessment (parameter:
-#: :data:`_AGAIN_REASON`)
+#: notification, reset_required, scored_at, as deleted): each keeps the notification and the reset required of its
+#: first assessment (parameters: :data:`_AGAIN_REASON`, :data:`_RESET_AGAIN_REASON`)
+#: the decision reason of an event assessed again whose new decision would require a password reset its first did not:
+#: none is required (the sign-in was decided when it happened; the password may have changed since)
+_RESET_AGAIN_REASON = ("password reset not required: assessed again; a reset is required only by a sign-in's first "
+                       "assessment")
 _INSERT_AGAIN = """INSERT INTO assessments BY NAME
     SELECT n.* REPLACE (
              p.notification AS notification,
-             CASE WHEN n.notification IS NOT NULL AND n.notification IS DISTINCT FROM p.notification
-                  THEN list_append(n.decision_reasons, n.notification || ?)
-                  ELSE n.decision_reasons END AS decision_reasons)
+             coalesce(p.reset_required, false) AS reset_required,
+             list_concat(n.decision_reasons,
+                         CASE WHEN n.notification IS NOT NULL AND n.notification IS DISTINCT FROM p.notification
+                              THEN [n.notification || ?] ELSE [] END,
+                         CASE WHEN n.reset_required AND NOT coalesce(p.reset_required, false)
+                              THEN [?] ELSE [] END) AS decision_reasons)
     FROM _rg_new_assessments n
-    JOIN (SELECT event_id, first(notification ORDER BY scored_at) AS notification
+    JOIN (SELECT event_id, first(notification ORDER BY scored_at) AS notification,
+                 first(reset_required ORDER BY scored_at) AS reset_required
           FROM _rg_prior_assessments GROUP BY event_id) p USING (event_id)
     UNION ALL BY NAME
     SELECT n.* FROM _rg_new_assessments n ANTI JOIN _rg_prior_assessments p USING (event_id)"""

@@ -1268,3 +1268,39 @@ def test_an_event_assessed_at_the_same_instant_as_a_late_one_counts_as_stale(sto
         rg("ingest", tmp_path / f"{eid}.jsonl", db=store)
         out = json.loads(rg("score", "--json", db=store).stdout)
     assert (out["events_scored"], out["stale_assessed"]) == (1, 1) and len(out["warnings"]) == 1, out
+
+
+def test_a_rescore_requires_no_password_reset_the_first_assessment_did_not(tmp_path, monkeypatch):
+    """A sign-in with compromised credentials decided in AUDIT (allowed, no reset) and rescored once the pool is
+    ENFORCED set the user RESET_REQUIRED then, for a sign-in long past whose password may have changed since, as
+    it emailed about it before emails followed only first assessments. A reset, like an email, is an action of
+    the decision taken when the sign-in happened."""
+    from tests.events_gen import event, many, write_jsonl
+    from tests.geo_fixtures import build
+
+    city, asn = build(tmp_path)
+    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
+    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
+    db = tmp_path / "s.duckdb"
+    evs = many(300)
+    evs.append(event(300, Username="victim", CompromisedCredentialsDetected=True))
+    write_jsonl(tmp_path / "e.jsonl", evs)
+    users = tmp_path / "users.csv"
+    users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
+                     "victim,sub-v,CONFIRMED,true,,,victim@example.com\n")
+    rg("ingest", tmp_path / "e.jsonl", db=db)
+    rg("users", "load", users, db=db)
+    rg("train", "--no-labels", db=db)
+    rg("score", db=db)  # AUDIT, the default: recorded, nothing applied
+    victim = ("SELECT a.reset_required, a.mode, a.decision_reasons FROM assessments a "
+              "JOIN events e USING (event_id) WHERE e.username = 'victim'")
+    [(reset, mode, _reasons)] = q(db, victim)
+    assert (reset, mode) == (False, "AUDIT")
+    rg("mode", "ENFORCED", db=db)
+    rg("score", "--rescore", db=db)
+    assert q(db, "SELECT user_status FROM users WHERE username = 'victim'") == [("CONFIRMED",)]
+    from risk.score import _RESET_AGAIN_REASON
+
+    [(reset, mode, reasons)] = q(db, victim)
+    assert (reset, mode) == (False, "ENFORCED") and _RESET_AGAIN_REASON in reasons
+    assert q(db, "SELECT count(*) FROM resets_applied")[0][0] == 0
