@@ -318,7 +318,8 @@ def public_url(base_url: str | None = None) -> str:
                 f"{PUBLIC_URL_ENV} is not set: the one-click links need the public base URL of the riskgate "
                 "service, e.g. https://risk.example.com"
             )
-        raise ConfigurationError(f"{PUBLIC_URL_ENV} must be an http(s) URL, got {base!r}")
+        shown = "" if "@" in base else f", got {base!r}"  # (user info may hold a password: not echoed)
+        raise ConfigurationError(f"{PUBLIC_URL_ENV} must be an http(s) URL with a host{shown}")
     if "@" in parts.netloc:  # (not echoed: it may hold a password)
         raise ConfigurationError(f"{PUBLIC_URL_ENV} must not hold user info (user@ or user:password@ before the "
                                  "host): the links are sent to every user; give the service's public base URL only")

@@ -332,6 +332,7 @@ def test_score_notify_and_serve_refuse_an_smtp_login_without_tls_in_one_line(bas
     ("https://risk.example.com:99999", "has a bad port"),
     ("http://[::1", "must be an http(s) URL"),  # (a review: urlsplit's ValueError was a traceback, exit 1)
     ("https://:80", "must be an http(s) URL"),  # no host
+    ("http://admin:hunter2@[::1", "must be an http(s) URL"),  # (and the password not echoed)
 ])
 def test_a_public_url_with_a_query_fragment_or_user_info_is_refused(url, said, monkeypatch):
     """Such a URL was accepted and every link became `URL/v1/feedback?token=...`: the route inside the query (or
