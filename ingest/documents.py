@@ -177,6 +177,16 @@ def strict_json_pairs(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+def yaml_refusal(exc: yaml.YAMLError) -> tuple[str, int | None, bool]:
+    """(problem, line, whether it is a repeated key) of YAML text refused by a strict loader: the repeated key's
+    message (:func:`repeated_key`) or :func:`yaml_problem`'s, for the caller's own words around it (a repeated key
+    is not "not valid YAML")."""
+    repeated = repeated_key(exc)
+    if repeated:
+        return repeated[0], repeated[1], True
+    return (*yaml_problem(exc), False)
+
+
 def repeated_key(exc: BaseException | None = None, text: str | None = None,
                  loader: type[yaml.SafeLoader] = StrictYamlLoader) -> tuple[str, int | None] | None:
     """(message, line) of a repeated key: ``("key 'username' is repeated (first at line 2)", 5)``.

@@ -89,7 +89,7 @@ from ingest.documents import (
     load_yaml,
     repeated_key,
     strict_json_pairs,
-    yaml_problem,
+    yaml_refusal,
 )
 from ingest.errors import ConfigurationError
 from ingest.schema import MAX_USER_POOL_ID, user_pool_id_problem
@@ -736,11 +736,9 @@ def parse_text(text: str, *, source: str | None = None, fmt: str | None = None) 
     try:
         return load_yaml(text, loader=StrictYamlLoader, source=source)
     except yaml.YAMLError as exc:
-        repeated = repeated_key(exc)
-        if repeated:
-            raise ConfigurationError(repeated[0], source=source, line=repeated[1]) from None
-        problem, line = yaml_problem(exc)
-        raise ConfigurationError(f"not valid YAML: {problem}", source=source, line=line) from None
+        problem, line, repeated = yaml_refusal(exc)
+        raise ConfigurationError(problem if repeated else f"not valid YAML: {problem}", source=source,
+                                 line=line) from None
 
 
 def validate_document(

@@ -775,7 +775,7 @@ def load_thresholds(path: str) -> Thresholds:
         load_yaml,
         repeated_key,
         strict_json_pairs,
-        yaml_problem,
+        yaml_refusal,
     )
     from ingest.errors import ConfigurationError
 
@@ -795,11 +795,10 @@ def load_thresholds(path: str) -> Thresholds:
         try:
             doc = load_yaml(text, loader=StrictYamlLoader, source=path, what="thresholds file", error=ThresholdsError)
         except yaml.YAMLError as exc:
-            repeated = repeated_key(exc)
-            if repeated:
-                raise ThresholdsError(f"thresholds file: {repeated[0]}", source=path, line=repeated[1]) from None
-            problem, line = yaml_problem(exc)
-            raise ThresholdsError(f"thresholds file is not JSON or YAML: {problem}", source=path, line=line) from None
+            problem, line, repeated = yaml_refusal(exc)
+            raise ThresholdsError(f"thresholds file: {problem}" if repeated
+                                  else f"thresholds file is not JSON or YAML: {problem}", source=path,
+                                  line=line) from None
         if isinstance(doc, dict):
             doc = {k: _yaml_number(v) for k, v in doc.items()}
     if not isinstance(doc, dict):

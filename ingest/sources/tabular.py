@@ -64,7 +64,7 @@ import pyarrow.csv as pacsv
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingest.documents import StrictYamlLoader, load_yaml, repeated_key, yaml_problem
+from ingest.documents import StrictYamlLoader, load_yaml, yaml_refusal
 from ingest.errors import ConfigurationError, InputFormatError
 from ingest.labels import BOOLEAN_LABELS, FALSE_VALUES, TRUE_VALUES
 from ingest.schema import EVENT_RESPONSE_ALIASES, EVENT_RESPONSES, EVENT_TYPES, LABEL_SCHEMA, SOURCE_SCHEMA
@@ -913,12 +913,9 @@ def load_mapping(path: str | None, fmt: str) -> ColumnMapping:
         # nesting too deep: one error naming where
         doc = load_yaml(text, loader=MappingLoader, source=str(path), what="the mapping file")
     except yaml.YAMLError as exc:
-        repeated = repeated_key(exc)
-        if repeated:
-            raise ConfigurationError(f"invalid column mapping: {repeated[0]}", source=str(path),
-                                     line=repeated[1]) from None
-        problem, line = yaml_problem(exc)
-        raise ConfigurationError(f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
+        problem, line, repeated = yaml_refusal(exc)
+        raise ConfigurationError(f"invalid column mapping: {problem}" if repeated
+                                 else f"not valid YAML or JSON: {problem}", source=str(path), line=line) from None
     if not isinstance(doc, dict):
         raise ConfigurationError("a mapping file must be an object with at least 'columns'", source=str(path))
     try:
