@@ -697,28 +697,34 @@ def test_the_library_refuses_an_empty_period_too_before_the_store_changes(store,
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tmp_path, monkeypatch):
+def _victim_store(tmp_path, monkeypatch, n: int, others: int = 0):
+    """A store of ``n`` generated sign-ins and one of ``victim`` with compromised credentials (the test GeoIP
+    databases), its users loaded (``others`` of them besides the victim, with addresses) and a model trained
+    without labels; the store and the users file."""
     from tests.events_gen import event, many, write_jsonl
     from tests.geo_fixtures import build
 
     city, asn = build(tmp_path)
     monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
     monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
-    monkeypatch.setenv("RISKGATE_OUTBOX", str(tmp_path / "outbox"))
-    monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "security@example.com")
-    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "test-secret-0123456789abcdef")
-    monkeypatch.setenv("RISKGATE_PUBLIC_URL", "https://riskgate.example.com")
     db = tmp_path / "s.duckdb"
-    evs = many(400)
-    evs.append(event(400, Username="victim", CompromisedCredentialsDetected=True))
-    write_jsonl(tmp_path / "e.jsonl", evs)
+    write_jsonl(tmp_path / "e.jsonl", [*many(n), event(n, Username="victim", CompromisedCredentialsDetected=True)])
     users = tmp_path / "users.csv"
     users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
-                     + "".join(f"user{i},sub-{i},CONFIRMED,true,,,user{i}@example.com\n" for i in range(50))
+                     + "".join(f"user{i},sub-{i},CONFIRMED,true,,,user{i}@example.com\n" for i in range(others))
                      + "victim,sub-v,CONFIRMED,true,,,victim@example.com\n")
     rg("ingest", tmp_path / "e.jsonl", db=db)
     rg("users", "load", users, db=db)
     rg("train", "--no-labels", db=db)
+    return db, users
+
+
+def test_enforced_compromised_block_sets_reset_required_and_notify_sends_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKGATE_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setenv("RISKGATE_NOTIFY_FROM", "security@example.com")
+    monkeypatch.setenv("RISKGATE_FEEDBACK_SECRET", "test-secret-0123456789abcdef")
+    monkeypatch.setenv("RISKGATE_PUBLIC_URL", "https://riskgate.example.com")
+    db, users = _victim_store(tmp_path, monkeypatch, 400, others=50)
     rg("mode", "ENFORCED", db=db)
     unsent = tmp_path / "unsent.duckdb"
     shutil.copy(db, unsent)
@@ -1275,22 +1281,7 @@ def test_a_rescore_requires_no_password_reset_the_first_assessment_did_not(tmp_p
     ENFORCED set the user RESET_REQUIRED then, for a sign-in long past whose password may have changed since, as
     it emailed about it before emails followed only first assessments. A reset, like an email, is an action of
     the decision taken when the sign-in happened."""
-    from tests.events_gen import event, many, write_jsonl
-    from tests.geo_fixtures import build
-
-    city, asn = build(tmp_path)
-    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
-    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
-    db = tmp_path / "s.duckdb"
-    evs = many(300)
-    evs.append(event(300, Username="victim", CompromisedCredentialsDetected=True))
-    write_jsonl(tmp_path / "e.jsonl", evs)
-    users = tmp_path / "users.csv"
-    users.write_text("username,sub,status,enabled,mfa_settings,preferred_mfa,email\n"
-                     "victim,sub-v,CONFIRMED,true,,,victim@example.com\n")
-    rg("ingest", tmp_path / "e.jsonl", db=db)
-    rg("users", "load", users, db=db)
-    rg("train", "--no-labels", db=db)
+    db, _users = _victim_store(tmp_path, monkeypatch, 300)
     rg("score", db=db)  # AUDIT, the default: recorded, nothing applied
     victim = ("SELECT a.reset_required, a.mode, a.decision_reasons FROM assessments a "
               "JOIN events e USING (event_id) WHERE e.username = 'victim'")
