@@ -12,30 +12,18 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import pytest
 from typer.testing import CliRunner
 
 import risk.store
 from cli import app
 from risk.features import compute_features
 from risk.model.training import load_labels
-from tests.geo_fixtures import build
 from tests.storedb import q
+from tests.test_ingest import env  # noqa: F401 (the fixture: the test GeoIP databases, a store in tmp_path)
 
 runner = CliRunner()
 UTC = timezone.utc
 HOME, AWAY = "81.2.69.160", "1.120.0.9"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    city, asn = build(tmp_path)
-    monkeypatch.setenv("RISKGATE_GEOIP_CITY", str(city))
-    monkeypatch.setenv("RISKGATE_GEOIP_ASN", str(asn))
-    monkeypatch.delenv("RISKGATE_TRUSTED_PROXIES", raising=False)
-    monkeypatch.delenv("RISKGATE_CLIENT_IP_HEADER", raising=False)
-    monkeypatch.setenv("RISKGATE_DB", str(tmp_path / "store.duckdb"))
-    return tmp_path
 
 
 def rg(*args):
