@@ -993,7 +993,7 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
     (``risk.feedback.record_prevented``): they join no user's known history.
     """
     con.register("_rg_new_assessments", table)
-    first = table
+    first, firsts = table, "_rg_new_assessments"  # the first assessments, and the name they are registered under
     try:
         if transaction:
             con.execute("BEGIN TRANSACTION")
@@ -1010,16 +1010,14 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
                     con.unregister("_rg_prior_assessments")
                 first = table.filter(pc.invert(pc.is_in(table.column("event_id"),
                                                         value_set=prior.column("event_id"))))
+                firsts = "_rg_first_assessments"
+                con.register(firsts, first)
             else:
                 con.execute(
                     "INSERT INTO assessments BY NAME SELECT * FROM _rg_new_assessments"
                 ).fetchall()
             if pc.any(first.column("reset_required")).as_py():  # (an event assessed again keeps its first's)
-                con.register("_rg_first_resets", first)
-                try:
-                    _apply_resets(con, "_rg_first_resets")
-                finally:
-                    con.unregister("_rg_first_resets")
+                _apply_resets(con, firsts)
             if prevented and pc.any(table.column("blocked")).as_py():
                 from risk import feedback
 
@@ -1027,11 +1025,7 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
             if reserve and first.column("notification").null_count < first.num_rows:
                 from risk import notify as rn
 
-                con.register("_rg_first_assessments", first)
-                try:
-                    rn.reserve(con, "_rg_first_assessments", claimant or rn.service_claimant())
-                finally:
-                    con.unregister("_rg_first_assessments")
+                rn.reserve(con, firsts, claimant or rn.service_claimant())
             if also is not None:
                 con.execute(*also).fetchall()
             if transaction:
@@ -1042,6 +1036,8 @@ def _write(con, table: pa.Table, replace: bool = True, transaction: bool = True,
             raise
     finally:
         con.unregister("_rg_new_assessments")
+        if firsts != "_rg_new_assessments":
+            con.unregister(firsts)
     return first
 
 
